@@ -1,0 +1,338 @@
+"""`patient-ml`: manage the product database, dataset and model configs, and runs.
+
+Exit codes: 0 success, 1 failure (e.g. database unreachable), 2 usage error, 3 invalid config
+or config file, 4 not found, 5 conflict with stored state, 6 database schema out of date.
+Invalid input writes nothing: every command runs in one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from patient_ml import __version__, settings
+from patient_ml.exceptions import ConfigValidationError, PatientMLError
+
+INTERNAL_ERROR_EXIT = 70
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patient-ml",
+        description="Patient ML for Airflow: dataset and model configs, runs, product database.",
+        epilog="The product database is PATIENT_ML_DATABASE_URL, else the Airflow connection "
+        "named by PATIENT_ML_CONN_ID, else SQLite under PATIENT_ML_HOME.",
+    )
+    parser.add_argument("--version", action="version", version=f"patient-ml {__version__}")
+    parser.add_argument("--db-url", help="product database SQLAlchemy URL (overrides the env)")
+    parser.add_argument(
+        "--actor",
+        default=None,
+        help="who is acting, for the audit trail (default: $PATIENT_ML_USER or the OS user)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    db = groups.add_parser("db", help="product database schema").add_subparsers(
+        dest="command", required=True, metavar="SUBCOMMAND"
+    )
+    upgrade = db.add_parser("upgrade", help="create or migrate the schema (idempotent)")
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.set_defaults(handler=cmd_db_upgrade)
+    db.add_parser("current", help="show the schema revision").set_defaults(handler=cmd_db_current)
+
+    for noun in ("dataset", "model"):
+        sub = groups.add_parser(f"{noun}s", help=f"{noun} configs").add_subparsers(
+            dest="command", required=True, metavar="SUBCOMMAND"
+        )
+        create = sub.add_parser("create", help=f"create a {noun} config from a YAML/JSON file")
+        create.add_argument("-f", "--file", required=True, help="YAML or JSON config file")
+        create.set_defaults(handler=cmd_create, noun=noun)
+        update = sub.add_parser("update", help=f"replace a {noun} config from a YAML/JSON file")
+        update.add_argument("ref", help=f"{noun} id or name")
+        update.add_argument("-f", "--file", required=True, help="YAML or JSON config file")
+        update.set_defaults(handler=cmd_update, noun=noun)
+        sub.add_parser("list", help=f"list {noun} configs").set_defaults(
+            handler=cmd_list, noun=noun
+        )
+        show = sub.add_parser("show", help=f"show one {noun} config")
+        show.add_argument("ref", help=f"{noun} id or name")
+        show.set_defaults(handler=cmd_show, noun=noun)
+        delete = sub.add_parser("delete", help=f"delete a {noun} config that nothing uses")
+        delete.add_argument("ref", help=f"{noun} id or name")
+        delete.set_defaults(handler=cmd_delete, noun=noun)
+
+    runs = groups.add_parser("runs", help="model runs").add_subparsers(
+        dest="command", required=True, metavar="SUBCOMMAND"
+    )
+    runs_list = runs.add_parser("list", help="list runs, newest first")
+    runs_list.add_argument("--model", help="only runs of this model (id or name)")
+    runs_list.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    runs_list.set_defaults(handler=cmd_runs_list)
+    runs_show = runs.add_parser("show", help="show one run (reference ModelRun shape)")
+    runs_show.add_argument("run_id")
+    runs_show.set_defaults(handler=cmd_runs_show)
+    return parser
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from patient_ml.db import schema
+    from patient_ml.db.engine import get_engine, redact
+
+    engine = get_engine(args.db_url, check_schema=False)
+    before, after = schema.upgrade(engine, args.revision)
+    where = redact(str(engine.url))
+    if before == after:
+        _info(f"Product database {where} is already at revision {after}.")
+    else:
+        _info(f"Product database {where} upgraded from {before or 'empty'} to {after}.")
+    if args.json:
+        print(json.dumps({"database": where, "before": before, "after": after}))
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from patient_ml.db import schema
+    from patient_ml.db.engine import get_engine, redact
+
+    engine = get_engine(args.db_url, check_schema=False)
+    current, head = schema.current_revision(engine), schema.head_revision()
+    doc = {"database": redact(str(engine.url)), "current": current, "head": head}
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(f"database: {doc['database']}\ncurrent:  {current or '(empty)'}\nhead:     {head}")
+    schema.check_schema_version(engine)
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from patient_ml.config.loading import load_config_file
+
+    data = load_config_file(args.file)
+    create, _update, to_wire = _service(args.noun)
+
+    def run(session: Any) -> dict[str, Any]:
+        return to_wire(create(session, data, actor=_actor(args)))
+
+    doc = _in_session(args, run)
+    _info(f"Created {args.noun} {doc['name']!r} with id {doc['id']}.")
+    _print_saved(args, doc)
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from patient_ml.config.loading import load_config_file
+
+    data = load_config_file(args.file)
+    _create, update, to_wire = _service(args.noun)
+
+    def run(session: Any) -> dict[str, Any]:
+        return to_wire(update(session, args.ref, data, actor=_actor(args)))
+
+    doc = _in_session(args, run)
+    _info(f"Updated {args.noun} {doc['name']!r} (revision {doc['revision']}).")
+    _print_saved(args, doc)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from patient_ml.services import datasets, models
+
+    if args.noun == "dataset":
+
+        def run(session: Any) -> list[dict[str, Any]]:
+            return [datasets.dataset_to_wire(d) for d in datasets.list_datasets(session)]
+
+        docs = _in_session(args, run)
+        rows = [
+            (
+                d["id"],
+                d["name"],
+                d["problemDefinition"]["problemType"],
+                len(d["problemDefinition"]["labelDefinition"]["labels"]),
+                d["description"][:50],
+            )
+            for d in docs
+        ]
+        headers = ("id", "name", "problem", "labels", "description")
+    else:
+
+        def run(session: Any) -> list[dict[str, Any]]:
+            return [models.model_to_wire(m) for m in models.list_models(session)]
+
+        docs = _in_session(args, run)
+        rows = [
+            (
+                m["id"],
+                m["name"],
+                m["deployApproach"]["type"],
+                "Deployed" if m["championId"] else "Not Deployed",
+                m["championId"],
+                m["dagId"],
+            )
+            for m in docs
+        ]
+        headers = ("id", "name", "deploy", "status", "champion", "dag id")
+    if args.json:
+        print(json.dumps({f"{args.noun}s": docs}, indent=2))
+    else:
+        print_table_(headers, rows, empty=f"No {args.noun}s yet.")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from patient_ml.services import datasets, models
+
+    def run(session: Any) -> dict[str, Any]:
+        if args.noun == "dataset":
+            return datasets.dataset_to_wire(datasets.get_dataset(session, args.ref))
+        return models.model_to_wire(models.get_model(session, args.ref))
+
+    _print_doc(args, _in_session(args, run))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from patient_ml.services import datasets, models
+
+    def run(session: Any) -> str:
+        if args.noun == "dataset":
+            return datasets.delete_dataset(session, args.ref, actor=_actor(args))
+        return models.delete_model(session, args.ref, actor=_actor(args))
+
+    deleted = _in_session(args, run)
+    _info(f"Deleted {args.noun} {deleted}.")
+    if args.json:
+        print(json.dumps({"id": deleted}))
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from patient_ml.services import runs
+
+    def run(session: Any) -> list[dict[str, Any]]:
+        return [
+            runs.run_to_wire(session, r) for r in runs.list_runs(session, args.model, args.limit)
+        ]
+
+    docs = _in_session(args, run)
+    if args.json:
+        print(json.dumps({"runs": docs}, indent=2))
+        return 0
+    rows = [
+        (
+            r["id"],
+            r["slug"],
+            r["modelId"],
+            r["status"],
+            _iso(r["start"]),
+            _iso(r.get("end")),
+            r.get("deployStatus"),
+        )
+        for r in docs
+    ]
+    print_table_(
+        ("id", "slug", "model", "status", "start", "end", "deploy"), rows, empty="No runs yet."
+    )
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from patient_ml.services import runs
+
+    def run(session: Any) -> dict[str, Any]:
+        return runs.run_to_wire(session, runs.get_run(session, args.run_id))
+
+    _print_doc(args, _in_session(args, run))
+    return 0
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def _service(noun: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+    from patient_ml.services import datasets, models
+
+    if noun == "dataset":
+        return datasets.create_dataset, datasets.update_dataset, datasets.dataset_to_wire
+    return models.create_model, models.update_model, models.model_to_wire
+
+
+def _in_session(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    from patient_ml.db.engine import get_engine, session_scope
+
+    with session_scope(get_engine(args.db_url)) as session:
+        return work(session)
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or settings.current_user()
+
+
+def _print_saved(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(doc, indent=2))
+
+
+def _print_doc(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    from patient_ml.cli.output import print_document
+
+    print_document(doc, as_json=args.json)
+
+
+def print_table_(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str) -> None:
+    from patient_ml.cli.output import print_table
+
+    print_table(headers, rows, empty=empty)
+
+
+def _iso(millis: float | None) -> str | None:
+    if millis is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"errors": [e.as_dict() for e in exc.errors]}, default=str))
+        return exc.exit_code
+    except PatientMLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; nothing was saved", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so plainly, keep the traceback behind a switch
+        if os.environ.get("PATIENT_ML_DEBUG"):
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "This is a bug in patient-ml; rerun with PATIENT_ML_DEBUG=1 for the traceback and "
+            "report it.",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR_EXIT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

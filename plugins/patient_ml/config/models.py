@@ -1,0 +1,200 @@
+"""Pydantic v2 models of DatasetConfig and ModelConfig, wire-compatible with the reference API.
+
+Field names on the wire are the reference API's camelCase names (`problemDefinition`,
+`trainingApproach.maxTrials`, ...); Python code uses snake_case attributes. Structural rules
+(types, required fields, enumerations, simple ranges) live here so the OpenAPI document shows
+them; rules that span several fields live in `patient_ml.config.rules`, and rules that need
+stored state (label index reuse, dataset existence) live in the service layer.
+
+Fields we add beyond the reference API are marked "extension" below; no reference field is
+renamed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+ProblemType = Literal["imgClf", "imgSeg"]
+Scale = Literal["auto", "linear", "log", "reverseLog"]
+Direction = Literal["minimize", "maximize"]
+
+MAX_TRIALS_LIMIT = 1000
+MAX_PARALLEL_TRIALS = 64
+MAX_FILTER_CODES = 50
+
+
+class WireModel(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class LabelConfig(WireModel):
+    id: str | None = Field(None, description="UUID of the label; assigned when omitted.")
+    name: str = Field(min_length=1, max_length=128, description="Unique name of the label.")
+    description: str = ""
+    index: int | None = Field(
+        None,
+        ge=0,
+        le=255,
+        description="Integer stored in training data for this label (0..255). Never changes; "
+        "assigned above maxLabelIndex when omitted.",
+    )
+
+
+class LabelDefinition(WireModel):
+    labels: list[LabelConfig] = Field(min_length=1)
+    max_label_index: int | None = Field(
+        None,
+        ge=-1,
+        le=255,
+        description="Highest index ever used by a label of this dataset; maintained by the "
+        "service and only ever grows.",
+    )
+
+
+class FhirCodesFilter(WireModel):
+    filter_type: Literal["FhirCodesFilter"] = "FhirCodesFilter"
+    codes: list[str] = Field(
+        min_length=1,
+        max_length=MAX_FILTER_CODES,
+        description="FHIR tokens matched against DocumentReference.type codings: "
+        "'system|code', '|code' (no system) or 'code' (any system).",
+    )
+
+
+class ProblemDefinition(WireModel):
+    problem_type: ProblemType
+    label_definition: LabelDefinition
+    training_data_filter: FhirCodesFilter
+
+
+class DatasetConfig(WireModel):
+    id: str | None = None
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    problem_definition: ProblemDefinition
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class MetricDefinition(WireModel):
+    name: str = Field(min_length=1, max_length=255)
+    regex: str = Field(min_length=1, max_length=500)
+
+
+class Objective(WireModel):
+    metric: str = Field(min_length=1, max_length=255)
+    direction: Direction
+
+
+class _ParameterBase(WireModel):
+    name: str = Field(min_length=1, max_length=256)
+
+
+def _as_string(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class CategoricalParameter(_ParameterBase):
+    type: Literal["categorical"]
+    values: list[str]
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _scalars_to_strings(cls, value: Any) -> Any:
+        # Hyperparameters travel as strings; YAML `[32, 64]` means `["32", "64"]`.
+        if isinstance(value, list):
+            return [_as_string(v) for v in value]
+        return value
+
+
+class ContinuousParameter(_ParameterBase):
+    type: Literal["continuous"]
+    min: float
+    max: float
+    scale: Scale = "auto"
+
+
+class IntegerParameter(_ParameterBase):
+    type: Literal["integer"]
+    min: int | float  # floats are accepted so the rules can say "must be a whole number"
+    max: int | float
+    scale: Scale = "auto"
+
+
+SearchParameter = Annotated[
+    CategoricalParameter | ContinuousParameter | IntegerParameter,
+    Field(discriminator="type"),
+]
+
+
+class TrainingApproach(WireModel):
+    type: Literal["tuningJob"] = "tuningJob"
+    training_image: str = Field(min_length=1, max_length=512)
+    metric_definitions: list[MetricDefinition] = Field(default_factory=list)
+    objective: Objective
+    search_space: list[SearchParameter] = Field(default_factory=list)
+    max_trials: int = Field(10, ge=1, le=MAX_TRIALS_LIMIT)
+    retrain_every: float | None = Field(
+        None,
+        description="Retrain when this many milliseconds have passed since the last run "
+        "(at least one day).",
+    )
+    # --- extensions
+    parallel_trials: int = Field(
+        1,
+        ge=1,
+        le=MAX_PARALLEL_TRIALS,
+        description="Extension: trial workers that run at the same time (Airflow mapped tasks).",
+    )
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Extension: seed of the hyperparameter sampler."
+    )
+    schedule: str | None = Field(
+        None,
+        description="Extension: cron expression or preset (@daily, @weekly, ...); "
+        "an alternative to retrainEvery.",
+    )
+
+
+class DeployApproach(WireModel):
+    type: Literal["cloud", "edge"]
+    inference_image: str = Field(min_length=1, max_length=512)
+
+
+class ModelConfig(WireModel):
+    id: str | None = None
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    dataset_id: str = Field(
+        min_length=1,
+        description="ID of the dataset config this model trains on (the CLI also accepts the "
+        "dataset's name).",
+    )
+    champion_id: str | None = Field(
+        None, description="Read-only: the run that is deployed now; changed by approvals."
+    )
+    training_approach: TrainingApproach
+    deploy_approach: DeployApproach

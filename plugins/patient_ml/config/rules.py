@@ -1,0 +1,408 @@
+"""Rules that span several fields of one config; each failure is a FieldError with the exact
+wire path (`trainingApproach.searchSpace[1].min`), the value and a message that says the fix.
+
+Rules that need stored state (label index reuse, dataset existence, name clashes) live in the
+service layer, which reports them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from patient_ml.config.models import (
+    CategoricalParameter,
+    ContinuousParameter,
+    DatasetConfig,
+    IntegerParameter,
+    ModelConfig,
+)
+from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.exceptions import FieldError
+
+DAY_MS = 86_400_000
+MAX_RETRAIN_EVERY_MS = 366 * DAY_MS
+
+# Docker/OCI image reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest]
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+)
+
+HYPERPARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# A FHIR token: 'system|code', '|code' or 'code'; neither part may hold whitespace or '|'.
+FHIR_TOKEN = re.compile(r"^(?:(?P<system>[^\s|]*)\|)?(?P<code>[^\s|]+)$")
+SCHEDULE_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+
+
+def check_image_reference(field: str, value: str) -> list[FieldError]:
+    if len(value) > 255 or not IMAGE_REFERENCE.match(value):
+        return [
+            FieldError(
+                field,
+                "is not a valid container image reference; use [registry[:port]/]name[:tag]"
+                "[@sha256:digest] with a lowercase name, e.g. "
+                "'123456789012.dkr.ecr.us-east-1.amazonaws.com/brain-mri:1.0' or "
+                "'patient-ml/img-clf-trainer:latest'",
+                value,
+            )
+        ]
+    return []
+
+
+def check_dataset_config(cfg: DatasetConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    problem = cfg.problem_definition
+    labels = problem.label_definition.labels
+    base = "problemDefinition.labelDefinition.labels"
+
+    seen_names: dict[str, int] = {}
+    seen_ids: dict[str, int] = {}
+    seen_indices: dict[int, int] = {}
+    for i, label in enumerate(labels):
+        key = label.name.casefold()
+        if key in seen_names:
+            errors.append(
+                FieldError(
+                    f"{base}[{i}].name",
+                    f"duplicates the name of labels[{seen_names[key]}]; label names must be "
+                    "unique (case-insensitive), rename one",
+                    label.name,
+                )
+            )
+        seen_names.setdefault(key, i)
+        if label.id is not None:
+            if label.id in seen_ids:
+                errors.append(
+                    FieldError(
+                        f"{base}[{i}].id",
+                        f"duplicates the id of labels[{seen_ids[label.id]}]; give each label its "
+                        "own id or leave it out to have one assigned",
+                        label.id,
+                    )
+                )
+            seen_ids.setdefault(label.id, i)
+        if label.index is not None:
+            if label.index in seen_indices:
+                errors.append(
+                    FieldError(
+                        f"{base}[{i}].index",
+                        f"is already used by labels[{seen_indices[label.index]}]; label indices "
+                        "must be unique, pick another or leave it out to have one assigned",
+                        label.index,
+                    )
+                )
+            seen_indices.setdefault(label.index, i)
+            if problem.problem_type == "imgSeg" and label.index == 0:
+                errors.append(
+                    FieldError(
+                        f"{base}[{i}].index",
+                        "is 0, which segmentation masks reserve for background; use 1..255",
+                        label.index,
+                    )
+                )
+
+    if problem.problem_type == "imgClf" and len(labels) < 2:
+        errors.append(
+            FieldError(
+                base,
+                "an image-classification dataset needs at least 2 labels (e.g. 'no tumour' "
+                "and 'tumour'); add the missing class",
+                [label.name for label in labels],
+            )
+        )
+
+    max_index = problem.label_definition.max_label_index
+    used = [label.index for label in labels if label.index is not None]
+    if max_index is not None and used and max(used) > max_index:
+        errors.append(
+            FieldError(
+                "problemDefinition.labelDefinition.maxLabelIndex",
+                f"is below the highest label index in use ({max(used)}); leave maxLabelIndex "
+                "out, the service maintains it",
+                max_index,
+            )
+        )
+
+    codes_field = "problemDefinition.trainingDataFilter.codes"
+    seen_codes: set[str] = set()
+    for i, code in enumerate(problem.training_data_filter.codes):
+        if not FHIR_TOKEN.match(code):
+            errors.append(
+                FieldError(
+                    f"{codes_field}[{i}]",
+                    "is not a FHIR token; write 'system|code' (e.g. "
+                    "'http://loinc.org|18748-4'), '|code' or 'code', without spaces",
+                    code,
+                )
+            )
+        elif code in seen_codes:
+            errors.append(
+                FieldError(f"{codes_field}[{i}]", "is listed twice; remove the duplicate", code)
+            )
+        seen_codes.add(code)
+    return errors
+
+
+def check_model_config(cfg: ModelConfig) -> list[FieldError]:
+    ta = cfg.training_approach
+    errors: list[FieldError] = []
+    errors += check_image_reference("trainingApproach.trainingImage", ta.training_image)
+    errors += check_image_reference(
+        "deployApproach.inferenceImage", cfg.deploy_approach.inference_image
+    )
+    errors += _check_metric_definitions(cfg)
+    errors += _check_objective(cfg)
+    errors += _check_search_space(cfg)
+    errors += _check_schedule(cfg)
+    if ta.parallel_trials > ta.max_trials:
+        errors.append(
+            FieldError(
+                "trainingApproach.parallelTrials",
+                f"is above maxTrials ({ta.max_trials}); extra workers would have nothing to do, "
+                f"set parallelTrials to at most {ta.max_trials}",
+                ta.parallel_trials,
+            )
+        )
+    return errors
+
+
+def _check_metric_definitions(cfg: ModelConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    seen: dict[str, int] = {}
+    for i, md in enumerate(cfg.training_approach.metric_definitions):
+        base = f"trainingApproach.metricDefinitions[{i}]"
+        if md.name in seen:
+            errors.append(
+                FieldError(
+                    f"{base}.name",
+                    f"duplicates metricDefinitions[{seen[md.name]}]; metric names must be unique",
+                    md.name,
+                )
+            )
+        seen.setdefault(md.name, i)
+        if md.name in PLATFORM_METRICS:
+            errors.append(
+                FieldError(
+                    f"{base}.name",
+                    "is the name of a metric the platform computes on the test set; give the "
+                    f"training-log metric another name, e.g. 'validation:{md.name}'",
+                    md.name,
+                )
+            )
+        try:
+            groups = re.compile(md.regex).groups
+        except re.error as exc:
+            errors.append(
+                FieldError(
+                    f"{base}.regex",
+                    f"does not compile ({exc}); fix the pattern, e.g. 'val_loss=([0-9.eE+-]+)'",
+                    md.regex,
+                )
+            )
+            continue
+        if groups != 1:
+            errors.append(
+                FieldError(
+                    f"{base}.regex",
+                    f"has {groups} capture groups but needs exactly 1 around the number; use "
+                    "(?:...) for other groups, e.g. 'val_loss=([0-9.eE+-]+)'",
+                    md.regex,
+                )
+            )
+    return errors
+
+
+def _check_objective(cfg: ModelConfig) -> list[FieldError]:
+    objective = cfg.training_approach.objective
+    defined = [md.name for md in cfg.training_approach.metric_definitions]
+    platform = PLATFORM_METRICS.get(objective.metric)
+    if platform is None and objective.metric not in defined:
+        names = ", ".join(repr(n) for n in [*defined, *PLATFORM_METRICS]) or "none"
+        return [
+            FieldError(
+                "trainingApproach.objective.metric",
+                "names no metric; use the name of one of metricDefinitions or a "
+                f"platform metric (one of {names})",
+                objective.metric,
+            )
+        ]
+    if platform is not None and platform.direction != objective.direction:
+        better = "higher" if platform.direction == "maximize" else "lower"
+        return [
+            FieldError(
+                "trainingApproach.objective.direction",
+                f"is the wrong way for {platform.name} ({better} is better); set direction to "
+                f"'{platform.direction}'",
+                objective.direction,
+            )
+        ]
+    return []
+
+
+def _check_search_space(cfg: ModelConfig) -> list[FieldError]:
+    ta = cfg.training_approach
+    errors: list[FieldError] = []
+    seen: dict[str, int] = {}
+    for i, param in enumerate(ta.search_space):
+        base = f"trainingApproach.searchSpace[{i}]"
+        if param.name in seen:
+            errors.append(
+                FieldError(
+                    f"{base}.name",
+                    f"duplicates searchSpace[{seen[param.name]}]; hyperparameter names must be "
+                    "unique",
+                    param.name,
+                )
+            )
+        seen.setdefault(param.name, i)
+        if not HYPERPARAMETER_NAME.match(param.name):
+            errors.append(
+                FieldError(
+                    f"{base}.name",
+                    "must start with a letter or '_' and hold only letters, digits, '_', '.' "
+                    "and '-'",
+                    param.name,
+                )
+            )
+        if isinstance(param, CategoricalParameter):
+            errors += _check_categorical(base, param)
+        else:
+            errors += _check_numeric(base, param)
+    if not ta.search_space and ta.max_trials > 1:
+        errors.append(
+            FieldError(
+                "trainingApproach.searchSpace",
+                f"is empty, so all {ta.max_trials} trials would train the same model; add a "
+                "hyperparameter to search or set maxTrials to 1",
+                [],
+            )
+        )
+    return errors
+
+
+def _check_categorical(base: str, param: CategoricalParameter) -> list[FieldError]:
+    if not param.values:
+        return [
+            FieldError(f"{base}.values", "is empty; list at least one value to try", param.values)
+        ]
+    errors = []
+    if any(not v for v in param.values):
+        errors.append(
+            FieldError(f"{base}.values", "holds an empty string; remove it", param.values)
+        )
+    if len(set(param.values)) != len(param.values):
+        errors.append(
+            FieldError(f"{base}.values", "lists a value twice; remove duplicates", param.values)
+        )
+    return errors
+
+
+def _check_numeric(base: str, param: ContinuousParameter | IntegerParameter) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for bound in ("min", "max"):
+        value = getattr(param, bound)
+        if not math.isfinite(value):
+            errors.append(FieldError(f"{base}.{bound}", "must be a finite number", value))
+        elif isinstance(param, IntegerParameter) and value != int(value):
+            errors.append(
+                FieldError(
+                    f"{base}.{bound}",
+                    "must be a whole number for an integer parameter; round it or make the "
+                    "parameter 'continuous'",
+                    value,
+                )
+            )
+    if errors:
+        return errors
+    if param.min >= param.max:
+        errors.append(
+            FieldError(
+                f"{base}.max",
+                f"must be greater than min ({param.min:g}); swap the bounds or widen the range",
+                param.max,
+            )
+        )
+    if param.scale == "log" and param.min <= 0:
+        errors.append(
+            FieldError(
+                f"{base}.min",
+                "must be greater than 0 for a log scale; raise min (e.g. 1e-5) or use "
+                "scale 'linear'",
+                param.min,
+            )
+        )
+    if param.scale == "reverseLog":
+        if isinstance(param, IntegerParameter):
+            errors.append(
+                FieldError(
+                    f"{base}.scale",
+                    "reverseLog is only for continuous parameters in [0, 1); use 'log' or "
+                    "'linear' for integers",
+                    param.scale,
+                )
+            )
+        elif param.min < 0 or param.max >= 1:
+            errors.append(
+                FieldError(
+                    f"{base}.max" if param.max >= 1 else f"{base}.min",
+                    "reverseLog needs 0 <= min < max < 1 (it samples values close to 1, such "
+                    "as momentum); adjust the range or use scale 'linear'",
+                    param.max if param.max >= 1 else param.min,
+                )
+            )
+    return errors
+
+
+def _check_schedule(cfg: ModelConfig) -> list[FieldError]:
+    ta = cfg.training_approach
+    errors: list[FieldError] = []
+    if ta.retrain_every is not None:
+        if not math.isfinite(ta.retrain_every) or ta.retrain_every < DAY_MS:
+            errors.append(
+                FieldError(
+                    "trainingApproach.retrainEvery",
+                    f"is in milliseconds and must be at least one day ({DAY_MS}); e.g. "
+                    f"{7 * DAY_MS} for weekly",
+                    ta.retrain_every,
+                )
+            )
+        elif ta.retrain_every > MAX_RETRAIN_EVERY_MS:
+            errors.append(
+                FieldError(
+                    "trainingApproach.retrainEvery",
+                    f"is more than 366 days ({MAX_RETRAIN_EVERY_MS} ms); use a shorter interval "
+                    "or leave it out and trigger runs by hand",
+                    ta.retrain_every,
+                )
+            )
+    if ta.schedule is not None:
+        if ta.retrain_every is not None:
+            errors.append(
+                FieldError(
+                    "trainingApproach.schedule",
+                    "is set together with retrainEvery; keep only one of the two",
+                    ta.schedule,
+                )
+            )
+        elif ta.schedule not in SCHEDULE_PRESETS and not _is_cron(ta.schedule):
+            presets = ", ".join(sorted(SCHEDULE_PRESETS))
+            errors.append(
+                FieldError(
+                    "trainingApproach.schedule",
+                    f"is not a cron expression or preset; use e.g. '0 3 * * 1' or one of {presets}",
+                    ta.schedule,
+                )
+            )
+    return errors
+
+
+def _is_cron(expression: str) -> bool:
+    from croniter import croniter
+
+    return len(expression.split()) == 5 and croniter.is_valid(expression)

@@ -1,0 +1,1 @@
+"""Product database: ORM models, engines/sessions and Alembic migrations."""

@@ -1,0 +1,188 @@
+"""Engines and sessions of the product database.
+
+`resolve_database_url` decides which database to use, `get_engine` builds (and caches) an engine
+and checks the schema version once, and `session_scope` commits or rolls back and turns driver
+errors into `DatabaseError`/`ConflictError` with an explanation the user can act on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from patient_ml import settings
+from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
+
+log = logging.getLogger(__name__)
+
+_ENGINES: dict[str, Engine] = {}
+_CHECKED: set[str] = set()
+_LOCK = threading.Lock()
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """The product DB URL: explicit argument, then PATIENT_ML_DATABASE_URL, then the Airflow
+    connection named by PATIENT_ML_CONN_ID, then SQLite under PATIENT_ML_HOME."""
+    if explicit:
+        return normalize_url(explicit)
+    from_env = os.environ.get("PATIENT_ML_DATABASE_URL")
+    if from_env:
+        return normalize_url(from_env)
+    conn_id = os.environ.get("PATIENT_ML_CONN_ID")
+    if conn_id:
+        from patient_ml.hooks.product_db import ProductDatabaseHook
+
+        return normalize_url(ProductDatabaseHook(conn_id).get_database_url())
+    return settings.default_database_url()
+
+
+def normalize_url(url: str) -> str:
+    """Accept the URL spellings people use and pick the driver we ship (psycopg 3)."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise DatabaseError(
+            f"Product database URL {url!r} is not a valid SQLAlchemy URL.",
+            fix="use e.g. 'postgresql://user@127.0.0.1:5432/patient_ml' or "
+            "'sqlite:////absolute/path/patient_ml.db'",
+        ) from exc
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername.split("+")[0] not in ("postgresql", "sqlite"):
+        raise DatabaseError(
+            f"Product database URL uses {parsed.drivername!r}; only PostgreSQL and SQLite are "
+            "supported.",
+            fix="point PATIENT_ML_DATABASE_URL at a PostgreSQL database or a SQLite file",
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def get_engine(url: str | None = None, *, check_schema: bool = True) -> Engine:
+    """A cached engine for `url` (resolved when None); checks the schema version once."""
+    resolved = resolve_database_url(url)
+    with _LOCK:
+        engine = _ENGINES.get(resolved)
+        if engine is None:
+            engine = _create_engine(resolved)
+            _ENGINES[resolved] = engine
+    if check_schema and resolved not in _CHECKED:
+        from patient_ml.db.schema import check_schema_version
+
+        check_schema_version(engine)
+        _CHECKED.add(resolved)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests, forked workers)."""
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+        _CHECKED.clear()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": 10, "application_name": "patient-ml"},
+    )
+
+
+def _create_sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Take the write lock up front: two writers wait for each other (busy_timeout) instead
+        # of failing with "database is locked" when a read transaction upgrades to a write.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back on any error.
+
+    Driver errors become `ConflictError` (a constraint was violated, e.g. by a concurrent
+    writer) or `DatabaseError` (cannot connect, locked, schema drift) with an explanation.
+    """
+    engine = engine or get_engine()
+    session = sessionmaker(bind=engine, expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except PatientMLError:
+        session.rollback()
+        raise
+    except sa_exc.SQLAlchemyError as exc:
+        session.rollback()
+        raise translate_error(exc, engine) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def translate_error(exc: sa_exc.SQLAlchemyError, engine: Engine) -> PatientMLError:
+    where = redact(str(engine.url))
+    original = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else repr(exc)
+    if isinstance(exc, sa_exc.IntegrityError):
+        return ConflictError(
+            f"The product database refused the change: {original}.",
+            fix="another change touched the same record at the same time or the value is "
+            "already taken; reload and try again",
+        )
+    if isinstance(exc, sa_exc.OperationalError):
+        if "locked" in original.lower():
+            return DatabaseError(
+                f"The SQLite product database {where} stayed locked for 30 s: {original}.",
+                fix="another process holds a long write; retry, or use PostgreSQL "
+                "(PATIENT_ML_DATABASE_URL) when many workers write at once",
+            )
+        if "no such table" in original.lower() or "does not exist" in original.lower():
+            return DatabaseError(
+                f"The product database {where} lacks a table: {original}.",
+                fix="run `patient-ml db upgrade`",
+            )
+        return DatabaseError(
+            f"Cannot use the product database {where}: {original}.",
+            fix="check that the database server is running and reachable and that "
+            "PATIENT_ML_DATABASE_URL (or the Airflow connection) is right",
+        )
+    return DatabaseError(f"Product database error on {where}: {original}.")

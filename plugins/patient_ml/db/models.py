@@ -1,0 +1,271 @@
+"""SQLAlchemy 2 ORM of the product database.
+
+Every table is prefixed `pml_` so the product DB can share a PostgreSQL database with Optuna's
+RDB storage (which owns `studies`, `trials`, ...) and with Airflow's metadata without clashes.
+Approvals, deployments and audit events are append-only: the ORM refuses updates and deletes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class Dataset(Base):
+    __tablename__ = "pml_datasets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    problem_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    problem_definition: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+    __table_args__ = (CheckConstraint("problem_type IN ('imgClf', 'imgSeg')", name="problem_type"),)
+
+
+class Model(Base):
+    __tablename__ = "pml_models"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    slug: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    description: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    champion_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pml_runs.id", use_alter=True, ondelete="SET NULL"), nullable=True
+    )
+    training_approach: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    deploy_approach: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+
+class Snapshot(Base):
+    """An immutable, content-addressed dataset snapshot; its id is the manifest's sha256."""
+
+    __tablename__ = "pml_snapshots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_datasets.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    manifest_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    example_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class Run(Base):
+    __tablename__ = "pml_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    slug: Mapped[str] = mapped_column(String(128), nullable=False)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="running", nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _created()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    hyperparameters: Mapped[list[dict[str, str]]] = mapped_column(
+        JSONType, default=list, nullable=False
+    )
+    champion_id: Mapped[str | None] = mapped_column(String(36))  # champion when the run began
+    snapshot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pml_snapshots.id", ondelete="RESTRICT"), index=True
+    )
+    model_revision: Mapped[int] = mapped_column(Integer, nullable=False)
+    # problemDefinition, trainingApproach and deployApproach frozen when the run was created.
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    deploy_status: Mapped[str | None] = mapped_column(String(16))
+    deploy_error: Mapped[str | None] = mapped_column(Text)
+    model_artifact_uri: Mapped[str | None] = mapped_column(Text)
+    model_artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    is_archived: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    airflow_dag_id: Mapped[str | None] = mapped_column(String(250))
+    airflow_run_id: Mapped[str | None] = mapped_column(String(250))
+    triggered_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint(
+            "deploy_status IS NULL OR deploy_status IN ('deploying', 'succeeded', 'failed')",
+            name="deploy_status",
+        ),
+        UniqueConstraint("airflow_dag_id", "airflow_run_id", name="uq_pml_runs_airflow_run"),
+        Index("ix_pml_runs_model_started", "model_id", "started_at"),
+    )
+
+
+class Trial(Base):
+    __tablename__ = "pml_trials"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pml_runs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    value: Mapped[float | None] = mapped_column(Float)
+    failure: Mapped[str | None] = mapped_column(Text)
+    artifact_uri: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime] = _created()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "number", name="uq_pml_trials_run_number"),
+        CheckConstraint("state IN ('running', 'complete', 'pruned', 'failed')", name="state"),
+    )
+
+
+class Metric(Base):
+    """One number about a run. `subject` says whose model (challenger = this run's, champion =
+    the champion at run time); `stage` says where it came from (training log on train/validation
+    data, or the platform's evaluation on the test split), as in the reference API."""
+
+    __tablename__ = "pml_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pml_runs.id", ondelete="CASCADE"), index=True)
+    subject: Mapped[str] = mapped_column(String(16), nullable=False)
+    stage: Mapped[str] = mapped_column(String(16), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+    direction: Mapped[str | None] = mapped_column(String(8))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "subject", "stage", "name", name="uq_pml_metrics_key"),
+        CheckConstraint("subject IN ('challenger', 'champion')", name="subject"),
+        CheckConstraint("stage IN ('training', 'evaluation')", name="stage"),
+    )
+
+
+class Approval(Base):
+    __tablename__ = "pml_approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("pml_runs.id", ondelete="RESTRICT"), index=True)
+    decision: Mapped[str] = mapped_column(String(16), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(8), nullable=False)
+    user: Mapped[str | None] = mapped_column(String(255))
+    criteria: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    decided_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("decision IN ('approved', 'rejected')", name="decision"),
+        CheckConstraint("actor IN ('user', 'system')", name="actor"),
+        CheckConstraint("actor = 'system' OR \"user\" IS NOT NULL", name="user_named"),
+    )
+
+
+class Deployment(Base):
+    """Append-only history of champion changes of a model (promotions and rollbacks)."""
+
+    __tablename__ = "pml_deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="RESTRICT"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("pml_runs.id", ondelete="RESTRICT"))
+    previous_champion_id: Mapped[str | None] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    deploy_type: Mapped[str] = mapped_column(String(8), nullable=False)
+    endpoint: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("action IN ('promote', 'rollback')", name="action"),
+        CheckConstraint("deploy_type IN ('cloud', 'edge')", name="deploy_type"),
+    )
+
+
+class AuditEvent(Base):
+    """Who changed what, when, with the state before and after."""
+
+    __tablename__ = "pml_audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = _created()
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    entity_type: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (Index("ix_pml_audit_entity", "entity_type", "entity_id", "occurred_at"),)
+
+
+APPEND_ONLY = (Approval, Deployment, AuditEvent)
+
+
+def _refuse_change(mapper: Any, connection: Any, target: Any) -> None:
+    raise RuntimeError(
+        f"{type(target).__name__} rows are append-only; record a new row instead of changing "
+        f"row {target.id}"
+    )
+
+
+for _cls in APPEND_ONLY:
+    event.listen(_cls, "before_update", _refuse_change)
+    event.listen(_cls, "before_delete", _refuse_change)

@@ -1,0 +1,4 @@
+"""The service layer: every rule about datasets, models, runs, approvals and deployments lives
+here once, shared by operators, the CLI and the REST API. Functions take a SQLAlchemy session
+(from `patient_ml.db.engine.session_scope`) and an actor, and write an audit event for every
+state change in the same transaction."""

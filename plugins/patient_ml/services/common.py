@@ -1,0 +1,37 @@
+"""Helpers shared by the services: look-ups by id or name, wire timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from patient_ml.db.models import Dataset, Model
+from patient_ml.exceptions import NotFoundError
+
+NamedT = TypeVar("NamedT", Dataset, Model)
+
+
+def find_by_id_or_name(session: Session, cls: type[NamedT], ref: str) -> NamedT | None:
+    found = session.get(cls, ref)
+    if found is None:
+        found = session.scalars(select(cls).where(cls.name == ref)).one_or_none()
+    return found
+
+
+def get_by_id_or_name(session: Session, cls: type[NamedT], ref: str) -> NamedT:
+    found = find_by_id_or_name(session, cls, ref)
+    if found is None:
+        noun = "dataset" if cls is Dataset else "model"
+        raise NotFoundError(
+            f"No {noun} has the id or name {ref!r}.",
+            fix=f"list them with `patient-ml {noun}s list`",
+        )
+    return found
+
+
+def to_millis(moment: datetime | None) -> int | None:
+    """Wire timestamps are milliseconds since the UTC epoch, as in the reference API."""
+    return None if moment is None else int(moment.timestamp() * 1000)

@@ -1,0 +1,230 @@
+"""Dataset configs: create, update (label indices never reused), read, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from patient_ml import settings
+from patient_ml.config.loading import parse_dataset_config
+from patient_ml.config.models import DatasetConfig, LabelConfig
+from patient_ml.db.models import Dataset, Model, utcnow
+from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
+from patient_ml.services import audit
+from patient_ml.services.common import get_by_id_or_name, to_millis
+
+LABELS = "problemDefinition.labelDefinition.labels"
+MAX_INDEX = "problemDefinition.labelDefinition.maxLabelIndex"
+
+
+def create_dataset(session: Session, data: dict[str, Any], *, actor: str) -> Dataset:
+    cfg = parse_dataset_config(data)
+    if cfg.id is not None and session.get(Dataset, cfg.id) is not None:
+        raise ConflictError(
+            f"A dataset with id {cfg.id!r} already exists.",
+            fix="leave 'id' out to get a new one, or update that dataset",
+        )
+    _refuse_taken_name(session, cfg.name, None)
+    problem = _with_assigned_labels(cfg, previous=None)
+    dataset = Dataset(
+        id=cfg.id or str(uuid.uuid4()),
+        name=cfg.name,
+        description=cfg.description,
+        problem_type=cfg.problem_definition.problem_type,
+        problem_definition=problem,
+        created_by=actor,
+    )
+    session.add(dataset)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.create",
+        entity_type="dataset",
+        entity_id=dataset.id,
+        after=dataset_to_wire(dataset),
+    )
+    return dataset
+
+
+def update_dataset(session: Session, ref: str, data: dict[str, Any], *, actor: str) -> Dataset:
+    """Replace a dataset config (PUT semantics) keeping label ids and indices stable."""
+    dataset = get_by_id_or_name(session, Dataset, ref)
+    cfg = parse_dataset_config(data)
+    errors: list[FieldError] = []
+    if cfg.id is not None and cfg.id != dataset.id:
+        errors.append(
+            FieldError("id", f"does not match the dataset being updated ({dataset.id})", cfg.id)
+        )
+    new_type = cfg.problem_definition.problem_type
+    if new_type != dataset.problem_type:
+        errors.append(
+            FieldError(
+                "problemDefinition.problemType",
+                f"cannot change from {dataset.problem_type!r}: stored labels and trained models "
+                "depend on it; create a new dataset instead",
+                new_type,
+            )
+        )
+    if errors:
+        raise ConfigValidationError("dataset config", errors)
+    _refuse_taken_name(session, cfg.name, dataset.id)
+    before = dataset_to_wire(dataset)
+    dataset.problem_definition = _with_assigned_labels(cfg, previous=dataset.problem_definition)
+    dataset.name = cfg.name
+    dataset.description = cfg.description
+    dataset.revision += 1
+    dataset.updated_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.update",
+        entity_type="dataset",
+        entity_id=dataset.id,
+        before=before,
+        after=dataset_to_wire(dataset),
+    )
+    return dataset
+
+
+def get_dataset(session: Session, ref: str) -> Dataset:
+    return get_by_id_or_name(session, Dataset, ref)
+
+
+def list_datasets(session: Session) -> list[Dataset]:
+    return list(session.scalars(select(Dataset).order_by(Dataset.created_at, Dataset.name)))
+
+
+def delete_dataset(session: Session, ref: str, *, actor: str) -> str:
+    dataset = get_by_id_or_name(session, Dataset, ref)
+    used_by = session.scalar(select(func.count()).where(Model.dataset_id == dataset.id))
+    if used_by:
+        raise ConflictError(
+            f"Dataset {dataset.name!r} is used by {used_by} model config(s).",
+            fix="delete those models or point them at another dataset first",
+        )
+    before = dataset_to_wire(dataset)
+    session.delete(dataset)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.delete",
+        entity_type="dataset",
+        entity_id=dataset.id,
+        before=before,
+    )
+    return dataset.id
+
+
+def dataset_to_wire(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "id": dataset.id,
+        "accountId": settings.account_id(),
+        "name": dataset.name,
+        "description": dataset.description,
+        "problemDefinition": dataset.problem_definition,
+        "revision": dataset.revision,
+        "createdAt": to_millis(dataset.created_at),
+        "updatedAt": to_millis(dataset.updated_at),
+    }
+
+
+def _refuse_taken_name(session: Session, name: str, own_id: str | None) -> None:
+    other = session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
+    if other is not None and other.id != own_id:
+        raise ConflictError(
+            f"A dataset named {name!r} already exists (id {other.id}).",
+            fix="choose another name, or update that dataset with `patient-ml datasets update`",
+        )
+
+
+def _with_assigned_labels(cfg: DatasetConfig, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The problem definition to store: every label has an id and an index, indices of
+    existing labels are unchanged, no retired index is reused and maxLabelIndex only grows."""
+    problem = cfg.problem_definition
+    labels = problem.label_definition.labels
+    old_labels = (previous or {}).get("labelDefinition", {}).get("labels", [])
+    old_max = (previous or {}).get("labelDefinition", {}).get("maxLabelIndex", -1)
+    by_id = {label["id"]: label for label in old_labels}
+    by_name = {label["name"].casefold(): label for label in old_labels}
+    errors: list[FieldError] = []
+
+    given_max = problem.label_definition.max_label_index
+    if previous is not None and given_max is not None and given_max < old_max:
+        errors.append(
+            FieldError(
+                MAX_INDEX,
+                f"only grows; it is {old_max} for this dataset, leave it out or set {old_max}",
+                given_max,
+            )
+        )
+
+    resolved: list[tuple[LabelConfig, str, int | None]] = []
+    claimed: set[str] = set()
+    for i, label in enumerate(labels):
+        old = by_id.get(label.id) if label.id else by_name.get(label.name.casefold())
+        if old is not None and old["id"] in claimed:
+            errors.append(
+                FieldError(
+                    f"{LABELS}[{i}]",
+                    f"refers to stored label {old['name']!r} a second time (by id or name); "
+                    "give each label once",
+                    label.name,
+                )
+            )
+            continue
+        if old is not None:
+            claimed.add(old["id"])
+            if label.index is not None and label.index != old["index"]:
+                errors.append(
+                    FieldError(
+                        f"{LABELS}[{i}].index",
+                        f"cannot change: label {old['name']!r} has had index {old['index']} "
+                        f"since it was created; set {old['index']} or leave index out",
+                        label.index,
+                    )
+                )
+            resolved.append((label, old["id"], old["index"]))
+            continue
+        if label.index is not None and previous is not None and label.index <= old_max:
+            errors.append(
+                FieldError(
+                    f"{LABELS}[{i}].index",
+                    f"was already used by a label of this dataset (maxLabelIndex is {old_max}); "
+                    f"indices are never reused, use {old_max + 1} or above or leave index out",
+                    label.index,
+                )
+            )
+        resolved.append((label, label.id or str(uuid.uuid4()), label.index))
+
+    floor = 0 if problem.problem_type == "imgSeg" else -1
+    used = [index for _, _, index in resolved if index is not None]
+    next_index = max([old_max, floor, given_max or -1, *used]) + 1
+    stored = []
+    for i, (label, label_id, index) in enumerate(resolved):
+        if index is None:
+            index = next_index
+            next_index += 1
+            if index > 255:
+                errors.append(
+                    FieldError(
+                        f"{LABELS}[{i}]",
+                        "cannot get an index: all indices up to 255 have been used by this "
+                        "dataset; create a new dataset",
+                        label.name,
+                    )
+                )
+        stored.append(
+            {"id": label_id, "name": label.name, "description": label.description, "index": index}
+        )
+    if errors:
+        raise ConfigValidationError("dataset config", errors)
+    max_label_index = max([old_max, given_max or -1, *(s["index"] for s in stored)])
+    result = problem.to_wire()
+    result["labelDefinition"] = {"labels": stored, "maxLabelIndex": max_label_index}
+    return result

@@ -1,0 +1,189 @@
+"""Model runs: create (one per Airflow DAG run, idempotently), finish, read, wire shape."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from patient_ml import settings
+from patient_ml.db.models import Approval, Dataset, Metric, Model, Run, utcnow
+from patient_ml.exceptions import ConflictError, NotFoundError
+from patient_ml.services import audit
+from patient_ml.services.common import get_by_id_or_name, to_millis
+
+_ADJECTIVES = (
+    "amber", "brisk", "calm", "deft", "eager", "fair", "gentle", "hardy", "keen", "lucid",
+    "mellow", "nimble", "patient", "quiet", "rapid", "steady", "tidy", "vivid", "wise", "zesty",
+)  # fmt: skip
+_NOUNS = (
+    "alder", "birch", "cedar", "delta", "ember", "fjord", "grove", "heron", "iris", "juniper",
+    "kestrel", "lagoon", "maple", "nebula", "otter", "pine", "quartz", "raven", "spruce", "tern",
+)  # fmt: skip
+
+
+def run_slug(run_id: str) -> str:
+    """Human-readable name for a run (not unique by itself, as in the reference API)."""
+    digest = hashlib.sha256(run_id.encode()).digest()
+    return f"{_ADJECTIVES[digest[0] % 20]}-{_NOUNS[digest[1] % 20]}-{digest[2] * 256 + digest[3]}"
+
+
+def create_run(
+    session: Session,
+    model_ref: str,
+    *,
+    actor: str,
+    airflow_dag_id: str | None = None,
+    airflow_run_id: str | None = None,
+) -> Run:
+    """Start a run of a model. With Airflow ids, a retry returns the run already created."""
+    model = get_by_id_or_name(session, Model, model_ref)
+    if airflow_dag_id and airflow_run_id:
+        existing = session.scalars(
+            select(Run).where(
+                Run.airflow_dag_id == airflow_dag_id, Run.airflow_run_id == airflow_run_id
+            )
+        ).one_or_none()
+        if existing is not None:
+            return existing
+    dataset = session.get(Dataset, model.dataset_id)
+    assert dataset is not None  # FK
+    run_id = str(uuid.uuid4())
+    run = Run(
+        id=run_id,
+        slug=run_slug(run_id),
+        model_id=model.id,
+        status="running",
+        champion_id=model.champion_id,
+        model_revision=model.revision,
+        config={
+            "problemDefinition": dataset.problem_definition,
+            "trainingApproach": model.training_approach,
+            "deployApproach": model.deploy_approach,
+        },
+        airflow_dag_id=airflow_dag_id,
+        airflow_run_id=airflow_run_id,
+        triggered_by=actor,
+    )
+    session.add(run)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="run.create",
+        entity_type="run",
+        entity_id=run.id,
+        after={"modelId": model.id, "championId": model.champion_id, "slug": run.slug},
+    )
+    return run
+
+
+def finish_run(
+    session: Session,
+    run_id: str,
+    *,
+    status: Literal["succeeded", "failed"],
+    actor: str,
+    error: str | None = None,
+) -> Run:
+    """Mark a running run as ended. Finishing twice with the same status is a no-op (retries)."""
+    run = get_run(session, run_id)
+    if run.status != "running":
+        if run.status == status:
+            return run
+        raise ConflictError(
+            f"Run {run.id} already ended as {run.status!r}; it cannot become {status!r}.",
+            fix="start a new run",
+        )
+    before = {"status": run.status}
+    run.status = status
+    run.error = error if status == "failed" else None
+    run.ended_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action=f"run.{status}",
+        entity_type="run",
+        entity_id=run.id,
+        before=before,
+        after={"status": status, "error": run.error},
+    )
+    return run
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(
+            f"No run has the id {run_id!r}.", fix="list runs with `patient-ml runs list`"
+        )
+    return run
+
+
+def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) -> list[Run]:
+    query = select(Run).order_by(Run.started_at.desc(), Run.id).limit(limit)
+    if model_ref is not None:
+        query = query.where(Run.model_id == get_by_id_or_name(session, Model, model_ref).id)
+    return list(session.scalars(query))
+
+
+def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
+    """The reference API's ModelRun shape, plus extensions (snapshotId, airflow)."""
+    metrics: dict[str, list[dict[str, Any]]] = {"challenger": [], "champion": []}
+    for metric in session.scalars(
+        select(Metric).where(Metric.run_id == run.id).order_by(Metric.id)
+    ):
+        entry = {"name": metric.name, "value": metric.value, "stage": metric.stage}
+        if metric.description:
+            entry["description"] = metric.description
+        if metric.direction:
+            entry["direction"] = metric.direction
+        metrics[metric.subject].append(entry)
+    approvals = [
+        approval_to_wire(a)
+        for a in session.scalars(
+            select(Approval).where(Approval.run_id == run.id).order_by(Approval.id)
+        )
+    ]
+    wire: dict[str, Any] = {
+        "id": run.id,
+        "slug": run.slug,
+        "modelId": run.model_id,
+        "accountId": settings.account_id(),
+        "modelArtifactUri": run.model_artifact_uri,
+        "status": run.status,
+        "error": run.error,
+        "deployStatus": run.deploy_status,
+        "deployError": run.deploy_error,
+        "start": to_millis(run.started_at),
+        "end": to_millis(run.ended_at),
+        "isArchived": run.is_archived,
+        "hyperparameters": run.hyperparameters,
+        "championId": run.champion_id,
+        "metrics": metrics,
+        "approvals": approvals,
+        **run.config,
+        "snapshotId": run.snapshot_id,
+        "airflow": {"dagId": run.airflow_dag_id, "runId": run.airflow_run_id},
+        "triggeredBy": run.triggered_by,
+    }
+    return {k: v for k, v in wire.items() if v is not None}
+
+
+def approval_to_wire(approval: Approval) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "decision": approval.decision,
+        "actor": approval.actor,
+        "timestamp": to_millis(approval.decided_at),
+    }
+    if approval.description is not None:
+        wire["description"] = approval.description
+    if approval.actor == "user":
+        wire["user"] = approval.user
+    if approval.criteria is not None:
+        wire["criteria"] = approval.criteria
+    return wire

@@ -1,0 +1,41 @@
+"""Where patient_ml keeps its state, from environment variables with sensible defaults.
+
+- PATIENT_ML_HOME: SQLite DB and local artifacts; default $AIRFLOW_HOME/patient_ml
+  (~/airflow/patient_ml when AIRFLOW_HOME is unset).
+- PATIENT_ML_DATABASE_URL: product DB as a SQLAlchemy URL; default SQLite under the home.
+- PATIENT_ML_CONN_ID: an Airflow connection holding the product DB (used when no URL is set).
+- PATIENT_ML_USER: actor written to audit events by the CLI; default the OS user.
+- PATIENT_ML_ACCOUNT: `accountId` shown on the wire; default "default".
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    explicit = os.environ.get("PATIENT_ML_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    airflow_home = os.environ.get("AIRFLOW_HOME") or "~/airflow"
+    return Path(airflow_home).expanduser() / "patient_ml"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{home() / 'patient_ml.db'}"
+
+
+def current_user() -> str:
+    explicit = os.environ.get("PATIENT_ML_USER")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def account_id() -> str:
+    return os.environ.get("PATIENT_ML_ACCOUNT", "default")
