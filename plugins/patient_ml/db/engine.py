@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +24,10 @@ from patient_ml import settings
 from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
 
 log = logging.getLogger(__name__)
+
+# The newest migration in patient_ml/db/migrations/versions; a test keeps the two in step.
+HEAD_REVISION = "0001"
+VERSION_TABLE = "pml_alembic_version"
 
 _ENGINES: dict[str, Engine] = {}
 _CHECKED: set[str] = set()
@@ -80,11 +84,21 @@ def get_engine(url: str | None = None, *, check_schema: bool = True) -> Engine:
             engine = _create_engine(resolved)
             _ENGINES[resolved] = engine
     if check_schema and resolved not in _CHECKED:
-        from patient_ml.db.schema import check_schema_version
+        if _stored_revision(engine) != HEAD_REVISION:
+            from patient_ml.db.schema import check_schema_version  # imports Alembic: slow
 
-        check_schema_version(engine)
+            check_schema_version(engine)
         _CHECKED.add(resolved)
     return engine
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The schema revision recorded in the DB, read without importing Alembic (fast CLI)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    except sa_exc.SQLAlchemyError:
+        return None
 
 
 def dispose_engines() -> None:

@@ -16,10 +16,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
+from patient_ml.db.engine import VERSION_TABLE
 from patient_ml.exceptions import SchemaVersionError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-VERSION_TABLE = "pml_alembic_version"
 UPGRADE_HINT = "run `patient-ml db upgrade` (it is safe to run more than once)"
 
 
@@ -62,7 +62,8 @@ def check_schema_version(engine: Engine) -> None:
     if current == head:
         return
     if current is None:
-        has_tables = any(t.startswith("pml_") for t in inspect(engine).get_table_names())
+        tables = inspect(engine).get_table_names()
+        has_tables = any(t.startswith("pml_") and t != VERSION_TABLE for t in tables)
         state = "has pml_ tables but no schema version" if has_tables else "has no schema yet"
         raise SchemaVersionError(f"The product database {where} {state}.", fix=UPGRADE_HINT)
     known = {rev.revision for rev in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}

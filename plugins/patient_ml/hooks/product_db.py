@@ -1,0 +1,78 @@
+"""Airflow hook for the product database (connection type `patient_ml_db`).
+
+A connection may hold a full SQLAlchemy URL in its extra (`{"sqlalchemy_url": "..."}`) or the
+usual fields (host, port, login, password, schema = database name) of a PostgreSQL server.
+Plain `postgres` connections work too. Operators use this hook; the CLI reaches the same
+database through `PATIENT_ML_DATABASE_URL` or `PATIENT_ML_CONN_ID`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk import BaseHook
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from patient_ml.db.engine import get_engine, normalize_url, session_scope
+from patient_ml.exceptions import DatabaseError
+
+
+class ProductDatabaseHook(BaseHook):
+    conn_name_attr = "patient_ml_conn_id"
+    default_conn_name = "patient_ml_default"
+    conn_type = "patient_ml_db"
+    hook_name = "Patient ML product database"
+
+    def __init__(self, patient_ml_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.patient_ml_conn_id = patient_ml_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": [],
+            "relabeling": {"schema": "Database"},
+            "placeholders": {
+                "host": "127.0.0.1",
+                "port": "5432",
+                "schema": "patient_ml",
+                "extra": '{"sqlalchemy_url": "sqlite:////opt/airflow/patient_ml/patient_ml.db"}',
+            },
+        }
+
+    def get_database_url(self) -> str:
+        conn = self.get_connection(self.patient_ml_conn_id)
+        extra = conn.extra_dejson or {}
+        if extra.get("sqlalchemy_url"):
+            return normalize_url(str(extra["sqlalchemy_url"]))
+        if conn.conn_type == "sqlite":
+            return f"sqlite:///{conn.host or conn.schema}"
+        if not conn.host:
+            raise DatabaseError(
+                f"Airflow connection {self.patient_ml_conn_id!r} has no host and no "
+                "'sqlalchemy_url' extra.",
+                fix="set the PostgreSQL host/port/login/schema, or put a full SQLAlchemy URL in "
+                "the extra as {'sqlalchemy_url': ...}",
+            )
+        url = URL.create(
+            "postgresql+psycopg",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host,
+            port=conn.port or 5432,
+            database=conn.schema or None,
+        )
+        return url.render_as_string(hide_password=False)
+
+    def get_engine(self, *, check_schema: bool = True) -> Engine:
+        return get_engine(self.get_database_url(), check_schema=check_schema)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction on the product DB: committed on success, rolled back on error."""
+        with session_scope(self.get_engine()) as session:
+            yield session

@@ -1,0 +1,162 @@
+"""The `patient-ml` CLI on SQLite and PostgreSQL: commands, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from patient_ml.cli.main import main
+from tests.conftest import EXAMPLE_CONFIGS
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _register_examples(capsys, db_url: str) -> None:
+    for kind, name in [
+        ("datasets", "brain_mri_dataset"),
+        ("datasets", "nuclei_dataset"),
+        ("models", "brain_mri_model"),
+        ("models", "nuclei_model"),
+    ]:
+        code, _, err = cli(capsys, "--db-url", db_url, kind, "create", "-f",
+                           str(EXAMPLE_CONFIGS / f"{name}.yaml"))  # fmt: skip
+        assert code == 0, err
+        assert "Created" in err
+
+
+def test_create_list_show(capsys, db_url: str) -> None:
+    _register_examples(capsys, db_url)
+    code, out, _ = cli(capsys, "--db-url", db_url, "models", "list")
+    assert code == 0
+    assert "brain-mri-tumour-classifier" in out and "nuclei-segmenter" in out
+    assert "Not Deployed" in out and "patient_ml__nuclei_segmenter" in out
+
+    code, out, _ = cli(capsys, "--db-url", db_url, "--json", "models", "show", "nuclei-segmenter")
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["deployApproach"]["type"] == "edge"
+    assert shown["trainingApproach"]["schedule"] == "0 2 * * 0"
+
+    code, out, _ = cli(capsys, "--db-url", db_url, "datasets", "show", "brain-mri-tumour")
+    doc = yaml.safe_load(out)
+    assert doc["problemDefinition"]["labelDefinition"]["maxLabelIndex"] == 1
+
+    code, out, _ = cli(capsys, "--db-url", db_url, "--json", "datasets", "list")
+    assert len(json.loads(out)["datasets"]) == 2
+    code, out, err = cli(capsys, "--db-url", db_url, "runs", "list")
+    assert code == 0 and "No runs yet." in err
+
+
+def test_show_output_can_be_edited_and_sent_back(capsys, db_url: str, tmp_path: Path) -> None:
+    _register_examples(capsys, db_url)
+    _, out, _ = cli(capsys, "--db-url", db_url, "models", "show", "brain-mri-tumour-classifier")
+    doc = yaml.safe_load(out)
+    doc["description"] = "Second opinion for radiologists."
+    edited = tmp_path / "model.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    code, _, err = cli(capsys, "--db-url", db_url, "models", "update",
+                       "brain-mri-tumour-classifier", "-f", str(edited))  # fmt: skip
+    assert code == 0, err
+    assert "revision 2" in err
+    _, out, _ = cli(capsys, "--db-url", db_url, "--json", "models", "show", doc["id"])
+    assert json.loads(out)["description"] == "Second opinion for radiologists."
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "fragment"),
+    [
+        (["models", "create", "-f", "/nonexistent.yaml"], 3, "does not exist"),
+        (["models", "show", "ghost"], 4, "No model has the id or name 'ghost'"),
+        (["runs", "show", "ghost"], 4, "No run has the id"),
+        (["datasets", "create", "-f", str(EXAMPLE_CONFIGS / "brain_mri_dataset.yaml")], 5,
+         "already exists"),
+        (["datasets", "delete", "brain-mri-tumour"], 5, "used by 1 model"),
+    ],
+)  # fmt: skip
+def test_exit_codes(capsys, db_url: str, args, exit_code: int, fragment: str) -> None:
+    _register_examples(capsys, db_url)
+    code, _, err = cli(capsys, "--db-url", db_url, *args)
+    assert code == exit_code
+    assert err.startswith("error: ") and fragment in err
+
+
+def test_bad_yaml_and_non_mapping_files(capsys, db_url: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    code, _, err = cli(capsys, "--db-url", db_url, "datasets", "create", "-f", str(broken))
+    assert code == 3 and "is not valid YAML" in err
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    code, _, err = cli(capsys, "--db-url", db_url, "datasets", "create", "-f", str(listing))
+    assert code == 3 and "holds a list, not a mapping" in err
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["models", "frobnicate"])
+    assert info.value.code == 2
+
+
+def test_schema_missing_exit_6_then_upgrade(capsys, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, _, err = cli(capsys, "--db-url", url, "models", "list")
+    assert code == 6 and "patient-ml db upgrade" in err
+    code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
+    assert code == 0 and "upgraded from empty to 0001" in err
+    code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
+    assert code == 0 and "already at revision 0001" in err
+    code, out, _ = cli(capsys, "--db-url", url, "db", "current")
+    assert code == 0 and "current:  0001" in out
+
+
+def test_postgres_schema_upgrade_via_cli(capsys, postgres_server_url: str) -> None:
+    """`db upgrade` on an empty PostgreSQL database, then the example configs."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    url = postgres_server_url.rsplit("/", 1)[0] + "/pml_cli_upgrade"
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "pml_cli_upgrade" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "pml_cli_upgrade"'))
+    try:
+        code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
+        assert code == 0, err
+        _register_examples(capsys, url)
+        code, out, _ = cli(capsys, "--db-url", url, "models", "list")
+        assert code == 0 and "nuclei-segmenter" in out
+    finally:
+        from patient_ml.db.engine import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "pml_cli_upgrade" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    """The installed `patient-ml` executable, as a shell user runs it."""
+    exe = shutil.which("patient-ml", path=str(Path(sys.executable).parent))
+    assert exe, "patient-ml console script is not installed"
+    env = {"PATIENT_ML_HOME": str(tmp_path / "home"), "PATH": str(Path(sys.executable).parent)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, *args], env=env, text=True, capture_output=True, timeout=60)
+
+    assert run("db", "upgrade").returncode == 0
+    assert (tmp_path / "home" / "patient_ml.db").is_file()
+    done = run("datasets", "create", "-f", str(EXAMPLE_CONFIGS / "nuclei_dataset.yaml"))
+    assert done.returncode == 0, done.stderr
+    done = run("--json", "datasets", "show", "nuclei-segmentation")
+    assert json.loads(done.stdout)["problemDefinition"]["problemType"] == "imgSeg"
+    assert run("--version").stdout.startswith("patient-ml ")

@@ -1,0 +1,96 @@
+"""Shared fixtures: a migrated product database on SQLite and on PostgreSQL.
+
+PostgreSQL tests use the server at PATIENT_ML_TEST_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres) and skip with a reason when it is unreachable,
+unless PATIENT_ML_REQUIRE_POSTGRES=1 (set by CI), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from patient_ml.db import schema
+from patient_ml.db.engine import dispose_engines, get_engine
+from patient_ml.db.models import Base
+
+ADMIN_URL = os.environ.get(
+    "PATIENT_ML_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIGS = REPO_ROOT / "include" / "configs"
+
+
+def _postgres_unavailable_reason() -> str | None:
+    try:
+        engine = create_engine(ADMIN_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {ADMIN_URL}: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a fresh, migrated PostgreSQL database for this test session (dropped after)."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("PATIENT_ML_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (PATIENT_ML_REQUIRE_POSTGRES=1, so this is an error)")
+        pytest.skip(reason)
+    name = f"pml_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_server_url: str) -> str:
+    schema.upgrade(get_engine(postgres_server_url, check_schema=False))
+    return postgres_server_url
+
+
+def _truncate(engine: Engine) -> None:
+    tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty product database; every test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'patient_ml.db'}"
+        schema.upgrade(get_engine(url, check_schema=False))
+        yield url
+        return
+    url = request.getfixturevalue("_migrated_postgres")
+    _truncate(get_engine(url))
+    yield url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Engine:
+    return get_engine(db_url)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the developer's real product DB or Airflow home."""
+    monkeypatch.setenv("PATIENT_ML_HOME", str(tmp_path / "pml-home"))
+    monkeypatch.delenv("PATIENT_ML_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PATIENT_ML_CONN_ID", raising=False)
+    monkeypatch.setenv("PATIENT_ML_USER", "test-user")

@@ -1,0 +1,90 @@
+"""URL resolution, session scope and error translation, append-only tables."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from patient_ml.db.engine import get_engine, normalize_url, resolve_database_url, session_scope
+from patient_ml.db.models import AuditEvent, Dataset
+from patient_ml.exceptions import ConflictError, DatabaseError
+from patient_ml.services import audit
+
+
+def test_url_resolution_order(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATIENT_ML_HOME", str(tmp_path))
+    assert resolve_database_url() == f"sqlite:///{tmp_path / 'patient_ml.db'}"
+    monkeypatch.setenv("PATIENT_ML_DATABASE_URL", "postgresql://u:p@db:5432/pml")
+    assert resolve_database_url() == "postgresql+psycopg://u:p@db:5432/pml"
+    assert resolve_database_url("sqlite:////x.db") == "sqlite:////x.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://h/db", "postgresql+psycopg://h/db"),
+        ("postgresql+psycopg2://h/db", "postgresql+psycopg2://h/db"),
+        ("sqlite:///rel.db", "sqlite:///rel.db"),
+    ],
+)
+def test_normalize_url(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "not a url"])
+def test_unsupported_urls_are_explained(url: str) -> None:
+    with pytest.raises(DatabaseError) as info:
+        normalize_url(url)
+    assert "Fix:" in str(info.value)
+
+
+def test_unreachable_server_is_explained() -> None:
+    engine = get_engine("postgresql://nobody@127.0.0.1:1/none", check_schema=False)
+    with pytest.raises(DatabaseError) as info, session_scope(engine) as session:
+        session.execute(select(1))
+    message = str(info.value)
+    assert "Cannot use the product database" in message
+    assert "PATIENT_ML_DATABASE_URL" in message
+
+
+def _dataset(name: str) -> Dataset:
+    return Dataset(
+        name=name,
+        problem_type="imgClf",
+        problem_definition={},
+        created_by="t",
+    )
+
+
+def test_session_scope_commits_or_rolls_back(engine) -> None:
+    with session_scope(engine) as session:
+        session.add(_dataset("kept"))
+    with pytest.raises(RuntimeError), session_scope(engine) as session:
+        session.add(_dataset("dropped"))
+        session.flush()
+        raise RuntimeError("boom")
+    with session_scope(engine) as session:
+        names = session.scalars(select(Dataset.name)).all()
+    assert names == ["kept"]
+
+
+def test_integrity_errors_become_conflicts(engine) -> None:
+    with session_scope(engine) as session:
+        session.add(_dataset("same"))
+    with pytest.raises(ConflictError) as info, session_scope(engine) as session:
+        session.add(_dataset("same"))
+    assert "refused the change" in str(info.value)
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Dataset)) == 1
+
+
+def test_append_only_rows_cannot_change(engine) -> None:
+    with session_scope(engine) as session:
+        event = audit.record(session, actor="a", action="x", entity_type="t", entity_id="1")
+    with pytest.raises(RuntimeError, match="append-only"), session_scope(engine) as session:
+        stored = session.get(AuditEvent, event.id)
+        stored.actor = "someone else"
+    with pytest.raises(RuntimeError, match="append-only"), session_scope(engine) as session:
+        session.delete(session.get(AuditEvent, event.id))
+    with session_scope(engine) as session:
+        assert session.get(AuditEvent, event.id).actor == "a"
