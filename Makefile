@@ -12,7 +12,10 @@ LINT_PATHS := $(wildcard plugins tests dags include benchmarks)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples]"
+	@# stardist ships the nuclei image + mask used by the segmentation sample; its own heavy
+	@# dependencies (TensorFlow, numba) are not needed to read two files, so --no-deps.
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps "stardist==0.9.2"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -83,6 +83,56 @@ class ProblemDefinition(WireModel):
     problem_type: ProblemType
     label_definition: LabelDefinition
     training_data_filter: FhirCodesFilter
+    label_system: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Extension: code system of this dataset's label Observations "
+        "(valueCodeableConcept.coding.system); default urn:patient-ml:labels:<name at creation>. "
+        "Fixed once the dataset exists.",
+    )
+
+
+class SplitRatios(WireModel):
+    train: float = Field(0.7, ge=0, le=1)
+    validation: float = Field(0.15, ge=0, le=1)
+    test: float = Field(0.15, ge=0, le=1)
+
+
+class CurationSettings(WireModel):
+    """Extension: how curation turns FHIR records into a snapshot."""
+
+    split_ratios: SplitRatios = Field(
+        default_factory=SplitRatios,
+        description="Share of new patients per split; patients already assigned keep theirs.",
+    )
+    max_image_bytes: int = Field(
+        50_000_000, ge=1_000, le=2_000_000_000, description="Larger image files are quarantined."
+    )
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=64,
+        le=1_000_000_000,
+        description="Larger images (width x height) are quarantined.",
+    )
+    min_image_side: int = Field(
+        8, ge=1, le=4096, description="Images with a smaller width or height are quarantined."
+    )
+
+
+class DatasetSource(WireModel):
+    """Extension: where curation reads the dataset's FHIR records."""
+
+    type: Literal["fhirServer", "ndjson"] = "fhirServer"
+    conn_id: str = Field(
+        "fhir_default", min_length=1, max_length=250, description="Airflow connection (fhir)."
+    )
+    uri: str | None = Field(
+        None, description="ndjson: file:///dir, /dir or s3://bucket/prefix holding *.ndjson files."
+    )
+    bulk_export: bool = Field(
+        False, description="fhirServer: use $export (when offered) instead of paged search."
+    )
 
 
 class DatasetConfig(WireModel):
@@ -90,6 +140,8 @@ class DatasetConfig(WireModel):
     name: str = Field(min_length=1, max_length=128)
     description: str = ""
     problem_definition: ProblemDefinition
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    source: DatasetSource = Field(default_factory=DatasetSource)
 
 
 # ----------------------------------------------------------------------------- models

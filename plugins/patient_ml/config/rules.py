@@ -146,6 +146,58 @@ def check_dataset_config(cfg: DatasetConfig) -> list[FieldError]:
                 FieldError(f"{codes_field}[{i}]", "is listed twice; remove the duplicate", code)
             )
         seen_codes.add(code)
+    errors += _check_curation(cfg)
+    return errors
+
+
+def _check_curation(cfg: DatasetConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    ratios = cfg.curation.split_ratios
+    total = ratios.train + ratios.validation + ratios.test
+    if abs(total - 1.0) > 1e-6:
+        errors.append(
+            FieldError(
+                "curation.splitRatios",
+                f"add up to {total:g}, not 1; e.g. train 0.7, validation 0.15, test 0.15",
+                ratios.to_wire(),
+            )
+        )
+    for split in ("train", "test"):
+        if getattr(ratios, split) == 0:
+            errors.append(
+                FieldError(
+                    f"curation.splitRatios.{split}",
+                    f"is 0, so no patient would ever be in {split}; give it a share above 0",
+                    0,
+                )
+            )
+    source = cfg.source
+    if source.type == "ndjson":
+        if not source.uri:
+            errors.append(
+                FieldError(
+                    "source.uri",
+                    "is required for an ndjson source; give the folder of *.ndjson files as "
+                    "file:///path, /path or s3://bucket/prefix",
+                )
+            )
+        elif not re.match(r"^(file://|s3://|/)", source.uri):
+            errors.append(
+                FieldError(
+                    "source.uri",
+                    "must be file:///absolute/path, /absolute/path or s3://bucket/prefix",
+                    source.uri,
+                )
+            )
+    elif source.uri:
+        errors.append(
+            FieldError(
+                "source.uri",
+                "is only for type 'ndjson'; a fhirServer source reads the Airflow connection "
+                "named by connId, remove uri",
+                source.uri,
+            )
+        )
     return errors
 
 

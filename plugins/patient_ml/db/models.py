@@ -7,6 +7,7 @@ Approvals, deployments and audit events are append-only: the ORM refuses updates
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def new_salt() -> str:
+    return secrets.token_hex(32)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -64,12 +69,40 @@ class Dataset(Base):
     description: Mapped[str] = mapped_column(Text, default="", nullable=False)
     problem_type: Mapped[str] = mapped_column(String(16), nullable=False)
     problem_definition: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    curation: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    source: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    # Secret key of the dataset's pseudonymous patient keys and split hashing; never on the wire.
+    split_salt: Mapped[str] = mapped_column(String(64), default=new_salt, nullable=False)
     revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
 
     __table_args__ = (CheckConstraint("problem_type IN ('imgClf', 'imgSeg')", name="problem_type"),)
+
+
+class SplitAssignment(Base):
+    """The split a pseudonymous patient key or an image hash was first given in a dataset.
+
+    Assignments are never changed, so a patient (or an identical image) stays in one split for
+    the life of the dataset and a later test set never holds what an earlier champion trained on.
+    """
+
+    __tablename__ = "pml_split_assignments"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), nullable=False)
+    first_snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint("key_kind IN ('patient', 'image')", name="key_kind"),
+        CheckConstraint("split IN ('train', 'validation', 'test')", name="split"),
+    )
 
 
 class Model(Base):
@@ -256,7 +289,7 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_pml_audit_entity", "entity_type", "entity_id", "occurred_at"),)
 
 
-APPEND_ONLY = (Approval, Deployment, AuditEvent)
+APPEND_ONLY = (Approval, Deployment, AuditEvent, SplitAssignment)
 
 
 def _refuse_change(mapper: Any, connection: Any, target: Any) -> None:

@@ -13,6 +13,7 @@ from patient_ml.config.loading import parse_dataset_config
 from patient_ml.config.models import DatasetConfig, LabelConfig
 from patient_ml.db.models import Dataset, Model, utcnow
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
+from patient_ml.fhir.mapping import default_label_system
 from patient_ml.services import audit
 from patient_ml.services.common import get_by_id_or_name, to_millis
 
@@ -35,6 +36,8 @@ def create_dataset(session: Session, data: dict[str, Any], *, actor: str) -> Dat
         description=cfg.description,
         problem_type=cfg.problem_definition.problem_type,
         problem_definition=problem,
+        curation=cfg.curation.to_wire(),
+        source=cfg.source.to_wire(),
         created_by=actor,
     )
     session.add(dataset)
@@ -59,6 +62,17 @@ def update_dataset(session: Session, ref: str, data: dict[str, Any], *, actor: s
         errors.append(
             FieldError("id", f"does not match the dataset being updated ({dataset.id})", cfg.id)
         )
+    stored_system = dataset.problem_definition.get("labelSystem")
+    new_system = cfg.problem_definition.label_system
+    if new_system is not None and new_system != stored_system:
+        errors.append(
+            FieldError(
+                "problemDefinition.labelSystem",
+                f"cannot change from {stored_system!r}: the label records in FHIR use it; leave "
+                "it out or repeat the stored value",
+                new_system,
+            )
+        )
     new_type = cfg.problem_definition.problem_type
     if new_type != dataset.problem_type:
         errors.append(
@@ -76,6 +90,8 @@ def update_dataset(session: Session, ref: str, data: dict[str, Any], *, actor: s
     dataset.problem_definition = _with_assigned_labels(cfg, previous=dataset.problem_definition)
     dataset.name = cfg.name
     dataset.description = cfg.description
+    dataset.curation = cfg.curation.to_wire()
+    dataset.source = cfg.source.to_wire()
     dataset.revision += 1
     dataset.updated_at = utcnow()
     session.flush()
@@ -128,6 +144,8 @@ def dataset_to_wire(dataset: Dataset) -> dict[str, Any]:
         "name": dataset.name,
         "description": dataset.description,
         "problemDefinition": dataset.problem_definition,
+        "curation": dataset.curation,
+        "source": dataset.source,
         "revision": dataset.revision,
         "createdAt": to_millis(dataset.created_at),
         "updatedAt": to_millis(dataset.updated_at),
@@ -227,4 +245,7 @@ def _with_assigned_labels(cfg: DatasetConfig, previous: dict[str, Any] | None) -
     max_label_index = max([old_max, given_max or -1, *(s["index"] for s in stored)])
     result = problem.to_wire()
     result["labelDefinition"] = {"labels": stored, "maxLabelIndex": max_label_index}
+    result["labelSystem"] = (previous or {}).get("labelSystem") or (
+        problem.label_system or default_label_system(cfg.name)
+    )
     return result

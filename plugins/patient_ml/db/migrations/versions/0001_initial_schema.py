@@ -54,6 +54,17 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column(
+            "curation",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "source",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("split_salt", sa.String(length=64), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -129,6 +140,30 @@ def upgrade() -> None:
             batch_op.f("ix_pml_snapshots_dataset_id"), ["dataset_id"], unique=False
         )
 
+    op.create_table(
+        "pml_split_assignments",
+        sa.Column("dataset_id", sa.String(length=36), nullable=False),
+        sa.Column("key_kind", sa.String(length=8), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("split", sa.String(length=16), nullable=False),
+        sa.Column("first_snapshot_id", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint(
+            "key_kind IN ('patient', 'image')", name=op.f("ck_pml_split_assignments_key_kind")
+        ),
+        sa.CheckConstraint(
+            "split IN ('train', 'validation', 'test')", name=op.f("ck_pml_split_assignments_split")
+        ),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["pml_datasets.id"],
+            name=op.f("fk_pml_split_assignments_dataset_id_pml_datasets"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "dataset_id", "key_kind", "key", name=op.f("pk_pml_split_assignments")
+        ),
+    )
     op.create_table(
         "pml_runs",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -351,6 +386,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_pml_runs_model_id"))
 
     op.drop_table("pml_runs")
+    op.drop_table("pml_split_assignments")
     with op.batch_alter_table("pml_snapshots", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_pml_snapshots_dataset_id"))
 

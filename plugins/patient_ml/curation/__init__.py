@@ -1,0 +1,1 @@
+"""Curation: FHIR records → immutable, content-addressed, leakage-free dataset snapshots."""

@@ -1,0 +1,398 @@
+"""`curate()`: the whole curation of one dataset, from a record source to a registered snapshot.
+
+Artifact layout (local folder or S3 prefix):
+    datasets/<dataset id>/images/<sha[:2]>/<sha>.<ext>     content-addressed, shared by snapshots
+    datasets/<dataset id>/masks/<sha[:2]>/<sha>.png
+    datasets/<dataset id>/snapshots/<snapshot id>/manifest.jsonl   (its sha256 is the id)
+    datasets/<dataset id>/snapshots/<snapshot id>/report.json
+    datasets/<dataset id>/snapshots/<snapshot id>/quarantine.jsonl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+
+from patient_ml.curation import pipeline
+from patient_ml.curation.pipeline import CurationStats, DatasetView
+from patient_ml.curation.quarantine import REASONS
+from patient_ml.curation.records import ImageRecord
+from patient_ml.curation.sources import RecordSource
+from patient_ml.curation.splits import SplitInput, assign_splits
+from patient_ml.curation.staging import Staging
+from patient_ml.db.engine import session_scope
+from patient_ml.fhir.mapping import default_label_system
+from patient_ml.services import snapshots as snapshot_service
+from patient_ml.services.datasets import get_dataset
+
+log = logging.getLogger("patient_ml.curation")
+
+MANIFEST_FORMAT = "patient-ml-snapshot/1"
+REPORT_ITEMS = 200  # quarantined records listed in report.json; all are in quarantine.jsonl
+
+
+@dataclass(frozen=True)
+class CurationResult:
+    snapshot_id: str
+    created: bool
+    manifest_uri: str
+    example_count: int
+    report: dict[str, Any]
+
+
+def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
+    from patient_ml.config.models import CurationSettings
+
+    with session_scope(engine) as session:
+        ds = get_dataset(session, dataset_ref)
+        problem = ds.problem_definition
+        settings = CurationSettings.model_validate(ds.curation or {})
+        return DatasetView(
+            id=ds.id,
+            name=ds.name,
+            problem_type=ds.problem_type,
+            labels=tuple(
+                (label["index"], label["name"]) for label in problem["labelDefinition"]["labels"]
+            ),
+            label_system=problem.get("labelSystem") or default_label_system(ds.name),
+            filter_codes=tuple(problem["trainingDataFilter"]["codes"]),
+            split_ratios=settings.split_ratios.model_dump(),
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            min_image_side=settings.min_image_side,
+            salt=ds.split_salt,
+        )
+
+
+def curate(
+    *,
+    engine: Engine,
+    dataset_ref: str,
+    source: RecordSource,
+    store: Any,
+    fetcher: Any,
+    workdir: Path | None = None,
+    actor: str = "curation",
+    run_id: str | None = None,
+    workers: int = 8,
+) -> CurationResult:
+    """Curate `dataset_ref` from `source` into `store`; idempotent (same inputs → same id)."""
+    from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
+
+    dataset = dataset_view(engine, dataset_ref)
+    limits = ImageLimits(max_pixels=dataset.max_image_pixels, min_side=dataset.min_image_side)
+    mask_values = {index for index, _ in dataset.labels}
+
+    def store_image(image: ImageRecord) -> tuple[Any, str]:
+        data = fetcher.fetch(image.attachment)
+        info = inspect_image(data, image.content_type, limits)
+        key = f"images/{info.sha256[:2]}/{info.sha256}.{info.stored_ext}"
+        store.put_if_absent_bytes(f"{dataset.prefix}/{key}", info.stored_bytes)
+        return info, key
+
+    def store_mask(attachment: dict[str, Any], width: int, height: int) -> tuple[str, str]:
+        data = fetcher.fetch(attachment)
+        info = inspect_mask(data, width=width, height=height, allowed_values=mask_values)
+        key = f"masks/{info.sha256[:2]}/{info.sha256}.png"
+        store.put_if_absent_bytes(f"{dataset.prefix}/{key}", data)
+        return info.sha256, key
+
+    log.info("curation of dataset %r from %s", dataset.name, source.description)
+    stats = CurationStats()
+    work = Path(workdir or tempfile.mkdtemp(prefix="patient-ml-curation-"))
+    staging = Staging(pipeline.staging_path(work, dataset.id))
+    try:
+        pipeline.stage_records(source, dataset, staging, store_image, workers=workers, stats=stats)
+        if dataset.problem_type == "imgSeg":
+            pipeline.check_masks(staging, dataset, store_mask, workers=workers)
+        identical_groups = pipeline.resolve(staging)
+        return _snapshot(
+            engine, dataset, staging, stats, store, identical_groups, work, actor, run_id
+        )
+    finally:
+        staging.close()
+
+
+def _snapshot(
+    engine: Engine,
+    dataset: DatasetView,
+    staging: Staging,
+    stats: CurationStats,
+    store: Any,
+    identical_groups: dict[str, list[str]],
+    work: Path,
+    actor: str,
+    run_id: str | None,
+) -> CurationResult:
+    with session_scope(engine) as session:
+        snapshot_service.lock_dataset(session, dataset.id)
+        prior = snapshot_service.load_split_assignments(session, dataset.id)
+        new_assignments = _assign(staging, dataset, prior)
+        manifest_path = work / "manifest.jsonl"
+        snapshot_id, count = _write_manifest(staging, dataset, manifest_path)
+        base = f"{dataset.prefix}/snapshots/{snapshot_id}"
+        report = build_report(staging, dataset, stats, snapshot_id, identical_groups)
+        counts = {"bySplit": report["examples"]["bySplit"], "total": count}
+        existing = session.get(snapshot_service.Snapshot, snapshot_id)
+        if existing is None:
+            store.put_file(f"{base}/manifest.jsonl", manifest_path)
+            store.put_bytes(f"{base}/report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
+            store.put_bytes(f"{base}/quarantine.jsonl", _quarantine_lines(staging))
+        snapshot_service.record_split_assignments(session, dataset.id, new_assignments, snapshot_id)
+        snapshot, created = snapshot_service.register_snapshot(
+            session,
+            snapshot_id=snapshot_id,
+            dataset_id=dataset.id,
+            manifest_uri=store.uri(f"{base}/manifest.jsonl"),
+            example_count=count,
+            counts=counts,
+            report=_report_summary(report),
+            actor=actor,
+        )
+        if run_id:
+            snapshot_service.link_run_to_snapshot(session, run_id, snapshot_id, actor=actor)
+        manifest_uri = snapshot.manifest_uri
+    manifest_path.unlink(missing_ok=True)
+    verb = "created" if created else "reused (same inputs as before)"
+    log.info(
+        "snapshot %s %s: %d examples (%s), %d quarantined, in %.1f s",
+        snapshot_id[:12],
+        verb,
+        count,
+        ", ".join(f"{k} {v}" for k, v in report["examples"]["bySplit"].items()),
+        report["quarantined"]["total"],
+        time.monotonic() - stats.started,
+    )
+    return CurationResult(snapshot_id, created, manifest_uri, count, report)
+
+
+def _assign(
+    staging: Staging, dataset: DatasetView, prior: dict[tuple[str, str], str]
+) -> dict[tuple[str, str], str]:
+    inputs = [
+        SplitInput(doc_id, pkey, (sha,))
+        for doc_id, pkey, sha in staging.query(
+            """
+            SELECT i.doc_id, i.patient_key, i.sha256 FROM images i
+            JOIN resolved r ON r.doc_id = i.doc_id
+            WHERE r.excluded_reason IS NULL OR r.excluded_reason = 'duplicate_image'
+            """
+        )
+    ]
+    result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
+    staging.execute_many(
+        "UPDATE resolved SET split = ? WHERE doc_id = ?",
+        [(split, doc_id) for doc_id, split in result.splits.items()],
+    )
+    if result.conflicts:
+        staging.execute_many(
+            "UPDATE resolved SET excluded_reason = 'duplicate_image_conflict', "
+            "excluded_detail = ? WHERE doc_id = ?",
+            [(detail, doc_id) for doc_id, detail in result.conflicts.items()],
+        )
+    return result.new_assignments
+
+
+def _write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[str, int]:
+    """Canonical JSON lines (sorted keys, examples sorted by id); returns (sha256, examples)."""
+    digest = hashlib.sha256()
+    names = dict(dataset.labels)
+    header = {
+        "format": MANIFEST_FORMAT,
+        "datasetId": dataset.id,
+        "problemType": dataset.problem_type,
+        "labelSystem": dataset.label_system,
+        "labels": [{"index": i, "name": n} for i, n in sorted(dataset.labels)],
+        "filterCodes": sorted(dataset.filter_codes),
+    }
+    count = 0
+    with open(path, "wb") as out:
+        for obj in _manifest_objects(header, staging, names):
+            line = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) + b"\n"
+            digest.update(line)
+            out.write(line)
+            count += 1
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest(), count - 1
+
+
+def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int, str]) -> Any:
+    yield header
+    for row in pipeline.iter_examples(staging):
+        (
+            doc_id,
+            version,
+            pkey,
+            split,
+            sha,
+            key,
+            ctype,
+            width,
+            height,
+            status,
+            class_index,
+            mask_sha,
+            mask_key,
+            obs_id,
+            obs_version,
+            confirmed_by,
+        ) = row
+        label: dict[str, Any] = {"status": status}
+        if status != "none":
+            label["observationId"] = obs_id
+            label["observationVersion"] = obs_version
+            if class_index is not None:
+                label["classes"] = [class_index]
+                label["name"] = names.get(class_index)
+            if mask_sha is not None:
+                label["mask"] = {"sha256": mask_sha, "key": mask_key}
+            if confirmed_by:
+                label["confirmedBy"] = confirmed_by
+        yield {
+            "id": doc_id,
+            "version": version,
+            "patientKey": pkey,
+            "split": split,
+            "image": {
+                "sha256": sha,
+                "key": key,
+                "contentType": ctype,
+                "width": width,
+                "height": height,
+            },
+            "label": label,
+        }
+
+
+def build_report(
+    staging: Staging,
+    dataset: DatasetView,
+    stats: CurationStats,
+    snapshot_id: str,
+    identical_groups: dict[str, list[str]],
+) -> dict[str, Any]:
+    names = dict(dataset.labels)
+    by_split: Counter[str] = Counter()
+    by_label: dict[str, Counter[str]] = defaultdict(Counter)
+    by_status: dict[str, Counter[str]] = defaultdict(Counter)
+    patients: dict[str, set[str]] = defaultdict(set)
+    for row in pipeline.iter_examples(staging):
+        split, status, class_index, pkey = row[3], row[9], row[10], row[2]
+        by_split[split] += 1
+        by_status[split][status] += 1
+        if status == "confirmed":
+            label = names.get(class_index, "mask") if class_index is not None else "mask"
+            by_label[split][label] += 1
+        patients[split].add(pkey)
+    quarantined = list(
+        staging.query("SELECT kind, resource_id, source, reason, detail FROM quarantine")
+    )
+    excluded = list(
+        staging.query(
+            "SELECT doc_id, excluded_reason, excluded_detail FROM resolved "
+            "WHERE excluded_reason IS NOT NULL ORDER BY doc_id"
+        )
+    )
+    reasons: Counter[str] = Counter(q[3] for q in quarantined)
+    reasons.update(e[1] for e in excluded)
+    items = [
+        {"kind": q[0], "resourceId": q[1], "source": q[2], "reason": q[3], "detail": q[4]}
+        for q in quarantined
+    ] + [
+        {
+            "kind": "DocumentReference",
+            "resourceId": e[0],
+            "source": "resolution",
+            "reason": e[1],
+            "detail": e[2],
+        }
+        for e in excluded
+    ]
+    splits = ("train", "validation", "test")
+    multi_patient = 0
+    for doc_ids in identical_groups.values():
+        marks = ",".join("?" * len(doc_ids))
+        patients_in_group = staging.scalar(
+            f"SELECT count(DISTINCT patient_key) FROM images WHERE doc_id IN ({marks})",
+            tuple(doc_ids),
+        )
+        multi_patient += patients_in_group > 1
+    return {
+        "snapshotId": snapshot_id,
+        "datasetId": dataset.id,
+        "datasetName": dataset.name,
+        "records": {
+            "read": stats.records,
+            "byResourceType": dict(sorted(stats.by_type.items())),
+            "documentReferencesSelected": stats.selected_images,
+            "documentReferencesNotSelected": stats.not_selected,
+            "documentReferencesExcludedByStatus": stats.excluded_by_status,
+            "labelRecords": stats.label_records,
+            "labelRecordsOfOtherDatasets": stats.other_labels,
+        },
+        "examples": {
+            "total": sum(by_split.values()),
+            "bySplit": {s: by_split.get(s, 0) for s in splits},
+            "byLabel": {s: dict(sorted(by_label[s].items())) for s in splits},
+            "byLabelStatus": {
+                s: {k: by_status[s].get(k, 0) for k in ("confirmed", "draft", "none")}
+                for s in splits
+            },
+        },
+        "patients": {s: len(patients[s]) for s in splits},
+        "identicalImages": {
+            "groups": len(identical_groups),
+            "groupsSpanningPatients": multi_patient,
+        },
+        "quarantined": {
+            "total": len(items),
+            "byReason": {
+                r: {"count": n, "meaning": REASONS.get(r, "")} for r, n in sorted(reasons.items())
+            },
+            "items": items[:REPORT_ITEMS],
+            "itemsOmitted": max(0, len(items) - REPORT_ITEMS),
+        },
+        "seconds": round(time.monotonic() - stats.started, 3),
+    }
+
+
+def _report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    summary = dict(report)
+    summary["quarantined"] = {k: v for k, v in report["quarantined"].items() if k != "items"}
+    return summary
+
+
+def _quarantine_lines(staging: Staging) -> bytes:
+    lines = [
+        orjson.dumps({"kind": k, "resourceId": r, "source": s, "reason": reason, "detail": d})
+        for k, r, s, reason, d in staging.query(
+            "SELECT kind, resource_id, source, reason, detail FROM quarantine ORDER BY rowid"
+        )
+    ]
+    lines += [
+        orjson.dumps(
+            {
+                "kind": "DocumentReference",
+                "resourceId": doc,
+                "source": "resolution",
+                "reason": reason,
+                "detail": detail,
+            }
+        )
+        for doc, reason, detail in staging.query(
+            "SELECT doc_id, excluded_reason, excluded_detail FROM resolved "
+            "WHERE excluded_reason IS NOT NULL ORDER BY doc_id"
+        )
+    ]
+    return b"\n".join(lines) + (b"\n" if lines else b"")

@@ -1,0 +1,285 @@
+"""Curate one dataset: FHIR records → images and labels checked → splits → snapshot.
+
+Stages (each streams; per-record state lives in a scratch SQLite file):
+1. read records; select the dataset's DocumentReferences; fetch, decode and store each image
+   (content-addressed, in a thread pool); stage label Observations; quarantine bad records;
+2. imgSeg: fetch and check masks against their image;
+3. resolve labels per image and collapse identical images;
+4. assign patient-level splits, keeping every earlier assignment (under a lock on the dataset);
+5. write the manifest (sorted, canonical JSON lines); its sha256 is the snapshot id; register
+   it, or reuse the snapshot when it already exists (same inputs → same id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from patient_ml.curation import records as rec
+from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.curation.resolve import collapse_identical_images, resolve_labels
+from patient_ml.curation.sources import RecordSource
+from patient_ml.curation.splits import patient_key
+from patient_ml.curation.staging import Staging
+
+log = logging.getLogger("patient_ml.curation")
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """What curation needs of a dataset, read once at the start."""
+
+    id: str
+    name: str
+    problem_type: str
+    labels: tuple[tuple[int, str], ...]  # (index, name)
+    label_system: str
+    filter_codes: tuple[str, ...]
+    split_ratios: dict[str, float]
+    max_image_bytes: int
+    max_image_pixels: int
+    min_image_side: int
+    salt: str
+
+    @property
+    def prefix(self) -> str:
+        return f"datasets/{self.id}"
+
+
+@dataclass
+class CurationStats:
+    started: float = field(default_factory=time.monotonic)
+    records: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    selected_images: int = 0
+    not_selected: int = 0
+    excluded_by_status: int = 0
+    label_records: int = 0
+    other_labels: int = 0
+    images_stored: int = 0
+    quarantined: int = 0
+    last_log: float = field(default_factory=time.monotonic)
+
+    def rate(self) -> float:
+        return self.records / max(time.monotonic() - self.started, 1e-9)
+
+
+class Progress:
+    """Logs counts and rates at most every `every` seconds: visible in the Airflow task log."""
+
+    def __init__(self, stats: CurationStats, every: float = 5.0) -> None:
+        self.stats, self.every = stats, every
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.stats.last_log >= self.every:
+            s = self.stats
+            log.info(
+                "curation: %d records read (%.0f/s), %d images stored, %d label records, "
+                "%d quarantined",
+                s.records, s.rate(), s.images_stored, s.label_records, s.quarantined,
+            )  # fmt: skip
+            s.last_log = now
+
+
+def stage_records(
+    source: RecordSource,
+    dataset: DatasetView,
+    staging: Staging,
+    store_image: Callable[[rec.ImageRecord], tuple[Any, str]],
+    *,
+    workers: int,
+    stats: CurationStats,
+) -> None:
+    """Stage 1: read every record, fetch/check/store images in a pool, stage labels."""
+    type_filter = rec.TokenFilter(dataset.filter_codes)
+    progress = Progress(stats)
+    inflight: set[Future[tuple[Any, ...]]] = set()
+    limit = max(4 * workers, 8)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-fetch") as pool:
+        for position, expected, raw in source.records():
+            stats.records += 1
+            job = _dispatch(position, expected, raw, dataset, type_filter, staging, stats)
+            if job is not None:
+                inflight.add(pool.submit(_fetch_job, store_image, job, position))
+                if len(inflight) >= limit:
+                    done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                    _collect(done, dataset, staging, stats)
+            progress.tick()
+        done, _ = wait(inflight)
+        _collect(done, dataset, staging, stats)
+    progress.tick(force=True)
+
+
+def _dispatch(
+    position: str,
+    expected: str | None,
+    raw: bytes | dict[str, Any],
+    dataset: DatasetView,
+    type_filter: rec.TokenFilter,
+    staging: Staging,
+    stats: CurationStats,
+) -> rec.ImageRecord | None:
+    resource: dict[str, Any] | None = None
+    try:
+        resource = rec.parse_resource(raw)
+        rtype = resource["resourceType"]
+        stats.by_type[rtype] += 1
+        if expected in rec_types() and rtype != expected:
+            raise QuarantineError("wrong_resource_type", f"{rtype} where {expected} expected")
+        if rtype == "DocumentReference":
+            image = rec.image_record(resource, type_filter)
+            if image == rec.NOT_SELECTED:
+                stats.not_selected += 1
+            elif image == rec.EXCLUDED:
+                stats.excluded_by_status += 1
+            else:
+                stats.selected_images += 1
+                return image  # type: ignore[return-value]
+        elif rtype == "Observation" and rec.is_label_observation(resource):
+            label = rec.label_record(
+                resource, label_system=dataset.label_system, problem_type=dataset.problem_type
+            )
+            if label is None:
+                stats.other_labels += 1
+            else:
+                stats.label_records += 1
+                _stage_label(label, dataset, staging)
+    except QuarantineError as q:
+        kind = resource.get("resourceType") if isinstance(resource, dict) else expected
+        rid = resource.get("id") if isinstance(resource, dict) else None
+        _quarantine(staging, stats, str(kind or "record"), rid, position, q)
+    return None
+
+
+def rec_types() -> tuple[str, ...]:
+    return ("DocumentReference", "Observation")
+
+
+def _stage_label(label: rec.LabelRecord, dataset: DatasetView, staging: Staging) -> None:
+    class_index = None
+    if dataset.problem_type == "imgClf":
+        indices = {index for index, _ in dataset.labels}
+        try:
+            class_index = int(label.class_code or "")
+        except ValueError:
+            class_index = None
+        if class_index not in indices:
+            raise QuarantineError(
+                "label_unknown_class", f"code {label.class_code!r} is not one of {sorted(indices)}"
+            )
+    mask_json = orjson.dumps(label.mask).decode() if label.mask is not None else None
+    staging.add_label(
+        (label.id, label.version, label.image_id, label.status, class_index, mask_json,
+         None, None, None, label.performer, label.updated)
+    )  # fmt: skip
+
+
+def _fetch_job(
+    store_image: Callable[[rec.ImageRecord], tuple[Any, str]],
+    image: rec.ImageRecord,
+    position: str,
+) -> tuple[Any, ...]:
+    try:
+        info, key = store_image(image)
+        return ("ok", image, position, info, key)
+    except QuarantineError as q:
+        return ("quarantined", image, position, q)
+
+
+def _collect(
+    done: set[Future[tuple[Any, ...]]], dataset: DatasetView, staging: Staging, stats: CurationStats
+) -> None:
+    for future in done:
+        outcome = future.result()  # infrastructure errors (artifact store down) fail the task
+        image: rec.ImageRecord = outcome[1]
+        if outcome[0] == "quarantined":
+            _quarantine(staging, stats, "DocumentReference", image.id, outcome[2], outcome[3])
+            continue
+        info, key = outcome[3], outcome[4]
+        staging.add_image(
+            (image.id, image.version, patient_key(dataset.salt, image.patient_ref), info.sha256,
+             key, image.content_type, info.width, info.height)
+        )  # fmt: skip
+        stats.images_stored += 1
+
+
+def _quarantine(
+    staging: Staging,
+    stats: CurationStats,
+    kind: str,
+    resource_id: str | None,
+    position: str,
+    error: QuarantineError,
+) -> None:
+    stats.quarantined += 1
+    staging.add_quarantine(kind, resource_id, position, error.reason, error.detail)
+
+
+def check_masks(
+    staging: Staging,
+    dataset: DatasetView,
+    store_mask: Callable[[dict[str, Any], int, int], tuple[str, str]],
+    *,
+    workers: int,
+) -> None:
+    """Stage 2 (imgSeg): fetch each mask and check it against its image's size and labels."""
+    rows = list(
+        staging.query(
+            """
+            SELECT l.obs_id, l.mask_json, i.width, i.height FROM labels l
+            JOIN images i ON i.doc_id = l.doc_id WHERE l.mask_json IS NOT NULL
+            """
+        )
+    )
+
+    def work(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        obs_id, mask_json, width, height = row
+        try:
+            sha, key = store_mask(orjson.loads(mask_json), width, height)
+            return (sha, key, None, obs_id)
+        except QuarantineError as q:
+            return (None, None, f"{q.reason}: {q.detail}", obs_id)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-mask") as pool:
+        results = list(pool.map(work, rows))
+    staging.execute_many(
+        "UPDATE labels SET mask_sha = ?, mask_key = ?, mask_reason = ? WHERE obs_id = ?", results
+    )
+    for sha, _key, reason, obs_id in results:
+        if sha is None:
+            code, _, detail = reason.partition(": ")
+            staging.add_quarantine("Observation", obs_id, "mask", code, detail)
+
+
+def resolve(staging: Staging) -> dict[str, list[str]]:
+    """Stage 3: labels per image, identical images collapsed."""
+    resolve_labels(staging)
+    return collapse_identical_images(staging)
+
+
+def iter_examples(staging: Staging) -> Iterator[tuple[Any, ...]]:
+    """Examples that are not excluded, sorted by DocumentReference id (manifest order)."""
+    return staging.query(
+        """
+        SELECT i.doc_id, i.version, i.patient_key, r.split, i.sha256, i.stored_key,
+               i.content_type, i.width, i.height, r.label_status, r.class_index, r.mask_sha,
+               r.mask_key, r.obs_id, r.obs_version, r.confirmed_by
+        FROM images i JOIN resolved r ON r.doc_id = i.doc_id
+        WHERE r.excluded_reason IS NULL
+        ORDER BY i.doc_id
+        """
+    )
+
+
+def staging_path(workdir: Path, dataset_id: str) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir / f"curation-{dataset_id}.sqlite"

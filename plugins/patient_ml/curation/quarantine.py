@@ -1,0 +1,53 @@
+"""Why a record was quarantined: stable reason codes (used in reports and tests) with the text
+a data steward reads. A quarantined record never stops curation; it is listed in the curation
+report with its reason, and everything else goes on."""
+
+from __future__ import annotations
+
+from patient_ml.exceptions import PatientMLError
+
+REASONS: dict[str, str] = {
+    # record level
+    "malformed_json": "the line is not valid JSON",
+    "not_a_resource": "the JSON is not a FHIR resource object (no resourceType)",
+    "wrong_resource_type": "a resource of another type than the file or search promised",
+    "missing_id": "the resource has no id",
+    "missing_subject": "the DocumentReference has no subject, so its patient is unknown",
+    "subject_not_patient": "the subject does not reference a Patient",
+    "missing_attachment": "the DocumentReference has no content[0].attachment with url or data",
+    "unsupported_content_type": "the attachment is not PNG, JPEG or DICOM",
+    # fetching
+    "url_not_allowed": "the URL's scheme or host is not on the allowed list",
+    "path_outside_allowed_roots": "a file:// URL points outside the allowed roots",
+    "image_not_found": "nothing exists at the image URL",
+    "image_unreachable": "the image URL could not be fetched (network error or server error)",
+    "image_too_large": "the image file is larger than curation.maxImageBytes",
+    "invalid_inline_data": "attachment.data is not valid base64",
+    # decoding
+    "image_decode_failed": "the bytes are not a readable PNG, JPEG or DICOM image",
+    "image_truncated": "the image file is truncated",
+    "image_format_mismatch": "the bytes are a different format than attachment.contentType says",
+    "image_too_many_pixels": "width x height is above curation.maxImagePixels",
+    "image_too_small": "width or height is below curation.minImageSide",
+    "dicom_unsupported": "the DICOM pixel data cannot be decoded (compressed transfer syntax?)",
+    # labels
+    "label_malformed": "the label Observation lacks focus, status or a value for this dataset",
+    "label_unknown_class": "the label code is not an index of this dataset's labels",
+    "conflicting_labels": "confirmed labels of this image disagree",
+    "invalid_mask": "the mask is not a PNG of the image's size with only label indices as values",
+    # duplicates and splits
+    "duplicate_image": "the same image (sha256) is already in the snapshot under another record",
+    "duplicate_image_conflict": "an identical image belongs to a patient already in another split",
+}
+
+
+class QuarantineError(PatientMLError):
+    """One record cannot be used; `reason` is a key of REASONS, `detail` adds specifics
+    (never patient data)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown quarantine reason {reason!r}")
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{REASONS[reason]}" + (f": {detail}" if detail else ""))

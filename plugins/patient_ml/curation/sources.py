@@ -1,0 +1,78 @@
+"""Where curation reads FHIR records: NDJSON files (the bulk-data format), a FHIR server's
+paged search, or a FHIR server's bulk `$export`. Each yields `(position, expected_type, raw)`
+where raw is NDJSON bytes or a parsed resource, so malformed lines reach the curation and get
+quarantined with their file and line number."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from patient_ml.fhir import mapping
+
+Record = tuple[str, str | None, bytes | dict[str, Any]]
+RESOURCE_TYPES = ("DocumentReference", "Observation")
+_TYPE_FROM_NAME = re.compile(r"^(?:\d+\.)?([A-Z][A-Za-z]+)")
+
+
+class RecordSource(Protocol):
+    description: str
+
+    def records(self) -> Iterator[Record]: ...
+
+
+def expected_type_from_filename(name: str) -> str | None:
+    """`DocumentReference.ndjson`, `1.Observation.ndjson` → the resource type; else None."""
+    match = _TYPE_FROM_NAME.match(Path(name).name)
+    return match.group(1) if match else None
+
+
+class NdjsonSource:
+    """All `*.ndjson` / `*.ndjson.gz` files of a local folder (or one file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        text = str(path)
+        self.path = Path(text[len("file://") :] if text.startswith("file://") else text)
+        self.description = f"NDJSON files in {self.path}"
+
+    def records(self) -> Iterator[Record]:
+        from patient_ml.fhir.ndjson import iter_ndjson_lines
+
+        for source, line_number, raw in iter_ndjson_lines(self.path):
+            yield f"{Path(source).name}:{line_number}", expected_type_from_filename(source), raw
+
+
+class FhirSearchSource:
+    """Paged search: DocumentReferences of the filter codes, then label Observations."""
+
+    def __init__(self, client: Any, filter_codes: Sequence[str]) -> None:
+        self.client = client
+        self.filter_codes = list(filter_codes)
+        self.description = f"FHIR search on {getattr(client, 'base_url', 'the FHIR server')}"
+
+    def records(self) -> Iterator[Record]:
+        searches = [
+            ("DocumentReference", {"type": ",".join(self.filter_codes)}),
+            ("Observation", {"code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"}),
+        ]
+        for resource_type, params in searches:
+            for n, resource in enumerate(self.client.search(resource_type, params), start=1):
+                yield f"search:{resource_type}#{n}", resource_type, resource
+
+
+class FhirBulkExportSource:
+    """`$export` of DocumentReference and Observation, then the NDJSON files it produced."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.description = f"FHIR $export from {getattr(client, 'base_url', 'the FHIR server')}"
+
+    def records(self) -> Iterator[Record]:
+        files = self.client.bulk_export(list(RESOURCE_TYPES))
+        for index, export_file in enumerate(files, start=1):
+            resource_type = getattr(export_file, "type", None)
+            name = f"export-{index}.{resource_type or 'ndjson'}"
+            for line_number, raw in enumerate(self.client.iter_export_ndjson(export_file), 1):
+                yield f"{name}:{line_number}", resource_type, raw

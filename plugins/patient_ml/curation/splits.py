@@ -1,0 +1,144 @@
+"""Patient-level, stable train/validation/test splits.
+
+* A patient's key is an HMAC of its FHIR reference with the dataset's secret salt
+  (pseudonymous: the manifest never holds the reference itself).
+* Examples are linked through their patient and their image hash (and, later, near-duplicate
+  groups): everything linked lands in one split, so neither a patient nor an identical image
+  ever crosses splits.
+* A split is drawn from a keyed hash of the group (so it does not depend on the order records
+  arrive) unless a member already has a split from an earlier curation: assignments are stored
+  and never change. An example that would join two earlier splits is quarantined
+  (`duplicate_image_conflict`) instead of moving anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+SPLITS = ("train", "validation", "test")
+Node = tuple[str, str]  # ("patient" | "image", key)
+
+
+def patient_key(salt: str, patient_ref: str) -> str:
+    return hmac.new(salt.encode(), patient_ref.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def hashed_split(salt: str, anchor: str, ratios: Mapping[str, float]) -> str:
+    digest = hmac.new(salt.encode(), b"split:" + anchor.encode(), hashlib.sha256).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < ratios["train"]:
+        return "train"
+    if u < ratios["train"] + ratios["validation"]:
+        return "validation"
+    return "test"
+
+
+@dataclass(frozen=True, slots=True)
+class SplitInput:
+    example_id: str
+    patient_key: str
+    image_keys: tuple[str, ...]
+
+    def nodes(self) -> tuple[Node, ...]:
+        return (("patient", self.patient_key), *(("image", k) for k in self.image_keys))
+
+
+@dataclass
+class SplitResult:
+    splits: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, str] = field(default_factory=dict)
+    new_assignments: dict[Node, str] = field(default_factory=dict)
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[Node, Node] = {}
+
+    def find(self, node: Node) -> Node:
+        parent = self.parent.setdefault(node, node)
+        if parent == node:
+            return node
+        root = self.find(parent)
+        self.parent[node] = root
+        return root
+
+    def union(self, a: Node, b: Node) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def assign_splits(
+    examples: Iterable[SplitInput],
+    prior: Mapping[Node, str],
+    *,
+    salt: str,
+    ratios: Mapping[str, float],
+) -> SplitResult:
+    uf = _UnionFind()
+    items = sorted(examples, key=lambda e: e.example_id)
+    for ex in items:
+        first, *rest = ex.nodes()
+        uf.find(first)
+        for node in rest:
+            uf.union(first, node)
+    groups: dict[Node, list[SplitInput]] = defaultdict(list)
+    for ex in items:
+        groups[uf.find(ex.nodes()[0])].append(ex)
+
+    result = SplitResult()
+    for members in groups.values():
+        nodes = {n for ex in members for n in ex.nodes()}
+        known = {n: prior[n] for n in nodes if n in prior}
+        if len(set(known.values())) <= 1:
+            anchor = min(ex.patient_key for ex in members)
+            split = next(iter(known.values()), None) or hashed_split(salt, anchor, ratios)
+            for ex in members:
+                result.splits[ex.example_id] = split
+            for node in nodes - known.keys():
+                result.new_assignments[node] = split
+        else:
+            _resolve_conflicting_group(members, known, salt, ratios, result)
+    return result
+
+
+def _resolve_conflicting_group(
+    members: list[SplitInput],
+    known: dict[Node, str],
+    salt: str,
+    ratios: Mapping[str, float],
+    result: SplitResult,
+) -> None:
+    """Members link nodes that earlier curations put in different splits: keep every earlier
+    assignment, give each example the one split its nodes agree on, quarantine the rest."""
+    node_split = dict(known)
+    pending = list(members)
+    while pending:
+        progress = False
+        still: list[SplitInput] = []
+        for ex in pending:
+            seen = {node_split[n] for n in ex.nodes() if n in node_split}
+            if len(seen) > 1:
+                result.conflicts[ex.example_id] = "links splits " + ", ".join(sorted(seen))
+                progress = True
+            elif len(seen) == 1:
+                split = seen.pop()
+                result.splits[ex.example_id] = split
+                for node in ex.nodes():
+                    if node not in node_split:
+                        node_split[node] = split
+                        result.new_assignments[node] = split
+                progress = True
+            else:
+                still.append(ex)
+        pending = still
+        if pending and not progress:
+            ex = pending[0]  # not linked to anything assigned yet: draw its split
+            split = hashed_split(salt, ex.patient_key, ratios)
+            for node in ex.nodes():
+                node_split[node] = split
+                result.new_assignments[node] = split

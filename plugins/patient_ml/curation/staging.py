@@ -1,0 +1,102 @@
+"""A scratch SQLite file that holds per-record state while one curation runs.
+
+Curation streams records (constant memory) and keeps what it learns about each image and label
+here, so 1,000,000 records cost disk, not RAM. The file is private to one task attempt and
+deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE images (
+    doc_id TEXT PRIMARY KEY, version TEXT, patient_key TEXT NOT NULL, sha256 TEXT NOT NULL,
+    stored_key TEXT NOT NULL, content_type TEXT, width INTEGER, height INTEGER
+);
+CREATE INDEX images_sha ON images (sha256);
+CREATE TABLE labels (
+    obs_id TEXT PRIMARY KEY, version TEXT, doc_id TEXT NOT NULL, status TEXT NOT NULL,
+    class_index INTEGER, mask_json TEXT, mask_sha TEXT, mask_key TEXT, mask_reason TEXT,
+    performer TEXT, updated TEXT
+);
+CREATE INDEX labels_doc ON labels (doc_id);
+CREATE TABLE quarantine (
+    kind TEXT NOT NULL, resource_id TEXT, source TEXT, reason TEXT NOT NULL, detail TEXT
+);
+CREATE TABLE resolved (
+    doc_id TEXT PRIMARY KEY, label_status TEXT NOT NULL, class_index INTEGER, mask_sha TEXT,
+    mask_key TEXT, obs_id TEXT, obs_version TEXT, confirmed_by TEXT, split TEXT,
+    excluded_reason TEXT, excluded_detail TEXT
+);
+"""
+
+_BATCH = 2000
+
+
+class Staging:
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("PRAGMA temp_store=FILE")
+        self.db.execute("PRAGMA cache_size=-20000")  # 20 MB, whatever the record count
+        self.db.executescript(_SCHEMA)
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+
+    # ---------------------------------------------------------------- writes (buffered)
+
+    def add_image(self, row: tuple[Any, ...]) -> None:
+        self._buffer("images", row)
+
+    def add_label(self, row: tuple[Any, ...]) -> None:
+        self._buffer("labels", row)
+
+    def add_quarantine(
+        self, kind: str, resource_id: str | None, source: str | None, reason: str, detail: str
+    ) -> None:
+        self._buffer("quarantine", (kind, resource_id, source, reason, detail))
+
+    def _buffer(self, table: str, row: tuple[Any, ...]) -> None:
+        rows = self._pending.setdefault(table, [])
+        rows.append(row)
+        if len(rows) >= _BATCH:
+            self.flush(table)
+
+    def flush(self, table: str | None = None) -> None:
+        for name in [table] if table else list(self._pending):
+            rows = self._pending.pop(name, [])
+            if not rows:
+                continue
+            marks = ",".join("?" * len(rows[0]))
+            # A record seen twice (e.g. two versions in an export): the later one wins.
+            self.db.execute("BEGIN")
+            self.db.executemany(f"INSERT OR REPLACE INTO {name} VALUES ({marks})", rows)
+            self.db.execute("COMMIT")
+
+    # ---------------------------------------------------------------- reads
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+        self.flush()
+        cursor = self.db.execute(sql, params)
+        while batch := cursor.fetchmany(_BATCH):
+            yield from batch
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        self.flush()
+        row = self.db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(sql, rows)
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
