@@ -66,6 +66,46 @@ def build_parser() -> argparse.ArgumentParser:
         delete.add_argument("ref", help=f"{noun} id or name")
         delete.set_defaults(handler=cmd_delete, noun=noun)
 
+    ds_sub = next(
+        a for a in groups.choices["datasets"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    curate = ds_sub.add_parser(
+        "curate", help="curate a dataset now: FHIR records -> snapshot (same as the DAG's task)"
+    )
+    curate.add_argument("ref", help="dataset id or name")
+    where = curate.add_mutually_exclusive_group()
+    where.add_argument("--ndjson", metavar="DIR", help="read FHIR NDJSON files from DIR")
+    where.add_argument("--fhir-url", help="read from this FHIR server (no auth)")
+    curate.add_argument(
+        "--fhir-conn-id", help="read from the FHIR server of this Airflow connection"
+    )
+    curate.add_argument("--artifact-uri", help="file:///dir or s3://bucket/prefix")
+    curate.add_argument("--aws-conn-id", default="aws_default")
+    curate.add_argument(
+        "--allow-root",
+        action="append",
+        metavar="DIR",
+        help="folder file:// URLs may use (repeatable; default PATIENT_ML_ALLOWED_FILE_ROOTS)",
+    )
+    curate.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="HOST",
+        help="host http(s):// URLs may use (repeatable; default PATIENT_ML_ALLOWED_HTTP_HOSTS)",
+    )
+    curate.add_argument("--workers", type=int, default=8, help="images fetched at once")
+    curate.set_defaults(handler=cmd_curate)
+
+    snaps = groups.add_parser("snapshots", help="dataset snapshots").add_subparsers(
+        dest="command", required=True, metavar="SUBCOMMAND"
+    )
+    snaps_list = snaps.add_parser("list", help="snapshots of a dataset, oldest first")
+    snaps_list.add_argument("dataset", help="dataset id or name")
+    snaps_list.set_defaults(handler=cmd_snapshots_list)
+    snaps_show = snaps.add_parser("show", help="one snapshot with its curation report")
+    snaps_show.add_argument("snapshot_id")
+    snaps_show.set_defaults(handler=cmd_snapshots_show)
+
     runs = groups.add_parser("runs", help="model runs").add_subparsers(
         dest="command", required=True, metavar="SUBCOMMAND"
     )
@@ -250,6 +290,94 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
     def run(session: Any) -> dict[str, Any]:
         return runs.run_to_wire(session, runs.get_run(session, args.run_id))
+
+    _print_doc(args, _in_session(args, run))
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    import logging
+
+    from patient_ml.curation.curate import curate
+    from patient_ml.curation.setup import build_curation_inputs
+    from patient_ml.curation.sources import NdjsonSource
+    from patient_ml.db.engine import get_engine
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    engine = get_engine(args.db_url)
+
+    def fhir_client(conn_id: str) -> Any:
+        if args.fhir_url:
+            from patient_ml.fhir.client import FhirClient
+
+            return FhirClient(args.fhir_url)
+        from patient_ml.hooks.fhir import FhirHook
+
+        return FhirHook(args.fhir_conn_id or conn_id).get_client()
+
+    override = None
+    if args.ndjson:
+        override = NdjsonSource(args.ndjson)
+    inputs = build_curation_inputs(
+        engine,
+        args.ref,
+        fhir_client_factory=fhir_client,
+        artifact_uri=args.artifact_uri,
+        aws_conn_id=args.aws_conn_id,
+        allowed_file_roots=args.allow_root,
+        allowed_http_hosts=args.allow_host,
+        source_override=override,
+        force_fhir_server=bool(args.fhir_url or args.fhir_conn_id),
+    )
+    result = curate(
+        engine=engine,
+        dataset_ref=args.ref,
+        source=inputs.source,
+        store=inputs.store,
+        fetcher=inputs.fetcher,
+        actor=_actor(args),
+        workers=args.workers,
+    )
+    doc = {
+        "snapshotId": result.snapshot_id,
+        "created": result.created,
+        "exampleCount": result.example_count,
+        "manifestUri": result.manifest_uri,
+        "examples": result.report["examples"],
+        "patients": result.report["patients"],
+        "quarantined": {k: v for k, v in result.report["quarantined"].items() if k != "items"},
+    }
+    _print_doc(args, doc)
+    return 0
+
+
+def cmd_snapshots_list(args: argparse.Namespace) -> int:
+    from patient_ml.services import datasets, snapshots
+
+    def run(session: Any) -> list[dict[str, Any]]:
+        dataset = datasets.get_dataset(session, args.dataset)
+        return [
+            snapshots.snapshot_to_wire(s) for s in snapshots.list_snapshots(session, dataset.id)
+        ]
+
+    docs = _in_session(args, run)
+    if args.json:
+        print(json.dumps({"snapshots": docs}, indent=2))
+        return 0
+    rows = [
+        (d["id"][:16], d["exampleCount"], d["counts"].get("bySplit"), _iso(d["createdAt"]))
+        for d in docs
+    ]
+    print_table_(("snapshot", "examples", "by split", "created"), rows, empty="No snapshots yet.")
+    return 0
+
+
+def cmd_snapshots_show(args: argparse.Namespace) -> int:
+    from patient_ml.services import snapshots
+
+    def run(session: Any) -> dict[str, Any]:
+        snapshot = snapshots.get_snapshot(session, args.snapshot_id)
+        return {**snapshots.snapshot_to_wire(snapshot), "report": snapshot.report}
 
     _print_doc(args, _in_session(args, run))
     return 0

@@ -1,0 +1,88 @@
+"""Build what one curation needs (record source, artifact store, image fetcher) from the
+dataset config and the operator's or CLI's settings: one place, shared by both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patient_ml import settings
+from patient_ml.config.models import DatasetSource
+from patient_ml.curation.sources import (
+    FhirBulkExportSource,
+    FhirSearchSource,
+    NdjsonSource,
+    RecordSource,
+)
+from patient_ml.db.engine import session_scope
+from patient_ml.exceptions import PatientMLError
+from patient_ml.services.datasets import get_dataset
+
+
+@dataclass(frozen=True)
+class CurationInputs:
+    source: RecordSource
+    store: Any
+    fetcher: Any
+
+
+def build_curation_inputs(
+    engine: Engine,
+    dataset_ref: str,
+    *,
+    fhir_client_factory: Callable[[str], Any],
+    artifact_uri: str | None = None,
+    aws_conn_id: str = "aws_default",
+    allowed_file_roots: Sequence[str] | None = None,
+    allowed_http_hosts: Sequence[str] | None = None,
+    source_override: RecordSource | None = None,
+    force_fhir_server: bool = False,
+) -> CurationInputs:
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.storage import artifact_store_from_uri
+
+    with session_scope(engine) as session:
+        dataset = get_dataset(session, dataset_ref)
+        source_cfg = DatasetSource.model_validate(dataset.source or {})
+        codes = list(dataset.problem_definition["trainingDataFilter"]["codes"])
+        max_bytes = int((dataset.curation or {}).get("maxImageBytes", 50_000_000))
+    fhir_client = None
+    source = source_override
+    if source is None:
+        if source_cfg.type == "ndjson" and not force_fhir_server:
+            source = _ndjson_source(source_cfg.uri or "")
+        else:
+            fhir_client = fhir_client_factory(source_cfg.conn_id)
+            if source_cfg.bulk_export and fhir_client.supports_bulk_export():
+                source = FhirBulkExportSource(fhir_client)
+            else:
+                source = FhirSearchSource(fhir_client, codes)
+    env_policy = FetchPolicy.from_env()
+    policy = FetchPolicy(
+        allowed_file_roots=tuple(Path(r) for r in allowed_file_roots)
+        if allowed_file_roots is not None
+        else env_policy.allowed_file_roots,
+        allowed_http_hosts=tuple(allowed_http_hosts)
+        if allowed_http_hosts is not None
+        else env_policy.allowed_http_hosts,
+        max_bytes=max_bytes,
+        aws_conn_id=aws_conn_id,
+    )
+    store = artifact_store_from_uri(
+        artifact_uri or settings.artifact_uri(), aws_conn_id=aws_conn_id
+    )
+    return CurationInputs(source, store, ImageFetcher(policy, fhir_client=fhir_client))
+
+
+def _ndjson_source(uri: str) -> RecordSource:
+    if uri.startswith("s3://"):
+        raise PatientMLError(
+            f"NDJSON sources on S3 ({uri}) are not supported yet.",
+            fix="copy the files to a local folder (aws s3 sync) and use file:///folder, or "
+            "load them into the FHIR server",
+        )
+    return NdjsonSource(uri)

@@ -1,0 +1,1 @@
+"""Airflow operators: the policy of each pipeline stage (hooks do the I/O)."""
