@@ -19,11 +19,16 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "patient_ml.hooks.product_db.ProductDatabaseHook",
                 "hook-name": "Patient ML product database",
             },
+            {
+                "connection-type": "fhir",
+                "hook-class-name": "patient_ml.hooks.fhir.FhirHook",
+                "hook-name": "FHIR server",
+            },
         ],
         "hooks": [
             {
                 "integration-name": "Patient ML",
-                "python-modules": ["patient_ml.hooks.product_db"],
+                "python-modules": ["patient_ml.hooks.product_db", "patient_ml.hooks.fhir"],
             }
         ],
     }
