@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fhir.scripted_server import ScriptedServer, scripted_server
-from tests.fhir_server import fhir_server  # noqa: F401  (session fixture, see tests/fhir_server.py)
 
 
 @pytest.fixture

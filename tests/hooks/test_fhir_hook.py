@@ -17,7 +17,7 @@ from patient_ml.fhir.client import (
     NoAuth,
 )
 from patient_ml.hooks.fhir import FhirHook
-from tests.fhir_server import FhirServer, fhir_server  # noqa: F401  (session fixture)
+from tests.fhir_server import FhirServer
 
 
 def _hook(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> FhirHook:
@@ -92,7 +92,7 @@ def test_ui_field_behaviour_has_placeholders() -> None:
 
 def test_test_connection_against_a_real_fhir_server(
     monkeypatch: pytest.MonkeyPatch,
-    fhir_server: FhirServer,  # noqa: F811  (the imported fixture)
+    fhir_server: FhirServer,
 ) -> None:
     ok, message = _hook(monkeypatch, host=fhir_server.base_url).test_connection()
     assert ok, message

@@ -27,9 +27,20 @@ READ_ONLY_FIELDS = frozenset({"accountId", "slug", "dagId", "revision", "created
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read one YAML or JSON file holding a single config mapping."""
     file = Path(path)
-    if not file.is_file():
-        raise ConfigFileError(f"Config file {str(file)!r} does not exist.", fix="check the path")
-    text = file.read_text(encoding="utf-8")
+    shown = str(file) if len(str(file)) <= 200 else str(file)[:197] + "..."
+    try:
+        if not file.is_file():
+            raise ConfigFileError(f"Config file {shown!r} does not exist.", fix="check the path")
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(
+            f"Config file {shown!r} cannot be read: {exc.strerror or exc}.",
+            fix="check the path and its permissions",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigFileError(
+            f"Config file {shown!r} is not UTF-8 text.", fix="save it as UTF-8 YAML or JSON"
+        ) from None
     is_json = file.suffix.lower() == ".json"
     try:
         data = json.loads(text) if is_json else yaml.safe_load(text)
@@ -91,6 +102,9 @@ def pydantic_field_errors(exc: ValidationError) -> list[FieldError]:
             message = f"has type {ctx.get('tag')!r}; use one of {ctx.get('expected_tags')}"
             field = f"{field}.type"
             value = ctx.get("tag")
+        elif kind == "too_short" and err.get("ctx", {}).get("actual_length") == 0:
+            message = "must not be empty; list at least one entry"
+            value = None
         elif kind == "union_tag_not_found":
             message = "needs a 'type' (categorical, continuous or integer)"
             field = f"{field}.type"

@@ -207,7 +207,7 @@ def _collect(
         info, key = outcome[3], outcome[4]
         staging.add_image(
             (image.id, image.version, patient_key(dataset.salt, image.patient_ref), info.sha256,
-             key, image.content_type, info.width, info.height)
+             key, info.stored_content_type, info.width, info.height)
         )  # fmt: skip
         stats.images_stored += 1
 

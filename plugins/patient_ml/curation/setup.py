@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -42,7 +41,7 @@ def build_curation_inputs(
     source_override: RecordSource | None = None,
     force_fhir_server: bool = False,
 ) -> CurationInputs:
-    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, policy_with
     from patient_ml.storage import artifact_store_from_uri
 
     with session_scope(engine) as session:
@@ -61,14 +60,10 @@ def build_curation_inputs(
                 source = FhirBulkExportSource(fhir_client)
             else:
                 source = FhirSearchSource(fhir_client, codes)
-    env_policy = FetchPolicy.from_env()
-    policy = FetchPolicy(
-        allowed_file_roots=tuple(Path(r) for r in allowed_file_roots)
-        if allowed_file_roots is not None
-        else env_policy.allowed_file_roots,
-        allowed_http_hosts=tuple(allowed_http_hosts)
-        if allowed_http_hosts is not None
-        else env_policy.allowed_http_hosts,
+    policy = policy_with(
+        FetchPolicy.from_env(),
+        allowed_file_roots=allowed_file_roots,
+        allowed_http_hosts=allowed_http_hosts,
         max_bytes=max_bytes,
         aws_conn_id=aws_conn_id,
     )

@@ -88,6 +88,14 @@ class FhirNotFoundError(FhirError):
     http_status = 404
 
 
+class FhirTooLargeError(FhirError):
+    """A download is larger than the caller's limit."""
+
+
+class FhirReferenceError(FhirError):
+    """A reference or URL is not of a form this client can follow (e.g. not Binary/<id>)."""
+
+
 class FhirConflictError(FhirError):
     """The resource changed on the server since it was read (409/412 on a versioned update)."""
 
@@ -822,20 +830,20 @@ class FhirClient:
             self._require_same_origin(ref, "Binary reference")
             path = urlsplit(ref).path
             if "/Binary/" not in path:
-                raise FhirError(
+                raise FhirReferenceError(
                     f"{self.log_path(ref)} is not a FHIR Binary URL.",
                     fix="reference the image as Binary/<id> or [base]/Binary/<id>",
                 )
             return ref
         segments = ref.split("/")
         if len(segments) not in (2, 4) or segments[0] != "Binary":
-            raise FhirError(
+            raise FhirReferenceError(
                 "Attachment reference is not of the form Binary/<id>.",
                 fix="reference the image as Binary/<id> or [base]/Binary/<id>",
             )
         _check_id("Binary", segments[1])
         if len(segments) == 4 and segments[2] != "_history":
-            raise FhirError(
+            raise FhirReferenceError(
                 "Attachment reference is not of the form Binary/<id>/_history/<version>.",
                 fix="reference the image as Binary/<id>",
             )
@@ -858,7 +866,7 @@ class FhirClient:
         return b"".join(chunks)
 
     def _too_large(self, url: str, max_bytes: int) -> FhirError:
-        return FhirError(
+        return FhirTooLargeError(
             f"FHIR {self.log_path(url)} is larger than the limit of {max_bytes} bytes.",
             fix="raise the size limit if such files are expected",
         )
