@@ -4,6 +4,8 @@
   (~/airflow/patient_ml when AIRFLOW_HOME is unset).
 - PATIENT_ML_DATABASE_URL: product DB as a SQLAlchemy URL; default SQLite under the home.
 - PATIENT_ML_CONN_ID: an Airflow connection holding the product DB (used when no URL is set).
+- PATIENT_ML_ARTIFACT_URI: where snapshots, images and models go; a folder, file:///folder or
+  s3://bucket/prefix; default $PATIENT_ML_HOME/artifacts.
 - PATIENT_ML_USER: actor written to audit events by the CLI; default the OS user.
 - PATIENT_ML_ACCOUNT: `accountId` shown on the wire; default "default".
 """
@@ -25,6 +27,13 @@ def home() -> Path:
 
 def default_database_url() -> str:
     return f"sqlite:///{home() / 'patient_ml.db'}"
+
+
+def artifact_uri() -> str:
+    explicit = os.environ.get("PATIENT_ML_ARTIFACT_URI")
+    if explicit:
+        return explicit
+    return (home() / "artifacts").resolve().as_uri()
 
 
 def current_user() -> str:

@@ -16,9 +16,9 @@ from patient_ml.curation.sources import (
     FhirSearchSource,
     NdjsonSource,
     RecordSource,
+    S3NdjsonSource,
 )
 from patient_ml.db.engine import session_scope
-from patient_ml.exceptions import PatientMLError
 from patient_ml.services.datasets import get_dataset
 
 
@@ -53,7 +53,7 @@ def build_curation_inputs(
     source = source_override
     if source is None:
         if source_cfg.type == "ndjson" and not force_fhir_server:
-            source = _ndjson_source(source_cfg.uri or "")
+            source = _ndjson_source(source_cfg.uri or "", aws_conn_id)
         else:
             fhir_client = fhir_client_factory(source_cfg.conn_id)
             if source_cfg.bulk_export and fhir_client.supports_bulk_export():
@@ -73,11 +73,7 @@ def build_curation_inputs(
     return CurationInputs(source, store, ImageFetcher(policy, fhir_client=fhir_client))
 
 
-def _ndjson_source(uri: str) -> RecordSource:
+def _ndjson_source(uri: str, aws_conn_id: str) -> RecordSource:
     if uri.startswith("s3://"):
-        raise PatientMLError(
-            f"NDJSON sources on S3 ({uri}) are not supported yet.",
-            fix="copy the files to a local folder (aws s3 sync) and use file:///folder, or "
-            "load them into the FHIR server",
-        )
+        return S3NdjsonSource(uri, aws_conn_id=aws_conn_id)
     return NdjsonSource(uri)

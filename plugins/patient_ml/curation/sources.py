@@ -44,6 +44,37 @@ class NdjsonSource:
             yield f"{Path(source).name}:{line_number}", expected_type_from_filename(source), raw
 
 
+class S3NdjsonSource:
+    """The `*.ndjson(.gz)` objects under an `s3://bucket/prefix`, downloaded one at a time."""
+
+    def __init__(self, uri: str, *, aws_conn_id: str = "aws_default") -> None:
+        self.uri = uri.rstrip("/")
+        self.aws_conn_id = aws_conn_id
+        self.description = f"NDJSON objects under {self.uri}"
+
+    def records(self) -> Iterator[Record]:
+        import tempfile
+
+        from patient_ml.storage import artifact_store_from_uri
+
+        store = artifact_store_from_uri(self.uri, aws_conn_id=self.aws_conn_id)
+        keys = [k for k in store.list_keys() if k.endswith((".ndjson", ".ndjson.gz"))]
+        with tempfile.TemporaryDirectory(prefix="patient-ml-ndjson-") as tmp:
+            for key in keys:
+                name = key.replace("/", "__")
+                local = store.get_file(key, Path(tmp) / name)
+                expected = expected_type_from_filename(key.rsplit("/", 1)[-1])
+                for _, line_number, raw in _iter_lines(local):
+                    yield f"{key}:{line_number}", expected, raw
+                local.unlink()
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
+    from patient_ml.fhir.ndjson import iter_ndjson_lines
+
+    return iter_ndjson_lines(path)
+
+
 class FhirSearchSource:
     """Paged search: DocumentReferences of the filter codes, then label Observations."""
 
