@@ -1,0 +1,1 @@
+"""The tune stage: container contract, training backends and Optuna sweeps."""

@@ -1,0 +1,1 @@
+"""Where a training job runs: a local process (embedded default) or a Docker container."""

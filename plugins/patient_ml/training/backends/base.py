@@ -1,0 +1,155 @@
+"""What every backend shares: the job, its outcome, and the log/metric/stop loop."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from patient_ml.training.contract import JobLayout
+from patient_ml.training.metrics import MetricParser
+
+log = logging.getLogger("patient_ml.training")
+
+Status = Literal["succeeded", "failed", "timed_out", "stopped"]
+# on_metric(name, value, step) -> True to stop the job (e.g. the trial was pruned)
+MetricCallback = Callable[[str, float, int], bool]
+
+
+@dataclass
+class TrainingJob:
+    name: str  # unique, safe for container names: e.g. run-<id>-trial-<n>
+    layout: JobLayout
+    image: str  # the config's trainingImage
+    metric_parser: MetricParser
+    timeout_seconds: float = 3600.0
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    log_prefix: str = ""
+
+
+@dataclass
+class TrainingOutcome:
+    status: Status
+    exit_code: int | None
+    failure: str | None
+    metrics: dict[str, float]
+    seconds: float
+    log_lines: int
+    unmatched_metrics: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class Backend:
+    name = "backend"
+
+    def run(self, job: TrainingJob, on_metric: MetricCallback | None = None) -> TrainingOutcome:
+        raise NotImplementedError
+
+    def kill(self, job_name: str) -> None:
+        """Stop a running job by name (from `on_kill`, another thread)."""
+        raise NotImplementedError
+
+
+_EOF = object()
+
+
+def pump_lines(lines: Iterable[str], sink: queue.Queue[Any]) -> threading.Thread:
+    """Read `lines` on a thread into `sink`, ending with an EOF marker."""
+
+    def work() -> None:
+        try:
+            for line in lines:
+                sink.put(line)
+        except Exception as exc:  # a broken log stream ends the log, not the job
+            sink.put(f"[patient-ml] log stream ended: {type(exc).__name__}")
+        finally:
+            sink.put(_EOF)
+
+    thread = threading.Thread(target=work, daemon=True, name="training-log")
+    thread.start()
+    return thread
+
+
+def follow(
+    job: TrainingJob,
+    sink: queue.Queue[Any],
+    *,
+    is_running: Callable[[], bool],
+    stop: Callable[[], None],
+    on_metric: MetricCallback | None,
+    started: float,
+) -> tuple[Status | None, int]:
+    """Log every line into the task log, parse metrics, enforce timeout and pruning.
+
+    Returns (status if the job was stopped or timed out else None, number of log lines)."""
+    lines = 0
+    steps: dict[str, int] = {}
+    deadline = started + job.timeout_seconds
+    stopped: Status | None = None
+    while True:
+        try:
+            item = sink.get(timeout=0.5)
+        except queue.Empty:
+            item = None
+        if item is _EOF:
+            break
+        if item is not None:
+            text = str(item).rstrip("\r\n")
+            lines += 1
+            log.info("%s%s", job.log_prefix, text)
+            for name, value in job.metric_parser.feed(text):
+                steps[name] = steps.get(name, -1) + 1
+                if (
+                    stopped is None
+                    and on_metric is not None
+                    and on_metric(name, value, steps[name])
+                ):
+                    log.info(
+                        "%sstopping %s: pruned at %s=%g", job.log_prefix, job.name, name, value
+                    )
+                    stopped = "stopped"
+                    stop()
+        if stopped is None and time.monotonic() > deadline:
+            log.warning(
+                "%s%s timed out after %.0f s", job.log_prefix, job.name, job.timeout_seconds
+            )
+            stopped = "timed_out"
+            stop()
+        if item is None and not is_running() and sink.empty():
+            # the process ended but the pump has not delivered EOF yet; wait briefly
+            continue
+    return stopped, lines
+
+
+def outcome(
+    job: TrainingJob, stopped: Status | None, exit_code: int | None, lines: int, started: float
+) -> TrainingOutcome:
+    failure = job.layout.read_failure()
+    if stopped == "timed_out":
+        status: Status = "timed_out"
+        failure = failure or f"training exceeded the timeout of {job.timeout_seconds:.0f} s"
+    elif stopped == "stopped":
+        status = "stopped"
+    elif exit_code == 0:
+        status = "succeeded"
+        failure = None
+    else:
+        status = "failed"
+        failure = failure or f"the trainer exited with code {exit_code} without a failure text"
+    return TrainingOutcome(
+        status=status,
+        exit_code=exit_code,
+        failure=failure,
+        metrics=job.metric_parser.last(),
+        seconds=round(time.monotonic() - started, 3),
+        log_lines=lines,
+        unmatched_metrics=job.metric_parser.never_matched(),
+    )

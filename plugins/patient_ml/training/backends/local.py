@@ -1,0 +1,164 @@
+"""Run the trainer's `train` entrypoint as a host process with the contract's layout.
+
+The embedded default when no container engine is present. A training image name maps to a
+local trainer folder holding `train` and `serve` (see `LocalBackend.resolve`); the process gets
+the SM_* variables, its own process group (so a stop reaches every child), and a CPU-thread
+limit; the layout's input folders are made read-only for the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from patient_ml.exceptions import PatientMLError
+from patient_ml.training.backends.base import (
+    Backend,
+    MetricCallback,
+    TrainingJob,
+    TrainingOutcome,
+    follow,
+    outcome,
+    pump_lines,
+)
+from patient_ml.training.contract import sm_environment
+
+STOP_GRACE_SECONDS = 10.0
+REFERENCE_TRAINERS = Path(__file__).resolve().parents[4] / "include" / "trainers"
+
+
+def default_trainer_dirs() -> dict[str, Path]:
+    """`patient-ml/img-clf-trainer` → include/trainers/img_clf (and every folder there), plus
+    PATIENT_ML_LOCAL_TRAINERS=`image=folder,...`."""
+    mapping: dict[str, Path] = {}
+    if REFERENCE_TRAINERS.is_dir():
+        for folder in sorted(REFERENCE_TRAINERS.iterdir()):
+            if (folder / "train").is_file():
+                mapping[f"patient-ml/{folder.name.replace('_', '-')}-trainer"] = folder
+    for item in os.environ.get("PATIENT_ML_LOCAL_TRAINERS", "").split(","):
+        if "=" in item:
+            image, folder = item.split("=", 1)
+            mapping[image.strip()] = Path(folder.strip()).expanduser()
+    return mapping
+
+
+def image_repository(image: str) -> str:
+    """`registry:5000/team/x:1.0@sha256:..` → `registry:5000/team/x`."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:
+        name = name[: name.rfind(":")]
+    return name
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, trainer_dirs: dict[str, Path] | None = None) -> None:
+        self.trainer_dirs = trainer_dirs if trainer_dirs is not None else default_trainer_dirs()
+        self._procs: dict[str, subprocess.Popen[str]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, image: str, command: str = "train") -> Path:
+        folder = self.trainer_dirs.get(image_repository(image)) or self.trainer_dirs.get(image)
+        if folder is None:
+            known = ", ".join(sorted(self.trainer_dirs)) or "none"
+            raise PatientMLError(
+                f"The local backend has no trainer for image {image!r} (known: {known}).",
+                fix="set PATIENT_ML_LOCAL_TRAINERS='image=/path/to/folder' or use the Docker "
+                "backend",
+            )
+        script = folder / command
+        if not script.is_file():
+            raise PatientMLError(
+                f"Trainer folder {folder} has no {command!r} entrypoint.",
+                fix=f"add an executable {command} script (see the container contract)",
+            )
+        return script
+
+    def command(self, image: str, command: str = "train") -> list[str]:
+        script = self.resolve(image, command)
+        first = script.read_bytes()[:64]
+        if first.startswith(b"#!") and b"python" in first.split(b"\n", 1)[0]:
+            return [sys.executable, str(script)]  # the same interpreter as Airflow's
+        return [str(script)]
+
+    def run(self, job: TrainingJob, on_metric: MetricCallback | None = None) -> TrainingOutcome:
+        cmd = self.command(job.image)
+        cpus = max(1, int(job.cpus))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AIRFLOW"))},
+            **sm_environment(job.layout, num_cpus=cpus),
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": str(cpus),
+            "OPENBLAS_NUM_THREADS": str(cpus),
+            "MKL_NUM_THREADS": str(cpus),
+        }
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=job.layout.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,
+        )
+        with self._lock:
+            self._procs[job.name] = proc
+        sink: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        assert proc.stdout is not None
+        pump = pump_lines(proc.stdout, sink)
+        try:
+            stopped, lines = follow(
+                job,
+                sink,
+                is_running=lambda: proc.poll() is None,
+                stop=lambda: self._terminate(proc),
+                on_metric=on_metric,
+                started=started,
+            )
+            exit_code = proc.wait()
+            pump.join(timeout=5)
+        finally:
+            if proc.poll() is None:
+                self._terminate(proc)
+            with self._lock:
+                self._procs.pop(job.name, None)
+        return outcome(job, stopped, exit_code, lines, started)
+
+    def kill(self, job_name: str) -> None:
+        with self._lock:
+            proc = self._procs.get(job_name)
+        if proc is not None:
+            self._terminate(proc)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[str]) -> None:
+        """SIGTERM to the process group, SIGKILL after a grace period (on a thread)."""
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+
+        def escalate() -> None:
+            try:
+                proc.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+        threading.Thread(target=escalate, daemon=True).start()

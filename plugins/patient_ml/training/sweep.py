@@ -1,0 +1,255 @@
+"""One Optuna study per run, in the product database, shared by N trial workers.
+
+* Search space from the config: continuous/integer with `linear`, `log`, `reverseLog` or
+  `auto` (log when min > 0 and max/min >= 1000, else linear), categorical as strings.
+* Exactly `maxTrials` trials across all workers: a worker claims the next trial under a
+  sweep lock (PostgreSQL advisory lock, or a file lock next to a SQLite database), counting
+  every trial that is not a stale leftover.
+* Reproducible: the sampler for trial n is TPE seeded with (seed, n), so the same snapshot,
+  seed and history give the same proposals, whichever worker asks.
+* Pruning: the objective metric's intermediate values go to a median pruner; a pruned trial's
+  job is stopped.
+* Resume: a worker that starts again (Airflow retry after a crash) first fails the trials its
+  earlier attempt left running (marked `stale`, not counted), then the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("patient_ml.training")
+
+WORKER_ATTR = "worker"
+STALE_ATTR = "stale"
+FAILURE_ATTR = "failure"
+HPARAMS_ATTR = "hyperparameters"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    distribution: Any  # an optuna distribution
+    reverse: bool = False  # reverseLog: the study samples 1 - value on a log scale
+
+    def value(self, sampled: Any) -> Any:
+        return 1.0 - sampled if self.reverse else sampled
+
+
+def study_name(run_id: str) -> str:
+    return f"patient-ml-run-{run_id}"
+
+
+def search_space(params: list[dict[str, Any]]) -> list[Param]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    space = []
+    for p in params:
+        kind, name = p["type"], p["name"]
+        if kind == "categorical":
+            space.append(Param(name, CategoricalDistribution([str(v) for v in p["values"]])))
+            continue
+        low, high, scale = p["min"], p["max"], p.get("scale", "auto")
+        if scale == "auto":
+            scale = "log" if low > 0 and high / low >= 1000 else "linear"
+        if kind == "integer":
+            space.append(Param(name, IntDistribution(int(low), int(high), log=scale == "log")))
+        elif scale == "reverseLog":
+            space.append(Param(name, FloatDistribution(1 - high, 1 - low, log=True), True))
+        else:
+            space.append(
+                Param(name, FloatDistribution(float(low), float(high), log=scale == "log"))
+            )
+    return space
+
+
+def optuna_storage(url: str) -> Any:
+    import optuna
+
+    sa_url = make_url(url)
+    if sa_url.drivername in {"postgresql", "postgres"}:
+        sa_url = sa_url.set(drivername="postgresql+psycopg")
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if sa_url.drivername.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    return optuna.storages.RDBStorage(
+        sa_url.render_as_string(hide_password=False), engine_kwargs=kwargs
+    )
+
+
+def create_study(storage: Any, run_id: str, direction: str) -> Any:
+    import optuna
+
+    return optuna.create_study(
+        study_name=study_name(run_id),
+        storage=storage,
+        direction=direction,
+        load_if_exists=True,
+    )
+
+
+@contextlib.contextmanager
+def sweep_lock(engine: Engine, run_id: str) -> Iterator[None]:
+    """Serialize trial claims of one run across processes and hosts."""
+    if engine.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database or ""
+    lock_dir = Path(database).parent if database and database != ":memory:" else Path("/tmp")
+    lock_path = lock_dir / f".patient-ml-sweep-{run_id}.lock"
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def counted(trial: Any) -> bool:
+    return not trial.user_attrs.get(STALE_ATTR)
+
+
+def fail_stale_trials(study: Any, worker: str) -> int:
+    """Fail the trials an earlier attempt of `worker` left running (it crashed)."""
+    import optuna
+
+    stale = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) != worker:
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
+        study._storage.set_trial_user_attr(
+            trial._trial_id, FAILURE_ATTR, "the worker stopped before the trial ended (crash?)"
+        )
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        stale += 1
+    if stale:
+        log.warning("worker %s: failed %d stale trial(s) left by an earlier attempt", worker, stale)
+    return stale
+
+
+@dataclass
+class TrialOutcome:
+    state: str  # complete | pruned | failed
+    value: float | None
+    failure: str | None
+    metrics: dict[str, float]
+
+
+# execute(trial_number, hyperparameters, on_metric) -> TrialOutcome
+Executor = Callable[[int, dict[str, Any], Callable[[str, float, int], bool]], TrialOutcome]
+
+
+@dataclass
+class SweepSpec:
+    run_id: str
+    space: list[Param]
+    max_trials: int
+    seed: int
+    objective: str
+    direction: str  # maximize | minimize
+    fixed: dict[str, Any] | None = None  # hyperparameters passed to every trial
+
+
+def claim_trial(
+    engine: Engine, storage: Any, spec: SweepSpec, worker: str
+) -> tuple[Any, Any] | None:
+    """(study, the next trial) or None when the sweep has all its trials."""
+    import optuna
+
+    with sweep_lock(engine, spec.run_id):
+        study = optuna.load_study(study_name=study_name(spec.run_id), storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        if sum(1 for t in trials if counted(t)) >= spec.max_trials:
+            return None
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.seed * 100_003 + len(trials), n_startup_trials=min(5, spec.max_trials)
+        )
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        study = optuna.load_study(
+            study_name=study_name(spec.run_id), storage=storage, sampler=sampler, pruner=pruner
+        )
+        trial = study.ask({p.name: p.distribution for p in spec.space})
+        trial.set_user_attr(WORKER_ATTR, worker)
+        return study, trial
+
+
+def run_worker(
+    engine: Engine, storage: Any, spec: SweepSpec, worker: str, execute: Executor
+) -> list[TrialOutcome]:
+    """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes."""
+    import optuna
+
+    study = create_study(storage, spec.run_id, spec.direction)
+    fail_stale_trials(study, worker)
+    outcomes = []
+    while True:
+        claimed = claim_trial(engine, storage, spec, worker)
+        if claimed is None:
+            break
+        study, trial = claimed
+        hps = dict(spec.fixed or {})
+        hps.update({p.name: p.value(trial.params[p.name]) for p in spec.space})
+        trial.set_user_attr(HPARAMS_ATTR, hps)
+        log.info("worker %s: trial %d with %s", worker, trial.number, _fmt(hps))
+
+        def on_metric(name: str, value: float, step: int, trial: Any = trial) -> bool:
+            if name != spec.objective:
+                return False
+            trial.report(value, step)
+            return bool(trial.should_prune())
+
+        result = execute(trial.number, hps, on_metric)
+        if result.failure:
+            trial.set_user_attr(FAILURE_ATTR, result.failure[:4000])
+        trial.set_user_attr("metrics", result.metrics)
+        if result.state == "complete" and result.value is not None and math.isfinite(result.value):
+            study.tell(trial, result.value)
+        elif result.state == "pruned":
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.info(
+            "worker %s: trial %d %s%s",
+            worker,
+            trial.number,
+            result.state,
+            f" {spec.objective}={result.value:g}" if result.value is not None else "",
+        )
+        outcomes.append(result)
+    return outcomes
+
+
+def best_trial(storage: Any, run_id: str) -> Any | None:
+    import optuna
+
+    study = optuna.load_study(study_name=study_name(run_id), storage=storage)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return None
+    return study.best_trial
+
+
+def _fmt(hps: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in hps.items())
