@@ -19,6 +19,7 @@ def run_migrations_offline() -> None:
         version_table=VERSION_TABLE,
         literal_binds=True,
         render_as_batch=True,
+        include_name=_own_tables_only,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -42,9 +43,16 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=_own_tables_only,
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _own_tables_only(name: str | None, type_: str, parent_names: object) -> bool:
+    """The product DB also holds Optuna's study tables (RDB storage); migrations manage only
+    the `pml_*` tables."""
+    return type_ != "table" or bool(name and name.startswith("pml_"))
 
 
 if context.is_offline_mode():
