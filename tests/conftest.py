@@ -20,7 +20,7 @@ from patient_ml.db.engine import dispose_engines, get_engine
 from patient_ml.db.models import Base
 
 # Shared real-service fixtures (one server per test session).
-pytest_plugins = ["tests.fhir_server", "tests.s3_server"]
+pytest_plugins = ["tests.fhir_server", "tests.s3_server", "tests.docker_engine"]
 
 ADMIN_URL = os.environ.get(
     "PATIENT_ML_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

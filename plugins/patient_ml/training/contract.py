@@ -90,9 +90,13 @@ def hyperparameters_as_strings(values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def sm_environment(layout: JobLayout, *, num_cpus: int | None = None) -> dict[str, str]:
-    """The SM_* variables a trainer may read (paths of `layout`)."""
+def sm_environment(
+    layout: JobLayout, *, num_cpus: int | None = None, seen_as: JobLayout | None = None
+) -> dict[str, str]:
+    """The SM_* variables a trainer may read: paths of `seen_as` (the layout as the trainer
+    sees it, e.g. /opt/ml in a container; default `layout`), hyperparameters from `layout`."""
     hps = json.loads((layout.config_dir / "hyperparameters.json").read_text())
+    layout = seen_as or layout
     return {
         "SM_INPUT_DIR": str(layout.root / "input"),
         "SM_INPUT_CONFIG_DIR": str(layout.config_dir),

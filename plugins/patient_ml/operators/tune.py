@@ -1,0 +1,156 @@
+"""The tune stage: N mapped TuneWorkerOperators share the run's Optuna study, then
+FinishTuningOperator records the best trial's model on the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+
+def _engine(conn_id: str | None) -> Any:
+    from patient_ml.db.engine import get_engine
+
+    if conn_id:
+        from patient_ml.hooks.product_db import ProductDatabaseHook
+
+        return ProductDatabaseHook(conn_id).get_engine()
+    return get_engine()
+
+
+def _store(artifact_uri: str | None, aws_conn_id: str) -> Any:
+    from patient_ml import settings
+    from patient_ml.storage import artifact_store_from_uri
+
+    return artifact_store_from_uri(artifact_uri or settings.artifact_uri(), aws_conn_id=aws_conn_id)
+
+
+def make_backend(kind: str, *, docker_conn_id: str | None = None) -> Any:
+    """`local`, `docker`, or `auto` (Docker when an engine answers, else local)."""
+    from patient_ml.training.backends.local import LocalBackend
+
+    if kind == "local":
+        return LocalBackend()
+    from patient_ml.training.backends.docker import DockerBackend, docker_available
+
+    if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
+        return DockerBackend(docker_conn_id=docker_conn_id)
+    return LocalBackend()
+
+
+class TuneWorkerOperator(BaseOperator):
+    """One trial worker of a run's sweep; map it over `worker_index` for parallel trials.
+
+    Claims trials from the run's Optuna study (in the product DB) until the sweep has
+    `maxTrials`, runs each on the backend, streams the trainer's log into this task's log,
+    prunes from the objective's intermediate values, and stores each completed trial's
+    `model.tar.gz`. A retry fails the trials its crashed attempt left running and continues.
+
+    :param run_id: product run id (templated).
+    :param worker_index: this worker's index (use `.expand(worker_index=range(n))`).
+    :param backend: `auto`, `local` or `docker`.
+    :param max_trials: overrides the config's `maxTrials` (templated, e.g. from params).
+    :param trial_timeout: seconds before a trial's job is stopped as timed out.
+    :param cpus: CPU limit of a trial (Docker) or thread count (local).
+    :param memory_mb: memory limit of a trial container.
+    """
+
+    template_fields: Sequence[str] = ("run_id", "max_trials")
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        worker_index: int = 0,
+        backend: str = "auto",
+        max_trials: int | str | None = None,
+        trial_timeout: float = 3600.0,
+        cpus: float = 1.0,
+        memory_mb: int = 2048,
+        patient_ml_conn_id: str | None = None,
+        docker_conn_id: str | None = None,
+        artifact_uri: str | None = None,
+        aws_conn_id: str = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.worker_index = worker_index
+        self.backend = backend
+        self.max_trials = max_trials
+        self.trial_timeout = trial_timeout
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.patient_ml_conn_id = patient_ml_conn_id
+        self.docker_conn_id = docker_conn_id
+        self.artifact_uri = artifact_uri
+        self.aws_conn_id = aws_conn_id
+        self._worker: Any = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from patient_ml.training.tuning import Limits, TuningWorker
+
+        workdir = Path(tempfile.mkdtemp(prefix=f"tune-{os.getpid()}-"))
+        max_trials = int(self.max_trials) if self.max_trials not in (None, "", "None") else None
+        try:
+            self._worker = TuningWorker(
+                engine=_engine(self.patient_ml_conn_id),
+                store=_store(self.artifact_uri, self.aws_conn_id),
+                backend=make_backend(self.backend, docker_conn_id=self.docker_conn_id),
+                run_id=self.run_id,
+                worker=str(self.worker_index),
+                workdir=workdir,
+                limits=Limits(self.trial_timeout, self.cpus, self.memory_mb),
+                max_trials=max_trials,
+            )
+            outcomes = self._worker.run()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        states = [o.state for o in outcomes]
+        return {s: states.count(s) for s in ("complete", "pruned", "failed")}
+
+    def on_kill(self) -> None:
+        if self._worker is not None:
+            self._worker.kill()
+
+
+class FinishTuningOperator(BaseOperator):
+    """Record the best trial (hyperparameters, model artifact + sha256, training metrics) on
+    the run; fails with the trials' failure texts when none completed.
+
+    :param run_id: product run id (templated).
+    """
+
+    template_fields: Sequence[str] = ("run_id",)
+    ui_color = "#ffe8cc"
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        patient_ml_conn_id: str | None = None,
+        artifact_uri: str | None = None,
+        aws_conn_id: str = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.patient_ml_conn_id = patient_ml_conn_id
+        self.artifact_uri = artifact_uri
+        self.aws_conn_id = aws_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from patient_ml.training.tuning import finish_tuning
+
+        return finish_tuning(
+            _engine(self.patient_ml_conn_id),
+            _store(self.artifact_uri, self.aws_conn_id),
+            self.run_id,
+            actor=f"airflow:{self.dag_id}.{self.task_id}",
+        )

@@ -1,0 +1,187 @@
+"""Run the trainer's image as SageMaker does (`docker run IMAGE train`) through docker-py.
+
+No network; the config and channels mounted read-only; the model and output folders the only
+writable mounts besides a /tmp tmpfs; CPU and memory limits; the container runs as the
+Airflow worker's uid so its files stay readable; logs streamed live into the task log; the
+container stopped on prune, timeout or `on_kill` and always removed. Registry credentials
+come from an Airflow Docker connection (`docker_conn_id`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from patient_ml.exceptions import PatientMLError
+from patient_ml.training.backends.base import (
+    Backend,
+    MetricCallback,
+    TrainingJob,
+    TrainingOutcome,
+    follow,
+    outcome,
+    pump_lines,
+)
+from patient_ml.training.contract import CONTAINER_ROOT, JobLayout, sm_environment
+
+STOP_GRACE_SECONDS = 10
+
+
+def docker_client(timeout: int = 60) -> Any:
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def docker_available(docker_conn_id: str | None = None) -> bool:
+    try:
+        return bool(docker_client(timeout=3).ping())
+    except Exception:
+        return False
+
+
+def container_name(job_name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", job_name)[:120]
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """docker-py streams arbitrary chunks; the log loop wants lines."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", errors="replace")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self, docker_conn_id: str | None = None, client: Any = None) -> None:
+        self.docker_conn_id = docker_conn_id
+        self._client = client
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = docker_client()
+                self._client.ping()
+            except Exception as exc:
+                raise PatientMLError(
+                    f"No Docker engine answers ({type(exc).__name__}).",
+                    fix="start Docker (or set DOCKER_HOST), or use the local backend",
+                ) from None
+        return self._client
+
+    def ensure_image(self, image: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        auth = None
+        if self.docker_conn_id:
+            from airflow.sdk import BaseHook
+
+            conn = BaseHook.get_connection(self.docker_conn_id)
+            auth = {"username": conn.login, "password": conn.password}
+        try:
+            self.client.images.pull(image, auth_config=auth)
+        except docker.errors.APIError as exc:
+            raise PatientMLError(
+                f"Training image {image!r} is not on this Docker engine and could not be "
+                f"pulled: {exc.explanation or exc}.",
+                fix="build the image here (see include/trainers) or fix the registry "
+                "credentials in the Docker connection",
+            ) from None
+
+    def run(self, job: TrainingJob, on_metric: MetricCallback | None = None) -> TrainingOutcome:
+        import docker.errors
+
+        self.ensure_image(job.image)
+        inside = JobLayout(CONTAINER_ROOT)
+        volumes = {
+            str(job.layout.config_dir): {"bind": str(inside.config_dir), "mode": "ro"},
+            str(job.layout.model_dir): {"bind": str(inside.model_dir), "mode": "rw"},
+            str(job.layout.output_dir): {"bind": str(inside.output_dir), "mode": "rw"},
+        }
+        for channel in ("train", "validation"):
+            real = os.path.realpath(job.layout.channel(channel))
+            volumes[real] = {"bind": str(inside.channel(channel)), "mode": "ro"}
+        name = container_name(job.name)
+        self._remove(name)  # a leftover of a crashed attempt
+        container = self.client.containers.create(
+            job.image,
+            command=["train"],
+            name=name,
+            environment=sm_environment(job.layout, num_cpus=int(job.cpus), seen_as=inside),
+            volumes=volumes,
+            network_mode="none",
+            nano_cpus=int(job.cpus * 1e9),
+            mem_limit=f"{job.memory_mb}m",
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=512m"},
+            user=f"{os.getuid()}:{os.getgid()}",
+            labels={"patient-ml.job": job.name},
+        )
+        started = time.monotonic()
+        try:
+            container.start()
+            sink: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+            pump_lines(_lines(container.logs(stream=True, follow=True)), sink)
+
+            def running() -> bool:
+                try:
+                    container.reload()
+                    return container.status in {"created", "running"}
+                except docker.errors.NotFound:
+                    return False
+
+            stopped, lines = follow(
+                job,
+                sink,
+                is_running=running,
+                stop=lambda: self._stop_async(container),
+                on_metric=on_metric,
+                started=started,
+            )
+            status = container.wait(timeout=STOP_GRACE_SECONDS * 3)
+            exit_code = int(status.get("StatusCode", -1))
+        finally:
+            self._remove(name)
+        return outcome(job, stopped, exit_code, lines, started)
+
+    def kill(self, job_name: str) -> None:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(container_name(job_name))
+        except docker.errors.NotFound:
+            return
+        self._stop_async(container)
+
+    @staticmethod
+    def _stop_async(container: Any) -> None:
+        def stop() -> None:
+            with contextlib.suppress(Exception):  # already gone
+                container.stop(timeout=STOP_GRACE_SECONDS)
+
+        threading.Thread(target=stop, daemon=True).start()
+
+    def _remove(self, name: str) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.containers.get(name).remove(force=True)

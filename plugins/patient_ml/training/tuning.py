@@ -1,0 +1,264 @@
+"""A tuning worker and the tuning result, shared by the Airflow operators and the CLI.
+
+A worker loads the run (its model config and snapshot), lays the snapshot's train and
+validation channels out once in its scratch folder, then claims trials from the run's Optuna
+study until the sweep has `maxTrials`. Each trial gets its own job folder (config, model,
+output) that points at the shared channels, runs on a backend, and on success its model folder
+is packed into `runs/<run>/trials/<n>/model.tar.gz` in the artifact store. `finish_tuning`
+picks the best trial and records it on the run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Snapshot
+from patient_ml.exceptions import PatientMLError
+from patient_ml.services import training as training_service
+from patient_ml.services.runs import get_run
+from patient_ml.storage import ArtifactStore
+from patient_ml.training import sweep
+from patient_ml.training.backends.base import Backend, TrainingJob
+from patient_ml.training.channels import materialize_channels
+from patient_ml.training.contract import CHANNELS, JobLayout
+from patient_ml.training.metrics import MetricParser
+
+log = logging.getLogger("patient_ml.training")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    dataset_id: str
+    snapshot_id: str
+    approach: dict[str, Any]  # the model config's trainingApproach
+
+    @property
+    def objective(self) -> str:
+        return self.approach["objective"]["metric"]
+
+    @property
+    def direction(self) -> str:
+        return self.approach["objective"].get("direction", "maximize")
+
+
+@dataclass
+class Limits:
+    timeout_seconds: float = 3600.0
+    cpus: float = 1.0
+    memory_mb: int = 2048
+
+
+def load_run_spec(engine: Engine, run_id: str) -> RunSpec:
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        if not run.snapshot_id:
+            raise PatientMLError(
+                f"Run {run_id} has no snapshot yet, so there is nothing to train on.",
+                fix="run the curate task of this run first",
+            )
+        snapshot = session.get(Snapshot, run.snapshot_id)
+        assert snapshot is not None  # a foreign key
+        dataset_id = snapshot.dataset_id
+        return RunSpec(run_id, dataset_id, run.snapshot_id, dict(run.config["trainingApproach"]))
+
+
+def sweep_spec(spec: RunSpec, max_trials: int | None = None) -> sweep.SweepSpec:
+    approach = spec.approach
+    return sweep.SweepSpec(
+        run_id=spec.run_id,
+        space=sweep.search_space(approach.get("searchSpace") or []),
+        max_trials=int(max_trials or approach.get("maxTrials") or 10),
+        seed=int(approach.get("seed") or 0),
+        objective=spec.objective,
+        direction=spec.direction,
+    )
+
+
+def trial_artifact_key(run_id: str, number: int) -> str:
+    return f"runs/{run_id}/trials/{number}/model.tar.gz"
+
+
+def pack_model(model_dir: Path, dest: Path) -> str:
+    """A reproducible model.tar.gz (sorted entries, zeroed times and owners); returns sha256."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(model_dir).as_posix())
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
+    with open(dest, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return hashlib.sha256(dest.read_bytes()).hexdigest()
+
+
+class TuningWorker:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        store: ArtifactStore,
+        backend: Backend,
+        run_id: str,
+        worker: str,
+        workdir: Path,
+        limits: Limits | None = None,
+        max_trials: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.backend = backend
+        self.worker = worker
+        self.workdir = Path(workdir)
+        self.limits = limits or Limits()
+        self.spec = load_run_spec(engine, run_id)
+        self.sweep = sweep_spec(self.spec, max_trials)
+        self.current_job: str | None = None
+
+    def run(self) -> list[sweep.TrialOutcome]:
+        shared = JobLayout(self.workdir / "shared")
+        stats = materialize_channels(
+            self.store, self.spec.dataset_id, self.spec.snapshot_id, shared, CHANNELS
+        )
+        self.problem = stats.problem
+        log.info(
+            "worker %s: snapshot %s laid out (%s) for up to %d trials",
+            self.worker,
+            self.spec.snapshot_id[:12],
+            ", ".join(f"{k} {v}" for k, v in stats.counts.items()),
+            self.sweep.max_trials,
+        )
+        storage = sweep.optuna_storage(self.engine.url.render_as_string(hide_password=False))
+        return sweep.run_worker(self.engine, storage, self.sweep, self.worker, self.execute)
+
+    def execute(self, number: int, hps: dict[str, Any], on_metric: Any) -> sweep.TrialOutcome:
+        layout = JobLayout(self.workdir / f"trial-{number}")
+        if layout.root.exists():
+            shutil.rmtree(layout.root)  # a retried trial starts clean
+        for path in (layout.config_dir, layout.model_dir, layout.output_dir / "data"):
+            path.mkdir(parents=True)
+        layout.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(self.workdir / "shared" / "input" / "data", layout.data_dir)
+        layout.write_config(hps, self.problem)
+        job = TrainingJob(
+            name=f"pml-{self.spec.run_id[:8]}-t{number}",
+            layout=layout,
+            image=self.spec.approach["trainingImage"],
+            metric_parser=MetricParser.from_config(self.spec.approach["metricDefinitions"]),
+            timeout_seconds=self.limits.timeout_seconds,
+            cpus=self.limits.cpus,
+            memory_mb=self.limits.memory_mb,
+            log_prefix=f"[trial {number}] ",
+        )
+        self._record(number, "running", hps)
+        self.current_job = job.name
+        try:
+            result = self.backend.run(job, on_metric)
+        finally:
+            self.current_job = None
+        if result.status == "stopped":
+            self._record(number, "pruned", hps)
+            return sweep.TrialOutcome("pruned", None, None, result.metrics)
+        value = result.metrics.get(self.spec.objective)
+        failure = result.failure
+        if result.succeeded and value is None:
+            regex = next(
+                md["regex"]
+                for md in self.spec.approach["metricDefinitions"]
+                if md["name"] == self.spec.objective
+            )
+            failure = (
+                f"the objective metric {self.spec.objective!r} never appeared in the training "
+                f"log (regex {regex!r}); fix metricDefinitions or the trainer's output"
+            )
+        if failure is not None or value is None:
+            self._record(number, "failed", hps, failure=failure)
+            return sweep.TrialOutcome("failed", None, failure, result.metrics)
+        packed = layout.root / "model.tar.gz"
+        pack_model(layout.model_dir, packed)
+        key = trial_artifact_key(self.spec.run_id, number)
+        self.store.put_file(key, packed)
+        self._record(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
+        shutil.rmtree(layout.root, ignore_errors=True)
+        return sweep.TrialOutcome("complete", value, None, result.metrics)
+
+    def kill(self) -> None:
+        if self.current_job:
+            self.backend.kill(self.current_job)
+
+    def _record(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
+        with session_scope(self.engine) as session:
+            training_service.record_trial(
+                session,
+                self.spec.run_id,
+                number,
+                state=state,
+                params=hps,
+                worker=self.worker,
+                **kw,
+            )
+
+
+def finish_tuning(
+    engine: Engine, store: ArtifactStore, run_id: str, *, actor: str
+) -> dict[str, Any]:
+    """Record the best trial on the run; fail clearly when no trial completed."""
+    spec = load_run_spec(engine, run_id)
+    storage = sweep.optuna_storage(engine.url.render_as_string(hide_password=False))
+    best = sweep.best_trial(storage, run_id)
+    if best is None:
+        with session_scope(engine) as session:
+            trials = training_service.list_trials(session, run_id)
+            failures = [f"trial {t.number}: {t.failure}" for t in trials if t.failure][:5]
+        raise PatientMLError(
+            f"No trial of run {run_id} completed ({len(trials)} tried). "
+            + ("; ".join(failures) if failures else ""),
+            fix="read the trials' failure texts and logs, fix the trainer or the search space",
+        )
+    key = trial_artifact_key(run_id, best.number)
+    sha = hashlib.sha256(store.read_bytes(key)).hexdigest()
+    metrics = {k: float(v) for k, v in (best.user_attrs.get("metrics") or {}).items()}
+    directions = {spec.objective: spec.direction}
+    hps = best.user_attrs.get(sweep.HPARAMS_ATTR) or best.params
+    with session_scope(engine) as session:
+        training_service.record_tuning_result(
+            session,
+            run_id,
+            hyperparameters=hps,
+            metrics=metrics,
+            directions=directions,
+            artifact_uri=store.uri(key),
+            artifact_sha256=sha,
+            actor=actor,
+        )
+    log.info(
+        "best trial %d: %s=%g; model %s (sha256 %s)",
+        best.number,
+        spec.objective,
+        best.value,
+        store.uri(key),
+        sha[:12],
+    )
+    return {
+        "bestTrial": best.number,
+        "objective": {spec.objective: best.value},
+        "hyperparameters": {k: str(v) for k, v in hps.items()},
+        "modelArtifactUri": store.uri(key),
+        "modelArtifactSha256": sha,
+    }

@@ -1,0 +1,149 @@
+"""The tune stage through its operators (`op.execute(context)`): mapped workers on a real
+curated snapshot with real trainer processes, then the best trial recorded on the run."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from patient_ml.curation.curate import curate
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+from patient_ml.curation.sources import NdjsonSource
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import AuditEvent, Metric, Trial
+from patient_ml.exceptions import PatientMLError
+from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from patient_ml.services.runs import create_run, get_run
+from patient_ml.storage import artifact_store_from_uri
+from tests.curation.cohort import Cohort, dataset_config
+from tests.training.helpers import IMAGE, METRICS, SCRIPTED
+
+
+def model_config(name: str, dataset: str, **approach: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "datasetId": dataset,
+        "trainingApproach": {
+            "type": "tuningJob",
+            "trainingImage": IMAGE,
+            "metricDefinitions": METRICS,
+            "objective": {"metric": "validation:accuracy", "direction": "maximize"},
+            "searchSpace": [
+                {"type": "continuous", "name": "score", "min": 0.1, "max": 0.9},
+                {"type": "integer", "name": "epochs", "min": 2, "max": 4},
+            ],
+            "maxTrials": 4,
+            "seed": 3,
+            **approach,
+        },
+        "deployApproach": {"type": "edge", "inferenceImage": IMAGE},
+    }
+
+
+@pytest.fixture
+def run_with_snapshot(
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    def make(**approach: Any) -> str:
+        monkeypatch.setenv("PATIENT_ML_DATABASE_URL", db_url)  # what the operators resolve
+        monkeypatch.setenv("PATIENT_ML_LOCAL_TRAINERS", f"patient-ml/scripted-trainer={SCRIPTED}")
+        name = f"ds-{uuid.uuid4().hex[:6]}"
+        code = uuid.uuid4().hex[:8]
+        with session_scope(engine) as session:
+            dataset_id = create_dataset(session, dataset_config(name, code), actor="t").id
+            create_model(session, model_config(f"m-{name}", dataset_id, **approach), actor="t")
+            run_id = create_run(session, f"m-{name}", actor="t").id
+        cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
+        cohort.add_patients(0, 40)
+        store = artifact_store_from_uri(str(tmp_path / "artifacts"))
+        curate(
+            engine=engine,
+            dataset_ref=dataset_id,
+            source=NdjsonSource(cohort.write_ndjson(tmp_path / "nd")),
+            store=store,
+            fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,))),
+            workdir=tmp_path / "work",
+            run_id=run_id,
+        )
+        return run_id
+
+    return make
+
+
+def test_mapped_workers_then_the_best_trial_is_recorded(
+    engine: Engine, db_url: str, tmp_path: Path, run_with_snapshot: Any
+) -> None:
+    run_id = run_with_snapshot()
+    artifacts = str(tmp_path / "artifacts")
+    done = [
+        TuneWorkerOperator(
+            task_id=f"tune_{w}", run_id=run_id, worker_index=w, backend="local",
+            artifact_uri=artifacts,
+        ).execute({})
+        for w in range(2)
+    ]  # fmt: skip
+    assert sum(sum(d.values()) for d in done) == 4
+    result = FinishTuningOperator(task_id="finish", run_id=run_id, artifact_uri=artifacts).execute(
+        {}
+    )
+
+    with session_scope(engine) as session:
+        trials = session.scalars(select(Trial).where(Trial.run_id == run_id)).all()
+        assert len(trials) == 4 and {t.state for t in trials} <= {"complete", "pruned"}
+        best = max((t for t in trials if t.state == "complete"), key=lambda t: t.value or 0)
+        assert result["bestTrial"] == best.number
+        run = get_run(session, run_id)
+        store = artifact_store_from_uri(artifacts)
+        data = store.read_bytes(run.model_artifact_uri.removeprefix(store.uri("")))
+        assert hashlib.sha256(data).hexdigest() == run.model_artifact_sha256
+        assert {h["name"] for h in run.hyperparameters} == {"score", "epochs"}
+        metrics = {
+            m.name: m.value
+            for m in session.scalars(select(Metric).where(Metric.run_id == run_id)).all()
+        }
+        assert metrics["validation:accuracy"] == pytest.approx(best.value)
+        actions = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.entity_id == run_id)
+        ).all()
+        assert "run.tuned" in actions
+    # Idempotent: finishing again changes nothing.
+    again = FinishTuningOperator(task_id="f2", run_id=run_id, artifact_uri=artifacts).execute({})
+    assert again == result
+
+
+def test_no_completed_trial_fails_with_the_failure_texts(
+    tmp_path: Path, run_with_snapshot: Any
+) -> None:
+    run_id = run_with_snapshot(
+        searchSpace=[{"type": "categorical", "name": "mode", "values": ["fail"]}], maxTrials=2
+    )
+    artifacts = str(tmp_path / "artifacts")
+    TuneWorkerOperator(task_id="t", run_id=run_id, backend="local", artifact_uri=artifacts).execute(
+        {}
+    )
+    with pytest.raises(PatientMLError, match="learning_rate='abc' is not a number"):
+        FinishTuningOperator(task_id="f", run_id=run_id, artifact_uri=artifacts).execute({})
+
+
+def test_objective_regex_that_never_matches_fails_the_trial(
+    engine: Engine, tmp_path: Path, run_with_snapshot: Any
+) -> None:
+    run_id = run_with_snapshot(
+        metricDefinitions=[
+            {"name": "validation:accuracy", "regex": r"val_acc_typo=([0-9.]+)"},
+        ],
+        maxTrials=1,
+    )
+    TuneWorkerOperator(
+        task_id="t", run_id=run_id, backend="local", artifact_uri=str(tmp_path / "artifacts")
+    ).execute({})
+    with session_scope(engine) as session:
+        trial = session.scalars(select(Trial).where(Trial.run_id == run_id)).one()
+    assert trial.state == "failed" and "never appeared in the training log" in trial.failure

@@ -1,0 +1,82 @@
+"""The Docker backend on a real engine with a contract-following image: success, failure
+text, timeout, pruning, kill, no network, read-only inputs, containers removed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patient_ml.exceptions import PatientMLError
+from patient_ml.training.backends.docker import DockerBackend
+from tests.docker_engine import build_image
+from tests.training.helpers import IMAGE, SCRIPTED, job
+
+
+@pytest.fixture(scope="module")
+def docker(docker_engine: Any) -> DockerBackend:
+    build_image(docker_engine, SCRIPTED, IMAGE)
+    return DockerBackend(client=docker_engine)
+
+
+def leftovers(docker: DockerBackend) -> list[Any]:
+    return docker.client.containers.list(all=True, filters={"label": "patient-ml.job"})
+
+
+def test_success_with_the_contract_layout(docker: DockerBackend, tmp_path: Path) -> None:
+    result = docker.run(job(tmp_path, mode="probe", epochs=3, score=0.9))
+    assert result.succeeded, result.failure
+    assert result.metrics == {"validation:accuracy": 0.9, "validation:loss": 0.1}
+    assert (tmp_path / "model" / "model.json").exists()
+    assert leftovers(docker) == []
+
+
+def test_no_network_read_only_inputs_and_host_uid(
+    docker: DockerBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import os
+
+    caplog.set_level(logging.INFO, logger="patient_ml.training")
+    assert docker.run(job(tmp_path, mode="probe", epochs=1)).succeeded
+    assert "probe network=no" in caplog.text
+    assert "probe input_writable=no" in caplog.text
+    assert f"probe uid={os.getuid()}" in caplog.text
+
+
+def test_failure_text_and_crash(docker: DockerBackend, tmp_path: Path) -> None:
+    failed = docker.run(job(tmp_path / "a", mode="fail"))
+    assert failed.status == "failed" and failed.exit_code == 1
+    assert failed.failure == "learning_rate='abc' is not a number"
+    crashed = docker.run(job(tmp_path / "b", mode="crash"))
+    assert crashed.exit_code == 3 and "exited with code 3" in (crashed.failure or "")
+
+
+def test_timeout_stops_and_removes_the_container(docker: DockerBackend, tmp_path: Path) -> None:
+    result = docker.run(job(tmp_path, mode="hang", timeout=3))
+    assert result.status == "timed_out"
+    assert leftovers(docker) == []
+
+
+def test_pruning_stops_the_container(docker: DockerBackend, tmp_path: Path) -> None:
+    result = docker.run(
+        job(tmp_path, epochs=40, delay=0.3),
+        on_metric=lambda name, value, step: name == "validation:accuracy" and step >= 1,
+    )
+    assert result.status == "stopped" and not (tmp_path / "model" / "model.json").exists()
+
+
+def test_kill_from_another_thread(docker: DockerBackend, tmp_path: Path) -> None:
+    threading.Timer(3.0, docker.kill, args=("kill-me",)).start()
+    result = docker.run(job(tmp_path, name="kill-me", mode="hang", timeout=60))
+    assert result.status == "failed" and leftovers(docker) == []
+
+
+def test_missing_image_names_the_fix(docker: DockerBackend, tmp_path: Path) -> None:
+    training = job(tmp_path)
+    training.image = "patient-ml/does-not-exist:0"
+    with pytest.raises(PatientMLError, match="could not be pulled") as info:
+        docker.run(training)
+    assert "include/trainers" in (info.value.fix or "")
