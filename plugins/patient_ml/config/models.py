@@ -99,6 +99,18 @@ class SplitRatios(WireModel):
     test: float = Field(0.15, ge=0, le=1)
 
 
+class NearDuplicateSettings(WireModel):
+    """Extension: group perceptual near-duplicates so they never straddle splits."""
+
+    enabled: bool = Field(True, description="Link near-duplicate images like one patient.")
+    fingerprint: Literal["ahash16", "dhash16"] = Field(
+        "ahash16", description="256-bit average hash (robust) or difference hash (stricter)."
+    )
+    max_distance: int = Field(
+        6, ge=0, le=32, description="Largest Hamming distance (of 256 bits) that still groups."
+    )
+
+
 class CurationSettings(WireModel):
     """Extension: how curation turns FHIR records into a snapshot."""
 
@@ -117,6 +129,10 @@ class CurationSettings(WireModel):
     )
     min_image_side: int = Field(
         8, ge=1, le=4096, description="Images with a smaller width or height are quarantined."
+    )
+    near_duplicates: NearDuplicateSettings = Field(
+        default_factory=NearDuplicateSettings,
+        description="Perceptual near-duplicate grouping for leakage-free splits.",
     )
 
 

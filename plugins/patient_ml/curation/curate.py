@@ -71,6 +71,10 @@ def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
             max_image_pixels=settings.max_image_pixels,
             min_image_side=settings.min_image_side,
             salt=ds.split_salt,
+            fingerprint=settings.near_duplicates.fingerprint
+            if settings.near_duplicates.enabled
+            else None,
+            near_duplicate_distance=settings.near_duplicates.max_distance,
         )
 
 
@@ -95,7 +99,7 @@ def curate(
 
     def store_image(image: ImageRecord) -> tuple[Any, str]:
         data = fetcher.fetch(image.attachment)
-        info = inspect_image(data, image.content_type, limits)
+        info = inspect_image(data, image.content_type, limits, fingerprint=dataset.fingerprint)
         key = f"images/{info.sha256[:2]}/{info.sha256}.{info.stored_ext}"
         store.put_if_absent_bytes(f"{dataset.prefix}/{key}", info.stored_bytes)
         return info, key
@@ -137,11 +141,12 @@ def _snapshot(
     with session_scope(engine) as session:
         snapshot_service.lock_dataset(session, dataset.id)
         prior = snapshot_service.load_split_assignments(session, dataset.id)
-        new_assignments = _assign(staging, dataset, prior)
+        new_assignments, near_groups = _assign(staging, dataset, prior)
         manifest_path = work / "manifest.jsonl"
         snapshot_id, count = _write_manifest(staging, dataset, manifest_path)
         base = f"{dataset.prefix}/snapshots/{snapshot_id}"
         report = build_report(staging, dataset, stats, snapshot_id, identical_groups)
+        report["nearDuplicates"] = near_duplicate_report(staging, dataset, near_groups)
         counts = {"bySplit": report["examples"]["bySplit"], "total": count}
         existing = session.get(snapshot_service.Snapshot, snapshot_id)
         if existing is None:
@@ -178,16 +183,27 @@ def _snapshot(
 
 def _assign(
     staging: Staging, dataset: DatasetView, prior: dict[tuple[str, str], str]
-) -> dict[tuple[str, str], str]:
-    inputs = [
-        SplitInput(doc_id, pkey, (sha,))
-        for doc_id, pkey, sha in staging.query(
+) -> tuple[dict[tuple[str, str], str], list[list[str]]]:
+    rows = list(
+        staging.query(
             """
-            SELECT i.doc_id, i.patient_key, i.sha256 FROM images i
+            SELECT i.doc_id, i.patient_key, i.sha256, i.fingerprint FROM images i
             JOIN resolved r ON r.doc_id = i.doc_id
             WHERE r.excluded_reason IS NULL OR r.excluded_reason = 'duplicate_image'
+            ORDER BY i.doc_id
             """
         )
+    )
+    near_groups = _near_duplicate_groups(rows, dataset)
+    # A near-duplicate group links its members through the smallest sha256 among them, so
+    # every member (and any later copy) lands in the split of the group's earlier members.
+    link: dict[str, str] = {}
+    for members in near_groups:
+        anchor = "near:" + members[0][:59]  # fits the 64-character key column
+        link.update(dict.fromkeys(members, anchor))
+    inputs = [
+        SplitInput(doc_id, pkey, (sha, link[sha]) if sha in link else (sha,))
+        for doc_id, pkey, sha, _ in rows
     ]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
     staging.execute_many(
@@ -200,7 +216,62 @@ def _assign(
             "excluded_detail = ? WHERE doc_id = ?",
             [(detail, doc_id) for doc_id, detail in result.conflicts.items()],
         )
-    return result.new_assignments
+    return result.new_assignments, near_groups
+
+
+def _near_duplicate_groups(rows: list[tuple[Any, ...]], dataset: DatasetView) -> list[list[str]]:
+    """Groups of distinct sha256s whose fingerprints are within the dataset's distance."""
+    if dataset.fingerprint is None:
+        return []
+    from patient_ml.curation.near_duplicates import group
+
+    by_sha = {sha: fp for _, _, sha, fp in rows if fp is not None}
+    shas = sorted(by_sha)
+    started = time.monotonic()
+    groups = group(shas, [by_sha[s] for s in shas], dataset.near_duplicate_distance)
+    log.info(
+        "near-duplicates (%s, distance <= %d): %d groups covering %d images, in %.1f s",
+        dataset.fingerprint,
+        dataset.near_duplicate_distance,
+        len(groups),
+        sum(len(g) for g in groups),
+        time.monotonic() - started,
+    )
+    return groups
+
+
+def near_duplicate_report(
+    staging: Staging, dataset: DatasetView, near_groups: list[list[str]], limit: int = 50
+) -> dict[str, Any]:
+    """Groups spanning several patients (possible mis-filed patient ids) and groups whose
+    members carry different labels (label quality), by example id — never patient data."""
+    info: dict[str, Any] = {
+        "enabled": dataset.fingerprint is not None,
+        "fingerprint": dataset.fingerprint,
+        "maxDistance": dataset.near_duplicate_distance,
+        "groups": len(near_groups),
+        "imagesInGroups": sum(len(g) for g in near_groups),
+    }
+    spanning, mixed = [], []
+    for members in near_groups:
+        marks = ",".join("?" * len(members))
+        rows = list(
+            staging.query(
+                f"SELECT i.doc_id, i.patient_key, r.label_status, r.class_index, r.mask_sha "
+                f"FROM images i JOIN resolved r ON r.doc_id = i.doc_id "
+                f"WHERE i.sha256 IN ({marks}) ORDER BY i.doc_id",
+                tuple(members),
+            )
+        )
+        examples = [r[0] for r in rows]
+        if len({r[1] for r in rows}) > 1:
+            spanning.append({"examples": examples, "patients": len({r[1] for r in rows})})
+        labels = {r[3] for r in rows if r[2] == "confirmed" and r[3] is not None}
+        if dataset.problem_type == "imgClf" and len(labels) > 1:
+            mixed.append({"examples": examples, "labels": sorted(labels)})
+    info["groupsSpanningPatients"] = {"count": len(spanning), "items": spanning[:limit]}
+    info["groupsWithDifferentLabels"] = {"count": len(mixed), "items": mixed[:limit]}
+    return info
 
 
 def _write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[str, int]:

@@ -38,6 +38,7 @@ class DecodedImage:
     stored_bytes: bytes
     stored_ext: str  # png | jpg
     stored_content_type: str
+    fingerprint: bytes | None = None  # perceptual hash (near_duplicates), if asked for
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,11 @@ def detect_format(data: bytes) -> str | None:
     return None
 
 
-def inspect_image(data: bytes, content_type: str | None, limits: ImageLimits) -> DecodedImage:
-    """Decode `data` fully (so truncation is caught) and return what curation stores."""
+def inspect_image(
+    data: bytes, content_type: str | None, limits: ImageLimits, *, fingerprint: str | None = None
+) -> DecodedImage:
+    """Decode `data` fully (so truncation is caught) and return what curation stores, with
+    a perceptual `fingerprint` of the given kind (see `near_duplicates`) when asked."""
     fmt = detect_format(data)
     if fmt is None:
         raise QuarantineError("image_decode_failed", "not PNG, JPEG or DICOM (magic bytes)")
@@ -66,8 +70,16 @@ def inspect_image(data: bytes, content_type: str | None, limits: ImageLimits) ->
         raise QuarantineError("image_format_mismatch", f"contentType {content_type}, bytes {fmt}")
     sha = hashlib.sha256(data).hexdigest()
     if fmt == "dicom":
-        return _inspect_dicom(data, sha, limits)
-    return _inspect_raster(data, fmt, sha, limits)
+        decoded, image = _inspect_dicom(data, sha, limits)
+    else:
+        decoded, image = _inspect_raster(data, fmt, sha, limits)
+    if fingerprint is None:
+        return decoded
+    from dataclasses import replace
+
+    from patient_ml.curation.near_duplicates import fingerprint as perceptual_hash
+
+    return replace(decoded, fingerprint=perceptual_hash(image, fingerprint))
 
 
 def _check_size(width: int, height: int, limits: ImageLimits) -> None:
@@ -79,7 +91,9 @@ def _check_size(width: int, height: int, limits: ImageLimits) -> None:
         raise QuarantineError("image_too_small", f"{width}x{height}, min side {limits.min_side}")
 
 
-def _inspect_raster(data: bytes, fmt: str, sha: str, limits: ImageLimits) -> DecodedImage:
+def _inspect_raster(
+    data: bytes, fmt: str, sha: str, limits: ImageLimits
+) -> tuple[DecodedImage, object]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -102,12 +116,13 @@ def _inspect_raster(data: bytes, fmt: str, sha: str, limits: ImageLimits) -> Dec
     if fmt == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         # Pillow pads a JPEG cut inside the last scan with grey instead of failing.
         raise QuarantineError("image_truncated", "JPEG has no end-of-image marker")
-    return DecodedImage(
+    decoded = DecodedImage(
         fmt, width, height, img.mode, sha, data, STORED_EXT[fmt], STORED_CONTENT_TYPE[fmt]
     )
+    return decoded, img
 
 
-def _inspect_dicom(data: bytes, sha: str, limits: ImageLimits) -> DecodedImage:
+def _inspect_dicom(data: bytes, sha: str, limits: ImageLimits) -> tuple[DecodedImage, object]:
     import numpy as np
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -136,14 +151,16 @@ def _inspect_dicom(data: bytes, sha: str, limits: ImageLimits) -> DecodedImage:
 
         if photometric != "RGB":
             pixels = convert_color_space(pixels, photometric, "RGB")
-        image = _to_png(np.asarray(pixels, dtype=np.uint8), "RGB")
-        mode = "RGB"
+        array, mode = np.asarray(pixels, dtype=np.uint8), "RGB"
     elif pixels.ndim == 2 and photometric.startswith("MONOCHROME"):
-        image = _to_png(_monochrome_to_uint8(ds, pixels, photometric), "L")
-        mode = "L"
+        array, mode = _monochrome_to_uint8(ds, pixels, photometric), "L"
     else:
         raise QuarantineError("dicom_unsupported", f"{photometric} with shape {pixels.shape}")
-    return DecodedImage("dicom", cols, rows, mode, sha, image, "png", "image/png")
+    from PIL import Image
+
+    image = Image.fromarray(array, mode=mode)
+    decoded = DecodedImage("dicom", cols, rows, mode, sha, _to_png(image), "png", "image/png")
+    return decoded, image
 
 
 def _monochrome_to_uint8(ds: object, pixels: object, photometric: str) -> object:
@@ -162,11 +179,9 @@ def _monochrome_to_uint8(ds: object, pixels: object, photometric: str) -> object
     return np.rint(scaled).astype(np.uint8)
 
 
-def _to_png(array: object, mode: str) -> bytes:
-    from PIL import Image
-
+def _to_png(image: object) -> bytes:
     out = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(out, format="PNG", optimize=False)
+    image.save(out, format="PNG", optimize=False)  # type: ignore[attr-defined]
     return out.getvalue()
 
 

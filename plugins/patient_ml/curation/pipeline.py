@@ -48,6 +48,8 @@ class DatasetView:
     max_image_pixels: int
     min_image_side: int
     salt: str
+    fingerprint: str | None = None  # near-duplicate fingerprint kind; None = off
+    near_duplicate_distance: int = 6
 
     @property
     def prefix(self) -> str:
@@ -207,7 +209,7 @@ def _collect(
         info, key = outcome[3], outcome[4]
         staging.add_image(
             (image.id, image.version, patient_key(dataset.salt, image.patient_ref), info.sha256,
-             key, info.stored_content_type, info.width, info.height)
+             key, info.stored_content_type, info.width, info.height, info.fingerprint)
         )  # fmt: skip
         stats.images_stored += 1
 

@@ -15,7 +15,8 @@ from typing import Any
 _SCHEMA = """
 CREATE TABLE images (
     doc_id TEXT PRIMARY KEY, version TEXT, patient_key TEXT NOT NULL, sha256 TEXT NOT NULL,
-    stored_key TEXT NOT NULL, content_type TEXT, width INTEGER, height INTEGER
+    stored_key TEXT NOT NULL, content_type TEXT, width INTEGER, height INTEGER,
+    fingerprint BLOB
 );
 CREATE INDEX images_sha ON images (sha256);
 CREATE TABLE labels (

