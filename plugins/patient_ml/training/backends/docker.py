@@ -126,7 +126,12 @@ class DockerBackend(Backend):
             job.image,
             command=["train"],
             name=name,
-            environment=sm_environment(job.layout, num_cpus=int(job.cpus), seen_as=inside),
+            environment={
+                **sm_environment(job.layout, num_cpus=max(1, int(job.cpus)), seen_as=inside),
+                # BLAS sees the host's cores, not the --cpus limit
+                "OMP_NUM_THREADS": str(max(1, int(job.cpus))),
+                "OPENBLAS_NUM_THREADS": str(max(1, int(job.cpus))),
+            },
             volumes=volumes,
             network_mode="none",
             nano_cpus=int(job.cpus * 1e9),
