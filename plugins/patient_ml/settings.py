@@ -30,6 +30,10 @@ def default_database_url() -> str:
 
 
 def artifact_uri() -> str:
+    """Where artifacts go: PATIENT_ML_ARTIFACT_URI, else file:///<home>/artifacts (absolute).
+
+    Read by `patient_ml.storage.artifact_store_from_uri`.
+    """
     explicit = os.environ.get("PATIENT_ML_ARTIFACT_URI")
     if explicit:
         return explicit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ def backend() -> LocalBackend:
     return LocalBackend({"patient-ml/scripted-trainer": SCRIPTED})
 
 
-def job(root: Path, name: str = "job", timeout: float = 60, **hps: Any) -> TrainingJob:
+def job(root: Path, name: str | None = None, timeout: float = 60, **hps: Any) -> TrainingJob:
     layout = JobLayout(root).create()
     layout.write_config(hps, {"problemType": "imgClf", "labels": []})
     return TrainingJob(
-        name=name,
+        name=name or f"job-{uuid.uuid4().hex[:8]}",
         layout=layout,
         image=IMAGE,
         metric_parser=MetricParser.from_config(METRICS),

@@ -21,16 +21,18 @@ def docker(docker_engine: Any) -> DockerBackend:
     return DockerBackend(client=docker_engine)
 
 
-def leftovers(docker: DockerBackend) -> list[Any]:
-    return docker.client.containers.list(all=True, filters={"label": "patient-ml.job"})
+def leftovers(docker: DockerBackend, training: Any) -> list[Any]:
+    label = f"patient-ml.job={training.name}"
+    return docker.client.containers.list(all=True, filters={"label": label})
 
 
 def test_success_with_the_contract_layout(docker: DockerBackend, tmp_path: Path) -> None:
-    result = docker.run(job(tmp_path, mode="probe", epochs=3, score=0.9))
+    training = job(tmp_path, mode="probe", epochs=3, score=0.9)
+    result = docker.run(training)
     assert result.succeeded, result.failure
     assert result.metrics == {"validation:accuracy": 0.9, "validation:loss": 0.1}
     assert (tmp_path / "model" / "model.json").exists()
-    assert leftovers(docker) == []
+    assert leftovers(docker, training) == []
 
 
 def test_no_network_read_only_inputs_and_host_uid(
@@ -55,9 +57,10 @@ def test_failure_text_and_crash(docker: DockerBackend, tmp_path: Path) -> None:
 
 
 def test_timeout_stops_and_removes_the_container(docker: DockerBackend, tmp_path: Path) -> None:
-    result = docker.run(job(tmp_path, mode="hang", timeout=3))
+    training = job(tmp_path, mode="hang", timeout=3)
+    result = docker.run(training)
     assert result.status == "timed_out"
-    assert leftovers(docker) == []
+    assert leftovers(docker, training) == []
 
 
 def test_pruning_stops_the_container(docker: DockerBackend, tmp_path: Path) -> None:
@@ -69,9 +72,10 @@ def test_pruning_stops_the_container(docker: DockerBackend, tmp_path: Path) -> N
 
 
 def test_kill_from_another_thread(docker: DockerBackend, tmp_path: Path) -> None:
-    threading.Timer(3.0, docker.kill, args=("kill-me",)).start()
-    result = docker.run(job(tmp_path, name="kill-me", mode="hang", timeout=60))
-    assert result.status == "failed" and leftovers(docker) == []
+    training = job(tmp_path, name=f"kill-me-{tmp_path.name}", mode="hang", timeout=60)
+    threading.Timer(3.0, docker.kill, args=(training.name,)).start()
+    result = docker.run(training)
+    assert result.status == "failed" and leftovers(docker, training) == []
 
 
 def test_missing_image_names_the_fix(docker: DockerBackend, tmp_path: Path) -> None:

@@ -30,22 +30,35 @@ __all__ = [
 ]
 
 
+_ACCEPTED = "file:///absolute/folder, a folder path (absolute or relative), or s3://bucket/prefix"
+
+
 def artifact_store_from_uri(uri: str, *, aws_conn_id: str = "aws_default") -> ArtifactStore:
+    """The store named by `uri`.
+
+    - `file:///abs/folder` (or `file://localhost/abs/folder`) -> LocalArtifactStore
+    - a plain path, absolute or relative (resolved against the working directory; `~` is
+      expanded) -> LocalArtifactStore
+    - `s3://bucket` or `s3://bucket/optional/prefix` -> S3ArtifactStore using the Airflow
+      connection `aws_conn_id`
+
+    Anything else raises ArtifactStoreError (a PatientMLError) listing the accepted forms.
+    Nothing is created or contacted here: folders appear on the first write, S3 is reached on
+    the first call.
+    """
     text = str(uri).strip()
-    scheme = urlsplit(text).scheme.lower()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
     if scheme == "s3":
         bucket, prefix = parse_s3_url(text)
         return S3ArtifactStore(bucket, prefix, aws_conn_id=aws_conn_id)
     if scheme == "file":
-        parts = urlsplit(text)
-        if parts.netloc not in {"", "localhost"}:
+        path = unquote(parts.path)
+        if parts.netloc not in {"", "localhost"} or not path.startswith("/"):
             raise ArtifactStoreError(
-                f"Artifact URI {text!r} names a host.", fix="use file:///absolute/folder"
+                f"Artifact URI {text!r} is not a local absolute file URI.", fix=f"use {_ACCEPTED}"
             )
-        return LocalArtifactStore(Path(unquote(parts.path)))
-    if not scheme and text:
+        return LocalArtifactStore(Path(path))
+    if text and not scheme:
         return LocalArtifactStore(Path(text))
-    raise ArtifactStoreError(
-        f"Artifact URI {text!r} is not supported.",
-        fix="use file:///absolute/folder, a folder path, or s3://bucket/prefix",
-    )
+    raise ArtifactStoreError(f"Artifact URI {text!r} is not supported.", fix=f"use {_ACCEPTED}")

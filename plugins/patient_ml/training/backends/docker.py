@@ -186,7 +186,16 @@ class DockerBackend(Backend):
         threading.Thread(target=stop, daemon=True).start()
 
     def _remove(self, name: str) -> None:
+        """Remove the container and wait until it is gone (a removal may be in progress)."""
         import docker.errors
 
-        with contextlib.suppress(docker.errors.NotFound):
-            self.client.containers.get(name).remove(force=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: removal already in progress
+                    raise
+            time.sleep(0.2)
