@@ -79,7 +79,7 @@ def product_split(names: list[str], prints: list[bytes], distance: int, seed: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--distance", type=int, default=6)
+    parser.add_argument("--distance", type=int, default=6, help="besides the default, 0")
     parser.add_argument("--images", type=int, default=100_000)
     args = parser.parse_args()
 

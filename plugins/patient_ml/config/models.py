@@ -107,7 +107,7 @@ class NearDuplicateSettings(WireModel):
         "ahash16", description="256-bit average hash (robust) or difference hash (stricter)."
     )
     max_distance: int = Field(
-        6, ge=0, le=32, description="Largest Hamming distance (of 256 bits) that still groups."
+        0, ge=0, le=32, description="Largest Hamming distance (of 256 bits) that still groups."
     )
 
 

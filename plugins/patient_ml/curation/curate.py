@@ -229,6 +229,14 @@ def _near_duplicate_groups(rows: list[tuple[Any, ...]], dataset: DatasetView) ->
     shas = sorted(by_sha)
     started = time.monotonic()
     groups = group(shas, [by_sha[s] for s in shas], dataset.near_duplicate_distance)
+    largest = max((len(g) for g in groups), default=0)
+    if shas and largest > max(20, 0.05 * len(shas)):
+        log.warning(
+            "near-duplicates: one group holds %d of %d images; it lands in a single split and "
+            "skews the split ratios. Consider a smaller curation.nearDuplicates.maxDistance.",
+            largest,
+            len(shas),
+        )
     log.info(
         "near-duplicates (%s, distance <= %d): %d groups covering %d images, in %.1f s",
         dataset.fingerprint,
@@ -251,6 +259,7 @@ def near_duplicate_report(
         "maxDistance": dataset.near_duplicate_distance,
         "groups": len(near_groups),
         "imagesInGroups": sum(len(g) for g in near_groups),
+        "largestGroup": max((len(g) for g in near_groups), default=0),
     }
     spanning, mixed = [], []
     for members in near_groups:

@@ -49,7 +49,7 @@ class DatasetView:
     min_image_side: int
     salt: str
     fingerprint: str | None = None  # near-duplicate fingerprint kind; None = off
-    near_duplicate_distance: int = 6
+    near_duplicate_distance: int = 0
 
     @property
     def prefix(self) -> str:
