@@ -61,7 +61,7 @@ def run_with_snapshot(
             create_model(session, model_config(f"m-{name}", dataset_id, **approach), actor="t")
             run_id = create_run(session, f"m-{name}", actor="t").id
         cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
-        cohort.add_patients(0, 40)
+        cohort.add_patients(0, 80)  # enough that every split gets confirmed examples
         store = artifact_store_from_uri(str(tmp_path / "artifacts"))
         curate(
             engine=engine,
