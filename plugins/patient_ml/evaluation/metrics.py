@@ -1,0 +1,128 @@
+"""Test-split metrics computed by the platform (never by the user's code), the same way for the
+challenger and the champion.
+
+imgClf: accuracy, balanced accuracy, macro F1, per-class precision and recall, AUROC (binary:
+the positive label is the higher index; more labels: macro one-vs-rest), log loss, expected
+calibration error (10 equal-width confidence bins) and the confusion matrix.
+imgSeg: Dice and IoU per label (over all pixels of the split) and their means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+EPS = 1e-15
+
+
+def classification_metrics(
+    labels: Sequence[int], y_true: Sequence[int], probabilities: Sequence[Sequence[float]]
+) -> dict[str, Any]:
+    """`probabilities[i][k]` is the confidence of `labels[k]` for example i."""
+    classes = list(labels)
+    position = {c: k for k, c in enumerate(classes)}
+    y = np.array([position[v] for v in y_true])
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape != (len(y), len(classes)):
+        raise ValueError(f"probabilities have shape {p.shape}, expected {(len(y), len(classes))}")
+    p = p / np.clip(p.sum(axis=1, keepdims=True), EPS, None)
+    predicted = p.argmax(axis=1)
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (y, predicted), 1)
+    support = confusion.sum(axis=1)
+    predicted_count = confusion.sum(axis=0)
+    tp = np.diag(confusion)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted_count, out=np.zeros(k), where=predicted_count > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    present = support > 0
+    metrics: dict[str, Any] = {
+        "accuracy": float(tp.sum() / max(len(y), 1)),
+        "balancedAccuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "macroF1": float(f1[present].mean()) if present.any() else 0.0,
+        "logLoss": float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0)))),
+        "expectedCalibrationError": expected_calibration_error(y, p),
+        "auroc": _auroc(y, p),
+        "confusionMatrix": {"labels": classes, "counts": confusion.tolist()},
+        "perClass": {
+            str(c): {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "support": int(support[i]),
+            }
+            for i, c in enumerate(classes)
+        },
+    }
+    return metrics
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def _binary_auroc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    i = 0
+    while i < len(score):  # average ranks of ties
+        j = i
+        while j + 1 < len(score) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
+    if p.shape[1] == 2:
+        return _binary_auroc(y == 1, p[:, 1])
+    values = [_binary_auroc(y == k, p[:, k]) for k in range(p.shape[1])]
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def segmentation_metrics(
+    labels: Sequence[int], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """Dice and IoU per label, pooled over every pixel of the split, and their means."""
+    inter = dict.fromkeys(labels, 0)
+    true_count = dict.fromkeys(labels, 0)
+    pred_count = dict.fromkeys(labels, 0)
+    for truth, predicted in zip(truths, predictions, strict=True):
+        if truth.shape != predicted.shape:
+            raise ValueError(f"mask shapes differ: {truth.shape} vs {predicted.shape}")
+        for label in labels:
+            t, q = truth == label, predicted == label
+            inter[label] += int(np.logical_and(t, q).sum())
+            true_count[label] += int(t.sum())
+            pred_count[label] += int(q.sum())
+    per_label: dict[str, dict[str, float]] = {}
+    for label in labels:
+        union = true_count[label] + pred_count[label] - inter[label]
+        both = true_count[label] + pred_count[label]
+        per_label[str(label)] = {
+            "dice": 1.0 if both == 0 else 2 * inter[label] / both,
+            "iou": 1.0 if union == 0 else inter[label] / union,
+        }
+    return {
+        "meanDice": float(np.mean([v["dice"] for v in per_label.values()])),
+        "meanIoU": float(np.mean([v["iou"] for v in per_label.values()])),
+        "perLabel": per_label,
+    }
