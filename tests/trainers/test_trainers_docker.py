@@ -20,8 +20,6 @@ from tests.trainers.test_trainers import (
     CLF_PROBLEM,
     SEG_PROBLEM,
     TRAINERS,
-    clf_channel,
-    seg_channel,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "include" / "configs"
@@ -29,16 +27,6 @@ CASES = {
     "img_clf": ("brain_mri_model", CLF_PROBLEM, "clf", "validation:balancedAccuracy"),
     "img_seg": ("nuclei_model", SEG_PROBLEM, "seg", "validation:dice"),
 }
-
-
-@pytest.fixture(scope="module")
-def channels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("docker-trainer-data")
-    clf_channel(root / "clf" / "train", per_class=40, seed=1)
-    clf_channel(root / "clf" / "validation", per_class=10, seed=2)
-    seg_channel(root / "seg" / "train", count=8, seed=1)
-    seg_channel(root / "seg" / "validation", count=4, seed=2)
-    return {"clf": root / "clf", "seg": root / "seg"}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +60,10 @@ def job(tmp: Path, kind: str, data_dirs: dict[str, Path], **hps: Any) -> Trainin
 def test_reference_image_trains_in_docker(
     kind: str,
     docker: DockerBackend,
-    channels: dict[str, Path],
+    data: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    result = docker.run(job(tmp_path, kind, channels, epochs=5))
+    result = docker.run(job(tmp_path, kind, data, epochs=5))
     assert result.succeeded, result.failure
     objective = CASES[kind][3]
     assert 0.0 <= result.metrics[objective] <= 1.0
@@ -86,9 +74,9 @@ def test_reference_image_trains_in_docker(
 def test_reference_image_reports_bad_hyperparameters(
     kind: str,
     docker: DockerBackend,
-    channels: dict[str, Path],
+    data: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    result = docker.run(job(tmp_path, kind, channels, learning_rate="abc"))
+    result = docker.run(job(tmp_path, kind, data, learning_rate="abc"))
     assert result.status == "failed" and result.exit_code == 1
     assert "learning_rate" in (result.failure or "")

@@ -76,3 +76,9 @@ class ProductDatabaseHook(BaseHook):
         """A transaction on the product DB: committed on success, rolled back on error."""
         with session_scope(self.get_engine()) as session:
             yield session
+
+
+def product_engine(conn_id: str | None = None) -> Engine:
+    """The product DB of an operator: its Airflow connection when given, else the package's
+    resolution (PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME)."""
+    return ProductDatabaseHook(conn_id).get_engine() if conn_id else get_engine()

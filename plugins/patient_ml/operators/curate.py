@@ -65,9 +65,9 @@ class CurateDatasetOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.curation.curate import curate
         from patient_ml.curation.setup import build_curation_inputs
-        from patient_ml.db.engine import get_engine
+        from patient_ml.hooks.product_db import product_engine
 
-        engine = self._product_db_hook().get_engine() if self.patient_ml_conn_id else get_engine()
+        engine = product_engine(self.patient_ml_conn_id)
         inputs = build_curation_inputs(
             engine,
             self.dataset_id,
@@ -97,11 +97,6 @@ class CurateDatasetOperator(BaseOperator):
             "bySplit": result.report["examples"]["bySplit"],
             "quarantined": result.report["quarantined"]["total"],
         }
-
-    def _product_db_hook(self) -> Any:
-        from patient_ml.hooks.product_db import ProductDatabaseHook
-
-        return ProductDatabaseHook(self.patient_ml_conn_id)
 
     def _fhir_client(self, conn_id: str) -> Any:
         from patient_ml.hooks.fhir import FhirHook

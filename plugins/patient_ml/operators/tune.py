@@ -14,13 +14,9 @@ from airflow.sdk import BaseOperator, Context
 
 
 def _engine(conn_id: str | None) -> Any:
-    from patient_ml.db.engine import get_engine
+    from patient_ml.hooks.product_db import product_engine
 
-    if conn_id:
-        from patient_ml.hooks.product_db import ProductDatabaseHook
-
-        return ProductDatabaseHook(conn_id).get_engine()
-    return get_engine()
+    return product_engine(conn_id)
 
 
 def _store(artifact_uri: str | None, aws_conn_id: str) -> Any:

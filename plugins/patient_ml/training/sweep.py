@@ -179,8 +179,8 @@ def claim_trial(
     import optuna
 
     with sweep_lock(engine, spec.run_id):
-        study = optuna.load_study(study_name=study_name(spec.run_id), storage=storage)
-        trials = study.get_trials(deepcopy=False)
+        study_id = storage.get_study_id_from_name(study_name(spec.run_id))
+        trials = storage.get_all_trials(study_id, deepcopy=False)
         if sum(1 for t in trials if counted(t)) >= spec.max_trials:
             return None
         sampler = optuna.samplers.TPESampler(

@@ -6,6 +6,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,15 +48,16 @@ class TrainingOutcome:
         return self.status == "succeeded"
 
 
-class Backend:
+class Backend(ABC):
     name = "backend"
 
+    @abstractmethod
     def run(self, job: TrainingJob, on_metric: MetricCallback | None = None) -> TrainingOutcome:
-        raise NotImplementedError
+        """Run `job` to its end; `on_metric` may ask to stop it (pruning)."""
 
+    @abstractmethod
     def kill(self, job_name: str) -> None:
         """Stop a running job by name (from `on_kill`, another thread)."""
-        raise NotImplementedError
 
 
 _EOF = object()
