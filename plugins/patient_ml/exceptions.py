@@ -92,3 +92,10 @@ class SchemaVersionError(DatabaseError):
     """The product database schema is missing, older or newer than this package expects."""
 
     exit_code = 6
+
+
+class PermissionDeniedError(PatientMLError):
+    """The user may not do this (e.g. decide on a run without being one of its approvers)."""
+
+    exit_code = 7
+    http_status = 403

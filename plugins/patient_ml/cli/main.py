@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from patient_ml import __version__, settings
+from patient_ml.cli.lifecycle import add_model_commands, add_run_commands
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
 
 INTERNAL_ERROR_EXIT = 70
@@ -116,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show = runs.add_parser("show", help="show one run (reference ModelRun shape)")
     runs_show.add_argument("run_id")
     runs_show.set_defaults(handler=cmd_runs_show)
+    add_run_commands(runs)
+    add_model_commands(
+        next(
+            a
+            for a in groups.choices["models"]._actions
+            if isinstance(a, argparse._SubParsersAction)
+        )
+    )
     return parser
 
 

@@ -252,6 +252,65 @@ class DeployApproach(WireModel):
     inference_image: str = Field(min_length=1, max_length=512)
 
 
+class Guardrail(WireModel):
+    metric: str = Field(min_length=1, max_length=255, description="A platform test metric.")
+    max_regression: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Largest worsening against the champion that still passes, in the "
+        "metric's own units (e.g. 0.01 = one point of balanced accuracy).",
+    )
+
+
+class AutoApproval(WireModel):
+    """Extension: a predetermined change-control plan. The run is approved as actor `system`
+    only when every criterion holds; otherwise a human decides."""
+
+    enabled: bool = Field(False, description="Off by default: every run waits for a human.")
+    metric: str | None = Field(
+        None,
+        description="Platform test metric that must improve; default: the objective when it is "
+        "a platform metric, else balancedAccuracy (imgClf) or meanDice (imgSeg).",
+    )
+    min_improvement: float = Field(
+        0.0, ge=0, le=1, description="The challenger must beat the champion by at least this."
+    )
+    min_value: float | None = Field(
+        None,
+        description="Optional floor the challenger's metric must reach (in the metric's units).",
+    )
+    guardrails: list[Guardrail] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Metrics that must not regress by more than their maxRegression.",
+    )
+    require_same_labels: bool = Field(True, description="The label set must equal the champion's.")
+    allow_without_champion: bool = Field(
+        False,
+        description="Approve a first run (no champion) when minValue and the guardrails' "
+        "own floors hold; off: a first run always waits for a human.",
+    )
+
+
+class ApprovalPolicy(WireModel):
+    """Extension: who may approve a run of this model, how long a run waits, and the optional
+    automatic policy."""
+
+    approvers: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="User names allowed to approve or reject runs; empty: any signed-in user.",
+    )
+    timeout_hours: float = Field(
+        72.0,
+        gt=0,
+        le=24 * 90,
+        description="A run without a decision after this long ends unapproved (deploy skipped).",
+    )
+    auto_approval: AutoApproval = Field(default_factory=AutoApproval)
+
+
 class ModelConfig(WireModel):
     id: str | None = None
     name: str = Field(min_length=1, max_length=128)
@@ -266,3 +325,7 @@ class ModelConfig(WireModel):
     )
     training_approach: TrainingApproach
     deploy_approach: DeployApproach
+    approval_policy: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy,
+        description="Extension: approvers, approval timeout and automatic approval policy.",
+    )

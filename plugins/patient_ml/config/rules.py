@@ -212,6 +212,7 @@ def check_model_config(cfg: ModelConfig) -> list[FieldError]:
     errors += _check_objective(cfg)
     errors += _check_search_space(cfg)
     errors += _check_schedule(cfg)
+    errors += _check_approval_policy(cfg)
     if ta.parallel_trials > ta.max_trials:
         errors.append(
             FieldError(
@@ -221,6 +222,43 @@ def check_model_config(cfg: ModelConfig) -> list[FieldError]:
                 ta.parallel_trials,
             )
         )
+    return errors
+
+
+def _check_approval_policy(cfg: ModelConfig) -> list[FieldError]:
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    for i, user in enumerate(cfg.approval_policy.approvers):
+        field = f"approvalPolicy.approvers[{i}]"
+        if not user.strip():
+            errors.append(FieldError(field, "is empty; give a user name or remove it", user))
+        elif user == "system":
+            errors.append(
+                FieldError(
+                    field,
+                    "'system' is the automatic policy's actor, not a user; configure "
+                    "approvalPolicy.autoApproval instead",
+                    user,
+                )
+            )
+        elif user in seen:
+            errors.append(FieldError(field, "is listed twice; remove the duplicate", user))
+        seen.add(user)
+    auto = cfg.approval_policy.auto_approval
+    metrics = [("approvalPolicy.autoApproval.metric", auto.metric)] + [
+        (f"approvalPolicy.autoApproval.guardrails[{i}].metric", g.metric)
+        for i, g in enumerate(auto.guardrails)
+    ]
+    for field, metric in metrics:
+        if metric is not None and metric not in PLATFORM_METRICS:
+            names = ", ".join(sorted(PLATFORM_METRICS))
+            errors.append(
+                FieldError(
+                    field,
+                    f"is not a metric the platform computes on the test set; use one of {names}",
+                    metric,
+                )
+            )
     return errors
 
 

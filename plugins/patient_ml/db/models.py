@@ -120,6 +120,9 @@ class Model(Base):
     )
     training_approach: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     deploy_approach: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    approval_policy: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, default=dict, server_default="{}", nullable=False
+    )
     revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
@@ -172,6 +175,11 @@ class Run(Base):
     airflow_dag_id: Mapped[str | None] = mapped_column(String(250))
     airflow_run_id: Mapped[str | None] = mapped_column(String(250))
     triggered_by: Mapped[str] = mapped_column(String(255), nullable=False)
+    # The platform's test-split evaluation: summary, test-set hash, report location.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Set when the run starts waiting for a decision; no decision by the deadline = unapproved.
+    approval_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approval_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
@@ -269,6 +277,32 @@ class Deployment(Base):
     __table_args__ = (
         CheckConstraint("action IN ('promote', 'rollback')", name="action"),
         CheckConstraint("deploy_type IN ('cloud', 'edge')", name="deploy_type"),
+    )
+
+
+class Endpoint(Base):
+    """A serving endpoint of a deployed (cloud) model: a local process or a container."""
+
+    __tablename__ = "pml_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="RESTRICT"), index=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("pml_runs.id", ondelete="RESTRICT"))
+    kind: Mapped[str] = mapped_column(String(8), nullable=False)
+    url: Mapped[str | None] = mapped_column(Text)
+    handle: Mapped[str | None] = mapped_column(String(128))  # process id or container id
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('local', 'docker')", name="kind"),
+        CheckConstraint(
+            "status IN ('starting', 'healthy', 'failed', 'stopped')", name="endpoint_status"
+        ),
     )
 
 

@@ -12,18 +12,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-
-def _engine(conn_id: str | None) -> Any:
-    from patient_ml.hooks.product_db import product_engine
-
-    return product_engine(conn_id)
-
-
-def _store(artifact_uri: str | None, aws_conn_id: str) -> Any:
-    from patient_ml import settings
-    from patient_ml.storage import artifact_store_from_uri
-
-    return artifact_store_from_uri(artifact_uri or settings.artifact_uri(), aws_conn_id=aws_conn_id)
+from patient_ml.operators.common import artifact_store as _store
+from patient_ml.operators.common import product_engine as _engine
 
 
 def make_backend(kind: str, *, docker_conn_id: str | None = None) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -34,4 +34,8 @@ def get_by_id_or_name(session: Session, cls: type[NamedT], ref: str) -> NamedT:
 
 def to_millis(moment: datetime | None) -> int | None:
     """Wire timestamps are milliseconds since the UTC epoch, as in the reference API."""
-    return None if moment is None else int(moment.timestamp() * 1000)
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -57,6 +57,7 @@ def create_model(session: Session, data: dict[str, Any], *, actor: str) -> Model
         dataset_id=dataset.id,
         training_approach=cfg.training_approach.to_wire(),
         deploy_approach=cfg.deploy_approach.to_wire(),
+        approval_policy=cfg.approval_policy.to_wire(),
         created_by=actor,
     )
     session.add(model)
@@ -115,6 +116,7 @@ def update_model(session: Session, ref: str, data: dict[str, Any], *, actor: str
     model.dataset_id = dataset.id
     model.training_approach = cfg.training_approach.to_wire()
     model.deploy_approach = cfg.deploy_approach.to_wire()
+    model.approval_policy = cfg.approval_policy.to_wire()
     model.revision += 1
     model.updated_at = utcnow()
     session.flush()
@@ -170,6 +172,7 @@ def model_to_wire(model: Model) -> dict[str, Any]:
         "championId": model.champion_id,
         "trainingApproach": model.training_approach,
         "deployApproach": model.deploy_approach,
+        "approvalPolicy": model.approval_policy,
         "slug": model.slug,
         "dagId": DAG_ID_PREFIX + model.slug,
         "revision": model.revision,
@@ -192,19 +195,26 @@ def _resolve_dataset(
             )
         )
         return None
-    metric = PLATFORM_METRICS.get(cfg.training_approach.objective.metric)
-    if metric is not None and metric.problem_type != dataset.problem_type:
-        fitting = [
-            m.name for m in PLATFORM_METRICS.values() if m.problem_type == dataset.problem_type
-        ]
-        errors.append(
-            FieldError(
-                "trainingApproach.objective.metric",
-                f"is a {metric.problem_type} metric but dataset {dataset.name!r} is "
-                f"{dataset.problem_type}; use one of {', '.join(fitting)} or a metricDefinition",
-                metric.name,
+    auto = cfg.approval_policy.auto_approval
+    named = [("trainingApproach.objective.metric", cfg.training_approach.objective.metric)]
+    named.append(("approvalPolicy.autoApproval.metric", auto.metric))
+    named += [
+        (f"approvalPolicy.autoApproval.guardrails[{i}].metric", g.metric)
+        for i, g in enumerate(auto.guardrails)
+    ]
+    fitting = [m.name for m in PLATFORM_METRICS.values() if m.problem_type == dataset.problem_type]
+    for field, name in named:
+        metric = PLATFORM_METRICS.get(name or "")
+        if metric is not None and metric.problem_type != dataset.problem_type:
+            alternative = " or a metricDefinition" if field.startswith("training") else ""
+            errors.append(
+                FieldError(
+                    field,
+                    f"is a {metric.problem_type} metric but dataset {dataset.name!r} is "
+                    f"{dataset.problem_type}; use one of {', '.join(fitting)}{alternative}",
+                    metric.name,
+                )
             )
-        )
     return dataset
 
 

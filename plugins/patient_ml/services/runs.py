@@ -132,7 +132,10 @@ def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) 
 
 
 def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
-    """The reference API's ModelRun shape, plus extensions (snapshotId, airflow)."""
+    """The reference API's ModelRun shape, plus extensions (snapshotId, evaluation,
+    approvalStatus, approvalDeadline, airflow)."""
+    from patient_ml.services.approvals import approval_status
+
     metrics: dict[str, list[dict[str, Any]]] = {"challenger": [], "champion": []}
     for metric in session.scalars(
         select(Metric).where(Metric.run_id == run.id).order_by(Metric.id)
@@ -168,6 +171,9 @@ def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
         "approvals": approvals,
         **run.config,
         "snapshotId": run.snapshot_id,
+        "evaluation": run.evaluation,
+        "approvalStatus": approval_status(session, run),
+        "approvalDeadline": to_millis(run.approval_deadline),
         "airflow": {"dagId": run.airflow_dag_id, "runId": run.airflow_run_id},
         "triggeredBy": run.triggered_by,
     }

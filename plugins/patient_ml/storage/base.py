@@ -124,5 +124,19 @@ class ArtifactStore(ABC):
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under the folder-like `prefix`; the number deleted."""
 
+    def key_of(self, uri: str) -> str:
+        """The key of an absolute URI of this store (the inverse of `uri`)."""
+        from patient_ml.storage.errors import ArtifactNotFoundError
+
+        root = self.uri("")
+        root = root if root.endswith("/") else root + "/"
+        if not uri.startswith(root) or uri == root:
+            raise ArtifactNotFoundError(
+                f"Artifact {uri} is not in the configured artifact store ({self.description}).",
+                fix="point PATIENT_ML_ARTIFACT_URI (or the operator's artifact_uri) at the store "
+                "the run was trained with",
+            )
+        return check_key(uri[len(root) :])
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description}>"

@@ -1,0 +1,219 @@
+"""CLI of a run's back half: evaluate, approve/reject, deploy, model card, endpoints,
+deployment history and predictions. Each command calls the same service as the operators and
+(later) the REST API."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from patient_ml import settings
+
+BACKENDS = ("auto", "local", "docker")
+
+
+def add_run_commands(runs: Any) -> None:
+    evaluate = runs.add_parser(
+        "evaluate", help="score the run's model and its champion on the test split"
+    )
+    evaluate.add_argument("--run", required=True, dest="run_id", help="run id")
+    evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="where serve runs")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    for verb, decision in (("approve", "approved"), ("reject", "rejected")):
+        sub = runs.add_parser(verb, help=f"{verb} an evaluated run (recorded and audited)")
+        sub.add_argument("--run", required=True, dest="run_id", help="run id")
+        sub.add_argument("--reason", required=True, help="written justification (required)")
+        sub.set_defaults(handler=cmd_decide, decision=decision, deploy=False)
+        if verb == "approve":
+            sub.add_argument(
+                "--deploy",
+                action="store_true",
+                help="deploy right away, for runs whose pipeline no longer waits (e.g. a "
+                "rollback to an earlier champion)",
+            )
+            sub.add_argument("--backend", choices=BACKENDS, default="auto", help="with --deploy")
+    deploy = runs.add_parser("deploy", help="deploy an approved run (edge or cloud)")
+    deploy.add_argument("--run", required=True, dest="run_id", help="run id")
+    deploy.add_argument("--backend", choices=BACKENDS, default="auto", help="where serve runs")
+    deploy.set_defaults(handler=cmd_deploy)
+    card = runs.add_parser("card", help="write and print the run's model card")
+    card.add_argument("--run", required=True, dest="run_id", help="run id")
+    card.set_defaults(handler=cmd_card)
+
+
+def add_model_commands(models: Any) -> None:
+    eps = models.add_parser("endpoints", help="serving endpoints of a model")
+    eps.add_argument("model", help="model id or name")
+    eps.add_argument("--all", action="store_true", help="also stopped and failed ones")
+    eps.set_defaults(handler=cmd_endpoints)
+    hist = models.add_parser("deployments", help="champion history of a model (append-only)")
+    hist.add_argument("model", help="model id or name")
+    hist.set_defaults(handler=cmd_deployments)
+    predict = models.add_parser("predict", help="ask the deployed champion for a prediction")
+    predict.add_argument("model", help="model id or name")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--example", help="example id (from the dataset's latest snapshot)")
+    source.add_argument("--image", type=Path, help="image file (PNG or JPEG)")
+    predict.add_argument("--mask-out", type=Path, help="imgSeg: write the mask PNG here")
+    predict.set_defaults(handler=cmd_predict)
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from patient_ml.db.engine import get_engine
+
+    return get_engine(args.db_url)
+
+
+def _store() -> Any:
+    from patient_ml.storage import artifact_store_from_uri
+
+    return artifact_store_from_uri(settings.artifact_uri())
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or settings.current_user()
+
+
+def _print(args: argparse.Namespace, doc: Any) -> None:
+    from patient_ml.cli.output import print_document
+
+    print_document(doc, as_json=args.json)
+
+
+def _progress() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from patient_ml.evaluation.evaluate import evaluate_run
+    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.serving.servers import make_server
+
+    _progress()
+    engine, store = _engine(args), _store()
+    workdir = Path(tempfile.mkdtemp(prefix="patient-ml-evaluate-"))
+    try:
+        summary = evaluate_run(
+            engine, store, make_server(args.backend), args.run_id, workdir, actor=_actor(args)
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary["modelCard"] = write_model_card(engine, store, args.run_id)
+    _print(args, summary)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.approvals import decide
+    from patient_ml.services.runs import approval_to_wire
+
+    engine = _engine(args)
+    user = _actor(args)
+    with session_scope(engine) as session:
+        approval = decide(session, args.run_id, args.decision, user=user, reason=args.reason)
+        doc = approval_to_wire(approval)
+    write_model_card(engine, _store(), args.run_id)
+    if getattr(args, "deploy", False):
+        doc["deployment"] = _deploy(args, engine)
+    _print(args, doc)
+    return 0
+
+
+def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
+    from patient_ml.deploy import deploy_run
+    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.serving.servers import make_server
+
+    _progress()
+    store = _store()
+    try:
+        return deploy_run(
+            engine, store, args.run_id, actor=_actor(args), server=make_server(args.backend)
+        )
+    finally:
+        write_model_card(engine, store, args.run_id)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    _print(args, _deploy(args, _engine(args)))
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from patient_ml.evaluation.model_card import write_model_card
+
+    store = _store()
+    uris = write_model_card(_engine(args), store, args.run_id)
+    if args.json:
+        print(store.read_bytes(store.key_of(uris["json"])).decode())
+    else:
+        print(store.read_bytes(store.key_of(uris["markdown"])).decode())
+    return 0
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from patient_ml.db.engine import session_scope
+    from patient_ml.db.models import Endpoint, Model
+    from patient_ml.services.common import get_by_id_or_name
+    from patient_ml.services.endpoints import endpoint_to_wire
+
+    with session_scope(_engine(args)) as session:
+        model = get_by_id_or_name(session, Model, args.model)
+        query = select(Endpoint).where(Endpoint.model_id == model.id).order_by(Endpoint.id)
+        if not args.all:
+            query = query.where(Endpoint.status == "healthy")
+        docs = [endpoint_to_wire(e) for e in session.scalars(query)]
+    _print(args, {"endpoints": docs})
+    return 0
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services.champion import deployment_history
+    from patient_ml.services.common import to_millis
+
+    with session_scope(_engine(args)) as session:
+        docs = [
+            {
+                "id": d.id,
+                "runId": d.run_id,
+                "previousChampionId": d.previous_champion_id,
+                "action": d.action,
+                "deployType": d.deploy_type,
+                "endpoint": d.endpoint,
+                "actor": d.actor,
+                "reason": d.reason,
+                "createdAt": to_millis(d.created_at),
+            }
+            for d in deployment_history(session, args.model)
+        ]
+    _print(args, {"deployments": docs})
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from patient_ml.services.predictions import predict
+
+    image = args.image.read_bytes() if args.image else None
+    result = predict(_engine(args), _store(), args.model, example_id=args.example, image=image)
+    if "mask" in result and args.mask_out:
+        args.mask_out.write_bytes(base64.b64decode(result["mask"]))
+        result["mask"] = str(args.mask_out)
+    elif "mask" in result:
+        result["mask"] = f"<{len(result['mask'])} base64 characters; use --mask-out FILE>"
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print(args, result)
+    return 0

@@ -1,0 +1,342 @@
+"""Evaluate a run: the challenger (its best trial) and the champion at run time are both served
+through the contract's `serve`, both get every confirmed test example of the run's snapshot,
+and the platform computes the test metrics from their answers with the same code.
+
+The champion is evaluated on the *challenger's* snapshot, so both are scored on the same test
+examples (the report lists the example ids and their hash). A run without a champion is
+scored alone and says so; a champion that cannot be served fails the evaluation instead of
+letting the challenger win against nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import math
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from PIL import Image
+from sqlalchemy import Engine
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Run, Snapshot
+from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
+from patient_ml.exceptions import PatientMLError
+from patient_ml.services.runs import get_run
+from patient_ml.serving.artifacts import fetch_model
+from patient_ml.serving.client import ServingError, invoke
+from patient_ml.serving.servers import ModelServer
+from patient_ml.storage import ArtifactStore
+from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
+
+log = logging.getLogger("patient_ml.evaluation")
+
+MAX_BAD_ANSWERS_SHOWN = 3
+
+
+class EvaluationError(PatientMLError):
+    """The evaluation could not score a model on the test split."""
+
+
+@dataclass(frozen=True)
+class TestExample:
+    id: str
+    image_key: str
+    label: int | None  # imgClf: the confirmed class index
+    mask_key: str | None  # imgSeg: the confirmed mask
+
+
+@dataclass(frozen=True)
+class Contender:
+    role: str  # challenger | champion
+    run_id: str
+    image: str
+    artifact_uri: str | None
+    artifact_sha256: str | None
+    labels: tuple[int, ...]  # label indices its run was trained on
+
+
+@dataclass(frozen=True)
+class TestSet:
+    dataset_id: str
+    snapshot_id: str
+    problem_type: str
+    labels: tuple[tuple[int, str], ...]  # (index, name)
+    examples: tuple[TestExample, ...]
+
+    @property
+    def ids_sha256(self) -> str:
+        return hashlib.sha256("\n".join(e.id for e in self.examples).encode()).hexdigest()
+
+
+def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> TestSet:
+    entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
+    header = next(entries)
+    examples = []
+    for entry in entries:
+        label = entry["label"]
+        if entry["split"] != "test" or label.get("status") != "confirmed":
+            continue
+        examples.append(
+            TestExample(
+                id=entry["id"],
+                image_key=entry["image"]["key"],
+                label=(label.get("classes") or [None])[0],
+                mask_key=(label.get("mask") or {}).get("key"),
+            )
+        )
+    if not examples:
+        raise EvaluationError(
+            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split, so no "
+            "model can be evaluated.",
+            fix="confirm labels of test-split images (or add data) and run again",
+        )
+    labels = tuple((int(x["index"]), str(x["name"])) for x in header["labels"])
+    return TestSet(dataset_id, snapshot_id, header["problemType"], labels, tuple(examples))
+
+
+def contender(run: Run, role: str) -> Contender:
+    config = run.config or {}
+    labels = config.get("problemDefinition", {}).get("labelDefinition", {}).get("labels", [])
+    return Contender(
+        role=role,
+        run_id=run.id,
+        image=config["deployApproach"]["inferenceImage"],
+        artifact_uri=run.model_artifact_uri,
+        artifact_sha256=run.model_artifact_sha256,
+        labels=tuple(sorted(int(x["index"]) for x in labels if x.get("index") is not None)),
+    )
+
+
+class Scorer:
+    """Sends every test example to a served model and scores its answers."""
+
+    def __init__(self, store: ArtifactStore, test: TestSet, workers: int = 4) -> None:
+        self.store = store
+        self.test = test
+        self.workers = workers
+        self.prefix = snapshot_prefix(test.dataset_id)
+        self.indices = [index for index, _ in test.labels]
+
+    def predict(self, url: str, who: str) -> list[Any]:
+        def one(example: TestExample) -> Any:
+            data = self.store.read_bytes(f"{self.prefix}/{example.image_key}")
+            try:
+                answer = invoke(url, data)
+            except ServingError as exc:
+                raise EvaluationError(
+                    f"{who} failed on test example {example.id}: {exc.message}", fix=exc.fix
+                ) from None
+            return self._parse(answer, example, who)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="evaluate") as pool:
+            return list(pool.map(one, self.test.examples))
+
+    def _parse(self, answer: Any, example: TestExample, who: str) -> Any:
+        if self.test.problem_type == "imgClf":
+            return self._probabilities(answer, example, who)
+        return self._mask(answer, example, who)
+
+    def _probabilities(self, answer: Any, example: TestExample, who: str) -> list[float]:
+        items = answer.get("predictions") if isinstance(answer, dict) else answer
+        if not isinstance(items, list) or not items:
+            raise EvaluationError(
+                f"{who} answered test example {example.id} without a predictions list.",
+                fix='answer {"predictions": [{"index": <label index>, "confidence": <0..1>}]}',
+            )
+        scores = dict.fromkeys(self.indices, 0.0)
+        for item in items:
+            try:
+                index, confidence = int(item["index"]), float(item["confidence"])
+            except (KeyError, TypeError, ValueError):
+                raise EvaluationError(
+                    f"{who} answered test example {example.id} with a prediction that lacks a "
+                    f"numeric index and confidence: {str(item)[:120]}",
+                    fix='each prediction needs {"index": <label index>, "confidence": <0..1>}',
+                ) from None
+            if not math.isfinite(confidence) or confidence < 0:
+                raise EvaluationError(
+                    f"{who} gave test example {example.id} the confidence {confidence} for label "
+                    f"{index}.",
+                    fix="confidences must be finite and not negative",
+                )
+            if index in scores:
+                scores[index] += confidence
+        if sum(scores.values()) <= 0:
+            raise EvaluationError(
+                f"{who} gave no confidence to any label of the dataset ({self.indices}) for test "
+                f"example {example.id}.",
+                fix="predict the dataset's label indices",
+            )
+        return [scores[i] for i in self.indices]
+
+    def _mask(self, answer: Any, example: TestExample, who: str) -> np.ndarray:
+        try:
+            raw = base64.b64decode(answer["mask"], validate=True)
+            mask = np.asarray(Image.open(io.BytesIO(raw)))
+        except Exception:
+            raise EvaluationError(
+                f"{who} answered test example {example.id} without a readable mask.",
+                fix='answer {"mask": <base64 PNG, pixel = label index>, "width", "height"}',
+            ) from None
+        truth_shape = self.truth_mask(example).shape
+        if mask.ndim != 2 or mask.shape != truth_shape:
+            raise EvaluationError(
+                f"{who} answered test example {example.id} with a mask of shape {mask.shape}; "
+                f"the image is {truth_shape[1]}x{truth_shape[0]}.",
+                fix="return a single-channel mask of the input image's size",
+            )
+        return mask.astype(np.int64)
+
+    def truth_mask(self, example: TestExample) -> np.ndarray:
+        data = self.store.read_bytes(f"{self.prefix}/{example.mask_key}")
+        return np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
+
+    def score(self, predictions: list[Any]) -> dict[str, Any]:
+        if self.test.problem_type == "imgClf":
+            truths = [int(e.label) for e in self.test.examples if e.label is not None]
+            return classification_metrics(self.indices, truths, predictions)
+        truths_masks = [self.truth_mask(e) for e in self.test.examples]
+        return segmentation_metrics(self.indices, truths_masks, predictions)
+
+
+def evaluate_model(
+    who: Contender,
+    test: TestSet,
+    store: ArtifactStore,
+    server: ModelServer,
+    workdir: Path,
+    *,
+    name: str,
+) -> dict[str, Any]:
+    """Serve one model, score it on the test set, stop it; a result with metrics and answers."""
+    what = f"The {who.role} (run {who.run_id})"
+    try:
+        model_dir = fetch_model(
+            store, who.artifact_uri, who.artifact_sha256, workdir / f"{who.role}-model", who=what
+        )
+    except PatientMLError as exc:  # named "The champion (run ...): its model artifact ..."
+        raise EvaluationError(exc.message, fix=exc.fix) from None
+    started = time.monotonic()
+    try:
+        handle = server.start(name=name, image=who.image, model_dir=model_dir)
+    except PatientMLError as exc:
+        raise EvaluationError(f"{what} cannot be served: {exc.message}", fix=exc.fix) from None
+    try:
+        log.info("%s is served at %s (%s); scoring %d test examples", what, handle.url,
+                 server.kind, len(test.examples))  # fmt: skip
+        answers = Scorer(store, test).predict(handle.url, what)
+    finally:
+        server.stop(handle.handle)
+        shutil.rmtree(model_dir, ignore_errors=True)
+    scorer = Scorer(store, test)
+    metrics = scorer.score(answers)
+    seconds = round(time.monotonic() - started, 2)
+    log.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
+    return {
+        "runId": who.run_id,
+        "image": who.image,
+        "serverKind": server.kind,
+        "imageDigest": server.image_digest(who.image),
+        "metrics": metrics,
+        "answers": _answers_for_report(test, answers),
+        "seconds": seconds,
+    }
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float) and not k.startswith("_")
+    )
+
+
+def _answers_for_report(test: TestSet, answers: list[Any]) -> list[dict[str, Any]]:
+    if test.problem_type == "imgClf":
+        indices = [index for index, _ in test.labels]
+        return [
+            {"id": e.id, "confidences": dict(zip(map(str, indices), [round(p, 6) for p in a],
+                                                 strict=True))}
+            for e, a in zip(test.examples, answers, strict=True)
+        ]  # fmt: skip
+    return [
+        {"id": e.id, "pixels": int(a.size)} for e, a in zip(test.examples, answers, strict=True)
+    ]
+
+
+def evaluate_run(
+    engine: Engine,
+    store: ArtifactStore,
+    server: ModelServer,
+    run_id: str,
+    workdir: Path,
+    *,
+    actor: str,
+) -> dict[str, Any]:
+    """Score challenger and champion on the run's test split and record both on the run."""
+    from patient_ml.services import evaluations
+
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        if run.snapshot_id is None:
+            raise EvaluationError(
+                f"Run {run_id} has no snapshot yet, so there is no test split.",
+                fix="run the curate task of this run first",
+            )
+        snapshot = session.get(Snapshot, run.snapshot_id)
+        assert snapshot is not None  # a foreign key
+        challenger = contender(run, "challenger")
+        champion_run = session.get(Run, run.champion_id) if run.champion_id else None
+        if run.champion_id and champion_run is None:
+            raise EvaluationError(
+                f"The champion of run {run_id} (run {run.champion_id}) no longer exists.",
+                fix="approve another run as champion",
+            )
+        champion = contender(champion_run, "champion") if champion_run else None
+        dataset_id = snapshot.dataset_id
+    test = load_test_set(store, dataset_id, run.snapshot_id)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "evaluating run %s on %d confirmed test examples of snapshot %s (test-set sha256 %s)",
+        run_id, len(test.examples), test.snapshot_id[:12], test.ids_sha256[:12],
+    )  # fmt: skip
+    results = {
+        "challenger": evaluate_model(
+            challenger, test, store, server, workdir, name=f"pml-eval-{run_id[:8]}-challenger"
+        )
+    }
+    if champion is None:
+        log.info("run %s has no champion to compare with: this is the model's first run", run_id)
+    else:
+        results["champion"] = evaluate_model(
+            champion, test, store, server, workdir, name=f"pml-eval-{run_id[:8]}-champion"
+        )
+    report = {
+        "format": "patient-ml-evaluation/1",
+        "runId": run_id,
+        "snapshotId": test.snapshot_id,
+        "problemType": test.problem_type,
+        "labels": [{"index": i, "name": n} for i, n in test.labels],
+        "testExamples": len(test.examples),
+        "testExampleIds": [e.id for e in test.examples],
+        "testSetSha256": test.ids_sha256,
+        "championId": champion.run_id if champion else None,
+        "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
+        **results,
+    }
+    key = f"runs/{run_id}/evaluation/report.json"
+    store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    with session_scope(engine) as session:
+        summary = evaluations.record_evaluation(
+            session, run_id, report, report_uri=store.uri(key), actor=actor
+        )
+    return summary

@@ -1,0 +1,156 @@
+"""The optional automatic approval policy of a model (a predetermined change-control plan).
+
+The run is approved as actor `system` only when every stated criterion holds on the platform's
+test metrics; the decision records each criterion with its numbers. When one fails, nothing
+is decided: an audit event lists the criteria and a human decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.db.models import Approval, Model
+from patient_ml.services import audit
+from patient_ml.services.approvals import SYSTEM, decide
+from patient_ml.services.evaluations import direction_of, evaluation_metrics
+from patient_ml.services.runs import get_run
+
+DEFAULT_METRIC = {"imgClf": "balancedAccuracy", "imgSeg": "meanDice"}
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    passed: bool
+    criteria: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": "autoApproval", "passed": self.passed, "criteria": self.criteria}
+
+
+def policy_metric(auto: dict[str, Any], objective: str, problem_type: str) -> str:
+    if auto.get("metric"):
+        return str(auto["metric"])
+    if objective in PLATFORM_METRICS:
+        return objective
+    return DEFAULT_METRIC[problem_type]
+
+
+def _better_by(name: str, challenger: float, champion: float) -> float:
+    """How much the challenger beats the champion on `name` (negative: it is worse)."""
+    sign = 1.0 if direction_of(name) == "maximize" else -1.0
+    return sign * (challenger - champion)
+
+
+def check_policy(
+    auto: dict[str, Any],
+    *,
+    metric: str,
+    challenger: dict[str, float],
+    champion: dict[str, float] | None,
+    labels_changed: bool,
+) -> PolicyOutcome:
+    criteria: list[dict[str, Any]] = []
+
+    def add(name: str, passed: bool, detail: str) -> None:
+        criteria.append({"name": name, "passed": passed, "detail": detail})
+
+    value = challenger.get(metric)
+    if value is None:
+        add("metric", False, f"the challenger has no test metric {metric!r}")
+        return PolicyOutcome(False, criteria)
+    if champion is None:
+        allowed = bool(auto.get("allowWithoutChampion"))
+        add(
+            "champion",
+            allowed,
+            "no champion; allowWithoutChampion is "
+            + ("on" if allowed else "off, so a first run waits for a human"),
+        )
+    else:
+        base = champion.get(metric)
+        needed = float(auto.get("minImprovement") or 0.0)
+        if base is None:
+            add("improvement", False, f"the champion has no test metric {metric!r}")
+        else:
+            gain = _better_by(metric, value, base)
+            add(
+                "improvement",
+                gain >= needed - 1e-12,
+                f"{metric}: challenger {value:.4f} vs champion {base:.4f} "
+                f"(better by {gain:+.4f}; needs >= {needed:.4f})",
+            )
+        if auto.get("requireSameLabels", True):
+            add(
+                "sameLabels",
+                not labels_changed,
+                "label set changed since the champion" if labels_changed else "same label set",
+            )
+    floor = auto.get("minValue")
+    if floor is not None:
+        ok = value >= floor if direction_of(metric) == "maximize" else value <= floor
+        add("minValue", ok, f"{metric}: {value:.4f} vs required {float(floor):.4f}")
+    for guard in auto.get("guardrails") or []:
+        name, limit = guard["metric"], float(guard.get("maxRegression") or 0.0)
+        mine = challenger.get(name)
+        theirs = champion.get(name) if champion else None
+        if mine is None:
+            add(f"guardrail:{name}", False, f"the challenger has no test metric {name!r}")
+        elif theirs is None:
+            add(f"guardrail:{name}", True, f"{name}: {mine:.4f} (no champion value to compare)")
+        else:
+            regression = -_better_by(name, mine, theirs)
+            add(
+                f"guardrail:{name}",
+                regression <= limit + 1e-12,
+                f"{name}: challenger {mine:.4f} vs champion {theirs:.4f} "
+                f"(regression {max(regression, 0.0):.4f}; allowed {limit:.4f})",
+            )
+    return PolicyOutcome(all(c["passed"] for c in criteria), criteria)
+
+
+def try_auto_approve(session: Session, run_id: str) -> tuple[Approval | None, PolicyOutcome | None]:
+    """Approve as `system` when the model's policy is on and holds; (None, outcome) when it
+    fails; (None, None) when the model has no automatic policy."""
+    run = get_run(session, run_id)
+    model = session.get(Model, run.model_id)
+    assert model is not None
+    auto = (model.approval_policy or {}).get("autoApproval") or {}
+    if not auto.get("enabled"):
+        return None, None
+    problem_type = run.config["problemDefinition"]["problemType"]
+    metric = policy_metric(auto, run.config["trainingApproach"]["objective"]["metric"],
+                           problem_type)  # fmt: skip
+    evaluation = run.evaluation or {}
+    champion = evaluation_metrics(session, run_id, "champion") if run.champion_id else None
+    outcome = check_policy(
+        auto,
+        metric=metric,
+        challenger=evaluation_metrics(session, run_id, "challenger"),
+        champion=champion,
+        labels_changed=bool(evaluation.get("labelsChanged")),
+    )
+    if not outcome.passed:
+        audit.record(
+            session,
+            actor=SYSTEM,
+            action="run.auto_approval.declined",
+            entity_type="run",
+            entity_id=run_id,
+            after=outcome.as_dict(),
+        )
+        return None, outcome
+    summary = "; ".join(c["detail"] for c in outcome.criteria)
+    approval = decide(
+        session,
+        run_id,
+        "approved",
+        user=None,
+        reason=f"Automatic approval policy: every criterion holds ({summary}).",
+        actor="system",
+        criteria=outcome.as_dict(),
+    )
+    return approval, outcome

@@ -1,0 +1,127 @@
+"""Record a run's test-split evaluation: metrics of challenger and champion (reference shape,
+stage `evaluation`), their deltas, and the run's end as `succeeded`. Idempotent: a retried
+evaluation replaces the evaluation metrics of the earlier attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.db.models import Metric
+from patient_ml.services import audit
+from patient_ml.services.runs import finish_run, get_run
+
+FIRST_RUN_NOTE = "No champion at run time: this is the model's first run, scored alone."
+
+
+def flat_metrics(metrics: dict[str, Any], labels: dict[int, str]) -> dict[str, float]:
+    """Scalar metrics plus per-label ones (`recall:<label>`, `dice:<label>`, ...)."""
+    flat = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    for index, values in (metrics.get("perClass") or {}).items():
+        name = labels.get(int(index), index)
+        flat[f"precision:{name}"] = float(values["precision"])
+        flat[f"recall:{name}"] = float(values["recall"])
+    for index, values in (metrics.get("perLabel") or {}).items():
+        name = labels.get(int(index), index)
+        flat[f"dice:{name}"] = float(values["dice"])
+        flat[f"iou:{name}"] = float(values["iou"])
+    return flat
+
+
+def direction_of(name: str) -> str:
+    known = PLATFORM_METRICS.get(name)
+    return known.direction if known else "maximize"
+
+
+def deltas(challenger: dict[str, float], champion: dict[str, float]) -> dict[str, Any]:
+    """challenger - champion per shared metric, and whether that is better for the metric."""
+    out: dict[str, Any] = {}
+    for name in sorted(set(challenger) & set(champion)):
+        delta = challenger[name] - champion[name]
+        sign = 1 if direction_of(name) == "maximize" else -1
+        out[name] = {
+            "challenger": challenger[name],
+            "champion": champion[name],
+            "delta": delta,
+            "improved": sign * delta > 0,
+        }
+    return out
+
+
+def record_evaluation(
+    session: Session, run_id: str, report: dict[str, Any], *, report_uri: str, actor: str
+) -> dict[str, Any]:
+    run = get_run(session, run_id)
+    labels = {int(x["index"]): str(x["name"]) for x in report["labels"]}
+    flats = {
+        subject: flat_metrics(report[subject]["metrics"], labels)
+        for subject in ("challenger", "champion")
+        if subject in report
+    }
+    session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.stage == "evaluation"))
+    for subject, values in flats.items():
+        for name, value in values.items():
+            session.add(
+                Metric(
+                    run_id=run_id,
+                    subject=subject,
+                    stage="evaluation",
+                    name=name,
+                    value=value,
+                    direction=direction_of(name),
+                    description=PLATFORM_METRICS[name].description
+                    if name in PLATFORM_METRICS
+                    else None,
+                )
+            )
+    compared = deltas(flats["challenger"], flats["champion"]) if "champion" in flats else {}
+    summary: dict[str, Any] = {
+        "snapshotId": report["snapshotId"],
+        "testExamples": report["testExamples"],
+        "testSetSha256": report["testSetSha256"],
+        "championId": report["championId"],
+        "labelsChanged": report["labelsChanged"],
+        "reportUri": report_uri,
+        "deltas": compared,
+        "confusionMatrix": {
+            subject: report[subject]["metrics"]["confusionMatrix"]
+            for subject in flats
+            if "confusionMatrix" in report[subject]["metrics"]
+        },
+        "images": {
+            subject: {"image": report[subject]["image"], "digest": report[subject]["imageDigest"]}
+            for subject in flats
+        },
+    }
+    if report["championId"] is None:
+        summary["note"] = FIRST_RUN_NOTE
+    run.evaluation = summary
+    session.flush()
+    finish_run(session, run_id, status="succeeded", actor=actor)
+    audit.record(
+        session,
+        actor=actor,
+        action="run.evaluated",
+        entity_type="run",
+        entity_id=run_id,
+        after={
+            "testSetSha256": summary["testSetSha256"],
+            "testExamples": summary["testExamples"],
+            "championId": summary["championId"],
+        },
+    )
+    return summary
+
+
+def evaluation_metrics(session: Session, run_id: str, subject: str) -> dict[str, float]:
+    return {
+        m.name: m.value
+        for m in session.scalars(
+            select(Metric).where(
+                Metric.run_id == run_id, Metric.stage == "evaluation", Metric.subject == subject
+            )
+        )
+    }

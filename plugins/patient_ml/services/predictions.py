@@ -1,0 +1,107 @@
+"""Predictions of a model's deployed champion for an example (by id) or for image bytes.
+
+imgClf answers per label `{index, value, confidence}` (value = the label's name), highest
+confidence first; imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Dataset, Model, Run
+from patient_ml.exceptions import FieldError, NotFoundError, PatientMLError
+from patient_ml.services.common import get_by_id_or_name
+from patient_ml.services.endpoints import champion_endpoint
+from patient_ml.services.snapshots import list_snapshots
+from patient_ml.serving.client import invoke
+from patient_ml.storage import ArtifactStore
+from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
+
+MAX_IMAGE_BYTES = 50_000_000
+
+
+def example_image(
+    store: ArtifactStore, dataset_id: str, snapshot_id: str, example_id: str
+) -> bytes:
+    for entry in iter_manifest(store, manifest_key(dataset_id, snapshot_id)):
+        if entry.get("id") == example_id and "image" in entry:
+            return store.read_bytes(f"{snapshot_prefix(dataset_id)}/{entry['image']['key']}")
+    raise NotFoundError(
+        f"Example {example_id!r} is not in the latest snapshot ({snapshot_id[:12]}) of the "
+        "model's dataset.",
+        fix="use an example id listed by the examples API, or send the image bytes",
+    )
+
+
+def predict(
+    engine: Engine,
+    store: ArtifactStore,
+    model_ref: str,
+    *,
+    example_id: str | None = None,
+    image: bytes | None = None,
+) -> dict[str, Any]:
+    if (example_id is None) == (image is None):
+        raise PatientMLError(
+            "A prediction needs exactly one of an example id and image bytes.",
+            fix="pass --example ID or --image FILE",
+        )
+    if image is not None and not 0 < len(image) <= MAX_IMAGE_BYTES:
+        raise PatientMLError(
+            f"The image has {len(image)} bytes; it must have 1 to {MAX_IMAGE_BYTES}.",
+            fix="send one PNG, JPEG or DICOM-converted image",
+        )
+    with session_scope(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        endpoint = champion_endpoint(session, model.id)
+        run = session.get(Run, endpoint.run_id)
+        dataset = session.get(Dataset, model.dataset_id)
+        assert run is not None and dataset is not None
+        labels = {
+            int(x["index"]): x["name"]
+            for x in run.config["problemDefinition"]["labelDefinition"]["labels"]
+            if x.get("index") is not None
+        }
+        problem_type = run.config["problemDefinition"]["problemType"]
+        snapshots = list_snapshots(session, dataset.id)
+        url, run_id, dataset_id = endpoint.url, run.id, dataset.id
+    if example_id is not None:
+        if not snapshots:
+            raise NotFoundError(
+                f"Dataset {dataset_id} has no snapshot, so example {example_id!r} is unknown.",
+                fix="curate the dataset first, or send the image bytes",
+            )
+        image = example_image(store, dataset_id, snapshots[-1].id, example_id)
+    assert image is not None and url is not None
+    answer = invoke(url, image)
+    result: dict[str, Any] = {"modelId": model.id, "runId": run_id, "problemType": problem_type}
+    if example_id is not None:
+        result["exampleId"] = example_id
+    if problem_type == "imgSeg":
+        if not isinstance(answer, dict) or "mask" not in answer:
+            raise _bad_answer(url)
+        result.update(mask=answer["mask"], width=answer.get("width"), height=answer.get("height"))
+        return result
+    items = answer.get("predictions") if isinstance(answer, dict) else answer
+    if not isinstance(items, list):
+        raise _bad_answer(url)
+    predictions = [
+        {
+            "index": int(item["index"]),
+            "value": labels.get(int(item["index"])),
+            "confidence": float(item["confidence"]),
+        }
+        for item in items
+    ]
+    result["predictions"] = sorted(predictions, key=lambda p: -p["confidence"])
+    return result
+
+
+def _bad_answer(url: str) -> PatientMLError:
+    return PatientMLError(
+        f"The endpoint at {url} answered outside the serving contract.",
+        fix=str(FieldError("predictions", "see the container contract in the README")),
+    )

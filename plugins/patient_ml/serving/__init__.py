@@ -1,0 +1,1 @@
+"""Serving models through the container contract (`serve`: GET /ping, POST /invocations)."""

@@ -1,0 +1,114 @@
+"""HTTP client of the serving contract: `GET /ping` (healthy when 200) and `POST /invocations`
+with the raw image bytes (answers JSON). Standard library only; one connection per call."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from patient_ml.exceptions import PatientMLError
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class ServingError(PatientMLError):
+    """A model server did not start, did not answer, or answered outside the contract."""
+
+
+def content_type_of(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    return "application/octet-stream"
+
+
+def _request(
+    url: str, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float
+) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ServingError(
+            f"Endpoint URL {url!r} is not an http(s) URL.", fix="record a valid endpoint URL"
+        )
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, parts.path.rstrip("/") + path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read(MAX_RESPONSE_BYTES + 1)
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise ServingError(
+                f"{url}{path} answered more than {MAX_RESPONSE_BYTES} bytes.",
+                fix="return one prediction per request (see the container contract)",
+            )
+        return response.status, data
+    finally:
+        conn.close()
+
+
+def ping(url: str, timeout: float = 2.0) -> bool:
+    try:
+        status, _ = _request(url, "GET", "/ping", None, {}, timeout)
+    except (OSError, http.client.HTTPException):
+        return False
+    return status == 200
+
+
+def invoke(url: str, data: bytes, timeout: float = 60.0) -> Any:
+    """POST one image; the parsed JSON answer. ServingError names the status and the text."""
+    headers = {"Content-Type": content_type_of(data), "Accept": "application/json"}
+    try:
+        status, body = _request(url, "POST", "/invocations", data, headers, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise ServingError(
+            f"The model server at {url} did not answer /invocations: {type(exc).__name__}: {exc}.",
+            fix="check that the endpoint is running (`patient-ml models endpoints`) and its log",
+        ) from None
+    text = body[:300].decode("utf-8", errors="replace")
+    if status != 200:
+        raise ServingError(
+            f"The model server at {url} answered /invocations with HTTP {status}: {text}",
+            fix="read the server's log; the image may be in a format the model cannot read",
+        )
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ServingError(
+            f"The model server at {url} answered /invocations with non-JSON text: {text!r}",
+            fix="answer JSON as the container contract says",
+        ) from None
+
+
+def wait_healthy(
+    url: str,
+    *,
+    timeout: float,
+    alive: Callable[[], bool],
+    log_tail: Callable[[], str],
+    what: str,
+) -> float:
+    """Poll /ping until 200; ServingError with the server's log tail when the server exits or
+    the timeout passes. Returns the seconds it took."""
+    started = time.monotonic()
+    delay = 0.1
+    while True:
+        if ping(url):
+            return time.monotonic() - started
+        if not alive():
+            raise ServingError(
+                f"{what} exited before answering /ping. Its log ends with:\n{log_tail()}",
+                fix="fix the model or the image's `serve`; the log above says why it stopped",
+            )
+        if time.monotonic() - started > timeout:
+            raise ServingError(
+                f"{what} did not answer /ping within {timeout:.0f} s. Its log ends with:\n"
+                f"{log_tail()}",
+                fix="make `serve` load faster or raise the health-check timeout",
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)

@@ -1,0 +1,1 @@
+"""Triggers (run in the Airflow triggerer, so waits hold no worker slot)."""
