@@ -147,6 +147,13 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
     assert by_id["predictions"] == sorted(by_id["predictions"], key=lambda x: -x["confidence"])
     image = (p.cohort.images / f"{example}.png").read_bytes()
     assert predict(engine, p.store, p.model_id, image=image)["predictions"] == by_id["predictions"]
+    capsys.readouterr()
+    assert cli("--json", "models", "predict", p.model_id, "--example", example) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"] == by_id["predictions"]
+    assert cli("--json", "models", "endpoints", p.model_id) == 0
+    assert [e["runId"] for e in json.loads(capsys.readouterr().out)["endpoints"]] == [r1]
+    assert cli("runs", "card", "--run", r1) == 0
+    assert "approved by dr.ada: Good enough for triage" in capsys.readouterr().out
 
     # --- second run: challenger vs champion on exactly the same test examples
     p.cohort.add_patients(60, 10)  # newly labelled data
@@ -170,9 +177,8 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
         decide(session, r2, "approved", user="dr.bob", reason="Better on the same test set")
     second = deploy_run(engine, p.store, r2, actor="t", server=LocalServer())
     assert ping(second["endpoint"]) and not ping(first["endpoint"])  # old one stopped after
-    with session_scope(engine) as session:
-        with pytest.raises(ConflictError, match="second decision is refused"):
-            decide(session, r2, "rejected", user="dr.bob", reason="changed my mind")
+    with session_scope(engine) as session, pytest.raises(ConflictError, match="second decision"):
+        decide(session, r2, "rejected", user="dr.bob", reason="changed my mind")
 
     # --- rollback: approve the earlier champion again and deploy it
     assert cli("runs", "approve", "--run", r1, "--reason", "Rollback", "--deploy",
@@ -192,6 +198,10 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
         actions = session.scalars(select(AuditEvent.action).where(AuditEvent.entity_id == r1))
         assert {"run.evaluated", "run.approved", "run.rollback_approved"} <= set(actions)
     assert ping(live[0].url) and not ping(second["endpoint"])
+    capsys.readouterr()
+    assert cli("--json", "models", "deployments", p.model_id) == 0
+    history_doc = json.loads(capsys.readouterr().out)["deployments"]
+    assert [d["action"] for d in history_doc] == ["promote", "promote", "rollback"]
 
 
 def test_failed_health_check_keeps_the_old_champion_serving(
@@ -242,7 +252,7 @@ def test_rejection_and_timeout_skip_deploy(project: Any, sqlite_engine: Engine) 
         decide(session, rejected, "rejected", user="dr.ada", reason="Misses small tumours")
     event = first_event(waiting["trigger"])
     assert event["status"] == "rejected"
-    with pytest.raises(AirflowSkipException, match="rejected by dr.ada"):
+    with pytest.raises(AirflowSkipException, match=r"rejected by dr\.ada"):
         waiting["sensor"].execute_complete({}, event)
     with pytest.raises(ConflictError, match="only an approved run"):
         deploy_run(engine, p.store, rejected, actor="t", server=LocalServer())
