@@ -43,6 +43,7 @@ def main() -> int:
     from patient_ml.db.engine import get_engine, session_scope
     from patient_ml.deploy import deploy_run, stop_old_endpoints
     from patient_ml.evaluation.evaluate import evaluate_run
+    from patient_ml.evaluation.model_card import headline_metrics
     from patient_ml.services.approvals import decide
     from patient_ml.services.models import get_model, update_model
     from patient_ml.services.predictions import predict
@@ -94,7 +95,9 @@ def main() -> int:
     report = json.loads(store.read_bytes(f"runs/{r2}/evaluation/report.json"))
     example = report["testExampleIds"][0]
     prediction = predict(engine, store, model_name, example_id=example)
-    stop_old_endpoints(engine, get_engine_model_id(engine, model_name), keep=None, actor="bench")
+    with session_scope(engine) as session:
+        model_id = get_model(session, model_name).id
+    stop_old_endpoints(engine, model_id, keep=None, actor="bench")
 
     n = s2["testExamples"]
     print(f"backend {server.kind}; test split: {n} confirmed examples "
@@ -104,8 +107,7 @@ def main() -> int:
     both = 2 * n / times["run 2 evaluate"]
     print(f"  run 2 evaluation scored {2 * n} images (challenger + champion): {both:.0f} images/s")
     print("\nmetric              champion (run 1)  challenger (run 2)   delta")
-    for name in ("accuracy", "balancedAccuracy", "macroF1", "auroc", "logLoss",
-                 "expectedCalibrationError"):  # fmt: skip
+    for name in headline_metrics("imgClf"):
         d = s2["deltas"][name]
         print(f"  {name:26s} {d['champion']:.4f}        {d['challenger']:.4f}     "
               f"{d['delta']:+.4f}{' better' if d['improved'] else ''}")  # fmt: skip
@@ -113,14 +115,6 @@ def main() -> int:
           f"{prediction['predictions']}")  # fmt: skip
     shutil.rmtree(home, ignore_errors=True)
     return 0
-
-
-def get_engine_model_id(engine: object, name: str) -> str:
-    from patient_ml.db.engine import session_scope
-    from patient_ml.services.models import get_model
-
-    with session_scope(engine) as session:  # type: ignore[arg-type]
-        return get_model(session, name).id
 
 
 if __name__ == "__main__":

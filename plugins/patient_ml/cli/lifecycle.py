@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from patient_ml import settings
+from patient_ml.cli import context
+from patient_ml.cli.output import print_document
 
 BACKENDS = ("auto", "local", "docker")
 
@@ -65,25 +67,13 @@ def add_model_commands(models: Any) -> None:
     predict.set_defaults(handler=cmd_predict)
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from patient_ml.db.engine import get_engine
-
-    return get_engine(args.db_url)
-
-
 def _store() -> Any:
     from patient_ml.storage import artifact_store_from_uri
 
     return artifact_store_from_uri(settings.artifact_uri())
 
 
-def _actor(args: argparse.Namespace) -> str:
-    return args.actor or settings.current_user()
-
-
 def _print(args: argparse.Namespace, doc: Any) -> None:
-    from patient_ml.cli.output import print_document
-
     print_document(doc, as_json=args.json)
 
 
@@ -97,11 +87,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from patient_ml.serving.servers import make_server
 
     _progress()
-    engine, store = _engine(args), _store()
+    engine, store = context.engine(args), _store()
     workdir = Path(tempfile.mkdtemp(prefix="patient-ml-evaluate-"))
     try:
         summary = evaluate_run(
-            engine, store, make_server(args.backend), args.run_id, workdir, actor=_actor(args)
+            engine,
+            store,
+            make_server(args.backend),
+            args.run_id,
+            workdir,
+            actor=context.actor(args),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -116,8 +111,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
 
-    engine = _engine(args)
-    user = _actor(args)
+    engine = context.engine(args)
+    user = context.actor(args)
     with session_scope(engine) as session:
         approval = decide(session, args.run_id, args.decision, user=user, reason=args.reason)
         doc = approval_to_wire(approval)
@@ -137,14 +132,14 @@ def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
     store = _store()
     try:
         return deploy_run(
-            engine, store, args.run_id, actor=_actor(args), server=make_server(args.backend)
+            engine, store, args.run_id, actor=context.actor(args), server=make_server(args.backend)
         )
     finally:
         write_model_card(engine, store, args.run_id)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    _print(args, _deploy(args, _engine(args)))
+    _print(args, _deploy(args, context.engine(args)))
     return 0
 
 
@@ -152,7 +147,7 @@ def cmd_card(args: argparse.Namespace) -> int:
     from patient_ml.evaluation.model_card import write_model_card
 
     store = _store()
-    uris = write_model_card(_engine(args), store, args.run_id)
+    uris = write_model_card(context.engine(args), store, args.run_id)
     if args.json:
         print(store.read_bytes(store.key_of(uris["json"])).decode())
     else:
@@ -168,7 +163,7 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
     from patient_ml.services.common import get_by_id_or_name
     from patient_ml.services.endpoints import endpoint_to_wire
 
-    with session_scope(_engine(args)) as session:
+    with session_scope(context.engine(args)) as session:
         model = get_by_id_or_name(session, Model, args.model)
         query = select(Endpoint).where(Endpoint.model_id == model.id).order_by(Endpoint.id)
         if not args.all:
@@ -183,7 +178,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
     from patient_ml.services.champion import deployment_history
     from patient_ml.services.common import to_millis
 
-    with session_scope(_engine(args)) as session:
+    with session_scope(context.engine(args)) as session:
         docs = [
             {
                 "id": d.id,
@@ -206,7 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from patient_ml.services.predictions import predict
 
     image = args.image.read_bytes() if args.image else None
-    result = predict(_engine(args), _store(), args.model, example_id=args.example, image=image)
+    result = predict(
+        context.engine(args), _store(), args.model, example_id=args.example, image=image
+    )
     if "mask" in result and args.mask_out:
         args.mask_out.write_bytes(base64.b64decode(result["mask"]))
         result["mask"] = str(args.mask_out)

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from patient_ml import __version__, settings
+from patient_ml import __version__
+from patient_ml.cli.context import actor
 from patient_ml.cli.lifecycle import add_model_commands, add_run_commands
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
 
@@ -169,7 +170,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     create, _update, to_wire = _service(args.noun)
 
     def run(session: Any) -> dict[str, Any]:
-        return to_wire(create(session, data, actor=_actor(args)))
+        return to_wire(create(session, data, actor=actor(args)))
 
     doc = _in_session(args, run)
     _info(f"Created {args.noun} {doc['name']!r} with id {doc['id']}.")
@@ -184,7 +185,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     _create, update, to_wire = _service(args.noun)
 
     def run(session: Any) -> dict[str, Any]:
-        return to_wire(update(session, args.ref, data, actor=_actor(args)))
+        return to_wire(update(session, args.ref, data, actor=actor(args)))
 
     doc = _in_session(args, run)
     _info(f"Updated {args.noun} {doc['name']!r} (revision {doc['revision']}).")
@@ -254,8 +255,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
     def run(session: Any) -> str:
         if args.noun == "dataset":
-            return datasets.delete_dataset(session, args.ref, actor=_actor(args))
-        return models.delete_model(session, args.ref, actor=_actor(args))
+            return datasets.delete_dataset(session, args.ref, actor=actor(args))
+        return models.delete_model(session, args.ref, actor=actor(args))
 
     deleted = _in_session(args, run)
     _info(f"Deleted {args.noun} {deleted}.")
@@ -344,7 +345,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
         source=inputs.source,
         store=inputs.store,
         fetcher=inputs.fetcher,
-        actor=_actor(args),
+        actor=actor(args),
         workers=args.workers,
     )
     doc = {
@@ -404,14 +405,11 @@ def _service(noun: str) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
 
 
 def _in_session(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
-    from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.cli.context import engine
+    from patient_ml.db.engine import session_scope
 
-    with session_scope(get_engine(args.db_url)) as session:
+    with session_scope(engine(args)) as session:
         return work(session)
-
-
-def _actor(args: argparse.Namespace) -> str:
-    return args.actor or settings.current_user()
 
 
 def _print_saved(args: argparse.Namespace, doc: dict[str, Any]) -> None:

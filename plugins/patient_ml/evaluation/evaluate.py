@@ -118,16 +118,20 @@ def contender(run: Run, role: str) -> Contender:
 
 
 class Scorer:
-    """Sends every test example to a served model and scores its answers."""
+    """Sends every test example to one served model (`who`, for messages) and scores its
+    answers."""
 
-    def __init__(self, store: ArtifactStore, test: TestSet, workers: int = 4) -> None:
+    def __init__(self, store: ArtifactStore, test: TestSet, who: str, workers: int = 4) -> None:
         self.store = store
         self.test = test
+        self.who = who
         self.workers = workers
         self.prefix = snapshot_prefix(test.dataset_id)
         self.indices = [index for index, _ in test.labels]
 
-    def predict(self, url: str, who: str) -> list[Any]:
+    def predict(self, url: str) -> list[Any]:
+        who = self.who
+
         def one(example: TestExample) -> Any:
             data = self.store.read_bytes(f"{self.prefix}/{example.image_key}")
             try:
@@ -188,13 +192,8 @@ class Scorer:
                 f"{who} answered test example {example.id} without a readable mask.",
                 fix='answer {"mask": <base64 PNG, pixel = label index>, "width", "height"}',
             ) from None
-        truth_shape = self.truth_mask(example).shape
-        if mask.ndim != 2 or mask.shape != truth_shape:
-            raise EvaluationError(
-                f"{who} answered test example {example.id} with a mask of shape {mask.shape}; "
-                f"the image is {truth_shape[1]}x{truth_shape[0]}.",
-                fix="return a single-channel mask of the input image's size",
-            )
+        if mask.ndim != 2:
+            raise _mask_shape_error(who, example, mask.shape, None)
         return mask.astype(np.int64)
 
     def truth_mask(self, example: TestExample) -> np.ndarray:
@@ -205,8 +204,23 @@ class Scorer:
         if self.test.problem_type == "imgClf":
             truths = [int(e.label) for e in self.test.examples if e.label is not None]
             return classification_metrics(self.indices, truths, predictions)
-        truths_masks = [self.truth_mask(e) for e in self.test.examples]
-        return segmentation_metrics(self.indices, truths_masks, predictions)
+        truth_masks = []  # each read once, here
+        for example, predicted in zip(self.test.examples, predictions, strict=True):
+            truth = self.truth_mask(example)
+            if predicted.shape != truth.shape:
+                raise _mask_shape_error(self.who, example, predicted.shape, truth.shape)
+            truth_masks.append(truth)
+        return segmentation_metrics(self.indices, truth_masks, predictions)
+
+
+def _mask_shape_error(
+    who: str, example: TestExample, shape: tuple[int, ...], truth: tuple[int, ...] | None
+) -> EvaluationError:
+    size = f"; the image is {truth[1]}x{truth[0]}" if truth else ""
+    return EvaluationError(
+        f"{who} answered test example {example.id} with a mask of shape {shape}{size}.",
+        fix="return a single-channel mask of the input image's size",
+    )
 
 
 def evaluate_model(
@@ -234,11 +248,11 @@ def evaluate_model(
     try:
         log.info("%s is served at %s (%s); scoring %d test examples", what, handle.url,
                  server.kind, len(test.examples))  # fmt: skip
-        answers = Scorer(store, test).predict(handle.url, what)
+        scorer = Scorer(store, test, what)
+        answers = scorer.predict(handle.url)
     finally:
         server.stop(handle.handle)
         shutil.rmtree(model_dir, ignore_errors=True)
-    scorer = Scorer(store, test)
     metrics = scorer.score(answers)
     seconds = round(time.monotonic() - started, 2)
     log.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))

@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Snapshot
 from patient_ml.services.approvals import approval_status, decisions_of
@@ -19,11 +20,10 @@ from patient_ml.services.evaluations import evaluation_metrics
 from patient_ml.services.runs import approval_to_wire, get_run
 from patient_ml.storage import ArtifactStore
 
-HEADLINE = {
-    "imgClf": ["accuracy", "balancedAccuracy", "macroF1", "auroc", "logLoss",
-               "expectedCalibrationError"],
-    "imgSeg": ["meanDice", "meanIoU"],
-}  # fmt: skip
+
+def headline_metrics(problem_type: str) -> list[str]:
+    """The platform's metrics of a problem type, in their documented order."""
+    return [m.name for m in PLATFORM_METRICS.values() if m.problem_type == problem_type]
 
 
 def card_keys(run_id: str) -> tuple[str, str]:
@@ -131,7 +131,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     if ev["note"]:
         lines += [ev["note"], ""]
-    names = [n for n in HEADLINE[card["problem"]["problemType"]] if n in ev["challenger"]]
+    names = [n for n in headline_metrics(card["problem"]["problemType"]) if n in ev["challenger"]]
     names += sorted(n for n in ev["challenger"] if n not in names)
     lines += ["| Metric | Challenger | Champion | Delta |", "|---|---|---|---|"]
     for name in names:

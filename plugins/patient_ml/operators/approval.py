@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
-from patient_ml.operators.common import artifact_store, product_engine
+from patient_ml.operators.common import RunOperator
 
 
-class ApprovalSensor(BaseOperator):
+class ApprovalSensor(RunOperator):
     """Wait for the decision on a run without holding a worker slot.
 
     Opens the run's approval window (deadline = now + the model's
@@ -21,41 +20,29 @@ class ApprovalSensor(BaseOperator):
     deploy is skipped; the run keeps its metrics and ends unapproved. Decisions come from
     `patient-ml runs approve|reject` or the REST API, through one service.
 
-    :param run_id: product run id (templated).
     :param poll_interval: seconds between two looks at the product DB (in the triggerer).
     :param timeout_hours: overrides the model's approvalPolicy.timeoutHours.
+    Other parameters: those of `RunOperator` (patient_ml.operators.common).
     """
 
-    template_fields: Sequence[str] = ("run_id",)
     ui_color = "#fff3c4"
 
     def __init__(
-        self,
-        *,
-        run_id: str,
-        poll_interval: float = 10.0,
-        timeout_hours: float | None = None,
-        patient_ml_conn_id: str | None = None,
-        artifact_uri: str | None = None,
-        aws_conn_id: str = "aws_default",
-        **kwargs: Any,
+        self, *, poll_interval: float = 10.0, timeout_hours: float | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.run_id = run_id
         self.poll_interval = poll_interval
         self.timeout_hours = timeout_hours
-        self.patient_ml_conn_id = patient_ml_conn_id
-        self.artifact_uri = artifact_uri
-        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
         from patient_ml.services import approvals, auto_approval
+        from patient_ml.services.common import as_utc
         from patient_ml.services.runs import get_run
         from patient_ml.triggers.approval import ApprovalTrigger
 
-        with session_scope(product_engine(self.patient_ml_conn_id)) as session:
+        with session_scope(self.engine()) as session:
             run = get_run(session, self.run_id)
             model = session.get(Model, run.model_id)
             assert model is not None
@@ -75,12 +62,10 @@ class ApprovalSensor(BaseOperator):
                         )
             event: dict[str, Any] | None = None
             if decided is not None:
-                event = {"status": decided.decision, "runId": self.run_id,
-                         "actor": decided.actor, "user": decided.user,
-                         "description": decided.description}  # fmt: skip
+                event = approvals.decision_event(self.run_id, decided)
             elif approvals.approval_status(session, run) == "timedOut":
                 event = {"status": "timedOut", "runId": self.run_id}
-            deadline = approvals._aware(run.approval_deadline)
+            deadline = as_utc(run.approval_deadline)
             approvers = policy.get("approvers") or []
         if event is not None:
             return self.execute_complete(context, event)
@@ -108,18 +93,18 @@ class ApprovalSensor(BaseOperator):
         from patient_ml.evaluation.model_card import write_model_card
         from patient_ml.services import audit
 
-        engine = product_engine(self.patient_ml_conn_id)
+        engine = self.engine()
         status = event["status"]
         if status == "timedOut":
             with session_scope(engine) as session:
                 audit.record(
                     session,
-                    actor=f"airflow:{self.dag_id}.{self.task_id}",
+                    actor=self.actor,
                     action="run.approval.timed_out",
                     entity_type="run",
                     entity_id=self.run_id,
                 )
-        write_model_card(engine, artifact_store(self.artifact_uri, self.aws_conn_id), self.run_id)
+        write_model_card(engine, self.store(), self.run_id)
         who = event.get("user") or event.get("actor")
         if status == "approved":
             self.log.info("run %s approved by %s: %s", self.run_id, who, event.get("description"))

@@ -1,10 +1,14 @@
-"""What the operators share: the product DB engine, the artifact store, the run's end on a
-task's last failed try."""
+"""What the per-run operators share: the run id, the product DB, the artifact store, where
+models are served, and the run's end on a task's last failed try. Heavy imports stay inside
+methods so DAG files parse fast."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
+
+from airflow.sdk import BaseOperator
 
 log = logging.getLogger("patient_ml.operators")
 
@@ -20,6 +24,81 @@ def artifact_store(artifact_uri: str | None, aws_conn_id: str) -> Any:
     from patient_ml.storage import artifact_store_from_uri
 
     return artifact_store_from_uri(artifact_uri or settings.artifact_uri(), aws_conn_id=aws_conn_id)
+
+
+class RunOperator(BaseOperator):
+    """Base of the operators that work on one product run.
+
+    :param run_id: product run id (templated).
+    :param patient_ml_conn_id: Airflow connection of the product DB (default: the environment's).
+    :param artifact_uri: artifact store (default: PATIENT_ML_ARTIFACT_URI).
+    :param aws_conn_id: AWS connection for an `s3://` artifact store.
+    """
+
+    template_fields: Sequence[str] = ("run_id",)
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        patient_ml_conn_id: str | None = None,
+        artifact_uri: str | None = None,
+        aws_conn_id: str = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.patient_ml_conn_id = patient_ml_conn_id
+        self.artifact_uri = artifact_uri
+        self.aws_conn_id = aws_conn_id
+
+    @property
+    def actor(self) -> str:
+        return f"airflow:{self.dag_id}.{self.task_id}"
+
+    def engine(self) -> Any:
+        return product_engine(self.patient_ml_conn_id)
+
+    def store(self) -> Any:
+        return artifact_store(self.artifact_uri, self.aws_conn_id)
+
+
+class ServingOperator(RunOperator):
+    """Base of the operators that serve a model through the image's `serve`.
+
+    :param backend: where `serve` runs: `auto` (Docker when an engine answers), `local`,
+        `docker`.
+    :param health_timeout: seconds a server may take to answer /ping.
+    :param cpus: CPU limit (Docker) or thread count (local) of a server.
+    :param memory_mb: memory limit of a server container.
+    :param docker_conn_id: Docker connection (registry credentials to pull the image).
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        health_timeout: float = 120.0,
+        cpus: float = 1.0,
+        memory_mb: int = 2048,
+        docker_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.health_timeout = health_timeout
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.docker_conn_id = docker_conn_id
+
+    def server(self) -> Any:
+        from patient_ml.serving.servers import ServeLimits, make_server
+
+        return make_server(
+            self.backend,
+            limits=ServeLimits(self.health_timeout, self.cpus, self.memory_mb),
+            docker_conn_id=self.docker_conn_id,
+        )
 
 
 def is_last_try(context: Any, retries: int) -> bool:

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
-from patient_ml.operators.common import artifact_store as _store
-from patient_ml.operators.common import product_engine as _engine
+from patient_ml.operators.common import RunOperator
 
 
 def make_backend(kind: str, *, docker_conn_id: str | None = None) -> Any:
@@ -29,7 +28,7 @@ def make_backend(kind: str, *, docker_conn_id: str | None = None) -> Any:
     return LocalBackend()
 
 
-class TuneWorkerOperator(BaseOperator):
+class TuneWorkerOperator(RunOperator):
     """One trial worker of a run's sweep; map it over `worker_index` for parallel trials.
 
     Claims trials from the run's Optuna study (in the product DB) until the sweep has
@@ -37,13 +36,14 @@ class TuneWorkerOperator(BaseOperator):
     prunes from the objective's intermediate values, and stores each completed trial's
     `model.tar.gz`. A retry fails the trials its crashed attempt left running and continues.
 
-    :param run_id: product run id (templated).
     :param worker_index: this worker's index (use `.expand(worker_index=range(n))`).
     :param backend: `auto`, `local` or `docker`.
     :param max_trials: overrides the config's `maxTrials` (templated, e.g. from params).
     :param trial_timeout: seconds before a trial's job is stopped as timed out.
     :param cpus: CPU limit of a trial (Docker) or thread count (local).
     :param memory_mb: memory limit of a trial container.
+    :param docker_conn_id: Docker connection (registry credentials to pull the image).
+    Other parameters: those of `RunOperator` (patient_ml.operators.common).
     """
 
     template_fields: Sequence[str] = ("run_id", "max_trials")
@@ -52,31 +52,23 @@ class TuneWorkerOperator(BaseOperator):
     def __init__(
         self,
         *,
-        run_id: str,
         worker_index: int = 0,
         backend: str = "auto",
         max_trials: int | str | None = None,
         trial_timeout: float = 3600.0,
         cpus: float = 1.0,
         memory_mb: int = 2048,
-        patient_ml_conn_id: str | None = None,
         docker_conn_id: str | None = None,
-        artifact_uri: str | None = None,
-        aws_conn_id: str = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.run_id = run_id
         self.worker_index = worker_index
         self.backend = backend
         self.max_trials = max_trials
         self.trial_timeout = trial_timeout
         self.cpus = cpus
         self.memory_mb = memory_mb
-        self.patient_ml_conn_id = patient_ml_conn_id
         self.docker_conn_id = docker_conn_id
-        self.artifact_uri = artifact_uri
-        self.aws_conn_id = aws_conn_id
         self._worker: Any = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -86,8 +78,8 @@ class TuneWorkerOperator(BaseOperator):
         max_trials = int(self.max_trials) if self.max_trials not in (None, "", "None") else None
         try:
             self._worker = TuningWorker(
-                engine=_engine(self.patient_ml_conn_id),
-                store=_store(self.artifact_uri, self.aws_conn_id),
+                engine=self.engine(),
+                store=self.store(),
                 backend=make_backend(self.backend, docker_conn_id=self.docker_conn_id),
                 run_id=self.run_id,
                 worker=str(self.worker_index),
@@ -106,37 +98,16 @@ class TuneWorkerOperator(BaseOperator):
             self._worker.kill()
 
 
-class FinishTuningOperator(BaseOperator):
+class FinishTuningOperator(RunOperator):
     """Record the best trial (hyperparameters, model artifact + sha256, training metrics) on
     the run; fails with the trials' failure texts when none completed.
 
-    :param run_id: product run id (templated).
+    Parameters: those of `RunOperator` (patient_ml.operators.common).
     """
 
-    template_fields: Sequence[str] = ("run_id",)
     ui_color = "#ffe8cc"
-
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        patient_ml_conn_id: str | None = None,
-        artifact_uri: str | None = None,
-        aws_conn_id: str = "aws_default",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.run_id = run_id
-        self.patient_ml_conn_id = patient_ml_conn_id
-        self.artifact_uri = artifact_uri
-        self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.training.tuning import finish_tuning
 
-        return finish_tuning(
-            _engine(self.patient_ml_conn_id),
-            _store(self.artifact_uri, self.aws_conn_id),
-            self.run_id,
-            actor=f"airflow:{self.dag_id}.{self.task_id}",
-        )
+        return finish_tuning(self.engine(), self.store(), self.run_id, actor=self.actor)

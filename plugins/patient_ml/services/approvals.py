@@ -13,7 +13,7 @@ and the REST API, so the rules live once.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -27,6 +27,7 @@ from patient_ml.exceptions import (
     PermissionDeniedError,
 )
 from patient_ml.services import audit
+from patient_ml.services.common import as_utc
 from patient_ml.services.runs import get_run
 
 Decision = Literal["approved", "rejected"]
@@ -44,20 +45,12 @@ def decisions_of(session: Session, run_id: str) -> list[Approval]:
     )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite returns naive UTC
-        from datetime import UTC
-
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
 def approval_status(session: Session, run: Run) -> str:
     """approved | rejected | pending | timedOut | notRequested."""
     decided = decisions_of(session, run.id)
     if decided:
         return decided[-1].decision
-    deadline = _aware(run.approval_deadline)
+    deadline = as_utc(run.approval_deadline)
     if deadline is not None and utcnow() >= deadline:
         return "timedOut"
     return "pending" if run.approval_requested_at else "notRequested"
@@ -176,3 +169,14 @@ def _is_rollback(session: Session, model: Model, run: Run, earlier: list[Approva
 def latest_decision(session: Session, run_id: str) -> Approval | None:
     found = decisions_of(session, run_id)
     return found[-1] if found else None
+
+
+def decision_event(run_id: str, approval: Approval) -> dict[str, Any]:
+    """What the approval sensor and its trigger report about a decision."""
+    return {
+        "status": approval.decision,
+        "runId": run_id,
+        "actor": approval.actor,
+        "user": approval.user,
+        "description": approval.description,
+    }

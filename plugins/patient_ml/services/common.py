@@ -32,10 +32,14 @@ def get_by_id_or_name(session: Session, cls: type[NamedT], ref: str) -> NamedT:
     return found
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored moment as an aware UTC datetime (SQLite hands back naive UTC)."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
 def to_millis(moment: datetime | None) -> int | None:
     """Wire timestamps are milliseconds since the UTC epoch, as in the reference API."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite hands back naive UTC
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    moment = as_utc(moment)
+    return None if moment is None else int(moment.timestamp() * 1000)

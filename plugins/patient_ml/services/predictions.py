@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Dataset, Model, Run
-from patient_ml.exceptions import FieldError, NotFoundError, PatientMLError
+from patient_ml.exceptions import NotFoundError, PatientMLError
 from patient_ml.services.common import get_by_id_or_name
 from patient_ml.services.endpoints import champion_endpoint
 from patient_ml.services.snapshots import list_snapshots
@@ -103,5 +103,6 @@ def predict(
 def _bad_answer(url: str) -> PatientMLError:
     return PatientMLError(
         f"The endpoint at {url} answered outside the serving contract.",
-        fix=str(FieldError("predictions", "see the container contract in the README")),
+        fix='answer {"predictions": [{"index", "confidence"}]} (imgClf) or {"mask", "width", '
+        '"height"} (imgSeg), as the container contract in the README says',
     )

@@ -99,19 +99,15 @@ class LocalServer(ModelServer):
         self.backend = LocalBackend(trainer_dirs)
 
     def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
+        from patient_ml.training.backends.local import process_environment
+
         cmd = self.backend.command(image, "serve")
         port = free_port()
-        threads = str(max(1, int(self.limits.cpus)))
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AIRFLOW"))},
-            "SM_MODEL_DIR": str(model_dir),
-            "SM_SERVE_PORT": str(port),
-            "SM_SERVE_HOST": "127.0.0.1",
-            "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-        }
+        env = process_environment(
+            max(1, int(self.limits.cpus)),
+            {"SM_MODEL_DIR": str(model_dir), "SM_SERVE_PORT": str(port),
+             "SM_SERVE_HOST": "127.0.0.1"},
+        )  # fmt: skip
         log_path = Path(model_dir).parent / f"{name}.serve.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -218,7 +214,7 @@ class DockerServer(ModelServer):
 
         self.backend.ensure_image(image)
         cname = container_name(name)
-        self.backend._remove(cname)  # a leftover of a crashed attempt
+        self.backend.remove_container(cname)  # a leftover of a crashed attempt
         container = self.client.containers.run(
             image,
             command=["serve"],

@@ -42,19 +42,11 @@ class ApprovalTrigger(BaseTrigger):
     def _poll(self) -> dict[str, Any] | None:
         from patient_ml.db.engine import session_scope
         from patient_ml.hooks.product_db import product_engine
-        from patient_ml.services.approvals import latest_decision
+        from patient_ml.services.approvals import decision_event, latest_decision
 
         with session_scope(product_engine(self.patient_ml_conn_id)) as session:
             decision = latest_decision(session, self.run_id)
-            if decision is None:
-                return None
-            return {
-                "status": decision.decision,
-                "runId": self.run_id,
-                "actor": decision.actor,
-                "user": decision.user,
-                "description": decision.description,
-            }
+            return None if decision is None else decision_event(self.run_id, decision)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = datetime.fromisoformat(self.deadline)

@@ -121,7 +121,7 @@ class DockerBackend(Backend):
             real = os.path.realpath(job.layout.channel(channel))
             volumes[real] = {"bind": str(inside.channel(channel)), "mode": "ro"}
         name = container_name(job.name)
-        self._remove(name)  # a leftover of a crashed attempt
+        self.remove_container(name)  # a leftover of a crashed attempt
         container = self.client.containers.create(
             job.image,
             command=["train"],
@@ -165,7 +165,7 @@ class DockerBackend(Backend):
             status = container.wait(timeout=STOP_GRACE_SECONDS * 3)
             exit_code = int(status.get("StatusCode", -1))
         finally:
-            self._remove(name)
+            self.remove_container(name)
         return outcome(job, stopped, exit_code, lines, started)
 
     def kill(self, job_name: str) -> None:
@@ -185,7 +185,7 @@ class DockerBackend(Backend):
 
         threading.Thread(target=stop, daemon=True).start()
 
-    def _remove(self, name: str) -> None:
+    def remove_container(self, name: str) -> None:
         """Remove the container and wait until it is gone (a removal may be in progress)."""
         import docker.errors
 

@@ -50,6 +50,19 @@ def default_trainer_dirs() -> dict[str, Path]:
     return mapping
 
 
+def process_environment(cpus: int, contract: dict[str, str]) -> dict[str, str]:
+    """Environment of a trainer's `train` or `serve` process: the host's without SM_* and
+    Airflow variables, the contract's variables, unbuffered output, BLAS threads capped."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AIRFLOW"))},
+        **contract,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": str(cpus),
+        "OPENBLAS_NUM_THREADS": str(cpus),
+        "MKL_NUM_THREADS": str(cpus),
+    }
+
+
 def image_repository(image: str) -> str:
     """`registry:5000/team/x:1.0@sha256:..` → `registry:5000/team/x`."""
     name = image.split("@", 1)[0]
@@ -94,14 +107,7 @@ class LocalBackend(Backend):
     def run(self, job: TrainingJob, on_metric: MetricCallback | None = None) -> TrainingOutcome:
         cmd = self.command(job.image)
         cpus = max(1, int(job.cpus))
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SM_", "AIRFLOW"))},
-            **sm_environment(job.layout, num_cpus=cpus),
-            "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": str(cpus),
-            "OPENBLAS_NUM_THREADS": str(cpus),
-            "MKL_NUM_THREADS": str(cpus),
-        }
+        env = process_environment(cpus, sm_environment(job.layout, num_cpus=cpus))
         started = time.monotonic()
         proc = subprocess.Popen(
             cmd,
