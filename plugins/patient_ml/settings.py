@@ -8,6 +8,10 @@
   s3://bucket/prefix; default $PATIENT_ML_HOME/artifacts.
 - PATIENT_ML_USER: actor written to audit events by the CLI; default the OS user.
 - PATIENT_ML_ACCOUNT: `accountId` shown on the wire; default "default".
+- PATIENT_ML_BACKEND: where the DAG factory's pipelines train and serve: `auto` (Docker when an
+  engine answers, else local processes), `local` or `docker`; default `auto`.
+- PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
+  default $PATIENT_ML_HOME/cache; `off` disables both.
 """
 
 from __future__ import annotations
@@ -52,3 +56,27 @@ def current_user() -> str:
 
 def account_id() -> str:
     return os.environ.get("PATIENT_ML_ACCOUNT", "default")
+
+
+BACKENDS = ("auto", "local", "docker")
+
+
+def backend() -> str:
+    """The DAG factory's training and serving backend (PATIENT_ML_BACKEND)."""
+    value = os.environ.get("PATIENT_ML_BACKEND", "auto").strip().lower() or "auto"
+    if value not in BACKENDS:
+        from patient_ml.exceptions import PatientMLError
+
+        raise PatientMLError(
+            f"PATIENT_ML_BACKEND={value!r} is not a backend.",
+            fix=f"use one of {', '.join(BACKENDS)}",
+        )
+    return value
+
+
+def dag_cache_dir() -> Path | None:
+    """The DAG factory's cache folder (PATIENT_ML_DAG_CACHE); None when set to `off`."""
+    explicit = os.environ.get("PATIENT_ML_DAG_CACHE", "").strip()
+    if explicit.lower() == "off":
+        return None
+    return Path(explicit).expanduser() if explicit else home() / "cache"

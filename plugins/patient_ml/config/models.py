@@ -17,12 +17,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
+
 ProblemType = Literal["imgClf", "imgSeg"]
 Scale = Literal["auto", "linear", "log", "reverseLog"]
 Direction = Literal["minimize", "maximize"]
 
-MAX_TRIALS_LIMIT = 1000
-MAX_PARALLEL_TRIALS = 64
 MAX_FILTER_CODES = 50
 
 

@@ -120,3 +120,26 @@ def fail_run_on_last_try(
     with session_scope(product_engine(conn_id)) as session:
         if get_run(session, run_id).status == "running":
             finish_run(session, run_id, status="failed", actor=actor, error=error[:4000])
+
+
+def triggering_actor(dag_run: Any) -> str:
+    """Who started a DAG run, as the product's audit trail names it."""
+    user = getattr(dag_run, "triggering_user_name", None)
+    if user:
+        return f"airflow-user:{user}"
+    run_type = str(getattr(dag_run, "run_type", "") or "").lower()
+    if "scheduled" in run_type:
+        return "airflow:schedule"
+    if "asset" in run_type:
+        return "airflow:asset-trigger"
+    return "airflow"
+
+
+def set_outlet_extra(context: Any, extra: dict[str, Any]) -> None:
+    """Attach `extra` to the Asset events this task's outlets emit when it succeeds."""
+    task = context.get("task") if hasattr(context, "get") else None
+    events = context.get("outlet_events") if hasattr(context, "get") else None
+    if task is None or events is None:
+        return
+    for outlet in getattr(task, "outlets", None) or []:
+        events[outlet].extra = {k: v for k, v in extra.items() if v is not None}

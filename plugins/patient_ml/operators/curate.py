@@ -10,6 +10,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
+from patient_ml.operators.common import set_outlet_extra, triggering_actor
+
 
 class CurateDatasetOperator(BaseOperator):
     """Curate a dataset into an immutable, content-addressed snapshot and return its id.
@@ -19,8 +21,14 @@ class CurateDatasetOperator(BaseOperator):
     server through the Airflow connection `source.connId` (paged search, or `$export` when
     `source.bulkExport` is set and the server offers it) or NDJSON files.
 
-    :param dataset_id: dataset id or name (templated).
+    In a model's pipeline (`model_id` set) the task first starts the product run of its DAG run
+    (or takes the one named by `conf.runId`), curates that model's dataset, links the snapshot to
+    the run and returns `runId` with the snapshot; the task's outlets get an Asset event whose
+    extra holds the snapshot id.
+
+    :param dataset_id: dataset id or name (templated); not needed with `model_id`.
     :param run_id: product run to link the snapshot to (templated, optional).
+    :param model_id: model id or name whose DAG run this task starts a run for (templated).
     :param patient_ml_conn_id: Airflow connection of the product DB; default: the package's
         resolution (PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME).
     :param fhir_conn_id: overrides the dataset's `source.connId`.
@@ -34,14 +42,15 @@ class CurateDatasetOperator(BaseOperator):
     :param fetch_workers: images fetched and checked at once.
     """
 
-    template_fields: Sequence[str] = ("dataset_id", "run_id")
+    template_fields: Sequence[str] = ("dataset_id", "run_id", "model_id")
     ui_color = "#d8f3dc"
 
     def __init__(
         self,
         *,
-        dataset_id: str,
+        dataset_id: str | None = None,
         run_id: str | None = None,
+        model_id: str | None = None,
         patient_ml_conn_id: str | None = None,
         fhir_conn_id: str | None = None,
         artifact_uri: str | None = None,
@@ -52,8 +61,11 @@ class CurateDatasetOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not dataset_id and not model_id:
+            raise ValueError("CurateDatasetOperator needs dataset_id or model_id")
         self.dataset_id = dataset_id
         self.run_id = run_id
+        self.model_id = model_id
         self.patient_ml_conn_id = patient_ml_conn_id
         self.fhir_conn_id = fhir_conn_id
         self.artifact_uri = artifact_uri
@@ -68,9 +80,13 @@ class CurateDatasetOperator(BaseOperator):
         from patient_ml.hooks.product_db import product_engine
 
         engine = product_engine(self.patient_ml_conn_id)
+        run_id, dataset_id = self.run_id, self.dataset_id
+        if self.model_id:
+            run_id, dataset_id = self._start_run(engine, context)
+        assert dataset_id is not None
         inputs = build_curation_inputs(
             engine,
-            self.dataset_id,
+            dataset_id,
             fhir_client_factory=self._fhir_client,
             artifact_uri=self.artifact_uri,
             aws_conn_id=self.aws_conn_id,
@@ -80,16 +96,16 @@ class CurateDatasetOperator(BaseOperator):
         workdir = Path(tempfile.mkdtemp(prefix=f"curate-{os.getpid()}-"))
         result = curate(
             engine=engine,
-            dataset_ref=self.dataset_id,
+            dataset_ref=dataset_id,
             source=inputs.source,
             store=inputs.store,
             fetcher=inputs.fetcher,
             workdir=workdir,
             actor=f"airflow:{self.dag_id}.{self.task_id}",
-            run_id=self.run_id,
+            run_id=run_id,
             workers=self.fetch_workers,
         )
-        return {
+        summary = {
             "snapshotId": result.snapshot_id,
             "created": result.created,
             "exampleCount": result.example_count,
@@ -97,6 +113,38 @@ class CurateDatasetOperator(BaseOperator):
             "bySplit": result.report["examples"]["bySplit"],
             "quarantined": result.report["quarantined"]["total"],
         }
+        set_outlet_extra(
+            context,
+            {"snapshotId": result.snapshot_id, "datasetId": dataset_id, "runId": run_id,
+             "created": result.created, "exampleCount": result.example_count},
+        )  # fmt: skip
+        return {"runId": run_id, **summary} if run_id else summary
+
+    def _start_run(self, engine: Any, context: Context) -> tuple[str, str]:
+        from patient_ml.db.engine import session_scope
+        from patient_ml.db.models import Model
+        from patient_ml.services.runs import start_run_for_dag_run
+
+        dag_run = context["dag_run"]
+        params = context.get("params") or {}
+        conf = getattr(dag_run, "conf", None) or {}
+        requested = params.get("runId") or conf.get("runId")
+        with session_scope(engine) as session:
+            run = start_run_for_dag_run(
+                session,
+                str(self.model_id),
+                airflow_dag_id=self.dag_id,
+                airflow_run_id=dag_run.run_id,
+                actor=triggering_actor(dag_run),
+                requested_run_id=requested,
+            )
+            model = session.get(Model, run.model_id)
+            assert model is not None
+            run_id, dataset_id = run.id, model.dataset_id
+        self.log.info(
+            "product run %s of model %s (Airflow DAG run %s)", run_id, self.model_id, dag_run.run_id
+        )
+        return run_id, dataset_id
 
     def _fhir_client(self, conn_id: str) -> Any:
         from patient_ml.hooks.fhir import FhirHook

@@ -19,10 +19,17 @@ class EvaluateModelOperator(ServingOperator):
     its model card. A first run is scored alone; a champion that cannot be served fails the
     task with the reason. On the last failed try the run ends as failed.
 
-    Parameters: those of `ServingOperator` and `RunOperator` (patient_ml.operators.common).
+    :param finish_tuning: first record the sweep's best trial on the run (what
+        `FinishTuningOperator` does), so a pipeline needs no separate task for it; a sweep with
+        no completed trial fails here with the trials' failure texts.
+    Other parameters: those of `ServingOperator` and `RunOperator` (patient_ml.operators.common).
     """
 
     ui_color = "#e0f0ff"
+
+    def __init__(self, *, finish_tuning: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.finish_tuning = finish_tuning
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.evaluation.evaluate import evaluate_run
@@ -32,6 +39,8 @@ class EvaluateModelOperator(ServingOperator):
         engine, store = self.engine(), self.store()
         workdir = Path(tempfile.mkdtemp(prefix="evaluate-"))
         try:
+            if self.finish_tuning:
+                self._finish_tuning(engine, store)
             summary = evaluate_run(
                 engine, store, self.server(), self.run_id, workdir, actor=self.actor
             )
@@ -45,3 +54,19 @@ class EvaluateModelOperator(ServingOperator):
         card = write_model_card(engine, store, self.run_id)
         self.log.info("model card: %s", card["markdown"])
         return {**summary, "modelCard": card}
+
+    def _finish_tuning(self, engine: Any, store: Any) -> None:
+        from patient_ml.db.engine import session_scope
+        from patient_ml.services.runs import get_run
+        from patient_ml.training.tuning import finish_tuning
+
+        with session_scope(engine) as session:
+            running = get_run(session, self.run_id).status == "running"
+        if running:  # a retry after the run ended keeps what was recorded
+            best = finish_tuning(engine, store, self.run_id, actor=self.actor)
+            self.log.info(
+                "best trial %s: %s, hyperparameters %s",
+                best["bestTrial"],
+                best["objective"],
+                best["hyperparameters"],
+            )

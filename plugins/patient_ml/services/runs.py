@@ -81,6 +81,73 @@ def create_run(
     return run
 
 
+def start_run_for_dag_run(
+    session: Session,
+    model_ref: str,
+    *,
+    airflow_dag_id: str,
+    airflow_run_id: str,
+    actor: str,
+    requested_run_id: str | None = None,
+) -> Run:
+    """The product run of an Airflow DAG run, whatever started it (idempotent on retries).
+
+    A DAG run triggered from the product (`patient-ml runs create`, the REST API) names its run
+    in `conf.runId`; it must belong to this model and to no other DAG run. Any other DAG run
+    (schedule, Airflow UI, Airflow REST API) gets a new run, once.
+    """
+    model = get_by_id_or_name(session, Model, model_ref)
+    if not requested_run_id:
+        return create_run(
+            session,
+            model.id,
+            actor=actor,
+            airflow_dag_id=airflow_dag_id,
+            airflow_run_id=airflow_run_id,
+        )
+    run = session.get(Run, requested_run_id, with_for_update=True)
+    if run is None:
+        raise NotFoundError(
+            f"conf.runId {requested_run_id!r} names no run.",
+            fix="trigger without runId (a run is then created), or create the run with "
+            "`patient-ml runs create`",
+        )
+    if run.model_id != model.id:
+        raise ConflictError(
+            f"conf.runId {requested_run_id!r} is a run of model {run.model_id}, not of "
+            f"{model.name!r} ({model.id}).",
+            fix="trigger the DAG of the run's own model, or leave runId empty",
+        )
+    linked = (run.airflow_dag_id, run.airflow_run_id)
+    if run.airflow_run_id is None:
+        run.airflow_dag_id, run.airflow_run_id = airflow_dag_id, airflow_run_id
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="run.link",
+            entity_type="run",
+            entity_id=run.id,
+            after={"airflow": {"dagId": airflow_dag_id, "runId": airflow_run_id}},
+        )
+    elif linked != (airflow_dag_id, airflow_run_id):
+        raise ConflictError(
+            f"Run {run.id} already belongs to Airflow DAG run {linked[0]}/{linked[1]}.",
+            fix="start a new run instead of reusing its runId",
+        )
+    if run.status != "running":
+        raise ConflictError(f"Run {run.id} already ended as {run.status!r}.", fix="start a new run")
+    return run
+
+
+def find_run_for_dag_run(session: Session, airflow_dag_id: str, airflow_run_id: str) -> Run | None:
+    return session.scalars(
+        select(Run).where(
+            Run.airflow_dag_id == airflow_dag_id, Run.airflow_run_id == airflow_run_id
+        )
+    ).one_or_none()
+
+
 def finish_run(
     session: Session,
     run_id: str,

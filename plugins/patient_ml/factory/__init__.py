@@ -1,0 +1,118 @@
+"""The DAG factory: one Airflow DAG per stored model config (`patient_ml__<model slug>`).
+
+The DAG file in `dags/` calls `build_dags(globals())`. A parse:
+
+1. reads the configs with one bounded query (only the DAG a task needs when Airflow's parsing
+   context names one), falling back to the last-known-good configs when the DB cannot be read;
+2. takes every unchanged DAG from the build cache and builds only new or changed ones;
+3. puts each DAG in the module namespace; a config that cannot become a DAG is logged, warned
+   about (Airflow shows parse warnings) and replaced by a stand-in DAG that shows the error, so
+   it never hides the other models.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import warnings
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from patient_ml import settings
+from patient_ml.factory import build_cache
+from patient_ml.factory.build import FactoryOptions, build_dag, config_error_dag
+from patient_ml.factory.catalog import Catalog, load_catalog
+
+log = logging.getLogger("patient_ml.factory")
+
+__all__ = ["FactoryOptions", "FactoryResult", "PatientMLConfigWarning", "build_dags"]
+
+
+class PatientMLConfigWarning(UserWarning):
+    """A stored model config could not become a DAG, or the configs came from the cache."""
+
+
+@dataclass
+class FactoryResult:
+    dag_ids: list[str]
+    errors: dict[str, str]
+    source: str
+    built: int
+    cached: int
+
+
+def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryResult:
+    """Build the DAGs of the stored model configs into `namespace` (a DAG file's globals()).
+
+    Keyword arguments are the fields of `FactoryOptions`.
+    """
+    from airflow.sdk import get_parsing_context
+
+    opts = FactoryOptions(**{"backend": settings.backend(), **options})
+    cache_dir = settings.dag_cache_dir()
+    only = get_parsing_context().dag_id
+    catalog = load_catalog(only_dag_id=only, cache_dir=cache_dir)
+    _report_source(catalog)
+    options_key = opts.key()
+    cached = build_cache.load(cache_dir) if only is None else {}
+    fresh: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    built = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
+    try:
+        for entry in catalog.entries:
+            key = build_cache.entry_key(entry.digest, options_key)
+            dag = cached.get(key)
+            if dag is None:
+                try:
+                    dag = build_dag(entry, opts)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, ValueError):
+                        error = str(exc)
+                    errors[entry.dag_id] = error
+                    log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
+                    warnings.warn(
+                        f"Patient ML model {entry.name!r} ({entry.dag_id}): config cannot "
+                        f"become a DAG: {error}",
+                        PatientMLConfigWarning,
+                        stacklevel=2,
+                    )
+                    dag = config_error_dag(entry, error)
+                built += 1
+            fresh[key] = dag
+            namespace[entry.dag_id] = dag
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    if only is None and catalog.source == "database" and (built or len(fresh) != len(cached)):
+        build_cache.save(cache_dir, {k: v for k, v in fresh.items() if v.dag_id not in errors})
+    return FactoryResult(
+        dag_ids=[e.dag_id for e in catalog.entries],
+        errors=errors,
+        source=catalog.source,
+        built=built,
+        cached=len(catalog.entries) - built,
+    )
+
+
+def _report_source(catalog: Catalog) -> None:
+    if catalog.source == "last-known-good":
+        message = (
+            f"Patient ML: the product DB cannot be read ({catalog.error}); building "
+            f"{len(catalog.entries)} DAG(s) from the last-known-good configs saved "
+            f"{catalog.saved_at}. Fix the product DB connection; the DAGs follow it again on "
+            "the next parse."
+        )
+    elif catalog.source == "none":
+        message = (
+            f"Patient ML: the product DB cannot be read ({catalog.error}) and no last-known-good "
+            "configs are saved, so no model DAG is built. Fix: check PATIENT_ML_DATABASE_URL / "
+            "PATIENT_ML_CONN_ID and run `patient-ml db upgrade`."
+        )
+    else:
+        return
+    log.warning(message)
+    warnings.warn(message, PatientMLConfigWarning, stacklevel=3)

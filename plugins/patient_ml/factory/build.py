@@ -1,0 +1,291 @@
+"""One model config → one Airflow DAG:
+
+    curate → tune (mapped trial workers) → evaluate → await_approval → deploy → record
+
+`curate` starts the product run of the DAG run (or takes the one `patient-ml runs create` / the
+REST API made, from `conf.runId`) and curates the snapshot; every later task gets the run id from
+its XCom. `record` runs whatever happened before it and makes the product run reflect the DAG
+run (a run stopped by a failed task ends `failed`; the DAG run fails with the task names).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param
+from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
+from patient_ml.factory.catalog import ModelEntry
+from patient_ml.operators.approval import ApprovalSensor
+from patient_ml.operators.config_error import ConfigErrorOperator
+from patient_ml.operators.curate import CurateDatasetOperator
+from patient_ml.operators.deploy import DeployModelOperator
+from patient_ml.operators.evaluate import EvaluateModelOperator
+from patient_ml.operators.record import RecordRunOperator
+from patient_ml.operators.tune import TuneWorkerOperator
+
+RUN_ID = "{{ ti.xcom_pull(task_ids='curate')['runId'] }}"
+TAG = "patient-ml"
+ASSET_GROUP = "patient-ml"
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+# Params of scheduled DAGs are validated when the DAG is built; naming draft-07 makes jsonschema
+# check them against its small meta-schema (about 3x faster than the 2020-12 default).
+PARAM_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#"}
+
+
+@dataclass(frozen=True)
+class FactoryOptions:
+    """How the factory's DAGs run; arguments of `build_dags` in the DAG file.
+
+    :param backend: where trials train and models are served: `auto`, `local`, `docker`
+        (default PATIENT_ML_BACKEND, else `auto`).
+    :param patient_ml_conn_id: Airflow connection of the product DB (default: the package's
+        resolution, PATIENT_ML_DATABASE_URL / PATIENT_ML_CONN_ID / SQLite).
+    :param artifact_uri: artifact store (default PATIENT_ML_ARTIFACT_URI).
+    :param aws_conn_id: AWS connection of an s3:// artifact store or image URLs.
+    :param docker_conn_id: Docker connection (registry credentials).
+    :param trial_timeout: seconds before a trial is stopped as timed out.
+    :param trial_cpus: CPU limit (Docker) or thread count (local) of a trial and of a server.
+    :param trial_memory_mb: memory limit of a trial or server container.
+    :param health_timeout: seconds a model server may take to answer /ping.
+    :param approval_poll_interval: seconds between two looks for a decision (triggerer).
+    :param retries: Airflow retries of each task (tuning resumes its sweep on a retry).
+    :param retry_delay_s: seconds between two tries.
+    :param max_active_runs: runs of one model at the same time (a run waiting for approval
+        counts).
+    :param owner: the DAGs' owner shown in Airflow.
+    :param extra_tags: tags added to every DAG.
+    """
+
+    backend: str = "auto"
+    patient_ml_conn_id: str | None = None
+    artifact_uri: str | None = None
+    aws_conn_id: str = "aws_default"
+    docker_conn_id: str | None = None
+    trial_timeout: float = 3600.0
+    trial_cpus: float = 1.0
+    trial_memory_mb: int = 2048
+    health_timeout: float = 120.0
+    approval_poll_interval: float = 10.0
+    retries: int = 1
+    retry_delay_s: float = 60.0
+    max_active_runs: int = 3
+    owner: str = "patient-ml"
+    extra_tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def schedule_of(training: dict[str, Any]) -> str | timedelta | None:
+    """`trainingApproach.schedule` (cron or preset), else `retrainEvery` (ms), else manual."""
+    if training.get("schedule"):
+        return str(training["schedule"])
+    every = training.get("retrainEvery")
+    if every:
+        return timedelta(milliseconds=float(every))
+    return None
+
+
+def snapshot_asset(entry: ModelEntry) -> Asset:
+    slug = _slug(entry.dataset_name)
+    return Asset(
+        name=f"patient_ml.dataset.{slug}.snapshot",
+        uri=f"x-patient-ml://datasets/{slug}/snapshot",
+        group=ASSET_GROUP,
+    )
+
+
+def champion_asset(entry: ModelEntry) -> Asset:
+    return Asset(
+        name=f"patient_ml.model.{entry.slug}.champion",
+        uri=f"x-patient-ml://models/{entry.slug}/champion",
+        group=ASSET_GROUP,
+    )
+
+
+def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
+    training = entry.training
+    max_trials = int(training.get("maxTrials") or 10)
+    parallel = max(1, min(int(training.get("parallelTrials") or 1), MAX_PARALLEL_TRIALS))
+    common = {
+        "patient_ml_conn_id": options.patient_ml_conn_id,
+        "artifact_uri": options.artifact_uri,
+        "aws_conn_id": options.aws_conn_id,
+    }
+    serving = {
+        **common,
+        "backend": options.backend,
+        "health_timeout": options.health_timeout,
+        "cpus": options.trial_cpus,
+        "memory_mb": options.trial_memory_mb,
+        "docker_conn_id": options.docker_conn_id,
+    }
+    with DAG(
+        entry.dag_id,
+        description=_first_line(entry.description) or f"Patient ML model {entry.name}",
+        schedule=schedule_of(training),
+        start_date=_start_date(entry),
+        catchup=False,
+        tags=[
+            TAG,
+            entry.problem_type,
+            f"deploy:{entry.deploy.get('type', '?')}",
+            *options.extra_tags,
+        ],
+        doc_md=doc_md(entry, parallel),
+        params={
+            "maxTrials": Param(
+                max_trials,
+                type="integer",
+                minimum=1,
+                maximum=MAX_TRIALS_LIMIT,
+                title="Max trials",
+                description="Trials of this run's sweep (default: the config's maxTrials).",
+                **PARAM_SCHEMA,
+            ),
+            "runId": Param(
+                None,
+                type=["null", "string"],
+                title="Product run id",
+                description="Set by `patient-ml runs create` and the REST API; leave empty.",
+                **PARAM_SCHEMA,
+            ),
+        },
+        default_args={
+            "owner": options.owner,
+            "retries": options.retries,
+            "retry_delay": timedelta(seconds=options.retry_delay_s),
+        },
+        max_active_runs=options.max_active_runs,
+        max_active_tasks=max(16, parallel + 2),
+        max_consecutive_failed_dag_runs=0,
+        auto_register=False,  # the factory puts each DAG in the DAG file's namespace itself
+    ) as dag:
+        curate = CurateDatasetOperator(
+            task_id="curate",
+            model_id=entry.model_id,
+            outlets=[snapshot_asset(entry)],
+            **common,
+        )
+        tune = TuneWorkerOperator.partial(
+            task_id="tune",
+            run_id=RUN_ID,
+            max_trials="{{ params.maxTrials }}",
+            backend=options.backend,
+            trial_timeout=options.trial_timeout,
+            cpus=options.trial_cpus,
+            memory_mb=options.trial_memory_mb,
+            docker_conn_id=options.docker_conn_id,
+            **common,
+        ).expand(worker_index=list(range(parallel)))
+        evaluate = EvaluateModelOperator(
+            task_id="evaluate", run_id=RUN_ID, finish_tuning=True, **serving
+        )
+        await_approval = ApprovalSensor(
+            task_id="await_approval",
+            run_id=RUN_ID,
+            poll_interval=options.approval_poll_interval,
+            **common,
+        )
+        deploy = DeployModelOperator(
+            task_id="deploy", run_id=RUN_ID, outlets=[champion_asset(entry)], **serving
+        )
+        record = RecordRunOperator(task_id="record", **common)
+        curate >> tune >> evaluate >> await_approval >> deploy >> record
+    try:
+        dag.validate()  # what Airflow checks when it bags the DAG (e.g. the cron expression)
+    except AirflowTimetableInvalid as exc:
+        field = "schedule" if training.get("schedule") else "retrainEvery"
+        raise ValueError(
+            f"trainingApproach.{field} {training.get(field)!r} is not a valid schedule ({exc}); "
+            "use a cron expression such as '0 3 * * 1', a preset such as '@weekly', or "
+            "retrainEvery in milliseconds"
+        ) from exc
+    return dag
+
+
+def config_error_dag(entry: ModelEntry, error: str) -> DAG:
+    """A stand-in for a model whose stored config cannot become a DAG: same DAG id (history and
+    pause state are kept), no schedule, the error in its description and docs, and one task that
+    fails with it."""
+    fix = f"fix the config: `patient-ml models update {entry.name} -f CONFIG.yaml`"
+    with DAG(
+        entry.dag_id,
+        description=f"CONFIG ERROR: {error}"[:1000],
+        schedule=None,
+        start_date=EPOCH,
+        catchup=False,
+        tags=[TAG, "config-error"],
+        doc_md=f"## {entry.name}: config error\n\n```\n{error}\n```\n\nFix: {fix}.\n",
+        max_consecutive_failed_dag_runs=0,
+        auto_register=False,
+    ) as dag:
+        ConfigErrorOperator(task_id="config_error", message=f"{error} Fix: {fix}.")
+    return dag
+
+
+def doc_md(entry: ModelEntry, parallel: int) -> str:
+    training = entry.training
+    objective = training.get("objective") or {}
+    space = training.get("searchSpace") or []
+    policy = entry.approval or {}
+    schedule = schedule_of(training)
+    rows = "\n".join(f"| `{p.get('name')}` | {p.get('type')} | {_range(p)} |" for p in space)
+    approvers = ", ".join(policy.get("approvers") or []) or "any signed-in user"
+    auto = (policy.get("autoApproval") or {}).get("enabled", False)
+    return (
+        f"# {entry.name}\n\n{entry.description}\n\n"
+        f"- **Dataset**: {entry.dataset_name} (`{entry.dataset_id}`), {entry.problem_type}\n"
+        f"- **Training image**: `{training.get('trainingImage')}`\n"
+        f"- **Objective**: {objective.get('direction', '?')} `{objective.get('metric', '?')}`\n"
+        f"- **Trials**: {training.get('maxTrials')} ({parallel} at a time); override with the "
+        "`maxTrials` param\n"
+        f"- **Schedule**: {_schedule_text(schedule)}\n"
+        f"- **Deploy**: {entry.deploy.get('type')} (`{entry.deploy.get('inferenceImage')}`)\n"
+        f"- **Approval**: by {approvers}; waits {policy.get('timeoutHours', 72)} h; automatic "
+        f"approval {'on' if auto else 'off'}\n"
+        f"- **Model id**: `{entry.model_id}`, config revision {entry.revision}\n\n"
+        "| Hyperparameter | Type | Values |\n|---|---|---|\n"
+        f"{rows}\n\n"
+        "Decide a waiting run with `patient-ml runs approve --run RUN_ID --reason '...'` "
+        "(or `reject`). Start a run from the product with "
+        f"`patient-ml runs create {entry.name}`.\n"
+    )
+
+
+def _range(param: dict[str, Any]) -> str:
+    if param.get("type") == "categorical":
+        return ", ".join(str(v) for v in param.get("values") or [])
+    return f"{param.get('min')} … {param.get('max')} ({param.get('scale', 'auto')})"
+
+
+def _schedule_text(schedule: str | timedelta | None) -> str:
+    if schedule is None:
+        return "manual (trigger from Airflow, its REST API or `patient-ml runs create`)"
+    if isinstance(schedule, timedelta):
+        return f"every {schedule}"
+    return f"`{schedule}`"
+
+
+def _start_date(entry: ModelEntry) -> datetime:
+    try:
+        moment = datetime.fromisoformat(entry.created_at)
+    except ValueError:
+        return EPOCH
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.replace(microsecond=0)
+
+
+def _first_line(text: str) -> str:
+    return (text or "").strip().split("\n", 1)[0][:200]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "dataset"

@@ -1,0 +1,122 @@
+"""The last task of a model's pipeline: the product run reflects how its DAG run went."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from patient_ml.operators.common import artifact_store, product_engine
+
+FAILED_STATES = ("failed", "upstream_failed")
+_MAP_SUFFIX = re.compile(r"_\d+$")
+
+
+class RecordRunOperator(BaseOperator):
+    """Runs after every other task (trigger rule `all_done`) and closes the product run.
+
+    A run that a failed task stopped before evaluation ended it is marked `failed` with the
+    failed tasks' names; the DAG run then fails too, so Airflow and the product agree. A rejected
+    or timed-out run (deploy skipped) is recorded as it is and the DAG run succeeds. The run's
+    summary (status, approval, deploy, champion) goes to the log and to XCom.
+
+    :param patient_ml_conn_id: Airflow connection of the product DB.
+    :param artifact_uri: artifact store (for the model card).
+    :param aws_conn_id: AWS connection of an s3:// artifact store.
+    """
+
+    template_fields: Sequence[str] = ()
+    ui_color = "#eeeeee"
+
+    def __init__(
+        self,
+        *,
+        patient_ml_conn_id: str | None = None,
+        artifact_uri: str | None = None,
+        aws_conn_id: str = "aws_default",
+        trigger_rule: str = "all_done",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(trigger_rule=trigger_rule, **kwargs)
+        self.patient_ml_conn_id = patient_ml_conn_id
+        self.artifact_uri = artifact_uri
+        self.aws_conn_id = aws_conn_id
+
+    @property
+    def actor(self) -> str:
+        return f"airflow:{self.dag_id}.{self.task_id}"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from patient_ml.db.engine import session_scope
+        from patient_ml.db.models import Model
+        from patient_ml.services.approvals import approval_status
+        from patient_ml.services.runs import find_run_for_dag_run, finish_run
+
+        dag_run = context["dag_run"]
+        failed = self._failed_tasks(context)
+        where = f"Airflow DAG run {self.dag_id}/{dag_run.run_id}"
+        engine = product_engine(self.patient_ml_conn_id)
+        with session_scope(engine) as session:
+            run = find_run_for_dag_run(session, self.dag_id, dag_run.run_id)
+            if run is None:
+                raise AirflowFailException(
+                    f"No product run was started for {where}: task(s) {', '.join(failed) or '?'} "
+                    "failed first; read their logs."
+                )
+            if run.status == "running":
+                stopped = ", ".join(failed) or "an earlier task"
+                finish_run(
+                    session,
+                    run.id,
+                    status="failed",
+                    actor=self.actor,
+                    error=f"The pipeline stopped at {stopped}; read the task logs of {where}.",
+                )
+            model = session.get(Model, run.model_id)
+            summary = {
+                "runId": run.id,
+                "slug": run.slug,
+                "status": run.status,
+                "error": run.error,
+                "snapshotId": run.snapshot_id,
+                "approvalStatus": approval_status(session, run),
+                "deployStatus": run.deploy_status,
+                "championId": model.champion_id if model else None,
+                "isChampion": bool(model and model.champion_id == run.id),
+            }
+        if summary["status"] == "succeeded":
+            self._write_card(engine, run.id)
+        self.log.info("run %s (%s): %s", summary["runId"], summary["slug"], summary)
+        if failed or summary["status"] == "failed":
+            raise AirflowFailException(
+                f"Run {summary['runId']} ended {summary['status']}"
+                + (f"; failed task(s): {', '.join(failed)}" if failed else "")
+                + (f": {summary['error']}" if summary["error"] else "")
+            )
+        return summary
+
+    def _failed_tasks(self, context: Context) -> list[str]:
+        ti, dag_run = context["ti"], context["dag_run"]
+        try:
+            states = ti.get_task_states(dag_id=self.dag_id, run_ids=[dag_run.run_id])
+        except Exception as exc:  # older API server: fall back to the product run's state
+            self.log.warning("cannot read the task states of this DAG run: %s", exc)
+            return []
+        failed = {
+            _MAP_SUFFIX.sub("", task) if task not in self.dag.task_ids else task
+            for task, state in (states.get(dag_run.run_id) or {}).items()
+            if state in FAILED_STATES
+        }
+        failed.discard(self.task_id)
+        return sorted(failed)
+
+    def _write_card(self, engine: Any, run_id: str) -> None:
+        from patient_ml.evaluation.model_card import write_model_card
+
+        try:
+            write_model_card(engine, artifact_store(self.artifact_uri, self.aws_conn_id), run_id)
+        except Exception as exc:  # the card is a convenience; the record stands without it
+            self.log.warning("model card of run %s not rewritten: %s", run_id, exc)
