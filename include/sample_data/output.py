@@ -7,6 +7,8 @@
     OUT/Observation.ndjson
     OUT/bundles/transaction-0001.json   PUT Type/id entries (idempotent), <= 500 each
     OUT/summary.json                    counts, source package and version, seed, notes
+    OUT/later/2.Observation.ndjson      confirmed labels of the draft and unlabelled images, as a
+                                        labeller would add them later (copy into OUT to use)
 
 The same inputs and options give byte-identical NDJSON, Bundles and summary.json. Attachment
 URLs are `file://` URLs of the files in OUT, so they differ between two output folders. A build
@@ -33,7 +35,8 @@ from include.sample_data import fhir_records as fr
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 NDJSON_FILES = {name: f"{name}.ndjson" for name in fr.RESOURCE_ORDER}
-MANAGED = ("images", "masks", "bundles", "summary.json", *NDJSON_FILES.values())
+LATER_LABELS = "later/2.Observation.ndjson"
+MANAGED = ("images", "masks", "bundles", "later", "summary.json", *NDJSON_FILES.values())
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ def build(
     patients: list[dict[str, Any]] = []
     docs: list[dict[str, Any]] = []
     observations: list[dict[str, Any]] = []
+    later: list[dict[str, Any]] = []  # the labelling still to do, done
     by_class: Counter[str] = Counter()
     mask_pixels: Counter[int] = Counter()
     seen_hashes: set[str] = set()
@@ -172,6 +176,11 @@ def build(
             if image.mask is not None:
                 mask_pixels.update(_pixel_counts(image.mask))
             state = states[image.key]
+            if state != "final":
+                later.append(
+                    _label(spec, image, out, doc_id=doc_id, patient_id=patient_id,
+                           status="final", obs_prefix="confirmed")
+                )  # fmt: skip
             if state == "unlabeled":
                 continue
             observations.append(
@@ -181,6 +190,7 @@ def build(
     for name, filename in NDJSON_FILES.items():
         lines = [orjson.dumps(r) + b"\n" for r in resources if r["resourceType"] == name]
         _write(out / filename, b"".join(lines))
+    _write(out / LATER_LABELS, b"".join(orjson.dumps(r) + b"\n" for r in later))
     bundles = fr.transaction_bundles(resources)
     for index, bundle in enumerate(bundles, start=1):
         _write(out / "bundles" / f"transaction-{index:04d}.json", _pretty(bundle))
@@ -194,6 +204,7 @@ def build(
             "unlabeled": label_counts["unlabeled"],
         },
         "observations": len(observations),
+        "later_labels": len(later),
         "bundles": len(bundles),
         "duplicate_images": duplicates,
     }
@@ -234,8 +245,9 @@ def _label(
     doc_id: str,
     patient_id: str,
     status: str,
+    obs_prefix: str = "lbl",
 ) -> dict[str, Any]:
-    obs_id = fr.stable_id(f"{spec.source}-lbl", image.key)
+    obs_id = fr.stable_id(f"{spec.source}-{obs_prefix}", image.key)
     if spec.problem_type == "imgClf":
         if image.class_index is None:
             raise ValueError(f"imgClf image {image.key} has no class")

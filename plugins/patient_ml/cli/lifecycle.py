@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import shutil
@@ -22,6 +23,16 @@ BACKENDS = ("auto", "local", "docker")
 
 
 def add_run_commands(runs: Any) -> None:
+    create = runs.add_parser(
+        "create",
+        help="start a run of a model: the product run and its Airflow DAG run (needs Airflow's "
+        "configuration, as `airflow dags trigger` does)",
+    )
+    create.add_argument("model", help="model id or name")
+    create.add_argument(
+        "--max-trials", type=int, help="trials of this run's sweep (default: the config's)"
+    )
+    create.set_defaults(handler=cmd_create_run)
     evaluate = runs.add_parser(
         "evaluate", help="score the run's model and its champion on the test split"
     )
@@ -79,6 +90,33 @@ def _print(args: argparse.Namespace, doc: Any) -> None:
 
 def _progress() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def cmd_create_run(args: argparse.Namespace) -> int:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
+    from patient_ml.services.runs import get_run, run_to_wire, start_run
+
+    engine = context.engine(args)
+    with contextlib.redirect_stdout(sys.stderr):  # Airflow logs to stdout; keep it for the result
+        run, triggered = start_run(
+            engine,
+            args.model,
+            actor=context.actor(args),
+            trigger=AirflowDagRunHook("cli").trigger,
+            max_trials=args.max_trials,
+        )
+    with session_scope(engine) as session:
+        doc = run_to_wire(session, get_run(session, run.id))
+    doc["airflow"]["state"] = triggered.state
+    _print(args, doc)
+    if triggered.paused:
+        print(
+            f"warning: DAG {triggered.dag_id} is paused, so the run waits; unpause it in the "
+            f"Airflow UI or with `airflow dags unpause {triggered.dag_id}`",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

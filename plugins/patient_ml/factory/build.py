@@ -11,7 +11,6 @@ run (a run stopped by a failed task ends `failed`; the DAG run fails with the ta
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
 from patient_ml.factory.catalog import ModelEntry
+from patient_ml.naming import model_slug
 from patient_ml.operators.approval import ApprovalSensor
 from patient_ml.operators.config_error import ConfigErrorOperator
 from patient_ml.operators.curate import CurateDatasetOperator
@@ -93,7 +93,7 @@ def schedule_of(training: dict[str, Any]) -> str | timedelta | None:
 
 
 def snapshot_asset(entry: ModelEntry) -> Asset:
-    slug = _slug(entry.dataset_name)
+    slug = model_slug(entry.dataset_name) or "dataset"
     return Asset(
         name=f"patient_ml.dataset.{slug}.snapshot",
         uri=f"x-patient-ml://datasets/{slug}/snapshot",
@@ -285,7 +285,3 @@ def _start_date(entry: ModelEntry) -> datetime:
 
 def _first_line(text: str) -> str:
     return (text or "").strip().split("\n", 1)[0][:200]
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "dataset"

@@ -19,9 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from patient_ml.naming import DAG_ID_PREFIX
+
 log = logging.getLogger("patient_ml.factory")
 
-DAG_ID_PREFIX = "patient_ml__"
 LAST_KNOWN_GOOD = "dag-configs.json"
 # More configs than this are not read at parse time (a warning says so): one file's parse must
 # stay within Airflow's dag_file_processor_timeout.

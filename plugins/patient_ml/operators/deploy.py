@@ -6,14 +6,15 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from patient_ml.operators.common import ServingOperator
+from patient_ml.operators.common import ServingOperator, set_outlet_extra
 
 
 class DeployModelOperator(ServingOperator):
     """Deploy an approved run. `edge`: it becomes champion, its artifact is the download.
     `cloud`: a new endpoint is started and health-checked, then the champion is swapped
     atomically and the old endpoint stopped; a failing endpoint leaves the old champion
-    serving and records deployStatus=failed with the reason. Retries are idempotent.
+    serving and records deployStatus=failed with the reason. Retries are idempotent. The
+    task's outlets (the model's champion Asset in a factory DAG) get an event naming the run.
 
     Parameters: those of `ServingOperator` and `RunOperator` (patient_ml.operators.common).
     """
@@ -30,4 +31,6 @@ class DeployModelOperator(ServingOperator):
         finally:
             write_model_card(engine, store, self.run_id)
         self.log.info("deployed: %s", result)
+        keys = ("deployType", "endpoint", "previousChampionId")
+        set_outlet_extra(context, {"runId": self.run_id, **{k: result.get(k) for k in keys}})
         return result

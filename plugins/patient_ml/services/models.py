@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any
 
@@ -16,15 +15,9 @@ from patient_ml.config.models import ModelConfig
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Dataset, Model, Run, utcnow
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
+from patient_ml.naming import DAG_ID_PREFIX, model_slug
 from patient_ml.services import audit
 from patient_ml.services.common import find_by_id_or_name, get_by_id_or_name, to_millis
-
-DAG_ID_PREFIX = "patient_ml__"
-
-
-def model_slug(name: str) -> str:
-    """Stable, DAG-id-safe identifier derived from a model's name."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def create_model(session: Session, data: dict[str, Any], *, actor: str) -> Model:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from patient_ml import settings
+from patient_ml.config.limits import MAX_TRIALS_LIMIT
 from patient_ml.db.models import Approval, Dataset, Metric, Model, Run, utcnow
-from patient_ml.exceptions import ConflictError, NotFoundError
+from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError, NotFoundError
 from patient_ml.services import audit
 from patient_ml.services.common import get_by_id_or_name, to_millis
 
@@ -146,6 +148,51 @@ def find_run_for_dag_run(session: Session, airflow_dag_id: str, airflow_run_id: 
             Run.airflow_dag_id == airflow_dag_id, Run.airflow_run_id == airflow_run_id
         )
     ).one_or_none()
+
+
+def start_run(
+    engine: Engine,
+    model_ref: str,
+    *,
+    actor: str,
+    trigger: Callable[[str, str, dict[str, Any], str], Any],
+    max_trials: int | None = None,
+) -> tuple[Run, Any]:
+    """The product's createRun: a run linked to a new DAG run of the model's DAG, then the DAG
+    run triggered with `conf.runId` (and `maxTrials` when given).
+
+    The run is saved before the trigger so the DAG run always finds it; when Airflow refuses the
+    trigger the run ends `failed` with the reason and the error is raised.
+    """
+    from patient_ml.db.engine import session_scope
+    from patient_ml.naming import DAG_ID_PREFIX
+
+    if max_trials is not None and not 1 <= max_trials <= MAX_TRIALS_LIMIT:
+        raise ConfigValidationError(
+            "run request",
+            [FieldError("maxTrials", f"must be between 1 and {MAX_TRIALS_LIMIT}", max_trials)],
+        )
+    with session_scope(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        dag_id = DAG_ID_PREFIX + model.slug
+        airflow_run_id = f"patient_ml__{uuid.uuid4().hex[:12]}"
+        run = create_run(
+            session, model.id, actor=actor, airflow_dag_id=dag_id, airflow_run_id=airflow_run_id
+        )
+        run_id = run.id
+    conf: dict[str, Any] = {"runId": run_id}
+    if max_trials is not None:
+        conf["maxTrials"] = max_trials
+    try:
+        triggered = trigger(dag_id, airflow_run_id, conf, actor)
+    except Exception as exc:
+        with session_scope(engine) as session:
+            finish_run(session, run_id, status="failed", actor=actor, error=f"not started: {exc}")
+        raise
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        session.expunge(run)
+    return run, triggered
 
 
 def finish_run(

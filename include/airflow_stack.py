@@ -1,0 +1,250 @@
+"""Start a real Airflow 3 (API server, scheduler, DAG processor, triggerer) as separate processes
+on this machine, pointed at the repository's `dags/` folder, and talk to its REST API.
+
+Used by the main-job command (`make demo`) and the end-to-end tests. Each component runs in its
+own process group and logs to `<home>/logs/<component>.log`; `stop()` ends them all.
+
+    stack = AirflowStack(Path("var/demo/airflow"), env={"PATIENT_ML_HOME": ...})
+    stack.migrate(); stack.start(); stack.wait_ready()
+    api = stack.client("admin")          # a JWT from POST /auth/token
+    api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": {}})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DAGS_FOLDER = ROOT / "dags"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+USERS = {"admin": "admin", "viewer": "viewer"}
+
+
+class AirflowStackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AirflowStack:
+    """One Airflow deployment in `home` (AIRFLOW_HOME).
+
+    :param home: AIRFLOW_HOME (config, logs, the SQLite metadata DB by default).
+    :param metadata_db: SQLAlchemy URL of the metadata DB; default SQLite in `home`.
+    :param env: extra environment of every component (PATIENT_ML_* settings).
+    :param port: API server port (default: a free one).
+    :param parse_interval: seconds between two parses of the DAG file (new models appear then).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        metadata_db: str | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        parse_interval: int = 5,
+    ) -> None:
+        self.home = home.resolve()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.metadata_db = metadata_db or f"sqlite:///{self.home / 'airflow.db'}"
+        self.passwords_file = self.home / "passwords.json"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        secret_file = self.home / ".jwt_secret"
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(32))
+            secret_file.chmod(0o600)
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{user}:{role}" for user, role in USERS.items()
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_db,
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret_file.read_text().strip(),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(parse_interval),
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(parse_interval),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **(env or {}),
+        }
+
+    # ------------------------------------------------------------------ processes
+    def airflow(self, *args: str, timeout: float = 600) -> str:
+        """Run an `airflow` command against this deployment; its output, or an error with it."""
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AirflowStackError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        return done.stdout
+
+    def migrate(self) -> None:
+        self.airflow("db", "migrate")
+
+    def start(self) -> None:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in COMPONENTS:
+            out = (logs / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", name],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            out.close()
+        (self.home / "pids.json").write_text(
+            json.dumps({name: p.pid for name, p in self.processes.items()})
+        )
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise AirflowStackError(
+                    f"airflow {name} exited with {proc.returncode}; its log:\n{self.log_tail(name)}"
+                )
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.home / "logs" / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until the API server answers and the scheduler, DAG processor and triggerer beat."""
+
+        def ready() -> bool:
+            try:
+                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+            except (requests.RequestException, ValueError):
+                return False
+            states = [
+                (health.get(part) or {}).get("status")
+                for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            ]
+            return all(s == "healthy" for s in states) and self.passwords_file.exists()
+
+        self.wait_for(ready, timeout, "Airflow to become healthy")
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AirflowStackError(
+                    f"timed out after {timeout:.0f} s waiting for {what}; scheduler log:\n"
+                    f"{self.log_tail('scheduler')}"
+                )
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+        (self.home / "pids.json").unlink(missing_ok=True)
+
+    @staticmethod
+    def stop_recorded(home: Path) -> bool:
+        """Stop a stack started earlier (by another process) from its pids.json."""
+        pids_file = home / "pids.json"
+        if not pids_file.exists():
+            return False
+        for pid in json.loads(pids_file.read_text()).values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGTERM)
+        pids_file.unlink()
+        return True
+
+    # ------------------------------------------------------------------ REST API
+    def password(self, user: str) -> str:
+        return str(json.loads(self.passwords_file.read_text())[user])
+
+    def client(self, user: str = "admin") -> ApiClient:
+        response = requests.post(
+            f"{self.url}/auth/token",
+            json={"username": user, "password": self.password(user)},
+            timeout=30,
+        )
+        if response.status_code >= 300:
+            raise AirflowStackError(f"POST /auth/token: {response.status_code} {response.text}")
+        return ApiClient(self.url, response.json()["access_token"])
+
+
+class ApiClient:
+    """The Airflow REST API with a Bearer JWT."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
+        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=60)
+        if response.status_code >= 300 and response.status_code not in ok:
+            raise AirflowStackError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def get(self, path: str, ok: tuple[int, ...] = ()) -> Any:
+        return self.request("GET", path, ok=ok)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, body)
+
+    def task_states(self, dag_id: str, dag_run_id: str) -> dict[str, str]:
+        found = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances?limit=100")
+        states: dict[str, str] = {}
+        for ti in found["task_instances"]:
+            key = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+            states[key] = ti["state"]
+        return states
+
+    def dag_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}")

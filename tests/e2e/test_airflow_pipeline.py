@@ -1,0 +1,205 @@
+"""End to end on real Airflow: API server, scheduler, DAG processor and triggerer as separate
+processes (PostgreSQL as the metadata DB and product DB when reachable, as in CI), the
+repository's DAG file, real curation, a real sweep, real `serve` processes.
+
+1. A run triggered through the Airflow REST API (JWT) waits in `await_approval` (deferred to
+   the triggerer), is approved by a named user, deploys, becomes champion, emits the champion
+   Asset event and leaves an audit trail.
+2. A run started from the product (`patient-ml runs create`) is rejected and never deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from include.airflow_stack import AirflowStack, ApiClient
+from patient_ml.db import schema
+from patient_ml.db.engine import get_engine, session_scope
+from patient_ml.db.models import AuditEvent, Model
+from patient_ml.deploy import stop_old_endpoints
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from patient_ml.services.runs import find_run_for_dag_run, get_run, run_to_wire
+from tests.conftest import ADMIN_URL, _postgres_unavailable_reason
+from tests.curation.cohort import Cohort, dataset_config
+from tests.operators.lifecycle import model_config
+
+MODEL = "e2e-classifier"
+DAG_ID = "patient_ml__e2e_classifier"
+CLI = str(Path(sys.executable).with_name("patient-ml"))
+
+
+def _databases() -> Iterator[tuple[str | None, str | None]]:
+    """Fresh PostgreSQL databases (Airflow metadata, product) or (None, None) for SQLite."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("PATIENT_ML_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (PATIENT_ML_REQUIRE_POSTGRES=1)")
+        yield None, None
+        return
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names = [f"pml_e2e_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("airflow", "product")]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield (
+            f"{base}/{names[0]}".replace("+psycopg", "+psycopg2"),
+            f"{base}/{names[1]}",
+        )
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("e2e")
+    databases = _databases()
+    metadata_db, product_db = next(databases)
+    product_db = product_db or f"sqlite:///{root / 'product.db'}"
+    schema.upgrade(get_engine(product_db, check_schema=False))
+    engine = get_engine(product_db)
+    cohort = Cohort(root / "cohort", "e2e01", "urn:test:e2e-dataset")
+    cohort.add_patients(0, 60)
+    source = cohort.write_ndjson(root / "ndjson")
+    with session_scope(engine) as session:
+        ds = dataset_config("e2e-dataset", "e2e01")
+        ds["source"] = {"type": "ndjson", "uri": str(source)}
+        dataset_id = create_dataset(session, ds, actor="e2e").id
+        model = create_model(session, model_config(MODEL, dataset_id), actor="e2e")
+        model_id = model.id
+    product_env = {
+        "PATIENT_ML_HOME": str(root / "pml-home"),
+        "PATIENT_ML_DATABASE_URL": product_db,
+        "PATIENT_ML_BACKEND": "local",
+        "PATIENT_ML_ALLOWED_FILE_ROOTS": str(cohort.images),
+        "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
+    }
+    stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
+    stack.migrate()
+    stack.start()
+    try:
+        stack.wait_ready(timeout=180)
+        api = stack.client("admin")
+        stack.wait_for(
+            lambda: api.get(f"/api/v2/dags/{DAG_ID}", ok=(404,)).get("dag_id"),
+            120,
+            f"the DAG processor to build {DAG_ID}",
+        )
+        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        yield {"stack": stack, "api": api, "engine": engine, "model_id": model_id, "root": root}
+    finally:
+        stop_old_endpoints(engine, model_id, keep=None, actor="e2e-cleanup")
+        stack.stop()
+        next(databases, None)
+
+
+def _cli(stack: AirflowStack, *args: str, user: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [CLI, "--json", *args],
+        env={**stack.env, "PATIENT_ML_USER": user},
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def _wait_for_task(
+    stack: AirflowStack, api: ApiClient, dag_run_id: str, task: str, states: set[str]
+) -> dict[str, str]:
+    def reached() -> dict[str, str] | None:
+        current = api.task_states(DAG_ID, dag_run_id)
+        failed = [
+            t for t, s in current.items() if s in ("failed", "upstream_failed", "up_for_retry")
+        ]
+        assert not failed, f"tasks failed: {current}\n{stack.log_tail('scheduler')}"
+        return current if current.get(task) in states else None
+
+    return stack.wait_for(reached, 420, f"{task} to be {states} in {dag_run_id}")
+
+
+def _wait_for_dag_run(stack: AirflowStack, api: ApiClient, dag_run_id: str) -> str:
+    def ended() -> str | None:
+        state = api.dag_run(DAG_ID, dag_run_id)["state"]
+        return state if state in ("success", "failed") else None
+
+    return stack.wait_for(ended, 300, f"DAG run {dag_run_id} to end")
+
+
+def _run_of(engine: Any, dag_run_id: str) -> dict[str, Any]:
+    with session_scope(engine) as session:
+        run = find_run_for_dag_run(session, DAG_ID, dag_run_id)
+        assert run is not None, f"no product run for DAG run {dag_run_id}"
+        return run_to_wire(session, run)
+
+
+def test_rest_trigger_approve_deploy_then_cli_run_rejected(deployment: dict[str, Any]) -> None:
+    stack, api, engine = deployment["stack"], deployment["api"], deployment["engine"]
+
+    # 1. The Airflow REST API with a JWT; conf overrides the sweep size through the params
+    created = api.post(
+        f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {"maxTrials": 1}}
+    )
+    first = created["dag_run_id"]
+    _wait_for_task(stack, api, first, "await_approval", {"deferred"})
+    run = _run_of(engine, first)
+    assert run["status"] == "succeeded" and run["approvalStatus"] == "pending"
+    assert run["airflow"] == {"dagId": DAG_ID, "runId": first}
+    assert run["triggeredBy"] == "airflow-user:admin"
+    assert {m["name"] for m in run["metrics"]["challenger"]} >= {"balancedAccuracy"}
+    assert run["evaluation"]["testSetSha256"]
+
+    approval = _cli(
+        stack, "runs", "approve", "--run", run["id"], "--reason", "e2e: good", user="dr-approver"
+    )
+    assert approval["decision"] == "approved" and approval["user"] == "dr-approver"
+    assert _wait_for_dag_run(stack, api, first) == "success"
+    states = api.task_states(DAG_ID, first)
+    assert states["deploy"] == "success" and states["record"] == "success"
+    with session_scope(engine) as session:
+        model = session.get(Model, deployment["model_id"])
+        assert model is not None and model.champion_id == run["id"]
+        assert get_run(session, run["id"]).deploy_status == "succeeded"
+        actions = [
+            e.action
+            for e in session.scalars(
+                select(AuditEvent).where(AuditEvent.entity_id.in_([run["id"], model.id]))
+            )
+        ]
+    for expected in ("run.create", "run.succeeded", "run.approved", "model.champion"):
+        assert any(a.startswith(expected) for a in actions), (expected, actions)
+    events = api.get("/api/v2/assets/events?limit=50")["asset_events"]
+    champion_events = [e for e in events if e["uri"].endswith("/e2e_classifier/champion")]
+    assert champion_events and champion_events[-1]["extra"]["runId"] == run["id"]
+    assert any(e["uri"].endswith("/e2e_dataset/snapshot") for e in events)
+
+    # 2. The product's createRun (CLI): a product run first, its DAG run with conf.runId
+    started = _cli(stack, "runs", "create", MODEL, "--max-trials", "1", user="ml-engineer")
+    second = started["airflow"]["runId"]
+    assert started["status"] == "running" and started["triggeredBy"] == "ml-engineer"
+    _wait_for_task(stack, api, second, "await_approval", {"deferred"})
+    assert _run_of(engine, second)["id"] == started["id"]  # the same run, not a new one
+    _cli(stack, "runs", "reject", "--run", started["id"], "--reason", "e2e: no", user="dr-approver")
+    assert _wait_for_dag_run(stack, api, second) == "success"
+    states = api.task_states(DAG_ID, second)
+    assert states["await_approval"] == "skipped" and states["deploy"] == "skipped"
+    assert states["record"] == "success"
+    rejected = _run_of(engine, second)
+    assert rejected["approvalStatus"] == "rejected" and "deployStatus" not in rejected
+    with session_scope(engine) as session:
+        model = session.get(Model, deployment["model_id"])
+        assert model is not None and model.champion_id == run["id"]  # never deployed
