@@ -270,7 +270,8 @@ def main() -> None:
     finally:
         if args.stop:
             stack.stop()
-            say("Airflow stopped")
+            stop_previous()  # and the model endpoints
+            say("Airflow and the model endpoints stopped")
 
 
 def stop_previous() -> None:
