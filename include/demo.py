@@ -101,7 +101,15 @@ def register(env: dict[str, str], folders: dict[str, Path]) -> None:
         cli(env, "register a dataset (source: the NDJSON folder)", "datasets", "create", "-f",
             str(path))  # fmt: skip
     for name in ("brain_mri_model", "nuclei_model"):
-        cli(env, "register a model config", "models", "create", "-f", str(CONFIGS / f"{name}.yaml"))
+        doc = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        # Unpaused, a retrainEvery DAG starts its first scheduled run at once; the demo starts
+        # its runs itself, so its copy of the config has no schedule.
+        doc["trainingApproach"].pop("retrainEvery", None)
+        doc["trainingApproach"].pop("schedule", None)
+        path = HOME / "configs" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        cli(env, "register a model config (no schedule in the demo)", "models", "create", "-f",
+            str(path))  # fmt: skip
 
 
 def pick_backend(wanted: str) -> str:
@@ -306,10 +314,12 @@ def summary(
     print("\n================ summary ================")
     for label, run in (("run 1", r1), ("run 2", r2)):
         snap = snaps.get(run.get("snapshotId"), {})
+        tested = (run.get("evaluation") or {}).get("testExamples", "?")
         print(
             f"{label}: {run['id']} ({run['slug']}), snapshot {run.get('snapshotId', '?')[:12]} "
-            f"({snap.get('exampleCount', '?')} examples), approval {run.get('approvalStatus')}, "
-            f"deploy {run.get('deployStatus', '-')}, DAG run {run['airflow']['runId']}"
+            f"({snap.get('exampleCount', '?')} examples, {tested} confirmed test examples), "
+            f"approval {run.get('approvalStatus')}, deploy {run.get('deployStatus', '-')}, "
+            f"DAG run {run['airflow']['runId']}"
         )
     print(f"\nrun 2 (challenger) vs run 1 (champion), same test set "
           f"{(r2.get('evaluation') or {}).get('testSetSha256', '?')[:12]}:")  # fmt: skip

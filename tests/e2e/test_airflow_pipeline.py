@@ -6,6 +6,8 @@ repository's DAG file, real curation, a real sweep, real `serve` processes.
    the triggerer), is approved by a named user, deploys, becomes champion, emits the champion
    Asset event and leaves an audit trail.
 2. A run started from the product (`patient-ml runs create`) is rejected and never deployed.
+3. The schedule (`retrainEvery`) starts a run as soon as the DAG is unpaused; it is linked to its
+   DAG run like the others and is rejected.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         ds = dataset_config("e2e-dataset", "e2e01")
         ds["source"] = {"type": "ndjson", "uri": str(source)}
         dataset_id = create_dataset(session, ds, actor="e2e").id
-        model = create_model(session, model_config(MODEL, dataset_id), actor="e2e")
+        config = model_config(MODEL, dataset_id)
+        config["trainingApproach"]["retrainEvery"] = 86_400_000  # daily: a run when unpaused
+        model = create_model(session, config, actor="e2e")
         model_id = model.id
     product_env = {
         "PATIENT_ML_HOME": str(root / "pml-home"),
@@ -149,6 +153,19 @@ def _run_of(engine: Any, dag_run_id: str) -> dict[str, Any]:
 
 def test_rest_trigger_approve_deploy_then_cli_run_rejected(deployment: dict[str, Any]) -> None:
     stack, api, engine = deployment["stack"], deployment["api"], deployment["engine"]
+
+    # 0. the schedule: unpausing a retrainEvery DAG starts its first run at once
+    def scheduled_run() -> str | None:
+        found = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=scheduled")["dag_runs"]
+        return found[0]["dag_run_id"] if found else None
+
+    scheduled = stack.wait_for(scheduled_run, 120, "the first scheduled run")
+    _wait_for_task(stack, api, scheduled, "await_approval", {"deferred"})
+    by_schedule = _run_of(engine, scheduled)
+    assert by_schedule["triggeredBy"] == "airflow:schedule"
+    _cli(stack, "runs", "reject", "--run", by_schedule["id"], "--reason", "e2e: scheduled",
+         user="dr-approver")  # fmt: skip
+    assert _wait_for_dag_run(stack, api, scheduled) == "success"
 
     # 1. The Airflow REST API with a JWT; conf overrides the sweep size through the params
     created = api.post(
