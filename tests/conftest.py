@@ -8,6 +8,7 @@ unless PATIENT_ML_REQUIRE_POSTGRES=1 (set by CI), where they fail instead.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,19 @@ from patient_ml.db import schema
 from patient_ml.db.engine import dispose_engines, get_engine
 from patient_ml.db.models import Base
 
+# Airflow reads its configuration when first imported (nothing above imports it): the test
+# session gets its own AIRFLOW_HOME (metadata DB, auth manager users, JWT secret), never ~/airflow.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="pml-test-airflow-")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,editor:user,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": f"{_AIRFLOW_HOME}/passwords.json",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+    }
+)
 # Shared real-service fixtures (one server per test session).
 pytest_plugins = ["tests.fhir_server", "tests.s3_server", "tests.docker_engine"]
 

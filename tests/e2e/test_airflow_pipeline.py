@@ -204,6 +204,14 @@ def test_rest_trigger_approve_deploy_then_cli_run_rejected(deployment: dict[str,
     assert champion_events and champion_events[-1]["extra"]["runId"] == run["id"]
     assert any(e["uri"].endswith("/e2e_dataset/snapshot") for e in events)
 
+    # the REST API plugin on the same API server, with the same JWTs
+    api_run = api.get(f"/v1/patient-ml/models/{deployment['model_id']}/runs/{run['id']}")["run"]
+    assert api_run["id"] == run["id"] and api_run["approvals"][0]["user"] == "dr-approver"
+    viewer = stack.client("viewer")
+    refused = viewer.request("POST", f"/v1/patient-ml/models/{deployment['model_id']}/runs",
+                             ok=(403,))  # fmt: skip
+    assert refused["error"]["status"] == 403
+
     # 2. The product's createRun (CLI): a product run first, its DAG run with conf.runId
     started = _cli(stack, "runs", "create", MODEL, "--max-trials", "1", user="ml-engineer")
     second = started["airflow"]["runId"]

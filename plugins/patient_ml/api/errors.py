@@ -1,0 +1,74 @@
+"""One JSON shape for every error the API returns, never a stack trace:
+
+{"error": {"status": 422, "message": "...", "fix": "...",
+           "errors": [{"field": "...", "message": "...", "value": ...}]}}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from patient_ml.exceptions import ConfigValidationError, PatientMLError
+
+log = logging.getLogger("patient_ml.api")
+
+
+def error_response(
+    status: int, message: str, *, fix: str | None = None, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"status": status, "message": message}
+    if fix:
+        body["fix"] = fix
+    if errors:
+        body["errors"] = errors
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PatientMLError)
+    async def product_error(request: Request, exc: PatientMLError) -> JSONResponse:
+        errors = None
+        if isinstance(exc, ConfigValidationError):
+            errors = [e.as_dict() for e in exc.errors]
+        return error_response(exc.http_status, exc.message, fix=exc.fix, errors=errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "message": e.get("msg", "invalid"),
+                "value": e.get("input"),
+            }
+            for e in exc.errors()
+        ]
+        return error_response(422, "The request is not valid.", errors=_json_safe(errors))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(
+            500,
+            "Internal error; nothing about it is shown here.",
+            fix="read the Airflow API server's log for the traceback",
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)[:200]

@@ -1,0 +1,184 @@
+"""Runs of a model: create (triggers the model's DAG run), list, get, the model artifact,
+approval decisions, and predictions from the deployed champion (reference shapes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from patient_ml.api.auth import CurrentUser, require_dag, user_name
+from patient_ml.api.deps import Engine, Session
+from patient_ml.exceptions import NotFoundError
+from patient_ml.naming import dag_id_of
+
+router = APIRouter()
+
+
+class ApprovalDecisionInput(BaseModel):
+    decision: Literal["approved", "rejected"]
+    description: str | None = Field(None, description="Why; required by this platform.")
+
+
+class RunRequest(BaseModel):
+    maxTrials: int | None = Field(None, ge=1, description="Extension: trials of this run.")
+
+
+def _model(session: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False) -> Any:
+    from patient_ml.services.models import get_model
+
+    model = get_model(session, model_id)
+    require_dag(user, method, dag_id_of(model.slug), run=run)
+    return model
+
+
+def _model_id(engine: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False) -> str:
+    """Authorize in a short transaction of its own (for handlers that write in several)."""
+    from patient_ml.db.engine import session_scope
+
+    with session_scope(engine) as session:
+        return str(_model(session, model_id, user, method, run=run).id)
+
+
+def _run_of(session: Any, model: Any, run_id: str) -> Any:
+    from patient_ml.services.runs import get_run
+
+    run = get_run(session, run_id)
+    if run.model_id != model.id:
+        raise NotFoundError(
+            f"Model {model.name!r} has no run {run_id!r}.",
+            fix="list the model's runs with GET /v1/patient-ml/models/{modelId}/runs",
+        )
+    return run
+
+
+@router.post("/models/{model_id}/runs", summary="Start a run (triggers the model's DAG run)")
+def create_run(
+    model_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    body: Annotated[RunRequest | None, Body()] = None,
+) -> dict[str, Any]:
+    from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
+    from patient_ml.services.runs import start_run
+
+    found = _model_id(engine, model_id, user, "POST", run=True)
+    run, _ = start_run(  # its own transactions: the run is saved before the trigger
+        engine,
+        found,
+        actor=user_name(user),
+        trigger=AirflowDagRunHook("rest_api").trigger,
+        max_trials=body.maxTrials if body else None,
+    )
+    return {"runId": run.id}
+
+
+@router.get("/models/{model_id}/runs", summary="The model's runs, newest first")
+def list_runs(
+    model_id: str, session: Session, user: CurrentUser, limit: Annotated[int, Query(ge=1)] = 100
+) -> dict[str, Any]:
+    from patient_ml.services.runs import list_runs, run_to_wire
+
+    model = _model(session, model_id, user)
+    return {"runs": [run_to_wire(session, r) for r in list_runs(session, model.id, limit)]}
+
+
+@router.get("/models/{model_id}/runs/{run_id}", summary="One run (reference ModelRun shape)")
+def get_run(model_id: str, run_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
+    from patient_ml.services.runs import run_to_wire
+
+    model = _model(session, model_id, user)
+    return {"run": run_to_wire(session, _run_of(session, model, run_id))}
+
+
+@router.post(
+    "/models/{model_id}/runs/{run_id}/approvals", summary="Approve or reject an evaluated run"
+)
+def create_approval(
+    model_id: str,
+    run_id: str,
+    body: ApprovalDecisionInput,
+    session: Session,
+    user: CurrentUser,
+) -> dict[str, Any]:
+    from patient_ml.services.approvals import decide
+    from patient_ml.services.runs import approval_to_wire
+
+    model = _model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    approval = decide(
+        session, run.id, body.decision, user=user_name(user), reason=body.description or ""
+    )
+    return {"approvalDecision": approval_to_wire(approval)}
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/model-artifact",
+    summary="A URL that downloads the run's model artifact (model.tar.gz)",
+)
+def get_model_artifact(
+    model_id: str, run_id: str, request: Request, session: Session, user: CurrentUser
+) -> dict[str, Any]:
+    model = _model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    _require_artifact(run)
+    url = request.url_for("download_model_artifact", model_id=model.id, run_id=run.id)
+    return {"url": str(url)}
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/model-artifact/download",
+    name="download_model_artifact",
+    summary="The run's model artifact (same credentials as the API)",
+    response_class=Response,
+)
+def download_model_artifact(
+    model_id: str, run_id: str, session: Session, user: CurrentUser
+) -> Response:
+    from patient_ml import settings
+    from patient_ml.storage import artifact_store_from_uri
+
+    model = _model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    _require_artifact(run)
+    store = artifact_store_from_uri(settings.artifact_uri())
+    data = store.read_bytes(store.key_of(run.model_artifact_uri))
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{run.slug}-model.tar.gz"'},
+    )
+
+
+def _require_artifact(run: Any) -> None:
+    if not run.model_artifact_uri:
+        raise NotFoundError(
+            f"Run {run.id} has no model artifact yet (status {run.status!r}).",
+            fix="wait until tuning has finished",
+        )
+
+
+@router.get("/models/{model_id}/predictions", summary="A prediction from the deployed champion")
+def predict(
+    model_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    exampleId: Annotated[str, Query(min_length=1)],
+    predictionType: Annotated[Literal["imgClf", "imgSeg"] | None, Query()] = None,
+) -> dict[str, Any]:
+    from patient_ml import settings
+    from patient_ml.services.predictions import predict
+    from patient_ml.storage import artifact_store_from_uri
+
+    found = _model_id(engine, model_id, user)
+    answer = predict(
+        engine, artifact_store_from_uri(settings.artifact_uri()), found, example_id=exampleId
+    )
+    if predictionType and answer.get("problemType") != predictionType:
+        raise NotFoundError(
+            f"Model {model_id!r} answers {answer.get('problemType')}, not {predictionType}.",
+            fix=f"ask for predictionType={answer.get('problemType')}",
+        )
+    return {"predictionType": answer.get("problemType"), **answer}
