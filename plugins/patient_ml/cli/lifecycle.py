@@ -1,6 +1,6 @@
 """CLI of a run's back half: evaluate, approve/reject, deploy, model card, endpoints,
 deployment history and predictions. Each command calls the same service as the operators and
-(later) the REST API."""
+the REST API."""
 
 from __future__ import annotations
 
