@@ -55,25 +55,28 @@ def say(text: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.0f} s] {text}", flush=True)
 
 
-def cli(env: dict[str, str], title: str, *args: str, user: str | None = None) -> str:
-    print(f"\n$ patient-ml {' '.join(args)}    # {title}", flush=True)
+def run_cli(env: dict[str, str], args: tuple[str, ...], user: str | None) -> Any:
+    """`patient-ml ARGS` as `user`; the demo stops with the command's output when it fails."""
     child = {**env, **({"PATIENT_ML_USER": user} if user else {})}
     done = subprocess.run([CLI, *args], env=child, text=True, capture_output=True, check=False)
+    if done.returncode != 0:
+        sys.exit(
+            f"demo failed at: patient-ml {' '.join(args)} (exit {done.returncode}):\n"
+            f"{done.stdout}{done.stderr}"
+        )
+    return done
+
+
+def cli(env: dict[str, str], title: str, *args: str, user: str | None = None) -> str:
+    print(f"\n$ patient-ml {' '.join(args)}    # {title}", flush=True)
+    done = run_cli(env, args, user)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
-    if done.returncode != 0:
-        sys.exit(f"demo failed at: patient-ml {' '.join(args)} (exit {done.returncode})")
     return done.stdout
 
 
 def cli_json(env: dict[str, str], *args: str, user: str | None = None) -> Any:
-    child = {**env, **({"PATIENT_ML_USER": user} if user else {})}
-    done = subprocess.run(
-        [CLI, "--json", *args], env=child, text=True, capture_output=True, check=False
-    )
-    if done.returncode != 0:
-        sys.exit(f"demo failed at: patient-ml {' '.join(args)}:\n{done.stdout}{done.stderr}")
-    return json.loads(done.stdout)
+    return json.loads(run_cli(env, ("--json", *args), user).stdout)
 
 
 def build_samples(env: dict[str, str]) -> dict[str, Path]:

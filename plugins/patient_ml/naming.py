@@ -15,3 +15,10 @@ def model_slug(name: str) -> str:
 
 def dag_id_of(slug: str) -> str:
     return DAG_ID_PREFIX + slug
+
+
+def slug_of_dag_id(dag_id: str | None) -> str | None:
+    """The model slug of one of our DAG ids; None for any other DAG id."""
+    if dag_id and dag_id.startswith(DAG_ID_PREFIX):
+        return dag_id[len(DAG_ID_PREFIX) :]
+    return None

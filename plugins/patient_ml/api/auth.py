@@ -37,26 +37,44 @@ def _auth_manager() -> Any:
     return get_auth_manager()
 
 
-def require_dag(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> None:
-    """Refuse (403) unless `user` may `method` the DAG `dag_id` (None: DAGs in general)."""
+def may(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> bool:
+    """Whether `user` may `method` the DAG `dag_id` (None: DAGs in general), or its runs."""
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
         DagDetails,
     )
 
-    allowed = _auth_manager().is_authorized_dag(
-        method=method,
-        access_entity=DagAccessEntity.RUN if run else None,
-        details=DagDetails(id=dag_id),
-        user=user,
+    return bool(
+        _auth_manager().is_authorized_dag(
+            method=method,
+            access_entity=DagAccessEntity.RUN if run else None,
+            details=DagDetails(id=dag_id),
+            user=user,
+        )
     )
-    if not allowed:
+
+
+def require_dag(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> None:
+    """Refuse (403) unless `user` may `method` the DAG `dag_id` (None: DAGs in general)."""
+    if not may(user, method, dag_id, run=run):
         what = {"GET": "read", "POST": "create", "PUT": "edit", "DELETE": "delete"}[method]
         target = f"the DAG {dag_id}" if dag_id else "Airflow DAGs"
         raise PermissionDeniedError(
             f"User {user_name(user)!r} may not {what} {'runs of ' if run else ''}{target}.",
             fix="ask an Airflow admin for the role that grants it",
         )
+
+
+def authorized_model(
+    session: Any, model_ref: str, user: Any, method: Method = "GET", *, run: bool = False
+) -> Any:
+    """The model `model_ref` (404 when unknown) if `user` may `method` its DAG (else 403)."""
+    from patient_ml.naming import dag_id_of
+    from patient_ml.services.models import get_model
+
+    model = get_model(session, model_ref)
+    require_dag(user, method, dag_id_of(model.slug), run=run)
+    return model
 
 
 def readable_dag_ids(user: Any) -> set[str]:

@@ -6,20 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from patient_ml.api.auth import CurrentUser, readable_dag_ids, require_dag, user_name
+from patient_ml.api.auth import (
+    CurrentUser,
+    authorized_model,
+    may,
+    readable_dag_ids,
+    require_dag,
+    user_name,
+)
 from patient_ml.api.deps import Session
 from patient_ml.naming import dag_id_of
 
 router = APIRouter()
 ConfigBody = Annotated[dict[str, Any], Body(description="The config (reference shape, camelCase).")]
-
-
-def _can_read_all(user: Any) -> bool:
-    try:
-        require_dag(user, "GET", None)
-    except Exception:
-        return False
-    return True
 
 
 @router.post("/models", summary="Create a model config")
@@ -35,7 +34,7 @@ def list_models(session: Session, user: CurrentUser) -> dict[str, Any]:
     from patient_ml.services.models import list_models, model_to_wire
 
     models = list_models(session)
-    if not _can_read_all(user):
+    if not may(user, "GET", None):
         allowed = readable_dag_ids(user)
         models = [m for m in models if dag_id_of(m.slug) in allowed]
     return {"models": [model_to_wire(m) for m in models]}
@@ -43,28 +42,26 @@ def list_models(session: Session, user: CurrentUser) -> dict[str, Any]:
 
 @router.get("/models/{model_id}", summary="Get a model config")
 def get_model(model_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.models import get_model, model_to_wire
+    from patient_ml.services.models import model_to_wire
 
-    model = get_model(session, model_id)
-    require_dag(user, "GET", dag_id_of(model.slug))
-    return {"model": model_to_wire(model)}
+    return {"model": model_to_wire(authorized_model(session, model_id, user))}
 
 
 @router.put("/models/{model_id}", summary="Replace a model config")
 def update_model(
     model_id: str, body: ConfigBody, session: Session, user: CurrentUser
 ) -> dict[str, Any]:
-    from patient_ml.services.models import get_model, model_to_wire, update_model
+    from patient_ml.services.models import model_to_wire, update_model
 
-    require_dag(user, "PUT", dag_id_of(get_model(session, model_id).slug))
+    authorized_model(session, model_id, user, "PUT")
     return {"model": model_to_wire(update_model(session, model_id, body, actor=user_name(user)))}
 
 
 @router.delete("/models/{model_id}", summary="Delete a model config nothing depends on")
 def delete_model(model_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.models import delete_model, get_model
+    from patient_ml.services.models import delete_model
 
-    require_dag(user, "DELETE", dag_id_of(get_model(session, model_id).slug))
+    authorized_model(session, model_id, user, "DELETE")
     return {"id": delete_model(session, model_id, actor=user_name(user))}
 
 

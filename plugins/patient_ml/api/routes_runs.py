@@ -9,10 +9,9 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from patient_ml.api.auth import CurrentUser, require_dag, user_name
+from patient_ml.api.auth import CurrentUser, authorized_model, user_name
 from patient_ml.api.deps import Engine, Session
 from patient_ml.exceptions import NotFoundError
-from patient_ml.naming import dag_id_of
 
 router = APIRouter()
 
@@ -26,20 +25,12 @@ class RunRequest(BaseModel):
     maxTrials: int | None = Field(None, ge=1, description="Extension: trials of this run.")
 
 
-def _model(session: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False) -> Any:
-    from patient_ml.services.models import get_model
-
-    model = get_model(session, model_id)
-    require_dag(user, method, dag_id_of(model.slug), run=run)
-    return model
-
-
 def _model_id(engine: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False) -> str:
     """Authorize in a short transaction of its own (for handlers that write in several)."""
     from patient_ml.db.engine import session_scope
 
     with session_scope(engine) as session:
-        return str(_model(session, model_id, user, method, run=run).id)
+        return str(authorized_model(session, model_id, user, method, run=run).id)
 
 
 def _run_of(session: Any, model: Any, run_id: str) -> Any:
@@ -81,7 +72,7 @@ def list_runs(
 ) -> dict[str, Any]:
     from patient_ml.services.runs import list_runs, run_to_wire
 
-    model = _model(session, model_id, user)
+    model = authorized_model(session, model_id, user)
     return {"runs": [run_to_wire(session, r) for r in list_runs(session, model.id, limit)]}
 
 
@@ -89,7 +80,7 @@ def list_runs(
 def get_run(model_id: str, run_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
     from patient_ml.services.runs import run_to_wire
 
-    model = _model(session, model_id, user)
+    model = authorized_model(session, model_id, user)
     return {"run": run_to_wire(session, _run_of(session, model, run_id))}
 
 
@@ -106,7 +97,7 @@ def create_approval(
     from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
 
-    model = _model(session, model_id, user)
+    model = authorized_model(session, model_id, user)
     run = _run_of(session, model, run_id)
     approval = decide(
         session, run.id, body.decision, user=user_name(user), reason=body.description or ""
@@ -121,10 +112,8 @@ def create_approval(
 def get_model_artifact(
     model_id: str, run_id: str, request: Request, session: Session, user: CurrentUser
 ) -> dict[str, Any]:
-    model = _model(session, model_id, user)
-    run = _run_of(session, model, run_id)
-    _require_artifact(run)
-    url = request.url_for("download_model_artifact", model_id=model.id, run_id=run.id)
+    run = _run_with_artifact(session, model_id, run_id, user)
+    url = request.url_for("download_model_artifact", model_id=run.model_id, run_id=run.id)
     return {"url": str(url)}
 
 
@@ -137,13 +126,10 @@ def get_model_artifact(
 def download_model_artifact(
     model_id: str, run_id: str, session: Session, user: CurrentUser
 ) -> Response:
-    from patient_ml import settings
-    from patient_ml.storage import artifact_store_from_uri
+    from patient_ml.storage import default_artifact_store
 
-    model = _model(session, model_id, user)
-    run = _run_of(session, model, run_id)
-    _require_artifact(run)
-    store = artifact_store_from_uri(settings.artifact_uri())
+    run = _run_with_artifact(session, model_id, run_id, user)
+    store = default_artifact_store()
     data = store.read_bytes(store.key_of(run.model_artifact_uri))
     return Response(
         data,
@@ -152,12 +138,15 @@ def download_model_artifact(
     )
 
 
-def _require_artifact(run: Any) -> None:
+def _run_with_artifact(session: Any, model_id: str, run_id: str, user: Any) -> Any:
+    """A run of a model the user may read, which has a model artifact (else 404)."""
+    run = _run_of(session, authorized_model(session, model_id, user), run_id)
     if not run.model_artifact_uri:
         raise NotFoundError(
             f"Run {run.id} has no model artifact yet (status {run.status!r}).",
             fix="wait until tuning has finished",
         )
+    return run
 
 
 @router.get("/models/{model_id}/predictions", summary="A prediction from the deployed champion")
@@ -168,14 +157,11 @@ def predict(
     exampleId: Annotated[str, Query(min_length=1)],
     predictionType: Annotated[Literal["imgClf", "imgSeg"] | None, Query()] = None,
 ) -> dict[str, Any]:
-    from patient_ml import settings
     from patient_ml.services.predictions import predict
-    from patient_ml.storage import artifact_store_from_uri
+    from patient_ml.storage import default_artifact_store
 
     found = _model_id(engine, model_id, user)
-    answer = predict(
-        engine, artifact_store_from_uri(settings.artifact_uri()), found, example_id=exampleId
-    )
+    answer = predict(engine, default_artifact_store(), found, example_id=exampleId)
     if predictionType and answer.get("problemType") != predictionType:
         raise NotFoundError(
             f"Model {model_id!r} answers {answer.get('problemType')}, not {predictionType}.",

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from patient_ml import settings
 from patient_ml.cli import context
 from patient_ml.cli.output import print_document
 
@@ -79,9 +78,9 @@ def add_model_commands(models: Any) -> None:
 
 
 def _store() -> Any:
-    from patient_ml.storage import artifact_store_from_uri
+    from patient_ml.storage import default_artifact_store
 
-    return artifact_store_from_uri(settings.artifact_uri())
+    return default_artifact_store()
 
 
 def _print(args: argparse.Namespace, doc: Any) -> None:

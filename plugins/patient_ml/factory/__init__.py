@@ -69,9 +69,10 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
                 try:
                     dag = build_dag(entry, opts)
                 except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                    if isinstance(exc, ValueError):
-                        error = str(exc)
+                    # the factory's own ValueErrors name the field, the value and the fix
+                    error = (
+                        str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                    )
                     errors[entry.dag_id] = error
                     log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
                     warnings.warn(

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from patient_ml.naming import DAG_ID_PREFIX
+from patient_ml.naming import dag_id_of, slug_of_dag_id
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -52,7 +52,7 @@ class ModelEntry:
 
     @property
     def dag_id(self) -> str:
-        return DAG_ID_PREFIX + self.slug
+        return dag_id_of(self.slug)
 
     def body(self) -> dict[str, Any]:
         """The fields without the digest (shallow: no copying of the config dicts)."""
@@ -76,12 +76,6 @@ class Catalog:
     source: str  # "database" | "last-known-good" | "none"
     error: str | None = None
     saved_at: str | None = None
-
-
-def slug_of_dag_id(dag_id: str | None) -> str | None:
-    if dag_id and dag_id.startswith(DAG_ID_PREFIX):
-        return dag_id[len(DAG_ID_PREFIX) :]
-    return None
 
 
 def load_catalog(*, only_dag_id: str | None = None, cache_dir: Path | None = None) -> Catalog:

@@ -20,10 +20,11 @@ def product_engine(conn_id: str | None) -> Any:
 
 
 def artifact_store(artifact_uri: str | None, aws_conn_id: str) -> Any:
-    from patient_ml import settings
-    from patient_ml.storage import artifact_store_from_uri
+    from patient_ml.storage import artifact_store_from_uri, default_artifact_store
 
-    return artifact_store_from_uri(artifact_uri or settings.artifact_uri(), aws_conn_id=aws_conn_id)
+    if artifact_uri:
+        return artifact_store_from_uri(artifact_uri, aws_conn_id=aws_conn_id)
+    return default_artifact_store(aws_conn_id=aws_conn_id)
 
 
 class RunOperator(BaseOperator):
@@ -54,7 +55,7 @@ class RunOperator(BaseOperator):
 
     @property
     def actor(self) -> str:
-        return f"airflow:{self.dag_id}.{self.task_id}"
+        return task_actor(self)
 
     def engine(self) -> Any:
         return product_engine(self.patient_ml_conn_id)
@@ -120,6 +121,11 @@ def fail_run_on_last_try(
     with session_scope(product_engine(conn_id)) as session:
         if get_run(session, run_id).status == "running":
             finish_run(session, run_id, status="failed", actor=actor, error=error[:4000])
+
+
+def task_actor(task: Any) -> str:
+    """How audit events name the Airflow task that acted."""
+    return f"airflow:{task.dag_id}.{task.task_id}"
 
 
 def triggering_actor(dag_run: Any) -> str:

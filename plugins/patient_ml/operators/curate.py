@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from patient_ml.operators.common import set_outlet_extra, triggering_actor
+from patient_ml.operators.common import set_outlet_extra, task_actor, triggering_actor
 
 
 class CurateDatasetOperator(BaseOperator):
@@ -101,7 +101,7 @@ class CurateDatasetOperator(BaseOperator):
             store=inputs.store,
             fetcher=inputs.fetcher,
             workdir=workdir,
-            actor=f"airflow:{self.dag_id}.{self.task_id}",
+            actor=task_actor(self),
             run_id=run_id,
             workers=self.fetch_workers,
         )

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from patient_ml.operators.common import artifact_store, product_engine
+from patient_ml.operators.common import artifact_store, product_engine, task_actor
 
 FAILED_STATES = ("failed", "upstream_failed")
 _MAP_SUFFIX = re.compile(r"_\d+$")
@@ -47,7 +47,7 @@ class RecordRunOperator(BaseOperator):
 
     @property
     def actor(self) -> str:
-        return f"airflow:{self.dag_id}.{self.task_id}"
+        return task_actor(self)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope

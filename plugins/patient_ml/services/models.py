@@ -15,7 +15,7 @@ from patient_ml.config.models import ModelConfig
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Dataset, Model, Run, utcnow
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
-from patient_ml.naming import DAG_ID_PREFIX, model_slug
+from patient_ml.naming import dag_id_of, model_slug
 from patient_ml.services import audit
 from patient_ml.services.common import find_by_id_or_name, get_by_id_or_name, to_millis
 
@@ -167,7 +167,7 @@ def model_to_wire(model: Model) -> dict[str, Any]:
         "deployApproach": model.deploy_approach,
         "approvalPolicy": model.approval_policy,
         "slug": model.slug,
-        "dagId": DAG_ID_PREFIX + model.slug,
+        "dagId": dag_id_of(model.slug),
         "revision": model.revision,
         "createdAt": to_millis(model.created_at),
         "updatedAt": to_millis(model.updated_at),
@@ -229,7 +229,7 @@ def _refuse_taken_name(session: Session, name: str, slug: str, own_id: str | Non
         select(Model).where((Model.name == name) | (Model.slug == slug))
     ).first()
     if other is not None and other.id != own_id:
-        same = "name" if other.name == name else f"DAG id {DAG_ID_PREFIX}{slug}"
+        same = "name" if other.name == name else f"DAG id {dag_id_of(slug)}"
         raise ConflictError(
             f"Model {other.name!r} (id {other.id}) already has the {same}.",
             fix="choose a distinct name, or update that model with `patient-ml models update`",

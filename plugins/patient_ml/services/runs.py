@@ -165,7 +165,7 @@ def start_run(
     trigger the run ends `failed` with the reason and the error is raised.
     """
     from patient_ml.db.engine import session_scope
-    from patient_ml.naming import DAG_ID_PREFIX
+    from patient_ml.naming import dag_id_of
 
     if max_trials is not None and not 1 <= max_trials <= MAX_TRIALS_LIMIT:
         raise ConfigValidationError(
@@ -174,7 +174,7 @@ def start_run(
         )
     with session_scope(engine) as session:
         model = get_by_id_or_name(session, Model, model_ref)
-        dag_id = DAG_ID_PREFIX + model.slug
+        dag_id = dag_id_of(model.slug)
         airflow_run_id = f"patient_ml__{uuid.uuid4().hex[:12]}"
         run = create_run(
             session, model.id, actor=actor, airflow_dag_id=dag_id, airflow_run_id=airflow_run_id

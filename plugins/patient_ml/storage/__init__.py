@@ -62,3 +62,10 @@ def artifact_store_from_uri(uri: str, *, aws_conn_id: str = "aws_default") -> Ar
     if text and not scheme:
         return LocalArtifactStore(Path(text))
     raise ArtifactStoreError(f"Artifact URI {text!r} is not supported.", fix=f"use {_ACCEPTED}")
+
+
+def default_artifact_store(*, aws_conn_id: str = "aws_default") -> ArtifactStore:
+    """The store of PATIENT_ML_ARTIFACT_URI (default: $PATIENT_ML_HOME/artifacts)."""
+    from patient_ml import settings
+
+    return artifact_store_from_uri(settings.artifact_uri(), aws_conn_id=aws_conn_id)
