@@ -31,6 +31,8 @@ os.environ.update(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,editor:user,viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": f"{_AIRFLOW_HOME}/passwords.json",
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        # createRun on a model whose DAG Airflow has not parsed answers at once in tests
+        "PATIENT_ML_DAG_WAIT_SECONDS": "0",
     }
 )
 # Shared real-service fixtures (one server per test session).

@@ -62,6 +62,18 @@ class ConfigValidationError(PatientMLError):
         super().__init__(f"Invalid {kind} ({len(errors)} {noun}); nothing was saved:\n{lines}")
 
 
+class InvalidInputError(PatientMLError):
+    """A request other than a config (a label, a mask, a filter, a marker) was refused;
+    `errors` holds one entry per bad field."""
+
+    exit_code = 3
+    http_status = 422
+
+    def __init__(self, message: str, errors: list[FieldError], *, fix: str | None = None) -> None:
+        self.errors = errors
+        super().__init__(message, fix=fix)
+
+
 class ConfigFileError(PatientMLError):
     """A config file could not be read or parsed (missing, not YAML/JSON, not a mapping)."""
 

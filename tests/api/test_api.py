@@ -106,6 +106,7 @@ def test_create_run_triggers_the_models_dag_run(
         return TriggeredDagRun(dag_id, run_id, "queued", paused=False)
 
     monkeypatch.setattr(AirflowDagRunHook, "trigger", trigger)
+    monkeypatch.setattr(AirflowDagRunHook, "require_runnable", lambda self, dag_id: None)
     created = api("editor").post(f"/models/{model_id}/runs", json={"maxTrials": 2})
     assert created.status_code == 200, created.text
     run_id = created.json()["runId"]
@@ -119,15 +120,49 @@ def test_create_run_triggers_the_models_dag_run(
     assert run["problemDefinition"]["problemType"] == "imgClf"
 
 
-def test_create_run_without_the_dag_in_airflow_is_404_and_the_run_fails(
+def test_create_run_without_the_dag_in_airflow_is_409_and_saves_nothing(
     api: Any, configs: dict[str, Any]
 ) -> None:
+    """A client that retries (the reference client retries every error 3 times) must not leave
+    failed runs behind while Airflow parses a model saved moments ago."""
     model_id = configs["model"]["id"]
-    response = api("admin").post(f"/models/{model_id}/runs")
-    assert response.status_code == 404
-    assert "Airflow has no DAG" in response.json()["error"]["message"]
-    [run] = api("admin").get(f"/models/{model_id}/runs").json()["runs"]
-    assert run["status"] == "failed"
+    for _ in range(3):
+        response = api("admin").post(f"/models/{model_id}/runs")
+        assert response.status_code == 409
+        assert "has not parsed the DAG" in response.json()["error"]["message"]
+    assert api("admin").get(f"/models/{model_id}/runs").json()["runs"] == []
+
+
+def test_update_from_a_reference_client_keeps_the_extension_fields(
+    api: Any, configs: dict[str, Any]
+) -> None:
+    """A reference client cannot send extension fields: leaving them out keeps them."""
+    admin, model = api("admin"), configs["model"]
+    policy = {**model["approvalPolicy"], "approvers": ["dr-a"]}
+    model = admin.put(f"/models/{model['id']}", json={**model, "approvalPolicy": policy})
+    model = model.json()["model"]
+    reference = {k: model[k] for k in ("name", "datasetId", "trainingApproach", "deployApproach")}
+    reference["trainingApproach"] = {
+        k: v
+        for k, v in model["trainingApproach"].items()
+        if k not in ("parallelTrials", "seed", "schedule")
+    }
+    updated = admin.put(f"/models/{model['id']}", json={**reference, "description": "new"})
+    assert updated.status_code == 200, updated.text
+    after = updated.json()["model"]
+    assert after["description"] == "new"
+    assert after["approvalPolicy"] == model["approvalPolicy"]
+    assert after["trainingApproach"]["seed"] == model["trainingApproach"]["seed"]
+    dataset = configs["dataset"]
+    sent = {k: dataset[k] for k in ("name", "description")}
+    sent["problemDefinition"] = {
+        k: v for k, v in dataset["problemDefinition"].items() if k != "labelSystem"
+    }
+    kept = admin.put(f"/datasets/{dataset['id']}", json=sent).json()["dataset"]
+    assert kept["source"] == dataset["source"] and kept["curation"] == dataset["curation"]
+    assert kept["problemDefinition"]["labelSystem"] == dataset["problemDefinition"]["labelSystem"]
+    explicit = admin.put(f"/models/{model['id']}", json={**reference, "approvalPolicy": {}})
+    assert explicit.json()["model"]["approvalPolicy"]["approvers"] == []  # sent: changed
 
 
 def _evaluated_run(engine: Any, model_id: str, artifact: bytes | None = None) -> str:

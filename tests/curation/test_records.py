@@ -107,7 +107,7 @@ def test_absolute_and_versioned_references() -> None:
 @pytest.mark.parametrize(
     ("status", "state"),
     [("final", "confirmed"), ("amended", "confirmed"), ("corrected", "confirmed"),
-     ("preliminary", "draft"), ("entered-in-error", None), ("cancelled", None),
+     ("preliminary", "draft"), ("entered-in-error", "excluded"), ("cancelled", "excluded"),
      ("registered", None)],
 )  # fmt: skip
 def test_label_statuses(status, state) -> None:

@@ -13,27 +13,24 @@ repository's DAG file, real curation, a real sweep, real `serve` processes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 
 from include.airflow_stack import AirflowStack, ApiClient
-from patient_ml.db import schema
-from patient_ml.db.engine import get_engine, session_scope
+from patient_ml.db.engine import session_scope
 from patient_ml.db.models import AuditEvent, Model
 from patient_ml.deploy import stop_old_endpoints
 from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model
 from patient_ml.services.runs import find_run_for_dag_run, get_run, run_to_wire
-from tests.conftest import ADMIN_URL, _postgres_unavailable_reason
 from tests.curation.cohort import Cohort, dataset_config
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
 from tests.operators.lifecycle import model_config
 
 MODEL = "e2e-classifier"
@@ -41,41 +38,11 @@ DAG_ID = "patient_ml__e2e_classifier"
 CLI = str(Path(sys.executable).with_name("patient-ml"))
 
 
-def _databases() -> Iterator[tuple[str | None, str | None]]:
-    """Fresh PostgreSQL databases (Airflow metadata, product) or (None, None) for SQLite."""
-    reason = _postgres_unavailable_reason()
-    if reason:
-        if os.environ.get("PATIENT_ML_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{reason} (PATIENT_ML_REQUIRE_POSTGRES=1)")
-        yield None, None
-        return
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    names = [f"pml_e2e_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("airflow", "product")]
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    try:
-        yield (
-            f"{base}/{names[0]}".replace("+psycopg", "+psycopg2"),
-            f"{base}/{names[1]}",
-        )
-    finally:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("e2e")
-    databases = _databases()
-    metadata_db, product_db = next(databases)
-    product_db = product_db or f"sqlite:///{root / 'product.db'}"
-    schema.upgrade(get_engine(product_db, check_schema=False))
-    engine = get_engine(product_db)
-    cohort = Cohort(root / "cohort", "e2e01", "urn:test:e2e-dataset")
+def deployment(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
+    """This module's dataset (a synthetic cohort as NDJSON) and model on the shared Airflow."""
+    root, engine = airflow_deployment.root, airflow_deployment.engine
+    cohort = Cohort(airflow_deployment.sources / "e2e-cohort", "e2e01", "urn:test:e2e-dataset")
     cohort.add_patients(0, 60)
     source = cohort.write_ndjson(root / "ndjson")
     with session_scope(engine) as session:
@@ -84,32 +51,25 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         dataset_id = create_dataset(session, ds, actor="e2e").id
         config = model_config(MODEL, dataset_id)
         config["trainingApproach"]["retrainEvery"] = 86_400_000  # daily: a run when unpaused
+        # An image name in the reference API's ECR form (mapped to the img_clf trainer): the
+        # reference client (test_reference_client.py, same deployment) lists every model and
+        # refuses to parse any other image name.
+        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
         model = create_model(session, config, actor="e2e")
         model_id = model.id
-    product_env = {
-        "PATIENT_ML_HOME": str(root / "pml-home"),
-        "PATIENT_ML_DATABASE_URL": product_db,
-        "PATIENT_ML_BACKEND": "local",
-        "PATIENT_ML_ALLOWED_FILE_ROOTS": str(cohort.images),
-        "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
-    }
-    stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
-    stack.migrate()
-    stack.start()
     try:
-        stack.wait_ready(timeout=180)
-        api = stack.client("admin")
-        stack.wait_for(
-            lambda: api.get(f"/api/v2/dags/{DAG_ID}", ok=(404,)).get("dag_id"),
-            120,
-            f"the DAG processor to build {DAG_ID}",
-        )
-        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-        yield {"stack": stack, "api": api, "engine": engine, "model_id": model_id, "root": root}
+        airflow_deployment.wait_for_dag(DAG_ID)  # unpaused: the schedule starts a run at once
+        yield {
+            "stack": airflow_deployment.stack,
+            "api": airflow_deployment.api,
+            "engine": engine,
+            "model_id": model_id,
+            "dataset_id": dataset_id,
+            "root": root,
+        }
     finally:
         stop_old_endpoints(engine, model_id, keep=None, actor="e2e-cleanup")
-        stack.stop()
-        next(databases, None)
 
 
 def _cli(stack: AirflowStack, *args: str, user: str) -> dict[str, Any]:
@@ -228,3 +188,43 @@ def test_rest_trigger_approve_deploy_then_cli_run_rejected(deployment: dict[str,
     with session_scope(engine) as session:
         model = session.get(Model, deployment["model_id"])
         assert model is not None and model.champion_id == run["id"]  # never deployed
+
+    # Every other endpoint of the plugin through the running API server.
+    _rest_api_endpoints(stack, api, deployment, run["id"])
+
+
+def _rest_api_endpoints(
+    stack: AirflowStack, api: ApiClient, deployment: dict[str, Any], run_id: str
+) -> None:
+    v1, model_id = "/v1/patient-ml", deployment["model_id"]
+    dataset_id = deployment["dataset_id"]
+    assert model_id in {m["id"] for m in api.get(f"{v1}/models")["models"]}
+    assert api.get(f"{v1}/models/{model_id}")["model"]["championId"] == run_id
+    assert run_id in {r["id"] for r in api.get(f"{v1}/models/{model_id}/runs")["runs"]}
+    assert api.get(f"{v1}/datasets/{dataset_id}")["dataset"]["id"] == dataset_id
+    assert dataset_id in {d["id"] for d in api.get(f"{v1}/datasets")["datasets"]}
+    # logs: the trials' trainer output and the evaluation's progress, paged by marker
+    logs = api.get(f"{v1}/models/{model_id}/runs/{run_id}/logs")["events"]
+    assert {e["stage"] for e in logs} == {"training", "evaluation"}
+    page = api.get(f"{v1}/models/{model_id}/runs/{run_id}/logs?limit=2&filter=%5Btrial")
+    assert len(page["events"]) == 2 and page["marker"]
+    assert all("[trial" in e["payload"] for e in page["events"])
+    # the model artifact downloads with the same credentials
+    url = api.get(f"{v1}/models/{model_id}/runs/{run_id}/model-artifact")["url"]
+    artifact = api.session.get(url, timeout=60)
+    assert artifact.status_code == 200 and artifact.content[:2] == b"\x1f\x8b"  # gzip
+    # examples, a draft label written back to the source, the champion's prediction
+    unlabelled = api.get(f"{v1}/datasets/{dataset_id}/examples?hasLabel=false&limit=3")
+    example_id = unlabelled["examples"][0]["id"]
+    saved = api.request("PUT", f"{v1}/datasets/{dataset_id}/examples/{example_id}/label",
+                        {"labelType": "imgClf", "classes": [1]})  # fmt: skip
+    assert saved["label"]["isConfirmed"] is False and saved["label"]["classes"] == [1]
+    read = api.get(f"{v1}/datasets/{dataset_id}/examples/{example_id}")["example"]
+    assert read["label"]["classes"] == [1]
+    answer = api.get(f"{v1}/models/{model_id}/predictions?exampleId={example_id}")
+    assert answer["predictionType"] == "imgClf" and len(answer["predictions"]) == 2
+    viewer = stack.client("viewer")
+    refused = viewer.request("PUT", f"{v1}/datasets/{dataset_id}/examples/{example_id}/label",
+                             {"labelType": "imgClf", "classes": [0]}, ok=(403,))  # fmt: skip
+    assert refused["error"]["status"] == 403
+    assert viewer.get(f"{v1}/openapi.json")["paths"]

@@ -96,6 +96,8 @@ def test_dag_follows_config_changes_and_deletes(stored: Engine) -> None:
     brain = bag.dags[BRAIN]
     assert brain.task_dict["tune"].expand_input.value["worker_index"] == [0, 1, 2]
     assert not brain.timetable.can_be_scheduled  # manual only
+    assert brain.is_paused_upon_creation is False  # so a product createRun runs at once
+    assert bag.dags[NUCLEI].is_paused_upon_creation is None  # scheduled: Airflow's default
     with session_scope(stored) as session:
         session.execute(text("DELETE FROM pml_models WHERE slug = 'nuclei_segmenter'"))
     assert sorted(parse().dag_ids) == [BRAIN]

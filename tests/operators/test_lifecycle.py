@@ -139,10 +139,11 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
     report = json.loads(p.store.read_bytes(f"runs/{r1}/evaluation/report.json"))
     example = report["testExampleIds"][0]
     by_id = predict(engine, p.store, p.model_id, example_id=example)
-    assert by_id["runId"] == r1 and {x["value"] for x in by_id["predictions"]} == {
+    assert by_id["runId"] == r1 and {x["name"] for x in by_id["predictions"]} == {
         "negative",
         "positive",
     }
+    assert [x["value"] for x in by_id["predictions"]] == [True, False]  # reference: predicted
     assert sum(x["confidence"] for x in by_id["predictions"]) == pytest.approx(1.0, abs=1e-6)
     assert by_id["predictions"] == sorted(by_id["predictions"], key=lambda x: -x["confidence"])
     image = (p.cohort.images / f"{example}.png").read_bytes()

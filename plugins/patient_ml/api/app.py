@@ -7,6 +7,8 @@ from fastapi import FastAPI
 from patient_ml import __version__
 from patient_ml.api.errors import install_error_handlers
 from patient_ml.api.routes_configs import router as configs_router
+from patient_ml.api.routes_examples import router as examples_router
+from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_runs import router as runs_router
 
 URL_PREFIX = "/v1/patient-ml"
@@ -23,4 +25,6 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(configs_router)
     app.include_router(runs_router)
+    app.include_router(logs_router)
+    app.include_router(examples_router)
     return app

@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from patient_ml.exceptions import ConfigValidationError, PatientMLError
+from patient_ml.api.schemas import document_error_shape
+from patient_ml.exceptions import ConfigValidationError, InvalidInputError, PatientMLError
 
 log = logging.getLogger("patient_ml.api")
 
@@ -31,10 +32,12 @@ def error_response(
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    document_error_shape(app)  # the OpenAPI document tells this shape for every route
+
     @app.exception_handler(PatientMLError)
     async def product_error(request: Request, exc: PatientMLError) -> JSONResponse:
         errors = None
-        if isinstance(exc, ConfigValidationError):
+        if isinstance(exc, ConfigValidationError | InvalidInputError):
             errors = [e.as_dict() for e in exc.errors]
         return error_response(exc.http_status, exc.message, fix=exc.fix, errors=errors)
 

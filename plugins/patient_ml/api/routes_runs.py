@@ -1,19 +1,35 @@
 """Runs of a model: create (triggers the model's DAG run), list, get, the model artifact,
-approval decisions, and predictions from the deployed champion (reference shapes)."""
+approval decisions, and predictions from the deployed champion (reference shapes).
+
+Responses are declared with `response_model_exclude_unset=True`: keys the service leaves out
+stay out, as before the models were declared (see `schemas`)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from patient_ml.api.auth import CurrentUser, authorized_model, user_name
 from patient_ml.api.deps import Engine, Session
+from patient_ml.api.guards import refuse_nul_characters
+from patient_ml.api.schemas import (
+    CreateApprovalDecisionResponse,
+    CreateRunResponse,
+    GetModelArtifactResponse,
+    GetRunResponse,
+    GetRunsResponse,
+    PredictionResponse,
+    error_responses,
+)
 from patient_ml.exceptions import NotFoundError
 
-router = APIRouter()
+# Bounded: a huge limit overflowed in the database (500 on SQLite, 503 on PostgreSQL).
+MAX_RUNS = 1000
+RunsLimit = Annotated[int, Query(ge=1, le=MAX_RUNS, description="At most this many runs.")]
+router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 
 
 class ApprovalDecisionInput(BaseModel):
@@ -33,6 +49,15 @@ def _model_id(engine: Any, model_id: str, user: Any, method: Any = "GET", run: b
         return str(authorized_model(session, model_id, user, method, run=run).id)
 
 
+def _dag_id(engine: Any, model_id: str) -> str:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.naming import dag_id_of
+    from patient_ml.services.models import get_model
+
+    with session_scope(engine) as session:
+        return dag_id_of(get_model(session, model_id).slug)
+
+
 def _run_of(session: Any, model: Any, run_id: str) -> Any:
     from patient_ml.services.runs import get_run
 
@@ -45,7 +70,13 @@ def _run_of(session: Any, model: Any, run_id: str) -> Any:
     return run
 
 
-@router.post("/models/{model_id}/runs", summary="Start a run (triggers the model's DAG run)")
+@router.post(
+    "/models/{model_id}/runs",
+    summary="Start a run (triggers the model's DAG run)",
+    response_model=CreateRunResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 409, 422),
+)
 def create_run(
     model_id: str,
     engine: Engine,
@@ -56,19 +87,30 @@ def create_run(
     from patient_ml.services.runs import start_run
 
     found = _model_id(engine, model_id, user, "POST", run=True)
+    hook = AirflowDagRunHook("rest_api")
+    hook.require_runnable(_dag_id(engine, found))  # else 409 and no run is saved
     run, _ = start_run(  # its own transactions: the run is saved before the trigger
         engine,
         found,
         actor=user_name(user),
-        trigger=AirflowDagRunHook("rest_api").trigger,
+        trigger=hook.trigger,
         max_trials=body.maxTrials if body else None,
     )
     return {"runId": run.id}
 
 
-@router.get("/models/{model_id}/runs", summary="The model's runs, newest first")
+@router.get(
+    "/models/{model_id}/runs",
+    summary="The model's runs, newest first",
+    response_model=GetRunsResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 422),
+)
 def list_runs(
-    model_id: str, session: Session, user: CurrentUser, limit: Annotated[int, Query(ge=1)] = 100
+    model_id: str,
+    session: Session,
+    user: CurrentUser,
+    limit: RunsLimit = 100,
 ) -> dict[str, Any]:
     from patient_ml.services.runs import list_runs, run_to_wire
 
@@ -76,7 +118,13 @@ def list_runs(
     return {"runs": [run_to_wire(session, r) for r in list_runs(session, model.id, limit)]}
 
 
-@router.get("/models/{model_id}/runs/{run_id}", summary="One run (reference ModelRun shape)")
+@router.get(
+    "/models/{model_id}/runs/{run_id}",
+    summary="One run (reference ModelRun shape)",
+    response_model=GetRunResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 422),
+)
 def get_run(model_id: str, run_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
     from patient_ml.services.runs import run_to_wire
 
@@ -85,7 +133,11 @@ def get_run(model_id: str, run_id: str, session: Session, user: CurrentUser) -> 
 
 
 @router.post(
-    "/models/{model_id}/runs/{run_id}/approvals", summary="Approve or reject an evaluated run"
+    "/models/{model_id}/runs/{run_id}/approvals",
+    summary="Approve or reject an evaluated run",
+    response_model=CreateApprovalDecisionResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 409, 422),
 )
 def create_approval(
     model_id: str,
@@ -108,6 +160,9 @@ def create_approval(
 @router.get(
     "/models/{model_id}/runs/{run_id}/model-artifact",
     summary="A URL that downloads the run's model artifact (model.tar.gz)",
+    response_model=GetModelArtifactResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 422),
 )
 def get_model_artifact(
     model_id: str, run_id: str, request: Request, session: Session, user: CurrentUser
@@ -122,6 +177,13 @@ def get_model_artifact(
     name="download_model_artifact",
     summary="The run's model artifact (same credentials as the API)",
     response_class=Response,
+    responses={
+        200: {
+            "description": "The model artifact (model.tar.gz).",
+            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **error_responses(404, 422),
+    },
 )
 def download_model_artifact(
     model_id: str, run_id: str, session: Session, user: CurrentUser
@@ -149,7 +211,13 @@ def _run_with_artifact(session: Any, model_id: str, run_id: str, user: Any) -> A
     return run
 
 
-@router.get("/models/{model_id}/predictions", summary="A prediction from the deployed champion")
+@router.get(
+    "/models/{model_id}/predictions",
+    summary="A prediction from the deployed champion",
+    response_model=PredictionResponse,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 409, 422),
+)
 def predict(
     model_id: str,
     engine: Engine,

@@ -152,7 +152,7 @@ class DatasetSource(WireModel):
 
 
 class DatasetConfig(WireModel):
-    id: str | None = None
+    id: str | None = Field(None, max_length=36)
     name: str = Field(min_length=1, max_length=128)
     description: str = ""
     problem_definition: ProblemDefinition
@@ -312,7 +312,7 @@ class ApprovalPolicy(WireModel):
 
 
 class ModelConfig(WireModel):
-    id: str | None = None
+    id: str | None = Field(None, max_length=36)
     name: str = Field(min_length=1, max_length=128)
     description: str = ""
     dataset_id: str = Field(

@@ -152,6 +152,9 @@ def _dispatch(
             )
             if label is None:
                 stats.other_labels += 1
+            elif label.status == "excluded":
+                stats.other_labels += 1
+                _stage_label(label, dataset, staging)  # hides earlier versions of it
             else:
                 stats.label_records += 1
                 _stage_label(label, dataset, staging)
@@ -168,7 +171,7 @@ def rec_types() -> tuple[str, ...]:
 
 def _stage_label(label: rec.LabelRecord, dataset: DatasetView, staging: Staging) -> None:
     class_index = None
-    if dataset.problem_type == "imgClf":
+    if dataset.problem_type == "imgClf" and label.status != "excluded":
         indices = {index for index, _ in dataset.labels}
         try:
             class_index = int(label.class_code or "")

@@ -31,7 +31,7 @@ class LabelRecord:
     id: str
     version: str | None
     image_id: str
-    status: str  # "draft" | "confirmed"
+    status: str  # "draft" | "confirmed" | "excluded" (a tombstone: see label_record)
     class_code: str | None  # imgClf: the label index as text
     mask: dict[str, Any] | None  # imgSeg: the mask attachment
     performer: str | None
@@ -162,8 +162,12 @@ def is_label_observation(resource: dict[str, Any]) -> bool:
 def label_record(
     resource: dict[str, Any], *, label_system: str, problem_type: str
 ) -> LabelRecord | None:
-    """A label of this dataset, None when the Observation is not a label of this dataset or is
-    excluded by status; raises QuarantineError when it is malformed."""
+    """A label of this dataset, None when the Observation is not a label of this dataset (or has
+    a status that is neither used nor excluded); raises QuarantineError when it is malformed.
+
+    An excluded status (`entered-in-error`, `cancelled`) gives a record with status "excluded"
+    and no value: it never trains, and it hides the earlier versions of the same Observation
+    (a source can hold several versions of one Observation, e.g. NDJSON with appended labels)."""
     if resource.get("resourceType") != "Observation":
         raise QuarantineError("wrong_resource_type", str(resource.get("resourceType")))
     if not is_label_observation(resource):
@@ -174,16 +178,12 @@ def label_record(
         state = "confirmed"
     elif status in mapping.LABEL_STATUS_DRAFT:
         state = "draft"
+    elif status in mapping.LABEL_STATUS_EXCLUDED:
+        return LabelRecord(rid, _version(resource), _focus_image_id(resource) or "", "excluded",
+                           None, None, None, _updated(resource))  # fmt: skip
     else:
-        return None  # entered-in-error, cancelled, registered, unknown: never used
-    image_id = None
-    focus = resource.get("focus")
-    if isinstance(focus, list):
-        for ref in focus:
-            if isinstance(ref, dict):
-                image_id = reference_id(ref.get("reference"), "DocumentReference")
-                if image_id:
-                    break
+        return None  # registered, unknown: never used
+    image_id = _focus_image_id(resource)
     class_code = None
     mask = None
     if problem_type == "imgClf":
@@ -218,6 +218,17 @@ def label_record(
         performer=_performer(resource),
         updated=_updated(resource),
     )
+
+
+def _focus_image_id(resource: dict[str, Any]) -> str | None:
+    focus = resource.get("focus")
+    if isinstance(focus, list):
+        for ref in focus:
+            if isinstance(ref, dict):
+                image_id = reference_id(ref.get("reference"), "DocumentReference")
+                if image_id:
+                    return image_id
+    return None
 
 
 def _codes_other_system_only(resource: dict[str, Any], label_system: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,39 @@ CREATE TABLE resolved (
 """
 
 _BATCH = 2000
+_LABEL_COLUMNS = (
+    "version", "doc_id", "status", "class_index", "mask_json", "mask_sha", "mask_key",
+    "mask_reason", "performer", "updated",
+)  # fmt: skip
+_NEWER_LABEL_WINS = (
+    "ON CONFLICT (obs_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _LABEL_COLUMNS)
+    + " WHERE newer(excluded.version, excluded.updated, labels.version, labels.updated)"
+)
+
+
+def newer_version(
+    version: str | None, updated: str | None, old_version: str | None, old_updated: str | None
+) -> bool:
+    """Whether a resource version replaces the one staged: a higher numeric versionId, else a
+    later lastUpdated; when neither tells, the one read later wins."""
+    numeric = bool(version and old_version and version.isdigit() and old_version.isdigit())
+    if numeric and version != old_version:
+        return int(version or 0) > int(old_version or 0)
+    new, old = _instant(updated), _instant(old_updated)
+    if new is not None and old is not None and new != old:
+        return new > old
+    return True
+
+
+def _instant(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Staging:
@@ -47,6 +81,7 @@ class Staging:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("PRAGMA temp_store=FILE")
         self.db.execute("PRAGMA cache_size=-20000")  # 20 MB, whatever the record count
+        self.db.create_function("newer", 4, newer_version, deterministic=True)
         self.db.executescript(_SCHEMA)
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
 
@@ -75,9 +110,13 @@ class Staging:
             if not rows:
                 continue
             marks = ",".join("?" * len(rows[0]))
-            # A record seen twice (e.g. two versions in an export): the later one wins.
+            # A record seen twice (e.g. two versions in an export): the later one wins; for
+            # labels the newer version wins (versionId, else lastUpdated), whatever the order.
+            sql = f"INSERT OR REPLACE INTO {name} VALUES ({marks})"
+            if name == "labels":
+                sql = f"INSERT INTO labels VALUES ({marks}) {_NEWER_LABEL_WINS}"
             self.db.execute("BEGIN")
-            self.db.executemany(f"INSERT OR REPLACE INTO {name} VALUES ({marks})", rows)
+            self.db.executemany(sql, rows)
             self.db.execute("COMMIT")
 
     # ---------------------------------------------------------------- reads

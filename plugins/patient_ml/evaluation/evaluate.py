@@ -6,6 +6,10 @@ The champion is evaluated on the *challenger's* snapshot, so both are scored on 
 examples (the report lists the example ids and their hash). A run without a champion is
 scored alone and says so; a champion that cannot be served fails the evaluation instead of
 letting the challenger win against nothing.
+
+The progress messages (served at, scored in, no champion, the failure) are also kept as the
+run's `evaluation` log object (`runs/<run>/logs/evaluation.jsonl`, see
+`patient_ml.log_records`) for the logs API; the per-example answers never are.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Run, Snapshot
 from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from patient_ml.exceptions import PatientMLError
+from patient_ml.log_records import ProgressLog, run_logs_prefix
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ServingError, invoke
@@ -41,6 +46,11 @@ from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_p
 log = logging.getLogger("patient_ml.evaluation")
 
 MAX_BAD_ANSWERS_SHOWN = 3
+
+
+def evaluation_log_key(run_id: str) -> str:
+    """The evaluation's progress messages (stage `evaluation`), read by the logs API."""
+    return f"{run_logs_prefix(run_id)}/evaluation.jsonl"
 
 
 class EvaluationError(PatientMLError):
@@ -231,8 +241,12 @@ def evaluate_model(
     workdir: Path,
     *,
     name: str,
+    progress: ProgressLog | None = None,
 ) -> dict[str, Any]:
-    """Serve one model, score it on the test set, stop it; a result with metrics and answers."""
+    """Serve one model, score it on the test set, stop it; a result with metrics and answers.
+
+    Progress goes to `progress` (recorded for the run's logs) or only to the task log."""
+    say = progress or ProgressLog(log)
     what = f"The {who.role} (run {who.run_id})"
     try:
         model_dir = fetch_model(
@@ -246,7 +260,7 @@ def evaluate_model(
     except PatientMLError as exc:
         raise EvaluationError(f"{what} cannot be served: {exc.message}", fix=exc.fix) from None
     try:
-        log.info("%s is served at %s (%s); scoring %d test examples", what, handle.url,
+        say.info("%s is served at %s (%s); scoring %d test examples", what, handle.url,
                  server.kind, len(test.examples))  # fmt: skip
         scorer = Scorer(store, test, what)
         answers = scorer.predict(handle.url)
@@ -255,7 +269,7 @@ def evaluate_model(
         shutil.rmtree(model_dir, ignore_errors=True)
     metrics = scorer.score(answers)
     seconds = round(time.monotonic() - started, 2)
-    log.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
+    say.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
     return {
         "runId": who.run_id,
         "image": who.image,
@@ -295,7 +309,40 @@ def evaluate_run(
     *,
     actor: str,
 ) -> dict[str, Any]:
-    """Score challenger and champion on the run's test split and record both on the run."""
+    """Score challenger and champion on the run's test split and record both on the run.
+
+    Its progress messages, and the failure if it fails, are kept as the run's evaluation log.
+    """
+    progress = ProgressLog(log)
+    try:
+        return _evaluate_run(engine, store, server, run_id, workdir, actor=actor, progress=progress)
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, PatientMLError) else type(exc).__name__
+        progress.error("evaluation of run %s failed: %s", run_id, reason)
+        raise
+    finally:
+        _keep_log(store, run_id, progress)
+
+
+def _keep_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
+    """Best effort: the evaluation's outcome never depends on keeping its log."""
+    key = evaluation_log_key(run_id)
+    try:
+        store.put_bytes(key, progress.data())
+    except Exception as exc:
+        log.warning("the evaluation log of run %s was not kept at %s: %s", run_id, key, exc)
+
+
+def _evaluate_run(
+    engine: Engine,
+    store: ArtifactStore,
+    server: ModelServer,
+    run_id: str,
+    workdir: Path,
+    *,
+    actor: str,
+    progress: ProgressLog,
+) -> dict[str, Any]:
     from patient_ml.services import evaluations
 
     with session_scope(engine) as session:
@@ -319,20 +366,34 @@ def evaluate_run(
     test = load_test_set(store, dataset_id, run.snapshot_id)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    log.info(
+    progress.info(
         "evaluating run %s on %d confirmed test examples of snapshot %s (test-set sha256 %s)",
         run_id, len(test.examples), test.snapshot_id[:12], test.ids_sha256[:12],
     )  # fmt: skip
     results = {
         "challenger": evaluate_model(
-            challenger, test, store, server, workdir, name=f"pml-eval-{run_id[:8]}-challenger"
+            challenger,
+            test,
+            store,
+            server,
+            workdir,
+            name=f"pml-eval-{run_id[:8]}-challenger",
+            progress=progress,
         )
     }
     if champion is None:
-        log.info("run %s has no champion to compare with: this is the model's first run", run_id)
+        progress.info(
+            "run %s has no champion to compare with: this is the model's first run", run_id
+        )
     else:
         results["champion"] = evaluate_model(
-            champion, test, store, server, workdir, name=f"pml-eval-{run_id[:8]}-champion"
+            champion,
+            test,
+            store,
+            server,
+            workdir,
+            name=f"pml-eval-{run_id[:8]}-champion",
+            progress=progress,
         )
     report = {
         "format": "patient-ml-evaluation/1",

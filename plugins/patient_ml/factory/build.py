@@ -126,12 +126,16 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
         "memory_mb": options.trial_memory_mb,
         "docker_conn_id": options.docker_conn_id,
     }
+    schedule = schedule_of(training)
     with DAG(
         entry.dag_id,
         description=_first_line(entry.description) or f"Patient ML model {entry.name}",
-        schedule=schedule_of(training),
+        schedule=schedule,
         start_date=_start_date(entry),
         catchup=False,
+        # A manual-only DAG runs nothing by itself: unpaused, a product createRun proceeds at
+        # once. A scheduled one follows Airflow's dags_are_paused_at_creation.
+        is_paused_upon_creation=False if schedule is None else None,
         tags=[
             TAG,
             entry.problem_type,

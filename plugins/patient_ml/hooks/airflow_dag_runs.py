@@ -30,6 +30,39 @@ class AirflowDagRunHook:
     def __init__(self, triggered_by: str = "cli") -> None:
         self.triggered_by = triggered_by
 
+    def require_runnable(self, dag_id: str, *, wait_seconds: float | None = None) -> None:
+        """Refuse (409) before anything is saved unless Airflow has the DAG, unpaused. Waits up
+        to `wait_seconds` (default PATIENT_ML_DAG_WAIT_SECONDS, 20) for a model saved moments
+        ago to be parsed; a paused DAG is an operator's decision and is never unpaused here."""
+        import os
+        import time
+
+        if wait_seconds is None:
+            wait_seconds = float(os.environ.get("PATIENT_ML_DAG_WAIT_SECONDS", "20"))
+
+        from airflow.models.dag import DagModel
+        from airflow.utils.session import create_session
+
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            with create_session() as session:
+                model = DagModel.get_current(dag_id, session=session)
+                found, paused = model is not None, bool(model and model.is_paused)
+            if found or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+        if not found:
+            raise ConflictError(
+                f"Airflow has not parsed the DAG {dag_id!r} yet; no run was started.",
+                fix="retry in a few seconds; if it persists, check "
+                "`airflow dags list-import-errors`",
+            )
+        if paused:
+            raise ConflictError(
+                f"Airflow DAG {dag_id!r} is paused; no run was started.",
+                fix=f"unpause it (Airflow UI, or `airflow dags unpause {dag_id}`), then retry",
+            )
+
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], user: str) -> TriggeredDagRun:
         from airflow.api.common.trigger_dag import trigger_dag
         from airflow.exceptions import DagNotFound, DagRunAlreadyExists

@@ -1,7 +1,8 @@
 """Predictions of a model's deployed champion for an example (by id) or for image bytes.
 
-imgClf answers per label `{index, value, confidence}` (value = the label's name), highest
-confidence first; imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
+imgClf answers per label `{index, value, confidence, name}` (value: whether it is the
+predicted label, as in the reference API; name: the label's name), highest confidence first;
+imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
 """
 
 from __future__ import annotations
@@ -88,15 +89,20 @@ def predict(
     items = answer.get("predictions") if isinstance(answer, dict) else answer
     if not isinstance(items, list):
         raise _bad_answer(url)
-    predictions = [
-        {
-            "index": int(item["index"]),
-            "value": labels.get(int(item["index"])),
-            "confidence": float(item["confidence"]),
-        }
-        for item in items
-    ]
-    result["predictions"] = sorted(predictions, key=lambda p: -p["confidence"])
+    predictions = sorted(
+        (
+            {
+                "index": int(item["index"]),
+                "name": labels.get(int(item["index"])),
+                "confidence": float(item["confidence"]),
+            }
+            for item in items
+        ),
+        key=lambda p: -p["confidence"],
+    )
+    for rank, prediction in enumerate(predictions):
+        prediction["value"] = rank == 0  # the predicted label (one label per image)
+    result["predictions"] = predictions
     return result
 
 

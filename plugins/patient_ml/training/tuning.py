@@ -4,8 +4,10 @@ A worker loads the run (its model config and snapshot), lays the snapshot's trai
 validation channels out once in its scratch folder, then claims trials from the run's Optuna
 study until the sweep has `maxTrials`. Each trial gets its own job folder (config, model,
 output) that points at the shared channels, runs on a backend, and on success its model folder
-is packed into `runs/<run>/trials/<n>/model.tar.gz` in the artifact store. `finish_tuning`
-picks the best trial and records it on the run.
+is packed into `runs/<run>/trials/<n>/model.tar.gz` in the artifact store. Every trial's log
+lines (complete, failed or pruned) are uploaded to `runs/<run>/logs/training/trial-<n>.jsonl`
+for the logs API (see `patient_ml.log_records`). `finish_tuning` picks the best trial and
+records it on the run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import Engine
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Snapshot
 from patient_ml.exceptions import PatientMLError
+from patient_ml.log_records import run_logs_prefix
 from patient_ml.services import training as training_service
 from patient_ml.services.runs import get_run
 from patient_ml.storage import ArtifactStore
@@ -89,6 +92,11 @@ def sweep_spec(spec: RunSpec, max_trials: int | None = None) -> sweep.SweepSpec:
 
 def trial_artifact_key(run_id: str, number: int) -> str:
     return f"runs/{run_id}/trials/{number}/model.tar.gz"
+
+
+def trial_log_key(run_id: str, number: int) -> str:
+    """The trial's log object (stage `training`), read by the logs API."""
+    return f"{run_logs_prefix(run_id)}/training/trial-{number}.jsonl"
 
 
 def pack_model(model_dir: Path, dest: Path) -> str:
@@ -156,6 +164,9 @@ class TuningWorker:
         layout.data_dir.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(self.workdir / "shared" / "input" / "data", layout.data_dir)
         layout.write_config(hps, self.problem)
+        # outside the job folder, which a completed trial removes before the upload
+        log_file = self.workdir / "logs" / f"trial-{number}.jsonl"
+        log_file.unlink(missing_ok=True)  # a leftover of a crashed attempt
         job = TrainingJob(
             name=f"pml-{self.spec.run_id[:8]}-t{number}",
             layout=layout,
@@ -165,7 +176,17 @@ class TuningWorker:
             cpus=self.limits.cpus,
             memory_mb=self.limits.memory_mb,
             log_prefix=f"[trial {number}] ",
+            log_file=log_file,
         )
+        try:
+            return self._execute(number, hps, on_metric, job)
+        finally:
+            self._upload_log(number, job)
+
+    def _execute(
+        self, number: int, hps: dict[str, Any], on_metric: Any, job: TrainingJob
+    ) -> sweep.TrialOutcome:
+        layout = job.layout
         self._record(number, "running", hps)
         self.current_job = job.name
         try:
@@ -197,6 +218,19 @@ class TuningWorker:
         self._record(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
         shutil.rmtree(layout.root, ignore_errors=True)
         return sweep.TrialOutcome("complete", value, None, result.metrics)
+
+    def _upload_log(self, number: int, job: TrainingJob) -> None:
+        """Best effort: a trial's outcome never depends on keeping its log."""
+        path = job.log_file
+        if path is None or not path.is_file():
+            return  # the backend failed before the job logged anything
+        key = trial_log_key(self.spec.run_id, number)
+        try:
+            self.store.put_file(key, path)
+        except Exception as exc:
+            log.warning("trial %d: its log was not kept at %s: %s", number, key, exc)
+        else:
+            path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         if self.current_job:

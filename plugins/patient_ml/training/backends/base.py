@@ -1,4 +1,9 @@
-"""What every backend shares: the job, its outcome, and the log/metric/stop loop."""
+"""What every backend shares: the job, its outcome, and the log/metric/stop loop.
+
+Every line a job logs goes to the Airflow task log and, when the job names a `log_file`, to
+that file as well (the run-log format of `patient_ml.log_records`), which the tuning worker
+uploads to the artifact store for the logs API.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from patient_ml.log_records import LogFile
 from patient_ml.training.contract import JobLayout
 from patient_ml.training.metrics import MetricParser
 
@@ -31,6 +38,7 @@ class TrainingJob:
     cpus: float = 1.0
     memory_mb: int = 2048
     log_prefix: str = ""
+    log_file: Path | None = None  # also record every logged line here (JSON lines)
 
 
 @dataclass
@@ -92,6 +100,19 @@ def follow(
     """Log every line into the task log, parse metrics, enforce timeout and pruning.
 
     Returns (status if the job was stopped or timed out else None, number of log lines)."""
+    with LogFile(job.log_file) as record:
+        return _follow(job, sink, record, is_running, stop, on_metric, started)
+
+
+def _follow(
+    job: TrainingJob,
+    sink: queue.Queue[Any],
+    record: LogFile,
+    is_running: Callable[[], bool],
+    stop: Callable[[], None],
+    on_metric: MetricCallback | None,
+    started: float,
+) -> tuple[Status | None, int]:
     lines = 0
     steps: dict[str, int] = {}
     deadline = started + job.timeout_seconds
@@ -107,6 +128,7 @@ def follow(
             text = str(item).rstrip("\r\n")
             lines += 1
             log.info("%s%s", job.log_prefix, text)
+            record.write(f"{job.log_prefix}{text}")
             for name, value in job.metric_parser.feed(text):
                 steps[name] = steps.get(name, -1) + 1
                 if (
@@ -114,15 +136,15 @@ def follow(
                     and on_metric is not None
                     and on_metric(name, value, steps[name])
                 ):
-                    log.info(
-                        "%sstopping %s: pruned at %s=%g", job.log_prefix, job.name, name, value
-                    )
+                    message = f"{job.log_prefix}stopping {job.name}: pruned at {name}={value:g}"
+                    log.info("%s", message)
+                    record.write(message)
                     stopped = "stopped"
                     stop()
         if stopped is None and time.monotonic() > deadline:
-            log.warning(
-                "%s%s timed out after %.0f s", job.log_prefix, job.name, job.timeout_seconds
-            )
+            message = f"{job.log_prefix}{job.name} timed out after {job.timeout_seconds:.0f} s"
+            log.warning("%s", message)
+            record.write(message)
             stopped = "timed_out"
             stop()
         if item is None and not is_running() and sink.empty():

@@ -1,0 +1,181 @@
+"""Examples of a dataset, their labels and segmentation label files (reference shapes).
+
+Examples are read from the dataset's FHIR source as it is now; a saved label is written back to
+that source as an Observation (see `patient_ml.services.labels`). Reading needs read access to
+Airflow DAGs; saving labels and label files needs edit access.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query
+from fastapi.responses import Response
+
+from patient_ml.api.auth import CurrentUser, require_dag, user_name
+from patient_ml.api.deps import Engine
+from patient_ml.api.guards import refuse_nul_characters
+from patient_ml.api.schemas import (
+    DocumentedAs,
+    Example,
+    GetDatasetExampleResponse,
+    GetDatasetExamplesResponse,
+    GetDatasetLabelFileResponse,
+    ImageSegmentationLabelData,
+    LabelInput,
+    PutDatasetLabelFileResponse,
+    error_responses,
+)
+from patient_ml.exceptions import FieldError, InvalidInputError
+
+router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
+EXCLUDE_UNSET: dict[str, Any] = {"response_model_exclude_unset": True}
+TrueFalse = Literal["true", "false"]
+BASE = "/datasets/{dataset_id}/examples"
+
+
+def _context(engine: Any, dataset_id: str, user: Any, method: Any = "GET") -> Any:
+    from patient_ml.services.labels import dataset_context
+
+    require_dag(user, method, None)
+    return dataset_context(engine, dataset_id)
+
+
+def _flag(value: TrueFalse | None) -> bool | None:
+    return None if value is None else value == "true"
+
+
+@router.get(
+    BASE,
+    summary="Examples of the dataset, filtered by label state, paged by marker",
+    response_model=GetDatasetExamplesResponse,
+    responses=error_responses(404, 409, 422, 502),
+    **EXCLUDE_UNSET,
+)
+def list_examples(
+    dataset_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    projectId: Annotated[str | None, Query(description="Accepted for compatibility.")] = None,
+    hasLabel: Annotated[TrueFalse | None, Query()] = None,
+    hasUnconfirmedLabel: Annotated[TrueFalse | None, Query()] = None,
+    marker: Annotated[str | None, Query(description="From the previous page.")] = None,
+    patientId: Annotated[str | None, Query(description="Only this Patient's images.")] = None,
+    cohortId: Annotated[str | None, Query(description="Not supported: leave it out.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Extension: page size.")] = 100,
+) -> dict[str, Any]:
+    from patient_ml.services.labels import list_examples
+
+    _refuse_cohort(cohortId)
+    return list_examples(
+        _context(engine, dataset_id, user),
+        has_label=_flag(hasLabel),
+        has_unconfirmed_label=_flag(hasUnconfirmedLabel),
+        patient_id=patientId,
+        marker=marker,
+        limit=limit,
+    )
+
+
+@router.get(
+    BASE + "/{example_id}",
+    summary="One example with its label",
+    response_model=GetDatasetExampleResponse,
+    responses=error_responses(404, 409, 422, 502),
+    **EXCLUDE_UNSET,
+)
+def get_example(
+    dataset_id: str,
+    example_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    projectId: Annotated[str | None, Query(description="Accepted for compatibility.")] = None,
+    cohortId: Annotated[str | None, Query(description="Not supported: leave it out.")] = None,
+) -> dict[str, Any]:
+    from patient_ml.services.labels import get_example
+
+    _refuse_cohort(cohortId)
+    return {"example": get_example(_context(engine, dataset_id, user), example_id)}
+
+
+@router.get(
+    BASE + "/{example_id}/image",
+    summary="Extension: the example's image file",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}}, **error_responses(404, 409, 502)},
+)
+def get_example_image(dataset_id: str, example_id: str, engine: Engine, user: CurrentUser) -> Any:
+    from patient_ml.services.labels import example_image
+
+    data, content_type = example_image(_context(engine, dataset_id, user), example_id)
+    return Response(data, media_type=content_type, headers={"Cache-Control": "private"})
+
+
+@router.put(
+    BASE + "/{example_id}/label",
+    summary="Save the example's label (draft or confirmed); answers the example",
+    response_model=Example,
+    responses=error_responses(404, 409, 422, 502),
+    **EXCLUDE_UNSET,
+)
+def put_label(
+    dataset_id: str,
+    example_id: str,
+    body: Annotated[
+        dict[str, Any],
+        Body(description="The reference Label (imgClf or imgSeg)."),
+        DocumentedAs(LabelInput),
+    ],
+    engine: Engine,
+    user: CurrentUser,
+) -> dict[str, Any]:
+    from patient_ml.services.labels import put_label
+
+    ctx = _context(engine, dataset_id, user, "PUT")
+    return put_label(engine, ctx, example_id, body, actor=user_name(user))
+
+
+@router.get(
+    BASE + "/{example_id}/label-file",
+    summary="The example's segmentation mask as RLE (labelData null: no mask)",
+    response_model=GetDatasetLabelFileResponse,
+    responses=error_responses(404, 409, 422, 502),
+)
+def get_label_file(
+    dataset_id: str, example_id: str, engine: Engine, user: CurrentUser
+) -> dict[str, Any]:
+    from patient_ml.services.labels import get_label_file
+
+    return {"labelData": get_label_file(_context(engine, dataset_id, user), example_id)}
+
+
+@router.put(
+    BASE + "/{example_id}/label-file",
+    summary="Store a segmentation mask given as RLE; answers its fileId for PUT label",
+    response_model=PutDatasetLabelFileResponse,
+    responses=error_responses(404, 409, 422, 502),
+)
+def put_label_file(
+    dataset_id: str,
+    example_id: str,
+    body: Annotated[
+        dict[str, Any],
+        Body(description="ImageSegmentationLabelData (RLE areas)."),
+        DocumentedAs(ImageSegmentationLabelData),
+    ],
+    engine: Engine,
+    user: CurrentUser,
+) -> dict[str, Any]:
+    from patient_ml.services.labels import put_label_file
+
+    ctx = _context(engine, dataset_id, user, "PUT")
+    return {"fileId": put_label_file(ctx, example_id, body)}
+
+
+def _refuse_cohort(cohort_id: str | None) -> None:
+    if cohort_id:
+        raise InvalidInputError(
+            "Cohort filters are not supported.",
+            [FieldError("cohortId", "is not supported by this API", cohort_id)],
+            fix="leave cohortId out; filter by patientId instead",
+        )

@@ -1,0 +1,115 @@
+"""Where label Observations are written: back into the dataset's FHIR source, so the next
+curation reads them like any other record.
+
+* FHIR server: `PUT Observation/<id>` with `If-Match` on the version that was read, so two
+  people saving the same example at once cannot silently overwrite each other (409).
+* NDJSON folder: one line per written version, appended (under an exclusive lock) to
+  `Observation.patient-ml-labels.ndjson` in the folder; the new version has the next
+  `meta.versionId`, and curation keeps the newest version of each Observation.
+* NDJSON on S3: one new object per write (objects cannot be appended to).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from patient_ml.exceptions import ConflictError, PatientMLError
+
+LABELS_FILE = "Observation.patient-ml-labels.ndjson"
+
+
+class LabelSinkError(PatientMLError):
+    """The dataset's source cannot take label records."""
+
+    http_status = 409
+
+
+class LabelSink(Protocol):
+    description: str
+    assigns_versions: bool  # True: the server sets meta.versionId (FHIR); False: we do
+
+    def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+class FhirServerSink:
+    assigns_versions = True
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.description = f"FHIR server {getattr(client, 'base_url', '')}"
+
+    def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        from patient_ml.fhir.client import FhirConflictError
+
+        written = []
+        for resource in resources:
+            try:
+                written.append(self.client.update(resource))
+            except FhirConflictError as exc:
+                raise ConflictError(
+                    f"Observation/{resource.get('id')} was changed by someone else meanwhile.",
+                    fix="read the example again and save the label once more",
+                ) from exc
+        return written
+
+
+class NdjsonFolderSink:
+    assigns_versions = False
+
+    def __init__(self, path: str | Path) -> None:
+        text = str(path)
+        path = Path(text[len("file://") :] if text.startswith("file://") else text)
+        if path.is_dir():
+            self.file = path / LABELS_FILE
+        elif path.suffix == ".ndjson":
+            self.file = path
+        else:
+            raise LabelSinkError(
+                f"Labels cannot be written to the NDJSON source {str(path)!r}.",
+                fix="point the dataset's source.uri at a folder (or a plain .ndjson file)",
+            )
+        self.description = f"NDJSON file {self.file}"
+
+    def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        data = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # releases the lock
+        return list(resources)
+
+
+class S3NdjsonSink:
+    assigns_versions = False
+
+    def __init__(self, uri: str, *, aws_conn_id: str = "aws_default") -> None:
+        from patient_ml.storage import artifact_store_from_uri
+
+        self.store = artifact_store_from_uri(uri.rstrip("/"), aws_conn_id=aws_conn_id)
+        self.description = f"NDJSON objects under {uri}"
+
+    def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        data = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        key = f"{LABELS_FILE.removesuffix('.ndjson')}-{uuid.uuid4().hex}.ndjson"
+        self.store.put_bytes(key, data)
+        return list(resources)
+
+
+def sink_for(source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default") -> Any:
+    """The sink of a dataset's source config (`patient_ml.config.models.DatasetSource`)."""
+    if source.type == "ndjson":
+        uri = source.uri or ""
+        if uri.startswith("s3://"):
+            return S3NdjsonSink(uri, aws_conn_id=aws_conn_id)
+        return NdjsonFolderSink(uri)
+    return FhirServerSink(fhir_client)

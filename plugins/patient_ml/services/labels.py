@@ -1,0 +1,429 @@
+"""Examples and labels of a dataset for the REST API (and later the UI): list and read examples,
+save a label (written as a FHIR Observation into the dataset's source: draft = `preliminary`,
+confirmed = `final`, a confirmed label changed again = `amended`), and segmentation label files
+in the reference run-length format.
+
+Saving a label updates the example's newest label Observation of this dataset in place (a new
+version of the same resource) and marks any other label Observation of the dataset still in use
+for that image `entered-in-error`, so the example has exactly the label that was saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patient_ml.config.models import DatasetSource
+from patient_ml.curation.pipeline import DatasetView
+from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
+from patient_ml.fhir import mapping
+from patient_ml.services import examples as ex
+
+LABEL_FILE_PREFIX = "label-file/"
+PAGE_SIZE_FIELD = "limit"
+
+
+@dataclass
+class DatasetContext:
+    """One dataset with what reading and writing its examples needs."""
+
+    view: DatasetView
+    revision: int
+    index_of_label: dict[str, int]  # label id → index
+    source: Any  # RecordSource
+    store: Any  # ArtifactStore
+    fetcher: Any  # ImageFetcher
+    sink_factory: Callable[[], Any]
+
+    @property
+    def label_of_index(self) -> dict[int, str]:
+        return {index: label_id for label_id, index in self.index_of_label.items()}
+
+    def index(self, *, fresh: bool = False) -> ex.ExampleIndex:
+        def build() -> ex.ExampleIndex:
+            from patient_ml.fhir.client import FhirConfigError
+            from patient_ml.fhir.ndjson import NdjsonSourceError
+
+            try:
+                return ex.build_index(self.view, self.source.records())
+            except (NdjsonSourceError, FhirConfigError) as exc:  # the dataset's setup, not the call
+                raise ConflictError(
+                    f"The source of dataset {self.view.name!r} cannot be read: {exc.message}",
+                    fix=exc.fix or "fix the dataset's source (PUT /datasets/{id})",
+                ) from exc
+
+        if fresh:
+            ex.forget(self.view.id)
+        return ex.cached_index((self.view.id, self.revision), build)
+
+
+def dataset_context(
+    engine: Engine, dataset_ref: str, *, fhir_client_factory: Callable[[str], Any] | None = None
+) -> DatasetContext:
+    from patient_ml.curation.curate import dataset_view
+    from patient_ml.curation.setup import build_curation_inputs
+    from patient_ml.db.engine import session_scope
+    from patient_ml.labels.sinks import sink_for
+    from patient_ml.services.datasets import get_dataset
+
+    factory = fhir_client_factory or _hook_client
+    clients: list[Any] = []
+
+    def client_for(conn_id: str) -> Any:
+        if not clients:
+            clients.append(factory(conn_id))
+        return clients[0]
+
+    with session_scope(engine) as session:
+        dataset = get_dataset(session, dataset_ref)
+        revision = dataset.revision
+        source_cfg = DatasetSource.model_validate(dataset.source or {})
+        labels = dataset.problem_definition["labelDefinition"]["labels"]
+        index_of_label = {str(label["id"]): int(label["index"]) for label in labels}
+    view = dataset_view(engine, dataset_ref)
+    inputs = build_curation_inputs(engine, view.id, fhir_client_factory=client_for)
+    return DatasetContext(
+        view=view,
+        revision=revision,
+        index_of_label=index_of_label,
+        source=inputs.source,
+        store=inputs.store,
+        fetcher=inputs.fetcher,
+        sink_factory=lambda: sink_for(
+            source_cfg,
+            fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
+        ),
+    )
+
+
+def _hook_client(conn_id: str) -> Any:
+    from airflow.exceptions import AirflowNotFoundException
+
+    from patient_ml.hooks.fhir import FhirHook
+
+    try:
+        return FhirHook(conn_id).get_client()
+    except AirflowNotFoundException:
+        raise ConflictError(
+            f"The dataset's FHIR connection {conn_id!r} is not defined in Airflow.",
+            fix=f"create the Airflow connection {conn_id!r} (type fhir), or point the dataset's "
+            "source at another connection or at NDJSON files",
+        ) from None
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def list_examples(
+    ctx: DatasetContext,
+    *,
+    has_label: bool | None = None,
+    has_unconfirmed_label: bool | None = None,
+    patient_id: str | None = None,
+    marker: str | None = None,
+    limit: int = ex.DEFAULT_PAGE,
+) -> dict[str, Any]:
+    page, next_marker = ex.select(
+        ctx.index(),
+        has_label=has_label,
+        has_unconfirmed_label=has_unconfirmed_label,
+        patient_id=patient_id,
+        marker=marker,
+        limit=limit,
+    )
+    wire: dict[str, Any] = {
+        "examples": [ex.example_to_wire(e, ctx.view.problem_type) for e in page]
+    }
+    if next_marker:
+        wire["marker"] = next_marker
+    return wire
+
+
+def get_example(ctx: DatasetContext, example_id: str) -> dict[str, Any]:
+    return ex.example_to_wire(ctx.index().get(example_id), ctx.view.problem_type)
+
+
+def example_image(ctx: DatasetContext, example_id: str) -> tuple[bytes, str]:
+    """The example's image bytes and content type, read as curation reads them."""
+    example = ctx.index().get(example_id)
+    try:
+        data = ctx.fetcher.fetch(example.image.attachment)
+    except QuarantineError as exc:
+        raise NotFoundError(
+            f"The image of example {example_id!r} cannot be read: {exc.reason}.",
+            fix="check the DocumentReference's attachment and the allowed roots/hosts",
+        ) from None
+    return data, example.image.content_type or "application/octet-stream"
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def put_label(
+    engine: Engine, ctx: DatasetContext, example_id: str, body: dict[str, Any], *, actor: str
+) -> dict[str, Any]:
+    """Save the example's label (the reference `Label` body); returns the example."""
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services import audit
+
+    index = ctx.index(fresh=True)
+    example = index.get(example_id)
+    problem = ctx.view.problem_type
+    if body.get("labelType") != problem:
+        raise _invalid("labelType", f"must be {problem!r} for this dataset", body.get("labelType"))
+    confirmed = bool(body.get("isConfirmed"))
+    if problem == "imgClf":
+        value = {"valueCodeableConcept": {"coding": [_class_coding(ctx, body.get("classes"))]}}
+        extension = None
+    else:
+        value = {"valueCodeableConcept": {"coding": [_mask_coding(ctx)]}}
+        extension = _mask_extension(ctx, example, body.get("mask"))
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    sink = ctx.sink_factory()
+    current = dict(example.observations[-1]) if example.observations else None
+    target = _label_observation(ctx, example, current, value, extension, confirmed, actor, now)
+    others = [
+        _superseded(dict(raw), target["id"], actor, now, sink.assigns_versions)
+        for raw in example.observations[:-1]
+    ]
+    if not sink.assigns_versions:
+        target["meta"] = _next_meta(current, now)
+    written = sink.write([target, *others])
+    ex.forget(ctx.view.id)
+    with session_scope(engine) as session:
+        audit.record(
+            session,
+            actor=actor,
+            action="label.put",
+            entity_type="example",
+            entity_id=f"{ctx.view.id}/{example_id}",
+            before=_audit_label(example),
+            after={
+                "observation": ex.history_ref("Observation", target["id"], _ver(written[0])),
+                "status": target["status"],
+                "value": _audit_value(target),
+                "superseded": [o["id"] for o in others],
+            },
+        )
+    saved = ex.label_of(written[0], ctx.view)
+    updated = ex.example_of(example.image, {}, [(saved, written[0])] if saved else [])
+    return ex.example_to_wire(updated, problem)
+
+
+def _label_observation(
+    ctx: DatasetContext,
+    example: ex.Example,
+    current: dict[str, Any] | None,
+    value: dict[str, Any],
+    extension: dict[str, Any] | None,
+    confirmed: bool,
+    actor: str,
+    now: str,
+) -> dict[str, Any]:
+    was_confirmed = current is not None and current.get("status") in mapping.LABEL_STATUS_CONFIRMED
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": current["id"] if current else _observation_id(ctx.view.label_system, example.id),
+    }
+    if current and (current.get("meta") or {}).get("versionId"):
+        resource["meta"] = {"versionId": current["meta"]["versionId"]}  # If-Match on a server
+    if extension is not None:
+        resource["extension"] = [extension]
+    resource.update(
+        {
+            "status": ("amended" if was_confirmed else "final") if confirmed else "preliminary",
+            "code": {
+                "coding": [
+                    {
+                        "system": mapping.LABEL_CODE_SYSTEM,
+                        "code": mapping.LABEL_CODE,
+                        "display": "Image label",
+                    }
+                ]
+            },
+            "subject": {"reference": example.image.patient_ref},
+            "focus": [{"reference": f"DocumentReference/{example.id}"}],
+            "issued": now,
+            **value,
+        }
+    )
+    if confirmed:
+        resource["performer"] = [{"display": actor}]
+    return resource
+
+
+def _superseded(
+    raw: dict[str, Any], by_id: str, actor: str, now: str, server_versions: bool
+) -> dict[str, Any]:
+    raw["status"] = "entered-in-error"
+    raw["issued"] = now
+    notes = list(raw.get("note") or [])
+    notes.append({"text": f"Superseded by Observation/{by_id}, saved by {actor}.", "time": now})
+    raw["note"] = notes
+    if not server_versions:
+        raw["meta"] = _next_meta(raw, now)
+    return raw
+
+
+def _next_meta(current: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    meta = dict((current or {}).get("meta") or {})
+    version = str(meta.get("versionId") or "")
+    meta["versionId"] = str(int(version) + 1) if version.isdigit() else "1"
+    meta["lastUpdated"] = now
+    return meta
+
+
+def _observation_id(label_system: str, example_id: str) -> str:
+    digest = hashlib.sha256(f"{label_system}|{example_id}".encode()).hexdigest()
+    return f"pml-label-{digest[:40]}"
+
+
+def _class_coding(ctx: DatasetContext, classes: Any) -> dict[str, str]:
+    names = dict(ctx.view.labels)
+    if (
+        not isinstance(classes, list)
+        or len(classes) != 1
+        or isinstance(classes[0], bool)
+        or not isinstance(classes[0], int | float)
+        or int(classes[0]) != classes[0]
+        or int(classes[0]) not in names
+    ):
+        known = ", ".join(f"{i} ({n})" for i, n in sorted(names.items()))
+        raise _invalid("classes", f"must be one label index of this dataset: {known}", classes)
+    index = int(classes[0])
+    return {"system": ctx.view.label_system, "code": str(index), "display": names[index]}
+
+
+def _mask_coding(ctx: DatasetContext) -> dict[str, str]:
+    return {"system": ctx.view.label_system, "code": "mask", "display": "Segmentation mask"}
+
+
+def _mask_extension(ctx: DatasetContext, example: ex.Example, mask: Any) -> dict[str, Any]:
+    file_id = mask.get("fileId") if isinstance(mask, dict) else None
+    if not isinstance(file_id, str) or not file_id:
+        raise _invalid("mask.fileId", "is required: the fileId of PUT .../label-file", file_id)
+    if file_id.startswith(LABEL_FILE_PREFIX):
+        sha = file_id[len(LABEL_FILE_PREFIX) :]
+        key = label_file_key(ctx.view.id, sha)
+        if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha) or not (
+            ctx.store.exists(key)
+        ):  # fmt: skip
+            raise _invalid("mask.fileId", "is no label file of this dataset", file_id)
+        data = ctx.store.read_bytes(key)
+        attachment = {
+            "contentType": "image/png",
+            "data": base64.b64encode(data).decode(),
+            "size": len(data),
+            "hash": base64.b64encode(hashlib.sha1(data).digest()).decode(),
+            "title": f"{file_id}.png",
+        }
+        return {"url": mapping.MASK_EXTENSION_URL, "valueAttachment": attachment}
+    label = example.label
+    if label is not None and file_id.split("/_history/")[0] == f"Observation/{label.record.id}":
+        return {"url": mapping.MASK_EXTENSION_URL, "valueAttachment": label.record.mask}
+    raise _invalid(
+        "mask.fileId",
+        "must be a fileId from PUT .../label-file or the example's current label mask",
+        file_id,
+    )
+
+
+def _invalid(field: str, message: str, value: Any) -> InvalidInputError:
+    return InvalidInputError(f"The label's {field} {message}.", [FieldError(field, message, value)])
+
+
+def _ver(resource: dict[str, Any]) -> str | None:
+    return (resource.get("meta") or {}).get("versionId")
+
+
+def _audit_label(example: ex.Example) -> dict[str, Any] | None:
+    if example.label is None:
+        return None
+    record = example.label.record
+    return {
+        "observation": ex.history_ref("Observation", record.id, record.version),
+        "status": example.label.status,
+        "value": record.class_code if record.class_code is not None else "mask",
+    }
+
+
+def _audit_value(resource: dict[str, Any]) -> str:
+    coding = resource["valueCodeableConcept"]["coding"][0]
+    return str(coding["code"])
+
+
+# --------------------------------------------------------------------------- label files
+
+
+def label_file_key(dataset_id: str, sha: str) -> str:
+    return f"datasets/{dataset_id}/label-files/{sha}.png"
+
+
+def put_label_file(ctx: DatasetContext, example_id: str, body: dict[str, Any]) -> str:
+    """Store the mask of RLE areas (content-addressed); returns its fileId for PUT label."""
+    from patient_ml.labels.masks import areas_to_png
+
+    _require_segmentation(ctx)
+    example = ctx.index().get(example_id)
+    height, width = _image_size(ctx, example)
+    if (body.get("height"), body.get("width")) != (height, width):
+        raise _invalid(
+            "height",
+            f"and width must be the image's size, {height} x {width}",
+            [body.get("height"), body.get("width")],
+        )
+    png = areas_to_png(
+        body.get("areas") or [], height=height, width=width, index_of_label=ctx.index_of_label
+    )
+    sha = hashlib.sha256(png).hexdigest()
+    ctx.store.put_if_absent_bytes(label_file_key(ctx.view.id, sha), png)
+    return LABEL_FILE_PREFIX + sha
+
+
+def get_label_file(ctx: DatasetContext, example_id: str) -> dict[str, Any] | None:
+    """The example's current mask as reference label data, None when it has no mask."""
+    from patient_ml.labels.masks import png_to_areas
+
+    _require_segmentation(ctx)
+    example = ctx.index().get(example_id)
+    if example.label is None or not example.label.record.mask:
+        return None
+    try:
+        data = ctx.fetcher.fetch(example.label.record.mask)
+        areas = png_to_areas(data, label_of_index=ctx.label_of_index)
+    except (QuarantineError, OSError, ValueError) as exc:
+        raise NotFoundError(
+            f"The mask of example {example_id!r} cannot be read: {exc}.",
+            fix="save the label again, or fix the Observation's mask attachment",
+        ) from None
+    return {"labelType": "imgSeg", "projectId": ctx.view.id, **areas}
+
+
+def _require_segmentation(ctx: DatasetContext) -> None:
+    if ctx.view.problem_type != "imgSeg":
+        raise NotFoundError(
+            f"Dataset {ctx.view.name!r} is imgClf: label files are for imgSeg datasets.",
+            fix="save classification labels with PUT .../examples/{exampleId}/label",
+        )
+
+
+def _image_size(ctx: DatasetContext, example: ex.Example) -> tuple[int, int]:
+    from patient_ml.curation.images import ImageLimits, inspect_image
+
+    data, _ = example_image(ctx, example.id)
+    limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
+    try:
+        info = inspect_image(data, example.image.content_type, limits, fingerprint=None)
+    except QuarantineError as exc:
+        raise NotFoundError(
+            f"The image of example {example.id!r} cannot be decoded ({exc.reason}).",
+            fix="fix the image; curation quarantines it too",
+        ) from None
+    return info.height, info.width

@@ -1,0 +1,118 @@
+"""One real Airflow deployment shared by the end-to-end tests of this folder (started once per
+test session, ~20 s): API server, scheduler, DAG processor and triggerer as separate processes on
+the repository's `dags/`, PostgreSQL as the metadata DB and product DB when reachable (as in CI),
+SQLite otherwise, the local training backend.
+
+Each test module registers its own datasets and models through the product (services, CLI or
+REST API); the DAG processor builds their DAGs on its next parse.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, select, text
+
+from include.airflow_stack import AirflowStack, ApiClient
+from patient_ml.db import schema
+from patient_ml.db.engine import get_engine, session_scope
+from patient_ml.db.models import Model
+from patient_ml.deploy import stop_old_endpoints
+from tests.conftest import ADMIN_URL, REPO_ROOT, _postgres_unavailable_reason
+
+# A training/inference image name in the reference API's AWS ECR form (the reference client
+# validates trainingImage/inferenceImage against it); the local backend maps its repository to
+# the reference image-classification trainer folder (PATIENT_ML_LOCAL_TRAINERS).
+ECR_IMG_CLF_REPOSITORY = "123456789012.dkr.ecr.us-east-1.amazonaws.com/img-clf-trainer"
+IMG_CLF_TRAINER = REPO_ROOT / "include" / "trainers" / "img_clf"
+
+
+@dataclass
+class E2EDeployment:
+    stack: AirflowStack
+    api: ApiClient  # admin's JWT
+    engine: Engine  # the product DB
+    root: Path  # this session's scratch folder
+    sources: Path  # PATIENT_ML_ALLOWED_FILE_ROOTS: put the images curation may read here
+
+    def wait_for_dag(self, dag_id: str, *, unpause: bool = True) -> None:
+        """Until the DAG processor has built `dag_id`; then unpause it (DAGs start paused)."""
+        self.stack.wait_for(
+            lambda: self.api.get(f"/api/v2/dags/{dag_id}", ok=(404,)).get("dag_id"),
+            120,
+            f"the DAG processor to build {dag_id}",
+        )
+        if unpause:
+            self.api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+
+def _databases() -> Iterator[tuple[str | None, str | None]]:
+    """Fresh PostgreSQL databases (Airflow metadata, product) or (None, None) for SQLite."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("PATIENT_ML_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason} (PATIENT_ML_REQUIRE_POSTGRES=1)")
+        yield None, None
+        return
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names = [f"pml_e2e_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("airflow", "product")]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield (
+            f"{base}/{names[0]}".replace("+psycopg", "+psycopg2"),
+            f"{base}/{names[1]}",
+        )
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EDeployment]:
+    root = tmp_path_factory.mktemp("e2e")
+    sources = root / "sources"
+    sources.mkdir()
+    databases = _databases()
+    metadata_db, product_db = next(databases)
+    product_db = product_db or f"sqlite:///{root / 'product.db'}"
+    schema.upgrade(get_engine(product_db, check_schema=False))
+    engine = get_engine(product_db)
+    product_env = {
+        "PATIENT_ML_HOME": str(root / "pml-home"),
+        "PATIENT_ML_DATABASE_URL": product_db,
+        "PATIENT_ML_BACKEND": "local",
+        "PATIENT_ML_ALLOWED_FILE_ROOTS": str(sources),
+        "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
+        "PATIENT_ML_LOCAL_TRAINERS": f"{ECR_IMG_CLF_REPOSITORY}={IMG_CLF_TRAINER}",
+    }
+    stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
+    stack.migrate()
+    stack.start()
+    try:
+        stack.wait_ready(timeout=180)
+        yield E2EDeployment(stack, stack.client("admin"), engine, root, sources)
+    finally:
+        try:
+            _stop_all_endpoints(engine)
+        finally:
+            stack.stop()
+            engine.dispose()
+            next(databases, None)
+
+
+def _stop_all_endpoints(engine: Engine) -> None:
+    """The model servers the deploy tasks started (they outlive Airflow's processes)."""
+    with session_scope(engine) as session:
+        model_ids = list(session.scalars(select(Model.id)))
+    for model_id in model_ids:
+        stop_old_endpoints(engine, model_id, keep=None, actor="e2e-cleanup")
