@@ -28,6 +28,7 @@ from patient_ml.db.models import Approval, Model, Run
 from patient_ml.naming import dag_id_of
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
+from tests.operators.lifecycle import model_config
 
 REFERENCE_CLIENT = "phc==0.36.0"
 # phc 0.36.0 needs pandas<2, whose wheels are built against numpy 1: with numpy 2 (what a plain
@@ -134,24 +135,14 @@ def _dataset_input(br35h: Path) -> dict[str, Any]:
 
 
 def _model_input() -> dict[str, Any]:
-    return {
-        "name": MODEL,
-        "description": "Flags brain MRI slices that show a tumour (reference client).",
-        "trainingApproach": {
-            "type": "tuningJob",
-            "trainingImage": IMAGE,
-            "metricDefinitions": [
-                {"name": "validation:balancedAccuracy", "regex": r"val_balanced_accuracy=([0-9.]+)"}
-            ],
-            "objective": {"metric": "validation:balancedAccuracy", "direction": "maximize"},
-            "searchSpace": [
-                {"type": "categorical", "name": "epochs", "values": ["3"]},
-                {"type": "categorical", "name": "image_size", "values": ["16"]},
-            ],
-            "maxTrials": 1,
-        },
-        "deployApproach": {"type": "cloud", "inferenceImage": IMAGE},
-    }
+    """The lifecycle tests' model (the client adds the dataset id), with the ECR image name the
+    SDK requires and without `seed`, an extension the SDK cannot send."""
+    config = model_config(MODEL, dataset="")
+    del config["datasetId"], config["trainingApproach"]["seed"]
+    config["description"] = "Flags brain MRI slices that show a tumour (reference client)."
+    config["trainingApproach"]["trainingImage"] = IMAGE
+    config["deployApproach"]["inferenceImage"] = IMAGE
+    return config
 
 
 def _wait_for_task(deployment: E2EDeployment, dag_id: str, dag_run_id: str, task: str) -> None:

@@ -41,21 +41,17 @@ class RunRequest(BaseModel):
     maxTrials: int | None = Field(None, ge=1, description="Extension: trials of this run.")
 
 
-def _model_id(engine: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False) -> str:
-    """Authorize in a short transaction of its own (for handlers that write in several)."""
-    from patient_ml.db.engine import session_scope
-
-    with session_scope(engine) as session:
-        return str(authorized_model(session, model_id, user, method, run=run).id)
-
-
-def _dag_id(engine: Any, model_id: str) -> str:
+def _model_keys(
+    engine: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False
+) -> tuple[str, str]:
+    """(id, DAG id) of a model the user may `method`, authorized in a short transaction of its
+    own (for handlers that write in several)."""
     from patient_ml.db.engine import session_scope
     from patient_ml.naming import dag_id_of
-    from patient_ml.services.models import get_model
 
     with session_scope(engine) as session:
-        return dag_id_of(get_model(session, model_id).slug)
+        model = authorized_model(session, model_id, user, method, run=run)
+        return str(model.id), dag_id_of(model.slug)
 
 
 def _run_of(session: Any, model: Any, run_id: str) -> Any:
@@ -86,9 +82,9 @@ def create_run(
     from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
     from patient_ml.services.runs import start_run
 
-    found = _model_id(engine, model_id, user, "POST", run=True)
+    found, dag_id = _model_keys(engine, model_id, user, "POST", run=True)
     hook = AirflowDagRunHook("rest_api")
-    hook.require_runnable(_dag_id(engine, found))  # else 409 and no run is saved
+    hook.require_runnable(dag_id)  # else 409 and no run is saved
     run, _ = start_run(  # its own transactions: the run is saved before the trigger
         engine,
         found,
@@ -228,7 +224,7 @@ def predict(
     from patient_ml.services.predictions import predict
     from patient_ml.storage import default_artifact_store
 
-    found = _model_id(engine, model_id, user)
+    found, _ = _model_keys(engine, model_id, user)
     answer = predict(engine, default_artifact_store(), found, example_id=exampleId)
     if predictionType and answer.get("problemType") != predictionType:
         raise NotFoundError(

@@ -90,7 +90,7 @@ def reference_id(reference: Any, resource_type: str) -> str | None:
     return None
 
 
-def _version(resource: dict[str, Any]) -> str | None:
+def resource_version(resource: dict[str, Any]) -> str | None:
     meta = resource.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("versionId"), str):
         return meta["versionId"]
@@ -139,7 +139,7 @@ def image_record(resource: dict[str, Any], type_filter: TokenFilter) -> ImageRec
         content_type = base_type
     return ImageRecord(
         id=rid,
-        version=_version(resource),
+        version=resource_version(resource),
         patient_ref=f"Patient/{patient_id}",
         attachment=attachment,
         content_type=content_type,
@@ -179,8 +179,16 @@ def label_record(
     elif status in mapping.LABEL_STATUS_DRAFT:
         state = "draft"
     elif status in mapping.LABEL_STATUS_EXCLUDED:
-        return LabelRecord(rid, _version(resource), _focus_image_id(resource) or "", "excluded",
-                           None, None, None, _updated(resource))  # fmt: skip
+        return LabelRecord(
+            id=rid,
+            version=resource_version(resource),
+            image_id=_focus_image_id(resource) or "",
+            status="excluded",
+            class_code=None,
+            mask=None,
+            performer=None,
+            updated=resource_updated(resource),
+        )
     else:
         return None  # registered, unknown: never used
     image_id = _focus_image_id(resource)
@@ -210,13 +218,13 @@ def label_record(
         raise QuarantineError("label_malformed", "no focus reference to a DocumentReference")
     return LabelRecord(
         id=rid,
-        version=_version(resource),
+        version=resource_version(resource),
         image_id=image_id,
         status=state,
         class_code=class_code,
         mask=mask,
         performer=_performer(resource),
-        updated=_updated(resource),
+        updated=resource_updated(resource),
     )
 
 
@@ -246,7 +254,7 @@ def _performer(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def _updated(resource: dict[str, Any]) -> str | None:
+def resource_updated(resource: dict[str, Any]) -> str | None:
     meta = resource.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("lastUpdated"), str):
         return meta["lastUpdated"]

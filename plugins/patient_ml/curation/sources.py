@@ -29,12 +29,17 @@ def expected_type_from_filename(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def local_path(uri: str | Path) -> Path:
+    """`file:///folder`, `/folder` or a Path → the Path."""
+    text = str(uri)
+    return Path(text.removeprefix("file://"))
+
+
 class NdjsonSource:
     """All `*.ndjson` / `*.ndjson.gz` files of a local folder (or one file)."""
 
     def __init__(self, path: str | Path) -> None:
-        text = str(path)
-        self.path = Path(text[len("file://") :] if text.startswith("file://") else text)
+        self.path = local_path(path)
         self.description = f"NDJSON files in {self.path}"
 
     def records(self) -> Iterator[Record]:

@@ -56,13 +56,14 @@ def newer_version(
     numeric = bool(version and old_version and version.isdigit() and old_version.isdigit())
     if numeric and version != old_version:
         return int(version or 0) > int(old_version or 0)
-    new, old = _instant(updated), _instant(old_updated)
+    new, old = instant(updated), instant(old_updated)
     if new is not None and old is not None and new != old:
         return new > old
     return True
 
 
-def _instant(text: str | None) -> datetime | None:
+def instant(text: str | None) -> datetime | None:
+    """A FHIR instant as an aware datetime (UTC when it names no zone); None if unreadable."""
     if not text:
         return None
     try:

@@ -63,9 +63,10 @@ class FhirServerSink:
 class NdjsonFolderSink:
     assigns_versions = False
 
-    def __init__(self, path: str | Path) -> None:
-        text = str(path)
-        path = Path(text[len("file://") :] if text.startswith("file://") else text)
+    def __init__(self, uri: str | Path) -> None:
+        from patient_ml.curation.sources import local_path
+
+        path = local_path(uri)
         if path.is_dir():
             self.file = path / LABELS_FILE
         elif path.suffix == ".ndjson":
@@ -78,7 +79,7 @@ class NdjsonFolderSink:
         self.description = f"NDJSON file {self.file}"
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        data = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        data = ndjson_bytes(resources)
         fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -99,10 +100,14 @@ class S3NdjsonSink:
         self.description = f"NDJSON objects under {uri}"
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        data = b"".join(orjson.dumps(r) + b"\n" for r in resources)
+        data = ndjson_bytes(resources)
         key = f"{LABELS_FILE.removesuffix('.ndjson')}-{uuid.uuid4().hex}.ndjson"
         self.store.put_bytes(key, data)
         return list(resources)
+
+
+def ndjson_bytes(resources: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in resources)
 
 
 def sink_for(source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default") -> Any:

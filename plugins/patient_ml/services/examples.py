@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ import orjson
 from patient_ml.curation import records as rec
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
-from patient_ml.curation.staging import newer_version
+from patient_ml.curation.staging import instant, newer_version
 from patient_ml.exceptions import FieldError, InvalidInputError, NotFoundError
 
 DEFAULT_PAGE = 100
@@ -110,7 +109,10 @@ def build_index(dataset: DatasetView, records: Iterable[tuple[str, Any, Any]]) -
 def _keep_newest(seen: dict[str, dict[str, Any]], rid: str, resource: dict[str, Any]) -> None:
     old = seen.get(rid)
     if old is None or newer_version(
-        _version(resource), _updated(resource), _version(old), _updated(old)
+        rec.resource_version(resource),
+        rec.resource_updated(resource),
+        rec.resource_version(old),
+        rec.resource_updated(old),
     ):
         seen[rid] = resource
 
@@ -150,7 +152,8 @@ def example_of(
     elif drafts:
         label = ExampleLabel("draft", drafts[-1])
     updated = max(
-        [_millis(_updated(doc)) or 0.0] + [_millis(lbl.updated) or 0.0 for lbl, _ in ordered]
+        [_millis(rec.resource_updated(doc)) or 0.0]
+        + [_millis(lbl.updated) or 0.0 for lbl, _ in ordered]
     )
     return Example(image.id, image, updated, label, tuple(raw for _, raw in ordered))
 
@@ -256,31 +259,9 @@ def _class_index(label: rec.LabelRecord) -> int | None:
         return None
 
 
-def _version(resource: dict[str, Any]) -> str | None:
-    meta = resource.get("meta")
-    version = meta.get("versionId") if isinstance(meta, dict) else None
-    return version if isinstance(version, str) else None
-
-
-def _updated(resource: dict[str, Any]) -> str | None:
-    meta = resource.get("meta")
-    updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    if isinstance(updated, str):
-        return updated
-    issued = resource.get("issued")
-    return issued if isinstance(issued, str) else None
-
-
 def _millis(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000, 3)
+    moment = instant(text)
+    return None if moment is None else round(moment.timestamp() * 1000, 3)
 
 
 # --------------------------------------------------------------------------- cache

@@ -22,12 +22,12 @@ from sqlalchemy import Engine
 from patient_ml.config.models import DatasetSource
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.curation.records import resource_version
 from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
 from patient_ml.fhir import mapping
 from patient_ml.services import examples as ex
 
 LABEL_FILE_PREFIX = "label-file/"
-PAGE_SIZE_FIELD = "limit"
 
 
 @dataclass
@@ -153,14 +153,17 @@ def get_example(ctx: DatasetContext, example_id: str) -> dict[str, Any]:
 def example_image(ctx: DatasetContext, example_id: str) -> tuple[bytes, str]:
     """The example's image bytes and content type, read as curation reads them."""
     example = ctx.index().get(example_id)
+    return _image_bytes(ctx, example), example.image.content_type or "application/octet-stream"
+
+
+def _image_bytes(ctx: DatasetContext, example: ex.Example) -> bytes:
     try:
-        data = ctx.fetcher.fetch(example.image.attachment)
+        return bytes(ctx.fetcher.fetch(example.image.attachment))
     except QuarantineError as exc:
         raise NotFoundError(
-            f"The image of example {example_id!r} cannot be read: {exc.reason}.",
+            f"The image of example {example.id!r} cannot be read: {exc.reason}.",
             fix="check the DocumentReference's attachment and the allowed roots/hosts",
         ) from None
-    return data, example.image.content_type or "application/octet-stream"
 
 
 # --------------------------------------------------------------------------- labels
@@ -206,7 +209,9 @@ def put_label(
             entity_id=f"{ctx.view.id}/{example_id}",
             before=_audit_label(example),
             after={
-                "observation": ex.history_ref("Observation", target["id"], _ver(written[0])),
+                "observation": ex.history_ref(
+                    "Observation", target["id"], resource_version(written[0])
+                ),
                 "status": target["status"],
                 "value": _audit_value(target),
                 "superseded": [o["id"] for o in others],
@@ -339,10 +344,6 @@ def _invalid(field: str, message: str, value: Any) -> InvalidInputError:
     return InvalidInputError(f"The label's {field} {message}.", [FieldError(field, message, value)])
 
 
-def _ver(resource: dict[str, Any]) -> str | None:
-    return (resource.get("meta") or {}).get("versionId")
-
-
 def _audit_label(example: ex.Example) -> dict[str, Any] | None:
     if example.label is None:
         return None
@@ -417,7 +418,7 @@ def _require_segmentation(ctx: DatasetContext) -> None:
 def _image_size(ctx: DatasetContext, example: ex.Example) -> tuple[int, int]:
     from patient_ml.curation.images import ImageLimits, inspect_image
 
-    data, _ = example_image(ctx, example.id)
+    data = _image_bytes(ctx, example)
     limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
     try:
         info = inspect_image(data, example.image.content_type, limits, fingerprint=None)
