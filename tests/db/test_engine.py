@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import func, select
 
-from patient_ml.db.engine import get_engine, normalize_url, resolve_database_url, session_scope
+from patient_ml.db.engine import (
+    get_engine,
+    normalize_url,
+    read_scope,
+    resolve_database_url,
+    session_scope,
+)
 from patient_ml.db.models import AuditEvent, Dataset
 from patient_ml.exceptions import ConflictError, DatabaseError
 from patient_ml.services import audit
@@ -88,3 +96,38 @@ def test_append_only_rows_cannot_change(engine) -> None:
         session.delete(session.get(AuditEvent, event.id))
     with session_scope(engine) as session:
         assert session.get(AuditEvent, event.id).actor == "a"
+
+
+def _dataset_count(engine) -> int:
+    with read_scope(engine) as session:
+        return session.scalar(select(func.count()).select_from(Dataset))
+
+
+def test_reads_do_not_wait_for_a_writer_holding_the_lock(db_url: str) -> None:
+    """A writer in another connection holds the write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+    an open write transaction); a read-only transaction answers at once with the committed
+    state, where a write transaction on SQLite would queue for up to 30 s."""
+    engine = get_engine(db_url)
+    before = _dataset_count(engine)
+    writer = engine.connect()
+    try:
+        # SQLite: the first statement begins the writer's transaction with BEGIN IMMEDIATE.
+        writer.exec_driver_sql("SELECT 1")
+        if engine.dialect.name != "sqlite":
+            writer.exec_driver_sql("LOCK TABLE pml_datasets IN EXCLUSIVE MODE")
+        started = time.monotonic()
+        assert _dataset_count(engine) == before
+        assert time.monotonic() - started < 1.0
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_a_write_in_a_read_scope_is_refused_and_rolled_back(db_url: str) -> None:
+    engine = get_engine(db_url)
+    with pytest.raises(DatabaseError) as info, read_scope(engine) as session:
+        audit.record(session, actor="t", action="x.test", entity_type="x", entity_id="1")
+        session.flush()
+    assert "read-only transaction" in str(info.value)
+    with read_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 0

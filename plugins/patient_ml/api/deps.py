@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def product_engine() -> Any:
@@ -15,11 +17,15 @@ def product_engine() -> Any:
     return get_engine()
 
 
-def product_session() -> Iterator[Any]:
-    """One transaction per request: committed when the handler returns, rolled back on error."""
-    from patient_ml.db.engine import session_scope
+def product_session(request: Request) -> Iterator[Any]:
+    """One transaction per request: committed when the handler returns, rolled back on error.
 
-    with session_scope(product_engine()) as session:
+    Requests that only read (GET, HEAD) get a read-only transaction, so they never queue
+    behind a writer's lock (SQLite) and cannot write by mistake."""
+    from patient_ml.db.engine import read_scope, session_scope
+
+    scope = read_scope if request.method in READ_METHODS else session_scope
+    with scope(product_engine()) as session:
         yield session
 
 

@@ -46,10 +46,10 @@ def _model_keys(
 ) -> tuple[str, str]:
     """(id, DAG id) of a model the user may `method`, authorized in a short transaction of its
     own (for handlers that write in several)."""
-    from patient_ml.db.engine import session_scope
+    from patient_ml.db.engine import read_scope
     from patient_ml.naming import dag_id_of
 
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         model = authorized_model(session, model_id, user, method, run=run)
         return str(model.id), dag_id_of(model.slug)
 

@@ -3,6 +3,9 @@
 `resolve_database_url` decides which database to use, `get_engine` builds (and caches) an engine
 and checks the schema version once, and `session_scope` commits or rolls back and turns driver
 errors into `DatabaseError`/`ConflictError` with an explanation the user can act on.
+`read_scope` is its read-only twin for requests that only read: on SQLite its transactions begin
+deferred on a `query_only` connection of a companion reader engine (WAL readers never wait for
+the writer's lock), on PostgreSQL they are `READ ONLY` transactions.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ HEAD_REVISION = "0002"
 VERSION_TABLE = "pml_alembic_version"
 
 _ENGINES: dict[str, Engine] = {}
+_READERS: dict[str, Engine] = {}
 _CHECKED: set[str] = set()
 _LOCK = threading.Lock()
 
@@ -104,9 +108,10 @@ def _stored_revision(engine: Engine) -> str | None:
 def dispose_engines() -> None:
     """Close every cached engine (tests, forked workers)."""
     with _LOCK:
-        for engine in _ENGINES.values():
+        for engine in [*_ENGINES.values(), *_READERS.values()]:
             engine.dispose()
         _ENGINES.clear()
+        _READERS.clear()
         _CHECKED.clear()
 
 
@@ -123,7 +128,7 @@ def _create_engine(url: str) -> Engine:
     )
 
 
-def _create_sqlite_engine(url: str) -> Engine:
+def _create_sqlite_engine(url: str, *, read_only: bool = False) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -135,17 +140,49 @@ def _create_sqlite_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")  # WAL mode is the writer's to set
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Take the write lock up front: two writers wait for each other (busy_timeout) instead
-        # of failing with "database is locked" when a read transaction upgrades to a write.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: two writers wait for each other (busy_timeout)
+        # instead of failing with "database is locked" when a read transaction upgrades to a
+        # write. Readers begin deferred and, in WAL mode, read a snapshot without any lock.
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader_of(engine: Engine) -> Engine:
+    """The engine whose transactions only read the same database as `engine`.
+
+    SQLite: a companion engine (its own pool) whose connections are `query_only` and begin
+    deferred, so a reader takes no lock and, in WAL mode, never waits for a writer. An in-memory
+    database cannot be shared by two pools, so there the writer engine itself is used.
+    PostgreSQL: the same pool with `READ ONLY` transactions.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine.execution_options(postgresql_readonly=True)
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.url.database in (None, "", ":memory:"):
+        return engine
+    with _LOCK:
+        reader = _READERS.get(url)
+        if reader is None:
+            reader = _create_sqlite_engine(url, read_only=True)
+            _READERS[url] = reader
+    return reader
+
+
+@contextmanager
+def read_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """`session_scope` for work that only reads (a write in it fails and is rolled back)."""
+    with session_scope(reader_of(engine or get_engine())) as session:
+        yield session
 
 
 @contextmanager
@@ -181,6 +218,12 @@ def translate_error(exc: sa_exc.SQLAlchemyError, engine: Engine) -> PatientMLErr
             f"The product database refused the change: {original}.",
             fix="another change touched the same record at the same time or the value is "
             "already taken; reload and try again",
+        )
+    lowered = original.lower()
+    if "readonly database" in lowered or "read-only transaction" in lowered:
+        return DatabaseError(
+            f"A read-only transaction on the product database {where} tried to write: {original}.",
+            fix="this is a bug: report it; the change was rolled back and nothing was written",
         )
     if isinstance(exc, sa_exc.OperationalError):
         if "locked" in original.lower():

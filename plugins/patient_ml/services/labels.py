@@ -69,7 +69,7 @@ def dataset_context(
 ) -> DatasetContext:
     from patient_ml.curation.curate import dataset_view
     from patient_ml.curation.setup import build_curation_inputs
-    from patient_ml.db.engine import session_scope
+    from patient_ml.db.engine import read_scope
     from patient_ml.labels.sinks import sink_for
     from patient_ml.services.datasets import get_dataset
 
@@ -81,7 +81,7 @@ def dataset_context(
             clients.append(factory(conn_id))
         return clients[0]
 
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         dataset = get_dataset(session, dataset_ref)
         revision = dataset.revision
         source_cfg = DatasetSource.model_validate(dataset.source or {})
