@@ -108,10 +108,10 @@ def list_runs(
     user: CurrentUser,
     limit: RunsLimit = 100,
 ) -> dict[str, Any]:
-    from patient_ml.services.runs import list_runs, run_to_wire
+    from patient_ml.services.runs import list_runs, runs_to_wire
 
     model = authorized_model(session, model_id, user)
-    return {"runs": [run_to_wire(session, r) for r in list_runs(session, model.id, limit)]}
+    return {"runs": runs_to_wire(session, list_runs(session, model.id, limit))}
 
 
 @router.get(

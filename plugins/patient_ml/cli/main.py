@@ -269,9 +269,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     from patient_ml.services import runs
 
     def run(session: Any) -> list[dict[str, Any]]:
-        return [
-            runs.run_to_wire(session, r) for r in runs.list_runs(session, args.model, args.limit)
-        ]
+        return runs.runs_to_wire(session, runs.list_runs(session, args.model, args.limit))
 
     docs = _in_session(args, run)
     if args.json:

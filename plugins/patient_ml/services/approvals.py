@@ -45,9 +45,11 @@ def decisions_of(session: Session, run_id: str) -> list[Approval]:
     )
 
 
-def approval_status(session: Session, run: Run) -> str:
-    """approved | rejected | pending | timedOut | notRequested."""
-    decided = decisions_of(session, run.id)
+def approval_status(session: Session, run: Run, *, decided: list[Approval] | None = None) -> str:
+    """approved | rejected | pending | timedOut | notRequested (`decided`: the run's decisions,
+    oldest first, when the caller has read them already)."""
+    if decided is None:
+        decided = decisions_of(session, run.id)
     if decided:
         return decided[-1].decision
     deadline = as_utc(run.approval_deadline)

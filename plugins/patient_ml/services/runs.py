@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -248,24 +249,40 @@ def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) 
 def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
     """The reference API's ModelRun shape, plus extensions (snapshotId, evaluation,
     approvalStatus, approvalDeadline, airflow)."""
+    return runs_to_wire(session, [run])[0]
+
+
+def runs_to_wire(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
+    """`run_to_wire` of many runs with their metrics and approvals read in two queries."""
+    ids = [run.id for run in runs]
+    metrics_of: dict[str, list[Metric]] = defaultdict(list)
+    approvals_of: dict[str, list[Approval]] = defaultdict(list)
+    if ids:
+        for metric in session.scalars(
+            select(Metric).where(Metric.run_id.in_(ids)).order_by(Metric.id)
+        ):
+            metrics_of[metric.run_id].append(metric)
+        for approval in session.scalars(
+            select(Approval).where(Approval.run_id.in_(ids)).order_by(Approval.id)
+        ):
+            approvals_of[approval.run_id].append(approval)
+    return [_run_wire(session, run, metrics_of[run.id], approvals_of[run.id]) for run in runs]
+
+
+def _run_wire(
+    session: Session, run: Run, metric_rows: list[Metric], approval_rows: list[Approval]
+) -> dict[str, Any]:
     from patient_ml.services.approvals import approval_status
 
     metrics: dict[str, list[dict[str, Any]]] = {"challenger": [], "champion": []}
-    for metric in session.scalars(
-        select(Metric).where(Metric.run_id == run.id).order_by(Metric.id)
-    ):
+    for metric in metric_rows:
         entry = {"name": metric.name, "value": metric.value, "stage": metric.stage}
         if metric.description:
             entry["description"] = metric.description
         if metric.direction:
             entry["direction"] = metric.direction
         metrics[metric.subject].append(entry)
-    approvals = [
-        approval_to_wire(a)
-        for a in session.scalars(
-            select(Approval).where(Approval.run_id == run.id).order_by(Approval.id)
-        )
-    ]
+    approvals = [approval_to_wire(a) for a in approval_rows]
     wire: dict[str, Any] = {
         "id": run.id,
         "slug": run.slug,
@@ -286,7 +303,7 @@ def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
         **run.config,
         "snapshotId": run.snapshot_id,
         "evaluation": run.evaluation,
-        "approvalStatus": approval_status(session, run),
+        "approvalStatus": approval_status(session, run, decided=approval_rows),
         "approvalDeadline": to_millis(run.approval_deadline),
         "airflow": {"dagId": run.airflow_dag_id, "runId": run.airflow_run_id},
         "triggeredBy": run.triggered_by,
