@@ -4,6 +4,11 @@ PostgreSQL text cannot hold NUL (U+0000): an id in the path or a string in a JSO
 made the database fail, which the API answered as 503 ("database unavailable", so clients
 retried). Such requests are refused with 422 naming each field instead, on SQLite too, so both
 databases answer the same.
+
+The same guard bounds every request's inputs in one place (issue 16): a body above
+MAX_CONFIG_BYTES is refused with 413 before it is parsed; path parameters and query strings
+longer than MAX_PARAM_LENGTH, or holding control or bidi characters, get 422; `run_id` must be
+a safe id and `example_id` a FHIR id (see `patient_ml.config.identifiers`).
 """
 
 from __future__ import annotations
@@ -15,21 +20,32 @@ from typing import Any
 from fastapi import Request
 
 from patient_ml.api.auth import CurrentUser
-from patient_ml.exceptions import ConfigValidationError, FieldError
+from patient_ml.config.identifiers import ID_RULE, is_fhir_id, is_safe_id, text_problem
+from patient_ml.config.limits import MAX_CONFIG_BYTES
+from patient_ml.exceptions import ConfigValidationError, FieldError, PayloadTooLargeError
 
 NUL = "\x00"
 _MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it"
+MAX_PARAM_LENGTH = 2048  # a path parameter or query value (names are at most 128)
+_PATH_ID_RULES = {
+    "run_id": (is_safe_id, f"must be a run id: {ID_RULE}"),
+    "example_id": (is_fhir_id, "must be a FHIR id: 1-64 ASCII letters, digits, '-' or '.'"),
+}
 
 
 async def refuse_nul_characters(request: Request, user: CurrentUser) -> None:
     """Router dependency: 422 for NUL in a path parameter or anywhere in a JSON body (keys
     included). It depends on the user so that credentials are checked first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_CONFIG_BYTES:
+        raise _too_large(int(declared))
     errors = [
         FieldError(name, _MESSAGE, value)
         for name, value in request.path_params.items()
         if NUL in str(value)
     ]
-    raw = await request.body()  # Starlette caches it: the handler reads the same bytes
+    errors += _parameter_errors(request) if not errors else []
+    raw = await _bounded_body(request)
     if b"\\u0000" in raw:  # the only way JSON text carries NUL
         try:
             body = json.loads(raw)
@@ -54,3 +70,41 @@ def _nul_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _nul_strings(item, f"{path}[{index}]")
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read no further than MAX_CONFIG_BYTES (a chunked body has no length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            raise _too_large(size)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's cache: the handler reads the same bytes
+    return body
+
+
+def _too_large(size: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The request body holds more than {MAX_CONFIG_BYTES} bytes ({size} at least).",
+        fix="a config or label is a few kB; check what is being sent",
+    )
+
+
+def _parameter_errors(request: Request) -> list[FieldError]:
+    errors = []
+    params = [(name, str(value)) for name, value in request.path_params.items()]
+    params += [(f"query.{name}", value) for name, value in request.query_params.multi_items()]
+    for name, value in params:
+        if len(value) > MAX_PARAM_LENGTH:
+            errors.append(FieldError(name, f"is longer than {MAX_PARAM_LENGTH} characters", value))
+            continue
+        problem = text_problem(value)
+        if problem:
+            errors.append(FieldError(name, problem, value))
+            continue
+        rule = _PATH_ID_RULES.get(name)
+        if rule and not rule[0](value):
+            errors.append(FieldError(name, rule[1], value))
+    return errors
