@@ -236,8 +236,8 @@ _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]{0,2}")
 
 
 def label_index(code: str | None) -> int | None:
-    """The label index a code names, only in its canonical form: ASCII digits, no sign,
-    space or leading zero (`int()` would also read '+1', ' 1', '1_0' or Arabic-Indic digits as 1)."""
+    """The label index a code names, only in its canonical form: ASCII digits, no sign, space
+    or leading zero (`int()` also reads '+1', ' 1', '1_0' or Arabic-Indic digits as 1)."""
     if not isinstance(code, str) or not _CANONICAL_INDEX.fullmatch(code):
         return None
     return int(code)
