@@ -5,10 +5,10 @@ made the database fail, which the API answered as 503 ("database unavailable", s
 retried). Such requests are refused with 422 naming each field instead, on SQLite too, so both
 databases answer the same.
 
-The same guard bounds every request's inputs in one place (issue 16): a body above
-MAX_CONFIG_BYTES is refused with 413 before it is parsed; path parameters and query strings
-longer than MAX_PARAM_LENGTH, or holding control or bidi characters, get 422; `run_id` must be
-a safe id and `example_id` a FHIR id (see `patient_ml.config.identifiers`).
+The same module bounds every request's inputs in one place (issue 16): a body above
+MAX_CONFIG_BYTES is refused with 413 before it is parsed (`BodySizeLimit`); path parameters
+and query strings longer than MAX_PARAM_LENGTH, or holding control or bidi characters, get
+422; `run_id` must be a safe id and `example_id` a FHIR id (`patient_ml.config.identifiers`).
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ _PATH_ID_RULES = {
 async def refuse_nul_characters(request: Request, user: CurrentUser) -> None:
     """Router dependency: 422 for NUL in a path parameter or anywhere in a JSON body (keys
     included). It depends on the user so that credentials are checked first."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_CONFIG_BYTES:
-        raise _too_large(int(declared))
     errors = [
         FieldError(name, _MESSAGE, value)
         for name, value in request.path_params.items()
         if NUL in str(value)
     ]
     errors += _parameter_errors(request) if not errors else []
-    raw = await _bounded_body(request)
+    raw = await request.body()  # Starlette caches it: the handler reads the same bytes
     if b"\\u0000" in raw:  # the only way JSON text carries NUL
         try:
             body = json.loads(raw)
@@ -72,17 +69,60 @@ def _nul_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _nul_strings(item, f"{path}[{index}]")
 
 
-async def _bounded_body(request: Request) -> bytes:
-    """The body, read no further than MAX_CONFIG_BYTES (a chunked body has no length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_CONFIG_BYTES:
-            raise _too_large(size)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette's cache: the handler reads the same bytes
-    return body
+class BodySizeLimit:
+    """ASGI middleware: a request body above `limit` bytes gets 413 before it is parsed,
+    whether it declares its length or arrives in chunks (FastAPI reads the whole body before
+    any dependency runs, so this cannot be a route dependency)."""
+
+    def __init__(self, app: Any, limit: int = MAX_CONFIG_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received, exceeded
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if exceeded:
+                return  # the app's own answer to the aborted read is replaced below
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            exceeded = True
+        if exceeded and not started:
+            await self._refuse(scope, receive, send, received)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any, size: int) -> None:
+        from patient_ml.api.errors import error_response
+
+        error = _too_large(size)
+        response = error_response(error.http_status, error.message, fix=error.fix)
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
 
 
 def _too_large(size: int) -> PayloadTooLargeError:
