@@ -248,3 +248,50 @@ def test_non_canonical_and_orphan_labels_are_reported(engine: Engine, tmp_path: 
         if i["reason"] == "label_orphan"
     }
     assert orphan_ids == {"obs-orphan-1", "obs-orphan-2"}
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+@pytest.mark.parametrize("bad", ["../..", "a/b", "/abs"])
+def test_curating_a_dataset_with_an_unsafe_id_builds_no_path(
+    engine: Engine, tmp_path: Path, bad: str
+) -> None:
+    """A dataset row written around the config checks (by hand, or by an older version):
+    curation refuses its id before building any file name or storage key from it."""
+    from patient_ml.db.models import Dataset
+    from patient_ml.exceptions import InvalidInputError
+
+    config = dataset_config("legacy", "code-legacy")
+    with session_scope(engine) as session:
+        session.add(
+            Dataset(
+                id=bad,
+                name=f"legacy-{uuid.uuid4().hex[:6]}",
+                description="",
+                problem_type="imgClf",
+                problem_definition=config["problemDefinition"],
+                curation=config["curation"],
+                source=config["source"],
+                created_by="t",
+            )
+        )
+    root = tmp_path / "root"
+    work = root / "a" / "b" / "work"
+    source = root / "source"
+    source.mkdir(parents=True)
+    (source / "DocumentReference.ndjson").write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="not a valid identifier"):
+        curate(
+            engine=engine,
+            dataset_ref=bad,
+            source=NdjsonSource(source),
+            store=LocalArtifactStore(root / "artifacts"),
+            fetcher=ImageFetcher(FetchPolicy()),
+            workdir=work,
+        )
+    created = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert created in (
+        ["source", "source/DocumentReference.ndjson"],
+        ["artifacts", "source", "source/DocumentReference.ndjson"],
+    )
