@@ -38,14 +38,38 @@ class FieldError:
         return f"{self.field}: {self.message}" + (f" (got {shown})" if shown is not None else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "message": self.message, "value": self.value}
+        return {"field": self.field, "message": self.message, "value": bounded_value(self.value)}
+
+
+MAX_SHOWN_VALUE = 200  # characters of a refused value echoed back (API bodies, CLI --json)
+
+
+def bounded_value(value: Any) -> Any:
+    """A refused value as echoed in an error: scalars as given, long text cut to
+    MAX_SHOWN_VALUE characters, containers as a shortened repr (never a whole document)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_SHOWN_VALUE else value[: MAX_SHOWN_VALUE - 3] + "..."
+    if isinstance(value, dict | list | tuple | set | bytes):
+        return _short_repr(value, MAX_SHOWN_VALUE)
+    return value
 
 
 def _short_repr(value: Any, limit: int = 80) -> str | None:
     if value is None:
         return None
-    text = repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # repr of a huge string costs its full size
+    text = reprlib_repr(value) if isinstance(value, dict | list | tuple | set) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reprlib_repr(value: Any) -> str:
+    """repr of a container that stops early (an alias-expanded YAML tree can be huge)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 3, 10, 10, 80
+    return short.repr(value)
 
 
 class ConfigValidationError(PatientMLError):
@@ -79,6 +103,12 @@ class ConfigFileError(PatientMLError):
 
     exit_code = 3
     http_status = 400
+
+
+class PayloadTooLargeError(ConfigFileError):
+    """A config file or request body above the size limit (MAX_CONFIG_BYTES)."""
+
+    http_status = 413
 
 
 class NotFoundError(PatientMLError):

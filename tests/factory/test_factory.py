@@ -187,3 +187,26 @@ def test_build_cache_written_by_someone_else_is_ignored(stored: Engine) -> None:
     cache.write_bytes(b"not a pickle")
     cache.chmod(0o600)
     assert build_dags({}).built == 2
+
+
+def test_stored_rows_that_skipped_the_checks_build_no_dag_from_unsafe_values(
+    stored: Engine,
+) -> None:
+    """Rows edited around the config checks (issue 16): an unsafe slug builds nothing, a
+    control character in stored text gives the config-error stand-in, never a DAG with it."""
+    with session_scope(stored) as session:
+        session.execute(
+            text("UPDATE pml_models SET description = :d WHERE slug = 'nuclei_segmenter'"),
+            {"d": "clears the screen \x1b[2J"},
+        )
+        session.execute(
+            text("UPDATE pml_models SET slug = '../evil' WHERE slug = :s"),
+            {"s": BRAIN.removeprefix("patient_ml__")},
+        )
+    bag = parse()
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == [NUCLEI]
+    stand_in = bag.dags[NUCLEI]
+    assert "config-error" in stand_in.tags
+    assert "control character U+001B" in stand_in.description
+    assert "\x1b" not in stand_in.description

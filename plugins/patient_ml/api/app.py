@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from patient_ml import __version__
 from patient_ml.api.errors import install_error_handlers
+from patient_ml.api.guards import BodySizeLimit
 from patient_ml.api.routes_configs import router as configs_router
 from patient_ml.api.routes_examples import router as examples_router
 from patient_ml.api.routes_logs import router as logs_router
@@ -23,6 +24,7 @@ def create_app() -> FastAPI:
         "Airflow JWT (`POST /auth/token`) as `Authorization: Bearer <token>`, or the UI cookie.",
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
     app.include_router(configs_router)
     app.include_router(runs_router)
     app.include_router(logs_router)

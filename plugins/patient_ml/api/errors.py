@@ -15,7 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from patient_ml.api.schemas import document_error_shape
-from patient_ml.exceptions import ConfigValidationError, InvalidInputError, PatientMLError
+from patient_ml.exceptions import (
+    ConfigValidationError,
+    InvalidInputError,
+    PatientMLError,
+    bounded_value,
+)
 
 log = logging.getLogger("patient_ml.api")
 
@@ -47,7 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
             {
                 "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
                 "message": e.get("msg", "invalid"),
-                "value": e.get("input"),
+                "value": bounded_value(e.get("input")),
             }
             for e in exc.errors()
         ]

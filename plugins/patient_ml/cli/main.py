@@ -17,6 +17,7 @@ from typing import Any
 from patient_ml import __version__
 from patient_ml.cli.context import actor
 from patient_ml.cli.lifecycle import add_model_commands, add_run_commands
+from patient_ml.config.identifiers import escape_controls
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
 
 INTERNAL_ERROR_EXIT = 70
@@ -436,7 +437,7 @@ def _iso(millis: float | None) -> str | None:
 
 
 def _info(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(escape_controls(message, keep="\n"), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -445,12 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigValidationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_controls(str(exc), keep=chr(10))}", file=sys.stderr)
         if args.json:
             print(json.dumps({"errors": [e.as_dict() for e in exc.errors]}, default=str))
         return exc.exit_code
     except PatientMLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_controls(str(exc), keep=chr(10))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; nothing was saved", file=sys.stderr)

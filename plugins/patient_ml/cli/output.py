@@ -10,12 +10,27 @@ from typing import Any
 
 import yaml
 
+from patient_ml.config.identifiers import escape_controls
+
 
 def print_document(doc: Any, *, as_json: bool) -> None:
+    """JSON escapes every non-ASCII character itself; YAML shows control and bidi characters
+    of stored text as `\\uXXXX`, so a terminal never receives them raw."""
     if as_json:
         print(json.dumps(doc, indent=2, sort_keys=False))
     else:
-        print(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100).rstrip())
+        safe = _escaped(doc)
+        print(yaml.safe_dump(safe, sort_keys=False, allow_unicode=True, width=100).rstrip())
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return escape_controls(value, keep="\n\t")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str) -> None:
@@ -34,4 +49,4 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return str(value)
+    return escape_controls(str(value))

@@ -12,6 +12,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from patient_ml.config import models as config_models
+from patient_ml.config.identifiers import shorten
+from patient_ml.config.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
 from patient_ml.config.models import DatasetConfig, ModelConfig, WireModel
 from patient_ml.config.rules import check_dataset_config, check_model_config
 from patient_ml.exceptions import ConfigFileError, ConfigValidationError, FieldError
@@ -25,13 +27,28 @@ READ_ONLY_FIELDS = frozenset({"accountId", "slug", "dagId", "revision", "created
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read one YAML or JSON file holding a single config mapping."""
+    """Read one YAML or JSON file holding a single config mapping (at most MAX_CONFIG_BYTES,
+    MAX_CONFIG_NODES values after YAML aliases are expanded, MAX_CONFIG_DEPTH levels)."""
     file = Path(path)
-    shown = str(file) if len(str(file)) <= 200 else str(file)[:197] + "..."
+    shown = shorten(file, 200)
     try:
         if not file.is_file():
             raise ConfigFileError(f"Config file {shown!r} does not exist.", fix="check the path")
-        text = file.read_text(encoding="utf-8")
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigFileError(
+                f"Config file {shown!r} holds {size} bytes, more than the limit of "
+                f"{MAX_CONFIG_BYTES}.",
+                fix="a config is a few kB; check that this is the right file",
+            )
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # the file may grow after stat()
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigFileError(
+                f"Config file {shown!r} holds more than {MAX_CONFIG_BYTES} bytes.",
+                fix="a config is a few kB; check that this is the right file",
+            )
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigFileError(
             f"Config file {shown!r} cannot be read: {exc.strerror or exc}.",
@@ -42,19 +59,112 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"Config file {shown!r} is not UTF-8 text.", fix="save it as UTF-8 YAML or JSON"
         ) from None
     is_json = file.suffix.lower() == ".json"
-    try:
-        data = json.loads(text) if is_json else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigFileError(
-            f"Config file {str(file)!r} is not valid {'JSON' if is_json else 'YAML'}: {exc}",
-            fix="fix the syntax at the position shown",
-        ) from exc
+    data = parse_config_text(text, is_json=is_json, where=f"Config file {shown!r}")
     if not isinstance(data, dict):
         raise ConfigFileError(
-            f"Config file {str(file)!r} holds a {type(data).__name__}, not a mapping of fields.",
+            f"Config file {shown!r} holds a {type(data).__name__}, not a mapping of fields.",
             fix="write the config as 'name: ...', 'description: ...' at the top level",
         )
     return data
+
+
+def parse_config_text(text: str, *, is_json: bool, where: str = "The config") -> Any:
+    """JSON or YAML text → Python values, refusing documents above the config limits before
+    anything is expanded (a YAML alias bomb is refused while it is still a few hundred bytes)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigFileError(
+            f"{where} holds more than {MAX_CONFIG_BYTES} bytes.",
+            fix="a config is a few kB; check that this is the right document",
+        )
+    try:
+        if is_json:
+            data = json.loads(text)
+            _check_shape(data, where)
+            return data
+        return _load_yaml(text, where)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        message = shorten(exc, 300)
+        raise ConfigFileError(
+            f"{where} is not valid {'JSON' if is_json else 'YAML'}: {message}",
+            fix="fix the syntax at the position shown",
+        ) from None
+    except RecursionError:
+        raise _too_deep(where) from None
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_nodes(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _count_nodes(root: yaml.Node, where: str) -> None:
+    """Values of a composed YAML document with every alias expanded, counted without
+    expanding them (an alias is the same node object; sizes are memoised per node)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > MAX_CONFIG_DEPTH or key in on_path:
+            raise _too_deep(where)
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            on_path.add(key)
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [part for pair in node.value for part in pair]
+            )
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_CONFIG_NODES:
+                    raise _too_many(where)
+            on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _check_shape(data: Any, where: str) -> None:
+    """The same node and depth limits for an already parsed (JSON) document."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise _too_many(where)
+        if depth > MAX_CONFIG_DEPTH:
+            raise _too_deep(where)
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for pair in value.items() for v in pair)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _too_many(where: str) -> ConfigFileError:
+    return ConfigFileError(
+        f"{where} holds more than {MAX_CONFIG_NODES} values once YAML aliases are expanded.",
+        fix="write the config out without deeply repeated aliases (&anchor / *alias)",
+    )
+
+
+def _too_deep(where: str) -> ConfigFileError:
+    return ConfigFileError(
+        f"{where} nests values more than {MAX_CONFIG_DEPTH} levels deep (or an alias refers "
+        "to itself).",
+        fix="a config nests a few levels; check the document",
+    )
 
 
 def parse_dataset_config(data: dict[str, Any]) -> DatasetConfig:

@@ -14,16 +14,78 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
+from patient_ml.config.identifiers import ID_PATTERN, MAX_ID_LENGTH, id_problem, text_problem
+from patient_ml.config.limits import (
+    MAX_CODE_LENGTH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LABEL_DESCRIPTION_LENGTH,
+    MAX_LIST_ITEMS,
+    MAX_NAME_LENGTH,
+    MAX_PARALLEL_TRIALS,
+    MAX_SEARCH_PARAMETERS,
+    MAX_TRIALS_LIMIT,
+    MAX_URI_LENGTH,
+)
 
 ProblemType = Literal["imgClf", "imgSeg"]
 Scale = Literal["auto", "linear", "log", "reverseLog"]
 Direction = Literal["minimize", "maximize"]
 
 MAX_FILTER_CODES = 50
+
+
+def _check_id(value: str) -> str:
+    problem = id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_name(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_text(value: str) -> str:
+    problem = text_problem(value, multiline=True)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def Name(max_length: int = MAX_NAME_LENGTH, min_length: int = 1) -> Any:
+    """Single-line text: bounded, no control characters (NUL included), no bidi controls."""
+    return Annotated[
+        str,
+        StringConstraints(min_length=min_length, max_length=max_length),
+        AfterValidator(_check_name),
+    ]
+
+
+def Text(max_length: int = MAX_DESCRIPTION_LENGTH) -> Any:
+    """Free text (descriptions): bounded, newlines and tabs allowed, no other controls."""
+    return Annotated[str, StringConstraints(max_length=max_length), AfterValidator(_check_text)]
+
+
+# An id that names folders, storage keys and files: see patient_ml.config.identifiers.
+Identifier = Annotated[
+    str,
+    AfterValidator(_check_id),
+    WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "maxLength": MAX_ID_LENGTH}),
+]
 
 
 class WireModel(BaseModel):
@@ -46,9 +108,9 @@ class WireModel(BaseModel):
 
 
 class LabelConfig(WireModel):
-    id: str | None = Field(None, description="UUID of the label; assigned when omitted.")
-    name: str = Field(min_length=1, max_length=128, description="Unique name of the label.")
-    description: str = ""
+    id: Identifier | None = Field(None, description="UUID of the label; assigned when omitted.")
+    name: Name() = Field(description="Unique name of the label.")
+    description: Text(MAX_LABEL_DESCRIPTION_LENGTH) = ""
     index: int | None = Field(
         None,
         ge=0,
@@ -59,7 +121,7 @@ class LabelConfig(WireModel):
 
 
 class LabelDefinition(WireModel):
-    labels: list[LabelConfig] = Field(min_length=1)
+    labels: list[LabelConfig] = Field(min_length=1, max_length=256)
     max_label_index: int | None = Field(
         None,
         ge=-1,
@@ -71,7 +133,7 @@ class LabelDefinition(WireModel):
 
 class FhirCodesFilter(WireModel):
     filter_type: Literal["FhirCodesFilter"] = "FhirCodesFilter"
-    codes: list[str] = Field(
+    codes: list[Name(MAX_CODE_LENGTH)] = Field(
         min_length=1,
         max_length=MAX_FILTER_CODES,
         description="FHIR tokens matched against DocumentReference.type codings: "
@@ -83,10 +145,8 @@ class ProblemDefinition(WireModel):
     problem_type: ProblemType
     label_definition: LabelDefinition
     training_data_filter: FhirCodesFilter
-    label_system: str | None = Field(
+    label_system: Name(255) | None = Field(
         None,
-        min_length=1,
-        max_length=255,
         description="Extension: code system of this dataset's label Observations "
         "(valueCodeableConcept.coding.system); default urn:patient-ml:labels:<name at creation>. "
         "Fixed once the dataset exists.",
@@ -140,10 +200,8 @@ class DatasetSource(WireModel):
     """Extension: where curation reads the dataset's FHIR records."""
 
     type: Literal["fhirServer", "ndjson"] = "fhirServer"
-    conn_id: str = Field(
-        "fhir_default", min_length=1, max_length=250, description="Airflow connection (fhir)."
-    )
-    uri: str | None = Field(
+    conn_id: Name(250) = Field("fhir_default", description="Airflow connection (fhir).")
+    uri: Name(MAX_URI_LENGTH) | None = Field(
         None, description="ndjson: file:///dir, /dir or s3://bucket/prefix holding *.ndjson files."
     )
     bulk_export: bool = Field(
@@ -152,9 +210,9 @@ class DatasetSource(WireModel):
 
 
 class DatasetConfig(WireModel):
-    id: str | None = Field(None, max_length=36)
-    name: str = Field(min_length=1, max_length=128)
-    description: str = ""
+    id: Identifier | None = None
+    name: Name()
+    description: Text() = ""
     problem_definition: ProblemDefinition
     curation: CurationSettings = Field(default_factory=CurationSettings)
     source: DatasetSource = Field(default_factory=DatasetSource)
@@ -164,17 +222,17 @@ class DatasetConfig(WireModel):
 
 
 class MetricDefinition(WireModel):
-    name: str = Field(min_length=1, max_length=255)
-    regex: str = Field(min_length=1, max_length=500)
+    name: Name(255)
+    regex: Name(500)
 
 
 class Objective(WireModel):
-    metric: str = Field(min_length=1, max_length=255)
+    metric: Name(255)
     direction: Direction
 
 
 class _ParameterBase(WireModel):
-    name: str = Field(min_length=1, max_length=256)
+    name: Name(256)
 
 
 def _as_string(value: Any) -> Any:
@@ -187,7 +245,7 @@ def _as_string(value: Any) -> Any:
 
 class CategoricalParameter(_ParameterBase):
     type: Literal["categorical"]
-    values: list[str]
+    values: list[Name(MAX_NAME_LENGTH, min_length=0)] = Field(max_length=MAX_LIST_ITEMS)
 
     @field_validator("values", mode="before")
     @classmethod
@@ -220,10 +278,12 @@ SearchParameter = Annotated[
 
 class TrainingApproach(WireModel):
     type: Literal["tuningJob"] = "tuningJob"
-    training_image: str = Field(min_length=1, max_length=512)
-    metric_definitions: list[MetricDefinition] = Field(default_factory=list)
+    training_image: Name(512)
+    metric_definitions: list[MetricDefinition] = Field(default_factory=list, max_length=50)
     objective: Objective
-    search_space: list[SearchParameter] = Field(default_factory=list)
+    search_space: list[SearchParameter] = Field(
+        default_factory=list, max_length=MAX_SEARCH_PARAMETERS
+    )
     max_trials: int = Field(10, ge=1, le=MAX_TRIALS_LIMIT)
     retrain_every: float | None = Field(
         None,
@@ -240,7 +300,7 @@ class TrainingApproach(WireModel):
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Extension: seed of the hyperparameter sampler."
     )
-    schedule: str | None = Field(
+    schedule: Name(MAX_NAME_LENGTH) | None = Field(
         None,
         description="Extension: cron expression or preset (@daily, @weekly, ...); "
         "an alternative to retrainEvery.",
@@ -249,11 +309,11 @@ class TrainingApproach(WireModel):
 
 class DeployApproach(WireModel):
     type: Literal["cloud", "edge"]
-    inference_image: str = Field(min_length=1, max_length=512)
+    inference_image: Name(512)
 
 
 class Guardrail(WireModel):
-    metric: str = Field(min_length=1, max_length=255, description="A platform test metric.")
+    metric: Name(255) = Field(description="A platform test metric.")
     max_regression: float = Field(
         0.0,
         ge=0,
@@ -268,7 +328,7 @@ class AutoApproval(WireModel):
     only when every criterion holds; otherwise a human decides."""
 
     enabled: bool = Field(False, description="Off by default: every run waits for a human.")
-    metric: str | None = Field(
+    metric: Name(255) | None = Field(
         None,
         description="Platform test metric that must improve; default: the objective when it is "
         "a platform metric, else balancedAccuracy (imgClf) or meanDice (imgSeg).",
@@ -297,7 +357,7 @@ class ApprovalPolicy(WireModel):
     """Extension: who may approve a run of this model, how long a run waits, and the optional
     automatic policy."""
 
-    approvers: list[str] = Field(
+    approvers: list[Name(256)] = Field(
         default_factory=list,
         max_length=200,
         description="User names allowed to approve or reject runs; empty: any signed-in user.",
@@ -312,15 +372,14 @@ class ApprovalPolicy(WireModel):
 
 
 class ModelConfig(WireModel):
-    id: str | None = Field(None, max_length=36)
-    name: str = Field(min_length=1, max_length=128)
-    description: str = ""
-    dataset_id: str = Field(
-        min_length=1,
+    id: Identifier | None = None
+    name: Name()
+    description: Text() = ""
+    dataset_id: Name() = Field(
         description="ID of the dataset config this model trains on (the CLI also accepts the "
         "dataset's name).",
     )
-    champion_id: str | None = Field(
+    champion_id: Identifier | None = Field(
         None, description="Read-only: the run that is deployed now; changed by approvals."
     )
     training_approach: TrainingApproach

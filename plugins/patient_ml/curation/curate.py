@@ -202,7 +202,7 @@ def _assign(
         anchor = "near:" + members[0][:59]  # fits the 64-character key column
         link.update(dict.fromkeys(members, anchor))
     inputs = [
-        SplitInput(doc_id, pkey, (sha, link[sha]) if sha in link else (sha,))
+        SplitInput(doc_id, pkey, (sha, link[sha]) if sha in link else (sha,), track_example=True)
         for doc_id, pkey, sha, _ in rows
     ]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
@@ -212,9 +212,11 @@ def _assign(
     )
     if result.conflicts:
         staging.execute_many(
-            "UPDATE resolved SET excluded_reason = 'duplicate_image_conflict', "
-            "excluded_detail = ? WHERE doc_id = ?",
-            [(detail, doc_id) for doc_id, detail in result.conflicts.items()],
+            "UPDATE resolved SET excluded_reason = ?, excluded_detail = ? WHERE doc_id = ?",
+            [
+                (result.conflict_reasons.get(doc_id, "duplicate_image_conflict"), detail, doc_id)
+                for doc_id, detail in result.conflicts.items()
+            ],
         )
     return result.new_assignments, near_groups
 
@@ -420,6 +422,8 @@ def build_report(
             "documentReferencesExcludedByStatus": stats.excluded_by_status,
             "labelRecords": stats.label_records,
             "labelRecordsOfOtherDatasets": stats.other_labels,
+            "documentReferenceVersionsSuperseded": stats.superseded_versions,
+            "orphanLabels": stats.orphan_labels,
         },
         "examples": {
             "total": sum(by_split.values()),

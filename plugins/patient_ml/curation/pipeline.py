@@ -12,6 +12,7 @@ Stages (each streams; per-record state lives in a scratch SQLite file):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -23,12 +24,13 @@ from typing import Any
 
 import orjson
 
+from patient_ml.config.identifiers import require_safe_id, shorten
 from patient_ml.curation import records as rec
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.resolve import collapse_identical_images, resolve_labels
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import patient_key
-from patient_ml.curation.staging import Staging
+from patient_ml.curation.staging import Staging, version_key
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -53,7 +55,7 @@ class DatasetView:
 
     @property
     def prefix(self) -> str:
-        return f"datasets/{self.id}"
+        return f"datasets/{require_safe_id(self.id, 'dataset id')}"
 
 
 @dataclass
@@ -68,6 +70,9 @@ class CurationStats:
     other_labels: int = 0
     images_stored: int = 0
     quarantined: int = 0
+    document_versions: int = 0  # DocumentReference records with an id, every version
+    superseded_versions: int = 0  # older versions replaced by a newer one of the same id
+    orphan_labels: int = 0  # labels whose DocumentReference is not in the source
     last_log: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -101,23 +106,26 @@ def stage_records(
     workers: int,
     stats: CurationStats,
 ) -> None:
-    """Stage 1: read every record, fetch/check/store images in a pool, stage labels."""
+    """Stage 1: read every record (staging the newest version of each DocumentReference and
+    the labels), then fetch/check/store the images of the winning versions in a pool."""
     type_filter = rec.TokenFilter(dataset.filter_codes)
     progress = Progress(stats)
+    for position, expected, raw in source.records():
+        stats.records += 1
+        _dispatch(position, expected, raw, dataset, type_filter, staging, stats)
+        progress.tick()
     inflight: set[Future[tuple[Any, ...]]] = set()
     limit = max(4 * workers, 8)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-fetch") as pool:
-        for position, expected, raw in source.records():
-            stats.records += 1
-            job = _dispatch(position, expected, raw, dataset, type_filter, staging, stats)
-            if job is not None:
-                inflight.add(pool.submit(_fetch_job, store_image, job, position))
-                if len(inflight) >= limit:
-                    done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
-                    _collect(done, dataset, staging, stats)
+        for position, image in _winning_images(staging, stats):
+            inflight.add(pool.submit(_fetch_job, store_image, image, position))
+            if len(inflight) >= limit:
+                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                _collect(done, dataset, staging, stats)
             progress.tick()
         done, _ = wait(inflight)
         _collect(done, dataset, staging, stats)
+    _quarantine_orphan_labels(staging, stats)
     progress.tick(force=True)
 
 
@@ -129,7 +137,7 @@ def _dispatch(
     type_filter: rec.TokenFilter,
     staging: Staging,
     stats: CurationStats,
-) -> rec.ImageRecord | None:
+) -> None:
     resource: dict[str, Any] | None = None
     try:
         resource = rec.parse_resource(raw)
@@ -138,14 +146,7 @@ def _dispatch(
         if expected in rec_types() and rtype != expected:
             raise QuarantineError("wrong_resource_type", f"{rtype} where {expected} expected")
         if rtype == "DocumentReference":
-            image = rec.image_record(resource, type_filter)
-            if image == rec.NOT_SELECTED:
-                stats.not_selected += 1
-            elif image == rec.EXCLUDED:
-                stats.excluded_by_status += 1
-            else:
-                stats.selected_images += 1
-                return image  # type: ignore[return-value]
+            _stage_document(resource, position, type_filter, staging, stats)
         elif rtype == "Observation" and rec.is_label_observation(resource):
             label = rec.label_record(
                 resource, label_system=dataset.label_system, problem_type=dataset.problem_type
@@ -162,7 +163,98 @@ def _dispatch(
         kind = resource.get("resourceType") if isinstance(resource, dict) else expected
         rid = resource.get("id") if isinstance(resource, dict) else None
         _quarantine(staging, stats, str(kind or "record"), rid, position, q)
-    return None
+
+
+def _stage_document(
+    resource: dict[str, Any],
+    position: str,
+    type_filter: rec.TokenFilter,
+    staging: Staging,
+    stats: CurationStats,
+) -> None:
+    """Stage one version of a DocumentReference with what it would mean (selected, not
+    selected, excluded by status, or quarantined); only the newest version of an id counts."""
+    rid = resource.get("id")
+    if not isinstance(rid, str) or not rid:
+        image = rec.image_record(resource, type_filter)  # raises missing_id when selected
+        stats.not_selected += image == rec.NOT_SELECTED
+        return
+    stats.document_versions += 1
+    payload: dict[str, Any]
+    try:
+        image = rec.image_record(resource, type_filter)
+    except QuarantineError as q:
+        outcome, payload = "quarantined", {"reason": q.reason, "detail": q.detail}
+    else:
+        if isinstance(image, rec.ImageRecord):
+            outcome = "selected"
+            payload = {
+                "version": image.version,
+                "patient": image.patient_ref,
+                "attachment": image.attachment,
+                "contentType": image.content_type,
+            }
+        else:
+            outcome, payload = str(image), {}
+    canonical = hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    key = version_key(rec.resource_version(resource), rec.resource_updated(resource), canonical)
+    staging.add_document((rid, *key, outcome, orjson.dumps(payload).decode(), position))
+
+
+def _winning_images(staging: Staging, stats: CurationStats) -> Iterator[tuple[str, Any]]:
+    """The newest version of each DocumentReference, by id: the selected ones to fetch;
+    the others counted (not selected, excluded by status) or quarantined."""
+    stats.superseded_versions = stats.document_versions - (
+        staging.scalar("SELECT count(*) FROM documents") or 0
+    )
+    last = ""
+    while True:
+        rows = list(
+            staging.query(
+                "SELECT doc_id, outcome, payload, position FROM documents WHERE doc_id > ? "
+                "ORDER BY doc_id LIMIT 500",
+                (last,),
+            )
+        )
+        if not rows:
+            return
+        for doc_id, outcome, payload_text, position in rows:
+            payload = orjson.loads(payload_text)
+            if outcome == "selected":
+                stats.selected_images += 1
+                yield (
+                    position,
+                    rec.ImageRecord(
+                        id=doc_id,
+                        version=payload["version"],
+                        patient_ref=payload["patient"],
+                        attachment=payload["attachment"],
+                        content_type=payload["contentType"],
+                    ),
+                )
+            elif outcome == rec.NOT_SELECTED:
+                stats.not_selected += 1
+            elif outcome == rec.EXCLUDED:
+                stats.excluded_by_status += 1
+            else:
+                error = QuarantineError(payload["reason"], payload["detail"])
+                _quarantine(staging, stats, "DocumentReference", doc_id, position, error)
+        last = rows[-1][0]
+
+
+def _quarantine_orphan_labels(staging: Staging, stats: CurationStats) -> None:
+    """Labels of this dataset whose DocumentReference is not among the records read: listed
+    in the report (`label_orphan`), never dropped silently."""
+    rows = list(
+        staging.query(
+            "SELECT obs_id, doc_id FROM labels WHERE status != 'excluded' "
+            "AND doc_id NOT IN (SELECT doc_id FROM documents) ORDER BY obs_id"
+        )
+    )
+    stats.orphan_labels = len(rows)
+    for obs_id, doc_id in rows:
+        error = QuarantineError("label_orphan", f"DocumentReference/{doc_id}")
+        _quarantine(staging, stats, "Observation", obs_id, "labels", error)
 
 
 def rec_types() -> tuple[str, ...]:
@@ -173,10 +265,11 @@ def _stage_label(label: rec.LabelRecord, dataset: DatasetView, staging: Staging)
     class_index = None
     if dataset.problem_type == "imgClf" and label.status != "excluded":
         indices = {index for index, _ in dataset.labels}
-        try:
-            class_index = int(label.class_code or "")
-        except ValueError:
-            class_index = None
+        class_index = rec.label_index(label.class_code)
+        if class_index is None:
+            raise QuarantineError(
+                "label_malformed", f"code {shorten(label.class_code)!r} is not a label index"
+            )
         if class_index not in indices:
             raise QuarantineError(
                 "label_unknown_class", f"code {label.class_code!r} is not one of {sorted(indices)}"
@@ -286,5 +379,6 @@ def iter_examples(staging: Staging) -> Iterator[tuple[Any, ...]]:
 
 
 def staging_path(workdir: Path, dataset_id: str) -> Path:
+    name = f"curation-{require_safe_id(dataset_id, 'dataset id')}.sqlite"
     workdir.mkdir(parents=True, exist_ok=True)
-    return workdir / f"curation-{dataset_id}.sqlite"
+    return workdir / name

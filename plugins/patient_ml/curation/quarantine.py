@@ -31,13 +31,18 @@ REASONS: dict[str, str] = {
     "image_too_small": "width or height is below curation.minImageSide",
     "dicom_unsupported": "the DICOM pixel data cannot be decoded (compressed transfer syntax?)",
     # labels
-    "label_malformed": "the label Observation lacks focus, status or a value for this dataset",
+    "label_malformed": "the label Observation lacks focus, status or a value for this dataset, "
+    "or its code is not a canonical label index (ASCII digits, no sign or leading zero)",
     "label_unknown_class": "the label code is not an index of this dataset's labels",
+    "label_orphan": "the label's DocumentReference is not among the records read (deleted, "
+    "or outside the source)",
     "conflicting_labels": "confirmed labels of this image disagree",
     "invalid_mask": "the mask is not a PNG of the image's size with only label indices as values",
     # duplicates and splits
     "duplicate_image": "the same image (sha256) is already in the snapshot under another record",
     "duplicate_image_conflict": "an identical image belongs to a patient already in another split",
+    "split_conflict": "the example was in another split in an earlier snapshot (e.g. re-filed "
+    "under a patient of another split); examples never change split",
 }
 
 

@@ -7,6 +7,7 @@ a precise reason when one is missing or malformed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -200,7 +201,10 @@ def label_record(
         if isinstance(codings, list):
             for coding in codings:
                 if isinstance(coding, dict) and coding.get("system") == label_system:
-                    class_code = str(coding.get("code"))
+                    code = coding.get("code")
+                    if not isinstance(code, str):
+                        raise QuarantineError("label_malformed", "the label code is not a string")
+                    class_code = code
                     break
         if class_code is None:
             if isinstance(codings, list) and codings:
@@ -226,6 +230,17 @@ def label_record(
         performer=_performer(resource),
         updated=resource_updated(resource),
     )
+
+
+_CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]{0,2}")
+
+
+def label_index(code: str | None) -> int | None:
+    """The label index a code names, only in its canonical form: ASCII digits, no sign, space
+    or leading zero (`int()` also reads '+1', ' 1', '1_0' or Arabic-Indic digits as 1)."""
+    if not isinstance(code, str) or not _CANONICAL_INDEX.fullmatch(code):
+        return None
+    return int(code)
 
 
 def _focus_image_id(resource: dict[str, Any]) -> str | None:

@@ -9,6 +9,9 @@
   arrive) unless a member already has a split from an earlier curation: assignments are stored
   and never change. An example that would join two earlier splits is quarantined
   (`duplicate_image_conflict`) instead of moving anything.
+* The example itself is a node too (`example_node`): a DocumentReference re-filed under a
+  patient of another split keeps its split or, when that would link two splits, is
+  quarantined (`split_conflict`); an example never changes split silently.
 """
 
 from __future__ import annotations
@@ -37,20 +40,30 @@ def hashed_split(salt: str, anchor: str, ratios: Mapping[str, float]) -> str:
     return "test"
 
 
+def example_node(example_id: str) -> Node:
+    """The stored node of an example itself (kind "image", so no schema change: keys are
+    prefixed): an example keeps its first split even when its patient or image changes."""
+    key = example_id if len(example_id) <= 60 else hashlib.sha256(example_id.encode()).hexdigest()
+    return ("image", "doc:" + key[:60])
+
+
 @dataclass(frozen=True, slots=True)
 class SplitInput:
     example_id: str
     patient_key: str
     image_keys: tuple[str, ...]
+    track_example: bool = False  # also link (and store) the example's own node
 
     def nodes(self) -> tuple[Node, ...]:
-        return (("patient", self.patient_key), *(("image", k) for k in self.image_keys))
+        own = (example_node(self.example_id),) if self.track_example else ()
+        return (("patient", self.patient_key), *(("image", k) for k in self.image_keys), *own)
 
 
 @dataclass
 class SplitResult:
     splits: dict[str, str] = field(default_factory=dict)
-    conflicts: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, str] = field(default_factory=dict)  # example id -> detail
+    conflict_reasons: dict[str, str] = field(default_factory=dict)  # example id -> reason
     new_assignments: dict[Node, str] = field(default_factory=dict)
 
 
@@ -123,7 +136,17 @@ def _resolve_conflicting_group(
         for ex in pending:
             seen = {node_split[n] for n in ex.nodes() if n in node_split}
             if len(seen) > 1:
-                result.conflicts[ex.example_id] = "links splits " + ", ".join(sorted(seen))
+                own = known.get(example_node(ex.example_id)) if ex.track_example else None
+                if own is not None:
+                    result.conflict_reasons[ex.example_id] = "split_conflict"
+                    others = ", ".join(sorted(seen - {own}))
+                    detail = (
+                        f"was in {own} in an earlier snapshot; its patient or image is in {others}"
+                    )
+                else:
+                    result.conflict_reasons[ex.example_id] = "duplicate_image_conflict"
+                    detail = "links splits " + ", ".join(sorted(seen))
+                result.conflicts[ex.example_id] = detail
                 progress = True
             elif len(seen) == 1:
                 split = seen.pop()

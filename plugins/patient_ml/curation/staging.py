@@ -26,6 +26,10 @@ CREATE TABLE labels (
     performer TEXT, updated TEXT
 );
 CREATE INDEX labels_doc ON labels (doc_id);
+CREATE TABLE documents (
+    doc_id TEXT PRIMARY KEY, vnum TEXT NOT NULL, vtime TEXT NOT NULL, vsha TEXT NOT NULL,
+    outcome TEXT NOT NULL, payload TEXT, position TEXT
+);
 CREATE TABLE quarantine (
     kind TEXT NOT NULL, resource_id TEXT, source TEXT, reason TEXT NOT NULL, detail TEXT
 );
@@ -41,6 +45,16 @@ _LABEL_COLUMNS = (
     "version", "doc_id", "status", "class_index", "mask_json", "mask_sha", "mask_key",
     "mask_reason", "performer", "updated",
 )  # fmt: skip
+# Several versions of one DocumentReference (an export with history, appended NDJSON): the
+# newest by version_key() wins, decided here while records are read, before any image is
+# fetched, so the outcome never depends on which fetch finishes last.
+_NEWEST_DOCUMENT_WINS = (
+    "ON CONFLICT (doc_id) DO UPDATE SET vnum = excluded.vnum, vtime = excluded.vtime, "
+    "vsha = excluded.vsha, outcome = excluded.outcome, payload = excluded.payload, "
+    "position = excluded.position "
+    "WHERE (excluded.vnum, excluded.vtime, excluded.vsha) > "
+    "(documents.vnum, documents.vtime, documents.vsha)"
+)
 _NEWER_LABEL_WINS = (
     "ON CONFLICT (obs_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _LABEL_COLUMNS)
@@ -51,15 +65,35 @@ _NEWER_LABEL_WINS = (
 def newer_version(
     version: str | None, updated: str | None, old_version: str | None, old_updated: str | None
 ) -> bool:
-    """Whether a resource version replaces the one staged: a higher numeric versionId, else a
-    later lastUpdated; when neither tells, the one read later wins."""
-    numeric = bool(version and old_version and version.isdigit() and old_version.isdigit())
-    if numeric and version != old_version:
-        return int(version or 0) > int(old_version or 0)
-    new, old = instant(updated), instant(old_updated)
-    if new is not None and old is not None and new != old:
-        return new > old
-    return True
+    """Whether a resource version replaces the one staged, in the order of version_key()
+    (numeric versionId, then lastUpdated); when neither tells, the one read later wins (labels
+    are read one after the other, in the source's order)."""
+    new, old = version_key(version, updated, ""), version_key(old_version, old_updated, "")
+    return new >= old
+
+
+def version_key(
+    version: str | None, updated: str | None, canonical_sha: str
+) -> tuple[str, str, str]:
+    """A total order of the versions of one resource, as three strings compared in turn:
+
+    1. `meta.versionId` as a number when it is an ASCII integer (any integer beats a versionId
+       that is not one; two non-integer versionIds tie here);
+    2. `meta.lastUpdated` as an instant (a readable instant beats a missing one);
+    3. the sha256 of the resource's canonical JSON, so two different resources with the same
+       version and time still have one winner, whatever order they were read in.
+    """
+    digits = (
+        version.lstrip("0") or "0" if version and version.isascii() and version.isdigit() else ""
+    )
+    vnum = f"{len(digits):06d}{digits}" if digits else ""
+    moment = instant(updated)
+    if moment is not None:
+        moment = moment.astimezone(UTC)
+        vtime = f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%f")
+    else:
+        vtime = ""
+    return vnum, vtime, canonical_sha
 
 
 def instant(text: str | None) -> datetime | None:
@@ -94,6 +128,11 @@ class Staging:
     def add_label(self, row: tuple[Any, ...]) -> None:
         self._buffer("labels", row)
 
+    def add_document(self, row: tuple[Any, ...]) -> None:
+        """(doc_id, vnum, vtime, vsha, outcome, payload, position): one version of a
+        DocumentReference; the newest version of each id is kept (see version_key)."""
+        self._buffer("documents", row)
+
     def add_quarantine(
         self, kind: str, resource_id: str | None, source: str | None, reason: str, detail: str
     ) -> None:
@@ -116,6 +155,8 @@ class Staging:
             sql = f"INSERT OR REPLACE INTO {name} VALUES ({marks})"
             if name == "labels":
                 sql = f"INSERT INTO labels VALUES ({marks}) {_NEWER_LABEL_WINS}"
+            elif name == "documents":
+                sql = f"INSERT INTO documents VALUES ({marks}) {_NEWEST_DOCUMENT_WINS}"
             self.db.execute("BEGIN")
             self.db.executemany(sql, rows)
             self.db.execute("COMMIT")

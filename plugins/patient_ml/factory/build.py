@@ -19,7 +19,7 @@ from airflow.sdk import DAG, Asset, Param
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
-from patient_ml.factory.catalog import ModelEntry
+from patient_ml.factory.catalog import ModelEntry, entry_problem
 from patient_ml.naming import model_slug
 from patient_ml.operators.approval import ApprovalSensor
 from patient_ml.operators.config_error import ConfigErrorOperator
@@ -110,6 +110,9 @@ def champion_asset(entry: ModelEntry) -> Asset:
 
 
 def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
+    problem = entry_problem(entry)
+    if problem:
+        raise ValueError(f"stored model config refused: {problem}")
     training = entry.training
     max_trials = int(training.get("maxTrials") or 10)
     parallel = max(1, min(int(training.get("parallelTrials") or 1), MAX_PARALLEL_TRIALS))

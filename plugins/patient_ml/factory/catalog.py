@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -163,6 +164,13 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             MAX_MODELS,
         )
         rows = rows[:MAX_MODELS]
+    safe_rows = []
+    for r in rows:
+        if not isinstance(r[2], str) or not _SLUG.fullmatch(r[2]):
+            # a DAG id is built from the slug: a stored slug that skipped validation is skipped
+            log.error("model %s: its stored slug is not a valid DAG id part; skipped", r[0])
+            continue
+        safe_rows.append(r)
     return [
         ModelEntry(
             model_id=r[0],
@@ -179,8 +187,37 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             dataset_name=r[11],
             problem_type=r[12],
         ).with_digest()
-        for r in rows
+        for r in safe_rows
     ]
+
+
+_SLUG = re.compile(r"[a-z0-9_]{1,200}")
+
+
+def entry_problem(entry: ModelEntry) -> str | None:
+    """Why a stored model row must not become a DAG as it is (it was written around the
+    config checks, e.g. by hand or by an older version), or None. Checked by the factory
+    before anything is built from it: ids name folders and keys, text lands in the UI."""
+    from patient_ml.config.identifiers import id_problem, shorten, text_problem
+    from patient_ml.config.limits import MAX_CONFIG_BYTES, MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH
+
+    for where, value in (("id", entry.model_id), ("datasetId", entry.dataset_id)):
+        problem = id_problem(str(value))
+        if problem:
+            return f"{where} {shorten(value)!r} {problem}"
+    texts = (("name", entry.name, MAX_NAME_LENGTH, False),
+             ("dataset name", entry.dataset_name, MAX_NAME_LENGTH, False),
+             ("description", entry.description, MAX_DESCRIPTION_LENGTH, True))  # fmt: skip
+    for where, value, limit, multiline in texts:
+        if len(value) > limit:
+            return f"{where} holds {len(value)} characters, more than {limit}"
+        problem = text_problem(value, multiline=multiline)
+        if problem:
+            return f"{where} {problem}"
+    size = len(json.dumps([entry.training, entry.deploy, entry.approval], default=str))
+    if size > MAX_CONFIG_BYTES:
+        return f"the stored config holds {size} bytes, more than {MAX_CONFIG_BYTES}"
+    return None
 
 
 def read_last_known_good(cache_dir: Path | None) -> tuple[list[ModelEntry], str] | None:

@@ -253,10 +253,7 @@ def history_ref(resource_type: str, rid: str, version: str | None) -> str:
 
 
 def _class_index(label: rec.LabelRecord) -> int | None:
-    try:
-        return int(label.class_code or "")
-    except ValueError:
-        return None
+    return rec.label_index(label.class_code)
 
 
 def _millis(text: str | None) -> float | None:

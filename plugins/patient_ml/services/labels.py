@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from patient_ml.config.identifiers import require_safe_id
 from patient_ml.config.models import DatasetSource
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
@@ -280,7 +281,8 @@ def _superseded(
 def _next_meta(current: dict[str, Any] | None, now: str) -> dict[str, Any]:
     meta = dict((current or {}).get("meta") or {})
     version = str(meta.get("versionId") or "")
-    meta["versionId"] = str(int(version) + 1) if version.isdigit() else "1"
+    numeric = version.isascii() and version.isdigit()  # isdigit() alone accepts non-ASCII digits
+    meta["versionId"] = str(int(version) + 1) if numeric else "1"
     meta["lastUpdated"] = now
     return meta
 
@@ -364,7 +366,7 @@ def _audit_value(resource: dict[str, Any]) -> str:
 
 
 def label_file_key(dataset_id: str, sha: str) -> str:
-    return f"datasets/{dataset_id}/label-files/{sha}.png"
+    return f"datasets/{require_safe_id(dataset_id, 'dataset id')}/label-files/{sha}.png"
 
 
 def put_label_file(ctx: DatasetContext, example_id: str, body: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from patient_ml.config.identifiers import require_safe_id
 from patient_ml.exceptions import PatientMLError
 from patient_ml.storage import ArtifactStore, LocalArtifactStore
 from patient_ml.training.contract import CHANNELS, JobLayout
@@ -27,7 +28,7 @@ class ChannelStats:
 
 
 def snapshot_prefix(dataset_id: str) -> str:
-    return f"datasets/{dataset_id}"
+    return f"datasets/{require_safe_id(dataset_id, 'dataset id')}"
 
 
 def manifest_key(dataset_id: str, snapshot_id: str) -> str:

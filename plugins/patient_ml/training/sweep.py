@@ -28,6 +28,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from patient_ml.config.identifiers import require_safe_id
+
 log = logging.getLogger("patient_ml.training")
 
 WORKER_ATTR = "worker"
@@ -117,7 +119,7 @@ def sweep_lock(engine: Engine, run_id: str) -> Iterator[None]:
         return
     database = engine.url.database or ""
     lock_dir = Path(database).parent if database and database != ":memory:" else Path("/tmp")
-    lock_path = lock_dir / f".patient-ml-sweep-{run_id}.lock"
+    lock_path = lock_dir / f".patient-ml-sweep-{require_safe_id(run_id, 'run id')}.lock"
     with open(lock_path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

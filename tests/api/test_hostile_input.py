@@ -1,0 +1,61 @@
+"""The REST API under hostile input (issue 16): unsafe ids in bodies and paths, huge bodies,
+control and bidi characters in parameters, huge values echoed back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from patient_ml.config.limits import MAX_CONFIG_BYTES
+from tests.helpers import example
+
+
+@pytest.mark.parametrize("bad", ["../../x", "a/b", "/abs", ".", "a\u202eb"])
+def test_create_refuses_unsafe_ids(api: Any, bad: str) -> None:
+    admin = api("admin")
+    answer = admin.post("/datasets", json=example("brain_mri_dataset") | {"id": bad})
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["error"]["errors"]] == ["id"]
+    assert admin.get("/datasets").json()["datasets"] == []
+
+
+def test_a_body_above_the_limit_is_refused_with_413(api: Any) -> None:
+    admin = api("admin")
+    config = example("brain_mri_dataset") | {"description": "x" * (MAX_CONFIG_BYTES + 10)}
+    answer = admin.post("/datasets", json=config)
+    assert answer.status_code == 413, answer.text
+    assert len(answer.text) < 1000
+    # Sent in chunks (no Content-Length), it is cut off while being read.
+    chunks = iter([b'{"name": "' + b"y" * 65536] * (MAX_CONFIG_BYTES // 65536 + 2) + [b'"}'])
+    chunked = admin.post("/datasets", content=chunks, headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413, chunked.text
+    assert admin.get("/datasets").json()["datasets"] == []
+
+
+def test_huge_field_values_are_not_echoed_whole(api: Any) -> None:
+    answer = api("admin").post(
+        "/datasets", json=example("brain_mri_dataset") | {"name": "n" * 500_000}
+    )
+    assert answer.status_code == 422
+    assert len(answer.text) < 2000
+    assert len(answer.json()["error"]["errors"][0]["value"]) <= 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/models/some-model/runs/bad%20run!",
+        "/models/some-model/runs/.hidden",
+        "/datasets/some-dataset/examples/bad:id",
+        "/datasets/some-dataset/examples/a%20b",
+        "/datasets/red%1B%5B31m",
+        "/datasets/x%E2%80%AEy",
+        "/datasets/some-dataset/examples?patientId=%1B%5B2J",
+        "/models/" + "m" * 3000,
+    ],
+)
+def test_unsafe_path_and_query_parameters_get_422(api: Any, path: str) -> None:
+    answer = api("admin").get(path)
+    assert answer.status_code == 422, (path, answer.status_code, answer.text)
+    assert "\x1b" not in answer.text
