@@ -4,14 +4,13 @@ real FHIR server (Binary)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import pytest
 
@@ -19,6 +18,7 @@ from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, parse_http_url,
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.exceptions import PatientMLError
 from patient_ml.fhir.client import FhirClient
+from tests.curation.hostile import HostileServer
 from tests.fhir_server import FhirServer
 
 PAYLOAD = b"\x89PNG\r\n\x1a\n" + b"x" * 100
@@ -183,60 +183,12 @@ def test_policy_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path
 # --------------------------------------------------------------------------- hostile input
 
 
-class _Server:
-    """A real HTTP server on 127.0.0.1 that serves `body` for every GET and counts requests;
-    `/trickle` and `/slow-headers` send one byte at a time."""
-
-    def __init__(self, body: bytes) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests += 1
-                with contextlib.suppress(OSError):  # the client gave up (deadline): expected
-                    self.respond()
-
-            def respond(self) -> None:
-                if self.path.startswith("/redirect-to/"):
-                    self.send_response(302)
-                    self.send_header("Location", unquote(self.path.removeprefix("/redirect-to/")))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if self.path == "/slow-headers":
-                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        time.sleep(0.2)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.path == "/trickle":
-                    for byte in body:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        time.sleep(0.2)
-                    return
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.requests = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def two_servers() -> Iterator[tuple[_Server, _Server]]:
-    allowed, disallowed = _Server(PAYLOAD), _Server(b"\x89PNG\r\n\x1a\nFROM-THE-DISALLOWED-PORT")
+def two_servers() -> Iterator[tuple[HostileServer, HostileServer]]:
+    allowed, disallowed = (
+        HostileServer(PAYLOAD),
+        HostileServer(b"\x89PNG\r\n\x1a\nFROM-THE-DISALLOWED-PORT"),
+    )
     yield allowed, disallowed
     allowed.close()
     disallowed.close()
@@ -274,7 +226,7 @@ def ambiguous_urls(allowed: int, disallowed: int) -> list[str]:
 
 
 def test_ambiguous_authorities_are_refused_and_never_connect_elsewhere(
-    two_servers: tuple[_Server, _Server],
+    two_servers: tuple[HostileServer, HostileServer],
 ) -> None:
     allowed, disallowed = two_servers
     fetcher = ImageFetcher(FetchPolicy(allowed_http_hosts=(f"127.0.0.1:{allowed.port}",)))
@@ -358,7 +310,7 @@ def test_unexpected_errors_are_quarantined_with_their_class_only(
     assert "p0001" not in str(error)
 
 
-def test_every_fetch_has_a_total_deadline(two_servers: tuple[_Server, _Server]) -> None:
+def test_every_fetch_has_a_total_deadline(two_servers: tuple[HostileServer, HostileServer]) -> None:
     allowed, _ = two_servers
     fetcher = ImageFetcher(
         FetchPolicy(allowed_http_hosts=(f"127.0.0.1:{allowed.port}",), deadline=1.0)
