@@ -81,7 +81,25 @@ def decode_budget() -> DecodeBudget:
                 "PATIENT_ML_DECODE_MEMORY_BYTES", DEFAULT_DECODE_MEMORY, low=2**24, high=2**40
             )
             _BUDGET.append(DecodeBudget(int(total)))
+            _return_large_buffers_to_the_os()
         return _BUDGET[0]
+
+
+def _return_large_buffers_to_the_os() -> None:
+    """Have glibc serve every allocation of 1 MiB or more with its own mmap, unmapped when
+    freed. Otherwise glibc raises that threshold up to 32 MiB after large frees, and the
+    decoders' buffers of that size (Pillow's 16 MiB blocks, rescaling stripes) stay cached in
+    each fetch thread's malloc arena: 8 threads held ~1 GB after decoding, ~350 MB with this
+    (`benchmarks/curation.py --hostile`). Not glibc: nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3  # glibc's malloc.h
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(m_mmap_threshold, 1 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _mib(nbytes: int) -> int:
