@@ -46,6 +46,7 @@ DEFAULT_DEADLINE = 60.0
 _CHUNK = 1 << 16
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]")  # controls, space, DEL, backslash
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _HTTP_URL = re.compile(r"(?i)(https?)://([^/?#]*)([^#]*)(?:#.*)?")
 _HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -167,7 +168,8 @@ class ImageFetcher:
             if data:
                 return self._inline(data)
             url = str(attachment.get("url") or "").strip()
-            scheme = url.partition(":")[0].lower() if ":" in url else ""
+            match = _SCHEME.match(url)
+            scheme = match.group(1).lower() if match else ""
             if scheme == "file":
                 return self._file(url)
             if scheme in {"http", "https"} and not self._is_fhir_binary(url):
@@ -177,7 +179,7 @@ class ImageFetcher:
                 if match is None or _CONTROL_CHARS.search(url) or match.group(2).endswith("/"):
                     raise _malformed("not s3://bucket/key with a valid bucket name and key")
             elif not (scheme in {"http", "https"} or (not scheme and url.startswith("Binary/"))):
-                shown = scheme if scheme.isalnum() and len(scheme) <= 20 else "(none)"
+                shown = scheme[:20] or "(none)"
                 raise QuarantineError("url_not_allowed", f"scheme {shown!r}")
         # S3 and the FHIR server: their infrastructure errors (credentials, server down)
         # propagate and fail the task; their per-record errors are QuarantineErrors.
