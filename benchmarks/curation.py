@@ -1,11 +1,17 @@
 """Curation throughput and memory on synthetic records; prints its figures.
 
     .venv/bin/python benchmarks/curation.py [--records 100000] [--workers 8]
+    .venv/bin/python benchmarks/curation.py --hostile [--workers 8]
 
 Builds N DocumentReferences (N unique 16x16 PNGs on disk, 2 per synthetic patient, 85%
 labelled), curates them from NDJSON into a temporary local artifact store with a SQLite
 product DB, and prints records/s and the peak RSS. It also times our record parser against
 full fhir.resources validation on the same records, which is why curation parses with orjson.
+
+`--hostile` curates images built to exhaust memory instead: small RLE DICOMs with huge frames
+(7000x7000 16-bit, 1.8 MB each), deflated DICOM bombs, 7000x7000 RGB PNGs (legitimate, 150 MB
+decoded each) and PNG pixel bombs (40000x40000 headers), with the default limits, and prints
+the curation's peak RSS, measured in a fresh process (building the inputs takes memory too).
 """
 
 from __future__ import annotations
@@ -84,10 +90,161 @@ def parse_timing(folder: Path, sample: int) -> tuple[float, float]:
     return len(lines) / ours, len(lines) / full
 
 
+def hostile_images(folder: Path, copies: int) -> list[tuple[str, str, str]]:
+    """(file name, content type, what it is) of each hostile image written to `folder`."""
+    import zlib
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (
+        DeflatedExplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        RLELossless,
+        generate_uid,
+    )
+
+    def dicom(side: int, syntax: str) -> bytes:
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+        ds.Rows = ds.Columns = side
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = "1.5", "-10"
+        pixels = np.zeros((side, side), dtype=np.uint16)
+        pixels[::97, ::89] = 1000
+        ds.PixelData = pixels.tobytes()
+        if syntax == RLELossless:
+            ds.compress(RLELossless, pixels)
+        else:
+            ds.file_meta.TransferSyntaxUID = syntax
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+    def png_bomb(side: int) -> bytes:
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            crc = zlib.crc32(kind + body).to_bytes(4, "big")
+            return len(body).to_bytes(4, "big") + kind + body + crc
+
+        header = side.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+        idat = zlib.compress(b"\x00" * (1 << 20), 9)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+
+    rgb = io.BytesIO()
+    Image.fromarray(np.zeros((7000, 7000, 3), dtype=np.uint8), mode="RGB").save(rgb, "PNG")
+    kinds = [
+        ("huge-frame.dcm", "application/dicom", dicom(7000, RLELossless), 2),
+        ("deflate-bomb.dcm", "application/dicom", dicom(12000, DeflatedExplicitVRLittleEndian), 1),
+        ("rgb-7000.png", "image/png", rgb.getvalue(), 1),
+        ("pixel-bomb.png", "image/png", png_bomb(40_000), 1),
+    ]
+    del pydicom
+    folder.mkdir(parents=True)
+    written = []
+    for name, ctype, data, weight in kinds:
+        for i in range(copies * weight):
+            path = folder / f"{i:03d}-{name}"
+            path.write_bytes(data)
+            written.append((path.name, ctype, f"{name} ({len(data) / 1e6:.2f} MB)"))
+    return written
+
+
+def hostile_curation(folder: str, workers: int, queue: object) -> None:
+    """Runs in a fresh process: curate the hostile images, report through `queue`."""
+    from patient_ml.curation.curate import curate
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.curation.images import decode_budget
+    from patient_ml.curation.sources import NdjsonSource
+    from patient_ml.db.engine import get_engine
+    from patient_ml.storage import LocalArtifactStore
+
+    work = Path(folder)
+    engine = get_engine(f"sqlite:///{work / 'bench.db'}", check_schema=False)
+    dataset_id = (work / "dataset-id").read_text()
+    t0 = time.perf_counter()
+    result = curate(
+        engine=engine,
+        dataset_ref=dataset_id,
+        source=NdjsonSource(work / "src"),
+        store=LocalArtifactStore(work / "artifacts"),
+        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(work / "src",))),
+        workers=workers,
+    )
+    reasons = {r: v["count"] for r, v in result.report["quarantined"]["byReason"].items()}
+    queue.put(  # type: ignore[attr-defined]
+        {
+            "seconds": time.perf_counter() - t0,
+            "examples": result.example_count,
+            "reasons": reasons,
+            "budget_peak": decode_budget().peak,
+            "budget": decode_budget().total,
+            "rss_mb": peak_rss_mb(),
+        }
+    )
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited through exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def hostile(args: argparse.Namespace, engine: object, dataset_id: str, work: Path) -> None:
+    import multiprocessing
+
+    t0 = time.perf_counter()
+    images = hostile_images(work / "src" / "images", args.copies)
+    with open(work / "src" / "DocumentReference.ndjson", "wb") as docs:
+        for i, (name, ctype, _) in enumerate(images):
+            doc = {
+                "resourceType": "DocumentReference",
+                "id": f"h{i}",
+                "status": "current",
+                "type": {"coding": [{"system": "http://loinc.org", "code": "bench"}]},
+                "subject": {"reference": f"Patient/p{i}"},
+                "content": [
+                    {
+                        "attachment": {
+                            "contentType": ctype,
+                            "url": (work / "src" / "images" / name).as_uri(),
+                        }
+                    }
+                ],
+            }
+            docs.write(orjson.dumps(doc) + b"\n")
+    (work / "dataset-id").write_text(dataset_id)
+    kinds: dict[str, int] = {}
+    for _, _, what in images:
+        kinds[what] = kinds.get(what, 0) + 1
+    print(f"hostile input: {len(images)} images, built in {time.perf_counter() - t0:.1f} s")
+    for what, n in kinds.items():
+        print(f"  {n:3d} x {what}")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=hostile_curation, args=(str(work), args.workers, queue))
+    child.start()
+    report = queue.get()
+    child.join()
+    print(f"curation ({args.workers} workers): {report['examples']} examples, quarantined "
+          f"{report['reasons']}, in {report['seconds']:.1f} s")  # fmt: skip
+    budget, reserved = report["budget"] / 2**20, report["budget_peak"] / 2**20
+    print(f"decode budget {budget:.0f} MiB, reserved at most {reserved:.0f} MiB; "
+          f"peak RSS {report['rss_mb']:.0f} MB")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--hostile", action="store_true", help="curate memory-hostile images")
+    parser.add_argument("--copies", type=int, default=8, help="--hostile: copies of each kind")
     args = parser.parse_args()
 
     from patient_ml.curation.curate import curate
@@ -116,6 +273,9 @@ def main() -> None:
         }
         with session_scope(engine) as session:
             dataset_id = create_dataset(session, config, actor="bench").id
+        if args.hostile:
+            hostile(args, engine, dataset_id, work)
+            return
         t0 = time.perf_counter()
         build(work / "src", args.records, "bench", "urn:bench")
         built = time.perf_counter() - t0

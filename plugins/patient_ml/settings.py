@@ -80,3 +80,22 @@ def dag_cache_dir() -> Path | None:
     if explicit.lower() == "off":
         return None
     return Path(explicit).expanduser() if explicit else home() / "cache"
+
+
+def env_number(name: str, default: float, *, low: float, high: float) -> float:
+    """A number from environment variable `name` within [low, high]; `default` when unset."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        from patient_ml.exceptions import PatientMLError
+
+        raise PatientMLError(
+            f"{name}={text[:40]!r} is not a number from {low:g} to {high:g}.",
+            fix=f"set {name} within that range, or unset it for the default ({default:g})",
+        )
+    return value

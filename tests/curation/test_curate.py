@@ -4,6 +4,8 @@ quarantine of every bad input, patient-level splits, idempotence and stability a
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +28,8 @@ from patient_ml.db.models import SplitAssignment
 from patient_ml.fhir.client import FhirClient
 from patient_ml.services.datasets import create_dataset
 from patient_ml.storage import LocalArtifactStore, artifact_store_from_uri
-from tests.curation.cohort import CODE_SYSTEM, Cohort, dataset_config
+from tests.curation.cohort import CODE_SYSTEM, Cohort, dataset_config, png
+from tests.curation.hostile import HostileServer
 from tests.fhir_server import FhirServer
 from tests.s3_server import S3Server
 
@@ -234,3 +237,117 @@ def test_curation_with_images_and_artifacts_on_s3(
     s3_source = S3NdjsonSource(f"s3://{images_bucket}/export", aws_conn_id=s3.conn_id)
     again = run(engine, setup, s3_source, tmp_path)
     assert (again.snapshot_id, again.created) == (result.snapshot_id, False)
+
+
+def test_hostile_records_are_quarantined_and_curation_finishes(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One NDJSON batch of hostile attachments: every one is quarantined with a reason, the
+    others make a snapshot, nothing from a disallowed port is stored, no temp folder is left."""
+    allowed, disallowed = HostileServer(png(7001)), HostileServer(png(7002) + b"DISALLOWED")
+    try:
+        dataset_id, name, code = new_dataset(engine)
+        cohort = Cohort(tmp_path / "source", code, f"urn:test:{name}")
+        cohort.add_patients(0, 6)
+        images = cohort.images
+        os.symlink(images / "loop-b", images / "loop-a")
+        os.symlink(images / "loop-a", images / "loop-b")
+        os.mkfifo(images / "fifo.png")
+        a, d = allowed.port, disallowed.port
+        hostile = {
+            f"http://127.0.0.1:{d}\\@127.0.0.1:{a}/x.png": "url_malformed",
+            f"http://127.0.0.1:{a}/redirect-to/http%3A%2F%2F127.0.0.1%3A99999%2Fx.png": (
+                "url_malformed"
+            ),
+            f"http://127.0.0.1:{a}/redirect-to/http%3A%2F%2F127.0.0.1%3A{d}%2Fx.png": (
+                "url_not_allowed"
+            ),
+            "http://127.0.0.1:port/x.png": "url_malformed",
+            "http://[::1/x.png": "url_malformed",
+            f"file://{images}/a%00.png": "url_malformed",
+            f"file://{images}/loop-a": "image_unreachable",
+            f"file://{images}/{'n' * 300}.png": "image_unreachable",
+            f"file://{images}/fifo.png": "image_not_found",
+            f"http://127.0.0.1:{a}/trickle": "image_fetch_timeout",
+        }
+        for n, url in enumerate(hostile):
+            cohort.doc(f"hostile-{n:02d}", f"p9{n:03d}", url=url)
+        cohort.doc("via-allowed", "p8000", url=f"http://127.0.0.1:{a}/ok.png")
+        cohort.good_ids.add("via-allowed")
+        store = LocalArtifactStore(tmp_path / "artifacts")
+        fetcher = ImageFetcher(
+            FetchPolicy(
+                allowed_file_roots=(images,),
+                allowed_http_hosts=(f"127.0.0.1:{a}",),
+                max_bytes=20_000,
+                deadline=1.0,
+            )
+        )
+        temp = tmp_path / "temp"
+        temp.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(temp))
+        source = NdjsonSource(cohort.write_ndjson(tmp_path / "ndjson"))
+
+        result = curate(
+            engine=engine,
+            dataset_ref=dataset_id,
+            source=source,
+            store=store,
+            fetcher=fetcher,
+            workers=4,
+        )
+    finally:
+        allowed.close()
+        disallowed.close()
+
+    assert result.created
+    items = {i["resourceId"]: i["reason"] for i in result.report["quarantined"]["items"]}
+    assert items == {f"hostile-{n:02d}": reason for n, reason in enumerate(hostile.values())}
+    _, examples = read_manifest(store, result.manifest_uri)
+    assert {e["id"] for e in examples} == cohort.good_ids
+    assert disallowed.requests == 0
+    for path in (tmp_path / "artifacts").rglob("*"):
+        assert not path.is_file() or b"DISALLOWED" not in path.read_bytes(), path
+    assert list(temp.iterdir()) == []  # item 10: no patient-ml-curation-* folder left
+
+
+def test_the_temporary_folder_is_removed_when_curation_fails(
+    engine: Engine, setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+
+    class BrokenSource:
+        description = "a source that fails half-way"
+
+        def records(self) -> Any:
+            yield from NdjsonSource(setup["cohort"].write_ndjson(tmp_path / "n")).records()
+            raise OSError("the export disappeared")
+
+    with pytest.raises(OSError, match="disappeared"):
+        curate(
+            engine=engine,
+            dataset_ref=setup["id"],
+            source=BrokenSource(),
+            store=setup["store"],
+            fetcher=setup["fetcher"],
+        )
+    assert list(temp.iterdir()) == []
+
+
+def test_s3_source_reads_objects_with_very_long_keys(tmp_path: Path, s3: S3Server) -> None:
+    bucket = s3.new_bucket()
+    cohort = Cohort(tmp_path / "source", "code", "urn:test:labels")
+    cohort.add_patients(0, 3)
+    folder = cohort.write_ndjson(tmp_path / "n")
+    client = s3.client()
+    long_prefix = "/".join(["x" * 200] * 4)  # a local file name this long cannot exist
+    for path in sorted(folder.glob("*.ndjson")):
+        client.put_object(
+            Bucket=bucket, Key=f"export/{long_prefix}/{path.name}", Body=path.read_bytes()
+        )
+    source = S3NdjsonSource(f"s3://{bucket}/export", aws_conn_id=s3.conn_id)
+    records = list(source.records())
+    assert len(records) == len(list(NdjsonSource(folder).records()))
+    assert records[0][1] == "DocumentReference"

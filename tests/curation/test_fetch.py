@@ -6,15 +6,19 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, policy_with
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, parse_http_url, policy_with
 from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.exceptions import PatientMLError
 from patient_ml.fhir.client import FhirClient
+from tests.curation.hostile import HostileServer
 from tests.fhir_server import FhirServer
 
 PAYLOAD = b"\x89PNG\r\n\x1a\n" + b"x" * 100
@@ -75,7 +79,7 @@ def test_no_roots_configured_refuses_every_file(roots: tuple[Path, Path]) -> Non
 
 def test_unknown_schemes_are_refused() -> None:
     fetcher = ImageFetcher(FetchPolicy())
-    for url in ("ftp://host/x.png", "gopher://x", "relative/path.png", "", "Binary/abc"):
+    for url in ("ftp://host/x.png", "gopher://x", "relative/path.png", "", "Binary/abc", "c:\\x"):
         assert quarantined(fetcher, {"url": url}).reason == "url_not_allowed", url
 
 
@@ -174,3 +178,155 @@ def test_policy_from_env_and_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path
     merged = policy_with(policy, allowed_http_hosts=["x"], max_bytes=5)
     assert merged.allowed_file_roots == policy.allowed_file_roots
     assert (merged.allowed_http_hosts, merged.max_bytes) == (("x",), 5)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[HostileServer, HostileServer]]:
+    allowed, disallowed = (
+        HostileServer(PAYLOAD),
+        HostileServer(b"\x89PNG\r\n\x1a\nFROM-THE-DISALLOWED-PORT"),
+    )
+    yield allowed, disallowed
+    allowed.close()
+    disallowed.close()
+
+
+def ambiguous_urls(allowed: int, disallowed: int) -> list[str]:
+    """URLs whose authority a lenient parser reads as 127.0.0.1:<allowed> while another
+    connects elsewhere, or that are simply malformed."""
+    return [
+        f"http://127.0.0.1:{disallowed}\\@127.0.0.1:{allowed}/x.png",  # the reported bypass
+        f"http://127.0.0.1:{disallowed}\\\\@127.0.0.1:{allowed}/x.png",
+        f"http://127.0.0.1:{allowed}\\x.png",
+        f"http://user@127.0.0.1:{allowed}/x.png",
+        f"http://127.0.0.1:{allowed}@127.0.0.1:{disallowed}/x.png",
+        f"http://127.0.0.1:{allowed}:{disallowed}/x.png",
+        f"http://127.0.0.1:{allowed}x/x.png",  # non-numeric port
+        "http://127.0.0.1:http/x.png",
+        f"http://127.0.0.1:+{allowed}/x.png",
+        "http://127.0.0.1:99999/x.png",  # out of range
+        "http://127.0.0.1:0/x.png",
+        "http://127.0.0.1:/x.png",
+        "http://[::1/x.png",  # broken IPv6 literals
+        "http://[::1]x/x.png",
+        "http://[fe80::1%25eth0]/x.png",
+        "http://[127.0.0.1]/x.png",
+        f"http://127.0.0.1:{allowed}\x00/x.png",  # NUL and control characters
+        f"http://127.0.0.1:{allowed}/x.png\r\nHost: evil",
+        f"http://127.0.0.1\t:{allowed}/x.png",
+        f"http://127.0.0.1:{allowed}/\u00e9.png",  # non-ASCII
+        f"http://0x7f.0.0.1:{allowed}/x.png",  # non-canonical IPv4 spellings
+        f"http://127.1:{allowed}/x.png",
+        f"http://127.000.000.001:{allowed}/x.png",
+        f"http:///127.0.0.1:{allowed}/x.png",
+    ]
+
+
+def test_ambiguous_authorities_are_refused_and_never_connect_elsewhere(
+    two_servers: tuple[HostileServer, HostileServer],
+) -> None:
+    allowed, disallowed = two_servers
+    fetcher = ImageFetcher(FetchPolicy(allowed_http_hosts=(f"127.0.0.1:{allowed.port}",)))
+    assert fetcher.fetch({"url": f"http://127.0.0.1:{allowed.port}/ok.png"}) == PAYLOAD
+    assert fetcher.fetch({"url": f"HTTP://127.0.0.1:{allowed.port}/ok.png#frag"}) == PAYLOAD
+    for url in ambiguous_urls(allowed.port, disallowed.port):
+        error = quarantined(fetcher, {"url": url})
+        assert error.reason in {"url_malformed", "url_not_allowed"}, (url, error.reason)
+    assert disallowed.requests == 0
+    # A redirect is parsed and checked the same way, hop by hop.
+    for location in (
+        f"http://127.0.0.1:{disallowed.port}\\@127.0.0.1:{allowed.port}/x.png",
+        "http://127.0.0.1:99999/x.png",
+        f"http://127.0.0.1:{disallowed.port}/x.png",
+        "http://[::1/x.png",
+    ):
+        url = f"http://127.0.0.1:{allowed.port}/redirect-to/{quote(location, safe='')}"
+        error = quarantined(fetcher, {"url": url})
+        assert error.reason in {"url_malformed", "url_not_allowed"}, (location, error.reason)
+    assert disallowed.requests == 0
+
+
+def test_ipv6_literals_are_parsed_strictly() -> None:
+    target = parse_http_url("https://[0:0::1]:8443/a?b=c")
+    assert (target.host, target.port, target.path) == ("::1", 8443, "/a?b=c")
+    assert target.url == "https://[::1]:8443/a?b=c"
+    assert parse_http_url("http://Example.ORG").url == "http://example.org:80/"
+    for allowed in ("[::1]:9", "::1", "[::1]"):
+        fetcher = ImageFetcher(FetchPolicy(allowed_http_hosts=(allowed,), deadline=2))
+        # allowed, so it is fetched (and nothing listens there): unreachable, not refused
+        error = quarantined(fetcher, {"url": "https://[::1]:9/x.png"})
+        assert error.reason == "image_unreachable", allowed
+
+
+def test_hostile_paths_are_quarantined_not_raised(roots: tuple[Path, Path]) -> None:
+    allowed, _ = roots
+    os.symlink(allowed / "loop-b", allowed / "loop-a")
+    os.symlink(allowed / "loop-a", allowed / "loop-b")
+    os.mkfifo(allowed / "fifo.png")
+    fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(allowed,), max_bytes=1000))
+    expectations = {
+        f"file://{allowed}/a%00b.png": "url_malformed",
+        f"file://{allowed}/a%0Ab.png": "url_malformed",
+        f"file://{allowed}/a%5C..%5Cb.png": "url_malformed",  # backslash
+        f"file://{allowed}/%FF%FE.png": "url_malformed",  # not UTF-8
+        f"file://{allowed}/{'n' * 300}.png": "image_unreachable",  # ENAMETOOLONG
+        f"file://{allowed}/{'d/' * 3000}x.png": "image_unreachable",
+        f"file://{allowed}/loop-a": "image_unreachable",  # ELOOP
+        f"file://{allowed}/a%20b.png/x": "image_unreachable",  # ENOTDIR
+        f"file://{allowed}/fifo.png": "image_not_found",  # refused from its stat, never opened
+        "file:/relative.png": "url_malformed",
+        "file://[::1/x.png": "url_not_allowed",
+        "s3://": "url_malformed",
+        "s3://bucket/": "url_malformed",
+        "s3://Bad_Bucket/key.png": "url_malformed",
+        "s3://bucket/key\x00.png": "url_malformed",
+        "unknown:\x00": "url_not_allowed",
+    }
+    for url, expected in expectations.items():
+        started = time.monotonic()
+        error = quarantined(fetcher, {"url": url})
+        assert error.reason == expected, (url[:80], error.reason, error.detail)
+        assert time.monotonic() - started < 2, url[:80]
+    detail = quarantined(fetcher, {"url": f"file://{allowed}/fifo.png"}).detail
+    assert "FIFO" in detail
+
+
+def test_unexpected_errors_are_quarantined_with_their_class_only(
+    roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failure injection: an error nobody foresaw still quarantines the one record."""
+    allowed, _ = roots
+    fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(allowed,)))
+
+    def boom(self: ImageFetcher, real: str) -> bytes:
+        raise KeyError("Patient/p0001 secret")
+
+    monkeypatch.setattr(ImageFetcher, "_read_regular_file", boom)
+    error = quarantined(fetcher, {"url": f"file://{allowed}/a%20b.png"})
+    assert (error.reason, error.detail) == ("image_fetch_error", "KeyError")
+    assert "p0001" not in str(error)
+
+
+def test_every_fetch_has_a_total_deadline(two_servers: tuple[HostileServer, HostileServer]) -> None:
+    allowed, _ = two_servers
+    fetcher = ImageFetcher(
+        FetchPolicy(allowed_http_hosts=(f"127.0.0.1:{allowed.port}",), deadline=1.0)
+    )
+    for path in ("/trickle", "/slow-headers"):  # each byte well within the per-read timeout
+        started = time.monotonic()
+        error = quarantined(fetcher, {"url": f"http://127.0.0.1:{allowed.port}{path}"})
+        assert error.reason == "image_fetch_timeout", path
+        assert time.monotonic() - started < 2.5, path
+
+
+def test_deadline_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert FetchPolicy.from_env().deadline == 60
+    monkeypatch.setenv("PATIENT_ML_FETCH_DEADLINE_SECONDS", "7.5")
+    assert FetchPolicy.from_env().deadline == 7.5
+    assert policy_with(FetchPolicy.from_env(), max_bytes=5).deadline == 7.5
+    monkeypatch.setenv("PATIENT_ML_FETCH_DEADLINE_SECONDS", "forever")
+    with pytest.raises(PatientMLError, match="PATIENT_ML_FETCH_DEADLINE_SECONDS"):
+        FetchPolicy.from_env()

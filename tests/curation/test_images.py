@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import tracemalloc
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,24 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
 
-from patient_ml.curation.images import ImageLimits, detect_format, inspect_image, inspect_mask
+from patient_ml.curation import images
+from patient_ml.curation.images import (
+    DecodeBudget,
+    ImageLimits,
+    detect_format,
+    inspect_image,
+    inspect_mask,
+)
 from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.exceptions import PatientMLError
 
 LIMITS = ImageLimits(max_pixels=1_000_000, min_side=8)
 
@@ -147,3 +164,126 @@ def test_mask_checks() -> None:
     assert "PNG" in mask_reason(encode(mask, "JPEG"))
     rgb = np.zeros((32, 48, 3), dtype=np.uint8)
     assert "mode" in mask_reason(encode(rgb, "PNG", "RGB"))
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def dicom(rows: int, cols: int, syntax: str = ExplicitVRLittleEndian, frames: int = 1) -> bytes:
+    """A 16-bit MONOCHROME2 DICOM with a rescale, almost all zeros (so it compresses well)."""
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, cols, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = "1.5", "-10"
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    pixels = np.zeros((frames, rows, cols) if frames > 1 else (rows, cols), dtype=np.uint16)
+    pixels.flat[::997] = np.arange(pixels.size // 997 + 1, dtype=np.uint16)[
+        : pixels.size // 997 + 1
+    ]
+    ds.PixelData = pixels.tobytes()
+    if syntax == RLELossless:
+        ds.compress(RLELossless, pixels)
+    else:
+        ds.file_meta.TransferSyntaxUID = syntax
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_dicom_rescaling_uses_no_whole_image_float64_copies() -> None:
+    """A 2000x2000 16-bit RLE DICOM (~130 kB): 8 MB of pixels. Before, the rescaling made
+    float64 copies of the whole image (3 x 32 MB); now it works in stripes."""
+    data = dicom(2000, 2000, RLELossless)
+    assert len(data) < 300_000
+    limits = ImageLimits(max_pixels=5_000_000)
+    tracemalloc.start()
+    try:
+        info = inspect_image(data, "application/dicom", limits, budget=DecodeBudget(2**30))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (info.width, info.height) == (2000, 2000)
+    assert peak < 45_000_000, peak
+
+
+def test_striped_rescaling_matches_the_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    whole = inspect_image(data, None, LIMITS).stored_bytes
+    monkeypatch.setattr(images, "_STRIPE_PIXELS", 200)  # stripes of one or two rows
+    assert inspect_image(data, None, LIMITS).stored_bytes == whole
+
+
+def test_decode_memory_is_checked_from_the_header_before_decoding() -> None:
+    small_budget = DecodeBudget(64 * 2**20)
+    limits = ImageLimits(max_pixels=50_000_000)
+    # 4000x4000 16-bit: 32 MB of pixels from a ~0.3 MB file; refused before any decoding.
+    data = dicom(4000, 4000, RLELossless)
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuarantineError) as info:
+            inspect_image(data, "application/dicom", limits, budget=small_budget)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.reason == "image_over_memory_budget"
+    assert peak < 5 * len(data) + 10_000_000
+    # Frames count: 3 frames are refused from the header too (one image per record).
+    assert reason(dicom(64, 64, frames=3), "application/dicom") == "dicom_unsupported"
+    # A PNG whose decoded size is above the budget.
+    big_png = encode(np.zeros((4000, 6000), dtype=np.uint8), "PNG")
+    with pytest.raises(QuarantineError) as info:
+        inspect_image(big_png, "image/png", limits, budget=DecodeBudget(32 * 2**20))
+    assert info.value.reason == "image_over_memory_budget"
+
+
+def test_deflated_dicom_bomb_is_refused_before_inflating_it() -> None:
+    data = dicom(4000, 4000, DeflatedExplicitVRLittleEndian)  # 32 MB inflated, ~30 kB file
+    assert len(data) < 100_000
+    with pytest.raises(QuarantineError) as info:
+        inspect_image(data, None, ImageLimits(), budget=DecodeBudget(32 * 2**20))
+    assert info.value.reason == "image_over_memory_budget"
+    small = dicom(64, 64, DeflatedExplicitVRLittleEndian)  # a legitimate deflated DICOM
+    assert inspect_image(small, None, LIMITS).format == "dicom"
+
+
+def test_concurrent_decodes_share_one_budget() -> None:
+    budget = DecodeBudget(150 * 2**20)
+    data = dicom(1500, 1500, RLELossless)  # ~64 MiB reserved each: at most 2 at a time
+    limits = ImageLimits(max_pixels=5_000_000)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda _: inspect_image(data, None, limits, budget=budget), range(8))
+        )
+    assert {r.sha256 for r in results} == {hashlib.sha256(data).hexdigest()}
+    assert 0 < budget.peak <= budget.total and budget.used == 0
+
+
+def test_unexpected_decoder_errors_are_quarantined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failure injection: a decoder's internal error quarantines the record, class only."""
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+    def broken(*args: object) -> None:
+        raise IndexError("Patient/p0001 at offset 12")
+
+    monkeypatch.setattr(images, "_decode_dicom", broken)
+    with pytest.raises(QuarantineError) as info:
+        inspect_image(data, None, LIMITS)
+    assert (info.value.reason, info.value.detail) == ("image_decode_error", "IndexError")
+
+
+def test_decode_budget_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "_BUDGET", [])
+    monkeypatch.setenv("PATIENT_ML_DECODE_MEMORY_BYTES", str(256 * 2**20))
+    assert images.decode_budget().total == 256 * 2**20
+    monkeypatch.setattr(images, "_BUDGET", [])
+    monkeypatch.setenv("PATIENT_ML_DECODE_MEMORY_BYTES", "lots")
+    with pytest.raises(PatientMLError, match="PATIENT_ML_DECODE_MEMORY_BYTES"):
+        images.decode_budget()

@@ -10,13 +10,14 @@ Artifact layout (local folder or S3 prefix):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from patient_ml.services.datasets import get_dataset
 log = logging.getLogger("patient_ml.curation")
 
 MANIFEST_FORMAT = "patient-ml-snapshot/1"
+TEMP_PREFIX = "patient-ml-curation-"
 REPORT_ITEMS = 200  # quarantined records listed in report.json; all are in quarantine.jsonl
 
 
@@ -100,9 +102,10 @@ def curate(
     def store_image(image: ImageRecord) -> tuple[Any, str]:
         data = fetcher.fetch(image.attachment)
         info = inspect_image(data, image.content_type, limits, fingerprint=dataset.fingerprint)
+        del data
         key = f"images/{info.sha256[:2]}/{info.sha256}.{info.stored_ext}"
         store.put_if_absent_bytes(f"{dataset.prefix}/{key}", info.stored_bytes)
-        return info, key
+        return replace(info, stored_bytes=b""), key  # the bytes are stored: free them now
 
     def store_mask(attachment: dict[str, Any], width: int, height: int) -> tuple[str, str]:
         data = fetcher.fetch(attachment)
@@ -113,9 +116,13 @@ def curate(
 
     log.info("curation of dataset %r from %s", dataset.name, source.description)
     stats = CurationStats()
-    work = Path(workdir or tempfile.mkdtemp(prefix="patient-ml-curation-"))
-    staging = Staging(pipeline.staging_path(work, dataset.id))
-    try:
+    with contextlib.ExitStack() as cleanup:
+        if workdir is None:  # a private temporary folder, removed even when curation fails
+            work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix=TEMP_PREFIX)))
+        else:
+            work = Path(workdir)
+        staging = Staging(pipeline.staging_path(work, dataset.id))
+        cleanup.callback(staging.close)
         pipeline.stage_records(source, dataset, staging, store_image, workers=workers, stats=stats)
         if dataset.problem_type == "imgSeg":
             pipeline.check_masks(staging, dataset, store_mask, workers=workers)
@@ -123,8 +130,6 @@ def curate(
         return _snapshot(
             engine, dataset, staging, stats, store, identical_groups, work, actor, run_id
         )
-    finally:
-        staging.close()
 
 
 def _snapshot(

@@ -4,7 +4,13 @@ report with its reason, and everything else goes on."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from patient_ml.exceptions import PatientMLError
+
+log = logging.getLogger("patient_ml.curation")
 
 REASONS: dict[str, str] = {
     # record level
@@ -18,11 +24,15 @@ REASONS: dict[str, str] = {
     "unsupported_content_type": "the attachment is not PNG, JPEG or DICOM",
     # fetching
     "url_not_allowed": "the URL's scheme or host is not on the allowed list",
+    "url_malformed": "the URL is ambiguous or malformed (user information, backslash, control "
+    "character, bad port, bad IPv6 literal, bad S3 bucket or key)",
     "path_outside_allowed_roots": "a file:// URL points outside the allowed roots",
     "image_not_found": "nothing exists at the image URL",
     "image_unreachable": "the image URL could not be fetched (network error or server error)",
     "image_too_large": "the image file is larger than curation.maxImageBytes",
     "invalid_inline_data": "attachment.data is not valid base64",
+    "image_fetch_timeout": "the image was not fetched within PATIENT_ML_FETCH_DEADLINE_SECONDS",
+    "image_fetch_error": "fetching the image failed unexpectedly (the detail names the error)",
     # decoding
     "image_decode_failed": "the bytes are not a readable PNG, JPEG or DICOM image",
     "image_truncated": "the image file is truncated",
@@ -30,6 +40,9 @@ REASONS: dict[str, str] = {
     "image_too_many_pixels": "width x height is above curation.maxImagePixels",
     "image_too_small": "width or height is below curation.minImageSide",
     "dicom_unsupported": "the DICOM pixel data cannot be decoded (compressed transfer syntax?)",
+    "image_over_memory_budget": "decoding the image would need more memory than "
+    "PATIENT_ML_DECODE_MEMORY_BYTES allows",
+    "image_decode_error": "decoding the image failed unexpectedly (the detail names the error)",
     # labels
     "label_malformed": "the label Observation lacks focus, status or a value for this dataset, "
     "or its code is not a canonical label index (ASCII digits, no sign or leading zero)",
@@ -56,3 +69,17 @@ class QuarantineError(PatientMLError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{REASONS[reason]}" + (f": {detail}" if detail else ""))
+
+
+@contextmanager
+def unexpected_errors_quarantined(reason: str) -> Iterator[None]:
+    """Within one record's fetch or decode, any error other than a QuarantineError becomes a
+    QuarantineError(`reason`) whose detail is the error's class only (its message may quote
+    the record). Errors of the infrastructure must be raised outside this block."""
+    try:
+        yield
+    except QuarantineError:
+        raise
+    except Exception as exc:
+        log.warning("%s: unexpected %s (record quarantined)", reason, type(exc).__name__)
+        raise QuarantineError(reason, type(exc).__name__) from None

@@ -5,6 +5,7 @@ quarantined with their file and line number."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -66,7 +67,9 @@ class S3NdjsonSource:
         keys = [k for k in store.list_keys() if k.endswith((".ndjson", ".ndjson.gz"))]
         with tempfile.TemporaryDirectory(prefix="patient-ml-ndjson-") as tmp:
             for key in keys:
-                name = key.replace("/", "__")
+                # A local name of bounded length, whatever the key (up to 1024 bytes in S3).
+                digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+                name = f"{digest}.ndjson" + (".gz" if key.endswith(".gz") else "")
                 local = store.get_file(key, Path(tmp) / name)
                 expected = expected_type_from_filename(key.rsplit("/", 1)[-1])
                 for _, line_number, raw in _iter_lines(local):

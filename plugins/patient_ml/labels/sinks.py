@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,14 +81,30 @@ class NdjsonFolderSink:
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         data = ndjson_bytes(resources)
-        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        # Non-blocking and no symlink: a FIFO put in place of the file fails at once (instead
+        # of blocking the API until a reader comes), and only a regular file is written to.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
         try:
+            fd = os.open(self.file, flags, 0o640)
+        except OSError as exc:
+            raise self._not_writable(exc.strerror or type(exc).__name__) from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._not_writable("not a regular file")
+            os.set_blocking(fd, True)
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)  # releases the lock
         return list(resources)
+
+    def _not_writable(self, why: str) -> LabelSinkError:
+        return LabelSinkError(
+            f"Labels cannot be written to {self.file.name!r} in the dataset's NDJSON folder: "
+            f"{why}.",
+            fix="make it a regular file the service may write, or remove it",
+        )
 
 
 class S3NdjsonSink:
