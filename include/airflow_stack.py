@@ -70,8 +70,10 @@ class AirflowStack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         secret_file = self.home / ".jwt_secret"
         self.home.mkdir(parents=True, exist_ok=True)
-        if not secret_file.exists():
-            secret_file.write_text(secrets.token_urlsafe(32))
+        if not secret_file.exists() or len(secret_file.read_bytes().strip()) < JWT_SECRET_BYTES:
+            # Airflow signs its JWTs with HS512: PyJWT warns (InsecureKeyLengthWarning) in the
+            # API server's log for a key shorter than the hash's 64 bytes.
+            secret_file.write_text(secrets.token_urlsafe(JWT_SECRET_BYTES))
             secret_file.chmod(0o600)
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
@@ -213,6 +215,9 @@ class AirflowStack:
         if response.status_code >= 300:
             raise AirflowStackError(f"POST /auth/token: {response.status_code} {response.text}")
         return ApiClient(self.url, response.json()["access_token"])
+
+
+JWT_SECRET_BYTES = 64
 
 
 class ApiClient:

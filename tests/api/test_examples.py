@@ -233,3 +233,34 @@ def test_segmentation_label_files_round_trip_and_train(
     assert pixels[3, 4] == nucleus["index"] and pixels[11, 15] == membrane["index"]
     assert pixels[0, 0] == 0
     assert CODE_SYSTEM  # the cohort's type coding system
+
+
+def test_examples_carry_when_their_record_was_last_updated(
+    api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`updatedAt` (milliseconds, as the reference): the DocumentReference's meta.lastUpdated;
+    without one (hand-made NDJSON), when its NDJSON file was written; a label's time when newer.
+    Never 0."""
+    import os
+
+    name, code = f"ds-{uuid.uuid4().hex[:8]}", f"code-{uuid.uuid4().hex[:8]}"
+    source = Cohort(tmp_path / "source", code, f"urn:test:{name}")
+    source.doc("stamped", "p1", data=png(1), meta={"lastUpdated": "2024-05-06T07:08:09.123Z"})
+    source.doc("bare", "p2", data=png(2))
+    folder = source.write_ndjson(tmp_path / "source" / "ndjson")
+    written = 1_700_000_000.5
+    for file in folder.iterdir():
+        os.utime(file, (written, written))
+    monkeypatch.setenv("PATIENT_ML_ALLOWED_FILE_ROOTS", str(source.images))
+    monkeypatch.setenv("PATIENT_ML_EXAMPLES_CACHE_SECONDS", "0")
+    config = dataset_config(name, code) | {"source": {"type": "ndjson", "uri": str(folder)}}
+    dataset = api("admin").post("/datasets", json=config).json()["dataset"]
+    examples = api("viewer").get(f"/datasets/{dataset['id']}/examples").json()["examples"]
+    by_id = {e["id"]: e["updatedAt"] for e in examples}
+    assert by_id == {"stamped": 1714979289123, "bare": written * 1000}
+    labelled = api("editor").put(
+        f"/datasets/{dataset['id']}/examples/bare/label",
+        json={"labelType": "imgClf", "classes": [1], "isConfirmed": True},
+    )
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["updatedAt"] > written * 1000  # the label's issued time, now

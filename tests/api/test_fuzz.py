@@ -43,6 +43,8 @@ from sqlalchemy import Engine
 
 from patient_ml.api.app import create_app
 from patient_ml.api.schemas import PredictionResponse
+from patient_ml.api.views import reference_prediction
+from patient_ml.config import reference
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Approval, Metric, Model, Run, utcnow
 from patient_ml.services import runs
@@ -265,12 +267,19 @@ def test_real_ids_answer_as_documented(
         }
     for path, wire in expected.items():
         params = dataset if "{dataset_id}" in path else model if "{model_id}" in path else {}
-        response = _call(admin, "GET", path, expect=200, path_parameters=params)
+        query = {"view": "extended"} if path in ("/models", "/datasets") or "runs" in path else None
+        response = _call(admin, "GET", path, expect=200, path_parameters=params, query=query)
         assert response.content == AS_DICT.dump_json(wire), path
     for name, wire in run_wires.items():
         response = _call(admin, "GET", "/models/{model_id}/runs/{run_id}", expect=200,
-                         path_parameters=run(name))  # fmt: skip
+                         path_parameters=run(name), query={"view": "extended"})  # fmt: skip
         assert response.content == AS_DICT.dump_json({"run": wire}), name
+        # the default (reference) view: exactly the reference ModelRun's fields
+        response = _call(admin, "GET", "/models/{model_id}/runs/{run_id}", expect=200,
+                         path_parameters=run(name))  # fmt: skip
+        shaped = reference.project("ModelRun", wire)
+        assert response.content == AS_DICT.dump_json({"run": shaped}), name
+        assert "snapshotId" not in response.json()["run"]
     approvals = run_wires["decided"]["approvals"]
     assert approvals[0]["actor"] == "system" and "user" not in approvals[0]
     assert "end" not in run_wires["running"] and "modelArtifactUri" not in run_wires["running"]
@@ -371,8 +380,12 @@ REFERENCE_OPERATIONS = {
     ("put", "/datasets/{dataset_id}"): ("DatasetConfigInput", "UpdateDatasetResponse"),
     ("delete", "/datasets/{dataset_id}"): (None, "DeleteDatasetResponse"),
     ("post", "/models/{model_id}/runs"): (None, "CreateRunResponse"),
-    ("get", "/models/{model_id}/runs"): (None, "GetRunsResponse"),
-    ("get", "/models/{model_id}/runs/{run_id}"): (None, "GetRunResponse"),
+    # view=reference (the default) or view=extended
+    ("get", "/models/{model_id}/runs"): (None, ("GetRunsResponse", "GetRunsExtendedResponse")),
+    ("get", "/models/{model_id}/runs/{run_id}"): (
+        None,
+        ("GetRunResponse", "GetRunExtendedResponse"),
+    ),
     ("post", "/models/{model_id}/runs/{run_id}/approvals"): (
         "ApprovalDecisionInput",
         "CreateApprovalDecisionResponse",
@@ -389,7 +402,13 @@ def test_the_document_types_the_reference_operations() -> None:
     for (method, path), (request, response) in REFERENCE_OPERATIONS.items():
         operation = document["paths"][path][method]
         ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
-        assert ok == {"$ref": f"#/components/schemas/{response}"}, (method, path)
+        if isinstance(response, tuple):
+            refs = [{"$ref": f"#/components/schemas/{name}"} for name in response]
+            assert ok.get("anyOf") == refs, (method, path)
+            view = [p for p in operation["parameters"] if p["name"] == "view"]
+            assert view and view[0]["in"] == "query", (method, path)
+        else:
+            assert ok == {"$ref": f"#/components/schemas/{response}"}, (method, path)
         if request:
             body = operation["requestBody"]["content"]["application/json"]["schema"]
             assert body == {"$ref": f"#/components/schemas/{request}"}, (method, path)
@@ -428,8 +447,15 @@ def test_the_document_types_the_reference_operations() -> None:
             "width": 64,
             "height": None,
         },
+        {
+            "predictionType": "imgClf",
+            "predictions": [
+                {"index": 1, "value": True, "confidence": 0.75},
+                {"index": 0, "value": False, "confidence": 0.25},
+            ],
+        },
     ],
-    ids=["imgClf", "imgSeg"],
+    ids=["imgClf-extended", "imgSeg", "imgClf-reference"],
 )
 def test_prediction_answers_pass_the_response_model_unchanged(answer: dict[str, Any]) -> None:
     """What the predictions route returns (the service's answer plus predictionType), through
@@ -438,3 +464,18 @@ def test_prediction_answers_pass_the_response_model_unchanged(answer: dict[str, 
     model = TypeAdapter(PredictionResponse)
     serialized = model.dump_json(model.validate_python(answer), exclude_unset=True)
     assert serialized == AS_DICT.dump_json(answer)
+
+
+def test_the_reference_view_of_a_prediction_is_exactly_the_reference_shape() -> None:
+    extended = {
+        "predictionType": "imgClf", "modelId": "m", "runId": "r", "problemType": "imgClf",
+        "exampleId": "e",
+        "predictions": [{"index": 1, "name": "tumour", "confidence": 0.75, "value": True}],
+    }  # fmt: skip
+    shaped = reference_prediction(extended)
+    assert shaped == {
+        "predictionType": "imgClf",
+        "predictions": [{"index": 1, "confidence": 0.75, "value": True}],
+    }
+    assert reference.problems("ImageClassificationPredictionResponse", shaped) == []
+    assert reference.problems("ImageClassificationPredictionResponse", extended)

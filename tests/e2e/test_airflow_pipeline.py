@@ -51,9 +51,9 @@ def deployment(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
         dataset_id = create_dataset(session, ds, actor="e2e").id
         config = model_config(MODEL, dataset_id)
         config["trainingApproach"]["retrainEvery"] = 86_400_000  # daily: a run when unpaused
-        # An image name in the reference API's ECR form (mapped to the img_clf trainer): the
-        # reference client (test_reference_client.py, same deployment) lists every model and
-        # refuses to parse any other image name.
+        # An image name in the reference API's ECR form (mapped to the img_clf trainer), so the
+        # reference client (test_reference_client.py, same deployment) sees this model in its
+        # lists (the reference view leaves out models with other image names).
         config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
         config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
         model = create_model(session, config, actor="e2e")

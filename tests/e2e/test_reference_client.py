@@ -1,46 +1,57 @@
-"""The reference client, unchanged, drives the REST API on the running Airflow API server.
+"""The reference client, unchanged, drives every call of the REST API on a running Airflow.
 
-The reference client is LifeOmic's `phc` SDK (`phc==0.36.0` from PyPI, pydantic v1), installed
-with uv into a virtual environment of its own and run as a subprocess
-(`reference_client_driver.py`); its session's `api_url` is the Airflow API server's root URL and
-its token an Airflow JWT from `POST /auth/token`. It creates a dataset and a model, starts a run,
-follows it with get_run, and approves it; Airflow runs the model's DAG
-(`patient_ml__<slug>`: curate → tune → evaluate → await_approval → deploy) on the Br35H sample
-(real brain MRI slices as FHIR NDJSON). Checked on our side: every call returned the reference
-shapes (parsed by the SDK's own pydantic models), the run is the one linked to the DAG run, it
-waited in `await_approval`, the approval is recorded for the JWT's user and the run became the
-deployed champion. A viewer's JWT gets the SDK's ApiError (403) from create_run.
+The reference client is LifeOmic's `phc` SDK in its current release (`phc==1.6.0` from PyPI,
+pydantic 2, pins pandas 1.5), installed with uv into a virtual environment of its own and run as
+a subprocess (`reference_client_driver.py`); its session's `api_url` is the Airflow API
+server's root URL and its token an Airflow JWT from `POST /auth/token`. Every SDK method is
+called: datasets and models (create, get, list, update, delete), examples and labels (imgClf
+and an imgSeg label file), create_run, get_run polled until the run has trained and evaluated,
+get_runs, logs, the model artifact, the approval decision, and predict() on the deployed
+champion. Airflow runs the model's DAG (`patient_ml__<slug>`: curate → tune → evaluate →
+await_approval → deploy) on the Br35H sample (real brain MRI slices as FHIR NDJSON).
+
+The SDK's own pydantic models parse every answer, forbidding unknown fields where the reference
+does, so any extension field in the default (reference) view fails the test. Checked on our
+side with `view=extended`: the run is the one linked to the DAG run, it waited in
+`await_approval`, the approval is recorded for the JWT's user and the run became the deployed
+champion. A model the SDK cannot read (a non-ECR image, 40 trials) is left out of its lists and
+named in the `Patient-ML-Omitted` header. A viewer's JWT gets the SDK's ApiError (403).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
+from patient_ml.config import reference
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Approval, Model, Run
+from patient_ml.labels import rle
 from patient_ml.naming import dag_id_of
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
+from tests.helpers import example
 from tests.operators.lifecycle import model_config
 
-REFERENCE_CLIENT = "phc==0.36.0"
-# phc 0.36.0 needs pandas<2, whose wheels are built against numpy 1: with numpy 2 (what a plain
-# `pip install phc==0.36.0` resolves today) `import phc` fails ("numpy.dtype size changed").
-REFERENCE_CLIENT_CONSTRAINTS = ("numpy<2",)
+REFERENCE_CLIENT = "phc==1.6.0"
 DRIVER = Path(__file__).with_name("reference_client_driver.py")
 UV = Path(sys.executable).with_name("uv")
 API_ERROR_EXIT = 3  # the driver's exit code when the SDK raised ApiError
 DATASET = "brain-mri-tumour"  # the Br35H sample's labels use urn:patient-ml:labels:<this name>
+SEG_DATASET = "nuclei-segmentation"  # likewise for the nuclei sample
 MODEL = "reference-client-classifier"
 IMAGE = f"{ECR_IMG_CLF_REPOSITORY}:v1"  # the reference inputs accept AWS ECR names only
 APPROVAL_REASON = "reference client: evaluated on the held-out test set"
+V1 = "/v1/patient-ml"
+EXTENSIONS = {"snapshotId", "evaluation", "approvalStatus", "approvalDeadline", "airflow"}
 
 
 def _pypi_reachable() -> bool:
@@ -58,9 +69,8 @@ def reference_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     for cmd in (
         [uv, "venv", "-q", "-p", "3.11", str(venv)],
-        [uv, "pip", "install", "-q", "--python", str(python), REFERENCE_CLIENT,
-         *REFERENCE_CLIENT_CONSTRAINTS],
-    ):  # fmt: skip
+        [uv, "pip", "install", "-q", "--python", str(python), REFERENCE_CLIENT],
+    ):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0:
             output = (done.stdout + done.stderr)[-2000:]
@@ -70,16 +80,20 @@ def reference_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
-def br35h(airflow_deployment: E2EDeployment) -> Path:
-    """The Br35H sample as FHIR NDJSON (a class-balanced 100 images) where curation may read."""
-    out = airflow_deployment.sources / "br35h"
+def _sample(deployment: E2EDeployment, name: str, *options: str) -> Path:
+    out = deployment.sources / name
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "include" / "sample_data"), "build", "br35h",
-         "--out", str(out), "--limit", "100"],
+        [sys.executable, str(REPO_ROOT / "include" / "sample_data"), "build", name,
+         "--out", str(out), *options],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="module")
+def br35h(airflow_deployment: E2EDeployment) -> Path:
+    """The Br35H sample as FHIR NDJSON (a class-balanced 100 images) where curation may read."""
+    return _sample(airflow_deployment, "br35h", "--limit", "100")
 
 
 class ReferenceClient:
@@ -112,37 +126,33 @@ def _token(stack: Any, user: str) -> str:
     return header.removeprefix("Bearer ")
 
 
-def _dataset_input(br35h: Path) -> dict[str, Any]:
-    """What a reference user writes, plus our `source` extension (the SDK drops it)."""
-    return {
-        "name": DATASET,
-        "description": "Axial brain MRI slices (Br35H sample), tumour or not.",
-        "problemDefinition": {
-            "problemType": "imgClf",
-            "labelDefinition": {
-                "labels": [
-                    {"name": "no_tumour", "description": "No tumour visible."},
-                    {"name": "tumour", "description": "A tumour is visible."},
-                ]
-            },
-            "trainingDataFilter": {
-                "filterType": "FhirCodesFilter",
-                "codes": ["http://loinc.org|24590-2"],
-            },
-        },
-        "source": {"type": "ndjson", "uri": str(br35h)},
-    }
+def _dataset_input(name: str, source: Path) -> dict[str, Any]:
+    """The example dataset config `name` as a reference user writes it, plus our `source`
+    extension (the SDK keeps unknown input fields; sent as an extension, it is used)."""
+    config = example(name)
+    config["problemDefinition"].pop("labelSystem", None)
+    config.pop("curation", None)
+    config["source"] = {"type": "ndjson", "uri": str(source)}
+    return dict(config)
 
 
 def _model_input() -> dict[str, Any]:
     """The lifecycle tests' model (the client adds the dataset id), with the ECR image name the
-    SDK requires and without `seed`, an extension the SDK cannot send."""
+    SDK requires and without `seed`, an extension."""
     config = model_config(MODEL, dataset="")
     del config["datasetId"], config["trainingApproach"]["seed"]
     config["description"] = "Flags brain MRI slices that show a tumour (reference client)."
     config["trainingApproach"]["trainingImage"] = IMAGE
     config["deployApproach"]["inferenceImage"] = IMAGE
     return config
+
+
+def _unreadable_model(deployment: E2EDeployment, dataset_id: str) -> str:
+    """A model the SDK cannot read (image outside its ECR pattern, 40 trials), made through our
+    own API (PATIENT_ML_REFERENCE_STRICT is off in this deployment)."""
+    config = model_config(f"{MODEL}-local-image", dataset_id)
+    config["trainingApproach"]["maxTrials"] = 40
+    return str(deployment.api.post(f"{V1}/models", config)["model"]["id"])
 
 
 def _wait_for_task(deployment: E2EDeployment, dag_id: str, dag_run_id: str, task: str) -> None:
@@ -163,20 +173,42 @@ def _wait_for_dag_run(deployment: E2EDeployment, dag_id: str, dag_run_id: str) -
     return str(deployment.stack.wait_for(ended, 300, f"DAG run {dag_run_id} to end"))
 
 
-def test_reference_client_create_run_approve_deploy(
+def test_the_shipped_reference_schema_is_the_sdks(reference_python: Path, tmp_path: Path) -> None:
+    """patient_ml/config/reference_schema.json is what the tested SDK release produces."""
+    driver = ReferenceClient(reference_python, "http://unused", "unused", tmp_path)
+    assert driver("schema") == reference.schema()
+    assert reference.sdk_release() == REFERENCE_CLIENT
+
+
+def _label_file(dataset: dict[str, Any], side: int) -> dict[str, Any]:
+    """A Label Studio RLE label file: a square of `nucleus` in a `side` x `side` tile."""
+    [nucleus] = dataset["problemDefinition"]["labelDefinition"]["labels"]
+    mask = np.zeros((side, side), dtype=np.uint8)
+    mask[10:30, 20:40] = 255
+    rgba = np.repeat(mask[:, :, None], 4, axis=2)
+    return {
+        "labelType": "imgSeg",
+        "projectId": "any",
+        "height": side,
+        "width": side,
+        "areas": [{"id": nucleus["id"], "rle": rle.encode(rgba)}],
+    }
+
+
+def test_reference_client_drives_every_call(
     airflow_deployment: E2EDeployment, reference_python: Path, br35h: Path, tmp_path: Path
 ) -> None:
     deployment = airflow_deployment
     stack, api = deployment.stack, deployment.api
     admin = ReferenceClient(reference_python, stack.url, _token(stack, "admin"), tmp_path)
 
-    # 1. create_dataset, create_model (+ get_datasets, get_dataset, get_models, get_model)
+    # 1. datasets and models: create, list, get, update, delete
     out = admin(
         "configs",
-        admin.write("dataset.json", _dataset_input(br35h)),
+        admin.write("dataset.json", _dataset_input("brain_mri_dataset", br35h)),
         admin.write("model.json", _model_input()),
     )
-    assert "source" not in out["sentDataset"]  # pydantic v1 Extra.ignore: reference fields only
+    assert out["sdk"] == "1.6.0" and out["sentDataset"]["source"]["type"] == "ndjson"
     dataset = out["create_dataset"]["body"]["dataset"]
     model = out["create_model"]["body"]["model"]
     assert out["create_dataset"]["type"] == "CreateDatasetResponse"
@@ -187,51 +219,84 @@ def test_reference_client_create_run_approve_deploy(
         ("tumour", 1),
     ]
     assert labels["maxLabelIndex"] == 1 and dataset["accountId"] == "default"
-    assert out["create_model"]["type"] == "CreateModelResponse"
-    unions = set(out["create_model"]["unions"])
-    assert unions >= {"CloudDeployApproach", "TuningJobTrainingApproach"}
+    assert (dataset["source"]["type"], dataset["source"]["uri"]) == ("ndjson", str(br35h))
+    assert dataset["problemDefinition"]["labelSystem"] == f"urn:patient-ml:labels:{DATASET}"
+    assert {"CloudDeployApproach", "TuningJobTrainingApproach"} <= set(
+        out["create_model"]["unions"]
+    )
     assert model["datasetId"] == dataset["id"] and "championId" not in model
     assert model["trainingApproach"]["trainingImage"] == IMAGE
-    assert out["get_datasets"]["type"] == "GetDatasetsResponse"
     assert dataset["id"] in [d["id"] for d in out["get_datasets"]["body"]["datasets"]]
     assert out["get_dataset"]["body"]["dataset"] == dataset
-    assert out["get_models"]["type"] == "GetModelsResponse"
     assert model["id"] in [m["id"] for m in out["get_models"]["body"]["models"]]
     assert out["get_model"]["body"]["model"] == model
+    updated = out["update_model"]["body"]["model"]
+    assert updated["description"].endswith("(v2)") and updated["revision"] == 2
+    updated_ds = out["update_dataset"]["body"]["dataset"]
+    assert updated_ds["description"].endswith("(v2)") and updated_ds["source"]["type"] == "ndjson"
+    scratch_model = out["create_model_scratch"]["body"]["model"]["id"]
+    assert out["delete_model"]["body"] == {"id": scratch_model}
+    scratch = out["create_dataset_scratch"]["body"]["dataset"]["id"]
+    assert out["delete_dataset"]["body"] == {"id": scratch}
+    assert api.get(f"{V1}/models/{scratch_model}", ok=(404,))["error"]["status"] == 404
 
-    # The reference DatasetConfigInput has no `source` (and the SDK drops unknown fields), so the
-    # dataset was created with the default source (the FHIR server of `fhir_default`). Point it
-    # at the sample NDJSON through our REST API, outside the reference client (PUT, admin's JWT;
-    # the reference client's own update_dataset would send reference fields only as well).
-    ours = api.get(f"/v1/patient-ml/datasets/{dataset['id']}")["dataset"]
-    assert ours["source"]["type"] == "fhirServer"
-    assert ours["problemDefinition"]["labelSystem"] == f"urn:patient-ml:labels:{DATASET}"
-    ours["source"] = {"type": "ndjson", "uri": str(br35h)}
-    api.request("PUT", f"/v1/patient-ml/datasets/{dataset['id']}", ours)
+    # 2. a stored model the SDK cannot read is left out of its lists, and named in a header
+    unreadable = _unreadable_model(deployment, dataset["id"])
+    out = admin("datasets")
+    listed = [m["id"] for m in out["get_models"]["body"]["models"]]
+    assert model["id"] in listed and unreadable not in listed
+    answer = api.session.get(f"{stack.url}{V1}/models", timeout=60)
+    omitted = answer.headers["Patient-ML-Omitted"]
+    assert unreadable in omitted and "trainingApproach" in omitted and "view=extended" in omitted
+    extended = api.get(f"{V1}/models?view=extended")["models"]
+    assert unreadable in [m["id"] for m in extended]
+    api.request("DELETE", f"{V1}/models/{unreadable}")
+
+    # 3. examples and labels (imgClf), then an imgSeg dataset's label file
+    out = admin("examples", dataset["id"])
+    examples = out["get_dataset_examples"]["body"]["examples"]
+    assert len(examples) == 100 and all(e["updatedAt"] > 0 for e in examples)
+    unlabelled = out["get_dataset_examples_unlabelled"]["body"]["examples"]
+    assert unlabelled and all("label" not in e for e in unlabelled)
+    labelled = out["put_dataset_label"]["body"]
+    assert labelled["id"] == unlabelled[0]["id"]
+    assert labelled["label"]["classes"] == [1] and labelled["label"]["isConfirmed"] is True
+    assert labelled["label"]["lastConfirmedBy"] == "admin"
+    assert out["get_dataset_example_labelled"]["body"]["example"] == labelled
+
+    nuclei = _sample(deployment, "nuclei")
+    out = admin("dataset", admin.write("seg.json", _dataset_input("nuclei_dataset", nuclei)))
+    seg = out["create_dataset"]["body"]["dataset"]
+    label_file = admin.write("label-file.json", _label_file(seg, side=128))
+    out = admin("segmentation", seg["id"], label_file)
+    file_id = out["put_dataset_label_file"]["body"]["fileId"]
+    assert file_id.startswith("label-file/")
+    mask_label = out["put_dataset_label"]["body"]["label"]
+    assert mask_label["mask"] == {"fileId": file_id} and mask_label["isConfirmed"] is False
+    back = out["get_dataset_label_file"]["body"]["labelData"]
+    assert back["areas"] == json.loads(Path(label_file).read_text())["areas"]
 
     # Not the reference flow: the model's DAG exists only after the DAG processor's next parse
-    # (create_run before that answers 404 "no DAG yet") and starts paused (Airflow's default; a
-    # run of a paused DAG stays queued), so wait for it and unpause it, as an Airflow admin.
-    slug = api.get(f"/v1/patient-ml/models/{model['id']}")["model"]["slug"]
-    dag_id = dag_id_of(slug)
+    # and starts paused (Airflow's default), so wait for it and unpause it, as an Airflow admin.
+    dag_id = dag_id_of(api.get(f"{V1}/models/{model['id']}")["model"]["slug"])
     deployment.wait_for_dag(dag_id)
 
-    # 2. A viewer may read but not start runs: the SDK's ApiError with 403
+    # 4. A viewer may read but not start runs: the SDK's ApiError with 403
     viewer = ReferenceClient(reference_python, stack.url, _token(stack, "viewer"), tmp_path)
     refused = viewer("create-run", model["id"], exit_code=API_ERROR_EXIT)["apiError"]
     assert refused["call"] == "create_run" and refused["status"] == 403
     assert refused["data"]["error"]["status"] == 403
 
-    # 3. create_run, then get_run until the run is trained and evaluated
+    # 5. create_run, then get_run (the SDK's ModelRun forbids unknown fields) until evaluated
     out = admin("start", model["id"], "300")
     assert "timeout" not in out, out
     run_id = out["create_run"]["body"]["runId"]
-    assert out["create_run"]["type"] == "CreateRunResponse"
     run = out["get_run"]["body"]["run"]
-    assert out["get_run"]["type"] == "GetRunResponse"
+    assert out["get_run"]["type"] == "GetRunResponse" and out["polls"] >= 1
     assert {"ImageClassificationProblem", "CloudDeployApproach"} <= set(out["get_run"]["unions"])
     assert run["id"] == run_id and run["modelId"] == model["id"]
     assert run["status"] == "succeeded" and run["approvals"] == []
+    assert not EXTENSIONS & set(run)
     assert [p["name"] for p in run["hyperparameters"]] == ["epochs", "image_size"]
     evaluated = {m["name"] for m in run["metrics"]["challenger"] if m["stage"] == "evaluation"}
     assert "balancedAccuracy" in evaluated and run["metrics"]["champion"] == []
@@ -239,17 +304,26 @@ def test_reference_client_create_run_approve_deploy(
     assert [r["id"] for r in out["get_runs"]["body"]["runs"]] == [run_id]
 
     # the run the client created is the one linked to the model's DAG run, waiting for approval
-    linked = api.get(f"/v1/patient-ml/models/{model['id']}/runs/{run_id}")["run"]
+    path = f"{V1}/models/{model['id']}/runs/{run_id}"
+    linked = api.get(f"{path}?view=extended")["run"]
     assert linked["airflow"]["dagId"] == dag_id and linked["triggeredBy"] == "admin"
     dag_run_id = linked["airflow"]["runId"]
-    dag_run = api.dag_run(dag_id, dag_run_id)
-    assert dag_run["conf"]["runId"] == run_id
+    assert api.dag_run(dag_id, dag_run_id)["conf"]["runId"] == run_id
     _wait_for_task(deployment, dag_id, dag_run_id, "await_approval")
-    assert api.get(f"/v1/patient-ml/models/{model['id']}/runs/{run_id}")["run"][
-        "approvalStatus"
-    ] == "pending"  # fmt: skip
+    assert api.get(f"{path}?view=extended")["run"]["approvalStatus"] == "pending"
 
-    # 4. create_approval_decision as the JWT's user; the DAG run deploys the run
+    # 6. logs (paged by marker, filtered) and the model artifact
+    out = admin("logs", model["id"], run_id)
+    first = out["get_model_logs"]["body"]
+    assert len(first["events"]) == 2 and first["marker"]
+    assert out["get_model_logs_next"]["body"]["events"][0] != first["events"][0]
+    filtered = out["get_model_logs_filtered"]["body"]["events"]
+    assert filtered and all("trial 0" in e["payload"] for e in filtered)
+    url = admin("artifact", model["id"], run_id)["get_model_artifact"]["body"]["url"]
+    download = api.session.get(url, timeout=60)
+    assert download.status_code == 200 and gzip.decompress(download.content)
+
+    # 7. create_approval_decision as the JWT's user; the DAG run deploys the run
     out = admin("approve", model["id"], run_id, APPROVAL_REASON)
     decision = out["create_approval_decision"]
     assert decision["type"] == "CreateApprovalDecisionResponse"
@@ -265,10 +339,17 @@ def test_reference_client_create_run_approve_deploy(
     states = api.task_states(dag_id, dag_run_id)
     assert states["deploy"] == "success" and states["record"] == "success"
 
+    # 8. the champion, and predict(): the SDK sends no example, so the first test example
     out = admin("show", model["id"], run_id)
     assert out["get_model"]["body"]["model"]["championId"] == run_id
     deployed = out["get_run"]["body"]["run"]
     assert deployed["deployStatus"] == "succeeded" and deployed["approvals"][0]["user"] == "admin"
+    prediction = out["predict"]["body"]
+    assert prediction["predictionType"] == "imgClf"
+    assert sorted(p["index"] for p in prediction["predictions"]) == [0, 1]
+    assert [p["value"] for p in prediction["predictions"]].count(True) == 1
+    ours = api.get(f"{V1}/models/{model['id']}/predictions?view=extended")
+    assert ours["runId"] == run_id and ours["exampleId"]
     with session_scope(deployment.engine) as session:
         stored = session.get(Model, model["id"])
         assert stored is not None and stored.champion_id == run_id

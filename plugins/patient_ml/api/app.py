@@ -1,8 +1,16 @@
-"""The FastAPI app the plugin mounts at `/v1/patient-ml` on the Airflow API server."""
+"""The FastAPI app the plugin mounts at `/v1/patient-ml` on the Airflow API server.
+
+Its interactive docs (`/docs`, Swagger UI) load their JavaScript and CSS from this server
+(`/docs-assets/`, the files of the `swagger-ui-bundle-v2` package), never from a CDN, so they
+work on a machine without Internet access.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from patient_ml import __version__
 from patient_ml.api.errors import install_error_handlers
@@ -13,10 +21,13 @@ from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_runs import router as runs_router
 
 URL_PREFIX = "/v1/patient-ml"
+DOCS_ASSETS = "/docs-assets"
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        docs_url=None,  # served below with local assets
+        redoc_url=None,  # ReDoc would load its script from a CDN
         title="Patient ML API",
         version=__version__,
         description="Models, datasets, runs, approvals and predictions of Patient ML for "
@@ -29,4 +40,22 @@ def create_app() -> FastAPI:
     app.include_router(runs_router)
     app.include_router(logs_router)
     app.include_router(examples_router)
+    _serve_docs(app)
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon-32x32.png",
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from patient_ml.api.auth import (
     CurrentUser,
@@ -36,6 +36,7 @@ from patient_ml.api.schemas import (
     UpdateModelResponse,
     error_responses,
 )
+from patient_ml.api.views import OMITTED_DOC, View, extended, readable
 from patient_ml.naming import dag_id_of
 
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
@@ -60,16 +61,22 @@ def create_model(body: ModelConfigBody, session: Session, user: CurrentUser) -> 
     summary="List the model configs you may read",
     response_model=GetModelsResponse,
     response_model_exclude_unset=True,
-    responses=error_responses(),
+    responses={
+        200: {"description": "The models, in the view asked for.", "headers": OMITTED_DOC},
+        **error_responses(422),
+    },
 )
-def list_models(session: Session, user: CurrentUser) -> dict[str, Any]:
+def list_models(
+    session: Session, user: CurrentUser, response: Response, view: View = "reference"
+) -> dict[str, Any]:
     from patient_ml.services.models import list_models, model_to_wire
 
     models = list_models(session)
     if not may(user, "GET", None):
         allowed = readable_dag_ids(user)
         models = [m for m in models if dag_id_of(m.slug) in allowed]
-    return {"models": [model_to_wire(m) for m in models]}
+    wire = [model_to_wire(m) for m in models]
+    return {"models": wire if extended(view) else readable("ModelConfig", wire, response, "model")}
 
 
 @router.get(
@@ -135,13 +142,21 @@ def create_dataset(body: DatasetConfigBody, session: Session, user: CurrentUser)
     summary="List dataset configs",
     response_model=GetDatasetsResponse,
     response_model_exclude_unset=True,
-    responses=error_responses(),
+    responses={
+        200: {"description": "The datasets, in the view asked for.", "headers": OMITTED_DOC},
+        **error_responses(422),
+    },
 )
-def list_datasets(session: Session, user: CurrentUser) -> dict[str, Any]:
+def list_datasets(
+    session: Session, user: CurrentUser, response: Response, view: View = "reference"
+) -> dict[str, Any]:
     from patient_ml.services.datasets import dataset_to_wire, list_datasets
 
     require_dag(user, "GET", None)
-    return {"datasets": [dataset_to_wire(d) for d in list_datasets(session)]}
+    wire = [dataset_to_wire(d) for d in list_datasets(session)]
+    if extended(view):
+        return {"datasets": wire}
+    return {"datasets": readable("DatasetConfig", wire, response, "dataset")}
 
 
 @router.get(

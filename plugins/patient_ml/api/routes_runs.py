@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import Response as ResponseHeaders
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -19,11 +20,14 @@ from patient_ml.api.schemas import (
     CreateApprovalDecisionResponse,
     CreateRunResponse,
     GetModelArtifactResponse,
+    GetRunExtendedResponse,
     GetRunResponse,
+    GetRunsExtendedResponse,
     GetRunsResponse,
     PredictionResponse,
     error_responses,
 )
+from patient_ml.api.views import OMITTED_DOC, View, extended, readable, reference_prediction
 from patient_ml.exceptions import NotFoundError
 
 # Bounded: a huge limit overflowed in the database (500 on SQLite, 503 on PostgreSQL).
@@ -95,37 +99,52 @@ def create_run(
     return {"runId": run.id}
 
 
+def _run_view(wire: dict[str, Any], view: Any) -> dict[str, Any]:
+    from patient_ml.config import reference
+
+    return wire if extended(view) else reference.project("ModelRun", wire)
+
+
 @router.get(
     "/models/{model_id}/runs",
     summary="The model's runs, newest first",
-    response_model=GetRunsResponse,
+    response_model=GetRunsResponse | GetRunsExtendedResponse,
     response_model_exclude_unset=True,
-    responses=error_responses(404, 422),
+    responses={
+        200: {"description": "The runs, in the view asked for.", "headers": OMITTED_DOC},
+        **error_responses(404, 422),
+    },
 )
 def list_runs(
     model_id: str,
     session: Session,
     user: CurrentUser,
+    response: ResponseHeaders,
     limit: RunsLimit = 100,
+    view: View = "reference",
 ) -> dict[str, Any]:
     from patient_ml.services.runs import list_runs, runs_to_wire
 
     model = authorized_model(session, model_id, user)
-    return {"runs": runs_to_wire(session, list_runs(session, model.id, limit))}
+    wires = runs_to_wire(session, list_runs(session, model.id, limit))
+    runs = [_run_view(wire, view) for wire in wires]
+    return {"runs": runs if extended(view) else readable("ModelRun", runs, response, "run")}
 
 
 @router.get(
     "/models/{model_id}/runs/{run_id}",
-    summary="One run (reference ModelRun shape)",
-    response_model=GetRunResponse,
+    summary="One run (the reference ModelRun; view=extended adds extensions)",
+    response_model=GetRunResponse | GetRunExtendedResponse,
     response_model_exclude_unset=True,
     responses=error_responses(404, 422),
 )
-def get_run(model_id: str, run_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
+def get_run(
+    model_id: str, run_id: str, session: Session, user: CurrentUser, view: View = "reference"
+) -> dict[str, Any]:
     from patient_ml.services.runs import run_to_wire
 
     model = authorized_model(session, model_id, user)
-    return {"run": run_to_wire(session, _run_of(session, model, run_id))}
+    return {"run": _run_view(run_to_wire(session, _run_of(session, model, run_id)), view)}
 
 
 @router.post(
@@ -218,17 +237,29 @@ def predict(
     model_id: str,
     engine: Engine,
     user: CurrentUser,
-    exampleId: Annotated[str, Query(min_length=1)],
+    exampleId: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            description="The example (DocumentReference id) to predict. Left out (as the "
+            "reference SDK's predict() does): the first example, in id order, of the test "
+            "split of the dataset's latest snapshot.",
+        ),
+    ] = None,
     predictionType: Annotated[Literal["imgClf", "imgSeg"] | None, Query()] = None,
+    view: View = "reference",
 ) -> dict[str, Any]:
     from patient_ml.services.predictions import predict
     from patient_ml.storage import default_artifact_store
 
     found, _ = _model_keys(engine, model_id, user)
-    answer = predict(engine, default_artifact_store(), found, example_id=exampleId)
+    answer = predict(
+        engine, default_artifact_store(), found, example_id=exampleId, test_example=True
+    )
     if predictionType and answer.get("problemType") != predictionType:
         raise NotFoundError(
             f"Model {model_id!r} answers {answer.get('problemType')}, not {predictionType}.",
             fix=f"ask for predictionType={answer.get('problemType')}",
         )
-    return {"predictionType": answer.get("problemType"), **answer}
+    answer = {"predictionType": answer.get("problemType"), **answer}
+    return answer if extended(view) else reference_prediction(answer)

@@ -419,6 +419,10 @@ class AirflowRunRef(WireResponse):
 
 
 class ModelRun(WireResponse):
+    """The reference ModelRun: exactly its fields (the reference SDK forbids others)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     id: str
     slug: str
     modelId: str
@@ -438,6 +442,13 @@ class ModelRun(WireResponse):
     problemDefinition: MlProblemDefinition
     trainingApproach: StoredTrainingApproach
     deployApproach: StoredDeployApproach
+
+
+class ModelRunExtended(ModelRun):
+    """`view=extended`: the reference ModelRun plus this platform's extensions."""
+
+    model_config = ConfigDict(extra="allow")
+
     snapshotId: str | None = Field(None, description="Extension: the curated snapshot used.")
     evaluation: dict[str, Any] | None = Field(
         None, description="Extension: the platform's test-split evaluation summary."
@@ -457,11 +468,27 @@ class CreateRunResponse(BaseModel):
 
 
 class GetRunsResponse(BaseModel):
+    """`view=reference` (default)."""
+
     runs: list[ModelRun]
 
 
+class GetRunsExtendedResponse(BaseModel):
+    """`view=extended`."""
+
+    runs: list[ModelRunExtended]
+
+
 class GetRunResponse(BaseModel):
+    """`view=reference` (default)."""
+
     run: ModelRun
+
+
+class GetRunExtendedResponse(BaseModel):
+    """`view=extended`."""
+
+    run: ModelRunExtended
 
 
 class GetModelArtifactResponse(BaseModel):
@@ -476,19 +503,42 @@ class CreateApprovalDecisionResponse(BaseModel):
 
 
 class ImageClassificationPrediction(WireResponse):
+    """The reference prediction of one label (exactly its fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="The label's index.")
+    value: bool = Field(description="Whether this is the label the model predicted.")
+    confidence: float
+
+
+class ImageClassificationPredictionResponse(WireResponse):
+    """The reference answer (`view=reference`, the default): exactly its fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    predictionType: Literal["imgClf"]
+    predictions: list[ImageClassificationPrediction] = Field(
+        description="One per label the model answered, highest confidence first."
+    )
+
+
+class ImageClassificationPredictionExtended(WireResponse):
     index: int = Field(description="The label's index.")
     value: bool = Field(description="Whether this is the label the model predicted.")
     confidence: float
     name: str | None = Field(None, description="Extension: the label's name.")
 
 
-class ImageClassificationPredictionResponse(WireResponse):
+class ImageClassificationPredictionExtendedResponse(WireResponse):
+    """`view=extended`: the reference answer plus the model, run and example it came from."""
+
     predictionType: Literal["imgClf"]
     modelId: str = Field(description="Extension.")
     runId: str = Field(description="Extension: the deployed champion run.")
     problemType: Literal["imgClf"] = Field(description="Extension: same as predictionType.")
     exampleId: str | None = Field(None, description="Extension.")
-    predictions: list[ImageClassificationPrediction] = Field(
+    predictions: list[ImageClassificationPredictionExtended] = Field(
         description="One per label the model answered, highest confidence first."
     )
 
@@ -506,10 +556,11 @@ class ImageSegmentationPredictionResponse(WireResponse):
     height: int | None
 
 
-PredictionResponse = Annotated[
-    ImageClassificationPredictionResponse | ImageSegmentationPredictionResponse,
-    Field(discriminator="predictionType"),
-]
+PredictionResponse = (
+    ImageClassificationPredictionResponse
+    | ImageClassificationPredictionExtendedResponse
+    | ImageSegmentationPredictionResponse
+)
 
 
 # ----------------------------------------------------------------------------- logs

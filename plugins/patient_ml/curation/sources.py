@@ -49,6 +49,16 @@ class NdjsonSource:
         for source, line_number, raw in iter_ndjson_lines(self.path):
             yield f"{Path(source).name}:{line_number}", expected_type_from_filename(source), raw
 
+    def written_at(self, position: str) -> float | None:
+        """When the file of a record's position (`name:line`) was last written, in seconds
+        since the epoch (None when it cannot be read)."""
+        name = position.rsplit(":", 1)[0]
+        file = self.path if self.path.is_file() else self.path / Path(name).name
+        try:
+            return file.stat().st_mtime
+        except OSError:
+            return None
+
 
 class S3NdjsonSource:
     """The `*.ndjson(.gz)` objects under an `s3://bucket/prefix`, downloaded one at a time."""

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_ml import settings
+from patient_ml.config import reference
 from patient_ml.config.loading import parse_dataset_config
 from patient_ml.config.models import DatasetConfig, LabelConfig
 from patient_ml.db.models import Dataset, Model, utcnow
@@ -23,6 +24,7 @@ MAX_INDEX = "problemDefinition.labelDefinition.maxLabelIndex"
 
 def create_dataset(session: Session, data: dict[str, Any], *, actor: str) -> Dataset:
     cfg = parse_dataset_config(data)
+    _check_reference_strict(cfg)
     if cfg.id is not None and session.get(Dataset, cfg.id) is not None:
         raise ConflictError(
             f"A dataset with id {cfg.id!r} already exists.",
@@ -57,6 +59,7 @@ def update_dataset(session: Session, ref: str, data: dict[str, Any], *, actor: s
     """Replace a dataset config (PUT semantics) keeping label ids and indices stable."""
     dataset = get_by_id_or_name(session, Dataset, ref)
     cfg = parse_dataset_config(data)
+    _check_reference_strict(cfg)
     errors: list[FieldError] = []
     if cfg.id is not None and cfg.id != dataset.id:
         errors.append(
@@ -135,6 +138,16 @@ def delete_dataset(session: Session, ref: str, *, actor: str) -> str:
         before=before,
     )
     return dataset.id
+
+
+def _check_reference_strict(cfg: DatasetConfig) -> None:
+    """PATIENT_ML_REFERENCE_STRICT=1: refuse a dataset the reference SDK could not read."""
+    wire = {
+        "name": cfg.name,
+        "description": cfg.description,
+        "problemDefinition": cfg.problem_definition.to_wire(),
+    }
+    reference.check_strict("DatasetConfigInput", wire, "dataset config")
 
 
 def dataset_to_wire(dataset: Dataset) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import base64
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +72,18 @@ class ExampleIndex:
         return found
 
 
-def build_index(dataset: DatasetView, records: Iterable[tuple[str, Any, Any]]) -> ExampleIndex:
+def build_index(
+    dataset: DatasetView,
+    records: Iterable[tuple[str, Any, Any]],
+    written_at: Callable[[str], float | None] | None = None,
+) -> ExampleIndex:
     """Read every record once, keep the newest version of each, resolve each image's label.
     Malformed records are skipped here (curation quarantines and reports them)."""
     docs: dict[str, dict[str, Any]] = {}
     observations: dict[str, dict[str, Any]] = {}
-    for _position, _expected, raw in records:
+    written: dict[str, float | None] = {}  # resource id -> when its NDJSON file was written
+    file_times: dict[str, float | None] = {}
+    for position, _expected, raw in records:
         try:
             resource = rec.parse_resource(raw)
         except QuarantineError:
@@ -87,6 +93,8 @@ def build_index(dataset: DatasetView, records: Iterable[tuple[str, Any, Any]]) -
             continue
         if kind == "DocumentReference":
             _keep_newest(docs, rid, resource)
+            if docs[rid] is resource:
+                written[rid] = _file_time(file_times, position, written_at)
         elif kind == "Observation" and rec.is_label_observation(resource):
             _keep_newest(observations, rid, resource)
     type_filter = rec.TokenFilter(dataset.filter_codes)
@@ -102,7 +110,7 @@ def build_index(dataset: DatasetView, records: Iterable[tuple[str, Any, Any]]) -
         except QuarantineError:
             continue
         if isinstance(image, rec.ImageRecord):
-            examples[rid] = example_of(image, resource, labels_of.get(rid, []))
+            examples[rid] = example_of(image, resource, labels_of.get(rid, []), written.get(rid))
     return ExampleIndex(dataset, examples, sorted(examples))
 
 
@@ -134,11 +142,31 @@ def label_of(resource: dict[str, Any], dataset: DatasetView) -> rec.LabelRecord 
     return label
 
 
+def _file_time(
+    seen: dict[str, float | None],
+    position: str,
+    written_at: Callable[[str], float | None] | None,
+) -> float | None:
+    """When the local NDJSON file a record came from was last written (milliseconds), for
+    records without `meta.lastUpdated` (a FHIR server always sets it; bulk exports and hand-made
+    NDJSON may not). None for sources that cannot tell (a FHIR server, S3)."""
+    if written_at is None:
+        return None
+    file = str(position).rsplit(":", 1)[0]
+    if file not in seen:
+        moment = written_at(str(position))
+        seen[file] = None if moment is None else round(moment * 1000, 3)
+    return seen[file]
+
+
 def example_of(
     image: rec.ImageRecord,
     doc: dict[str, Any],
     labels: list[tuple[rec.LabelRecord, dict[str, Any]]],
+    written_ms: float | None = None,
 ) -> Example:
+    """`updatedAt` is the newest of the DocumentReference's `meta.lastUpdated` (else
+    `written_ms`, when its source file was written) and its label records' times."""
     ordered = sorted(labels, key=lambda pair: (_millis(pair[0].updated) or 0.0, pair[0].id))
     confirmed = [label for label, _ in ordered if label.status == "confirmed"]
     drafts = [label for label, _ in ordered if label.status == "draft"]
@@ -152,7 +180,7 @@ def example_of(
     elif drafts:
         label = ExampleLabel("draft", drafts[-1])
     updated = max(
-        [_millis(rec.resource_updated(doc)) or 0.0]
+        [_millis(rec.resource_updated(doc)) or written_ms or 0.0]
         + [_millis(lbl.updated) or 0.0 for lbl, _ in ordered]
     )
     return Example(image.id, image, updated, label, tuple(raw for _, raw in ordered))

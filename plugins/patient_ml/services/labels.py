@@ -53,7 +53,8 @@ class DatasetContext:
             from patient_ml.fhir.ndjson import NdjsonSourceError
 
             try:
-                return ex.build_index(self.view, self.source.records())
+                written_at = getattr(self.source, "written_at", None)
+                return ex.build_index(self.view, self.source.records(), written_at)
             except (NdjsonSourceError, FhirConfigError) as exc:  # the dataset's setup, not the call
                 raise ConflictError(
                     f"The source of dataset {self.view.name!r} cannot be read: {exc.message}",
@@ -219,7 +220,9 @@ def put_label(
             },
         )
     saved = ex.label_of(written[0], ctx.view)
-    updated = ex.example_of(example.image, {}, [(saved, written[0])] if saved else [])
+    updated = ex.example_of(
+        example.image, {}, [(saved, written[0])] if saved else [], example.updated_ms or None
+    )
     return ex.example_to_wire(updated, problem)
 
 

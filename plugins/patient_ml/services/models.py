@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_ml import settings
+from patient_ml.config import reference
 from patient_ml.config.loading import parse_model_config
 from patient_ml.config.models import ModelConfig
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
@@ -22,6 +23,7 @@ from patient_ml.services.common import find_by_id_or_name, get_by_id_or_name, to
 
 def create_model(session: Session, data: dict[str, Any], *, actor: str) -> Model:
     cfg = parse_model_config(data)
+    _check_reference_strict(cfg)
     errors: list[FieldError] = []
     if cfg.champion_id is not None:
         errors.append(
@@ -70,6 +72,7 @@ def update_model(session: Session, ref: str, data: dict[str, Any], *, actor: str
     """Replace a model config (PUT semantics); the champion is kept."""
     model = get_by_id_or_name(session, Model, ref)
     cfg = parse_model_config(data)
+    _check_reference_strict(cfg)
     errors: list[FieldError] = []
     if cfg.id is not None and cfg.id != model.id:
         errors.append(
@@ -153,6 +156,18 @@ def delete_model(session: Session, ref: str, *, actor: str) -> str:
         before=before,
     )
     return model.id
+
+
+def _check_reference_strict(cfg: ModelConfig) -> None:
+    """PATIENT_ML_REFERENCE_STRICT=1: refuse a model the reference SDK could not read."""
+    wire = {
+        "name": cfg.name,
+        "description": cfg.description,
+        "datasetId": cfg.dataset_id,
+        "trainingApproach": cfg.training_approach.to_wire(),
+        "deployApproach": cfg.deploy_approach.to_wire(),
+    }
+    reference.check_strict("ModelConfigInput", wire, "model config")
 
 
 def model_to_wire(model: Model) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 imgClf answers per label `{index, value, confidence, name}` (value: whether it is the
 predicted label, as in the reference API; name: the label's name), highest confidence first;
 imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
+
+With `test_example=True` and neither an example id nor image bytes (the reference SDK's
+`predict(model_id)` sends no parameter), the example is the first, in id order, of the test
+split of the dataset's latest snapshot: an image no champion trained on.
 """
 
 from __future__ import annotations
@@ -37,6 +41,22 @@ def example_image(
     )
 
 
+def first_test_example(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> str:
+    """The first example id (in id order) of the snapshot's test split."""
+    ids = [
+        str(entry["id"])
+        for entry in iter_manifest(store, manifest_key(dataset_id, snapshot_id))
+        if entry.get("split") == "test" and "image" in entry and entry.get("id")
+    ]
+    if not ids:
+        raise NotFoundError(
+            f"The latest snapshot ({snapshot_id[:12]}) of the model's dataset has no test "
+            "example to predict.",
+            fix="pass exampleId=<an example id listed by the examples API>",
+        )
+    return min(ids)
+
+
 def predict(
     engine: Engine,
     store: ArtifactStore,
@@ -44,8 +64,11 @@ def predict(
     *,
     example_id: str | None = None,
     image: bytes | None = None,
+    test_example: bool = False,
 ) -> dict[str, Any]:
-    if (example_id is None) == (image is None):
+    if test_example and example_id is None and image is None:
+        pass  # the first test example of the latest snapshot (below)
+    elif (example_id is None) == (image is None):
         raise PatientMLError(
             "A prediction needs exactly one of an example id and image bytes.",
             fix="pass --example ID or --image FILE",
@@ -69,12 +92,14 @@ def predict(
         problem_type = run.config["problemDefinition"]["problemType"]
         snapshots = list_snapshots(session, dataset.id)
         url, run_id, dataset_id = endpoint.url, run.id, dataset.id
-    if example_id is not None:
+    if image is None:
         if not snapshots:
             raise NotFoundError(
                 f"Dataset {dataset_id} has no snapshot, so example {example_id!r} is unknown.",
                 fix="curate the dataset first, or send the image bytes",
             )
+        if example_id is None:
+            example_id = first_test_example(store, dataset_id, snapshots[-1].id)
         image = example_image(store, dataset_id, snapshots[-1].id, example_id)
     assert image is not None and url is not None
     answer = invoke(url, image)

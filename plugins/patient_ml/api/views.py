@@ -1,0 +1,78 @@
+"""The two views of the API's answers: `reference` (the default) and `extended` (`?view=extended`).
+
+The reference view is what a client built for the reference API reads: where the reference SDK
+forbids unknown fields (a ModelRun, a prediction), exactly the reference fields; lists leave out
+the items the reference SDK cannot read (e.g. a model whose training image is not an AWS ECR
+name, or with more than 30 `maxTrials`) and name them in the `Patient-ML-Omitted` response
+header, so one such item never makes a reference client's whole list fail. The extended view
+adds this platform's extension fields and lists everything; reference clients never ask for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import Query, Response
+
+from patient_ml.config import reference
+
+log = logging.getLogger(__name__)
+
+OMITTED_HEADER = "Patient-ML-Omitted"
+ViewName = Literal["reference", "extended"]
+View = Annotated[
+    ViewName,
+    Query(
+        description="`reference` (default): the reference API's shapes, as the reference SDK "
+        "reads them (lists leave out what it cannot read and name it in the "
+        f"`{OMITTED_HEADER}` header). `extended`: plus this platform's extension fields "
+        "(e.g. a run's snapshotId, evaluation, approvalStatus, airflow), every item listed."
+    ),
+]
+OMITTED_DOC = {
+    OMITTED_HEADER: {
+        "description": "View `reference` only, when items were left out: how many, why "
+        "and their ids (read them with `view=extended`).",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def extended(view: ViewName) -> bool:
+    return view == "extended"
+
+
+def readable(
+    kind: str, items: list[dict[str, Any]], response: Response, what: str
+) -> list[dict[str, Any]]:
+    """The reference view of a list: the items the reference SDK reads as `kind`; the others
+    are named in the `Patient-ML-Omitted` header (and the server log, without values)."""
+    kept, omitted = [], []
+    for item in items:
+        found = reference.problems(kind, item)
+        if found:
+            omitted.append((str(item.get("id")), found[0].field))
+        else:
+            kept.append(item)
+    if omitted:
+        ids = ", ".join(f"{item_id} ({field})" for item_id, field in omitted)
+        note = (
+            f"{len(omitted)} {what}(s) left out that {reference.sdk_release()} cannot read: "
+            f"{ids}; list them with view=extended"
+        )
+        response.headers[OMITTED_HEADER] = note.encode("ascii", "replace").decode("ascii")
+        log.warning("Reference view: %s", note)
+    return kept
+
+
+def reference_prediction(answer: dict[str, Any]) -> dict[str, Any]:
+    """The reference PredictionResponse of an imgClf answer (imgSeg answers, an extension, are
+    returned whole: the reference API has no imgSeg prediction)."""
+    if answer.get("predictionType") != "imgClf":
+        return answer
+    shape = reference.project("ImageClassificationPredictionResponse", answer)
+    shape["predictions"] = [
+        reference.project("ImageClassificationPrediction", p) for p in answer["predictions"]
+    ]
+    return shape
