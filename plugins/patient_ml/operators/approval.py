@@ -79,13 +79,18 @@ class ApprovalSensor(RunOperator):
                 event = approvals.decision_event(self.run_id, decided)
             elif approvals.approval_status(session, run) == "timedOut":
                 event = {"status": "timedOut", "runId": self.run_id}
-        if event is not None:
-            return self._finish(context, event, waited=False)
+        if event is not None:  # decided (or timed out) before this try: no new wait
+            return self._finish(context, event, waited=self._retried(context))
         self._wait(context, request=True)
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
         return self._finish(context, event, waited=True)
+
+    def _retried(self, context: Context) -> bool:
+        """A try after the first may have left a Required Action behind (closed in _finish)."""
+        ti = context.get("task_instance") if self.required_actions else None
+        return ti is not None and int(getattr(ti, "try_number", 1) or 1) > 1
 
     # ------------------------------------------------------------------ waiting
     def _wait(self, context: Context, *, request: bool) -> None:
@@ -165,7 +170,10 @@ class ApprovalSensor(RunOperator):
             if responded == "refused":
                 self._wait(context, request=True)  # re-opened; defer() raises
         status, decision = self._outcome()
-        if waited and self.required_actions and responded != "recorded":
+        recorded_there = responded == "recorded" or (
+            decision is not None and decision.get("channel") == "airflow-required-actions"
+        )  # the Required Action holds that response itself
+        if waited and self.required_actions and not recorded_there:
             self._mirror(context, status, decision)
         return self._end(status, decision)
 

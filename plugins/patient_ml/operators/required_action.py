@@ -109,15 +109,22 @@ def close(
 ) -> None:
     """Record a decision made elsewhere as the Required Action's response (no stale entry).
 
-    A response already there (e.g. one given in Airflow after the decision was recorded
-    elsewhere, and refused) is cleared first, so the entry tells the recorded decision.
+    Nothing to do when the task has no Required Action (e.g. approved by the automatic policy
+    at once). A response already there (e.g. one given in Airflow after the decision was
+    recorded elsewhere, and refused) is cleared first, so the entry tells the recorded decision.
     Bookkeeping only: a failure is logged, never fails the task.
     """
-    from airflow.sdk.execution_time.hitl import update_hitl_detail_response, upsert_hitl_detail
+    from airflow.sdk.execution_time.hitl import (
+        get_hitl_detail_content_detail,
+        update_hitl_detail_response,
+        upsert_hitl_detail,
+    )
 
     option = APPROVE if decision == "approved" else REJECT
     text = f"{description} — decided by {decided_by} through {channel or 'another channel'}"
     try:
+        if not _exists(get_hitl_detail_content_detail, ti_id):
+            return
         upsert_hitl_detail(ti_id=ti_id, options=OPTIONS, subject=subject)  # clears a response
         update_hitl_detail_response(
             ti_id=ti_id,
@@ -128,12 +135,31 @@ def close(
         log.warning("could not close the Required Action of task %s: %s", ti_id, exc)
 
 
+def _exists(get: Any, ti_id: UUID) -> bool:
+    """Whether the task instance has a HITL request (the Execution API answers 404 if not)."""
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    try:
+        get(ti_id=ti_id)
+    except AirflowRuntimeError as exc:
+        detail = exc.error.detail
+        if isinstance(detail, dict) and detail.get("status_code") == 404:
+            return False
+        raise
+    return True
+
+
 def clear_response(ti_id: UUID, *, subject: str) -> None:
     """Remove a response that was not recorded (run timed out): the entry then shows no
     response, as Airflow's own HITL tasks do after a timeout without defaults."""
-    from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+    from airflow.sdk.execution_time.hitl import (
+        get_hitl_detail_content_detail,
+        upsert_hitl_detail,
+    )
 
     try:
+        if not _exists(get_hitl_detail_content_detail, ti_id):
+            return
         upsert_hitl_detail(ti_id=ti_id, options=OPTIONS, subject=subject)
     except Exception as exc:
         log.warning("could not clear the Required Action of task %s: %s", ti_id, exc)
