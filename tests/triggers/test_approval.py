@@ -72,3 +72,15 @@ def test_serialization_keeps_the_budget_and_the_task_instance() -> None:
     again = ApprovalTrigger(**kwargs)
     assert path == "patient_ml.triggers.approval.ApprovalTrigger"
     assert (again.max_poll_errors, again.ti_id) == (4, trigger.ti_id)
+
+
+def test_a_decision_is_reported_even_when_closing_the_required_action_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Closing the Required Action is bookkeeping: outside a triggerer (no Execution API
+    channel here) it fails, and the decision still ends the wait."""
+    trigger = _trigger(ti_id="0190b1d2-0000-7000-8000-000000000001")
+    decision = {"status": "rejected", "runId": "r1", "actor": "user", "user": "dr-a",
+                "description": "worse", "channel": "api"}  # fmt: skip
+    monkeypatch.setattr(trigger, "_poll", lambda: decision)
+    assert _events(trigger) == [decision]

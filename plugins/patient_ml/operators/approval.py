@@ -79,18 +79,13 @@ class ApprovalSensor(RunOperator):
                 event = approvals.decision_event(self.run_id, decided)
             elif approvals.approval_status(session, run) == "timedOut":
                 event = {"status": "timedOut", "runId": self.run_id}
-        if event is not None:  # decided (or timed out) before this try: no new wait
-            return self._finish(context, event, waited=self._retried(context))
+        if event is not None:  # decided (or timed out) before any wait
+            return self._finish(context, event)
         self._wait(context, request=True)
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
-        return self._finish(context, event, waited=True)
-
-    def _retried(self, context: Context) -> bool:
-        """A try after the first may have left a Required Action behind (closed in _finish)."""
-        ti = context.get("task_instance") if self.required_actions else None
-        return ti is not None and int(getattr(ti, "try_number", 1) or 1) > 1
+        return self._finish(context, event)
 
     # ------------------------------------------------------------------ waiting
     def _wait(self, context: Context, *, request: bool) -> None:
@@ -148,7 +143,7 @@ class ApprovalSensor(RunOperator):
             )
 
     # ------------------------------------------------------------------ the end of the wait
-    def _finish(self, context: Context, raw: Any, *, waited: bool) -> dict[str, Any]:
+    def _finish(self, context: Context, raw: Any) -> dict[str, Any]:
         from patient_ml.triggers.approval_events import (
             ApprovalEventError,
             ErrorEvent,
@@ -170,11 +165,12 @@ class ApprovalSensor(RunOperator):
             if responded == "refused":
                 self._wait(context, request=True)  # re-opened; defer() raises
         status, decision = self._outcome()
-        recorded_there = responded == "recorded" or (
-            decision is not None and decision.get("channel") == "airflow-required-actions"
-        )  # the Required Action holds that response itself
-        if waited and self.required_actions and not recorded_there:
-            self._mirror(context, status, decision)
+        if responded == "superseded" and self.required_actions:
+            # the response was not recorded: the Required Action must not claim it was
+            from patient_ml.operators import required_action
+
+            subject = self._request_text()[0]
+            required_action.clear_response(context["task_instance"].id, subject=subject)
         return self._end(status, decision)
 
     def _record_response(self, context: Context, event: Any) -> str:
@@ -256,25 +252,6 @@ class ApprovalSensor(RunOperator):
                 fix="clear the task so that it waits again",
             )
         return "timedOut", None
-
-    def _mirror(self, context: Context, status: str, decision: dict[str, Any] | None) -> None:
-        """Close the Required Action with the decision made elsewhere (or clear a late
-        response on timeout), so that Airflow's page tells what was recorded."""
-        from patient_ml.operators import required_action
-
-        ti_id = context["task_instance"].id
-        subject = self._request_text()[0]  # an existing request keeps its own
-        if decision is None:
-            required_action.clear_response(ti_id, subject=subject)
-            return
-        required_action.close(
-            ti_id,
-            subject=subject,
-            decision=status,
-            description=decision.get("description") or "",
-            decided_by=decision.get("user") or decision.get("actor") or "unknown",
-            channel=decision.get("channel"),
-        )
 
     def _end(self, status: str, decision: dict[str, Any] | None) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope

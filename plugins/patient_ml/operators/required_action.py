@@ -5,10 +5,11 @@ Required Actions page and `GET /api/v2/dags/~/dagRuns/~/hitlDetails` list): opti
 Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` (as
 Airflow user ids: the user names with the simple auth manager). A response there resumes the
 task, which records it through the same decision service as the REST API. A decision made
-elsewhere closes the request with that decision, so no stale entry is left.
+elsewhere closes the request with that decision (from the trigger), so no stale entry is left.
 
-Only the task's own SDK calls are used (`upsert_hitl_detail`, `update_hitl_detail_response`:
-the Execution API, authenticated as the task instance).
+Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
+task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
+(`get_hitl_detail_content_detail`, `update_hitl_detail_response`, served to triggers only).
 """
 
 from __future__ import annotations
@@ -101,65 +102,41 @@ def request(ti_id: UUID, *, subject: str, body: str, approvers: list[str]) -> No
 def close(
     ti_id: UUID,
     *,
-    subject: str,
     decision: str,
     description: str,
     decided_by: str,
     channel: str | None,
-) -> None:
+) -> bool:
     """Record a decision made elsewhere as the Required Action's response (no stale entry).
 
-    Nothing to do when the task has no Required Action (e.g. approved by the automatic policy
-    at once). A response already there (e.g. one given in Airflow after the decision was
-    recorded elsewhere, and refused) is cleared first, so the entry tells the recorded decision.
-    Bookkeeping only: a failure is logged, never fails the task.
+    Runs in the triggerer (`ApprovalTrigger`): Airflow's Execution API serves reading and
+    answering a HITL request to triggers only. False, and nothing changed, when the request
+    already has a response (one given in Airflow meanwhile: the resumed task sorts it out).
     """
     from airflow.sdk.execution_time.hitl import (
         get_hitl_detail_content_detail,
         update_hitl_detail_response,
-        upsert_hitl_detail,
     )
 
+    if get_hitl_detail_content_detail(ti_id=ti_id).response_received:
+        return False
     option = APPROVE if decision == "approved" else REJECT
     text = f"{description} — decided by {decided_by} through {channel or 'another channel'}"
-    try:
-        if not _exists(get_hitl_detail_content_detail, ti_id):
-            return
-        upsert_hitl_detail(ti_id=ti_id, options=OPTIONS, subject=subject)  # clears a response
-        update_hitl_detail_response(
-            ti_id=ti_id,
-            chosen_options=[option],
-            params_input={JUSTIFICATION: text[:MAX_JUSTIFICATION_CHARS]},
-        )
-    except Exception as exc:  # the product decision stands; the entry is only a mirror
-        log.warning("could not close the Required Action of task %s: %s", ti_id, exc)
-
-
-def _exists(get: Any, ti_id: UUID) -> bool:
-    """Whether the task instance has a HITL request (the Execution API answers 404 if not)."""
-    from airflow.sdk.exceptions import AirflowRuntimeError
-
-    try:
-        get(ti_id=ti_id)
-    except AirflowRuntimeError as exc:
-        detail = exc.error.detail
-        if isinstance(detail, dict) and detail.get("status_code") == 404:
-            return False
-        raise
+    update_hitl_detail_response(
+        ti_id=ti_id,
+        chosen_options=[option],
+        params_input={JUSTIFICATION: text[:MAX_JUSTIFICATION_CHARS]},
+    )
     return True
 
 
 def clear_response(ti_id: UUID, *, subject: str) -> None:
-    """Remove a response that was not recorded (run timed out): the entry then shows no
-    response, as Airflow's own HITL tasks do after a timeout without defaults."""
-    from airflow.sdk.execution_time.hitl import (
-        get_hitl_detail_content_detail,
-        upsert_hitl_detail,
-    )
+    """Remove a response that was not recorded (the run was decided elsewhere or timed out
+    first): the entry then shows no response, as Airflow's own HITL tasks do after a timeout
+    without defaults. Bookkeeping only: a failure is logged, never fails the task."""
+    from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
     try:
-        if not _exists(get_hitl_detail_content_detail, ti_id):
-            return
         upsert_hitl_detail(ti_id=ti_id, options=OPTIONS, subject=subject)
     except Exception as exc:
         log.warning("could not clear the Required Action of task %s: %s", ti_id, exc)

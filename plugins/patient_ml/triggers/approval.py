@@ -16,7 +16,8 @@ class ApprovalTrigger(BaseTrigger):
     """Fires when the wait for a decision on `run_id` ends:
 
     - `{"status": "approved" | "rejected", ...}`: a decision was recorded in the product DB
-      (REST API, Patient ML pages, CLI);
+      (REST API, Patient ML pages, CLI); the task's Required Action (`ti_id`) is answered with
+      it first, so Airflow's page does not keep offering it;
     - the HITL payload (`chosen_options`, `params_input`, `responded_by_user`, ...): someone
       responded to the run's Required Action in Airflow (`ti_id` given). Airflow's API server
       normally resumes the task itself; this covers a response that arrived before the task
@@ -88,12 +89,34 @@ class ApprovalTrigger(BaseTrigger):
             "timedout": False,
         }
 
+    def _close_required_action(self, decision: dict[str, Any]) -> None:
+        """Answer the task's Required Action with the decision recorded elsewhere, so that
+        Airflow's page does not keep offering it (bookkeeping: a failure is only logged)."""
+        from uuid import UUID
+
+        from patient_ml.operators.required_action import close
+
+        assert self.ti_id is not None
+        try:
+            close(
+                UUID(self.ti_id),
+                decision=decision["status"],
+                description=decision.get("description") or "",
+                decided_by=decision.get("user") or decision.get("actor") or "unknown",
+                channel=decision.get("channel"),
+            )
+        except Exception as exc:
+            self.log.warning("could not close the Required Action of run %s: %s", self.run_id, exc)
+
     async def _look(self) -> dict[str, Any] | None:
         found = await asyncio.to_thread(self._poll)
-        if found is None and self.ti_id:
+        if self.ti_id:
             from asgiref.sync import sync_to_async
 
-            found = await sync_to_async(self._required_action_response)()
+            if found is None:
+                found = await sync_to_async(self._required_action_response)()
+            elif found.get("channel") != "airflow-required-actions":
+                await sync_to_async(self._close_required_action)(found)
         return found
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
