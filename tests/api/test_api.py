@@ -182,20 +182,34 @@ def _evaluated_run(engine: Any, model_id: str, artifact: bytes | None = None) ->
         return run.id
 
 
+def _set_approvers(api: Any, model: dict[str, Any], approvers: list[str]) -> None:
+    policy = {**model["approvalPolicy"], "approvers": approvers}
+    updated = api("admin").put(f"/models/{model['id']}", json={**model, "approvalPolicy": policy})
+    assert updated.status_code == 200, updated.text
+
+
+def _approvals_of(engine: Any, run_id: str) -> list[Any]:
+    from patient_ml.services.approvals import decisions_of
+
+    with session_scope(engine) as s:
+        return [(a.decision, a.user, a.channel) for a in decisions_of(s, run_id)]
+
+
 def test_approval_decisions(api: Any, configs: dict[str, Any], engine: Any) -> None:
     model_id = configs["model"]["id"]
     run_id = _evaluated_run(engine, model_id)
     path = f"/models/{model_id}/runs/{run_id}/approvals"
-    no_reason = api("viewer").post(path, json={"decision": "approved"})
+    no_reason = api("editor").post(path, json={"decision": "approved"})
     assert no_reason.status_code == 422
-    decided = api("viewer").post(path, json={"decision": "rejected", "description": "worse"})
+    decided = api("editor").post(path, json={"decision": "rejected", "description": "worse"})
     assert decided.status_code == 200, decided.text
     assert decided.json()["approvalDecision"] == {
         **decided.json()["approvalDecision"],
         "decision": "rejected",
         "actor": "user",
-        "user": "viewer",
+        "user": "editor",
         "description": "worse",
+        "channel": "api",
     }
     again = api("admin").post(path, json={"decision": "approved", "description": "no, good"})
     assert again.status_code == 409
@@ -203,6 +217,46 @@ def test_approval_decisions(api: Any, configs: dict[str, Any], engine: Any) -> N
         "/models/no-such/runs/x/approvals", json={"decision": "approved", "description": "x"}
     )
     assert wrong_model.status_code == 404
+    with session_scope(engine) as s:
+        from patient_ml.services.audit import events_for
+
+        audited = [e.after for e in events_for(s, "run", run_id) if e.action == "run.rejected"]
+    assert audited[0]["channel"] == "api" and audited[0]["detail"] == {"airflowUserId": "editor"}
+
+
+def test_deciding_needs_the_decision_right_and_the_approvers_list(
+    api: Any, configs: dict[str, Any], engine: Any
+) -> None:
+    """Read access is not enough (viewer, even when named an approver); the edit right is not
+    enough either when the model names other approvers; an approver with the right decides."""
+    model = configs["model"]
+    run_id = _evaluated_run(engine, model["id"])
+    path = f"/models/{model['id']}/runs/{run_id}/approvals"
+    body = {"decision": "approved", "description": "better on the test set"}
+
+    _set_approvers(api, model, ["viewer", "editor"])
+    viewer = api("viewer").post(path, json=body)
+    assert viewer.status_code == 403, viewer.text
+    message = viewer.json()["error"]["message"]
+    assert "'viewer' may not approve or reject runs of model" in message
+    assert "read access is not enough" in message and "patient_ml__" in message
+    assert _approvals_of(engine, run_id) == []
+
+    _set_approvers(api, model, ["dr-a"])
+    editor = api("editor").post(path, json=body)
+    assert editor.status_code == 403, editor.text
+    assert "'editor' may not decide on runs of model" in editor.json()["error"]["message"]
+    assert "approvers are dr-a" in editor.json()["error"]["message"]
+    assert _approvals_of(engine, run_id) == []
+
+    _set_approvers(api, model, ["editor"])
+    ui = {"X-Patient-ML-Channel": "ui"}
+    spoofed = api("editor").post(path, json=body, headers={"X-Patient-ML-Channel": "cli"})
+    assert spoofed.status_code == 422  # only api and ui can be claimed over HTTP
+    approved = api("editor").post(path, json=body, headers=ui)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approvalDecision"]["channel"] == "ui"
+    assert _approvals_of(engine, run_id) == [("approved", "editor", "ui")]
 
 
 def test_model_artifact_url_downloads_it(api: Any, configs: dict[str, Any], engine: Any) -> None:

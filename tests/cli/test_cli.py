@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from patient_ml.cli.main import main
+from patient_ml.db.engine import HEAD_REVISION
 from tests.conftest import EXAMPLE_CONFIGS
 
 
@@ -113,11 +115,11 @@ def test_schema_missing_exit_6_then_upgrade(capsys, tmp_path: Path) -> None:
     code, _, err = cli(capsys, "--db-url", url, "models", "list")
     assert code == 6 and "patient-ml db upgrade" in err
     code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
-    assert code == 0 and "upgraded from empty to 0002" in err
+    assert code == 0 and f"upgraded from empty to {HEAD_REVISION}" in err
     code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
-    assert code == 0 and "already at revision 0002" in err
+    assert code == 0 and f"already at revision {HEAD_REVISION}" in err
     code, out, _ = cli(capsys, "--db-url", url, "db", "current")
-    assert code == 0 and "current:  0002" in out
+    assert code == 0 and f"current:  {HEAD_REVISION}" in out
 
 
 def test_postgres_schema_upgrade_via_cli(capsys, postgres_server_url: str) -> None:
@@ -160,3 +162,35 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     done = run("--json", "datasets", "show", "nuclei-segmentation")
     assert json.loads(done.stdout)["problemDefinition"]["problemType"] == "imgSeg"
     assert run("--version").stdout.startswith("patient-ml ")
+
+
+def test_decisions_record_the_cli_channel_and_the_os_account(
+    capsys, db_url: str, engine: Any
+) -> None:
+    """The CLI is the operators' channel (direct product-DB access): the approvers list holds,
+    and the decision records channel `cli`, the named decider and the OS account."""
+    import getpass
+
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services import runs
+    from patient_ml.services.audit import events_for
+    from patient_ml.services.models import get_model
+
+    _register_examples(capsys, db_url)
+    with session_scope(engine) as session:
+        model = get_model(session, "brain-mri-tumour-classifier")
+        model.approval_policy = {**(model.approval_policy or {}), "approvers": ["dr-a"]}
+        run = runs.create_run(session, model.id, actor="t")
+        runs.finish_run(session, run.id, status="succeeded", actor="t")
+        run_id = run.id
+    base = ("--db-url", db_url, "--json", "runs", "approve", "--run", run_id, "--reason", "ok")
+    code, _, err = cli(capsys, *base[:2], "--actor", "mallory", *base[2:])
+    assert code == 7 and "approvers are dr-a" in err
+    code, out, err = cli(capsys, *base[:2], "--actor", "dr-a", *base[2:])
+    assert code == 0, err
+    assert json.loads(out)["channel"] == "cli" and json.loads(out)["user"] == "dr-a"
+    with session_scope(engine) as session:
+        audited = [e for e in events_for(session, "run", run_id) if e.action == "run.approved"]
+    assert audited[0].actor == "dr-a"
+    assert audited[0].after["channel"] == "cli"
+    assert audited[0].after["detail"] == {"osUser": getpass.getuser()}

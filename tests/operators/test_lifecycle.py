@@ -64,10 +64,11 @@ def evaluate(p: Project, run_id: str) -> dict[str, Any]:
 
 
 def wait_for_decision(p: Project, run_id: str, **kwargs: Any) -> dict[str, Any]:
-    """The sensor defers; run its trigger to the first event, then resume the sensor."""
+    """The sensor defers; run its trigger to the first event, then resume the sensor.
+    Without a task instance here, no Required Action is registered (tests/e2e covers them)."""
     sensor = ApprovalSensor(
         task_id="await_approval", run_id=run_id, artifact_uri=p.artifacts, poll_interval=0.2,
-        **kwargs,
+        **{"required_actions": False, **kwargs},
     )  # fmt: skip
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})
@@ -175,11 +176,18 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
     assert card2["data"]["testSetSha256"] == report2["testSetSha256"]
 
     with session_scope(engine) as session:
-        decide(session, r2, "approved", user="dr.bob", reason="Better on the same test set")
+        decide(
+            session,
+            r2,
+            "approved",
+            user="dr.bob",
+            reason="Better on the same test set",
+            channel="api",
+        )
     second = deploy_run(engine, p.store, r2, actor="t", server=LocalServer())
     assert ping(second["endpoint"]) and not ping(first["endpoint"])  # old one stopped after
     with session_scope(engine) as session, pytest.raises(ConflictError, match="second decision"):
-        decide(session, r2, "rejected", user="dr.bob", reason="changed my mind")
+        decide(session, r2, "rejected", user="dr.bob", reason="changed my mind", channel="api")
 
     # --- rollback: approve the earlier champion again and deploy it
     assert cli("runs", "approve", "--run", r1, "--reason", "Rollback", "--deploy",
@@ -213,12 +221,12 @@ def test_failed_health_check_keeps_the_old_champion_serving(
     r1 = p.trained_run()
     evaluate(p, r1)
     with session_scope(engine) as session:
-        decide(session, r1, "approved", user="dr.ada", reason="first model")
+        decide(session, r1, "approved", user="dr.ada", reason="first model", channel="api")
     old = deploy_run(engine, p.store, r1, actor="t", server=LocalServer())
     r2 = p.trained_run()
     evaluate(p, r2)
     with session_scope(engine) as session:
-        decide(session, r2, "approved", user="dr.ada", reason="second model")
+        decide(session, r2, "approved", user="dr.ada", reason="second model", channel="api")
         # failure injection: the approved run's inference image cannot serve
         run = get_run(session, r2)
         config = json.loads(json.dumps(run.config))
@@ -250,7 +258,14 @@ def test_rejection_and_timeout_skip_deploy(project: Any, sqlite_engine: Engine) 
     evaluate(p, rejected)
     waiting = wait_for_decision(p, rejected)
     with session_scope(engine) as session:
-        decide(session, rejected, "rejected", user="dr.ada", reason="Misses small tumours")
+        decide(
+            session,
+            rejected,
+            "rejected",
+            user="dr.ada",
+            reason="Misses small tumours",
+            channel="api",
+        )
     event = first_event(waiting["trigger"])
     assert event["status"] == "rejected"
     with pytest.raises(AirflowSkipException, match=r"rejected by dr\.ada"):
@@ -268,7 +283,7 @@ def test_rejection_and_timeout_skip_deploy(project: Any, sqlite_engine: Engine) 
     with session_scope(engine) as session:
         assert run_to_wire(session, get_run(session, late))["approvalStatus"] == "timedOut"
         with pytest.raises(ConflictError, match="timed out"):
-            decide(session, late, "approved", user="dr.ada", reason="too late")
+            decide(session, late, "approved", user="dr.ada", reason="too late", channel="api")
         actions = set(session.scalars(select(AuditEvent.action)))
         assert "run.approval.timed_out" in actions
         assert session.get(Model, p.model_id).champion_id is None
@@ -310,7 +325,7 @@ def test_automatic_policy_approves_as_system_or_falls_back_to_a_human(
             )
         ).one()
         assert {c["name"]: c["passed"] for c in declined.after["criteria"]}["minValue"] is False
-        decide(session, run2, "approved", user="dr.ada", reason="reviewed by hand")
+        decide(session, run2, "approved", user="dr.ada", reason="reviewed by hand", channel="api")
     assert first_event(waiting["trigger"])["user"] == "dr.ada"
 
 
@@ -338,7 +353,7 @@ def test_an_unservable_champion_fails_the_evaluation_clearly(
     r1 = p.trained_run()
     evaluate(p, r1)
     with session_scope(sqlite_engine) as session:
-        decide(session, r1, "approved", user="dr.ada", reason="edge model")
+        decide(session, r1, "approved", user="dr.ada", reason="edge model", channel="api")
     edge = deploy_run(sqlite_engine, p.store, r1, actor="t", server=None)
     assert edge["deployType"] == "edge" and edge["endpoint"] is None
     with session_scope(sqlite_engine) as session:

@@ -37,28 +37,28 @@ def test_a_decision_needs_a_reason_a_user_and_an_evaluated_run(engine: Engine) -
     run_id = evaluated_run(engine)
     with session_scope(engine) as session:
         with pytest.raises(ConfigValidationError, match="description"):
-            decide(session, run_id, "approved", user="dr.ada", reason="  ")
+            decide(session, run_id, "approved", user="dr.ada", reason="  ", channel="api")
         with pytest.raises(ConfigValidationError, match="user"):
-            decide(session, run_id, "approved", user=None, reason="ok")
+            decide(session, run_id, "approved", user=None, reason="ok", channel="api")
         with pytest.raises(PermissionDeniedError, match="reserved"):
-            decide(session, run_id, "approved", user="system", reason="ok")
+            decide(session, run_id, "approved", user="system", reason="ok", channel="api")
     with session_scope(engine) as session:
         model_id = get_run(session, run_id).model_id
         running = create_run(session, model_id, actor="t").id
     with session_scope(engine) as session, pytest.raises(ConflictError, match="evaluation"):
-        decide(session, running, "approved", user="dr.ada", reason="ok")
+        decide(session, running, "approved", user="dr.ada", reason="ok", channel="api")
 
 
 def test_approvers_list_is_enforced(engine: Engine) -> None:
     run_id = evaluated_run(engine, approvalPolicy={"approvers": ["dr.ada", "dr.bob"]})
     with session_scope(engine) as session, pytest.raises(PermissionDeniedError, match=r"dr\.ada"):
-        decide(session, run_id, "approved", user="mallory", reason="fine")
+        decide(session, run_id, "approved", user="mallory", reason="fine", channel="api")
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Approval)) == 0
-        decide(session, run_id, "rejected", user="dr.bob", reason="worse recall")
+        decide(session, run_id, "rejected", user="dr.bob", reason="worse recall", channel="api")
         assert approval_status(session, get_run(session, run_id)) == "rejected"
     with session_scope(engine) as session, pytest.raises(ConflictError, match="already rejected"):
-        decide(session, run_id, "approved", user="dr.ada", reason="overrule")
+        decide(session, run_id, "approved", user="dr.ada", reason="overrule", channel="api")
 
 
 def test_request_approval_keeps_the_first_deadline(engine: Engine) -> None:
@@ -81,7 +81,9 @@ def test_two_concurrent_decisions_exactly_one_wins(engine: Engine) -> None:
         barrier.wait()
         try:
             with session_scope(engine) as session:
-                decide(session, run_id, decision, user=user, reason=f"{user} decides")  # type: ignore[arg-type]
+                decide(
+                    session, run_id, decision, user=user, reason=f"{user} decides", channel="api"
+                )  # type: ignore[arg-type]
             outcomes[user] = "won"
         except ConflictError:
             outcomes[user] = "refused"

@@ -4,7 +4,15 @@ The caller is the Airflow user of the request's Bearer JWT or of the UI's sessio
 (`airflow.api_fastapi.core_api.security.get_user`). A model is guarded as its DAG
 (`patient_ml__<slug>`): reading it needs read access to that DAG, changing or deleting it needs
 edit access, starting a run needs the right to create DAG runs. Datasets and new models are
-guarded as DAGs in general. Approvers are checked by the decision service on top.
+guarded as DAGs in general.
+
+Deciding on a run (approve/reject) needs the *decision right*: the right to respond to the
+DAG's human-in-the-loop requests (`is_authorized_dag(method="PUT",
+access_entity=DagAccessEntity.HITL_DETAIL)`), the very right Airflow's own Required Actions page
+and `PATCH .../hitlDetails` ask. With the simple auth manager that is the `user` role or above
+(a `viewer` may not decide); with FAB, edit on the DAG and on "HITL Detail". So a decision needs
+the same right whichever channel it comes through. The model's `approvalPolicy.approvers` (when
+not empty) are checked by the decision service on top.
 """
 
 from __future__ import annotations
@@ -62,6 +70,36 @@ def require_dag(user: Any, method: Method, dag_id: str | None, *, run: bool = Fa
         raise PermissionDeniedError(
             f"User {user_name(user)!r} may not {what} {'runs of ' if run else ''}{target}.",
             fix="ask an Airflow admin for the role that grants it",
+        )
+
+
+def may_decide(user: Any, dag_id: str) -> bool:
+    """Whether `user` holds the decision right on the DAG `dag_id` (see the module docstring)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import (
+        DagAccessEntity,
+        DagDetails,
+    )
+
+    return bool(
+        _auth_manager().is_authorized_dag(
+            method="PUT",
+            access_entity=DagAccessEntity.HITL_DETAIL,
+            details=DagDetails(id=dag_id),
+            user=user,
+        )
+    )
+
+
+def require_decision_right(user: Any, model_name: str, dag_id: str) -> None:
+    """Refuse (403, saying which right is missing) unless `user` may decide on the DAG's runs."""
+    if not may_decide(user, dag_id):
+        raise PermissionDeniedError(
+            f"User {user_name(user)!r} may not approve or reject runs of model {model_name!r}: "
+            f"deciding needs the right to respond to the required actions of the DAG {dag_id} "
+            "(Airflow's edit right on its human-in-the-loop details), and read access is not "
+            "enough.",
+            fix="ask an Airflow admin for a role that may edit the DAG (the simple auth "
+            "manager's 'user' role or above; with FAB, can_edit on the DAG and on HITL Detail)",
         )
 
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi import Response as ResponseHeaders
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from patient_ml.api.auth import CurrentUser, authorized_model, user_name
+from patient_ml.api.auth import (
+    CurrentUser,
+    authorized_model,
+    require_decision_right,
+    user_name,
+)
 from patient_ml.api.deps import Engine, Session
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.schemas import (
@@ -160,14 +165,34 @@ def create_approval(
     body: ApprovalDecisionInput,
     session: Session,
     user: CurrentUser,
+    channel: Annotated[
+        Literal["api", "ui"],
+        Header(
+            alias="X-Patient-ML-Channel",
+            description="Extension: `ui` when the Patient ML pages send the decision "
+            "(recorded as the decision's channel); default `api`.",
+        ),
+    ] = "api",
 ) -> dict[str, Any]:
+    """Needs read access to the model's DAG, the decision right on it (Airflow's edit right on
+    its human-in-the-loop details, as for Airflow's Required Actions) and, when the model names
+    approvers, to be one of them (403 saying which is missing). A pending Required Action of the
+    run in Airflow is closed with this decision."""
+    from patient_ml.naming import dag_id_of
     from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
 
     model = authorized_model(session, model_id, user)
+    require_decision_right(user, model.name, dag_id_of(model.slug))
     run = _run_of(session, model, run_id)
     approval = decide(
-        session, run.id, body.decision, user=user_name(user), reason=body.description or ""
+        session,
+        run.id,
+        body.decision,
+        user=user_name(user),
+        reason=body.description or "",
+        channel=channel,
+        detail={"airflowUserId": str(user.get_id())},
     )
     return {"approvalDecision": approval_to_wire(approval)}
 

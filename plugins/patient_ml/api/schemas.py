@@ -387,6 +387,13 @@ class Parameter(WireResponse):
     value: str
 
 
+ApprovalChannel = Literal["api", "ui", "cli", "airflow-required-actions", "system"]
+_CHANNEL_DOC = (
+    "Extension: the interface the decision came through (absent for decisions recorded before "
+    "channels were)."
+)
+
+
 class UserApprovalDecision(WireResponse):
     decision: Literal["approved", "rejected"]
     actor: Literal["user"]
@@ -394,6 +401,7 @@ class UserApprovalDecision(WireResponse):
     description: str | None = None
     user: str
     criteria: dict[str, Any] | None = Field(None, description="Extension: policy evaluation.")
+    channel: ApprovalChannel | None = Field(None, description=_CHANNEL_DOC)
 
 
 class SystemApprovalDecision(WireResponse):
@@ -404,6 +412,7 @@ class SystemApprovalDecision(WireResponse):
     criteria: dict[str, Any] | None = Field(
         None, description="Extension: the automatic policy's criteria and whether they passed."
     )
+    channel: ApprovalChannel | None = Field(None, description=_CHANNEL_DOC)
 
 
 ApprovalDecision = Annotated[

@@ -39,7 +39,13 @@ def add_run_commands(runs: Any) -> None:
     evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="where serve runs")
     evaluate.set_defaults(handler=cmd_evaluate)
     for verb, decision in (("approve", "approved"), ("reject", "rejected")):
-        sub = runs.add_parser(verb, help=f"{verb} an evaluated run (recorded and audited)")
+        sub = runs.add_parser(
+            verb,
+            help=f"{verb} an evaluated run as --actor/$PATIENT_ML_USER (one of the model's "
+            "approvers); recorded and audited with channel 'cli' and the OS account. The CLI "
+            "works with direct product-DB access, so it is for operators: Airflow's decision "
+            "right is not asked (the REST API and Required Actions check it)",
+        )
         sub.add_argument("--run", required=True, dest="run_id", help="run id")
         sub.add_argument("--reason", required=True, help="written justification (required)")
         sub.set_defaults(handler=cmd_decide, decision=decision, deploy=False)
@@ -151,13 +157,31 @@ def cmd_decide(args: argparse.Namespace) -> int:
     engine = context.engine(args)
     user = context.actor(args)
     with session_scope(engine) as session:
-        approval = decide(session, args.run_id, args.decision, user=user, reason=args.reason)
+        approval = decide(
+            session,
+            args.run_id,
+            args.decision,
+            user=user,
+            reason=args.reason,
+            channel="cli",
+            detail={"osUser": _os_user()},
+        )
         doc = approval_to_wire(approval)
     write_model_card(engine, _store(), args.run_id)
     if getattr(args, "deploy", False):
         doc["deployment"] = _deploy(args, engine)
     _print(args, doc)
     return 0
+
+
+def _os_user() -> str:
+    """The OS account that ran the CLI (recorded next to the named decider)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:

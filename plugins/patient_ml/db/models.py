@@ -248,11 +248,19 @@ class Approval(Base):
     user: Mapped[str | None] = mapped_column(String(255))
     criteria: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     decided_at: Mapped[datetime] = _created()
+    # Through which interface the decision came (APPROVAL_CHANNELS); NULL for decisions recorded
+    # before channels were (migration 0003).
+    channel: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         CheckConstraint("decision IN ('approved', 'rejected')", name="decision"),
         CheckConstraint("actor IN ('user', 'system')", name="actor"),
         CheckConstraint("actor = 'system' OR \"user\" IS NOT NULL", name="user_named"),
+        CheckConstraint(
+            "channel IS NULL OR channel IN "
+            "('api', 'ui', 'cli', 'airflow-required-actions', 'system')",
+            name="channel",
+        ),
     )
 
 

@@ -244,7 +244,7 @@ def doc_md(entry: ModelEntry, parallel: int) -> str:
     policy = entry.approval or {}
     schedule = schedule_of(training)
     rows = "\n".join(f"| `{p.get('name')}` | {p.get('type')} | {_range(p)} |" for p in space)
-    approvers = ", ".join(policy.get("approvers") or []) or "any signed-in user"
+    approvers = ", ".join(policy.get("approvers") or []) or "any user with the decision right"
     auto = (policy.get("autoApproval") or {}).get("enabled", False)
     return (
         f"# {entry.name}\n\n{entry.description}\n\n"
@@ -260,8 +260,11 @@ def doc_md(entry: ModelEntry, parallel: int) -> str:
         f"- **Model id**: `{entry.model_id}`, config revision {entry.revision}\n\n"
         "| Hyperparameter | Type | Values |\n|---|---|---|\n"
         f"{rows}\n\n"
-        "Decide a waiting run with `patient-ml runs approve --run RUN_ID --reason '...'` "
-        "(or `reject`). Start a run from the product with "
+        "Decide a waiting run in Airflow's **Required Actions** (Approve / Reject with a "
+        "justification), through the REST API, or with "
+        "`patient-ml runs approve --run RUN_ID --reason '...'` (or `reject`); deciding needs "
+        "the right to edit this DAG's human-in-the-loop details. Start a run from the product "
+        "with "
         f"`patient-ml runs create {entry.name}`.\n"
     )
 

@@ -8,6 +8,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from patient_ml.operators.common import RunOperator
+from patient_ml.triggers.approval import DEFAULT_MAX_POLL_ERRORS
 
 
 class ApprovalSensor(RunOperator):
@@ -15,32 +16,45 @@ class ApprovalSensor(RunOperator):
 
     Opens the run's approval window (deadline = now + the model's
     `approvalPolicy.timeoutHours`, or `timeout_hours`), applies the model's automatic policy
-    when it is on, and otherwise defers to `ApprovalTrigger`, which polls the product DB.
+    when it is on, and otherwise registers the decision as an Airflow Required Action (offered
+    to the model's approvers) and defers to `ApprovalTrigger`, which polls the product DB.
+    Decisions come from the REST API, the Patient ML pages, `patient-ml runs approve|reject`, or
+    Airflow's Required Actions (recorded through the same decision service; a refused response
+    there is audited and the Required Action re-opened).
     Approved: the task succeeds and deploy runs. Rejected or timed out: the task is skipped, so
-    deploy is skipped; the run keeps its metrics and ends unapproved. Decisions come from
-    `patient-ml runs approve|reject` or the REST API, through one service.
+    deploy is skipped; the run keeps its metrics and ends unapproved. An event the task does not
+    understand, or a trigger that lost the product DB for its whole error budget, fails it.
 
     :param poll_interval: seconds between two looks at the product DB (in the triggerer).
     :param timeout_hours: overrides the model's approvalPolicy.timeoutHours.
+    :param required_actions: register the approval in Airflow's Required Actions (Airflow's
+        human-in-the-loop; default True).
+    :param max_poll_errors: failed polls in a row after which the wait ends with the error.
     Other parameters: those of `RunOperator` (patient_ml.operators.common).
     """
 
     ui_color = "#fff3c4"
 
     def __init__(
-        self, *, poll_interval: float = 10.0, timeout_hours: float | None = None, **kwargs: Any
+        self,
+        *,
+        poll_interval: float = 10.0,
+        timeout_hours: float | None = None,
+        required_actions: bool = True,
+        max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.poll_interval = poll_interval
         self.timeout_hours = timeout_hours
+        self.required_actions = required_actions
+        self.max_poll_errors = max_poll_errors
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
         from patient_ml.services import approvals, auto_approval
-        from patient_ml.services.common import as_utc
         from patient_ml.services.runs import get_run
-        from patient_ml.triggers.approval import ApprovalTrigger
 
         with session_scope(self.engine()) as session:
             run = get_run(session, self.run_id)
@@ -65,17 +79,32 @@ class ApprovalSensor(RunOperator):
                 event = approvals.decision_event(self.run_id, decided)
             elif approvals.approval_status(session, run) == "timedOut":
                 event = {"status": "timedOut", "runId": self.run_id}
-            deadline = as_utc(run.approval_deadline)
-            approvers = policy.get("approvers") or []
-        if event is not None:
-            return self.execute_complete(context, event)
-        assert deadline is not None
+        if event is not None:  # decided (or timed out) before any wait
+            return self._finish(context, event)
+        self._wait(context, request=True)
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
+        return self._finish(context, event)
+
+    # ------------------------------------------------------------------ waiting
+    def _wait(self, context: Context, *, request: bool) -> None:
+        """Register (or re-open) the Required Action, then defer to the trigger."""
+        from patient_ml.operators import required_action
+        from patient_ml.triggers.approval import ApprovalTrigger
+
+        subject, body, approvers, deadline = self._request_text()
+        ti_id = context["task_instance"].id if self.required_actions else None
+        if ti_id is not None and request:
+            required_action.request(ti_id, subject=subject, body=body, approvers=approvers)
         self.log.info(
-            "run %s waits for a decision until %s UTC by %s. Decide with: patient-ml runs "
-            "approve --run %s --reason '...'  (or reject)",
+            "run %s waits for a decision until %s UTC by %s. Decide in Airflow's Required "
+            "Actions%s, through the REST API, or with: patient-ml runs approve --run %s "
+            "--reason '...'  (or reject)",
             self.run_id,
             f"{deadline:%Y-%m-%d %H:%M}",
-            ", ".join(approvers) if approvers else "any user",
+            ", ".join(approvers) if approvers else "any user with the decision right",
+            "" if ti_id is not None else " (off for this task)",
             self.run_id,
         )
         self.defer(
@@ -84,17 +113,152 @@ class ApprovalSensor(RunOperator):
                 deadline=deadline.isoformat(),
                 patient_ml_conn_id=self.patient_ml_conn_id,
                 poll_interval=self.poll_interval,
+                ti_id=str(ti_id) if ti_id is not None else None,
+                max_poll_errors=self.max_poll_errors,
             ),
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def _request_text(self) -> tuple[str, str, list[str], Any]:
+        """(subject, body, approvers, deadline) of the run's Required Action."""
+        from patient_ml.db.engine import session_scope
+        from patient_ml.db.models import Model
+        from patient_ml.operators import required_action
+        from patient_ml.services.common import as_utc
+        from patient_ml.services.runs import get_run, run_to_wire
+
+        with session_scope(self.engine()) as session:
+            run = get_run(session, self.run_id)
+            model = session.get(Model, run.model_id)
+            assert model is not None
+            approvers = list((model.approval_policy or {}).get("approvers") or [])
+            deadline = as_utc(run.approval_deadline)
+            assert deadline is not None
+            shown = f"{deadline:%Y-%m-%d %H:%M}"
+            return (
+                required_action.subject_of(model.name, run.slug),
+                required_action.body_of(run_to_wire(session, run), model.name, approvers, shown),
+                approvers,
+                deadline,
+            )
+
+    # ------------------------------------------------------------------ the end of the wait
+    def _finish(self, context: Context, raw: Any) -> dict[str, Any]:
+        from patient_ml.triggers.approval_events import (
+            ApprovalEventError,
+            ErrorEvent,
+            RequiredActionResponse,
+            parse_event,
+        )
+
+        event = parse_event(raw, self.run_id)
+        if isinstance(event, ErrorEvent):
+            raise ApprovalEventError(
+                f"Waiting for the decision on run {self.run_id} failed {event.failures} times "
+                f"in a row: {event.error}",
+                fix="check that the product DB is reachable from the triggerer, then clear the "
+                "task (it keeps the run's deadline)",
+            )
+        responded: str | None = None
+        if isinstance(event, RequiredActionResponse):
+            responded = self._record_response(context, event)
+            if responded == "refused":
+                self._wait(context, request=True)  # re-opened; defer() raises
+        status, decision = self._outcome()
+        if responded == "superseded" and self.required_actions:
+            # the response was not recorded: the Required Action must not claim it was
+            from patient_ml.operators import required_action
+
+            subject = self._request_text()[0]
+            required_action.clear_response(context["task_instance"].id, subject=subject)
+        return self._end(status, decision)
+
+    def _record_response(self, context: Context, event: Any) -> str:
+        """Record an Airflow Required Actions response through the decision service, exactly as
+        one through the REST API. "recorded", "refused" (audited; the request re-opens) or
+        "superseded" (the run was decided elsewhere or timed out first)."""
+        from patient_ml.db.engine import session_scope
+        from patient_ml.exceptions import (
+            ConfigValidationError,
+            ConflictError,
+            PermissionDeniedError,
+        )
+        from patient_ml.services import approvals, audit
+
+        responder = event.responded_by_user
+        if responder is None:  # a timeout default: this task defines none
+            self.log.warning(
+                "run %s: ignoring a Required Action response without a user", self.run_id
+            )
+            return "superseded"
+        try:
+            with session_scope(self.engine()) as session:
+                approvals.decide(
+                    session,
+                    self.run_id,
+                    event.decision,
+                    user=responder.name,
+                    reason=event.justification,
+                    channel="airflow-required-actions",
+                    detail={"airflowUserId": responder.id},
+                )
+        except ConflictError as exc:
+            self.log.warning(
+                "run %s: the Required Actions response came too late: %s", self.run_id, exc
+            )
+            return "superseded"
+        except (PermissionDeniedError, ConfigValidationError) as exc:
+            with session_scope(self.engine()) as session:
+                audit.record(
+                    session,
+                    actor=responder.name,
+                    action="run.approval.refused",
+                    entity_type="run",
+                    entity_id=self.run_id,
+                    after={
+                        "decision": event.decision,
+                        "channel": "airflow-required-actions",
+                        "reason": exc.message,
+                        "detail": {"airflowUserId": responder.id},
+                    },
+                )
+            self.log.warning(
+                "run %s: refused the Required Actions response of %s (%s); the Required "
+                "Action is open again",
+                self.run_id, responder.name, exc,
+            )  # fmt: skip
+            return "refused"
+        self.log.info("run %s: %s by %s in Airflow's Required Actions", self.run_id,
+                      event.decision, responder.name)  # fmt: skip
+        return "recorded"
+
+    def _outcome(self) -> tuple[str, dict[str, Any] | None]:
+        """The product DB's word (the source of truth, whatever the event said)."""
+        from patient_ml.db.engine import session_scope
+        from patient_ml.services import approvals
+        from patient_ml.services.runs import get_run
+
+        with session_scope(self.engine()) as session:
+            decided = approvals.latest_decision(session, self.run_id)
+            if decided is not None:
+                return decided.decision, approvals.decision_event(self.run_id, decided)
+            status = approvals.approval_status(session, get_run(session, self.run_id))
+        if status != "timedOut":
+            from patient_ml.triggers.approval_events import ApprovalEventError
+
+            raise ApprovalEventError(
+                f"The approval task of run {self.run_id} was resumed, but the run has no "
+                f"decision and its window is still open ({status}).",
+                fix="clear the task so that it waits again",
+            )
+        return "timedOut", None
+
+    def _end(self, status: str, decision: dict[str, Any] | None) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
         from patient_ml.evaluation.model_card import write_model_card
         from patient_ml.services import audit
 
         engine = self.engine()
-        status = event["status"]
         if status == "timedOut":
             with session_scope(engine) as session:
                 audit.record(
@@ -105,16 +269,18 @@ class ApprovalSensor(RunOperator):
                     entity_id=self.run_id,
                 )
         write_model_card(engine, self.store(), self.run_id)
-        who = event.get("user") or event.get("actor")
-        if status == "approved":
-            self.log.info("run %s approved by %s: %s", self.run_id, who, event.get("description"))
-            return event
-        if status == "rejected":
+        if decision is None:
             raise AirflowSkipException(
-                f"Run {self.run_id} was rejected by {who}: {event.get('description')}; "
+                f"No decision on run {self.run_id} before its deadline; it ends unapproved and "
                 "deploy is skipped."
             )
+        who = decision.get("user") or decision.get("actor")
+        via = decision.get("channel") or "an unrecorded channel"
+        if status == "approved":
+            self.log.info("run %s approved by %s through %s: %s", self.run_id, who, via,
+                          decision.get("description"))  # fmt: skip
+            return decision
         raise AirflowSkipException(
-            f"No decision on run {self.run_id} before its deadline; it ends unapproved and "
-            "deploy is skipped."
+            f"Run {self.run_id} was rejected by {who} through {via}: "
+            f"{decision.get('description')}; deploy is skipped."
         )

@@ -9,6 +9,10 @@ and the REST API, so the rules live once.
 - A run whose approval window closed (timeout) without a decision stays unapproved.
 - The run row is locked while deciding (`SELECT ... FOR UPDATE` on PostgreSQL, the database
   write lock on SQLite), so of two concurrent decisions exactly one wins.
+- Every decision records its channel: `api` (REST API), `ui` (the Patient ML pages),
+  `cli` (`patient-ml runs approve|reject`), `airflow-required-actions` (Airflow's
+  human-in-the-loop page or API), `system` (the automatic policy). The interfaces check the
+  decision right (Airflow's auth manager) before calling `decide`; see `api.auth`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from patient_ml.services.common import as_utc
 from patient_ml.services.runs import get_run
 
 Decision = Literal["approved", "rejected"]
+Channel = Literal["api", "ui", "cli", "airflow-required-actions", "system"]
+CHANNELS: tuple[str, ...] = ("api", "ui", "cli", "airflow-required-actions", "system")
 SYSTEM = "system"
 MAX_REASON_CHARS = 4000
 
@@ -91,12 +97,23 @@ def decide(
     *,
     user: str | None,
     reason: str,
+    channel: Channel,
     actor: Literal["user", "system"] = "user",
     criteria: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> Approval:
-    """Record a decision on a run; see the module docstring for the rules."""
+    """Record a decision on a run; see the module docstring for the rules.
+
+    :param channel: the interface the decision came through (`CHANNELS`).
+    :param detail: what the channel knows of the decider beyond the user name (e.g. the OS
+        account running the CLI, the Airflow user id), kept in the audit event.
+    """
     if decision not in ("approved", "rejected"):
         raise _invalid("decision", "must be 'approved' or 'rejected'", decision)
+    if channel not in CHANNELS:
+        raise _invalid("channel", f"must be one of {', '.join(CHANNELS)}", channel)
+    if (channel == SYSTEM) != (actor == "system"):
+        raise _invalid("channel", "is 'system' exactly for the automatic policy", channel)
     reason = (reason or "").strip()
     if not reason:
         raise _invalid("description", "is empty; write why the run is approved or rejected", reason)
@@ -145,6 +162,7 @@ def decide(
         actor=actor,
         user=user if actor == "user" else None,
         criteria={**(criteria or {}), "rollback": True} if rollback else criteria,
+        channel=channel,
     )
     session.add(approval)
     session.flush()
@@ -154,7 +172,14 @@ def decide(
         action=f"run.{'rollback_approved' if rollback else decision}",
         entity_type="run",
         entity_id=run.id,
-        after={"decision": decision, "description": reason, "actor": actor, "criteria": criteria},
+        after={
+            "decision": decision,
+            "description": reason,
+            "actor": actor,
+            "channel": channel,
+            "criteria": criteria,
+            **({"detail": detail} if detail else {}),
+        },
     )
     return approval
 
@@ -181,4 +206,5 @@ def decision_event(run_id: str, approval: Approval) -> dict[str, Any]:
         "actor": approval.actor,
         "user": approval.user,
         "description": approval.description,
+        "channel": approval.channel,
     }

@@ -151,6 +151,7 @@ def try_auto_approve(session: Session, run_id: str) -> tuple[Approval | None, Po
         user=None,
         reason=f"Automatic approval policy: every criterion holds ({summary}).",
         actor="system",
+        channel="system",
         criteria=outcome.as_dict(),
     )
     return approval, outcome

@@ -323,4 +323,6 @@ def approval_to_wire(approval: Approval) -> dict[str, Any]:
         wire["user"] = approval.user
     if approval.criteria is not None:
         wire["criteria"] = approval.criteria
+    if approval.channel is not None:
+        wire["channel"] = approval.channel
     return wire

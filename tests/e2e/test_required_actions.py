@@ -1,0 +1,202 @@
+"""The approval as an Airflow Required Action, on real Airflow (the shared deployment).
+
+Two runs of one model (approvers: `admin`) wait in `await_approval` at the same time:
+
+A. Airflow's HITL API lists the run's Required Action, assigned to the approver; a viewer may
+   not respond (Airflow's 403); the approver's response approves the run in the product DB
+   (channel `airflow-required-actions`, audited), and deploy makes it champion.
+B. A response without a justification is refused by the product (audited) and the Required
+   Action opens again; a decision through the REST API then closes it (the entry tells the
+   decision, the channel and the decider): no stale entry is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from include.airflow_stack import ApiClient
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import AuditEvent, Model
+from patient_ml.deploy import stop_old_endpoints
+from patient_ml.services.approvals import decisions_of
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from patient_ml.services.runs import find_run_for_dag_run
+from tests.curation.cohort import Cohort, dataset_config
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
+from tests.operators.lifecycle import model_config
+
+MODEL = "e2e-hitl-classifier"
+DAG_ID = "patient_ml__e2e_hitl_classifier"
+TASK = "await_approval"
+HITL_LIST = "/api/v2/dags/~/dagRuns/~/hitlDetails"
+
+
+@pytest.fixture(scope="module")
+def hitl(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
+    d = airflow_deployment
+    cohort = Cohort(d.sources / "e2e-hitl-cohort", "hitl01", "urn:test:e2e-hitl-dataset")
+    cohort.add_patients(0, 60)
+    source = cohort.write_ndjson(d.root / "ndjson-hitl")
+    with session_scope(d.engine) as session:
+        ds = dataset_config("e2e-hitl-dataset", "hitl01")
+        ds["source"] = {"type": "ndjson", "uri": str(source)}
+        dataset_id = create_dataset(session, ds, actor="e2e").id
+        config = model_config(MODEL, dataset_id, approvalPolicy={"approvers": ["admin"]})
+        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        model_id = create_model(session, config, actor="e2e").id
+    try:
+        d.wait_for_dag(DAG_ID)
+        yield {"d": d, "model_id": model_id}
+    finally:
+        stop_old_endpoints(d.engine, model_id, keep=None, actor="e2e-cleanup")
+
+
+def _pending(api: ApiClient, dag_run_id: str) -> list[dict[str, Any]]:
+    """Required Actions as Airflow's page asks for them (no response, task waiting)."""
+    found = api.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run_id}/hitlDetails"
+        "?response_received=false&state=deferred&state=awaiting_input"
+    )
+    return list(found["hitl_details"])
+
+
+def _detail(api: ApiClient, dag_run_id: str) -> dict[str, Any]:
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run_id}/taskInstances/{TASK}/-1/hitlDetails"
+    return dict(api.get(path))
+
+
+def _respond(api: ApiClient, dag_run_id: str, body: dict[str, Any], ok: tuple[int, ...] = ()):
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run_id}/taskInstances/{TASK}/-1/hitlDetails"
+    return api.request("PATCH", path, body, ok=ok)
+
+
+def _deferrals_reported(d: E2EDeployment, dag_run_id: str) -> int:
+    """How many of the task's deferrals the scheduler has seen end (the deferring worker's
+    exit). Airflow 3.3 races when a task is resumed before that: the late "success" of the
+    deferring workload makes the scheduler retry the resumed try. A human answers minutes
+    later; this test answers at once, so it first waits for that event."""
+    key = f"TaskInstanceKey(dag_id='{DAG_ID}', task_id='{TASK}', run_id='{dag_run_id}'"
+    log = (d.stack.home / "logs" / "scheduler.log").read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "Received executor event" in line and key in line)
+
+
+def _wait_waiting(d: E2EDeployment, dag_run_id: str, deferrals: int = 1) -> None:
+    def waiting() -> bool:
+        states = d.api.task_states(DAG_ID, dag_run_id)
+        bad = {t: s for t, s in states.items() if s == "failed"}  # a retry under load is fine
+        assert not bad, f"tasks failed: {states}\n{d.stack.log_tail('scheduler')}"
+        return (
+            states.get(TASK) == "deferred"
+            and bool(_pending(d.api, dag_run_id))
+            and _deferrals_reported(d, dag_run_id) >= deferrals
+        )
+
+    d.stack.wait_for(waiting, 420, f"{TASK} of {dag_run_id} to wait in Required Actions")
+
+
+def _try_number(d: E2EDeployment, dag_run_id: str) -> int:
+    path = f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run_id}/taskInstances/{TASK}"
+    return int(d.api.get(path)["try_number"])
+
+
+def _wait_ended(d: E2EDeployment, dag_run_id: str) -> dict[str, str]:
+    def ended() -> str | None:
+        state = d.api.dag_run(DAG_ID, dag_run_id)["state"]
+        return state if state in ("success", "failed") else None
+
+    assert d.stack.wait_for(ended, 300, f"DAG run {dag_run_id} to end") == "success"
+    return d.api.task_states(DAG_ID, dag_run_id)
+
+
+def _product_run(d: E2EDeployment, dag_run_id: str) -> str:
+    with session_scope(d.engine) as session:
+        run = find_run_for_dag_run(session, DAG_ID, dag_run_id)
+        assert run is not None
+        return run.id
+
+
+def _audit(d: E2EDeployment, run_id: str, action: str) -> list[AuditEvent]:
+    with session_scope(d.engine) as session:
+        found = session.scalars(
+            select(AuditEvent).where(AuditEvent.entity_id == run_id, AuditEvent.action == action)
+        )
+        return [e for e in found]
+
+
+def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any]) -> None:
+    d, model_id = hitl["d"], hitl["model_id"]
+    api, viewer = d.api, d.stack.client("viewer")
+    trigger = {"logical_date": None, "conf": {"maxTrials": 1}}
+    a, b = (api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)["dag_run_id"] for _ in range(2))
+
+    # A. listed for the approver, with the form Airflow renders
+    _wait_waiting(d, a)
+    run_a = _product_run(d, a)
+    listed = api.get(f"{HITL_LIST}?dag_id_pattern={DAG_ID}&response_received=false")
+    entry = next(e for e in listed["hitl_details"] if e["task_instance"]["dag_run_id"] == a)
+    assert entry["assigned_users"] == [{"id": "admin", "name": "admin"}]
+    assert entry["options"] == ["Approve", "Reject"] and entry["multiple"] is False
+    assert MODEL in entry["subject"] and run_a in entry["body"]
+    assert entry["params"]["justification"]["schema"]["minLength"] == 1
+    # a viewer may read it but not respond (Airflow's own decision right)
+    refused = _respond(viewer, a, {"chosen_options": ["Approve"], "params_input": {}}, ok=(403,))
+    assert refused["detail"]
+    with session_scope(d.engine) as session:
+        assert decisions_of(session, run_a) == []
+    # the approver responds in Airflow: recorded in the product DB, deploy follows
+    answer = _respond(
+        api,
+        a,
+        {"chosen_options": ["Approve"], "params_input": {"justification": "e2e: better recall"}},
+    )
+    assert answer["responded_by"]["name"] == "admin"
+    states = _wait_ended(d, a)
+    assert states[TASK] == "success" and states["deploy"] == "success"
+    with session_scope(d.engine) as session:
+        [approval] = decisions_of(session, run_a)
+        assert (approval.decision, approval.user, approval.channel) == (
+            "approved",
+            "admin",
+            "airflow-required-actions",
+        )
+        assert approval.description == "e2e: better recall"
+        model = session.get(Model, model_id)
+        assert model is not None and model.champion_id == run_a
+    [audited] = _audit(d, run_a, "run.approved")
+    assert audited.actor == "admin" and audited.after["channel"] == "airflow-required-actions"
+    assert not _pending(api, a)
+
+    # B. a response without a justification is refused and the Required Action opens again
+    _wait_waiting(d, b)
+    run_b = _product_run(d, b)
+    _respond(api, b, {"chosen_options": ["Approve"], "params_input": {"justification": " "}})
+    d.stack.wait_for(
+        lambda: _audit(d, run_b, "run.approval.refused"), 120, "the refusal to be audited"
+    )
+    _wait_waiting(d, b, deferrals=2)  # the Required Action is open again
+    with session_scope(d.engine) as session:
+        assert decisions_of(session, run_b) == []
+    # a decision through the REST API closes it
+    decided = api.post(
+        f"/v1/patient-ml/models/{model_id}/runs/{run_b}/approvals",
+        {"decision": "rejected", "description": "e2e: not better than the champion"},
+    )
+    assert decided["approvalDecision"]["channel"] == "api"
+    states = _wait_ended(d, b)
+    assert states[TASK] == "skipped" and states["deploy"] == "skipped"
+    closed = _detail(api, b)
+    assert closed["response_received"] is True and closed["chosen_options"] == ["Reject"]
+    justification = closed["params_input"]["justification"]
+    assert justification.startswith("e2e: not better than the champion")
+    assert "decided by admin through api" in justification
+    assert not _pending(api, b)
+    assert _try_number(d, a) == 1 and _try_number(d, b) == 1  # resumed, never retried
+    with session_scope(d.engine) as session:
+        model = session.get(Model, model_id)
+        assert model is not None and model.champion_id == run_a  # B never deployed
