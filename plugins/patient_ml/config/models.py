@@ -42,6 +42,8 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+from patient_ml.config.monitoring import MonitoringSettings  # noqa: E402  (uses WireModel)
+
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -329,3 +331,8 @@ class ModelConfig(WireModel):
         default_factory=ApprovalPolicy,
         description="Extension: approvers, approval timeout and automatic approval policy.",
     )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings,
+        description="Extension: drift and live-performance monitoring of the deployed champion.",
+    )
+
