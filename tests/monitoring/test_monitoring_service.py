@@ -70,9 +70,10 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     assert reference.examples == report["testExamples"]
     assert len(profile["statistics"]["mean"]) == reference.examples
     assert sum(profile["outputs"]["labels"].values()) == reference.examples  # the eval's answers
-    assert profile["metrics"]["balancedAccuracy"] == report["challenger"]["metrics"][
-        "balancedAccuracy"
-    ]
+    assert (
+        profile["metrics"]["balancedAccuracy"]
+        == report["challenger"]["metrics"]["balancedAccuracy"]
+    )
 
     # too few predictions: no verdict
     first = monitoring.check_model(engine, p.store, p.model_id, actor="t")

@@ -335,4 +335,3 @@ class ModelConfig(WireModel):
         default_factory=MonitoringSettings,
         description="Extension: drift and live-performance monitoring of the deployed champion.",
     )
-

@@ -96,9 +96,7 @@ class MonitoringSettings(WireModel):
     )
     input_drift: InputDriftThresholds = Field(default_factory=InputDriftThresholds)
     prediction_drift: PredictionDriftThresholds = Field(default_factory=PredictionDriftThresholds)
-    live_performance: LivePerformanceThresholds = Field(
-        default_factory=LivePerformanceThresholds
-    )
+    live_performance: LivePerformanceThresholds = Field(default_factory=LivePerformanceThresholds)
     retrain_on_breach: bool = Field(
         False,
         description="Schedule the training DAG on the model's drift Asset (as well as on its "
@@ -113,4 +111,3 @@ class MonitoringSettings(WireModel):
         le=100_000_000,
         description="At most this many prediction log rows per model (the oldest go first).",
     )
-

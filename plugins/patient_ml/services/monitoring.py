@@ -267,8 +267,10 @@ def _live_performance(
     for entry in _entries(store, dataset_id, newest_snapshot):
         label = entry["label"]
         sha = entry["image"]["sha256"]
-        if label.get("status") == "confirmed" and label.get("classes") and (
-            sha not in seen_in_training
+        if (
+            label.get("status") == "confirmed"
+            and label.get("classes")
+            and (sha not in seen_in_training)
         ):
             truth[sha] = int(label["classes"][0])
     labels = [int(x) for x in profile["labels"]]
@@ -279,8 +281,9 @@ def _live_performance(
     result: dict[str, Any] = {"metric": metric, "labelled": len(matched),
                               "snapshotId": newest_snapshot}  # fmt: skip
     if len(matched) < lp.min_labelled:
-        result["skipped"] = f"{len(matched)} labelled prediction(s), fewer than minLabelled " \
-            f"({lp.min_labelled})"
+        result["skipped"] = (
+            f"{len(matched)} labelled prediction(s), fewer than minLabelled ({lp.min_labelled})"
+        )
         return result
     y = np.array([t for t, _ in matched])
     p = np.array([[float(r.output["confidences"].get(str(k), 0.0)) for k in labels]
@@ -364,8 +367,10 @@ def reference_summary(session: Session, run_id: str | None) -> dict[str, Any] | 
         "runId": reference.run_id,
         "snapshotId": reference.snapshot_id,
         "examples": reference.examples,
-        "statistics": {k: {"mean": round(float(np.mean(v)), 4) if v else None, "n": len(v)}
-                       for k, v in profile.get("statistics", {}).items()},  # fmt: skip
+        "statistics": {
+            k: {"mean": round(float(np.mean(v)), 4) if v else None, "n": len(v)}
+            for k, v in profile.get("statistics", {}).items()
+        },
         "labels": (profile.get("outputs") or {}).get("labels"),
         "metrics": profile.get("metrics"),
         "createdAt": to_millis(reference.created_at),

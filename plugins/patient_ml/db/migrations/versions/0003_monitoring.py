@@ -110,9 +110,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_pml_monitoring_events_model_time", table_name="pml_monitoring_events")
     op.drop_table("pml_monitoring_events")
-    op.drop_index(
-        op.f("ix_pml_reference_profiles_model_id"), table_name="pml_reference_profiles"
-    )
+    op.drop_index(op.f("ix_pml_reference_profiles_model_id"), table_name="pml_reference_profiles")
     op.drop_table("pml_reference_profiles")
     op.drop_index("ix_pml_prediction_log_model_time", table_name="pml_prediction_log")
     op.drop_table("pml_prediction_log")
