@@ -135,11 +135,13 @@ def check_model(
         settings = settings_of(model)
         prediction_log.prune(session, model.id, settings.to_wire())
         run_id = model.champion_id
+        if run_id is None:  # nothing deployed: nothing to watch, nothing recorded
+            return {"id": None, "modelId": model.id, "runId": None, "status": "no-champion",
+                    "breaches": [], "window": {}, "details": {}}  # fmt: skip
         reference = session.get(ReferenceProfile, run_id) if run_id else None
-        rows = (
-            prediction_log.window(session, model.id, hours=settings.window_hours,
-                                  size=settings.window_size, run_id=run_id)
-            if run_id else []
+        rows = prediction_log.window(
+            session, model.id, hours=settings.window_hours, size=settings.window_size,
+            run_id=run_id,
         )  # fmt: skip
         window = _window_info(rows)
         if reference is None:
