@@ -149,7 +149,8 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
     query = text(
         "SELECT m.id, m.name, m.slug, m.description, m.training_approach, m.deploy_approach, "
         "m.approval_policy, m.revision, m.created_at, m.updated_at, d.id, d.name, "
-        "d.problem_type, m.monitoring, m.champion_id FROM pml_models m JOIN pml_datasets d ON d.id = m.dataset_id "
+        "d.problem_type, m.monitoring, m.champion_id "
+        "FROM pml_models m JOIN pml_datasets d ON d.id = m.dataset_id "
         f"{where}ORDER BY m.slug LIMIT :limit"
     )
     params: dict[str, Any] = {"limit": MAX_MODELS + 1}
