@@ -5,8 +5,8 @@ product's monitor check; prints false-alarm rate, detection delay and the log's 
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
 
 In a fresh temporary home (product DB: SQLite there, or a temporary database on the PostgreSQL
-server `--postgres` names, dropped afterwards): the Br35H sample (`--limit` class-balanced images) as FHIR NDJSON,
-curated, tuned with the reference trainer (local backend), evaluated, approved and deployed to
+server `--postgres` names, dropped afterwards): the Br35H sample (`--limit` class-balanced
+images) as FHIR NDJSON, curated, tuned with the reference trainer (local backend), evaluated, approved and deployed to
 a cloud endpoint (local process), which stores the champion's reference profile. Then, through
 `services.predictions.predict` (what REST and CLI call, so every request is logged):
 
