@@ -6,9 +6,10 @@ product's monitor check; prints false-alarm rate, detection delay and the log's 
 
 In a fresh temporary home (product DB: SQLite there, or a temporary database on the PostgreSQL
 server `--postgres` names, dropped afterwards): the Br35H sample (`--limit` class-balanced
-images) as FHIR NDJSON, curated, tuned with the reference trainer (local backend), evaluated, approved and deployed to
-a cloud endpoint (local process), which stores the champion's reference profile. Then, through
-`services.predictions.predict` (what REST and CLI call, so every request is logged):
+images) as FHIR NDJSON, curated, tuned with the reference trainer (local backend), evaluated,
+approved and deployed to a cloud endpoint (local process), which stores the champion's reference
+profile. Then, through `services.predictions.predict` (what REST and CLI call, so every request
+is logged):
 
 - unshifted: Br35H images the model never saw (not in the sample), in disjoint windows of
   `--window` requests, one monitor check per window: false-alarm rate = windows with a breach;
