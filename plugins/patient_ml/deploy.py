@@ -7,6 +7,9 @@
   append-only deployment record); then the model's older endpoints are stopped. When the new
   endpoint fails, the old champion and its endpoint keep serving and the run records
   `deployStatus: failed` with the reason.
+- A cloud champion gets its monitoring reference profile (`services.monitoring.build_reference`:
+  its test split's image statistics and the evaluation's outputs); a failure there is logged
+  and never undoes the deployment (the monitor then reports `no-reference`).
 - Deploying the current champion again is a no-op when its endpoint still answers
   (idempotent retries); approving an earlier champion and deploying it is a rollback.
 """
@@ -124,7 +127,18 @@ def deploy_run(
         )
     result = _promote(engine, run_id, model_id, actor=actor, reason=reason, endpoint=handle.url)
     result["stoppedEndpoints"] = stop_old_endpoints(engine, model_id, keep=endpoint_id, actor=actor)
+    _reference_profile(engine, store, run_id)
     return result
+
+
+def _reference_profile(engine: Engine, store: ArtifactStore, run_id: str) -> None:
+    from patient_ml.services.monitoring import build_reference
+
+    try:
+        build_reference(engine, store, run_id)
+    except Exception as exc:  # monitoring must never undo a deployment
+        log.warning("run %s: no monitoring reference profile: %s", run_id,
+                    getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")  # fmt: skip
 
 
 def _promote(

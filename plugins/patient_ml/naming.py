@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 DAG_ID_PREFIX = "patient_ml__"
+MONITOR_DAG_ID_PREFIX = "patient_ml_monitor__"
 
 
 def model_slug(name: str) -> str:
@@ -17,8 +18,14 @@ def dag_id_of(slug: str) -> str:
     return DAG_ID_PREFIX + slug
 
 
+def monitor_dag_id_of(slug: str) -> str:
+    """The DAG that monitors the model's deployed champion."""
+    return MONITOR_DAG_ID_PREFIX + slug
+
+
 def slug_of_dag_id(dag_id: str | None) -> str | None:
-    """The model slug of one of our DAG ids; None for any other DAG id."""
-    if dag_id and dag_id.startswith(DAG_ID_PREFIX):
-        return dag_id[len(DAG_ID_PREFIX) :]
+    """The model slug of one of our DAG ids (training or monitor); None for any other DAG id."""
+    for prefix in (DAG_ID_PREFIX, MONITOR_DAG_ID_PREFIX):
+        if dag_id and dag_id.startswith(prefix):
+            return dag_id[len(prefix) :]
     return None

@@ -210,3 +210,40 @@ def test_stored_rows_that_skipped_the_checks_build_no_dag_from_unsafe_values(
     assert "config-error" in stand_in.tags
     assert "control character U+001B" in stand_in.description
     assert "\x1b" not in stand_in.description
+
+
+def test_deployed_model_gets_a_monitor_dag_and_retrains_on_its_drift_asset(
+    stored: Engine,
+) -> None:
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from patient_ml.db.models import Model
+    from patient_ml.services.runs import create_run
+
+    monitor = "patient_ml_monitor__brain_mri_tumour_classifier"
+    with session_scope(stored) as session:
+        doc = model_to_wire(get_model(session, "brain-mri-tumour-classifier"))
+        doc["monitoring"] = {"schedule": "15 * * * *", "retrainOnBreach": True}
+        update_model(session, doc["id"], doc, actor="t")
+        # the factory reads only the champion pointer (deploy sets it; see tests/e2e)
+        model = session.get(Model, doc["id"])
+        model.champion_id = create_run(session, doc["id"], actor="t").id
+    bag = parse()
+    assert bag.import_errors == {} and monitor in bag.dag_ids
+    dag = bag.dags[monitor]
+    assert [t.task_id for t in dag.tasks] == ["check", "signal_drift"]
+    assert dag.timetable.expression == "15 * * * *" and not dag.catchup
+    drift = "x-patient-ml://models/brain_mri_tumour_classifier/drift"
+    assert [a.uri for a in dag.task_dict["signal_drift"].outlets] == [drift]
+    # retrainOnBreach: the weekly schedule or the drift Asset, whichever comes first
+    brain = bag.dags[BRAIN]
+    assert isinstance(brain.timetable, AssetOrTimeSchedule)
+    assert [a.uri for a in brain.timetable.asset_condition.objects] == [drift]
+    assert "monitoring breach" in brain.doc_md
+    # an edge model has no endpoint to watch; monitoring can be switched off
+    doc["monitoring"] = {"enabled": False}
+    with session_scope(stored) as session:
+        update_model(session, doc["id"], doc, actor="t")
+    bag = parse()
+    assert monitor not in bag.dag_ids and not isinstance(bag.dags[BRAIN].timetable,
+                                                         AssetOrTimeSchedule)  # fmt: skip

@@ -211,7 +211,7 @@ def delete_dataset(dataset_id: str, session: Session, user: CurrentUser) -> dict
 # Send a field explicitly (its default, or null where allowed) to change it.
 DATASET_EXTENSIONS = {"": ("curation", "source"), "problemDefinition": ("labelSystem",)}
 MODEL_EXTENSIONS = {
-    "": ("approvalPolicy",),
+    "": ("approvalPolicy", "monitoring"),
     "trainingApproach": ("parallelTrials", "seed", "schedule"),
 }
 

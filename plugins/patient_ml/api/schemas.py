@@ -72,6 +72,9 @@ StoredDeployApproach = stored_as(config.DeployApproach)
 StoredApprovalPolicy = stored_as(
     config.ApprovalPolicy, "Extension: approvers, approval timeout and automatic approval."
 )
+StoredMonitoring = stored_as(
+    config.MonitoringSettings, "Extension: drift and live-performance monitoring."
+)
 StoredCuration = stored_as(config.CurationSettings, "Extension: how curation builds snapshots.")
 StoredSource = stored_as(config.DatasetSource, "Extension: where curation reads FHIR records.")
 StoredFhirCodesFilter = stored_as(config.FhirCodesFilter)
@@ -337,6 +340,7 @@ class ModelConfig(WireResponse):
     trainingApproach: StoredTrainingApproach
     deployApproach: StoredDeployApproach
     approvalPolicy: StoredApprovalPolicy
+    monitoring: StoredMonitoring | None = None
     slug: str = Field(description="Extension: the name as used in the DAG id.")
     dagId: str = Field(description="Extension: the model's Airflow DAG.")
     revision: int = Field(description="Extension: 1, then +1 per update.")

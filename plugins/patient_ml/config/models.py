@@ -104,6 +104,8 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+from patient_ml.config.monitoring import MonitoringSettings  # noqa: E402  (uses WireModel)
+
 # ----------------------------------------------------------------------------- datasets
 
 
@@ -387,4 +389,8 @@ class ModelConfig(WireModel):
     approval_policy: ApprovalPolicy = Field(
         default_factory=ApprovalPolicy,
         description="Extension: approvers, approval timeout and automatic approval policy.",
+    )
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings,
+        description="Extension: drift and live-performance monitoring of the deployed champion.",
     )

@@ -213,6 +213,7 @@ def check_model_config(cfg: ModelConfig) -> list[FieldError]:
     errors += _check_search_space(cfg)
     errors += _check_schedule(cfg)
     errors += _check_approval_policy(cfg)
+    errors += check_monitoring(cfg)
     if ta.parallel_trials > ta.max_trials:
         errors.append(
             FieldError(
@@ -496,3 +497,43 @@ def _is_cron(expression: str) -> bool:
     from croniter import croniter
 
     return len(expression.split()) == 5 and croniter.is_valid(expression)
+
+
+def check_monitoring(cfg: ModelConfig) -> list[FieldError]:
+    """The `monitoring` section: a valid schedule, a window that can reach its minimum, a
+    live-performance metric of the platform."""
+    mon = cfg.monitoring
+    errors: list[FieldError] = []
+    if mon.schedule not in SCHEDULE_PRESETS and not _is_cron(mon.schedule):
+        presets = ", ".join(sorted(SCHEDULE_PRESETS))
+        errors.append(
+            FieldError(
+                "monitoring.schedule",
+                f"is not a cron expression or preset; use e.g. '0 * * * *' or one of {presets}",
+                mon.schedule,
+            )
+        )
+    if mon.min_samples > mon.window_size:
+        errors.append(
+            FieldError(
+                "monitoring.minSamples",
+                f"is above windowSize ({mon.window_size}), so no window could ever be checked; "
+                f"set minSamples to at most {mon.window_size}",
+                mon.min_samples,
+            )
+        )
+    metric = mon.live_performance.metric
+    if metric is not None:
+        known = PLATFORM_METRICS.get(metric)
+        problem = None if known is None else known.problem_type
+        if known is None or problem != "imgClf":
+            names = ", ".join(sorted(n for n, m in PLATFORM_METRICS.items()
+                                     if m.problem_type == "imgClf"))  # fmt: skip
+            errors.append(
+                FieldError(
+                    "monitoring.livePerformance.metric",
+                    f"is not a platform imgClf metric; use one of {names}",
+                    metric,
+                )
+            )
+    return errors

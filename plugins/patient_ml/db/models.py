@@ -123,6 +123,10 @@ class Model(Base):
     approval_policy: Mapped[dict[str, Any]] = mapped_column(
         JSONType, default=dict, server_default="{}", nullable=False
     )
+    # The config's `monitoring` section (extension); {} = the defaults.
+    monitoring: Mapped[dict[str, Any]] = mapped_column(
+        JSONType, default=dict, server_default="{}", nullable=False
+    )
     revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
@@ -344,3 +348,80 @@ def _refuse_change(mapper: Any, connection: Any, target: Any) -> None:
 for _cls in APPEND_ONLY:
     event.listen(_cls, "before_update", _refuse_change)
     event.listen(_cls, "before_delete", _refuse_change)
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+
+class PredictionRecord(Base):
+    """One prediction served through the product: the image's fingerprint and cheap statistics,
+    and the output. Never the image, never a patient or example identifier. Pruned by the
+    model's `monitoring.retentionDays` / `monitoring.maxLogRows`."""
+
+    __tablename__ = "pml_prediction_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="CASCADE"), nullable=False
+    )
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    image_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    # {"mean", "std", "p05", "p50", "p95"} of the grayscale intensities (0..255)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # imgClf: {"label", "confidence", "confidences": {index: c}}; imgSeg: {"fractions": {...}}
+    output: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_pml_prediction_log_model_time", "model_id", "created_at"),)
+
+
+class ReferenceProfile(Base):
+    """What a champion's test split looked like when it was deployed: per-example image
+    statistics and outputs (from its evaluation), and its test metrics."""
+
+    __tablename__ = "pml_reference_profiles"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    snapshot_id: Mapped[str | None] = mapped_column(String(64))
+    examples: Mapped[int] = mapped_column(Integer, nullable=False)
+    # {"statistics": {name: [values]}, "outputs": {"labels": {index: count}, "confidence": [...]},
+    #  "metrics": {name: value}, "problemType": ...}
+    profile: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class MonitoringEvent(Base):
+    """One monitor check of a deployed model: its verdict (`ok`, `breach`, `insufficient`,
+    `no-reference`) and the evidence. Append-only."""
+
+    __tablename__ = "pml_monitoring_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="CASCADE"), nullable=False
+    )
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    breaches: Mapped[list[str]] = mapped_column(JSONType, default=list, nullable=False)
+    window: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('ok', 'breach', 'insufficient', 'no-reference')", name="status"
+        ),
+        Index("ix_pml_monitoring_events_model_time", "model_id", "created_at"),
+    )
+
+
+event.listen(MonitoringEvent, "before_update", _refuse_change)

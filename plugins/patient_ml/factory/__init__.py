@@ -21,8 +21,15 @@ from typing import Any
 
 from patient_ml import settings
 from patient_ml.factory import build_cache
-from patient_ml.factory.build import FactoryOptions, build_dag, config_error_dag
+from patient_ml.factory.build import (
+    FactoryOptions,
+    build_dag,
+    build_monitor_dag,
+    config_error_dag,
+    is_monitored,
+)
 from patient_ml.factory.catalog import Catalog, load_catalog
+from patient_ml.naming import monitor_dag_id_of
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -59,6 +66,7 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     fresh: dict[str, Any] = {}
     errors: dict[str, str] = {}
     built = 0
+    monitors_built = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
     try:
@@ -85,10 +93,18 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
                 built += 1
             fresh[key] = dag
             namespace[entry.dag_id] = dag
+            if is_monitored(entry) and entry.dag_id not in errors:
+                monitors_built += _add_monitor_dag(
+                    entry, opts, options_key, cached, fresh, namespace, errors
+                )
     finally:
         if gc_was_enabled:
             gc.enable()
-    if only is None and catalog.source == "database" and (built or len(fresh) != len(cached)):
+    if (
+        only is None
+        and catalog.source == "database"
+        and (built or monitors_built or len(fresh) != len(cached))
+    ):
         build_cache.save(cache_dir, {k: v for k, v in fresh.items() if v.dag_id not in errors})
     return FactoryResult(
         dag_ids=[e.dag_id for e in catalog.entries],
@@ -97,6 +113,38 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
         built=built,
         cached=len(catalog.entries) - built,
     )
+
+
+def _add_monitor_dag(
+    entry: Any,
+    opts: FactoryOptions,
+    options_key: str,
+    cached: dict[str, Any],
+    fresh: dict[str, Any],
+    namespace: MutableMapping[str, Any],
+    errors: dict[str, str],
+) -> int:
+    """The model's monitor DAG (`patient_ml_monitor__<slug>`); 1 when it was built anew."""
+    key = build_cache.entry_key(entry.digest, f"{options_key}|monitor")
+    dag = cached.get(key)
+    built = 0
+    if dag is None:
+        try:
+            dag = build_monitor_dag(entry, opts)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            errors[monitor_dag_id_of(entry.slug)] = error
+            log.error("model %r: its monitor DAG cannot be built: %s", entry.name, error)
+            warnings.warn(
+                f"Patient ML model {entry.name!r}: monitor DAG cannot be built: {error}",
+                PatientMLConfigWarning,
+                stacklevel=3,
+            )
+            return 0
+        built = 1
+    fresh[key] = dag
+    namespace[dag.dag_id] = dag
+    return built
 
 
 def _report_source(catalog: Catalog) -> None:

@@ -15,17 +15,25 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    DeltaTriggerTimetable,
+    Param,
+)
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
 from patient_ml.factory.catalog import ModelEntry, entry_problem
-from patient_ml.naming import model_slug
+from patient_ml.naming import model_slug, monitor_dag_id_of
 from patient_ml.operators.approval import ApprovalSensor
 from patient_ml.operators.config_error import ConfigErrorOperator
 from patient_ml.operators.curate import CurateDatasetOperator
 from patient_ml.operators.deploy import DeployModelOperator
 from patient_ml.operators.evaluate import EvaluateModelOperator
+from patient_ml.operators.monitor import DriftSignalOperator, MonitorModelOperator
 from patient_ml.operators.record import RecordRunOperator
 from patient_ml.operators.tune import TuneWorkerOperator
 
@@ -109,6 +117,101 @@ def champion_asset(entry: ModelEntry) -> Asset:
     )
 
 
+def drift_asset(entry: ModelEntry) -> Asset:
+    """Updated by the monitor DAG when a check of the deployed champion breaches a threshold."""
+    return Asset(
+        name=f"patient_ml.model.{entry.slug}.drift",
+        uri=f"x-patient-ml://models/{entry.slug}/drift",
+        group=ASSET_GROUP,
+    )
+
+
+def is_monitored(entry: ModelEntry) -> bool:
+    """A model with a champion deployed to the cloud (served through the product) and
+    monitoring enabled."""
+    return (
+        entry.champion_id is not None
+        and entry.deploy.get("type") == "cloud"
+        and entry.monitoring.get("enabled", True)
+    )
+
+
+def retrains_on_breach(entry: ModelEntry) -> bool:
+    """Whether the training DAG is also scheduled on the drift Asset (from the config alone, so
+    the schedule does not change when the champion does)."""
+    return (
+        entry.deploy.get("type") == "cloud"
+        and entry.monitoring.get("enabled", True)
+        and bool(entry.monitoring.get("retrainOnBreach"))
+    )
+
+
+def training_schedule(entry: ModelEntry) -> Any:
+    """The training DAG's schedule: its own (cron, interval or manual), or also the drift Asset
+    when `monitoring.retrainOnBreach` (data-aware scheduling)."""
+    schedule = schedule_of(entry.training)
+    if not retrains_on_breach(entry):
+        return schedule
+    asset = drift_asset(entry)
+    if schedule is None:
+        return [asset]
+    timetable = (
+        DeltaTriggerTimetable(schedule)
+        if isinstance(schedule, timedelta)
+        else CronTriggerTimetable(schedule, timezone="UTC")
+    )
+    return AssetOrTimeSchedule(timetable=timetable, assets=[asset])
+
+
+def build_monitor_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
+    """`patient_ml_monitor__<slug>`: check → signal_drift, on `monitoring.schedule`."""
+    monitoring = entry.monitoring
+    schedule = str(monitoring.get("schedule") or "@hourly")
+    common = {
+        "patient_ml_conn_id": options.patient_ml_conn_id,
+        "artifact_uri": options.artifact_uri,
+        "aws_conn_id": options.aws_conn_id,
+    }
+    retrain = "starts the training DAG" if retrains_on_breach(entry) else "is only recorded"
+    with DAG(
+        monitor_dag_id_of(entry.slug),
+        description=f"Monitor the deployed champion of {entry.name}"[:200],
+        schedule=schedule,
+        start_date=_start_date(entry),
+        catchup=False,
+        tags=[TAG, "monitoring", *options.extra_tags],
+        doc_md=(
+            f"# Monitoring of {entry.name}\n\nChecks the newest predictions of the deployed "
+            "champion (prediction log) against its reference profile (test split at deploy): "
+            "input drift, prediction drift, live performance. A breach is recorded "
+            "(`GET /v1/patient-ml/models/{id}/monitoring`), audited and emits the Asset "
+            f"`{drift_asset(entry).uri}`, which {retrain} "
+            f"(`monitoring.retrainOnBreach`).\n\nSchedule: `{schedule}`.\n"
+        ),
+        default_args={
+            "owner": options.owner,
+            "retries": options.retries,
+            "retry_delay": timedelta(seconds=options.retry_delay_s),
+        },
+        max_active_runs=1,
+        max_consecutive_failed_dag_runs=0,
+        auto_register=False,
+    ) as dag:
+        check = MonitorModelOperator(task_id="check", model_id=entry.model_id, **common)
+        signal = DriftSignalOperator(
+            task_id="signal_drift", check_task_id="check", outlets=[drift_asset(entry)]
+        )
+        check >> signal
+    try:
+        dag.validate()
+    except AirflowTimetableInvalid as exc:
+        raise ValueError(
+            f"monitoring.schedule {schedule!r} is not a valid schedule ({exc}); use a cron "
+            "expression such as '0 * * * *' or a preset such as '@hourly'"
+        ) from exc
+    return dag
+
+
 def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     problem = entry_problem(entry)
     if problem:
@@ -129,7 +232,7 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
         "memory_mb": options.trial_memory_mb,
         "docker_conn_id": options.docker_conn_id,
     }
-    schedule = schedule_of(training)
+    schedule = training_schedule(entry)
     with DAG(
         entry.dag_id,
         description=_first_line(entry.description) or f"Patient ML model {entry.name}",
@@ -253,7 +356,8 @@ def doc_md(entry: ModelEntry, parallel: int) -> str:
         f"- **Objective**: {objective.get('direction', '?')} `{objective.get('metric', '?')}`\n"
         f"- **Trials**: {training.get('maxTrials')} ({parallel} at a time); override with the "
         "`maxTrials` param\n"
-        f"- **Schedule**: {_schedule_text(schedule)}\n"
+        f"- **Schedule**: {_schedule_text(schedule)}"
+        f"{'; and on a monitoring breach (drift Asset)' if retrains_on_breach(entry) else ''}\n"
         f"- **Deploy**: {entry.deploy.get('type')} (`{entry.deploy.get('inferenceImage')}`)\n"
         f"- **Approval**: by {approvers}; waits {policy.get('timeoutHours', 72)} h; automatic "
         f"approval {'on' if auto else 'off'}\n"

@@ -49,6 +49,8 @@ class ModelEntry:
     revision: int
     created_at: str
     updated_at: str
+    monitoring: dict[str, Any] = field(default_factory=dict)  # the config's monitoring section
+    champion_id: str | None = None  # a deployed model gets a monitor DAG
     digest: str = field(default="", compare=False)
 
     @property
@@ -148,7 +150,8 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
     query = text(
         "SELECT m.id, m.name, m.slug, m.description, m.training_approach, m.deploy_approach, "
         "m.approval_policy, m.revision, m.created_at, m.updated_at, d.id, d.name, "
-        "d.problem_type FROM pml_models m JOIN pml_datasets d ON d.id = m.dataset_id "
+        "d.problem_type, m.monitoring, m.champion_id "
+        "FROM pml_models m JOIN pml_datasets d ON d.id = m.dataset_id "
         f"{where}ORDER BY m.slug LIMIT :limit"
     )
     params: dict[str, Any] = {"limit": MAX_MODELS + 1}
@@ -186,6 +189,8 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             dataset_id=r[10],
             dataset_name=r[11],
             problem_type=r[12],
+            monitoring=_json(r[13]),
+            champion_id=r[14],
         ).with_digest()
         for r in safe_rows
     ]

@@ -53,6 +53,7 @@ def create_model(session: Session, data: dict[str, Any], *, actor: str) -> Model
         training_approach=cfg.training_approach.to_wire(),
         deploy_approach=cfg.deploy_approach.to_wire(),
         approval_policy=cfg.approval_policy.to_wire(),
+        monitoring=cfg.monitoring.to_wire(),
         created_by=actor,
     )
     session.add(model)
@@ -113,6 +114,7 @@ def update_model(session: Session, ref: str, data: dict[str, Any], *, actor: str
     model.training_approach = cfg.training_approach.to_wire()
     model.deploy_approach = cfg.deploy_approach.to_wire()
     model.approval_policy = cfg.approval_policy.to_wire()
+    model.monitoring = cfg.monitoring.to_wire()
     model.revision += 1
     model.updated_at = utcnow()
     session.flush()
@@ -181,6 +183,7 @@ def model_to_wire(model: Model) -> dict[str, Any]:
         "trainingApproach": model.training_approach,
         "deployApproach": model.deploy_approach,
         "approvalPolicy": model.approval_policy,
+        "monitoring": model.monitoring or {},
         "slug": model.slug,
         "dagId": dag_id_of(model.slug),
         "revision": model.revision,

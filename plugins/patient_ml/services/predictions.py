@@ -7,10 +7,16 @@ imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
 With `test_example=True` and neither an example id nor image bytes (the reference SDK's
 `predict(model_id)` sends no parameter), the example is the first, in id order, of the test
 split of the dataset's latest snapshot: an image no champion trained on.
+
+Every answered prediction is recorded in the prediction log (`services.prediction_log`: the
+image's sha256 and statistics and the output, never the image or the example id) for the
+model's monitoring.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from sqlalchemy import Engine
@@ -18,12 +24,16 @@ from sqlalchemy import Engine
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Dataset, Model, Run
 from patient_ml.exceptions import NotFoundError, PatientMLError
+from patient_ml.monitoring.image_stats import image_statistics
+from patient_ml.services import prediction_log
 from patient_ml.services.common import get_by_id_or_name
 from patient_ml.services.endpoints import champion_endpoint
 from patient_ml.services.snapshots import list_snapshots
 from patient_ml.serving.client import invoke
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
+
+log = logging.getLogger("patient_ml.predictions")
 
 MAX_IMAGE_BYTES = 50_000_000
 
@@ -66,6 +76,52 @@ def predict(
     image: bytes | None = None,
     test_example: bool = False,
 ) -> dict[str, Any]:
+    """The champion's prediction (see the module docstring), recorded in the prediction log."""
+    served: dict[str, Any] = {}
+    result = _predict(
+        engine,
+        store,
+        model_ref,
+        example_id=example_id,
+        image=image,
+        served=served,
+        test_example=test_example,
+    )
+    _log_prediction(engine, result, served)
+    return result
+
+
+def _log_prediction(engine: Engine, result: dict[str, Any], served: dict[str, Any]) -> None:
+    """Best effort: a prediction is answered even when its log row cannot be written."""
+    started = time.perf_counter()
+    try:
+        statistics = image_statistics(served["image"])
+        output = prediction_log.output_summary(result["problemType"], result)
+        with session_scope(engine) as session:
+            prediction_log.record_prediction(
+                session,
+                model_id=result["modelId"],
+                run_id=result["runId"],
+                statistics=statistics,
+                output=output,
+                latency_ms=served.get("latencyMs"),
+            )
+    except Exception as exc:
+        log.warning("the prediction of model %s was not logged: %s", result.get("modelId"),
+                    type(exc).__name__)  # fmt: skip
+    served["logMs"] = (time.perf_counter() - started) * 1000
+
+
+def _predict(
+    engine: Engine,
+    store: ArtifactStore,
+    model_ref: str,
+    *,
+    example_id: str | None,
+    image: bytes | None,
+    served: dict[str, Any],
+    test_example: bool = False,
+) -> dict[str, Any]:
     if test_example and example_id is None and image is None:
         pass  # the first test example of the latest snapshot (below)
     elif (example_id is None) == (image is None):
@@ -102,7 +158,9 @@ def predict(
             example_id = first_test_example(store, dataset_id, snapshots[-1].id)
         image = example_image(store, dataset_id, snapshots[-1].id, example_id)
     assert image is not None and url is not None
+    started = time.perf_counter()
     answer = invoke(url, image)
+    served.update(image=image, latencyMs=(time.perf_counter() - started) * 1000)
     result: dict[str, Any] = {"modelId": model.id, "runId": run_id, "problemType": problem_type}
     if example_id is not None:
         result["exampleId"] = example_id

@@ -1,0 +1,379 @@
+"""Monitoring of a deployed champion: its reference profile, the monitor check, the events.
+
+- `build_reference` (at deploy): the image statistics of the run's confirmed test split and
+  the outputs the evaluation already got for those images (its report's challenger answers:
+  nothing is scored twice), with the run's test metrics.
+- `check_model` (the monitor DAG's task): the newest predictions of the champion in the
+  window (`monitoring.windowHours`, at most `windowSize`) against the reference:
+  input drift per statistic (KS or PSI), prediction drift (chi-square of the predicted-label
+  shares, KS and mean drop of the top confidence), and live performance on predictions whose
+  images have confirmed labels in the dataset's newest snapshot (not in the champion's train or
+  validation split), with a bootstrap 95% interval against the champion's test value. Fewer
+  than `minSamples` predictions (or `livePerformance.minLabelled` labelled ones) give no
+  verdict. Every check is recorded as a monitoring event; a breach is also an audit event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from patient_ml.config.models import MonitoringSettings
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import (
+    Model,
+    MonitoringEvent,
+    PredictionRecord,
+    ReferenceProfile,
+    Run,
+    Snapshot,
+)
+from patient_ml.evaluation.metrics import classification_metrics
+from patient_ml.monitoring import drift
+from patient_ml.monitoring.image_stats import STATISTICS, image_statistics
+from patient_ml.services import audit, prediction_log
+from patient_ml.services.common import get_by_id_or_name, to_millis
+from patient_ml.services.snapshots import list_snapshots
+from patient_ml.storage import ArtifactStore
+from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
+
+log = logging.getLogger("patient_ml.monitoring")
+
+DEFAULT_METRIC = "balancedAccuracy"
+
+
+def settings_of(model: Model) -> MonitoringSettings:
+    try:
+        return MonitoringSettings.model_validate(model.monitoring or {})
+    except ValidationError:  # a config stored by an older version: its defaults
+        return MonitoringSettings()
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[str, Any]:
+    """Store the reference profile of `run_id` (idempotent: an existing one is kept)."""
+    with session_scope(engine) as session:
+        existing = session.get(ReferenceProfile, run_id)
+        if existing is not None:
+            return existing.profile
+        run = session.get(Run, run_id)
+        assert run is not None
+        snapshot = session.get(Snapshot, run.snapshot_id) if run.snapshot_id else None
+        if snapshot is None:
+            raise ValueError(f"run {run_id} has no snapshot, so it has no test split")
+        model_id, dataset_id, snapshot_id = run.model_id, snapshot.dataset_id, snapshot.id
+        report_uri = (run.evaluation or {}).get("reportUri")
+    report = _evaluation_report(store, run_id, report_uri)
+    answers = {a["id"]: a for a in (report.get("challenger") or {}).get("answers") or []}
+    statistics: dict[str, list[float]] = {name: [] for name in STATISTICS}
+    labels: Counter[str] = Counter()
+    confidence: list[float] = []
+    prefix = snapshot_prefix(dataset_id)
+    examples = 0
+    entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
+    header = next(entries)
+    for entry in entries:
+        if entry["split"] != "test" or entry["label"].get("status") != "confirmed":
+            continue
+        examples += 1
+        stats = image_statistics(store.read_bytes(f"{prefix}/{entry['image']['key']}"))
+        for name in STATISTICS:
+            if stats.get(name) is not None:
+                statistics[name].append(stats[name])
+        answer = answers.get(entry["id"])
+        if answer and answer.get("confidences"):
+            total = sum(answer["confidences"].values()) or 1.0
+            label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
+            labels[label] += 1
+            confidence.append(round(top / total, 6))
+    metrics = (report.get("challenger") or {}).get("metrics") or {}
+    profile = {
+        "problemType": header["problemType"],
+        "labels": [int(x["index"]) for x in header["labels"]],
+        "statistics": statistics,
+        "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "testSetSha256": report.get("testSetSha256"),
+    }
+    with session_scope(engine) as session:
+        if session.get(ReferenceProfile, run_id) is None:
+            session.add(ReferenceProfile(run_id=run_id, model_id=model_id,
+                                         snapshot_id=snapshot_id, examples=examples,
+                                         profile=profile))  # fmt: skip
+    log.info("run %s: reference profile of %d test examples stored", run_id, examples)
+    return profile
+
+
+def _evaluation_report(store: ArtifactStore, run_id: str, report_uri: str | None) -> dict:
+    key = f"runs/{run_id}/evaluation/report.json"
+    try:
+        return orjson.loads(store.read_bytes(key))
+    except Exception as exc:  # no evaluation (e.g. an edge model): statistics only
+        log.warning("run %s: no evaluation report at %s (%s); the reference profile has no "
+                    "outputs", run_id, report_uri or key, type(exc).__name__)  # fmt: skip
+        return {}
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def check_model(
+    engine: Engine, store: ArtifactStore, model_ref: str, *, actor: str
+) -> dict[str, Any]:
+    """Run one monitor check of the model's champion; the recorded event (wire shape)."""
+    with session_scope(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        settings = settings_of(model)
+        prediction_log.prune(session, model.id, settings.to_wire())
+        run_id = model.champion_id
+        if run_id is None:  # nothing deployed: nothing to watch, nothing recorded
+            return {"id": None, "modelId": model.id, "runId": None, "status": "no-champion",
+                    "breaches": [], "window": {}, "details": {}}  # fmt: skip
+        reference = session.get(ReferenceProfile, run_id) if run_id else None
+        rows = prediction_log.window(
+            session, model.id, hours=settings.window_hours, size=settings.window_size,
+            run_id=run_id,
+        )  # fmt: skip
+        window = _window_info(rows)
+        if reference is None:
+            return _record(session, model, run_id, "no-reference", [], window, {
+                "reason": "the champion has no reference profile (it is deployed to the edge, "
+                "or was deployed before monitoring existed); deploy a run to create one"},
+                actor=actor)  # fmt: skip
+        profile = reference.profile
+        if len(rows) < settings.min_samples:
+            return _record(session, model, run_id, "insufficient", [], window, {
+                "reason": f"{len(rows)} prediction(s) in the window, fewer than minSamples "
+                f"({settings.min_samples})"}, actor=actor)  # fmt: skip
+        dataset_id, snapshot_id = model.dataset_id, reference.snapshot_id
+        details: dict[str, Any] = {}
+        breaches: list[str] = []
+        details["inputDrift"] = _input_drift(profile, rows, settings, breaches)
+        details["predictionDrift"] = _prediction_drift(profile, rows, settings, breaches)
+        snapshots = list_snapshots(session, dataset_id)
+        newest = snapshots[-1].id if snapshots else None
+    details["livePerformance"] = _live_performance(
+        store, dataset_id, snapshot_id, newest, profile, rows, settings, breaches
+    )
+    with session_scope(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        status = "breach" if breaches else "ok"
+        return _record(session, model, run_id, status, breaches, window, details, actor=actor)
+
+
+def _window_info(rows: list[PredictionRecord]) -> dict[str, Any]:
+    return {
+        "predictions": len(rows),
+        "from": to_millis(rows[0].created_at) if rows else None,
+        "to": to_millis(rows[-1].created_at) if rows else None,
+        "firstId": rows[0].id if rows else None,
+        "lastId": rows[-1].id if rows else None,
+    }
+
+
+def _input_drift(
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    thresholds = settings.input_drift
+    per_stat_alpha = thresholds.alpha / len(STATISTICS)
+    result: dict[str, Any] = {"method": thresholds.method, "statistics": {}}
+    for name in STATISTICS:
+        reference = profile["statistics"].get(name) or []
+        values = [r.statistics.get(name) for r in rows if r.statistics.get(name) is not None]
+        if len(reference) < 2 or len(values) < settings.min_samples:
+            result["statistics"][name] = {"skipped": "too few values"}
+            continue
+        test = drift.ks_test(reference, values)
+        entry = {
+            **test,
+            "psi": drift.psi(reference, values),
+            "referenceMean": round(float(np.mean(reference)), 4),
+            "windowMean": round(float(np.mean(values)), 4),
+        }
+        if thresholds.method == "ks":
+            entry["drifted"] = test["pValue"] < per_stat_alpha
+        else:
+            entry["drifted"] = entry["psi"] > thresholds.max_psi
+        if entry["drifted"]:
+            breaches.append(f"inputDrift.{name}")
+        result["statistics"][name] = entry
+    return result
+
+
+def _prediction_drift(
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    outputs = profile.get("outputs")
+    if profile.get("problemType") != "imgClf" or not outputs:
+        return {"skipped": "the reference has no classification outputs"}
+    thresholds = settings.prediction_drift
+    counts = Counter(str(r.output.get("label")) for r in rows if r.output.get("label") is not None)
+    labels = drift.label_chi_square(outputs["labels"], counts)
+    labels["drifted"] = labels["pValue"] < thresholds.alpha
+    if labels["drifted"]:
+        breaches.append("predictionDrift.labels")
+    confidences = [float(r.output["confidence"]) for r in rows
+                   if r.output.get("confidence") is not None]  # fmt: skip
+    result: dict[str, Any] = {"labels": labels}
+    reference = outputs.get("confidence") or []
+    if len(reference) >= 2 and len(confidences) >= 2:
+        test = drift.ks_test(reference, confidences)
+        drop = float(np.mean(reference) - np.mean(confidences))
+        confidence = {**test, "referenceMean": round(float(np.mean(reference)), 4),
+                      "windowMean": round(float(np.mean(confidences)), 4),
+                      "drop": round(drop, 4)}  # fmt: skip
+        confidence["drifted"] = (
+            test["pValue"] < thresholds.alpha and drop > thresholds.max_confidence_drop
+        )
+        if confidence["drifted"]:
+            breaches.append("predictionDrift.confidence")
+        result["confidence"] = confidence
+    return result
+
+
+def _live_performance(
+    store: ArtifactStore,
+    dataset_id: str,
+    champion_snapshot: str | None,
+    newest_snapshot: str | None,
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    if profile.get("problemType") != "imgClf":
+        return {"skipped": "live performance is computed for imgClf models"}
+    if newest_snapshot is None:
+        return {"skipped": "the dataset has no snapshot with labels"}
+    seen_in_training: set[str] = set()
+    if champion_snapshot:
+        for entry in _entries(store, dataset_id, champion_snapshot):
+            if entry["split"] in ("train", "validation"):
+                seen_in_training.add(entry["image"]["sha256"])
+    truth: dict[str, int] = {}
+    for entry in _entries(store, dataset_id, newest_snapshot):
+        label = entry["label"]
+        sha = entry["image"]["sha256"]
+        if (
+            label.get("status") == "confirmed"
+            and label.get("classes")
+            and (sha not in seen_in_training)
+        ):
+            truth[sha] = int(label["classes"][0])
+    labels = [int(x) for x in profile["labels"]]
+    matched = [(truth[r.image_sha256], r) for r in rows if r.image_sha256 in truth]
+    matched = [(y, r) for y, r in matched if r.output.get("confidences")]
+    lp = settings.live_performance
+    metric = lp.metric or DEFAULT_METRIC
+    result: dict[str, Any] = {"metric": metric, "labelled": len(matched),
+                              "snapshotId": newest_snapshot}  # fmt: skip
+    if len(matched) < lp.min_labelled:
+        result["skipped"] = (
+            f"{len(matched)} labelled prediction(s), fewer than minLabelled ({lp.min_labelled})"
+        )
+        return result
+    y = np.array([t for t, _ in matched])
+    p = np.array([[float(r.output["confidences"].get(str(k), 0.0)) for k in labels]
+                  for _, r in matched])  # fmt: skip
+
+    def value(indices: np.ndarray) -> float:
+        v = classification_metrics(labels, y[indices].tolist(), p[indices].tolist()).get(metric)
+        return float(v) if v is not None else float("nan")
+
+    observed = value(np.arange(len(y)))
+    low, high = drift.bootstrap_ci(len(y), value)
+    champion = profile.get("metrics", {}).get(metric)
+    result.update(value=round(observed, 4), ci95=[round(low, 4), round(high, 4)],
+                  championTest=champion)  # fmt: skip
+    result["breached"] = champion is not None and high < float(champion) - lp.max_regression
+    if result["breached"]:
+        breaches.append(f"livePerformance.{metric}")
+    return result
+
+
+def _entries(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Any:
+    entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
+    next(entries)  # the header
+    return entries
+
+
+def _record(
+    session: Session,
+    model: Model,
+    run_id: str | None,
+    status: str,
+    breaches: list[str],
+    window: dict[str, Any],
+    details: dict[str, Any],
+    *,
+    actor: str,
+) -> dict[str, Any]:
+    event = MonitoringEvent(model_id=model.id, run_id=run_id, status=status, breaches=breaches,
+                            window=window, details=details, actor=actor)  # fmt: skip
+    session.add(event)
+    session.flush()
+    if status == "breach":
+        audit.record(session, actor=actor, action="model.monitoring.breach", entity_type="model",
+                     entity_id=model.id, after={"eventId": event.id, "runId": run_id,
+                                                "breaches": breaches})  # fmt: skip
+    log.info("model %s: monitor check %s %s", model.name, status, breaches or "")
+    return event_to_wire(event)
+
+
+def event_to_wire(event: MonitoringEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "modelId": event.model_id,
+        "runId": event.run_id,
+        "status": event.status,
+        "breaches": list(event.breaches or []),
+        "window": event.window or {},
+        "details": event.details or {},
+        "actor": event.actor,
+        "createdAt": to_millis(event.created_at),
+    }
+
+
+def list_events(
+    session: Session, model_ref: str, *, limit: int = 50, status: str | None = None
+) -> list[dict[str, Any]]:
+    model = get_by_id_or_name(session, Model, model_ref)
+    query = select(MonitoringEvent).where(MonitoringEvent.model_id == model.id)
+    if status is not None:
+        query = query.where(MonitoringEvent.status == status)
+    events = session.scalars(query.order_by(MonitoringEvent.id.desc()).limit(limit))
+    return [event_to_wire(e) for e in events]
+
+
+def reference_summary(session: Session, run_id: str | None) -> dict[str, Any] | None:
+    reference = session.get(ReferenceProfile, run_id) if run_id else None
+    if reference is None:
+        return None
+    profile = reference.profile
+    return {
+        "runId": reference.run_id,
+        "snapshotId": reference.snapshot_id,
+        "examples": reference.examples,
+        "statistics": {
+            k: {"mean": round(float(np.mean(v)), 4) if v else None, "n": len(v)}
+            for k, v in profile.get("statistics", {}).items()
+        },
+        "labels": (profile.get("outputs") or {}).get("labels"),
+        "metrics": profile.get("metrics"),
+        "createdAt": to_millis(reference.created_at),
+    }

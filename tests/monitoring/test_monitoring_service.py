@@ -1,0 +1,164 @@
+"""Monitoring on a real deployed model (a real sweep, a real local `serve` endpoint): the
+reference profile made at deploy from the evaluation, the prediction log written by every
+prediction, the monitor check (no alarm on unshifted images, a breach on shifted ones, live
+performance on labelled predictions), retention, and the config's validation."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from patient_ml.db import schema
+from patient_ml.db.engine import get_engine, session_scope
+from patient_ml.db.models import AuditEvent, PredictionRecord, ReferenceProfile
+from patient_ml.deploy import deploy_run, stop_old_endpoints
+from patient_ml.evaluation.evaluate import evaluate_run
+from patient_ml.exceptions import ConfigValidationError
+from patient_ml.services import monitoring, prediction_log
+from patient_ml.services.approvals import decide
+from patient_ml.services.models import create_model, get_model, model_to_wire
+from patient_ml.services.predictions import predict
+from patient_ml.serving.servers import LocalServer
+from tests.curation.cohort import png
+from tests.operators.lifecycle import Project, model_config
+
+MONITORING = {"minSamples": 10, "windowSize": 20, "livePerformance": {"minLabelled": 5}}
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    url = f"sqlite:///{tmp_path / 'product.db'}"
+    schema.upgrade(get_engine(url, check_schema=False))
+    monkeypatch.setenv("PATIENT_ML_DATABASE_URL", url)
+    engine = get_engine(url)
+    p = Project(engine, tmp_path / "p", monitoring=MONITORING)
+    monkeypatch.setenv("PATIENT_ML_ARTIFACT_URI", p.artifacts)
+    run_id = p.trained_run()
+    evaluate_run(engine, p.store, LocalServer(), run_id, tmp_path / "eval", actor="t")
+    with session_scope(engine) as session:
+        decide(session, run_id, "approved", user="dr.ada", reason="monitoring test")
+    deploy_run(engine, p.store, run_id, actor="t", server=LocalServer())
+    try:
+        yield p, run_id
+    finally:
+        stop_old_endpoints(engine, p.model_id, keep=None, actor="test-cleanup")
+
+
+def _shifted(seed: int) -> bytes:
+    """A synthetic image of the cohort's kind with its contrast halved and darkened."""
+    pixels = np.asarray(Image.open(io.BytesIO(png(seed)))).astype(np.float32)
+    out = io.BytesIO()
+    Image.fromarray((pixels * 0.5).astype(np.uint8), mode="L").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_reference_log_check_and_breach(deployed: Any) -> None:
+    p, run_id = deployed
+    engine = p.engine
+    with session_scope(engine) as session:
+        reference = session.get(ReferenceProfile, run_id)
+        assert reference is not None and reference.examples >= 5
+        profile = reference.profile
+    report = json.loads(p.store.read_bytes(f"runs/{run_id}/evaluation/report.json"))
+    assert reference.examples == report["testExamples"]
+    assert len(profile["statistics"]["mean"]) == reference.examples
+    assert sum(profile["outputs"]["labels"].values()) == reference.examples  # the eval's answers
+    assert (
+        profile["metrics"]["balancedAccuracy"]
+        == report["challenger"]["metrics"]["balancedAccuracy"]
+    )
+
+    # too few predictions: no verdict
+    first = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    assert first["status"] == "insufficient" and first["breaches"] == []
+
+    # unshifted: the labelled test examples (by id) and new images of the same kind
+    for example_id in report["testExampleIds"]:
+        predict(engine, p.store, p.model_id, example_id=example_id)
+    for seed in range(20):
+        predict(engine, p.store, p.model_id, image=png(50_000 + seed))
+    with session_scope(engine) as session:
+        rows = list(session.scalars(select(PredictionRecord)))
+    assert len(rows) == len(report["testExampleIds"]) + 20
+    row = rows[0]
+    assert row.run_id == run_id and len(row.image_sha256) == 64 and row.width == 24
+    assert set(row.statistics) == {"mean", "std", "p05", "p50", "p95"}
+    assert row.output["label"] in (0, 1) and 0 <= row.output["confidence"] <= 1
+    assert not any(e in json.dumps([r.output, r.statistics]) for r in rows
+                   for e in report["testExampleIds"])  # fmt: skip
+    ok = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    assert ok["status"] == "ok", ok
+    assert ok["window"]["predictions"] == 20
+    assert ok["details"]["inputDrift"]["statistics"]["mean"]["drifted"] is False
+
+    # live performance needs labelled predictions inside the window
+    big = {**MONITORING, "windowSize": 100}
+    with session_scope(engine) as session:
+        model = get_model(session, p.model_id)
+        model.monitoring = big
+    labelled = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    live = labelled["details"]["livePerformance"]
+    assert live["labelled"] >= 5 and "value" in live and live["ci95"][0] <= live["ci95"][1]
+    assert live["championTest"] == profile["metrics"]["balancedAccuracy"]
+    with session_scope(engine) as session:
+        get_model(session, p.model_id).monitoring = MONITORING
+
+    # shifted: darker, lower contrast → input drift breach, recorded and audited
+    for seed in range(20):
+        predict(engine, p.store, p.model_id, image=_shifted(60_000 + seed))
+    breach = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    assert breach["status"] == "breach"
+    assert {"inputDrift.mean", "inputDrift.p50"} <= set(breach["breaches"])
+    with session_scope(engine) as session:
+        events = monitoring.list_events(session, p.model_id)
+        audits = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "model.monitoring.breach")
+        ).all()
+    assert [e["status"] for e in events] == ["breach", "ok", "ok", "insufficient"]
+    assert len(audits) == 1 and audits[0].after["eventId"] == breach["id"]
+
+
+def test_retention_bounds_the_log(deployed: Any) -> None:
+    p, run_id = deployed
+    with session_scope(p.engine) as session:
+        for i in range(30):
+            prediction_log.record_prediction(
+                session, model_id=p.model_id, run_id=run_id,
+                statistics={"sha256": f"{i:064d}", "mean": 1.0}, output={"label": 0},
+            )  # fmt: skip
+        assert prediction_log.prune(session, p.model_id, {"maxLogRows": 100}) == 0
+        assert prediction_log.prune(session, p.model_id, {"maxLogRows": 10}) == 20
+        kept = session.scalars(select(PredictionRecord.image_sha256)).all()
+        assert sorted(kept) == [f"{i:064d}" for i in range(20, 30)]  # the newest stay
+        assert prediction_log.prune(session, p.model_id, {"retentionDays": 1e-9}) == 10
+        assert session.scalar(select(func.count()).select_from(PredictionRecord)) == 0
+
+
+def test_monitoring_config_is_validated_per_field(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'product.db'}"
+    schema.upgrade(get_engine(url, check_schema=False))
+    engine = get_engine(url)
+    p = Project(engine, tmp_path / "p")
+    with session_scope(engine) as session:
+        wire = model_to_wire(get_model(session, p.model_id))
+    assert wire["monitoring"]["schedule"] == "@hourly" and wire["monitoring"]["minSamples"] == 50
+    bad = [
+        ({"minSamples": 600, "windowSize": 500}, "monitoring.minSamples"),
+        ({"schedule": "every hour"}, "monitoring.schedule"),
+        ({"livePerformance": {"metric": "meanDice"}}, "monitoring.livePerformance.metric"),
+        ({"inputDrift": {"alpha": 0}}, "monitoring.inputDrift.alpha"),
+        ({"retentionDays": -1}, "monitoring.retentionDays"),
+    ]
+    for section, field in bad:
+        with session_scope(engine) as session, pytest.raises(ConfigValidationError) as caught:
+            create_model(session, model_config("m-bad", p.dataset_id, monitoring=section),
+                         actor="t")  # fmt: skip
+        assert field in str(caught.value.to_dict() if hasattr(caught.value, "to_dict")
+                            else caught.value), (field, caught.value)  # fmt: skip
