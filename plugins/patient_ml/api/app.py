@@ -9,6 +9,7 @@ from patient_ml.api.errors import install_error_handlers
 from patient_ml.api.routes_configs import router as configs_router
 from patient_ml.api.routes_examples import router as examples_router
 from patient_ml.api.routes_logs import router as logs_router
+from patient_ml.api.routes_overview import router as overview_router
 from patient_ml.api.routes_runs import router as runs_router
 
 URL_PREFIX = "/v1/patient-ml"
@@ -27,4 +28,5 @@ def create_app() -> FastAPI:
     app.include_router(runs_router)
     app.include_router(logs_router)
     app.include_router(examples_router)
+    app.include_router(overview_router)
     return app

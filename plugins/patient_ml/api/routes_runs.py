@@ -25,6 +25,7 @@ from patient_ml.api.schemas import (
     error_responses,
 )
 from patient_ml.exceptions import NotFoundError
+from patient_ml.services.overview import Order, RunSort
 
 # Bounded: a huge limit overflowed in the database (500 on SQLite, 503 on PostgreSQL).
 MAX_RUNS = 1000
@@ -107,11 +108,24 @@ def list_runs(
     session: Session,
     user: CurrentUser,
     limit: RunsLimit = 100,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="Extension: skip this many runs.")
+    ] = 0,
+    sort: Annotated[RunSort, Query(description="Extension: order by this field.")] = "start",
+    order: Annotated[Order, Query(description="Extension: asc or desc.")] = "desc",
+    status: Annotated[
+        Literal["running", "succeeded", "failed"] | None,
+        Query(description="Extension: only runs of this status."),
+    ] = None,
 ) -> dict[str, Any]:
-    from patient_ml.services.runs import list_runs, run_to_wire
+    from patient_ml.services.overview import run_page
+    from patient_ml.services.runs import run_to_wire
 
     model = authorized_model(session, model_id, user)
-    return {"runs": [run_to_wire(session, r) for r in list_runs(session, model.id, limit)]}
+    page = run_page(
+        session, model.id, limit=limit, offset=offset, sort=sort, order=order, status=status
+    )
+    return {"runs": [run_to_wire(session, r) for r in page.rows], "totalEntries": page.total}
 
 
 @router.get(

@@ -458,6 +458,9 @@ class CreateRunResponse(BaseModel):
 
 class GetRunsResponse(BaseModel):
     runs: list[ModelRun]
+    totalEntries: int | None = Field(
+        None, description="Extension: how many runs match (for paging with offset)."
+    )
 
 
 class GetRunResponse(BaseModel):
