@@ -178,6 +178,27 @@ def test_approver_finds_the_run_and_approves_it(
     ui.get_by_role("tab", name="Logs").click()
     expect(ui.get_by_test_id("log-events")).not_to_contain_text("No log events", timeout=30_000)
     _shot(page, "run-logs")
+
+    # The model's charts across runs, and the dataset's latest curation report.
+    page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
+    expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=30_000)
+    ui.get_by_role("tab", name="Metrics").click()
+    expect(ui.get_by_test_id("metrics-chart")).to_be_visible()
+    _shot(page, "model-metrics")
+    ui.get_by_role("tab", name="Curation report").click()
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("train")
+    _shot(page, "model-curation")
+    ui.get_by_role("tab", name="Deployments").click()
+    expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
+
+    # A new model's form shows the product's own field-level errors next to the fields.
+    page.goto(f"{deployment.stack.url}/plugin/patient-ml")
+    ui.get_by_role("button", name="New model").click()
+    form = ui.get_by_test_id("model-form")
+    form.get_by_role("button", name="Create model").click()
+    expect(form.get_by_test_id("error-name")).to_be_visible(timeout=30_000)
+    expect(form.get_by_test_id("error-datasetId")).to_be_visible()
+    _shot(page, "model-form-errors")
     page.context.close()
 
 
@@ -209,6 +230,7 @@ def test_viewer_sees_why_they_cannot_approve(
     page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
     expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=60_000)
     expect(ui.get_by_role("button", name="Start run")).to_be_disabled()
+    expect(ui.locator("[data-testid=run-row]")).to_have_count(1)
     _shot(page, "model-viewer-dark")
     page.context.close()
 

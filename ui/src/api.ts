@@ -39,19 +39,46 @@ export async function parseError(response: Response): Promise<ApiError> {
   return new ApiError(response.status, message, error?.fix, error?.errors ?? []);
 }
 
+function target(path: string, query: Record<string, unknown> = {}): string {
+  const url = new URL(API_BASE + path, window.location.origin);
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+  }
+  return url.pathname + url.search;
+}
+
+// GETs started ahead of time (e.g. a tab's first page while its page's header loads), used once.
+const prefetched = new Map<string, Promise<unknown>>();
+
+export function prefetch(path: string, query?: Record<string, unknown>): void {
+  const key = target(path, query);
+  if (!prefetched.has(key)) {
+    const started = request(key, "GET");
+    started.catch(() => undefined); // reported by whoever uses it
+    prefetched.set(key, started);
+  }
+}
+
 export async function api<T>(
   path: string,
   init: { method?: string; body?: unknown; query?: Record<string, unknown> } = {},
 ): Promise<T> {
-  const url = new URL(API_BASE + path, window.location.origin);
-  for (const [key, value] of Object.entries(init.query ?? {})) {
-    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+  const key = target(path, init.query);
+  const method = init.method ?? "GET";
+  if (method === "GET" && prefetched.has(key)) {
+    const early = prefetched.get(key)!;
+    prefetched.delete(key);
+    return early as Promise<T>;
   }
-  const response = await fetch(url.pathname + url.search, {
-    method: init.method ?? "GET",
+  return request<T>(key, method, init.body);
+}
+
+async function request<T>(url: string, method: string, body?: unknown): Promise<T> {
+  const response = await fetch(url, {
+    method,
     credentials: "same-origin",
-    headers: init.body === undefined ? {} : { "Content-Type": "application/json" },
-    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok) throw await parseError(response);
   return (await response.json()) as T;
@@ -126,7 +153,10 @@ export interface Run {
   triggeredBy?: string;
   modelArtifactUri?: string;
   trainingApproach?: { objective?: { metric?: string; direction?: string } };
-  problemDefinition?: { problemType?: string };
+  problemDefinition?: {
+    problemType?: string;
+    labelDefinition?: { labels?: { name: string; index: number }[] };
+  };
 }
 
 export interface ReliabilityBin {

@@ -13,7 +13,8 @@ const config = defineConfig({
     },
   },
   globalCss: {
-    "html, body": { bg: "bg", color: "fg" },
+    // Transparent: Airflow's own page background shows through the iframe (light and dark).
+    "html, body": { bg: "transparent", color: "fg" },
   },
 });
 

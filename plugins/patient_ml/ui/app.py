@@ -9,11 +9,15 @@ and every page shows and allows exactly what the REST API allows that user.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 URL_PREFIX = "/patient-ml-ui"
 STATIC = Path(__file__).parent / "static"
@@ -27,11 +31,25 @@ MISSING_BUILD = """<!doctype html><meta charset="utf-8"><title>Patient ML</title
 """
 
 
+# Vite names built chunks <name>-<8 hash characters>.js|css: a new build gets new names.
+HASHED = re.compile(r"-[A-Za-z0-9_-]{8}\.(js|css)$")
+
+
+class BuiltAssets(StaticFiles):
+    """The build's assets; content-hashed ones are cached for a year (never revalidated)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response: Any = await super().get_response(path, scope)
+        if response.status_code == 200 and HASHED.search(path):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+
+
 def create_ui_app(static: Path = STATIC) -> FastAPI:
     app = FastAPI(title="Patient ML web UI", docs_url=None, redoc_url=None, openapi_url=None)
     index = static / "index.html"
     if (static / "assets").is_dir():
-        app.mount("/assets", StaticFiles(directory=static / "assets"), name="assets")
+        app.mount("/assets", BuiltAssets(directory=static / "assets"), name="assets")
 
     @app.get("/", include_in_schema=False, response_model=None)
     def page() -> FileResponse | HTMLResponse:

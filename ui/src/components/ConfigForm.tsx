@@ -1,7 +1,7 @@
 import { Alert, Box, Button, Field, Flex, Heading, HStack, Input, Link, NativeSelect, Text, Textarea } from "@chakra-ui/react";
 import { useEffect, useState } from "react";
 
-import { api, ApiError, type FieldError, type Model } from "../api";
+import { api, ApiError, type FieldError } from "../api";
 import { type ConfigKind, errorsByField, FIELDS, type FormValues, TEMPLATES, toBody, toFormValues } from "../configForm";
 import type { View } from "../format";
 import { useLoad } from "./common";
@@ -15,24 +15,26 @@ interface DatasetRef {
  * same as the CLI's) are shown next to the fields they are about. */
 export function ConfigForm({
   kind,
-  model,
+  stored,
   readOnly = false,
   go,
   onSaved,
 }: {
   kind: ConfigKind;
-  model?: Model;
+  /** The stored config to edit (wire shape, with its id); none: create a new one. */
+  stored?: { id: string };
   readOnly?: boolean;
   go: (view: View) => void;
   onSaved?: () => void;
 }) {
-  const existing = model as unknown as Record<string, unknown> | undefined;
+  const existing = stored as Record<string, unknown> | undefined;
+  const model = stored;
   const [values, setValues] = useState<FormValues>(() => toFormValues(kind, existing ?? TEMPLATES[kind]));
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [failure, setFailure] = useState<ApiError | Error | null>(null);
   const [saved, setSaved] = useState(false);
   const [busy, setBusy] = useState(false);
-  useEffect(() => setValues(toFormValues(kind, existing ?? TEMPLATES[kind])), [kind, model]); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => setValues(toFormValues(kind, existing ?? TEMPLATES[kind])), [kind, stored]); // eslint-disable-line react-hooks/exhaustive-deps
   const datasets = useLoad(
     () => (kind === "model" ? api<{ datasets: DatasetRef[] }>("/datasets") : Promise.resolve({ datasets: [] })),
     [kind],
@@ -79,7 +81,10 @@ export function ConfigForm({
       {readOnly && (
         <Alert.Root status="info" mb={4}>
           <Alert.Indicator />
-          <Alert.Description>You may read this configuration but not change it (it needs the right to edit the model's DAG).</Alert.Description>
+          <Alert.Description>
+            You may read this configuration but not change it (it needs the right to edit{" "}
+            {kind === "model" ? "the model's DAG" : "Airflow DAGs"}).
+          </Alert.Description>
         </Alert.Root>
       )}
       {failure && (

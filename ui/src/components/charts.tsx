@@ -1,6 +1,7 @@
-// Charts with recharts, coloured with the theme's tokens (light and dark).
+// Charts with recharts, coloured with the theme's tokens (light and dark). Loaded lazily
+// (charts.lazy.ts): the tables of a page do not wait for the chart library.
 
-import { Box, Heading, Table, Text, useToken } from "@chakra-ui/react";
+import { Box, Text, useToken } from "@chakra-ui/react";
 import {
   CartesianGrid,
   Legend,
@@ -14,7 +15,7 @@ import {
   YAxis,
 } from "recharts";
 
-import type { ConfusionMatrix, ReliabilityBin, Trial } from "../api";
+import type { ReliabilityBin, Trial } from "../api";
 import { formatNumber } from "../format";
 
 export const SERIES_COLORS = ["blue.500", "orange.500", "green.500", "purple.500", "red.500", "teal.500", "pink.500", "yellow.600"];
@@ -55,48 +56,6 @@ export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; min
           <Line name="best so far" dataKey="best" stroke={series[2]} dot={false} type="stepAfter" />
         </ComposedChart>
       </ResponsiveContainer>
-    </Box>
-  );
-}
-
-export function ConfusionMatrixView({ title, matrix }: { title: string; matrix: ConfusionMatrix }) {
-  const max = Math.max(1, ...matrix.counts.flat());
-  return (
-    <Box data-testid={`confusion-${title}`}>
-      <Heading as="h4" size="sm" mb={2} textTransform="capitalize">
-        {title}
-      </Heading>
-      <Table.Root size="sm" variant="outline" width="auto">
-        <Table.Header>
-          <Table.Row>
-            <Table.ColumnHeader>true \ predicted</Table.ColumnHeader>
-            {matrix.labels.map((l) => (
-              <Table.ColumnHeader key={String(l)} textAlign="center">
-                {String(l)}
-              </Table.ColumnHeader>
-            ))}
-          </Table.Row>
-        </Table.Header>
-        <Table.Body>
-          {matrix.counts.map((row, i) => (
-            <Table.Row key={i}>
-              <Table.ColumnHeader>{String(matrix.labels[i])}</Table.ColumnHeader>
-              {row.map((count, j) => (
-                <Table.Cell
-                  key={j}
-                  textAlign="center"
-                  fontWeight={i === j ? "semibold" : undefined}
-                  style={{
-                    background: `color-mix(in srgb, var(--chakra-colors-${i === j ? "green" : "red"}-500) ${Math.round((count / max) * 55)}%, transparent)`,
-                  }}
-                >
-                  {count}
-                </Table.Cell>
-              ))}
-            </Table.Row>
-          ))}
-        </Table.Body>
-      </Table.Root>
     </Box>
   );
 }

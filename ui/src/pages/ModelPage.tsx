@@ -1,8 +1,9 @@
 import { Badge, Box, Button, Checkbox, Code, Flex, Heading, HStack, Link, NativeSelect, SimpleGrid, Table, Tabs, Text } from "@chakra-ui/react";
 import { useMemo, useState } from "react";
 
-import { api, type Deployment, type Model, type Permissions, type Run } from "../api";
-import { MetricsChart, type SeriesPoint } from "../components/charts";
+import { api, type Deployment, type Model, type Permissions, prefetch, type Run } from "../api";
+import type { SeriesPoint } from "../components/charts";
+import { MetricsChart } from "../components/charts.lazy";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { ConfigForm } from "../components/ConfigForm";
 import { compareMetrics, formatDelta, formatNumber, formatTime, type View } from "../format";
@@ -12,12 +13,15 @@ import { Pager } from "./ModelsPage";
 
 type ModelView = Extract<View, { kind: "model" }>;
 
+const RUNS_PAGE = 25;
+
 async function loadModel(view: ModelView): Promise<{ model: Model; permissions: Permissions }> {
   let modelId = view.modelId;
   if (!modelId && view.dagId) {
     modelId = (await api<{ model: { modelId: string } }>(`/dags/${encodeURIComponent(view.dagId)}`)).model.modelId;
   }
   if (!modelId) throw new Error("No model given: open one from the Models table.");
+  prefetch(`/models/${modelId}/runs`, { limit: RUNS_PAGE, offset: 0 }); // the Runs tab's first page
   const [model, permissions] = await Promise.all([
     api<{ model: Model }>(`/models/${modelId}`),
     api<{ permissions: Permissions }>(`/models/${modelId}/permissions`),
@@ -110,6 +114,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Tabs.Trigger value="curation">Curation report</Tabs.Trigger>
           <Tabs.Trigger value="deployments">Deployments</Tabs.Trigger>
           <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
+          <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
         </Tabs.List>
         <Tabs.Content value="runs">
           <Runs model={model} go={go} tick={runsTick} />
@@ -124,16 +129,26 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Deployments model={model} go={go} />
         </Tabs.Content>
         <Tabs.Content value="config">
-          <ConfigForm kind="model" model={model} readOnly={!permissions.mayEdit} go={go} onSaved={loaded.reload} />
+          <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={loaded.reload} />
+        </Tabs.Content>
+        <Tabs.Content value="dataset">
+          <DatasetConfig datasetId={model.datasetId} mayEdit={permissions.mayEdit} go={go} />
         </Tabs.Content>
       </Tabs.Root>
     </Box>
   );
 }
 
+function DatasetConfig({ datasetId, mayEdit, go }: { datasetId: string; mayEdit: boolean; go: (view: View) => void }) {
+  const loaded = useLoad(() => api<{ dataset: { id: string } }>(`/datasets/${datasetId}`), [datasetId]);
+  if (loaded.error) return <ErrorAlert error={loaded.error} />;
+  if (!loaded.data) return <Loading what="the dataset" />;
+  return <ConfigForm kind="dataset" stored={loaded.data.dataset} readOnly={!mayEdit} go={go} onSaved={loaded.reload} />;
+}
+
 function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tick: number }) {
   const [offset, setOffset] = useState(0);
-  const [limit, setLimit] = useState(25);
+  const [limit, setLimit] = useState(RUNS_PAGE);
   const page = useLoad(
     () =>
       api<{ runs: Run[]; totalEntries: number }>(`/models/${model.id}/runs`, { query: { limit, offset } }),

@@ -16,7 +16,8 @@ import { useEffect, useState } from "react";
 
 import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run, type Trial } from "../api";
 import { ApprovalForm } from "../components/ApprovalForm";
-import { ConfusionMatrixView, ReliabilityChart, TrialsChart } from "../components/charts";
+import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
+import { ConfusionMatrixView } from "../components/ConfusionMatrix";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { compareMetrics, formatDelta, formatDuration, formatNumber, formatTime, type View } from "../format";
 import { airflowDagUrl, openInAirflow } from "../navigation";
@@ -326,6 +327,7 @@ function Trials({ run }: { run: Run }) {
 
 function Evaluation({ run }: { run: Run }) {
   const matrices = run.evaluation?.confusionMatrix ?? {};
+  const names = new Map((run.problemDefinition?.labelDefinition?.labels ?? []).map((l) => [l.index, l.name]));
   const reliability = run.evaluation?.reliability ?? {};
   if (!run.evaluation) return <Empty>No evaluation yet.</Empty>;
   return (
@@ -336,7 +338,11 @@ function Evaluation({ run }: { run: Run }) {
         ) : (
           <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6}>
             {Object.entries(matrices).map(([subject, matrix]) => (
-              <ConfusionMatrixView key={subject} title={subject} matrix={matrix} />
+              <ConfusionMatrixView
+                key={subject}
+                title={subject}
+                matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
+              />
             ))}
           </SimpleGrid>
         )}
