@@ -6,8 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard plugins tests dags include benchmarks)
+# The web UI (ui/, Vite + React) is built into the package (plugins/patient_ml/ui/static/); npm
+# and Node 20+ must be on PATH. Rebuilt when its sources or lockfile change.
+UI_BUILT := plugins/patient_ml/ui/static/index.html
+UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
+UI_MODULES := ui/node_modules/.package-lock.json
 
-.PHONY: setup demo demo-stop test lint format clean
+.PHONY: setup ui ui-test demo demo-stop test lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +23,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps "stardist==0.9.2"
 	@touch $(STAMP)
 
-setup: $(STAMP)
+$(UI_MODULES): ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+
+$(UI_BUILT): $(UI_MODULES) $(UI_SOURCES)
+	cd ui && npm run build --silent
+
+ui: $(UI_BUILT)
+
+ui-test: $(UI_MODULES)
+	cd ui && npm test --silent
+
+setup: $(STAMP) $(UI_BUILT)
 
 demo: setup
 	$(BIN)/python include/demo.py $(DEMO_ARGS)
@@ -26,7 +42,7 @@ demo: setup
 demo-stop:
 	$(BIN)/python include/demo.py stop
 
-test: setup lint
+test: setup lint ui-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -38,4 +54,4 @@ format: setup
 	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache ui/node_modules plugins/patient_ml/ui/static

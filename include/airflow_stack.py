@@ -118,10 +118,11 @@ class AirflowStack:
     def migrate(self) -> None:
         self.airflow("db", "migrate")
 
-    def start(self) -> None:
+    def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
+        """Start the components (all by default; the UI benchmark needs only the API server)."""
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
+        for name in components:
             out = (logs / f"{name}.log").open("ab")
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", name],

@@ -72,3 +72,16 @@ def test_segmentation_by_hand() -> None:
     assert empty["meanDice"] == 1.0 and math.isclose(empty["meanIoU"], 1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         segmentation_metrics([1], [truth], [np.zeros((3, 3))])
+
+
+def test_reliability_bins_match_the_calibration_error() -> None:
+    y_true = [0, 0, 1, 1, 1]
+    probabilities = [[0.95, 0.05], [0.65, 0.35], [0.35, 0.65], [0.4, 0.6], [0.05, 0.95]]
+    m = classification_metrics([0, 1], y_true, probabilities)
+    bins = m["reliability"]
+    assert [b["count"] for b in bins] == [1, 2, 2]  # bins (0.5, 0.6], (0.6, 0.7], (0.9, 1]
+    assert bins[0] == {"confidence": pytest.approx(0.6), "accuracy": 1.0, "count": 1}
+    assert bins[1] == {"confidence": pytest.approx(0.65), "accuracy": 1.0, "count": 2}
+    assert bins[2] == {"confidence": pytest.approx(0.95), "accuracy": 1.0, "count": 2}
+    ece = sum(b["count"] / 5 * abs(b["accuracy"] - b["confidence"]) for b in bins)
+    assert m["expectedCalibrationError"] == pytest.approx(ece)

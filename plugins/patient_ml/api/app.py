@@ -19,6 +19,7 @@ from patient_ml.api.routes_configs import router as configs_router
 from patient_ml.api.routes_examples import router as examples_router
 from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_monitoring import router as monitoring_router
+from patient_ml.api.routes_overview import router as overview_router
 from patient_ml.api.routes_runs import router as runs_router
 
 URL_PREFIX = "/v1/patient-ml"
@@ -42,6 +43,7 @@ def create_app() -> FastAPI:
     app.include_router(logs_router)
     app.include_router(examples_router)
     app.include_router(monitoring_router)
+    app.include_router(overview_router)
     _serve_docs(app)
     return app
 

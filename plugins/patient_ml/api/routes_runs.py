@@ -34,6 +34,7 @@ from patient_ml.api.schemas import (
 )
 from patient_ml.api.views import OMITTED_DOC, View, extended, readable, reference_prediction
 from patient_ml.exceptions import NotFoundError
+from patient_ml.services.overview import Order, RunSort
 
 # Bounded: a huge limit overflowed in the database (500 on SQLite, 503 on PostgreSQL).
 MAX_RUNS = 1000
@@ -127,13 +128,27 @@ def list_runs(
     response: ResponseHeaders,
     limit: RunsLimit = 100,
     view: View = "reference",
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000, description="Extension: skip this many runs.")
+    ] = 0,
+    sort: Annotated[RunSort, Query(description="Extension: order by this field.")] = "start",
+    order: Annotated[Order, Query(description="Extension: asc or desc.")] = "desc",
+    status: Annotated[
+        Literal["running", "succeeded", "failed"] | None,
+        Query(description="Extension: only runs of this status."),
+    ] = None,
 ) -> dict[str, Any]:
-    from patient_ml.services.runs import list_runs, runs_to_wire
+    from patient_ml.services.overview import run_page
+    from patient_ml.services.runs import runs_to_wire
 
     model = authorized_model(session, model_id, user)
-    wires = runs_to_wire(session, list_runs(session, model.id, limit))
-    runs = [_run_view(wire, view) for wire in wires]
-    return {"runs": runs if extended(view) else readable("ModelRun", runs, response, "run")}
+    page = run_page(
+        session, model.id, limit=limit, offset=offset, sort=sort, order=order, status=status
+    )
+    runs = [_run_view(wire, view) for wire in runs_to_wire(session, page.rows)]
+    if not extended(view):  # the reference GetRuns answer has no total
+        return {"runs": readable("ModelRun", runs, response, "run")}
+    return {"runs": runs, "totalEntries": page.total}
 
 
 @router.get(

@@ -484,6 +484,9 @@ class GetRunsResponse(BaseModel):
     """`view=reference` (default)."""
 
     runs: list[ModelRun]
+    totalEntries: int | None = Field(
+        None, description="Extension: how many runs match (for paging with offset)."
+    )
 
 
 class GetRunsExtendedResponse(BaseModel):

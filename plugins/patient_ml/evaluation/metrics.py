@@ -3,7 +3,8 @@ challenger and the champion.
 
 imgClf: accuracy, balanced accuracy, macro F1, per-class precision and recall, AUROC (binary:
 the positive label is the higher index; more labels: macro one-vs-rest), log loss, expected
-calibration error (10 equal-width confidence bins) and the confusion matrix.
+calibration error (10 equal-width confidence bins), the reliability diagram's points (mean
+confidence, accuracy and count of each non-empty bin) and the confusion matrix.
 imgSeg: Dice and IoU per label (over all pixels of the split) and their means.
 """
 
@@ -48,6 +49,7 @@ def classification_metrics(
         "expectedCalibrationError": expected_calibration_error(y, p),
         "auroc": _auroc(y, p),
         "confusionMatrix": {"labels": classes, "counts": confusion.tolist()},
+        "reliability": reliability_bins(y, p),
         "perClass": {
             str(c): {
                 "precision": float(precision[i]),
@@ -60,17 +62,43 @@ def classification_metrics(
     return metrics
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+def _confidence_bins(
+    y: np.ndarray, p: np.ndarray, bins: int
+) -> list[tuple[float, float, float, int]]:
+    """(share of examples, mean confidence, accuracy, count) of each non-empty bin of the top
+    class's confidence (equal-width bins over [0, 1])."""
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
+    found = []
     for b in range(bins):
         mask = which == b
         if mask.any():
-            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(total)
+            found.append(
+                (
+                    float(mask.mean()),
+                    float(confidence[mask].mean()),
+                    float(correct[mask].mean()),
+                    int(mask.sum()),
+                )
+            )
+    return found
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    return float(
+        sum(share * abs(acc - conf) for share, conf, acc, _ in _confidence_bins(y, p, bins))
+    )
+
+
+def reliability_bins(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
+    """The reliability diagram: accuracy against mean confidence per bin (the same bins as the
+    expected calibration error)."""
+    return [
+        {"confidence": conf, "accuracy": acc, "count": count}
+        for _, conf, acc, count in _confidence_bins(y, p, bins)
+    ]
 
 
 def _binary_auroc(positive: np.ndarray, score: np.ndarray) -> float | None:

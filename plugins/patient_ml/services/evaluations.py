@@ -91,6 +91,11 @@ def record_evaluation(
             for subject in flats
             if "confusionMatrix" in report[subject]["metrics"]
         },
+        "reliability": {
+            subject: report[subject]["metrics"]["reliability"]
+            for subject in flats
+            if "reliability" in report[subject]["metrics"]
+        },
         "images": {
             subject: {"image": report[subject]["image"], "digest": report[subject]["imageDigest"]}
             for subject in flats

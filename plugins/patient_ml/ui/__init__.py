@@ -1,0 +1,1 @@
+"""The web UI: the Patient ML pages inside Airflow's UI (see `app`)."""

@@ -1,0 +1,172 @@
+"""The REST API's extensions for list pages and the web UI: the Models table (server search,
+sort, paging), runs paging, what a caller may do, trials, deployments, the curation report, the
+model card and the look-ups from Airflow DAG and DAG run ids; all authorized like the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Metric, Snapshot, Trial, utcnow
+from patient_ml.services import champion, runs
+from tests.helpers import example
+
+
+@pytest.fixture
+def catalog(api: Any, engine: Any) -> dict[str, Any]:
+    """A dataset, three models (one with approvers), runs of the first: a champion with
+    metrics and trials, a newer undecided one."""
+    admin = api("admin")
+    dataset = admin.post("/datasets", json=example("brain_mri_dataset")).json()["dataset"]
+    ids = {}
+    for name, description, extra in (
+        ("alpha-classifier", "Flags tumours.", {}),
+        ("beta-classifier", "Chest images.", {"approvalPolicy": {"approvers": ["admin"]}}),
+        ("gamma-classifier", "Knee images.", {}),
+    ):
+        body = {**example("brain_mri_model"), "name": name, "description": description, **extra}
+        response = admin.post("/models", json=body)
+        assert response.status_code == 200, response.text
+        ids[name] = response.json()["model"]["id"]
+    alpha = ids["alpha-classifier"]
+    with session_scope(engine) as s:
+        old = runs.create_run(
+            s, alpha, actor="t", airflow_dag_id="patient_ml__alpha_classifier", airflow_run_id="m1"
+        )
+        old_id = old.id
+        s.add(Trial(run_id=old.id, number=0, state="complete", params={"lr": 0.1}, value=0.8))
+        s.add(Trial(run_id=old.id, number=1, state="failed", params={"lr": 9}, failure="NaN"))
+        s.add(
+            Metric(
+                run_id=old.id, subject="challenger", stage="evaluation", name="accuracy", value=0.9
+            )
+        )
+        runs.finish_run(s, old.id, status="succeeded", actor="t")
+        champion.promote(s, alpha, old.id, actor="admin", reason="first")
+        s.add(
+            Snapshot(
+                id="s" * 64,
+                dataset_id=dataset["id"],
+                manifest_uri="file:///m",
+                example_count=10,
+                counts={"bySplit": {"train": 7, "test": 3}},
+                report={"examples": {"bySplit": {"train": 7, "test": 3}}, "quarantined": {}},
+            )
+        )
+    with session_scope(engine) as s:
+        new = runs.create_run(s, alpha, actor="t")
+        new.started_at = utcnow()
+        new_id = new.id
+    return {"dataset": dataset, "ids": ids, "old": old_id, "new": new_id}
+
+
+def test_model_summaries_search_sort_and_page(api: Any, catalog: dict[str, Any]) -> None:
+    admin = api("admin")
+    page = admin.get("/model-summaries", params={"limit": 2}).json()
+    assert page["totalEntries"] == 3
+    assert [m["name"] for m in page["modelSummaries"]] == ["alpha-classifier", "beta-classifier"]
+    rest = admin.get("/model-summaries", params={"limit": 2, "offset": 2}).json()
+    assert [m["name"] for m in rest["modelSummaries"]] == ["gamma-classifier"]
+    desc = admin.get("/model-summaries", params={"sort": "name", "order": "desc"}).json()
+    assert desc["modelSummaries"][0]["name"] == "gamma-classifier"
+    found = admin.get("/model-summaries", params={"search": "CHEST"}).json()
+    assert [m["name"] for m in found["modelSummaries"]] == ["beta-classifier"]
+    assert found["totalEntries"] == 1
+    by_dataset = admin.get("/model-summaries", params={"search": "brain-mri"}).json()
+    assert by_dataset["totalEntries"] == 3
+    wildcard = admin.get("/model-summaries", params={"search": "%"}).json()
+    assert wildcard["totalEntries"] == 0  # LIKE characters are literal
+    latest = admin.get("/model-summaries", params={"sort": "lastRunAt", "order": "desc"}).json()
+    assert latest["modelSummaries"][0]["name"] == "alpha-classifier"
+
+    alpha = page["modelSummaries"][0]
+    assert alpha["deployed"] is True and alpha["problemType"] == "imgClf"
+    assert alpha["datasetName"] == catalog["dataset"]["name"]
+    assert alpha["champion"]["id"] == catalog["old"]
+    assert alpha["champion"]["metricName"] == "accuracy"
+    assert alpha["champion"]["metricValue"] == pytest.approx(0.9)
+    assert alpha["lastRun"]["id"] == catalog["new"] and alpha["lastRun"]["status"] == "running"
+    assert alpha["runCount"] == 2
+    beta = page["modelSummaries"][1]
+    assert beta["deployed"] is False and "champion" not in beta and "lastRun" not in beta
+
+    assert api("viewer").get("/model-summaries").json()["totalEntries"] == 3
+    bad = admin.get("/model-summaries", params={"sort": "secret", "limit": 0})
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["error"]["errors"]} == {"query.sort", "query.limit"}
+
+
+def test_runs_page_on_the_server_and_stay_compatible(api: Any, catalog: dict[str, Any]) -> None:
+    admin = api("admin")
+    alpha = catalog["ids"]["alpha-classifier"]
+    everything = admin.get(f"/models/{alpha}/runs").json()
+    assert [r["id"] for r in everything["runs"]] == [catalog["new"], catalog["old"]]
+    assert everything["totalEntries"] == 2
+    second = admin.get(f"/models/{alpha}/runs", params={"limit": 1, "offset": 1}).json()
+    assert [r["id"] for r in second["runs"]] == [catalog["old"]] and second["totalEntries"] == 2
+    oldest = admin.get(f"/models/{alpha}/runs", params={"order": "asc", "limit": 1}).json()
+    assert oldest["runs"][0]["id"] == catalog["old"]
+    done = admin.get(f"/models/{alpha}/runs", params={"status": "succeeded"}).json()
+    assert [r["id"] for r in done["runs"]] == [catalog["old"]] and done["totalEntries"] == 1
+
+
+def test_permissions_tell_who_may_decide_and_why_not(api: Any, catalog: dict[str, Any]) -> None:
+    alpha, beta = catalog["ids"]["alpha-classifier"], catalog["ids"]["beta-classifier"]
+    admin = api("admin").get(f"/models/{alpha}/permissions").json()["permissions"]
+    assert admin == {
+        "user": "admin",
+        "mayRead": True,
+        "mayEdit": True,
+        "mayStartRun": True,
+        "mayDecide": True,
+        "decideReason": None,
+    }
+    viewer = api("viewer").get(f"/models/{alpha}/permissions").json()["permissions"]
+    assert viewer["mayEdit"] is False and viewer["mayStartRun"] is False
+    assert viewer["mayDecide"] is False and "viewer" in viewer["decideReason"]
+    editor = api("editor").get(f"/models/{beta}/permissions").json()["permissions"]
+    assert editor["mayEdit"] is True and editor["mayDecide"] is False
+    assert "approvers are admin" in editor["decideReason"]
+    assert api("admin").get("/models/nope/permissions").status_code == 404
+
+
+def test_trials_deployments_card_and_curation_report(api: Any, catalog: dict[str, Any]) -> None:
+    admin = api("admin")
+    alpha = catalog["ids"]["alpha-classifier"]
+    trials = admin.get(f"/models/{alpha}/runs/{catalog['old']}/trials").json()["trials"]
+    assert [(t["number"], t["state"]) for t in trials] == [(0, "complete"), (1, "failed")]
+    assert trials[0]["params"] == {"lr": 0.1} and trials[0]["value"] == pytest.approx(0.8)
+    assert trials[1]["failure"] == "NaN" and "value" not in trials[1]
+    beta = catalog["ids"]["beta-classifier"]
+    foreign = admin.get(f"/models/{beta}/runs/{catalog['old']}/trials")
+    assert foreign.status_code == 404  # a run of another model
+
+    deployments = admin.get(f"/models/{alpha}/deployments").json()["deployments"]
+    assert len(deployments) == 1
+    assert deployments[0]["runId"] == catalog["old"] and deployments[0]["isCurrent"] is True
+    assert deployments[0]["action"] == "promote" and deployments[0]["actor"] == "admin"
+    assert admin.get(f"/models/{beta}/deployments").json()["deployments"] == []
+
+    card = admin.get(f"/models/{alpha}/runs/{catalog['old']}/model-card").json()["modelCard"]
+    assert card  # the model card's own tests check its content
+
+    report = admin.get(f"/datasets/{catalog['dataset']['id']}/curation-report").json()
+    assert report["curationReport"]["snapshotId"] == "s" * 64
+    assert report["curationReport"]["report"]["examples"]["bySplit"] == {"train": 7, "test": 3}
+    assert admin.get("/datasets/nope/curation-report").status_code == 404
+
+
+def test_airflow_ids_lead_to_the_model_and_the_run(api: Any, catalog: dict[str, Any]) -> None:
+    admin = api("admin")
+    alpha = catalog["ids"]["alpha-classifier"]
+    assert admin.get("/dags/patient_ml__alpha_classifier").json() == {"model": {"modelId": alpha}}
+    assert admin.get("/dag-runs/patient_ml__alpha_classifier/m1").json() == {
+        "run": {"modelId": alpha, "runId": catalog["old"]}
+    }
+    other_dag = admin.get("/dags/example_bash_operator")
+    assert other_dag.status_code == 404
+    assert "not a Patient ML model" in other_dag.json()["error"]["message"]
+    assert admin.get("/dag-runs/patient_ml__alpha_classifier/nope").status_code == 404
+    assert api(None).get("/dags/patient_ml__alpha_classifier").status_code == 401

@@ -1,0 +1,245 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright) on the real Airflow API
+server of the shared deployment: an approver logs in through Airflow's login form, finds the
+model in the Models table ("Patient ML" in Airflow's navigation), opens its run, approves it
+from the run page with a justification and sees the run become champion; a viewer opens the same
+run from the DAG run's "Patient ML" tab and is told why they cannot decide, and the REST API
+refuses them too. Screenshots of every page go to test-screenshots/ (PATIENT_ML_SCREENSHOTS).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Model, Run
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from tests.conftest import REPO_ROOT
+from tests.curation.cohort import Cohort, dataset_config
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
+from tests.operators.lifecycle import model_config
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+MODEL = "e2e-ui-classifier"
+DAG_ID = "patient_ml__e2e_ui_classifier"
+CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(os.environ.get("PATIENT_ML_SCREENSHOTS", REPO_ROOT / "test-screenshots"))
+FRAME = "iframe[title='Patient ML']"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") or os.environ.get("PATIENT_ML_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def ui_model(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
+    """A dataset and a model whose only approver is `admin`, and one evaluated run of it that
+    waits for a decision."""
+    deployment = airflow_deployment
+    cohort = Cohort(deployment.sources / "ui-cohort", "ui001", "urn:test:e2e-ui-dataset")
+    cohort.add_patients(0, 60)
+    source = cohort.write_ndjson(deployment.root / "ui-ndjson")
+    with session_scope(deployment.engine) as session:
+        ds = dataset_config("e2e-ui-dataset", "ui001")
+        ds["source"] = {"type": "ndjson", "uri": str(source)}
+        dataset_id = create_dataset(session, ds, actor="e2e").id
+        config = model_config(MODEL, dataset_id, approvalPolicy={"approvers": ["admin"]})
+        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        model_id = create_model(session, config, actor="e2e").id
+    deployment.wait_for_dag(DAG_ID)
+    started = deployment.api.post(f"/v1/patient-ml/models/{model_id}/runs", {"maxTrials": 1})
+    run_id = started["runId"]
+
+    def pending() -> bool:
+        with session_scope(deployment.engine) as session:
+            run = session.get(Run, run_id)
+            assert run is not None and run.status != "failed", run and run.error
+            return run.approval_requested_at is not None
+
+    deployment.stack.wait_for(pending, 420, f"run {run_id} to wait for a decision")
+    with session_scope(deployment.engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        dag_run_id, slug = run.airflow_run_id, run.slug
+    yield {"model_id": model_id, "run_id": run_id, "dag_run_id": dag_run_id, "slug": slug}
+
+
+def _shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def _login(browser: Any, deployment: E2EDeployment, user: str, **context: Any) -> Any:
+    """A page of a new browser context, signed in through Airflow's own login form."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, **context)
+    page = ctx.new_page()
+    page.goto(f"{deployment.stack.url}/")
+    page.locator("input[name=username]").fill(user)
+    page.locator("input[name=password]").fill(deployment.stack.password(user))
+    page.keyboard.press("Enter")
+    deployment.stack.wait_for(
+        lambda: any(c["name"] == "_token" for c in ctx.cookies()), 60, f"{user} to sign in"
+    )
+    return page
+
+
+def test_approver_finds_the_run_and_approves_it(
+    browser: Any, airflow_deployment: E2EDeployment, ui_model: dict[str, Any]
+) -> None:
+    deployment = airflow_deployment
+    page = _login(browser, deployment, "admin")
+
+    # "Patient ML" in Airflow's navigation: the Models table, served by the plugin, same origin.
+    page.goto(f"{deployment.stack.url}/")
+    page.get_by_role("link", name="Patient ML").click()
+    page.wait_for_url("**/plugin/patient-ml**")
+    ui = page.frame_locator(FRAME)
+    ui.get_by_label("Search models").fill("e2e-ui")
+    row = ui.locator("[data-testid=model-row]", has_text=MODEL)
+    expect(row).to_have_count(1, timeout=30_000)
+    expect(ui.locator("[data-testid=model-row]")).to_have_count(1)  # the search is applied
+    expect(row).to_contain_text("Not deployed")
+    expect(row).to_contain_text("succeeded")
+    _shot(page, "models-table")
+
+    # The model's details, then its run, by keyboard as well as by mouse.
+    row.get_by_role("link", name=MODEL).click()
+    expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=30_000)
+    run_row = ui.locator("[data-testid=run-row]", has_text=ui_model["slug"])
+    expect(run_row).to_contain_text("pending")
+    _shot(page, "model-runs")
+    run_row.get_by_role("link", name=ui_model["slug"]).focus()
+    page.keyboard.press("Enter")
+    expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {ui_model['slug']}", timeout=30_000)
+    expect(ui.get_by_test_id("comparison-table")).to_contain_text("balancedAccuracy")
+
+    # An empty justification: the API's own field error is shown next to the field.
+    form = ui.get_by_test_id("approval-form")
+    form.get_by_role("button", name="Approve").click()
+    expect(form).to_contain_text("Justification is empty")
+    _shot(page, "run-approval")
+    form.get_by_role("textbox").fill("e2e: the challenger is good enough for a first champion")
+    form.get_by_role("button", name="Approve").click()
+    expect(ui.get_by_test_id("decisions")).to_contain_text("approved by admin", timeout=30_000)
+
+    # The pipeline goes on (deploy) and the page shows the new champion when it is one.
+    expect(ui.get_by_test_id("champion-badge")).to_be_visible(timeout=300_000)
+    _shot(page, "run-champion")
+    with session_scope(deployment.engine) as session:
+        model = session.get(Model, ui_model["model_id"])
+        assert model is not None and model.champion_id == ui_model["run_id"]
+
+    # Back in the Models table the model is deployed, with its champion and headline metric.
+    page.goto(f"{deployment.stack.url}/plugin/patient-ml")
+    ui.get_by_label("Search models").fill("e2e-ui")
+    row = ui.locator("[data-testid=model-row]", has_text=MODEL)
+    expect(row).to_contain_text("Deployed", timeout=30_000)
+    expect(row).to_contain_text(ui_model["slug"])
+    expect(row).to_contain_text("accuracy")
+
+    # The run page's other tabs have their content.
+    page.goto(
+        f"{deployment.stack.url}/dags/{DAG_ID}/runs/{ui_model['dag_run_id']}/plugin/patient-ml-run"
+    )
+    expect(ui.get_by_test_id("run-title")).to_be_visible(timeout=30_000)
+    ui.get_by_role("tab", name="Trials").click()
+    expect(ui.get_by_test_id("trials-table")).to_contain_text("complete")
+    expect(ui.get_by_test_id("trials-chart")).to_be_visible()
+    _shot(page, "run-trials")
+    ui.get_by_role("tab", name="Evaluation").click()
+    expect(ui.get_by_test_id("confusion-challenger")).to_be_visible()
+    _shot(page, "run-evaluation")
+    ui.get_by_role("tab", name="Model card").click()
+    expect(ui.get_by_text("Test classifier").first).to_be_visible()
+    ui.get_by_role("tab", name="Logs").click()
+    expect(ui.get_by_test_id("log-events")).not_to_contain_text("No log events", timeout=30_000)
+    _shot(page, "run-logs")
+
+    # The model's charts across runs, and the dataset's latest curation report.
+    page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
+    expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=30_000)
+    ui.get_by_role("tab", name="Metrics").click()
+    expect(ui.get_by_test_id("metrics-chart")).to_be_visible()
+    _shot(page, "model-metrics")
+    ui.get_by_role("tab", name="Curation report").click()
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("train")
+    _shot(page, "model-curation")
+    ui.get_by_role("tab", name="Deployments").click()
+    expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
+
+    # A new model's form shows the product's own field-level errors next to the fields.
+    page.goto(f"{deployment.stack.url}/plugin/patient-ml")
+    ui.get_by_role("button", name="New model").click()
+    form = ui.get_by_test_id("model-form")
+    form.get_by_role("button", name="Create model").click()
+    expect(form.get_by_test_id("error-name")).to_be_visible(timeout=30_000)
+    expect(form.get_by_test_id("error-datasetId")).to_be_visible()
+    _shot(page, "model-form-errors")
+    page.context.close()
+
+
+def test_viewer_sees_why_they_cannot_approve(
+    browser: Any, airflow_deployment: E2EDeployment, ui_model: dict[str, Any]
+) -> None:
+    deployment = airflow_deployment
+    # The viewer uses the dark colour mode: the plugin's page follows Airflow's.
+    page = _login(browser, deployment, "viewer", color_scheme="dark")
+    page.goto(
+        f"{deployment.stack.url}/dags/{DAG_ID}/runs/{ui_model['dag_run_id']}/plugin/patient-ml-run"
+    )
+    ui = page.frame_locator(FRAME)
+    expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {ui_model['slug']}", timeout=60_000)
+    blocked = ui.get_by_test_id("approval-blocked")
+    expect(blocked).to_be_visible()
+    expect(blocked).to_contain_text("viewer")
+    expect(ui.get_by_role("button", name="Approve")).to_have_count(0)
+    parent_dark = page.evaluate("document.documentElement.classList.contains('dark')")
+    frame_dark = (
+        page.frame_locator(FRAME)
+        .locator("html")
+        .evaluate("html => html.classList.contains('dark')")
+    )
+    assert frame_dark == parent_dark
+    _shot(page, "run-viewer-dark")
+
+    # The DAG's "Patient ML" tab: the model's details; the viewer may not start a run.
+    page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
+    expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=60_000)
+    expect(ui.get_by_role("button", name="Start run")).to_be_disabled()
+    expect(ui.locator("[data-testid=run-row]")).to_have_count(1)
+    _shot(page, "model-viewer-dark")
+    page.context.close()
+
+    # What the page says is what the REST API does.
+    viewer = deployment.stack.client("viewer")
+    refused = viewer.request(
+        "POST",
+        f"/v1/patient-ml/models/{ui_model['model_id']}/runs/{ui_model['run_id']}/approvals",
+        {"decision": "rejected", "description": "e2e: a viewer tries"},
+        ok=(403,),
+    )
+    assert refused["error"]["status"] == 403 and "viewer" in refused["error"]["message"]

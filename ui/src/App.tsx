@@ -1,0 +1,23 @@
+import { Box } from "@chakra-ui/react";
+import { lazy, Suspense } from "react";
+
+import { Loading } from "./components/common";
+import { useView } from "./navigation";
+import { ModelsPage } from "./pages/ModelsPage";
+
+// The details pages (and the chart library) load only when opened: the Models table comes first.
+const ModelPage = lazy(() => import("./pages/ModelPage").then((m) => ({ default: m.ModelPage })));
+const RunPage = lazy(() => import("./pages/RunPage").then((m) => ({ default: m.RunPage })));
+
+export function App() {
+  const [view, go] = useView();
+  return (
+    <Box p={4} minW="0" maxW="100%">
+      <Suspense fallback={<Loading what="the page" />}>
+        {view.kind === "models" && <ModelsPage go={go} />}
+        {view.kind === "model" && <ModelPage view={view} go={go} />}
+        {view.kind === "run" && <RunPage view={view} go={go} />}
+      </Suspense>
+    </Box>
+  );
+}

@@ -1,0 +1,222 @@
+// The Patient ML REST API, called with the user's own Airflow session (the `_token` cookie the
+// Airflow UI keeps, sent by the browser on same-origin requests): no second login.
+
+export const API_BASE = new URL("../v1/patient-ml", document.baseURI).pathname;
+
+export interface FieldError {
+  field: string;
+  message: string;
+  value?: unknown;
+}
+
+export class ApiError extends Error {
+  status: number;
+  fix?: string;
+  errors: FieldError[];
+
+  constructor(status: number, message: string, fix?: string, errors: FieldError[] = []) {
+    super(message);
+    this.status = status;
+    this.fix = fix;
+    this.errors = errors;
+  }
+}
+
+export async function parseError(response: Response): Promise<ApiError> {
+  let body: unknown = null;
+  try {
+    body = await response.json();
+  } catch {
+    /* not JSON: keep the status line */
+  }
+  const error = (body as { error?: { message?: string; fix?: string; errors?: FieldError[] } })
+    ?.error;
+  const message =
+    error?.message ??
+    (response.status === 401
+      ? "Your Airflow session has ended; sign in to Airflow again."
+      : `${response.status} ${response.statusText}`);
+  return new ApiError(response.status, message, error?.fix, error?.errors ?? []);
+}
+
+function target(path: string, query: Record<string, unknown> = {}): string {
+  const url = new URL(API_BASE + path, window.location.origin);
+  // The pages read this platform's extension fields: always ask for the extended view (the
+  // default `reference` view carries only what the reference SDK reads).
+  for (const [key, value] of Object.entries({ view: "extended", ...query })) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
+  }
+  return url.pathname + url.search;
+}
+
+// GETs started ahead of time (e.g. a tab's first page while its page's header loads), used once.
+const prefetched = new Map<string, Promise<unknown>>();
+
+export function prefetch(path: string, query?: Record<string, unknown>): void {
+  const key = target(path, query);
+  if (!prefetched.has(key)) {
+    const started = request(key, "GET");
+    started.catch(() => undefined); // reported by whoever uses it
+    prefetched.set(key, started);
+  }
+}
+
+export async function api<T>(
+  path: string,
+  init: { method?: string; body?: unknown; query?: Record<string, unknown> } = {},
+): Promise<T> {
+  const key = target(path, init.query);
+  const method = init.method ?? "GET";
+  if (method === "GET" && prefetched.has(key)) {
+    const early = prefetched.get(key)!;
+    prefetched.delete(key);
+    return early as Promise<T>;
+  }
+  return request<T>(key, method, init.body);
+}
+
+async function request<T>(url: string, method: string, body?: unknown): Promise<T> {
+  const response = await fetch(url, {
+    method,
+    credentials: "same-origin",
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw await parseError(response);
+  return (await response.json()) as T;
+}
+
+export interface ModelSummary {
+  id: string;
+  name: string;
+  description: string;
+  slug: string;
+  dagId: string;
+  problemType: "imgClf" | "imgSeg";
+  datasetId: string;
+  datasetName: string;
+  deployed: boolean;
+  runCount: number;
+  headlineMetric: string;
+  champion?: { id: string; slug: string; metricName: string; metricValue?: number };
+  lastRun?: { id: string; slug: string; status: string; start?: number; end?: number };
+  nextRunAt?: number;
+}
+
+export interface Metric {
+  name: string;
+  value: number;
+  stage?: string;
+  direction?: string;
+  description?: string;
+}
+
+export interface ApprovalDecision {
+  decision: "approved" | "rejected";
+  actor: "user" | "system";
+  user?: string;
+  timestamp?: number;
+  description?: string;
+  criteria?: Record<string, unknown>;
+}
+
+export interface ConfusionMatrix {
+  labels: (string | number)[];
+  counts: number[][];
+}
+
+export interface Run {
+  id: string;
+  slug: string;
+  modelId: string;
+  status: "running" | "succeeded" | "failed";
+  error?: string;
+  deployStatus?: string;
+  deployError?: string;
+  start?: number;
+  end?: number;
+  hyperparameters?: { name: string; value: string }[];
+  championId?: string;
+  metrics: { challenger: Metric[]; champion: Metric[] };
+  approvals: ApprovalDecision[];
+  snapshotId?: string;
+  evaluation?: {
+    testExamples?: number;
+    testSetSha256?: string;
+    championId?: string | null;
+    deltas?: Record<string, number>;
+    confusionMatrix?: Record<string, ConfusionMatrix>;
+    reliability?: Record<string, ReliabilityBin[]>;
+    note?: string;
+  };
+  approvalStatus?: string;
+  approvalDeadline?: number;
+  airflow?: { dagId?: string; runId?: string };
+  triggeredBy?: string;
+  modelArtifactUri?: string;
+  trainingApproach?: { objective?: { metric?: string; direction?: string } };
+  problemDefinition?: {
+    problemType?: string;
+    labelDefinition?: { labels?: { name: string; index: number }[] };
+  };
+}
+
+export interface ReliabilityBin {
+  confidence: number;
+  accuracy: number;
+  count: number;
+}
+
+export interface Model {
+  id: string;
+  name: string;
+  description: string;
+  datasetId: string;
+  championId?: string | null;
+  dagId: string;
+  slug: string;
+  trainingApproach: Record<string, unknown>;
+  deployApproach: Record<string, unknown>;
+  approvalPolicy?: Record<string, unknown>;
+  revision?: number;
+}
+
+export interface Permissions {
+  user: string;
+  mayRead: boolean;
+  mayEdit: boolean;
+  mayStartRun: boolean;
+  mayDecide: boolean;
+  decideReason?: string | null;
+}
+
+export interface Trial {
+  number: number;
+  state: string;
+  params: Record<string, unknown>;
+  value?: number;
+  failure?: string;
+  start?: number;
+  end?: number;
+}
+
+export interface Deployment {
+  id: number;
+  runId: string;
+  runSlug: string;
+  previousChampionId?: string;
+  action: "promote" | "rollback";
+  deployType: string;
+  endpoint?: string;
+  actor: string;
+  reason?: string;
+  timestamp?: number;
+  isCurrent: boolean;
+}
+
+export interface LogEvent {
+  type: "logEntry";
+  timestamp: number;
+  payload: string;
+  stage: string;
+}

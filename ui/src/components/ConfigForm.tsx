@@ -1,0 +1,168 @@
+import { Alert, Box, Button, Field, Flex, Heading, HStack, Input, Link, NativeSelect, Text, Textarea } from "@chakra-ui/react";
+import { useEffect, useState } from "react";
+
+import { api, ApiError, type FieldError } from "../api";
+import { type ConfigKind, errorsByField, FIELDS, type FormValues, TEMPLATES, toBody, toFormValues } from "../configForm";
+import type { View } from "../format";
+import { useLoad } from "./common";
+
+interface DatasetRef {
+  id: string;
+  name: string;
+}
+
+/** Create or edit a model or dataset config. The API validates; its field-level messages (the
+ * same as the CLI's) are shown next to the fields they are about. */
+export function ConfigForm({
+  kind,
+  stored,
+  readOnly = false,
+  go,
+  onSaved,
+}: {
+  kind: ConfigKind;
+  /** The stored config to edit (wire shape, with its id); none: create a new one. */
+  stored?: { id: string };
+  readOnly?: boolean;
+  go: (view: View) => void;
+  onSaved?: () => void;
+}) {
+  const existing = stored as Record<string, unknown> | undefined;
+  const model = stored;
+  const [values, setValues] = useState<FormValues>(() => toFormValues(kind, existing ?? TEMPLATES[kind]));
+  const [errors, setErrors] = useState<FieldError[]>([]);
+  const [failure, setFailure] = useState<ApiError | Error | null>(null);
+  const [saved, setSaved] = useState(false);
+  const [busy, setBusy] = useState(false);
+  useEffect(() => setValues(toFormValues(kind, existing ?? TEMPLATES[kind])), [kind, stored]); // eslint-disable-line react-hooks/exhaustive-deps
+  const datasets = useLoad(
+    () => (kind === "model" ? api<{ datasets: DatasetRef[] }>("/datasets") : Promise.resolve({ datasets: [] })),
+    [kind],
+  );
+  const grouped = errorsByField(kind, errors);
+  const submit = async () => {
+    setErrors([]);
+    setFailure(null);
+    setSaved(false);
+    const { body, errors: local } = toBody(kind, values, existing ? stripComputed(existing) : {});
+    if (!body) {
+      setErrors(local);
+      return;
+    }
+    setBusy(true);
+    try {
+      const plural = `${kind}s`;
+      const path = model ? `/${plural}/${model.id}` : `/${plural}`;
+      const result = await api<Record<string, { id: string }>>(path, { method: model ? "PUT" : "POST", body });
+      setSaved(true);
+      if (!model && kind === "model") go({ kind: "model", modelId: result.model.id });
+      else if (!model) go({ kind: "models" });
+      onSaved?.();
+    } catch (e) {
+      if (e instanceof ApiError && e.errors.length) setErrors(e.errors);
+      setFailure(e as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Box as="form" maxW="4xl" onSubmit={(e) => { e.preventDefault(); void submit(); }} data-testid={`${kind}-form`}>
+      {!model && (
+        <Flex align="baseline" gap={3} mb={4}>
+          <Link href="?view=models" color="fg.info" onClick={(e) => { e.preventDefault(); go({ kind: "models" }); }}>
+            Models
+          </Link>
+          <Text color="fg.muted">/</Text>
+          <Heading as="h1" size="xl">
+            New {kind}
+          </Heading>
+        </Flex>
+      )}
+      {readOnly && (
+        <Alert.Root status="info" mb={4}>
+          <Alert.Indicator />
+          <Alert.Description>
+            You may read this configuration but not change it (it needs the right to edit{" "}
+            {kind === "model" ? "the model's DAG" : "Airflow DAGs"}).
+          </Alert.Description>
+        </Alert.Root>
+      )}
+      {failure && (
+        <Alert.Root status="error" mb={4} role="alert">
+          <Alert.Indicator />
+          <Alert.Content>
+            <Alert.Title>{failure.message}</Alert.Title>
+            {failure instanceof ApiError && failure.fix && <Alert.Description>Fix: {failure.fix}.</Alert.Description>}
+            {(grouped[""] ?? []).map((e, i) => (
+              <Alert.Description key={i}>
+                {e.field}: {e.message}
+              </Alert.Description>
+            ))}
+          </Alert.Content>
+        </Alert.Root>
+      )}
+      {saved && (
+        <Alert.Root status="success" mb={4}>
+          <Alert.Indicator />
+          <Alert.Description>Saved.</Alert.Description>
+        </Alert.Root>
+      )}
+      {FIELDS[kind].map((f) => {
+        const own = grouped[f.key] ?? [];
+        const set = (v: string) => setValues((old) => ({ ...old, [f.key]: v }));
+        return (
+          <Field.Root key={f.key} invalid={own.length > 0} mb={4} readOnly={readOnly} disabled={readOnly}>
+            <Field.Label>{f.label}</Field.Label>
+            {f.key === "datasetId" ? (
+              <NativeSelect.Root size="sm">
+                <NativeSelect.Field value={values[f.key]} onChange={(e) => set(e.target.value)} name={f.key}>
+                  <option value="">Choose a dataset…</option>
+                  {(datasets.data?.datasets ?? []).map((d) => (
+                    <option key={d.id} value={d.id}>
+                      {d.name}
+                    </option>
+                  ))}
+                </NativeSelect.Field>
+                <NativeSelect.Indicator />
+              </NativeSelect.Root>
+            ) : f.json ? (
+              <Textarea
+                name={f.key}
+                fontFamily="mono"
+                fontSize="xs"
+                rows={Math.min(16, Math.max(4, values[f.key].split("\n").length))}
+                value={values[f.key]}
+                onChange={(e) => set(e.target.value)}
+                spellCheck={false}
+              />
+            ) : (
+              <Input size="sm" name={f.key} value={values[f.key]} onChange={(e) => set(e.target.value)} />
+            )}
+            {own.length > 0 ? (
+              own.map((e, i) => (
+                <Field.ErrorText key={i} data-testid={`error-${f.key}`}>
+                  {e.field}: {e.message}
+                </Field.ErrorText>
+              ))
+            ) : (
+              <Field.HelperText>{f.help}</Field.HelperText>
+            )}
+          </Field.Root>
+        );
+      })}
+      {!readOnly && (
+        <HStack>
+          <Button type="submit" colorPalette="blue" loading={busy}>
+            {model ? "Save" : `Create ${kind}`}
+          </Button>
+        </HStack>
+      )}
+    </Box>
+  );
+}
+
+/** An existing config as a PUT body base: the stored fields minus those the server computes. */
+function stripComputed(config: Record<string, unknown>): Record<string, unknown> {
+  const { id: _id, accountId: _a, championId: _c, slug: _s, dagId: _d, revision: _r, createdAt: _ca, updatedAt: _u, ...rest } = config;
+  return rest;
+}

@@ -1,0 +1,117 @@
+// Charts with recharts, coloured with the theme's tokens (light and dark). Loaded lazily
+// (charts.lazy.ts): the tables of a page do not wait for the chart library.
+
+import { Box, Text, useToken } from "@chakra-ui/react";
+import {
+  CartesianGrid,
+  Legend,
+  Line,
+  LineChart,
+  ResponsiveContainer,
+  Scatter,
+  ComposedChart,
+  Tooltip,
+  XAxis,
+  YAxis,
+} from "recharts";
+
+import type { ReliabilityBin, Trial } from "../api";
+import { formatNumber } from "../format";
+
+export const SERIES_COLORS = ["blue.500", "orange.500", "green.500", "purple.500", "red.500", "teal.500", "pink.500", "yellow.600"];
+
+function useChartColors() {
+  const [grid, text, ...series] = useToken("colors", ["border", "fg.muted", ...SERIES_COLORS]);
+  return { grid, text, series };
+}
+
+const tooltipStyle = {
+  contentStyle: { background: "var(--chakra-colors-bg-panel)", border: "1px solid var(--chakra-colors-border)" },
+  labelStyle: { color: "var(--chakra-colors-fg)" },
+};
+
+export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; minimize?: boolean }) {
+  const { grid, text, series } = useChartColors();
+  let best: number | undefined;
+  const data = trials.map((t) => {
+    if (t.state === "complete" && t.value !== undefined) best = best === undefined ? t.value : minimize ? Math.min(best, t.value) : Math.max(best, t.value);
+    return {
+      number: t.number,
+      complete: t.state === "complete" ? t.value : undefined,
+      pruned: t.state === "pruned" ? (t.value ?? null) : undefined,
+      best,
+    };
+  });
+  return (
+    <Box height="260px" data-testid="trials-chart" role="img" aria-label="Objective of each trial and the best so far">
+      <ResponsiveContainer>
+        <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
+          <CartesianGrid stroke={grid} strokeDasharray="3 3" />
+          <XAxis dataKey="number" stroke={text} label={{ value: "trial", position: "insideBottomRight", offset: -4, fill: text }} />
+          <YAxis stroke={text} domain={["auto", "auto"]} />
+          <Tooltip {...tooltipStyle} />
+          <Legend />
+          <Scatter name="objective (complete)" dataKey="complete" fill={series[0]} />
+          <Scatter name="pruned" dataKey="pruned" fill={series[1]} />
+          <Line name="best so far" dataKey="best" stroke={series[2]} dot={false} type="stepAfter" />
+        </ComposedChart>
+      </ResponsiveContainer>
+    </Box>
+  );
+}
+
+export function ReliabilityChart({ bins }: { bins: Record<string, ReliabilityBin[]> }) {
+  const { grid, text, series } = useChartColors();
+  const subjects = Object.keys(bins);
+  const rows = new Map<number, Record<string, number>>();
+  for (const subject of subjects) {
+    for (const bin of bins[subject]) {
+      const key = Math.round(bin.confidence * 1000) / 1000;
+      rows.set(key, { ...(rows.get(key) ?? { confidence: key, ideal: key }), [subject]: bin.accuracy });
+    }
+  }
+  const data = [...rows.values()].sort((a, b) => a.confidence - b.confidence);
+  return (
+    <Box height="280px" maxW="560px" data-testid="reliability-chart" role="img" aria-label="Reliability plot: accuracy against confidence">
+      <ResponsiveContainer>
+        <LineChart data={data} margin={{ top: 8, right: 16, bottom: 16, left: 0 }}>
+          <CartesianGrid stroke={grid} strokeDasharray="3 3" />
+          <XAxis dataKey="confidence" type="number" domain={[0, 1]} stroke={text} label={{ value: "confidence", position: "insideBottom", offset: -8, fill: text }} />
+          <YAxis domain={[0, 1]} stroke={text} label={{ value: "accuracy", angle: -90, position: "insideLeft", fill: text }} />
+          <Tooltip {...tooltipStyle} formatter={(v) => formatNumber(Number(v))} />
+          <Legend verticalAlign="top" />
+          <Line name="perfect calibration" dataKey="ideal" stroke={text} strokeDasharray="4 4" dot={false} />
+          {subjects.map((s, i) => (
+            <Line key={s} name={s} dataKey={s} stroke={series[i % series.length]} connectNulls />
+          ))}
+        </LineChart>
+      </ResponsiveContainer>
+    </Box>
+  );
+}
+
+export interface SeriesPoint {
+  x: string;
+  [series: string]: string | number | undefined;
+}
+
+export function MetricsChart({ data, series }: { data: SeriesPoint[]; series: string[] }) {
+  const { grid, text, series: colors } = useChartColors();
+  if (data.length === 0 || series.length === 0) return <Text color="fg.muted">Nothing to chart yet.</Text>;
+  return (
+    <Box height="320px" data-testid="metrics-chart" role="img" aria-label="Metrics across runs">
+      <ResponsiveContainer>
+        <LineChart data={data} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
+          <CartesianGrid stroke={grid} strokeDasharray="3 3" />
+          <XAxis dataKey="x" stroke={text} tick={{ fontSize: 11 }} />
+          <YAxis stroke={text} domain={["auto", "auto"]} />
+          <Tooltip {...tooltipStyle} formatter={(v) => formatNumber(Number(v), 4)} />
+          <Legend />
+          {series.map((s, i) => (
+            <Line key={s} dataKey={s} name={s} stroke={colors[i % colors.length]} connectNulls dot />
+          ))}
+        </LineChart>
+      </ResponsiveContainer>
+    </Box>
+  );
+}

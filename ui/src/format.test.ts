@@ -1,0 +1,102 @@
+import { describe, expect, it } from "vitest";
+
+import type { Run } from "./api";
+import { approvalState, compareMetrics, formatDelta, parseView, viewSearch } from "./format";
+
+function run(overrides: Partial<Run> = {}): Run {
+  return {
+    id: "r1",
+    slug: "calm-otter-1",
+    modelId: "m1",
+    status: "succeeded",
+    metrics: { challenger: [], champion: [] },
+    approvals: [],
+    approvalStatus: "pending",
+    ...overrides,
+  };
+}
+
+describe("compareMetrics", () => {
+  it("pairs challenger and champion on each evaluation metric, with direction-aware deltas", () => {
+    const rows = compareMetrics(
+      run({
+        metrics: {
+          challenger: [
+            { name: "accuracy", value: 0.9, stage: "evaluation", direction: "maximize" },
+            { name: "logLoss", value: 0.3, stage: "evaluation", direction: "minimize" },
+            { name: "loss", value: 0.1, stage: "training", direction: "minimize" },
+          ],
+          champion: [
+            { name: "accuracy", value: 0.8, stage: "evaluation", direction: "maximize" },
+            { name: "logLoss", value: 0.2, stage: "evaluation", direction: "minimize" },
+          ],
+        },
+      }),
+    );
+    expect(rows.map((r) => r.name)).toEqual(["accuracy", "logLoss"]); // training metrics left out
+    expect(rows[0].delta).toBeCloseTo(0.1);
+    expect(rows[0].better).toBe(true);
+    expect(rows[1].delta).toBeCloseTo(0.1);
+    expect(rows[1].better).toBe(false); // a higher log loss is worse
+  });
+
+  it("has no delta on a first run (no champion)", () => {
+    const rows = compareMetrics(
+      run({ metrics: { challenger: [{ name: "accuracy", value: 0.9, stage: "evaluation" }], champion: [] } }),
+    );
+    expect(rows).toEqual([{ name: "accuracy", challenger: 0.9, direction: undefined, description: undefined }]);
+    expect(formatDelta(rows[0].delta)).toBe("—");
+  });
+});
+
+describe("formatDelta", () => {
+  it("signs the difference", () => {
+    expect(formatDelta(0.0123)).toBe("+0.012");
+    expect(formatDelta(-0.5)).toBe("−0.500");
+    expect(formatDelta(0)).toBe("±0");
+  });
+});
+
+describe("approvalState", () => {
+  it("lets an approver decide a pending, evaluated run", () => {
+    expect(approvalState(run(), null, true)).toEqual({ blocker: null, rollbackOnly: false });
+  });
+
+  it("tells a user who may not decide why, in the API's words", () => {
+    const state = approvalState(run(), null, false, "User 'viewer' may not edit the DAG patient_ml__x.");
+    expect(state.blocker).toContain("viewer");
+  });
+
+  it("refuses running, failed and timed-out runs", () => {
+    expect(approvalState(run({ status: "running" }), null, true).blocker).toMatch(/still running/);
+    expect(approvalState(run({ status: "failed" }), null, true).blocker).toMatch(/failed/);
+    expect(approvalState(run({ approvalStatus: "timedOut" }), null, true).blocker).toMatch(/timed out/);
+  });
+
+  it("refuses a second decision, except approving an earlier champion again (rollback)", () => {
+    const decided = run({ approvals: [{ decision: "rejected", actor: "user", user: "dr-a", timestamp: 0 }] });
+    expect(approvalState(decided, null, true).blocker).toMatch(/Already rejected by dr-a/);
+    const earlierChampion = run({ approvals: [{ decision: "approved", actor: "user", user: "dr-a" }] });
+    expect(approvalState(earlierChampion, "r2", true)).toEqual({ blocker: null, rollbackOnly: true });
+    expect(approvalState(earlierChampion, "r1", true).blocker).toMatch(/Already approved/);
+  });
+});
+
+describe("views", () => {
+  it("reads the page Airflow's tab asks for", () => {
+    expect(parseView("?view=run&dagId=patient_ml__a&dagRunId=manual__1")).toEqual({
+      kind: "run",
+      dagId: "patient_ml__a",
+      dagRunId: "manual__1",
+      modelId: undefined,
+      runId: undefined,
+      tab: undefined,
+    });
+    expect(parseView("")).toEqual({ kind: "models" });
+  });
+
+  it("round-trips through the query string", () => {
+    const view = { kind: "model" as const, modelId: "m1", tab: "metrics" };
+    expect(parseView(viewSearch(view))).toEqual({ ...view, dagId: undefined });
+  });
+});

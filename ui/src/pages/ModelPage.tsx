@@ -1,0 +1,424 @@
+import { Badge, Box, Button, Checkbox, Code, Flex, Heading, HStack, Link, NativeSelect, SimpleGrid, Table, Tabs, Text } from "@chakra-ui/react";
+import { useMemo, useState } from "react";
+
+import { api, type Deployment, type Model, type Permissions, prefetch, type Run } from "../api";
+import type { SeriesPoint } from "../components/charts";
+import { MetricsChart } from "../components/charts.lazy";
+import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
+import { ConfigForm } from "../components/ConfigForm";
+import { compareMetrics, formatDelta, formatNumber, formatTime, type View } from "../format";
+import { defaultSeries, metricSeries } from "../metrics";
+import { airflowDagUrl, openInAirflow } from "../navigation";
+import { Pager } from "./ModelsPage";
+
+type ModelView = Extract<View, { kind: "model" }>;
+
+const RUNS_PAGE = 25;
+
+async function loadModel(view: ModelView): Promise<{ model: Model; permissions: Permissions }> {
+  let modelId = view.modelId;
+  if (!modelId && view.dagId) {
+    modelId = (await api<{ model: { modelId: string } }>(`/dags/${encodeURIComponent(view.dagId)}`)).model.modelId;
+  }
+  if (!modelId) throw new Error("No model given: open one from the Models table.");
+  prefetch(`/models/${modelId}/runs`, { limit: RUNS_PAGE, offset: 0 }); // the Runs tab's first page
+  const [model, permissions] = await Promise.all([
+    api<{ model: Model }>(`/models/${modelId}`),
+    api<{ permissions: Permissions }>(`/models/${modelId}/permissions`),
+  ]);
+  return { model: model.model, permissions: permissions.permissions };
+}
+
+export function ModelPage({ view, go }: { view: ModelView; go: (view: View) => void }) {
+  if (view.tab === "new-model" || view.tab === "new-dataset") {
+    return <ConfigForm kind={view.tab === "new-model" ? "model" : "dataset"} go={go} />;
+  }
+  return <ExistingModel view={view} go={go} />;
+}
+
+function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void }) {
+  const loaded = useLoad(() => loadModel(view), [view.modelId, view.dagId]);
+  const [starting, setStarting] = useState(false);
+  const [startError, setStartError] = useState<Error | null>(null);
+  const [runsTick, setRunsTick] = useState(0);
+  if (loaded.error) return <ErrorAlert error={loaded.error} title="This model cannot be shown" />;
+  if (!loaded.data) return <Loading what="the model" />;
+  const { model, permissions } = loaded.data;
+  const start = async () => {
+    setStarting(true);
+    setStartError(null);
+    try {
+      const created = await api<{ runId: string }>(`/models/${model.id}/runs`, { method: "POST", body: {} });
+      go({ kind: "run", modelId: model.id, runId: created.runId });
+    } catch (e) {
+      setStartError(e as Error);
+      setRunsTick((t) => t + 1);
+    } finally {
+      setStarting(false);
+    }
+  };
+  return (
+    <Box>
+      <Flex align="baseline" gap={3} wrap="wrap" mb={1}>
+        <Link
+          href="?view=models"
+          color="fg.info"
+          onClick={(e) => {
+            e.preventDefault();
+            go({ kind: "models" });
+          }}
+        >
+          Models
+        </Link>
+        <Text color="fg.muted">/</Text>
+        <Heading as="h1" size="xl" data-testid="model-title">
+          {model.name}
+        </Heading>
+        <Badge colorPalette={model.championId ? "green" : "gray"} variant="subtle">
+          {model.championId ? "Deployed" : "Not deployed"}
+        </Badge>
+        <Box flex="1" />
+        <Button
+          size="sm"
+          colorPalette="blue"
+          loading={starting}
+          disabled={!permissions.mayStartRun}
+          title={permissions.mayStartRun ? undefined : `${permissions.user} may not start runs of ${model.dagId}`}
+          onClick={start}
+        >
+          Start run
+        </Button>
+      </Flex>
+      <Text color="fg.muted" mb={1}>
+        {model.description || "No description."}
+      </Text>
+      <Text fontSize="sm" color="fg.muted" mb={4}>
+        DAG{" "}
+        <Link
+          href={airflowDagUrl(model.dagId)}
+          color="fg.info"
+          onClick={(e) => {
+            e.preventDefault();
+            openInAirflow(airflowDagUrl(model.dagId));
+          }}
+        >
+          {model.dagId}
+        </Link>
+        {!permissions.mayStartRun && ` · ${permissions.user} may not start runs`}
+      </Text>
+      {startError && <ErrorAlert error={startError} title="No run was started" />}
+      <Tabs.Root defaultValue={view.tab ?? "runs"} variant="line" lazyMount>
+        <Tabs.List mb={4}>
+          <Tabs.Trigger value="runs">Runs</Tabs.Trigger>
+          <Tabs.Trigger value="metrics">Metrics</Tabs.Trigger>
+          <Tabs.Trigger value="curation">Curation report</Tabs.Trigger>
+          <Tabs.Trigger value="deployments">Deployments</Tabs.Trigger>
+          <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
+          <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
+        </Tabs.List>
+        <Tabs.Content value="runs">
+          <Runs model={model} go={go} tick={runsTick} />
+        </Tabs.Content>
+        <Tabs.Content value="metrics">
+          <Metrics model={model} />
+        </Tabs.Content>
+        <Tabs.Content value="curation">
+          <Curation datasetId={model.datasetId} />
+        </Tabs.Content>
+        <Tabs.Content value="deployments">
+          <Deployments model={model} go={go} />
+        </Tabs.Content>
+        <Tabs.Content value="config">
+          <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={loaded.reload} />
+        </Tabs.Content>
+        <Tabs.Content value="dataset">
+          <DatasetConfig datasetId={model.datasetId} mayEdit={permissions.mayEdit} go={go} />
+        </Tabs.Content>
+      </Tabs.Root>
+    </Box>
+  );
+}
+
+function DatasetConfig({ datasetId, mayEdit, go }: { datasetId: string; mayEdit: boolean; go: (view: View) => void }) {
+  const loaded = useLoad(() => api<{ dataset: { id: string } }>(`/datasets/${datasetId}`), [datasetId]);
+  if (loaded.error) return <ErrorAlert error={loaded.error} />;
+  if (!loaded.data) return <Loading what="the dataset" />;
+  return <ConfigForm kind="dataset" stored={loaded.data.dataset} readOnly={!mayEdit} go={go} onSaved={loaded.reload} />;
+}
+
+function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tick: number }) {
+  const [offset, setOffset] = useState(0);
+  const [limit, setLimit] = useState(RUNS_PAGE);
+  const page = useLoad(
+    () =>
+      api<{ runs: Run[]; totalEntries: number }>(`/models/${model.id}/runs`, { query: { limit, offset } }),
+    [model.id, limit, offset, tick],
+  );
+  if (page.error) return <ErrorAlert error={page.error} />;
+  if (!page.data) return <Loading what="runs" />;
+  const runs = page.data.runs;
+  return (
+    <Box>
+      {runs.length === 0 ? (
+        <Empty>No runs yet. Start one, or wait for the schedule.</Empty>
+      ) : (
+        <Box overflowX="auto" borderWidth="1px" borderRadius="md">
+          <Table.Root size="sm" interactive data-testid="runs-table">
+            <Table.Header>
+              <Table.Row>
+                <Table.ColumnHeader>Run</Table.ColumnHeader>
+                <Table.ColumnHeader>Status</Table.ColumnHeader>
+                <Table.ColumnHeader>Started / ended</Table.ColumnHeader>
+                <Table.ColumnHeader>Triggered by</Table.ColumnHeader>
+                <Table.ColumnHeader>Snapshot</Table.ColumnHeader>
+                <Table.ColumnHeader>Best hyperparameters</Table.ColumnHeader>
+                <Table.ColumnHeader>Challenger vs champion</Table.ColumnHeader>
+                <Table.ColumnHeader>Decision</Table.ColumnHeader>
+              </Table.Row>
+            </Table.Header>
+            <Table.Body>
+              {runs.map((r) => {
+                const headline = compareMetrics(r).slice(0, 2);
+                return (
+                  <Table.Row key={r.id} data-testid="run-row">
+                    <Table.Cell>
+                      <Link
+                        href={`?view=run&modelId=${model.id}&runId=${r.id}`}
+                        color="fg.info"
+                        fontWeight="semibold"
+                        onClick={(e) => {
+                          e.preventDefault();
+                          go({ kind: "run", modelId: model.id, runId: r.id });
+                        }}
+                      >
+                        {r.slug}
+                      </Link>
+                      {model.championId === r.id && (
+                        <Text fontSize="xs" color="fg.success">
+                          ★ champion
+                        </Text>
+                      )}
+                    </Table.Cell>
+                    <Table.Cell>
+                      <StatusBadge status={r.status} />
+                    </Table.Cell>
+                    <Table.Cell fontSize="xs">
+                      {formatTime(r.start)}
+                      <br />
+                      {formatTime(r.end)}
+                    </Table.Cell>
+                    <Table.Cell>{r.triggeredBy ?? "—"}</Table.Cell>
+                    <Table.Cell>
+                      <Code fontSize="xs">{r.snapshotId ? r.snapshotId.slice(0, 10) : "—"}</Code>
+                    </Table.Cell>
+                    <Table.Cell fontSize="xs">
+                      {(r.hyperparameters ?? []).map((h) => `${h.name}=${h.value}`).join(", ") || "—"}
+                    </Table.Cell>
+                    <Table.Cell fontSize="xs">
+                      {headline.length === 0
+                        ? "—"
+                        : headline.map((m) => (
+                            <Text key={m.name} color={m.better === undefined ? undefined : m.better ? "fg.success" : "fg.error"}>
+                              {m.name} {formatNumber(m.challenger)} vs {formatNumber(m.champion)} ({formatDelta(m.delta)})
+                            </Text>
+                          ))}
+                    </Table.Cell>
+                    <Table.Cell>
+                      <StatusBadge status={r.approvalStatus} />
+                    </Table.Cell>
+                  </Table.Row>
+                );
+              })}
+            </Table.Body>
+          </Table.Root>
+        </Box>
+      )}
+      <Pager total={page.data.totalEntries} limit={limit} offset={offset} setOffset={setOffset} setLimit={setLimit} />
+    </Box>
+  );
+}
+
+function Metrics({ model }: { model: Model }) {
+  const runs = useLoad(
+    () => api<{ runs: Run[]; totalEntries: number }>(`/models/${model.id}/runs`, { query: { limit: 200, order: "desc" } }),
+    [model.id],
+  );
+  const all = useMemo(() => (runs.data ? metricSeries(runs.data.runs) : null), [runs.data]);
+  const [chosen, setChosen] = useState<string[] | null>(null);
+  const [metric, setMetric] = useState<string | null>(null);
+  if (runs.error) return <ErrorAlert error={runs.error} />;
+  if (!all) return <Loading what="metrics" />;
+  if (all.metrics.length === 0) return <Empty>No evaluated runs yet.</Empty>;
+  const current = metric ?? all.metrics[0];
+  const available = all.seriesOf(current);
+  const selected = (chosen ?? defaultSeries(available)).filter((s) => available.includes(s));
+  return (
+    <Box>
+      <Flex gap={4} mb={3} wrap="wrap" align="center">
+        <NativeSelect.Root size="sm" width="auto">
+          <NativeSelect.Field aria-label="Metric" value={current} onChange={(e) => { setMetric(e.target.value); setChosen(null); }}>
+            {all.metrics.map((m) => (
+              <option key={m} value={m}>
+                {m}
+              </option>
+            ))}
+          </NativeSelect.Field>
+          <NativeSelect.Indicator />
+        </NativeSelect.Root>
+        <HStack gap={3} wrap="wrap" role="group" aria-label="Series">
+          {available.map((s) => (
+            <Checkbox.Root
+              key={s}
+              size="sm"
+              checked={selected.includes(s)}
+              onCheckedChange={(e) =>
+                setChosen(e.checked ? [...selected, s] : selected.filter((x) => x !== s))
+              }
+            >
+              <Checkbox.HiddenInput />
+              <Checkbox.Control />
+              <Checkbox.Label>{s}</Checkbox.Label>
+            </Checkbox.Root>
+          ))}
+        </HStack>
+      </Flex>
+      <MetricsChart data={all.points(current) as SeriesPoint[]} series={selected} />
+      <Text fontSize="xs" color="fg.muted" mt={2}>
+        Oldest run on the left. Challenger: the run's own model; champion: the model it was compared with on the same test set; per label: "challenger/&lt;label&gt;".
+      </Text>
+    </Box>
+  );
+}
+
+interface CurationReportBody {
+  snapshotId: string;
+  createdAt?: number;
+  exampleCount: number;
+  counts: Record<string, unknown>;
+  report: {
+    examples?: { bySplit?: Record<string, number>; byLabel?: Record<string, unknown>; byLabelStatus?: Record<string, unknown>; [k: string]: unknown };
+    quarantined?: { total?: number; byReason?: Record<string, number>; [k: string]: unknown };
+    nearDuplicates?: { groups?: unknown[]; [k: string]: unknown };
+    [k: string]: unknown;
+  };
+}
+
+function CountTable({ title, counts }: { title: string; counts?: Record<string, unknown> }) {
+  const entries = Object.entries(counts ?? {});
+  return (
+    <Box>
+      <Heading as="h4" size="sm" mb={1}>
+        {title}
+      </Heading>
+      {entries.length === 0 ? (
+        <Empty>None.</Empty>
+      ) : (
+        <Table.Root size="sm" variant="outline">
+          <Table.Body>
+            {entries.map(([k, v]) => (
+              <Table.Row key={k}>
+                <Table.Cell>{k}</Table.Cell>
+                <Table.Cell textAlign="end">{typeof v === "object" ? JSON.stringify(v) : String(v)}</Table.Cell>
+              </Table.Row>
+            ))}
+          </Table.Body>
+        </Table.Root>
+      )}
+    </Box>
+  );
+}
+
+function Curation({ datasetId }: { datasetId: string }) {
+  const loaded = useLoad(
+    () => api<{ curationReport: CurationReportBody | null }>(`/datasets/${datasetId}/curation-report`),
+    [datasetId],
+  );
+  if (loaded.error) return <ErrorAlert error={loaded.error} />;
+  if (!loaded.data) return <Loading what="the curation report" />;
+  const body = loaded.data.curationReport;
+  if (!body) return <Empty>The dataset has not been curated yet; its first run curates it.</Empty>;
+  const report = body.report;
+  const examples = report.examples ?? {};
+  const groups = (report.nearDuplicates?.groups ?? []) as Record<string, unknown>[];
+  return (
+    <Box data-testid="curation-report">
+      <Text fontSize="sm" color="fg.muted" mb={3}>
+        Snapshot <Code fontSize="xs">{body.snapshotId.slice(0, 16)}</Code> · {body.exampleCount} examples · {formatTime(body.createdAt)}
+      </Text>
+      <SimpleGrid columns={{ base: 1, md: 3 }} gap={6} mb={6}>
+        <CountTable title="Examples per split" counts={examples.bySplit} />
+        <CountTable
+          title="Per label and status"
+          counts={(examples.byLabelStatus ?? examples.byLabel) as Record<string, unknown> | undefined}
+        />
+        <CountTable title={`Quarantined (${report.quarantined?.total ?? 0}) by reason`} counts={report.quarantined?.byReason} />
+      </SimpleGrid>
+      <Section title={`Near-duplicate groups (${groups.length})`}>
+        {groups.length === 0 ? (
+          <Empty>No near-duplicates across patients or labels.</Empty>
+        ) : (
+          <Box as="pre" fontSize="xs" fontFamily="mono" borderWidth="1px" borderRadius="md" p={3} maxH="40vh" overflow="auto">
+            {groups.map((g) => JSON.stringify(g)).join("\n")}
+          </Box>
+        )}
+      </Section>
+    </Box>
+  );
+}
+
+function Deployments({ model, go }: { model: Model; go: (view: View) => void }) {
+  const loaded = useLoad(() => api<{ deployments: Deployment[] }>(`/models/${model.id}/deployments`), [model.id]);
+  if (loaded.error) return <ErrorAlert error={loaded.error} />;
+  if (!loaded.data) return <Loading what="deployments" />;
+  const rows = loaded.data.deployments;
+  if (rows.length === 0) return <Empty>Never deployed: approve an evaluated run.</Empty>;
+  return (
+    <Box>
+      <Text fontSize="sm" color="fg.muted" mb={3}>
+        To roll back, open an earlier champion's run and approve it again (recorded as a rollback); then deploy it with{" "}
+        <Code>patient-ml runs deploy --run RUN_ID</Code>.
+      </Text>
+      <Box overflowX="auto" borderWidth="1px" borderRadius="md">
+        <Table.Root size="sm" data-testid="deployments-table">
+          <Table.Header>
+            <Table.Row>
+              <Table.ColumnHeader>When</Table.ColumnHeader>
+              <Table.ColumnHeader>Run</Table.ColumnHeader>
+              <Table.ColumnHeader>Action</Table.ColumnHeader>
+              <Table.ColumnHeader>Type</Table.ColumnHeader>
+              <Table.ColumnHeader>By</Table.ColumnHeader>
+              <Table.ColumnHeader>Reason</Table.ColumnHeader>
+              <Table.ColumnHeader />
+            </Table.Row>
+          </Table.Header>
+          <Table.Body>
+            {rows.map((d) => (
+              <Table.Row key={d.id}>
+                <Table.Cell fontSize="xs">{formatTime(d.timestamp)}</Table.Cell>
+                <Table.Cell>{d.runSlug}</Table.Cell>
+                <Table.Cell>
+                  <Badge variant="subtle" colorPalette={d.action === "rollback" ? "orange" : "blue"}>
+                    {d.action}
+                  </Badge>
+                  {d.isCurrent && (
+                    <Text as="span" ml={2} fontSize="xs" color="fg.success">
+                      ★ current
+                    </Text>
+                  )}
+                </Table.Cell>
+                <Table.Cell>{d.deployType}</Table.Cell>
+                <Table.Cell>{d.actor}</Table.Cell>
+                <Table.Cell fontSize="xs">{d.reason ?? ""}</Table.Cell>
+                <Table.Cell>
+                  <Button size="xs" variant="outline" onClick={() => go({ kind: "run", modelId: model.id, runId: d.runId })}>
+                    {d.isCurrent ? "Open run" : "Open run to roll back"}
+                  </Button>
+                </Table.Cell>
+              </Table.Row>
+            ))}
+          </Table.Body>
+        </Table.Root>
+      </Box>
+    </Box>
+  );
+}

@@ -1,0 +1,488 @@
+import {
+  Box,
+  Button,
+  Code,
+  Flex,
+  Heading,
+  HStack,
+  Input,
+  Link,
+  SimpleGrid,
+  Table,
+  Tabs,
+  Text,
+} from "@chakra-ui/react";
+import { useEffect, useState } from "react";
+
+import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run, type Trial } from "../api";
+import { ApprovalForm } from "../components/ApprovalForm";
+import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
+import { ConfusionMatrixView } from "../components/ConfusionMatrix";
+import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
+import { compareMetrics, formatDelta, formatDuration, formatNumber, formatTime, type View } from "../format";
+import { airflowDagUrl, openInAirflow } from "../navigation";
+
+type RunView = Extract<View, { kind: "run" }>;
+
+interface RunBundle {
+  model: Model;
+  run: Run;
+  permissions: Permissions;
+}
+
+async function loadRun(view: RunView): Promise<RunBundle> {
+  let { modelId, runId } = view;
+  if ((!modelId || !runId) && view.dagId && view.dagRunId) {
+    const ref = await api<{ run: { modelId: string; runId: string } }>(
+      `/dag-runs/${encodeURIComponent(view.dagId)}/${encodeURIComponent(view.dagRunId)}`,
+    );
+    ({ modelId, runId } = ref.run);
+  }
+  if (!modelId || !runId) throw new Error("No run given: open a run from a model's Runs tab.");
+  const [model, run, permissions] = await Promise.all([
+    api<{ model: Model }>(`/models/${modelId}`),
+    api<{ run: Run }>(`/models/${modelId}/runs/${runId}`),
+    api<{ permissions: Permissions }>(`/models/${modelId}/permissions`),
+  ]);
+  return { model: model.model, run: run.run, permissions: permissions.permissions };
+}
+
+/** Whether the page should look again soon (the pipeline is still moving). */
+function moving(run: Run, championId?: string | null): boolean {
+  if (run.status === "running") return true;
+  const last = run.approvals[run.approvals.length - 1];
+  return last?.decision === "approved" && championId !== run.id && run.deployStatus !== "failed" && !last.criteria?.rollback;
+}
+
+export function RunPage({ view, go }: { view: RunView; go: (view: View) => void }) {
+  const loaded = useLoad(() => loadRun(view), [view.modelId, view.runId, view.dagId, view.dagRunId]);
+  const { data, reload } = loaded;
+  useEffect(() => {
+    if (!data || !moving(data.run, data.model.championId)) return;
+    const timer = setTimeout(reload, 3000);
+    return () => clearTimeout(timer);
+  }, [data, reload]);
+  if (loaded.error) return <ErrorAlert error={loaded.error} title="This run cannot be shown" />;
+  if (!data) return <Loading what="the run" />;
+  const { model, run, permissions } = data;
+  const isChampion = model.championId === run.id;
+  return (
+    <Box>
+      <Flex align="baseline" gap={3} wrap="wrap" mb={1}>
+        <Link
+          href={`?view=model&modelId=${model.id}`}
+          color="fg.info"
+          onClick={(e) => {
+            e.preventDefault();
+            go({ kind: "model", modelId: model.id });
+          }}
+        >
+          {model.name}
+        </Link>
+        <Text color="fg.muted">/</Text>
+        <Heading as="h1" size="xl" data-testid="run-title">
+          Run {run.slug}
+        </Heading>
+        <StatusBadge status={run.status} />
+        {isChampion && (
+          <Text as="span" fontWeight="semibold" color="fg.success" data-testid="champion-badge">
+            ★ Champion
+          </Text>
+        )}
+      </Flex>
+      <Text color="fg.muted" fontSize="sm" mb={4}>
+        {run.id}
+        {run.airflow?.dagId && run.airflow?.runId && (
+          <>
+            {" · "}
+            <Link
+              href={airflowDagUrl(run.airflow.dagId, run.airflow.runId)}
+              color="fg.info"
+              onClick={(e) => {
+                e.preventDefault();
+                openInAirflow(airflowDagUrl(run.airflow!.dagId!, run.airflow!.runId!));
+              }}
+            >
+              Airflow DAG run {run.airflow.runId}
+            </Link>
+          </>
+        )}
+      </Text>
+      <Tabs.Root defaultValue={view.tab ?? "overview"} variant="line" lazyMount>
+        <Tabs.List mb={4}>
+          <Tabs.Trigger value="overview">Overview</Tabs.Trigger>
+          <Tabs.Trigger value="trials">Trials</Tabs.Trigger>
+          <Tabs.Trigger value="evaluation">Evaluation</Tabs.Trigger>
+          <Tabs.Trigger value="card">Model card</Tabs.Trigger>
+          <Tabs.Trigger value="logs">Logs</Tabs.Trigger>
+        </Tabs.List>
+        <Tabs.Content value="overview">
+          <Overview run={run} model={model} permissions={permissions} onDecided={reload} />
+        </Tabs.Content>
+        <Tabs.Content value="trials">
+          <Trials run={run} />
+        </Tabs.Content>
+        <Tabs.Content value="evaluation">
+          <Evaluation run={run} />
+        </Tabs.Content>
+        <Tabs.Content value="card">
+          <ModelCard run={run} />
+        </Tabs.Content>
+        <Tabs.Content value="logs">
+          <Logs run={run} />
+        </Tabs.Content>
+      </Tabs.Root>
+    </Box>
+  );
+}
+
+function Fact({ label, children }: { label: string; children: React.ReactNode }) {
+  return (
+    <Box>
+      <Text fontSize="xs" color="fg.muted" textTransform="uppercase" letterSpacing="wide">
+        {label}
+      </Text>
+      <Box fontSize="sm">{children}</Box>
+    </Box>
+  );
+}
+
+function Overview({
+  run,
+  model,
+  permissions,
+  onDecided,
+}: {
+  run: Run;
+  model: Model;
+  permissions: Permissions;
+  onDecided: () => void;
+}) {
+  const rows = compareMetrics(run);
+  const last = run.approvals[run.approvals.length - 1];
+  return (
+    <Box>
+      <SimpleGrid columns={{ base: 2, md: 4 }} gap={4} mb={6}>
+        <Fact label="Started">{formatTime(run.start)}</Fact>
+        <Fact label="Ended">{formatTime(run.end)}</Fact>
+        <Fact label="Duration">{formatDuration(run.start, run.end)}</Fact>
+        <Fact label="Triggered by">{run.triggeredBy ?? "—"}</Fact>
+        <Fact label="Snapshot">
+          <Code fontSize="xs">{run.snapshotId ? run.snapshotId.slice(0, 16) : "—"}</Code>
+        </Fact>
+        <Fact label="Approval">
+          <StatusBadge status={run.approvalStatus} />
+        </Fact>
+        <Fact label="Deployment">
+          <StatusBadge status={run.deployStatus} />
+        </Fact>
+        <Fact label="Artifact">
+          {run.modelArtifactUri ? (
+            <Link
+              href={`${API_BASE}/models/${run.modelId}/runs/${run.id}/model-artifact/download`}
+              color="fg.info"
+              download
+            >
+              Download model.tar.gz
+            </Link>
+          ) : (
+            "—"
+          )}
+        </Fact>
+      </SimpleGrid>
+      {run.error && <ErrorAlert error={new Error(run.error)} title="The run failed" />}
+      {run.deployError && <ErrorAlert error={new Error(run.deployError)} title="Deployment failed" />}
+      <Section title="Challenger vs champion (same test set)">
+        {run.evaluation?.testExamples !== undefined && (
+          <Text fontSize="sm" color="fg.muted" mb={2}>
+            {run.evaluation.testExamples} test examples
+            {run.evaluation.testSetSha256 ? `, test set ${run.evaluation.testSetSha256.slice(0, 12)}` : ""}
+            {run.evaluation.note ? ` — ${run.evaluation.note}` : ""}
+          </Text>
+        )}
+        {rows.length === 0 ? (
+          <Empty>No evaluation yet.</Empty>
+        ) : (
+          <Box overflowX="auto" borderWidth="1px" borderRadius="md">
+            <Table.Root size="sm" data-testid="comparison-table">
+              <Table.Header>
+                <Table.Row>
+                  <Table.ColumnHeader>Metric</Table.ColumnHeader>
+                  <Table.ColumnHeader textAlign="end">Challenger (this run)</Table.ColumnHeader>
+                  <Table.ColumnHeader textAlign="end">Champion</Table.ColumnHeader>
+                  <Table.ColumnHeader textAlign="end">Delta</Table.ColumnHeader>
+                </Table.Row>
+              </Table.Header>
+              <Table.Body>
+                {rows.map((r) => (
+                  <Table.Row key={r.name}>
+                    <Table.Cell title={r.description}>{r.name}</Table.Cell>
+                    <Table.Cell textAlign="end">{formatNumber(r.challenger)}</Table.Cell>
+                    <Table.Cell textAlign="end">{formatNumber(r.champion)}</Table.Cell>
+                    <Table.Cell
+                      textAlign="end"
+                      color={r.better === undefined ? undefined : r.better ? "fg.success" : "fg.error"}
+                    >
+                      {formatDelta(r.delta)}
+                      {r.better === undefined ? "" : r.better ? " better" : " worse"}
+                    </Table.Cell>
+                  </Table.Row>
+                ))}
+              </Table.Body>
+            </Table.Root>
+          </Box>
+        )}
+      </Section>
+      {run.hyperparameters && run.hyperparameters.length > 0 && (
+        <Section title="Best trial's hyperparameters">
+          <HStack gap={4} wrap="wrap">
+            {run.hyperparameters.map((h) => (
+              <Text key={h.name} fontSize="sm">
+                <Code>{h.name}</Code> = {h.value}
+              </Text>
+            ))}
+          </HStack>
+        </Section>
+      )}
+      <Section title="Decision">
+        {run.approvals.length > 0 && (
+          <Box mb={3} data-testid="decisions">
+            {run.approvals.map((a, i) => (
+              <Text key={i} fontSize="sm">
+                <StatusBadge status={a.decision} /> by {a.user ?? a.actor} on {formatTime(a.timestamp)}
+                {a.criteria?.rollback ? " (rollback)" : ""}: {a.description ?? ""}
+              </Text>
+            ))}
+          </Box>
+        )}
+        {!last && run.approvalDeadline && (
+          <Text fontSize="sm" color="fg.muted" mb={2}>
+            Waiting for a decision until {formatTime(run.approvalDeadline)}.
+          </Text>
+        )}
+        <ApprovalForm
+          run={run}
+          championId={model.championId}
+          mayDecide={permissions.mayDecide}
+          decideReason={permissions.decideReason}
+          onDecided={onDecided}
+        />
+      </Section>
+    </Box>
+  );
+}
+
+function Trials({ run }: { run: Run }) {
+  const trials = useLoad(
+    () => api<{ trials: Trial[] }>(`/models/${run.modelId}/runs/${run.id}/trials`),
+    [run.id, run.status],
+  );
+  if (trials.error) return <ErrorAlert error={trials.error} />;
+  if (!trials.data) return <Loading what="trials" />;
+  const rows = trials.data.trials;
+  if (rows.length === 0) return <Empty>No trials yet.</Empty>;
+  const names = [...new Set(rows.flatMap((t) => Object.keys(t.params)))];
+  return (
+    <Box>
+      <Section title="Objective over trials">
+        <TrialsChart trials={rows} minimize={run.trainingApproach?.objective?.direction === "minimize"} />
+      </Section>
+      <Box overflowX="auto" borderWidth="1px" borderRadius="md">
+        <Table.Root size="sm" data-testid="trials-table">
+          <Table.Header>
+            <Table.Row>
+              <Table.ColumnHeader>#</Table.ColumnHeader>
+              <Table.ColumnHeader>State</Table.ColumnHeader>
+              <Table.ColumnHeader textAlign="end">Objective</Table.ColumnHeader>
+              {names.map((n) => (
+                <Table.ColumnHeader key={n}>{n}</Table.ColumnHeader>
+              ))}
+              <Table.ColumnHeader>Duration</Table.ColumnHeader>
+              <Table.ColumnHeader>Failure</Table.ColumnHeader>
+            </Table.Row>
+          </Table.Header>
+          <Table.Body>
+            {rows.map((t) => (
+              <Table.Row key={t.number}>
+                <Table.Cell>{t.number}</Table.Cell>
+                <Table.Cell>
+                  <StatusBadge status={t.state} />
+                </Table.Cell>
+                <Table.Cell textAlign="end">{formatNumber(t.value, 4)}</Table.Cell>
+                {names.map((n) => (
+                  <Table.Cell key={n}>{t.params[n] === undefined ? "—" : String(t.params[n])}</Table.Cell>
+                ))}
+                <Table.Cell>{formatDuration(t.start, t.end)}</Table.Cell>
+                <Table.Cell maxW="sm" whiteSpace="pre-wrap" fontSize="xs" color="fg.error">
+                  {t.failure ?? ""}
+                </Table.Cell>
+              </Table.Row>
+            ))}
+          </Table.Body>
+        </Table.Root>
+      </Box>
+    </Box>
+  );
+}
+
+function Evaluation({ run }: { run: Run }) {
+  const matrices = run.evaluation?.confusionMatrix ?? {};
+  const names = new Map((run.problemDefinition?.labelDefinition?.labels ?? []).map((l) => [l.index, l.name]));
+  const reliability = run.evaluation?.reliability ?? {};
+  if (!run.evaluation) return <Empty>No evaluation yet.</Empty>;
+  return (
+    <Box>
+      <Section title="Confusion matrices (rows: true label, columns: predicted)">
+        {Object.keys(matrices).length === 0 ? (
+          <Empty>This problem type has no confusion matrix.</Empty>
+        ) : (
+          <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6}>
+            {Object.entries(matrices).map(([subject, matrix]) => (
+              <ConfusionMatrixView
+                key={subject}
+                title={subject}
+                matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
+              />
+            ))}
+          </SimpleGrid>
+        )}
+      </Section>
+      <Section title="Reliability (calibration)">
+        {Object.keys(reliability).length === 0 ? (
+          <Empty>No reliability data for this run (runs evaluated before it was recorded have none).</Empty>
+        ) : (
+          <ReliabilityChart bins={reliability} />
+        )}
+      </Section>
+    </Box>
+  );
+}
+
+function ModelCard({ run }: { run: Run }) {
+  const card = useLoad(
+    () => api<{ modelCard: Record<string, unknown> }>(`/models/${run.modelId}/runs/${run.id}/model-card`),
+    [run.id, run.approvals.length, run.deployStatus],
+  );
+  if (card.error) return <ErrorAlert error={card.error} />;
+  if (!card.data) return <Loading what="the model card" />;
+  return <CardSection value={card.data.modelCard} depth={0} />;
+}
+
+function CardSection({ value, depth }: { value: unknown; depth: number }) {
+  if (value === null || value === undefined) return <Text color="fg.muted">—</Text>;
+  if (Array.isArray(value)) {
+    if (value.every((v) => typeof v !== "object" || v === null))
+      return <Text fontSize="sm">{value.map(String).join(", ") || "—"}</Text>;
+    return (
+      <Box>
+        {value.map((v, i) => (
+          <Box key={i} borderLeftWidth="2px" pl={3} mb={2}>
+            <CardSection value={v} depth={depth + 1} />
+          </Box>
+        ))}
+      </Box>
+    );
+  }
+  if (typeof value === "object") {
+    return (
+      <Box>
+        {Object.entries(value as Record<string, unknown>).map(([k, v]) =>
+          typeof v === "object" && v !== null ? (
+            <Box key={k} mb={3}>
+              <Heading as={depth === 0 ? "h3" : "h4"} size={depth === 0 ? "md" : "sm"} mb={1}>
+                {k}
+              </Heading>
+              <Box pl={depth === 0 ? 0 : 2}>
+                <CardSection value={v} depth={depth + 1} />
+              </Box>
+            </Box>
+          ) : (
+            <Flex key={k} gap={2} fontSize="sm">
+              <Text color="fg.muted" minW="40">
+                {k}
+              </Text>
+              <Text>{typeof v === "number" ? formatNumber(v, 4) : String(v)}</Text>
+            </Flex>
+          ),
+        )}
+      </Box>
+    );
+  }
+  return <Text fontSize="sm">{String(value)}</Text>;
+}
+
+function Logs({ run }: { run: Run }) {
+  const [filter, setFilter] = useState("");
+  const [applied, setApplied] = useState("");
+  const [events, setEvents] = useState<LogEvent[]>([]);
+  const [marker, setMarker] = useState<string | undefined>();
+  const [error, setError] = useState<Error | null>(null);
+  const [loading, setLoading] = useState(false);
+  const load = async (pattern: string, from?: string) => {
+    setLoading(true);
+    setError(null);
+    try {
+      const page = await api<{ events: LogEvent[]; marker?: string }>(
+        `/models/${run.modelId}/runs/${run.id}/logs`,
+        { query: { filter: pattern, marker: from, limit: 200 } },
+      );
+      setEvents((old) => (from ? [...old, ...page.events] : page.events));
+      setMarker(page.marker);
+    } catch (e) {
+      setError(e as Error);
+    } finally {
+      setLoading(false);
+    }
+  };
+  useEffect(() => {
+    void load(applied);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [run.id, applied]);
+  return (
+    <Box>
+      <Flex
+        as="form"
+        gap={2}
+        mb={3}
+        onSubmit={(e) => {
+          e.preventDefault();
+          setApplied(filter);
+        }}
+      >
+        <Input
+          size="sm"
+          maxW="md"
+          value={filter}
+          onChange={(e) => setFilter(e.target.value)}
+          placeholder='Filter: words, "a phrase", ?any ?of, -exclude'
+          aria-label="Log filter"
+        />
+        <Button size="sm" type="submit" variant="outline">
+          Filter
+        </Button>
+      </Flex>
+      {error && <ErrorAlert error={error} />}
+      <Box
+        as="pre"
+        fontFamily="mono"
+        fontSize="xs"
+        borderWidth="1px"
+        borderRadius="md"
+        p={3}
+        maxH="60vh"
+        overflow="auto"
+        whiteSpace="pre-wrap"
+        data-testid="log-events"
+      >
+        {events.length === 0 && !loading
+          ? "No log events" + (applied ? " match the filter." : " yet.")
+          : events.map((e) => `${formatTime(e.timestamp)} [${e.stage}] ${e.payload}`).join("\n")}
+      </Box>
+      {marker && (
+        <Button mt={2} size="sm" variant="outline" loading={loading} onClick={() => load(applied, marker)}>
+          Load more
+        </Button>
+      )}
+    </Box>
+  );
+}
