@@ -332,6 +332,9 @@ class _HttpExchange:
         watchdog.daemon = True
         watchdog.start()
         try:
+            conn.connect()  # name resolution and connect; the watchdog can shut it from here on
+            if self.expired.is_set():
+                raise self._timeout()
             conn.request(
                 "GET",
                 self.target.path,
