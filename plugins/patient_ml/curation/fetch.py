@@ -233,7 +233,7 @@ class ImageFetcher:
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(real, flags)
         try:
-            _check_regular(os.fstat(fd), limit)  # the same file as checked (no swap since)
+            _check_regular(os.fstat(fd), limit)  # what was opened, even if swapped since the stat
             chunks, size = [], 0
             while chunk := os.read(fd, _CHUNK):
                 size += len(chunk)
