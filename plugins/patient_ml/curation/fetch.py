@@ -233,7 +233,7 @@ class ImageFetcher:
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(real, flags)
         try:
-            _check_regular(os.fstat(fd), limit)  # the same file as checked (no swap since)
+            _check_regular(os.fstat(fd), limit)  # what was opened, even if swapped since the stat
             chunks, size = [], 0
             while chunk := os.read(fd, _CHUNK):
                 size += len(chunk)
@@ -332,6 +332,9 @@ class _HttpExchange:
         watchdog.daemon = True
         watchdog.start()
         try:
+            conn.connect()  # name resolution and connect; the watchdog can shut it from here on
+            if self.expired.is_set():
+                raise self._timeout()
             conn.request(
                 "GET",
                 self.target.path,
