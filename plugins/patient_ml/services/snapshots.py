@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from patient_ml.curation.splits import Node
-from patient_ml.db.models import Dataset, Run, Snapshot, SplitAssignment
+from patient_ml.db.models import Dataset, Run, Snapshot, SplitAssignment, utcnow
 from patient_ml.exceptions import NotFoundError
 from patient_ml.services import audit
 from patient_ml.services.common import to_millis
@@ -41,18 +41,16 @@ def record_split_assignments(
 ) -> int:
     """Store new assignments (existing ones are never changed); returns how many were new."""
     existing = load_split_assignments(session, dataset_id)
+    now = utcnow()
     new = [
-        SplitAssignment(
-            dataset_id=dataset_id,
-            key_kind=kind,
-            key=key,
-            split=split,
-            first_snapshot_id=snapshot_id,
-        )
+        {"dataset_id": dataset_id, "key_kind": kind, "key": key, "split": split,
+         "first_snapshot_id": snapshot_id, "created_at": now}
         for (kind, key), split in assignments.items()
         if (kind, key) not in existing
-    ]
-    session.add_all(new)
+    ]  # fmt: skip
+    # Plain rows in chunks, not ORM objects: one row per patient, image and example.
+    for start in range(0, len(new), 5000):
+        session.execute(insert(SplitAssignment), new[start : start + 5000])
     session.flush()
     return len(new)
 
