@@ -13,6 +13,9 @@ from patient_ml.api.deps import Session
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.schemas import Millis, WireResponse, error_responses
 
+# Loaded with the app, not on the first request (its drift tests import SciPy: seconds).
+from patient_ml.services import monitoring
+
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 
 Status = Literal["ok", "breach", "insufficient", "no-reference"]
@@ -79,8 +82,6 @@ def get_monitoring(
     status: Annotated[Status | None, Query(description="Only events with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    from patient_ml.services import monitoring
-
     model = authorized_model(session, model_id, user)
     return {
         "modelId": model.id,
