@@ -81,21 +81,21 @@ class ApprovalSensor(RunOperator):
                 event = {"status": "timedOut", "runId": self.run_id}
         if event is not None:  # decided (or timed out) before any wait
             return self._finish(context, event)
-        self._wait(context, request=True)
-        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+        self._wait(context)
+        raise AssertionError("unreachable: defer() raises")
 
     def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
         return self._finish(context, event)
 
     # ------------------------------------------------------------------ waiting
-    def _wait(self, context: Context, *, request: bool) -> None:
+    def _wait(self, context: Context) -> None:
         """Register (or re-open) the Required Action, then defer to the trigger."""
         from patient_ml.operators import required_action
         from patient_ml.triggers.approval import ApprovalTrigger
 
         subject, body, approvers, deadline = self._request_text()
         ti_id = context["task_instance"].id if self.required_actions else None
-        if ti_id is not None and request:
+        if ti_id is not None:
             required_action.request(ti_id, subject=subject, body=body, approvers=approvers)
         self.log.info(
             "run %s waits for a decision until %s UTC by %s. Decide in Airflow's Required "
@@ -163,7 +163,7 @@ class ApprovalSensor(RunOperator):
         if isinstance(event, RequiredActionResponse):
             responded = self._record_response(context, event)
             if responded == "refused":
-                self._wait(context, request=True)  # re-opened; defer() raises
+                self._wait(context)  # re-opens the Required Action; defer() raises
         status, decision = self._outcome()
         if responded == "superseded" and self.required_actions:
             # the response was not recorded: the Required Action must not claim it was
