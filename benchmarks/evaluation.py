@@ -87,7 +87,9 @@ def main() -> int:
 
     r1, _ = run_once("run 1", 42)
     with session_scope(engine) as session:
-        decide(session, r1, "approved", user="dr.ada", reason="benchmark: first model")
+        decide(
+            session, r1, "approved", user="dr.ada", reason="benchmark: first model", channel="cli"
+        )
     started = time.perf_counter()
     deployed = deploy_run(engine, store, r1, actor="bench", server=server)
     times["run 1 deploy (cloud endpoint)"] = time.perf_counter() - started

@@ -155,7 +155,14 @@ def run(args: argparse.Namespace, home: Path) -> int:
     server = make_server("local")
     summary = evaluate_run(engine, store, server, run_id, home / "eval", actor="bench")
     with session_scope(engine) as session:
-        decide(session, run_id, "approved", user="dr.bench", reason="monitoring benchmark")
+        decide(
+            session,
+            run_id,
+            "approved",
+            user="dr.bench",
+            reason="monitoring benchmark",
+            channel="cli",
+        )
     deployed_at = time.perf_counter()
     deploy_run(engine, store, run_id, actor="bench", server=server)
     deploy_seconds = time.perf_counter() - deployed_at

@@ -43,7 +43,7 @@ def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     run_id = p.trained_run()
     evaluate_run(engine, p.store, LocalServer(), run_id, tmp_path / "eval", actor="t")
     with session_scope(engine) as session:
-        decide(session, run_id, "approved", user="dr.ada", reason="monitoring test")
+        decide(session, run_id, "approved", user="dr.ada", reason="monitoring test", channel="cli")
     deploy_run(engine, p.store, run_id, actor="t", server=LocalServer())
     try:
         yield p, run_id

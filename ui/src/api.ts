@@ -39,11 +39,12 @@ export async function parseError(response: Response): Promise<ApiError> {
   return new ApiError(response.status, message, error?.fix, error?.errors ?? []);
 }
 
-function target(path: string, query: Record<string, unknown> = {}): string {
+function target(path: string, query: Record<string, unknown> = {}, method = "GET"): string {
   const url = new URL(API_BASE + path, window.location.origin);
-  // The pages read this platform's extension fields: always ask for the extended view (the
+  // The pages read this platform's extension fields: reads ask for the extended view (the
   // default `reference` view carries only what the reference SDK reads).
-  for (const [key, value] of Object.entries({ view: "extended", ...query })) {
+  const all = method === "GET" ? { view: "extended", ...query } : query;
+  for (const [key, value] of Object.entries(all)) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, String(value));
   }
   return url.pathname + url.search;
@@ -65,8 +66,8 @@ export async function api<T>(
   path: string,
   init: { method?: string; body?: unknown; query?: Record<string, unknown> } = {},
 ): Promise<T> {
-  const key = target(path, init.query);
   const method = init.method ?? "GET";
+  const key = target(path, init.query, method);
   if (method === "GET" && prefetched.has(key)) {
     const early = prefetched.get(key)!;
     prefetched.delete(key);
@@ -79,7 +80,11 @@ async function request<T>(url: string, method: string, body?: unknown): Promise<
   const response = await fetch(url, {
     method,
     credentials: "same-origin",
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    // Decisions made here are recorded with the channel `ui` (the REST API's default is `api`).
+    headers: {
+      "X-Patient-ML-Channel": "ui",
+      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (!response.ok) throw await parseError(response);
