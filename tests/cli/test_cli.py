@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from patient_ml.cli.main import main
+from patient_ml.db.engine import HEAD_REVISION
 from tests.conftest import EXAMPLE_CONFIGS
 
 
@@ -113,11 +114,11 @@ def test_schema_missing_exit_6_then_upgrade(capsys, tmp_path: Path) -> None:
     code, _, err = cli(capsys, "--db-url", url, "models", "list")
     assert code == 6 and "patient-ml db upgrade" in err
     code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
-    assert code == 0 and "upgraded from empty to 0002" in err
+    assert code == 0 and f"upgraded from empty to {HEAD_REVISION}" in err
     code, _, err = cli(capsys, "--db-url", url, "db", "upgrade")
-    assert code == 0 and "already at revision 0002" in err
+    assert code == 0 and f"already at revision {HEAD_REVISION}" in err
     code, out, _ = cli(capsys, "--db-url", url, "db", "current")
-    assert code == 0 and "current:  0002" in out
+    assert code == 0 and f"current:  {HEAD_REVISION}" in out
 
 
 def test_postgres_schema_upgrade_via_cli(capsys, postgres_server_url: str) -> None:
