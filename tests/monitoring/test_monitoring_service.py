@@ -125,8 +125,16 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     assert len(audits) == 1 and audits[0].after["eventId"] == breach["id"]
 
 
-def test_retention_bounds_the_log(deployed: Any) -> None:
+def test_retention_bounds_the_log(deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     p, run_id = deployed
+
+    # a log that cannot be written never costs the prediction (failure injection)
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(prediction_log, "record_prediction", broken)
+        assert predict(p.engine, p.store, p.model_id, image=png(7))["predictions"]
     with session_scope(p.engine) as session:
         for i in range(30):
             prediction_log.record_prediction(

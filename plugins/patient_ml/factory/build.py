@@ -241,7 +241,8 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
         catchup=False,
         # A manual-only DAG runs nothing by itself: unpaused, a product createRun proceeds at
         # once. A scheduled one follows Airflow's dags_are_paused_at_creation.
-        is_paused_upon_creation=False if schedule is None else None,
+        # The drift Asset alone (retrainOnBreach without a schedule) runs only on a breach.
+        is_paused_upon_creation=False if schedule_of(training) is None else None,
         tags=[
             TAG,
             entry.problem_type,

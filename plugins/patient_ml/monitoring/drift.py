@@ -15,13 +15,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+# scipy is imported inside the tests that need it: it takes seconds to import, and the REST API
+# reads monitoring events through modules that import this one.
 
 PSI_BINS = 10
 PSI_FLOOR = 1e-4
 
 
 def ks_test(reference: Sequence[float], window: Sequence[float]) -> dict[str, float]:
+    from scipy import stats
+
     result = stats.ks_2samp(np.asarray(reference, float), np.asarray(window, float))
     return {"ks": round(float(result.statistic), 6), "pValue": float(result.pvalue)}
 
@@ -45,6 +49,8 @@ def label_chi_square(
     win = np.array([window_counts.get(k, 0) for k in labels], float)
     if win.sum() == 0 or ref.sum() == 0 or len(labels) < 2:
         return {"chiSquare": 0.0, "pValue": 1.0}
+    from scipy import stats
+
     result = stats.chi2_contingency(np.vstack([ref, win]), correction=len(labels) == 2)
     return {
         "chiSquare": round(float(result.statistic), 6),

@@ -93,7 +93,6 @@ def predict(
 
 def _log_prediction(engine: Engine, result: dict[str, Any], served: dict[str, Any]) -> None:
     """Best effort: a prediction is answered even when its log row cannot be written."""
-    started = time.perf_counter()
     try:
         statistics = image_statistics(served["image"])
         output = prediction_log.output_summary(result["problemType"], result)
@@ -109,7 +108,6 @@ def _log_prediction(engine: Engine, result: dict[str, Any], served: dict[str, An
     except Exception as exc:
         log.warning("the prediction of model %s was not logged: %s", result.get("modelId"),
                     type(exc).__name__)  # fmt: skip
-    served["logMs"] = (time.perf_counter() - started) * 1000
 
 
 def _predict(
