@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -61,14 +62,14 @@ def run_cli(env: dict[str, str], args: tuple[str, ...], user: str | None) -> Any
     done = subprocess.run([CLI, *args], env=child, text=True, capture_output=True, check=False)
     if done.returncode != 0:
         sys.exit(
-            f"demo failed at: patient-ml {' '.join(args)} (exit {done.returncode}):\n"
+            f"demo failed at: patient-ml {shlex.join(args)} (exit {done.returncode}):\n"
             f"{done.stdout}{done.stderr}"
         )
     return done
 
 
 def cli(env: dict[str, str], title: str, *args: str, user: str | None = None) -> str:
-    print(f"\n$ patient-ml {' '.join(args)}    # {title}", flush=True)
+    print(f"\n$ patient-ml {shlex.join(args)}    # {title}", flush=True)
     done = run_cli(env, args, user)
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
@@ -83,7 +84,9 @@ def build_samples(env: dict[str, str]) -> dict[str, Path]:
     folders = {}
     for source, extra in (("br35h", []), ("nuclei", ["--tile", "64"])):
         out = HOME / "sample" / source
-        print(f"\n$ python include/sample_data build {source} --out {out}", flush=True)
+        shown = shlex.join(["python", "include/sample_data", "build", source, "--out", str(out),
+                            *extra])  # fmt: skip
+        print(f"\n$ {shown}", flush=True)
         subprocess.run(
             [sys.executable, str(ROOT / "include" / "sample_data"), "build", source,
              "--out", str(out), *extra],
@@ -201,7 +204,7 @@ def main() -> None:
     )  # fmt: skip
     args = ap.parse_args()
 
-    stop_previous()
+    stop_previous(report=args.action == "stop")
     if args.action == "stop":
         return
     shutil.rmtree(HOME, ignore_errors=True)
@@ -285,25 +288,38 @@ def main() -> None:
             say("Airflow and the model endpoints stopped")
 
 
-def stop_previous() -> None:
-    """End what an earlier demo left running: its Airflow and its models' endpoints."""
+def stop_previous(*, report: bool = False) -> None:
+    """End what an earlier demo left running: its Airflow and its models' endpoints (with
+    `report`, also say when nothing was running)."""
     if AirflowStack.stop_recorded(AIRFLOW_HOME):
         say("stopped the Airflow of the previous demo")
+    elif report:
+        say("no demo Airflow was running")
     if not (HOME / "patient_ml.db").exists():
         return
     code = (
+        "import sys\n"
         "from patient_ml.db.engine import get_engine, session_scope\n"
         "from patient_ml.db.models import Model\n"
         "from patient_ml.deploy import stop_old_endpoints\n"
         "engine = get_engine()\n"
         "with session_scope(engine) as s:\n"
         "    ids = [m.id for m in s.query(Model)]\n"
+        "    names = {m.id: m.name for m in s.query(Model)}\n"
+        "stopped = 0\n"
         "for i in ids:\n"
-        "    print(*stop_old_endpoints(engine, i, keep=None, actor='demo-stop'))\n"
+        "    ended = stop_old_endpoints(engine, i, keep=None, actor='demo-stop')\n"
+        "    stopped += len(ended)\n"
+        "    if ended:\n"
+        "        print(f'stopped the endpoint(s) {\", \".join(map(str, ended))} of model '\n"
+        "              f'{names[i]}')\n"
+        "if not stopped and sys.argv[1:] == ['report']:\n"
+        "    print('no model endpoint of the demo was running')\n"
     )
     env = {**os.environ, "PATIENT_ML_HOME": str(HOME)}
     env.pop("PATIENT_ML_DATABASE_URL", None)
-    subprocess.run([sys.executable, "-c", code], env=env, check=False)
+    argv = [sys.executable, "-c", code, *(["report"] if report else [])]
+    subprocess.run(argv, env=env, check=False)
 
 
 def summary(
@@ -344,7 +360,7 @@ def summary(
             f"{stack.password('admin')}); stop it and the endpoint with `make demo-stop`."
         )
     print(
-        f"Try: export PATIENT_ML_HOME={HOME}; .venv/bin/patient-ml runs list\n"
+        f"Try: export PATIENT_ML_HOME={shlex.quote(str(HOME))}; .venv/bin/patient-ml runs list\n"
         f"({time.monotonic() - STARTED:.0f} s in all)"
     )
 

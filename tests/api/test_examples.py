@@ -236,7 +236,7 @@ def test_segmentation_label_files_round_trip_and_train(
 
 
 def test_examples_carry_when_their_record_was_last_updated(
-    api: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: Any, engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`updatedAt` (milliseconds, as the reference): the DocumentReference's meta.lastUpdated;
     without one (hand-made NDJSON), when its NDJSON file was written; a label's time when newer.
@@ -246,7 +246,8 @@ def test_examples_carry_when_their_record_was_last_updated(
     name, code = f"ds-{uuid.uuid4().hex[:8]}", f"code-{uuid.uuid4().hex[:8]}"
     source = Cohort(tmp_path / "source", code, f"urn:test:{name}")
     source.doc("stamped", "p1", data=png(1), meta={"lastUpdated": "2024-05-06T07:08:09.123Z"})
-    source.doc("bare", "p2", data=png(2))
+    bare = "b" * 64  # the longest FHIR id
+    source.doc(bare, "p2", data=png(2))
     folder = source.write_ndjson(tmp_path / "source" / "ndjson")
     written = 1_700_000_000.5
     for file in folder.iterdir():
@@ -257,10 +258,14 @@ def test_examples_carry_when_their_record_was_last_updated(
     dataset = api("admin").post("/datasets", json=config).json()["dataset"]
     examples = api("viewer").get(f"/datasets/{dataset['id']}/examples").json()["examples"]
     by_id = {e["id"]: e["updatedAt"] for e in examples}
-    assert by_id == {"stamped": 1714979289123, "bare": written * 1000}
+    assert by_id == {"stamped": 1714979289123, bare: written * 1000}
     labelled = api("editor").put(
-        f"/datasets/{dataset['id']}/examples/bare/label",
+        f"/datasets/{dataset['id']}/examples/{bare}/label",
         json={"labelType": "imgClf", "classes": [1], "isConfirmed": True},
     )
     assert labelled.status_code == 200, labelled.text
     assert labelled.json()["updatedAt"] > written * 1000  # the label's issued time, now
+    with session_scope(engine) as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.action == "label.put"))
+        assert (event.entity_type, event.entity_id) == ("example", bare)
+        assert event.after["datasetId"] == dataset["id"]

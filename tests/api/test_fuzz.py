@@ -91,7 +91,9 @@ def seeded(api: Callable[..., Any], engine: Engine) -> dict[str, str]:
         "/datasets", json={**example("brain_mri_dataset"), "id": SEEDED["dataset"]}
     )
     assert dataset.status_code == 200, dataset.text
-    model = admin.post("/models", json={**example("brain_mri_model"), "id": SEEDED["model"]})
+    config = example("brain_mri_model")
+    config["approvalPolicy"]["approvers"] = []  # admin decides (the example names its approver)
+    model = admin.post("/models", json={**config, "id": SEEDED["model"]})
     assert model.status_code == 200, model.text
     from patient_ml import settings
     from patient_ml.storage import artifact_store_from_uri

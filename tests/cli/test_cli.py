@@ -194,3 +194,37 @@ def test_decisions_record_the_cli_channel_and_the_os_account(
     assert audited[0].actor == "dr-a"
     assert audited[0].after["channel"] == "cli"
     assert audited[0].after["detail"] == {"osUser": getpass.getuser()}
+
+
+def test_approval_times_print_as_iso_times(
+    capsys, db_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A decision's `timestamp` shows as an ISO 8601 UTC time; `--json` keeps the wire value
+    (milliseconds since the epoch)."""
+    from datetime import datetime
+
+    from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.db.models import utcnow
+    from patient_ml.services import runs
+
+    monkeypatch.setenv("PATIENT_ML_ARTIFACT_URI", str(tmp_path / "artifacts"))
+    _register_examples(capsys, db_url)
+    engine = get_engine(db_url)
+    with session_scope(engine) as s:
+        made = [runs.create_run(s, "brain-mri-tumour-classifier", actor="t") for _ in range(2)]
+        for run in made:
+            runs.finish_run(s, run.id, status="succeeded", actor="t")
+            run.approval_requested_at = utcnow()
+        ids = [run.id for run in made]
+    engine.dispose()
+    monkeypatch.setenv("PATIENT_ML_USER", "dr-approver")
+    code, out, err = cli(capsys, "--db-url", db_url, "runs", "reject", "--run", ids[0],
+                         "--reason", "worse recall")  # fmt: skip
+    assert code == 0, err
+    shown = yaml.safe_load(out)["timestamp"]
+    assert isinstance(shown, str) and shown.endswith("Z"), out
+    assert abs(datetime.fromisoformat(shown).timestamp() - datetime.now().timestamp()) < 120
+    code, out, err = cli(capsys, "--db-url", db_url, "--json", "runs", "reject", "--run", ids[1],
+                         "--reason", "worse recall")  # fmt: skip
+    assert code == 0, err
+    assert isinstance(json.loads(out)["timestamp"], int | float)

@@ -229,3 +229,9 @@ def _rest_api_endpoints(
                              {"labelType": "imgClf", "classes": [0]}, ok=(403,))  # fmt: skip
     assert refused["error"]["status"] == 403
     assert viewer.get(f"{v1}/openapi.json")["paths"]
+    # the docs page and its Swagger UI assets come from this server (no CDN)
+    page = viewer.session.get(f"{stack.url}{v1}/docs", timeout=60)
+    assert page.status_code == 200 and f"{v1}/docs-assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower()
+    bundle = viewer.session.get(f"{stack.url}{v1}/docs-assets/swagger-ui-bundle.js", timeout=60)
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text

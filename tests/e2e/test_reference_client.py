@@ -272,7 +272,9 @@ def test_reference_client_drives_every_call(
     file_id = out["put_dataset_label_file"]["body"]["fileId"]
     assert file_id.startswith("label-file/")
     mask_label = out["put_dataset_label"]["body"]["label"]
-    assert mask_label["mask"] == {"fileId": file_id} and mask_label["isConfirmed"] is False
+    # saved as the example's label Observation (its mask inline), which is now the mask's file
+    assert mask_label["mask"]["fileId"].startswith("Observation/")
+    assert mask_label["isConfirmed"] is False
     back = out["get_dataset_label_file"]["body"]["labelData"]
     assert back["areas"] == json.loads(Path(label_file).read_text())["areas"]
 

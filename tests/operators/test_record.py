@@ -74,7 +74,7 @@ def test_a_rejected_run_is_recorded_and_the_dag_run_succeeds(engine, model_id) -
         runs.finish_run(s, run_id, status="succeeded", actor="t")
         runs.get_run(s, run_id).approval_requested_at = utcnow()
     with session_scope(engine) as s:
-        decide(s, run_id, "rejected", user="dr", reason="worse", channel="api")
+        decide(s, run_id, "rejected", user="dr-approver", reason="worse", channel="api")
     states = {"curate": "success", "await_approval": "skipped", "deploy": "skipped"}
     summary = record_task().execute(context("manual__2", states))
     assert summary["runId"] == run_id and summary["status"] == "succeeded"

@@ -99,3 +99,26 @@ def test_image_names_and_hyperparameter_strings() -> None:
         "c": "true",
         "d": "x",
     }
+
+
+def test_an_ecr_image_name_maps_to_a_local_trainer_by_its_repository(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reference SDK writes AWS ECR names only: PATIENT_ML_LOCAL_TRAINERS maps the name's
+    repository (any tag or digest) to a trainer folder; the exact name (with tag) wins."""
+    from patient_ml.training.backends.local import REFERENCE_TRAINERS, default_trainer_dirs
+
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/img-clf-trainer"
+    seg = REFERENCE_TRAINERS / "img_seg"
+    monkeypatch.setenv(
+        "PATIENT_ML_LOCAL_TRAINERS",
+        f"{ecr}={REFERENCE_TRAINERS / 'img_clf'}, {ecr}:segment={seg}",
+    )
+    local = LocalBackend(default_trainer_dirs())
+    assert local.resolve(f"{ecr}:v1") == REFERENCE_TRAINERS / "img_clf" / "train"
+    assert local.resolve(f"{ecr}:v2", "serve") == REFERENCE_TRAINERS / "img_clf" / "serve"
+    assert local.resolve(f"{ecr}@sha256:{'a' * 64}") == REFERENCE_TRAINERS / "img_clf" / "train"
+    assert local.resolve(f"{ecr}:segment") == seg / "train"
+    with pytest.raises(PatientMLError, match="no trainer for image") as info:
+        local.resolve("123456789012.dkr.ecr.us-east-1.amazonaws.com/other:v1")
+    assert "PATIENT_ML_LOCAL_TRAINERS" in (info.value.fix or "")

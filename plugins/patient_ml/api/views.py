@@ -52,11 +52,11 @@ def readable(
     for item in items:
         found = reference.problems(kind, item)
         if found:
-            omitted.append((str(item.get("id")), found[0].field))
+            omitted.append((str(item.get("id")), ", ".join(p.field for p in found)))
         else:
             kept.append(item)
     if omitted:
-        ids = ", ".join(f"{item_id} ({field})" for item_id, field in omitted)
+        ids = "; ".join(f"{item_id} ({fields})" for item_id, fields in omitted)
         note = (
             f"{len(omitted)} {what}(s) left out that {reference.sdk_release()} cannot read: "
             f"{ids}; list them with view=extended"

@@ -12,6 +12,10 @@ import yaml
 
 from patient_ml.config.identifiers import escape_controls
 
+# Wire times (milliseconds since the epoch) that the YAML output shows as ISO 8601 UTC times:
+# approval decisions' `timestamp` and a run's `approvalDeadline`. `--json` keeps the wire value.
+READABLE_TIMES = ("timestamp", "approvalDeadline")
+
 
 def print_document(doc: Any, *, as_json: bool) -> None:
     """JSON escapes every non-ASCII character itself; YAML shows control and bidi characters
@@ -19,8 +23,8 @@ def print_document(doc: Any, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(doc, indent=2, sort_keys=False))
     else:
-        safe = _escaped(doc)
-        print(yaml.safe_dump(safe, sort_keys=False, allow_unicode=True, width=100).rstrip())
+        shown = _escaped(readable_times(doc))
+        print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True, width=100).rstrip())
 
 
 def _escaped(value: Any) -> Any:
@@ -31,6 +35,27 @@ def _escaped(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_escaped(v) for v in value]
     return value
+
+
+def readable_times(doc: Any) -> Any:
+    """`doc` with the READABLE_TIMES numbers as ISO times (`2026-11-29T13:08:25.123Z`)."""
+    if isinstance(doc, dict):
+        return {
+            key: iso_millis(value)
+            if key in READABLE_TIMES
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            else readable_times(value)
+            for key, value in doc.items()
+        }
+    if isinstance(doc, list):
+        return [readable_times(item) for item in doc]
+    return doc
+
+
+def iso_millis(millis: float) -> str:
+    moment = datetime.fromtimestamp(millis / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str) -> None:

@@ -208,9 +208,10 @@ def put_label(
             actor=actor,
             action="label.put",
             entity_type="example",
-            entity_id=f"{ctx.view.id}/{example_id}",
+            entity_id=example_id,  # a FHIR id (<= 64 characters, the column's size)
             before=_audit_label(example),
             after={
+                "datasetId": ctx.view.id,
                 "observation": ex.history_ref(
                     "Observation", target["id"], resource_version(written[0])
                 ),

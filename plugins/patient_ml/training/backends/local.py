@@ -81,7 +81,8 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()
 
     def resolve(self, image: str, command: str = "train") -> Path:
-        folder = self.trainer_dirs.get(image_repository(image)) or self.trainer_dirs.get(image)
+        # the exact name (with its tag) first, then its repository (any tag or digest)
+        folder = self.trainer_dirs.get(image) or self.trainer_dirs.get(image_repository(image))
         if folder is None:
             known = ", ".join(sorted(self.trainer_dirs)) or "none"
             raise PatientMLError(

@@ -1,0 +1,157 @@
+"""What a client built for the reference API (phc 1.6.0) sees: the default `reference` view
+carries exactly what the SDK's models read (checked against the SDK's own JSON Schema, shipped
+in patient_ml/config/reference_schema.json), lists leave out what it cannot read and say so in
+the `Patient-ML-Omitted` header, `view=extended` shows everything, and
+PATIENT_ML_REFERENCE_STRICT=1 refuses such configs with field-level 422s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from patient_ml.config import reference
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import utcnow
+from patient_ml.services import runs
+from tests.helpers import example
+
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/img-clf-trainer:v1"
+EXTENSIONS = {"snapshotId", "evaluation", "approvalStatus", "approvalDeadline", "airflow",
+              "triggeredBy"}  # fmt: skip
+
+
+def _ecr_model(name: str = "ecr-classifier") -> dict[str, Any]:
+    model = example("brain_mri_model")
+    model["name"] = name
+    model["trainingApproach"]["trainingImage"] = ECR
+    model["deployApproach"]["inferenceImage"] = ECR
+    return model
+
+
+@pytest.fixture
+def stored(api: Any) -> dict[str, Any]:
+    """The example dataset; a model the SDK reads (ECR images, 8 trials) and the example model,
+    which it cannot (image `patient-ml/img-clf-trainer:0.1.0`)."""
+    admin = api("admin")
+    dataset = admin.post("/datasets", json=example("brain_mri_dataset")).json()["dataset"]
+    readable = admin.post("/models", json=_ecr_model()).json()["model"]
+    local = admin.post("/models", json=example("brain_mri_model")).json()["model"]
+    return {"dataset": dataset, "readable": readable, "local": local}
+
+
+def test_lists_leave_out_what_the_sdk_cannot_read_and_say_so(
+    api: Any, stored: dict[str, Any]
+) -> None:
+    viewer = api("viewer")
+    listed = viewer.get("/models")
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["models"]] == [stored["readable"]["id"]]
+    for model in listed.json()["models"]:
+        assert reference.problems("ModelConfig", model) == []
+    note = listed.headers["Patient-ML-Omitted"]
+    assert note.startswith("1 model(s) left out that phc==1.6.0 cannot read")
+    assert (
+        f"{stored['local']['id']} (deployApproach.inferenceImage, trainingApproach.trainingImage)"
+        in note
+    )
+    assert "view=extended" in note
+    every = viewer.get("/models?view=extended")
+    assert {m["id"] for m in every.json()["models"]} == {
+        stored["readable"]["id"],
+        stored["local"]["id"],
+    }
+    assert "Patient-ML-Omitted" not in every.headers
+    # a single read answers the model as stored (the SDK then names the field it refuses)
+    one = viewer.get(f"/models/{stored['local']['id']}").json()["model"]
+    assert [p.field for p in reference.problems("ModelConfig", one)] == [
+        "deployApproach.inferenceImage",
+        "trainingApproach.trainingImage",
+    ]
+    datasets = viewer.get("/datasets")
+    assert "Patient-ML-Omitted" not in datasets.headers
+    for dataset in datasets.json()["datasets"]:
+        assert reference.problems("DatasetConfig", dataset) == []
+    assert api("viewer").get("/models?view=everything").status_code == 422
+
+
+def test_more_trials_than_the_sdk_reads_is_left_out_too(api: Any, stored: dict[str, Any]) -> None:
+    admin = api("admin")
+    many = _ecr_model("many-trials")
+    many["trainingApproach"]["maxTrials"] = 40
+    made = admin.post("/models", json=many)
+    assert made.status_code == 200, made.text  # allowed: strict mode is off
+    listed = admin.get("/models")
+    assert made.json()["model"]["id"] not in [m["id"] for m in listed.json()["models"]]
+    assert (
+        f"{made.json()['model']['id']} (trainingApproach.maxTrials)"
+        in (listed.headers["Patient-ML-Omitted"])
+    )
+
+
+def test_a_run_in_the_reference_view_is_exactly_the_reference_model_run(
+    api: Any, stored: dict[str, Any], engine: Any
+) -> None:
+    model_id = stored["readable"]["id"]
+    with session_scope(engine) as s:
+        run = runs.create_run(s, model_id, actor="t")
+        runs.finish_run(s, run.id, status="succeeded", actor="t")
+        run.approval_requested_at = utcnow()
+        run_id = run.id
+    viewer = api("viewer")
+    plain = viewer.get(f"/models/{model_id}/runs/{run_id}").json()["run"]
+    allowed = set(reference.schema()["$defs"]["ModelRun"]["properties"])
+    assert set(plain) <= allowed and not EXTENSIONS & set(plain)
+    assert reference.problems("ModelRun", plain) == []
+    extended = viewer.get(f"/models/{model_id}/runs/{run_id}?view=extended").json()["run"]
+    assert set(extended) >= {"approvalStatus", "airflow", "triggeredBy"}  # (others: null)
+    assert extended["approvalStatus"] == "pending"
+    assert {k: v for k, v in extended.items() if k in allowed} == plain
+    listed = viewer.get(f"/models/{model_id}/runs").json()["runs"]
+    assert listed == [plain]
+    # a run of a model the SDK cannot read: left out of the reference list, and named
+    with session_scope(engine) as s:
+        other = runs.create_run(s, stored["local"]["id"], actor="t").id
+    answer = viewer.get(f"/models/{stored['local']['id']}/runs")
+    assert answer.json()["runs"] == [] and other in answer.headers["Patient-ML-Omitted"]
+    assert viewer.get(f"/models/{stored['local']['id']}/runs?view=extended").json()["runs"]
+
+
+def test_strict_compatibility_refuses_configs_the_sdk_cannot_read(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATIENT_ML_REFERENCE_STRICT", "1")
+    admin = api("admin")
+    dataset = example("brain_mri_dataset")
+    dataset["problemDefinition"]["trainingDataFilter"]["codes"] = [
+        f"http://loinc.org|{n}" for n in range(11)
+    ]
+    refused = admin.post("/datasets", json=dataset)
+    assert refused.status_code == 422
+    [error] = refused.json()["error"]["errors"]
+    assert error["field"] == "problemDefinition.trainingDataFilter.codes"
+    assert "at most 10" in error["message"] and "PATIENT_ML_REFERENCE_STRICT" in error["message"]
+    assert error["value"] == 11
+    assert admin.post("/datasets", json=example("brain_mri_dataset")).status_code == 200
+
+    model = example("brain_mri_model")
+    model["trainingApproach"]["maxTrials"] = 31
+    refused = admin.post("/models", json=model)
+    assert refused.status_code == 422
+    errors = {e["field"]: e for e in refused.json()["error"]["errors"]}
+    assert set(errors) == {
+        "deployApproach.inferenceImage",
+        "trainingApproach.maxTrials",
+        "trainingApproach.trainingImage",
+    }
+    image = errors["trainingApproach.trainingImage"]
+    assert image["value"] == "patient-ml/img-clf-trainer:0.1.0"
+    assert "dkr.ecr" in image["message"] and "PATIENT_ML_LOCAL_TRAINERS" in image["message"]
+    assert "at most 30" in errors["trainingApproach.maxTrials"]["message"]
+    made = admin.post("/models", json=_ecr_model())
+    assert made.status_code == 200, made.text
+    # an update is checked the same way; nothing is saved
+    bad = {**made.json()["model"], "trainingApproach": model["trainingApproach"]}
+    again = admin.put(f"/models/{made.json()['model']['id']}", json=bad)
+    assert again.status_code == 422
+    assert admin.get(f"/models/{made.json()['model']['id']}").json()["model"]["revision"] == 1
