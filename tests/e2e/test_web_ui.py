@@ -26,6 +26,7 @@ from tests.operators.lifecycle import model_config
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+expect.set_options(timeout=30_000)  # each page's data on a busy 2-core CI machine
 
 MODEL = "e2e-ui-classifier"
 DAG_ID = "patient_ml__e2e_ui_classifier"
@@ -186,7 +187,8 @@ def test_approver_finds_the_run_and_approves_it(
     expect(ui.get_by_test_id("metrics-chart")).to_be_visible()
     _shot(page, "model-metrics")
     ui.get_by_role("tab", name="Curation report").click()
-    expect(ui.get_by_test_id("curation-report")).to_contain_text("train")
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("confirmed")
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("validation")
     _shot(page, "model-curation")
     ui.get_by_role("tab", name="Deployments").click()
     expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
