@@ -172,7 +172,8 @@ def test_approver_finds_the_run_and_approves_it(
     expect(ui.get_by_test_id("trials-chart")).to_be_visible()
     _shot(page, "run-trials")
     ui.get_by_role("tab", name="Evaluation").click()
-    expect(ui.get_by_test_id("confusion-challenger")).to_be_visible()
+    expect(ui.get_by_test_id("confusion-challenger")).to_contain_text("positive")  # label names
+    expect(ui.get_by_test_id("reliability-chart")).to_be_visible()  # recorded by evaluation
     _shot(page, "run-evaluation")
     ui.get_by_role("tab", name="Model card").click()
     expect(ui.get_by_text("Test classifier").first).to_be_visible()
