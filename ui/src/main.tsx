@@ -16,6 +16,7 @@ if (view.kind === "models") prefetch("/model-summaries", FIRST_MODELS_PAGE);
 if (view.kind !== "models" && view.modelId) {
   prefetch(`/models/${view.modelId}`);
   prefetch(`/models/${view.modelId}/permissions`);
+  if (view.kind === "model") prefetch(`/models/${view.modelId}/runs`, { limit: 25, offset: 0 });
 }
 
 createRoot(document.getElementById("root")!).render(
