@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -251,6 +252,8 @@ def main() -> None:
             }
             for label, seconds in figures.items():
                 print(f"  {label:<55} {seconds * 1000:7.0f} ms")
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"\n(load average during the run: {load}; {os.cpu_count()} CPUs)")
             if args.serve:
                 print(
                     f"\nServing {ui} (admin, password {stack.password('admin')}); Ctrl-C stops",

@@ -26,6 +26,7 @@ from tests.operators.lifecycle import model_config
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
+expect.set_options(timeout=30_000)  # each page's data on a busy 2-core CI machine
 
 MODEL = "e2e-ui-classifier"
 DAG_ID = "patient_ml__e2e_ui_classifier"
@@ -171,7 +172,8 @@ def test_approver_finds_the_run_and_approves_it(
     expect(ui.get_by_test_id("trials-chart")).to_be_visible()
     _shot(page, "run-trials")
     ui.get_by_role("tab", name="Evaluation").click()
-    expect(ui.get_by_test_id("confusion-challenger")).to_be_visible()
+    expect(ui.get_by_test_id("confusion-challenger")).to_contain_text("positive")  # label names
+    expect(ui.get_by_test_id("reliability-chart")).to_be_visible()  # recorded by evaluation
     _shot(page, "run-evaluation")
     ui.get_by_role("tab", name="Model card").click()
     expect(ui.get_by_text("Test classifier").first).to_be_visible()
@@ -186,7 +188,8 @@ def test_approver_finds_the_run_and_approves_it(
     expect(ui.get_by_test_id("metrics-chart")).to_be_visible()
     _shot(page, "model-metrics")
     ui.get_by_role("tab", name="Curation report").click()
-    expect(ui.get_by_test_id("curation-report")).to_contain_text("train")
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("confirmed")
+    expect(ui.get_by_test_id("curation-report")).to_contain_text("validation")
     _shot(page, "model-curation")
     ui.get_by_role("tab", name="Deployments").click()
     expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])

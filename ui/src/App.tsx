@@ -2,6 +2,7 @@ import { Box } from "@chakra-ui/react";
 import { lazy, Suspense } from "react";
 
 import { Loading } from "./components/common";
+import { ErrorBoundary } from "./components/ErrorBoundary";
 import { useView } from "./navigation";
 import { ModelsPage } from "./pages/ModelsPage";
 
@@ -13,11 +14,13 @@ export function App() {
   const [view, go] = useView();
   return (
     <Box p={4} minW="0" maxW="100%">
-      <Suspense fallback={<Loading what="the page" />}>
-        {view.kind === "models" && <ModelsPage go={go} />}
-        {view.kind === "model" && <ModelPage view={view} go={go} />}
-        {view.kind === "run" && <RunPage view={view} go={go} />}
-      </Suspense>
+      <ErrorBoundary key={JSON.stringify(view)}>
+        <Suspense fallback={<Loading what="the page" />}>
+          {view.kind === "models" && <ModelsPage go={go} />}
+          {view.kind === "model" && <ModelPage view={view} go={go} />}
+          {view.kind === "run" && <RunPage view={view} go={go} />}
+        </Suspense>
+      </ErrorBoundary>
     </Box>
   );
 }

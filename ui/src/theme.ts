@@ -37,11 +37,27 @@ export function currentColorMode(): ColorMode {
   return window.matchMedia?.("(prefers-color-scheme: dark)").matches ? "dark" : "light";
 }
 
+// Airflow's UI is Chakra v3 too, with its own palette: its semantic colours (CSS variables of
+// the same names) are copied onto this page, so surfaces, text and borders match exactly.
+export const SHARED_TOKENS = [
+  "bg", "bg-panel", "bg-subtle", "bg-muted", "bg-emphasized",
+  "fg", "fg-muted", "fg-subtle", "fg-info", "fg-success", "fg-error",
+  "border", "border-muted", "border-subtle", "border-emphasized",
+].map((name) => `--chakra-colors-${name}`);
+
 function apply(mode: ColorMode): void {
   const html = document.documentElement;
   html.classList.toggle("dark", mode === "dark");
   html.classList.toggle("light", mode === "light");
   html.style.colorScheme = mode;
+  const root = parentRoot();
+  if (!root) return;
+  const theirs = window.parent.getComputedStyle(root);
+  for (const name of SHARED_TOKENS) {
+    const value = theirs.getPropertyValue(name).trim();
+    if (value) html.style.setProperty(name, value);
+    else html.style.removeProperty(name);
+  }
 }
 
 /** Follow Airflow's colour mode now and whenever the user switches it. */

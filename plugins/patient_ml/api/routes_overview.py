@@ -189,14 +189,13 @@ def list_model_summaries(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
+    from patient_ml.naming import dag_id_of
     from patient_ml.services.overview import model_page, model_summaries
 
     dag_ids = None if may(user, "GET", None) else readable_dag_ids(user)
     page = model_page(
         session, search=search, sort=sort, order=order, limit=limit, offset=offset, dag_ids=dag_ids
     )
-    from patient_ml.naming import dag_id_of
-
     next_runs = next_dag_runs([dag_id_of(m.slug) for m in page.rows])
     return {
         "modelSummaries": model_summaries(session, page.rows, next_runs),

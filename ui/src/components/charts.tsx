@@ -51,9 +51,9 @@ export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; min
           <YAxis stroke={text} domain={["auto", "auto"]} />
           <Tooltip {...tooltipStyle} />
           <Legend />
-          <Scatter name="objective (complete)" dataKey="complete" fill={series[0]} />
-          <Scatter name="pruned" dataKey="pruned" fill={series[1]} />
-          <Line name="best so far" dataKey="best" stroke={series[2]} dot={false} type="stepAfter" />
+          <Scatter name="objective (complete)" dataKey="complete" fill={series[0]} isAnimationActive={false} />
+          <Scatter name="pruned" dataKey="pruned" fill={series[1]} isAnimationActive={false} />
+          <Line name="best so far" dataKey="best" stroke={series[2]} dot={false} type="stepAfter" isAnimationActive={false} />
         </ComposedChart>
       </ResponsiveContainer>
     </Box>
@@ -63,7 +63,10 @@ export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; min
 export function ReliabilityChart({ bins }: { bins: Record<string, ReliabilityBin[]> }) {
   const { grid, text, series } = useChartColors();
   const subjects = Object.keys(bins);
-  const rows = new Map<number, Record<string, number>>();
+  const rows = new Map<number, Record<string, number>>([
+    [0, { confidence: 0, ideal: 0 }],
+    [1, { confidence: 1, ideal: 1 }],
+  ]);
   for (const subject of subjects) {
     for (const bin of bins[subject]) {
       const key = Math.round(bin.confidence * 1000) / 1000;
@@ -80,9 +83,9 @@ export function ReliabilityChart({ bins }: { bins: Record<string, ReliabilityBin
           <YAxis domain={[0, 1]} stroke={text} label={{ value: "accuracy", angle: -90, position: "insideLeft", fill: text }} />
           <Tooltip {...tooltipStyle} formatter={(v) => formatNumber(Number(v))} />
           <Legend verticalAlign="top" />
-          <Line name="perfect calibration" dataKey="ideal" stroke={text} strokeDasharray="4 4" dot={false} />
+          <Line name="perfect calibration" dataKey="ideal" stroke={text} strokeDasharray="4 4" dot={false} connectNulls isAnimationActive={false} />
           {subjects.map((s, i) => (
-            <Line key={s} name={s} dataKey={s} stroke={series[i % series.length]} connectNulls />
+            <Line key={s} name={s} dataKey={s} stroke={series[i % series.length]} connectNulls isAnimationActive={false} />
           ))}
         </LineChart>
       </ResponsiveContainer>
@@ -108,7 +111,7 @@ export function MetricsChart({ data, series }: { data: SeriesPoint[]; series: st
           <Tooltip {...tooltipStyle} formatter={(v) => formatNumber(Number(v), 4)} />
           <Legend />
           {series.map((s, i) => (
-            <Line key={s} dataKey={s} name={s} stroke={colors[i % colors.length]} connectNulls dot />
+            <Line key={s} dataKey={s} name={s} stroke={colors[i % colors.length]} connectNulls dot isAnimationActive={false} />
           ))}
         </LineChart>
       </ResponsiveContainer>

@@ -290,39 +290,91 @@ function Metrics({ model }: { model: Model }) {
   );
 }
 
+type Counts = Record<string, number>;
+
+interface NearDuplicateGroups {
+  count: number;
+  items: { examples: string[]; patients?: number; labels?: string[] }[];
+}
+
 interface CurationReportBody {
   snapshotId: string;
   createdAt?: number;
   exampleCount: number;
-  counts: Record<string, unknown>;
   report: {
-    examples?: { bySplit?: Record<string, number>; byLabel?: Record<string, unknown>; byLabelStatus?: Record<string, unknown>; [k: string]: unknown };
-    quarantined?: { total?: number; byReason?: Record<string, number>; [k: string]: unknown };
-    nearDuplicates?: { groups?: unknown[]; [k: string]: unknown };
-    [k: string]: unknown;
+    examples?: { total?: number; bySplit?: Counts; byLabel?: Record<string, Counts>; byLabelStatus?: Record<string, Counts> };
+    patients?: Counts;
+    quarantined?: { total?: number; byReason?: Record<string, { count: number; meaning?: string }> };
+    nearDuplicates?: {
+      enabled?: boolean;
+      groups?: number;
+      imagesInGroups?: number;
+      groupsSpanningPatients?: NearDuplicateGroups;
+      groupsWithDifferentLabels?: NearDuplicateGroups;
+    };
+    identicalImages?: { groups?: number; groupsSpanningPatients?: number };
   };
 }
 
-function CountTable({ title, counts }: { title: string; counts?: Record<string, unknown> }) {
-  const entries = Object.entries(counts ?? {});
+/** Rows: splits; columns: the keys found in any split (label names, label statuses). */
+function SplitTable({ title, bySplit, patients }: { title: string; bySplit?: Record<string, Counts>; patients?: Counts }) {
+  const splits = Object.keys(bySplit ?? {});
+  const columns = [...new Set(splits.flatMap((s) => Object.keys(bySplit![s])))];
   return (
     <Box>
       <Heading as="h4" size="sm" mb={1}>
         {title}
       </Heading>
-      {entries.length === 0 ? (
+      {splits.length === 0 ? (
         <Empty>None.</Empty>
       ) : (
         <Table.Root size="sm" variant="outline">
+          <Table.Header>
+            <Table.Row>
+              <Table.ColumnHeader>Split</Table.ColumnHeader>
+              {columns.map((c) => (
+                <Table.ColumnHeader key={c} textAlign="end">
+                  {c}
+                </Table.ColumnHeader>
+              ))}
+              {patients && <Table.ColumnHeader textAlign="end">patients</Table.ColumnHeader>}
+            </Table.Row>
+          </Table.Header>
           <Table.Body>
-            {entries.map(([k, v]) => (
-              <Table.Row key={k}>
-                <Table.Cell>{k}</Table.Cell>
-                <Table.Cell textAlign="end">{typeof v === "object" ? JSON.stringify(v) : String(v)}</Table.Cell>
+            {splits.map((s) => (
+              <Table.Row key={s}>
+                <Table.Cell>{s}</Table.Cell>
+                {columns.map((c) => (
+                  <Table.Cell key={c} textAlign="end">
+                    {bySplit![s][c] ?? 0}
+                  </Table.Cell>
+                ))}
+                {patients && <Table.Cell textAlign="end">{patients[s] ?? 0}</Table.Cell>}
               </Table.Row>
             ))}
           </Table.Body>
         </Table.Root>
+      )}
+    </Box>
+  );
+}
+
+function GroupList({ title, groups, describe }: { title: string; groups?: NearDuplicateGroups; describe: (g: NearDuplicateGroups["items"][number]) => string }) {
+  return (
+    <Box mb={4}>
+      <Heading as="h4" size="sm" mb={1}>
+        {title} ({groups?.count ?? 0})
+      </Heading>
+      {!groups || groups.items.length === 0 ? (
+        <Empty>None.</Empty>
+      ) : (
+        <Box as="ul" fontSize="sm" pl={5}>
+          {groups.items.map((g, i) => (
+            <li key={i}>
+              <Code fontSize="xs">{g.examples.join(", ")}</Code> — {describe(g)}
+            </li>
+          ))}
+        </Box>
       )}
     </Box>
   );
@@ -339,26 +391,55 @@ function Curation({ datasetId }: { datasetId: string }) {
   if (!body) return <Empty>The dataset has not been curated yet; its first run curates it.</Empty>;
   const report = body.report;
   const examples = report.examples ?? {};
-  const groups = (report.nearDuplicates?.groups ?? []) as Record<string, unknown>[];
+  const reasons = Object.entries(report.quarantined?.byReason ?? {});
+  const near = report.nearDuplicates;
   return (
     <Box data-testid="curation-report">
       <Text fontSize="sm" color="fg.muted" mb={3}>
-        Snapshot <Code fontSize="xs">{body.snapshotId.slice(0, 16)}</Code> · {body.exampleCount} examples · {formatTime(body.createdAt)}
+        Snapshot <Code fontSize="xs">{body.snapshotId.slice(0, 16)}</Code> · {body.exampleCount} examples ·{" "}
+        {formatTime(body.createdAt)} · identical images: {report.identicalImages?.groups ?? 0} groups
+        ({report.identicalImages?.groupsSpanningPatients ?? 0} spanning patients)
       </Text>
-      <SimpleGrid columns={{ base: 1, md: 3 }} gap={6} mb={6}>
-        <CountTable title="Examples per split" counts={examples.bySplit} />
-        <CountTable
-          title="Per label and status"
-          counts={(examples.byLabelStatus ?? examples.byLabel) as Record<string, unknown> | undefined}
-        />
-        <CountTable title={`Quarantined (${report.quarantined?.total ?? 0}) by reason`} counts={report.quarantined?.byReason} />
+      <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6} mb={6}>
+        <SplitTable title="Examples per split and label status" bySplit={examples.byLabelStatus} patients={report.patients} />
+        <SplitTable title="Confirmed labels per split" bySplit={examples.byLabel} />
       </SimpleGrid>
-      <Section title={`Near-duplicate groups (${groups.length})`}>
-        {groups.length === 0 ? (
-          <Empty>No near-duplicates across patients or labels.</Empty>
+      <Section title={`Quarantined (${report.quarantined?.total ?? 0})`}>
+        {reasons.length === 0 ? (
+          <Empty>Nothing was quarantined.</Empty>
         ) : (
-          <Box as="pre" fontSize="xs" fontFamily="mono" borderWidth="1px" borderRadius="md" p={3} maxH="40vh" overflow="auto">
-            {groups.map((g) => JSON.stringify(g)).join("\n")}
+          <Table.Root size="sm" variant="outline" data-testid="quarantine-reasons">
+            <Table.Header>
+              <Table.Row>
+                <Table.ColumnHeader>Reason</Table.ColumnHeader>
+                <Table.ColumnHeader textAlign="end">Count</Table.ColumnHeader>
+                <Table.ColumnHeader>Meaning</Table.ColumnHeader>
+              </Table.Row>
+            </Table.Header>
+            <Table.Body>
+              {reasons.map(([reason, r]) => (
+                <Table.Row key={reason}>
+                  <Table.Cell>
+                    <Code fontSize="xs">{reason}</Code>
+                  </Table.Cell>
+                  <Table.Cell textAlign="end">{r.count}</Table.Cell>
+                  <Table.Cell fontSize="xs">{r.meaning ?? ""}</Table.Cell>
+                </Table.Row>
+              ))}
+            </Table.Body>
+          </Table.Root>
+        )}
+      </Section>
+      <Section title="Near-duplicates">
+        {!near?.enabled ? (
+          <Empty>Near-duplicate detection is off for this dataset (curation.nearDuplicates).</Empty>
+        ) : (
+          <Box>
+            <Text fontSize="sm" mb={2}>
+              {near.groups ?? 0} groups, {near.imagesInGroups ?? 0} images in groups.
+            </Text>
+            <GroupList title="Groups spanning patients" groups={near.groupsSpanningPatients} describe={(g) => `${g.patients} patients`} />
+            <GroupList title="Groups with different labels" groups={near.groupsWithDifferentLabels} describe={(g) => (g.labels ?? []).join(" vs ")} />
           </Box>
         )}
       </Section>

@@ -17,6 +17,9 @@ const COLUMNS: { key: string; label: string; sort?: Sort }[] = [
   { key: "next", label: "Next run" },
 ];
 
+/** The query of the table's first page (main.tsx requests it before this code has loaded). */
+export const FIRST_MODELS_PAGE = { sort: "name", order: "asc", limit: 25, offset: 0 };
+
 export function useDebounced<T>(value: T, ms = 300): T {
   const [debounced, setDebounced] = useState(value);
   useEffect(() => {
@@ -37,7 +40,7 @@ export function ModelsPage({ go }: { go: (view: View) => void }) {
   const page = useLoad(
     () =>
       api<{ modelSummaries: ModelSummary[]; totalEntries: number }>("/model-summaries", {
-        query: { search: query, sort, order, limit, offset },
+        query: { sort, order, limit, offset, search: query },
       }),
     [query, sort, order, limit, offset],
   );
