@@ -484,15 +484,15 @@ class GetRunsResponse(BaseModel):
     """`view=reference` (default)."""
 
     runs: list[ModelRun]
-    totalEntries: int | None = Field(
-        None, description="Extension: how many runs match (for paging with offset)."
-    )
 
 
 class GetRunsExtendedResponse(BaseModel):
     """`view=extended`."""
 
     runs: list[ModelRunExtended]
+    totalEntries: int | None = Field(
+        None, description="How many runs match (for paging with offset)."
+    )
 
 
 class GetRunResponse(BaseModel):
