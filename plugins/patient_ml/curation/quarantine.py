@@ -38,6 +38,8 @@ REASONS: dict[str, str] = {
     # duplicates and splits
     "duplicate_image": "the same image (sha256) is already in the snapshot under another record",
     "duplicate_image_conflict": "an identical image belongs to a patient already in another split",
+    "near_duplicate_conflict": "a near-duplicate (edited copy) links examples already in "
+    "different splits; nothing was moved",
 }
 
 
