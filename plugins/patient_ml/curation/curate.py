@@ -231,14 +231,13 @@ def _assign(
         )
     )
     near = _near_duplicate_groups(rows, dataset, earlier)
-    # Members of a group are linked through an anchor node (named after the smallest sha256)
-    # and through the images of earlier curations in the group, so every member — and any
-    # later copy — lands in the split of the group's earlier members.
+    # Every member of a group is linked to every other member's image node (earlier
+    # curations' images too), so a member — or a later copy — lands in the split the group's
+    # earlier members hold, and a copy whose patient sits in another split sees both splits
+    # and is quarantined itself (whatever the order of example ids), never an earlier one.
     link: dict[str, tuple[str, ...]] = {}
     for members in near.groups:
-        anchor = "near:" + members[0][:59]  # fits the 64-character key column
-        gone = tuple(m for m in members if m in near.earlier)
-        link.update(dict.fromkeys(members, (anchor, *gone)))
+        link.update(dict.fromkeys(members, tuple(members)))
     inputs = [SplitInput(doc_id, pkey, (sha, *link.get(sha, ()))) for doc_id, pkey, sha, _ in rows]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
     staging.execute_many(
