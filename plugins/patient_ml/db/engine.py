@@ -26,7 +26,7 @@ from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
 log = logging.getLogger(__name__)
 
 # The newest migration in patient_ml/db/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003_image_signatures"
 VERSION_TABLE = "pml_alembic_version"
 
 _ENGINES: dict[str, Engine] = {}
