@@ -31,9 +31,9 @@ CLASSES = (("no", 0), ("yes", 1))  # source folder, label index
 LABELS = {0: "no_tumour", 1: "tumour"}
 GROUPING_NOTE = (
     "SYNTHETIC patients: Br35H has no patient ids; images are ordered by class, then by "
-    "near-identical copies (equal 256-bit average hash, so copies of one slice sit together, as "
-    "one patient's exports would), then by numeric file order; runs of consecutive images "
-    "(length drawn from a seeded RNG) are assigned to one made-up patient."
+    "copies of one slice (the product's verified near-duplicates, as one patient's exports "
+    "would be), then by numeric file order; runs of consecutive images (length drawn from a "
+    "seeded RNG, never spanning two slices' copies) are assigned to one made-up patient."
 )
 _NUMBER = re.compile(r"(\d+)")
 
@@ -112,33 +112,46 @@ def sample(limit: int | None = None) -> tuple[DatasetSpec, list[SampleImage]]:
     images = [
         SampleImage(
             key=f"br35h/{image.folder}/{image.path.name}",
-            group=image.folder,
+            group=group,
             stem=f"{image.folder}/{image.path.stem}",
             title=image.path.name,
             source=image.path,
             class_index=image.class_index,
         )
-        for image in _copies_together(balanced_subset(list_images(root), limit))
+        for image, group in _copies_together(balanced_subset(list_images(root), limit))
     ]
     return spec(version), images
 
 
-def _copies_together(images: list[SourceImage]) -> list[SourceImage]:
-    """Keep near-identical copies of a slice next to each other (stable otherwise), so that
-    synthetic patients do not scatter one slice's copies over unrelated patients."""
+def _copies_together(images: list[SourceImage]) -> list[tuple[SourceImage, str]]:
+    """Order copies of one slice (the product's verified near-duplicates) next to each other,
+    stable otherwise, and name each image's patient group: the copies of one slice are one
+    person's images, so a synthetic patient never holds copies of two different slices'
+    groups (which would chain unrelated groups together through made-up patients)."""
     from PIL import Image
 
-    from patient_ml.curation.near_duplicates import fingerprint
+    from patient_ml.curation.near_duplicates import DEFAULT_MIN_CORRELATION, link, signature
 
-    first_seen: dict[tuple[str, bytes], int] = {}
-    keys = []
-    for position, image in enumerate(images):
+    signatures = []
+    for image in images:
         with Image.open(image.path) as opened:
-            fp = fingerprint(opened)
-        anchor = first_seen.setdefault((image.folder, fp), position)
-        keys.append((image.folder, anchor, position))
+            signatures.append(signature(opened))
+    anchor = list(range(len(images)))
+    for members in link(signatures, DEFAULT_MIN_CORRELATION).groups:
+        for index in members:
+            anchor[index] = members[0]
+    grouped = {a for i, a in enumerate(anchor) if a != i} | {
+        i for i, a in enumerate(anchor) if a != i
+    }
+    keys = [(image.folder, anchor[i], i) for i, image in enumerate(images)]
     order = sorted(range(len(images)), key=keys.__getitem__)
-    return [images[i] for i in order]
+    return [
+        (
+            images[i],
+            f"{images[i].folder}:copies-of-{anchor[i]}" if i in grouped else images[i].folder,
+        )
+        for i in order
+    ]
 
 
 if __name__ == "__main__":

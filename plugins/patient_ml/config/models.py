@@ -162,15 +162,32 @@ class SplitRatios(WireModel):
 
 
 class NearDuplicateSettings(WireModel):
-    """Extension: group perceptual near-duplicates so they never straddle splits."""
+    """Extension: link near-duplicate images (edited copies of one image) so they never
+    straddle splits."""
 
-    enabled: bool = Field(True, description="Link near-duplicate images like one patient.")
-    fingerprint: Literal["ahash16", "dhash16"] = Field(
-        "ahash16", description="256-bit average hash (robust) or difference hash (stricter)."
+    enabled: bool = Field(True, description="Link verified near-duplicate images like one patient.")
+    min_correlation: float = Field(
+        0.94,
+        ge=0.8,
+        le=1.0,
+        description="Two images are copies when their intensity-normalised 32x32 thumbnails "
+        "(whole image or content box, either mirrored) correlate at least this much.",
     )
-    max_distance: int = Field(
-        0, ge=0, le=32, description="Largest Hamming distance (of 256 bits) that still groups."
+    # Settings of the v1 hash grouping: accepted so that existing dataset configs keep
+    # validating, and ignored (curation logs a warning naming them).
+    fingerprint: Literal["ahash16", "dhash16"] | None = Field(
+        None, description="Deprecated (v1) and ignored: near-duplicates are verified copies now."
     )
+    max_distance: int | None = Field(
+        None,
+        ge=0,
+        le=32,
+        description="Deprecated (v1) and ignored: use minCorrelation.",
+    )
+
+    def deprecated_settings(self) -> list[str]:
+        old = {"fingerprint": self.fingerprint, "maxDistance": self.max_distance}
+        return [f"curation.nearDuplicates.{k}" for k, v in old.items() if v is not None]
 
 
 class CurationSettings(WireModel):

@@ -25,6 +25,7 @@ import orjson
 from sqlalchemy import Engine
 
 from patient_ml.curation import pipeline
+from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
 from patient_ml.curation.pipeline import CurationStats, DatasetView
 from patient_ml.curation.quarantine import REASONS
 from patient_ml.curation.records import ImageRecord
@@ -73,10 +74,9 @@ def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
             max_image_pixels=settings.max_image_pixels,
             min_image_side=settings.min_image_side,
             salt=ds.split_salt,
-            fingerprint=settings.near_duplicates.fingerprint
-            if settings.near_duplicates.enabled
-            else None,
-            near_duplicate_distance=settings.near_duplicates.max_distance,
+            fingerprint=SIGNATURE_KIND if settings.near_duplicates.enabled else None,
+            near_duplicate_min_correlation=settings.near_duplicates.min_correlation,
+            deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
         )
 
 
@@ -146,12 +146,13 @@ def _snapshot(
     with session_scope(engine) as session:
         snapshot_service.lock_dataset(session, dataset.id)
         prior = snapshot_service.load_split_assignments(session, dataset.id)
-        new_assignments, near_groups = _assign(staging, dataset, prior)
+        kept, earlier = _earlier_signatures(session, staging, dataset, prior)
+        new_assignments, near = _assign(staging, dataset, prior, earlier)
         manifest_path = work / "manifest.jsonl"
         snapshot_id, count = _write_manifest(staging, dataset, manifest_path)
         base = f"{dataset.prefix}/snapshots/{snapshot_id}"
         report = build_report(staging, dataset, stats, snapshot_id, identical_groups)
-        report["nearDuplicates"] = near_duplicate_report(staging, dataset, near_groups)
+        report["nearDuplicates"] = near_duplicate_report(staging, dataset, near)
         counts = {"bySplit": report["examples"]["bySplit"], "total": count}
         existing = session.get(snapshot_service.Snapshot, snapshot_id)
         if existing is None:
@@ -159,6 +160,10 @@ def _snapshot(
             store.put_bytes(f"{base}/report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
             store.put_bytes(f"{base}/quarantine.jsonl", _quarantine_lines(staging))
         snapshot_service.record_split_assignments(session, dataset.id, new_assignments, snapshot_id)
+        if dataset.fingerprint is not None:
+            snapshot_service.record_signatures(
+                session, dataset.id, dataset.fingerprint, near.current_signatures, kept
+            )
         snapshot, created = snapshot_service.register_snapshot(
             session,
             snapshot_id=snapshot_id,
@@ -186,9 +191,40 @@ def _snapshot(
     return CurationResult(snapshot_id, created, manifest_uri, count, report)
 
 
+@dataclass
+class NearDuplicates:
+    """Verified near-duplicate groups of one curation (members are sha256s; some may be
+    images of earlier curations that are no longer in the source)."""
+
+    groups: list[list[str]]
+    similarity: list[float]  # per group: its weakest verified link
+    earlier: set[str]  # members known only from stored signatures
+    current_signatures: dict[str, bytes]
+    candidates: int = 0
+    links: int = 0
+    seconds: float = 0.0
+
+
+def _earlier_signatures(
+    session: Any, staging: Staging, dataset: DatasetView, prior: dict[tuple[str, str], str]
+) -> tuple[set[str], dict[str, bytes]]:
+    """(sha256s whose signature the dataset keeps, signatures of images that earlier curations
+    assigned a split and that this one did not see: new copies are verified against them)."""
+    if dataset.fingerprint is None:
+        return set(), {}
+    kept = snapshot_service.stored_signature_keys(session, dataset.id, dataset.fingerprint)
+    current = {row[0] for row in staging.query("SELECT DISTINCT sha256 FROM images")}
+    assigned = {key for kind, key in prior if kind == "image" and not key.startswith("near:")}
+    wanted = (assigned & kept) - current
+    return kept, snapshot_service.load_signatures(session, dataset.id, dataset.fingerprint, wanted)
+
+
 def _assign(
-    staging: Staging, dataset: DatasetView, prior: dict[tuple[str, str], str]
-) -> tuple[dict[tuple[str, str], str], list[list[str]]]:
+    staging: Staging,
+    dataset: DatasetView,
+    prior: dict[tuple[str, str], str],
+    earlier: dict[str, bytes],
+) -> tuple[dict[tuple[str, str], str], NearDuplicates]:
     rows = list(
         staging.query(
             """
@@ -199,15 +235,16 @@ def _assign(
             """
         )
     )
-    near_groups = _near_duplicate_groups(rows, dataset)
-    # A near-duplicate group links its members through the smallest sha256 among them, so
-    # every member (and any later copy) lands in the split of the group's earlier members.
-    link: dict[str, str] = {}
-    for members in near_groups:
-        anchor = "near:" + members[0][:59]  # fits the 64-character key column
-        link.update(dict.fromkeys(members, anchor))
+    near = _near_duplicate_groups(rows, dataset, earlier)
+    # Every member of a group is linked to every other member's image node (earlier
+    # curations' images too), so a member — or a later copy — lands in the split the group's
+    # earlier members hold, and a copy whose patient sits in another split sees both splits
+    # and is quarantined itself (whatever the order of example ids), never an earlier one.
+    link: dict[str, tuple[str, ...]] = {}
+    for members in near.groups:
+        link.update(dict.fromkeys(members, tuple(members)))
     inputs = [
-        SplitInput(doc_id, pkey, (sha, link[sha]) if sha in link else (sha,), track_example=True)
+        SplitInput(doc_id, pkey, (sha, *link.get(sha, ())), track_example=True)
         for doc_id, pkey, sha, _ in rows
     ]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
@@ -216,60 +253,95 @@ def _assign(
         [(split, doc_id) for doc_id, split in result.splits.items()],
     )
     if result.conflicts:
+        near_link = {doc_id for doc_id, _, sha, _ in rows if sha in link}
+        reason = {True: "near_duplicate_conflict", False: "duplicate_image_conflict"}
         staging.execute_many(
             "UPDATE resolved SET excluded_reason = ?, excluded_detail = ? WHERE doc_id = ?",
             [
-                (result.conflict_reasons.get(doc_id, "duplicate_image_conflict"), detail, doc_id)
+                (result.conflict_reasons.get(doc_id) or reason[doc_id in near_link], detail, doc_id)
                 for doc_id, detail in result.conflicts.items()
             ],
         )
-    return result.new_assignments, near_groups
+    return result.new_assignments, near
 
 
-def _near_duplicate_groups(rows: list[tuple[Any, ...]], dataset: DatasetView) -> list[list[str]]:
-    """Groups of distinct sha256s whose fingerprints are within the dataset's distance."""
+def _near_duplicate_groups(
+    rows: list[tuple[Any, ...]], dataset: DatasetView, earlier: dict[str, bytes]
+) -> NearDuplicates:
+    """Groups of distinct sha256s (with earlier curations' images) linked as verified copies."""
+    current = {sha: fp for _, _, sha, fp in rows if fp is not None}
     if dataset.fingerprint is None:
-        return []
-    from patient_ml.curation.near_duplicates import group
+        return NearDuplicates([], [], set(), {})
+    from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, link
 
-    by_sha = {sha: fp for _, _, sha, fp in rows if fp is not None}
-    shas = sorted(by_sha)
-    started = time.monotonic()
-    groups = group(shas, [by_sha[s] for s in shas], dataset.near_duplicate_distance)
+    for name in dataset.deprecated_settings:
+        log.warning(
+            "near-duplicates: %s is a setting of the v1 hash grouping and is ignored; "
+            "copies are verified by thumbnail correlation (curation.nearDuplicates."
+            "minCorrelation). Remove it from the dataset's curation settings.",
+            name,
+        )
+    signatures = {s: fp for s, fp in current.items() if len(fp) == SIGNATURE_BYTES}
+    gone = {s: fp for s, fp in earlier.items() if s not in signatures}
+    shas = sorted(signatures.keys() | gone.keys())
+    everything = {**gone, **signatures}
+    found = link([everything[s] for s in shas], dataset.near_duplicate_min_correlation)
+    groups = [[shas[i] for i in members] for members in found.groups]
+    similarity = [found.similarity_within(members) for members in found.groups]
     largest = max((len(g) for g in groups), default=0)
     if shas and largest > max(20, 0.05 * len(shas)):
         log.warning(
             "near-duplicates: one group holds %d of %d images; it lands in a single split and "
-            "skews the split ratios. Consider a smaller curation.nearDuplicates.maxDistance.",
+            "skews the split ratios. Check its images (report.json lists it), or raise "
+            "curation.nearDuplicates.minCorrelation.",
             largest,
             len(shas),
         )
     log.info(
-        "near-duplicates (%s, distance <= %d): %d groups covering %d images, in %.1f s",
-        dataset.fingerprint,
-        dataset.near_duplicate_distance,
+        "near-duplicates (correlation >= %.3f): %d candidate pairs, %d verified links, "
+        "%d groups covering %d images (%d from earlier curations), in %.1f s",
+        dataset.near_duplicate_min_correlation,
+        found.candidates,
+        len(found.links),
         len(groups),
         sum(len(g) for g in groups),
-        time.monotonic() - started,
+        len(gone),
+        found.seconds,
     )
-    return groups
+    return NearDuplicates(
+        groups,
+        similarity,
+        set(gone),
+        signatures,
+        candidates=found.candidates,
+        links=len(found.links),
+        seconds=round(found.seconds, 3),
+    )
 
 
 def near_duplicate_report(
-    staging: Staging, dataset: DatasetView, near_groups: list[list[str]], limit: int = 50
+    staging: Staging, dataset: DatasetView, near: NearDuplicates, limit: int = 50
 ) -> dict[str, Any]:
     """Groups spanning several patients (possible mis-filed patient ids) and groups whose
-    members carry different labels (label quality), by example id — never patient data."""
+    members carry different labels (label quality), by example id with the group's weakest
+    verified similarity — never patient data."""
+    groups = near.groups
     info: dict[str, Any] = {
         "enabled": dataset.fingerprint is not None,
-        "fingerprint": dataset.fingerprint,
-        "maxDistance": dataset.near_duplicate_distance,
-        "groups": len(near_groups),
-        "imagesInGroups": sum(len(g) for g in near_groups),
-        "largestGroup": max((len(g) for g in near_groups), default=0),
+        "signature": dataset.fingerprint,
+        "minCorrelation": dataset.near_duplicate_min_correlation,
+        "candidatePairs": near.candidates,
+        "verifiedLinks": near.links,
+        "groups": len(groups),
+        "imagesInGroups": sum(len(g) for g in groups),
+        "largestGroup": max((len(g) for g in groups), default=0),
+        "imagesFromEarlierCurations": sum(1 for g in groups for m in g if m in near.earlier),
+        "seconds": near.seconds,
     }
+    if dataset.deprecated_settings:
+        info["ignoredSettings"] = list(dataset.deprecated_settings)
     spanning, mixed = [], []
-    for members in near_groups:
+    for members, similarity in zip(groups, near.similarity, strict=True):
         marks = ",".join("?" * len(members))
         rows = list(
             staging.query(
@@ -281,10 +353,16 @@ def near_duplicate_report(
         )
         examples = [r[0] for r in rows]
         if len({r[1] for r in rows}) > 1:
-            spanning.append({"examples": examples, "patients": len({r[1] for r in rows})})
+            spanning.append(
+                {
+                    "examples": examples,
+                    "patients": len({r[1] for r in rows}),
+                    "similarity": similarity,
+                }
+            )
         labels = {r[3] for r in rows if r[2] == "confirmed" and r[3] is not None}
         if dataset.problem_type == "imgClf" and len(labels) > 1:
-            mixed.append({"examples": examples, "labels": sorted(labels)})
+            mixed.append({"examples": examples, "labels": sorted(labels), "similarity": similarity})
     info["groupsSpanningPatients"] = {"count": len(spanning), "items": spanning[:limit]}
     info["groupsWithDifferentLabels"] = {"count": len(mixed), "items": mixed[:limit]}
     return info

@@ -1,21 +1,212 @@
-"""Perceptual fingerprints and near-duplicate groups (re-crops, re-scales, re-windowed or
-re-encoded copies of one image), found in near-linear time.
+"""Near-duplicate images (re-windowed, re-scaled, re-encoded, sharpened, cropped or mirrored
+copies of one slice): candidates found generously, links made only for verified copies.
 
-Fingerprints are 256-bit hashes of a 16x16 thumbnail: `ahash16` (pixel above the mean; robust
-to scaling, brightness, contrast and JPEG re-encoding) or `dhash16` (horizontal gradient signs;
-stricter). Two images are near-duplicates when their Hamming distance is at most
-`maxDistance`. Grouping uses multi-index hashing: the 256 bits are cut into `maxDistance + 1`
-bands, and by the pigeonhole principle two fingerprints within the distance agree on at least
-one whole band, so only images that share a band value are compared — not all pairs.
+Signature (stored per image, 2 KB): two 32x32 grayscale thumbnails made with an antialiasing
+(box) filter — one of the whole image and one of its content box (the image cropped to where
+the anatomy is, so a crop or a pad of the dark margin does not move the content) — each
+stretched to 0..255.
+
+Similarity of two images: the Pearson correlation of their z-scored thumbnails (invariant to
+brightness, contrast and window; close to 1 for copies after gamma, JPEG, rescaling filters and
+sharpening), taken as the best of: whole vs whole, content box vs content box, and each against
+the other's mirror image (a left-right flip is the other display convention of one slice:
+radiological vs neurological). Two images are linked when the similarity is at least
+`minCorrelation`; look-alike slices of different people stay below it (measured on Br35H, see
+README), so groups do not chain.
+
+Candidates, near-linear and without misses: for z-scored unit vectors, correlation >= t is
+distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (the 64 principal axes of the
+thumbnails — a perceptual hash without the binarisation) can only shrink distances, so a radius
+query in that space (a k-d tree) returns every pair that can pass, and few others; a binary
+hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie up to
+34 of 256 bits apart). Only the candidates are verified on the full thumbnails.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+KIND = "thumb32-v2"  # the signature curation stores and links on; bump when it changes
+SIDE = 32
+SIGNATURE_BYTES = 2 * SIDE * SIDE
+DEFAULT_MIN_CORRELATION = 0.94  # measured: benchmarks/leakage.py, README
+_INDEX_DIMS = 64  # the k-d tree works on 64 principal axes of the thumbnails
+_BASIS_SAMPLE = 20_000
+_CHUNK = 8_192
+
+
+def signature(image: Any) -> bytes:
+    """2,048 bytes for a Pillow image: whole-image and content-box 32x32 thumbnails."""
+    from PIL import Image
+
+    gray = image.convert("F") if image.mode in ("I", "I;16", "F") else image.convert("L")
+    box = Image.Resampling.BOX
+    whole = np.asarray(gray.resize((SIDE, SIDE), box), dtype=np.float32)
+    content = np.asarray(gray.resize((SIDE, SIDE), box, box=_content_box(gray)), dtype=np.float32)
+    return _to_bytes(whole) + _to_bytes(content)
+
+
+def _content_box(gray: Any) -> tuple[float, float, float, float]:
+    """The box (in pixels) of the rows and columns holding at least a tenth of the busiest
+    row's (column's) pixels above a quarter of the way from the background (1st percentile)
+    to the brightest (99th), on a view of at most 256 pixels a side: a dark margin added or
+    cut away does not move it."""
+    from PIL import Image
+
+    width, height = gray.size
+    factor = min(1.0, 256 / max(width, height))
+    view_w, view_h = max(1, round(width * factor)), max(1, round(height * factor))
+    view = np.asarray(gray.resize((view_w, view_h), Image.Resampling.BOX), dtype=np.float32)
+    whole = (0.0, 0.0, float(width), float(height))
+    low, high = np.percentile(view, [1, 99])
+    if high - low < 1e-6:
+        return whole
+    mask = view > low + 0.25 * (high - low)
+    per_row, per_col = mask.sum(axis=1), mask.sum(axis=0)
+    rows = np.flatnonzero(per_row >= 0.1 * per_row.max())
+    cols = np.flatnonzero(per_col >= 0.1 * per_col.max())
+    if len(rows) < 4 or len(cols) < 4:
+        return whole
+    sx, sy = width / view_w, height / view_h
+    return (cols[0] * sx, rows[0] * sy, (cols[-1] + 1) * sx, (rows[-1] + 1) * sy)
+
+
+def _to_bytes(thumb: np.ndarray) -> bytes:
+    low, high = float(thumb.min()), float(thumb.max())
+    scaled = (thumb - low) * (255.0 / (high - low)) if high > low else np.zeros_like(thumb)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8).tobytes()
+
+
+def unit_vectors(signatures: Sequence[bytes]) -> np.ndarray:
+    """(n, 2, 1024) float32: each thumbnail z-scored and scaled to length 1 (flat ones: 0)."""
+    raw = np.frombuffer(b"".join(signatures), dtype=np.uint8).reshape(len(signatures), 2, -1)
+    out = raw.astype(np.float32)
+    out -= out.mean(axis=2, keepdims=True)
+    norms = np.linalg.norm(out, axis=2, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 1e-6)
+    out[np.broadcast_to(norms <= 1e-6, out.shape)] = 0.0
+    return out
+
+
+def _mirror(vectors: np.ndarray) -> np.ndarray:
+    return vectors.reshape(*vectors.shape[:-1], SIDE, SIDE)[..., ::-1].reshape(vectors.shape)
+
+
+def projection(points: np.ndarray, dims: int = _INDEX_DIMS) -> np.ndarray:
+    """An orthonormal basis (dims, d) of the principal axes of `points` (a fixed-seed sample
+    of them): projecting on it keeps the most of the distances in few dimensions and can only
+    shrink them, so a radius query on the projections misses no pair."""
+    rng = np.random.default_rng(0)
+    sample = points[rng.choice(len(points), min(len(points), _BASIS_SAMPLE), replace=False)]
+    centred = sample - sample.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    return np.ascontiguousarray(vectors[:, ::-1][:, : min(dims, points.shape[1])].T)
+
+
+@dataclass(frozen=True)
+class Link:
+    a: int
+    b: int
+    similarity: float
+
+
+@dataclass
+class Grouping:
+    groups: list[list[int]]  # indices, each group sorted, ≥ 2 members
+    links: list[Link]
+    candidates: int
+    seconds: float
+
+    def similarity_within(self, members: Sequence[int]) -> float:
+        """The weakest verified link inside a group (how sure its least sure copy is)."""
+        inside = set(members)
+        values = [link.similarity for link in self.links if link.a in inside and link.b in inside]
+        return min(values, default=1.0)
+
+
+def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
+    """(m, 2) index pairs i < j that may correlate ≥ `min_correlation` in some view (whole,
+    content box, either mirrored): every such pair is among them."""
+    from scipy.spatial import cKDTree
+
+    n = len(vectors)
+    radius = float(np.sqrt(max(2.0 * (1.0 - min_correlation), 0.0))) + 1e-4
+    found = []
+    for view in (0, 1):
+        points = np.concatenate([vectors[:, view], _mirror(vectors[:, view])])
+        projected = points @ projection(points).T
+        found.append(cKDTree(projected).query_pairs(radius, output_type="ndarray") % n)
+    pairs = np.sort(np.concatenate(found), axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def similarities(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Best correlation of each pair over whole/content views, plain or mirrored."""
+    both = np.concatenate([vectors, _mirror(vectors)], axis=1)  # (n, 4, d): plain, mirrored
+    out = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start : start + _CHUNK]
+        a = vectors[chunk[:, 0]]  # (m, 2, d)
+        b = both[chunk[:, 1]]  # (m, 4, d)
+        products = np.matmul(a, b.transpose(0, 2, 1))  # (m, 2, 4): view of a x view of b
+        # whole with whole (plain, mirrored) and content box with content box (plain, mirrored)
+        out[start : start + len(chunk)] = products[:, [0, 0, 1, 1], [0, 2, 1, 3]].max(axis=1)
+    return out
+
+
+def link(signatures: Sequence[bytes], min_correlation: float) -> Grouping:
+    """Verified near-duplicate links among `signatures` and their connected groups."""
+    started = time.monotonic()
+    n = len(signatures)
+    if n < 2:
+        return Grouping([], [], 0, time.monotonic() - started)
+    vectors = unit_vectors(signatures)
+    pairs = candidate_pairs(vectors, min_correlation)
+    sims = similarities(vectors, pairs)
+    keep = sims >= min_correlation
+    links = [
+        Link(int(i), int(j), round(float(s), 4))
+        for (i, j), s in zip(pairs[keep], sims[keep], strict=True)
+    ]
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for edge in links:
+        ri, rj = find(edge.a), find(edge.b)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    members: dict[int, list[int]] = defaultdict(list)
+    for index in range(n):
+        members[find(index)].append(index)
+    groups = sorted(m for m in members.values() if len(m) > 1)
+    return Grouping(groups, links, len(pairs), time.monotonic() - started)
+
+
+def verified_groups(
+    keys: Sequence[str], signatures: Sequence[bytes], min_correlation: float
+) -> list[list[str]]:
+    """Groups (≥ 2 members, sorted) of `keys` linked as verified near-duplicates."""
+    found = link(signatures, min_correlation)
+    return sorted(sorted(keys[i] for i in members) for members in found.groups)
+
+
+# ---------------------------------------------------------------- binary hashes (exact copies)
+# 256-bit hashes of a 16x16 thumbnail and a banded multi-index over them: the sample-data
+# builder and the trainers' tools use them to find copies with (almost) equal hashes. Two
+# fingerprints within `max_distance` agree on at least one of `max_distance + 1` bands, so only
+# images sharing a band value are compared. Curation links on `link()` above instead.
 
 KINDS = ("ahash16", "dhash16")
 BITS = 256
@@ -23,9 +214,11 @@ MAX_BUCKET_PAIRS = 2_000_000  # one degenerate bucket (e.g. blank images) cannot
 
 
 def fingerprint(image: Any, kind: str = "ahash16") -> bytes:
-    """32 bytes for a Pillow image."""
+    """32 bytes for a Pillow image (ahash16/dhash16), or the 2,048-byte signature (`KIND`)."""
     from PIL import Image
 
+    if kind == KIND:
+        return signature(image)
     gray = image.convert("L")
     if kind == "ahash16":
         pixels = np.asarray(gray.resize((16, 16), Image.Resampling.BOX), dtype=np.float32)
@@ -34,7 +227,7 @@ def fingerprint(image: Any, kind: str = "ahash16") -> bytes:
         pixels = np.asarray(gray.resize((17, 16), Image.Resampling.BOX), dtype=np.int16)
         bits = pixels[:, 1:] > pixels[:, :-1]
     else:
-        raise ValueError(f"unknown fingerprint kind {kind!r}; use one of {KINDS}")
+        raise ValueError(f"unknown fingerprint kind {kind!r}; use one of {(KIND, *KINDS)}")
     return np.packbits(bits).tobytes()
 
 

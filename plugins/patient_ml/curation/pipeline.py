@@ -50,8 +50,9 @@ class DatasetView:
     max_image_pixels: int
     min_image_side: int
     salt: str
-    fingerprint: str | None = None  # near-duplicate fingerprint kind; None = off
-    near_duplicate_distance: int = 0
+    fingerprint: str | None = None  # near-duplicate signature kind; None = off
+    near_duplicate_min_correlation: float = 0.94
+    deprecated_settings: tuple[str, ...] = ()
 
     @property
     def prefix(self) -> str:

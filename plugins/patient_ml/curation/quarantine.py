@@ -56,6 +56,8 @@ REASONS: dict[str, str] = {
     "duplicate_image_conflict": "an identical image belongs to a patient already in another split",
     "split_conflict": "the example was in another split in an earlier snapshot (e.g. re-filed "
     "under a patient of another split); examples never change split",
+    "near_duplicate_conflict": "a near-duplicate (edited copy) links examples already in "
+    "different splits; nothing was moved",
 }
 
 

@@ -5,9 +5,12 @@
 * Examples are linked through their patient and their image hash (and, later, near-duplicate
   groups): everything linked lands in one split, so neither a patient nor an identical image
   ever crosses splits.
-* A split is drawn from a keyed hash of the group (so it does not depend on the order records
-  arrive) unless a member already has a split from an earlier curation: assignments are stored
-  and never change. An example that would join two earlier splits is quarantined
+* A group that no earlier curation assigned gets a split by balanced drawing: new groups are
+  taken in the order of a keyed hash (so nothing depends on the order records arrive), each
+  into the split furthest below its ratio. Groups of linked copies can be
+  large, and a per-group coin flip would then miss the ratios by several points. A group with
+  a member assigned by an earlier curation keeps that split: assignments are stored and never
+  change. An example that would join two earlier splits is quarantined
   (`duplicate_image_conflict`) instead of moving anything.
 * The example itself is a node too (`example_node`): a DocumentReference re-filed under a
   patient of another split keeps its split or, when that would link two splits, is
@@ -104,10 +107,13 @@ def assign_splits(
         groups[uf.find(ex.nodes()[0])].append(ex)
 
     result = SplitResult()
+    fresh: list[list[SplitInput]] = []
     for members in groups.values():
         nodes = {n for ex in members for n in ex.nodes()}
         known = {n: prior[n] for n in nodes if n in prior}
-        if len(set(known.values())) <= 1:
+        if not known:
+            fresh.append(members)
+        elif len(set(known.values())) == 1:
             anchor = min(ex.patient_key for ex in members)
             split = next(iter(known.values()), None) or hashed_split(salt, anchor, ratios)
             for ex in members:
@@ -116,7 +122,33 @@ def assign_splits(
                 result.new_assignments[node] = split
         else:
             _resolve_conflicting_group(members, known, salt, ratios, result)
+    _draw_balanced(fresh, salt, ratios, result)
     return result
+
+
+def _draw_balanced(
+    groups: list[list[SplitInput]], salt: str, ratios: Mapping[str, float], result: SplitResult
+) -> None:
+    """Give each new group, in the order of a keyed hash of the group, the split furthest below
+    its ratio (counting this curation's examples already placed): the ratios are missed by at
+    most about one group, and which group lands where stays unpredictable without the salt."""
+    counts = dict.fromkeys(SPLITS, 0)
+    for split in result.splits.values():
+        counts[split] += 1
+    total = sum(counts.values())
+
+    def order(members: list[SplitInput]) -> bytes:
+        anchor = min(ex.patient_key for ex in members)
+        return hmac.new(salt.encode(), b"order:" + anchor.encode(), hashlib.sha256).digest()
+
+    for members in sorted(groups, key=order):
+        total += len(members)
+        split = max(SPLITS, key=lambda s: ratios[s] * total - counts[s])
+        counts[split] += len(members)
+        for ex in members:
+            result.splits[ex.example_id] = split
+        for node in {n for ex in members for n in ex.nodes()}:
+            result.new_assignments[node] = split
 
 
 def _resolve_conflicting_group(

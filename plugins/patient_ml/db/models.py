@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -333,6 +334,22 @@ class AuditEvent(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (Index("ix_pml_audit_entity", "entity_type", "entity_id", "occurred_at"),)
+
+
+class ImageSignature(Base):
+    """The near-duplicate signature (two 32x32 thumbnails) of an image curated into a dataset,
+    kept so that a later curation verifies new images against earlier ones without reading
+    the earlier images again (see `curation/near_duplicates.py`)."""
+
+    __tablename__ = "pml_image_signatures"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    signature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = _created()
 
 
 APPEND_ONLY = (Approval, Deployment, AuditEvent, SplitAssignment)

@@ -8,7 +8,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from patient_ml.curation.splits import Node
-from patient_ml.db.models import Dataset, Run, Snapshot, SplitAssignment, utcnow
+from patient_ml.db.models import Dataset, ImageSignature, Run, Snapshot, SplitAssignment, utcnow
 from patient_ml.exceptions import NotFoundError
 from patient_ml.services import audit
 from patient_ml.services.common import to_millis
@@ -51,6 +51,49 @@ def record_split_assignments(
     # Plain rows in chunks, not ORM objects: one row per patient, image and example.
     for start in range(0, len(new), 5000):
         session.execute(insert(SplitAssignment), new[start : start + 5000])
+    session.flush()
+    return len(new)
+
+
+def stored_signature_keys(session: Session, dataset_id: str, kind: str) -> set[str]:
+    """sha256s of the images whose near-duplicate signature (`kind`) the dataset keeps."""
+    return set(
+        session.scalars(
+            select(ImageSignature.sha256).where(
+                ImageSignature.dataset_id == dataset_id, ImageSignature.kind == kind
+            )
+        )
+    )
+
+
+def load_signatures(
+    session: Session, dataset_id: str, kind: str, sha256s: set[str], batch: int = 5_000
+) -> dict[str, bytes]:
+    """The stored signatures of `sha256s` (those kept), read in batches."""
+    wanted = sorted(sha256s)
+    out: dict[str, bytes] = {}
+    for start in range(0, len(wanted), batch):
+        rows = session.execute(
+            select(ImageSignature.sha256, ImageSignature.signature).where(
+                ImageSignature.dataset_id == dataset_id,
+                ImageSignature.kind == kind,
+                ImageSignature.sha256.in_(wanted[start : start + batch]),
+            )
+        )
+        out.update({sha: bytes(signature) for sha, signature in rows})
+    return out
+
+
+def record_signatures(
+    session: Session, dataset_id: str, kind: str, signatures: dict[str, bytes], known: set[str]
+) -> int:
+    """Keep the signatures of images not kept yet (`known`: those already stored)."""
+    new = [
+        ImageSignature(dataset_id=dataset_id, sha256=sha, kind=kind, signature=signature)
+        for sha, signature in sorted(signatures.items())
+        if sha not in known
+    ]
+    session.add_all(new)
     session.flush()
     return len(new)
 
