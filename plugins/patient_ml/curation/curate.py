@@ -258,7 +258,13 @@ def _assign(
         staging.execute_many(
             "UPDATE resolved SET excluded_reason = ?, excluded_detail = ? WHERE doc_id = ?",
             [
-                (result.conflict_reasons.get(doc_id) or reason[doc_id in near_link], detail, doc_id)
+                (
+                    "split_conflict"
+                    if result.conflict_reasons.get(doc_id) == "split_conflict"
+                    else reason[doc_id in near_link],
+                    detail,
+                    doc_id,
+                )
                 for doc_id, detail in result.conflicts.items()
             ],
         )
