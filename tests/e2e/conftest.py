@@ -51,6 +51,30 @@ class E2EDeployment:
             self.api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
 
+def register_cohort_model(
+    deployment: E2EDeployment, *, dataset: str, salt: str, model: str, approvers: list[str]
+) -> str:
+    """A synthetic cohort of 60 patients as NDJSON (`tests/curation/cohort.py`), its dataset and
+    a classifier model of it (reference trainer under its ECR-style name) with these approvers;
+    the model's id."""
+    from patient_ml.services.datasets import create_dataset
+    from patient_ml.services.models import create_model
+    from tests.curation.cohort import Cohort, dataset_config
+    from tests.operators.lifecycle import model_config
+
+    cohort = Cohort(deployment.sources / f"{dataset}-cohort", salt, f"urn:test:{dataset}")
+    cohort.add_patients(0, 60)
+    source = cohort.write_ndjson(deployment.root / f"{dataset}-ndjson")
+    with session_scope(deployment.engine) as session:
+        ds = dataset_config(dataset, salt)
+        ds["source"] = {"type": "ndjson", "uri": str(source)}
+        dataset_id = create_dataset(session, ds, actor="e2e").id
+        config = model_config(model, dataset_id, approvalPolicy={"approvers": approvers})
+        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        return str(create_model(session, config, actor="e2e").id)
+
+
 def _databases() -> Iterator[tuple[str | None, str | None]]:
     """Fresh PostgreSQL databases (Airflow metadata, product) or (None, None) for SQLite."""
     reason = _postgres_unavailable_reason()

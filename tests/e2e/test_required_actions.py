@@ -23,12 +23,8 @@ from patient_ml.db.engine import session_scope
 from patient_ml.db.models import AuditEvent, Model
 from patient_ml.deploy import stop_old_endpoints
 from patient_ml.services.approvals import decisions_of
-from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
 from patient_ml.services.runs import find_run_for_dag_run
-from tests.curation.cohort import Cohort, dataset_config
-from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
-from tests.operators.lifecycle import model_config
+from tests.e2e.conftest import E2EDeployment, register_cohort_model
 
 MODEL = "e2e-hitl-classifier"
 DAG_ID = "patient_ml__e2e_hitl_classifier"
@@ -39,17 +35,9 @@ HITL_LIST = "/api/v2/dags/~/dagRuns/~/hitlDetails"
 @pytest.fixture(scope="module")
 def hitl(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
     d = airflow_deployment
-    cohort = Cohort(d.sources / "e2e-hitl-cohort", "hitl01", "urn:test:e2e-hitl-dataset")
-    cohort.add_patients(0, 60)
-    source = cohort.write_ndjson(d.root / "ndjson-hitl")
-    with session_scope(d.engine) as session:
-        ds = dataset_config("e2e-hitl-dataset", "hitl01")
-        ds["source"] = {"type": "ndjson", "uri": str(source)}
-        dataset_id = create_dataset(session, ds, actor="e2e").id
-        config = model_config(MODEL, dataset_id, approvalPolicy={"approvers": ["admin"]})
-        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        model_id = create_model(session, config, actor="e2e").id
+    model_id = register_cohort_model(
+        d, dataset="e2e-hitl-dataset", salt="hitl01", model=MODEL, approvers=["admin"]
+    )
     try:
         d.wait_for_dag(DAG_ID)
         yield {"d": d, "model_id": model_id}

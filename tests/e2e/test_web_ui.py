@@ -17,12 +17,8 @@ import pytest
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
-from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
 from tests.conftest import REPO_ROOT
-from tests.curation.cohort import Cohort, dataset_config
-from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
-from tests.operators.lifecycle import model_config
+from tests.e2e.conftest import E2EDeployment, register_cohort_model
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -60,17 +56,9 @@ def ui_model(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
     """A dataset and a model whose only approver is `admin`, and one evaluated run of it that
     waits for a decision."""
     deployment = airflow_deployment
-    cohort = Cohort(deployment.sources / "ui-cohort", "ui001", "urn:test:e2e-ui-dataset")
-    cohort.add_patients(0, 60)
-    source = cohort.write_ndjson(deployment.root / "ui-ndjson")
-    with session_scope(deployment.engine) as session:
-        ds = dataset_config("e2e-ui-dataset", "ui001")
-        ds["source"] = {"type": "ndjson", "uri": str(source)}
-        dataset_id = create_dataset(session, ds, actor="e2e").id
-        config = model_config(MODEL, dataset_id, approvalPolicy={"approvers": ["admin"]})
-        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        model_id = create_model(session, config, actor="e2e").id
+    model_id = register_cohort_model(
+        deployment, dataset="e2e-ui-dataset", salt="ui001", model=MODEL, approvers=["admin"]
+    )
     deployment.wait_for_dag(DAG_ID)
     started = deployment.api.post(f"/v1/patient-ml/models/{model_id}/runs", {"maxTrials": 1})
     run_id = started["runId"]

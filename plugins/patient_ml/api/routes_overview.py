@@ -22,6 +22,7 @@ from patient_ml.api.auth import (
 )
 from patient_ml.api.deps import Session
 from patient_ml.api.guards import refuse_nul_characters
+from patient_ml.api.routes_runs import _run_of
 from patient_ml.api.schemas import error_responses
 from patient_ml.exceptions import NotFoundError, PermissionDeniedError
 from patient_ml.services.overview import ModelSort, Order
@@ -236,18 +237,6 @@ def get_permissions(model_id: str, session: Session, user: CurrentUser) -> dict[
     }
 
 
-def _own_run(session: Any, model: Any, run_id: str) -> Any:
-    from patient_ml.services.runs import get_run
-
-    run = get_run(session, run_id)
-    if run.model_id != model.id:
-        raise NotFoundError(
-            f"Model {model.name!r} has no run {run_id!r}.",
-            fix="list the model's runs with GET /v1/patient-ml/models/{modelId}/runs",
-        )
-    return run
-
-
 @router.get(
     "/models/{model_id}/runs/{run_id}/trials",
     summary="Extension: the run's trials (state, hyperparameters, objective, failure)",
@@ -258,7 +247,7 @@ def _own_run(session: Any, model: Any, run_id: str) -> Any:
 def get_trials(model_id: str, run_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
     from patient_ml.services.overview import trials_of
 
-    run = _own_run(session, authorized_model(session, model_id, user), run_id)
+    run = _run_of(session, authorized_model(session, model_id, user), run_id)
     return {"trials": trials_of(session, run.id)}
 
 
@@ -273,7 +262,7 @@ def get_model_card(
 ) -> dict[str, Any]:
     from patient_ml.evaluation.model_card import build_model_card
 
-    run = _own_run(session, authorized_model(session, model_id, user), run_id)
+    run = _run_of(session, authorized_model(session, model_id, user), run_id)
     return {"modelCard": build_model_card(session, run.id)}
 
 
