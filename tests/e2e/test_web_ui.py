@@ -181,6 +181,8 @@ def test_approver_finds_the_run_and_approves_it(
     _shot(page, "model-curation")
     ui.get_by_role("tab", name="Deployments").click()
     expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
+    ui.get_by_role("tab", name="Monitoring").click()  # the deployed champion's checks
+    expect(ui.get_by_test_id("monitoring")).to_contain_text("Checked @hourly", timeout=30_000)
 
     # A new model's form shows the product's own field-level errors next to the fields.
     page.goto(f"{deployment.stack.url}/plugin/patient-ml")

@@ -113,6 +113,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Tabs.Trigger value="metrics">Metrics</Tabs.Trigger>
           <Tabs.Trigger value="curation">Curation report</Tabs.Trigger>
           <Tabs.Trigger value="deployments">Deployments</Tabs.Trigger>
+          <Tabs.Trigger value="monitoring">Monitoring</Tabs.Trigger>
           <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
           <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
         </Tabs.List>
@@ -127,6 +128,9 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
         </Tabs.Content>
         <Tabs.Content value="deployments">
           <Deployments model={model} go={go} />
+        </Tabs.Content>
+        <Tabs.Content value="monitoring">
+          <Monitoring model={model} />
         </Tabs.Content>
         <Tabs.Content value="config">
           <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={loaded.reload} />
@@ -500,6 +504,80 @@ function Deployments({ model, go }: { model: Model; go: (view: View) => void }) 
           </Table.Body>
         </Table.Root>
       </Box>
+    </Box>
+  );
+}
+
+interface MonitoringEvent {
+  id: number;
+  runId?: string;
+  status: "ok" | "breach" | "insufficient" | "no-reference";
+  breaches: string[];
+  window: { predictions: number; from?: number; to?: number };
+  createdAt: number;
+}
+
+interface MonitoringAnswer {
+  championId?: string;
+  monitoring: { enabled?: boolean; schedule?: string; retrainOnBreach?: boolean };
+  reference?: { runId: string; examples: number; createdAt: number } | null;
+  events: MonitoringEvent[];
+}
+
+const MONITORING_PALETTE: Record<MonitoringEvent["status"], string> = {
+  ok: "green",
+  breach: "red",
+  insufficient: "gray",
+  "no-reference": "gray",
+};
+
+/** The monitor DAG's checks of the deployed champion (GET /models/{id}/monitoring). */
+function Monitoring({ model }: { model: Model }) {
+  const loaded = useLoad(() => api<MonitoringAnswer>(`/models/${model.id}/monitoring`), [model.id]);
+  if (loaded.error) return <ErrorAlert error={loaded.error} />;
+  if (!loaded.data) return <Loading what="monitoring checks" />;
+  const { monitoring, reference, events } = loaded.data;
+  const settings = monitoring.enabled === false
+    ? "Monitoring is switched off in the model config."
+    : `Checked ${monitoring.schedule ?? "@hourly"}; a breach ${monitoring.retrainOnBreach ? "starts retraining (through evaluation and approval)" : "is recorded and audited"}.`;
+  return (
+    <Box data-testid="monitoring">
+      <Text fontSize="sm" color="fg.muted" mb={3}>
+        {settings}{" "}
+        {reference
+          ? `Reference profile: ${reference.examples} test examples of the champion, made ${formatTime(reference.createdAt)}.`
+          : "No reference profile yet: it is made when a run is deployed to the cloud."}
+      </Text>
+      {events.length === 0 ? (
+        <Empty>No monitoring check has run yet.</Empty>
+      ) : (
+        <Box overflowX="auto" borderWidth="1px" borderRadius="md">
+          <Table.Root size="sm" data-testid="monitoring-table">
+            <Table.Header>
+              <Table.Row>
+                <Table.ColumnHeader>When</Table.ColumnHeader>
+                <Table.ColumnHeader>Status</Table.ColumnHeader>
+                <Table.ColumnHeader>Breaches</Table.ColumnHeader>
+                <Table.ColumnHeader>Predictions</Table.ColumnHeader>
+              </Table.Row>
+            </Table.Header>
+            <Table.Body>
+              {events.map((e) => (
+                <Table.Row key={e.id}>
+                  <Table.Cell fontSize="xs">{formatTime(e.createdAt)}</Table.Cell>
+                  <Table.Cell>
+                    <Badge variant="subtle" colorPalette={MONITORING_PALETTE[e.status]}>
+                      {e.status}
+                    </Badge>
+                  </Table.Cell>
+                  <Table.Cell fontSize="xs">{e.breaches.join(", ") || "—"}</Table.Cell>
+                  <Table.Cell>{e.window.predictions}</Table.Cell>
+                </Table.Row>
+              ))}
+            </Table.Body>
+          </Table.Root>
+        </Box>
+      )}
     </Box>
   );
 }
