@@ -2,8 +2,8 @@
 
 Starts a real Airflow API server (the plugin serves `/v1/patient-ml` on it) on a SQLite product
 DB — the `make demo` default, where readers and writers share one file — seeds models and runs,
-and loads each endpoint with `wrk` (Debian package `wrk`) at 4 and 16 connections while another
-process keeps writing to the product DB (each write transaction holds the lock for
+and loads each endpoint (in the extended view, as the web UI reads it) with `wrk` (Debian
+package `wrk`) at 4 and 16 connections while another process keeps writing to the product DB (each write transaction holds the lock for
 `--write-hold` seconds, like curation and trial workers do). Prints p50/p99 per endpoint, and
 the goal: the product's list endpoints' p99 no worse than 2x Airflow's `/api/v2/dags` p99
 measured in the same run.
@@ -125,12 +125,15 @@ def main() -> None:
                     sys.exit(f"the API server did not start; see {home / 'api-server.log'}")
                 time.sleep(0.5)
             token = stack.client().session.headers["Authorization"].split()[1]
-            model_id = stack.client().get("/v1/patient-ml/models")["models"][0]["id"]
+            models = stack.client().get("/v1/patient-ml/models?view=extended")["models"]
+            model_id = models[0]["id"]
             endpoints = {
                 "Airflow GET /api/v2/dags": "/api/v2/dags",
-                "GET /v1/patient-ml/models": "/v1/patient-ml/models",
-                "GET /v1/patient-ml/models/{id}/runs": f"/v1/patient-ml/models/{model_id}/runs",
-                "GET /v1/patient-ml/datasets": "/v1/patient-ml/datasets",
+                "GET /v1/patient-ml/models": "/v1/patient-ml/models?view=extended",
+                "GET /v1/patient-ml/models/{id}/runs": (
+                    f"/v1/patient-ml/models/{model_id}/runs?view=extended"
+                ),
+                "GET /v1/patient-ml/datasets": "/v1/patient-ml/datasets?view=extended",
             }
             for path in endpoints.values():  # warm up each route once
                 requests.get(stack.url + path, headers={"Authorization": f"Bearer {token}"},
