@@ -4,9 +4,9 @@ Starts a real Airflow API server (the plugin serves `/v1/patient-ml` on it) on a
 DB — the `make demo` default, where readers and writers share one file — seeds models and runs,
 and loads each endpoint (in the extended view, as the web UI reads it) with `wrk` (Debian
 package `wrk`) at 4 and 16 connections while another process keeps writing to the product DB
-(each write transaction holds the lock for `--write-hold` seconds, like curation and trial workers do). Prints p50/p99 per endpoint, and
-the goal: the product's list endpoints' p99 no worse than 2x Airflow's `/api/v2/dags` p99
-measured in the same run.
+(each write transaction holds the lock for `--write-hold` seconds, like curation and trial
+workers do). Prints p50/p99 per endpoint, and the goal: the product's list endpoints' p99 no
+worse than 2x Airflow's `/api/v2/dags` p99 measured in the same run.
 
     .venv/bin/python benchmarks/api_load.py [--seconds 10] [--models 50] [--runs 200]
 """
