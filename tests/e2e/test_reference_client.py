@@ -329,12 +329,14 @@ def test_reference_client_drives_every_call(
     out = admin("approve", model["id"], run_id, APPROVAL_REASON)
     decision = out["create_approval_decision"]
     assert decision["type"] == "CreateApprovalDecisionResponse"
+    # `channel` is an extension; the SDK's UserApprovalDecision allows extra fields
     assert decision["body"]["approvalDecision"] == {
         "actor": "user",
         "user": "admin",
         "decision": "approved",
         "description": APPROVAL_REASON,
         "timestamp": decision["body"]["approvalDecision"]["timestamp"],
+        "channel": "api",
     }
     assert out["get_run"]["unions"].count("UserApprovalDecision") == 1
     assert _wait_for_dag_run(deployment, dag_id, dag_run_id) == "success"
