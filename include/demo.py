@@ -343,7 +343,8 @@ def summary(
     print(f"\nrun 2 (challenger) vs run 1 (champion), same test set "
           f"{(r2.get('evaluation') or {}).get('testSetSha256', '?')[:12]}:")  # fmt: skip
     print(comparison(r2))
-    print(f"\ndecision on run 2: {verb}d by {APPROVER}")
+    decided = {"approve": "approved", "reject": "rejected"}[verb]
+    print(f"\ndecision on run 2: {decided} by {APPROVER}")
     print(f"champion now: {model.get('championId')}")
     for ep in endpoints:
         print(f"endpoint: {ep.get('url')} ({ep.get('kind')}, {ep.get('status')})")
