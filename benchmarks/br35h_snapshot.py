@@ -38,6 +38,16 @@ class CuratedSample:
     def image_path(self, example: dict[str, Any]) -> Path:
         return self.image_root / example["image"]["key"]
 
+    def grey_images(self) -> list[Any]:
+        """Every example's stored image as a greyscale PIL image, in manifest order."""
+        from PIL import Image
+
+        images = []
+        for example in self.examples:
+            with Image.open(self.image_path(example)) as opened:
+                images.append(opened.convert("L"))
+        return images
+
 
 def build_sample(out: Path) -> Path:
     """`include/sample_data build br35h --out OUT/sample` as `make demo` runs it."""

