@@ -295,3 +295,32 @@ def test_curating_a_dataset_with_an_unsafe_id_builds_no_path(
         ["source", "source/DocumentReference.ndjson"],
         ["artifacts", "source", "source/DocumentReference.ndjson"],
     )
+
+
+# ----------------------------------------------------------------------------- FHIR validity
+
+
+def test_a_rejected_record_carries_fhir_resources_precise_reason(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The fast parser rejects; fhir.resources says exactly what is invalid FHIR (field and
+    rule, no value). A record that is valid FHIR but outside the contract gets no such text."""
+    setup = new_setup(engine, tmp_path)
+    cohort: Cohort = setup["cohort"]
+    cohort.doc("no-content", "pa", data=png(6000)).pop("content")
+    cohort.doc("group-subject", "pb", data=png(6001))["subject"] = {"reference": "Group/g1"}
+    cohort.doc("int-code", "pc", data=png(6002))
+    cohort.label("obs-int-code", "int-code", 1)["valueCodeableConcept"]["coding"][0]["code"] = 7
+
+    result = run(engine, setup, write(cohort, tmp_path / "batch"))
+
+    items = {i["resourceId"]: i for i in result.report["quarantined"]["items"]}
+    assert items["no-content"]["reason"] == "missing_attachment"
+    assert items["no-content"]["detail"] == "FHIR R4B: content: Field required"
+    assert items["obs-int-code"]["reason"] == "label_malformed"
+    assert items["obs-int-code"]["detail"] == (
+        "the label code is not a string; "
+        "FHIR R4B: valueCodeableConcept.coding[0].code: Input should be a valid string"
+    )
+    assert items["group-subject"]["reason"] == "subject_not_patient"
+    assert items["group-subject"]["detail"] == "Group"  # valid FHIR: nothing to add

@@ -26,7 +26,7 @@ import orjson
 
 from patient_ml.config.identifiers import require_safe_id, shorten
 from patient_ml.curation import records as rec
-from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.curation.quarantine import QuarantineError, with_validation_detail
 from patient_ml.curation.resolve import collapse_identical_images, resolve_labels
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import patient_key
@@ -163,6 +163,7 @@ def _dispatch(
     except QuarantineError as q:
         kind = resource.get("resourceType") if isinstance(resource, dict) else expected
         rid = resource.get("id") if isinstance(resource, dict) else None
+        q = with_validation_detail(q, resource)
         _quarantine(staging, stats, str(kind or "record"), rid, position, q)
 
 
@@ -185,6 +186,7 @@ def _stage_document(
     try:
         image = rec.image_record(resource, type_filter)
     except QuarantineError as q:
+        q = with_validation_detail(q, resource)
         outcome, payload = "quarantined", {"reason": q.reason, "detail": q.detail}
     else:
         if isinstance(image, rec.ImageRecord):

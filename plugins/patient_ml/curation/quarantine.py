@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.fhir import validation
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -71,6 +73,36 @@ class QuarantineError(PatientMLError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{REASONS[reason]}" + (f": {detail}" if detail else ""))
+
+
+# Reasons of the fast parser (curation/records.py) about the resource itself: a record quarantined
+# for one of them also gets what fhir.resources' models say is wrong with it (if anything).
+RECORD_REASONS = frozenset(
+    {
+        "missing_id",
+        "missing_subject",
+        "subject_not_patient",
+        "missing_attachment",
+        "unsupported_content_type",
+        "label_malformed",
+    }
+)
+
+
+def with_validation_detail(error: QuarantineError, resource: Any) -> QuarantineError:
+    """`error` with the precise reason of fhir.resources' validation of `resource` added to
+    its detail (field paths and rules, never values), when the fast parser rejected the
+    resource itself. Runs only on this rejection path, so reading stays fast."""
+    if error.reason not in RECORD_REASONS or not isinstance(resource, dict):
+        return error
+    found = validation.problems(resource)
+    if not found:
+        return error
+    shown = "; ".join(found[: validation.MAX_PROBLEMS])
+    if len(found) > validation.MAX_PROBLEMS:
+        shown += f" (+{len(found) - validation.MAX_PROBLEMS} more)"
+    prefix = f"{error.detail}; " if error.detail else ""
+    return QuarantineError(error.reason, f"{prefix}FHIR {validation.FHIR_RELEASE}: {shown}")
 
 
 @contextmanager

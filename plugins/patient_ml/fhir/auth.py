@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from authlib.integrations.requests_client import OAuth2Session
-
 from patient_ml.fhir.errors import FhirConfigError
 
 log = logging.getLogger("patient_ml.fhir")
@@ -129,7 +127,12 @@ class ClientCredentialsTokens:
     Errors are authlib's and requests' own; the transport turns them into FhirErrors."""
 
     def __init__(self, auth: ClientCredentialsAuth, *, timeout: tuple[float, float]) -> None:
+        # authlib (with its JOSE and cryptography imports) is loaded only by a client that uses
+        # client credentials: `patient_ml.fhir` is imported by every curation reader.
+        from authlib.integrations.requests_client import OAuth2Session, OAuthError
+
         self.auth = auth
+        self.oauth_error: type[Exception] = OAuthError
         self.session = OAuth2Session(
             client_id=auth.client_id,
             client_secret=auth.client_secret,

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-from authlib.integrations.base_client import OAuthError
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -599,11 +598,12 @@ class FhirTransport:
         tokens.last_status = None
         try:
             token = self._send(policy, tokens.access_token)
-        except OAuthError as exc:
+        except tokens.oauth_error as exc:
             status = tokens.last_status
+            error, description = getattr(exc, "error", None), getattr(exc, "description", None)
             raise FhirAuthError(
                 f"The {where} refused client {auth.client_id!r} with HTTP {status}: "
-                f"{exc.error}" + (f": {exc.description}" if exc.description else "") + ".",
+                f"{error}" + (f": {description}" if description else "") + ".",
                 fix=fix,
                 status=status,
             ) from None
