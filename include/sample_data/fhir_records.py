@@ -5,6 +5,9 @@ it stands for (the source file name or tile coordinates; for a synthetic patient
 its images), so building again gives identical resources and loading again (PUT `Type/id`)
 updates them instead of creating duplicates.
 
+Every resource and every transaction Bundle is validated with its fhir.resources model
+(`patient_ml.fhir.validation`) as it is built: an invalid one stops the build naming the field.
+
 Every resource carries the tag `TAG_SYSTEM|<source>` (e.g. `...|br35h`), so the sample data of
 one source can be found (`_tag=`) or removed on a shared server.
 """
@@ -18,6 +21,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from patient_ml.fhir import mapping
+from patient_ml.fhir.validation import validated
 
 TAG_SYSTEM = "urn:patient-ml:sample-data"
 IDENTIFIER_SYSTEM = "urn:patient-ml:sample-data"
@@ -57,18 +61,20 @@ def attachment(url: str, data: bytes, *, content_type: str, title: str) -> dict[
 
 def patient(patient_id: str, *, source: str, number: int) -> dict[str, Any]:
     """A synthetic Patient: an identifier only, no demographics (the sources have none)."""
-    return {
-        "resourceType": "Patient",
-        "id": patient_id,
-        "meta": _meta(source),
-        "identifier": [
-            {
-                "system": f"{IDENTIFIER_SYSTEM}:{source}:patient",
-                "value": f"{source.upper()}-P{number:04d}",
-            }
-        ],
-        "active": True,
-    }
+    return validated(
+        {
+            "resourceType": "Patient",
+            "id": patient_id,
+            "meta": _meta(source),
+            "identifier": [
+                {
+                    "system": f"{IDENTIFIER_SYSTEM}:{source}:patient",
+                    "value": f"{source.upper()}-P{number:04d}",
+                }
+            ],
+            "active": True,
+        }
+    )
 
 
 def document_reference(
@@ -82,17 +88,19 @@ def document_reference(
     description: str,
 ) -> dict[str, Any]:
     """An image DocumentReference (status current) of the patient; `image` is its Attachment."""
-    return {
-        "resourceType": "DocumentReference",
-        "id": doc_id,
-        "meta": _meta(source),
-        "identifier": [{"system": f"{IDENTIFIER_SYSTEM}:{source}:image", "value": source_key}],
-        "status": "current",
-        "type": {"coding": [dict(type_coding)]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "description": description,
-        "content": [{"attachment": image}],
-    }
+    return validated(
+        {
+            "resourceType": "DocumentReference",
+            "id": doc_id,
+            "meta": _meta(source),
+            "identifier": [{"system": f"{IDENTIFIER_SYSTEM}:{source}:image", "value": source_key}],
+            "status": "current",
+            "type": {"coding": [dict(type_coding)]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "description": description,
+            "content": [{"attachment": image}],
+        }
+    )
 
 
 def label_observation(
@@ -136,7 +144,7 @@ def label_observation(
     )
     if class_coding is not None:
         resource["valueCodeableConcept"] = {"coding": [dict(class_coding)]}
-    return resource
+    return validated(resource)
 
 
 def transaction_bundles(
@@ -151,7 +159,9 @@ def transaction_bundles(
         for r in ordered
     ]
     return [
-        {"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + max_entries]}
+        validated(
+            {"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + max_entries]}
+        )
         for i in range(0, len(entries), max_entries)
     ]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from patient_ml.fhir.client import FhirClient
+from patient_ml.fhir.validation import validated
 
 
 def bundle_files(out: Path) -> list[Path]:
@@ -46,7 +47,7 @@ def load(
             bundle = orjson.loads(path.read_bytes())
             entries = bundle.get("entry") or []
             began = time.monotonic()
-            response = client.transaction(bundle)
+            response = client.transaction(validated(bundle))
             statuses = Counter(
                 str(((e or {}).get("response") or {}).get("status", "")).split(" ")[0]
                 for e in response.get("entry") or []

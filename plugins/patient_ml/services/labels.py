@@ -25,7 +25,7 @@ from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.records import resource_version
 from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
-from patient_ml.fhir import mapping
+from patient_ml.fhir import mapping, validation
 from patient_ml.services import examples as ex
 
 LABEL_FILE_PREFIX = "label-file/"
@@ -195,12 +195,12 @@ def put_label(
     current = dict(example.observations[-1]) if example.observations else None
     target = _label_observation(ctx, example, current, value, extension, confirmed, actor, now)
     others = [
-        _superseded(dict(raw), target["id"], actor, now, sink.assigns_versions)
+        _superseded_checked(dict(raw), target["id"], actor, now, sink.assigns_versions)
         for raw in example.observations[:-1]
     ]
     if not sink.assigns_versions:
         target["meta"] = _next_meta(current, now)
-    written = sink.write([target, *others])
+    written = sink.write([validation.validated(target), *others])
     ex.forget(ctx.view.id)
     with session_scope(engine) as session:
         audit.record(
@@ -280,6 +280,17 @@ def _superseded(
     if not server_versions:
         raw["meta"] = _next_meta(raw, now)
     return raw
+
+
+def _superseded_checked(
+    raw: dict[str, Any], by_id: str, actor: str, now: str, server_versions: bool
+) -> dict[str, Any]:
+    """`_superseded`, validated with its fhir.resources model unless the source already held
+    the record invalid (then it is written anyway: an invalid record elsewhere must not block
+    labelling; curation quarantines it with the reason)."""
+    was_valid = not validation.problems(raw)
+    superseded = _superseded(raw, by_id, actor, now, server_versions)
+    return validation.validated(superseded) if was_valid else superseded
 
 
 def _next_meta(current: dict[str, Any] | None, now: str) -> dict[str, Any]:
