@@ -126,9 +126,7 @@ class SageMakerEmulator:
                     target = dest / obj["Key"][len(prefix) :].lstrip("/")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     s3.download_file(bucket, obj["Key"], str(target))
-            env = {
-                k: v.replace("/opt/ml", str(root)) for k, v in request["Environment"].items()
-            }
+            env = {k: v.replace("/opt/ml", str(root)) for k, v in request["Environment"].items()}
             env.update(PATH=os.environ["PATH"], PYTHONUNBUFFERED="1")
             with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
                 logs.create_log_group(logGroupName=LOG_GROUP)

@@ -29,7 +29,10 @@ def make_job(root: Path, **kwargs: Any) -> Any:
     j = job(root, **kwargs)
     j.layout.write_config(
         json.loads((j.layout.config_dir / "hyperparameters.json").read_text()),
-        {"problemType": "imgClf", "labels": [{"index": 0, "name": "no"}, {"index": 1, "name": "yes"}]},
+        {
+            "problemType": "imgClf",
+            "labels": [{"index": 0, "name": "no"}, {"index": 1, "name": "yes"}],
+        },
     )
     for channel, count in (("train", 3), ("validation", 2)):
         folder = j.layout.channel(channel)
@@ -61,7 +64,7 @@ def test_a_trial_runs_as_a_training_job(sagemaker: SageMakerEmulator, tmp_path: 
     assert result.log_lines >= 5
     assert json.loads((trial.layout.model_dir / "model.json").read_text()) == {"score": 0.9}
 
-    (name, request), = sagemaker.requests.items()
+    ((name, request),) = sagemaker.requests.items()
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)
     assert request["HyperParameters"] == {"epochs": "3", "score": "0.9", "learning_rate": "0.01"}
     assert request["AlgorithmSpecification"] == {
@@ -167,7 +170,11 @@ def test_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch) -> N
         SageMakerSettings.from_env()
     monkeypatch.setenv("PATIENT_ML_SAGEMAKER_INSTANCE_TYPE", "ml.g5.xlarge")
     settings = SageMakerSettings.from_env("aws_x")
-    assert (settings.bucket, settings.prefix, settings.serve_instance_type) == ("b", "p", "ml.g5.xlarge")
+    assert (settings.bucket, settings.prefix, settings.serve_instance_type) == (
+        "b",
+        "p",
+        "ml.g5.xlarge",
+    )
     assert settings.aws_conn_id == "aws_x"
 
 
