@@ -166,7 +166,7 @@ def test_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch) -> N
         SageMakerSettings.from_env()
     monkeypatch.setenv("PATIENT_ML_SAGEMAKER_S3_URI", "s3://b/p/")
     monkeypatch.setenv("PATIENT_ML_SAGEMAKER_INSTANCE_TYPE", "m5.large")
-    with pytest.raises(PatientMLError, match="INSTANCE_TYPE='m5.large' is not a SageMaker"):
+    with pytest.raises(PatientMLError, match=r"INSTANCE_TYPE='m5\.large' is not a SageMaker"):
         SageMakerSettings.from_env()
     monkeypatch.setenv("PATIENT_ML_SAGEMAKER_INSTANCE_TYPE", "ml.g5.xlarge")
     settings = SageMakerSettings.from_env("aws_x")

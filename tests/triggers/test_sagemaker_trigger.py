@@ -83,6 +83,6 @@ def test_state_reads_final_metrics() -> None:
             "TrainingJobStatus": "InProgress",
             "SecondaryStatus": "Training",
             "FinalMetricDataList": [{"MetricName": "acc", "Value": 0.5}],
-        }  # fmt: skip
+        }
     )
     assert state["terminal"] is False and state["finalMetrics"] == {"acc": 0.5}
