@@ -57,7 +57,7 @@ CHART_KEYS: dict[str, Any] = {
             "rev": None,
             "subPath": None,
             "sshKeySecret": None,
-        },  # fmt: skip
+        },
     },
     "logs": {"persistence": {"enabled": None, "existingClaim": None}},
     "scheduler": COMPONENT,
