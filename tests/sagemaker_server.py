@@ -28,6 +28,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -134,7 +135,7 @@ class SageMakerEmulator:
             logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
             job.secondary_status = "Training"
             proc = subprocess.Popen(
-                [str(trainer / "train")],
+                [sys.executable, str(trainer / "train")],  # what the image's python would be
                 env=env,
                 cwd=root,
                 stdout=subprocess.PIPE,

@@ -3,15 +3,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from patient_ml.curation.curate import curate
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+from patient_ml.curation.sources import NdjsonSource
+from patient_ml.db.engine import session_scope
 from patient_ml.exceptions import PatientMLError
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from patient_ml.services.runs import create_run
+from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingOutcome
 from patient_ml.training.backends.sagemaker import (
     SageMakerBackend,
@@ -21,6 +33,8 @@ from patient_ml.training.backends.sagemaker import (
     upload_channels,
 )
 from patient_ml.training.metrics import MetricParser
+from patient_ml.training.tuning import TuningWorker, finish_tuning
+from tests.curation.cohort import Cohort, dataset_config
 from tests.sagemaker_server import ROLE_ARN, SageMakerEmulator
 from tests.training.helpers import SCRIPTED, job
 
@@ -183,3 +197,63 @@ def test_job_names_are_fresh_and_valid() -> None:
     assert len(names) == 20
     long = sagemaker_job_name("run_" + "x" * 200)
     assert len(long) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", long)
+
+
+def snapshot_run(engine: Engine, tmp_path: Path, approach: dict[str, Any]) -> tuple[str, Any]:
+    """A run of a model with `approach` on a real curated snapshot (local artifact store)."""
+    name, code = f"ds-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:8]
+    model = {
+        "name": f"m-{name}",
+        "trainingApproach": {"type": "tuningJob", **approach},
+        "deployApproach": {"type": "edge", "inferenceImage": approach["trainingImage"]},
+    }
+    with session_scope(engine) as session:
+        dataset_id = create_dataset(session, dataset_config(name, code), actor="t").id
+        create_model(session, {**model, "datasetId": dataset_id}, actor="t")
+        run_id = create_run(session, f"m-{name}", actor="t").id
+    cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
+    cohort.add_patients(0, 40)
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    curate(
+        engine=engine,
+        dataset_ref=dataset_id,
+        source=NdjsonSource(cohort.write_ndjson(tmp_path / "nd")),
+        store=store,
+        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,))),
+        workdir=tmp_path / "curate",
+        run_id=run_id,
+    )
+    return run_id, store
+
+
+def test_a_sweep_on_sagemaker_stores_the_best_model(
+    sagemaker: SageMakerEmulator, engine: Engine, tmp_path: Path
+) -> None:
+    """A tuning worker with the SageMaker backend, on a curated snapshot, with the reference
+    image classifier: problem.json reaches it through the train channel, and the best trial's
+    model lands in the artifact store."""
+    from patient_ml.training.backends.local import REFERENCE_TRAINERS
+
+    sagemaker.run_instances(REFERENCE_TRAINERS / "img_clf")
+    run_id, store = snapshot_run(engine, tmp_path, {
+        "trainingImage": "patient-ml/img-clf-trainer:0.1.0",
+        "metricDefinitions": [
+            {"name": "validation:balancedAccuracy", "regex": "val_balanced_accuracy=([0-9.]+)"}
+        ],
+        "objective": {"metric": "validation:balancedAccuracy", "direction": "maximize"},
+        "searchSpace": [{"type": "integer", "name": "epochs", "min": 1, "max": 2}],
+        "maxTrials": 2,
+        "seed": 3,
+    })  # fmt: skip
+    worker = TuningWorker(engine=engine, store=store, backend=SageMakerBackend(), run_id=run_id,
+                          worker="0", workdir=tmp_path / "tune")  # fmt: skip
+    outcomes = worker.run()
+    assert [o.state for o in outcomes] == ["complete", "complete"], [o.failure for o in outcomes]
+    result = finish_tuning(engine, store, run_id, actor="t")
+    assert result["modelArtifactUri"].endswith(f"runs/{run_id}/trials/{result['bestTrial']}/model.tar.gz")
+    assert len(sagemaker.requests) == 2
+    channels = {json.dumps(r["InputDataConfig"]) for r in sagemaker.requests.values()}
+    assert len(channels) == 1  # both trials train on the one upload
+    with tarfile.open(fileobj=io.BytesIO(store.read_bytes(result["modelArtifactUri"].split(
+        "artifacts/", 1)[1])), mode="r:gz") as tar:  # fmt: skip
+        assert tar.getnames()
