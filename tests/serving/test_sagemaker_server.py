@@ -78,3 +78,27 @@ def test_a_failed_endpoint_is_cleaned_up_and_named(
     client = sagemaker.client("sagemaker")
     assert gone(client.describe_endpoint, EndpointName="pml-endpoint-x")
     assert gone(client.describe_model, ModelName="pml-endpoint-x")
+
+
+def test_predictions_go_through_invoke_endpoint(sagemaker: SageMakerEmulator) -> None:
+    """`invoke` of a sagemaker:// URL sends InvokeEndpoint through the AWS connection and
+    parses its answer (moto answers from a queue the test fills over its own HTTP API)."""
+    import urllib.request
+
+    from patient_ml.serving.client import invoke
+
+    answer = [{"index": 1, "value": "yes", "confidence": 0.9}]
+    request = urllib.request.Request(
+        f"{sagemaker.server.endpoint_url}/moto-api/static/sagemaker/endpoint-results",
+        data=json.dumps(
+            {
+                "region": "us-east-1",
+                "results": [{"Body": json.dumps(answer), "ContentType": "application/json"}],
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).read()
+    # moto decodes request bodies as UTF-8, so an ASCII body stands in for the image bytes
+    assert invoke("sagemaker://pml-endpoint-y", b"P2 2 1 255 0 255") == answer
