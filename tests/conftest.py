@@ -36,7 +36,12 @@ os.environ.update(
     }
 )
 # Shared real-service fixtures (one server per test session).
-pytest_plugins = ["tests.fhir_server", "tests.s3_server", "tests.docker_engine"]
+pytest_plugins = [
+    "tests.fhir_server",
+    "tests.s3_server",
+    "tests.sagemaker_server",
+    "tests.docker_engine",
+]
 
 ADMIN_URL = os.environ.get(
     "PATIENT_ML_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -9,7 +9,8 @@
 - PATIENT_ML_USER: actor written to audit events by the CLI; default the OS user.
 - PATIENT_ML_ACCOUNT: `accountId` shown on the wire; default "default".
 - PATIENT_ML_BACKEND: where the DAG factory's pipelines train and serve: `auto` (Docker when an
-  engine answers, else local processes), `local` or `docker`; default `auto`.
+  engine answers, else local processes), `local`, `docker` or `sagemaker` (training jobs and
+  endpoints on Amazon SageMaker, PATIENT_ML_SAGEMAKER_*); default `auto`.
 - PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
   default $PATIENT_ML_HOME/cache; `off` disables both.
 """
@@ -58,7 +59,7 @@ def account_id() -> str:
     return os.environ.get("PATIENT_ML_ACCOUNT", "default")
 
 
-BACKENDS = ("auto", "local", "docker")
+BACKENDS = ("auto", "local", "docker", "sagemaker")
 
 
 def backend() -> str:

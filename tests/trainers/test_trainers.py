@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,7 +144,8 @@ def train(
     config.mkdir()
     (config / "hyperparameters.json").write_text(json.dumps(hps or {}))
     default_problem = CLF_PROBLEM if kind == "img_clf" else SEG_PROBLEM
-    (config / "problem.json").write_text(json.dumps(problem or default_problem))
+    if problem != {}:  # {}: no problem.json in the config (as on SageMaker)
+        (config / "problem.json").write_text(json.dumps(problem or default_problem))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SM_")},
         "SM_INPUT_CONFIG_DIR": str(config),
@@ -497,3 +499,17 @@ def test_make_channels_nuclei(tmp_path: Path) -> None:
         assert set(np.unique(mask)) <= {0, 1}
     assert counts == {"train": 10, "validation": 3, "test": 3}
     assert json.loads((tmp_path / "config" / "problem.json").read_text())["problemType"] == "imgSeg"
+
+
+def test_problem_json_from_the_train_channel(tmp_path: Path, data: dict[str, Path]) -> None:
+    """SageMaker writes input/config itself; problem.json then comes in the train channel."""
+    shutil.copytree(data["seg"] / "train", tmp_path / "data" / "train")
+    validation = data["seg"] / "validation"
+    missing = train(tmp_path / "missing", "img_seg", tmp_path / "data", SEG_HPS, {}, validation)
+    assert missing.returncode == 1
+    assert missing.failure.strip() == (
+        "problem.json is missing from the input config and the train channel"
+    )
+    (tmp_path / "data" / "train" / "problem.json").write_text(json.dumps(SEG_PROBLEM))
+    run = train(tmp_path / "run", "img_seg", tmp_path / "data", SEG_HPS, {}, validation)
+    assert run.returncode == 0, run.failure

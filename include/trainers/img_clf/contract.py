@@ -167,8 +167,10 @@ class Problem:
 
 def read_problem(paths: Paths, expected_type: str) -> Problem:
     file = paths.config_dir / "problem.json"
+    if not file.is_file():  # SageMaker fills input/config itself: the train channel carries it
+        file = paths.train_dir / "problem.json"
     if not file.is_file():
-        raise TrainerError("problem.json is missing from the input config")
+        raise TrainerError("problem.json is missing from the input config and the train channel")
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

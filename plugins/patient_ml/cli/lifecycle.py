@@ -18,7 +18,7 @@ from typing import Any
 from patient_ml.cli import context
 from patient_ml.cli.output import print_document
 
-BACKENDS = ("auto", "local", "docker")
+BACKENDS = ("auto", "local", "docker", "sagemaker")
 
 
 def add_run_commands(runs: Any) -> None:

@@ -50,8 +50,8 @@ PARAM_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#"}
 class FactoryOptions:
     """How the factory's DAGs run; arguments of `build_dags` in the DAG file.
 
-    :param backend: where trials train and models are served: `auto`, `local`, `docker`
-        (default PATIENT_ML_BACKEND, else `auto`).
+    :param backend: where trials train and models are served: `auto`, `local`, `docker`,
+        `sagemaker` (default PATIENT_ML_BACKEND, else `auto`).
     :param patient_ml_conn_id: Airflow connection of the product DB (default: the package's
         resolution, PATIENT_ML_DATABASE_URL / PATIENT_ML_CONN_ID / SQLite).
     :param artifact_uri: artifact store (default PATIENT_ML_ARTIFACT_URI).

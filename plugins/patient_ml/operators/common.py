@@ -68,7 +68,7 @@ class ServingOperator(RunOperator):
     """Base of the operators that serve a model through the image's `serve`.
 
     :param backend: where `serve` runs: `auto` (Docker when an engine answers), `local`,
-        `docker`.
+        `docker`, `sagemaker` (an Amazon SageMaker endpoint through `aws_conn_id`).
     :param health_timeout: seconds a server may take to answer /ping.
     :param cpus: CPU limit (Docker) or thread count (local) of a server.
     :param memory_mb: memory limit of a server container.
@@ -99,6 +99,7 @@ class ServingOperator(RunOperator):
             self.backend,
             limits=ServeLimits(self.health_timeout, self.cpus, self.memory_mb),
             docker_conn_id=self.docker_conn_id,
+            aws_conn_id=self.aws_conn_id,
         )
 
 

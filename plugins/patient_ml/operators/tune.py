@@ -15,12 +15,19 @@ from airflow.sdk import Context
 from patient_ml.operators.common import RunOperator
 
 
-def make_backend(kind: str, *, docker_conn_id: str | None = None) -> Any:
-    """`local`, `docker`, or `auto` (Docker when an engine answers, else local)."""
+def make_backend(
+    kind: str, *, docker_conn_id: str | None = None, aws_conn_id: str | None = None
+) -> Any:
+    """`local`, `docker`, `sagemaker` (training jobs through the AWS connection, settings from
+    PATIENT_ML_SAGEMAKER_*), or `auto` (Docker when an engine answers, else local)."""
     from patient_ml.training.backends.local import LocalBackend
 
     if kind == "local":
         return LocalBackend()
+    if kind == "sagemaker":
+        from patient_ml.training.backends.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(aws_conn_id=aws_conn_id)
     from patient_ml.training.backends.docker import DockerBackend, docker_available
 
     if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
@@ -37,7 +44,7 @@ class TuneWorkerOperator(RunOperator):
     `model.tar.gz`. A retry fails the trials its crashed attempt left running and continues.
 
     :param worker_index: this worker's index (use `.expand(worker_index=range(n))`).
-    :param backend: `auto`, `local` or `docker`.
+    :param backend: `auto`, `local`, `docker` or `sagemaker`.
     :param max_trials: overrides the config's `maxTrials` (templated, e.g. from params).
     :param trial_timeout: seconds before a trial's job is stopped as timed out.
     :param cpus: CPU limit of a trial (Docker) or thread count (local).
@@ -80,7 +87,9 @@ class TuneWorkerOperator(RunOperator):
             self._worker = TuningWorker(
                 engine=self.engine(),
                 store=self.store(),
-                backend=make_backend(self.backend, docker_conn_id=self.docker_conn_id),
+                backend=make_backend(
+                    self.backend, docker_conn_id=self.docker_conn_id, aws_conn_id=self.aws_conn_id
+                ),
                 run_id=self.run_id,
                 worker=str(self.worker_index),
                 workdir=workdir,

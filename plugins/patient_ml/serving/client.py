@@ -52,6 +52,10 @@ def _request(
 
 
 def ping(url: str, timeout: float = 2.0) -> bool:
+    if url.startswith("sagemaker://"):  # a SageMaker endpoint: DescribeEndpoint says
+        from patient_ml.serving.sagemaker import ping as sagemaker_ping
+
+        return sagemaker_ping(url)
     try:
         status, _ = _request(url, "GET", "/ping", None, {}, timeout)
     except (OSError, http.client.HTTPException):
@@ -62,13 +66,20 @@ def ping(url: str, timeout: float = 2.0) -> bool:
 def invoke(url: str, data: bytes, timeout: float = 60.0) -> Any:
     """POST one image; the parsed JSON answer. ServingError names the status and the text."""
     headers = {"Content-Type": content_type_of(data), "Accept": "application/json"}
-    try:
-        status, body = _request(url, "POST", "/invocations", data, headers, timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        raise ServingError(
-            f"The model server at {url} did not answer /invocations: {type(exc).__name__}: {exc}.",
-            fix="check that the endpoint is running (`patient-ml models endpoints`) and its log",
-        ) from None
+    if url.startswith("sagemaker://"):  # InvokeEndpoint through the AWS connection
+        from patient_ml.serving.sagemaker import invoke as sagemaker_invoke
+
+        status, body = 200, sagemaker_invoke(url, data, headers["Content-Type"])
+    else:
+        try:
+            status, body = _request(url, "POST", "/invocations", data, headers, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServingError(
+                f"The model server at {url} did not answer /invocations: "
+                f"{type(exc).__name__}: {exc}.",
+                fix="check that the endpoint is running (`patient-ml models endpoints`) and "
+                "its log",
+            ) from None
     text = body[:300].decode("utf-8", errors="replace")
     if status != 200:
         raise ServingError(

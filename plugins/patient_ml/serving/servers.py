@@ -291,22 +291,36 @@ class DockerServer(ModelServer):
 
 
 def make_server(
-    kind: str, *, limits: ServeLimits | None = None, docker_conn_id: str | None = None
+    kind: str,
+    *,
+    limits: ServeLimits | None = None,
+    docker_conn_id: str | None = None,
+    aws_conn_id: str | None = None,
 ) -> ModelServer:
-    """`local`, `docker`, or `auto` (Docker when an engine answers, else a local process)."""
+    """`local`, `docker`, `sagemaker` (an Amazon SageMaker endpoint, PATIENT_ML_SAGEMAKER_*)
+    or `auto` (Docker when an engine answers, else a local process)."""
     if kind == "local":
         return LocalServer(limits)
+    if kind == "sagemaker":
+        from patient_ml.serving.sagemaker import SageMakerServer
+
+        return SageMakerServer(limits, aws_conn_id=aws_conn_id)
     from patient_ml.training.backends.docker import docker_available
 
     if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
         return DockerServer(limits, docker_conn_id=docker_conn_id)
     if kind != "auto":
         raise ServingError(
-            f"Unknown serving backend {kind!r}.", fix="use 'auto', 'local' or 'docker'"
+            f"Unknown serving backend {kind!r}.",
+            fix="use 'auto', 'local', 'docker' or 'sagemaker'",
         )
     return LocalServer(limits)
 
 
 def server_for(kind: str, docker_conn_id: str | None = None) -> ModelServer:
     """The server class that can stop a recorded endpoint of this kind."""
+    if kind == "sagemaker":
+        from patient_ml.serving.sagemaker import SageMakerServer
+
+        return SageMakerServer()
     return DockerServer(docker_conn_id=docker_conn_id) if kind == "docker" else LocalServer()
