@@ -24,16 +24,29 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from include.airflow_stack import ApiClient, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILES = (ROOT / "docker-compose.yaml", ROOT / "docker-compose.local.yaml")
+DAG_ID = "patient_ml__brain_mri_tumour_classifier"
+MODEL = "brain-mri-tumour-classifier"
+DOCKER_SOCKET = "/var/run/docker.sock"
 DOCKERFILE = ROOT / "Dockerfile"
 WHEELHOUSE = ROOT / "var" / "compose" / "wheelhouse"
 CACHE = Path(
@@ -142,23 +155,24 @@ def project_wheel(out: Path) -> Path:
 
 
 def build_wheelhouse(dest: Path = WHEELHOUSE) -> Path:
-    """`dest`/: dependency wheels (hard links), the project's wheel, requirements.txt."""
+    """`dest`/deps: the dependency wheels (hard links to the cache) and their requirements.txt,
+    `dest`/deps/nodeps: wheels installed without dependencies, `dest`/project: this work tree's
+    wheel. Two folders, so that the image's dependency layer stays cached when only the
+    project changes."""
     deps = dependency_wheels()
     if dest.exists():
         shutil.rmtree(dest)
-    (dest / "nodeps").mkdir(parents=True)
+    (dest / "deps" / "nodeps").mkdir(parents=True)
     for src in [*(deps / "wheels").glob("*.whl"), *(deps / "nodeps").glob("*.whl")]:
-        target = (dest / "nodeps" / src.name) if src.parent.name == "nodeps" else dest / src.name
+        nodeps = src.parent.name == "nodeps"
+        target = dest / "deps" / ("nodeps" if nodeps else "") / src.name
         try:
             os.link(src, target)
         except OSError:
             shutil.copy2(src, target)
-    wheel = project_wheel(dest / "project")
-    shutil.move(str(wheel), dest / wheel.name)
-    shutil.rmtree(dest / "project")
-    requirements = (deps / "requirements.txt").read_text()
-    extras = ",".join(EXTRAS)
-    (dest / "requirements.txt").write_text(f"{requirements}patient-ml-airflow[{extras}]==0.1.0\n")
+    shutil.copy2(deps / "requirements.txt", dest / "deps" / "requirements.txt")
+    project_wheel(dest / "project")
+    (dest / "project" / ".gitignore").unlink(missing_ok=True)
     return dest
 
 
@@ -189,6 +203,12 @@ def build_image(base: str = LOCAL_BASE) -> tuple[str, bool, float]:
          "-t", tag, "-f", str(DOCKERFILE), str(ROOT)],
         timeout=1800,
     )  # fmt: skip
+    # Only the newest build stays cached: earlier content hashes are removed (unless in use).
+    for other in run(
+        ["docker", "images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}"]
+    ).split():
+        if other != tag:
+            subprocess.run(["docker", "rmi", other], capture_output=True, check=False)
     return tag, True, time.monotonic() - started
 
 
@@ -238,6 +258,181 @@ class ComposeStack:
 
     def down(self) -> None:
         self("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
+
+
+@dataclass
+class ComposeFigures:
+    """What one compose run measured (printed by `report`)."""
+
+    project: str
+    image: str = ""
+    image_built: bool = False
+    build_seconds: float = 0.0
+    up_seconds: float = 0.0
+    demo_seconds: float = 0.0
+    dag_run_seconds: float = 0.0
+    down_seconds: float = 0.0
+    max_trials: int = 0
+    dag_run_state: str = ""
+    task_states: dict[str, str] = field(default_factory=dict)
+    task_hosts: dict[str, str] = field(default_factory=dict)
+    worker_hostnames: list[str] = field(default_factory=list)
+    trials_by_host: dict[str, list[int]] = field(default_factory=dict)
+    prediction: dict[str, Any] = field(default_factory=dict)
+    leftovers: list[str] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    demo_output: str = ""
+
+    def report(self) -> str:
+        lines = [
+            f"compose project {self.project}, image {self.image} "
+            f"({'built' if self.image_built else 'cached'})",
+            f"  wheelhouse + image: {self.build_seconds:.0f} s",
+            f"  up (init, migrations, {len(self.worker_hostnames)} workers) until healthy: "
+            f"{self.up_seconds:.0f} s",
+            f"  demo run 1 (samples, registration, DAG run, approval, deploy, prediction): "
+            f"{self.demo_seconds:.0f} s; its DAG run {self.dag_run_seconds:.0f} s "
+            f"({self.dag_run_state}, {self.max_trials} trials)",
+        ]
+        for host, trials in sorted(self.trials_by_host.items()):
+            tasks = sorted(t for t, h in self.task_hosts.items() if h == host)
+            lines.append(f"  worker {host}: trials {trials}; tasks {', '.join(tasks)}")
+        lines.append(
+            f"  down: {self.down_seconds:.0f} s; left behind: {self.leftovers or 'nothing'}"
+        )
+        return "\n".join(lines)
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _wait_healthy(url: str, stack: ComposeStack, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            health = requests.get(f"{url}/api/v2/monitor/health", timeout=5).json()
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            if all((health.get(p) or {}).get("status") == "healthy" for p in parts):
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(2)
+    raise ComposeError(f"the stack was not healthy after {timeout:.0f} s:\n{stack.logs()}")
+
+
+def run_compose_demo(
+    project: str, *, admin_url: str, max_trials: int = 4, workers: int = 2,
+    base: str = LOCAL_BASE,
+) -> ComposeFigures:  # fmt: skip
+    """Build (or reuse) the image, bring the stack up with `workers` Celery workers against the
+    machine's PostgreSQL (two new databases) and Redis (docker-compose.local.yaml), run the
+    demo's run 1 in `airflow-cli`, collect what ran where, then bring everything down and drop
+    the databases, whatever happened. `leftovers` lists what `down` left behind."""
+    from sqlalchemy import create_engine, text
+
+    figures = ComposeFigures(project=project, max_trials=max_trials)
+    figures.image, figures.image_built, figures.build_seconds = build_image(base)
+    slug = project.replace("-", "_")
+    figures.databases = [f"{slug}_airflow", f"{slug}_pml"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    password = secrets.token_urlsafe(12)
+    network = f"{project}-serving"
+    env = {
+        "PATIENT_ML_IMAGE": figures.image,
+        "PATIENT_ML_BASE_IMAGE": base,
+        "PATIENT_ML_TRAINER_BASE_IMAGE": base,
+        "PATIENT_ML_JWT_SECRET": secrets.token_hex(64),
+        "DOCKER_GID": str(os.stat(DOCKER_SOCKET).st_gid),
+        "AIRFLOW_API_HOST_PORT": str(port),
+        "AIRFLOW_BASE_URL": url,
+        "PATIENT_ML_SERVING_NETWORK": network,
+        "AIRFLOW_DATABASE_URL": f"postgresql+psycopg://postgres@postgres/{figures.databases[0]}",
+        "PATIENT_ML_DATABASE_URL": f"postgresql://postgres@postgres/{figures.databases[1]}",
+        "_AIRFLOW_WWW_USER_PASSWORD": password,
+    }
+    stack = ComposeStack(project, COMPOSE_FILES, env)
+    demo = ["python", "include/demo.py", "--airflow-url", "http://airflow-apiserver:8080"]
+    try:
+        started = time.monotonic()
+        stack("up", "-d", "--scale", f"airflow-worker={workers}", timeout=900)
+        _wait_healthy(url, stack)
+        figures.up_seconds = time.monotonic() - started
+        for container in stack.containers("airflow-worker"):
+            figures.worker_hostnames.append(
+                run(["docker", "inspect", "-f", "{{.Config.Hostname}}", container["ID"]]).strip()
+            )
+
+        started = time.monotonic()
+        try:
+            figures.demo_output = stack(
+                "run", "--rm", "airflow-cli", *demo, "--runs", "1", "--max-trials",
+                str(max_trials), timeout=1200,
+            )  # fmt: skip
+        finally:
+            figures.demo_seconds = time.monotonic() - started
+            token = requests.post(
+                f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+            ).json()["access_token"]
+            api = ApiClient(url, token)
+            runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?limit=10", ok=(404,)) or {}
+            for dag_run in (runs.get("dag_runs") or [])[:1]:
+                figures.dag_run_state = dag_run["state"]
+                figures.dag_run_seconds = _seconds(dag_run["start_date"], dag_run["end_date"])
+                found = api.get(
+                    f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run['dag_run_id']}/taskInstances?limit=100"
+                )["task_instances"]
+                for ti in found:
+                    key = (
+                        ti["task_id"]
+                        if ti["map_index"] < 0
+                        else f"{ti['task_id']}[{ti['map_index']}]"
+                    )
+                    figures.task_states[key] = ti["state"]
+                    figures.task_hosts[key] = ti.get("hostname") or ""
+        product = create_engine(admin_url.rsplit("/", 1)[0] + f"/{figures.databases[1]}")
+        with product.connect() as conn:
+            rows = conn.execute(text("SELECT worker, number FROM pml_trials ORDER BY number"))
+            for worker, number in rows:
+                host = figures.task_hosts.get(f"tune[{worker}]", f"tune[{worker}]")
+                figures.trials_by_host.setdefault(host, []).append(int(number))
+        product.dispose()
+        figures.prediction = api.get(f"/v1/patient-ml/models/{MODEL}/predictions")
+    finally:
+        started = time.monotonic()
+        with contextlib.suppress(ComposeError):  # the model endpoints (containers of the product)
+            stack("run", "--rm", "airflow-cli", *demo, "stop", timeout=300)
+        ids: list[str] = []
+        with contextlib.suppress(ComposeError):
+            ids = run(["docker", "ps", "-aq", "--filter", f"network={network}"]).split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        stack.down()
+        figures.down_seconds = time.monotonic() - started
+        figures.leftovers = leftovers(project, network)
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in figures.databases:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return figures
+
+
+def leftovers(project: str, network: str) -> list[str]:
+    """Containers, networks and volumes of the project still on the engine."""
+    label = f"label=com.docker.compose.project={project}"
+    found = []
+    for kind, argv in (
+        ("container", ["docker", "ps", "-aq", "--filter", label]),
+        ("network", ["docker", "network", "ls", "-q", "--filter", label]),
+        ("network", ["docker", "network", "ls", "-q", "--filter", f"name=^{network}$"]),
+        ("volume", ["docker", "volume", "ls", "-q", "--filter", label]),
+    ):
+        found += [f"{kind} {name}" for name in run(argv).split()]
+    return sorted(set(found))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
