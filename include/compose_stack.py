@@ -7,10 +7,10 @@ host*, so no build step needs the network:
     python include/compose_stack.py image        # also builds the image, tag by content hash
 
 The wheelhouse holds the project's wheel (built from the work tree) and the wheels of every
-dependency with the `celery` and `samples` extras, pinned to the versions installed in `.venv`
-(what `make test` checks), plus `uv` (which installs them inside the image). Dependency wheels are
-cached in PATIENT_ML_COMPOSE_CACHE (default `~/.cache/patient-ml/compose`) by a hash of
-pyproject.toml and those versions; the image is tagged `patient-ml/airflow:<hash of the
+dependency with the `celery`, `postgres` and `samples` extras, pinned to the versions installed
+in `.venv` (what `make test` checks), plus `uv` (which installs them inside the image).
+Dependency wheels are cached in PATIENT_ML_COMPOSE_CACHE (default `~/.cache/patient-ml/compose`)
+by a hash of pyproject.toml and those versions; the image is tagged `patient-ml/airflow:<hash of the
 wheelhouse and the Dockerfile>`, so a second build with the same inputs is a no-op.
 
 `ComposeStack` runs `docker compose` (v2) or `docker-compose` (1.29) for one project; the
@@ -53,7 +53,7 @@ CACHE = Path(
     os.environ.get("PATIENT_ML_COMPOSE_CACHE", Path.home() / ".cache" / "patient-ml" / "compose")
 )
 IMAGE_REPO = "patient-ml/airflow"
-EXTRAS = ("celery", "samples")
+EXTRAS = ("celery", "postgres", "samples")
 # Installed with --no-deps: stardist only ships the nuclei sample (its TensorFlow is not needed).
 NO_DEPS = ("stardist==0.9.2",)
 # Python of the base image (Debian bookworm's python3); wheels are resolved for it.
