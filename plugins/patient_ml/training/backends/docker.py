@@ -57,7 +57,8 @@ def own_container_id(mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """The id of the container this process runs in, or None on a host: Docker bind-mounts
     `/var/lib/docker/containers/<id>/hostname` (and resolv.conf, hosts) into every container."""
     try:
-        text = open(mountinfo, encoding="utf-8", errors="replace").read()
+        with open(mountinfo, encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except OSError:
         return None
     found = _CONTAINER_ID.search(text)
