@@ -369,7 +369,7 @@ def run_compose_demo(
         started = time.monotonic()
         try:
             figures.demo_output = stack(
-                "run", "--rm", "airflow-cli", *demo, "--runs", "1", "--max-trials",
+                "run", "--rm", "-T", "airflow-cli", *demo, "--runs", "1", "--max-trials",
                 str(max_trials), timeout=1200,
             )  # fmt: skip
         finally:
@@ -404,7 +404,7 @@ def run_compose_demo(
     finally:
         started = time.monotonic()
         with contextlib.suppress(ComposeError):  # the model endpoints (containers of the product)
-            stack("run", "--rm", "airflow-cli", *demo, "stop", timeout=300)
+            stack("run", "--rm", "-T", "airflow-cli", *demo, "stop", timeout=300)
         ids: list[str] = []
         with contextlib.suppress(ComposeError):
             ids = run(["docker", "ps", "-aq", "--filter", f"network={network}"]).split()
