@@ -218,6 +218,29 @@ class AirflowStack:
         return ApiClient(self.url, response.json()["access_token"])
 
 
+class RemoteAirflow(AirflowStack):
+    """An Airflow that is already running elsewhere (the Docker Compose stack), with the same
+    interface for the demo: its REST API at `url`, the users' passwords in `passwords_file` (the
+    simple auth manager's file, on the compose stack's shared volume). Its processes belong to
+    whoever started them: `check_alive` and `stop` do nothing."""
+
+    def __init__(self, url: str, env: Mapping[str, str], passwords_file: Path) -> None:
+        self.url = url.rstrip("/")
+        self.env = dict(env)
+        self.passwords_file = passwords_file
+        self.processes = {}
+        self.home = passwords_file.parent
+
+    def check_alive(self) -> None:
+        return None
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        return f"(see the logs of the {name} service: docker compose logs airflow-{name})"
+
+    def stop(self) -> None:
+        return None
+
+
 JWT_SECRET_BYTES = 64
 
 

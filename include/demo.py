@@ -18,6 +18,11 @@ are there):
     and leaves Airflow running for you to look around (`make demo-stop` ends it).
 
     .venv/bin/python include/demo.py [--max-trials 4] [--backend auto|local|docker] [--stop]
+
+With `--airflow-url URL` the demo uses an Airflow that is already running (the Docker Compose
+stack: `docker compose run --rm airflow-cli python include/demo.py --airflow-url
+http://airflow-apiserver:8080`) and the product DB, artifact store and backend of the
+environment; its files go to PATIENT_ML_DEMO_HOME. `--runs 1` stops after the first champion.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.airflow_stack import AirflowStack, ApiClient
+from include.airflow_stack import AirflowStack, ApiClient, RemoteAirflow
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "include" / "configs"
@@ -199,34 +204,48 @@ def main() -> None:
     ap.add_argument("--backend", choices=("auto", "local", "docker"), default="auto")
     ap.add_argument("--stop", action="store_true", help="stop Airflow at the end")
     ap.add_argument(
+        "--airflow-url", metavar="URL",
+        help="use this running Airflow (docker compose) instead of starting one",
+    )  # fmt: skip
+    ap.add_argument("--runs", type=int, choices=(1, 2), default=2, help="1: stop after run 1")
+    ap.add_argument(
         "action", nargs="?", choices=("run", "stop"), default="run",
         help="`stop`: end a demo left running (Airflow and the model endpoints)",
     )  # fmt: skip
     args = ap.parse_args()
+    remote = args.airflow_url is not None
+    if remote:
+        global HOME
+        HOME = Path(os.environ.get("PATIENT_ML_DEMO_HOME") or HOME)
 
-    stop_previous(report=args.action == "stop")
+    stop_previous(report=args.action == "stop", remote=remote)
     if args.action == "stop":
         return
     shutil.rmtree(HOME, ignore_errors=True)
     HOME.mkdir(parents=True)
     env = {
         **os.environ,
-        "PATIENT_ML_HOME": str(HOME),
         "PATIENT_ML_USER": "demo-ml-engineer",
         "PATIENT_ML_ALLOWED_FILE_ROOTS": str(HOME / "sample"),
     }
-    for var in ("PATIENT_ML_DATABASE_URL", "PATIENT_ML_CONN_ID", "PATIENT_ML_ARTIFACT_URI"):
-        env.pop(var, None)
+    if not remote:  # the embedded default: SQLite and local files under HOME
+        env["PATIENT_ML_HOME"] = str(HOME)
+        for var in ("PATIENT_ML_DATABASE_URL", "PATIENT_ML_CONN_ID", "PATIENT_ML_ARTIFACT_URI"):
+            env.pop(var, None)
     say(f"Patient ML demo in {HOME}")
     cli(env, "create the product database schema", "db", "upgrade")
     folders = build_samples(env)
     register(env, folders)
-    env["PATIENT_ML_BACKEND"] = pick_backend(args.backend)
-
-    say("starting Airflow: API server, scheduler, DAG processor, triggerer")
-    stack = AirflowStack(AIRFLOW_HOME, env=env)
-    stack.migrate()
-    stack.start()
+    if remote:
+        say(f"using the running Airflow at {args.airflow_url}")
+        passwords = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "")
+        stack: AirflowStack = RemoteAirflow(args.airflow_url, env, Path(passwords))
+    else:
+        env["PATIENT_ML_BACKEND"] = pick_backend(args.backend)
+        say("starting Airflow: API server, scheduler, DAG processor, triggerer")
+        stack = AirflowStack(AIRFLOW_HOME, env=env)
+        stack.migrate()
+        stack.start()
     try:
         stack.wait_ready(timeout=240)
         env = stack.env  # the CLI triggers DAG runs through Airflow's own configuration
@@ -254,6 +273,9 @@ def main() -> None:
         cli(env, "a named approver signs off the first model", "runs", "approve",
             "--run", run1["id"], "--reason", reason, user=APPROVER)  # fmt: skip
         follow(stack, api, first, "end")
+        if args.runs == 1:
+            summary(env, stack, run1["id"], None, None, keep_running=not args.stop)
+            return
 
         # ---- new labels, run 2 from the product, champion vs challenger
         later = folders["br35h"] / "later" / "2.Observation.ndjson"
@@ -284,18 +306,21 @@ def main() -> None:
     finally:
         if args.stop:
             stack.stop()
-            stop_previous()  # and the model endpoints
+            stop_previous(remote=remote)  # and the model endpoints
             say("Airflow and the model endpoints stopped")
 
 
-def stop_previous(*, report: bool = False) -> None:
+def stop_previous(*, report: bool = False, remote: bool = False) -> None:
     """End what an earlier demo left running: its Airflow and its models' endpoints (with
-    `report`, also say when nothing was running)."""
-    if AirflowStack.stop_recorded(AIRFLOW_HOME):
+    `report`, also say when nothing was running). `remote`: only the endpoints, of the product
+    DB of the environment (Airflow belongs to docker compose)."""
+    if remote:
+        pass
+    elif AirflowStack.stop_recorded(AIRFLOW_HOME):
         say("stopped the Airflow of the previous demo")
     elif report:
         say("no demo Airflow was running")
-    if not (HOME / "patient_ml.db").exists():
+    if not remote and not (HOME / "patient_ml.db").exists():
         return
     code = (
         "import sys\n"
@@ -316,22 +341,33 @@ def stop_previous(*, report: bool = False) -> None:
         "if not stopped and sys.argv[1:] == ['report']:\n"
         "    print('no model endpoint of the demo was running')\n"
     )
-    env = {**os.environ, "PATIENT_ML_HOME": str(HOME)}
-    env.pop("PATIENT_ML_DATABASE_URL", None)
+    env = dict(os.environ)
+    if not remote:
+        env["PATIENT_ML_HOME"] = str(HOME)
+        env.pop("PATIENT_ML_DATABASE_URL", None)
     argv = [sys.executable, "-c", code, *(["report"] if report else [])]
     subprocess.run(argv, env=env, check=False)
 
 
 def summary(
-    env: dict[str, str], stack: AirflowStack, run1: str, run2: str, verb: str, *, keep_running: bool
+    env: dict[str, str],
+    stack: AirflowStack,
+    run1: str,
+    run2: str | None,
+    verb: str | None,
+    *,
+    keep_running: bool,
 ) -> None:
-    r1, r2 = cli_json(env, "runs", "show", run1), cli_json(env, "runs", "show", run2)
+    r1 = cli_json(env, "runs", "show", run1)
+    r2 = cli_json(env, "runs", "show", run2) if run2 else None
     snapshots = cli_json(env, "snapshots", "list", "brain-mri-tumour")["snapshots"]
     snaps = {s["id"]: s for s in snapshots}
     model = cli_json(env, "models", "show", MODEL)
     endpoints = cli_json(env, "models", "endpoints", MODEL)["endpoints"]
     print("\n================ summary ================")
     for label, run in (("run 1", r1), ("run 2", r2)):
+        if run is None:
+            continue
         snap = snaps.get(run.get("snapshotId"), {})
         tested = (run.get("evaluation") or {}).get("testExamples", "?")
         print(
@@ -340,22 +376,25 @@ def summary(
             f"approval {run.get('approvalStatus')}, deploy {run.get('deployStatus', '-')}, "
             f"DAG run {run['airflow']['runId']}"
         )
-    print(f"\nrun 2 (challenger) vs run 1 (champion), same test set "
-          f"{(r2.get('evaluation') or {}).get('testSetSha256', '?')[:12]}:")  # fmt: skip
-    print(comparison(r2))
-    decided = {"approve": "approved", "reject": "rejected"}[verb]
-    print(f"\ndecision on run 2: {decided} by {APPROVER}")
+    if r2 is not None and verb is not None:
+        print(f"\nrun 2 (challenger) vs run 1 (champion), same test set "
+              f"{(r2.get('evaluation') or {}).get('testSetSha256', '?')[:12]}:")  # fmt: skip
+        print(comparison(r2))
+        decided = {"approve": "approved", "reject": "rejected"}[verb]
+        print(f"\ndecision on run 2: {decided} by {APPROVER}")
     print(f"champion now: {model.get('championId')}")
     for ep in endpoints:
         print(f"endpoint: {ep.get('url')} ({ep.get('kind')}, {ep.get('status')})")
-    report_uri = (r2.get("evaluation") or {}).get("reportUri", "")
+    report_uri = ((r2 or r1).get("evaluation") or {}).get("reportUri", "")
     report = Path(report_uri.removeprefix("file://"))
     ids = json.loads(report.read_text())["testExampleIds"] if report.is_file() else []
     if ids:
         test_example = ids[0]
         cli(env, "a prediction from the champion's endpoint", "models", "predict", MODEL,
             "--example", str(test_example))  # fmt: skip
-    if keep_running:
+    if keep_running and isinstance(stack, RemoteAirflow):
+        print(f"\nAirflow keeps running at {stack.url} (docker compose down ends it)")
+    elif keep_running:
         print(
             f"\nAirflow keeps running: open {stack.url} (user admin, password "
             f"{stack.password('admin')}); stop it and the endpoint with `make demo-stop`."

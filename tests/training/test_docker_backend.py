@@ -84,3 +84,35 @@ def test_missing_image_names_the_fix(docker: DockerBackend, tmp_path: Path) -> N
     with pytest.raises(PatientMLError, match="could not be pulled") as info:
         docker.run(training)
     assert "include/trainers" in (info.value.fix or "")
+
+
+def test_host_paths_of_a_container_translate_its_mounts(docker_engine: Any, tmp_path: Path) -> None:
+    """A worker in a container (docker compose) gives the host engine the host paths of its own
+    volumes and bind mounts; a path on no mount is refused with the fix; on a host, unchanged."""
+    import uuid
+
+    from patient_ml.training.backends.docker import HostPaths, own_container_id
+    from tests.docker_engine import BASE_IMAGE
+
+    name = f"pml-test-hostpaths-{uuid.uuid4().hex[:8]}"
+    volume = docker_engine.volumes.create(name)
+    container = docker_engine.containers.create(
+        BASE_IMAGE,
+        command=["true"],
+        name=name,
+        volumes={name: {"bind": "/data", "mode": "rw"}, str(tmp_path): {"bind": "/work/in"}},
+    )
+    try:
+        at = HostPaths(docker_engine, container_id=container.id)
+        source = docker_engine.api.inspect_volume(name)["Mountpoint"]
+        assert at("/data") == source
+        assert at("/data/runs/r1/model") == f"{source}/runs/r1/model"
+        assert at("/work/in/channel") == f"{tmp_path}/channel"
+        for outside in ("/tmp/tune-1/config", "/database"):  # /data is not a prefix of /database
+            with pytest.raises(PatientMLError, match="on no volume or bind mount"):
+                at(outside)
+    finally:
+        container.remove(force=True)
+        volume.remove(force=True)
+    assert own_container_id(str(tmp_path / "missing")) is None
+    assert HostPaths(docker_engine, container_id="")("/tmp/x") == "/tmp/x"  # on a host

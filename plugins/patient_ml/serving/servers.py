@@ -226,7 +226,9 @@ class DockerServer(ModelServer):
                 "OMP_NUM_THREADS": str(max(1, int(self.limits.cpus))),
                 "OPENBLAS_NUM_THREADS": str(max(1, int(self.limits.cpus))),
             },
-            volumes={str(model_dir): {"bind": CONTAINER_MODEL_DIR, "mode": "ro"}},
+            volumes={
+                self.backend.host_path(model_dir): {"bind": CONTAINER_MODEL_DIR, "mode": "ro"}
+            },
             network=self._network(),
             nano_cpus=int(self.limits.cpus * 1e9),
             mem_limit=f"{self.limits.memory_mb}m",

@@ -50,6 +50,61 @@ def container_name(job_name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "-", job_name)[:120]
 
 
+_CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+def own_container_id(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The id of the container this process runs in, or None on a host: Docker bind-mounts
+    `/var/lib/docker/containers/<id>/hostname` (and resolv.conf, hosts) into every container."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return None
+    found = _CONTAINER_ID.search(text)
+    return found.group(1) if found else None
+
+
+class HostPaths:
+    """Paths of this process as the Docker engine sees them.
+
+    A worker that runs in a container (Docker Compose) and starts trainer or model-server
+    containers through the host engine's socket gives bind-mount sources that the *engine*
+    resolves on the host. A path under one of the worker container's own mounts (a named volume
+    or a bind mount) is translated to that mount's source on the host; on a host, paths are
+    unchanged. A path outside every mount of the container cannot be shared and is refused.
+    """
+
+    def __init__(self, client: Any, container_id: str | None = None) -> None:
+        self.container_id = container_id if container_id is not None else own_container_id()
+        self.mounts: list[tuple[str, str]] = []
+        if self.container_id:
+            import docker.errors
+
+            try:
+                attrs = client.api.inspect_container(self.container_id)
+            except docker.errors.NotFound:  # another engine's container (Docker in Docker)
+                self.container_id = None
+                return
+            self.mounts = sorted(
+                ((m["Destination"].rstrip("/") or "/", m["Source"]) for m in attrs["Mounts"]),
+                key=lambda mount: len(mount[0]),
+                reverse=True,
+            )
+
+    def __call__(self, path: str) -> str:
+        if not self.container_id:
+            return path
+        for inside, source in self.mounts:
+            if path == inside or path.startswith(inside + "/"):
+                return source + path[len(inside) :]
+        raise PatientMLError(
+            f"{path} is inside this worker's container ({self.container_id[:12]}) but on no "
+            "volume or bind mount, so a container started on the host engine cannot mount it.",
+            fix="put PATIENT_ML_HOME and TMPDIR on volumes (see docker-compose.yaml)",
+        )
+
+
 def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
     """docker-py streams arbitrary chunks; the log loop wants lines."""
     pending = b""
@@ -69,6 +124,7 @@ class DockerBackend(Backend):
         self.docker_conn_id = docker_conn_id
         self._client = client
         self._lock = threading.Lock()
+        self._host_paths: HostPaths | None = None
 
     @property
     def client(self) -> Any:
@@ -82,6 +138,12 @@ class DockerBackend(Backend):
                     fix="start Docker (or set DOCKER_HOST), or use the local backend",
                 ) from None
         return self._client
+
+    def host_path(self, path: str | os.PathLike[str]) -> str:
+        """`path` as the engine sees it (see HostPaths)."""
+        if self._host_paths is None:
+            self._host_paths = HostPaths(self.client)
+        return self._host_paths(str(path))
 
     def ensure_image(self, image: str) -> None:
         import docker.errors
@@ -112,13 +174,14 @@ class DockerBackend(Backend):
 
         self.ensure_image(job.image)
         inside = JobLayout(CONTAINER_ROOT)
+        at = self.host_path
         volumes = {
-            str(job.layout.config_dir): {"bind": str(inside.config_dir), "mode": "ro"},
-            str(job.layout.model_dir): {"bind": str(inside.model_dir), "mode": "rw"},
-            str(job.layout.output_dir): {"bind": str(inside.output_dir), "mode": "rw"},
+            at(job.layout.config_dir): {"bind": str(inside.config_dir), "mode": "ro"},
+            at(job.layout.model_dir): {"bind": str(inside.model_dir), "mode": "rw"},
+            at(job.layout.output_dir): {"bind": str(inside.output_dir), "mode": "rw"},
         }
         for channel in ("train", "validation"):
-            real = os.path.realpath(job.layout.channel(channel))
+            real = at(os.path.realpath(job.layout.channel(channel)))
             volumes[real] = {"bind": str(inside.channel(channel)), "mode": "ro"}
         name = container_name(job.name)
         self.remove_container(name)  # a leftover of a crashed attempt
