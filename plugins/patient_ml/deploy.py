@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger("patient_ml.deploy")
 
 class DeployError(PatientMLError):
     """The new endpoint did not become healthy; the previous champion keeps serving."""
+
+    http_status = 502
 
 
 def endpoints_root() -> Path:
@@ -128,6 +131,110 @@ def deploy_run(
     result = _promote(engine, run_id, model_id, actor=actor, reason=reason, endpoint=handle.url)
     result["stoppedEndpoints"] = stop_old_endpoints(engine, model_id, keep=endpoint_id, actor=actor)
     _reference_profile(engine, store, run_id)
+    return result
+
+
+PIPELINE_ACTIVE = ("queued", "running")
+
+
+def deploy_on_request(
+    engine: Engine,
+    store: ArtifactStore,
+    run_id: str,
+    *,
+    user: str,
+    channel: str,
+    server: ModelServer | None,
+    rollback_reason: str | None = None,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Deploy a run because a person asked (REST API, web UI), with the checks of a decision:
+    `user` must be one of the model's approvers (when it names them; the caller checks the
+    decision right in Airflow), the request is audited (`run.deploy.requested`, with the
+    channel), and then `deploy_run` does the work (same audit, same champion swap as the
+    deploy task and `patient-ml runs deploy`).
+
+    - `rollback_reason` given: the run must be an earlier champion; it is approved again
+      (recorded as a rollback, with this justification, through `approvals.decide`) and
+      deployed in the same request. Returns `{"approvalDecision": ..., "deployment": ...}`.
+    - otherwise the run must be approved and not deployed by its own pipeline: while its
+      Airflow DAG run (`pipeline_state(run)`) is queued or running, the deploy task does it.
+    - a run being deployed (`deployStatus: deploying`) is refused (409) either way.
+    """
+    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.approvals import check_may_decide, decide
+    from patient_ml.services.runs import approval_to_wire
+
+    result: dict[str, Any] = {}
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        model = session.get(Model, run.model_id)
+        assert model is not None
+        check_may_decide(model, user)
+        if run.deploy_status == "deploying":
+            raise ConflictError(
+                f"Run {run.id} is being deployed right now; a second deployment is refused.",
+                fix="wait for it to finish and reload the page; if the deploying process died, "
+                f"deploy it with `patient-ml runs deploy --run {run.id}`",
+            )
+        if rollback_reason is not None:
+            if model.champion_id == run.id:
+                raise ConflictError(
+                    f"Run {run.id} is the current champion of model {model.name!r}; there is "
+                    "nothing to roll back to.",
+                    fix="roll back to an earlier champion (the Deployments tab lists them)",
+                )
+            if not champion.was_champion(session, model.id, run.id):
+                raise ConflictError(
+                    f"Run {run.id} was never champion of model {model.name!r}; a rollback "
+                    "restores an earlier champion.",
+                    fix="approve the run through its pipeline (the approval form of a waiting "
+                    "run), or roll back to a run listed in the Deployments tab",
+                )
+            approval = decide(
+                session,
+                run.id,
+                "approved",
+                user=user,
+                reason=rollback_reason,
+                channel=channel,  # type: ignore[arg-type]
+                detail=detail,
+            )
+            result["approvalDecision"] = approval_to_wire(approval)
+        else:
+            decision = latest_decision(session, run.id)
+            if decision is None or decision.decision != "approved":
+                state = decision.decision if decision else "not decided"
+                raise ConflictError(
+                    f"Run {run.id} is {state}; only an approved run is deployed.",
+                    fix="approve it first (a waiting run), or roll back to an earlier champion",
+                )
+            rollback = bool((decision.criteria or {}).get("rollback"))
+            state = pipeline_state(run) if pipeline_state and not rollback else None
+            if state in PIPELINE_ACTIVE:
+                raise ConflictError(
+                    f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {state}) "
+                    "deploys it after the approval; a second deployment is refused.",
+                    fix="wait for the pipeline's deploy task; deploy from here when the DAG "
+                    "run has ended without deploying it",
+                )
+        audit.record(
+            session,
+            actor=user,
+            action="run.deploy.requested",
+            entity_type="run",
+            entity_id=run.id,
+            after={
+                "channel": channel,
+                "rollback": rollback_reason is not None,
+                **({"detail": detail} if detail else {}),
+            },
+        )
+    try:
+        result["deployment"] = deploy_run(engine, store, run_id, actor=user, server=server)
+    finally:
+        write_model_card(engine, store, run_id)
     return result
 
 
