@@ -10,18 +10,22 @@ import pytest
 
 from patient_ml.db.engine import session_scope
 from patient_ml.services.audit import events_for
-from tests.api.test_api import _evaluated_run, _set_approvers, configs  # noqa: F401 (fixture)
+from tests.api.test_api import _evaluated_run, _set_approvers
+from tests.helpers import example
 
 EDGE = {"type": "edge", "inferenceImage": "patient-ml/img-clf-trainer:0.1.0"}
 UI = {"X-Patient-ML-Channel": "ui"}
 
 
 @pytest.fixture
-def edge_model(api: Any, configs: dict[str, Any]) -> dict[str, Any]:
+def edge_model(api: Any) -> dict[str, Any]:
     """The example model deployed to the edge (no endpoint to start: the run becomes champion
     and its artifact is the download), decided by anyone with the decision right."""
-    model = {**configs["model"], "deployApproach": EDGE}
-    saved = api("admin").put(f"/models/{model['id']}", json=model)
+    admin = api("admin")
+    assert admin.post("/datasets", json=example("brain_mri_dataset")).status_code == 200
+    config = example("brain_mri_model")
+    config["approvalPolicy"]["approvers"] = []
+    saved = admin.post("/models", json={**config, "deployApproach": EDGE})
     assert saved.status_code == 200, saved.text
     return saved.json()["model"]
 
