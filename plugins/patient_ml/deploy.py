@@ -163,35 +163,16 @@ def deploy_on_request(
     - a run being deployed (`deployStatus: deploying`) is refused (409) either way.
     """
     from patient_ml.evaluation.model_card import write_model_card
-    from patient_ml.services.approvals import check_may_decide, decide
+    from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
 
     result: dict[str, Any] = {}
+    rollback = rollback_reason is not None
     with session_scope(engine) as session:
         run = get_run(session, run_id)
-        model = session.get(Model, run.model_id)
-        assert model is not None
-        check_may_decide(model, user)
-        if run.deploy_status == "deploying":
-            raise ConflictError(
-                f"Run {run.id} is being deployed right now; a second deployment is refused.",
-                fix="wait for it to finish and reload the page; if the deploying process died, "
-                f"deploy it with `patient-ml runs deploy --run {run.id}`",
-            )
+        check_deploy_request(session, run, user=user, rollback=rollback,
+                             pipeline_state=pipeline_state)  # fmt: skip
         if rollback_reason is not None:
-            if model.champion_id == run.id:
-                raise ConflictError(
-                    f"Run {run.id} is the current champion of model {model.name!r}; there is "
-                    "nothing to roll back to.",
-                    fix="roll back to an earlier champion (the Deployments tab lists them)",
-                )
-            if not champion.was_champion(session, model.id, run.id):
-                raise ConflictError(
-                    f"Run {run.id} was never champion of model {model.name!r}; a rollback "
-                    "restores an earlier champion.",
-                    fix="approve the run through its pipeline (the approval form of a waiting "
-                    "run), or roll back to a run listed in the Deployments tab",
-                )
             approval = decide(
                 session,
                 run.id,
@@ -202,23 +183,6 @@ def deploy_on_request(
                 detail=detail,
             )
             result["approvalDecision"] = approval_to_wire(approval)
-        else:
-            decision = latest_decision(session, run.id)
-            if decision is None or decision.decision != "approved":
-                state = decision.decision if decision else "not decided"
-                raise ConflictError(
-                    f"Run {run.id} is {state}; only an approved run is deployed.",
-                    fix="approve it first (a waiting run), or roll back to an earlier champion",
-                )
-            rollback = bool((decision.criteria or {}).get("rollback"))
-            state = pipeline_state(run) if pipeline_state and not rollback else None
-            if state in PIPELINE_ACTIVE:
-                raise ConflictError(
-                    f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {state}) "
-                    "deploys it after the approval; a second deployment is refused.",
-                    fix="wait for the pipeline's deploy task; deploy from here when the DAG "
-                    "run has ended without deploying it",
-                )
         audit.record(
             session,
             actor=user,
@@ -236,6 +200,88 @@ def deploy_on_request(
     finally:
         write_model_card(engine, store, run_id)
     return result
+
+
+def check_deploy_request(
+    session: Any,
+    run: Run,
+    *,
+    user: str,
+    rollback: bool,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+) -> None:
+    """Refuse (403/409, saying why and what to do) a deployment or rollback `user` asked for;
+    the rules of `deploy_on_request`. Also answers the web UI's question which buttons to
+    offer (`deploy_options`)."""
+    from patient_ml.services.approvals import check_may_decide
+
+    model = session.get(Model, run.model_id)
+    assert model is not None
+    check_may_decide(model, user)
+    if run.status != "succeeded":
+        raise ConflictError(
+            f"Run {run.id} is {run.status!r}; only an evaluated (succeeded) run is deployed.",
+            fix="deploy an evaluated, approved run",
+        )
+    if run.deploy_status == "deploying":
+        raise ConflictError(
+            f"Run {run.id} is being deployed right now; a second deployment is refused.",
+            fix="wait for it to finish and reload the page; if the deploying process died, "
+            f"deploy it with `patient-ml runs deploy --run {run.id}`",
+        )
+    if rollback:
+        if model.champion_id == run.id:
+            raise ConflictError(
+                f"Run {run.id} is the current champion of model {model.name!r}; there is "
+                "nothing to roll back to.",
+                fix="roll back to an earlier champion (the Deployments tab lists them)",
+            )
+        if not champion.was_champion(session, model.id, run.id):
+            raise ConflictError(
+                f"Run {run.id} was never champion of model {model.name!r}; a rollback "
+                "restores an earlier champion.",
+                fix="approve the run through its pipeline (the approval form of a waiting "
+                "run), or roll back to a run listed in the Deployments tab",
+            )
+        return
+    decision = latest_decision(session, run.id)
+    if decision is None or decision.decision != "approved":
+        state = decision.decision if decision else "not decided"
+        raise ConflictError(
+            f"Run {run.id} is {state}; only an approved run is deployed.",
+            fix="approve it first (a waiting run), or roll back to an earlier champion",
+        )
+    if model.champion_id == run.id and run.deploy_status == "succeeded":
+        return  # deploy_run checks the endpoint and redeploys only when it stopped answering
+    own = not (decision.criteria or {}).get("rollback")
+    state = pipeline_state(run) if pipeline_state and own else None
+    if state in PIPELINE_ACTIVE:
+        raise ConflictError(
+            f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {state}) "
+            "deploys it after the approval; a second deployment is refused.",
+            fix="wait for the pipeline's deploy task; deploy from here when the DAG "
+            "run has ended without deploying it",
+        )
+
+
+def deploy_options(
+    session: Any,
+    run: Run,
+    *,
+    user: str,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+) -> dict[str, Any]:
+    """Whether `user` may deploy the run, or roll back to it, now: `{"deploy": {"allowed",
+    "reason"?}, "rollback": {...}}` with the refusal `deploy_on_request` would give."""
+    options: dict[str, Any] = {}
+    for name, rollback in (("deploy", False), ("rollback", True)):
+        try:
+            check_deploy_request(session, run, user=user, rollback=rollback,
+                                 pipeline_state=pipeline_state)  # fmt: skip
+            options[name] = {"allowed": True}
+        except PatientMLError as refused:
+            options[name] = {"allowed": False, "reason": refused.message}
+    return options
 
 
 def _reference_profile(engine: Engine, store: ArtifactStore, run_id: str) -> None:

@@ -38,6 +38,12 @@ def _approve(api: Any, model_id: str, run_id: str, user: str = "editor") -> None
     assert decided.status_code == 200, decided.text
 
 
+def _options(api: Any, user: str, model_id: str, run_id: str) -> dict[str, Any]:
+    got = api(user).get(f"/models/{model_id}/runs/{run_id}/deploy-options")
+    assert got.status_code == 200, got.text
+    return got.json()["deployOptions"]
+
+
 def _champion(api: Any, model_id: str) -> str | None:
     return api("viewer").get(f"/models/{model_id}").json()["model"].get("championId")
 
@@ -52,6 +58,10 @@ def test_deploy_then_roll_back_and_deploy_again(
     undecided = editor.post(f"/models/{model_id}/runs/{first}/deployment")
     assert undecided.status_code == 409, undecided.text
     assert "only an approved run is deployed" in undecided.json()["error"]["message"]
+    options = _options(api, "editor", model_id, first)
+    assert options["deploy"] == {"allowed": False,
+                                 "reason": undecided.json()["error"]["message"]}  # fmt: skip
+    assert "was never champion" in options["rollback"]["reason"]
 
     for run_id, action in ((first, "promote"), (second, "promote")):
         _approve(api, model_id, run_id)
@@ -63,6 +73,8 @@ def test_deploy_then_roll_back_and_deploy_again(
     again = editor.post(f"/models/{model_id}/runs/{second}/deployment")
     assert again.status_code == 200 and again.json()["deployment"]["alreadyDeployed"] is True
 
+    assert _options(api, "editor", model_id, first)["rollback"] == {"allowed": True}
+    assert not _options(api, "editor", model_id, second)["rollback"]["allowed"]
     path = f"/models/{model_id}/runs/{first}/rollback"
     empty = editor.post(path, json={"description": "  "}, headers=UI)
     assert empty.status_code == 422, empty.text
@@ -133,6 +145,12 @@ def test_deploying_needs_the_decision_right_and_the_approvers_list(
     viewer = api("viewer").post(path)
     assert viewer.status_code == 403, viewer.text
     assert "read access is not enough" in viewer.json()["error"]["message"]
+    refused = _options(api, "viewer", model_id, run_id)
+    assert (
+        not refused["deploy"]["allowed"]
+        and "'viewer' may not deploy" in refused["deploy"]["reason"]
+    )
+    assert _options(api, "editor", model_id, run_id)["deploy"] == {"allowed": True}
     assert api(None).post(path).status_code == 401
 
     _set_approvers(api, edge_model, ["dr-a"])

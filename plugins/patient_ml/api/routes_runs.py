@@ -228,6 +228,59 @@ ChannelHeader = Annotated[
 ]
 
 
+def _pipeline_state(run: Any) -> str | None:
+    """The state of the run's Airflow DAG run (None: no DAG run, or Airflow has none)."""
+    from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
+
+    if not (run.airflow_dag_id and run.airflow_run_id):
+        return None
+    return AirflowDagRunHook("rest_api").dag_run_state(run.airflow_dag_id, run.airflow_run_id)
+
+
+class DeployOption(BaseModel):
+    allowed: bool
+    reason: str | None = Field(None, description="Why not (the API's refusal), when not allowed.")
+
+
+class DeployOptions(BaseModel):
+    deploy: DeployOption
+    rollback: DeployOption
+
+
+class GetDeployOptionsResponse(BaseModel):
+    deployOptions: DeployOptions
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/deploy-options",
+    summary="Extension: whether you may deploy this run, or roll back to it, now (and why not)",
+    response_model=GetDeployOptionsResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 422),
+)
+def get_deploy_options(
+    model_id: str, run_id: str, session: Session, user: CurrentUser
+) -> dict[str, Any]:
+    """What `POST .../deployment` and `POST .../rollback` would refuse, without doing them: the
+    web UI offers the buttons that would work and tells why the others would not."""
+    from patient_ml.api.auth import may_decide
+    from patient_ml.deploy import deploy_options
+    from patient_ml.naming import dag_id_of
+
+    model = authorized_model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    dag_id = dag_id_of(model.slug)
+    if not may_decide(user, dag_id):
+        reason = (
+            f"User {user_name(user)!r} may not deploy runs of model {model.name!r}: it needs the "
+            f"right to respond to the required actions of the DAG {dag_id}, as deciding does."
+        )
+        refused = {"allowed": False, "reason": reason}
+        return {"deployOptions": {"deploy": refused, "rollback": refused}}
+    options = deploy_options(session, run, user=user_name(user), pipeline_state=_pipeline_state)
+    return {"deployOptions": options}
+
+
 def _deploy(
     engine: Any,
     model_id: str,
@@ -241,7 +294,6 @@ def _deploy(
     from patient_ml import settings
     from patient_ml.db.engine import read_scope
     from patient_ml.deploy import deploy_on_request
-    from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
     from patient_ml.naming import dag_id_of
     from patient_ml.serving.servers import make_server
     from patient_ml.storage import default_artifact_store
@@ -251,11 +303,6 @@ def _deploy(
         require_decision_right(user, model.name, dag_id_of(model.slug))
         found = _run_of(session, model, run_id).id
 
-    def pipeline_state(run: Any) -> str | None:
-        if not (run.airflow_dag_id and run.airflow_run_id):
-            return None
-        return AirflowDagRunHook("rest_api").dag_run_state(run.airflow_dag_id, run.airflow_run_id)
-
     return deploy_on_request(
         engine,
         default_artifact_store(),
@@ -264,7 +311,7 @@ def _deploy(
         channel=channel,
         server=make_server(settings.backend()),
         rollback_reason=rollback_reason,
-        pipeline_state=pipeline_state,
+        pipeline_state=_pipeline_state,
         detail={"airflowUserId": str(user.get_id())},
     )
 
