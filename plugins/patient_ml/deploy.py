@@ -254,6 +254,12 @@ def check_deploy_request(
     if model.champion_id == run.id and run.deploy_status == "succeeded":
         return  # deploy_run checks the endpoint and redeploys only when it stopped answering
     own = not (decision.criteria or {}).get("rollback")
+    if own and champion.was_champion(session, model.id, run.id):
+        raise ConflictError(
+            f"Run {run.id} was champion of model {model.name!r} before; deploying it again is "
+            "a rollback, which needs its own approval with a justification.",
+            fix="roll back to it (POST .../rollback with a description; the Roll back button)",
+        )
     state = pipeline_state(run) if pipeline_state and own else None
     if state in PIPELINE_ACTIVE:
         raise ConflictError(

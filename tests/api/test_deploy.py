@@ -75,6 +75,9 @@ def test_deploy_then_roll_back_and_deploy_again(
 
     assert _options(api, "editor", model_id, first)["rollback"] == {"allowed": True}
     assert not _options(api, "editor", model_id, second)["rollback"]["allowed"]
+    plain = editor.post(f"/models/{model_id}/runs/{first}/deployment")
+    assert plain.status_code == 409  # an earlier champion comes back only through a rollback
+    assert "needs its own approval with a justification" in plain.json()["error"]["message"]
     path = f"/models/{model_id}/runs/{first}/rollback"
     empty = editor.post(path, json={"description": "  "}, headers=UI)
     assert empty.status_code == 422, empty.text
