@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import type { Run } from "./api";
-import { approvalState, compareMetrics, formatDelta, parseView, viewSearch } from "./format";
+import { approvalState, compareMetrics, formatDelta, parseView, viewSearch, formatParam } from "./format";
 
 function run(overrides: Partial<Run> = {}): Run {
   return {
@@ -98,5 +98,16 @@ describe("views", () => {
   it("round-trips through the query string", () => {
     const view = { kind: "model" as const, modelId: "m1", tab: "metrics" };
     expect(parseView(viewSearch(view))).toEqual({ ...view, dagId: undefined });
+  });
+});
+
+describe("formatParam", () => {
+  it("shortens fractions, keeps integers and text", () => {
+    expect(formatParam(0.08600813697916544)).toBe("0.08601");
+    expect(formatParam("0.007064152340112098")).toBe("0.007064");
+    expect(formatParam(39)).toBe("39");
+    expect(formatParam("64")).toBe("64");
+    expect(formatParam("adam")).toBe("adam");
+    expect(formatParam(undefined)).toBe("—");
   });
 });

@@ -154,3 +154,12 @@ export function statusPalette(status?: string): string {
       return "gray";
   }
 }
+
+/** A hyperparameter for reading: fractions to 4 significant digits (0.0860 for
+ * 0.08600813697916544), everything else as it is. Numbers sent as text are read as numbers. */
+export function formatParam(value: unknown): string {
+  if (value === undefined || value === null) return "—";
+  const n = typeof value === "number" ? value : typeof value === "string" && /^-?[\d.]+(e-?\d+)?$/i.test(value) ? Number(value) : NaN;
+  if (Number.isNaN(n) || Number.isInteger(n)) return String(value);
+  return String(Number(n.toPrecision(4)));
+}

@@ -8,7 +8,7 @@ import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../co
 import { ConfigForm } from "../components/ConfigForm";
 import { ConfirmDeploy } from "../components/DeployActions";
 import { rollbackRows } from "../deploy";
-import { compareMetrics, formatDelta, formatNumber, formatTime, type View } from "../format";
+import { compareMetrics, formatDelta, formatNumber, formatParam, formatTime, type View } from "../format";
 import { defaultSeries, metricSeries } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 import { Pager } from "./ModelsPage";
@@ -218,7 +218,7 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                       <Code fontSize="xs">{r.snapshotId ? r.snapshotId.slice(0, 10) : "—"}</Code>
                     </Table.Cell>
                     <Table.Cell fontSize="xs">
-                      {(r.hyperparameters ?? []).map((h) => `${h.name}=${h.value}`).join(", ") || "—"}
+                      {(r.hyperparameters ?? []).map((h) => `${h.name}=${formatParam(h.value)}`).join(", ") || "—"}
                     </Table.Cell>
                     <Table.Cell fontSize="xs">
                       {headline.length === 0

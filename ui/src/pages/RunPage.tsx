@@ -20,7 +20,7 @@ import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
 import { ConfusionMatrixView } from "../components/ConfusionMatrix";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { compareMetrics, formatDelta, formatDuration, formatNumber, formatTime, type View } from "../format";
+import { compareMetrics, formatDelta, formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
@@ -240,7 +240,7 @@ function Overview({
           <HStack gap={4} wrap="wrap">
             {run.hyperparameters.map((h) => (
               <Text key={h.name} fontSize="sm">
-                <Code>{h.name}</Code> = {h.value}
+                <Code>{h.name}</Code> = {formatParam(h.value)}
               </Text>
             ))}
           </HStack>
@@ -313,7 +313,7 @@ function Trials({ run }: { run: Run }) {
                 </Table.Cell>
                 <Table.Cell textAlign="end">{formatNumber(t.value, 4)}</Table.Cell>
                 {names.map((n) => (
-                  <Table.Cell key={n}>{t.params[n] === undefined ? "—" : String(t.params[n])}</Table.Cell>
+                  <Table.Cell key={n}>{formatParam(t.params[n])}</Table.Cell>
                 ))}
                 <Table.Cell>{formatDuration(t.start, t.end)}</Table.Cell>
                 <Table.Cell maxW="sm" whiteSpace="pre-wrap" fontSize="xs" color="fg.error">
