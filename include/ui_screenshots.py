@@ -103,6 +103,9 @@ def main() -> int:
             for tab in MODEL_TABS:
                 ui.get_by_role("tab", name=tab).click()
                 shot(f"model-{tab.lower().replace(' ', '-')}")
+                if tab == "Configuration":  # the nested settings further down
+                    ui.get_by_text("Search space", exact=True).scroll_into_view_if_needed()
+                    shot("model-configuration-search-space")
             for run in runs:
                 dag_run = (run.get("airflow") or {}).get("runId")
                 if dag_run:

@@ -16,6 +16,6 @@ export default defineConfig({
     environment: "jsdom",
     include: ["src/**/*.test.{ts,tsx}"],
     // Component tests render Chakra in jsdom: seconds each on a loaded 2-core machine.
-    testTimeout: 30000,
+    testTimeout: 90000,
   },
 });
