@@ -523,8 +523,12 @@ function Deployments({
                   )}
                 </Table.Cell>
                 <Table.Cell>{d.deployType}</Table.Cell>
-                <Table.Cell>{d.actor}</Table.Cell>
-                <Table.Cell fontSize="xs">{d.reason ?? ""}</Table.Cell>
+                <Table.Cell fontSize="xs" maxW="40" wordBreak="break-all">
+                  {d.actor}
+                </Table.Cell>
+                <Table.Cell fontSize="xs" minW="48">
+                  {d.reason ?? ""}
+                </Table.Cell>
                 <Table.Cell>
                   <HStack gap={2}>
                     <Button size="xs" variant="outline" onClick={() => go({ kind: "run", modelId: model.id, runId: d.runId })}>
