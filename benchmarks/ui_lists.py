@@ -177,7 +177,7 @@ def main() -> None:
     stack.migrate()
     stack.start(("api-server",))
     try:
-        stack.wait_for(lambda: _answers(stack.url) and stack.passwords_file.exists(), 120, "API")
+        stack.wait_for(lambda: _answers(stack.url) and stack.passwords_file.exists(), 600, "API")
         token = requests.post(
             f"{stack.url}/auth/token",
             json={"username": "admin", "password": stack.password("admin")},

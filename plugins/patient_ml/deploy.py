@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger("patient_ml.deploy")
 
 class DeployError(PatientMLError):
     """The new endpoint did not become healthy; the previous champion keeps serving."""
+
+    http_status = 502
 
 
 def endpoints_root() -> Path:
@@ -129,6 +132,162 @@ def deploy_run(
     result["stoppedEndpoints"] = stop_old_endpoints(engine, model_id, keep=endpoint_id, actor=actor)
     _reference_profile(engine, store, run_id)
     return result
+
+
+PIPELINE_ACTIVE = ("queued", "running")
+
+
+def deploy_on_request(
+    engine: Engine,
+    store: ArtifactStore,
+    run_id: str,
+    *,
+    user: str,
+    channel: str,
+    server: ModelServer | None,
+    rollback_reason: str | None = None,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Deploy a run because a person asked (REST API, web UI), with the checks of a decision:
+    `user` must be one of the model's approvers (when it names them; the caller checks the
+    decision right in Airflow), the request is audited (`run.deploy.requested`, with the
+    channel), and then `deploy_run` does the work (same audit, same champion swap as the
+    deploy task and `patient-ml runs deploy`).
+
+    - `rollback_reason` given: the run must be an earlier champion; it is approved again
+      (recorded as a rollback, with this justification, through `approvals.decide`) and
+      deployed in the same request. Returns `{"approvalDecision": ..., "deployment": ...}`.
+    - otherwise the run must be approved and not deployed by its own pipeline: while its
+      Airflow DAG run (`pipeline_state(run)`) is queued or running, the deploy task does it.
+    - a run being deployed (`deployStatus: deploying`) is refused (409) either way.
+    """
+    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.approvals import decide
+    from patient_ml.services.runs import approval_to_wire
+
+    result: dict[str, Any] = {}
+    rollback = rollback_reason is not None
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        check_deploy_request(session, run, user=user, rollback=rollback,
+                             pipeline_state=pipeline_state)  # fmt: skip
+        if rollback_reason is not None:
+            approval = decide(
+                session,
+                run.id,
+                "approved",
+                user=user,
+                reason=rollback_reason,
+                channel=channel,  # type: ignore[arg-type]
+                detail=detail,
+            )
+            result["approvalDecision"] = approval_to_wire(approval)
+        audit.record(
+            session,
+            actor=user,
+            action="run.deploy.requested",
+            entity_type="run",
+            entity_id=run.id,
+            after={
+                "channel": channel,
+                "rollback": rollback_reason is not None,
+                **({"detail": detail} if detail else {}),
+            },
+        )
+    try:
+        result["deployment"] = deploy_run(engine, store, run_id, actor=user, server=server)
+    finally:
+        write_model_card(engine, store, run_id)
+    return result
+
+
+def check_deploy_request(
+    session: Any,
+    run: Run,
+    *,
+    user: str,
+    rollback: bool,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+) -> None:
+    """Refuse (403/409, saying why and what to do) a deployment or rollback `user` asked for;
+    the rules of `deploy_on_request`. Also answers the web UI's question which buttons to
+    offer (`deploy_options`)."""
+    from patient_ml.services.approvals import check_may_decide
+
+    model = session.get(Model, run.model_id)
+    assert model is not None
+    check_may_decide(model, user)
+    if run.status != "succeeded":
+        raise ConflictError(
+            f"Run {run.id} is {run.status!r}; only an evaluated (succeeded) run is deployed.",
+            fix="deploy an evaluated, approved run",
+        )
+    if run.deploy_status == "deploying":
+        raise ConflictError(
+            f"Run {run.id} is being deployed right now; a second deployment is refused.",
+            fix="wait for it to finish and reload the page; if the deploying process died, "
+            f"deploy it with `patient-ml runs deploy --run {run.id}`",
+        )
+    if rollback:
+        if model.champion_id == run.id:
+            raise ConflictError(
+                f"Run {run.id} is the current champion of model {model.name!r}; there is "
+                "nothing to roll back to.",
+                fix="roll back to an earlier champion (the Deployments tab lists them)",
+            )
+        if not champion.was_champion(session, model.id, run.id):
+            raise ConflictError(
+                f"Run {run.id} was never champion of model {model.name!r}; a rollback "
+                "restores an earlier champion.",
+                fix="approve the run through its pipeline (the approval form of a waiting "
+                "run), or roll back to a run listed in the Deployments tab",
+            )
+        return
+    decision = latest_decision(session, run.id)
+    if decision is None or decision.decision != "approved":
+        state = decision.decision if decision else "not decided"
+        raise ConflictError(
+            f"Run {run.id} is {state}; only an approved run is deployed.",
+            fix="approve it first (a waiting run), or roll back to an earlier champion",
+        )
+    if model.champion_id == run.id and run.deploy_status == "succeeded":
+        return  # deploy_run checks the endpoint and redeploys only when it stopped answering
+    own = not (decision.criteria or {}).get("rollback")
+    if own and champion.was_champion(session, model.id, run.id):
+        raise ConflictError(
+            f"Run {run.id} was champion of model {model.name!r} before; deploying it again is "
+            "a rollback, which needs its own approval with a justification.",
+            fix="roll back to it (POST .../rollback with a description; the Roll back button)",
+        )
+    state = pipeline_state(run) if pipeline_state and own else None
+    if state in PIPELINE_ACTIVE:
+        raise ConflictError(
+            f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {state}) "
+            "deploys it after the approval; a second deployment is refused.",
+            fix="wait for the pipeline's deploy task; deploy from here when the DAG "
+            "run has ended without deploying it",
+        )
+
+
+def deploy_options(
+    session: Any,
+    run: Run,
+    *,
+    user: str,
+    pipeline_state: Callable[[Run], str | None] | None = None,
+) -> dict[str, Any]:
+    """Whether `user` may deploy the run, or roll back to it, now: `{"deploy": {"allowed",
+    "reason"?}, "rollback": {...}}` with the refusal `deploy_on_request` would give."""
+    options: dict[str, Any] = {}
+    for name, rollback in (("deploy", False), ("rollback", True)):
+        try:
+            check_deploy_request(session, run, user=user, rollback=rollback,
+                                 pipeline_state=pipeline_state)  # fmt: skip
+            options[name] = {"allowed": True}
+        except PatientMLError as refused:
+            options[name] = {"allowed": False, "reason": refused.message}
+    return options
 
 
 def _reference_profile(engine: Engine, store: ArtifactStore, run_id: str) -> None:

@@ -236,3 +236,86 @@ def test_viewer_sees_why_they_cannot_approve(
         ok=(403,),
     )
     assert refused["error"]["status"] == 403 and "viewer" in refused["error"]["message"]
+
+
+def test_approver_rolls_back_and_deploys_from_the_ui(
+    browser: Any, airflow_deployment: E2EDeployment, ui_model: dict[str, Any]
+) -> None:
+    """After the first test made run 1 champion, run 2 is approved through the REST API and
+    its pipeline deploys it; the approver rolls back to run 1 from the Deployments tab (with a
+    confirmation and a justification) and then deploys run 2 again from its run page."""
+    deployment = airflow_deployment
+    model_id, first = ui_model["model_id"], ui_model["run_id"]
+
+    def champion() -> str | None:
+        with session_scope(deployment.engine) as session:
+            model = session.get(Model, model_id)
+            assert model is not None
+            return model.champion_id
+
+    if champion() != first:
+        pytest.skip("needs run 1 as champion (test_approver_finds_the_run_and_approves_it)")
+    admin = deployment.stack.client("admin")
+    second = admin.post(f"/v1/patient-ml/models/{model_id}/runs", {"maxTrials": 1})["runId"]
+
+    def evaluated() -> bool:
+        with session_scope(deployment.engine) as session:
+            run = session.get(Run, second)
+            assert run is not None and run.status != "failed", run and run.error
+            return run.approval_requested_at is not None
+
+    deployment.stack.wait_for(evaluated, 420, f"run {second} to wait for a decision")
+    admin.post(
+        f"/v1/patient-ml/models/{model_id}/runs/{second}/approvals",
+        {"decision": "approved", "description": "e2e: run 2 replaces run 1"},
+    )
+    deployment.stack.wait_for(lambda: champion() == second, 300, f"run {second} to be champion")
+
+    page = _login(browser, deployment, "admin")
+    page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
+    ui = page.frame_locator(FRAME)
+    expect(ui.get_by_test_id("model-title")).to_have_text(MODEL, timeout=60_000)
+    ui.get_by_role("tab", name="Deployments").click()
+    table = ui.get_by_test_id("deployments-table")
+    expect(table.get_by_role("row")).to_have_count(3)  # header, run 2, run 1
+    # One rollback offered: to run 1 (run 2 is the current champion).
+    expect(table.get_by_role("button", name="Roll back…")).to_have_count(1)
+    table.get_by_role("button", name="Roll back…").click()
+    dialog = ui.get_by_test_id("deploy-dialog")
+    expect(dialog).to_contain_text(f"to run {ui_model['slug']}")
+    dialog.get_by_role("button", name="Roll back").click()  # no justification: the API says so
+    expect(dialog).to_contain_text("Justification is empty")
+    _shot(page, "model-rollback-dialog")
+    dialog.get_by_role("textbox").fill("e2e: run 2 misses small tumours")
+    dialog.get_by_role("button", name="Roll back").click()
+    expect(dialog).to_have_count(0, timeout=300_000)  # closed once deployed
+    expect(table.get_by_role("row")).to_have_count(4, timeout=30_000)
+    expect(table.get_by_role("row").nth(1)).to_contain_text("rollback")
+    expect(table.get_by_role("row").nth(1)).to_contain_text("★ current")
+    _shot(page, "model-deployments")
+    assert champion() == first
+
+    # Run 2 was champion before: its run page offers the rollback forward, which deploys it.
+    table.get_by_role("row").nth(2).get_by_role("button", name="Open run").click()
+    expect(ui.get_by_test_id("run-title")).to_be_visible(timeout=30_000)
+    actions = ui.get_by_test_id("deploy-actions")
+    actions.get_by_role("button", name="Roll back to this run…").click()
+    dialog = ui.get_by_test_id("deploy-dialog")
+    dialog.get_by_role("textbox").fill("e2e: the data of run 2 was fixed")
+    dialog.get_by_role("button", name="Roll back").click()
+    expect(ui.get_by_test_id("champion-badge")).to_be_visible(timeout=300_000)
+    assert champion() == second
+    page.context.close()
+
+    # The viewer is offered neither, and the API refuses them.
+    page = _login(browser, deployment, "viewer")
+    page.goto(f"{deployment.stack.url}/dags/{DAG_ID}/plugin/patient-ml-model")
+    ui = page.frame_locator(FRAME)
+    ui.get_by_role("tab", name="Deployments").click()
+    expect(ui.get_by_role("button", name="Roll back…").first).to_be_disabled(timeout=60_000)
+    page.context.close()
+    refused = deployment.stack.client("viewer").request(
+        "POST", f"/v1/patient-ml/models/{model_id}/runs/{first}/rollback",
+        {"description": "e2e: a viewer tries"}, ok=(403,),
+    )  # fmt: skip
+    assert "viewer" in refused["error"]["message"]

@@ -225,3 +225,26 @@ export interface LogEvent {
   payload: string;
   stage: string;
 }
+
+export interface DeploymentResult {
+  runId: string;
+  deployType: string;
+  action?: "promote" | "rollback";
+  previousChampionId?: string;
+  endpoint?: string;
+  alreadyDeployed?: boolean;
+}
+
+/** Deploy an approved run now (POST .../deployment; answers when the deployment is done). */
+export function deployRun(modelId: string, runId: string): Promise<{ deployment: DeploymentResult }> {
+  return api(`/models/${modelId}/runs/${runId}/deployment`, { method: "POST", body: {} });
+}
+
+/** Roll back to an earlier champion: approve it again with a justification, then deploy it. */
+export function rollbackTo(
+  modelId: string,
+  runId: string,
+  description: string,
+): Promise<{ approvalDecision: ApprovalDecision; deployment: DeploymentResult }> {
+  return api(`/models/${modelId}/runs/${runId}/rollback`, { method: "POST", body: { description } });
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import type { Run } from "./api";
-import { approvalState, compareMetrics, formatDelta, parseView, viewSearch } from "./format";
+import { approvalState, compareMetrics, formatDelta, parseView, viewSearch, formatParam } from "./format";
 
 function run(overrides: Partial<Run> = {}): Run {
   return {
@@ -59,7 +59,7 @@ describe("formatDelta", () => {
 
 describe("approvalState", () => {
   it("lets an approver decide a pending, evaluated run", () => {
-    expect(approvalState(run(), null, true)).toEqual({ blocker: null, rollbackOnly: false });
+    expect(approvalState(run(), null, true)).toEqual({ blocker: null });
   });
 
   it("tells a user who may not decide why, in the API's words", () => {
@@ -73,12 +73,12 @@ describe("approvalState", () => {
     expect(approvalState(run({ approvalStatus: "timedOut" }), null, true).blocker).toMatch(/timed out/);
   });
 
-  it("refuses a second decision, except approving an earlier champion again (rollback)", () => {
+  it("refuses a second decision; an earlier champion comes back through a rollback", () => {
     const decided = run({ approvals: [{ decision: "rejected", actor: "user", user: "dr-a", timestamp: 0 }] });
     expect(approvalState(decided, null, true).blocker).toMatch(/Already rejected by dr-a/);
     const earlierChampion = run({ approvals: [{ decision: "approved", actor: "user", user: "dr-a" }] });
-    expect(approvalState(earlierChampion, "r2", true)).toEqual({ blocker: null, rollbackOnly: true });
-    expect(approvalState(earlierChampion, "r1", true).blocker).toMatch(/Already approved/);
+    expect(approvalState(earlierChampion, "r2", true).blocker).toMatch(/Already approved.*rollback/);
+    expect(approvalState(earlierChampion, "r1", true).blocker).not.toMatch(/rollback/);
   });
 });
 
@@ -98,5 +98,16 @@ describe("views", () => {
   it("round-trips through the query string", () => {
     const view = { kind: "model" as const, modelId: "m1", tab: "metrics" };
     expect(parseView(viewSearch(view))).toEqual({ ...view, dagId: undefined });
+  });
+});
+
+describe("formatParam", () => {
+  it("shortens fractions, keeps integers and text", () => {
+    expect(formatParam(0.08600813697916544)).toBe("0.08601");
+    expect(formatParam("0.007064152340112098")).toBe("0.007064");
+    expect(formatParam(39)).toBe("39");
+    expect(formatParam("64")).toBe("64");
+    expect(formatParam("adam")).toBe("adam");
+    expect(formatParam(undefined)).toBe("—");
   });
 });

@@ -110,8 +110,6 @@ export function viewSearch(view: View): string {
 export interface ApprovalState {
   /** Why no decision can be sent, or null when one can. */
   blocker: string | null;
-  /** Only "approve" is possible: the run was champion before (approving it again is a rollback). */
-  rollbackOnly: boolean;
 }
 
 /** What the run page's approval form allows, mirroring the API's rules (the API decides). */
@@ -121,20 +119,19 @@ export function approvalState(
   mayDecide: boolean,
   decideReason?: string | null,
 ): ApprovalState {
-  const blocked = (blocker: string) => ({ blocker, rollbackOnly: false });
+  const blocked = (blocker: string) => ({ blocker });
   if (!mayDecide) return blocked(decideReason ?? "You may not decide on runs of this model.");
   if (run.status === "running") return blocked("The run is still running; it can be decided once evaluated.");
   if (run.status === "failed") return blocked("The run failed; only an evaluated run can be decided.");
   const last = run.approvals[run.approvals.length - 1];
   if (last) {
-    if (last.decision === "approved" && championId !== run.id) {
-      return { blocker: null, rollbackOnly: true };
-    }
+    // An earlier champion is restored with "Roll back" (deploy actions), not a second decision.
     const who = last.user ?? last.actor;
-    return blocked(`Already ${last.decision} by ${who} on ${formatTime(last.timestamp)}.`);
+    const earlier = last.decision === "approved" && championId !== run.id ? " Restoring an earlier champion is a rollback (below)." : "";
+    return blocked(`Already ${last.decision} by ${who} on ${formatTime(last.timestamp)}.${earlier}`);
   }
   if (run.approvalStatus === "timedOut") return blocked("The approval window has timed out; start a new run.");
-  return { blocker: null, rollbackOnly: false };
+  return { blocker: null };
 }
 
 export function statusPalette(status?: string): string {
@@ -156,4 +153,13 @@ export function statusPalette(status?: string): string {
     default:
       return "gray";
   }
+}
+
+/** A hyperparameter for reading: fractions to 4 significant digits (0.0860 for
+ * 0.08600813697916544), everything else as it is. Numbers sent as text are read as numbers. */
+export function formatParam(value: unknown): string {
+  if (value === undefined || value === null) return "—";
+  const n = typeof value === "number" ? value : typeof value === "string" && /^-?[\d.]+(e-?\d+)?$/i.test(value) ? Number(value) : NaN;
+  if (Number.isNaN(n) || Number.isInteger(n)) return String(value);
+  return String(Number(n.toPrecision(4)));
 }

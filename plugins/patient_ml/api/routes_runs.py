@@ -23,6 +23,8 @@ from patient_ml.api.deps import Engine, Session
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.schemas import (
     CreateApprovalDecisionResponse,
+    CreateDeploymentResponse,
+    CreateRollbackResponse,
     CreateRunResponse,
     GetModelArtifactResponse,
     GetRunExtendedResponse,
@@ -44,6 +46,10 @@ router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 
 class ApprovalDecisionInput(BaseModel):
     decision: Literal["approved", "rejected"]
+    description: str | None = Field(None, description="Why; required by this platform.")
+
+
+class RollbackInput(BaseModel):
     description: str | None = Field(None, description="Why; required by this platform.")
 
 
@@ -210,6 +216,153 @@ def create_approval(
         detail={"airflowUserId": str(user.get_id())},
     )
     return {"approvalDecision": approval_to_wire(approval)}
+
+
+ChannelHeader = Annotated[
+    Literal["api", "ui"],
+    Header(
+        alias="X-Patient-ML-Channel",
+        description="Extension: `ui` when the Patient ML pages send the request (recorded in "
+        "the audit trail); default `api`.",
+    ),
+]
+
+
+def _pipeline_state(run: Any) -> str | None:
+    """The state of the run's Airflow DAG run (None: no DAG run, or Airflow has none)."""
+    from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
+
+    if not (run.airflow_dag_id and run.airflow_run_id):
+        return None
+    return AirflowDagRunHook("rest_api").dag_run_state(run.airflow_dag_id, run.airflow_run_id)
+
+
+class DeployOption(BaseModel):
+    allowed: bool
+    reason: str | None = Field(None, description="Why not (the API's refusal), when not allowed.")
+
+
+class DeployOptions(BaseModel):
+    deploy: DeployOption
+    rollback: DeployOption
+
+
+class GetDeployOptionsResponse(BaseModel):
+    deployOptions: DeployOptions
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/deploy-options",
+    summary="Extension: whether you may deploy this run, or roll back to it, now (and why not)",
+    response_model=GetDeployOptionsResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 422),
+)
+def get_deploy_options(
+    model_id: str, run_id: str, session: Session, user: CurrentUser
+) -> dict[str, Any]:
+    """What `POST .../deployment` and `POST .../rollback` would refuse, without doing them: the
+    web UI offers the buttons that would work and tells why the others would not."""
+    from patient_ml.api.auth import may_decide
+    from patient_ml.deploy import deploy_options
+    from patient_ml.naming import dag_id_of
+
+    model = authorized_model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    dag_id = dag_id_of(model.slug)
+    if not may_decide(user, dag_id):
+        reason = (
+            f"User {user_name(user)!r} may not deploy runs of model {model.name!r}: it needs the "
+            f"right to respond to the required actions of the DAG {dag_id}, as deciding does."
+        )
+        refused = {"allowed": False, "reason": reason}
+        return {"deployOptions": {"deploy": refused, "rollback": refused}}
+    options = deploy_options(session, run, user=user_name(user), pipeline_state=_pipeline_state)
+    return {"deployOptions": options}
+
+
+def _deploy(
+    engine: Any,
+    model_id: str,
+    run_id: str,
+    user: Any,
+    channel: str,
+    rollback_reason: str | None = None,
+) -> dict[str, Any]:
+    """Deploy (or roll back to) a run for a person: read access, the decision right on the
+    model's DAG and, when the model names approvers, one of them (the service checks that)."""
+    from patient_ml import settings
+    from patient_ml.db.engine import read_scope
+    from patient_ml.deploy import deploy_on_request
+    from patient_ml.naming import dag_id_of
+    from patient_ml.serving.servers import make_server
+    from patient_ml.storage import default_artifact_store
+
+    with read_scope(engine) as session:
+        model = authorized_model(session, model_id, user)
+        require_decision_right(user, model.name, dag_id_of(model.slug))
+        found = _run_of(session, model, run_id).id
+
+    return deploy_on_request(
+        engine,
+        default_artifact_store(),
+        found,
+        user=user_name(user),
+        channel=channel,
+        server=make_server(settings.backend()),
+        rollback_reason=rollback_reason,
+        pipeline_state=_pipeline_state,
+        detail={"airflowUserId": str(user.get_id())},
+    )
+
+
+@router.post(
+    "/models/{model_id}/runs/{run_id}/deployment",
+    summary="Extension: deploy an approved run (as `patient-ml runs deploy`)",
+    response_model=CreateDeploymentResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 409, 422, 502),
+)
+def create_deployment(
+    model_id: str,
+    run_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    channel: ChannelHeader = "api",
+) -> dict[str, Any]:
+    """Deploys the run now (edge: it becomes champion; cloud: a new endpoint is started and
+    health-checked before the champion is swapped) and answers when done. Needs what a
+    decision needs: read access to the model's DAG, the decision right on it and, when the
+    model names approvers, to be one of them (403 saying which is missing). 409 when the run is
+    not approved, is being deployed, or its own pipeline (a queued or running DAG run) will
+    deploy it; 502 when the new endpoint did not become healthy (the old champion keeps
+    serving, the run records `deployStatus: failed`). Deploying the deployed champion again
+    does nothing (`alreadyDeployed`)."""
+    answer = _deploy(engine, model_id, run_id, user, channel)
+    return {"deployment": answer["deployment"]}
+
+
+@router.post(
+    "/models/{model_id}/runs/{run_id}/rollback",
+    summary="Extension: roll back to an earlier champion (approve it again and deploy it)",
+    response_model=CreateRollbackResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 409, 422, 502),
+)
+def create_rollback(
+    model_id: str,
+    run_id: str,
+    body: RollbackInput,
+    engine: Engine,
+    user: CurrentUser,
+    channel: ChannelHeader = "api",
+) -> dict[str, Any]:
+    """The run must have been champion before and not be now. Records an approval with the
+    justification (`criteria.rollback: true`, audited as `run.rollback_approved`), then deploys
+    the run as `.../deployment` does (a deployment with action `rollback`). Same rights as a
+    decision. When the deployment fails (502) the approval stays; deploy again with
+    `.../deployment`."""
+    return _deploy(engine, model_id, run_id, user, channel, body.description or "")
 
 
 @router.get(

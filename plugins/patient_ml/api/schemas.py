@@ -515,6 +515,34 @@ class CreateApprovalDecisionResponse(BaseModel):
     approvalDecision: UserApprovalDecision
 
 
+class DeploymentResult(BaseModel):
+    """Extension: what a deployment did (as `patient-ml runs deploy` prints it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    runId: str
+    deployType: str = Field(description="`edge` or `cloud`.")
+    action: Literal["promote", "rollback"] | None = Field(
+        None, description="How the champion changed; absent when it already was the champion."
+    )
+    previousChampionId: str | None = None
+    endpoint: str | None = Field(None, description="The new endpoint's URL (cloud).")
+    deploymentId: int | None = None
+    alreadyDeployed: bool | None = Field(
+        None, description="The run already was the deployed champion: nothing was done."
+    )
+    stoppedEndpoints: list[int] | None = Field(None, description="Older endpoints stopped.")
+
+
+class CreateDeploymentResponse(BaseModel):
+    deployment: DeploymentResult
+
+
+class CreateRollbackResponse(BaseModel):
+    approvalDecision: UserApprovalDecision
+    deployment: DeploymentResult
+
+
 # ----------------------------------------------------------------------------- predictions
 
 

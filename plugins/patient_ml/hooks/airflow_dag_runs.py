@@ -97,3 +97,16 @@ class AirflowDagRunHook:
             paused = bool(model and model.is_paused)
         state = str(getattr(dag_run, "state", "queued") or "queued")
         return TriggeredDagRun(dag_id, run_id, state, paused)
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str | None:
+        """The state of Airflow's DAG run (`queued`, `running`, `success`, `failed`), or None
+        when Airflow has no such run."""
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            state = session.scalar(
+                select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            )
+        return None if state is None else str(getattr(state, "value", state))

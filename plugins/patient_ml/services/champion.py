@@ -81,6 +81,14 @@ def deployment_history(session: Session, model_ref: str) -> list[Deployment]:
     )
 
 
+def was_champion(session: Session, model_id: str, run_id: str) -> bool:
+    """Whether the run was ever deployed as its model's champion."""
+    found = session.scalar(
+        select(Deployment.id).where(Deployment.model_id == model_id, Deployment.run_id == run_id)
+    )
+    return found is not None
+
+
 def _check_promotable(model: Model, run: Run) -> None:
     if run.model_id != model.id:
         raise ConflictError(

@@ -68,11 +68,7 @@ export function ApprovalForm({
         <Textarea
           value={reason}
           onChange={(e) => setReason(e.target.value)}
-          placeholder={
-            state.rollbackOnly
-              ? "Why restore this run as champion (rollback)?"
-              : "Why do you approve or reject this run? Recorded in the audit trail."
-          }
+          placeholder="Why do you approve or reject this run? Recorded in the audit trail."
           rows={3}
           maxLength={2000}
           name="justification"
@@ -96,13 +92,11 @@ export function ApprovalForm({
       )}
       <HStack mt={3} gap={2}>
         <Button colorPalette="green" loading={busy === "approved"} disabled={busy !== null} onClick={() => decide("approved")}>
-          {state.rollbackOnly ? "Approve again (roll back to this run)" : "Approve"}
+          Approve
         </Button>
-        {!state.rollbackOnly && (
-          <Button colorPalette="red" variant="outline" loading={busy === "rejected"} disabled={busy !== null} onClick={() => decide("rejected")}>
-            Reject
-          </Button>
-        )}
+        <Button colorPalette="red" variant="outline" loading={busy === "rejected"} disabled={busy !== null} onClick={() => decide("rejected")}>
+          Reject
+        </Button>
       </HStack>
     </Box>
   );

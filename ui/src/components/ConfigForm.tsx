@@ -1,8 +1,19 @@
 import { Alert, Box, Button, Field, Flex, Heading, HStack, Input, Link, NativeSelect, Text, Textarea } from "@chakra-ui/react";
-import { useEffect, useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 
 import { api, ApiError, type FieldError } from "../api";
-import { type ConfigKind, errorsByField, FIELDS, type FormValues, TEMPLATES, toBody, toFormValues } from "../configForm";
+import {
+  type Config,
+  type ConfigKind,
+  errorsByPath,
+  FIELDS,
+  type FormState,
+  renderedPaths,
+  TEMPLATES,
+  toBody,
+  toFormState,
+} from "../configForm";
+import { ObjectEditor } from "./ConfigFields";
 import type { View } from "../format";
 import { useLoad } from "./common";
 
@@ -29,17 +40,26 @@ export function ConfigForm({
 }) {
   const existing = stored as Record<string, unknown> | undefined;
   const model = stored;
-  const [values, setValues] = useState<FormValues>(() => toFormValues(kind, existing ?? TEMPLATES[kind]));
+  const [values, setValues] = useState<FormState>(() => toFormState(kind, existing ?? TEMPLATES[kind]));
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [failure, setFailure] = useState<ApiError | Error | null>(null);
   const [saved, setSaved] = useState(false);
   const [busy, setBusy] = useState(false);
-  useEffect(() => setValues(toFormValues(kind, existing ?? TEMPLATES[kind])), [kind, stored]); // eslint-disable-line react-hooks/exhaustive-deps
+  useEffect(() => setValues(toFormState(kind, existing ?? TEMPLATES[kind])), [kind, stored]); // eslint-disable-line react-hooks/exhaustive-deps
   const datasets = useLoad(
     () => (kind === "model" ? api<{ datasets: DatasetRef[] }>("/datasets") : Promise.resolve({ datasets: [] })),
     [kind],
   );
-  const grouped = errorsByField(kind, errors);
+  // Every error next to the exact field it names (a section in JSON mode: next to the section).
+  const rendered = useMemo(() => {
+    const paths = renderedPaths(values.config);
+    for (const key of Object.keys(values.json)) {
+      for (const p of [...paths]) if (p.startsWith(`${key}.`) || p.startsWith(`${key}[`)) paths.delete(p);
+    }
+    for (const f of FIELDS[kind]) paths.add(f.key);
+    return paths;
+  }, [values, kind]);
+  const grouped = errorsByPath(errors, rendered);
   const submit = async () => {
     setErrors([]);
     setFailure(null);
@@ -109,13 +129,72 @@ export function ConfigForm({
       )}
       {FIELDS[kind].map((f) => {
         const own = grouped[f.key] ?? [];
-        const set = (v: string) => setValues((old) => ({ ...old, [f.key]: v }));
+        const setConfig = (config: Config) => setValues((old) => ({ ...old, config }));
+        const set = (v: string) => setConfig({ ...values.config, [f.key]: v });
+        const jsonText = values.json[f.key];
+        const toggleJson = () =>
+          setValues((old) => {
+            const json = { ...old.json };
+            if (json[f.key] === undefined) {
+              json[f.key] = JSON.stringify(old.config[f.key] ?? {}, null, 2);
+              return { ...old, json };
+            }
+            try {
+              const parsed = JSON.parse(json[f.key]) as unknown;
+              delete json[f.key];
+              return { config: { ...old.config, [f.key]: parsed }, json };
+            } catch {
+              return old; // the text stays until it parses; toBody names the field
+            }
+          });
+        if (f.json) {
+          return (
+            <Box as="fieldset" key={f.key} mb={5} borderWidth="1px" borderRadius="md" p={3}>
+              <Flex as="legend" px={1} gap={3} align="center">
+                <Text fontWeight="semibold">{f.label}</Text>
+                <Button size="2xs" variant="ghost" onClick={toggleJson} aria-label={`${f.label}: edit as ${jsonText === undefined ? "JSON" : "form"}`}>
+                  {jsonText === undefined ? "Edit as JSON" : "Edit as form"}
+                </Button>
+              </Flex>
+              <Text fontSize="xs" color="fg.muted" mb={2}>
+                {f.help}
+              </Text>
+              {own.map((e, i) => (
+                <Text key={i} fontSize="sm" color="fg.error" data-testid={`error-${f.key}`} role="alert">
+                  {e.field}: {e.message}
+                </Text>
+              ))}
+              {jsonText !== undefined ? (
+                <Textarea
+                  name={f.key}
+                  aria-label={`${f.label} (JSON)`}
+                  fontFamily="mono"
+                  fontSize="xs"
+                  rows={Math.min(16, Math.max(4, jsonText.split("\n").length))}
+                  value={jsonText}
+                  readOnly={readOnly}
+                  onChange={(e) => setValues((old) => ({ ...old, json: { ...old.json, [f.key]: e.target.value } }))}
+                  spellCheck={false}
+                />
+              ) : (
+                <ObjectEditor
+                  path={[f.key]}
+                  value={(values.config[f.key] ?? {}) as Config}
+                  root={values.config}
+                  setRoot={setConfig}
+                  errors={grouped}
+                  readOnly={readOnly}
+                />
+              )}
+            </Box>
+          );
+        }
         return (
           <Field.Root key={f.key} invalid={own.length > 0} mb={4} readOnly={readOnly} disabled={readOnly}>
             <Field.Label>{f.label}</Field.Label>
             {f.key === "datasetId" ? (
               <NativeSelect.Root size="sm">
-                <NativeSelect.Field value={values[f.key]} onChange={(e) => set(e.target.value)} name={f.key}>
+                <NativeSelect.Field value={String(values.config[f.key] ?? "")} onChange={(e) => set(e.target.value)} name={f.key}>
                   <option value="">Choose a dataset…</option>
                   {(datasets.data?.datasets ?? []).map((d) => (
                     <option key={d.id} value={d.id}>
@@ -125,18 +204,8 @@ export function ConfigForm({
                 </NativeSelect.Field>
                 <NativeSelect.Indicator />
               </NativeSelect.Root>
-            ) : f.json ? (
-              <Textarea
-                name={f.key}
-                fontFamily="mono"
-                fontSize="xs"
-                rows={Math.min(16, Math.max(4, values[f.key].split("\n").length))}
-                value={values[f.key]}
-                onChange={(e) => set(e.target.value)}
-                spellCheck={false}
-              />
             ) : (
-              <Input size="sm" name={f.key} value={values[f.key]} onChange={(e) => set(e.target.value)} />
+              <Input size="sm" name={f.key} value={String(values.config[f.key] ?? "")} onChange={(e) => set(e.target.value)} />
             )}
             {own.length > 0 ? (
               own.map((e, i) => (

@@ -6,7 +6,9 @@ import type { SeriesPoint } from "../components/charts";
 import { MetricsChart } from "../components/charts.lazy";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { ConfigForm } from "../components/ConfigForm";
-import { compareMetrics, formatDelta, formatNumber, formatTime, type View } from "../format";
+import { ConfirmDeploy } from "../components/DeployActions";
+import { rollbackRows } from "../deploy";
+import { compareMetrics, formatDelta, formatNumber, formatParam, formatTime, type View } from "../format";
 import { defaultSeries, metricSeries } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 import { Pager } from "./ModelsPage";
@@ -127,7 +129,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Curation datasetId={model.datasetId} />
         </Tabs.Content>
         <Tabs.Content value="deployments">
-          <Deployments model={model} go={go} />
+          <Deployments model={model} permissions={permissions} go={go} onChanged={loaded.reload} />
         </Tabs.Content>
         <Tabs.Content value="monitoring">
           <Monitoring model={model} />
@@ -216,7 +218,7 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                       <Code fontSize="xs">{r.snapshotId ? r.snapshotId.slice(0, 10) : "—"}</Code>
                     </Table.Cell>
                     <Table.Cell fontSize="xs">
-                      {(r.hyperparameters ?? []).map((h) => `${h.name}=${h.value}`).join(", ") || "—"}
+                      {(r.hyperparameters ?? []).map((h) => `${h.name}=${formatParam(h.value)}`).join(", ") || "—"}
                     </Table.Cell>
                     <Table.Cell fontSize="xs">
                       {headline.length === 0
@@ -451,18 +453,47 @@ function Curation({ datasetId }: { datasetId: string }) {
   );
 }
 
-function Deployments({ model, go }: { model: Model; go: (view: View) => void }) {
-  const loaded = useLoad(() => api<{ deployments: Deployment[] }>(`/models/${model.id}/deployments`), [model.id]);
+function Deployments({
+  model,
+  permissions,
+  go,
+  onChanged,
+}: {
+  model: Model;
+  permissions: Permissions;
+  go: (view: View) => void;
+  onChanged: () => void;
+}) {
+  const loaded = useLoad(
+    () => api<{ deployments: Deployment[] }>(`/models/${model.id}/deployments`),
+    [model.id, model.championId],
+  );
+  const [target, setTarget] = useState<Deployment | null>(null);
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="deployments" />;
   const rows = loaded.data.deployments;
   if (rows.length === 0) return <Empty>Never deployed: approve an evaluated run.</Empty>;
+  const offered = rollbackRows(rows, model.championId);
   return (
     <Box>
       <Text fontSize="sm" color="fg.muted" mb={3}>
-        To roll back, open an earlier champion's run and approve it again (recorded as a rollback); then deploy it with{" "}
-        <Code>patient-ml runs deploy --run RUN_ID</Code>.
+        Newest first. <b>Roll back</b> restores an earlier champion: it is approved again with your justification
+        (recorded as a rollback) and deployed at once.
+        {!permissions.mayDecide && ` ${permissions.decideReason ?? "You may not deploy runs of this model."}`}
       </Text>
+      <ConfirmDeploy
+        action={target ? "rollback" : null}
+        modelId={model.id}
+        modelName={model.name}
+        runId={target?.runId ?? ""}
+        runSlug={target?.runSlug ?? ""}
+        deployType={(model.deployApproach as { type?: string }).type}
+        onClose={() => setTarget(null)}
+        onDone={() => {
+          loaded.reload();
+          onChanged();
+        }}
+      />
       <Box overflowX="auto" borderWidth="1px" borderRadius="md">
         <Table.Root size="sm" data-testid="deployments-table">
           <Table.Header>
@@ -492,12 +523,30 @@ function Deployments({ model, go }: { model: Model; go: (view: View) => void }) 
                   )}
                 </Table.Cell>
                 <Table.Cell>{d.deployType}</Table.Cell>
-                <Table.Cell>{d.actor}</Table.Cell>
-                <Table.Cell fontSize="xs">{d.reason ?? ""}</Table.Cell>
+                <Table.Cell fontSize="xs" maxW="40" wordBreak="break-all">
+                  {d.actor}
+                </Table.Cell>
+                <Table.Cell fontSize="xs" minW="48">
+                  {d.reason ?? ""}
+                </Table.Cell>
                 <Table.Cell>
-                  <Button size="xs" variant="outline" onClick={() => go({ kind: "run", modelId: model.id, runId: d.runId })}>
-                    {d.isCurrent ? "Open run" : "Open run to roll back"}
-                  </Button>
+                  <HStack gap={2}>
+                    <Button size="xs" variant="outline" onClick={() => go({ kind: "run", modelId: model.id, runId: d.runId })}>
+                      Open run
+                    </Button>
+                    {offered.has(d) && (
+                      <Button
+                        size="xs"
+                        variant="outline"
+                        colorPalette="orange"
+                        disabled={!permissions.mayDecide}
+                        title={permissions.mayDecide ? undefined : (permissions.decideReason ?? undefined)}
+                        onClick={() => setTarget(d)}
+                      >
+                        Roll back…
+                      </Button>
+                    )}
+                  </HStack>
                 </Table.Cell>
               </Table.Row>
             ))}

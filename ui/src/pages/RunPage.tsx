@@ -16,10 +16,11 @@ import { useEffect, useState } from "react";
 
 import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run, type Trial } from "../api";
 import { ApprovalForm } from "../components/ApprovalForm";
+import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
 import { ConfusionMatrixView } from "../components/ConfusionMatrix";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { compareMetrics, formatDelta, formatDuration, formatNumber, formatTime, type View } from "../format";
+import { compareMetrics, formatDelta, formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
@@ -49,9 +50,10 @@ async function loadRun(view: RunView): Promise<RunBundle> {
 
 /** Whether the page should look again soon (the pipeline is still moving). */
 function moving(run: Run, championId?: string | null): boolean {
-  if (run.status === "running") return true;
+  if (run.status === "running" || run.deployStatus === "deploying") return true;
   const last = run.approvals[run.approvals.length - 1];
-  return last?.decision === "approved" && championId !== run.id && run.deployStatus !== "failed" && !last.criteria?.rollback;
+  // Approved and not deployed yet: the pipeline's deploy task is about to run.
+  return last?.decision === "approved" && championId !== run.id && !run.deployStatus && !last.criteria?.rollback;
 }
 
 export function RunPage({ view, go }: { view: RunView; go: (view: View) => void }) {
@@ -238,13 +240,13 @@ function Overview({
           <HStack gap={4} wrap="wrap">
             {run.hyperparameters.map((h) => (
               <Text key={h.name} fontSize="sm">
-                <Code>{h.name}</Code> = {h.value}
+                <Code>{h.name}</Code> = {formatParam(h.value)}
               </Text>
             ))}
           </HStack>
         </Section>
       )}
-      <Section title="Decision">
+      <Section title="Decision and deployment">
         {run.approvals.length > 0 && (
           <Box mb={3} data-testid="decisions">
             {run.approvals.map((a, i) => (
@@ -267,6 +269,7 @@ function Overview({
           decideReason={permissions.decideReason}
           onDecided={onDecided}
         />
+        <RunDeployActions run={run} model={model} onDone={onDecided} />
       </Section>
     </Box>
   );
@@ -310,7 +313,7 @@ function Trials({ run }: { run: Run }) {
                 </Table.Cell>
                 <Table.Cell textAlign="end">{formatNumber(t.value, 4)}</Table.Cell>
                 {names.map((n) => (
-                  <Table.Cell key={n}>{t.params[n] === undefined ? "—" : String(t.params[n])}</Table.Cell>
+                  <Table.Cell key={n}>{formatParam(t.params[n])}</Table.Cell>
                 ))}
                 <Table.Cell>{formatDuration(t.start, t.end)}</Table.Cell>
                 <Table.Cell maxW="sm" whiteSpace="pre-wrap" fontSize="xs" color="fg.error">
