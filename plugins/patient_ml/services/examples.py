@@ -14,6 +14,8 @@ dropped when a label is written through it.
 from __future__ import annotations
 
 import base64
+import bisect
+import itertools
 import os
 import threading
 import time
@@ -60,6 +62,24 @@ class ExampleIndex:
     examples: dict[str, Example]
     ids: list[str] = field(default_factory=list)
     built: float = field(default_factory=time.monotonic)
+    # Every version of every label Observation of the dataset, per image id (oldest first).
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Split of each pseudonymous patient key (the dataset's split assignments), when loaded.
+    split_of_patient: dict[str, str] = field(default_factory=dict)
+    _patient_keys: dict[str, str] = field(default_factory=dict)
+
+    def patient_key(self, example: Example) -> str:
+        """The example's pseudonymous patient key (as curation computes it), memoised."""
+        from patient_ml.curation.splits import patient_key
+
+        ref = example.image.patient_ref
+        key = self._patient_keys.get(ref)
+        if key is None:
+            key = self._patient_keys[ref] = patient_key(self.dataset.salt, ref)
+        return key
+
+    def split(self, example: Example) -> str | None:
+        return self.split_of_patient.get(self.patient_key(example))
 
     def get(self, example_id: str) -> Example:
         found = self.examples.get(example_id)
@@ -81,6 +101,7 @@ def build_index(
     Malformed records are skipped here (curation quarantines and reports them)."""
     docs: dict[str, dict[str, Any]] = {}
     observations: dict[str, dict[str, Any]] = {}
+    versions: dict[tuple[str, str], dict[str, Any]] = {}  # (id, version) -> resource
     written: dict[str, float | None] = {}  # resource id -> when its NDJSON file was written
     file_times: dict[str, float | None] = {}
     for position, _expected, raw in records:
@@ -97,6 +118,7 @@ def build_index(
                 written[rid] = _file_time(file_times, position, written_at)
         elif kind == "Observation" and rec.is_label_observation(resource):
             _keep_newest(observations, rid, resource)
+            versions[(rid, str(rec.resource_version(resource) or ""))] = resource
     type_filter = rec.TokenFilter(dataset.filter_codes)
     labels_of: dict[str, list[tuple[rec.LabelRecord, dict[str, Any]]]] = {}
     for resource in observations.values():
@@ -111,7 +133,47 @@ def build_index(
             continue
         if isinstance(image, rec.ImageRecord):
             examples[rid] = example_of(image, resource, labels_of.get(rid, []), written.get(rid))
-    return ExampleIndex(dataset, examples, sorted(examples))
+    history: dict[str, list[dict[str, Any]]] = {}
+    for resource in versions.values():
+        entry = history_entry(resource, dataset)
+        if entry is not None and entry["exampleId"] in examples:
+            history.setdefault(entry.pop("exampleId"), []).append(entry)
+    for entries in history.values():
+        entries.sort(key=lambda e: (e.get("at") or 0.0, e["observation"]))
+    return ExampleIndex(dataset, examples, sorted(examples), history=history)
+
+
+def history_entry(resource: dict[str, Any], dataset: DatasetView) -> dict[str, Any] | None:
+    """One version of a label Observation of this dataset as the label history shows it: who
+    saved it (its performer, for confirmed labels), when, its status and value."""
+    try:
+        label = rec.label_record(
+            resource, label_system=dataset.label_system, problem_type=dataset.problem_type
+        )
+    except QuarantineError:
+        return None
+    if label is None or not label.image_id:
+        return None
+    names = dict(dataset.labels)
+    entry: dict[str, Any] = {
+        "exampleId": label.image_id,
+        "observation": history_ref("Observation", label.id, label.version),
+        "status": "superseded" if label.status == "excluded" else label.status,
+        "fhirStatus": resource.get("status"),
+        "at": _millis(label.updated) or _millis(resource.get("issued")),
+    }
+    if label.status == "excluded":
+        notes = resource.get("note") or []
+        if notes and isinstance(notes[-1], dict) and isinstance(notes[-1].get("text"), str):
+            entry["note"] = notes[-1]["text"][:300]
+    if label.performer:
+        entry["by"] = label.performer
+    index = _class_index(label)
+    if dataset.problem_type == "imgClf" and index is not None:
+        entry.update(labelIndex=index, labelName=names.get(index))
+    elif label.mask:
+        entry["value"] = "mask"
+    return entry
 
 
 def _keep_newest(seen: dict[str, dict[str, Any]], rid: str, resource: dict[str, Any]) -> None:
@@ -195,6 +257,49 @@ def _mask_identity(mask: dict[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------------- listing
 
 
+STATUSES = ("unlabeled", "draft", "confirmed")
+SPLITS = ("train", "validation", "test", "unassigned")
+
+
+def status_of(example: Example) -> str:
+    """`unlabeled`, `draft` (also confirmed labels that disagree) or `confirmed`."""
+    if example.label is None:
+        return "unlabeled"
+    return "confirmed" if example.label.confirmed else "draft"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the examples list may be narrowed by (reference filters and extensions)."""
+
+    has_label: bool | None = None
+    has_unconfirmed_label: bool | None = None
+    patient_id: str | None = None
+    status: str | None = None  # one of STATUSES
+    label_index: int | None = None  # imgClf: the label's index
+    split: str | None = None  # one of SPLITS (by the patient's split assignment)
+    patient_key: str | None = None  # the pseudonymous key curation gives the patient
+
+    def matches(self, index: ExampleIndex, example: Example, *, status: bool = True) -> bool:
+        label = example.label
+        if self.has_label is not None and (label is not None) != self.has_label:
+            return False
+        unconfirmed = label is not None and not label.confirmed
+        if self.has_unconfirmed_label is not None and unconfirmed != self.has_unconfirmed_label:
+            return False
+        if self.patient_id and example.image.patient_ref != f"Patient/{self.patient_id}":
+            return False
+        if status and self.status is not None and status_of(example) != self.status:
+            return False
+        if self.label_index is not None and (
+            label is None or _class_index(label.record) != self.label_index
+        ):
+            return False
+        if self.patient_key is not None and index.patient_key(example) != self.patient_key:
+            return False
+        return self.split is None or (index.split(example) or "unassigned") == self.split
+
+
 def select(
     index: ExampleIndex,
     *,
@@ -203,26 +308,32 @@ def select(
     patient_id: str | None = None,
     marker: str | None = None,
     limit: int = DEFAULT_PAGE,
+    filters: Filters | None = None,
 ) -> tuple[list[Example], str | None]:
     """One page of examples in id order after `marker`, and the marker of the next page."""
+    chosen = filters or Filters(has_label, has_unconfirmed_label, patient_id)
     after = decode_marker(marker) if marker else None
-    patient_ref = f"Patient/{patient_id}" if patient_id else None
+    start = bisect.bisect_right(index.ids, after) if after is not None else 0
     page: list[Example] = []
-    for example_id in index.ids:
-        if after is not None and example_id <= after:
-            continue
+    for example_id in itertools.islice(index.ids, start, None):
         example = index.examples[example_id]
-        if has_label is not None and (example.label is not None) != has_label:
-            continue
-        unconfirmed = example.label is not None and not example.label.confirmed
-        if has_unconfirmed_label is not None and unconfirmed != has_unconfirmed_label:
-            continue
-        if patient_ref is not None and example.image.patient_ref != patient_ref:
+        if not chosen.matches(index, example):
             continue
         if len(page) == limit:
             return page, encode_marker(page[-1].id)
         page.append(example)
     return page, None
+
+
+def counts(index: ExampleIndex, filters: Filters) -> dict[str, int]:
+    """How many examples the filters select, per status (the status filter itself left out,
+    so the counts say what each status tab would show), and `total`."""
+    found = dict.fromkeys(STATUSES, 0)
+    for example_id in index.ids:
+        example = index.examples[example_id]
+        if filters.matches(index, example, status=False):
+            found[status_of(example)] += 1
+    return {"total": sum(found.values()), **found}
 
 
 def encode_marker(after: str) -> str:
@@ -257,6 +368,36 @@ def example_to_wire(example: Example, problem_type: str) -> dict[str, Any]:
     if example.label is not None:
         wire["label"] = label_to_wire(example.label, problem_type)
     return wire
+
+
+def label_version(example: Example) -> str:
+    """The version of the example's label a save must start from (`If-Match` of PUT label):
+    its newest label Observation's history reference, `none` when it has none."""
+    if not example.observations:
+        return "none"
+    newest = example.observations[-1]
+    return history_ref("Observation", str(newest.get("id")), rec.resource_version(newest))
+
+
+def extension_fields(index: ExampleIndex, example: Example) -> dict[str, Any]:
+    """The extended view's fields of an example (the UI's): status, its FHIR references, the
+    pseudonymous patient key and split, the label's version and name."""
+    fields: dict[str, Any] = {
+        "status": status_of(example),
+        "documentReference": history_ref("DocumentReference", example.id, example.image.version),
+        "patient": example.image.patient_ref,
+        "patientKey": index.patient_key(example),
+        "split": index.split(example) or "unassigned",
+        "labelVersion": label_version(example),
+        "contentType": example.image.content_type,
+    }
+    if example.label is not None:
+        found = _class_index(example.label.record)
+        if found is not None:
+            fields["labelName"] = dict(index.dataset.labels).get(found)
+        if example.label.conflicting:
+            fields["conflict"] = True
+    return fields
 
 
 def label_to_wire(label: ExampleLabel, problem_type: str) -> dict[str, Any]:
