@@ -19,7 +19,8 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,15 @@ class Example:
 
 
 @dataclass
+class Lookup:
+    status_at: list[str] = field(default_factory=list)  # per position
+    by_status: dict[str, list[int]] = field(default_factory=dict)
+    by_label: dict[int, list[int]] = field(default_factory=dict)
+    by_split: dict[str, list[int]] = field(default_factory=dict)
+    by_patient: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
 class ExampleIndex:
     dataset: DatasetView
     examples: dict[str, Example]
@@ -67,6 +77,26 @@ class ExampleIndex:
     # Split of each pseudonymous patient key (the dataset's split assignments), when loaded.
     split_of_patient: dict[str, str] = field(default_factory=dict)
     _patient_keys: dict[str, str] = field(default_factory=dict)
+    _lookup: Lookup | None = None
+
+    def lookup(self) -> Lookup:
+        """Positions (in `ids`) per status, label, split and patient key, built on first use
+        (after the split assignments are set), so a filtered page or its counts walk only the
+        examples that may match instead of every example."""
+        if self._lookup is None:
+            found = Lookup()
+            for position, example_id in enumerate(self.ids):
+                example = self.examples[example_id]
+                found.status_at.append(status_of(example))
+                found.by_status.setdefault(found.status_at[-1], []).append(position)
+                if example.label is not None:
+                    label = _class_index(example.label.record)
+                    if label is not None:
+                        found.by_label.setdefault(label, []).append(position)
+                found.by_split.setdefault(self.split(example) or "unassigned", []).append(position)
+                found.by_patient.setdefault(self.patient_key(example), []).append(position)
+            self._lookup = found
+        return self._lookup
 
     def patient_key(self, example: Example) -> str:
         """The example's pseudonymous patient key (as curation computes it), memoised."""
@@ -300,6 +330,22 @@ class Filters:
         return self.split is None or (index.split(example) or "unassigned") == self.split
 
 
+def candidates(index: ExampleIndex, filters: Filters, *, status: bool = True) -> Sequence[int]:
+    """Positions of the examples that may match: the shortest list of the indexed filters
+    (status, label, split, patient key); every position when none is given."""
+    lookup = index.lookup()
+    lists: list[Sequence[int]] = []
+    if status and filters.status is not None:
+        lists.append(lookup.by_status.get(filters.status, []))
+    if filters.label_index is not None:
+        lists.append(lookup.by_label.get(filters.label_index, []))
+    if filters.split is not None:
+        lists.append(lookup.by_split.get(filters.split, []))
+    if filters.patient_key is not None:
+        lists.append(lookup.by_patient.get(filters.patient_key, []))
+    return min(lists, key=len) if lists else range(len(index.ids))
+
+
 def select(
     index: ExampleIndex,
     *,
@@ -314,9 +360,11 @@ def select(
     chosen = filters or Filters(has_label, has_unconfirmed_label, patient_id)
     after = decode_marker(marker) if marker else None
     start = bisect.bisect_right(index.ids, after) if after is not None else 0
+    positions = candidates(index, chosen)
+    first = bisect.bisect_left(positions, start)
     page: list[Example] = []
-    for example_id in itertools.islice(index.ids, start, None):
-        example = index.examples[example_id]
+    for position in itertools.islice(positions, first, None):
+        example = index.examples[index.ids[position]]
         if not chosen.matches(index, example):
             continue
         if len(page) == limit:
@@ -329,10 +377,27 @@ def counts(index: ExampleIndex, filters: Filters) -> dict[str, int]:
     """How many examples the filters select, per status (the status filter itself left out,
     so the counts say what each status tab would show), and `total`."""
     found = dict.fromkeys(STATUSES, 0)
-    for example_id in index.ids:
-        example = index.examples[example_id]
-        if filters.matches(index, example, status=False):
-            found[status_of(example)] += 1
+    narrowed = (
+        filters.has_label,
+        filters.has_unconfirmed_label,
+        filters.patient_id,
+        filters.label_index,
+        filters.split,
+        filters.patient_key,
+    )
+    indexed = [v for v in narrowed[3:] if v is not None]
+    lookup = index.lookup()
+    if all(value is None for value in narrowed):  # the status tabs of the whole dataset
+        for status, positions in lookup.by_status.items():
+            found[status] = len(positions)
+    elif len(indexed) == 1 and all(v is None for v in narrowed[:3]):  # its list is the answer
+        status_at = lookup.status_at
+        found.update(Counter(status_at[p] for p in candidates(index, filters, status=False)))
+    else:
+        for position in candidates(index, filters, status=False):
+            example = index.examples[index.ids[position]]
+            if filters.matches(index, example, status=False):
+                found[status_of(example)] += 1
     return {"total": sum(found.values()), **found}
 
 
