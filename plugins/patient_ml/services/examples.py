@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import itertools
 import os
 import threading
 import time
@@ -363,8 +362,8 @@ def select(
     positions = candidates(index, chosen)
     first = bisect.bisect_left(positions, start)
     page: list[Example] = []
-    for position in itertools.islice(positions, first, None):
-        example = index.examples[index.ids[position]]
+    for at in range(first, len(positions)):  # by index: no walk over the skipped ones
+        example = index.examples[index.ids[positions[at]]]
         if not chosen.matches(index, example):
             continue
         if len(page) == limit:
