@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ def test_classification_by_keyboard_and_a_concurrent_save(
     tiles = page.get_by_test_id("example-tile")
     expect(tiles.first).to_be_visible()
     unlabeled = page.get_by_test_id("status-unlabeled")
-    before = int(unlabeled.inner_text().split()[-1].replace(",", ""))
+    before = int(re.findall(r"[\d,]+", unlabeled.inner_text())[-1].replace(",", ""))
     first_id = tiles.first.get_attribute("data-example-id")
     _shot(page, "labeling-grid")
 
@@ -178,7 +179,7 @@ def test_classification_by_keyboard_and_a_concurrent_save(
     assert other["label"]["classes"] == [0]
     page.keyboard.press("2")
     page.keyboard.press("d")  # save as draft
-    alert = page.get_by_role("alert")
+    alert = page.get_by_role("alert").filter(has_text="meanwhile")
     expect(alert).to_contain_text("Someone else saved this example meanwhile")
     expect(alert).to_contain_text("your label was not saved")
     _shot(page, "labeling-conflict")
