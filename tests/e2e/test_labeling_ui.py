@@ -127,7 +127,17 @@ def seg_model(airflow_deployment: E2EDeployment, tmp_path_factory: Any) -> Itera
 
 def _open_examples(chromium: Any, d: E2EDeployment, model_id: str, **context: Any) -> Any:
     page = _login(chromium, d, "admin", **context)
-    page.goto(f"{d.stack.url}/patient-ml-ui/?view=model&modelId={model_id}&tab=examples")
+    page.goto(f"{d.stack.url}/")  # Airflow's own redirect after signing in, done first
+    page.wait_for_load_state()
+    target = f"{d.stack.url}/patient-ml-ui/?view=model&modelId={model_id}&tab=examples"
+    for attempt in range(3):
+        try:
+            page.goto(target)
+            break
+        except playwright_api.Error as exc:  # a late navigation of Airflow's page
+            if "interrupted" not in str(exc) or attempt == 2:
+                raise
+            page.wait_for_load_state()
     expect(page.get_by_test_id("examples-tab")).to_be_visible(timeout=30_000)
     return page
 
