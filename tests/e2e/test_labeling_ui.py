@@ -127,6 +127,7 @@ def seg_model(airflow_deployment: E2EDeployment, tmp_path_factory: Any) -> Itera
 
 def _open_examples(chromium: Any, d: E2EDeployment, model_id: str, **context: Any) -> Any:
     page = _login(chromium, d, "admin", **context)
+    page.set_default_navigation_timeout(120_000)  # a busy shared machine
     page.goto(f"{d.stack.url}/")  # Airflow's own redirect after signing in, done first
     page.wait_for_load_state()
     target = f"{d.stack.url}/patient-ml-ui/?view=model&modelId={model_id}&tab=examples"
