@@ -189,7 +189,15 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
             }}
           >
             <Box bg="bg.emphasized" h="128px" display="flex" alignItems="center" justifyContent="center">
-              <Image src={previewUrl(dataset.id, example.id, 128)} alt="" loading="lazy" maxH="128px" maxW="100%" />
+              <Image
+                src={previewUrl(dataset.id, example.id, 128)}
+                alt=""
+                loading="lazy"
+                w="100%"
+                h="128px"
+                objectFit="contain"
+                css={{ imageRendering: "pixelated" }}
+              />
             </Box>
             <Box px={2} py={1}>
               <Text fontSize="xs" fontFamily="mono" truncate title={example.id}>
