@@ -116,8 +116,8 @@ def main() -> None:
         ("one example's history", lambda: index.history.get(index.ids[500], [])),
     ]
     print(f"{args.examples:,} examples, {patients:,} patients")
-    print(f"index build from {len(raw):,} records: {build_ms:,.0f} ms "
-          f"(+ lookups by status, label, split, patient key {keys_ms:,.0f} ms, once per index)")  # fmt: skip
+    print(f"index build from {len(raw):,} records: {build_ms:,.0f} ms (+ lookups by status, "
+          f"label, split, patient key {keys_ms:,.0f} ms, once per index)")  # fmt: skip
     for name, call in cases:
         ms, result = timed(args.repeat, call)
         extra = f" (counts {result[1]})" if isinstance(result, tuple) else ""
