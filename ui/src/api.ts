@@ -64,7 +64,7 @@ export function prefetch(path: string, query?: Record<string, unknown>): void {
 
 export async function api<T>(
   path: string,
-  init: { method?: string; body?: unknown; query?: Record<string, unknown> } = {},
+  init: { method?: string; body?: unknown; query?: Record<string, unknown>; headers?: Record<string, string> } = {},
 ): Promise<T> {
   const method = init.method ?? "GET";
   const key = target(path, init.query, method);
@@ -73,16 +73,22 @@ export async function api<T>(
     prefetched.delete(key);
     return early as Promise<T>;
   }
-  return request<T>(key, method, init.body);
+  return request<T>(key, method, init.body, init.headers);
 }
 
-async function request<T>(url: string, method: string, body?: unknown): Promise<T> {
+/** The URL of an API path for an <img> (same origin: the browser sends the Airflow session). */
+export function apiUrl(path: string, query: Record<string, unknown> = {}): string {
+  return target(path, query, "IMG");
+}
+
+async function request<T>(url: string, method: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
   const response = await fetch(url, {
     method,
     credentials: "same-origin",
     // Decisions made here are recorded with the channel `ui` (the REST API's default is `api`).
     headers: {
       "X-Patient-ML-Channel": "ui",
+      ...headers,
       ...(body === undefined ? {} : { "Content-Type": "application/json" }),
     },
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import Response
 
 from patient_ml.api.auth import CurrentUser, require_dag, user_name
@@ -26,6 +26,7 @@ from patient_ml.api.schemas import (
     PutDatasetLabelFileResponse,
     error_responses,
 )
+from patient_ml.api.views import View, extended
 from patient_ml.exceptions import FieldError, InvalidInputError
 
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
@@ -63,17 +64,52 @@ def list_examples(
     patientId: Annotated[str | None, Query(description="Only this Patient's images.")] = None,
     cohortId: Annotated[str | None, Query(description="Not supported: leave it out.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Extension: page size.")] = 100,
+    status: Annotated[
+        str | None,
+        Query(
+            description="Extension: `unlabeled`, `draft` (also disagreeing confirmed "
+            "labels) or `confirmed`."
+        ),
+    ] = None,
+    labelIndex: Annotated[
+        int | None, Query(ge=0, le=255, description="Extension (imgClf): examples of this label.")
+    ] = None,
+    split: Annotated[
+        str | None,
+        Query(
+            description="Extension: the patient's split (`train`, `validation`, `test`) or "
+            "`unassigned` (the patient is in no snapshot yet)."
+        ),
+    ] = None,
+    patientKey: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Extension: the pseudonymous patient key curation "
+            "gives the patient (shown in the extended view).",
+        ),
+    ] = None,
+    view: View = "reference",
 ) -> dict[str, Any]:
+    from patient_ml.services.examples import Filters
     from patient_ml.services.labels import list_examples
 
     _refuse_cohort(cohortId)
-    return list_examples(
-        _context(engine, dataset_id, user),
+    filters = Filters(
         has_label=_flag(hasLabel),
         has_unconfirmed_label=_flag(hasUnconfirmedLabel),
         patient_id=patientId,
+        status=status,
+        label_index=labelIndex,
+        split=split,
+        patient_key=patientKey or None,
+    )
+    return list_examples(
+        _context(engine, dataset_id, user),
         marker=marker,
         limit=limit,
+        filters=filters,
+        extended=extended(view),
     )
 
 
@@ -91,11 +127,13 @@ def get_example(
     user: CurrentUser,
     projectId: Annotated[str | None, Query(description="Accepted for compatibility.")] = None,
     cohortId: Annotated[str | None, Query(description="Not supported: leave it out.")] = None,
+    view: View = "reference",
 ) -> dict[str, Any]:
     from patient_ml.services.labels import get_example
 
     _refuse_cohort(cohortId)
-    return {"example": get_example(_context(engine, dataset_id, user), example_id)}
+    ctx = _context(engine, dataset_id, user)
+    return {"example": get_example(ctx, example_id, extended=extended(view))}
 
 
 @router.get(
@@ -109,6 +147,55 @@ def get_example_image(dataset_id: str, example_id: str, engine: Engine, user: Cu
 
     data, content_type = example_image(_context(engine, dataset_id, user), example_id)
     return Response(data, media_type=content_type, headers={"Cache-Control": "private"})
+
+
+@router.get(
+    BASE + "/{example_id}/preview.png",
+    summary="Extension: the example's image as PNG for a browser (DICOM converted), optionally "
+    "scaled down to a thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422, 502)},
+)
+def get_example_preview(
+    dataset_id: str,
+    example_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    size: Annotated[
+        int | None,
+        Query(description="Longest side in pixels: 64, 128, 256 or 512; left out: full size."),
+    ] = None,
+) -> Any:
+    from patient_ml.services.labels import PREVIEW_SIZES, example_preview
+
+    if size is not None and size not in PREVIEW_SIZES:
+        raise InvalidInputError(
+            f"A preview of {size} pixels is not offered.",
+            [FieldError("size", f"must be one of {', '.join(map(str, PREVIEW_SIZES))}", size)],
+            fix="leave size out for the full image",
+        )
+    data = example_preview(_context(engine, dataset_id, user), example_id, size)
+    # private: only this user's browser may keep it (the image is the patient's)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get(
+    BASE + "/{example_id}/hint",
+    summary="Extension: the deployed champion's prediction for the example, as a labelling "
+    "hint (never saved as a label, not in the prediction log)",
+    responses=error_responses(404, 409, 422, 502),
+)
+def get_label_hint(
+    dataset_id: str,
+    example_id: str,
+    engine: Engine,
+    user: CurrentUser,
+    modelId: Annotated[str, Query(description="A model of this dataset with a champion.")],
+) -> dict[str, Any]:
+    from patient_ml.services.labels import label_hint
+
+    ctx = _context(engine, dataset_id, user)
+    return {"hint": label_hint(engine, ctx, example_id, modelId)}
 
 
 @router.put(
@@ -128,11 +215,19 @@ def put_label(
     ],
     engine: Engine,
     user: CurrentUser,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description="Extension: the example's `labelVersion` (extended view) the label was "
+            "made from (`none`: it had no label); a save after someone else's is refused (409).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     from patient_ml.services.labels import put_label
 
     ctx = _context(engine, dataset_id, user, "PUT")
-    return put_label(engine, ctx, example_id, body, actor=user_name(user))
+    return put_label(engine, ctx, example_id, body, actor=user_name(user), if_match=if_match)
 
 
 @router.get(

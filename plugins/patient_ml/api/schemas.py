@@ -690,9 +690,21 @@ Example = Annotated[
 ]
 
 
+class ExampleCounts(BaseModel):
+    total: int
+    unlabeled: int
+    draft: int
+    confirmed: int
+
+
 class GetDatasetExamplesResponse(BaseModel):
     examples: list[Example]
     marker: str | None = Field(None, description="Pass back to get the next page; absent: done.")
+    counts: ExampleCounts | None = Field(
+        None,
+        description="Extension (view=extended): examples the filters select per status, the "
+        "status filter left out.",
+    )
 
 
 class GetDatasetExampleResponse(BaseModel):

@@ -14,10 +14,12 @@ dropped when a label is written through it.
 from __future__ import annotations
 
 import base64
+import bisect
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +57,58 @@ class Example:
 
 
 @dataclass
+class Lookup:
+    status_at: list[str] = field(default_factory=list)  # per position
+    by_status: dict[str, list[int]] = field(default_factory=dict)
+    by_label: dict[int, list[int]] = field(default_factory=dict)
+    by_split: dict[str, list[int]] = field(default_factory=dict)
+    by_patient: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
 class ExampleIndex:
     dataset: DatasetView
     examples: dict[str, Example]
     ids: list[str] = field(default_factory=list)
     built: float = field(default_factory=time.monotonic)
+    # Every version of every label Observation of the dataset, per image id (oldest first).
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Split of each pseudonymous patient key (the dataset's split assignments), when loaded.
+    split_of_patient: dict[str, str] = field(default_factory=dict)
+    _patient_keys: dict[str, str] = field(default_factory=dict)
+    _lookup: Lookup | None = None
+
+    def lookup(self) -> Lookup:
+        """Positions (in `ids`) per status, label, split and patient key, built on first use
+        (after the split assignments are set), so a filtered page or its counts walk only the
+        examples that may match instead of every example."""
+        if self._lookup is None:
+            found = Lookup()
+            for position, example_id in enumerate(self.ids):
+                example = self.examples[example_id]
+                found.status_at.append(status_of(example))
+                found.by_status.setdefault(found.status_at[-1], []).append(position)
+                if example.label is not None:
+                    label = _class_index(example.label.record)
+                    if label is not None:
+                        found.by_label.setdefault(label, []).append(position)
+                found.by_split.setdefault(self.split(example) or "unassigned", []).append(position)
+                found.by_patient.setdefault(self.patient_key(example), []).append(position)
+            self._lookup = found
+        return self._lookup
+
+    def patient_key(self, example: Example) -> str:
+        """The example's pseudonymous patient key (as curation computes it), memoised."""
+        from patient_ml.curation.splits import patient_key
+
+        ref = example.image.patient_ref
+        key = self._patient_keys.get(ref)
+        if key is None:
+            key = self._patient_keys[ref] = patient_key(self.dataset.salt, ref)
+        return key
+
+    def split(self, example: Example) -> str | None:
+        return self.split_of_patient.get(self.patient_key(example))
 
     def get(self, example_id: str) -> Example:
         found = self.examples.get(example_id)
@@ -81,6 +130,7 @@ def build_index(
     Malformed records are skipped here (curation quarantines and reports them)."""
     docs: dict[str, dict[str, Any]] = {}
     observations: dict[str, dict[str, Any]] = {}
+    versions: dict[tuple[str, str], dict[str, Any]] = {}  # (id, version) -> resource
     written: dict[str, float | None] = {}  # resource id -> when its NDJSON file was written
     file_times: dict[str, float | None] = {}
     for position, _expected, raw in records:
@@ -97,6 +147,7 @@ def build_index(
                 written[rid] = _file_time(file_times, position, written_at)
         elif kind == "Observation" and rec.is_label_observation(resource):
             _keep_newest(observations, rid, resource)
+            versions[(rid, str(rec.resource_version(resource) or ""))] = resource
     type_filter = rec.TokenFilter(dataset.filter_codes)
     labels_of: dict[str, list[tuple[rec.LabelRecord, dict[str, Any]]]] = {}
     for resource in observations.values():
@@ -111,7 +162,47 @@ def build_index(
             continue
         if isinstance(image, rec.ImageRecord):
             examples[rid] = example_of(image, resource, labels_of.get(rid, []), written.get(rid))
-    return ExampleIndex(dataset, examples, sorted(examples))
+    history: dict[str, list[dict[str, Any]]] = {}
+    for resource in versions.values():
+        entry = history_entry(resource, dataset)
+        if entry is not None and entry["exampleId"] in examples:
+            history.setdefault(entry.pop("exampleId"), []).append(entry)
+    for entries in history.values():
+        entries.sort(key=lambda e: (e.get("at") or 0.0, e["observation"]))
+    return ExampleIndex(dataset, examples, sorted(examples), history=history)
+
+
+def history_entry(resource: dict[str, Any], dataset: DatasetView) -> dict[str, Any] | None:
+    """One version of a label Observation of this dataset as the label history shows it: who
+    saved it (its performer, for confirmed labels), when, its status and value."""
+    try:
+        label = rec.label_record(
+            resource, label_system=dataset.label_system, problem_type=dataset.problem_type
+        )
+    except QuarantineError:
+        return None
+    if label is None or not label.image_id:
+        return None
+    names = dict(dataset.labels)
+    entry: dict[str, Any] = {
+        "exampleId": label.image_id,
+        "observation": history_ref("Observation", label.id, label.version),
+        "status": "superseded" if label.status == "excluded" else label.status,
+        "fhirStatus": resource.get("status"),
+        "at": _millis(label.updated) or _millis(resource.get("issued")),
+    }
+    if label.status == "excluded":
+        notes = resource.get("note") or []
+        if notes and isinstance(notes[-1], dict) and isinstance(notes[-1].get("text"), str):
+            entry["note"] = notes[-1]["text"][:300]
+    if label.performer:
+        entry["by"] = label.performer
+    index = _class_index(label)
+    if dataset.problem_type == "imgClf" and index is not None:
+        entry.update(labelIndex=index, labelName=names.get(index))
+    elif label.mask:
+        entry["value"] = "mask"
+    return entry
 
 
 def _keep_newest(seen: dict[str, dict[str, Any]], rid: str, resource: dict[str, Any]) -> None:
@@ -195,6 +286,65 @@ def _mask_identity(mask: dict[str, Any] | None) -> str | None:
 # --------------------------------------------------------------------------- listing
 
 
+STATUSES = ("unlabeled", "draft", "confirmed")
+SPLITS = ("train", "validation", "test", "unassigned")
+
+
+def status_of(example: Example) -> str:
+    """`unlabeled`, `draft` (also confirmed labels that disagree) or `confirmed`."""
+    if example.label is None:
+        return "unlabeled"
+    return "confirmed" if example.label.confirmed else "draft"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the examples list may be narrowed by (reference filters and extensions)."""
+
+    has_label: bool | None = None
+    has_unconfirmed_label: bool | None = None
+    patient_id: str | None = None
+    status: str | None = None  # one of STATUSES
+    label_index: int | None = None  # imgClf: the label's index
+    split: str | None = None  # one of SPLITS (by the patient's split assignment)
+    patient_key: str | None = None  # the pseudonymous key curation gives the patient
+
+    def matches(self, index: ExampleIndex, example: Example, *, status: bool = True) -> bool:
+        label = example.label
+        if self.has_label is not None and (label is not None) != self.has_label:
+            return False
+        unconfirmed = label is not None and not label.confirmed
+        if self.has_unconfirmed_label is not None and unconfirmed != self.has_unconfirmed_label:
+            return False
+        if self.patient_id and example.image.patient_ref != f"Patient/{self.patient_id}":
+            return False
+        if status and self.status is not None and status_of(example) != self.status:
+            return False
+        if self.label_index is not None and (
+            label is None or _class_index(label.record) != self.label_index
+        ):
+            return False
+        if self.patient_key is not None and index.patient_key(example) != self.patient_key:
+            return False
+        return self.split is None or (index.split(example) or "unassigned") == self.split
+
+
+def candidates(index: ExampleIndex, filters: Filters, *, status: bool = True) -> Sequence[int]:
+    """Positions of the examples that may match: the shortest list of the indexed filters
+    (status, label, split, patient key); every position when none is given."""
+    lookup = index.lookup()
+    lists: list[Sequence[int]] = []
+    if status and filters.status is not None:
+        lists.append(lookup.by_status.get(filters.status, []))
+    if filters.label_index is not None:
+        lists.append(lookup.by_label.get(filters.label_index, []))
+    if filters.split is not None:
+        lists.append(lookup.by_split.get(filters.split, []))
+    if filters.patient_key is not None:
+        lists.append(lookup.by_patient.get(filters.patient_key, []))
+    return min(lists, key=len) if lists else range(len(index.ids))
+
+
 def select(
     index: ExampleIndex,
     *,
@@ -203,26 +353,51 @@ def select(
     patient_id: str | None = None,
     marker: str | None = None,
     limit: int = DEFAULT_PAGE,
+    filters: Filters | None = None,
 ) -> tuple[list[Example], str | None]:
     """One page of examples in id order after `marker`, and the marker of the next page."""
+    chosen = filters or Filters(has_label, has_unconfirmed_label, patient_id)
     after = decode_marker(marker) if marker else None
-    patient_ref = f"Patient/{patient_id}" if patient_id else None
+    start = bisect.bisect_right(index.ids, after) if after is not None else 0
+    positions = candidates(index, chosen)
+    first = bisect.bisect_left(positions, start)
     page: list[Example] = []
-    for example_id in index.ids:
-        if after is not None and example_id <= after:
-            continue
-        example = index.examples[example_id]
-        if has_label is not None and (example.label is not None) != has_label:
-            continue
-        unconfirmed = example.label is not None and not example.label.confirmed
-        if has_unconfirmed_label is not None and unconfirmed != has_unconfirmed_label:
-            continue
-        if patient_ref is not None and example.image.patient_ref != patient_ref:
+    for at in range(first, len(positions)):  # by index: no walk over the skipped ones
+        example = index.examples[index.ids[positions[at]]]
+        if not chosen.matches(index, example):
             continue
         if len(page) == limit:
             return page, encode_marker(page[-1].id)
         page.append(example)
     return page, None
+
+
+def counts(index: ExampleIndex, filters: Filters) -> dict[str, int]:
+    """How many examples the filters select, per status (the status filter itself left out,
+    so the counts say what each status tab would show), and `total`."""
+    found = dict.fromkeys(STATUSES, 0)
+    narrowed = (
+        filters.has_label,
+        filters.has_unconfirmed_label,
+        filters.patient_id,
+        filters.label_index,
+        filters.split,
+        filters.patient_key,
+    )
+    indexed = [v for v in narrowed[3:] if v is not None]
+    lookup = index.lookup()
+    if all(value is None for value in narrowed):  # the status tabs of the whole dataset
+        for status, positions in lookup.by_status.items():
+            found[status] = len(positions)
+    elif len(indexed) == 1 and all(v is None for v in narrowed[:3]):  # its list is the answer
+        status_at = lookup.status_at
+        found.update(Counter(status_at[p] for p in candidates(index, filters, status=False)))
+    else:
+        for position in candidates(index, filters, status=False):
+            example = index.examples[index.ids[position]]
+            if filters.matches(index, example, status=False):
+                found[status_of(example)] += 1
+    return {"total": sum(found.values()), **found}
 
 
 def encode_marker(after: str) -> str:
@@ -257,6 +432,36 @@ def example_to_wire(example: Example, problem_type: str) -> dict[str, Any]:
     if example.label is not None:
         wire["label"] = label_to_wire(example.label, problem_type)
     return wire
+
+
+def label_version(example: Example) -> str:
+    """The version of the example's label a save must start from (`If-Match` of PUT label):
+    its newest label Observation's history reference, `none` when it has none."""
+    if not example.observations:
+        return "none"
+    newest = example.observations[-1]
+    return history_ref("Observation", str(newest.get("id")), rec.resource_version(newest))
+
+
+def extension_fields(index: ExampleIndex, example: Example) -> dict[str, Any]:
+    """The extended view's fields of an example (the UI's): status, its FHIR references, the
+    pseudonymous patient key and split, the label's version and name."""
+    fields: dict[str, Any] = {
+        "status": status_of(example),
+        "documentReference": history_ref("DocumentReference", example.id, example.image.version),
+        "patient": example.image.patient_ref,
+        "patientKey": index.patient_key(example),
+        "split": index.split(example) or "unassigned",
+        "labelVersion": label_version(example),
+        "contentType": example.image.content_type,
+    }
+    if example.label is not None:
+        found = _class_index(example.label.record)
+        if found is not None:
+            fields["labelName"] = dict(index.dataset.labels).get(found)
+        if example.label.conflicting:
+            fields["conflict"] = True
+    return fields
 
 
 def label_to_wire(label: ExampleLabel, problem_type: str) -> dict[str, Any]:

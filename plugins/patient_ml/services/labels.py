@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ class DatasetContext:
     store: Any  # ArtifactStore
     fetcher: Any  # ImageFetcher
     sink_factory: Callable[[], Any]
+    # The dataset's split assignments of patient keys (read with the index); None: not known.
+    load_splits: Callable[[], dict[str, str]] | None = None
 
     @property
     def label_of_index(self) -> dict[int, str]:
@@ -54,7 +57,10 @@ class DatasetContext:
 
             try:
                 written_at = getattr(self.source, "written_at", None)
-                return ex.build_index(self.view, self.source.records(), written_at)
+                built = ex.build_index(self.view, self.source.records(), written_at)
+                if self.load_splits is not None:
+                    built.split_of_patient = self.load_splits()
+                return built
             except (NdjsonSourceError, FhirConfigError) as exc:  # the dataset's setup, not the call
                 raise ConflictError(
                     f"The source of dataset {self.view.name!r} cannot be read: {exc.message}",
@@ -91,7 +97,22 @@ def dataset_context(
         index_of_label = {str(label["id"]): int(label["index"]) for label in labels}
     view = dataset_view(engine, dataset_ref)
     inputs = build_curation_inputs(engine, view.id, fhir_client_factory=client_for)
+
+    def load_splits() -> dict[str, str]:
+        from sqlalchemy import select
+
+        from patient_ml.db.models import SplitAssignment
+
+        with read_scope(engine) as session:
+            rows = session.execute(
+                select(SplitAssignment.key, SplitAssignment.split).where(
+                    SplitAssignment.dataset_id == view.id, SplitAssignment.key_kind == "patient"
+                )
+            )
+            return {key: split for key, split in rows}
+
     return DatasetContext(
+        load_splits=load_splits,
         view=view,
         revision=revision,
         index_of_label=index_of_label,
@@ -131,25 +152,123 @@ def list_examples(
     patient_id: str | None = None,
     marker: str | None = None,
     limit: int = ex.DEFAULT_PAGE,
+    filters: ex.Filters | None = None,
+    extended: bool = False,
 ) -> dict[str, Any]:
-    page, next_marker = ex.select(
-        ctx.index(),
-        has_label=has_label,
-        has_unconfirmed_label=has_unconfirmed_label,
-        patient_id=patient_id,
-        marker=marker,
-        limit=limit,
-    )
-    wire: dict[str, Any] = {
-        "examples": [ex.example_to_wire(e, ctx.view.problem_type) for e in page]
-    }
+    """A page of examples; `extended` adds each example's extension fields and the counts per
+    status (`counts`) of the examples the filters select."""
+    chosen = filters or ex.Filters(has_label, has_unconfirmed_label, patient_id)
+    _check_filters(ctx, chosen)
+    index = ctx.index()
+    page, next_marker = ex.select(index, marker=marker, limit=limit, filters=chosen)
+    wire: dict[str, Any] = {"examples": [_wire(ctx, index, e, extended) for e in page]}
     if next_marker:
         wire["marker"] = next_marker
+    if extended:
+        wire["counts"] = ex.counts(index, chosen)
     return wire
 
 
-def get_example(ctx: DatasetContext, example_id: str) -> dict[str, Any]:
-    return ex.example_to_wire(ctx.index().get(example_id), ctx.view.problem_type)
+def _wire(
+    ctx: DatasetContext, index: ex.ExampleIndex, example: ex.Example, extended: bool
+) -> dict[str, Any]:
+    wire = ex.example_to_wire(example, ctx.view.problem_type)
+    if extended:
+        wire.update(ex.extension_fields(index, example))
+    return wire
+
+
+def _check_filters(ctx: DatasetContext, filters: ex.Filters) -> None:
+    if filters.status is not None and filters.status not in ex.STATUSES:
+        raise _invalid("status", f"must be one of {', '.join(ex.STATUSES)}", filters.status)
+    if filters.split is not None and filters.split not in ex.SPLITS:
+        raise _invalid("split", f"must be one of {', '.join(ex.SPLITS)}", filters.split)
+    if filters.label_index is not None:
+        if ctx.view.problem_type != "imgClf":
+            raise _invalid("labelIndex", "filters classification labels only", filters.label_index)
+        known = dict(ctx.view.labels)
+        if filters.label_index not in known:
+            names = ", ".join(f"{i} ({n})" for i, n in sorted(known.items()))
+            raise _invalid("labelIndex", f"must be a label index of this dataset: {names}",
+                           filters.label_index)  # fmt: skip
+
+
+def get_example(ctx: DatasetContext, example_id: str, *, extended: bool = False) -> dict[str, Any]:
+    """The example; `extended` adds its extension fields and its label history (every version
+    of its label Observations, oldest first)."""
+    index = ctx.index()
+    wire = _wire(ctx, index, index.get(example_id), extended)
+    if extended:
+        wire["labelHistory"] = index.history.get(example_id, [])
+    return wire
+
+
+PREVIEW_SIZES = (64, 128, 256, 512)
+
+
+def example_preview(ctx: DatasetContext, example_id: str, size: int | None) -> bytes:
+    """The example's image as a browser shows it: a PNG (DICOM converted as curation converts
+    it, 16-bit grey scaled to 8 bits), at full size or scaled down to fit `size` pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from patient_ml.curation.images import ImageLimits, inspect_image
+
+    example = ctx.index().get(example_id)
+    data = _image_bytes(ctx, example)
+    limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
+    try:
+        info = inspect_image(data, example.image.content_type, limits, fingerprint=None)
+    except QuarantineError as exc:
+        raise NotFoundError(
+            f"The image of example {example.id!r} cannot be decoded ({exc.reason}).",
+            fix="fix the image; curation quarantines it too",
+        ) from None
+    with Image.open(io.BytesIO(info.stored_bytes)) as img:
+        img.load()
+        if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+            pixels = np.asarray(img, dtype=np.float64)
+            low, high = float(pixels.min()), float(pixels.max())
+            scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
+            shown = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        elif img.mode not in {"L", "RGB", "RGBA"}:
+            shown = img.convert("RGB")
+        else:
+            shown = img.copy()
+    if size is not None:
+        shown.thumbnail((size, size))
+    out = io.BytesIO()
+    shown.save(out, format="PNG", compress_level=1 if size is None else 6)
+    return out.getvalue()
+
+
+def label_hint(
+    engine: Engine, ctx: DatasetContext, example_id: str, model_ref: str
+) -> dict[str, Any]:
+    """The deployed champion's prediction for the example, as a hint for the labeller: read
+    from the dataset's source as it is now (not only snapshot images), never saved as a label
+    and not recorded in the model's prediction log (monitoring sees real traffic only)."""
+    from patient_ml.db.models import Model
+    from patient_ml.services.common import get_by_id_or_name
+    from patient_ml.services.predictions import predict
+
+    with session_scope_read(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        if model.dataset_id != ctx.view.id:
+            raise _invalid("modelId", f"must be a model of dataset {ctx.view.id}", model_ref)
+        model_id = model.id
+    image = example_preview(ctx, example_id, None)
+    answer = predict(engine, ctx.store, model_id, image=image, log=False)
+    answer["exampleId"] = example_id
+    return answer
+
+
+def session_scope_read(engine: Engine) -> Any:
+    from patient_ml.db.engine import read_scope
+
+    return read_scope(engine)
 
 
 def example_image(ctx: DatasetContext, example_id: str) -> tuple[bytes, str]:
@@ -171,15 +290,46 @@ def _image_bytes(ctx: DatasetContext, example: ex.Example) -> bytes:
 # --------------------------------------------------------------------------- labels
 
 
+_SAVE_LOCKS: dict[str, threading.Lock] = {}
+_SAVE_LOCKS_LOCK = threading.Lock()
+
+
 def put_label(
-    engine: Engine, ctx: DatasetContext, example_id: str, body: dict[str, Any], *, actor: str
+    engine: Engine,
+    ctx: DatasetContext,
+    example_id: str,
+    body: dict[str, Any],
+    *,
+    actor: str,
+    if_match: str | None = None,
 ) -> dict[str, Any]:
-    """Save the example's label (the reference `Label` body); returns the example."""
+    """Save the example's label (the reference `Label` body); returns the example.
+
+    `if_match` (the `labelVersion` the labeller's page read; `none`: it had no label) refuses
+    the save (409) when someone else saved a label of the example since: nothing is overwritten
+    silently. Checks and writes of one dataset are serialised in this process."""
+    with _SAVE_LOCKS_LOCK:
+        lock = _SAVE_LOCKS.setdefault(ctx.view.id, threading.Lock())
+    with lock:
+        return _put_label(engine, ctx, example_id, body, actor=actor, if_match=if_match)
+
+
+def _put_label(
+    engine: Engine,
+    ctx: DatasetContext,
+    example_id: str,
+    body: dict[str, Any],
+    *,
+    actor: str,
+    if_match: str | None,
+) -> dict[str, Any]:
     from patient_ml.db.engine import session_scope
     from patient_ml.services import audit
 
     index = ctx.index(fresh=True)
     example = index.get(example_id)
+    if if_match is not None and if_match.strip('"') != ex.label_version(example):
+        raise _changed_meanwhile(index, example)
     problem = ctx.view.problem_type
     if body.get("labelType") != problem:
         raise _invalid("labelType", f"must be {problem!r} for this dataset", body.get("labelType"))
@@ -264,8 +414,7 @@ def _label_observation(
             **value,
         }
     )
-    if confirmed:
-        resource["performer"] = [{"display": actor}]
+    resource["performer"] = [{"display": actor}]  # who saved it (drafts too: label history)
     return resource
 
 
@@ -354,6 +503,23 @@ def _mask_extension(ctx: DatasetContext, example: ex.Example, mask: Any) -> dict
         "mask.fileId",
         "must be a fileId from PUT .../label-file or the example's current label mask",
         file_id,
+    )
+
+
+def _changed_meanwhile(index: ex.ExampleIndex, example: ex.Example) -> ConflictError:
+    newest = (index.history.get(example.id) or [{}])[-1]
+    who = newest.get("by") or "someone else"
+    when = newest.get("at")
+    moment = (
+        datetime.fromtimestamp(when / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if isinstance(when, int | float)
+        else "meanwhile"
+    )
+    status = newest.get("status", "a label")
+    return ConflictError(
+        f"Example {example.id!r} was labelled by {who} ({status}, {moment}) after you opened "
+        "it; your label was not saved.",
+        fix="look at the current label, then save yours again if it should replace it",
     )
 
 

@@ -75,8 +75,10 @@ def predict(
     example_id: str | None = None,
     image: bytes | None = None,
     test_example: bool = False,
+    log: bool = True,
 ) -> dict[str, Any]:
-    """The champion's prediction (see the module docstring), recorded in the prediction log."""
+    """The champion's prediction (see the module docstring), recorded in the prediction log
+    (`log=False`: not recorded, for labelling hints that are no real traffic)."""
     served: dict[str, Any] = {}
     result = _predict(
         engine,
@@ -87,7 +89,8 @@ def predict(
         served=served,
         test_example=test_example,
     )
-    _log_prediction(engine, result, served)
+    if log:
+        _log_prediction(engine, result, served)
     return result
 
 

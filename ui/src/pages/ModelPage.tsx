@@ -11,6 +11,7 @@ import { rollbackRows } from "../deploy";
 import { compareMetrics, formatDelta, formatNumber, formatParam, formatTime, type View } from "../format";
 import { defaultSeries, metricSeries } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
+import { ExamplesTab } from "./ExamplesTab";
 import { Pager } from "./ModelsPage";
 
 type ModelView = Extract<View, { kind: "model" }>;
@@ -118,6 +119,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Tabs.Trigger value="monitoring">Monitoring</Tabs.Trigger>
           <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
           <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
+          <Tabs.Trigger value="examples">Examples</Tabs.Trigger>
         </Tabs.List>
         <Tabs.Content value="runs">
           <Runs model={model} go={go} tick={runsTick} />
@@ -139,6 +141,9 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
         </Tabs.Content>
         <Tabs.Content value="dataset">
           <DatasetConfig datasetId={model.datasetId} mayEdit={permissions.mayEdit} go={go} />
+        </Tabs.Content>
+        <Tabs.Content value="examples">
+          <ExamplesTab model={model} permissions={permissions} />
         </Tabs.Content>
       </Tabs.Root>
     </Box>

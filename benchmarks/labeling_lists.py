@@ -1,0 +1,128 @@
+"""The Examples tab's list at size: 100,000 examples (DocumentReferences with label Observations,
+a third unlabelled, a third draft, a third confirmed, 20,000 patients with split assignments);
+prints its figures.
+
+    .venv/bin/python benchmarks/labeling_lists.py [--examples 100000] [--repeat 5]
+
+Builds the examples index as the API server does (`services.examples.build_index` over the
+records, every label version kept for the history) and then times what one request of the
+labelling page costs on it (median of `--repeat` runs, milliseconds): the first page of 48 with
+the counts per status, a page deep in the list (keyset marker at 90 %), the unlabelled filter,
+a split filter and a patient-key filter, each with its counts, and one example's history. The
+index is kept per dataset for PATIENT_ML_EXAMPLES_CACHE_SECONDS (default 10 s), so a request
+pays the build only when the index is older than that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from patient_ml.curation.pipeline import DatasetView  # noqa: E402
+from patient_ml.services import examples as ex  # noqa: E402
+
+SYSTEM, CODE, LABELS = "urn:bench:type", "bench", "urn:bench:labels"
+
+
+def records(count: int, patients: int) -> list[tuple[str, None, dict[str, Any]]]:
+    out: list[tuple[str, None, dict[str, Any]]] = []
+    for n in range(count):
+        doc_id = f"img-{n:06d}"
+        out.append((f"docs:{n}", None, {
+            "resourceType": "DocumentReference", "id": doc_id, "status": "current",
+            "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00Z"},
+            "type": {"coding": [{"system": SYSTEM, "code": CODE}]},
+            "subject": {"reference": f"Patient/p{n % patients}"},
+            "content": [{"attachment": {"url": f"file:///images/{doc_id}.png",
+                                        "contentType": "image/png"}}],
+        }))  # fmt: skip
+        kind = n % 3
+        if kind == 0:
+            continue  # unlabelled
+        out.append((f"obs:{n}", None, {
+            "resourceType": "Observation", "id": f"lab-{n}",
+            "status": "preliminary" if kind == 1 else "final",
+            "meta": {"versionId": "1", "lastUpdated": "2026-01-02T00:00:00Z"},
+            "code": {"coding": [{"system": "urn:patient-ml", "code": "image-label"}]},
+            "focus": [{"reference": f"DocumentReference/{doc_id}"}],
+            "subject": {"reference": f"Patient/p{n % patients}"},
+            "performer": [{"display": "Dr. Bench"}],
+            "valueCodeableConcept": {"coding": [{"system": LABELS, "code": str(n % 2)}]},
+        }))  # fmt: skip
+    return out
+
+
+def timed(repeat: int, call: Any) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = call()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    from patient_ml.fhir import mapping
+
+    patients = max(1, args.examples // 5)
+    view = DatasetView(
+        id="bench", name="bench", problem_type="imgClf", labels=((0, "negative"), (1, "positive")),
+        label_system=LABELS, filter_codes=(f"{SYSTEM}|{CODE}",),
+        split_ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, max_image_bytes=10**7,
+        max_image_pixels=10**7, min_image_side=8, salt="bench-salt",
+    )  # fmt: skip
+    raw = records(args.examples, patients)
+    for _, _, resource in raw:  # the label code the platform writes
+        if resource["resourceType"] == "Observation":
+            resource["code"]["coding"][0] = {
+                "system": mapping.LABEL_CODE_SYSTEM, "code": mapping.LABEL_CODE,
+            }  # fmt: skip
+    started = time.perf_counter()
+    index = ex.build_index(view, raw)
+    build_ms = (time.perf_counter() - started) * 1000
+    assert len(index.examples) == args.examples, len(index.examples)
+    splits = ("train", "validation", "test")
+    started = time.perf_counter()
+    for example in index.examples.values():  # the split assignments, as the DB holds them
+        key = index.patient_key(example)
+        index.split_of_patient.setdefault(key, splits[int(key[:2], 16) % 3])
+    index.lookup()  # per status, label, split and patient key
+    keys_ms = (time.perf_counter() - started) * 1000
+
+    def page(filters: ex.Filters, marker: str | None = None) -> Any:
+        found, _ = ex.select(index, marker=marker, limit=48, filters=filters)
+        wire = [ex.example_to_wire(e, "imgClf") | ex.extension_fields(index, e) for e in found]
+        return wire, ex.counts(index, filters)
+
+    deep = ex.encode_marker(index.ids[int(len(index.ids) * 0.9)])
+    some_key = index.patient_key(index.examples[index.ids[123]])
+    cases = [
+        ("first page of 48 + counts", lambda: page(ex.Filters())),
+        ("page at 90 % (keyset marker) + counts", lambda: page(ex.Filters(), deep)),
+        ("unlabelled, first page + counts", lambda: page(ex.Filters(status="unlabeled"))),
+        ("split=test, first page + counts", lambda: page(ex.Filters(split="test"))),
+        ("one patient key + counts", lambda: page(ex.Filters(patient_key=some_key))),
+        ("one example's history", lambda: index.history.get(index.ids[500], [])),
+    ]
+    print(f"{args.examples:,} examples, {patients:,} patients")
+    print(f"index build from {len(raw):,} records: {build_ms:,.0f} ms (+ lookups by status, "
+          f"label, split, patient key {keys_ms:,.0f} ms, once per index)")  # fmt: skip
+    for name, call in cases:
+        ms, result = timed(args.repeat, call)
+        extra = f" (counts {result[1]})" if isinstance(result, tuple) else ""
+        print(f"{name}: {ms:,.1f} ms{extra}")
+
+
+if __name__ == "__main__":
+    main()
