@@ -291,6 +291,18 @@ def decision(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
 
 
+def existing_snapshot(folder: Path) -> Any:
+    """The latest snapshot that `benchmarks/br35h_snapshot.py --out FOLDER` curated."""
+    from benchmarks.br35h_snapshot import CuratedSample
+
+    (dataset,) = (folder / "artifacts" / "datasets").iterdir()
+    manifest = max(
+        dataset.glob("snapshots/*/manifest.jsonl"), key=lambda path: path.stat().st_mtime
+    )
+    examples = [json.loads(line) for line in manifest.read_bytes().splitlines()[1:]]
+    return CuratedSample(examples, dataset, manifest.as_uri(), [], dataset.name)
+
+
 def br35h(args: argparse.Namespace, folder: Path) -> None:
     from benchmarks.br35h_snapshot import build_sample, curate_sample
 
@@ -298,11 +310,16 @@ def br35h(args: argparse.Namespace, folder: Path) -> None:
     from patient_ml.db.engine import get_engine
     from patient_ml.storage import LocalArtifactStore
 
-    url = f"sqlite:///{folder / 'patient_ml.db'}"
-    schema.upgrade(get_engine(url, check_schema=False))
-    engine = get_engine(url)
     started = time.perf_counter()
-    curated = curate_sample(engine, build_sample(folder), folder)
+    if args.snapshot:  # built before by benchmarks/br35h_snapshot.py --out DIR
+        folder = args.snapshot
+        engine = get_engine(f"sqlite:///{folder / 'patient_ml.db'}")
+        curated = existing_snapshot(folder)
+    else:
+        url = f"sqlite:///{folder / 'patient_ml.db'}"
+        schema.upgrade(get_engine(url, check_schema=False))
+        engine = get_engine(url)
+        curated = curate_sample(engine, build_sample(folder), folder)
     splits = {s: confirmed(curated.examples, s) for s in ("train", "validation", "test")}
     print(
         f"Br35H, the demo's leakage-free snapshot (built and curated in "
@@ -483,6 +500,9 @@ def main() -> None:
     parser.add_argument("--skip-clf", action="store_true")
     parser.add_argument("--skip-seg", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep the work files in this folder")
+    parser.add_argument(
+        "--snapshot", type=Path, help="reuse the output folder of benchmarks/br35h_snapshot.py"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="quality-") as temporary:
         root = args.keep or Path(temporary)

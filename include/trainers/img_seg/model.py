@@ -53,7 +53,7 @@ HYPERPARAMETERS = {
     "epochs": HP(int, "30", 1, 10_000),
     "batch_size": HP(int, "8", 1, 4096),
     "crop_size": HP(int, "64", 8, 2048),
-    "crops_per_image": HP(int, "8", 1, 10_000),
+    "crops_per_image": HP(int, "4", 1, 10_000),
     "width": HP(int, "16", 2, 128),
     "weight_decay": HP(float, "1e-4", 0.0, 1.0),
     "augment": HP(bool, "true"),
