@@ -9,8 +9,9 @@ Network: 4 blocks of conv 3x3 -> batch norm -> ReLU -> max-pool 2 with width, 2*
 Training: AdamW with a cosine schedule, class-balanced cross-entropy, augmentation on every
 batch (left-right flip, rotation +-10 degrees, scale 0.9-1.1, shift +-6 %, contrast/brightness
 +-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience` epochs
-without a better one. Calibration: a temperature fitted on the validation logits of the kept
-epoch (stored in model.json, applied by serve).
+without a better one. Prediction averages the logits of the image and its left-right mirror.
+Calibration: a temperature fitted on the validation logits of the kept epoch (stored in
+model.json, applied by serve).
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ FORMAT = 2
 
 HYPERPARAMETERS = {
     "learning_rate": HP(float, "0.003", 1e-6, 1.0),
-    "epochs": HP(int, "20", 1, 10_000),
+    "epochs": HP(int, "16", 1, 10_000),
     "batch_size": HP(int, "32", 2, 4096),
     "weight_decay": HP(float, "1e-4", 0.0, 1.0),
     "image_size": HP(int, "64", 16, 512),
-    "width": HP(int, "16", 2, 256),
+    "width": HP(int, "8", 2, 256),
     "dropout": HP(float, "0.2", 0.0, 0.9),
     "augment": HP(bool, "true"),
     "patience": HP(int, "6", 0, 10_000),
@@ -174,13 +175,14 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def logits_of(model: nn.Module, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Logits of images (n, s, s): the mean of the image's and its left-right mirror's (the
+    same slice in the other display convention), in validation and in serve alike."""
+    out = []
     with torch.no_grad():
-        return np.concatenate(
-            [
-                model(torch.from_numpy(x[i : i + chunk])[:, None]).numpy()
-                for i in range(0, len(x), chunk)
-            ]
-        )
+        for i in range(0, len(x), chunk):
+            batch = torch.from_numpy(x[i : i + chunk])[:, None]
+            out.append(((model(batch) + model(torch.flip(batch, (3,)))) / 2).numpy())
+    return np.concatenate(out)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -54,7 +54,7 @@ HYPERPARAMETERS = {
     "batch_size": HP(int, "8", 1, 4096),
     "crop_size": HP(int, "64", 8, 2048),
     "crops_per_image": HP(int, "4", 1, 10_000),
-    "width": HP(int, "16", 2, 128),
+    "width": HP(int, "8", 2, 128),
     "weight_decay": HP(float, "1e-4", 0.0, 1.0),
     "augment": HP(bool, "true"),
     "patience": HP(int, "10", 0, 10_000),
