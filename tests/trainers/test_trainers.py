@@ -158,7 +158,7 @@ def train(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,  # a few CPU-seconds; the wall time is for a shared, loaded machine
+        timeout=900,  # ~10 CPU-s (mostly importing torch); the wall time is for loaded machines
         stdin=subprocess.DEVNULL,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr, model, output)
