@@ -194,7 +194,7 @@ def serving(kind: str, model_dir: Path) -> Iterator[tuple[str, subprocess.Popen]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 300  # importing torch on a loaded machine
         while True:
             try:
                 if request(url + "/ping")[0] == 200:
@@ -202,7 +202,7 @@ def serving(kind: str, model_dir: Path) -> Iterator[tuple[str, subprocess.Popen]
             except OSError:
                 pass
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else "serve exited"
-            assert time.monotonic() < deadline, "serve did not answer /ping in 20 s"
+            assert time.monotonic() < deadline, "serve did not answer /ping in 300 s"
             time.sleep(0.1)
         yield url, proc
     finally:
@@ -338,7 +338,7 @@ def test_seg_serve(seg_run: Run) -> None:
 def test_serve_without_a_model_exits_1(tmp_path: Path) -> None:
     env = {**os.environ, "SM_MODEL_DIR": str(tmp_path), "SM_SERVE_PORT": str(free_port())}
     proc = subprocess.run(
-        [PYTHON, str(TRAINERS / "img_clf" / "serve")], env=env, capture_output=True, timeout=30
+        [PYTHON, str(TRAINERS / "img_clf" / "serve")], env=env, capture_output=True, timeout=300
     )
     assert proc.returncode == 1 and b"could not load the model" in proc.stderr
 
@@ -470,7 +470,7 @@ def test_evaluate_tool_in_process(clf_run: Run, seg_run: Run, data: dict[str, Pa
             ],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr
         assert float(re.search(pattern, proc.stdout).group(1)) >= 0.8
@@ -491,7 +491,7 @@ def test_make_channels_nuclei(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     counts = {}
