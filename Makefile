@@ -12,15 +12,24 @@ UI_BUILT := plugins/patient_ml/ui/static/index.html
 UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
 UI_MODULES := ui/node_modules/.package-lock.json
 
+TORCH_VERSION ?= 2.13.0
+TORCH_PIP_ARGS ?=
+
 .PHONY: setup ui ui-test demo demo-stop test lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples,bench]"
 	@# stardist ships the nuclei image + mask used by the segmentation sample; its own heavy
 	@# dependencies (TensorFlow, numba) are not needed to read two files, so --no-deps.
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps "stardist==0.9.2"
+	@# PyTorch (CPU) for the reference trainers, which the local backend runs with this venv's
+	@# interpreter. Through pip, not uv: pip reads the machine's configured wheel folder, which
+	@# holds the CPU wheel (uv does not see it). Never a plain `torch` requirement: on PyPI it
+	@# pulls the CUDA libraries; elsewhere set TORCH_PIP_ARGS="--index-url
+	@# https://download.pytorch.org/whl/cpu".
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
 	@touch $(STAMP)
 
 $(UI_MODULES): ui/package.json ui/package-lock.json

@@ -34,6 +34,7 @@ class CuratedSample:
     image_root: Path  # the artifact store folder of the dataset (example["image"]["key"])
     manifest_uri: str
     reports: list[dict[str, Any]]  # report.json of both curations
+    dataset_id: str = ""
 
     def image_path(self, example: dict[str, Any]) -> Path:
         return self.image_root / example["image"]["key"]
@@ -95,7 +96,11 @@ def curate_sample(engine: Any, sample: Path, out: Path, name: str | None = None)
     lines = store.read_bytes(result.manifest_uri.removeprefix(store.uri(""))).splitlines()
     examples = [orjson.loads(line) for line in lines[1:]]
     return CuratedSample(
-        examples, out / "artifacts" / "datasets" / dataset_id, result.manifest_uri, reports
+        examples,
+        out / "artifacts" / "datasets" / dataset_id,
+        result.manifest_uri,
+        reports,
+        dataset_id,
     )
 
 

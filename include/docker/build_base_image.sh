@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build the local base image of the reference trainers without a registry: debootstrap a minimal
-# Debian bookworm with Python 3, NumPy, Pillow, SciPy and scikit-learn from Debian's packages
-# (mirror: the one apt is configured with), slim it, then `docker import` it.
-# Idempotent: skips when the image exists; `--force` rebuilds (and retags).
+# Debian bookworm with Python 3, NumPy, Pillow, SciPy, scikit-learn and PyTorch (CPU) from
+# Debian's packages (mirror: the one apt is configured with), slim it, then `docker import` it.
+# Idempotent: skips when an image with the same recipe exists; `--force` rebuilds (and retags).
+# The image carries the label patient-ml.base-recipe: a hash of the package list, the slim
+# switch and this script. An image under the tag with another hash (a package added since it was
+# built) is stale and rebuilt, so CI never trains on a cached image without the new packages.
 #
 #   bash include/docker/build_base_image.sh [--force]
 #
@@ -23,7 +26,7 @@ set -euo pipefail
 
 image=${PATIENT_ML_BASE_IMAGE:-patient-ml/base:bookworm}
 suite=bookworm
-packages=${PATIENT_ML_BASE_PACKAGES:-python3,python3-numpy,python3-pil,python3-scipy,python3-sklearn,libopenblas0-pthread,ca-certificates}
+packages=${PATIENT_ML_BASE_PACKAGES:-python3,python3-numpy,python3-pil,python3-scipy,python3-sklearn,python3-torch,libopenblas0-pthread,ca-certificates}
 slim=${PATIENT_ML_BASE_SLIM:-1}
 force=0
 for arg in "$@"; do
@@ -41,10 +44,15 @@ if ! docker info >/dev/null 2>&1; then
   say "no Docker engine answers; run include/docker/start_dockerd.sh first" >&2
   exit 1
 fi
+recipe=$( { printf '%s\n%s\n' "$packages" "$slim"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
 old_id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
 if [[ -n $old_id && $force == 0 ]]; then
-  say "$image already exists ($(($(docker image inspect -f '{{.Size}}' "$image") / 1000000)) MB); --force rebuilds"
-  exit 0
+  old_recipe=$(docker image inspect -f '{{index .Config.Labels "patient-ml.base-recipe"}}' "$image" 2>/dev/null || true)
+  if [[ $old_recipe == "$recipe" ]]; then
+    say "$image already exists ($(($(docker image inspect -f '{{.Size}}' "$image") / 1000000)) MB, recipe $recipe); --force rebuilds"
+    exit 0
+  fi
+  say "$image was built from another recipe (${old_recipe:-none}, now $recipe): rebuilding"
 fi
 for tool in debootstrap tar; do
   command -v "$tool" >/dev/null || { say "$tool missing (start_dockerd.sh installs debootstrap)" >&2; exit 1; }
@@ -146,6 +154,7 @@ tar --numeric-owner -C "$root" -c . | docker import \
   -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   -c 'ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1' \
   -c 'CMD ["python3"]' \
+  -c "LABEL patient-ml.base-recipe=$recipe" \
   -m "debootstrap $suite minbase + $packages (slim=$slim) from $mirror" \
   - "$image" >/dev/null
 size=$(docker image inspect -f '{{.Size}}' "$image")

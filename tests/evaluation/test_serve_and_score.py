@@ -26,7 +26,7 @@ from patient_ml.training.backends.local import LocalBackend
 from patient_ml.training.contract import JobLayout
 from patient_ml.training.metrics import MetricParser
 from patient_ml.training.tuning import pack_model
-from tests.docker_engine import build_image
+from tests.docker_engine import build_trainer_image
 from tests.trainers.test_trainers import (
     CLF_HPS,
     CLF_PROBLEM,
@@ -47,7 +47,8 @@ DATASET, SNAPSHOT = "ds-fixed", "snap-fixed"
 def trainer_module(kind: str) -> Any:
     """The trainer's own model.py, loaded in-process under a unique name."""
     folder = TRAINERS / kind
-    sys.path.insert(0, str(folder))
+    added = [str(folder), str(TRAINERS / "common")]  # the trainer's files and the shared ones
+    sys.path[:0] = added
     try:
         spec = importlib.util.spec_from_file_location(f"{kind}_model", folder / "model.py")
         assert spec and spec.loader
@@ -55,7 +56,8 @@ def trainer_module(kind: str) -> Any:
         spec.loader.exec_module(module)
         return module
     finally:
-        sys.path.remove(str(folder))
+        for path in added:
+            sys.path.remove(path)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +177,7 @@ def test_local_serve_matches_hand_computed_metrics(
 def test_docker_serve_matches_hand_computed_metrics(
     kind: str, fixed: dict[str, Any], tmp_path: Path, docker_engine: Any
 ) -> None:
-    build_image(docker_engine, TRAINERS / kind, IMAGES[kind])
+    build_trainer_image(docker_engine, kind, IMAGES[kind])
     result = score(kind, fixed[kind], DockerServer(), tmp_path)
     check(kind, fixed[kind], result)
     assert result["serverKind"] == "docker" and result["imageDigest"].startswith("sha256:")

@@ -29,7 +29,7 @@ def test_create_resolves_dataset_name_and_audits(engine, brain_dataset_id) -> No
         wire = models.model_to_wire(models.get_model(s, model.id))
         (event,) = audit.events_for(s, "model", model.id)
     assert wire["dagId"] == "patient_ml__brain_mri_tumour_classifier"
-    assert wire["trainingApproach"]["searchSpace"][2]["values"] == ["64", "96"]
+    assert wire["trainingApproach"]["searchSpace"][2]["values"] == ["48", "64"]
     assert wire["championId"] is None
     assert event.action == "model.create" and event.after["name"] == model.name
 

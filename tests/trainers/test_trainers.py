@@ -37,8 +37,8 @@ BALANCED_ACCURACY = re.compile(r"val_balanced_accuracy=([0-9.]+)")
 VAL_LOSS = re.compile(r"val_loss=([0-9.eE+-]+)")
 DICE = re.compile(r"val_dice=([0-9.]+)")
 
-CLF_HPS = {"epochs": "4", "image_size": "16", "batch_size": "16", "seed": "3"}
-SEG_HPS = {"epochs": "3", "pixels_per_image": "400", "seed": "3"}
+CLF_HPS = {"epochs": "4", "image_size": "16", "batch_size": "16", "width": "8", "seed": "3"}
+SEG_HPS = {"epochs": "3", "crop_size": "32", "crops_per_image": "4", "width": "8", "seed": "3"}
 CLF_PROBLEM = {
     "problemType": "imgClf",
     "labels": [{"index": 0, "name": "no_blob"}, {"index": 1, "name": "blob"}],
@@ -160,7 +160,7 @@ def train(
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # ~10 CPU-s (mostly importing torch); the wall time is for loaded machines
         stdin=subprocess.DEVNULL,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr, model, output)
@@ -196,7 +196,7 @@ def serving(kind: str, model_dir: Path) -> Iterator[tuple[str, subprocess.Popen]
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 300  # importing torch on a loaded machine
         while True:
             try:
                 if request(url + "/ping")[0] == 200:
@@ -204,7 +204,7 @@ def serving(kind: str, model_dir: Path) -> Iterator[tuple[str, subprocess.Popen]
             except OSError:
                 pass
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else "serve exited"
-            assert time.monotonic() < deadline, "serve did not answer /ping in 20 s"
+            assert time.monotonic() < deadline, "serve did not answer /ping in 300 s"
             time.sleep(0.1)
         yield url, proc
     finally:
@@ -233,11 +233,15 @@ def stop(proc: subprocess.Popen) -> int:
 # --- tests -------------------------------------------------------------------------------
 
 
-def test_shared_modules_are_identical_copies() -> None:
-    for name in ("contract.py", "nn.py"):
-        assert (TRAINERS / "img_clf" / name).read_bytes() == (
-            TRAINERS / "img_seg" / name
-        ).read_bytes()
+def test_shared_code_lives_once_in_common() -> None:
+    """The contract and the PyTorch loop exist once, in common/; no trainer folder copies them
+    (they would shadow the shared files), and no hand-written network is left."""
+    shared = {p.name for p in (TRAINERS / "common").glob("*.py")}
+    assert {"contract.py", "torch_loop.py"} <= shared
+    for kind in ("img_clf", "img_seg"):
+        own = {p.name for p in (TRAINERS / kind).glob("*.py")}
+        assert own == {"model.py"}, own
+    assert not list(TRAINERS.rglob("nn.py"))
 
 
 @pytest.mark.parametrize("kind", ["img_clf", "img_seg"])
@@ -249,7 +253,11 @@ def test_layout_of_a_trainer_folder(kind: str) -> None:
         assert path.read_text().startswith("#!/usr/bin/env python3\n")
     dockerfile = (folder / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim\nFROM ${BASE_IMAGE}" in dockerfile
-    assert 'python3 -c "import numpy, PIL, scipy" || pip install' in dockerfile
+    assert 'python3 -c "import numpy, PIL, scipy, torch" || (' in dockerfile
+    # the build context is include/trainers: the shared folder, then the trainer's own files
+    assert f"COPY common/ /opt/program/\nCOPY {kind}/ /opt/program/\n" in dockerfile
+    # a plain `pip install torch` would pull CUDA: only the CPU index
+    assert "--index-url https://download.pytorch.org/whl/cpu torch" in dockerfile
 
 
 def test_clf_trains_and_reports_parseable_metrics(clf_run: Run) -> None:
@@ -332,7 +340,7 @@ def test_seg_serve(seg_run: Run) -> None:
 def test_serve_without_a_model_exits_1(tmp_path: Path) -> None:
     env = {**os.environ, "SM_MODEL_DIR": str(tmp_path), "SM_SERVE_PORT": str(free_port())}
     proc = subprocess.run(
-        [PYTHON, str(TRAINERS / "img_clf" / "serve")], env=env, capture_output=True, timeout=30
+        [PYTHON, str(TRAINERS / "img_clf" / "serve")], env=env, capture_output=True, timeout=300
     )
     assert proc.returncode == 1 and b"could not load the model" in proc.stderr
 
@@ -342,7 +350,7 @@ def test_serve_without_a_model_exits_1(tmp_path: Path) -> None:
     [
         ({"learning_rate": "abc"}, "hyperparameter learning_rate='abc' is not a number"),
         ({"epochs": "2.5"}, "hyperparameter epochs='2.5' is not an integer"),
-        ({"image_size": "0"}, "hyperparameter image_size='0' must be >= 4"),
+        ({"image_size": "0"}, "hyperparameter image_size='0' must be >= 16"),
     ],
 )
 def test_bad_hyperparameter_fails_with_reason(
@@ -464,7 +472,7 @@ def test_evaluate_tool_in_process(clf_run: Run, seg_run: Run, data: dict[str, Pa
             ],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stderr
         assert float(re.search(pattern, proc.stdout).group(1)) >= 0.8
@@ -485,7 +493,7 @@ def test_make_channels_nuclei(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     counts = {}

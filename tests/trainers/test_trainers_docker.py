@@ -15,11 +15,10 @@ from patient_ml.training.backends.base import TrainingJob
 from patient_ml.training.backends.docker import DockerBackend
 from patient_ml.training.contract import JobLayout
 from patient_ml.training.metrics import MetricParser
-from tests.docker_engine import build_image
+from tests.docker_engine import build_trainer_image
 from tests.trainers.test_trainers import (
     CLF_PROBLEM,
     SEG_PROBLEM,
-    TRAINERS,
 )
 
 CONFIGS = Path(__file__).resolve().parents[2] / "include" / "configs"
@@ -33,7 +32,7 @@ CASES = {
 def docker(docker_engine: Any) -> DockerBackend:
     for kind, (config, *_rest) in CASES.items():
         image = yaml.safe_load((CONFIGS / f"{config}.yaml").read_text())["trainingApproach"]
-        build_image(docker_engine, TRAINERS / kind, image["trainingImage"])
+        build_trainer_image(docker_engine, kind, image["trainingImage"])
     return DockerBackend(client=docker_engine)
 
 

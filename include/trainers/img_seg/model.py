@@ -1,25 +1,29 @@
-"""Image segmentation (imgSeg): a per-pixel classifier on multi-scale filter features.
+"""Image segmentation (imgSeg): a small U-Net in PyTorch (CPU).
 
-Features of the grayscale [0, 1] image (scipy.ndimage, reflect borders): the raw pixel,
-Gaussian smoothing, Gaussian gradient magnitude and Laplacian of Gaussian at sigmas 1, 2, 4
-(and 8 for the smoothing), differences of Gaussians (1-2, 2-4, 4-8); standardised with the
-training sample's mean and std. A softmax regression (hidden_units=0) or a one-hidden-layer MLP
-is trained with Adam on `pixels_per_image` pixels drawn per training image, with equal quotas
-per label present (background included) and class-balanced loss weights. Prediction: a pixel
-is foreground when 1 - p(background) >= threshold (then the most likely foreground label);
-connected components smaller than min_object_size pixels are removed.
+Input: the grayscale [0, 1] image at its own resolution, standardised with the training
+pixels' mean and std. U-Net: 3 levels (width, 2*width, 4*width channels, two conv 3x3 ->
+batch norm -> ReLU each, max-pool 2 between them), a bottleneck of 8*width, transposed-conv
+upsampling with skip connections, a 1x1 conv to one logit per class. Training: random
+crop_size crops (crops_per_image per training image and epoch) with random 90-degree rotations,
+flips and intensity changes; loss = cross-entropy + soft Dice of the foreground; AdamW with a
+cosine schedule; the best validation epoch kept, early stopping after `patience` epochs.
+Prediction: images are padded (reflect) to a multiple of 8; a pixel is foreground when
+1 - p(background) >= threshold (then the most likely foreground label); connected components
+smaller than min_object_size pixels are removed.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nn
 import numpy as np
+import torch
+import torch.nn.functional as F
+import torch_loop
 from contract import (
     HP,
     Paths,
@@ -38,45 +42,29 @@ from contract import (
     to_label_map,
 )
 from scipy import ndimage
+from torch import nn
 
 PROBLEM_TYPE = "imgSeg"
-FORMAT = 1
-SIGMAS = (1.0, 2.0, 4.0)
-SMOOTH_SIGMAS = (1.0, 2.0, 4.0, 8.0)
-FEATURE_NAMES = (
-    ["raw"]
-    + [f"gauss{s:g}" for s in SMOOTH_SIGMAS]
-    + [f"gradmag{s:g}" for s in SIGMAS]
-    + [f"log{s:g}" for s in SIGMAS]
-    + [f"dog{a:g}-{b:g}" for a, b in itertools.pairwise(SMOOTH_SIGMAS)]
-)
-VAL_PIXEL_BUDGET = 2_000_000  # validation pixels kept in memory for per-epoch metrics
+FORMAT = 2
+MULTIPLE = 8  # three max-pools
 
 HYPERPARAMETERS = {
-    "learning_rate": HP(float, "0.05", 1e-7, 10.0),
+    "learning_rate": HP(float, "0.003", 1e-6, 1.0),
     "epochs": HP(int, "30", 1, 10_000),
-    "hidden_units": HP(int, "8", 0, 1024),
-    "pixels_per_image": HP(int, "4000", 2, 10_000_000),
+    "batch_size": HP(int, "8", 1, 4096),
+    "crop_size": HP(int, "64", 8, 2048),
+    "crops_per_image": HP(int, "4", 1, 10_000),
+    "width": HP(int, "8", 2, 128),
+    "weight_decay": HP(float, "1e-4", 0.0, 1.0),
+    "augment": HP(bool, "true"),
+    "patience": HP(int, "10", 0, 10_000),
     "threshold": HP(float, "0.5", 0.0, 1.0),
     "min_object_size": HP(int, "16", 0, 10_000_000),
-    "batch_size": HP(int, "256", 1, 10_000_000),
-    "l2": HP(float, "1e-4", 0.0, 100.0),
     "seed": HP(int, "0", 0, 2**32 - 1),
 }
 
 
-# --- features ----------------------------------------------------------------------------
-
-
-def features(gray: np.ndarray) -> np.ndarray:
-    """(H*W, len(FEATURE_NAMES)) float32 features of a 2-D [0, 1] image."""
-    image = gray.astype(np.float32)
-    smooth = {s: ndimage.gaussian_filter(image, s, mode="reflect") for s in SMOOTH_SIGMAS}
-    planes = [image, *(smooth[s] for s in SMOOTH_SIGMAS)]
-    planes += [ndimage.gaussian_gradient_magnitude(image, s, mode="reflect") for s in SIGMAS]
-    planes += [ndimage.gaussian_laplace(image, s, mode="reflect") for s in SIGMAS]
-    planes += [smooth[a] - smooth[b] for a, b in itertools.pairwise(SMOOTH_SIGMAS)]
-    return np.stack(planes, axis=-1).reshape(-1, len(planes))
+# --- data --------------------------------------------------------------------------------
 
 
 def load_example(example: dict[str, Any], name: str, positions: np.ndarray) -> tuple:
@@ -96,6 +84,74 @@ def load_example(example: dict[str, Any], name: str, positions: np.ndarray) -> t
         found = sorted(int(v) for v in np.unique(raw))[:10]
         raise TrainerError(f"{where}: mask values {found} are not 0 or the problem's label indices")
     return gray, positions[raw]
+
+
+def class_positions(problem: Problem) -> tuple[list[int], np.ndarray]:
+    """Label index per class position (0 = background) and the lookup index -> position."""
+    indices = [0] + [index for index in problem.indices if index != 0]
+    lookup = np.full(256, -1, np.int64)
+    lookup[indices] = np.arange(len(indices))
+    return indices, lookup
+
+
+def pad_to(array: np.ndarray, height: int, width: int, fill: int | None = None) -> np.ndarray:
+    """`array` padded at the bottom/right to at least height x width (reflect, or `fill`)."""
+    dy, dx = max(0, height - array.shape[0]), max(0, width - array.shape[1])
+    if not dy and not dx:
+        return array
+    if fill is not None:
+        return np.pad(array, ((0, dy), (0, dx)), constant_values=fill)
+    mode = "reflect" if dy < array.shape[0] and dx < array.shape[1] else "edge"
+    return np.pad(array, ((0, dy), (0, dx)), mode=mode)
+
+
+# --- network -----------------------------------------------------------------------------
+
+
+def double_conv(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    def __init__(self, classes: int, width: int) -> None:
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+        self.down = nn.ModuleList([double_conv(1, w[0]), double_conv(w[0], w[1])])
+        self.down.append(double_conv(w[1], w[2]))
+        self.bottom = double_conv(w[2], w[3])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(3)])
+        self.merge = nn.ModuleList([double_conv(2 * w[i], w[i]) for i in range(3)])
+        self.out = nn.Conv2d(w[0], classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for i in (2, 1, 0):
+            x = self.merge[i](torch.cat([skips[i], self.up[i](x)], dim=1))
+        return self.out(x)
+
+
+def probabilities(model: nn.Module, gray: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """(H*W, classes) softmax probabilities of a 2-D [0, 1] image."""
+    height, width = gray.shape
+    padded = pad_to(
+        gray, math.ceil(height / MULTIPLE) * MULTIPLE, math.ceil(width / MULTIPLE) * MULTIPLE
+    )
+    x = torch.from_numpy(((padded - mean) / std).astype(np.float32))[None, None]
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)[0, :, :height, :width]
+    return probs.permute(1, 2, 0).reshape(height * width, -1).numpy().astype(np.float64)
 
 
 # --- prediction --------------------------------------------------------------------------
@@ -165,42 +221,22 @@ class LossCounter:
 # --- training ----------------------------------------------------------------------------
 
 
-def class_positions(problem: Problem) -> tuple[list[int], np.ndarray]:
-    """Label index per class position (0 = background) and the lookup index -> position."""
-    indices = [0] + [index for index in problem.indices if index != 0]
-    lookup = np.full(256, -1, np.int64)
-    lookup[indices] = np.arange(len(indices))
-    return indices, lookup
-
-
-def sample_pixels(
-    labels: np.ndarray, quota: int, classes: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Flat pixel indices: an equal share of `quota` per class present (fewer if it is small)."""
-    flat = labels.ravel()
-    present = [c for c in range(classes) if np.any(flat == c)]
-    share = max(1, quota // len(present))
-    chosen = []
-    for c in present:
-        where = np.flatnonzero(flat == c)
-        take = min(share, len(where))
-        chosen.append(np.sort(rng.choice(where, size=take, replace=False)))
-    return np.concatenate(chosen)
-
-
-def evaluate_set(
-    params: dict[str, np.ndarray],
-    items: Iterable[tuple[np.ndarray, np.ndarray]],
-    hps: dict[str, Any],
-    classes: int,
-) -> tuple[float, float]:
-    """(val_loss, val_dice) over (standardised features, class map) pairs."""
-    dice, loss = DiceCounter(classes), LossCounter(classes)
-    for x, truth in items:
-        probs = nn.probabilities(params, x)
-        loss.add(probs, truth.ravel())
-        dice.add(truth, postprocess(probs, truth.shape, hps["threshold"], hps["min_object_size"]))
-    return loss.loss(), dice.dice()
+def augment_pair(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 90-degree rotation and flip (the same for image and mask), gain/bias/gamma on
+    the image, per crop of a (n, 1, s, s) batch."""
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        k = int(torch.randint(0, 4, (1,), generator=generator))
+        xi, yi = torch.rot90(x[i], k, (1, 2)), torch.rot90(y[i], k, (0, 1))
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            xi, yi = torch.flip(xi, (2,)), torch.flip(yi, (1,))
+        gain, bias = 0.8 + 0.4 * torch.rand(2, generator=generator)
+        xi = xi * gain + (bias - 1.0) * 0.5
+        xs.append(xi)
+        ys.append(yi)
+    return torch.stack(xs), torch.stack(ys)
 
 
 def train(paths: Paths) -> None:
@@ -212,92 +248,102 @@ def train(paths: Paths) -> None:
     if classes < 2:
         raise TrainerError("imgSeg needs at least one foreground label (index > 0)")
     log("hyperparameters: " + " ".join(f"{k}={v}" for k, v in sorted(hps.items())))
-    rng = np.random.default_rng(hps["seed"])
+    torch_loop.setup_torch(hps["seed"])
 
     train_examples = read_channel(paths.train_dir, "train", ("image", "mask"))
     val_examples = read_channel(paths.validation_dir, "validation", ("image", "mask"))
-    xs, ys, class_pixels = [], [], np.zeros(classes, np.int64)
-    step = max(1, len(train_examples) // 5)
-    for row, example in enumerate(train_examples):
-        gray, labels = load_example(example, "train", lookup)
-        chosen = sample_pixels(labels, hps["pixels_per_image"], classes, rng)
-        xs.append(features(gray)[chosen])
-        ys.append(labels.ravel()[chosen])
-        class_pixels += np.bincount(labels.ravel(), minlength=classes)
-        if (row + 1) % step == 0 or row + 1 == len(train_examples):
-            log(f"train: featurised {row + 1}/{len(train_examples)} images")
-    x_train, y_train = np.concatenate(xs), np.concatenate(ys)
-    del xs, ys
-    counts = np.bincount(y_train, minlength=classes)
-    if counts[0] == 0 or not counts[1:].any():
+    pairs = [load_example(e, "train", lookup) for e in train_examples]
+    val_pairs = [load_example(e, "validation", lookup) for e in val_examples]
+    class_pixels = sum(np.bincount(m.ravel(), minlength=classes) for _, m in pairs)
+    if class_pixels[0] == 0 or not class_pixels[1:].any():
         raise TrainerError("channel train needs both background and foreground pixels")
     log(
-        f"examples: train {len(train_examples)} validation {len(val_examples)}; sampled pixels "
-        f"{len(y_train)}; train pixel share per label "
+        f"examples: train {len(pairs)} validation {len(val_pairs)}; train pixel share per "
+        "label "
         + " ".join(
             f"{i}:{n / class_pixels.sum():.3f}" for i, n in zip(indices, class_pixels, strict=True)
         )
     )
-    mean = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = np.maximum(x_train.std(axis=0, dtype=np.float64), 1e-6).astype(np.float32)
-    x_train = (x_train - mean) / std
+    values = np.concatenate([g.ravel() for g, _ in pairs])
+    mean, std = float(values.mean()), max(float(values.std()), 1e-3)
+    smallest = min(min(g.shape) for g, _ in pairs)
+    crop = max(MULTIPLE, min(hps["crop_size"], smallest) // MULTIPLE * MULTIPLE)
+    images = [((pad_to(g, crop, crop) - mean) / std).astype(np.float32) for g, _ in pairs]
+    masks = [pad_to(m, crop, crop, fill=-100) for _, m in pairs]  # -100: ignored by the loss
 
-    val_items, val_rest, budget = [], [], VAL_PIXEL_BUDGET
-    for example in val_examples:
-        if budget <= 0:
-            val_rest.append(example)
-            continue
-        gray, labels = load_example(example, "validation", lookup)
-        val_items.append(((features(gray) - mean) / std, labels))
-        budget -= labels.size
-    if val_rest:
-        log(
-            f"validation: per-epoch metrics on the first {len(val_items)} images; the final "
-            f"line covers all {len(val_examples)}"
-        )
+    model = UNet(classes, hps["width"])
+    generator = torch.Generator().manual_seed(hps["seed"])
+    per_epoch = len(pairs) * hps["crops_per_image"]
+    batch = max(1, min(hps["batch_size"], per_epoch))
 
-    params, best_epoch, best_dice, best_loss = nn.fit(
-        x_train,
-        y_train,
-        classes,
-        hps,
-        lambda p: evaluate_set(p, val_items, hps, classes),
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        owners = np.repeat(np.arange(len(pairs)), hps["crops_per_image"])
+        owners = owners[torch.randperm(len(owners), generator=generator).numpy()]
+        for start in range(0, len(owners), batch):
+            xs, ys = [], []
+            for owner in owners[start : start + batch]:
+                image, mask = images[owner], masks[owner]
+                top = int(torch.randint(0, image.shape[0] - crop + 1, (1,), generator=generator))
+                left = int(torch.randint(0, image.shape[1] - crop + 1, (1,), generator=generator))
+                xs.append(torch.from_numpy(image[top : top + crop, left : left + crop].copy()))
+                ys.append(torch.from_numpy(mask[top : top + crop, left : left + crop].copy()))
+            x, y = torch.stack(xs)[:, None], torch.stack(ys)
+            if hps["augment"]:
+                x, y = augment_pair(x, y, generator)
+            yield x, y
+
+    def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, y, ignore_index=-100)
+        valid = (y >= 0).unsqueeze(1)
+        probs = torch.softmax(logits, dim=1)[:, 1:]
+        onehot = F.one_hot(y.clamp_min(0), classes).permute(0, 3, 1, 2)[:, 1:].float()
+        probs, onehot = probs * valid, onehot * valid
+        overlap = (probs * onehot).sum(dim=(0, 2, 3))
+        total = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+        return ce + 1 - ((2 * overlap + 1) / (total + 1)).mean()
+
+    def validate(net: nn.Module) -> tuple[float, float]:
+        dice, loss = DiceCounter(classes), LossCounter(classes)
+        for gray, truth in val_pairs:
+            probs = probabilities(net, gray, mean, std)
+            loss.add(probs, truth.ravel())
+            predicted = postprocess(probs, truth.shape, hps["threshold"], hps["min_object_size"])
+            dice.add(truth, predicted)
+        return loss.loss(), dice.dice()
+
+    best = torch_loop.fit(
+        model,
+        batches,
+        loss_of,
+        validate,
         "val_dice",
+        hps,
+        steps_per_epoch=math.ceil(per_epoch / batch),
     )
-    final_dice, final_loss = best_dice, best_loss
-    if val_rest:  # the saved model on the whole validation channel, streamed
-
-        def rest() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for example in val_rest:
-                gray, truth = load_example(example, "validation", lookup)
-                yield (features(gray) - mean) / std, truth
-
-        final_loss, final_dice = evaluate_set(
-            params, itertools.chain(val_items, rest()), hps, classes
-        )
-    metrics = {"val_dice": final_dice, "val_loss": final_loss, "best_epoch": best_epoch}
+    metrics = {"val_dice": best.score, "val_loss": best.loss, "best_epoch": best.epoch}
+    arrays = torch_loop.state_arrays(model)
+    arrays["mean"], arrays["std"] = np.float32(mean), np.float32(std)
     save_model(
         paths.model_dir,
-        {"mean": mean, "std": std, **params},
+        arrays,
         {
             "trainer": "img_seg",
             "format": FORMAT,
             "problemType": PROBLEM_TYPE,
             "labels": [{"index": i, "name": n} for i, n in problem.labels],
             "class_indices": indices,
-            "features": list(FEATURE_NAMES),
+            "width": hps["width"],
             "threshold": hps["threshold"],
             "min_object_size": hps["min_object_size"],
-            "hidden_units": hps["hidden_units"],
             "hyperparameters": hps,
             "metrics": metrics,
-            "train_examples": len(train_examples),
-            "validation_examples": len(val_examples),
+            "train_examples": len(pairs),
+            "validation_examples": len(val_pairs),
         },
     )
     log(
-        f"final best_epoch={best_epoch} val_loss={fmt(final_loss)} val_dice={fmt(final_dice)} "
-        f"train_examples={len(train_examples)} validation_examples={len(val_examples)} "
+        f"final best_epoch={best.epoch} val_loss={fmt(best.loss)} val_dice={fmt(best.score)} "
+        f"train_examples={len(pairs)} validation_examples={len(val_pairs)} "
         f"seconds={time.perf_counter() - started:.1f}"
     )
     log("model saved")
@@ -313,18 +359,18 @@ class Segmenter:
         arrays, meta = load_model(model_dir)
         if meta.get("trainer") != "img_seg" or meta.get("format") != FORMAT:
             raise ValueError("model.json is not an img_seg model of a known format")
-        if meta["features"] != list(FEATURE_NAMES):
-            raise ValueError("the model was trained on other features than this code computes")
+        torch_loop.setup_torch(0)
         self.indices = np.asarray(meta["class_indices"], np.int64)
         self.threshold = float(meta["threshold"])
         self.min_object_size = int(meta["min_object_size"])
-        self.mean, self.std = arrays.pop("mean"), arrays.pop("std")
-        self.params = arrays
+        self.mean, self.std = float(arrays.pop("mean")), float(arrays.pop("std"))
+        self.net = UNet(len(self.indices), int(meta["width"]))
+        torch_loop.load_state(self.net, arrays)
         self.description = f"img_seg model ({len(self.indices) - 1} foreground labels)"
 
     def segment(self, gray: np.ndarray) -> np.ndarray:
         """Label-index map (same shape) of a 2-D [0, 1] grayscale image."""
-        probs = nn.probabilities(self.params, (features(gray) - self.mean) / self.std)
+        probs = probabilities(self.net, gray, self.mean, self.std)
         positions = postprocess(probs, gray.shape, self.threshold, self.min_object_size)
         return self.indices[positions]
 

@@ -32,7 +32,7 @@ TRAINERS = Path(__file__).resolve().parents[1]
 def load_service(model_dir: Path):
     meta = json.loads((model_dir / "model.json").read_text())
     folder = TRAINERS / meta["trainer"]
-    sys.path.insert(0, str(folder))
+    sys.path[:0] = [str(folder), str(TRAINERS / "common")]  # the trainer's files, the shared ones
     module = importlib.import_module("model")
     cls = module.Classifier if meta["problemType"] == "imgClf" else module.Segmenter
     return cls(model_dir), meta["problemType"]

@@ -1,11 +1,12 @@
 """The SageMaker-compatible container contract, shared by the reference trainers.
 
-This file is identical in every trainer folder (each folder is a self-contained Docker build
-context); tests/trainers checks that the copies do not drift apart.
+One file in include/trainers/common/, used by every trainer: on the host the `train`/`serve`
+scripts put ../common on sys.path; the Dockerfiles (built with include/trainers as the context)
+copy it next to the trainer's own files in /opt/program.
 
 Import it FIRST in `train`/`serve`: it caps the BLAS/OpenMP thread pools at SM_NUM_CPUS before
-NumPy is loaded. Paths come from SM_* variables with SageMaker's defaults, so the same scripts
-run in a container and as host processes.
+NumPy (and PyTorch) are loaded. Paths come from SM_* variables with SageMaker's defaults, so the
+same scripts run in a container and as host processes.
 """
 
 from __future__ import annotations

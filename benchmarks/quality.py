@@ -1,0 +1,518 @@
+"""Held-out quality of the reference trainers, trained by the product's own sweep on the real
+samples, beside simple baselines fitted on the same split; prints the README's figures.
+
+    .venv/bin/python benchmarks/quality.py [--trials 4] [--skip-clf] [--skip-seg] [--tile 64]
+                                           [--boot 2000] [--cpus 2]
+
+1. Br35H (imgClf): the demo's snapshot (`benchmarks/br35h_snapshot.py`: sample build + two
+   curations, leakage-free splits), a model from include/configs/brain_mri_model.yaml, a run
+   linked to that snapshot, the run's Optuna sweep through `TuningWorker` on the local backend
+   (the trainer's `train` as a host process, as in `make demo`), `finish_tuning` (best trial by
+   validation balanced accuracy). The best model (the packed model.tar.gz) is scored on the
+   confirmed test split with the trainer's own `Classifier` (the code `serve` runs).
+   Baselines, fitted on train, hyperparameters chosen on validation, probabilities by Platt
+   scaling on validation: logistic regression on 64x64 standardised pixels; HOG (128x128,
+   9 orientations, 8-px cells, 2x2 blocks) + linear SVM; HOG + RBF-SVM.
+2. Nuclei (imgSeg): `include/sample_data build nuclei --tile T` (stardist's image cut into
+   T x T tiles), curated with include/configs/nuclei_dataset.yaml, swept the same way with
+   include/configs/nuclei_model.yaml; pooled Dice on the test tiles. Baseline: Otsu's threshold
+   per tile (+ the same small-object removal).
+
+Metrics: balanced accuracy, AUROC, expected calibration error (15 equal-width bins of the
+top-class confidence), Dice; 95 % intervals from a percentile bootstrap over test examples
+(`--boot` resamples). Times: CPU seconds (user + sys of the trainer processes) per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import resource
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT))
+
+TRAINERS = ROOT / "include" / "trainers"
+CONFIGS = ROOT / "include" / "configs"
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+def balanced_accuracy(y: np.ndarray, p1: np.ndarray) -> float:
+    predicted = (p1 >= 0.5).astype(int)
+    return float(np.mean([np.mean(predicted[y == c] == c) for c in (0, 1) if np.any(y == c)]))
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    pos, neg = y == 1, y == 0
+    if not pos.any() or not neg.any():
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
+
+
+def ece(y: np.ndarray, p1: np.ndarray, bins: int = 15) -> float:
+    confidence = np.maximum(p1, 1 - p1)
+    correct = ((p1 >= 0.5).astype(int) == y).astype(float)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+CLF_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "balanced accuracy": balanced_accuracy,
+    "AUROC": auroc,
+    "ECE": ece,
+}
+
+
+def bootstrap(
+    metric: Callable[..., float], arrays: tuple[np.ndarray, ...], boot: int, seed: int = 0
+) -> tuple[float, float, float]:
+    """(value, 2.5th, 97.5th percentile) of `metric` over resamples of the examples."""
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    values = []
+    for _ in range(boot):
+        idx = rng.integers(0, n, n)
+        value = metric(*(a[idx] for a in arrays))
+        if np.isfinite(value):
+            values.append(value)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return metric(*arrays), float(low), float(high)
+
+
+def show(name: str, cells: list[str], width: int = 34) -> None:
+    print(f"  {name:{width}s} " + "  ".join(cells), flush=True)
+
+
+# --- the product's sweep -----------------------------------------------------------------
+
+
+def trainer_module(kind: str) -> Any:
+    """The trainer's own model.py (the inference code `serve` runs), loaded in-process."""
+    sys.path[:0] = [str(TRAINERS / kind), str(TRAINERS / "common")]
+    spec = importlib.util.spec_from_file_location(f"{kind}_model", TRAINERS / kind / "model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sweep(
+    engine: Any,
+    store: Any,
+    dataset_id: str,
+    manifest_uri: str,
+    config_name: str,
+    trials: int,
+    cpus: int,
+    workdir: Path,
+) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """A model + run on the curated snapshot, the run's sweep (local backend, one worker),
+    the best trial recorded; returns the unpacked best model, finish_tuning's summary and the
+    trials (number, state, objective, CPU seconds)."""
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services import snapshots as snapshot_service
+    from patient_ml.services import training as training_service
+    from patient_ml.services.models import create_model
+    from patient_ml.services.runs import create_run
+    from patient_ml.training.backends.local import LocalBackend
+    from patient_ml.training.tuning import Limits, TuningWorker, finish_tuning
+
+    config = yaml.safe_load((CONFIGS / f"{config_name}.yaml").read_text())
+    config["name"] = f"{config['name']}-{uuid.uuid4().hex[:6]}"
+    config["datasetId"] = dataset_id
+    config["trainingApproach"]["maxTrials"] = trials
+    snapshot_id = manifest_uri.rstrip("/").split("/")[-2]
+    with session_scope(engine) as session:
+        model_id = create_model(session, config, actor="benchmark").id
+        run_id = create_run(session, model_id, actor="benchmark").id
+        snapshot_service.link_run_to_snapshot(session, run_id, snapshot_id, actor="benchmark")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    TuningWorker(
+        engine=engine,
+        store=store,
+        backend=LocalBackend(),
+        run_id=run_id,
+        worker="0",
+        workdir=workdir / "trials",
+        limits=Limits(timeout_seconds=1800, cpus=cpus, memory_mb=4096),
+        max_trials=trials,
+    ).run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    summary = finish_tuning(engine, store, run_id, actor="benchmark")
+    summary["wallSeconds"] = time.perf_counter() - started
+    summary["cpuSeconds"] = cpu
+    with session_scope(engine) as session:
+        trials_done = [
+            {
+                "number": t.number,
+                "state": t.state,
+                "params": t.params,
+                "value": t.value,
+                "failure": t.failure,
+            }
+            for t in training_service.list_trials(session, run_id)
+        ]
+    packed = store.read_bytes(summary["modelArtifactUri"].removeprefix(store.uri("")))
+    model_dir = workdir / "best-model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+        tar.extractall(model_dir, filter="data")
+    return model_dir, summary, trials_done
+
+
+def print_sweep(summary: dict[str, Any], trials: list[dict[str, Any]]) -> None:
+    for t in trials:
+        value = "" if t["value"] is None else f" objective {t['value']:.4f}"
+        print(f"    trial {t['number']}: {t['state']}{value} {t['params']}"
+              + (f" ({t['failure']})" if t["failure"] else ""))  # fmt: skip
+    states = [t["state"] for t in trials]
+    print(
+        f"  sweep: {len(trials)} trials ({', '.join(f'{states.count(s)} {s}' for s in sorted(set(states)))}), "  # noqa: E501
+        f"wall {summary['wallSeconds']:.0f} s, trainer CPU {summary['cpuSeconds']:.0f} s "
+        f"({summary['cpuSeconds'] / max(1, len(trials)):.0f} s per trial); best trial "
+        f"{summary['bestTrial']} {summary['objective']} with {summary['hyperparameters']}",
+        flush=True,
+    )
+
+
+# --- Br35H -------------------------------------------------------------------------------
+
+
+def confirmed(examples: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in examples
+        if e["split"] == split and (e.get("label") or {}).get("status") == "confirmed"
+    ]
+
+
+def hog_features(images: list[Image.Image]) -> np.ndarray:
+    from skimage.feature import hog
+
+    return np.stack(
+        [
+            hog(
+                np.asarray(im.resize((128, 128), Image.Resampling.BILINEAR), np.float32) / 255,
+                orientations=9,
+                pixels_per_cell=(8, 8),
+                cells_per_block=(2, 2),
+            )
+            for im in images
+        ]
+    ).astype(np.float32)
+
+
+def pixel_features(images: list[Image.Image]) -> np.ndarray:
+    return np.stack(
+        [
+            np.asarray(im.resize((64, 64), Image.Resampling.BILINEAR), np.float32).ravel() / 255
+            for im in images
+        ]
+    )
+
+
+def baselines(
+    x: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, float]]:
+    """name -> (test probability of label 1, fit seconds) for the simple baselines."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    candidates: dict[str, tuple[str, list[Callable[[], Any]]]] = {
+        "logistic regression, 64x64 pixels": (
+            "pixels",
+            [
+                lambda c=c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+                for c in (0.001, 0.01, 0.1)
+            ],
+        ),
+        "HOG + linear SVM": (
+            "hog",
+            [lambda c=c: make_pipeline(StandardScaler(), LinearSVC(C=c)) for c in (0.001, 0.01)],
+        ),
+        "HOG + RBF-SVM": (
+            "hog",
+            [lambda c=c: make_pipeline(StandardScaler(), SVC(C=c)) for c in (1.0, 10.0)],
+        ),
+    }
+    out = {}
+    for name, (kind, makers) in candidates.items():
+        started = time.perf_counter()
+        best: tuple[float, Any] | None = None
+        for make in makers:  # hyperparameters chosen on validation (balanced accuracy)
+            model = make().fit(x[kind]["train"], y["train"])
+            score = decision(model, x[kind]["validation"])
+            value = balanced_accuracy(y["validation"], (score > 0).astype(float))
+            if best is None or value > best[0]:
+                best = (value, model)
+        assert best is not None
+        model = best[1]
+        platt = LogisticRegression(C=1e6).fit(
+            decision(model, x[kind]["validation"])[:, None], y["validation"]
+        )
+        p1 = platt.predict_proba(decision(model, x[kind]["test"])[:, None])[:, 1]
+        out[name] = (p1, time.perf_counter() - started)
+    return out
+
+
+def decision(model: Any, x: np.ndarray) -> np.ndarray:
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(x), dtype=np.float64)
+    return np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
+
+
+def existing_snapshot(folder: Path) -> Any:
+    """The latest snapshot that `benchmarks/br35h_snapshot.py --out FOLDER` curated."""
+    from benchmarks.br35h_snapshot import CuratedSample
+
+    (dataset,) = (folder / "artifacts" / "datasets").iterdir()
+    manifest = max(
+        dataset.glob("snapshots/*/manifest.jsonl"), key=lambda path: path.stat().st_mtime
+    )
+    examples = [json.loads(line) for line in manifest.read_bytes().splitlines()[1:]]
+    return CuratedSample(examples, dataset, manifest.as_uri(), [], dataset.name)
+
+
+def br35h(args: argparse.Namespace, folder: Path) -> None:
+    from benchmarks.br35h_snapshot import build_sample, curate_sample
+
+    from patient_ml.db import schema
+    from patient_ml.db.engine import get_engine
+    from patient_ml.storage import LocalArtifactStore
+
+    started = time.perf_counter()
+    if args.snapshot:  # built before by benchmarks/br35h_snapshot.py --out DIR
+        folder = args.snapshot
+        engine = get_engine(f"sqlite:///{folder / 'patient_ml.db'}")
+        curated = existing_snapshot(folder)
+    else:
+        url = f"sqlite:///{folder / 'patient_ml.db'}"
+        schema.upgrade(get_engine(url, check_schema=False))
+        engine = get_engine(url)
+        curated = curate_sample(engine, build_sample(folder), folder)
+    splits = {s: confirmed(curated.examples, s) for s in ("train", "validation", "test")}
+    print(
+        f"Br35H, the demo's leakage-free snapshot (built and curated in "
+        f"{time.perf_counter() - started:.0f} s): confirmed "
+        + ", ".join(f"{s} {len(v)}" for s, v in splits.items()),
+        flush=True,
+    )
+    store = LocalArtifactStore(folder / "artifacts")
+    model_dir, summary, trials = sweep(
+        engine, store, curated.dataset_id, curated.manifest_uri, "brain_mri_model",
+        args.trials, args.cpus, folder,
+    )  # fmt: skip
+    print_sweep(summary, trials)
+    module = trainer_module("img_clf")
+    classifier = module.Classifier(model_dir)
+    indices = classifier.indices
+    test = splits["test"]
+    y_test = np.array([indices.index(e["label"]["classes"][0]) for e in test])
+    rows = np.stack(
+        [module.load_pixels(curated.image_path(e), classifier.size) for e in test]
+    )  # fmt: skip
+    p_cnn = classifier.probabilities(rows)[:, 1]
+    meta = json.loads((model_dir / "model.json").read_text())
+    print(
+        f"  best model: temperature {meta['temperature']:.3f}, best epoch "
+        f"{meta['metrics']['best_epoch']}, validation balanced accuracy "
+        f"{meta['metrics']['val_balanced_accuracy']:.4f}",
+        flush=True,
+    )
+
+    images = {s: [] for s in splits}
+    for s, examples in splits.items():
+        for e in examples:
+            with Image.open(curated.image_path(e)) as opened:
+                images[s].append(opened.convert("L"))
+    y = {
+        s: np.array([indices.index(e["label"]["classes"][0]) for e in v]) for s, v in splits.items()
+    }
+    x = {
+        "pixels": {s: pixel_features(images[s]) for s in splits},
+        "hog": {s: hog_features(images[s]) for s in splits},
+    }
+    results = {"reference CNN (img_clf, product sweep)": (p_cnn, summary["cpuSeconds"])}
+    results.update(baselines(x, y))
+    print(
+        f"\nBr35H test split ({len(y_test)} confirmed images, {int(y_test.sum())} tumour), "
+        f"95 % bootstrap intervals ({args.boot} resamples):"
+    )
+    show("model", [f"{m:24s}" for m in CLF_METRICS] + ["fit"])
+    for name, (p1, seconds) in results.items():
+        cells = []
+        for metric in CLF_METRICS.values():
+            value, low, high = bootstrap(metric, (y_test, p1), args.boot)
+            cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]".ljust(24))
+        show(name, [*cells, f"{seconds:.0f} s"])
+    best_name = "HOG + RBF-SVM"
+    diffs = paired_differences(y_test, p_cnn, results[best_name][0], args.boot)
+    print(f"  reference CNN - {best_name}: " + "; ".join(diffs), flush=True)
+
+
+def paired_differences(y: np.ndarray, a: np.ndarray, b: np.ndarray, boot: int) -> list[str]:
+    out = []
+    for name, metric in (("balanced accuracy", balanced_accuracy), ("AUROC", auroc)):
+        value, low, high = bootstrap(
+            lambda yy, aa, bb, m=metric: m(yy, aa) - m(yy, bb), (y, a, b), boot
+        )
+        out.append(f"{name} {value:+.3f} [{low:+.3f}, {high:+.3f}]")
+    return out
+
+
+# --- nuclei ------------------------------------------------------------------------------
+
+
+def nuclei(args: argparse.Namespace, folder: Path) -> None:
+    import subprocess
+
+    from skimage.filters import threshold_otsu
+
+    from patient_ml.curation.curate import curate
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.curation.sources import NdjsonSource
+    from patient_ml.db import schema
+    from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.services.datasets import create_dataset
+    from patient_ml.storage import LocalArtifactStore
+
+    sample = folder / "sample"
+    subprocess.run(
+        [sys.executable, str(ROOT / "include" / "sample_data"), "build", "nuclei", "--out",
+         str(sample), "--tile", str(args.tile)],
+        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    later = sample / "later"
+    if later.is_dir():  # the labels a clinician confirms later: all of them, for the benchmark
+        for file in later.iterdir():
+            (sample / file.name).write_bytes(file.read_bytes())
+    url = f"sqlite:///{folder / 'patient_ml.db'}"
+    schema.upgrade(get_engine(url, check_schema=False))
+    engine = get_engine(url)
+    config = yaml.safe_load((CONFIGS / "nuclei_dataset.yaml").read_text())
+    config["name"] = f"nuclei-{uuid.uuid4().hex[:6]}"
+    config["source"] = {"type": "ndjson", "uri": sample.as_uri()}
+    with session_scope(engine) as session:
+        dataset_id = create_dataset(session, config, actor="benchmark").id
+    store = LocalArtifactStore(folder / "artifacts")
+    result = curate(
+        engine=engine,
+        dataset_ref=dataset_id,
+        source=NdjsonSource(sample),
+        store=store,
+        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(sample,), max_bytes=50_000_000)),
+        workdir=folder / "work",
+        workers=2,
+    )
+    lines = store.read_bytes(result.manifest_uri.removeprefix(store.uri(""))).splitlines()
+    examples = [json.loads(line) for line in lines[1:]]
+    root = folder / "artifacts" / "datasets" / dataset_id
+    splits = {s: confirmed(examples, s) for s in ("train", "validation", "test")}
+    print(
+        f"\nNuclei: stardist img2d.tif in {args.tile}x{args.tile} tiles, curated: confirmed "
+        + ", ".join(f"{s} {len(v)}" for s, v in splits.items()),
+        flush=True,
+    )
+    model_dir, summary, trials = sweep(
+        engine, store, dataset_id, result.manifest_uri, "nuclei_model", args.trials, args.cpus,
+        folder,
+    )  # fmt: skip
+    print_sweep(summary, trials)
+    segmenter = trainer_module("img_seg").Segmenter(model_dir)
+    min_size = segmenter.min_object_size
+    stats: dict[str, list[tuple[int, int, int]]] = {"reference U-Net": [], "Otsu threshold": []}
+    pixels = 0
+    for e in splits["test"]:
+        with Image.open(root / e["image"]["key"]) as opened:
+            gray = np.asarray(opened.convert("L"), np.float32) / 255
+        with Image.open(root / e["label"]["mask"]["key"]) as opened:
+            truth = np.asarray(opened) > 0
+        pixels += truth.size
+        predicted = {
+            "reference U-Net": segmenter.segment(gray) > 0,
+            "Otsu threshold": otsu(gray, threshold_otsu, min_size),
+        }
+        for name, mask in predicted.items():
+            stats[name].append((int((mask & truth).sum()), int(truth.sum()), int(mask.sum())))
+    print(
+        f"\nNuclei test split: {len(splits['test'])} tiles, {pixels:,} pixels; pooled Dice, "
+        f"95 % bootstrap intervals over tiles ({args.boot} resamples):"
+    )
+    for name, rows in stats.items():
+        counts = np.array(rows, dtype=np.float64)
+
+        def dice(c: np.ndarray) -> float:
+            return float(2 * c[:, 0].sum() / max(1.0, c[:, 1].sum() + c[:, 2].sum()))
+
+        value, low, high = bootstrap(dice, (counts,), args.boot)
+        show(name, [f"Dice {value:.3f} [{low:.3f}, {high:.3f}]"])
+
+
+def otsu(gray: np.ndarray, threshold_otsu: Callable[..., float], min_size: int) -> np.ndarray:
+    from scipy import ndimage
+
+    mask = gray > threshold_otsu(gray) if gray.max() > gray.min() else np.zeros_like(gray, bool)
+    if min_size > 1 and mask.any():
+        components, count = ndimage.label(mask)
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        small = sizes < min_size
+        small[0] = False
+        mask[small[components]] = False
+    return mask
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=4, help="trials per sweep (default 4)")
+    parser.add_argument("--cpus", type=int, default=2, help="threads per trial (default 2)")
+    parser.add_argument("--tile", type=int, default=64, help="nuclei tile side (default 64)")
+    parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--skip-clf", action="store_true")
+    parser.add_argument("--skip-seg", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep the work files in this folder")
+    parser.add_argument(
+        "--snapshot", type=Path, help="reuse the output folder of benchmarks/br35h_snapshot.py"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="quality-") as temporary:
+        root = args.keep or Path(temporary)
+        if not args.skip_clf:
+            (root / "br35h").mkdir(parents=True, exist_ok=True)
+            br35h(args, root / "br35h")
+        if not args.skip_seg:
+            (root / "nuclei").mkdir(parents=True, exist_ok=True)
+            nuclei(args, root / "nuclei")
+
+
+if __name__ == "__main__":
+    main()

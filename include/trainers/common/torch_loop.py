@@ -1,0 +1,145 @@
+"""PyTorch pieces shared by the reference trainers: threads and seeds, class-balanced loss
+weights, the epoch loop (metric line per epoch, best-epoch weights, early stopping), temperature
+scaling, and weights <-> model.npz (plain arrays, never pickles).
+
+Works with Debian bookworm's python3-torch (1.13, the container base image) and the CPU wheel
+of torch 2.x (the venv of the local backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from contract import TrainerError, fmt, log, num_cpus
+
+
+def setup_torch(seed: int) -> None:
+    """CPU threads from SM_NUM_CPUS, one inter-op thread, and every random generator seeded."""
+    torch.set_num_threads(num_cpus())
+    with contextlib.suppress(RuntimeError):  # already set (a second call in one process)
+        torch.set_num_interop_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def balanced_weights(counts: np.ndarray) -> torch.Tensor:
+    """Per-class loss weights n / (classes present * n_c): every present class counts equally."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    weights = np.zeros(len(counts))
+    weights[present] = counts.sum() / (np.count_nonzero(present) * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def cosine_lr(optimizer: torch.optim.Optimizer, lr0: float, step: int, total: int) -> None:
+    """Linear warm-up over the first 3 % of steps, then cosine decay to 2 % of lr0."""
+    warm = max(1, int(0.03 * total))
+    if step < warm:
+        lr = lr0 * (step + 1) / warm
+    else:
+        progress = (step - warm) / max(1, total - warm)
+        lr = lr0 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class Best:
+    epoch: int = 0
+    score: float = -math.inf
+    loss: float = math.inf
+    state: dict[str, torch.Tensor] | None = None
+
+
+def fit(
+    model: torch.nn.Module,
+    batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    validate: Callable[[torch.nn.Module], tuple[float, float]],
+    metric: str,
+    hps: dict,
+    steps_per_epoch: int,
+) -> Best:
+    """Train with AdamW (cosine schedule); after every epoch log
+    `epoch=E train_loss=.. val_loss=.. <metric>=..` from validate(model) ->
+    (loss, score). Keeps the best epoch's weights (highest score, then lowest loss); stops early
+    when the best is `patience` epochs old (patience 0: never). `batches(epoch)` yields
+    (inputs, targets) of one epoch."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=hps["learning_rate"], weight_decay=hps["weight_decay"]
+    )
+    total = hps["epochs"] * steps_per_epoch
+    best, step = Best(), 0
+    for epoch in range(1, hps["epochs"] + 1):
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for inputs, targets in batches(epoch):
+            cosine_lr(optimizer, hps["learning_rate"], step, total)
+            loss = loss_of(model(inputs), targets)
+            if not torch.isfinite(loss):
+                raise TrainerError(
+                    f"training diverged at epoch {epoch} (the loss is not finite); "
+                    "lower the learning_rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(targets)
+            seen += len(targets)
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            val_loss, score = validate(model)
+        log(
+            f"epoch={epoch} train_loss={fmt(loss_sum / max(1, seen))} val_loss={fmt(val_loss)} "
+            f"{metric}={fmt(score)}"
+        )
+        if (score, -val_loss) > (best.score, -best.loss):
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best = Best(epoch, score, val_loss, state)
+        elif hps["patience"] and epoch - best.epoch >= hps["patience"]:
+            log(f"early stop: no better {metric} in {hps['patience']} epochs")
+            break
+    assert best.state is not None
+    model.load_state_dict(best.state)
+    model.eval()
+    return best
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T minimising the mean negative log-likelihood of softmax(logits / T) on
+    held-out (validation) logits: a 1-D search over log T (deterministic, no optimiser state)."""
+    logits = logits.astype(np.float64)
+
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-np.mean(log_p[np.arange(len(targets)), targets]))
+
+    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 121))
+    best = min(grid, key=nll)
+    low, high = best / 1.06, best * 1.06  # refine around the grid point (golden section)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(30):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if nll(a) < nll(b):
+            high = b
+        else:
+            low = a
+    return float((low + high) / 2)
+
+
+def state_arrays(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {f"w.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def load_state(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> None:
+    state = {k[2:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("w.")}
+    model.load_state_dict(state)
+    model.eval()
