@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import resource
 import sys
 import tempfile
@@ -182,7 +183,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--edited", type=int, default=300)
-    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument(
+        "--images", default="10000,30000,100000", help="comma-separated sizes of the scale test"
+    )
     parser.add_argument("--min-correlation", type=float, default=DEFAULT_MIN_CORRELATION)
     parser.add_argument("--skip-snapshot", action="store_true")
     parser.add_argument(
@@ -243,7 +246,8 @@ def main() -> None:
 
     if not args.skip_snapshot:
         demo_snapshot()
-    scale(signatures, args.images, threshold, read_s / n)
+    for count in (int(c) for c in str(args.images).split(",")):
+        scale(signatures, count, threshold, read_s / n)
 
 
 def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) -> None:
@@ -352,9 +356,13 @@ def scale(signatures: list[bytes], count: int, threshold: float, read_per_image:
     low, high = flat.min(axis=2, keepdims=True), flat.max(axis=2, keepdims=True)
     raw = np.rint((flat - low) / np.maximum(high - low, 1e-6) * 255).astype(np.uint8)
     synthetic = [row.tobytes() for row in raw]
+    cpu = time.process_time()
     found = link(synthetic, threshold)
+    cpu = time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n{count:,} signatures: candidates + verification {found.seconds:.1f} s "
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{count:,} signatures: candidates + verification {found.seconds:.1f} s wall, "
+          f"{cpu:.1f} s CPU (load {load}) "
           f"({found.candidates:,} candidates, {len(found.links):,} links, "
           f"{len(found.groups):,} groups); reading + signing the images would take "
           f"~{read_per_image * count:.0f} s; peak RSS {peak_mb:.0f} MB")  # fmt: skip

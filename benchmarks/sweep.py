@@ -19,6 +19,11 @@ so the figures measure the product, not a model.
 3. Pruning: the same sweep with the median pruner acting and with it ignored; trainer epochs
    run (the compute) and the best objective.
 
+Wall times on a shared machine follow its load; the (c)/(d) rows also print the product
+process's own CPU time per trial (the trainer's CPU is in its child process and the same as
+in (a)) and its SQL statements per trial (each one a database round trip), which load does
+not inflate. Run it a few times and take medians; `uptime`'s load is printed.
+
 The trial bookkeeping of a whole run (trial rows, model upload, log upload) is not in (c)/(d):
 it needs a run in the product database; see tuning.TuningWorker.
 """
@@ -44,7 +49,8 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
-from sqlalchemy import create_engine  # noqa: E402
+from sqlalchemy import create_engine, event  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
 
 from patient_ml.training import sweep  # noqa: E402
 from patient_ml.training.backends.base import TrainingJob  # noqa: E402
@@ -65,6 +71,12 @@ SPACE = [
 ]
 PROBLEM = {"problemType": "imgClf", "labels": [{"index": 0, "name": "a"}]}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+STATEMENTS = {"count": 0}
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _count_statement(*_: Any) -> None:
+    STATEMENTS["count"] += 1
 
 
 def sweep_spec(max_trials: int, fixed: dict[str, Any], seed: int = 1) -> sweep.SweepSpec:
@@ -149,10 +161,13 @@ def product_sweep(
     storage = sweep.optuna_storage(db_url)
     spec = sweep_spec(trials, fixed)
     counter: dict[str, int] = {}
+    statements, cpu = STATEMENTS["count"], time.process_time()
     started = time.perf_counter()
     outcomes = sweep.run_worker(
         engine, storage, spec, "0", executor(backend, scratch, prune, counter)
     )
+    counter["cpu_ms"] = round((time.process_time() - cpu) * 1000)
+    counter["statements"] = STATEMENTS["count"] - statements
     return time.perf_counter() - started, counter, outcomes, spec
 
 
@@ -225,6 +240,17 @@ def docker_backend() -> Any:
     return DockerBackend(client=client)
 
 
+def _cpu_sql(count: dict[str, int], trials: int) -> tuple[str, str]:
+    return (
+        f"{count['cpu_ms'] / trials / 1000:.3f} s/trial CPU",
+        f"{count['statements'] / trials:.0f} SQL statements/trial",
+    )
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg()) + " (1/5/15 min)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
@@ -237,6 +263,7 @@ def main() -> int:
     quick = {"epochs": "3"}
     rows: list[tuple[str, str, str]] = []
     cpu0 = time.process_time()
+    print(f"load before: {_load()}")
     try:
         n = args.trials
         direct_times = timed(lambda: direct(scratch / "direct", {**quick, "score": "0.5"}), n)
@@ -244,15 +271,17 @@ def main() -> int:
         rows.append(("(a) trainer run directly", f"{d:.3f} s/trial", "baseline"))
         bare = bare_optuna(scratch, n, quick) / n
         rows.append(("(b) bare Optuna loop + (a)", f"{bare:.3f} s/trial", f"+{bare - d:.3f} s"))
-        wall, _, outcomes, _ = product_sweep(db_url, local, scratch, n, quick, prune=False)
+        product_sweep(db_url, local, scratch, 2, quick, prune=False)  # warm the imports
+        wall, count, outcomes, _ = product_sweep(db_url, local, scratch, n, quick, prune=False)
         per = wall / n
         goal = "goal < 0.2 s"
         rows.append(
             ("(c) product, local backend", f"{per:.3f} s/trial", f"+{per - d:.3f} s ({goal})")
         )
+        rows.append(("    its process CPU / SQL", *_cpu_sql(count, n)))
         dock = None if args.no_docker else docker_backend()
         if dock is not None:
-            wall, _, _, _ = product_sweep(db_url, dock, scratch, n, quick, prune=False)
+            wall, count, _, _ = product_sweep(db_url, dock, scratch, n, quick, prune=False)
             per = wall / n
             rows.append(
                 (
@@ -261,6 +290,7 @@ def main() -> int:
                     f"+{per - d:.3f} s (goal < 1 s)",
                 )
             )
+            rows.append(("    its process CPU / SQL", *_cpu_sql(count, n)))
 
         work = {"epochs": "4", "delay": "0.25"}  # 1 s of work per trial
         one = parallel(db_url, scratch, n, 1, work)
@@ -303,7 +333,7 @@ def main() -> int:
     print(f"{'-' * width}-|-{'-' * 26}-|-----")
     for name, value, note in rows:
         print(f"{name:<{width}} | {value:<26} | {note}")
-    print(f"benchmark process CPU: {time.process_time() - cpu0:.1f} s")
+    print(f"benchmark process CPU: {time.process_time() - cpu0:.1f} s; load: {_load()}")
     return 0
 
 

@@ -15,11 +15,15 @@ radiological vs neurological). Two images are linked when the similarity is at l
 README), so groups do not chain.
 
 Candidates, near-linear and without misses: for z-scored unit vectors, correlation >= t is
-distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (the 64 principal axes of the
+distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (principal axes of the
 thumbnails — a perceptual hash without the binarisation) can only shrink distances, so a radius
 query in that space (a k-d tree) returns every pair that can pass, and few others; a binary
 hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie up to
-34 of 256 bits apart). Only the candidates are verified on the full thumbnails.
+34 of 256 bits apart). The mirrored comparison needs no second point per image: the thumbnail
+splits into a mirror-symmetric and an antisymmetric part, and the absolute values of the
+antisymmetric projections give one feature whose distances bound both the plain and the
+mirrored distance from below. The tree works on 32 such axes; exact lower bounds on 64 and
+then 208 axes drop most of what it returns; only the rest is verified on the full thumbnails.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +40,12 @@ KIND = "thumb32-v2"  # the signature curation stores and links on; bump when it 
 SIDE = 32
 SIGNATURE_BYTES = 2 * SIDE * SIDE
 DEFAULT_MIN_CORRELATION = 0.94  # measured: benchmarks/leakage.py, README
-_INDEX_DIMS = 64  # the k-d tree works on 64 principal axes of the thumbnails
+_INDEX_DIMS = 64
+# candidates: a k-d tree on 24 symmetric + 8 |antisymmetric| principal axes, then exact lower
+# bounds on 48 + 16 and on 160 + 48 axes (a cascade of cheap filters), then the thumbnails
+_SYM_DIMS, _ANTI_DIMS = 160, 48
+_TREE_DIMS = (24, 8)
+_FILTER_DIMS = ((48, 16), (_SYM_DIMS, _ANTI_DIMS))
 _BASIS_SAMPLE = 20_000
 _CHUNK = 8_192
 
@@ -109,6 +118,40 @@ def projection(points: np.ndarray, dims: int = _INDEX_DIMS) -> np.ndarray:
     return np.ascontiguousarray(vectors[:, ::-1][:, : min(dims, points.shape[1])].T)
 
 
+def _mirror_features(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Projections of the mirror-symmetric and -antisymmetric parts of unit vectors.
+
+    x = s + a with s = (x + mirror x) / 2, a = (x - mirror x) / 2 (orthogonal), so
+    |x - y|^2 = |s_x - s_y|^2 + |a_x - a_y|^2 and |x - mirror y|^2 = |s_x - s_y|^2 +
+    |a_x + a_y|^2: one point per image serves the plain and the mirrored comparison."""
+    mirrored = _mirror(view)
+    sym, anti = (view + mirrored) * 0.5, (view - mirrored) * 0.5
+    return (
+        np.ascontiguousarray(sym @ projection(sym, _SYM_DIMS).T),
+        np.ascontiguousarray(anti @ projection(anti, _ANTI_DIMS).T),
+    )
+
+
+def _within(
+    sym: np.ndarray, anti: np.ndarray, pairs: np.ndarray, dims: tuple[int, int], radius: float
+) -> np.ndarray:
+    """The pairs whose projected distance (plain or mirrored, on the first `dims` symmetric
+    and antisymmetric axes: a lower bound of the true one) is within `radius`."""
+    keep = []
+    s_dims, a_dims = dims
+    for start in range(0, len(pairs), _CHUNK * 32):
+        chunk = pairs[start : start + _CHUNK * 32]
+        i, j = chunk[:, 0], chunk[:, 1]
+        ds = sym[i, :s_dims] - sym[j, :s_dims]
+        ai, aj = anti[i, :a_dims], anti[j, :a_dims]
+        plain, flipped = ai - aj, ai + aj
+        dist = np.einsum("ij,ij->i", ds, ds) + np.minimum(
+            np.einsum("ij,ij->i", plain, plain), np.einsum("ij,ij->i", flipped, flipped)
+        )
+        keep.append(chunk[dist <= radius * radius])
+    return np.concatenate(keep) if keep else pairs[:0]
+
+
 @dataclass(frozen=True)
 class Link:
     a: int
@@ -122,28 +165,42 @@ class Grouping:
     links: list[Link]
     candidates: int
     seconds: float
+    _weakest: dict[int, float] | None = field(default=None, repr=False)
 
     def similarity_within(self, members: Sequence[int]) -> float:
         """The weakest verified link inside a group (how sure its least sure copy is)."""
-        inside = set(members)
-        values = [link.similarity for link in self.links if link.a in inside and link.b in inside]
-        return min(values, default=1.0)
+        if self._weakest is None:  # once for all groups: linear in the links
+            group_of = {i: g for g, group in enumerate(self.groups) for i in group}
+            weakest: dict[int, float] = {}
+            for link_ in self.links:
+                g = group_of[link_.a]
+                weakest[g] = min(weakest.get(g, 1.0), link_.similarity)
+            self._weakest = {self.groups[g][0]: value for g, value in weakest.items()}
+        return self._weakest.get(min(members), 1.0) if members else 1.0
 
 
 def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
     """(m, 2) index pairs i < j that may correlate ≥ `min_correlation` in some view (whole,
-    content box, either mirrored): every such pair is among them."""
+    content box, either mirrored): every such pair is among them.
+
+    Per view, one point per image: the projections of its mirror-symmetric part and the
+    absolute projections of its antisymmetric part, a feature whose distance is a lower bound
+    of the distance to the other image plain and mirrored (|u - v| and |u + v| are both at
+    least ||u| - |v||). A k-d tree radius query on a few of those axes, then exact lower bounds
+    on more axes, keep every pair that can pass."""
     from scipy.spatial import cKDTree
 
-    n = len(vectors)
     radius = float(np.sqrt(max(2.0 * (1.0 - min_correlation), 0.0))) + 1e-4
     found = []
     for view in (0, 1):
-        points = np.concatenate([vectors[:, view], _mirror(vectors[:, view])])
-        projected = points @ projection(points).T
-        found.append(cKDTree(projected).query_pairs(radius, output_type="ndarray") % n)
+        sym, anti = _mirror_features(vectors[:, view])
+        s_dims, a_dims = _TREE_DIMS
+        feature = np.concatenate([sym[:, :s_dims], np.abs(anti[:, :a_dims])], axis=1)
+        pairs = cKDTree(feature).query_pairs(radius, output_type="ndarray")
+        for dims in _FILTER_DIMS:
+            pairs = _within(sym, anti, pairs, dims, radius)
+        found.append(pairs)
     pairs = np.sort(np.concatenate(found), axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 

@@ -9,6 +9,11 @@
   seed and history give the same proposals, whichever worker asks.
 * Pruning: the objective metric's intermediate values go to a median pruner; a pruned trial's
   job is stopped.
+* Few database round trips per trial: a worker keeps one cached view of its study (Optuna's
+  cached RDB storage reads only the trials that changed since its last read), the pruner
+  judges the trial's own values from memory against the completed trials read at most every
+  `PRUNER_REFRESH_SECONDS`, a trial's end is one state write, and pooled connections are
+  pinged only after they sat idle (`IDLE_PING_SECONDS`) instead of on every checkout.
 * Resume: a worker that starts again (Airflow retry after a crash) first fails the trials its
   earlier attempt left running (marked `stale`, not counted), then the sweep goes on.
 """
@@ -20,12 +25,13 @@ import fcntl
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from patient_ml.config.identifiers import require_safe_id
@@ -36,6 +42,8 @@ WORKER_ATTR = "worker"
 STALE_ATTR = "stale"
 FAILURE_ATTR = "failure"
 HPARAMS_ATTR = "hyperparameters"
+PRUNER_REFRESH_SECONDS = 5.0  # how old the completed trials the pruner compares with may be
+IDLE_PING_SECONDS = 10.0  # a pooled connection idle longer than this is checked before use
 
 
 @dataclass(frozen=True)
@@ -85,12 +93,40 @@ def optuna_storage(url: str) -> Any:
     sa_url = make_url(url)
     if sa_url.drivername in {"postgresql", "postgres"}:
         sa_url = sa_url.set(drivername="postgresql+psycopg")
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if sa_url.drivername.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(
+    storage = optuna.storages.RDBStorage(
         sa_url.render_as_string(hide_password=False), engine_kwargs=kwargs
     )
+    if not sa_url.drivername.startswith("sqlite"):
+        ping_when_idle(storage.engine)
+    return storage
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """Pessimistic disconnect handling without a round trip per checkout (`pool_pre_ping`
+    costs one per transaction, and a trial makes dozens): a pooled connection that sat idle
+    longer than `idle_seconds` (e.g. while a trial trained) is pinged before use and replaced
+    when the server dropped it."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["pml_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("pml_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as error:
+            raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
 
 
 def create_study(storage: Any, run_id: str, direction: str) -> Any:
@@ -174,27 +210,99 @@ class SweepSpec:
     fixed: dict[str, Any] | None = None  # hyperparameters passed to every trial
 
 
-def claim_trial(
-    engine: Engine, storage: Any, spec: SweepSpec, worker: str
-) -> tuple[Any, Any] | None:
-    """(study, the next trial) or None when the sweep has all its trials."""
+def open_study(storage: Any, spec: SweepSpec) -> Any:
+    """The worker's view of the study, kept across its trials: Optuna's cached storage reads
+    only the trials that changed since its last read."""
     import optuna
 
+    return optuna.load_study(
+        study_name=study_name(spec.run_id),
+        storage=storage,
+        sampler=_sampler(spec, 0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+
+
+def _sampler(spec: SweepSpec, trials: int) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=spec.seed * 100_003 + trials, n_startup_trials=min(5, spec.max_trials)
+    )
+
+
+def claim_trial(
+    engine: Engine, storage: Any, spec: SweepSpec, worker: str, study: Any = None
+) -> tuple[Any, Any] | None:
+    """(study, the next trial) or None when the sweep has all its trials. Pass the `study` of
+    an earlier claim (`open_study`) to reuse its cache."""
     with sweep_lock(engine, spec.run_id):
-        study_id = storage.get_study_id_from_name(study_name(spec.run_id))
-        trials = storage.get_all_trials(study_id, deepcopy=False)
+        if study is None:
+            study = open_study(storage, spec)
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
         if sum(1 for t in trials if counted(t)) >= spec.max_trials:
             return None
-        sampler = optuna.samplers.TPESampler(
-            seed=spec.seed * 100_003 + len(trials), n_startup_trials=min(5, spec.max_trials)
-        )
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        study = optuna.load_study(
-            study_name=study_name(spec.run_id), storage=storage, sampler=sampler, pruner=pruner
-        )
+        study.sampler = _sampler(spec, len(trials))
         trial = study.ask({p.name: p.distribution for p in spec.space})
         trial.set_user_attr(WORKER_ATTR, worker)
         return study, trial
+
+
+class _PrunerView:
+    """What the median pruner reads of the study (its direction and completed trials), the
+    completed trials read at most every `PRUNER_REFRESH_SECONDS`: a trial that completes on
+    another worker meanwhile joins the comparison a few seconds later."""
+
+    def __init__(self, study: Any) -> None:
+        import optuna
+
+        self._study = study
+        self._completed: list[Any] | None = None
+        self._read_at = 0.0
+        # the trials `study.ask` just read for the sampler, if Optuna kept them
+        seen = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
+        if seen is not None:
+            complete = optuna.trial.TrialState.COMPLETE
+            self._completed = [t for t in seen if t.state == complete]
+            self._read_at = time.monotonic()
+
+    @property
+    def direction(self) -> Any:
+        return self._study.direction
+
+    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
+        import optuna
+
+        complete = optuna.trial.TrialState.COMPLETE
+        if states is not None and tuple(states) != (complete,):
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        now = time.monotonic()
+        if self._completed is None or now - self._read_at >= PRUNER_REFRESH_SECONDS:
+            self._completed = self._study.get_trials(deepcopy=False, states=(complete,))
+            self._read_at = now
+        return self._completed
+
+
+def _should_prune(study: Any, view: _PrunerView, trial: Any) -> bool:
+    """`trial.should_prune()` without reading the running trial back from the database: its
+    reported values are in memory (`Trial.report` keeps them)."""
+    return bool(study.pruner.prune(view, trial._get_latest_trial()))
+
+
+def _finish(study: Any, trial: Any, state: Any, value: float | None = None) -> None:
+    """`study.tell` in one state write (tell reads the trial back first). As tell does, a
+    pruned trial keeps its last reported value."""
+    import optuna
+
+    values = None
+    if state == optuna.trial.TrialState.COMPLETE:
+        values = [float(value)]  # type: ignore[arg-type]
+    elif state == optuna.trial.TrialState.PRUNED:
+        reported = trial._cached_frozen_trial.intermediate_values
+        last = reported[max(reported)] if reported else None
+        if last is not None and math.isfinite(last):
+            values = [float(last)]
+    study._storage.set_trial_state_values(trial._trial_id, state, values)
 
 
 def run_worker(
@@ -203,35 +311,44 @@ def run_worker(
     """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes."""
     import optuna
 
-    study = create_study(storage, spec.run_id, spec.direction)
+    create_study(storage, spec.run_id, spec.direction)
+    study = open_study(storage, spec)
     fail_stale_trials(study, worker)
     outcomes = []
     while True:
-        claimed = claim_trial(engine, storage, spec, worker)
+        claimed = claim_trial(engine, storage, spec, worker, study)
         if claimed is None:
             break
         study, trial = claimed
+        view = _PrunerView(study)
         hps = dict(spec.fixed or {})
         hps.update({p.name: p.value(trial.params[p.name]) for p in spec.space})
         trial.set_user_attr(HPARAMS_ATTR, hps)
         log.info("worker %s: trial %d with %s", worker, trial.number, _fmt(hps))
 
-        def on_metric(name: str, value: float, step: int, trial: Any = trial) -> bool:
+        def on_metric(
+            name: str,
+            value: float,
+            step: int,
+            study: Any = study,
+            trial: Any = trial,
+            view: _PrunerView = view,
+        ) -> bool:
             if name != spec.objective:
                 return False
             trial.report(value, step)
-            return bool(trial.should_prune())
+            return _should_prune(study, view, trial)
 
         result = execute(trial.number, hps, on_metric)
         if result.failure:
             trial.set_user_attr(FAILURE_ATTR, result.failure[:4000])
         trial.set_user_attr("metrics", result.metrics)
         if result.state == "complete" and result.value is not None and math.isfinite(result.value):
-            study.tell(trial, result.value)
+            _finish(study, trial, optuna.trial.TrialState.COMPLETE, result.value)
         elif result.state == "pruned":
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            _finish(study, trial, optuna.trial.TrialState.PRUNED)
         else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            _finish(study, trial, optuna.trial.TrialState.FAIL)
         log.info(
             "worker %s: trial %d %s%s",
             worker,

@@ -125,6 +125,7 @@ class DockerBackend(Backend):
         self._client = client
         self._lock = threading.Lock()
         self._host_paths: HostPaths | None = None
+        self._present: set[str] = set()
 
     @property
     def client(self) -> Any:
@@ -148,8 +149,11 @@ class DockerBackend(Backend):
     def ensure_image(self, image: str) -> None:
         import docker.errors
 
+        if image in self._present:  # a sweep's trials share one image: ask the engine once
+            return
         try:
             self.client.images.get(image)
+            self._present.add(image)
             return
         except docker.errors.ImageNotFound:
             pass
@@ -161,6 +165,7 @@ class DockerBackend(Backend):
             auth = {"username": conn.login, "password": conn.password}
         try:
             self.client.images.pull(image, auth_config=auth)
+            self._present.add(image)
         except docker.errors.APIError as exc:
             raise PatientMLError(
                 f"Training image {image!r} is not on this Docker engine and could not be "
@@ -185,8 +190,7 @@ class DockerBackend(Backend):
             volumes[real] = {"bind": str(inside.channel(channel)), "mode": "ro"}
         name = container_name(job.name)
         self.remove_container(name)  # a leftover of a crashed attempt
-        container = self.client.containers.create(
-            job.image,
+        settings: dict[str, Any] = dict(
             command=["train"],
             name=name,
             environment={
@@ -204,6 +208,12 @@ class DockerBackend(Backend):
             user=f"{os.getuid()}:{os.getgid()}",
             labels={"patient-ml.job": job.name},
         )
+        try:
+            container = self.client.containers.create(job.image, **settings)
+        except docker.errors.ImageNotFound:  # removed since this backend last saw it
+            self._present.discard(job.image)
+            self.ensure_image(job.image)
+            container = self.client.containers.create(job.image, **settings)
         started = time.monotonic()
         try:
             container.start()
@@ -249,13 +259,15 @@ class DockerBackend(Backend):
         threading.Thread(target=stop, daemon=True).start()
 
     def remove_container(self, name: str) -> None:
-        """Remove the container and wait until it is gone (a removal may be in progress)."""
+        """Remove the container and wait until it is gone (a removal may be in progress). One
+        API call when nothing is in the way: a forced removal returns once it is done."""
         import docker.errors
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                self.client.containers.get(name).remove(force=True)
+                self.client.api.remove_container(name, force=True)
+                return
             except docker.errors.NotFound:
                 return
             except docker.errors.APIError as exc:
