@@ -293,17 +293,12 @@ class DockerServer(ModelServer):
 def make_server(
     kind: str, *, limits: ServeLimits | None = None, docker_conn_id: str | None = None
 ) -> ModelServer:
-    """`local`, `docker`, or `auto` (Docker when an engine answers, else a local process)."""
-    if kind == "local":
-        return LocalServer(limits)
-    from patient_ml.training.backends.docker import docker_available
+    """`local`, `docker`, or `auto` (Docker when an engine answers, else a local process);
+    any other kind is refused (patient_ml.hooks.docker.resolve_backend)."""
+    from patient_ml.hooks.docker import resolve_backend
 
-    if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
+    if resolve_backend(kind, docker_conn_id=docker_conn_id) == "docker":
         return DockerServer(limits, docker_conn_id=docker_conn_id)
-    if kind != "auto":
-        raise ServingError(
-            f"Unknown serving backend {kind!r}.", fix="use 'auto', 'local' or 'docker'"
-        )
     return LocalServer(limits)
 
 
