@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from patient_ml import settings
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
+from patient_ml.db.require import present
 from patient_ml.exceptions import ConflictError, PatientMLError
 from patient_ml.services import audit, champion, endpoints
 from patient_ml.services.approvals import latest_decision
@@ -83,7 +84,7 @@ def deploy_run(
                 fix=f"approve it first: patient-ml runs approve --run {run_id} --reason '...'",
             )
         model = session.get(Model, run.model_id)
-        assert model is not None
+        model = present(model, f"model of run {run_id}")
         kind = run.config["deployApproach"]["type"]
         image = run.config["deployApproach"]["inferenceImage"]
         if model.champion_id == run.id and run.deploy_status == "succeeded":

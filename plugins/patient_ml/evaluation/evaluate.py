@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Run, Snapshot
+from patient_ml.db.require import present
 from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
@@ -353,7 +354,7 @@ def _evaluate_run(
                 fix="run the curate task of this run first",
             )
         snapshot = session.get(Snapshot, run.snapshot_id)
-        assert snapshot is not None  # a foreign key
+        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
         challenger = contender(run, "challenger")
         champion_run = session.get(Run, run.champion_id) if run.champion_id else None
         if run.champion_id and champion_run is None:
