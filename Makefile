@@ -48,6 +48,7 @@ test: setup lint ui-test
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix $(LINT_PATHS)

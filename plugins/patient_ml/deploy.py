@@ -29,6 +29,7 @@ from patient_ml.db.require import present
 from patient_ml.exceptions import ConflictError, PatientMLError
 from patient_ml.services import audit, champion, endpoints
 from patient_ml.services.approvals import latest_decision
+from patient_ml.services.monitoring import build_reference
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ping
@@ -133,8 +134,6 @@ def deploy_run(
 
 
 def _reference_profile(engine: Engine, store: ArtifactStore, run_id: str) -> None:
-    from patient_ml.services.monitoring import build_reference
-
     try:
         build_reference(engine, store, run_id)
     except Exception as exc:  # monitoring must never undo a deployment

@@ -40,6 +40,9 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
+from patient_ml.fhir.client import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
+from patient_ml.settings import env_number
+from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
 
 MAX_REDIRECTS = 5
 DEFAULT_DEADLINE = 60.0
@@ -77,8 +80,6 @@ class FetchPolicy:
 
 
 def deadline_from_env() -> float:
-    from patient_ml.settings import env_number
-
     return env_number("PATIENT_ML_FETCH_DEADLINE_SECONDS", DEFAULT_DEADLINE, low=0.1, high=3600)
 
 
@@ -270,8 +271,6 @@ class ImageFetcher:
 
     # s3:// --------------------------------------------------------------------------------
     def _s3(self, url: str) -> bytes:
-        from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
-
         try:
             return read_s3_url(
                 url, aws_conn_id=self.policy.aws_conn_id, max_bytes=self.policy.max_bytes
@@ -287,12 +286,6 @@ class ImageFetcher:
         return bool(base) and url.startswith(base.rstrip("/") + "/Binary/")
 
     def _binary(self, reference: str) -> bytes:
-        from patient_ml.fhir.client import (
-            FhirNotFoundError,
-            FhirReferenceError,
-            FhirTooLargeError,
-        )
-
         if self.fhir_client is None:
             raise QuarantineError(
                 "url_not_allowed", "a Binary reference needs a FHIR server source"

@@ -37,6 +37,7 @@ from patient_ml.db.require import present
 from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
+from patient_ml.services import evaluations
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ServingError, invoke
@@ -344,8 +345,6 @@ def _evaluate_run(
     actor: str,
     progress: ProgressLog,
 ) -> dict[str, Any]:
-    from patient_ml.services import evaluations
-
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         if run.snapshot_id is None:

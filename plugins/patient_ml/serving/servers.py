@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from patient_ml.serving.client import ServingError, wait_healthy
+from patient_ml.training.backends.local import LocalBackend, process_environment
 
 STOP_GRACE_SECONDS = 10.0
 CONTAINER_MODEL_DIR = "/opt/ml/model"
@@ -94,13 +95,9 @@ class LocalServer(ModelServer):
 
     def __init__(self, limits: ServeLimits | None = None, trainer_dirs: Any = None) -> None:
         super().__init__(limits)
-        from patient_ml.training.backends.local import LocalBackend
-
         self.backend = LocalBackend(trainer_dirs)
 
     def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        from patient_ml.training.backends.local import process_environment
-
         cmd = self.backend.command(image, "serve")
         port = free_port()
         env = process_environment(
@@ -188,6 +185,7 @@ class DockerServer(ModelServer):
         network: str | None = None,
     ) -> None:
         super().__init__(limits)
+        # lazy: docker-py and Airflow's Docker provider load only when Docker serves
         from patient_ml.training.backends.docker import DockerBackend
 
         self.backend = DockerBackend(docker_conn_id=docker_conn_id)
@@ -210,7 +208,7 @@ class DockerServer(ModelServer):
         return self.network
 
     def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        from patient_ml.training.backends.docker import container_name
+        from patient_ml.training.backends.docker import container_name  # lazy, as above
 
         self.backend.ensure_image(image)
         cname = container_name(name)
@@ -295,7 +293,7 @@ def make_server(
 ) -> ModelServer:
     """`local`, `docker`, or `auto` (Docker when an engine answers, else a local process);
     any other kind is refused (patient_ml.hooks.docker.resolve_backend)."""
-    from patient_ml.hooks.docker import resolve_backend
+    from patient_ml.hooks.docker import resolve_backend  # lazy: Airflow's Docker provider
 
     if resolve_backend(kind, docker_conn_id=docker_conn_id) == "docker":
         return DockerServer(limits, docker_conn_id=docker_conn_id)
