@@ -33,7 +33,7 @@ from patient_ml.services.monitoring import build_reference
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ping
-from patient_ml.serving.servers import ModelServer, server_for
+from patient_ml.serving.servers import ModelServing, server_for
 from patient_ml.storage import ArtifactStore
 
 log = logging.getLogger("patient_ml.deploy")
@@ -71,7 +71,7 @@ def deploy_run(
     run_id: str,
     *,
     actor: str,
-    server: ModelServer | None,
+    server: ModelServing | None,
     root: Path | None = None,
 ) -> dict[str, Any]:
     """Deploy an approved run (see the module docstring); returns what was done."""

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from patient_ml.config.models import CurationSettings
 from patient_ml.curation import pipeline
+from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
 from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
 from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, link
@@ -87,7 +88,7 @@ def curate(
     dataset_ref: str,
     source: RecordSource,
     store: Any,
-    fetcher: Any,
+    fetcher: ImageFetching,
     workdir: Path | None = None,
     actor: str = "curation",
     run_id: str | None = None,

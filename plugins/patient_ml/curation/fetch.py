@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urljoin
 
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
@@ -443,3 +443,10 @@ def policy_with(
         deadline=base.deadline,
         aws_conn_id=aws_conn_id or base.aws_conn_id,
     )
+
+
+class ImageFetching(Protocol):
+    """The seam curation and the label service fetch image and mask bytes through
+    (`ImageFetcher` implements it with the fetch policy's checks)."""
+
+    def fetch(self, attachment: dict[str, Any]) -> bytes: ...

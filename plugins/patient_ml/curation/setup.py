@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from patient_ml import settings
 from patient_ml.config.models import DatasetSource
-from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, policy_with
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, ImageFetching, policy_with
 from patient_ml.curation.sources import (
     FhirBulkExportSource,
     FhirSearchSource,
@@ -28,7 +28,7 @@ from patient_ml.storage import artifact_store_from_uri
 class CurationInputs:
     source: RecordSource
     store: Any
-    fetcher: Any
+    fetcher: ImageFetching
 
 
 def build_curation_inputs(

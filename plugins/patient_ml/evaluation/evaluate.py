@@ -41,7 +41,7 @@ from patient_ml.services import evaluations
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ServingError, invoke
-from patient_ml.serving.servers import ModelServer
+from patient_ml.serving.servers import ModelServing
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
 
@@ -239,7 +239,7 @@ def evaluate_model(
     who: Contender,
     test: TestSet,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     workdir: Path,
     *,
     name: str,
@@ -305,7 +305,7 @@ def _answers_for_report(test: TestSet, answers: list[Any]) -> list[dict[str, Any
 def evaluate_run(
     engine: Engine,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     run_id: str,
     workdir: Path,
     *,
@@ -338,7 +338,7 @@ def _keep_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
 def _evaluate_run(
     engine: Engine,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     run_id: str,
     workdir: Path,
     *,

@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from patient_ml.serving.servers import ModelServer, ServerHandle
+    from patient_ml.serving.servers import ModelServing, ServerHandle
     from patient_ml.storage.base import ArtifactStore
 
 log = logging.getLogger("patient_ml.operators")
@@ -153,7 +153,7 @@ class ServingOperator(ContainerOperator):
 class TrackedServer:
     """A model server that remembers what it started and has not stopped yet (for on_kill)."""
 
-    def __init__(self, inner: ModelServer) -> None:
+    def __init__(self, inner: ModelServing) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.limits = inner.limits
@@ -175,14 +175,14 @@ class TrackedServer:
         return self.inner.image_digest(image)
 
 
-def is_last_try(context: Any, retries: int) -> bool:
+def is_last_try(context: Any, retries: int | None) -> bool:
     ti = context.get("ti") if hasattr(context, "get") else None
     try_number = getattr(ti, "try_number", None)
     return try_number is None or int(try_number) > int(retries or 0)
 
 
 def fail_run_on_last_try(
-    context: Any, retries: int, conn_id: str | None, run_id: str, error: str, actor: str
+    context: Any, retries: int | None, conn_id: str | None, run_id: str, error: str, actor: str
 ) -> None:
     """Mark the run failed with `error` when Airflow will not retry this task any more."""
     if not is_last_try(context, retries):

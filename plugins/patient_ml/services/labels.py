@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from patient_ml.config.identifiers import require_safe_id
 from patient_ml.config.models import DatasetSource
 from patient_ml.curation.curate import dataset_view
+from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import ImageLimits, inspect_image
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
@@ -50,7 +51,7 @@ class DatasetContext:
     index_of_label: dict[str, int]  # label id → index
     source: Any  # RecordSource
     store: Any  # ArtifactStore
-    fetcher: Any  # ImageFetcher
+    fetcher: ImageFetching
     sink_factory: Callable[[], Any]
 
     @property

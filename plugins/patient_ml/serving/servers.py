@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from patient_ml.serving.client import ServingError, wait_healthy
 from patient_ml.training.backends.local import LocalBackend, process_environment
@@ -47,6 +47,22 @@ class ServeLimits:
     health_timeout: float = 120.0
     cpus: float = 1.0
     memory_mb: int = 2048
+
+
+class ModelServing(Protocol):
+    """What evaluation and deploy need of a model server (the seam; `ModelServer` is the base
+    of the local and Docker implementations, `operators.common.TrackedServer` wraps one)."""
+
+    kind: str
+    limits: ServeLimits
+
+    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle: ...
+
+    def stop(self, handle: str) -> None: ...
+
+    def is_running(self, handle: str) -> bool: ...
+
+    def image_digest(self, image: str) -> str: ...
 
 
 class ModelServer(ABC):
@@ -256,7 +272,7 @@ class DockerServer(ModelServer):
 
     def _logs(self, handle: str) -> str:
         try:
-            data = self.client.containers.get(handle).logs(tail=40)
+            data: bytes = self.client.containers.get(handle).logs(tail=40)
         except Exception:
             return "(no log)"
         return data.decode("utf-8", errors="replace")[-LOG_TAIL_CHARS:]
