@@ -124,7 +124,9 @@ def ndjson_bytes(resources: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in resources)
 
 
-def sink_for(source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default") -> Any:
+def sink_for(
+    source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default"
+) -> LabelSink:
     """The sink of a dataset's source config (`patient_ml.config.models.DatasetSource`)."""
     if source.type == "ndjson":
         uri = source.uri or ""

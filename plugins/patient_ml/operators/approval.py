@@ -106,7 +106,7 @@ class AwaitApprovalOperator(RunOperator):
         return self._finish(context, event)
 
     # ------------------------------------------------------------------ waiting
-    def _wait(self, context: Context) -> Any:
+    def _wait(self, context: Context) -> dict[str, Any]:
         """Register (or re-open) the Required Action, then defer to the trigger (deferrable), or
         poll in the worker and return the event the trigger would have fired."""
         from patient_ml.triggers import required_action

@@ -6,12 +6,15 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from patient_ml.exceptions import PatientMLError
 from patient_ml.operators.common import PatientMLBaseOperator, set_outlet_extra, triggering_actor
+
+if TYPE_CHECKING:
+    from patient_ml.fhir.client import FhirClient
 
 
 class CurateDatasetOperator(PatientMLBaseOperator):
@@ -141,7 +144,7 @@ class CurateDatasetOperator(PatientMLBaseOperator):
         )
         return run_id, dataset_id
 
-    def _fhir_client(self, conn_id: str) -> Any:
+    def _fhir_client(self, conn_id: str) -> FhirClient:
         from patient_ml.hooks.fhir import FhirHook
 
         return FhirHook(self.fhir_conn_id or conn_id).get_client()

@@ -22,10 +22,13 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.serving.client import ServingError, wait_healthy
 from patient_ml.training.backends.local import LocalBackend, process_environment
+
+if TYPE_CHECKING:
+    import docker
 
 STOP_GRACE_SECONDS = 10.0
 CONTAINER_MODEL_DIR = "/opt/ml/model"
@@ -208,7 +211,7 @@ class DockerServer(ModelServer):
         self.network = network or os.environ.get("PATIENT_ML_SERVING_NETWORK", "patient-ml-serving")
 
     @property
-    def client(self) -> Any:
+    def client(self) -> docker.DockerClient:
         return self.backend.client
 
     def _network(self) -> str:

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml.exceptions import PatientMLError
 from patient_ml.hooks.docker import docker_client
@@ -30,6 +30,9 @@ from patient_ml.training.backends.base import (
     pump_lines,
 )
 from patient_ml.training.contract import CONTAINER_ROOT, JobLayout, sm_environment
+
+if TYPE_CHECKING:
+    import docker
 
 STOP_GRACE_SECONDS = 10
 
@@ -59,7 +62,7 @@ class DockerBackend(Backend):
         self._lock = threading.Lock()
 
     @property
-    def client(self) -> Any:
+    def client(self) -> docker.DockerClient:
         if self._client is None:  # DockerHook: engine URL, TLS, the connection's registry login
             self._client = docker_client(self.docker_conn_id)
         return self._client
