@@ -57,10 +57,12 @@ test: setup lint ui-test
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache ui/node_modules plugins/patient_ml/ui/static
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .grimp_cache ui/node_modules plugins/patient_ml/ui/static

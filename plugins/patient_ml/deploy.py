@@ -26,13 +26,15 @@ from sqlalchemy import Engine
 from patient_ml import settings
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
+from patient_ml.db.require import present
 from patient_ml.exceptions import ConflictError, PatientMLError
 from patient_ml.services import audit, champion, endpoints
 from patient_ml.services.approvals import latest_decision
+from patient_ml.services.monitoring import build_reference
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ping
-from patient_ml.serving.servers import ModelServer, server_for
+from patient_ml.serving.servers import ModelServing, server_for
 from patient_ml.storage import ArtifactStore
 
 log = logging.getLogger("patient_ml.deploy")
@@ -72,7 +74,7 @@ def deploy_run(
     run_id: str,
     *,
     actor: str,
-    server: ModelServer | None,
+    server: ModelServing | None,
     root: Path | None = None,
 ) -> dict[str, Any]:
     """Deploy an approved run (see the module docstring); returns what was done."""
@@ -86,7 +88,7 @@ def deploy_run(
                 fix=f"approve it first: patient-ml runs approve --run {run_id} --reason '...'",
             )
         model = session.get(Model, run.model_id)
-        assert model is not None
+        model = present(model, f"model of run {run_id}")
         kind = run.config["deployApproach"]["type"]
         image = run.config["deployApproach"]["inferenceImage"]
         if model.champion_id == run.id and run.deploy_status == "succeeded":
@@ -291,8 +293,6 @@ def deploy_options(
 
 
 def _reference_profile(engine: Engine, store: ArtifactStore, run_id: str) -> None:
-    from patient_ml.services.monitoring import build_reference
-
     try:
         build_reference(engine, store, run_id)
     except Exception as exc:  # monitoring must never undo a deployment

@@ -6,6 +6,8 @@ wait goes on. The real Required Action in Airflow is proven in tests/e2e/test_re
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
-from patient_ml.operators.approval import ApprovalSensor
+from patient_ml.operators.approval import ApprovalSensor, AwaitApprovalOperator
 from patient_ml.services import approvals, runs
 from patient_ml.services.audit import events_for
 from patient_ml.services.datasets import create_dataset
@@ -162,3 +164,39 @@ def test_a_response_after_a_decision_elsewhere_keeps_that_decision(
     with pytest.raises(AirflowSkipException, match="rejected by dr-b through ui"):
         waiting_run["sensor"].execute_complete({}, _response("dr-a"))
     assert _decisions(engine, run_id) == [("rejected", "dr-b", "ui")]
+
+
+def test_deferrable_is_the_default_and_false_polls_in_the_worker(
+    waiting_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """deferrable=False: the same wait in the worker; a decision recorded meanwhile (another
+    thread, as the REST API would) ends it exactly as the trigger's event would."""
+    run_id, engine = waiting_run["run_id"], waiting_run["engine"]
+    assert waiting_run["sensor"].deferrable is True
+    with pytest.raises(TaskDeferred):
+        waiting_run["sensor"].execute({})
+    worker = AwaitApprovalOperator(
+        task_id="await_approval",
+        run_id=run_id,
+        artifact_uri=(tmp_path / "artifacts").as_uri(),
+        required_actions=False,
+        deferrable=False,
+        poll_interval=0.05,
+    )
+
+    def decide_soon() -> None:
+        time.sleep(0.3)
+        with session_scope(engine) as session:
+            approvals.decide(session, run_id, "approved", user="dr-a", reason="ok", channel="api")
+
+    thread = threading.Thread(target=decide_soon)
+    thread.start()
+    try:
+        done = worker.execute({})
+    finally:
+        thread.join()
+    assert done["status"] == "approved" and done["user"] == "dr-a" and done["channel"] == "api"
+
+
+def test_the_former_name_is_the_same_operator() -> None:
+    assert ApprovalSensor is AwaitApprovalOperator

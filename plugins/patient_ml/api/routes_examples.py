@@ -36,10 +36,11 @@ BASE = "/datasets/{dataset_id}/examples"
 
 
 def _context(engine: Any, dataset_id: str, user: Any, method: Any = "GET") -> Any:
+    from patient_ml.hooks.fhir import fhir_client
     from patient_ml.services.labels import dataset_context
 
     require_dag(user, method, None)
-    return dataset_context(engine, dataset_id)
+    return dataset_context(engine, dataset_id, fhir_client_factory=fhir_client)
 
 
 def _flag(value: TrueFalse | None) -> bool | None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from patient_ml.exceptions import FieldError, InvalidInputError
+
 MAX_ID_LENGTH = 36
 ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,35}$"
 _ID = re.compile(ID_PATTERN)
@@ -66,8 +68,6 @@ def require_safe_id(value: str, what: str = "id") -> str:
     before building a path, storage key or file name from an id."""
     if is_safe_id(value):
         return value
-    from patient_ml.exceptions import FieldError, InvalidInputError
-
     raise InvalidInputError(
         f"The {what} {shorten(value)!r} is not a valid identifier: it must be {ID_RULE}.",
         [FieldError(what, f"must be {ID_RULE}", shorten(value))],

@@ -24,8 +24,12 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from patient_ml.config.models import CurationSettings
 from patient_ml.curation import pipeline
+from patient_ml.curation.fetch import ImageFetching
+from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
 from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
+from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, link
 from patient_ml.curation.pipeline import CurationStats, DatasetView
 from patient_ml.curation.quarantine import REASONS
 from patient_ml.curation.records import ImageRecord
@@ -54,8 +58,6 @@ class CurationResult:
 
 
 def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
-    from patient_ml.config.models import CurationSettings
-
     with session_scope(engine) as session:
         ds = get_dataset(session, dataset_ref)
         problem = ds.problem_definition
@@ -86,15 +88,13 @@ def curate(
     dataset_ref: str,
     source: RecordSource,
     store: Any,
-    fetcher: Any,
+    fetcher: ImageFetching,
     workdir: Path | None = None,
     actor: str = "curation",
     run_id: str | None = None,
     workers: int = 8,
 ) -> CurationResult:
     """Curate `dataset_ref` from `source` into `store`; idempotent (same inputs → same id)."""
-    from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
-
     dataset = dataset_view(engine, dataset_ref)
     limits = ImageLimits(max_pixels=dataset.max_image_pixels, min_side=dataset.min_image_side)
     mask_values = {index for index, _ in dataset.labels}
@@ -278,8 +278,6 @@ def _near_duplicate_groups(
     current = {sha: fp for _, _, sha, fp in rows if fp is not None}
     if dataset.fingerprint is None:
         return NearDuplicates([], [], set(), {})
-    from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, link
-
     for name in dataset.deprecated_settings:
         log.warning(
             "near-duplicates: %s is a setting of the v1 hash grouping and is ignored; "

@@ -36,10 +36,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urljoin
 
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
+from patient_ml.fhir.client import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
+from patient_ml.settings import env_number
+from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
 
 MAX_REDIRECTS = 5
 DEFAULT_DEADLINE = 60.0
@@ -77,8 +80,6 @@ class FetchPolicy:
 
 
 def deadline_from_env() -> float:
-    from patient_ml.settings import env_number
-
     return env_number("PATIENT_ML_FETCH_DEADLINE_SECONDS", DEFAULT_DEADLINE, low=0.1, high=3600)
 
 
@@ -270,8 +271,6 @@ class ImageFetcher:
 
     # s3:// --------------------------------------------------------------------------------
     def _s3(self, url: str) -> bytes:
-        from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
-
         try:
             return read_s3_url(
                 url, aws_conn_id=self.policy.aws_conn_id, max_bytes=self.policy.max_bytes
@@ -287,12 +286,6 @@ class ImageFetcher:
         return bool(base) and url.startswith(base.rstrip("/") + "/Binary/")
 
     def _binary(self, reference: str) -> bytes:
-        from patient_ml.fhir.client import (
-            FhirNotFoundError,
-            FhirReferenceError,
-            FhirTooLargeError,
-        )
-
         if self.fhir_client is None:
             raise QuarantineError(
                 "url_not_allowed", "a Binary reference needs a FHIR server source"
@@ -450,3 +443,10 @@ def policy_with(
         deadline=base.deadline,
         aws_conn_id=aws_conn_id or base.aws_conn_id,
     )
+
+
+class ImageFetching(Protocol):
+    """The seam curation and the label service fetch image and mask bytes through
+    (`ImageFetcher` implements it with the fetch policy's checks)."""
+
+    def fetch(self, attachment: dict[str, Any]) -> bytes: ...

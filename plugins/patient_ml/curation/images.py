@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from patient_ml.curation.near_duplicates import fingerprint as perceptual_hash
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
 from patient_ml.fhir.mapping import IMAGE_CONTENT_TYPES
 
@@ -177,8 +178,6 @@ def _inspect(
         if fingerprint is None:
             return decoded
         from dataclasses import replace
-
-        from patient_ml.curation.near_duplicates import fingerprint as perceptual_hash
 
         return replace(decoded, fingerprint=perceptual_hash(image, fingerprint))
 

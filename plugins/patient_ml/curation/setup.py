@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from patient_ml import settings
 from patient_ml.config.models import DatasetSource
+from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, ImageFetching, policy_with
 from patient_ml.curation.sources import (
     FhirBulkExportSource,
     FhirSearchSource,
@@ -20,13 +21,14 @@ from patient_ml.curation.sources import (
 )
 from patient_ml.db.engine import session_scope
 from patient_ml.services.datasets import get_dataset
+from patient_ml.storage import artifact_store_from_uri
 
 
 @dataclass(frozen=True)
 class CurationInputs:
     source: RecordSource
     store: Any
-    fetcher: Any
+    fetcher: ImageFetching
 
 
 def build_curation_inputs(
@@ -41,9 +43,6 @@ def build_curation_inputs(
     source_override: RecordSource | None = None,
     force_fhir_server: bool = False,
 ) -> CurationInputs:
-    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, policy_with
-    from patient_ml.storage import artifact_store_from_uri
-
     with session_scope(engine) as session:
         dataset = get_dataset(session, dataset_ref)
         source_cfg = DatasetSource.model_validate(dataset.source or {})

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from patient_ml.fhir import mapping
+from patient_ml.fhir.ndjson import iter_ndjson_lines
+from patient_ml.storage import artifact_store_from_uri
 
 Record = tuple[str, str | None, bytes | dict[str, Any]]
 RESOURCE_TYPES = ("DocumentReference", "Observation")
@@ -71,8 +73,6 @@ class S3NdjsonSource:
     def records(self) -> Iterator[Record]:
         import tempfile
 
-        from patient_ml.storage import artifact_store_from_uri
-
         store = artifact_store_from_uri(self.uri, aws_conn_id=self.aws_conn_id)
         keys = [k for k in store.list_keys() if k.endswith((".ndjson", ".ndjson.gz"))]
         with tempfile.TemporaryDirectory(prefix="patient-ml-ndjson-") as tmp:
@@ -88,8 +88,6 @@ class S3NdjsonSource:
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
-    from patient_ml.fhir.ndjson import iter_ndjson_lines
-
     return iter_ndjson_lines(path)
 
 

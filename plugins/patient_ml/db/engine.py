@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_ml import settings
@@ -48,10 +48,38 @@ def resolve_database_url(explicit: str | None = None) -> str:
         return normalize_url(from_env)
     conn_id = os.environ.get("PATIENT_ML_CONN_ID")
     if conn_id:
-        from patient_ml.hooks.product_db import ProductDatabaseHook
+        # Airflow's connection lookup (secrets backends included); lazy: the CLI and the API
+        # without PATIENT_ML_CONN_ID never import Airflow here. The same reading as the hook's
+        # (patient_ml.hooks.product_db), which sits above this layer.
+        from airflow.sdk import BaseHook
 
-        return normalize_url(ProductDatabaseHook(conn_id).get_database_url())
+        return url_from_connection(conn_id, BaseHook.get_connection(conn_id))
     return settings.default_database_url()
+
+
+def url_from_connection(conn_id: str, conn: Any) -> str:
+    """The SQLAlchemy URL an Airflow connection of type `patient_ml_db` names: the extra's
+    `sqlalchemy_url`, a `sqlite` connection's file, or the PostgreSQL fields."""
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return normalize_url(str(extra["sqlalchemy_url"]))
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host or conn.schema}"
+    if not conn.host:
+        raise DatabaseError(
+            f"Airflow connection {conn_id!r} has no host and no 'sqlalchemy_url' extra.",
+            fix="set the PostgreSQL host/port/login/schema, or put a full SQLAlchemy URL in "
+            "the extra as {'sqlalchemy_url': ...}",
+        )
+    url = URL.create(
+        "postgresql+psycopg",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=conn.host,
+        port=conn.port or 5432,
+        database=conn.schema or None,
+    )
+    return url.render_as_string(hide_password=False)
 
 
 def normalize_url(url: str) -> str:

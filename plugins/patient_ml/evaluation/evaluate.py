@@ -33,13 +33,15 @@ from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Run, Snapshot
+from patient_ml.db.require import present
 from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
+from patient_ml.services import evaluations
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ServingError, invoke
-from patient_ml.serving.servers import ModelServer
+from patient_ml.serving.servers import ModelServing
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
 
@@ -237,7 +239,7 @@ def evaluate_model(
     who: Contender,
     test: TestSet,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     workdir: Path,
     *,
     name: str,
@@ -303,7 +305,7 @@ def _answers_for_report(test: TestSet, answers: list[Any]) -> list[dict[str, Any
 def evaluate_run(
     engine: Engine,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     run_id: str,
     workdir: Path,
     *,
@@ -336,15 +338,13 @@ def _keep_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
 def _evaluate_run(
     engine: Engine,
     store: ArtifactStore,
-    server: ModelServer,
+    server: ModelServing,
     run_id: str,
     workdir: Path,
     *,
     actor: str,
     progress: ProgressLog,
 ) -> dict[str, Any]:
-    from patient_ml.services import evaluations
-
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         if run.snapshot_id is None:
@@ -353,7 +353,7 @@ def _evaluate_run(
                 fix="run the curate task of this run first",
             )
         snapshot = session.get(Snapshot, run.snapshot_id)
-        assert snapshot is not None  # a foreign key
+        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
         challenger = contender(run, "challenger")
         champion_run = session.get(Run, run.champion_id) if run.champion_id else None
         if run.champion_id and champion_run is None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Snapshot
+from patient_ml.db.require import present
 from patient_ml.services.approvals import approval_status, decisions_of
 from patient_ml.services.common import to_millis
 from patient_ml.services.evaluations import evaluation_metrics
@@ -33,7 +34,7 @@ def card_keys(run_id: str) -> tuple[str, str]:
 def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
     run = get_run(session, run_id)
     model = session.get(Model, run.model_id)
-    assert model is not None
+    model = present(model, f"model of run {run_id}")
     snapshot = session.get(Snapshot, run.snapshot_id) if run.snapshot_id else None
     problem = run.config["problemDefinition"]
     evaluation = run.evaluation or {}

@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
 from patient_ml.factory.catalog import ModelEntry, entry_problem
 from patient_ml.naming import model_slug, monitor_dag_id_of
-from patient_ml.operators.approval import ApprovalSensor
+from patient_ml.operators.approval import AwaitApprovalOperator
 from patient_ml.operators.config_error import ConfigErrorOperator
 from patient_ml.operators.curate import CurateDatasetOperator
 from patient_ml.operators.deploy import DeployModelOperator
@@ -298,7 +298,7 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
         evaluate = EvaluateModelOperator(
             task_id="evaluate", run_id=RUN_ID, finish_tuning=True, **serving
         )
-        await_approval = ApprovalSensor(
+        await_approval = AwaitApprovalOperator(
             task_id="await_approval",
             run_id=RUN_ID,
             poll_interval=options.approval_poll_interval,

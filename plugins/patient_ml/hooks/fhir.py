@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from patient_ml.exceptions import ConflictError
 from patient_ml.fhir.client import AUTH_TYPES, FhirClient, FhirConfigError, FhirError, make_auth
 
 
@@ -71,6 +72,20 @@ class FhirHook(BaseHook):
             f"Connected to {software} (FHIR {statement.get('fhirVersion', '?')}) at "
             f"{client.base_url}; it {bulk} bulk $export."
         )
+
+
+def fhir_client(conn_id: str) -> FhirClient:
+    """The FHIR client of Airflow connection `conn_id`; ConflictError when it is not defined."""
+    from airflow.exceptions import AirflowNotFoundException
+
+    try:
+        return FhirHook(conn_id).get_client()
+    except AirflowNotFoundException:
+        raise ConflictError(
+            f"The dataset's FHIR connection {conn_id!r} is not defined in Airflow.",
+            fix=f"create the Airflow connection {conn_id!r} (type fhir), or point the dataset's "
+            "source at another connection or at NDJSON files",
+        ) from None
 
 
 def build_client(conn_id: str, conn: Any) -> FhirClient:

@@ -14,11 +14,9 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from patient_ml.db.engine import get_engine, normalize_url, session_scope
-from patient_ml.exceptions import DatabaseError
+from patient_ml.db.engine import get_engine, session_scope, url_from_connection
 
 
 class ProductDatabaseHook(BaseHook):
@@ -46,27 +44,7 @@ class ProductDatabaseHook(BaseHook):
 
     def get_database_url(self) -> str:
         conn = self.get_connection(self.patient_ml_conn_id)
-        extra = conn.extra_dejson or {}
-        if extra.get("sqlalchemy_url"):
-            return normalize_url(str(extra["sqlalchemy_url"]))
-        if conn.conn_type == "sqlite":
-            return f"sqlite:///{conn.host or conn.schema}"
-        if not conn.host:
-            raise DatabaseError(
-                f"Airflow connection {self.patient_ml_conn_id!r} has no host and no "
-                "'sqlalchemy_url' extra.",
-                fix="set the PostgreSQL host/port/login/schema, or put a full SQLAlchemy URL in "
-                "the extra as {'sqlalchemy_url': ...}",
-            )
-        url = URL.create(
-            "postgresql+psycopg",
-            username=conn.login or None,
-            password=conn.password or None,
-            host=conn.host,
-            port=conn.port or 5432,
-            database=conn.schema or None,
-        )
-        return url.render_as_string(hide_password=False)
+        return url_from_connection(self.patient_ml_conn_id, conn)
 
     def get_engine(self, *, check_schema: bool = True) -> Engine:
         return get_engine(self.get_database_url(), check_schema=check_schema)

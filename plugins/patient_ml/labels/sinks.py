@@ -21,7 +21,10 @@ from typing import Any, Protocol
 
 import orjson
 
+from patient_ml.curation.sources import local_path
 from patient_ml.exceptions import ConflictError, PatientMLError
+from patient_ml.fhir.client import FhirConflictError
+from patient_ml.storage import artifact_store_from_uri
 
 LABELS_FILE = "Observation.patient-ml-labels.ndjson"
 
@@ -47,8 +50,6 @@ class FhirServerSink:
         self.description = f"FHIR server {getattr(client, 'base_url', '')}"
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        from patient_ml.fhir.client import FhirConflictError
-
         written = []
         for resource in resources:
             try:
@@ -65,8 +66,6 @@ class NdjsonFolderSink:
     assigns_versions = False
 
     def __init__(self, uri: str | Path) -> None:
-        from patient_ml.curation.sources import local_path
-
         path = local_path(uri)
         if path.is_dir():
             self.file = path / LABELS_FILE
@@ -111,8 +110,6 @@ class S3NdjsonSink:
     assigns_versions = False
 
     def __init__(self, uri: str, *, aws_conn_id: str = "aws_default") -> None:
-        from patient_ml.storage import artifact_store_from_uri
-
         self.store = artifact_store_from_uri(uri.rstrip("/"), aws_conn_id=aws_conn_id)
         self.description = f"NDJSON objects under {uri}"
 
@@ -127,7 +124,9 @@ def ndjson_bytes(resources: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r) + b"\n" for r in resources)
 
 
-def sink_for(source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default") -> Any:
+def sink_for(
+    source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default"
+) -> LabelSink:
     """The sink of a dataset's source config (`patient_ml.config.models.DatasetSource`)."""
     if source.type == "ndjson":
         uri = source.uri or ""

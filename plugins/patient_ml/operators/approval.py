@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from patient_ml.operators.common import RunOperator
-from patient_ml.triggers.approval import DEFAULT_MAX_POLL_ERRORS
+from patient_ml.triggers.approval import (
+    DEFAULT_MAX_ERROR_SECONDS,
+    DEFAULT_MAX_POLL_ERRORS,
+    ApprovalTrigger,
+)
+from patient_ml.triggers.approval_events import (
+    ApprovalEventError,
+    ErrorEvent,
+    RequiredActionResponse,
+    parse_event,
+)
 
 
-class ApprovalSensor(RunOperator):
-    """Wait for the decision on a run without holding a worker slot.
+class AwaitApprovalOperator(RunOperator):
+    """Wait for the decision on a run; deferrable (no worker slot held) by default.
 
     Opens the run's approval window (deadline = now + the model's
     `approvalPolicy.timeoutHours`, or `timeout_hours`), applies the model's automatic policy
@@ -25,11 +36,15 @@ class ApprovalSensor(RunOperator):
     deploy is skipped; the run keeps its metrics and ends unapproved. An event the task does not
     understand, or a trigger that lost the product DB for its whole error budget, fails it.
 
-    :param poll_interval: seconds between two looks at the product DB (in the triggerer).
+    :param deferrable: wait in the triggerer (default True: an approval may take days); False
+        polls in the worker, holding its slot, with the same error budget and deadline.
+    :param poll_interval: seconds between two looks at the product DB.
     :param timeout_hours: overrides the model's approvalPolicy.timeoutHours.
     :param required_actions: register the approval in Airflow's Required Actions (Airflow's
         human-in-the-loop; default True).
     :param max_poll_errors: failed polls in a row after which the wait ends with the error.
+    :param max_error_seconds: how long polls may keep failing before the wait ends with the
+        error (None: only `max_poll_errors` counts).
     Other parameters: those of `RunOperator` (patient_ml.operators.common).
     """
 
@@ -42,9 +57,13 @@ class ApprovalSensor(RunOperator):
         timeout_hours: float | None = None,
         required_actions: bool = True,
         max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
+        max_error_seconds: float | None = DEFAULT_MAX_ERROR_SECONDS,
+        deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self.max_error_seconds = max_error_seconds
         self.poll_interval = poll_interval
         self.timeout_hours = timeout_hours
         self.required_actions = required_actions
@@ -53,13 +72,13 @@ class ApprovalSensor(RunOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
+        from patient_ml.db.require import required
         from patient_ml.services import approvals, auto_approval
         from patient_ml.services.runs import get_run
 
         with session_scope(self.engine()) as session:
             run = get_run(session, self.run_id)
-            model = session.get(Model, run.model_id)
-            assert model is not None
+            model = required(session, Model, run.model_id, of=f"run {self.run_id}")
             policy = model.approval_policy or {}
             hours = self.timeout_hours or float(policy.get("timeoutHours") or 72.0)
             run = approvals.request_approval(session, self.run_id, timeout_hours=hours)
@@ -81,17 +100,16 @@ class ApprovalSensor(RunOperator):
                 event = {"status": "timedOut", "runId": self.run_id}
         if event is not None:  # decided (or timed out) before any wait
             return self._finish(context, event)
-        self._wait(context)
-        raise AssertionError("unreachable: defer() raises")
+        return self._finish(context, self._wait(context))
 
     def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
         return self._finish(context, event)
 
     # ------------------------------------------------------------------ waiting
-    def _wait(self, context: Context) -> None:
-        """Register (or re-open) the Required Action, then defer to the trigger."""
-        from patient_ml.operators import required_action
-        from patient_ml.triggers.approval import ApprovalTrigger
+    def _wait(self, context: Context) -> dict[str, Any]:
+        """Register (or re-open) the Required Action, then defer to the trigger (deferrable), or
+        poll in the worker and return the event the trigger would have fired."""
+        from patient_ml.triggers import required_action
 
         subject, body, approvers, deadline = self._request_text()
         ti_id = context["task_instance"].id if self.required_actions else None
@@ -107,33 +125,33 @@ class ApprovalSensor(RunOperator):
             "" if ti_id is not None else " (off for this task)",
             self.run_id,
         )
-        self.defer(
-            trigger=ApprovalTrigger(
-                run_id=self.run_id,
-                deadline=deadline.isoformat(),
-                patient_ml_conn_id=self.patient_ml_conn_id,
-                poll_interval=self.poll_interval,
-                ti_id=str(ti_id) if ti_id is not None else None,
-                max_poll_errors=self.max_poll_errors,
-            ),
-            method_name="execute_complete",
+        trigger = ApprovalTrigger(
+            run_id=self.run_id,
+            deadline=deadline.isoformat(),
+            patient_ml_conn_id=self.patient_ml_conn_id,
+            poll_interval=self.poll_interval,
+            ti_id=str(ti_id) if ti_id is not None else None,
+            max_poll_errors=self.max_poll_errors,
+            max_error_seconds=self.max_error_seconds,
         )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        return trigger.wait_in_worker()
 
-    def _request_text(self) -> tuple[str, str, list[str], Any]:
+    def _request_text(self) -> tuple[str, str, list[str], datetime]:
         """(subject, body, approvers, deadline) of the run's Required Action."""
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
-        from patient_ml.operators import required_action
+        from patient_ml.db.require import present, required
         from patient_ml.services.common import as_utc
         from patient_ml.services.runs import get_run, run_to_wire
+        from patient_ml.triggers import required_action
 
         with session_scope(self.engine()) as session:
             run = get_run(session, self.run_id)
-            model = session.get(Model, run.model_id)
-            assert model is not None
+            model = required(session, Model, run.model_id, of=f"run {self.run_id}")
             approvers = list((model.approval_policy or {}).get("approvers") or [])
-            deadline = as_utc(run.approval_deadline)
-            assert deadline is not None
+            deadline = present(as_utc(run.approval_deadline), f"approval window of run {run.id}")
             shown = f"{deadline:%Y-%m-%d %H:%M}"
             return (
                 required_action.subject_of(model.name, run.slug),
@@ -144,13 +162,6 @@ class ApprovalSensor(RunOperator):
 
     # ------------------------------------------------------------------ the end of the wait
     def _finish(self, context: Context, raw: Any) -> dict[str, Any]:
-        from patient_ml.triggers.approval_events import (
-            ApprovalEventError,
-            ErrorEvent,
-            RequiredActionResponse,
-            parse_event,
-        )
-
         event = parse_event(raw, self.run_id)
         if isinstance(event, ErrorEvent):
             raise ApprovalEventError(
@@ -162,18 +173,18 @@ class ApprovalSensor(RunOperator):
         responded: str | None = None
         if isinstance(event, RequiredActionResponse):
             responded = self._record_response(context, event)
-            if responded == "refused":
-                self._wait(context)  # re-opens the Required Action; defer() raises
+            if responded == "refused":  # re-open the Required Action and wait again
+                return self._finish(context, self._wait(context))
         status, decision = self._outcome()
         if responded == "superseded" and self.required_actions:
             # the response was not recorded: the Required Action must not claim it was
-            from patient_ml.operators import required_action
+            from patient_ml.triggers import required_action
 
             subject = self._request_text()[0]
             required_action.clear_response(context["task_instance"].id, subject=subject)
         return self._end(status, decision)
 
-    def _record_response(self, context: Context, event: Any) -> str:
+    def _record_response(self, context: Context, event: RequiredActionResponse) -> str:
         """Record an Airflow Required Actions response through the decision service, exactly as
         one through the REST API. "recorded", "refused" (audited; the request re-opens) or
         "superseded" (the run was decided elsewhere or timed out first)."""
@@ -244,8 +255,6 @@ class ApprovalSensor(RunOperator):
                 return decided.decision, approvals.decision_event(self.run_id, decided)
             status = approvals.approval_status(session, get_run(session, self.run_id))
         if status != "timedOut":
-            from patient_ml.triggers.approval_events import ApprovalEventError
-
             raise ApprovalEventError(
                 f"The approval task of run {self.run_id} was resumed, but the run has no "
                 f"decision and its window is still open ({status}).",
@@ -284,3 +293,7 @@ class ApprovalSensor(RunOperator):
             f"Run {self.run_id} was rejected by {who} through {via}: "
             f"{decision.get('description')}; deploy is skipped."
         )
+
+
+ApprovalSensor = AwaitApprovalOperator
+"""The operator's former name (it was never a BaseSensorOperator); kept for existing DAGs."""

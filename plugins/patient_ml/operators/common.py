@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from patient_ml.serving.servers import ModelServing, ServerHandle
+    from patient_ml.storage.base import ArtifactStore
 
 log = logging.getLogger("patient_ml.operators")
 
 
-def product_engine(conn_id: str | None) -> Any:
+def product_engine(conn_id: str | None) -> Engine:
     from patient_ml.hooks.product_db import product_engine as engine_of
 
     return engine_of(conn_id)
 
 
-def artifact_store(artifact_uri: str | None, aws_conn_id: str) -> Any:
+def artifact_store(artifact_uri: str | None, aws_conn_id: str) -> ArtifactStore:
     from patient_ml.storage import artifact_store_from_uri, default_artifact_store
 
     if artifact_uri:
@@ -27,28 +34,25 @@ def artifact_store(artifact_uri: str | None, aws_conn_id: str) -> Any:
     return default_artifact_store(aws_conn_id=aws_conn_id)
 
 
-class RunOperator(BaseOperator):
-    """Base of the operators that work on one product run.
+class PatientMLBaseOperator(BaseOperator):
+    """Base of every Patient ML operator: the connections it reaches the product through (one
+    place for them, as the Amazon provider's `AwsBaseOperator` does for AWS).
 
-    :param run_id: product run id (templated).
-    :param patient_ml_conn_id: Airflow connection of the product DB (default: the environment's).
+    :param patient_ml_conn_id: Airflow connection of the product DB (default: the environment's
+        resolution: PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME).
     :param artifact_uri: artifact store (default: PATIENT_ML_ARTIFACT_URI).
-    :param aws_conn_id: AWS connection for an `s3://` artifact store.
+    :param aws_conn_id: AWS connection for an `s3://` artifact store (and s3:// image URLs).
     """
-
-    template_fields: Sequence[str] = ("run_id",)
 
     def __init__(
         self,
         *,
-        run_id: str,
         patient_ml_conn_id: str | None = None,
         artifact_uri: str | None = None,
         aws_conn_id: str = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.run_id = run_id
         self.patient_ml_conn_id = patient_ml_conn_id
         self.artifact_uri = artifact_uri
         self.aws_conn_id = aws_conn_id
@@ -57,29 +61,42 @@ class RunOperator(BaseOperator):
     def actor(self) -> str:
         return task_actor(self)
 
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         return product_engine(self.patient_ml_conn_id)
 
-    def store(self) -> Any:
+    def store(self) -> ArtifactStore:
         return artifact_store(self.artifact_uri, self.aws_conn_id)
 
 
-class ServingOperator(RunOperator):
-    """Base of the operators that serve a model through the image's `serve`.
+class RunOperator(PatientMLBaseOperator):
+    """Base of the operators that work on one product run.
 
-    :param backend: where `serve` runs: `auto` (Docker when an engine answers), `local`,
-        `docker`, `sagemaker` (an Amazon SageMaker endpoint through `aws_conn_id`).
-    :param health_timeout: seconds a server may take to answer /ping.
-    :param cpus: CPU limit (Docker) or thread count (local) of a server.
-    :param memory_mb: memory limit of a server container.
-    :param docker_conn_id: Docker connection (registry credentials to pull the image).
+    :param run_id: product run id (templated).
+    Other parameters: those of `PatientMLBaseOperator`.
+    """
+
+    template_fields: Sequence[str] = ("run_id",)
+
+    def __init__(self, *, run_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.run_id = run_id
+
+
+class ContainerOperator(RunOperator):
+    """Base of the operators that start trainer images (trials, model servers).
+
+    :param backend: where they run: `auto` (Docker when an engine answers), `local`, `docker`,
+        `sagemaker` (Amazon SageMaker jobs and endpoints through `aws_conn_id`); any other value
+        fails the task (patient_ml.hooks.docker.resolve_backend).
+    :param cpus: CPU limit (Docker) or thread count (local).
+    :param memory_mb: memory limit of a container.
+    :param docker_conn_id: Docker connection (DockerHook: registry login to pull the image).
     """
 
     def __init__(
         self,
         *,
         backend: str = "auto",
-        health_timeout: float = 120.0,
         cpus: float = 1.0,
         memory_mb: int = 2048,
         docker_conn_id: str | None = None,
@@ -87,30 +104,87 @@ class ServingOperator(RunOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.backend = backend
-        self.health_timeout = health_timeout
         self.cpus = cpus
         self.memory_mb = memory_mb
         self.docker_conn_id = docker_conn_id
 
-    def server(self) -> Any:
+
+class ServingOperator(ContainerOperator):
+    """Base of the operators that serve a model through the image's `serve`. Every server it
+    starts is tracked, and `on_kill` stops those still running (a killed task leaves no
+    container or process behind), unless `_keep_on_kill` says one must stay.
+
+    :param health_timeout: seconds a server may take to answer /ping.
+    Other parameters: those of `ContainerOperator`.
+    """
+
+    def __init__(self, *, health_timeout: float = 120.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.health_timeout = health_timeout
+        self._servers: list[TrackedServer] = []
+
+    def server(self) -> TrackedServer:
         from patient_ml.serving.servers import ServeLimits, make_server
 
-        return make_server(
-            self.backend,
-            limits=ServeLimits(self.health_timeout, self.cpus, self.memory_mb),
-            docker_conn_id=self.docker_conn_id,
-            aws_conn_id=self.aws_conn_id,
+        server = TrackedServer(
+            make_server(
+                self.backend,
+                limits=ServeLimits(self.health_timeout, self.cpus, self.memory_mb),
+                docker_conn_id=self.docker_conn_id,
+                aws_conn_id=self.aws_conn_id,
+            )
         )
+        self._servers.append(server)
+        return server
+
+    def _keep_on_kill(self, handle: ServerHandle) -> bool:
+        return False
+
+    def on_kill(self) -> None:
+        for server in self._servers:
+            for handle in list(server.started.values()):
+                if self._keep_on_kill(handle):
+                    continue
+                self.log.info("task killed: stopping model server %s", handle.name)
+                try:
+                    server.stop(handle.handle)
+                except Exception as exc:  # the kill goes on; the reason is logged
+                    self.log.warning("could not stop model server %s: %s", handle.name, exc)
 
 
-def is_last_try(context: Any, retries: int) -> bool:
+class TrackedServer:
+    """A model server that remembers what it started and has not stopped yet (for on_kill)."""
+
+    def __init__(self, inner: ModelServing) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.limits = inner.limits
+        self.started: dict[str, ServerHandle] = {}
+
+    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
+        handle = self.inner.start(name=name, image=image, model_dir=model_dir)
+        self.started[handle.handle] = handle
+        return handle
+
+    def stop(self, handle: str) -> None:
+        self.inner.stop(handle)
+        self.started.pop(handle, None)
+
+    def is_running(self, handle: str) -> bool:
+        return self.inner.is_running(handle)
+
+    def image_digest(self, image: str) -> str:
+        return self.inner.image_digest(image)
+
+
+def is_last_try(context: Any, retries: int | None) -> bool:
     ti = context.get("ti") if hasattr(context, "get") else None
     try_number = getattr(ti, "try_number", None)
     return try_number is None or int(try_number) > int(retries or 0)
 
 
 def fail_run_on_last_try(
-    context: Any, retries: int, conn_id: str | None, run_id: str, error: str, actor: str
+    context: Any, retries: int | None, conn_id: str | None, run_id: str, error: str, actor: str
 ) -> None:
     """Mark the run failed with `error` when Airflow will not retry this task any more."""
     if not is_last_try(context, retries):

@@ -6,14 +6,18 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
-from patient_ml.operators.common import set_outlet_extra, task_actor, triggering_actor
+from patient_ml.exceptions import PatientMLError
+from patient_ml.operators.common import PatientMLBaseOperator, set_outlet_extra, triggering_actor
+
+if TYPE_CHECKING:
+    from patient_ml.fhir.client import FhirClient
 
 
-class CurateDatasetOperator(BaseOperator):
+class CurateDatasetOperator(PatientMLBaseOperator):
     """Curate a dataset into an immutable, content-addressed snapshot and return its id.
 
     Re-running (a retry, or a new run on unchanged data) returns the same snapshot id and
@@ -29,17 +33,14 @@ class CurateDatasetOperator(BaseOperator):
     :param dataset_id: dataset id or name (templated); not needed with `model_id`.
     :param run_id: product run to link the snapshot to (templated, optional).
     :param model_id: model id or name whose DAG run this task starts a run for (templated).
-    :param patient_ml_conn_id: Airflow connection of the product DB; default: the package's
-        resolution (PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME).
     :param fhir_conn_id: overrides the dataset's `source.connId`.
-    :param artifact_uri: where snapshots and images go (file:///dir or s3://bucket/prefix);
-        default PATIENT_ML_ARTIFACT_URI or $PATIENT_ML_HOME/artifacts.
-    :param aws_conn_id: AWS connection for s3:// artifacts and s3:// image URLs.
     :param allowed_file_roots: folders file:// image URLs may point into (default
         PATIENT_ML_ALLOWED_FILE_ROOTS); everything else is quarantined.
     :param allowed_http_hosts: hosts http(s):// image URLs may use (default
         PATIENT_ML_ALLOWED_HTTP_HOSTS).
     :param fetch_workers: images fetched and checked at once.
+    Other parameters: those of `PatientMLBaseOperator` (patient_ml_conn_id, artifact_uri: where
+    snapshots and images go, aws_conn_id: also for s3:// image URLs).
     """
 
     template_fields: Sequence[str] = ("dataset_id", "run_id", "model_id")
@@ -51,10 +52,7 @@ class CurateDatasetOperator(BaseOperator):
         dataset_id: str | None = None,
         run_id: str | None = None,
         model_id: str | None = None,
-        patient_ml_conn_id: str | None = None,
         fhir_conn_id: str | None = None,
-        artifact_uri: str | None = None,
-        aws_conn_id: str = "aws_default",
         allowed_file_roots: Sequence[str] | None = None,
         allowed_http_hosts: Sequence[str] | None = None,
         fetch_workers: int = 8,
@@ -66,10 +64,7 @@ class CurateDatasetOperator(BaseOperator):
         self.dataset_id = dataset_id
         self.run_id = run_id
         self.model_id = model_id
-        self.patient_ml_conn_id = patient_ml_conn_id
         self.fhir_conn_id = fhir_conn_id
-        self.artifact_uri = artifact_uri
-        self.aws_conn_id = aws_conn_id
         self.allowed_file_roots = allowed_file_roots
         self.allowed_http_hosts = allowed_http_hosts
         self.fetch_workers = fetch_workers
@@ -77,13 +72,16 @@ class CurateDatasetOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.curation.curate import curate
         from patient_ml.curation.setup import build_curation_inputs
-        from patient_ml.hooks.product_db import product_engine
 
-        engine = product_engine(self.patient_ml_conn_id)
+        engine = self.engine()
         run_id, dataset_id = self.run_id, self.dataset_id
         if self.model_id:
             run_id, dataset_id = self._start_run(engine, context)
-        assert dataset_id is not None
+        if not dataset_id:
+            raise PatientMLError(
+                f"Task {self.task_id} has no dataset to curate (dataset_id rendered empty).",
+                fix="pass dataset_id (a dataset id or name) or model_id",
+            )
         inputs = build_curation_inputs(
             engine,
             dataset_id,
@@ -101,7 +99,7 @@ class CurateDatasetOperator(BaseOperator):
             store=inputs.store,
             fetcher=inputs.fetcher,
             workdir=workdir,
-            actor=task_actor(self),
+            actor=self.actor,
             run_id=run_id,
             workers=self.fetch_workers,
         )
@@ -123,6 +121,7 @@ class CurateDatasetOperator(BaseOperator):
     def _start_run(self, engine: Any, context: Context) -> tuple[str, str]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
+        from patient_ml.db.require import required
         from patient_ml.services.runs import start_run_for_dag_run
 
         dag_run = context["dag_run"]
@@ -138,15 +137,14 @@ class CurateDatasetOperator(BaseOperator):
                 actor=triggering_actor(dag_run),
                 requested_run_id=requested,
             )
-            model = session.get(Model, run.model_id)
-            assert model is not None
+            model = required(session, Model, run.model_id, of=f"run {run.id}")
             run_id, dataset_id = run.id, model.dataset_id
         self.log.info(
             "product run %s of model %s (Airflow DAG run %s)", run_id, self.model_id, dag_run.run_id
         )
         return run_id, dataset_id
 
-    def _fhir_client(self, conn_id: str) -> Any:
+    def _fhir_client(self, conn_id: str) -> FhirClient:
         from patient_ml.hooks.fhir import FhirHook
 
         return FhirHook(self.fhir_conn_id or conn_id).get_client()

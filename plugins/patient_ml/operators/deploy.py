@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from patient_ml.operators.common import ServingOperator, set_outlet_extra
+
+if TYPE_CHECKING:
+    from patient_ml.serving.servers import ServerHandle
 
 
 class DeployModelOperator(ServingOperator):
@@ -15,6 +18,9 @@ class DeployModelOperator(ServingOperator):
     atomically and the old endpoint stopped; a failing endpoint leaves the old champion
     serving and records deployStatus=failed with the reason. Retries are idempotent. The
     task's outlets (the model's champion Asset in a factory DAG) get an event naming the run.
+
+    `on_kill` stops the endpoint this try started unless the run already became the
+    champion it serves (a killed deploy leaves the old champion serving, nothing half-started).
 
     Parameters: those of `ServingOperator` and `RunOperator` (patient_ml.operators.common).
     """
@@ -34,3 +40,22 @@ class DeployModelOperator(ServingOperator):
         keys = ("deployType", "endpoint", "previousChampionId")
         set_outlet_extra(context, {"runId": self.run_id, **{k: result.get(k) for k in keys}})
         return result
+
+    def _keep_on_kill(self, handle: ServerHandle) -> bool:
+        """Keep an endpoint the run already serves as the champion."""
+        from patient_ml.db.engine import session_scope
+        from patient_ml.db.models import Model
+        from patient_ml.services.runs import get_run
+
+        try:
+            with session_scope(self.engine()) as session:
+                run = get_run(session, self.run_id)
+                model = session.get(Model, run.model_id)
+                return bool(
+                    model is not None
+                    and model.champion_id == run.id
+                    and run.deploy_status == "succeeded"
+                )
+        except Exception as exc:  # the product DB is gone: keep it rather than cut a champion
+            self.log.warning("cannot tell whether %s serves the champion: %s", handle.name, exc)
+            return True

@@ -17,7 +17,8 @@ class EvaluateModelOperator(ServingOperator):
     send every confirmed test example to both, compute the test metrics in the platform,
     record them (challenger, champion, deltas) on the run, end the run as succeeded, and write
     its model card. A first run is scored alone; a champion that cannot be served fails the
-    task with the reason. On the last failed try the run ends as failed.
+    task with the reason. On the last failed try the run ends as failed. `on_kill` stops the
+    model servers this try started.
 
     :param finish_tuning: first record the sweep's best trial on the run (what
         `FinishTuningOperator` does), so a pipeline needs no separate task for it; a sweep with

@@ -6,16 +6,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from patient_ml.operators.common import artifact_store, product_engine, task_actor
+from patient_ml.operators.common import PatientMLBaseOperator
 
 FAILED_STATES = ("failed", "upstream_failed")
 _MAP_SUFFIX = re.compile(r"_\d+$")
 
 
-class RecordRunOperator(BaseOperator):
+class RecordRunOperator(PatientMLBaseOperator):
     """Runs after every other task (trigger rule `all_done`) and closes the product run.
 
     A run that a failed task stopped before evaluation ended it is marked `failed` with the
@@ -23,31 +23,14 @@ class RecordRunOperator(BaseOperator):
     or timed-out run (deploy skipped) is recorded as it is and the DAG run succeeds. The run's
     summary (status, approval, deploy, champion) goes to the log and to XCom.
 
-    :param patient_ml_conn_id: Airflow connection of the product DB.
-    :param artifact_uri: artifact store (for the model card).
-    :param aws_conn_id: AWS connection of an s3:// artifact store.
+    Parameters: those of `PatientMLBaseOperator` (the artifact store holds the model card).
     """
 
     template_fields: Sequence[str] = ()
     ui_color = "#eeeeee"
 
-    def __init__(
-        self,
-        *,
-        patient_ml_conn_id: str | None = None,
-        artifact_uri: str | None = None,
-        aws_conn_id: str = "aws_default",
-        trigger_rule: str = "all_done",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, trigger_rule: str = "all_done", **kwargs: Any) -> None:
         super().__init__(trigger_rule=trigger_rule, **kwargs)
-        self.patient_ml_conn_id = patient_ml_conn_id
-        self.artifact_uri = artifact_uri
-        self.aws_conn_id = aws_conn_id
-
-    @property
-    def actor(self) -> str:
-        return task_actor(self)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
@@ -58,7 +41,7 @@ class RecordRunOperator(BaseOperator):
         dag_run = context["dag_run"]
         failed = self._failed_tasks(context)
         where = f"Airflow DAG run {self.dag_id}/{dag_run.run_id}"
-        engine = product_engine(self.patient_ml_conn_id)
+        engine = self.engine()
         with session_scope(engine) as session:
             run = find_run_for_dag_run(session, self.dag_id, dag_run.run_id)
             if run is None:
@@ -117,6 +100,6 @@ class RecordRunOperator(BaseOperator):
         from patient_ml.evaluation.model_card import write_model_card
 
         try:
-            write_model_card(engine, artifact_store(self.artifact_uri, self.aws_conn_id), run_id)
+            write_model_card(engine, self.store(), run_id)
         except Exception as exc:  # the card is a convenience; the record stands without it
             self.log.warning("model card of run %s not rewritten: %s", run_id, exc)

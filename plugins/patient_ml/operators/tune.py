@@ -8,34 +8,40 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
-from patient_ml.operators.common import RunOperator
+from patient_ml.operators.common import ContainerOperator, RunOperator
+
+if TYPE_CHECKING:
+    from patient_ml.training.backends.base import Backend
+    from patient_ml.training.tuning import TuningWorker
 
 
 def make_backend(
     kind: str, *, docker_conn_id: str | None = None, aws_conn_id: str | None = None
-) -> Any:
+) -> Backend:
     """`local`, `docker`, `sagemaker` (training jobs through the AWS connection, settings from
-    PATIENT_ML_SAGEMAKER_*), or `auto` (Docker when an engine answers, else local)."""
-    from patient_ml.training.backends.local import LocalBackend
+    PATIENT_ML_SAGEMAKER_*), or `auto` (Docker when an engine answers, else local); any other
+    kind is refused (patient_ml.hooks.docker.resolve_backend), never run locally by default."""
+    from patient_ml.hooks.docker import resolve_backend
 
-    if kind == "local":
-        return LocalBackend()
-    if kind == "sagemaker":
+    resolved = resolve_backend(kind, docker_conn_id=docker_conn_id)
+    if resolved == "docker":
+        from patient_ml.training.backends.docker import DockerBackend
+
+        return DockerBackend(docker_conn_id=docker_conn_id)
+    if resolved == "sagemaker":
         from patient_ml.training.backends.sagemaker import SageMakerBackend
 
         return SageMakerBackend(aws_conn_id=aws_conn_id)
-    from patient_ml.training.backends.docker import DockerBackend, docker_available
+    from patient_ml.training.backends.local import LocalBackend
 
-    if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
-        return DockerBackend(docker_conn_id=docker_conn_id)
     return LocalBackend()
 
 
-class TuneWorkerOperator(RunOperator):
+class TuneWorkerOperator(ContainerOperator):
     """One trial worker of a run's sweep; map it over `worker_index` for parallel trials.
 
     Claims trials from the run's Optuna study (in the product DB) until the sweep has
@@ -44,13 +50,11 @@ class TuneWorkerOperator(RunOperator):
     `model.tar.gz`. A retry fails the trials its crashed attempt left running and continues.
 
     :param worker_index: this worker's index (use `.expand(worker_index=range(n))`).
-    :param backend: `auto`, `local`, `docker` or `sagemaker`.
     :param max_trials: overrides the config's `maxTrials` (templated, e.g. from params).
     :param trial_timeout: seconds before a trial's job is stopped as timed out.
-    :param cpus: CPU limit of a trial (Docker) or thread count (local).
-    :param memory_mb: memory limit of a trial container.
-    :param docker_conn_id: Docker connection (registry credentials to pull the image).
-    Other parameters: those of `RunOperator` (patient_ml.operators.common).
+    Other parameters: those of `ContainerOperator` (backend, cpus, memory_mb, docker_conn_id)
+    and `PatientMLBaseOperator` (patient_ml.operators.common). `on_kill` stops the running
+    trial's job.
     """
 
     template_fields: Sequence[str] = ("run_id", "max_trials")
@@ -60,23 +64,15 @@ class TuneWorkerOperator(RunOperator):
         self,
         *,
         worker_index: int = 0,
-        backend: str = "auto",
         max_trials: int | str | None = None,
         trial_timeout: float = 3600.0,
-        cpus: float = 1.0,
-        memory_mb: int = 2048,
-        docker_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.worker_index = worker_index
-        self.backend = backend
         self.max_trials = max_trials
         self.trial_timeout = trial_timeout
-        self.cpus = cpus
-        self.memory_mb = memory_mb
-        self.docker_conn_id = docker_conn_id
-        self._worker: Any = None
+        self._worker: TuningWorker | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.training.tuning import Limits, TuningWorker

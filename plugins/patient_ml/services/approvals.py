@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_ml.db.models import Approval, Deployment, Model, Run, utcnow
+from patient_ml.db.require import present
 from patient_ml.exceptions import (
     ConfigValidationError,
     ConflictError,
@@ -126,7 +127,7 @@ def decide(
         .execution_options(populate_existing=True)
     ).one()  # fmt: skip
     model = session.get(Model, run.model_id)
-    assert model is not None  # a foreign key
+    model = present(model, f"model of run {run_id}")
     if actor == "user":
         if not user:
             raise _invalid("user", "is required for a human decision", user)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Approval, Model
+from patient_ml.db.require import present
 from patient_ml.services import audit
 from patient_ml.services.approvals import SYSTEM, decide
 from patient_ml.services.evaluations import direction_of, evaluation_metrics
@@ -117,7 +118,7 @@ def try_auto_approve(session: Session, run_id: str) -> tuple[Approval | None, Po
     fails; (None, None) when the model has no automatic policy."""
     run = get_run(session, run_id)
     model = session.get(Model, run.model_id)
-    assert model is not None
+    model = present(model, f"model of run {run_id}")
     auto = (model.approval_policy or {}).get("autoApproval") or {}
     if not auto.get("enabled"):
         return None, None

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_ml.db.models import Endpoint, Model, utcnow
+from patient_ml.db.require import present
 from patient_ml.exceptions import ConflictError
 from patient_ml.services import audit
 from patient_ml.services.common import get_by_id_or_name, to_millis
@@ -31,7 +32,7 @@ def mark_endpoint(
     error: str | None = None,
 ) -> Endpoint:
     endpoint = session.get(Endpoint, endpoint_id)
-    assert endpoint is not None
+    endpoint = present(endpoint, f"endpoint {endpoint_id}")
     before = {"status": endpoint.status}
     endpoint.status = status
     endpoint.url = url or endpoint.url

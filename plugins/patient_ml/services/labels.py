@@ -22,12 +22,23 @@ from sqlalchemy import Engine
 
 from patient_ml.config.identifiers import require_safe_id
 from patient_ml.config.models import DatasetSource
+from patient_ml.curation.curate import dataset_view
+from patient_ml.curation.fetch import ImageFetching
+from patient_ml.curation.images import ImageLimits, inspect_image
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.records import resource_version
+from patient_ml.curation.setup import build_curation_inputs
+from patient_ml.db.engine import read_scope, session_scope
 from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
 from patient_ml.fhir import mapping, validation
+from patient_ml.fhir.client import FhirConfigError
+from patient_ml.fhir.ndjson import NdjsonSourceError
+from patient_ml.labels.masks import areas_to_png, png_to_areas
+from patient_ml.labels.sinks import sink_for
+from patient_ml.services import audit
 from patient_ml.services import examples as ex
+from patient_ml.services.datasets import get_dataset
 
 LABEL_FILE_PREFIX = "label-file/"
 
@@ -41,7 +52,7 @@ class DatasetContext:
     index_of_label: dict[str, int]  # label id → index
     source: Any  # RecordSource
     store: Any  # ArtifactStore
-    fetcher: Any  # ImageFetcher
+    fetcher: ImageFetching
     sink_factory: Callable[[], Any]
     # The dataset's split assignments of patient keys (read with the index); None: not known.
     load_splits: Callable[[], dict[str, str]] | None = None
@@ -52,9 +63,6 @@ class DatasetContext:
 
     def index(self, *, fresh: bool = False) -> ex.ExampleIndex:
         def build() -> ex.ExampleIndex:
-            from patient_ml.fhir.client import FhirConfigError
-            from patient_ml.fhir.ndjson import NdjsonSourceError
-
             try:
                 written_at = getattr(self.source, "written_at", None)
                 built = ex.build_index(self.view, self.source.records(), written_at)
@@ -73,15 +81,11 @@ class DatasetContext:
 
 
 def dataset_context(
-    engine: Engine, dataset_ref: str, *, fhir_client_factory: Callable[[str], Any] | None = None
+    engine: Engine, dataset_ref: str, *, fhir_client_factory: Callable[[str], Any]
 ) -> DatasetContext:
-    from patient_ml.curation.curate import dataset_view
-    from patient_ml.curation.setup import build_curation_inputs
-    from patient_ml.db.engine import read_scope
-    from patient_ml.labels.sinks import sink_for
-    from patient_ml.services.datasets import get_dataset
-
-    factory = fhir_client_factory or _hook_client
+    """`fhir_client_factory(conn_id)`: the FHIR client of the dataset's connection (the caller's
+    I/O boundary, e.g. `patient_ml.hooks.fhir.fhir_client`; services do not import Airflow)."""
+    factory = fhir_client_factory
     clients: list[Any] = []
 
     def client_for(conn_id: str) -> Any:
@@ -124,21 +128,6 @@ def dataset_context(
             fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
         ),
     )
-
-
-def _hook_client(conn_id: str) -> Any:
-    from airflow.exceptions import AirflowNotFoundException
-
-    from patient_ml.hooks.fhir import FhirHook
-
-    try:
-        return FhirHook(conn_id).get_client()
-    except AirflowNotFoundException:
-        raise ConflictError(
-            f"The dataset's FHIR connection {conn_id!r} is not defined in Airflow.",
-            fix=f"create the Airflow connection {conn_id!r} (type fhir), or point the dataset's "
-            "source at another connection or at NDJSON files",
-        ) from None
 
 
 # --------------------------------------------------------------------------- examples
@@ -323,9 +312,6 @@ def _put_label(
     actor: str,
     if_match: str | None,
 ) -> dict[str, Any]:
-    from patient_ml.db.engine import session_scope
-    from patient_ml.services import audit
-
     index = ctx.index(fresh=True)
     example = index.get(example_id)
     if if_match is not None and if_match.strip('"') != ex.label_version(example):
@@ -552,8 +538,6 @@ def label_file_key(dataset_id: str, sha: str) -> str:
 
 def put_label_file(ctx: DatasetContext, example_id: str, body: dict[str, Any]) -> str:
     """Store the mask of RLE areas (content-addressed); returns its fileId for PUT label."""
-    from patient_ml.labels.masks import areas_to_png
-
     _require_segmentation(ctx)
     example = ctx.index().get(example_id)
     height, width = _image_size(ctx, example)
@@ -573,8 +557,6 @@ def put_label_file(ctx: DatasetContext, example_id: str, body: dict[str, Any]) -
 
 def get_label_file(ctx: DatasetContext, example_id: str) -> dict[str, Any] | None:
     """The example's current mask as reference label data, None when it has no mask."""
-    from patient_ml.labels.masks import png_to_areas
-
     _require_segmentation(ctx)
     example = ctx.index().get(example_id)
     if example.label is None or not example.label.record.mask:
@@ -599,8 +581,6 @@ def _require_segmentation(ctx: DatasetContext) -> None:
 
 
 def _image_size(ctx: DatasetContext, example: ex.Example) -> tuple[int, int]:
-    from patient_ml.curation.images import ImageLimits, inspect_image
-
     data = _image_bytes(ctx, example)
     limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
     try:

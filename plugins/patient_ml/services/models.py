@@ -15,6 +15,7 @@ from patient_ml.config.loading import parse_model_config
 from patient_ml.config.models import ModelConfig
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Dataset, Model, Run, utcnow
+from patient_ml.db.require import present
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
 from patient_ml.naming import dag_id_of, model_slug
 from patient_ml.services import audit
@@ -37,7 +38,7 @@ def create_model(session: Session, data: dict[str, Any], *, actor: str) -> Model
     slug = _slug_or_error(cfg, errors)
     if errors:
         raise ConfigValidationError("model config", errors)
-    assert dataset is not None
+    dataset = present(dataset, "dataset of the model config")
     if cfg.id is not None and session.get(Model, cfg.id) is not None:
         raise ConflictError(
             f"A model with id {cfg.id!r} already exists.",
@@ -104,7 +105,7 @@ def update_model(session: Session, ref: str, data: dict[str, Any], *, actor: str
             )
     if errors:
         raise ConfigValidationError("model config", errors)
-    assert dataset is not None
+    dataset = present(dataset, "dataset of the model config")
     _refuse_taken_name(session, cfg.name, slug, model.id)
     before = model_to_wire(model)
     model.name = cfg.name

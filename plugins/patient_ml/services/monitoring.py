@@ -35,6 +35,7 @@ from patient_ml.db.models import (
     Run,
     Snapshot,
 )
+from patient_ml.db.require import present
 from patient_ml.evaluation.metrics import classification_metrics
 from patient_ml.monitoring import drift
 from patient_ml.monitoring.image_stats import STATISTICS, image_statistics
@@ -66,7 +67,7 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
         if existing is not None:
             return existing.profile
         run = session.get(Run, run_id)
-        assert run is not None
+        run = present(run, f"run {run_id}")
         snapshot = session.get(Snapshot, run.snapshot_id) if run.snapshot_id else None
         if snapshot is None:
             raise ValueError(f"run {run_id} has no snapshot, so it has no test split")

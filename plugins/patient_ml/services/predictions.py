@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Dataset, Model, Run
+from patient_ml.db.require import present
 from patient_ml.exceptions import NotFoundError, PatientMLError
 from patient_ml.monitoring.image_stats import image_statistics
 from patient_ml.services import prediction_log
@@ -140,7 +141,8 @@ def _predict(
         endpoint = champion_endpoint(session, model.id)
         run = session.get(Run, endpoint.run_id)
         dataset = session.get(Dataset, model.dataset_id)
-        assert run is not None and dataset is not None
+        run = present(run, f"run {endpoint.run_id} of the champion endpoint")
+        dataset = present(dataset, f"dataset of model {model.id}")
         labels = {
             int(x["index"]): x["name"]
             for x in run.config["problemDefinition"]["labelDefinition"]["labels"]
@@ -158,7 +160,7 @@ def _predict(
         if example_id is None:
             example_id = first_test_example(store, dataset_id, snapshots[-1].id)
         image = example_image(store, dataset_id, snapshots[-1].id, example_id)
-    assert image is not None and url is not None
+    image, url = present(image, "example image"), present(url, "champion endpoint URL")
     started = time.perf_counter()
     answer = invoke(url, image)
     served.update(image=image, latencyMs=(time.perf_counter() - started) * 1000)

@@ -13,8 +13,11 @@ from sqlalchemy.orm import Session
 
 from patient_ml import settings
 from patient_ml.config.limits import MAX_TRIALS_LIMIT
+from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Approval, Dataset, Metric, Model, Run, utcnow
+from patient_ml.db.require import present
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError, NotFoundError
+from patient_ml.naming import dag_id_of
 from patient_ml.services import audit
 from patient_ml.services.common import get_by_id_or_name, to_millis
 
@@ -53,7 +56,7 @@ def create_run(
         if existing is not None:
             return existing
     dataset = session.get(Dataset, model.dataset_id)
-    assert dataset is not None  # FK
+    dataset = present(dataset, f"dataset of model {model.id}")
     run_id = str(uuid.uuid4())
     run = Run(
         id=run_id,
@@ -165,9 +168,6 @@ def start_run(
     The run is saved before the trigger so the DAG run always finds it; when Airflow refuses the
     trigger the run ends `failed` with the reason and the error is raised.
     """
-    from patient_ml.db.engine import session_scope
-    from patient_ml.naming import dag_id_of
-
     if max_trials is not None and not 1 <= max_trials <= MAX_TRIALS_LIMIT:
         raise ConfigValidationError(
             "run request",

@@ -22,9 +22,13 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.serving.client import ServingError, wait_healthy
+from patient_ml.training.backends.local import LocalBackend, process_environment
+
+if TYPE_CHECKING:
+    import docker
 
 STOP_GRACE_SECONDS = 10.0
 CONTAINER_MODEL_DIR = "/opt/ml/model"
@@ -46,6 +50,22 @@ class ServeLimits:
     health_timeout: float = 120.0
     cpus: float = 1.0
     memory_mb: int = 2048
+
+
+class ModelServing(Protocol):
+    """What evaluation and deploy need of a model server (the seam; `ModelServer` is the base
+    of the local and Docker implementations, `operators.common.TrackedServer` wraps one)."""
+
+    kind: str
+    limits: ServeLimits
+
+    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle: ...
+
+    def stop(self, handle: str) -> None: ...
+
+    def is_running(self, handle: str) -> bool: ...
+
+    def image_digest(self, image: str) -> str: ...
 
 
 class ModelServer(ABC):
@@ -94,13 +114,9 @@ class LocalServer(ModelServer):
 
     def __init__(self, limits: ServeLimits | None = None, trainer_dirs: Any = None) -> None:
         super().__init__(limits)
-        from patient_ml.training.backends.local import LocalBackend
-
         self.backend = LocalBackend(trainer_dirs)
 
     def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        from patient_ml.training.backends.local import process_environment
-
         cmd = self.backend.command(image, "serve")
         port = free_port()
         env = process_environment(
@@ -188,13 +204,14 @@ class DockerServer(ModelServer):
         network: str | None = None,
     ) -> None:
         super().__init__(limits)
+        # lazy: docker-py and Airflow's Docker provider load only when Docker serves
         from patient_ml.training.backends.docker import DockerBackend
 
         self.backend = DockerBackend(docker_conn_id=docker_conn_id)
         self.network = network or os.environ.get("PATIENT_ML_SERVING_NETWORK", "patient-ml-serving")
 
     @property
-    def client(self) -> Any:
+    def client(self) -> docker.DockerClient:
         return self.backend.client
 
     def _network(self) -> str:
@@ -210,7 +227,7 @@ class DockerServer(ModelServer):
         return self.network
 
     def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        from patient_ml.training.backends.docker import container_name
+        from patient_ml.training.backends.docker import container_name  # lazy, as above
 
         self.backend.ensure_image(image)
         cname = container_name(name)
@@ -260,7 +277,7 @@ class DockerServer(ModelServer):
 
     def _logs(self, handle: str) -> str:
         try:
-            data = self.client.containers.get(handle).logs(tail=40)
+            data: bytes = self.client.containers.get(handle).logs(tail=40)
         except Exception:
             return "(no log)"
         return data.decode("utf-8", errors="replace")[-LOG_TAIL_CHARS:]
@@ -300,22 +317,18 @@ def make_server(
     aws_conn_id: str | None = None,
 ) -> ModelServer:
     """`local`, `docker`, `sagemaker` (an Amazon SageMaker endpoint, PATIENT_ML_SAGEMAKER_*)
-    or `auto` (Docker when an engine answers, else a local process)."""
-    if kind == "local":
-        return LocalServer(limits)
-    if kind == "sagemaker":
+    or `auto` (Docker when an engine answers, else a local process); any other kind is refused
+    (patient_ml.hooks.docker.resolve_backend)."""
+    from patient_ml.hooks.docker import resolve_backend  # lazy: Airflow's Docker provider
+
+    resolved = resolve_backend(kind, docker_conn_id=docker_conn_id)
+    if resolved == "sagemaker":
         from patient_ml.serving.sagemaker import SageMakerServer
 
         return SageMakerServer(limits, aws_conn_id=aws_conn_id)
-    from patient_ml.training.backends.docker import docker_available
 
-    if kind == "docker" or (kind == "auto" and docker_available(docker_conn_id)):
+    if resolved == "docker":
         return DockerServer(limits, docker_conn_id=docker_conn_id)
-    if kind != "auto":
-        raise ServingError(
-            f"Unknown serving backend {kind!r}.",
-            fix="use 'auto', 'local', 'docker' or 'sagemaker'",
-        )
     return LocalServer(limits)
 
 

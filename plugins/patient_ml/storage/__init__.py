@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from patient_ml import settings
 from patient_ml.storage.base import ArtifactStore
 from patient_ml.storage.errors import (
     ArtifactNotFoundError,
@@ -66,6 +67,4 @@ def artifact_store_from_uri(uri: str, *, aws_conn_id: str = "aws_default") -> Ar
 
 def default_artifact_store(*, aws_conn_id: str = "aws_default") -> ArtifactStore:
     """The store of PATIENT_ML_ARTIFACT_URI (default: $PATIENT_ML_HOME/artifacts)."""
-    from patient_ml import settings
-
     return artifact_store_from_uri(settings.artifact_uri(), aws_conn_id=aws_conn_id)

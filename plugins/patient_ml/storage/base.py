@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from patient_ml.exceptions import PatientMLError
-from patient_ml.storage.errors import ArtifactStoreError
+from patient_ml.storage.errors import ArtifactNotFoundError, ArtifactStoreError
 
 KEY_EXAMPLE = "datasets/<id>/snapshots/<sid>/manifest.jsonl"
 
@@ -126,8 +126,6 @@ class ArtifactStore(ABC):
 
     def key_of(self, uri: str) -> str:
         """The key of an absolute URI of this store (the inverse of `uri`)."""
-        from patient_ml.storage.errors import ArtifactNotFoundError
-
         root = self.uri("")
         root = root if root.endswith("/") else root + "/"
         if not uri.startswith(root) or uri == root:

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Snapshot
+from patient_ml.db.require import present
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import run_logs_prefix
 from patient_ml.services import training as training_service
@@ -73,7 +74,7 @@ def load_run_spec(engine: Engine, run_id: str) -> RunSpec:
                 fix="run the curate task of this run first",
             )
         snapshot = session.get(Snapshot, run.snapshot_id)
-        assert snapshot is not None  # a foreign key
+        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
         dataset_id = snapshot.dataset_id
         return RunSpec(run_id, dataset_id, run.snapshot_id, dict(run.config["trainingApproach"]))
 

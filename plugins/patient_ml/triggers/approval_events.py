@@ -1,6 +1,6 @@
 """The events the approval task resumes with, validated before anything is recorded.
 
-Three sources resume `await_approval` (`patient_ml.operators.approval.ApprovalSensor`):
+Three sources resume `await_approval` (`patient_ml.operators.approval.AwaitApprovalOperator`):
 
 - `ApprovalTrigger` (product DB): a decision recorded through another channel
   (`DecisionEvent`), the deadline (`TimedOutEvent`) or an exhausted error budget

@@ -16,9 +16,10 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.hooks.docker import docker_client
 from patient_ml.training.backends.base import (
     Backend,
     MetricCallback,
@@ -30,20 +31,10 @@ from patient_ml.training.backends.base import (
 )
 from patient_ml.training.contract import CONTAINER_ROOT, JobLayout, sm_environment
 
-STOP_GRACE_SECONDS = 10
-
-
-def docker_client(timeout: int = 60) -> Any:
+if TYPE_CHECKING:
     import docker
 
-    return docker.from_env(timeout=timeout)
-
-
-def docker_available(docker_conn_id: str | None = None) -> bool:
-    try:
-        return bool(docker_client(timeout=3).ping())
-    except Exception:
-        return False
+STOP_GRACE_SECONDS = 10
 
 
 def container_name(job_name: str) -> str:
@@ -128,16 +119,9 @@ class DockerBackend(Backend):
         self._present: set[str] = set()
 
     @property
-    def client(self) -> Any:
-        if self._client is None:
-            try:
-                self._client = docker_client()
-                self._client.ping()
-            except Exception as exc:
-                raise PatientMLError(
-                    f"No Docker engine answers ({type(exc).__name__}).",
-                    fix="start Docker (or set DOCKER_HOST), or use the local backend",
-                ) from None
+    def client(self) -> docker.DockerClient:
+        if self._client is None:  # DockerHook: engine URL, TLS, the connection's registry login
+            self._client = docker_client(self.docker_conn_id)
         return self._client
 
     def host_path(self, path: str | os.PathLike[str]) -> str:
@@ -157,14 +141,8 @@ class DockerBackend(Backend):
             return
         except docker.errors.ImageNotFound:
             pass
-        auth = None
-        if self.docker_conn_id:
-            from airflow.sdk import BaseHook
-
-            conn = BaseHook.get_connection(self.docker_conn_id)
-            auth = {"username": conn.login, "password": conn.password}
-        try:
-            self.client.images.pull(image, auth_config=auth)
+        try:  # the client logged in to the Docker connection's registry (DockerHook)
+            self.client.images.pull(image)
             self._present.add(image)
         except docker.errors.APIError as exc:
             raise PatientMLError(

@@ -125,7 +125,8 @@ class LocalBackend(Backend):
         with self._lock:
             self._procs[job.name] = proc
         sink: queue.Queue[Any] = queue.Queue(maxsize=10_000)
-        assert proc.stdout is not None
+        if proc.stdout is None:  # Popen(stdout=PIPE) always gives one
+            raise PatientMLError(f"The trial process of {job.name} has no output pipe.")
         pump = pump_lines(proc.stdout, sink)
         try:
             stopped, lines = follow(

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from patient_ml.triggers.approval_events import APPROVE, JUSTIFICATION, REJECT
 
-log = logging.getLogger("patient_ml.operators.required_action")
+log = logging.getLogger("patient_ml.triggers.required_action")
 
 OPTIONS = [APPROVE, REJECT]
 MAX_JUSTIFICATION_CHARS = 4000  # services.approvals.MAX_REASON_CHARS
