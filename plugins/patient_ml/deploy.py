@@ -146,7 +146,7 @@ def deploy_on_request(
     *,
     user: str,
     channel: str,
-    server: ModelServer | None,
+    server: ModelServing | None,
     rollback_reason: str | None = None,
     pipeline_state: Callable[[Run], str | None] | None = None,
     detail: dict[str, Any] | None = None,
@@ -217,8 +217,7 @@ def check_deploy_request(
     offer (`deploy_options`)."""
     from patient_ml.services.approvals import check_may_decide
 
-    model = session.get(Model, run.model_id)
-    assert model is not None
+    model = present(session.get(Model, run.model_id), f"model {run.model_id!r} of run {run.id!r}")
     check_may_decide(model, user)
     if run.status != "succeeded":
         raise ConflictError(
@@ -262,10 +261,10 @@ def check_deploy_request(
             "a rollback, which needs its own approval with a justification.",
             fix="roll back to it (POST .../rollback with a description; the Roll back button)",
         )
-    state = pipeline_state(run) if pipeline_state and own else None
-    if state in PIPELINE_ACTIVE:
+    dag_state = pipeline_state(run) if pipeline_state and own else None
+    if dag_state in PIPELINE_ACTIVE:
         raise ConflictError(
-            f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {state}) "
+            f"Run {run.id}'s pipeline (Airflow DAG run {run.airflow_run_id}, {dag_state}) "
             "deploys it after the approval; a second deployment is refused.",
             fix="wait for the pipeline's deploy task; deploy from here when the DAG "
             "run has ended without deploying it",

@@ -587,7 +587,11 @@ class FhirTransport:
 
     def _access_token(self) -> str:
         tokens = self._tokens
-        assert tokens is not None  # only called for client_credentials
+        if tokens is None:  # only called for client_credentials
+            raise FhirConfigError(
+                f"FHIR client auth is {self.auth.kind!r}; only client_credentials has tokens.",
+                fix="configure auth_type client_credentials with token_url, client id and secret",
+            )
         auth = tokens.auth
         where = f"OAuth2 token endpoint {show_origin(origin(auth.token_url))}"
         fix = (

@@ -22,7 +22,8 @@ SageMaker runs `docker run IMAGE train` itself, so the contract maps one to one:
 
 No network inside the job (`EnableNetworkIsolation`), a `MaxRuntimeInSeconds` of the trial
 timeout, one instance of PATIENT_ML_SAGEMAKER_INSTANCE_TYPE. Status is polled by
-`SageMakerTrainingTrigger` (patient_ml.triggers.sagemaker). A pruned or timed-out trial, and
+`patient_ml.hooks.sagemaker.wait_for_training_job` (the wait of
+the deferrable `SageMakerTrainingTrigger`). A pruned or timed-out trial, and
 `on_kill`, stop the job with StopTrainingJob.
 """
 
@@ -107,8 +108,9 @@ class SageMakerSettings:
                 f"PATIENT_ML_SAGEMAKER_S3_URI={uri!r} is not an S3 URL.",
                 fix="set it to s3://bucket/prefix, where channels and job outputs go",
             ) from None
-        types = {}
-        for name, default in (("INSTANCE_TYPE", "ml.m5.large"), ("SERVE_INSTANCE_TYPE", None)):
+        types: dict[str, str] = {}
+        # the serving instance type defaults to the training one
+        for name, default in (("INSTANCE_TYPE", "ml.m5.large"), ("SERVE_INSTANCE_TYPE", "")):
             value = (env(f"PATIENT_ML_SAGEMAKER_{name}") or "").strip() or default
             value = value or types["INSTANCE_TYPE"]
             if not INSTANCE_TYPE.match(value):
@@ -371,22 +373,20 @@ class SageMakerBackend(Backend):
     async def _watch(
         self, sm_name: str, job: TrainingJob, sink: queue.Queue[Any], result: dict[str, Any]
     ) -> None:
-        """Await the trigger for the job's end while tailing its CloudWatch log into `sink`."""
-        from patient_ml.triggers.sagemaker import SageMakerTrainingTrigger
+        """Await the job's end (the wait of SageMakerTrainingTrigger) while tailing its
+        CloudWatch log into `sink`."""
+        from patient_ml.hooks.sagemaker import wait_for_training_job
 
-        trigger = SageMakerTrainingTrigger(
-            sm_name,
-            aws_conn_id=self.settings.aws_conn_id,
-            poll_interval=self.settings.poll_seconds,
-            timeout_seconds=job.timeout_seconds + TRIGGER_GRACE_SECONDS,
-        )
         done = asyncio.Event()
 
         async def status() -> None:
             try:
-                async for event in trigger.run():
-                    result["event"] = event.payload
-                    break
+                result["event"] = await wait_for_training_job(
+                    sm_name,
+                    aws_conn_id=self.settings.aws_conn_id,
+                    poll_interval=self.settings.poll_seconds,
+                    timeout_seconds=job.timeout_seconds + TRIGGER_GRACE_SECONDS,
+                )
             finally:
                 done.set()
 
