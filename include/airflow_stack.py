@@ -98,6 +98,10 @@ class AirflowStack:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(parse_interval),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # free ports, not 8793/8794: two deployments on one machine (the demo beside the
+            # e2e tests) must not fight over the log servers of the workers and the triggerer
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             **(env or {}),
         }
 
