@@ -11,6 +11,7 @@ from pathlib import Path
 
 from patient_ml.exceptions import PatientMLError
 from patient_ml.storage import ArtifactStore
+from patient_ml.storage.archives import safe_extract
 
 
 class ModelArtifactError(PatientMLError):
@@ -50,7 +51,7 @@ def fetch_model(
     dest.mkdir(parents=True)
     try:
         with tarfile.open(packed, "r:gz") as tar:
-            tar.extractall(dest, filter="data")
+            safe_extract(tar, dest)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelArtifactError(
             f"{who}: its model artifact {uri} is not a readable model.tar.gz ({exc}).",

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.storage.archives import safe_extract
 from patient_ml.training.backends.base import (
     _EOF,
     Backend,
@@ -447,7 +448,7 @@ class SageMakerBackend(Backend):
             self._client("s3").download_file(bucket, key, str(target))
             job.layout.model_dir.mkdir(parents=True, exist_ok=True)
             with tarfile.open(target, "r:gz") as tar:
-                tar.extractall(job.layout.model_dir, filter="data")
+                safe_extract(tar, job.layout.model_dir)
         except Exception as exc:
             job.layout.output_dir.mkdir(parents=True, exist_ok=True)
             job.layout.failure_file.write_text(
