@@ -93,6 +93,10 @@ def _login(browser: Any, deployment: E2EDeployment, user: str, **context: Any) -
     deployment.stack.wait_for(
         lambda: any(c["name"] == "_token" for c in ctx.cookies()), 60, f"{user} to sign in"
     )
+    # The login page redirects by itself once signed in: let that navigation end, or the
+    # caller's next page.goto is interrupted by it ("interrupted by another navigation").
+    page.wait_for_url(lambda url: "login" not in url, timeout=60_000)
+    page.wait_for_load_state("load")
     return page
 
 
