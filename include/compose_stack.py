@@ -14,7 +14,7 @@ by a hash of pyproject.toml and those versions; the image is tagged `patient-ml/
 wheelhouse and the Dockerfile>`, so a second build with the same inputs is a no-op.
 
 `ComposeStack` runs `docker compose` (v2) or `docker-compose` (1.29) for one project; the
-end-to-end test (`tests/e2e/test_compose_stack.py`) and `benchmarks/compose_stack.py` use it.
+end-to-end test (`tests/compose/test_compose_stack.py`) and `benchmarks/compose_stack.py` use it.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -323,6 +325,25 @@ def _wait_healthy(url: str, stack: ComposeStack, timeout: float = 600) -> None:
     raise ComposeError(f"the stack was not healthy after {timeout:.0f} s:\n{stack.logs()}")
 
 
+@contextlib.contextmanager
+def _terminate_as_exit() -> Any:
+    """Turn SIGTERM (CI's timeout, `kill`) into SystemExit while the stack is up, so the
+    `finally` that brings it down runs; Python's default SIGTERM ends the process at once and
+    would leave containers, networks, volumes and databases behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_compose_demo(
     project: str, *, admin_url: str, max_trials: int = 4, workers: int = 2,
     base: str = LOCAL_BASE,
@@ -330,7 +351,16 @@ def run_compose_demo(
     """Build (or reuse) the image, bring the stack up with `workers` Celery workers against the
     machine's PostgreSQL (two new databases) and Redis (docker-compose.local.yaml), run the
     demo's run 1 in `airflow-cli`, collect what ran where, then bring everything down and drop
-    the databases, whatever happened. `leftovers` lists what `down` left behind."""
+    the databases, whatever happened (an interrupt or SIGTERM included). `leftovers` lists what
+    `down` left behind."""
+    with _terminate_as_exit():
+        return _run_compose_demo(project, admin_url=admin_url, max_trials=max_trials,
+                                 workers=workers, base=base)  # fmt: skip
+
+
+def _run_compose_demo(
+    project: str, *, admin_url: str, max_trials: int, workers: int, base: str
+) -> ComposeFigures:
     from sqlalchemy import create_engine, text
 
     figures = ComposeFigures(project=project, max_trials=max_trials)
