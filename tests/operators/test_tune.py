@@ -4,26 +4,19 @@ curated snapshot with real trainer processes, then the best trial recorded on th
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
-from patient_ml.curation.curate import curate
-from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
-from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import AuditEvent, Metric, Trial
 from patient_ml.exceptions import PatientMLError
 from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
-from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
-from patient_ml.services.runs import create_run, get_run
+from patient_ml.services.runs import get_run
 from patient_ml.storage import artifact_store_from_uri
-from tests.curation.cohort import Cohort, dataset_config
-from tests.training.helpers import IMAGE, METRICS, SCRIPTED
+from tests.training.helpers import IMAGE, METRICS, SCRIPTED, curated_run
 
 
 def model_config(name: str, dataset: str, **approach: Any) -> dict[str, Any]:
@@ -54,24 +47,11 @@ def run_with_snapshot(
     def make(**approach: Any) -> str:
         monkeypatch.setenv("PATIENT_ML_DATABASE_URL", db_url)  # what the operators resolve
         monkeypatch.setenv("PATIENT_ML_LOCAL_TRAINERS", f"patient-ml/scripted-trainer={SCRIPTED}")
-        name = f"ds-{uuid.uuid4().hex[:6]}"
-        code = uuid.uuid4().hex[:8]
-        with session_scope(engine) as session:
-            dataset_id = create_dataset(session, dataset_config(name, code), actor="t").id
-            create_model(session, model_config(f"m-{name}", dataset_id, **approach), actor="t")
-            run_id = create_run(session, f"m-{name}", actor="t").id
-        cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
-        cohort.add_patients(0, 80)  # enough that every split gets confirmed examples
+        config = model_config("", "", **approach)
+        del config["name"], config["datasetId"]
         store = artifact_store_from_uri(str(tmp_path / "artifacts"))
-        curate(
-            engine=engine,
-            dataset_ref=dataset_id,
-            source=NdjsonSource(cohort.write_ndjson(tmp_path / "nd")),
-            store=store,
-            fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,))),
-            workdir=tmp_path / "work",
-            run_id=run_id,
-        )
+        # 80 patients: enough that every split gets confirmed examples
+        run_id, _ = curated_run(engine, tmp_path, config, patients=80, store=store)
         return run_id
 
     return make

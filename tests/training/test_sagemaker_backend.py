@@ -8,22 +8,13 @@ import json
 import re
 import tarfile
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from patient_ml.curation.curate import curate
-from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
-from patient_ml.curation.sources import NdjsonSource
-from patient_ml.db.engine import session_scope
 from patient_ml.exceptions import PatientMLError
-from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
-from patient_ml.services.runs import create_run
-from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingOutcome
 from patient_ml.training.backends.sagemaker import (
     SageMakerBackend,
@@ -34,9 +25,8 @@ from patient_ml.training.backends.sagemaker import (
 )
 from patient_ml.training.metrics import MetricParser
 from patient_ml.training.tuning import TuningWorker, finish_tuning, trial_artifact_key
-from tests.curation.cohort import Cohort, dataset_config
 from tests.sagemaker_server import ROLE_ARN, SageMakerEmulator
-from tests.training.helpers import SCRIPTED, job
+from tests.training.helpers import SCRIPTED, curated_run, job
 
 
 def make_job(root: Path, **kwargs: Any) -> Any:
@@ -201,29 +191,11 @@ def test_job_names_are_fresh_and_valid() -> None:
 
 def snapshot_run(engine: Engine, tmp_path: Path, approach: dict[str, Any]) -> tuple[str, Any]:
     """A run of a model with `approach` on a real curated snapshot (local artifact store)."""
-    name, code = f"ds-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:8]
     model = {
-        "name": f"m-{name}",
         "trainingApproach": {"type": "tuningJob", **approach},
         "deployApproach": {"type": "edge", "inferenceImage": approach["trainingImage"]},
     }
-    with session_scope(engine) as session:
-        dataset_id = create_dataset(session, dataset_config(name, code), actor="t").id
-        create_model(session, {**model, "datasetId": dataset_id}, actor="t")
-        run_id = create_run(session, f"m-{name}", actor="t").id
-    cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
-    cohort.add_patients(0, 24)
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    curate(
-        engine=engine,
-        dataset_ref=dataset_id,
-        source=NdjsonSource(cohort.write_ndjson(tmp_path / "nd")),
-        store=store,
-        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,))),
-        workdir=tmp_path / "curate",
-        run_id=run_id,
-    )
-    return run_id, store
+    return curated_run(engine, tmp_path, model, patients=24)
 
 
 def test_a_sweep_on_sagemaker_stores_the_best_model(

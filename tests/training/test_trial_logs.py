@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from patient_ml.curation.curate import curate
-from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
-from patient_ml.curation.sources import NdjsonSource
-from patient_ml.db.engine import session_scope
 from patient_ml.log_records import decode
-from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
 from patient_ml.services.run_logs import run_logs_page
-from patient_ml.services.runs import create_run
 from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingJob, TrainingOutcome
 from patient_ml.training.backends.docker import DockerBackend
 from patient_ml.training.backends.local import LocalBackend
 from patient_ml.training.tuning import TuningWorker, trial_log_key
-from tests.curation.cohort import Cohort, dataset_config
 from tests.docker_engine import build_image
-from tests.training.helpers import IMAGE, METRICS, SCRIPTED, backend, job
+from tests.training.helpers import IMAGE, METRICS, SCRIPTED, backend, curated_run, job
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -110,10 +101,7 @@ class FlakyBackend(LocalBackend):
 @pytest.fixture
 def run_with_snapshot(engine: Engine, tmp_path: Path) -> tuple[str, LocalArtifactStore]:
     """A run of a 3-trial scripted-trainer model on a real curated snapshot."""
-    name = f"ds-{uuid.uuid4().hex[:6]}"
-    code = uuid.uuid4().hex[:8]
     model = {
-        "name": f"m-{name}",
         "trainingApproach": {
             "type": "tuningJob",
             "trainingImage": IMAGE,
@@ -125,23 +113,7 @@ def run_with_snapshot(engine: Engine, tmp_path: Path) -> tuple[str, LocalArtifac
         },
         "deployApproach": {"type": "edge", "inferenceImage": IMAGE},
     }
-    with session_scope(engine) as session:
-        dataset_id = create_dataset(session, dataset_config(name, code), actor="t").id
-        create_model(session, {**model, "datasetId": dataset_id}, actor="t")
-        run_id = create_run(session, f"m-{name}", actor="t").id
-    cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
-    cohort.add_patients(0, 40)
-    store = LocalArtifactStore(tmp_path / "artifacts")
-    curate(
-        engine=engine,
-        dataset_ref=dataset_id,
-        source=NdjsonSource(cohort.write_ndjson(tmp_path / "nd")),
-        store=store,
-        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,))),
-        workdir=tmp_path / "curate",
-        run_id=run_id,
-    )
-    return run_id, store
+    return curated_run(engine, tmp_path, model, patients=40)
 
 
 def test_every_trial_uploads_its_log(
