@@ -9,8 +9,10 @@ records, every label version kept for the history) and then times what one reque
 labelling page costs on it (median of `--repeat` runs, milliseconds): the first page of 48 with
 the counts per status, a page deep in the list (keyset marker at 90 %), the unlabelled filter,
 a split filter and a patient-key filter, each with its counts, and one example's history. The
-index is kept per dataset for PATIENT_ML_EXAMPLES_CACHE_SECONDS (default 10 s), so a request
-pays the build only when the index is older than that.
+index is built once per dataset and process; after PATIENT_ML_EXAMPLES_CACHE_SECONDS (default
+10 s) it is rebuilt in the background while requests are answered from it, so no request after
+the first pays the build. Last, what a label save costs at this size: the example re-read from an
+NDJSON source and put into the index in place, beside a full rebuild from that source.
 """
 
 from __future__ import annotations
@@ -46,17 +48,37 @@ def records(count: int, patients: int) -> list[tuple[str, None, dict[str, Any]]]
         kind = n % 3
         if kind == 0:
             continue  # unlabelled
-        out.append((f"obs:{n}", None, {
-            "resourceType": "Observation", "id": f"lab-{n}",
-            "status": "preliminary" if kind == 1 else "final",
-            "meta": {"versionId": "1", "lastUpdated": "2026-01-02T00:00:00Z"},
-            "code": {"coding": [{"system": "urn:patient-ml", "code": "image-label"}]},
-            "focus": [{"reference": f"DocumentReference/{doc_id}"}],
-            "subject": {"reference": f"Patient/p{n % patients}"},
-            "performer": [{"display": "Dr. Bench"}],
-            "valueCodeableConcept": {"coding": [{"system": LABELS, "code": str(n % 2)}]},
-        }))  # fmt: skip
+        out.append((f"obs:{n}", None, observation(
+            doc_id, f"lab-{n}", "preliminary" if kind == 1 else "final", n % 2,
+            patient=f"p{n % patients}",
+        )))  # fmt: skip
     return out
+
+
+def observation(
+    doc_id: str, obs_id: str, status: str, label: int, *, patient: str, version: str = "1"
+) -> dict[str, Any]:
+    """A label Observation of `doc_id` with the label code the platform writes."""
+    from patient_ml.fhir import mapping
+
+    return {
+        "resourceType": "Observation", "id": obs_id, "status": status,
+        "meta": {"versionId": version, "lastUpdated": "2026-01-02T00:00:00Z"},
+        "code": {"coding": [{"system": mapping.LABEL_CODE_SYSTEM, "code": mapping.LABEL_CODE}]},
+        "focus": [{"reference": f"DocumentReference/{doc_id}"}],
+        "subject": {"reference": f"Patient/{patient}"},
+        "performer": [{"display": "Dr. Bench"}],
+        "valueCodeableConcept": {"coding": [{"system": LABELS, "code": str(label)}]},
+    }  # fmt: skip
+
+
+def view() -> DatasetView:
+    return DatasetView(
+        id="bench", name="bench", problem_type="imgClf", labels=((0, "negative"), (1, "positive")),
+        label_system=LABELS, filter_codes=(f"{SYSTEM}|{CODE}",),
+        split_ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, max_image_bytes=10**7,
+        max_image_pixels=10**7, min_image_side=8, salt="bench-salt",
+    )  # fmt: skip
 
 
 def timed(repeat: int, call: Any) -> tuple[float, Any]:
@@ -73,23 +95,10 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    from patient_ml.fhir import mapping
-
     patients = max(1, args.examples // 5)
-    view = DatasetView(
-        id="bench", name="bench", problem_type="imgClf", labels=((0, "negative"), (1, "positive")),
-        label_system=LABELS, filter_codes=(f"{SYSTEM}|{CODE}",),
-        split_ratios={"train": 0.6, "validation": 0.2, "test": 0.2}, max_image_bytes=10**7,
-        max_image_pixels=10**7, min_image_side=8, salt="bench-salt",
-    )  # fmt: skip
     raw = records(args.examples, patients)
-    for _, _, resource in raw:  # the label code the platform writes
-        if resource["resourceType"] == "Observation":
-            resource["code"]["coding"][0] = {
-                "system": mapping.LABEL_CODE_SYSTEM, "code": mapping.LABEL_CODE,
-            }  # fmt: skip
     started = time.perf_counter()
-    index = ex.build_index(view, raw)
+    index = ex.build_index(view(), raw)
     build_ms = (time.perf_counter() - started) * 1000
     assert len(index.examples) == args.examples, len(index.examples)
     splits = ("train", "validation", "test")
@@ -122,6 +131,40 @@ def main() -> None:
         ms, result = timed(args.repeat, call)
         extra = f" (counts {result[1]})" if isinstance(result, tuple) else ""
         print(f"{name}: {ms:,.1f} ms{extra}")
+    save_at_size(index, raw, args.repeat)
+
+
+def save_at_size(index: ex.ExampleIndex, raw: list[Any], repeat: int) -> None:
+    """What a label save costs the index at this size: the records of one example re-read from
+    the NDJSON source (`NdjsonSource.records_of`, a byte search per line) and put into the
+    cached index in place, against reading the whole source again (a full rebuild)."""
+    import tempfile
+
+    import orjson
+
+    from patient_ml.curation.sources import NdjsonSource
+
+    with tempfile.TemporaryDirectory(prefix="pml-bench-ndjson-") as tmp:
+        folder = Path(tmp)
+        for kind in ("DocumentReference", "Observation"):
+            lines = [orjson.dumps(r[2]) for r in raw if r[2]["resourceType"] == kind]
+            (folder / f"{kind}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+        size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+        source = NdjsonSource(folder)
+        started = time.perf_counter()
+        ex.build_index(view(), source.records())
+        full_ms = (time.perf_counter() - started) * 1000
+        target = index.ids[len(index.ids) // 2]
+
+        def refresh() -> None:
+            part = ex.build_index(view(), source.records_of(target))
+            index.replace_example(target, part)
+
+        ms, _ = timed(repeat, refresh)
+    print(
+        f"label save at this size, NDJSON source of {size:,.0f} MB: the example re-read and "
+        f"put in place {ms:,.1f} ms; a full rebuild from the source {full_ms:,.0f} ms"
+    )
 
 
 if __name__ == "__main__":

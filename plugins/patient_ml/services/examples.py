@@ -6,15 +6,20 @@ Resolution follows curation (`patient_ml.curation.resolve`): the newest version 
 record counts; confirmed labels that agree make the label confirmed; confirmed labels that
 disagree show the newest one as *unconfirmed* (it needs a person again); else the newest draft.
 
-Reading a FHIR server's records costs seconds for large datasets, so an index is kept per
-dataset revision for `PATIENT_ML_EXAMPLES_CACHE_SECONDS` (default 10 s) in this process and
-dropped when a label is written through it.
+Reading a FHIR server's records costs seconds for large datasets (about a minute for 100,000
+examples in NDJSON), so an index is kept per dataset revision in this process. Once it is older
+than `PATIENT_ML_EXAMPLES_CACHE_SECONDS` (default 10 s; 0 turns the cache off) requests go on
+being answered from it while one background thread rebuilds it from the source (changes made
+outside this process appear after that rebuild). A label saved through this process re-reads only
+the records of that one example (where the source can find them) and updates the index in place,
+so the labeller sees the save at once and a save costs the same at any dataset size.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import logging
 import os
 import threading
 import time
@@ -30,6 +35,8 @@ from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.staging import instant, newer_version
 from patient_ml.exceptions import FieldError, InvalidInputError, NotFoundError
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -75,6 +82,8 @@ class ExampleIndex:
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Split of each pseudonymous patient key (the dataset's split assignments), when loaded.
     split_of_patient: dict[str, str] = field(default_factory=dict)
+    # When an example was last re-read alone (a save through this process), time.monotonic().
+    refreshed_at: dict[str, float] = field(default_factory=dict)
     _patient_keys: dict[str, str] = field(default_factory=dict)
     _lookup: Lookup | None = None
 
@@ -96,6 +105,48 @@ class ExampleIndex:
                 found.by_patient.setdefault(self.patient_key(example), []).append(position)
             self._lookup = found
         return self._lookup
+
+    def replace_example(self, example_id: str, part: ExampleIndex) -> None:
+        """Take the example `example_id` (its label, observations and history) from `part`, an
+        index built from the records that concern it, in place of this index's copy. Readers in
+        other threads see either the old or the new example: lists are replaced, not edited."""
+        new = part.examples.get(example_id)
+        old = self.examples.get(example_id)
+        self.refreshed_at[example_id] = time.monotonic()
+        history = part.history.get(example_id)
+        if history:
+            self.history[example_id] = history
+        else:
+            self.history.pop(example_id, None)
+        lookup = self._lookup
+        if new is None or old is None or new.image.patient_ref != old.image.patient_ref:
+            # appears, disappears or moves to another patient: positions or keys change
+            if new is None:
+                self.examples.pop(example_id, None)
+                self.ids = [i for i in self.ids if i != example_id]
+            else:
+                self.examples[example_id] = new
+                if old is None:
+                    self.ids = sorted([*self.ids, example_id])
+            self._lookup = None
+            return
+        self.examples[example_id] = new
+        if lookup is None:
+            return
+        position = bisect.bisect_left(self.ids, example_id)
+        was, now = lookup.status_at[position], status_of(new)
+        if was != now:
+            lookup.by_status[was] = [p for p in lookup.by_status.get(was, []) if p != position]
+            lookup.by_status[now] = _inserted(lookup.by_status.get(now, []), position)
+            lookup.status_at[position] = now
+        old_label = _class_index(old.label.record) if old.label is not None else None
+        new_label = _class_index(new.label.record) if new.label is not None else None
+        if old_label != new_label:
+            if old_label is not None:
+                kept = [p for p in lookup.by_label.get(old_label, []) if p != position]
+                lookup.by_label[old_label] = kept
+            if new_label is not None:
+                lookup.by_label[new_label] = _inserted(lookup.by_label.get(new_label, []), position)
 
     def patient_key(self, example: Example) -> str:
         """The example's pseudonymous patient key (as curation computes it), memoised."""
@@ -119,6 +170,15 @@ class ExampleIndex:
                 "an example is a DocumentReference the dataset's trainingDataFilter selects",
             )
         return found
+
+
+def _inserted(positions: list[int], position: int) -> list[int]:
+    """A sorted copy of `positions` with `position` in it."""
+    found = list(positions)
+    at = bisect.bisect_left(found, position)
+    if at == len(found) or found[at] != position:
+        found.insert(at, position)
+    return found
 
 
 def build_index(
@@ -507,20 +567,87 @@ def cache_seconds() -> float:
         return 10.0
 
 
-def cached_index(key: tuple[str, int], build: Any) -> ExampleIndex:
-    """The index of a dataset revision, rebuilt when older than `cache_seconds()`."""
+_REBUILDING: set[tuple[str, int]] = set()
+_REFRESH_LOCK = threading.Lock()  # an example's refresh vs. a rebuilt index taking its place
+
+
+def cached_index(key: tuple[str, int], build: Callable[[], ExampleIndex]) -> ExampleIndex:
+    """The index of a dataset revision. The first request builds it; once it is older than
+    `cache_seconds()` it is still served while one background thread rebuilds it (so no request
+    waits for a rebuild of a large dataset); with 0 every request builds its own."""
     ttl = cache_seconds()
     with _CACHE_LOCK:
         found = _CACHE.get(key)
-    if found is not None and time.monotonic() - found.built < ttl:
+        stale = found is not None and time.monotonic() - found.built >= ttl
+        start = stale and key not in _REBUILDING
+        if start:
+            _REBUILDING.add(key)
+    if found is not None and ttl > 0:
+        if start:
+            threading.Thread(
+                target=_rebuild, args=(key, build), name=f"examples-index-{key[0]}", daemon=True
+            ).start()
         return found
-    index = build()
+    return _store(key, build(), ttl)
+
+
+def _store(key: tuple[str, int], index: ExampleIndex, ttl: float) -> ExampleIndex:
     if ttl > 0:
         with _CACHE_LOCK:
             for old in [k for k in _CACHE if k[0] == key[0]]:
                 del _CACHE[old]
             _CACHE[key] = index
     return index
+
+
+def _rebuild(key: tuple[str, int], build: Callable[[], ExampleIndex]) -> None:
+    started = time.monotonic()
+    try:
+        index = build()
+    except Exception as exc:  # the stale index stays; the next stale request tries again
+        _log.warning("rebuilding the examples index of dataset %s failed: %s", key[0], exc)
+    else:
+        with _CACHE_LOCK:
+            current = _CACHE.get(key)
+        if current is not None and current.built > started:
+            return  # replaced meanwhile (a first build of a new revision)
+        with _REFRESH_LOCK:
+            if current is not None:
+                _carry_over(current, index, started)
+            _store(key, index, cache_seconds())
+        _log.info(
+            "rebuilt the examples index of dataset %s: %d examples in %.1f s",
+            key[0], len(index.ids), time.monotonic() - started,
+        )  # fmt: skip
+    finally:
+        with _CACHE_LOCK:
+            _REBUILDING.discard(key)
+
+
+def _carry_over(current: ExampleIndex, rebuilt: ExampleIndex, started: float) -> None:
+    """Saves made through this process while the rebuild read the source may be missing from
+    it; the examples they updated are taken from the current index."""
+    for example_id in [i for i, at in current.refreshed_at.items() if at >= started]:
+        part = ExampleIndex(current.dataset, {}, [])
+        if example_id in current.examples:
+            part.examples[example_id] = current.examples[example_id]
+        if example_id in current.history:
+            part.history[example_id] = current.history[example_id]
+        rebuilt.replace_example(example_id, part)
+        rebuilt.refreshed_at[example_id] = current.refreshed_at[example_id]
+
+
+def apply_refresh(
+    key: tuple[str, int], index: ExampleIndex, example_id: str, part: ExampleIndex
+) -> None:
+    """Put the example re-read alone (`part`) into `index` and into the cached index of `key`
+    when a background rebuild has replaced `index` meanwhile."""
+    with _REFRESH_LOCK:
+        index.replace_example(example_id, part)
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+        if cached is not None and cached is not index:
+            cached.replace_example(example_id, part)
 
 
 def forget(dataset_id: str) -> None:

@@ -11,9 +11,10 @@ for that image `entered-in-error`, so the example has exactly the label that was
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,23 +62,42 @@ class DatasetContext:
     def label_of_index(self) -> dict[int, str]:
         return {index: label_id for label_id, index in self.index_of_label.items()}
 
-    def index(self, *, fresh: bool = False) -> ex.ExampleIndex:
-        def build() -> ex.ExampleIndex:
-            try:
-                written_at = getattr(self.source, "written_at", None)
-                built = ex.build_index(self.view, self.source.records(), written_at)
-                if self.load_splits is not None:
-                    built.split_of_patient = self.load_splits()
-                return built
-            except (NdjsonSourceError, FhirConfigError) as exc:  # the dataset's setup, not the call
-                raise ConflictError(
-                    f"The source of dataset {self.view.name!r} cannot be read: {exc.message}",
-                    fix=exc.fix or "fix the dataset's source (PUT /datasets/{id})",
-                ) from exc
+    def index(self) -> ex.ExampleIndex:
+        return ex.cached_index((self.view.id, self.revision), self._build)
 
-        if fresh:
+    def refresh_example(self, example_id: str) -> ex.ExampleIndex:
+        """The index with one example re-read from the source as it is now: only the records
+        that concern it where the source can find them (`records_of`: NDJSON files, a FHIR
+        server's search), else the whole source."""
+        records_of = getattr(self.source, "records_of", None)
+        if records_of is None:
             ex.forget(self.view.id)
-        return ex.cached_index((self.view.id, self.revision), build)
+            return self.index()
+        index = self.index()
+        with self._reading():
+            part = ex.build_index(
+                self.view, records_of(example_id), getattr(self.source, "written_at", None)
+            )
+        ex.apply_refresh((self.view.id, self.revision), index, example_id, part)
+        return index
+
+    def _build(self) -> ex.ExampleIndex:
+        with self._reading():
+            written_at = getattr(self.source, "written_at", None)
+            built = ex.build_index(self.view, self.source.records(), written_at)
+        if self.load_splits is not None:
+            built.split_of_patient = self.load_splits()
+        return built
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (NdjsonSourceError, FhirConfigError) as exc:  # the dataset's setup, not the call
+            raise ConflictError(
+                f"The source of dataset {self.view.name!r} cannot be read: {exc.message}",
+                fix=exc.fix or "fix the dataset's source (PUT /datasets/{id})",
+            ) from exc
 
 
 def dataset_context(
@@ -312,7 +332,7 @@ def _put_label(
     actor: str,
     if_match: str | None,
 ) -> dict[str, Any]:
-    index = ctx.index(fresh=True)
+    index = ctx.refresh_example(example_id)  # the source's current state, not the cache's
     example = index.get(example_id)
     if if_match is not None and if_match.strip('"') != ex.label_version(example):
         raise _changed_meanwhile(index, example)
@@ -337,7 +357,7 @@ def _put_label(
     if not sink.assigns_versions:
         target["meta"] = _next_meta(current, now)
     written = sink.write([validation.validated(target), *others])
-    ex.forget(ctx.view.id)
+    ctx.refresh_example(example_id)  # the versions the source gave them
     with session_scope(engine) as session:
         audit.record(
             session,
