@@ -114,6 +114,7 @@ class FhirSearchSource:
     def __init__(self, client: Any, filter_codes: Sequence[str]) -> None:
         self.client = client
         self.filter_codes = list(filter_codes)
+        self._focus_search = True  # until the server refuses Observation?focus=
         self.description = f"FHIR search on {getattr(client, 'base_url', 'the FHIR server')}"
 
     def records(self) -> Iterator[Record]:
@@ -127,8 +128,9 @@ class FhirSearchSource:
 
     def records_of(self, image_id: str) -> Iterator[Record]:
         """The DocumentReference (a read; nothing when it is gone) and the label Observations
-        whose `focus` is it (a search)."""
-        from patient_ml.fhir.errors import FhirNotFoundError
+        whose `focus` is it (a search; a server without Observation's `focus` search parameter
+        gets the label search of `records` instead, once it has refused it)."""
+        from patient_ml.fhir.errors import FhirError, FhirNotFoundError
 
         try:
             doc: dict[str, Any] | None = self.client.read("DocumentReference", image_id)
@@ -136,11 +138,21 @@ class FhirSearchSource:
             doc = None
         if doc is not None:
             yield "read:DocumentReference", "DocumentReference", doc
-        params = {
-            "code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}",
-            "focus": f"DocumentReference/{image_id}",
-        }
-        for n, resource in enumerate(self.client.search("Observation", params), start=1):
+        params = {"code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"}
+        found: list[dict[str, Any]] | None = None
+        if self._focus_search:
+            try:  # the whole (small) result first: a refusal comes before anything is yielded
+                found = list(
+                    self.client.search(
+                        "Observation", {**params, "focus": f"DocumentReference/{image_id}"}
+                    )
+                )
+            except FhirError as exc:
+                if exc.status != 400:
+                    raise
+                self._focus_search = False
+        results = found if found is not None else self.client.search("Observation", params)
+        for n, resource in enumerate(results, start=1):
             yield f"search:Observation#{n}", "Observation", resource
 
 
