@@ -105,7 +105,11 @@ def build_trainer_images() -> None:
         except docker.errors.ImageNotFound:
             pass
         started = time.monotonic()
-        client.images.build(path=str(folder), tag=tag, buildargs={"BASE_IMAGE": base}, rm=True)
+        # include/trainers is the context: the images share its common/ folder
+        client.images.build(
+            path=str(TRAINERS), dockerfile=f"{folder.name}/Dockerfile", tag=tag,
+            buildargs={"BASE_IMAGE": base}, rm=True,
+        )  # fmt: skip
         say(f"built {tag} from {base} in {time.monotonic() - started:.0f} s")
 
 
