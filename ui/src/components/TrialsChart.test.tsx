@@ -81,7 +81,6 @@ describe("TrialsChart", () => {
     expect(await findByText("best so far")).toBeTruthy();
     const chart = container.querySelector("[data-testid=trials-chart]")!;
     expect(chart.getAttribute("aria-label")).toContain("2 complete, 2 pruned, 1 failed");
-    const symbols = (selector: string) => chart.querySelectorAll(`${selector} .recharts-symbols`).length;
     // One marker per trial: complete circles, pruned triangles, the failed one a cross on the axis.
     const markers = () => [...chart.querySelectorAll(".recharts-scatter")].map((s) => s.querySelectorAll(".recharts-scatter-symbol").length);
     await waitFor(() => expect(markers()).toEqual([2, 2, 1]));
