@@ -1,5 +1,5 @@
-"""the champion's newest prediction per example (labelling hints), for the "has prediction"
-filter of the examples list
+"""the champion's newest prediction per example, for the examples list's "has prediction"
+filter (labelling hints)
 
 Revision ID: 0006
 Revises: 0005
