@@ -302,4 +302,16 @@ def test_segmentation_brush_eraser_and_a_predicted_mask(
     expected[0:3, :] = 0  # the erased top rows (radius 3 around row 0)
     assert (saved[3:] == expected[3:]).all()
     assert not saved[0:2].any()
+
+    # The hints shown were kept: the grid's "has prediction" filter finds seg-0 and seg-1 (and
+    # the example opened after seg-1, if its hint came back before Esc), each with its mask.
+    page.keyboard.press("Escape")
+    page.get_by_test_id("status-all").click()
+    page.get_by_label("Prediction").select_option("true")
+    tiles = page.get_by_test_id("example-tile")
+    expect(tiles.nth(1)).to_be_visible(timeout=30_000)
+    shown = [t.get_attribute("data-example-id") for t in tiles.all()]
+    assert {"seg-0", "seg-1"} <= set(shown) and len(shown) <= 3, shown
+    expect(page.get_by_test_id("tile-prediction")).to_have_count(len(shown))
+    expect(page.get_by_test_id("tile-prediction").first).to_contain_text("mask:")
     page.context.close()
