@@ -139,7 +139,17 @@ def test_labels_are_written_to_the_source_and_used_by_the_next_curation(
         assert [e.actor for e in events] == ["editor"] * 3
         assert events[-1].after["superseded"] == ["c1"]
 
-    # The next curation uses the confirmed labels and nothing else.
+    # A draft saved as the labelling page saves it: from the label version it read.
+    unlabeled = editor.get(path, params={"view": "extended", "status": "unlabeled"}).json()
+    page_pick = next(e for e in unlabeled["examples"] if e["id"] != "d0003-0")
+    from_page = editor.put(
+        f"{path}/{page_pick['id']}/label",
+        json={"labelType": "imgClf", "classes": [0], "isConfirmed": False},
+        headers={"If-Match": page_pick["labelVersion"], "X-Patient-ML-Channel": "ui"},
+    )
+    assert from_page.status_code == 200, from_page.text
+
+    # The next curation uses the confirmed labels, and keeps drafts as drafts.
     store = LocalArtifactStore(tmp_path / "artifacts")
     fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(cohort["cohort"].images,)))
     result = curate(engine=engine, dataset_ref=cohort["id"], source=NdjsonSource(cohort["folder"]),
@@ -148,6 +158,8 @@ def test_labels_are_written_to_the_source_and_used_by_the_next_curation(
         result.manifest_uri.removeprefix(store.uri(""))).splitlines()[1:]]  # fmt: skip
     labels = {e["id"]: e["label"] for e in manifest}
     assert labels["d0003-0"]["status"] == "confirmed" and labels["d0003-0"]["classes"] == [1]
+    assert labels[page_pick["id"]]["status"] == "draft"  # kept for labellers to confirm
+    assert labels[page_pick["id"]]["classes"] == [0]
     assert labels["conflict"]["status"] == "confirmed" and labels["conflict"]["classes"] == [1]
     assert labels["conflict"]["confirmedBy"] == "editor"
 

@@ -20,8 +20,10 @@ from patient_ml.curation.splits import patient_key
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import SplitAssignment
 from patient_ml.labels.sinks import LABELS_FILE
+from patient_ml.services import champion, example_predictions, runs
 from tests.api.test_examples import _all, cohort  # noqa: F401 (the fixture)
 from tests.curation.cohort import Cohort, dataset_config, png
+from tests.helpers import example
 
 
 def test_extended_view_filters_and_counts(api: Any, cohort: dict[str, Any], engine: Any) -> None:  # noqa: F811
@@ -75,6 +77,97 @@ def test_extended_view_filters_and_counts(api: Any, cohort: dict[str, Any], engi
         refused = viewer.get(path, params=params)
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["errors"][0]["field"] == field
+
+
+def _model_with_champion(api: Any, engine: Any, dataset_id: str, name: str) -> tuple[str, str]:
+    """A model of the dataset with a deployed champion run (promoted as an approval does)."""
+    body = {**example("brain_mri_model"), "name": name, "datasetId": dataset_id}
+    created = api("admin").post("/models", json=body)
+    assert created.status_code == 200, created.text
+    model_id = created.json()["model"]["id"]
+    with session_scope(engine) as session:
+        run = runs.create_run(session, model_id, actor="t")
+        runs.finish_run(session, run.id, status="succeeded", actor="t")
+        champion.promote(session, model_id, run.id, actor="admin", reason="test")
+        return model_id, run.id
+
+
+def test_has_prediction_filters_by_the_champions_kept_predictions(
+    api: Any,
+    cohort: dict[str, Any],  # noqa: F811
+    engine: Any,
+) -> None:
+    """An example *has a prediction* when the model's current champion predicted its current
+    image (a labelling hint keeps the prediction's summary): filtered on the server with marker
+    paging and counts; an older champion's or an older image's prediction does not count."""
+    viewer, path = api("viewer"), f"/datasets/{cohort['id']}/examples"
+    model_id, first_champion = _model_with_champion(api, engine, cohort["id"], "hinted")
+    versions = {e["id"]: e["image"]["fileId"] for e in _all(viewer, path)}
+
+    def keep(example_id: str, run_id: str, label: int, image_version: str | None = None) -> None:
+        if image_version is None:
+            image_version = versions[example_id].partition("/_history/")[2] or None
+        with session_scope(engine) as session:
+            example_predictions.record(
+                session,
+                model_id=model_id,
+                example_id=example_id,
+                run_id=run_id,
+                image_version=image_version,
+                output={"label": label, "confidence": 0.75, "confidences": {str(label): 0.75}},
+            )
+
+    for example_id in ("d0001-0", "d0002-1", "d0004-0"):
+        keep(example_id, first_champion, 1)
+    keep("d0005-0", first_champion, 0, image_version="an-older-version")
+    query = {"modelId": model_id, "view": "extended"}
+    predicted = _all(viewer, path, hasPrediction="true", limit=2, **query)
+    assert [e["id"] for e in predicted] == ["d0001-0", "d0002-1", "d0004-0"]
+    assert predicted[0]["prediction"] == {
+        "runId": first_champion,
+        "at": predicted[0]["prediction"]["at"],
+        "labelIndex": 1,
+        "labelName": predicted[0]["prediction"]["labelName"],
+        "confidence": 0.75,
+    }
+    assert predicted[0]["prediction"]["labelName"]
+    everything = _all(viewer, path, **query)
+    assert {e["id"] for e in everything if "prediction" in e} == {"d0001-0", "d0002-1", "d0004-0"}
+    unpredicted = _all(viewer, path, hasPrediction="false", **query)
+    assert {e["id"] for e in unpredicted} == {e["id"] for e in everything} - {
+        "d0001-0",
+        "d0002-1",
+        "d0004-0",
+    }
+    page = viewer.get(path, params={**query, "hasPrediction": "true", "limit": 1}).json()
+    assert page["counts"]["total"] == 3 and "marker" in page
+    narrowed = viewer.get(
+        path, params={**query, "hasPrediction": "true", "status": "unlabeled"}
+    ).json()
+    assert narrowed["counts"]["total"] == 3  # counts leave the status filter out
+    assert all(e["status"] == "unlabeled" for e in narrowed["examples"])
+
+    # A new champion has predicted nothing yet; the old one's predictions no longer count.
+    with session_scope(engine) as session:
+        newer = runs.create_run(session, model_id, actor="t")
+        runs.finish_run(session, newer.id, status="succeeded", actor="t")
+        champion.promote(session, model_id, newer.id, actor="admin", reason="better")
+        newer_id = newer.id
+    assert _all(viewer, path, hasPrediction="true", **query) == []
+    keep("d0002-1", newer_id, 0)
+    again = _all(viewer, path, hasPrediction="true", **query)
+    assert [(e["id"], e["prediction"]["labelIndex"]) for e in again] == [("d0002-1", 0)]
+
+    # hasPrediction means one model's champion: it needs modelId, of this dataset.
+    refused = viewer.get(path, params={"hasPrediction": "true"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["errors"][0]["field"] == "modelId"
+    other = api("admin").post("/datasets", json={**example("brain_mri_dataset"), "name": "other"})
+    assert other.status_code == 200, other.text
+    foreign, _ = _model_with_champion(api, engine, other.json()["dataset"]["id"], "elsewhere")
+    wrong = viewer.get(path, params={"hasPrediction": "true", "modelId": foreign})
+    assert wrong.status_code == 422 and wrong.json()["error"]["errors"][0]["field"] == "modelId"
+    assert viewer.get(path, params={"hasPrediction": "true", "modelId": "nope"}).status_code == 404
 
 
 def test_history_and_the_version_check(api: Any, cohort: dict[str, Any]) -> None:  # noqa: F811

@@ -4,9 +4,12 @@ model card and the look-ups from Airflow DAG and DAG run ids; all authorized lik
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, update
 
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Metric, Snapshot, Trial, utcnow
@@ -96,6 +99,99 @@ def test_model_summaries_search_sort_and_page(api: Any, catalog: dict[str, Any])
     bad = admin.get("/model-summaries", params={"sort": "secret", "limit": 0})
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["error"]["errors"]} == {"query.sort", "query.limit"}
+
+
+@pytest.fixture
+def airflow_dags() -> Iterator[Callable[..., None]]:
+    """`add(dag_id, **columns)`: a row of Airflow's `dag` table as the DAG processor writes it
+    (removed after the test)."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbundle import DagBundleModel
+    from airflow.utils.session import create_session
+
+    added: list[str] = []
+    with create_session() as session:
+        if session.get(DagBundleModel, "pml-tests") is None:
+            session.add(DagBundleModel(name="pml-tests"))
+
+    def add(dag_id: str, **columns: Any) -> None:
+        row = {
+            "is_paused": False,
+            "is_stale": False,
+            "timetable_type": "NullTimetable",
+            "timetable_summary": "None",
+            **columns,
+        }
+        with create_session() as session:
+            session.add(
+                DagModel(
+                    dag_id=dag_id,
+                    bundle_name="pml-tests",
+                    max_active_tasks=16,
+                    max_consecutive_failed_dag_runs=0,
+                    has_task_concurrency_limits=False,
+                    **row,
+                )
+            )
+        added.append(dag_id)
+
+    yield add
+    with create_session() as session:
+        session.execute(delete(DagModel).where(DagModel.dag_id.in_(added)))
+
+
+def test_next_run_says_what_airflow_will_do_for_every_model(
+    api: Any, catalog: dict[str, Any], airflow_dags: Callable[..., None]
+) -> None:
+    """A manual DAG (the demo's models) reads `manual`, not an empty cell; a scheduled one its
+    due time; a paused one, one only started by drift, an ended schedule and a DAG Airflow has
+    not parsed say so."""
+    due = datetime(2031, 1, 5, 2, 0, tzinfo=UTC)
+    airflow_dags("patient_ml__alpha_classifier")
+    airflow_dags(
+        "patient_ml__beta_classifier",
+        timetable_type="CronTriggerTimetable",
+        timetable_summary="0 2 * * 0",
+        next_dagrun_create_after=due,
+    )
+
+    def next_runs() -> dict[str, Any]:
+        rows = api("viewer").get("/model-summaries").json()["modelSummaries"]
+        return {m["name"].split("-")[0]: m["nextRun"] for m in rows}
+
+    assert next_runs() == {
+        "alpha": {"state": "manual"},
+        "beta": {"state": "scheduled", "at": int(due.timestamp() * 1000), "schedule": "0 2 * * 0"},
+        "gamma": {"state": "notInAirflow"},
+    }
+    airflow_dags(
+        "patient_ml__gamma_classifier",
+        timetable_type="AssetTriggeredTimetable",
+        timetable_summary="Asset",
+    )
+    assert next_runs()["gamma"] == {"state": "onAssets", "schedule": "Asset"}
+
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        session.execute(
+            update(DagModel)
+            .where(DagModel.dag_id == "patient_ml__beta_classifier")
+            .values(is_paused=True)
+        )
+        session.execute(
+            update(DagModel)
+            .where(DagModel.dag_id == "patient_ml__alpha_classifier")
+            .values(
+                timetable_type="CronTriggerTimetable",
+                timetable_summary="@once",
+                next_dagrun_create_after=None,
+            )
+        )
+    found = next_runs()
+    assert found["beta"] == {"state": "paused", "schedule": "0 2 * * 0"}
+    assert found["alpha"] == {"state": "ended", "schedule": "@once"}
 
 
 def test_runs_page_on_the_server_and_stay_compatible(api: Any, catalog: dict[str, Any]) -> None:

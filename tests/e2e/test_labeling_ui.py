@@ -302,4 +302,20 @@ def test_segmentation_brush_eraser_and_a_predicted_mask(
     expected[0:3, :] = 0  # the erased top rows (radius 3 around row 0)
     assert (saved[3:] == expected[3:]).all()
     assert not saved[0:2].any()
+
+    # The hints shown were kept: the grid's "has prediction" filter finds seg-0 and seg-1 (and
+    # the example opened after seg-1, if its hint came back before Esc), each with its mask.
+    page.keyboard.press("Escape")
+    page.get_by_test_id("status-all").click()
+    page.get_by_label("Prediction").select_option("true")
+
+    def tile(example_id: str) -> Any:
+        return page.locator(f'[data-testid=example-tile][data-example-id="{example_id}"]')
+
+    expect(tile("seg-0")).to_be_visible(timeout=30_000)
+    expect(tile("seg-1")).to_be_visible()
+    expect(tile("seg-3")).to_have_count(0)  # never opened: no hint, no prediction
+    shown = page.get_by_test_id("example-tile").count()
+    expect(page.get_by_test_id("tile-prediction")).to_have_count(shown)
+    expect(page.get_by_test_id("tile-prediction").first).to_contain_text("mask:")
     page.context.close()

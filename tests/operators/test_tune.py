@@ -16,7 +16,8 @@ from patient_ml.exceptions import PatientMLError
 from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
 from patient_ml.services.runs import get_run
 from patient_ml.storage import artifact_store_from_uri
-from tests.training.helpers import IMAGE, METRICS, SCRIPTED, curated_run
+from patient_ml.training.tuning import TuningWorker
+from tests.training.helpers import IMAGE, METRICS, SCRIPTED, backend, curated_run
 
 
 def model_config(name: str, dataset: str, **approach: Any) -> dict[str, Any]:
@@ -127,3 +128,35 @@ def test_objective_regex_that_never_matches_fails_the_trial(
     with session_scope(engine) as session:
         trial = session.scalars(select(Trial).where(Trial.run_id == run_id)).one()
     assert trial.state == "failed" and "never appeared in the training log" in trial.failure
+
+
+def test_a_pruned_trial_keeps_the_value_it_was_pruned_at(
+    engine: Engine, tmp_path: Path, run_with_snapshot: Any
+) -> None:
+    """The trials chart shows pruned trials at their last reported objective value (as Optuna
+    keeps it), not at a later line the job logged while it stopped."""
+    run_id = run_with_snapshot()
+    worker = TuningWorker(
+        engine=engine,
+        store=artifact_store_from_uri(str(tmp_path / "artifacts")),
+        backend=backend(),
+        run_id=run_id,
+        worker="w0",
+        workdir=tmp_path / "w0",
+    )
+    worker.problem = {"problemType": "imgClf", "labels": []}
+    seen: list[tuple[str, float, int]] = []
+
+    def prune_at_second_epoch(name: str, value: float, step: int) -> bool:
+        seen.append((name, value, step))
+        return name == "validation:accuracy" and step == 1
+
+    # score 0.8 over 4 epochs reports 0.2, 0.4, 0.6, 0.8: pruned at 0.4
+    hps = {"score": "0.8", "epochs": "4", "delay": "0.3"}
+    outcome = worker.execute(0, hps, prune_at_second_epoch)
+    assert outcome.state == "pruned" and outcome.value == pytest.approx(0.4)
+    with session_scope(engine) as session:
+        trial = session.scalars(select(Trial).where(Trial.run_id == run_id)).one()
+        assert trial.state == "pruned" and trial.value == pytest.approx(0.4)
+        assert trial.failure is None and trial.artifact_uri is None
+    assert ("validation:accuracy", pytest.approx(0.4), 1) in seen

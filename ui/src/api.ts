@@ -111,7 +111,14 @@ export interface ModelSummary {
   headlineMetric: string;
   champion?: { id: string; slug: string; metricName: string; metricValue?: number };
   lastRun?: { id: string; slug: string; status: string; start?: number; end?: number };
-  nextRunAt?: number;
+  nextRun: NextRun;
+}
+
+/** The model's next DAG run as Airflow's scheduler sees it (see the API's NextRun). */
+export interface NextRun {
+  state: "scheduled" | "manual" | "onAssets" | "paused" | "ended" | "notInAirflow";
+  at?: number;
+  schedule?: string;
 }
 
 export interface Metric {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import type { Run } from "./api";
-import { approvalState, compareMetrics, formatDelta, parseView, viewSearch, formatParam } from "./format";
+import { approvalState, compareMetrics, describeNextRun, formatDelta, formatTime, parseView, viewSearch, formatParam } from "./format";
 
 function run(overrides: Partial<Run> = {}): Run {
   return {
@@ -109,5 +109,24 @@ describe("formatParam", () => {
     expect(formatParam("64")).toBe("64");
     expect(formatParam("adam")).toBe("adam");
     expect(formatParam(undefined)).toBe("—");
+  });
+});
+
+describe("describeNextRun", () => {
+  it("says when, or why there is no next run: never a blank cell", () => {
+    const at = Date.UTC(2031, 0, 5, 2);
+    expect(describeNextRun({ state: "scheduled", at, schedule: "0 2 * * 0" })).toEqual({
+      text: formatTime(at),
+      detail: "Schedule: 0 2 * * 0.",
+      muted: false,
+    });
+    expect(describeNextRun({ state: "manual" }).text).toBe("manual");
+    expect(describeNextRun({ state: "onAssets", schedule: "Asset" }).text).toBe("on drift");
+    expect(describeNextRun({ state: "paused", schedule: "@daily" })).toMatchObject({ text: "paused", detail: expect.stringContaining("@daily") });
+    expect(describeNextRun({ state: "ended" }).text).toBe("none");
+    expect(describeNextRun({ state: "notInAirflow" }).text).toBe("not in Airflow");
+    for (const state of ["scheduled", "manual", "onAssets", "paused", "ended", "notInAirflow"] as const) {
+      expect(describeNextRun({ state, at }).text).not.toBe("");
+    }
   });
 });

@@ -1,6 +1,6 @@
 // Pure helpers of the pages (unit-tested in format.test.ts).
 
-import type { Metric, Run } from "./api";
+import type { Metric, NextRun, Run } from "./api";
 
 export function formatTime(ms?: number | null): string {
   if (ms === undefined || ms === null) return "—";
@@ -10,6 +10,25 @@ export function formatTime(ms?: number | null): string {
     `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
   );
+}
+
+/** The Models table's "Next run" cell: the due time, or why there is none (never blank). */
+export function describeNextRun(next: NextRun | undefined): { text: string; detail: string; muted: boolean } {
+  const schedule = next?.schedule ? `Schedule: ${next.schedule}.` : "";
+  switch (next?.state) {
+    case "scheduled":
+      return { text: formatTime(next.at), detail: schedule, muted: false };
+    case "manual":
+      return { text: "manual", detail: "No schedule: runs start from this page, the CLI or the API.", muted: true };
+    case "onAssets":
+      return { text: "on drift", detail: "Runs only when monitoring signals drift.", muted: true };
+    case "paused":
+      return { text: "paused", detail: `The DAG is paused in Airflow: nothing runs until it is unpaused. ${schedule}`.trim(), muted: true };
+    case "ended":
+      return { text: "none", detail: `The schedule has no further run. ${schedule}`.trim(), muted: true };
+    default:
+      return { text: "not in Airflow", detail: "Airflow has not parsed this model's DAG (yet), or no longer has it.", muted: true };
+  }
 }
 
 export function formatDuration(start?: number, end?: number): string {

@@ -90,12 +90,35 @@ def list_examples(
             "gives the patient (shown in the extended view).",
         ),
     ] = None,
+    hasPrediction: Annotated[
+        TrueFalse | None,
+        Query(
+            description="Extension: only examples the current champion of `modelId` has "
+            "predicted (`true`: a labelling hint was answered for the example's current image) "
+            "or has not (`false`)."
+        ),
+    ] = None,
+    modelId: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Extension: a model of this dataset, whose champion's predictions "
+            "`hasPrediction` means; the extended view then shows each example's `prediction`.",
+        ),
+    ] = None,
     view: View = "reference",
 ) -> dict[str, Any]:
     from patient_ml.services.examples import Filters
-    from patient_ml.services.labels import list_examples
+    from patient_ml.services.labels import champion_predictions, list_examples
 
     _refuse_cohort(cohortId)
+    if hasPrediction is not None and not modelId:
+        raise InvalidInputError(
+            "hasPrediction needs the model whose champion's predictions count.",
+            [FieldError("modelId", "is required with hasPrediction", modelId)],
+            fix="add modelId=<a model of this dataset>",
+        )
+    ctx = _context(engine, dataset_id, user)
     filters = Filters(
         has_label=_flag(hasLabel),
         has_unconfirmed_label=_flag(hasUnconfirmedLabel),
@@ -104,13 +127,16 @@ def list_examples(
         label_index=labelIndex,
         split=split,
         patient_key=patientKey or None,
+        has_prediction=_flag(hasPrediction),
+        predicted=champion_predictions(engine, ctx, modelId) if modelId else None,
     )
     return list_examples(
-        _context(engine, dataset_id, user),
+        ctx,
         marker=marker,
         limit=limit,
         filters=filters,
         extended=extended(view),
+        engine=engine,
     )
 
 
@@ -183,7 +209,8 @@ def get_example_preview(
 @router.get(
     BASE + "/{example_id}/hint",
     summary="Extension: the deployed champion's prediction for the example, as a labelling "
-    "hint (never saved as a label, not in the prediction log)",
+    "hint (never saved as a label, not in the prediction log; its summary is kept for the "
+    "examples list's hasPrediction filter)",
     responses=error_responses(404, 409, 422, 502),
 )
 def get_label_hint(

@@ -7,7 +7,7 @@ allows what the REST API allows the same user."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +51,22 @@ class LastRunSummary(_Open):
     end: int | None = None
 
 
+NextRunState = Literal["scheduled", "manual", "onAssets", "paused", "ended", "notInAirflow"]
+
+
+class NextRun(BaseModel):
+    """Extension: the model's next DAG run as Airflow's scheduler sees it."""
+
+    state: NextRunState = Field(
+        description="`scheduled` (at `at`), `manual` (no schedule: runs start from the UI, CLI or "
+        "API), `onAssets` (only when monitoring signals drift), `paused` (the DAG is paused), "
+        "`ended` (the schedule has no further run) or `notInAirflow` (Airflow has not parsed "
+        "the model's DAG, or no longer has it)."
+    )
+    at: int | None = Field(None, description="`scheduled`: when it is due (ms since epoch).")
+    schedule: str | None = Field(None, description="Airflow's summary of the DAG's schedule.")
+
+
 class ModelSummary(_Open):
     """Extension: one row of the Models table."""
 
@@ -68,9 +84,7 @@ class ModelSummary(_Open):
     updatedAt: int | None = None
     champion: ChampionSummary | None = None
     lastRun: LastRunSummary | None = None
-    nextRunAt: int | None = Field(
-        None, description="When Airflow schedules the model's next DAG run (ms since epoch)."
-    )
+    nextRun: NextRun = Field(description="When Airflow runs the model's DAG next, if it does.")
 
 
 class ModelSummariesResponse(BaseModel):
@@ -152,24 +166,54 @@ class GetDagRunRefResponse(BaseModel):
     run: DagRunRef
 
 
-def next_dag_runs(dag_ids: list[str]) -> dict[str, int | None]:
-    """When Airflow will run each DAG next (its `next_dagrun_run_after`, ms), from Airflow's
-    metadata DB; paused DAGs have none."""
+# Airflow's own timetables that never schedule a run by themselves (their `type_name`).
+_MANUAL_TIMETABLES = {"NullTimetable"}
+_ASSET_TIMETABLES = {"AssetTriggeredTimetable", "PartitionedAssetTimetable"}
+
+
+def next_run_of(row: Any | None) -> dict[str, Any]:
+    """A DAG's next run (`NextRun`) from its row of Airflow's `dag` table (None: no row)."""
+    if row is None or row.is_stale:
+        return {"state": "notInAirflow"}
+    kind = row.timetable_type or ""
+    schedule = row.timetable_summary or None
+    described: dict[str, Any] = {"schedule": schedule} if schedule and schedule != "None" else {}
+    if row.is_paused:
+        return {"state": "paused", **described}
+    if kind in _MANUAL_TIMETABLES or (not kind and schedule in (None, "None")):
+        return {"state": "manual"}
+    if kind in _ASSET_TIMETABLES:
+        return {"state": "onAssets", **described}
+    if row.next_dagrun_create_after is None:
+        return {"state": "ended", **described}
+    from patient_ml.services.common import to_millis
+
+    return {"state": "scheduled", "at": to_millis(row.next_dagrun_create_after), **described}
+
+
+def next_dag_runs(dag_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """When Airflow runs each DAG next (`NextRun`), from Airflow's metadata DB: the time the
+    scheduler may create its next run, or why there is none."""
     if not dag_ids:
         return {}
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from patient_ml.services.common import to_millis
-
+    columns = (
+        DagModel.dag_id,
+        DagModel.is_paused,
+        DagModel.is_stale,
+        DagModel.timetable_type,
+        DagModel.timetable_summary,
+        DagModel.next_dagrun_create_after,
+    )
     with create_session() as session:
-        rows = session.execute(
-            select(DagModel.dag_id, DagModel.next_dagrun_create_after, DagModel.is_paused).where(
-                DagModel.dag_id.in_(dag_ids)
-            )
-        ).all()
-    return {dag_id: None if paused else to_millis(after) for dag_id, after, paused in rows}
+        rows = {
+            row.dag_id: row
+            for row in session.execute(select(*columns).where(DagModel.dag_id.in_(dag_ids)))
+        }
+    return {dag_id: next_run_of(rows.get(dag_id)) for dag_id in dag_ids}
 
 
 @router.get(

@@ -395,6 +395,31 @@ class PredictionRecord(Base):
     __table_args__ = (Index("ix_pml_prediction_log_model_time", "model_id", "created_at"),)
 
 
+class ExamplePrediction(Base):
+    """The newest prediction a model's champion made for one example of its dataset (a
+    labelling hint), so the examples list can be filtered by "has prediction" on the server.
+    One row per model and example, replaced by the next hint; `run_id` says which champion
+    answered and `image_version` for which version of the example's image. The output is the
+    prediction log's summary (no mask, no image)."""
+
+    __tablename__ = "pml_example_predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="CASCADE"), nullable=False
+    )
+    example_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    image_version: Mapped[str | None] = mapped_column(String(64))
+    # imgClf: {"label", "confidence", "confidences"}; imgSeg: {"fractions"} (as the log's)
+    output: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "example_id", name="uq_pml_example_predictions_model"),
+    )
+
+
 class ReferenceProfile(Base):
     """What a champion's test split looked like when it was deployed: per-example image
     statistics and outputs (from its evaluation), and its test metrics."""

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -40,6 +40,16 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+
+
+class PredictedExamples(Protocol):
+    """The examples a model's champion has predicted (`services.example_predictions`)."""
+
+    @property
+    def versions(self) -> dict[str, str | None]:  # example id → the image version predicted
+        ...
+
+    def has(self, example_id: str, image_version: str | None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -368,9 +378,18 @@ class Filters:
     label_index: int | None = None  # imgClf: the label's index
     split: str | None = None  # one of SPLITS (by the patient's split assignment)
     patient_key: str | None = None  # the pseudonymous key curation gives the patient
+    # Whether the model's current champion has predicted the example (needs `predicted`).
+    has_prediction: bool | None = None
+    predicted: PredictedExamples | None = field(default=None, compare=False)
 
     def matches(self, index: ExampleIndex, example: Example, *, status: bool = True) -> bool:
         label = example.label
+        if self.has_prediction is not None:
+            found = self.predicted is not None and self.predicted.has(
+                example.id, example.image.version
+            )
+            if found != self.has_prediction:
+                return False
         if self.has_label is not None and (label is not None) != self.has_label:
             return False
         unconfirmed = label is not None and not label.confirmed
@@ -402,7 +421,20 @@ def candidates(index: ExampleIndex, filters: Filters, *, status: bool = True) ->
         lists.append(lookup.by_split.get(filters.split, []))
     if filters.patient_key is not None:
         lists.append(lookup.by_patient.get(filters.patient_key, []))
+    if filters.has_prediction:
+        lists.append(_positions(index, filters.predicted.versions if filters.predicted else {}))
     return min(lists, key=len) if lists else range(len(index.ids))
+
+
+def _positions(index: ExampleIndex, example_ids: Iterable[str]) -> list[int]:
+    """Positions (in `ids`) of those of `example_ids` the index has, in order."""
+    ids = index.ids
+    found = []
+    for example_id in example_ids:
+        at = bisect.bisect_left(ids, example_id)
+        if at < len(ids) and ids[at] == example_id:
+            found.append(at)
+    return sorted(found)
 
 
 def select(
@@ -440,16 +472,17 @@ def counts(index: ExampleIndex, filters: Filters) -> dict[str, int]:
         filters.has_label,
         filters.has_unconfirmed_label,
         filters.patient_id,
+        filters.has_prediction,
         filters.label_index,
         filters.split,
         filters.patient_key,
     )
-    indexed = [v for v in narrowed[3:] if v is not None]
+    indexed = [v for v in narrowed[4:] if v is not None]
     lookup = index.lookup()
     if all(value is None for value in narrowed):  # the status tabs of the whole dataset
         for status, positions in lookup.by_status.items():
             found[status] = len(positions)
-    elif len(indexed) == 1 and all(v is None for v in narrowed[:3]):  # its list is the answer
+    elif len(indexed) == 1 and all(v is None for v in narrowed[:4]):  # its list is the answer
         status_at = lookup.status_at
         found.update(Counter(status_at[p] for p in candidates(index, filters, status=False)))
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,11 +38,15 @@ from patient_ml.fhir.client import FhirConfigError
 from patient_ml.fhir.ndjson import NdjsonSourceError
 from patient_ml.labels.masks import areas_to_png, png_to_areas
 from patient_ml.labels.sinks import sink_for
-from patient_ml.services import audit
+from patient_ml.services import audit, example_predictions, prediction_log
 from patient_ml.services import examples as ex
+from patient_ml.services.common import to_millis
 from patient_ml.services.datasets import get_dataset
+from patient_ml.services.example_predictions import ChampionPredictions
 
 LABEL_FILE_PREFIX = "label-file/"
+
+log = logging.getLogger("patient_ml.labels")
 
 
 @dataclass
@@ -163,14 +168,18 @@ def list_examples(
     limit: int = ex.DEFAULT_PAGE,
     filters: ex.Filters | None = None,
     extended: bool = False,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """A page of examples; `extended` adds each example's extension fields and the counts per
-    status (`counts`) of the examples the filters select."""
+    status (`counts`) of the examples the filters select, and with `filters.predicted` (and
+    the `engine`) the champion's stored prediction of each example that has one."""
     chosen = filters or ex.Filters(has_label, has_unconfirmed_label, patient_id)
     _check_filters(ctx, chosen)
     index = ctx.index()
     page, next_marker = ex.select(index, marker=marker, limit=limit, filters=chosen)
     wire: dict[str, Any] = {"examples": [_wire(ctx, index, e, extended) for e in page]}
+    if extended and engine is not None and isinstance(chosen.predicted, ChampionPredictions):
+        _add_predictions(engine, ctx, chosen.predicted, page, wire["examples"])
     if next_marker:
         wire["marker"] = next_marker
     if extended:
@@ -185,6 +194,46 @@ def _wire(
     if extended:
         wire.update(ex.extension_fields(index, example))
     return wire
+
+
+def champion_predictions(engine: Engine, ctx: DatasetContext, model_ref: str) -> Any:
+    """Which examples of the dataset the model's current champion has predicted
+    (`ChampionPredictions`); the model must be one of this dataset's."""
+    from patient_ml.db.models import Model
+    from patient_ml.services.common import get_by_id_or_name
+
+    with read_scope(engine) as session:
+        model = get_by_id_or_name(session, Model, model_ref)
+        if model.dataset_id != ctx.view.id:
+            raise _invalid("modelId", f"must be a model of dataset {ctx.view.id}", model_ref)
+        return example_predictions.of_champion(session, model)
+
+
+def _add_predictions(
+    engine: Engine,
+    ctx: DatasetContext,
+    found: ChampionPredictions,
+    page: list[ex.Example],
+    wires: list[dict[str, Any]],
+) -> None:
+    """`prediction` on each example the champion has predicted (its current image): imgClf the
+    label and confidence, imgSeg the fraction of pixels per label index."""
+    current = [e.id for e in page if found.has(e.id, e.image.version)]
+    with read_scope(engine) as session:
+        rows = example_predictions.outputs(session, found, current)
+    names = dict(ctx.view.labels)
+    for example, wire in zip(page, wires, strict=True):
+        row = rows.get(example.id)
+        if row is None or row.image_version != example.image.version:
+            continue
+        out: dict[str, Any] = {"runId": row.run_id, "at": to_millis(row.created_at)}
+        if ctx.view.problem_type == "imgClf" and row.output.get("label") is not None:
+            index = int(row.output["label"])
+            out.update(labelIndex=index, labelName=names.get(index))
+            out["confidence"] = row.output.get("confidence")
+        elif "fractions" in row.output:
+            out["fractions"] = row.output["fractions"]
+        wire["prediction"] = out
 
 
 def _check_filters(ctx: DatasetContext, filters: ex.Filters) -> None:
@@ -259,25 +308,32 @@ def label_hint(
     """The deployed champion's prediction for the example, as a hint for the labeller: read
     from the dataset's source as it is now (not only snapshot images), never saved as a label
     and not recorded in the model's prediction log (monitoring sees real traffic only)."""
-    from patient_ml.db.models import Model
-    from patient_ml.services.common import get_by_id_or_name
     from patient_ml.services.predictions import predict
 
-    with session_scope_read(engine) as session:
-        model = get_by_id_or_name(session, Model, model_ref)
-        if model.dataset_id != ctx.view.id:
-            raise _invalid("modelId", f"must be a model of dataset {ctx.view.id}", model_ref)
-        model_id = model.id
+    model_id = champion_predictions(engine, ctx, model_ref).model_id
     image = example_preview(ctx, example_id, None)
     answer = predict(engine, ctx.store, model_id, image=image, log=False)
     answer["exampleId"] = example_id
+    _keep_prediction(engine, ctx, example_id, answer)
     return answer
 
 
-def session_scope_read(engine: Engine) -> Any:
-    from patient_ml.db.engine import read_scope
-
-    return read_scope(engine)
+def _keep_prediction(
+    engine: Engine, ctx: DatasetContext, example_id: str, answer: dict[str, Any]
+) -> None:
+    """Best effort: the hint is answered even when its summary cannot be kept."""
+    try:
+        with session_scope(engine) as session:
+            example_predictions.record(
+                session,
+                model_id=answer["modelId"],
+                example_id=example_id,
+                run_id=answer["runId"],
+                image_version=ctx.index().get(example_id).image.version,
+                output=prediction_log.output_summary(answer["problemType"], answer),
+            )
+    except Exception as exc:
+        log.warning("the prediction for example %s was not kept: %s", example_id, exc)
 
 
 def example_image(ctx: DatasetContext, example_id: str) -> tuple[bytes, str]:

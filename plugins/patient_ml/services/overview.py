@@ -100,7 +100,7 @@ def model_page(
 
 
 def model_summaries(
-    session: Session, models: list[Model], next_runs: dict[str, int | None] | None = None
+    session: Session, models: list[Model], next_runs: dict[str, dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """The Models table's rows of `models` (a page): a handful of queries for the whole page."""
     if not models:
@@ -181,8 +181,8 @@ def model_summaries(
                 "start": to_millis(last.started_at),
                 "end": to_millis(last.ended_at),
             }
-        if next_runs is not None and next_runs.get(row["dagId"]) is not None:
-            row["nextRunAt"] = next_runs[row["dagId"]]
+        if next_runs is not None:
+            row["nextRun"] = next_runs.get(row["dagId"], {"state": "notInAirflow"})
         rows.append(row)
     return rows
 

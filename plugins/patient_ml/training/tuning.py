@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -190,13 +191,23 @@ class TuningWorker:
         layout = job.layout
         self._record(number, "running", hps)
         self.current_job = job.name
+        reported: list[float] = []
+
+        def report(name: str, value: float, step: int) -> bool:
+            if name == self.spec.objective:
+                reported.append(value)
+            return bool(on_metric(name, value, step))
+
         try:
-            result = self.backend.run(job, on_metric)
+            result = self.backend.run(job, report)
         finally:
             self.current_job = None
         if result.status == "stopped":
-            self._record(number, "pruned", hps)
-            return sweep.TrialOutcome("pruned", None, None, result.metrics)
+            # As Optuna keeps it: the last objective value reported before the pruner stopped
+            # it (the job may log more lines while it stops; those are not the trial's value).
+            last = reported[-1] if reported and math.isfinite(reported[-1]) else None
+            self._record(number, "pruned", hps, value=last)
+            return sweep.TrialOutcome("pruned", last, None, result.metrics)
         value = result.metrics.get(self.spec.objective)
         failure = result.failure
         if result.succeeded and value is None:

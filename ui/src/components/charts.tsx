@@ -17,6 +17,7 @@ import {
 
 import type { ReliabilityBin, Trial } from "../api";
 import { formatNumber } from "../format";
+import { describeTrial, type TrialPoint, trialSeries } from "../trials";
 
 export const SERIES_COLORS = ["blue.500", "orange.500", "green.500", "purple.500", "red.500", "teal.500", "pink.500", "yellow.600"];
 
@@ -32,30 +33,64 @@ const tooltipStyle = {
 
 export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; minimize?: boolean }) {
   const { grid, text, series } = useChartColors();
-  let best: number | undefined;
-  const data = trials.map((t) => {
-    if (t.state === "complete" && t.value !== undefined) best = best === undefined ? t.value : minimize ? Math.min(best, t.value) : Math.max(best, t.value);
-    return {
-      number: t.number,
-      complete: t.state === "complete" ? t.value : undefined,
-      pruned: t.state === "pruned" ? (t.value ?? null) : undefined,
-      best,
-    };
-  });
+  const [red] = useToken("colors", ["red.500"]);
+  const { points, domain, counts } = trialSeries(trials, minimize);
+  const numbers = points.map((p) => p.number);
+  // Each state's markers get only its trials (a Scatter of the chart's rows would draw one
+  // symbol per row, also where the trial has no value of that series).
+  const only = (key: "complete" | "pruned" | "failed") => points.filter((p) => p[key] !== undefined);
   return (
-    <Box height="260px" data-testid="trials-chart" role="img" aria-label="Objective of each trial and the best so far">
-      <ResponsiveContainer>
-        <ComposedChart data={data} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
+    <Box
+      height="280px"
+      data-testid="trials-chart"
+      role="img"
+      aria-label={`Objective of each trial and the best so far: ${counts.complete} complete, ${counts.pruned} pruned, ${counts.failed} failed`}
+    >
+      <ResponsiveContainer initialDimension={{ width: 640, height: 280 }}>
+        <ComposedChart data={points} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
           <CartesianGrid stroke={grid} strokeDasharray="3 3" />
-          <XAxis dataKey="number" stroke={text} label={{ value: "trial", position: "insideBottomRight", offset: -4, fill: text }} />
-          <YAxis stroke={text} domain={["auto", "auto"]} />
-          <Tooltip {...tooltipStyle} />
+          <XAxis
+            dataKey="number"
+            type="number"
+            domain={[Math.min(...numbers) - 0.5, Math.max(...numbers) + 0.5]}
+            allowDecimals={false}
+            tickFormatter={(n: number) => (Number.isInteger(n) ? String(n) : "")}
+            stroke={text}
+            label={{ value: "trial", position: "insideBottomRight", offset: -4, fill: text }}
+          />
+          <YAxis stroke={text} domain={domain} allowDataOverflow tickFormatter={(v: number) => formatNumber(v, 3)} />
+          <Tooltip {...tooltipStyle} content={<TrialTooltip />} />
           <Legend />
-          <Scatter name="objective (complete)" dataKey="complete" fill={series[0]} isAnimationActive={false} />
-          <Scatter name="pruned" dataKey="pruned" fill={series[1]} isAnimationActive={false} />
+          <Scatter name={`complete (${counts.complete})`} dataKey="complete" data={only("complete")} fill={series[0]} shape="circle" legendType="circle" isAnimationActive={false} />
+          <Scatter
+            name={`pruned (${counts.pruned}): last reported value`}
+            dataKey="pruned"
+            data={only("pruned")}
+            fill={series[1]}
+            shape="triangle"
+            legendType="triangle"
+            isAnimationActive={false}
+          />
+          <Scatter name={`failed (${counts.failed}): no value`} dataKey="failed" data={only("failed")} fill={red} shape="cross" legendType="cross" isAnimationActive={false} />
           <Line name="best so far" dataKey="best" stroke={series[2]} dot={false} type="stepAfter" isAnimationActive={false} />
         </ComposedChart>
       </ResponsiveContainer>
+    </Box>
+  );
+}
+
+function TrialTooltip({ active, payload }: { active?: boolean; payload?: { payload?: TrialPoint }[] }) {
+  const point = payload?.[0]?.payload;
+  if (!active || !point) return null;
+  return (
+    <Box bg="bg.panel" borderWidth="1px" borderColor="border" rounded="sm" px={2} py={1} maxW="xs" fontSize="sm">
+      <Text fontWeight="semibold">Trial {point.number}</Text>
+      <Text>{describeTrial(point)}</Text>
+      {point.best !== undefined && (
+        <Text color="fg.muted" fontSize="xs">
+          best so far {formatNumber(point.best, 4)}
+        </Text>
+      )}
     </Box>
   );
 }

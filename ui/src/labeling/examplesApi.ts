@@ -32,6 +32,17 @@ export interface ExampleItem {
   labelName?: string;
   conflict?: boolean;
   labelHistory?: HistoryEntry[];
+  /** The current champion's kept prediction (when the list was asked with its modelId). */
+  prediction?: KeptPrediction;
+}
+
+export interface KeptPrediction {
+  runId: string;
+  at?: number;
+  labelIndex?: number;
+  labelName?: string;
+  confidence?: number;
+  fractions?: Record<string, number>;
 }
 
 export interface Counts {
@@ -46,6 +57,28 @@ export interface Filters {
   labelIndex?: number;
   split?: string;
   patientKey?: string;
+  /** Whether the champion of `modelId` has predicted the example (a hint was answered). */
+  hasPrediction?: "true" | "false";
+  /** The model whose champion's predictions count (and are shown on the examples). */
+  modelId?: string;
+}
+
+/** The filters the Examples tab starts with: unlabeled examples, with the champion's kept
+ * predictions shown when the model has a champion. */
+export function initialFilters(model: { id: string; championId?: string | null }): Filters {
+  return model.championId ? { status: "unlabeled", modelId: model.id } : { status: "unlabeled" };
+}
+
+/** A tile's words for a kept prediction: "tumor 93%", or the labels a predicted mask shows. */
+export function describePrediction(p: KeptPrediction, labels: LabelDef[]): string {
+  if (p.labelIndex !== undefined) {
+    const name = p.labelName ?? labels.find((l) => l.index === p.labelIndex)?.name ?? `label ${p.labelIndex}`;
+    return p.confidence !== undefined ? `${name} ${Math.round(p.confidence * 100)}%` : name;
+  }
+  const shown = Object.entries(p.fractions ?? {})
+    .filter(([index, fraction]) => index !== "0" && fraction > 0)
+    .map(([index]) => labels.find((l) => l.index === Number(index))?.name ?? `label ${index}`);
+  return shown.length ? `mask: ${shown.join(", ")}` : "mask: background only";
 }
 
 export interface DatasetInfo {

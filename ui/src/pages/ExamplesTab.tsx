@@ -7,7 +7,16 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { api, type Model, type Permissions } from "../api";
 import { Empty, ErrorAlert, Loading, useLoad } from "../components/common";
 import { actionFor, isTyping } from "../labeling/keyboard";
-import { type DatasetInfo, type Filters, listExamples, previewUrl, type Status } from "../labeling/examplesApi";
+import {
+  type DatasetInfo,
+  describePrediction,
+  type Filters,
+  getHint,
+  initialFilters,
+  listExamples,
+  previewUrl,
+  type Status,
+} from "../labeling/examplesApi";
 import { LabelPanel } from "../labeling/LabelPanel";
 
 const PAGE = 48;
@@ -30,7 +39,9 @@ export function ExamplesTab({ model, permissions }: { model: Model; permissions:
 }
 
 function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model: Model; permissions: Permissions }) {
-  const [filters, setFilters] = useState<Filters>({ status: "unlabeled" });
+  const [filters, setFilters] = useState<Filters>(() => initialFilters(model));
+  const [predicting, setPredicting] = useState<{ done: number; of: number } | null>(null);
+  const [predictError, setPredictError] = useState<string | null>(null);
   const [markers, setMarkers] = useState<(string | undefined)[]>([undefined]); // one per page seen
   const [selected, setSelected] = useState(0);
   const [open, setOpen] = useState<string | null>(null);
@@ -42,6 +53,25 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
   const labels = dataset.problemDefinition.labelDefinition.labels;
   const examples = page.data?.examples ?? [];
   const counts = page.data?.counts;
+
+  // The champion's hints for the page's examples without one, one at a time (each is kept,
+  // so the "has prediction" filter finds them); never saved as labels.
+  const predictPage = async () => {
+    const missing = examples.filter((e) => !e.prediction).map((e) => e.id);
+    setPredicting({ done: 0, of: missing.length });
+    setPredictError(null);
+    try {
+      for (const [done, id] of missing.entries()) {
+        await getHint(dataset.id, id, model.id);
+        setPredicting({ done: done + 1, of: missing.length });
+      }
+      setPredicting(null);
+    } catch (e) {
+      setPredicting(null);
+      setPredictError((e as Error).message);
+    }
+    setTick((t) => t + 1);
+  };
 
   const change = (next: Filters) => {
     setFilters(next);
@@ -158,12 +188,39 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
           onKeyDown={(e) => e.key === "Enter" && change({ ...filters, patientKey: patientKey.trim() || undefined })}
           onBlur={() => change({ ...filters, patientKey: patientKey.trim() || undefined })}
         />
+        {model.championId && (
+          <NativeSelect.Root size="sm" width="auto">
+            <NativeSelect.Field
+              aria-label="Prediction"
+              value={filters.hasPrediction ?? ""}
+              onChange={(e) => change({ ...filters, hasPrediction: (e.target.value || undefined) as Filters["hasPrediction"] })}
+            >
+              <option value="">With or without prediction</option>
+              <option value="true">Has a prediction</option>
+              <option value="false">No prediction yet</option>
+            </NativeSelect.Field>
+            <NativeSelect.Indicator />
+          </NativeSelect.Root>
+        )}
+        {model.championId && (
+          <Button
+            size="sm"
+            variant="outline"
+            data-testid="predict-page"
+            title="Ask the deployed champion for a hint on each example of this page that has none (never saved as labels)"
+            disabled={predicting !== null || !examples.some((e) => !e.prediction)}
+            onClick={() => void predictPage()}
+          >
+            {predicting ? `Predicting ${predicting.done}/${predicting.of}…` : "Predict this page"}
+          </Button>
+        )}
         <Box flex="1" />
         <Text fontSize="sm" color="fg.muted">
           ← → move · Enter opens · 1–9 label · D draft · Enter confirm
         </Text>
       </Flex>
       {page.error && <ErrorAlert error={page.error} title="The examples cannot be listed" />}
+      {predictError && <ErrorAlert error={new Error(predictError)} title="The champion could not predict every example" />}
       {!page.data && !page.error && <Loading what="the examples" />}
       {page.data && !examples.length && <Empty>No example matches these filters.</Empty>}
       <SimpleGrid ref={grid} minChildWidth="136px" gap={3} data-testid="examples-grid" opacity={page.loading ? 0.6 : 1}>
@@ -218,6 +275,11 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
                   </Text>
                 )}
               </HStack>
+              {example.prediction && (
+                <Text fontSize="xs" color="fg.info" truncate data-testid="tile-prediction" title="The deployed champion's prediction (a hint)">
+                  ◇ {describePrediction(example.prediction, labels)}
+                </Text>
+              )}
             </Box>
           </Box>
         ))}

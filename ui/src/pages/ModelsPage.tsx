@@ -1,9 +1,9 @@
 import { Badge, Box, Button, Flex, Heading, HStack, Input, Link, NativeSelect, Table, Text } from "@chakra-ui/react";
 import { useEffect, useState } from "react";
 
-import { api, type ModelSummary } from "../api";
+import { api, type ModelSummary, type NextRun } from "../api";
 import { Empty, ErrorAlert, Loading, StatusBadge, useLoad } from "../components/common";
-import { formatNumber, formatTime, PROBLEM_TYPES, type View } from "../format";
+import { describeNextRun, formatNumber, formatTime, PROBLEM_TYPES, type View } from "../format";
 
 type Sort = "name" | "problemType" | "dataset" | "lastRunAt" | "updatedAt";
 
@@ -163,7 +163,9 @@ export function ModelsPage({ go }: { go: (view: View) => void }) {
                       <Text color="fg.muted">never</Text>
                     )}
                   </Table.Cell>
-                  <Table.Cell>{m.nextRunAt ? formatTime(m.nextRunAt) : <Text color="fg.muted">—</Text>}</Table.Cell>
+                  <Table.Cell>
+                    <NextRunCell next={m.nextRun} />
+                  </Table.Cell>
                 </Table.Row>
               ))}
             </Table.Body>
@@ -173,6 +175,15 @@ export function ModelsPage({ go }: { go: (view: View) => void }) {
       )}
       <Pager total={total} limit={limit} offset={offset} setOffset={setOffset} setLimit={setLimit} />
     </Box>
+  );
+}
+
+function NextRunCell({ next }: { next: NextRun }) {
+  const { text, detail, muted } = describeNextRun(next);
+  return (
+    <Text fontSize="sm" color={muted ? "fg.muted" : undefined} title={detail || undefined} data-testid="next-run">
+      {text}
+    </Text>
   );
 }
 
