@@ -388,7 +388,10 @@ def _run_compose_demo(
     demo = ["python", "include/demo.py", "--airflow-url", "http://airflow-apiserver:8080"]
     try:
         started = time.monotonic()
-        stack("up", "-d", "--scale", f"airflow-worker={workers}", timeout=900)
+        try:
+            stack("up", "-d", "--scale", f"airflow-worker={workers}", timeout=900)
+        except ComposeError as exc:  # say why: the init's (or a service's) own output
+            raise ComposeError(f"{exc}\n--- logs ---\n{stack.logs(tail=120)}") from None
         _wait_healthy(url, stack)
         figures.up_seconds = time.monotonic() - started
         for container in stack.containers("airflow-worker"):
