@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from patient_ml.db.engine import (
     get_engine,
@@ -74,6 +76,27 @@ def test_session_scope_commits_or_rolls_back(engine) -> None:
     with session_scope(engine) as session:
         names = session.scalars(select(Dataset.name)).all()
     assert names == ["kept"]
+
+
+def test_sessions_are_plain_sessions_that_leave_no_garbage_cycles(engine) -> None:
+    """A session per request must not build a Session subclass per call (sessionmaker(...)()
+    does): a class lives in reference cycles that only the cyclic garbage collector frees, and
+    those collections were the API's tail latency (benchmarks/api_load.py)."""
+
+    def read_twice() -> None:
+        for scope in (session_scope, read_scope):
+            with scope(engine) as session:
+                assert type(session) is Session
+                session.scalars(select(Dataset.name)).all()
+
+    read_twice()  # the first time builds the reader engine and caches the statement
+    gc.collect()
+    gc.disable()
+    try:
+        read_twice()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_integrity_errors_become_conflicts(engine) -> None:

@@ -34,7 +34,14 @@ from patient_ml.api.schemas import (
     PredictionResponse,
     error_responses,
 )
-from patient_ml.api.views import OMITTED_DOC, View, extended, readable, reference_prediction
+from patient_ml.api.views import (
+    OMITTED_DOC,
+    View,
+    extended,
+    in_view,
+    readable,
+    reference_prediction,
+)
 from patient_ml.exceptions import NotFoundError
 from patient_ml.services.overview import Order, RunSort
 
@@ -143,7 +150,7 @@ def list_runs(
         Literal["running", "succeeded", "failed"] | None,
         Query(description="Extension: only runs of this status."),
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     from patient_ml.services.overview import run_page
     from patient_ml.services.runs import runs_to_wire
 
@@ -152,9 +159,12 @@ def list_runs(
         session, model.id, limit=limit, offset=offset, sort=sort, order=order, status=status
     )
     runs = [_run_view(wire, view) for wire in runs_to_wire(session, page.rows)]
+    content: dict[str, Any]
     if not extended(view):  # the reference GetRuns answer has no total
-        return {"runs": readable("ModelRun", runs, response, "run")}
-    return {"runs": runs, "totalEntries": page.total}
+        content = {"runs": readable("ModelRun", runs, response, "run")}
+    else:
+        content = {"runs": runs, "totalEntries": page.total}
+    return in_view(view, (GetRunsResponse, GetRunsExtendedResponse), content, response)
 
 
 @router.get(
@@ -165,12 +175,18 @@ def list_runs(
     responses=error_responses(404, 422),
 )
 def get_run(
-    model_id: str, run_id: str, session: Session, user: CurrentUser, view: View = "reference"
-) -> dict[str, Any]:
+    model_id: str,
+    run_id: str,
+    session: Session,
+    user: CurrentUser,
+    response: ResponseHeaders,
+    view: View = "reference",
+) -> Response:
     from patient_ml.services.runs import run_to_wire
 
     model = authorized_model(session, model_id, user)
-    return {"run": _run_view(run_to_wire(session, _run_of(session, model, run_id)), view)}
+    content = {"run": _run_view(run_to_wire(session, _run_of(session, model, run_id)), view)}
+    return in_view(view, (GetRunResponse, GetRunExtendedResponse), content, response)
 
 
 @router.post(
@@ -316,12 +332,21 @@ def _deploy(
     )
 
 
-@router.post(
-    "/models/{model_id}/runs/{run_id}/deployment",
-    summary="Extension: deploy an approved run (as `patient-ml runs deploy`)",
-    response_model=CreateDeploymentResponse,
-    response_model_exclude_none=True,
-    responses=error_responses(404, 409, 422, 502),
+def _deploy_route(action: str, summary: str, answer: type[BaseModel]) -> Any:
+    """The route declaration of `POST .../runs/{run_id}/<action>` (deployment, rollback)."""
+    return router.post(
+        f"/models/{{model_id}}/runs/{{run_id}}/{action}",
+        summary=summary,
+        response_model=answer,
+        response_model_exclude_none=True,
+        responses=error_responses(404, 409, 422, 502),
+    )
+
+
+@_deploy_route(
+    "deployment",
+    "Extension: deploy an approved run (as `patient-ml runs deploy`)",
+    CreateDeploymentResponse,
 )
 def create_deployment(
     model_id: str,
@@ -342,12 +367,10 @@ def create_deployment(
     return {"deployment": answer["deployment"]}
 
 
-@router.post(
-    "/models/{model_id}/runs/{run_id}/rollback",
-    summary="Extension: roll back to an earlier champion (approve it again and deploy it)",
-    response_model=CreateRollbackResponse,
-    response_model_exclude_none=True,
-    responses=error_responses(404, 409, 422, 502),
+@_deploy_route(
+    "rollback",
+    "Extension: roll back to an earlier champion (approve it again and deploy it)",
+    CreateRollbackResponse,
 )
 def create_rollback(
     model_id: str,

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from patient_ml import settings
 from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
@@ -221,7 +221,9 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
     writer) or `DatabaseError` (cannot connect, locked, schema drift) with an explanation.
     """
     engine = engine or get_engine()
-    session = sessionmaker(bind=engine, expire_on_commit=False)()
+    # A plain Session: `sessionmaker(...)()` would build a new Session subclass per call, which
+    # only the cyclic garbage collector frees (see `patient_ml.api.app`'s note on the GC).
+    session = Session(bind=engine, expire_on_commit=False)
     try:
         yield session
         session.commit()

@@ -7,12 +7,14 @@
 The client is composed of the package's parts: `transport` (session, retries through urllib3's
 `Retry`, errors), `auth` (none, bearer, basic, OAuth2 client credentials through authlib),
 `rest` (read, Binary, create, update, transaction), `search` (paging) and `bulk` (`$export`).
-The names below stay importable from here; `patient_ml.fhir` re-exports them too.
+The names of `names.CLIENT_NAMES` stay importable from here; `patient_ml.fhir` re-exports
+them too.
 """
 
 from __future__ import annotations
 
-from patient_ml.fhir.auth import (
+# The imports marked F401 are the re-exported names of `names.CLIENT_NAMES` (this `__all__`).
+from patient_ml.fhir.auth import (  # noqa: F401
     AUTH_TYPES,
     BasicAuth,
     BearerAuth,
@@ -21,8 +23,13 @@ from patient_ml.fhir.auth import (
     NoAuth,
     make_auth,
 )
-from patient_ml.fhir.bulk import POLL_RETRYABLE_STATUSES, ExportFile, ExportManifest, FhirBulkExport
-from patient_ml.fhir.errors import (
+from patient_ml.fhir.bulk import (  # noqa: F401
+    POLL_RETRYABLE_STATUSES,
+    ExportFile,
+    ExportManifest,
+    FhirBulkExport,
+)
+from patient_ml.fhir.errors import (  # noqa: F401
     FhirAuthError,
     FhirConfigError,
     FhirConflictError,
@@ -32,9 +39,10 @@ from patient_ml.fhir.errors import (
     FhirTooLargeError,
     FhirTransactionError,
 )
+from patient_ml.fhir.names import CLIENT_NAMES
 from patient_ml.fhir.rest import FhirRest
 from patient_ml.fhir.search import FhirSearch
-from patient_ml.fhir.transport import (
+from patient_ml.fhir.transport import (  # noqa: F401
     FHIR_JSON,
     FHIR_NDJSON,
     NOT_PROCESSED_STATUSES,
@@ -42,32 +50,7 @@ from patient_ml.fhir.transport import (
     parse_retry_after,
 )
 
-__all__ = [
-    "AUTH_TYPES",
-    "FHIR_JSON",
-    "FHIR_NDJSON",
-    "NOT_PROCESSED_STATUSES",
-    "POLL_RETRYABLE_STATUSES",
-    "RETRYABLE_STATUSES",
-    "BasicAuth",
-    "BearerAuth",
-    "ClientCredentialsAuth",
-    "ExportFile",
-    "ExportManifest",
-    "FhirAuth",
-    "FhirAuthError",
-    "FhirClient",
-    "FhirConfigError",
-    "FhirConflictError",
-    "FhirError",
-    "FhirNotFoundError",
-    "FhirReferenceError",
-    "FhirTooLargeError",
-    "FhirTransactionError",
-    "NoAuth",
-    "make_auth",
-    "parse_retry_after",
-]
+__all__ = list(CLIENT_NAMES)
 
 
 class FhirClient(FhirRest, FhirSearch, FhirBulkExport):

@@ -26,7 +26,7 @@ from patient_ml.config.identifiers import require_safe_id
 from patient_ml.config.models import DatasetSource
 from patient_ml.curation.curate import dataset_view
 from patient_ml.curation.fetch import ImageFetching
-from patient_ml.curation.images import ImageLimits, inspect_image
+from patient_ml.curation.images import DecodedImage, ImageLimits, inspect_image
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.records import resource_version
@@ -272,18 +272,7 @@ def example_preview(ctx: DatasetContext, example_id: str, size: int | None) -> b
     import numpy as np
     from PIL import Image
 
-    from patient_ml.curation.images import ImageLimits, inspect_image
-
-    example = ctx.index().get(example_id)
-    data = _image_bytes(ctx, example)
-    limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
-    try:
-        info = inspect_image(data, example.image.content_type, limits, fingerprint=None)
-    except QuarantineError as exc:
-        raise NotFoundError(
-            f"The image of example {example.id!r} cannot be decoded ({exc.reason}).",
-            fix="fix the image; curation quarantines it too",
-        ) from None
+    info = _decoded_image(ctx, ctx.index().get(example_id))
     with Image.open(io.BytesIO(info.stored_bytes)) as img:
         img.load()
         if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
@@ -616,7 +605,8 @@ def put_label_file(ctx: DatasetContext, example_id: str, body: dict[str, Any]) -
     """Store the mask of RLE areas (content-addressed); returns its fileId for PUT label."""
     _require_segmentation(ctx)
     example = ctx.index().get(example_id)
-    height, width = _image_size(ctx, example)
+    decoded = _decoded_image(ctx, example)
+    height, width = decoded.height, decoded.width
     if (body.get("height"), body.get("width")) != (height, width):
         raise _invalid(
             "height",
@@ -656,14 +646,14 @@ def _require_segmentation(ctx: DatasetContext) -> None:
         )
 
 
-def _image_size(ctx: DatasetContext, example: ex.Example) -> tuple[int, int]:
+def _decoded_image(ctx: DatasetContext, example: ex.Example) -> DecodedImage:
+    """The example's image, decoded as curation decodes it (404 when it cannot be)."""
     data = _image_bytes(ctx, example)
     limits = ImageLimits(max_pixels=ctx.view.max_image_pixels, min_side=1)
     try:
-        info = inspect_image(data, example.image.content_type, limits, fingerprint=None)
+        return inspect_image(data, example.image.content_type, limits, fingerprint=None)
     except QuarantineError as exc:
         raise NotFoundError(
             f"The image of example {example.id!r} cannot be decoded ({exc.reason}).",
             fix="fix the image; curation quarantines it too",
         ) from None
-    return info.height, info.width
