@@ -10,10 +10,12 @@
 * Pruning: the objective metric's intermediate values go to a median pruner; a pruned trial's
   job is stopped.
 * Few database round trips per trial: a worker keeps one cached view of its study (Optuna's
-  cached RDB storage reads only the trials that changed since its last read), the pruner
-  judges the trial's own values from memory against the completed trials read at most every
-  `PRUNER_REFRESH_SECONDS`, a trial's end is one state write, and pooled connections are
-  pinged only after they sat idle (`IDLE_PING_SECONDS`) instead of on every checkout.
+  cached RDB storage reads only the trials that changed since its last read); a claim reads
+  it once and inserts the trial with its parameters and attributes in one transaction; the
+  pruner judges the trial's own values from memory against the completed trials read at most
+  every `PRUNER_REFRESH_SECONDS`; a trial's end is one state write; pooled connections are
+  pinged only after they sat idle (`IDLE_PING_SECONDS`), and the study's commits do not wait
+  for the disk (`commit_without_flush`).
 * Resume: a worker that starts again (Airflow retry after a crash) first fails the trials its
   earlier attempt left running (marked `stale`, not counted), then the sweep goes on.
 """
@@ -120,6 +122,8 @@ def commit_without_flush(engine: Engine) -> None:
     survives a crash of any process; only a power loss or an OS crash may roll the last ones
     back. Either way the worst case is a trial that looks RUNNING: its worker's retry fails
     it as stale and the sweep goes on (see `fail_stale_trials`)."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return  # nothing to flush, and the pool's connection holds the whole database
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, record: Any) -> None:
