@@ -78,6 +78,22 @@ def test_kill_from_another_thread(docker: DockerBackend, tmp_path: Path) -> None
     assert result.status == "failed" and leftovers(docker, training) == []
 
 
+def test_a_leftover_container_of_a_crashed_attempt_is_replaced(
+    docker: DockerBackend, tmp_path: Path
+) -> None:
+    from patient_ml.training.backends.docker import container_name
+
+    training = job(tmp_path, epochs=1, score=0.7)
+    stale = docker.client.containers.create(
+        IMAGE, command=["sleep", "600"], name=container_name(training.name)
+    )
+    stale.start()  # still running, as after a worker that died mid-trial
+    result = docker.run(training)
+    assert result.succeeded and result.metrics["validation:accuracy"] == 0.7
+    assert leftovers(docker, training) == []
+    assert stale.id not in {c.id for c in docker.client.containers.list(all=True)}
+
+
 def test_missing_image_names_the_fix(docker: DockerBackend, tmp_path: Path) -> None:
     training = job(tmp_path)
     training.image = "patient-ml/does-not-exist:0"

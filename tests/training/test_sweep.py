@@ -117,6 +117,22 @@ def test_a_crashed_worker_resumes_and_the_sweep_finishes(engine: Engine, db_url:
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
 
 
+def test_the_study_commits_without_waiting_for_the_disk(db_url: str) -> None:
+    """Set on every connection of the study's pool, and kept after a rolled-back transaction
+    (PostgreSQL undoes a SET made in one)."""
+    from sqlalchemy import text
+
+    storage = sweep.optuna_storage(db_url)
+    for _ in range(2):
+        with storage.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                mode = conn.execute(text("PRAGMA journal_mode")).scalar()
+                assert (mode, conn.execute(text("PRAGMA synchronous")).scalar()) == ("wal", 1)
+            else:
+                assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+            conn.rollback()
+
+
 def _worker(db_url: str, run_id: str, worker: str) -> int:
     from patient_ml.db.engine import get_engine
 

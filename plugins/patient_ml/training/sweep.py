@@ -10,10 +10,12 @@
 * Pruning: the objective metric's intermediate values go to a median pruner; a pruned trial's
   job is stopped.
 * Few database round trips per trial: a worker keeps one cached view of its study (Optuna's
-  cached RDB storage reads only the trials that changed since its last read), the pruner
-  judges the trial's own values from memory against the completed trials read at most every
-  `PRUNER_REFRESH_SECONDS`, a trial's end is one state write, and pooled connections are
-  pinged only after they sat idle (`IDLE_PING_SECONDS`) instead of on every checkout.
+  cached RDB storage reads only the trials that changed since its last read); a claim reads
+  it once and inserts the trial with its parameters and attributes in one transaction; the
+  pruner judges the trial's own values from memory against the completed trials read at most
+  every `PRUNER_REFRESH_SECONDS`; a trial's end is one state write; pooled connections are
+  pinged only after they sat idle (`IDLE_PING_SECONDS`), and the study's commits do not wait
+  for the disk (`commit_without_flush`).
 * Resume: a worker that starts again (Airflow retry after a crash) first fails the trials its
   earlier attempt left running (marked `stale`, not counted), then the sweep goes on.
 """
@@ -21,6 +23,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime
 import fcntl
 import hashlib
 import logging
@@ -99,9 +103,42 @@ def optuna_storage(url: str) -> Any:
     storage = optuna.storages.RDBStorage(
         sa_url.render_as_string(hide_password=False), engine_kwargs=kwargs
     )
+    commit_without_flush(storage.engine)
     if not sa_url.drivername.startswith("sqlite"):
         ping_when_idle(storage.engine)
     return storage
+
+
+def commit_without_flush(engine: Engine) -> None:
+    """The study's commits return without waiting for the disk: a trial makes a dozen (claim,
+    one per reported epoch, end), and waiting for each flush was most of a short trial's
+    overhead (SQLite: an fsync of 10-25 ms per commit on a loaded machine).
+
+    PostgreSQL: `synchronous_commit = off` on these connections. A commit is visible to the
+    other workers at once; a server crash may lose the last fraction of a second of them, never
+    leaves an inconsistent state, and the product's own writes (trial rows, the run's result)
+    are synchronous and flush everything written before them.
+    SQLite: WAL (as the product's engine sets it) with `synchronous = NORMAL`: a commit
+    survives a crash of any process; only a power loss or an OS crash may roll the last ones
+    back. Either way the worst case is a trial that looks RUNNING: its worker's retry fails
+    it as stale and the sweep goes on (see `fail_stale_trials`)."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return  # nothing to flush, and the pool's connection holds the whole database
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if engine.dialect.name == "sqlite":
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            else:
+                cursor.execute("SET synchronous_commit TO off")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # a setting made in a transaction that rolls back is undone
+
+    engine.dispose()  # the connection RDBStorage opened to set up its tables had no such setting
 
 
 def ping_when_idle(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
@@ -233,9 +270,14 @@ def _sampler(spec: SweepSpec, trials: int) -> Any:
 
 def claim_trial(
     engine: Engine, storage: Any, spec: SweepSpec, worker: str, study: Any = None
-) -> tuple[Any, Any] | None:
+) -> tuple[Any, ClaimedTrial] | None:
     """(study, the next trial) or None when the sweep has all its trials. Pass the `study` of
-    an earlier claim (`open_study`) to reuse its cache."""
+    an earlier claim (`open_study`) to reuse its cache.
+
+    Under the sweep lock: one read of the trials that changed, the proposal of the seeded
+    sampler from that read, and one insert of the trial with its parameters, worker and
+    hyperparameters (`study.ask` would read the trials three more times and write the trial,
+    each parameter and each attribute in a transaction of its own)."""
     with sweep_lock(engine, spec.run_id):
         if study is None:
             study = open_study(storage, spec)
@@ -243,28 +285,158 @@ def claim_trial(
         if sum(1 for t in trials if counted(t)) >= spec.max_trials:
             return None
         study.sampler = _sampler(spec, len(trials))
-        trial = study.ask({p.name: p.distribution for p in spec.space})
-        trial.set_user_attr(WORKER_ATTR, worker)
-        return study, trial
+        template = _propose(study, spec, trials)
+        hps = dict(spec.fixed or {})
+        hps.update({p.name: p.value(template.params[p.name]) for p in spec.space})
+        template.user_attrs = {WORKER_ATTR: worker, HPARAMS_ATTR: hps}
+        trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        template._trial_id = trial_id
+        template.number = _trial_number(study, trial_id, len(trials))
+        return study, ClaimedTrial(study, template, trials)
+
+
+def _propose(study: Any, spec: SweepSpec, trials: list[Any]) -> Any:
+    """The next trial as a template (RUNNING, its parameters proposed), the way `Trial` asks
+    the sampler: `before_trial`, the relative search space and its sample, then each other
+    parameter independently; the sampler reads `trials` (read under the lock) instead of the
+    database, and what it records about the trial (TPE's relative parameters, which its
+    constant liar reads on other workers) goes into the template, written in the same insert."""
+    import optuna
+
+    template = optuna.trial.FrozenTrial(
+        number=len(trials),
+        state=optuna.trial.TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    view = copy.copy(study)  # the same study, its storage as _ProposalStorage
+    view._storage = _ProposalStorage(study._storage, trials, template)
+    view._thread_local = type(study._thread_local)()
+    view._thread_local.cached_all_trials = trials
+    sampler = study.sampler
+    sampler.before_trial(view, template)
+    relative_space = sampler.infer_relative_search_space(view, template)
+    relative = sampler.sample_relative(view, template, relative_space)
+    for param in spec.space:
+        name, distribution = param.name, param.distribution
+        if distribution.single():
+            value = optuna.distributions._get_single_value(distribution)
+        elif name in relative and _relative_fits(relative_space, relative, name, distribution):
+            value = relative[name]
+        else:
+            value = sampler.sample_independent(view, template, name, distribution)
+        distribution.to_internal_repr(value)  # as Trial does: rejects e.g. NaN
+        template.params[name] = value
+        template.distributions[name] = distribution
+    return template
+
+
+def _relative_fits(space: dict[str, Any], relative: dict[str, Any], name: str, dist: Any) -> bool:
+    """Trial._is_relative_param: the relative sample is used when it lies in `dist`."""
+    import optuna
+
+    optuna.distributions.check_distribution_compatibility(space[name], dist)
+    return bool(dist._contains(dist.to_internal_repr(relative[name])))
+
+
+class _ProposalStorage:
+    """The study's storage as a sampler sees it while it proposes a trial that is not in the
+    database yet: the trials as read once under the sweep lock, and the trial's system
+    attributes kept on its template. Everything else goes to the real storage."""
+
+    def __init__(self, storage: Any, trials: list[Any], template: Any) -> None:
+        self._storage = storage
+        self._trials = trials
+        self._template = template
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if trial_id != self._template._trial_id:
+            raise RuntimeError(f"a sampler wrote trial {trial_id} while proposing a new one")
+        self._template.system_attrs[key] = value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def _trial_number(study: Any, trial_id: int, expected: int) -> int:
+    """The number the database gave the new trial: the count of its study's earlier trials,
+    which under the sweep lock is `expected` (the cached storage knows it without a query)."""
+    storage = study._storage
+    if storage.get_trial_id_from_study_id_trial_number(study._study_id, expected) == trial_id:
+        return expected
+    return int(storage.get_trial(trial_id).number)
+
+
+class ClaimedTrial:
+    """A trial this worker runs. Its reported values are kept in memory as well, so the
+    pruner judges them without reading the trial back."""
+
+    def __init__(self, study: Any, frozen: Any, trials: list[Any]) -> None:
+        self.study = study
+        self.frozen = frozen
+        self.pruner_view = _PrunerView(study, trials)
+
+    @property
+    def number(self) -> int:
+        return int(self.frozen.number)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.frozen.params)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.study._storage.set_trial_user_attr(self.frozen._trial_id, key, value)
+        self.frozen.user_attrs[key] = value
+
+    def report(self, value: float, step: int) -> None:
+        if step in self.frozen.intermediate_values:  # as Trial.report: the first value stays
+            return
+        self.study._storage.set_trial_intermediate_value(self.frozen._trial_id, step, value)
+        self.frozen.intermediate_values[step] = value
+
+    def should_prune(self) -> bool:
+        return bool(self.study.pruner.prune(self.pruner_view, self.frozen))
+
+    def finish(self, state: Any, value: float | None = None) -> None:
+        """`study.tell` in one state write (tell reads the trial back first). As tell does,
+        a pruned trial keeps its last reported value."""
+        import optuna
+
+        values = None
+        if state == optuna.trial.TrialState.COMPLETE:
+            values = [float(value)]  # type: ignore[arg-type]
+        elif state == optuna.trial.TrialState.PRUNED:
+            reported = self.frozen.intermediate_values
+            last = reported[max(reported)] if reported else None
+            if last is not None and math.isfinite(last):
+                values = [float(last)]
+        self.study._storage.set_trial_state_values(self.frozen._trial_id, state, values)
 
 
 class _PrunerView:
     """What the median pruner reads of the study (its direction and completed trials), the
-    completed trials read at most every `PRUNER_REFRESH_SECONDS`: a trial that completes on
-    another worker meanwhile joins the comparison a few seconds later."""
+    completed trials read at most every `PRUNER_REFRESH_SECONDS`, starting with those read
+    when the trial was claimed: a trial that completes on another worker meanwhile joins the
+    comparison a few seconds later."""
 
-    def __init__(self, study: Any) -> None:
+    def __init__(self, study: Any, trials: list[Any]) -> None:
         import optuna
 
+        complete = optuna.trial.TrialState.COMPLETE
         self._study = study
-        self._completed: list[Any] | None = None
-        self._read_at = 0.0
-        # the trials `study.ask` just read for the sampler, if Optuna kept them
-        seen = getattr(getattr(study, "_thread_local", None), "cached_all_trials", None)
-        if seen is not None:
-            complete = optuna.trial.TrialState.COMPLETE
-            self._completed = [t for t in seen if t.state == complete]
-            self._read_at = time.monotonic()
+        self._completed = [t for t in trials if t.state == complete]
+        self._read_at = time.monotonic()
 
     @property
     def direction(self) -> Any:
@@ -277,32 +449,10 @@ class _PrunerView:
         if states is not None and tuple(states) != (complete,):
             return self._study.get_trials(deepcopy=deepcopy, states=states)
         now = time.monotonic()
-        if self._completed is None or now - self._read_at >= PRUNER_REFRESH_SECONDS:
+        if now - self._read_at >= PRUNER_REFRESH_SECONDS:
             self._completed = self._study.get_trials(deepcopy=False, states=(complete,))
             self._read_at = now
         return self._completed
-
-
-def _should_prune(study: Any, view: _PrunerView, trial: Any) -> bool:
-    """`trial.should_prune()` without reading the running trial back from the database: its
-    reported values are in memory (`Trial.report` keeps them)."""
-    return bool(study.pruner.prune(view, trial._get_latest_trial()))
-
-
-def _finish(study: Any, trial: Any, state: Any, value: float | None = None) -> None:
-    """`study.tell` in one state write (tell reads the trial back first). As tell does, a
-    pruned trial keeps its last reported value."""
-    import optuna
-
-    values = None
-    if state == optuna.trial.TrialState.COMPLETE:
-        values = [float(value)]  # type: ignore[arg-type]
-    elif state == optuna.trial.TrialState.PRUNED:
-        reported = trial._cached_frozen_trial.intermediate_values
-        last = reported[max(reported)] if reported else None
-        if last is not None and math.isfinite(last):
-            values = [float(last)]
-    study._storage.set_trial_state_values(trial._trial_id, state, values)
 
 
 def run_worker(
@@ -320,35 +470,25 @@ def run_worker(
         if claimed is None:
             break
         study, trial = claimed
-        view = _PrunerView(study)
-        hps = dict(spec.fixed or {})
-        hps.update({p.name: p.value(trial.params[p.name]) for p in spec.space})
-        trial.set_user_attr(HPARAMS_ATTR, hps)
+        hps = trial.frozen.user_attrs[HPARAMS_ATTR]
         log.info("worker %s: trial %d with %s", worker, trial.number, _fmt(hps))
 
-        def on_metric(
-            name: str,
-            value: float,
-            step: int,
-            study: Any = study,
-            trial: Any = trial,
-            view: _PrunerView = view,
-        ) -> bool:
+        def on_metric(name: str, value: float, step: int, trial: ClaimedTrial = trial) -> bool:
             if name != spec.objective:
                 return False
             trial.report(value, step)
-            return _should_prune(study, view, trial)
+            return trial.should_prune()
 
         result = execute(trial.number, hps, on_metric)
         if result.failure:
             trial.set_user_attr(FAILURE_ATTR, result.failure[:4000])
         trial.set_user_attr("metrics", result.metrics)
         if result.state == "complete" and result.value is not None and math.isfinite(result.value):
-            _finish(study, trial, optuna.trial.TrialState.COMPLETE, result.value)
+            trial.finish(optuna.trial.TrialState.COMPLETE, result.value)
         elif result.state == "pruned":
-            _finish(study, trial, optuna.trial.TrialState.PRUNED)
+            trial.finish(optuna.trial.TrialState.PRUNED)
         else:
-            _finish(study, trial, optuna.trial.TrialState.FAIL)
+            trial.finish(optuna.trial.TrialState.FAIL)
         log.info(
             "worker %s: trial %d %s%s",
             worker,

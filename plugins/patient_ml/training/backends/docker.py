@@ -167,7 +167,6 @@ class DockerBackend(Backend):
             real = at(os.path.realpath(job.layout.channel(channel)))
             volumes[real] = {"bind": str(inside.channel(channel)), "mode": "ro"}
         name = container_name(job.name)
-        self.remove_container(name)  # a leftover of a crashed attempt
         settings: dict[str, Any] = dict(
             command=["train"],
             name=name,
@@ -186,12 +185,7 @@ class DockerBackend(Backend):
             user=f"{os.getuid()}:{os.getgid()}",
             labels={"patient-ml.job": job.name},
         )
-        try:
-            container = self.client.containers.create(job.image, **settings)
-        except docker.errors.ImageNotFound:  # removed since this backend last saw it
-            self._present.discard(job.image)
-            self.ensure_image(job.image)
-            container = self.client.containers.create(job.image, **settings)
+        container = self._create(job.image, settings)
         started = time.monotonic()
         try:
             container.start()
@@ -218,6 +212,23 @@ class DockerBackend(Backend):
         finally:
             self.remove_container(name)
         return outcome(job, stopped, exit_code, lines, started)
+
+    def _create(self, image: str, settings: dict[str, Any]) -> Any:
+        """Create the container; a leftover of a crashed attempt that holds the name is
+        removed first (found by the engine's conflict answer, not by asking before every
+        create: one API call less per trial)."""
+        import docker.errors
+
+        try:
+            return self.client.containers.create(image, **settings)
+        except docker.errors.ImageNotFound:  # removed since this backend last saw it
+            self._present.discard(image)
+            self.ensure_image(image)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: the name is in use
+                raise
+            self.remove_container(settings["name"])
+        return self.client.containers.create(image, **settings)
 
     def kill(self, job_name: str) -> None:
         import docker.errors
