@@ -133,11 +133,12 @@ def test_the_study_commits_without_waiting_for_the_disk(db_url: str) -> None:
             conn.rollback()
 
 
-def _worker(db_url: str, run_id: str, worker: str) -> int:
+def _worker(db_url: str, run_id: str, worker: str, start: Any) -> int:
     from patient_ml.db.engine import get_engine
 
     storage = sweep.optuna_storage(db_url)
     engine = get_engine(db_url)
+    start.wait(timeout=120)  # spawned processes start up to seconds apart; trials take ~ms
     return len(sweep.run_worker(engine, storage, spec(run_id, max_trials=9), worker, quadratic))
 
 
@@ -145,8 +146,9 @@ def test_parallel_worker_processes_share_one_study(engine: Engine, db_url: str) 
     run_id = str(uuid.uuid4())
     sweep.create_study(sweep.optuna_storage(db_url), run_id, "maximize")
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(3) as pool:
-        done = pool.starmap(_worker, [(db_url, run_id, str(w)) for w in range(3)])
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        start = manager.Barrier(3)
+        done = pool.starmap(_worker, [(db_url, run_id, str(w), start) for w in range(3)])
     study = optuna.load_study(
         study_name=sweep.study_name(run_id), storage=sweep.optuna_storage(db_url)
     )
@@ -189,3 +191,27 @@ def test_sweep_with_real_training_processes(engine: Engine, db_url: str, tmp_pat
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _open_storage(url: str, barrier: Any) -> None:
+    barrier.wait()
+    sweep.optuna_storage(url)
+
+
+def test_workers_starting_together_create_optunas_tables_once(tmp_path: Path) -> None:
+    """The mapped tune workers of a run's first sweep open the study storage at the same moment
+    on a database without Optuna's tables; each must get it (before, all but one could fail
+    with 'table study_directions already exists' and waited for a retry)."""
+
+    context = multiprocessing.get_context("fork")
+    failed = 0
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'fresh-{attempt}.db'}"
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_storage, args=(url, barrier)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        failed += sum(worker.exitcode != 0 for worker in workers)
+    assert failed == 0

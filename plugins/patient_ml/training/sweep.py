@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, exc, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from patient_ml.config.identifiers import require_safe_id
 
@@ -100,9 +101,16 @@ def optuna_storage(url: str) -> Any:
     kwargs: dict[str, Any] = {}
     if sa_url.drivername.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
-    storage = optuna.storages.RDBStorage(
-        sa_url.render_as_string(hide_password=False), engine_kwargs=kwargs
-    )
+    rendered = sa_url.render_as_string(hide_password=False)
+    # RDBStorage creates Optuna's tables when they are missing; the mapped tune workers of a
+    # run's first sweep start together, and two creating them at once failed ("table
+    # study_directions already exists"), so creation is serialised across processes and hosts.
+    lock_engine = create_engine(rendered, poolclass=NullPool)
+    try:
+        with sweep_lock(lock_engine, "optuna-schema"):
+            storage = optuna.storages.RDBStorage(rendered, engine_kwargs=kwargs)
+    finally:
+        lock_engine.dispose()
     commit_without_flush(storage.engine)
     if not sa_url.drivername.startswith("sqlite"):
         ping_when_idle(storage.engine)
