@@ -228,6 +228,8 @@ def main() -> None:
     sizes = [len(g) for g in found.groups]
     counts = [int(c) for c in str(args.images).split(",") if c]
     if args.scale_only:
+        print(f"Br35H: candidates + verification {found.seconds:.1f} s wall ({len(found.links)} "
+              f"links)")  # fmt: skip
         scale_test(images, signatures, found.groups, counts, args.synthetic, threshold, read_s / n)
         return
     mixed = sum(1 for g in found.groups if len(set(y[g])) > 1)
@@ -386,10 +388,11 @@ def scale_test(
         i for i in range(len(images)) if i not in grouped
     ]
     started = time.perf_counter()
-    units = cached_units(DistinctSlices(images, distinct, threshold), max(counts))
+    units = DistinctSlices(images, distinct, threshold).units(max(counts))
     print(f"\nSynthetic collection: {len(distinct)} Br35H slices that are not copies of each "
           f"other -> distinct slices + edited copies ({COPY_SHARE:.0%} of the slices get "
-          f"1-3 copies), made or read in {time.perf_counter() - started:.0f} s")  # fmt: skip
+          f"1-3 copies), made (or read from {CACHE}) in "
+          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
     crowding(signatures, groups, [unit[0] for unit in units[: min(10_000, len(units))]])
     for count in counts:
         synthetic, planted = collection(units, count)
@@ -406,24 +409,27 @@ def scale_test(
               f"{across}")  # fmt: skip
 
 
+CACHE = Path(tempfile.gettempdir()) / "patient-ml-leakage"
 CACHE_VERSION = "distinct-v1"  # bump when DistinctSlices changes
+BATCH = 2_000  # units per cached batch
 COPY_SHARE = 0.1  # of the distinct slices, each with 1-3 edited copies
 SIDE = 96
 
 
 class DistinctSlices:
     """Distinct synthetic slices (no two linked by the product's verifier) with their edited
-    copies, as units [slice, copy, ...] of signatures, from a fixed seed."""
+    copies, as units [slice, copy, ...] of signatures. Made in batches of BATCH units, each
+    from its own seed and kept in CACHE: the same units every time, and a run that was
+    stopped resumes (making 100,000 takes minutes on a busy machine; timing them does not
+    need that again)."""
 
     def __init__(self, images: list[Image.Image], distinct: list[int], threshold: float) -> None:
         self.bases = np.stack([np.asarray(images[i].resize((SIDE, SIDE), R.BOX), np.float32)
                                for i in distinct])  # fmt: skip
         self.threshold = threshold
-        self.rng = np.random.default_rng(0)
         self.edits = [edit for name, edit in EDITS.items() if "not a goal" not in name]
 
-    def slice_image(self) -> Image.Image:
-        rng = self.rng
+    def slice_image(self, rng: np.random.Generator) -> Image.Image:
         a, b = rng.choice(len(self.bases), 2, replace=False)
         second = self.bases[b] if rng.random() < 0.5 else self.bases[b][:, ::-1]
         weight = rng.uniform(0.45, 0.75)
@@ -439,52 +445,52 @@ class DistinctSlices:
         pixels = 255 * (np.clip(np.asarray(moved), 0, 255) / 255) ** rng.uniform(0.8, 1.25)
         return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
 
-    def unit(self) -> list[bytes]:
-        image = self.slice_image()
-        copies = int(self.rng.integers(1, 4)) if self.rng.random() < COPY_SHARE else 0
-        edits = self.rng.choice(len(self.edits), copies)
+    def unit(self, rng: np.random.Generator) -> list[bytes]:
+        image = self.slice_image(rng)
+        copies = int(rng.integers(1, 4)) if rng.random() < COPY_SHARE else 0
+        edits = rng.choice(len(self.edits), copies)
         return [signature(image)] + [signature(self.edits[e](image)) for e in edits]
+
+    def batch(self, index: int) -> list[list[bytes]]:
+        CACHE.mkdir(exist_ok=True)
+        path = CACHE / f"{CACHE_VERSION}-batch{index:03d}.npz"
+        if path.exists():
+            with np.load(path) as stored:
+                rows, ends = stored["signatures"], stored["ends"]
+            starts = np.r_[0, ends[:-1]]
+            return [[row.tobytes() for row in rows[a:b]] for a, b in zip(starts, ends, strict=True)]
+        rng = np.random.default_rng((0, index))
+        units = [self.unit(rng) for _ in range(BATCH)]
+        rows = np.frombuffer(b"".join(s for unit in units for s in unit), dtype=np.uint8)
+        np.savez(path, signatures=rows.reshape(-1, 2 * 32 * 32),
+                 ends=np.cumsum([len(unit) for unit in units]))  # fmt: skip
+        return units
+
+    def linked_to_earlier(self, slices: list[bytes]) -> set[int]:
+        """The slices the verifier links to an earlier one (kept in CACHE too)."""
+        path = CACHE / f"{CACHE_VERSION}-linked-{len(slices)}.npy"
+        if not path.exists():
+            linked = link(slices, self.threshold)
+            later = [i for members in linked.groups for i in members[1:]]
+            np.save(path, np.array(later, dtype=np.int64))
+        return {int(i) for i in np.load(path)}
 
     def units(self, images: int) -> list[list[bytes]]:
         """Units holding at least `images` images; a slice the verifier links to an earlier
         slice is dropped with its copies."""
-        units: list[list[bytes]] = []
-        while sum(len(unit) for unit in units) < images:
-            missing = images - sum(len(unit) for unit in units)
-            units += [self.unit() for _ in range(int(missing / (1 + 2 * COPY_SHARE) * 1.1) + 1)]
-            linked = link([unit[0] for unit in units], self.threshold)
-            drop = {i for members in linked.groups for i in members[1:]}
-            units = [unit for i, unit in enumerate(units) if i not in drop]
-            print(f"  {len(drop)} synthetic slices linked to an earlier one, dropped")
-        return units
-
-
-CACHE = Path(tempfile.gettempdir()) / "patient-ml-leakage"
-
-
-def cached_units(maker: DistinctSlices, images: int) -> list[list[bytes]]:
-    """`maker.units(images)`, kept in CACHE (fixed seed: the same units every time; making
-    100,000 takes minutes, timing them does not need that again). A cache of more images
-    serves fewer: the scale test takes the first units."""
-    CACHE.mkdir(exist_ok=True)
-    for path in sorted(
-        CACHE.glob(f"{CACHE_VERSION}-*.npz"), key=lambda p: int(p.stem.split("-")[-1])
-    ):
-        if int(path.stem.split("-")[-1]) >= images:
-            with np.load(path) as stored:
-                rows, ends = stored["signatures"], stored["ends"]
-            return [
-                [row.tobytes() for row in rows[a:b]]
-                for a, b in zip(np.r_[0, ends[:-1]], ends, strict=True)
-            ]
-    units = maker.units(images)
-    rows = np.frombuffer(b"".join(s for unit in units for s in unit), dtype=np.uint8)
-    np.savez(
-        CACHE / f"{CACHE_VERSION}-{images}.npz",
-        signatures=rows.reshape(-1, 2 * 32 * 32),
-        ends=np.cumsum([len(unit) for unit in units]),
-    )
-    return units
+        made: list[list[bytes]] = []
+        while True:
+            short = images - sum(len(unit) for unit in made)
+            batches = int(short * 1.1 / (1 + 2 * COPY_SHARE) / BATCH) + 1 if short > 0 else 1
+            index = len(made) // BATCH
+            for i in range(index, index + batches):
+                made += self.batch(i)
+            drop = self.linked_to_earlier([unit[0] for unit in made])
+            units = [unit for i, unit in enumerate(made) if i not in drop]
+            if sum(len(unit) for unit in units) >= images:
+                print(f"  {len(drop)} of {len(made)} synthetic slices linked to an earlier one, "
+                      f"dropped")  # fmt: skip
+                return units
 
 
 def collection(units: list[list[bytes]], count: int) -> tuple[list[bytes], set[tuple[int, int]]]:
