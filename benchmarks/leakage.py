@@ -2,7 +2,8 @@
 demo snapshot's cross-split copies, and the cost at 100,000 images; prints figures.
 
     .venv/bin/python benchmarks/leakage.py [--seeds 5] [--edited 300] [--images 100000]
-                                          [--skip-snapshot]
+                                          [--skip-snapshot] [--reference-seeds 1]
+                                          [--scale-only] [--synthetic distinct|shifted]
 
 1. Signatures of the 3,000 Br35H slices; verified near-duplicate groups at the default
    `minCorrelation`.
@@ -17,8 +18,18 @@ demo snapshot's cross-split copies, and the cost at 100,000 images; prints figur
    the issue's criterion (`curation/leakage_audit.py`) that cross splits.
 4. The demo's snapshot (`benchmarks/br35h_snapshot.py`: sample build + two curations):
    cross-split pairs by the criterion, the largest linked component, split fractions.
-5. Candidates + verification for N signatures (synthetic: the real thumbnails, each copied
-   with a random shift, contrast and noise, so that most are new images and some are copies).
+5. Candidates + verification for N signatures (`--scale-only` runs just this), synthetic:
+   - `distinct` (default): a collection with a fixed copy rate. Distinct slices are made from
+     the Br35H slices that are not copies of each other (one per verified group): a blend of
+     two of them (the second one mirrored half of the time), rotated, scaled, stretched,
+     shifted and re-windowed, at 96x96; a slice that the product's own verifier links to an
+     earlier one is dropped, so different slices are not copies. One slice in ten gets 1-3
+     edited copies (the edits of section 2, top-bottom flip left out): about one image in six
+     is a copy, at every N, so the true links grow linearly. Printed: how crowded the distinct
+     slices are (pairs at similarity >= 0.88, against Br35H's pairs of different copy groups)
+     and the share of planted copies linked;
+   - `shifted` (the old generator): the real thumbnails, each copied with a random shift,
+     contrast and noise; every real slice gets ~N/3,000 copies, so the links grow with N².
 """
 
 from __future__ import annotations
@@ -189,6 +200,14 @@ def main() -> None:
     parser.add_argument("--min-correlation", type=float, default=DEFAULT_MIN_CORRELATION)
     parser.add_argument("--skip-snapshot", action="store_true")
     parser.add_argument(
+        "--scale-only", action="store_true", help="only the cost at --images (section 5)"
+    )
+    parser.add_argument(
+        "--synthetic", choices=("distinct", "shifted"), default="distinct",
+        help="the scale test's images: distinct slices with a fixed copy rate, or the old "
+        "shifted copies of the real thumbnails (copies grow with N²)",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference-seeds", type=int, default=1,
         help="split seeds for the reference classifier's gap (0 skips it; ~1-2 min each)",
     )  # fmt: skip
@@ -207,6 +226,12 @@ def main() -> None:
           f"({sig_s / n * 1000:.2f} ms/image)")  # fmt: skip
     found = link(signatures, threshold)
     sizes = [len(g) for g in found.groups]
+    counts = [int(c) for c in str(args.images).split(",") if c]
+    if args.scale_only:
+        print(f"Br35H: candidates + verification {found.seconds:.1f} s wall ({len(found.links)} "
+              f"links)")  # fmt: skip
+        scale_test(images, signatures, found.groups, counts, args.synthetic, threshold, read_s / n)
+        return
     mixed = sum(1 for g in found.groups if len(set(y[g])) > 1)
     print(f"correlation >= {threshold}: {found.candidates} candidate pairs, {len(found.links)} "
           f"verified links, {len(found.groups)} groups covering {sum(sizes)} images, largest "
@@ -246,8 +271,7 @@ def main() -> None:
 
     if not args.skip_snapshot:
         demo_snapshot()
-    for count in (int(c) for c in str(args.images).split(",")):
-        scale(signatures, count, threshold, read_s / n)
+    scale_test(images, signatures, found.groups, counts, args.synthetic, threshold, read_s / n)
 
 
 def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) -> None:
@@ -343,7 +367,168 @@ def demo_snapshot() -> None:
           f"labels")  # fmt: skip
 
 
-def scale(signatures: list[bytes], count: int, threshold: float, read_per_image: float) -> None:
+def scale_test(
+    images: list[Image.Image],
+    signatures: list[bytes],
+    groups: list[list[int]],
+    counts: list[int],
+    kind: str,
+    threshold: float,
+    read_per_image: float,
+) -> None:
+    if not counts:
+        return
+    if kind == "shifted":
+        for count in counts:
+            synthetic = shifted_copies(signatures, count)
+            timed_link(synthetic, threshold, read_per_image, "")
+        return
+    grouped = {i for members in groups for i in members}
+    distinct = [members[0] for members in groups] + [
+        i for i in range(len(images)) if i not in grouped
+    ]
+    started = time.perf_counter()
+    units = DistinctSlices(images, distinct, threshold).units(max(counts))
+    print(f"\nSynthetic collection: {len(distinct)} Br35H slices that are not copies of each "
+          f"other -> distinct slices + edited copies ({COPY_SHARE:.0%} of the slices get "
+          f"1-3 copies), made (or read from {CACHE}) in "
+          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    crowding(signatures, groups, [unit[0] for unit in units[: min(10_000, len(units))]])
+    for count in counts:
+        synthetic, planted = collection(units, count)
+        found = timed_link(synthetic, threshold, read_per_image, f"{len(planted):,} planted")
+        unit_of = np.zeros(len(synthetic), dtype=np.int64)
+        ends = np.cumsum([len(unit) for unit in units])
+        unit_of[:] = np.searchsorted(ends, np.arange(len(synthetic)), side="right")
+        linked = {(lk.a, lk.b) for lk in found.links}
+        recall = len(planted & linked) / max(len(planted), 1)
+        across = sum(1 for lk in found.links if unit_of[lk.a] != unit_of[lk.b])
+        copies = len(synthetic) - int(unit_of[-1]) - 1
+        print(f"  {copies:,} copies ({copies / len(synthetic):.1%} of the images); planted "
+              f"copy pairs linked: {recall:.1%}; links between different slices: "
+              f"{across}")  # fmt: skip
+
+
+CACHE = Path(tempfile.gettempdir()) / "patient-ml-leakage"
+CACHE_VERSION = "distinct-v1"  # bump when DistinctSlices changes
+BATCH = 2_000  # units per cached batch
+COPY_SHARE = 0.1  # of the distinct slices, each with 1-3 edited copies
+SIDE = 96
+
+
+class DistinctSlices:
+    """Distinct synthetic slices (no two linked by the product's verifier) with their edited
+    copies, as units [slice, copy, ...] of signatures. Made in batches of BATCH units, each
+    from its own seed and kept in CACHE: the same units every time, and a run that was
+    stopped resumes (making 100,000 takes minutes on a busy machine; timing them does not
+    need that again)."""
+
+    def __init__(self, images: list[Image.Image], distinct: list[int], threshold: float) -> None:
+        self.bases = np.stack([np.asarray(images[i].resize((SIDE, SIDE), R.BOX), np.float32)
+                               for i in distinct])  # fmt: skip
+        self.threshold = threshold
+        self.edits = [edit for name, edit in EDITS.items() if "not a goal" not in name]
+
+    def slice_image(self, rng: np.random.Generator) -> Image.Image:
+        a, b = rng.choice(len(self.bases), 2, replace=False)
+        second = self.bases[b] if rng.random() < 0.5 else self.bases[b][:, ::-1]
+        weight = rng.uniform(0.45, 0.75)
+        blend = Image.fromarray(weight * self.bases[a] + (1 - weight) * second, mode="F")
+        angle, size = np.deg2rad(rng.uniform(-30, 30)), rng.uniform(1 / 1.2, 1.2)
+        aspect = rng.uniform(1 / 1.1, 1.1)
+        cos, sin = np.cos(angle), np.sin(angle)
+        matrix = np.array([[cos, sin], [-sin, cos]]) / np.array([[size * aspect], [size / aspect]])
+        centre = np.array([SIDE / 2, SIDE / 2])
+        offset = centre - matrix @ centre + rng.uniform(-0.08, 0.08, 2) * SIDE
+        coefficients = (*matrix[0], offset[0], *matrix[1], offset[1])
+        moved = blend.transform((SIDE, SIDE), Image.Transform.AFFINE, coefficients, R.BILINEAR)
+        pixels = 255 * (np.clip(np.asarray(moved), 0, 255) / 255) ** rng.uniform(0.8, 1.25)
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+
+    def unit(self, rng: np.random.Generator) -> list[bytes]:
+        image = self.slice_image(rng)
+        copies = int(rng.integers(1, 4)) if rng.random() < COPY_SHARE else 0
+        edits = rng.choice(len(self.edits), copies)
+        return [signature(image)] + [signature(self.edits[e](image)) for e in edits]
+
+    def batch(self, index: int) -> list[list[bytes]]:
+        CACHE.mkdir(exist_ok=True)
+        path = CACHE / f"{CACHE_VERSION}-batch{index:03d}.npz"
+        if path.exists():
+            with np.load(path) as stored:
+                rows, ends = stored["signatures"], stored["ends"]
+            starts = np.r_[0, ends[:-1]]
+            return [[row.tobytes() for row in rows[a:b]] for a, b in zip(starts, ends, strict=True)]
+        rng = np.random.default_rng((0, index))
+        units = [self.unit(rng) for _ in range(BATCH)]
+        rows = np.frombuffer(b"".join(s for unit in units for s in unit), dtype=np.uint8)
+        np.savez(path, signatures=rows.reshape(-1, 2 * 32 * 32),
+                 ends=np.cumsum([len(unit) for unit in units]))  # fmt: skip
+        return units
+
+    def linked_to_earlier(self, slices: list[bytes]) -> set[int]:
+        """The slices the verifier links to an earlier one (kept in CACHE too)."""
+        path = CACHE / f"{CACHE_VERSION}-linked-{len(slices)}.npy"
+        if not path.exists():
+            linked = link(slices, self.threshold)
+            later = [i for members in linked.groups for i in members[1:]]
+            np.save(path, np.array(later, dtype=np.int64))
+        return {int(i) for i in np.load(path)}
+
+    def units(self, images: int) -> list[list[bytes]]:
+        """Units holding at least `images` images; a slice the verifier links to an earlier
+        slice is dropped with its copies."""
+        made: list[list[bytes]] = []
+        while True:
+            short = images - sum(len(unit) for unit in made)
+            batches = int(short * 1.1 / (1 + 2 * COPY_SHARE) / BATCH) + 1 if short > 0 else 1
+            index = len(made) // BATCH
+            for i in range(index, index + batches):
+                made += self.batch(i)
+            drop = self.linked_to_earlier([unit[0] for unit in made])
+            units = [unit for i, unit in enumerate(made) if i not in drop]
+            if sum(len(unit) for unit in units) >= images:
+                print(f"  {len(drop)} of {len(made)} synthetic slices linked to an earlier one, "
+                      f"dropped")  # fmt: skip
+                return units
+
+
+def collection(units: list[list[bytes]], count: int) -> tuple[list[bytes], set[tuple[int, int]]]:
+    """The first `count` images of `units` and the planted copy pairs (i < j) among them."""
+    images: list[bytes] = []
+    planted: set[tuple[int, int]] = set()
+    for unit in units:
+        first = len(images)
+        images += unit[: count - len(images)]
+        members = range(first, len(images))
+        planted |= {(i, j) for i in members for j in members if i < j}
+        if len(images) >= count:
+            break
+    return images, planted
+
+
+def crowding(signatures: list[bytes], groups: list[list[int]], slices: list[bytes]) -> None:
+    """How close different slices come: pairs at similarity >= 0.88 among the distinct
+    synthetic slices, against Br35H's pairs of images in different verified groups."""
+
+    def rate(found: Any, group_of: np.ndarray) -> tuple[int, float]:
+        n = len(group_of)
+        sizes = np.bincount(group_of)
+        pairs = n * (n - 1) // 2 - int((sizes * (sizes - 1) // 2).sum())
+        close = sum(1 for lk in found.links if group_of[lk.a] != group_of[lk.b])
+        return close, close / pairs * 1e6
+
+    group_of = np.arange(len(signatures))
+    for g, members in enumerate(groups):
+        group_of[members] = len(signatures) + g
+    real = rate(link(signatures, 0.88), np.unique(group_of, return_inverse=True)[1])
+    fake = rate(link(slices, 0.88), np.arange(len(slices)))
+    print(f"  different slices at similarity >= 0.88: {fake[1]:.0f} per million pairs among "
+          f"{len(slices):,} synthetic slices ({fake[0]:,} pairs); Br35H {real[1]:.0f} per "
+          f"million pairs of images in different groups ({real[0]:,} pairs)")  # fmt: skip
+
+
+def shifted_copies(signatures: list[bytes], count: int) -> list[bytes]:
     rng = np.random.default_rng(0)
     base = np.frombuffer(b"".join(signatures), dtype=np.uint8).reshape(-1, 2, 32, 32)
     picks = base[rng.integers(0, len(base), count)].astype(np.float32)
@@ -355,17 +540,22 @@ def scale(signatures: list[bytes], count: int, threshold: float, read_per_image:
     flat = picks.reshape(count, 2, -1)
     low, high = flat.min(axis=2, keepdims=True), flat.max(axis=2, keepdims=True)
     raw = np.rint((flat - low) / np.maximum(high - low, 1e-6) * 255).astype(np.uint8)
-    synthetic = [row.tobytes() for row in raw]
+    return [row.tobytes() for row in raw]
+
+
+def timed_link(synthetic: list[bytes], threshold: float, read_per_image: float, note: str) -> Any:
+    count = len(synthetic)
     cpu = time.process_time()
     found = link(synthetic, threshold)
     cpu = time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{count:,} signatures: candidates + verification {found.seconds:.1f} s wall, "
-          f"{cpu:.1f} s CPU (load {load}) "
+    print(f"\n{count:,} signatures{' (' + note + ')' if note else ''}: candidates + "
+          f"verification {found.seconds:.1f} s wall, {cpu:.1f} s CPU (load {load}) "
           f"({found.candidates:,} candidates, {len(found.links):,} links, "
           f"{len(found.groups):,} groups); reading + signing the images would take "
           f"~{read_per_image * count:.0f} s; peak RSS {peak_mb:.0f} MB")  # fmt: skip
+    return found
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ radiological vs neurological). Two images are linked when the similarity is at l
 `minCorrelation`; look-alike slices of different people stay below it (measured on Br35H, see
 README), so groups do not chain.
 
-Candidates, near-linear and without misses: for z-scored unit vectors, correlation >= t is
+Candidates without misses: for z-scored unit vectors, correlation >= t is
 distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (principal axes of the
 thumbnails — a perceptual hash without the binarisation) can only shrink distances, so a radius
 query in that space (a k-d tree) returns every pair that can pass, and few others; a binary
@@ -24,6 +24,9 @@ splits into a mirror-symmetric and an antisymmetric part, and the absolute value
 antisymmetric projections give one feature whose distances bound both the plain and the
 mirrored distance from below. The tree works on 32 such axes; exact lower bounds on 64 and
 then 208 axes drop most of what it returns; only the rest is verified on the full thumbnails.
+The tree's work is not linear on a large collection of look-alike slices: on distinct
+synthetic brain slices about 1 % of all pairs lie within the radius on its 32 axes, so that
+stage grows with N² (benchmarks/leakage.py --scale-only; README).
 """
 
 from __future__ import annotations
@@ -123,9 +126,15 @@ def _mirror_features(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     x = s + a with s = (x + mirror x) / 2, a = (x - mirror x) / 2 (orthogonal), so
     |x - y|^2 = |s_x - s_y|^2 + |a_x - a_y|^2 and |x - mirror y|^2 = |s_x - s_y|^2 +
-    |a_x + a_y|^2: one point per image serves the plain and the mirrored comparison."""
-    mirrored = _mirror(view)
-    sym, anti = (view + mirrored) * 0.5, (view - mirrored) * 0.5
+    |a_x + a_y|^2: one point per image serves the plain and the mirrored comparison.
+
+    Each part is fixed by its left half: (left ± mirrored right) / sqrt(2) are its coordinates
+    in an orthonormal basis of the symmetric (antisymmetric) subspace, 512 numbers instead of
+    1,024, so the principal axes and projections cost a half to a quarter."""
+    grid = view.reshape(len(view), SIDE, SIDE)
+    left, right = grid[:, :, : SIDE // 2], grid[:, :, : SIDE // 2 - 1 : -1]
+    sym = ((left + right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
+    anti = ((left - right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
     return (
         np.ascontiguousarray(sym @ projection(sym, _SYM_DIMS).T),
         np.ascontiguousarray(anti @ projection(anti, _ANTI_DIMS).T),
@@ -206,12 +215,12 @@ def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
 
 def similarities(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Best correlation of each pair over whole/content views, plain or mirrored."""
-    both = np.concatenate([vectors, _mirror(vectors)], axis=1)  # (n, 4, d): plain, mirrored
     out = np.empty(len(pairs), dtype=np.float32)
     for start in range(0, len(pairs), _CHUNK):
         chunk = pairs[start : start + _CHUNK]
-        a = vectors[chunk[:, 0]]  # (m, 2, d)
-        b = both[chunk[:, 1]]  # (m, 4, d)
+        a = vectors[chunk[:, 0]]  # (m, 2, d): whole, content box
+        b = vectors[chunk[:, 1]]
+        b = np.concatenate([b, _mirror(b)], axis=1)  # (m, 4, d): plain, mirrored
         products = np.matmul(a, b.transpose(0, 2, 1))  # (m, 2, 4): view of a x view of b
         # whole with whole (plain, mirrored) and content box with content box (plain, mirrored)
         out[start : start + len(chunk)] = products[:, [0, 0, 1, 1], [0, 2, 1, 3]].max(axis=1)
