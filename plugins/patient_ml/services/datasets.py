@@ -8,13 +8,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from patient_ml import settings
 from patient_ml.config.loading import parse_dataset_config
 from patient_ml.config.models import DatasetConfig, LabelConfig
 from patient_ml.db.models import Dataset, Model
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
 from patient_ml.fhir.mapping import default_label_system
-from patient_ml.services.common import to_millis
+from patient_ml.services import wire
 from patient_ml.services.configs import ConfigRepository
 
 LABELS = "problemDefinition.labelDefinition.labels"
@@ -86,18 +85,7 @@ class DatasetRepository(ConfigRepository[Dataset, DatasetConfig]):
 
 
 def dataset_to_wire(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "id": dataset.id,
-        "accountId": settings.account_id(),
-        "name": dataset.name,
-        "description": dataset.description,
-        "problemDefinition": dataset.problem_definition,
-        "curation": dataset.curation,
-        "source": dataset.source,
-        "revision": dataset.revision,
-        "createdAt": to_millis(dataset.created_at),
-        "updatedAt": to_millis(dataset.updated_at),
-    }
+    return wire.DatasetConfig.of(dataset)
 
 
 DATASETS = DatasetRepository(

@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from patient_ml import settings
 from patient_ml.config.loading import parse_model_config
 from patient_ml.config.models import ModelConfig
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Dataset, Model, Run
 from patient_ml.exceptions import ConflictError, FieldError
 from patient_ml.naming import dag_id_of, model_slug
-from patient_ml.services.common import find_by_id_or_name, to_millis
+from patient_ml.services import wire
+from patient_ml.services.common import find_by_id_or_name
 from patient_ml.services.configs import ConfigRepository
 
 
@@ -93,23 +93,7 @@ class ModelRepository(ConfigRepository[Model, ModelConfig]):
 
 
 def model_to_wire(model: Model) -> dict[str, Any]:
-    return {
-        "id": model.id,
-        "accountId": settings.account_id(),
-        "name": model.name,
-        "description": model.description,
-        "datasetId": model.dataset_id,
-        "championId": model.champion_id,
-        "trainingApproach": model.training_approach,
-        "deployApproach": model.deploy_approach,
-        "approvalPolicy": model.approval_policy,
-        "monitoring": model.monitoring or {},
-        "slug": model.slug,
-        "dagId": dag_id_of(model.slug),
-        "revision": model.revision,
-        "createdAt": to_millis(model.created_at),
-        "updatedAt": to_millis(model.updated_at),
-    }
+    return wire.ModelConfig.of(model)
 
 
 MODELS = ModelRepository(
