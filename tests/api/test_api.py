@@ -92,7 +92,7 @@ def test_an_internal_error_shows_no_stack_trace(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret detail from deep inside")
 
-    monkeypatch.setattr("patient_ml.services.models.list_models", boom)
+    monkeypatch.setattr("patient_ml.services.models.MODELS.list", boom)
     response = api("admin").get("/models")
     assert response.status_code == 500
     assert "secret" not in response.text and "Traceback" not in response.text

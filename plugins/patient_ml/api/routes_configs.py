@@ -3,16 +3,23 @@
 Bodies reach the services as raw dicts (documented with the config models' schemas in
 `schemas`), so a bad config gets the product's field-level 422. Responses are declared with
 `response_model_exclude_unset=True`: keys the service leaves out stay out (see `schemas`).
+
+Both kinds get the same five routes from `add_config_routes`; what differs (who may read or
+change a config, the body and response models) is its `ConfigRoutes`. The module does not use
+postponed annotations: the routes' parameter types are the kind's, known only when the factory
+runs, and FastAPI reads them from the functions it defines.
 """
 
-from __future__ import annotations
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from typing import Any
-
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import BaseModel
 
 from patient_ml.api.auth import (
     CurrentUser,
+    Method,
     authorized_model,
     may,
     readable_dag_ids,
@@ -38,172 +45,109 @@ from patient_ml.api.schemas import (
 )
 from patient_ml.api.views import OMITTED_DOC, View, extended, readable
 from patient_ml.naming import dag_id_of
-
-router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
-
-
-@router.post(
-    "/models",
-    summary="Create a model config",
-    response_model=CreateModelResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(409, 422),
-)
-def create_model(body: ModelConfigBody, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.models import create_model, model_to_wire
-
-    require_dag(user, "PUT", None)
-    return {"model": model_to_wire(create_model(session, body, actor=user_name(user)))}
+from patient_ml.services.configs import ConfigRepository
+from patient_ml.services.datasets import DATASETS
+from patient_ml.services.models import MODELS
 
 
-@router.get(
-    "/models",
-    summary="List the model configs you may read",
-    response_model=GetModelsResponse,
-    response_model_exclude_unset=True,
-    responses={
-        200: {"description": "The models, in the view asked for.", "headers": OMITTED_DOC},
-        **error_responses(422),
-    },
-)
-def list_models(
-    session: Session, user: CurrentUser, response: Response, view: View = "reference"
-) -> dict[str, Any]:
-    from patient_ml.services.models import list_models, model_to_wire
+@dataclass(frozen=True)
+class ConfigRoutes:
+    """What the five routes of one kind of config differ in.
 
-    models = list_models(session)
-    if not may(user, "GET", None):
-        allowed = readable_dag_ids(user)
-        models = [m for m in models if dag_id_of(m.slug) in allowed]
-    wire = [model_to_wire(m) for m in models]
-    return {"models": wire if extended(view) else readable("ModelConfig", wire, response, "model")}
+    `authorized(session, ref, user, method)` is the stored config `ref` if `user` may `method`
+    it (else 403; 404 when unknown); `readable(session, user)` the configs `user` may list."""
+
+    repository: ConfigRepository[Any, Any]
+    body: Any
+    reference_kind: str
+    operations: dict[str, tuple[str, type[BaseModel]]]
+    """Summary and response model of "create", "list", "get", "update" and "delete"."""
+    extensions: dict[str, tuple[str, ...]]
+    authorized: Callable[[Any, str, Any, Method], Any]
+    readable: Callable[[Any, Any], list[Any]]
 
 
-@router.get(
-    "/models/{model_id}",
-    summary="Get a model config",
-    response_model=GetModelResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 422),
-)
-def get_model(model_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.models import model_to_wire
+def add_config_routes(router: APIRouter, kind: ConfigRoutes) -> None:
+    """Add list/create/get/update/delete of `kind` to `router`, at `/<kind>s` and
+    `/<kind>s/{<kind>_id}`, with the operation ids FastAPI derives from `create_<kind>`,
+    `list_<kind>s`, `get_<kind>`, `update_<kind>` and `delete_<kind>`."""
+    repository, noun = kind.repository, kind.repository.kind
+    plural, one = f"{noun}s", f"/{noun}s/{{{noun}_id}}"
+    body_type = kind.body
+    ref_type = Annotated[str, Path(alias=f"{noun}_id", title=f"{noun.capitalize()} Id")]
 
-    return {"model": model_to_wire(authorized_model(session, model_id, user))}
+    def wrapped(stored: Any) -> dict[str, Any]:
+        return {noun: repository.to_wire(stored)}
+
+    def create(body: body_type, session: Session, user: CurrentUser) -> dict[str, Any]:  # type: ignore[valid-type]
+        require_dag(user, "PUT", None)
+        return wrapped(repository.create(session, body, actor=user_name(user)))
+
+    def list_(
+        session: Session, user: CurrentUser, response: Response, view: View = "reference"
+    ) -> dict[str, Any]:
+        wire = [repository.to_wire(stored) for stored in kind.readable(session, user)]
+        if extended(view):
+            return {plural: wire}
+        return {plural: readable(kind.reference_kind, wire, response, noun)}
+
+    def get(ref: ref_type, session: Session, user: CurrentUser) -> dict[str, Any]:  # type: ignore[valid-type]
+        return wrapped(kind.authorized(session, ref, user, "GET"))
+
+    def update(
+        ref: ref_type,  # type: ignore[valid-type]
+        body: body_type,  # type: ignore[valid-type]
+        session: Session,
+        user: CurrentUser,
+    ) -> dict[str, Any]:
+        stored = repository.to_wire(kind.authorized(session, ref, user, "PUT"))
+        body = keep_unsent_extensions(body, stored, kind.extensions)
+        return wrapped(repository.update(session, ref, body, actor=user_name(user)))
+
+    def delete(ref: ref_type, session: Session, user: CurrentUser) -> dict[str, Any]:  # type: ignore[valid-type]
+        kind.authorized(session, ref, user, "DELETE")
+        return {"id": repository.delete(session, ref, actor=user_name(user))}
+
+    listed: dict[int | str, Any] = {
+        200: {"description": f"The {plural}, in the view asked for.", "headers": OMITTED_DOC}
+    }
+    routes: list[tuple[str, str, Callable[..., Any], str, dict[int | str, Any]]] = [
+        ("POST", f"/{plural}", create, "create", error_responses(409, 422)),
+        ("GET", f"/{plural}", list_, "list", {**listed, **error_responses(422)}),
+        ("GET", one, get, "get", error_responses(404, 422)),
+        ("PUT", one, update, "update", error_responses(404, 409, 422)),
+        ("DELETE", one, delete, "delete", error_responses(404, 409, 422)),
+    ]
+    for method, path, endpoint, operation, responses in routes:
+        summary, response_model = kind.operations[operation]
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            name=f"{operation}_{plural if operation == 'list' else noun}",
+            summary=summary,
+            response_model=response_model,
+            response_model_exclude_unset=True,
+            responses=responses,
+        )
 
 
-@router.put(
-    "/models/{model_id}",
-    summary="Replace a model config",
-    response_model=UpdateModelResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 409, 422),
-)
-def update_model(
-    model_id: str, body: ModelConfigBody, session: Session, user: CurrentUser
-) -> dict[str, Any]:
-    from patient_ml.services.models import model_to_wire, update_model
-
-    stored = model_to_wire(authorized_model(session, model_id, user, "PUT"))
-    body = keep_unsent_extensions(body, stored, MODEL_EXTENSIONS)
-    return {"model": model_to_wire(update_model(session, model_id, body, actor=user_name(user)))}
+def _authorized_dataset(session: Any, ref: str, user: Any, method: Method) -> Any:
+    require_dag(user, method, None)
+    return DATASETS.get(session, ref)
 
 
-@router.delete(
-    "/models/{model_id}",
-    summary="Delete a model config nothing depends on",
-    response_model=DeleteModelResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 409, 422),
-)
-def delete_model(model_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.models import delete_model
-
-    authorized_model(session, model_id, user, "DELETE")
-    return {"id": delete_model(session, model_id, actor=user_name(user))}
-
-
-@router.post(
-    "/datasets",
-    summary="Create a dataset config",
-    response_model=CreateDatasetResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(409, 422),
-)
-def create_dataset(body: DatasetConfigBody, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.datasets import create_dataset, dataset_to_wire
-
-    require_dag(user, "PUT", None)
-    return {"dataset": dataset_to_wire(create_dataset(session, body, actor=user_name(user)))}
-
-
-@router.get(
-    "/datasets",
-    summary="List dataset configs",
-    response_model=GetDatasetsResponse,
-    response_model_exclude_unset=True,
-    responses={
-        200: {"description": "The datasets, in the view asked for.", "headers": OMITTED_DOC},
-        **error_responses(422),
-    },
-)
-def list_datasets(
-    session: Session, user: CurrentUser, response: Response, view: View = "reference"
-) -> dict[str, Any]:
-    from patient_ml.services.datasets import dataset_to_wire, list_datasets
-
+def _readable_datasets(session: Any, user: Any) -> list[Any]:
     require_dag(user, "GET", None)
-    wire = [dataset_to_wire(d) for d in list_datasets(session)]
-    if extended(view):
-        return {"datasets": wire}
-    return {"datasets": readable("DatasetConfig", wire, response, "dataset")}
+    return DATASETS.list(session)
 
 
-@router.get(
-    "/datasets/{dataset_id}",
-    summary="Get a dataset config",
-    response_model=GetDatasetResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 422),
-)
-def get_dataset(dataset_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.datasets import dataset_to_wire, get_dataset
-
-    require_dag(user, "GET", None)
-    return {"dataset": dataset_to_wire(get_dataset(session, dataset_id))}
-
-
-@router.put(
-    "/datasets/{dataset_id}",
-    summary="Replace a dataset config",
-    response_model=UpdateDatasetResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 409, 422),
-)
-def update_dataset(
-    dataset_id: str, body: DatasetConfigBody, session: Session, user: CurrentUser
-) -> dict[str, Any]:
-    from patient_ml.services.datasets import dataset_to_wire, get_dataset, update_dataset
-
-    require_dag(user, "PUT", None)
-    stored = dataset_to_wire(get_dataset(session, dataset_id))
-    body = keep_unsent_extensions(body, stored, DATASET_EXTENSIONS)
-    updated = update_dataset(session, dataset_id, body, actor=user_name(user))
-    return {"dataset": dataset_to_wire(updated)}
-
-
-@router.delete(
-    "/datasets/{dataset_id}",
-    summary="Delete a dataset config no model uses",
-    response_model=DeleteDatasetResponse,
-    response_model_exclude_unset=True,
-    responses=error_responses(404, 409, 422),
-)
-def delete_dataset(dataset_id: str, session: Session, user: CurrentUser) -> dict[str, Any]:
-    from patient_ml.services.datasets import delete_dataset
-
-    require_dag(user, "DELETE", None)
-    return {"id": delete_dataset(session, dataset_id, actor=user_name(user))}
+def _readable_models(session: Any, user: Any) -> list[Any]:
+    models = MODELS.list(session)
+    if may(user, "GET", None):
+        return models
+    allowed = readable_dag_ids(user)
+    return [m for m in models if dag_id_of(m.slug) in allowed]
 
 
 # A client built for the reference API cannot send our extension fields, so a PUT that leaves
@@ -233,3 +177,42 @@ def keep_unsent_extensions(
             if name not in into and have.get(name) is not None:
                 into[name] = have[name]
     return merged
+
+
+router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
+add_config_routes(
+    router,
+    ConfigRoutes(
+        repository=MODELS,
+        body=ModelConfigBody,
+        reference_kind="ModelConfig",
+        operations={
+            "create": ("Create a model config", CreateModelResponse),
+            "list": ("List the model configs you may read", GetModelsResponse),
+            "get": ("Get a model config", GetModelResponse),
+            "update": ("Replace a model config", UpdateModelResponse),
+            "delete": ("Delete a model config nothing depends on", DeleteModelResponse),
+        },
+        extensions=MODEL_EXTENSIONS,
+        authorized=authorized_model,
+        readable=_readable_models,
+    ),
+)
+add_config_routes(
+    router,
+    ConfigRoutes(
+        repository=DATASETS,
+        body=DatasetConfigBody,
+        reference_kind="DatasetConfig",
+        operations={
+            "create": ("Create a dataset config", CreateDatasetResponse),
+            "list": ("List dataset configs", GetDatasetsResponse),
+            "get": ("Get a dataset config", GetDatasetResponse),
+            "update": ("Replace a dataset config", UpdateDatasetResponse),
+            "delete": ("Delete a dataset config no model uses", DeleteDatasetResponse),
+        },
+        extensions=DATASET_EXTENSIONS,
+        authorized=_authorized_dataset,
+        readable=_readable_datasets,
+    ),
+)

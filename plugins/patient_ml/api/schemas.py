@@ -16,8 +16,12 @@ Three rules keep today's wire bytes unchanged when a route declares one of these
 
 Parts of stored configs (trainingApproach, deployApproach, curation, ...) are what the config
 models in `patient_ml.config.models` wrote (`to_wire()`), so they are documented with those
-models' schemas but passed through unchanged (`stored_as`): re-validating them on every read
+models' schemas but passed through unchanged (`Stored*`): re-validating them on every read
 would turn a config stored before a rule changed into a 500.
+
+The shapes of datasets and models (`DatasetConfig`, `ModelConfig`) and the types above are
+defined in `patient_ml.services.wire`, because the services write stored rows with them: the
+API, the CLI and the audit trail send the one shape.
 
 Request bodies of models and datasets are documented with the same config models
 (`ModelConfigInput`, `DatasetConfigInput`) but reach the services as raw dicts, so that their
@@ -27,63 +31,25 @@ wording.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI
-from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from patient_ml.config import models as config
+from patient_ml.services.wire import (
+    DatasetConfig,
+    DocumentedAs,
+    Millis,
+    MlProblemDefinition,
+    ModelConfig,
+    Number,
+    StoredDeployApproach,
+    StoredTrainingApproach,
+    WireResponse,
+)
 
-Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
-"""A JSON number kept as the service made it: `int | float` (pydantic's `float` would turn 5
-into 5.0 and change the bytes on the wire)."""
-
-Millis = Annotated[int, Field(description="Milliseconds since the UTC epoch.")]
-ProblemType = Literal["imgClf", "imgSeg"]
 Direction = Literal["minimize", "maximize"]
-
-
-@dataclass(frozen=True)
-class DocumentedAs:
-    """Annotated metadata: document a JSON object with `model`'s JSON schema while validating
-    it only as an object (the value passes through unchanged)."""
-
-    model: type[BaseModel]
-
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
-        # As pydantic does for `PlainValidator(json_schema_input_type=...)`: generate through
-        # the document's generator, so the model becomes a component referenced by $ref (the
-        # handler itself would inline the model's top level). Inline when that is not offered.
-        generator = getattr(handler, "generate_json_schema", None)
-        if generator is None:
-            return handler(self.model.__pydantic_core_schema__)
-        return generator.generate_inner(self.model.__pydantic_core_schema__)
-
-
-def stored_as(model: type[BaseModel], description: str | None = None) -> Any:
-    """A stored config part written by `model.to_wire()`: documented with its schema, passed
-    through as the object it is."""
-    return Annotated[dict[str, Any], DocumentedAs(model), Field(description=description)]
-
-
-StoredTrainingApproach = stored_as(config.TrainingApproach)
-StoredDeployApproach = stored_as(config.DeployApproach)
-StoredApprovalPolicy = stored_as(
-    config.ApprovalPolicy, "Extension: approvers, approval timeout and automatic approval."
-)
-StoredMonitoring = stored_as(
-    config.MonitoringSettings, "Extension: drift and live-performance monitoring."
-)
-StoredCuration = stored_as(config.CurationSettings, "Extension: how curation builds snapshots.")
-StoredSource = stored_as(config.DatasetSource, "Extension: where curation reads FHIR records.")
-StoredFhirCodesFilter = stored_as(config.FhirCodesFilter)
-
-
-class WireResponse(BaseModel):
-    """Base of every response model: unknown fields are kept (never dropped from the wire)."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -269,44 +235,6 @@ DatasetConfigBody = Annotated[
 # ----------------------------------------------------------------------------- datasets
 
 
-class DatasetLabel(WireResponse):
-    """A label of a dataset (the reference's LabelDefinition): id and index never change."""
-
-    id: str
-    name: str
-    description: str
-    index: int = Field(ge=0, le=255)
-
-
-class LabelsDefinition(WireResponse):
-    labels: list[DatasetLabel]
-    maxLabelIndex: int = Field(
-        ge=-1, le=255, description="Highest index any label of this dataset ever had."
-    )
-
-
-class MlProblemDefinition(WireResponse):
-    problemType: ProblemType
-    labelDefinition: LabelsDefinition
-    trainingDataFilter: StoredFhirCodesFilter
-    labelSystem: str | None = Field(
-        None, description="Extension: code system of the dataset's label Observations."
-    )
-
-
-class DatasetConfig(WireResponse):
-    id: str
-    accountId: str
-    name: str
-    description: str
-    problemDefinition: MlProblemDefinition
-    curation: StoredCuration
-    source: StoredSource
-    revision: int = Field(description="Extension: 1, then +1 per update.")
-    createdAt: Millis
-    updatedAt: Millis
-
-
 class CreateDatasetResponse(BaseModel):
     dataset: DatasetConfig
 
@@ -328,24 +256,6 @@ class DeleteDatasetResponse(BaseModel):
 
 
 # ----------------------------------------------------------------------------- models
-
-
-class ModelConfig(WireResponse):
-    id: str
-    accountId: str
-    name: str
-    description: str
-    datasetId: str
-    championId: str | None = Field(description="The run deployed now; null before approval.")
-    trainingApproach: StoredTrainingApproach
-    deployApproach: StoredDeployApproach
-    approvalPolicy: StoredApprovalPolicy
-    monitoring: StoredMonitoring | None = None
-    slug: str = Field(description="Extension: the name as used in the DAG id.")
-    dagId: str = Field(description="Extension: the model's Airflow DAG.")
-    revision: int = Field(description="Extension: 1, then +1 per update.")
-    createdAt: Millis
-    updatedAt: Millis
 
 
 class CreateModelResponse(BaseModel):

@@ -12,13 +12,16 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml import __version__
 from patient_ml.cli.context import actor
 from patient_ml.cli.lifecycle import add_model_commands, add_run_commands
 from patient_ml.config.identifiers import escape_controls
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
+
+if TYPE_CHECKING:
+    from patient_ml.services.configs import ConfigRepository
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -168,10 +171,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     from patient_ml.config.loading import load_config_file
 
     data = load_config_file(args.file)
-    create, _update, to_wire = _service(args.noun)
+    configs = _repository(args.noun)
 
     def run(session: Any) -> dict[str, Any]:
-        return to_wire(create(session, data, actor=actor(args)))
+        return configs.to_wire(configs.create(session, data, actor=actor(args)))
 
     doc = _in_session(args, run)
     _info(f"Created {args.noun} {doc['name']!r} with id {doc['id']}.")
@@ -183,10 +186,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     from patient_ml.config.loading import load_config_file
 
     data = load_config_file(args.file)
-    _create, update, to_wire = _service(args.noun)
+    configs = _repository(args.noun)
 
     def run(session: Any) -> dict[str, Any]:
-        return to_wire(update(session, args.ref, data, actor=actor(args)))
+        return configs.to_wire(configs.update(session, args.ref, data, actor=actor(args)))
 
     doc = _in_session(args, run)
     _info(f"Updated {args.noun} {doc['name']!r} (revision {doc['revision']}).")
@@ -195,14 +198,13 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from patient_ml.services import datasets, models
+    configs = _repository(args.noun)
 
+    def run(session: Any) -> list[dict[str, Any]]:
+        return [configs.to_wire(stored) for stored in configs.list(session)]
+
+    docs = _in_session(args, run)
     if args.noun == "dataset":
-
-        def run(session: Any) -> list[dict[str, Any]]:
-            return [datasets.dataset_to_wire(d) for d in datasets.list_datasets(session)]
-
-        docs = _in_session(args, run)
         rows = [
             (
                 d["id"],
@@ -215,11 +217,6 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         headers = ("id", "name", "problem", "labels", "description")
     else:
-
-        def run(session: Any) -> list[dict[str, Any]]:
-            return [models.model_to_wire(m) for m in models.list_models(session)]
-
-        docs = _in_session(args, run)
         rows = [
             (
                 m["id"],
@@ -240,24 +237,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from patient_ml.services import datasets, models
+    configs = _repository(args.noun)
 
     def run(session: Any) -> dict[str, Any]:
-        if args.noun == "dataset":
-            return datasets.dataset_to_wire(datasets.get_dataset(session, args.ref))
-        return models.model_to_wire(models.get_model(session, args.ref))
+        return configs.to_wire(configs.get(session, args.ref))
 
     _print_doc(args, _in_session(args, run))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from patient_ml.services import datasets, models
+    configs = _repository(args.noun)
 
     def run(session: Any) -> str:
-        if args.noun == "dataset":
-            return datasets.delete_dataset(session, args.ref, actor=actor(args))
-        return models.delete_model(session, args.ref, actor=actor(args))
+        return configs.delete(session, args.ref, actor=actor(args))
 
     deleted = _in_session(args, run)
     _info(f"Deleted {args.noun} {deleted}.")
@@ -395,12 +388,12 @@ def cmd_snapshots_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- plumbing
 
 
-def _service(noun: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-    from patient_ml.services import datasets, models
+def _repository(noun: str) -> ConfigRepository[Any, Any]:
+    """The service that stores configs of kind `noun` ("dataset" or "model")."""
+    from patient_ml.services.datasets import DATASETS
+    from patient_ml.services.models import MODELS
 
-    if noun == "dataset":
-        return datasets.create_dataset, datasets.update_dataset, datasets.dataset_to_wire
-    return models.create_model, models.update_model, models.model_to_wire
+    return DATASETS if noun == "dataset" else MODELS
 
 
 def _in_session(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:

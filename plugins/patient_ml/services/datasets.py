@@ -8,170 +8,99 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from patient_ml import settings
-from patient_ml.config import reference
 from patient_ml.config.loading import parse_dataset_config
 from patient_ml.config.models import DatasetConfig, LabelConfig
-from patient_ml.db.models import Dataset, Model, utcnow
+from patient_ml.db.models import Dataset, Model
 from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError
 from patient_ml.fhir.mapping import default_label_system
-from patient_ml.services import audit
-from patient_ml.services.common import get_by_id_or_name, to_millis
+from patient_ml.services import wire
+from patient_ml.services.configs import ConfigRepository
 
 LABELS = "problemDefinition.labelDefinition.labels"
 MAX_INDEX = "problemDefinition.labelDefinition.maxLabelIndex"
 
 
-def create_dataset(session: Session, data: dict[str, Any], *, actor: str) -> Dataset:
-    cfg = parse_dataset_config(data)
-    _check_reference_strict(cfg)
-    if cfg.id is not None and session.get(Dataset, cfg.id) is not None:
-        raise ConflictError(
-            f"A dataset with id {cfg.id!r} already exists.",
-            fix="leave 'id' out to get a new one, or update that dataset",
-        )
-    _refuse_taken_name(session, cfg.name, None)
-    problem = _with_assigned_labels(cfg, previous=None)
-    dataset = Dataset(
-        id=cfg.id or str(uuid.uuid4()),
-        name=cfg.name,
-        description=cfg.description,
-        problem_type=cfg.problem_definition.problem_type,
-        problem_definition=problem,
-        curation=cfg.curation.to_wire(),
-        source=cfg.source.to_wire(),
-        created_by=actor,
-    )
-    session.add(dataset)
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="dataset.create",
-        entity_type="dataset",
-        entity_id=dataset.id,
-        after=dataset_to_wire(dataset),
-    )
-    return dataset
+class DatasetRepository(ConfigRepository[Dataset, DatasetConfig]):
+    """Datasets: label ids and indices never change, the label system and problem type are
+    fixed at creation, a dataset a model uses is kept."""
 
-
-def update_dataset(session: Session, ref: str, data: dict[str, Any], *, actor: str) -> Dataset:
-    """Replace a dataset config (PUT semantics) keeping label ids and indices stable."""
-    dataset = get_by_id_or_name(session, Dataset, ref)
-    cfg = parse_dataset_config(data)
-    _check_reference_strict(cfg)
-    errors: list[FieldError] = []
-    if cfg.id is not None and cfg.id != dataset.id:
-        errors.append(
-            FieldError("id", f"does not match the dataset being updated ({dataset.id})", cfg.id)
-        )
-    stored_system = dataset.problem_definition.get("labelSystem")
-    new_system = cfg.problem_definition.label_system
-    if new_system is not None and new_system != stored_system:
-        errors.append(
-            FieldError(
-                "problemDefinition.labelSystem",
-                f"cannot change from {stored_system!r}: the label records in FHIR use it; leave "
-                "it out or repeat the stored value",
-                new_system,
+    def check(
+        self,
+        session: Session,
+        cfg: DatasetConfig,
+        stored: Dataset | None,
+        errors: list[FieldError],
+    ) -> dict[str, Any]:
+        if stored is None:
+            return {}
+        stored_system = stored.problem_definition.get("labelSystem")
+        new_system = cfg.problem_definition.label_system
+        if new_system is not None and new_system != stored_system:
+            errors.append(
+                FieldError(
+                    "problemDefinition.labelSystem",
+                    f"cannot change from {stored_system!r}: the label records in FHIR use it; "
+                    "leave it out or repeat the stored value",
+                    new_system,
+                )
             )
-        )
-    new_type = cfg.problem_definition.problem_type
-    if new_type != dataset.problem_type:
-        errors.append(
-            FieldError(
-                "problemDefinition.problemType",
-                f"cannot change from {dataset.problem_type!r}: stored labels and trained models "
-                "depend on it; create a new dataset instead",
-                new_type,
+        new_type = cfg.problem_definition.problem_type
+        if new_type != stored.problem_type:
+            errors.append(
+                FieldError(
+                    "problemDefinition.problemType",
+                    f"cannot change from {stored.problem_type!r}: stored labels and trained "
+                    "models depend on it; create a new dataset instead",
+                    new_type,
+                )
             )
-        )
-    if errors:
-        raise ConfigValidationError("dataset config", errors)
-    _refuse_taken_name(session, cfg.name, dataset.id)
-    before = dataset_to_wire(dataset)
-    dataset.problem_definition = _with_assigned_labels(cfg, previous=dataset.problem_definition)
-    dataset.name = cfg.name
-    dataset.description = cfg.description
-    dataset.curation = cfg.curation.to_wire()
-    dataset.source = cfg.source.to_wire()
-    dataset.revision += 1
-    dataset.updated_at = utcnow()
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="dataset.update",
-        entity_type="dataset",
-        entity_id=dataset.id,
-        before=before,
-        after=dataset_to_wire(dataset),
-    )
-    return dataset
+        return {}
 
+    def columns(self, cfg: DatasetConfig, stored: Dataset | None) -> dict[str, Any]:
+        previous = None if stored is None else stored.problem_definition
+        return {
+            "problem_definition": _with_assigned_labels(cfg, previous=previous),
+            "name": cfg.name,
+            "description": cfg.description,
+            "problem_type": cfg.problem_definition.problem_type,
+            "curation": cfg.curation.to_wire(),
+            "source": cfg.source.to_wire(),
+        }
 
-def get_dataset(session: Session, ref: str) -> Dataset:
-    return get_by_id_or_name(session, Dataset, ref)
+    def refuse_taken_name(self, session: Session, cfg: DatasetConfig, own_id: str | None) -> None:
+        other = session.scalars(select(Dataset).where(Dataset.name == cfg.name)).one_or_none()
+        if other is not None and other.id != own_id:
+            raise ConflictError(
+                f"A dataset named {cfg.name!r} already exists (id {other.id}).",
+                fix="choose another name, or update that dataset with `patient-ml datasets update`",
+            )
 
-
-def list_datasets(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.created_at, Dataset.name)))
-
-
-def delete_dataset(session: Session, ref: str, *, actor: str) -> str:
-    dataset = get_by_id_or_name(session, Dataset, ref)
-    used_by = session.scalar(select(func.count()).where(Model.dataset_id == dataset.id))
-    if used_by:
-        raise ConflictError(
-            f"Dataset {dataset.name!r} is used by {used_by} model config(s).",
-            fix="delete those models or point them at another dataset first",
-        )
-    before = dataset_to_wire(dataset)
-    session.delete(dataset)
-    session.flush()
-    audit.record(
-        session,
-        actor=actor,
-        action="dataset.delete",
-        entity_type="dataset",
-        entity_id=dataset.id,
-        before=before,
-    )
-    return dataset.id
-
-
-def _check_reference_strict(cfg: DatasetConfig) -> None:
-    """PATIENT_ML_REFERENCE_STRICT=1: refuse a dataset the reference SDK could not read."""
-    wire = {
-        "name": cfg.name,
-        "description": cfg.description,
-        "problemDefinition": cfg.problem_definition.to_wire(),
-    }
-    reference.check_strict("DatasetConfigInput", wire, "dataset config")
+    def refuse_delete(self, session: Session, stored: Dataset) -> None:
+        used_by = session.scalar(select(func.count()).where(Model.dataset_id == stored.id))
+        if used_by:
+            raise ConflictError(
+                f"Dataset {stored.name!r} is used by {used_by} model config(s).",
+                fix="delete those models or point them at another dataset first",
+            )
 
 
 def dataset_to_wire(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "id": dataset.id,
-        "accountId": settings.account_id(),
-        "name": dataset.name,
-        "description": dataset.description,
-        "problemDefinition": dataset.problem_definition,
-        "curation": dataset.curation,
-        "source": dataset.source,
-        "revision": dataset.revision,
-        "createdAt": to_millis(dataset.created_at),
-        "updatedAt": to_millis(dataset.updated_at),
-    }
+    return wire.DatasetConfig.of(dataset)
 
 
-def _refuse_taken_name(session: Session, name: str, own_id: str | None) -> None:
-    other = session.scalars(select(Dataset).where(Dataset.name == name)).one_or_none()
-    if other is not None and other.id != own_id:
-        raise ConflictError(
-            f"A dataset named {name!r} already exists (id {other.id}).",
-            fix="choose another name, or update that dataset with `patient-ml datasets update`",
-        )
+DATASETS = DatasetRepository(
+    row=Dataset,
+    kind="dataset",
+    parse=parse_dataset_config,
+    to_wire=dataset_to_wire,
+    reference_input="DatasetConfigInput",
+    reference_fields=("name", "description", "problemDefinition"),
+)
+create_dataset = DATASETS.create
+update_dataset = DATASETS.update
+get_dataset = DATASETS.get
+list_datasets = DATASETS.list
+delete_dataset = DATASETS.delete
 
 
 def _with_assigned_labels(cfg: DatasetConfig, previous: dict[str, Any] | None) -> dict[str, Any]:
