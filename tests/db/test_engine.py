@@ -91,10 +91,14 @@ def test_sessions_are_plain_sessions_that_leave_no_garbage_cycles(engine) -> Non
 
     read_twice()  # the first time builds the reader engine and caches the statement
     gc.collect()
-    gc.disable()
+    gc.disable()  # a class made per session would stay listed until a cyclic collection
     try:
-        read_twice()
-        assert gc.collect() == 0
+        before = len(Session.__subclasses__())
+        for _ in range(10):
+            read_twice()
+        # Counting the garbage a collection frees also counts what other threads of the test
+        # process (servers, background index rebuilds) left meanwhile; the classes do not.
+        assert len(Session.__subclasses__()) == before
     finally:
         gc.enable()
 
