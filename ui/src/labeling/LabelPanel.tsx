@@ -3,7 +3,7 @@
 // confirmed (refused when someone else saved meanwhile), its FHIR identifiers and label history.
 
 import { Alert, Badge, Box, Button, Code, Flex, Grid, Heading, HStack, Kbd, Stack, Table, Text } from "@chakra-ui/react";
-import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
 
 import { ApiError, type Model } from "../api";
 import { ErrorAlert, Loading } from "../components/common";
@@ -249,7 +249,9 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
     // eslint-disable-next-line react-hooks/exhaustive-deps
     [labels, segmentation, editor, chosen, hint, hintMask, saving, example],
   );
-  useEffect(() => {
+  // A layout effect: the shortcuts listen from the moment the example is on screen (a passive
+  // effect runs after the paint, later still on a busy page, and a key pressed at once was lost).
+  useLayoutEffect(() => {
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
   }, [onKey]);
