@@ -6,6 +6,7 @@ dataset in use kept, label indices never reused, ...) are the hooks its subclass
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -23,7 +24,7 @@ RowT = TypeVar("RowT", Dataset, Model)
 ConfigT = TypeVar("ConfigT", DatasetConfig, ModelConfig)
 
 
-class ConfigRepository(Generic[RowT, ConfigT]):
+class ConfigRepository(ABC, Generic[RowT, ConfigT]):
     """Create/update/read/delete for one kind of stored config.
 
     `row` is the ORM class, `kind` the audit entity type and the noun in messages ("dataset",
@@ -58,14 +59,14 @@ class ConfigRepository(Generic[RowT, ConfigT]):
         appended per broken rule; returns the column values the checks resolved."""
         return {}
 
+    @abstractmethod
     def columns(self, cfg: ConfigT, stored: RowT | None) -> dict[str, Any]:
         """The column values `cfg` stores (besides those `check` resolved); may raise a
         ConfigValidationError for rules that need the stored row."""
-        raise NotImplementedError
 
+    @abstractmethod
     def refuse_taken_name(self, session: Session, cfg: ConfigT, own_id: str | None) -> None:
         """Raise a ConflictError when another config of this kind holds `cfg`'s name."""
-        raise NotImplementedError
 
     def refuse_delete(self, session: Session, stored: RowT) -> None:
         """Raise a ConflictError when `stored` may not be deleted (something depends on it)."""

@@ -146,15 +146,14 @@ class ExampleIndex:
         position = bisect.bisect_left(self.ids, example_id)
         was, now = lookup.status_at[position], status_of(new)
         if was != now:
-            lookup.by_status[was] = [p for p in lookup.by_status.get(was, []) if p != position]
+            lookup.by_status[was] = _without(lookup.by_status.get(was, []), position)
             lookup.by_status[now] = _inserted(lookup.by_status.get(now, []), position)
             lookup.status_at[position] = now
         old_label = _class_index(old.label.record) if old.label is not None else None
         new_label = _class_index(new.label.record) if new.label is not None else None
         if old_label != new_label:
             if old_label is not None:
-                kept = [p for p in lookup.by_label.get(old_label, []) if p != position]
-                lookup.by_label[old_label] = kept
+                lookup.by_label[old_label] = _without(lookup.by_label.get(old_label, []), position)
             if new_label is not None:
                 lookup.by_label[new_label] = _inserted(lookup.by_label.get(new_label, []), position)
 
@@ -180,6 +179,14 @@ class ExampleIndex:
                 "an example is a DocumentReference the dataset's trainingDataFilter selects",
             )
         return found
+
+
+def _without(positions: list[int], position: int) -> list[int]:
+    """A copy of the sorted `positions` without `position`."""
+    at = bisect.bisect_left(positions, position)
+    if at < len(positions) and positions[at] == position:
+        return positions[:at] + positions[at + 1 :]
+    return list(positions)
 
 
 def _inserted(positions: list[int], position: int) -> list[int]:

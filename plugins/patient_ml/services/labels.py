@@ -196,17 +196,22 @@ def _wire(
     return wire
 
 
-def champion_predictions(engine: Engine, ctx: DatasetContext, model_ref: str) -> Any:
-    """Which examples of the dataset the model's current champion has predicted
-    (`ChampionPredictions`); the model must be one of this dataset's."""
+def _dataset_model(session: Any, ctx: DatasetContext, model_ref: str) -> Any:
+    """The model `model_ref` (id or name), which must be one of this dataset's (422)."""
     from patient_ml.db.models import Model
     from patient_ml.services.common import get_by_id_or_name
 
+    model = get_by_id_or_name(session, Model, model_ref)
+    if model.dataset_id != ctx.view.id:
+        raise _invalid("modelId", f"must be a model of dataset {ctx.view.id}", model_ref)
+    return model
+
+
+def champion_predictions(engine: Engine, ctx: DatasetContext, model_ref: str) -> Any:
+    """Which examples of the dataset the model's current champion has predicted
+    (`ChampionPredictions`); the model must be one of this dataset's."""
     with read_scope(engine) as session:
-        model = get_by_id_or_name(session, Model, model_ref)
-        if model.dataset_id != ctx.view.id:
-            raise _invalid("modelId", f"must be a model of dataset {ctx.view.id}", model_ref)
-        return example_predictions.of_champion(session, model)
+        return example_predictions.of_champion(session, _dataset_model(session, ctx, model_ref))
 
 
 def _add_predictions(
@@ -299,7 +304,8 @@ def label_hint(
     and not recorded in the model's prediction log (monitoring sees real traffic only)."""
     from patient_ml.services.predictions import predict
 
-    model_id = champion_predictions(engine, ctx, model_ref).model_id
+    with read_scope(engine) as session:  # the model only: not every prediction it kept
+        model_id = _dataset_model(session, ctx, model_ref).id
     image = example_preview(ctx, example_id, None)
     answer = predict(engine, ctx.store, model_id, image=image, log=False)
     answer["exampleId"] = example_id
