@@ -204,6 +204,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return [configs.to_wire(stored) for stored in configs.list(session)]
 
     docs = _in_session(args, run)
+    rows: list[tuple[Any, ...]]
+    headers: tuple[str, ...]
     if args.noun == "dataset":
         rows = [
             (

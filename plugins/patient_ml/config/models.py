@@ -12,8 +12,11 @@ renamed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -66,18 +69,31 @@ def _check_text(value: str) -> str:
     return value
 
 
-def Name(max_length: int = MAX_NAME_LENGTH, min_length: int = 1) -> Any:
-    """Single-line text: bounded, no control characters (NUL included), no bidi controls."""
-    return Annotated[
-        str,
-        StringConstraints(min_length=min_length, max_length=max_length),
-        AfterValidator(_check_name),
-    ]
+@dataclass(frozen=True)
+class Name(GroupedMetadata):
+    """Single-line text: bounded, no control characters (NUL included), no bidi controls.
+
+    Metadata for `Annotated[str, Name(255)]` (pydantic expands it into its rules)."""
+
+    max_length: int = MAX_NAME_LENGTH
+    min_length: int = 1
+
+    def __iter__(self) -> Iterator[Any]:
+        yield StringConstraints(min_length=self.min_length, max_length=self.max_length)
+        yield AfterValidator(_check_name)
 
 
-def Text(max_length: int = MAX_DESCRIPTION_LENGTH) -> Any:
-    """Free text (descriptions): bounded, newlines and tabs allowed, no other controls."""
-    return Annotated[str, StringConstraints(max_length=max_length), AfterValidator(_check_text)]
+@dataclass(frozen=True)
+class Text(GroupedMetadata):
+    """Free text (descriptions): bounded, newlines and tabs allowed, no other controls.
+
+    Metadata for `Annotated[str, Text()]`."""
+
+    max_length: int = MAX_DESCRIPTION_LENGTH
+
+    def __iter__(self) -> Iterator[Any]:
+        yield StringConstraints(max_length=self.max_length)
+        yield AfterValidator(_check_text)
 
 
 # An id that names folders, storage keys and files: see patient_ml.config.identifiers.
@@ -111,8 +127,8 @@ from patient_ml.config.monitoring import MonitoringSettings  # noqa: E402  (uses
 
 class LabelConfig(WireModel):
     id: Identifier | None = Field(None, description="UUID of the label; assigned when omitted.")
-    name: Name() = Field(description="Unique name of the label.")
-    description: Text(MAX_LABEL_DESCRIPTION_LENGTH) = ""
+    name: Annotated[str, Name()] = Field(description="Unique name of the label.")
+    description: Annotated[str, Text(MAX_LABEL_DESCRIPTION_LENGTH)] = ""
     index: int | None = Field(
         None,
         ge=0,
@@ -135,7 +151,7 @@ class LabelDefinition(WireModel):
 
 class FhirCodesFilter(WireModel):
     filter_type: Literal["FhirCodesFilter"] = "FhirCodesFilter"
-    codes: list[Name(MAX_CODE_LENGTH)] = Field(
+    codes: list[Annotated[str, Name(MAX_CODE_LENGTH)]] = Field(
         min_length=1,
         max_length=MAX_FILTER_CODES,
         description="FHIR tokens matched against DocumentReference.type codings: "
@@ -147,7 +163,7 @@ class ProblemDefinition(WireModel):
     problem_type: ProblemType
     label_definition: LabelDefinition
     training_data_filter: FhirCodesFilter
-    label_system: Name(255) | None = Field(
+    label_system: Annotated[str, Name(255)] | None = Field(
         None,
         description="Extension: code system of this dataset's label Observations "
         "(valueCodeableConcept.coding.system); default urn:patient-ml:labels:<name at creation>. "
@@ -219,8 +235,10 @@ class DatasetSource(WireModel):
     """Extension: where curation reads the dataset's FHIR records."""
 
     type: Literal["fhirServer", "ndjson"] = "fhirServer"
-    conn_id: Name(250) = Field("fhir_default", description="Airflow connection (fhir).")
-    uri: Name(MAX_URI_LENGTH) | None = Field(
+    conn_id: Annotated[str, Name(250)] = Field(
+        "fhir_default", description="Airflow connection (fhir)."
+    )
+    uri: Annotated[str, Name(MAX_URI_LENGTH)] | None = Field(
         None, description="ndjson: file:///dir, /dir or s3://bucket/prefix holding *.ndjson files."
     )
     bulk_export: bool = Field(
@@ -230,8 +248,8 @@ class DatasetSource(WireModel):
 
 class DatasetConfig(WireModel):
     id: Identifier | None = None
-    name: Name()
-    description: Text() = ""
+    name: Annotated[str, Name()]
+    description: Annotated[str, Text()] = ""
     problem_definition: ProblemDefinition
     curation: CurationSettings = Field(default_factory=CurationSettings)
     source: DatasetSource = Field(default_factory=DatasetSource)
@@ -241,17 +259,17 @@ class DatasetConfig(WireModel):
 
 
 class MetricDefinition(WireModel):
-    name: Name(255)
-    regex: Name(500)
+    name: Annotated[str, Name(255)]
+    regex: Annotated[str, Name(500)]
 
 
 class Objective(WireModel):
-    metric: Name(255)
+    metric: Annotated[str, Name(255)]
     direction: Direction
 
 
 class _ParameterBase(WireModel):
-    name: Name(256)
+    name: Annotated[str, Name(256)]
 
 
 def _as_string(value: Any) -> Any:
@@ -264,7 +282,9 @@ def _as_string(value: Any) -> Any:
 
 class CategoricalParameter(_ParameterBase):
     type: Literal["categorical"]
-    values: list[Name(MAX_NAME_LENGTH, min_length=0)] = Field(max_length=MAX_LIST_ITEMS)
+    values: list[Annotated[str, Name(MAX_NAME_LENGTH, min_length=0)]] = Field(
+        max_length=MAX_LIST_ITEMS
+    )
 
     @field_validator("values", mode="before")
     @classmethod
@@ -297,7 +317,7 @@ SearchParameter = Annotated[
 
 class TrainingApproach(WireModel):
     type: Literal["tuningJob"] = "tuningJob"
-    training_image: Name(512)
+    training_image: Annotated[str, Name(512)]
     metric_definitions: list[MetricDefinition] = Field(default_factory=list, max_length=50)
     objective: Objective
     search_space: list[SearchParameter] = Field(
@@ -319,7 +339,7 @@ class TrainingApproach(WireModel):
     seed: int = Field(
         0, ge=0, le=2**32 - 1, description="Extension: seed of the hyperparameter sampler."
     )
-    schedule: Name(MAX_NAME_LENGTH) | None = Field(
+    schedule: Annotated[str, Name(MAX_NAME_LENGTH)] | None = Field(
         None,
         description="Extension: cron expression or preset (@daily, @weekly, ...); "
         "an alternative to retrainEvery.",
@@ -328,11 +348,11 @@ class TrainingApproach(WireModel):
 
 class DeployApproach(WireModel):
     type: Literal["cloud", "edge"]
-    inference_image: Name(512)
+    inference_image: Annotated[str, Name(512)]
 
 
 class Guardrail(WireModel):
-    metric: Name(255) = Field(description="A platform test metric.")
+    metric: Annotated[str, Name(255)] = Field(description="A platform test metric.")
     max_regression: float = Field(
         0.0,
         ge=0,
@@ -347,7 +367,7 @@ class AutoApproval(WireModel):
     only when every criterion holds; otherwise a human decides."""
 
     enabled: bool = Field(False, description="Off by default: every run waits for a human.")
-    metric: Name(255) | None = Field(
+    metric: Annotated[str, Name(255)] | None = Field(
         None,
         description="Platform test metric that must improve; default: the objective when it is "
         "a platform metric, else balancedAccuracy (imgClf) or meanDice (imgSeg).",
@@ -376,7 +396,7 @@ class ApprovalPolicy(WireModel):
     """Extension: who may approve a run of this model, how long a run waits, and the optional
     automatic policy."""
 
-    approvers: list[Name(256)] = Field(
+    approvers: list[Annotated[str, Name(256)]] = Field(
         default_factory=list,
         max_length=200,
         description="User names allowed to approve or reject runs; empty: any signed-in user.",
@@ -392,9 +412,9 @@ class ApprovalPolicy(WireModel):
 
 class ModelConfig(WireModel):
     id: Identifier | None = None
-    name: Name()
-    description: Text() = ""
-    dataset_id: Name() = Field(
+    name: Annotated[str, Name()]
+    description: Annotated[str, Text()] = ""
+    dataset_id: Annotated[str, Name()] = Field(
         description="ID of the dataset config this model trains on (the CLI also accepts the "
         "dataset's name).",
     )

@@ -283,7 +283,7 @@ class ImageFetcher:
     # FHIR Binary --------------------------------------------------------------------------
     def _is_fhir_binary(self, url: str) -> bool:
         base = getattr(self.fhir_client, "base_url", None)
-        return bool(base) and url.startswith(base.rstrip("/") + "/Binary/")
+        return isinstance(base, str) and url.startswith(base.rstrip("/") + "/Binary/")
 
     def _binary(self, reference: str) -> bytes:
         if self.fhir_client is None:

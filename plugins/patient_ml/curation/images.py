@@ -24,11 +24,14 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml.curation.near_duplicates import fingerprint as perceptual_hash
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
 from patient_ml.fhir.mapping import IMAGE_CONTENT_TYPES
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -344,7 +347,7 @@ def _decode_dicom(
     return finish(decoded, image)
 
 
-def _monochrome_to_uint8(ds: object, pixels: Any, photometric: str) -> Any:
+def _monochrome_to_uint8(ds: Dataset, pixels: Any, photometric: str) -> Any:
     """Modality LUT (rescale slope/intercept), the first VOI window if any, then 0..255.
 
     Per-pixel operations, so they run on stripes of rows: a pass for the range, a pass to

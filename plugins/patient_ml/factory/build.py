@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from airflow.sdk import (
     DAG,
@@ -43,7 +43,26 @@ ASSET_GROUP = "patient-ml"
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 # Params of scheduled DAGs are validated when the DAG is built; naming draft-07 makes jsonschema
 # check them against its small meta-schema (about 3x faster than the 2020-12 default).
-PARAM_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#"}
+# JSON-schema keywords of every DAG Param (Param(**kwargs) makes them its schema)
+PARAM_SCHEMA: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#"}
+
+
+class Connections(TypedDict):
+    """Keyword arguments of every product operator (ProductOperator)."""
+
+    patient_ml_conn_id: str | None
+    artifact_uri: str | None
+    aws_conn_id: str
+
+
+class Serving(Connections):
+    """Keyword arguments of the operators that start model servers (ServingOperator)."""
+
+    backend: str
+    health_timeout: float
+    cpus: float
+    memory_mb: int
+    docker_conn_id: str | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,23 @@ class FactoryOptions:
     max_active_runs: int = 3
     owner: str = "patient-ml"
     extra_tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def connections(self) -> Connections:
+        return Connections(
+            patient_ml_conn_id=self.patient_ml_conn_id,
+            artifact_uri=self.artifact_uri,
+            aws_conn_id=self.aws_conn_id,
+        )
+
+    def serving(self) -> Serving:
+        return Serving(
+            **self.connections(),
+            backend=self.backend,
+            health_timeout=self.health_timeout,
+            cpus=self.trial_cpus,
+            memory_mb=self.trial_memory_mb,
+            docker_conn_id=self.docker_conn_id,
+        )
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -167,11 +203,7 @@ def build_monitor_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     """`patient_ml_monitor__<slug>`: check → signal_drift, on `monitoring.schedule`."""
     monitoring = entry.monitoring
     schedule = str(monitoring.get("schedule") or "@hourly")
-    common = {
-        "patient_ml_conn_id": options.patient_ml_conn_id,
-        "artifact_uri": options.artifact_uri,
-        "aws_conn_id": options.aws_conn_id,
-    }
+    common = options.connections()
     retrain = "starts the training DAG" if retrains_on_breach(entry) else "is only recorded"
     with DAG(
         monitor_dag_id_of(entry.slug),
@@ -219,19 +251,8 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     training = entry.training
     max_trials = int(training.get("maxTrials") or 10)
     parallel = max(1, min(int(training.get("parallelTrials") or 1), MAX_PARALLEL_TRIALS))
-    common = {
-        "patient_ml_conn_id": options.patient_ml_conn_id,
-        "artifact_uri": options.artifact_uri,
-        "aws_conn_id": options.aws_conn_id,
-    }
-    serving = {
-        **common,
-        "backend": options.backend,
-        "health_timeout": options.health_timeout,
-        "cpus": options.trial_cpus,
-        "memory_mb": options.trial_memory_mb,
-        "docker_conn_id": options.docker_conn_id,
-    }
+    common = options.connections()
+    serving = options.serving()
     schedule = training_schedule(entry)
     with DAG(
         entry.dag_id,

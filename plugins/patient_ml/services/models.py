@@ -126,7 +126,9 @@ def _resolve_dataset(
         )
         return None
     auto = cfg.approval_policy.auto_approval
-    named = [("trainingApproach.objective.metric", cfg.training_approach.objective.metric)]
+    named: list[tuple[str, str | None]] = [
+        ("trainingApproach.objective.metric", cfg.training_approach.objective.metric)
+    ]
     named.append(("approvalPolicy.autoApproval.metric", auto.metric))
     named += [
         (f"approvalPolicy.autoApproval.guardrails[{i}].metric", g.metric)

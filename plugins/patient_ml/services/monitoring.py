@@ -192,7 +192,7 @@ def _input_drift(
     result: dict[str, Any] = {"method": thresholds.method, "statistics": {}}
     for name in STATISTICS:
         reference = profile["statistics"].get(name) or []
-        values = [r.statistics.get(name) for r in rows if r.statistics.get(name) is not None]
+        values = [float(v) for r in rows if (v := r.statistics.get(name)) is not None]
         if len(reference) < 2 or len(values) < settings.min_samples:
             result["statistics"][name] = {"skipped": "too few values"}
             continue

@@ -16,11 +16,11 @@ from __future__ import annotations
 import base64
 import io
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, Delete, delete, func, select
 from sqlalchemy.orm import Session
 
 from patient_ml.db.models import Model, PredictionRecord, utcnow
@@ -83,16 +83,23 @@ def record_prediction(
     return row
 
 
+def _delete(session: Session, statement: Delete) -> int:
+    """Run a DELETE; how many rows it removed."""
+    result: CursorResult[Any] = cast("CursorResult[Any]", session.execute(statement))
+    return result.rowcount
+
+
 def prune(session: Session, model_id: str, monitoring: dict[str, Any]) -> int:
     """Delete the model's rows older than retentionDays and beyond maxLogRows; how many."""
     days = float(monitoring.get("retentionDays") or DEFAULT_RETENTION_DAYS)
     max_rows = int(monitoring.get("maxLogRows") or DEFAULT_MAX_ROWS)
     table = PredictionRecord
-    deleted = session.execute(
+    deleted = _delete(
+        session,
         delete(table).where(
             table.model_id == model_id, table.created_at < utcnow() - timedelta(days=days)
-        )
-    ).rowcount
+        ),
+    )
     count = session.scalar(select(func.count()).where(table.model_id == model_id)) or 0
     if count > max_rows:
         cutoff = session.scalar(
@@ -102,9 +109,9 @@ def prune(session: Session, model_id: str, monitoring: dict[str, Any]) -> int:
             .offset(max_rows - 1)
             .limit(1)
         )
-        deleted += session.execute(
-            delete(table).where(table.model_id == model_id, table.id < cutoff)
-        ).rowcount
+        deleted += _delete(
+            session, delete(table).where(table.model_id == model_id, table.id < cutoff)
+        )
     return int(deleted or 0)
 
 

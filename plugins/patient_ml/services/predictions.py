@@ -175,7 +175,7 @@ def _predict(
     items = answer.get("predictions") if isinstance(answer, dict) else answer
     if not isinstance(items, list):
         raise _bad_answer(url)
-    predictions = sorted(
+    predictions: list[dict[str, Any]] = sorted(
         (
             {
                 "index": int(item["index"]),

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
@@ -174,13 +174,19 @@ def ping_when_idle(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> N
             raise exc.DisconnectionError(f"stale pooled connection: {error}") from error
 
 
+_DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
+    "minimize": "minimize",
+    "maximize": "maximize",
+}
+
+
 def create_study(storage: Any, run_id: str, direction: str) -> Any:
     import optuna
 
     return optuna.create_study(
         study_name=study_name(run_id),
         storage=storage,
-        direction=direction,
+        direction=_DIRECTIONS[direction],
         load_if_exists=True,
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from patient_ml.db.models import Base
 
@@ -28,7 +28,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError(
+                "alembic: no connection and no sqlalchemy.url; run migrations through "
+                "patient_ml.db.schema (e.g. `patient-ml db upgrade`)"
+            )
+        engine = create_engine(url)
         with engine.connect() as conn:
             _run(conn)
         engine.dispose()
@@ -36,7 +42,7 @@ def run_migrations_online() -> None:
         _run(connection)
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -45,8 +45,8 @@ def default_trainer_dirs() -> dict[str, Path]:
                 mapping[f"patient-ml/{folder.name.replace('_', '-')}-trainer"] = folder
     for item in os.environ.get("PATIENT_ML_LOCAL_TRAINERS", "").split(","):
         if "=" in item:
-            image, folder = item.split("=", 1)
-            mapping[image.strip()] = Path(folder.strip()).expanduser()
+            image, where = item.split("=", 1)
+            mapping[image.strip()] = Path(where.strip()).expanduser()
     return mapping
 
 
