@@ -4,20 +4,23 @@ PATIENT_ML_CONN_ID or SQLite under PATIENT_ML_HOME, as for the CLI and the opera
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
+
+if TYPE_CHECKING:
+    import sqlalchemy.orm
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def product_engine() -> Any:
+def product_engine() -> sqlalchemy.Engine:
     from patient_ml.db.engine import get_engine
 
     return get_engine()
 
 
-def product_session(request: Request) -> Iterator[Any]:
+def product_session(request: Request) -> Iterator[sqlalchemy.orm.Session]:
     """One transaction per request: committed when the handler returns, rolled back on error.
 
     Requests that only read (GET, HEAD) get a read-only transaction, so they never queue

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
 from patient_ml import settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def actor(args: argparse.Namespace) -> str:
@@ -13,7 +16,7 @@ def actor(args: argparse.Namespace) -> str:
     return args.actor or settings.current_user()
 
 
-def engine(args: argparse.Namespace) -> Any:
+def engine(args: argparse.Namespace) -> Engine:
     from patient_ml.db.engine import get_engine
 
     return get_engine(args.db_url)

@@ -13,10 +13,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml.cli import context
 from patient_ml.cli.output import print_document
+
+if TYPE_CHECKING:
+    from patient_ml.storage.base import ArtifactStore
 
 BACKENDS = ("auto", "local", "docker", "sagemaker")
 
@@ -83,7 +86,7 @@ def add_model_commands(models: Any) -> None:
     predict.set_defaults(handler=cmd_predict)
 
 
-def _store() -> Any:
+def _store() -> ArtifactStore:
     from patient_ml.storage import default_artifact_store
 
     return default_artifact_store()

@@ -21,6 +21,7 @@ from patient_ml.config.identifiers import escape_controls
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
 
 if TYPE_CHECKING:
+    from patient_ml.fhir.client import FhirClient
     from patient_ml.services.configs import ConfigRepository
 
 INTERNAL_ERROR_EXIT = 70
@@ -310,7 +311,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     engine = get_engine(args.db_url)
 
-    def fhir_client(conn_id: str) -> Any:
+    def fhir_client(conn_id: str) -> FhirClient:
         if args.fhir_url:
             from patient_ml.fhir.client import FhirClient
 

@@ -18,9 +18,12 @@ import threading
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml.naming import dag_id_of, slug_of_dag_id
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -105,11 +108,11 @@ def load_catalog(*, only_dag_id: str | None = None, cache_dir: Path | None = Non
     return Catalog(entries, "database")
 
 
-_ENGINES: dict[str, Any] = {}
+_ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
 
 
-def _parse_engine() -> Any:
+def _parse_engine() -> Engine:
     """An engine with short timeouts, made once per process (the URL as the package resolves
     it: PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME)."""
     from sqlalchemy import create_engine
