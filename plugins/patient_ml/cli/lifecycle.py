@@ -125,8 +125,8 @@ def cmd_create_run(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from patient_ml.evaluation.evaluate import evaluate_run
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.evaluation_run import evaluate_run
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.serving.servers import make_server
 
     _progress()
@@ -150,8 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     from patient_ml.db.engine import session_scope
-    from patient_ml.evaluation.model_card import write_model_card
     from patient_ml.services.approvals import decide
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.services.runs import approval_to_wire
 
     engine = context.engine(args)
@@ -186,7 +186,7 @@ def _os_user() -> str:
 
 def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
     from patient_ml.deploy import deploy_run
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.serving.servers import make_server
 
     _progress()
@@ -205,7 +205,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.model_cards import write_model_card
 
     store = _store()
     uris = write_model_card(context.engine(args), store, args.run_id)
