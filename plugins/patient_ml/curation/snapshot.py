@@ -162,6 +162,9 @@ def assign(
     prior: dict[tuple[str, str], str],
     earlier: dict[str, bytes],
 ) -> tuple[dict[tuple[str, str], str], NearDuplicates]:
+    """Patient-level splits of the staged examples, keeping every `prior` assignment and linking
+    near-duplicate groups (with `earlier` curations' images); conflicts are quarantined. Returns
+    the new assignments to record and the near-duplicate groups."""
     rows = list(
         staging.query(
             """
