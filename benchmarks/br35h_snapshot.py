@@ -64,10 +64,10 @@ def build_sample(out: Path) -> Path:
 
 
 def curate_sample(engine: Any, sample: Path, out: Path, name: str | None = None) -> CuratedSample:
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import session_scope
+    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
     from patient_ml.storage import LocalArtifactStore
 

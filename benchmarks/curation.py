@@ -183,11 +183,11 @@ def hostile_images(folder: Path, copies: int) -> list[tuple[str, str, str]]:
 
 def hostile_curation(folder: str, workers: int, queue: object) -> None:
     """Runs in a fresh process: curate the hostile images, report through `queue`."""
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.images import decode_budget
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import get_engine
+    from patient_ml.services.curation import curate
     from patient_ml.storage import LocalArtifactStore
 
     work = Path(folder)
@@ -274,11 +274,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8, help="--hostile: copies of each kind")
     args = parser.parse_args()
 
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
     from patient_ml.storage import LocalArtifactStore
 

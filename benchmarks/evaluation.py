@@ -37,21 +37,21 @@ def main() -> int:
     os.environ.pop("PATIENT_ML_DATABASE_URL", None)
 
     from patient_ml import settings
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import get_engine, session_scope
     from patient_ml.deploy import deploy_run, stop_old_endpoints
-    from patient_ml.evaluation.evaluate import evaluate_run
     from patient_ml.evaluation.model_card import headline_metrics
     from patient_ml.services.approvals import decide
+    from patient_ml.services.curation import curate
+    from patient_ml.services.evaluation_run import evaluate_run
     from patient_ml.services.models import get_model, update_model
     from patient_ml.services.predictions import predict
     from patient_ml.services.runs import create_run
+    from patient_ml.services.tuning import TuningWorker, finish_tuning
     from patient_ml.serving.servers import make_server
     from patient_ml.storage import artifact_store_from_uri
     from patient_ml.training.backends.local import LocalBackend
-    from patient_ml.training.tuning import TuningWorker, finish_tuning
 
     engine = get_engine()
     store = artifact_store_from_uri(settings.artifact_uri())

@@ -106,25 +106,25 @@ def run(args: argparse.Namespace, home: Path) -> int:
     from include.sample_data import br35h
     from include.sample_data.__main__ import main as sample_main
     from patient_ml import settings
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
     from patient_ml.db.models import ReferenceProfile
     from patient_ml.deploy import deploy_run, stop_old_endpoints
-    from patient_ml.evaluation.evaluate import evaluate_run
     from patient_ml.monitoring.image_stats import image_statistics
     from patient_ml.services import monitoring, prediction_log
     from patient_ml.services.approvals import decide
+    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
+    from patient_ml.services.evaluation_run import evaluate_run
     from patient_ml.services.models import create_model
     from patient_ml.services.predictions import predict
     from patient_ml.services.runs import create_run
+    from patient_ml.services.tuning import TuningWorker, finish_tuning
     from patient_ml.serving.servers import make_server
     from patient_ml.storage import artifact_store_from_uri
     from patient_ml.training.backends.local import LocalBackend
-    from patient_ml.training.tuning import TuningWorker, finish_tuning
 
     sample = home / "br35h"
     with open(os.devnull, "w") as quiet:

@@ -140,8 +140,9 @@ def sweep(
     from patient_ml.services import training as training_service
     from patient_ml.services.models import create_model
     from patient_ml.services.runs import create_run
+    from patient_ml.services.tuning import TuningWorker, finish_tuning
     from patient_ml.training.backends.local import LocalBackend
-    from patient_ml.training.tuning import Limits, TuningWorker, finish_tuning
+    from patient_ml.training.tuning import Limits
 
     config = yaml.safe_load((CONFIGS / f"{config_name}.yaml").read_text())
     config["name"] = f"{config['name']}-{uuid.uuid4().hex[:6]}"
@@ -398,11 +399,11 @@ def nuclei(args: argparse.Namespace, folder: Path) -> None:
 
     from skimage.filters import threshold_otsu
 
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
     from patient_ml.storage import LocalArtifactStore
 

@@ -25,7 +25,7 @@ in (a)) and its SQL statements per trial (each one a database round trip), which
 not inflate. Run it a few times and take medians; `uptime`'s load is printed.
 
 The trial bookkeeping of a whole run (trial rows, model upload, log upload) is not in (c)/(d):
-it needs a run in the product database; see tuning.TuningWorker.
+it needs a run in the product database; see patient_ml.services.tuning.TuningWorker.
 """
 
 from __future__ import annotations

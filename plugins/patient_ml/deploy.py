@@ -164,8 +164,8 @@ def deploy_on_request(
       Airflow DAG run (`pipeline_state(run)`) is queued or running, the deploy task does it.
     - a run being deployed (`deployStatus: deploying`) is refused (409) either way.
     """
-    from patient_ml.evaluation.model_card import write_model_card
     from patient_ml.services.approvals import decide
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.services.runs import approval_to_wire
 
     result: dict[str, Any] = {}

@@ -14,13 +14,13 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from patient_ml.curation.curate import curate
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import AuditEvent
 from patient_ml.labels import masks, rle
 from patient_ml.labels.sinks import LABELS_FILE
+from patient_ml.services.curation import curate
 from patient_ml.storage import LocalArtifactStore
 from tests.curation.cohort import CODE_SYSTEM, Cohort, dataset_config, png
 

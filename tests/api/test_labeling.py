@@ -15,12 +15,12 @@ import orjson
 import pytest
 from PIL import Image
 
-from patient_ml.curation.curate import dataset_view
 from patient_ml.curation.splits import patient_key
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import SplitAssignment
 from patient_ml.labels.sinks import LABELS_FILE
 from patient_ml.services import champion, example_predictions, runs
+from patient_ml.services.curation import dataset_view
 from tests.api.test_examples import _all, cohort  # noqa: F401 (the fixture)
 from tests.curation.cohort import Cohort, dataset_config, png
 from tests.helpers import example

@@ -15,12 +15,12 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from patient_ml.curation.curate import curate
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.records import label_index
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.curation.staging import version_key
 from patient_ml.db.engine import session_scope
+from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset
 from patient_ml.storage import LocalArtifactStore
 from tests.curation.cohort import Cohort, dataset_config, png

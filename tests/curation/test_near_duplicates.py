@@ -17,7 +17,6 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from sqlalchemy import Engine
 
-from patient_ml.curation.curate import curate
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.near_duplicates import (
     DEFAULT_MIN_CORRELATION,
@@ -33,6 +32,7 @@ from patient_ml.curation.near_duplicates import (
 )
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
+from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset
 from patient_ml.storage import LocalArtifactStore
 from tests.curation.cohort import Cohort, dataset_config

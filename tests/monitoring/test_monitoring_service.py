@@ -19,10 +19,10 @@ from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import AuditEvent, PredictionRecord, ReferenceProfile
 from patient_ml.deploy import deploy_run, stop_old_endpoints
-from patient_ml.evaluation.evaluate import evaluate_run
 from patient_ml.exceptions import ConfigValidationError
 from patient_ml.services import monitoring, prediction_log
 from patient_ml.services.approvals import decide
+from patient_ml.services.evaluation_run import evaluate_run
 from patient_ml.services.models import create_model, get_model, model_to_wire
 from patient_ml.services.predictions import predict
 from patient_ml.serving.servers import LocalServer

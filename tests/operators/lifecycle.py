@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from patient_ml.curation.curate import curate
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
 from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
+from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model
 from patient_ml.services.runs import create_run

@@ -15,8 +15,8 @@ from patient_ml.db.models import AuditEvent, Metric, Trial
 from patient_ml.exceptions import PatientMLError
 from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
 from patient_ml.services.runs import get_run
+from patient_ml.services.tuning import TuningWorker
 from patient_ml.storage import artifact_store_from_uri
-from patient_ml.training.tuning import TuningWorker
 from tests.training.helpers import IMAGE, METRICS, SCRIPTED, backend, curated_run
 
 

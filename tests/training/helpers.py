@@ -43,10 +43,10 @@ def curated_run(
     """A run of `model` (a model config without name and dataset) on a real curated snapshot of
     a synthetic cohort of `patients` patients; returns the run id and the artifact store (a
     local one under tmp_path unless `store` is given)."""
-    from patient_ml.curation.curate import curate
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import session_scope
+    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
     from patient_ml.services.models import create_model
     from patient_ml.services.runs import create_run

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.services.tuning import TuningWorker, finish_tuning
 from patient_ml.training.backends.base import TrainingOutcome
 from patient_ml.training.backends.sagemaker import (
     SageMakerBackend,
@@ -24,7 +25,7 @@ from patient_ml.training.backends.sagemaker import (
     upload_channels,
 )
 from patient_ml.training.metrics import MetricParser
-from patient_ml.training.tuning import TuningWorker, finish_tuning, trial_artifact_key
+from patient_ml.training.tuning import trial_artifact_key
 from tests.sagemaker_server import ROLE_ARN, SageMakerEmulator
 from tests.training.helpers import SCRIPTED, curated_run, job
 

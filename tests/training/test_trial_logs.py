@@ -14,11 +14,12 @@ from sqlalchemy import Engine
 
 from patient_ml.log_records import decode
 from patient_ml.services.run_logs import run_logs_page
+from patient_ml.services.tuning import TuningWorker
 from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingJob, TrainingOutcome
 from patient_ml.training.backends.docker import DockerBackend
 from patient_ml.training.backends.local import LocalBackend
-from patient_ml.training.tuning import TuningWorker, trial_log_key
+from patient_ml.training.tuning import trial_log_key
 from tests.docker_engine import build_image
 from tests.training.helpers import IMAGE, METRICS, SCRIPTED, backend, curated_run, job
 

@@ -304,7 +304,7 @@ def get_trials(model_id: str, run_id: str, session: Session, user: CurrentUser) 
 def get_model_card(
     model_id: str, run_id: str, session: Session, user: CurrentUser
 ) -> dict[str, Any]:
-    from patient_ml.evaluation.model_card import build_model_card
+    from patient_ml.services.model_cards import build_model_card
 
     run = _run_of(session, authorized_model(session, model_id, user), run_id)
     return {"modelCard": build_model_card(session, run.id)}

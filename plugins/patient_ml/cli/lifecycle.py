@@ -128,8 +128,8 @@ def cmd_create_run(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from patient_ml.evaluation.evaluate import evaluate_run
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.evaluation_run import evaluate_run
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.serving.servers import make_server
 
     _progress()
@@ -153,8 +153,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     from patient_ml.db.engine import session_scope
-    from patient_ml.evaluation.model_card import write_model_card
     from patient_ml.services.approvals import decide
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.services.runs import approval_to_wire
 
     engine = context.engine(args)
@@ -189,7 +189,7 @@ def _os_user() -> str:
 
 def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
     from patient_ml.deploy import deploy_run
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.model_cards import write_model_card
     from patient_ml.serving.servers import make_server
 
     _progress()
@@ -208,7 +208,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_card(args: argparse.Namespace) -> int:
-    from patient_ml.evaluation.model_card import write_model_card
+    from patient_ml.services.model_cards import write_model_card
 
     store = _store()
     uris = write_model_card(context.engine(args), store, args.run_id)

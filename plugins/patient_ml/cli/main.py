@@ -303,10 +303,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 def cmd_curate(args: argparse.Namespace) -> int:
     import logging
 
-    from patient_ml.curation.curate import curate
-    from patient_ml.curation.setup import build_curation_inputs
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import get_engine
+    from patient_ml.services.curation import curate
+    from patient_ml.services.curation_inputs import build_curation_inputs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     engine = get_engine(args.db_url)

@@ -10,6 +10,9 @@ letting the challenger win against nothing.
 The progress messages (served at, scored in, no champion, the failure) are also kept as the
 run's `evaluation` log object (`runs/<run>/logs/evaluation.jsonl`, see
 `patient_ml.log_records`) for the logs API; the per-example answers never are.
+
+`patient_ml.services.evaluation_run.evaluate_run` reads the run and its champion from the
+product DB, runs these steps and records the result on the run.
 """
 
 from __future__ import annotations
@@ -29,16 +32,11 @@ from typing import Any
 import numpy as np
 import orjson
 from PIL import Image
-from sqlalchemy import Engine
 
-from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Run, Snapshot
-from patient_ml.db.require import present
+from patient_ml.db.models import Run
 from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
-from patient_ml.services import evaluations
-from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
 from patient_ml.serving.client import ServingError, invoke
 from patient_ml.serving.servers import ModelServing
@@ -302,31 +300,11 @@ def _answers_for_report(test: TestSet, answers: list[Any]) -> list[dict[str, Any
     ]
 
 
-def evaluate_run(
-    engine: Engine,
-    store: ArtifactStore,
-    server: ModelServing,
-    run_id: str,
-    workdir: Path,
-    *,
-    actor: str,
-) -> dict[str, Any]:
-    """Score challenger and champion on the run's test split and record both on the run.
-
-    Its progress messages, and the failure if it fails, are kept as the run's evaluation log.
-    """
-    progress = ProgressLog(log)
-    try:
-        return _evaluate_run(engine, store, server, run_id, workdir, actor=actor, progress=progress)
-    except Exception as exc:
-        reason = exc.message if isinstance(exc, PatientMLError) else type(exc).__name__
-        progress.error("evaluation of run %s failed: %s", run_id, reason)
-        raise
-    finally:
-        _keep_log(store, run_id, progress)
+def evaluation_report_key(run_id: str) -> str:
+    return f"runs/{run_id}/evaluation/report.json"
 
 
-def _keep_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
+def keep_evaluation_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
     """Best effort: the evaluation's outcome never depends on keeping its log."""
     key = evaluation_log_key(run_id)
     try:
@@ -335,35 +313,20 @@ def _keep_log(store: ArtifactStore, run_id: str, progress: ProgressLog) -> None:
         log.warning("the evaluation log of run %s was not kept at %s: %s", run_id, key, exc)
 
 
-def _evaluate_run(
-    engine: Engine,
+def evaluate_contenders(
+    run_id: str,
+    challenger: Contender,
+    champion: Contender | None,
+    test: TestSet,
     store: ArtifactStore,
     server: ModelServing,
-    run_id: str,
     workdir: Path,
     *,
-    actor: str,
     progress: ProgressLog,
-) -> dict[str, Any]:
-    with session_scope(engine) as session:
-        run = get_run(session, run_id)
-        if run.snapshot_id is None:
-            raise EvaluationError(
-                f"Run {run_id} has no snapshot yet, so there is no test split.",
-                fix="run the curate task of this run first",
-            )
-        snapshot = session.get(Snapshot, run.snapshot_id)
-        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
-        challenger = contender(run, "challenger")
-        champion_run = session.get(Run, run.champion_id) if run.champion_id else None
-        if run.champion_id and champion_run is None:
-            raise EvaluationError(
-                f"The champion of run {run_id} (run {run.champion_id}) no longer exists.",
-                fix="approve another run as champion",
-            )
-        champion = contender(champion_run, "champion") if champion_run else None
-        dataset_id = snapshot.dataset_id
-    test = load_test_set(store, dataset_id, run.snapshot_id)
+) -> tuple[dict[str, Any], str]:
+    """Score the challenger, and the champion if there is one, on `test`; store the report.
+
+    Returns the report and its URI in the artifact store."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     progress.info(
@@ -408,10 +371,6 @@ def _evaluate_run(
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,
     }
-    key = f"runs/{run_id}/evaluation/report.json"
+    key = evaluation_report_key(run_id)
     store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    with session_scope(engine) as session:
-        summary = evaluations.record_evaluation(
-            session, run_id, report, report_uri=store.uri(key), actor=actor
-        )
-    return summary
+    return report, store.uri(key)

@@ -264,8 +264,8 @@ class AwaitApprovalOperator(RunOperator):
 
     def _end(self, status: str, decision: dict[str, Any] | None) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
-        from patient_ml.evaluation.model_card import write_model_card
         from patient_ml.services import audit
+        from patient_ml.services.model_cards import write_model_card
 
         engine = self.engine()
         if status == "timedOut":

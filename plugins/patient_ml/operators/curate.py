@@ -70,8 +70,8 @@ class CurateDatasetOperator(PatientMLBaseOperator):
         self.fetch_workers = fetch_workers
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from patient_ml.curation.curate import curate
-        from patient_ml.curation.setup import build_curation_inputs
+        from patient_ml.services.curation import curate
+        from patient_ml.services.curation_inputs import build_curation_inputs
 
         engine = self.engine()
         run_id, dataset_id = self.run_id, self.dataset_id

@@ -29,7 +29,7 @@ class DeployModelOperator(ServingOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.deploy import deploy_run
-        from patient_ml.evaluation.model_card import write_model_card
+        from patient_ml.services.model_cards import write_model_card
 
         engine, store = self.engine(), self.store()
         try:

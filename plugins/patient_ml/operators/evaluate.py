@@ -33,9 +33,9 @@ class EvaluateModelOperator(ServingOperator):
         self.finish_tuning = finish_tuning
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from patient_ml.evaluation.evaluate import evaluate_run
-        from patient_ml.evaluation.model_card import write_model_card
         from patient_ml.exceptions import PatientMLError
+        from patient_ml.services.evaluation_run import evaluate_run
+        from patient_ml.services.model_cards import write_model_card
 
         engine, store = self.engine(), self.store()
         workdir = Path(tempfile.mkdtemp(prefix="evaluate-"))
@@ -59,7 +59,7 @@ class EvaluateModelOperator(ServingOperator):
     def _finish_tuning(self, engine: Any, store: Any) -> None:
         from patient_ml.db.engine import session_scope
         from patient_ml.services.runs import get_run
-        from patient_ml.training.tuning import finish_tuning
+        from patient_ml.services.tuning import finish_tuning
 
         with session_scope(engine) as session:
             running = get_run(session, self.run_id).status == "running"

@@ -97,7 +97,7 @@ class RecordRunOperator(PatientMLBaseOperator):
         return sorted(failed)
 
     def _write_card(self, engine: Any, run_id: str) -> None:
-        from patient_ml.evaluation.model_card import write_model_card
+        from patient_ml.services.model_cards import write_model_card
 
         try:
             write_model_card(engine, self.store(), run_id)

@@ -15,8 +15,8 @@ from airflow.sdk import Context
 from patient_ml.operators.common import ContainerOperator, RunOperator
 
 if TYPE_CHECKING:
+    from patient_ml.services.tuning import TuningWorker
     from patient_ml.training.backends.base import Backend
-    from patient_ml.training.tuning import TuningWorker
 
 
 def make_backend(
@@ -75,7 +75,8 @@ class TuneWorkerOperator(ContainerOperator):
         self._worker: TuningWorker | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from patient_ml.training.tuning import Limits, TuningWorker
+        from patient_ml.services.tuning import TuningWorker
+        from patient_ml.training.tuning import Limits
 
         workdir = Path(tempfile.mkdtemp(prefix=f"tune-{os.getpid()}-"))
         max_trials = int(self.max_trials) if self.max_trials not in (None, "", "None") else None
@@ -113,6 +114,6 @@ class FinishTuningOperator(RunOperator):
     ui_color = "#ffe8cc"
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from patient_ml.training.tuning import finish_tuning
+        from patient_ml.services.tuning import finish_tuning
 
         return finish_tuning(self.engine(), self.store(), self.run_id, actor=self.actor)

@@ -24,13 +24,11 @@ from sqlalchemy import Engine
 
 from patient_ml.config.identifiers import require_safe_id
 from patient_ml.config.models import DatasetSource
-from patient_ml.curation.curate import dataset_view
 from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import DecodedImage, ImageLimits, inspect_image
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.records import resource_version
-from patient_ml.curation.setup import build_curation_inputs
 from patient_ml.db.engine import read_scope, session_scope
 from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
 from patient_ml.fhir import mapping, validation
@@ -41,6 +39,8 @@ from patient_ml.labels.sinks import sink_for
 from patient_ml.services import audit, example_predictions, prediction_log
 from patient_ml.services import examples as ex
 from patient_ml.services.common import to_millis
+from patient_ml.services.curation import dataset_view
+from patient_ml.services.curation_inputs import build_curation_inputs
 from patient_ml.services.datasets import get_dataset
 from patient_ml.services.example_predictions import ChampionPredictions
 

@@ -1,13 +1,14 @@
-"""A tuning worker and the tuning result, shared by the Airflow operators and the CLI.
+"""A sweep worker: the trials of one run's sweep, shared by the Airflow operators and the CLI
+through `patient_ml.services.tuning` (which loads the run and records each trial).
 
-A worker loads the run (its model config and snapshot), lays the snapshot's train and
-validation channels out once in its scratch folder, then claims trials from the run's Optuna
-study until the sweep has `maxTrials`. Each trial gets its own job folder (config, model,
-output) that points at the shared channels, runs on a backend, and on success its model folder
-is packed into `runs/<run>/trials/<n>/model.tar.gz` in the artifact store. Every trial's log
-lines (complete, failed or pruned) are uploaded to `runs/<run>/logs/training/trial-<n>.jsonl`
-for the logs API (see `patient_ml.log_records`). `finish_tuning` picks the best trial and
-records it on the run.
+A worker gets the run's training spec (its model config and snapshot), lays the snapshot's
+train and validation channels out once in its scratch folder, then claims trials from the
+run's Optuna study until the sweep has `maxTrials`. Each trial gets its own job folder
+(config, model, output) that points at the shared channels, runs on a backend, and on success
+its model folder is packed into `runs/<run>/trials/<n>/model.tar.gz` in the artifact store.
+Every trial's log lines (complete, failed or pruned) are uploaded to
+`runs/<run>/logs/training/trial-<n>.jsonl` for the logs API (see `patient_ml.log_records`).
+`patient_ml.services.tuning.finish_tuning` picks the best trial and records it on the run.
 """
 
 from __future__ import annotations
@@ -20,19 +21,14 @@ import math
 import os
 import shutil
 import tarfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Snapshot
-from patient_ml.db.require import present
-from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import run_logs_prefix
-from patient_ml.services import training as training_service
-from patient_ml.services.runs import get_run
 from patient_ml.storage import ArtifactStore
 from patient_ml.training import sweep
 from patient_ml.training.backends.base import Backend, TrainingJob
@@ -64,20 +60,6 @@ class Limits:
     timeout_seconds: float = 3600.0
     cpus: float = 1.0
     memory_mb: int = 2048
-
-
-def load_run_spec(engine: Engine, run_id: str) -> RunSpec:
-    with session_scope(engine) as session:
-        run = get_run(session, run_id)
-        if not run.snapshot_id:
-            raise PatientMLError(
-                f"Run {run_id} has no snapshot yet, so there is nothing to train on.",
-                fix="run the curate task of this run first",
-            )
-        snapshot = session.get(Snapshot, run.snapshot_id)
-        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
-        dataset_id = snapshot.dataset_id
-        return RunSpec(run_id, dataset_id, run.snapshot_id, dict(run.config["trainingApproach"]))
 
 
 def sweep_spec(spec: RunSpec, max_trials: int | None = None) -> sweep.SweepSpec:
@@ -118,14 +100,17 @@ def pack_model(model_dir: Path, dest: Path) -> str:
     return hashlib.sha256(dest.read_bytes()).hexdigest()
 
 
-class TuningWorker:
+class SweepWorker(ABC):
+    """Claims and runs trials of `spec`'s sweep from its Optuna study (in `engine`'s DB);
+    a subclass records each trial's state (`record_trial`)."""
+
     def __init__(
         self,
         *,
         engine: Engine,
         store: ArtifactStore,
         backend: Backend,
-        run_id: str,
+        spec: RunSpec,
         worker: str,
         workdir: Path,
         limits: Limits | None = None,
@@ -137,7 +122,7 @@ class TuningWorker:
         self.worker = worker
         self.workdir = Path(workdir)
         self.limits = limits or Limits()
-        self.spec = load_run_spec(engine, run_id)
+        self.spec = spec
         self.sweep = sweep_spec(self.spec, max_trials)
         self.current_job: str | None = None
 
@@ -189,7 +174,7 @@ class TuningWorker:
         self, number: int, hps: dict[str, Any], on_metric: Any, job: TrainingJob
     ) -> sweep.TrialOutcome:
         layout = job.layout
-        self._record(number, "running", hps)
+        self.record_trial(number, "running", hps)
         self.current_job = job.name
         reported: list[float] = []
 
@@ -206,7 +191,7 @@ class TuningWorker:
             # As Optuna keeps it: the last objective value reported before the pruner stopped
             # it (the job may log more lines while it stops; those are not the trial's value).
             last = reported[-1] if reported and math.isfinite(reported[-1]) else None
-            self._record(number, "pruned", hps, value=last)
+            self.record_trial(number, "pruned", hps, value=last)
             return sweep.TrialOutcome("pruned", last, None, result.metrics)
         value = result.metrics.get(self.spec.objective)
         failure = result.failure
@@ -221,13 +206,13 @@ class TuningWorker:
                 f"log (regex {regex!r}); fix metricDefinitions or the trainer's output"
             )
         if failure is not None or value is None:
-            self._record(number, "failed", hps, failure=failure)
+            self.record_trial(number, "failed", hps, failure=failure)
             return sweep.TrialOutcome("failed", None, failure, result.metrics)
         packed = layout.root / "model.tar.gz"
         pack_model(layout.model_dir, packed)
         key = trial_artifact_key(self.spec.run_id, number)
         self.store.put_file(key, packed)
-        self._record(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
+        self.record_trial(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
         shutil.rmtree(layout.root, ignore_errors=True)
         return sweep.TrialOutcome("complete", value, None, result.metrics)
 
@@ -248,63 +233,7 @@ class TuningWorker:
         if self.current_job:
             self.backend.kill(self.current_job)
 
-    def _record(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
-        with session_scope(self.engine) as session:
-            training_service.record_trial(
-                session,
-                self.spec.run_id,
-                number,
-                state=state,
-                params=hps,
-                worker=self.worker,
-                **kw,
-            )
-
-
-def finish_tuning(
-    engine: Engine, store: ArtifactStore, run_id: str, *, actor: str
-) -> dict[str, Any]:
-    """Record the best trial on the run; fail clearly when no trial completed."""
-    spec = load_run_spec(engine, run_id)
-    storage = sweep.optuna_storage(engine.url.render_as_string(hide_password=False))
-    best = sweep.best_trial(storage, run_id)
-    if best is None:
-        with session_scope(engine) as session:
-            trials = training_service.list_trials(session, run_id)
-            failures = [f"trial {t.number}: {t.failure}" for t in trials if t.failure][:5]
-        raise PatientMLError(
-            f"No trial of run {run_id} completed ({len(trials)} tried). "
-            + ("; ".join(failures) if failures else ""),
-            fix="read the trials' failure texts and logs, fix the trainer or the search space",
-        )
-    key = trial_artifact_key(run_id, best.number)
-    sha = hashlib.sha256(store.read_bytes(key)).hexdigest()
-    metrics = {k: float(v) for k, v in (best.user_attrs.get("metrics") or {}).items()}
-    directions = {spec.objective: spec.direction}
-    hps = best.user_attrs.get(sweep.HPARAMS_ATTR) or best.params
-    with session_scope(engine) as session:
-        training_service.record_tuning_result(
-            session,
-            run_id,
-            hyperparameters=hps,
-            metrics=metrics,
-            directions=directions,
-            artifact_uri=store.uri(key),
-            artifact_sha256=sha,
-            actor=actor,
-        )
-    log.info(
-        "best trial %d: %s=%g; model %s (sha256 %s)",
-        best.number,
-        spec.objective,
-        best.value,
-        store.uri(key),
-        sha[:12],
-    )
-    return {
-        "bestTrial": best.number,
-        "objective": {spec.objective: best.value},
-        "hyperparameters": {k: str(v) for k, v in hps.items()},
-        "modelArtifactUri": store.uri(key),
-        "modelArtifactSha256": sha,
-    }
+    @abstractmethod
+    def record_trial(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
+        """Record trial `number` as `state` (running, pruned, failed, complete) with its
+        hyperparameters; `kw`: value, failure, artifact_uri."""

@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
-from patient_ml.evaluation.evaluate import EvaluationError, evaluate_run, evaluation_log_key
+from patient_ml.evaluation.evaluate import EvaluationError, evaluation_log_key
 from patient_ml.log_records import decode
+from patient_ml.services.evaluation_run import evaluate_run
 from patient_ml.services.run_logs import run_logs_page
 from patient_ml.services.runs import create_run
 from patient_ml.serving.servers import LocalServer

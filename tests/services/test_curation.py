@@ -15,7 +15,6 @@ import orjson
 import pytest
 from sqlalchemy import Engine, func, select
 
-from patient_ml.curation.curate import curate
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.sources import (
     FhirBulkExportSource,
@@ -26,6 +25,7 @@ from patient_ml.curation.sources import (
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import SplitAssignment
 from patient_ml.fhir.client import FhirClient
+from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset
 from patient_ml.storage import LocalArtifactStore, artifact_store_from_uri
 from tests.curation.cohort import CODE_SYSTEM, Cohort, dataset_config, png

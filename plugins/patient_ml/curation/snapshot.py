@@ -1,4 +1,7 @@
-"""`curate()`: the whole curation of one dataset, from a record source to a registered snapshot.
+"""A curated snapshot's contents, built from a staged curation: the dataset's view, its
+records staged and resolved, patient-level splits with near-duplicate groups, the manifest (its
+sha256 is the snapshot id), the report and the quarantine lines. Nothing here reads or writes
+the product DB: `patient_ml.services.curation.curate` runs these steps and records the snapshot.
 
 Artifact layout (local folder or S3 prefix):
     datasets/<dataset id>/images/<sha[:2]>/<sha>.<ext>     content-addressed, shared by snapshots
@@ -17,12 +20,12 @@ import os
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine
 
 from patient_ml.config.models import CurationSettings
 from patient_ml.curation import pipeline
@@ -36,10 +39,8 @@ from patient_ml.curation.records import ImageRecord
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import SplitInput, assign_splits
 from patient_ml.curation.staging import Staging
-from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Dataset
 from patient_ml.fhir.mapping import default_label_system
-from patient_ml.services import snapshots as snapshot_service
-from patient_ml.services.datasets import get_dataset
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -48,54 +49,55 @@ TEMP_PREFIX = "patient-ml-curation-"
 REPORT_ITEMS = 200  # quarantined records listed in report.json; all are in quarantine.jsonl
 
 
+def dataset_view_of(ds: Dataset) -> DatasetView:
+    """What curation needs of a dataset row (read it inside the session that loaded it)."""
+    problem = ds.problem_definition
+    settings = CurationSettings.model_validate(ds.curation or {})
+    return DatasetView(
+        id=ds.id,
+        name=ds.name,
+        problem_type=ds.problem_type,
+        labels=tuple(
+            (label["index"], label["name"]) for label in problem["labelDefinition"]["labels"]
+        ),
+        label_system=problem.get("labelSystem") or default_label_system(ds.name),
+        filter_codes=tuple(problem["trainingDataFilter"]["codes"]),
+        split_ratios=settings.split_ratios.model_dump(),
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        min_image_side=settings.min_image_side,
+        salt=ds.split_salt,
+        fingerprint=SIGNATURE_KIND if settings.near_duplicates.enabled else None,
+        near_duplicate_min_correlation=settings.near_duplicates.min_correlation,
+        deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
+    )
+
+
 @dataclass(frozen=True)
-class CurationResult:
-    snapshot_id: str
-    created: bool
-    manifest_uri: str
-    example_count: int
-    report: dict[str, Any]
+class Staged:
+    """A curation's records staged and resolved (stages 1-3 of `patient_ml.curation.pipeline`),
+    ready for its splits and manifest; `work` holds the staging file and the manifest."""
+
+    dataset: DatasetView
+    staging: Staging
+    stats: CurationStats
+    identical_groups: dict[str, list[str]]
+    work: Path
 
 
-def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
-    with session_scope(engine) as session:
-        ds = get_dataset(session, dataset_ref)
-        problem = ds.problem_definition
-        settings = CurationSettings.model_validate(ds.curation or {})
-        return DatasetView(
-            id=ds.id,
-            name=ds.name,
-            problem_type=ds.problem_type,
-            labels=tuple(
-                (label["index"], label["name"]) for label in problem["labelDefinition"]["labels"]
-            ),
-            label_system=problem.get("labelSystem") or default_label_system(ds.name),
-            filter_codes=tuple(problem["trainingDataFilter"]["codes"]),
-            split_ratios=settings.split_ratios.model_dump(),
-            max_image_bytes=settings.max_image_bytes,
-            max_image_pixels=settings.max_image_pixels,
-            min_image_side=settings.min_image_side,
-            salt=ds.split_salt,
-            fingerprint=SIGNATURE_KIND if settings.near_duplicates.enabled else None,
-            near_duplicate_min_correlation=settings.near_duplicates.min_correlation,
-            deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
-        )
-
-
-def curate(
-    *,
-    engine: Engine,
-    dataset_ref: str,
+@contextlib.contextmanager
+def staged_curation(
+    dataset: DatasetView,
     source: RecordSource,
     store: Any,
     fetcher: ImageFetching,
+    *,
     workdir: Path | None = None,
-    actor: str = "curation",
-    run_id: str | None = None,
     workers: int = 8,
-) -> CurationResult:
-    """Curate `dataset_ref` from `source` into `store`; idempotent (same inputs → same id)."""
-    dataset = dataset_view(engine, dataset_ref)
+) -> Iterator[Staged]:
+    """Read `source`, store each checked image (and mask) in `store`, resolve labels and collapse
+    identical images; yields while the staging file is open. Without `workdir`, a private
+    temporary folder is used and removed on exit, even when curation fails."""
     limits = ImageLimits(max_pixels=dataset.max_image_pixels, min_side=dataset.min_image_side)
     mask_values = {index for index, _ in dataset.labels}
 
@@ -127,68 +129,7 @@ def curate(
         if dataset.problem_type == "imgSeg":
             pipeline.check_masks(staging, dataset, store_mask, workers=workers)
         identical_groups = pipeline.resolve(staging)
-        return _snapshot(
-            engine, dataset, staging, stats, store, identical_groups, work, actor, run_id
-        )
-
-
-def _snapshot(
-    engine: Engine,
-    dataset: DatasetView,
-    staging: Staging,
-    stats: CurationStats,
-    store: Any,
-    identical_groups: dict[str, list[str]],
-    work: Path,
-    actor: str,
-    run_id: str | None,
-) -> CurationResult:
-    with session_scope(engine) as session:
-        snapshot_service.lock_dataset(session, dataset.id)
-        prior = snapshot_service.load_split_assignments(session, dataset.id)
-        kept, earlier = _earlier_signatures(session, staging, dataset, prior)
-        new_assignments, near = _assign(staging, dataset, prior, earlier)
-        manifest_path = work / "manifest.jsonl"
-        snapshot_id, count = _write_manifest(staging, dataset, manifest_path)
-        base = f"{dataset.prefix}/snapshots/{snapshot_id}"
-        report = build_report(staging, dataset, stats, snapshot_id, identical_groups)
-        report["nearDuplicates"] = near_duplicate_report(staging, dataset, near)
-        counts = {"bySplit": report["examples"]["bySplit"], "total": count}
-        existing = session.get(snapshot_service.Snapshot, snapshot_id)
-        if existing is None:
-            store.put_file(f"{base}/manifest.jsonl", manifest_path)
-            store.put_bytes(f"{base}/report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))
-            store.put_bytes(f"{base}/quarantine.jsonl", _quarantine_lines(staging))
-        snapshot_service.record_split_assignments(session, dataset.id, new_assignments, snapshot_id)
-        if dataset.fingerprint is not None:
-            snapshot_service.record_signatures(
-                session, dataset.id, dataset.fingerprint, near.current_signatures, kept
-            )
-        snapshot, created = snapshot_service.register_snapshot(
-            session,
-            snapshot_id=snapshot_id,
-            dataset_id=dataset.id,
-            manifest_uri=store.uri(f"{base}/manifest.jsonl"),
-            example_count=count,
-            counts=counts,
-            report=_report_summary(report),
-            actor=actor,
-        )
-        if run_id:
-            snapshot_service.link_run_to_snapshot(session, run_id, snapshot_id, actor=actor)
-        manifest_uri = snapshot.manifest_uri
-    manifest_path.unlink(missing_ok=True)
-    verb = "created" if created else "reused (same inputs as before)"
-    log.info(
-        "snapshot %s %s: %d examples (%s), %d quarantined, in %.1f s",
-        snapshot_id[:12],
-        verb,
-        count,
-        ", ".join(f"{k} {v}" for k, v in report["examples"]["bySplit"].items()),
-        report["quarantined"]["total"],
-        time.monotonic() - stats.started,
-    )
-    return CurationResult(snapshot_id, created, manifest_uri, count, report)
+        yield Staged(dataset, staging, stats, identical_groups, work)
 
 
 @dataclass
@@ -205,26 +146,25 @@ class NearDuplicates:
     seconds: float = 0.0
 
 
-def _earlier_signatures(
-    session: Any, staging: Staging, dataset: DatasetView, prior: dict[tuple[str, str], str]
-) -> tuple[set[str], dict[str, bytes]]:
-    """(sha256s whose signature the dataset keeps, signatures of images that earlier curations
-    assigned a split and that this one did not see: new copies are verified against them)."""
-    if dataset.fingerprint is None:
-        return set(), {}
-    kept = snapshot_service.stored_signature_keys(session, dataset.id, dataset.fingerprint)
+def earlier_images_to_verify(
+    staging: Staging, prior: dict[tuple[str, str], str], kept: set[str]
+) -> set[str]:
+    """sha256s of images that earlier curations assigned a split, whose signature the dataset
+    keeps (`kept`), and that this curation did not see: new copies are verified against them."""
     current = {row[0] for row in staging.query("SELECT DISTINCT sha256 FROM images")}
     assigned = {key for kind, key in prior if kind == "image" and not key.startswith("near:")}
-    wanted = (assigned & kept) - current
-    return kept, snapshot_service.load_signatures(session, dataset.id, dataset.fingerprint, wanted)
+    return (assigned & kept) - current
 
 
-def _assign(
+def assign(
     staging: Staging,
     dataset: DatasetView,
     prior: dict[tuple[str, str], str],
     earlier: dict[str, bytes],
 ) -> tuple[dict[tuple[str, str], str], NearDuplicates]:
+    """Patient-level splits of the staged examples, keeping every `prior` assignment and linking
+    near-duplicate groups (with `earlier` curations' images); conflicts are quarantined. Returns
+    the new assignments to record and the near-duplicate groups."""
     rows = list(
         staging.query(
             """
@@ -372,7 +312,7 @@ def near_duplicate_report(
     return info
 
 
-def _write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[str, int]:
+def write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[str, int]:
     """Canonical JSON lines (sorted keys, examples sorted by id); returns (sha256, examples)."""
     digest = hashlib.sha256()
     names = dict(dataset.labels)
@@ -538,13 +478,13 @@ def build_report(
     }
 
 
-def _report_summary(report: dict[str, Any]) -> dict[str, Any]:
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
     summary = dict(report)
     summary["quarantined"] = {k: v for k, v in report["quarantined"].items() if k != "items"}
     return summary
 
 
-def _quarantine_lines(staging: Staging) -> bytes:
+def quarantine_lines(staging: Staging) -> bytes:
     lines = [
         orjson.dumps({"kind": k, "resourceId": r, "source": s, "reason": reason, "detail": d})
         for k, r, s, reason, d in staging.query(

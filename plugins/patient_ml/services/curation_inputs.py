@@ -1,5 +1,6 @@
 """Build what one curation needs (record source, artifact store, image fetcher) from the
-dataset config and the operator's or CLI's settings: one place, shared by both."""
+dataset config and the operator's or CLI's settings: one place, shared by both (and by the
+labelling service's image previews)."""
 
 from __future__ import annotations
 

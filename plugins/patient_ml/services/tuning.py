@@ -1,0 +1,127 @@
+"""The tune stage of a run, shared by the Airflow operators and the CLI: `TuningWorker` runs
+trials of the run's sweep (`patient_ml.training.tuning.SweepWorker`) and records each one;
+`finish_tuning` picks the best trial and records it on the run."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Snapshot
+from patient_ml.db.require import present
+from patient_ml.exceptions import PatientMLError
+from patient_ml.services import training as training_service
+from patient_ml.services.runs import get_run
+from patient_ml.storage import ArtifactStore
+from patient_ml.training import sweep
+from patient_ml.training.backends.base import Backend
+from patient_ml.training.tuning import Limits, RunSpec, SweepWorker, trial_artifact_key
+
+log = logging.getLogger("patient_ml.training")
+
+
+def load_run_spec(engine: Engine, run_id: str) -> RunSpec:
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        if not run.snapshot_id:
+            raise PatientMLError(
+                f"Run {run_id} has no snapshot yet, so there is nothing to train on.",
+                fix="run the curate task of this run first",
+            )
+        snapshot = session.get(Snapshot, run.snapshot_id)
+        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
+        dataset_id = snapshot.dataset_id
+        return RunSpec(run_id, dataset_id, run.snapshot_id, dict(run.config["trainingApproach"]))
+
+
+class TuningWorker(SweepWorker):
+    """One worker of run `run_id`'s sweep; each trial's state is recorded on the run."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        store: ArtifactStore,
+        backend: Backend,
+        run_id: str,
+        worker: str,
+        workdir: Path,
+        limits: Limits | None = None,
+        max_trials: int | None = None,
+    ) -> None:
+        super().__init__(
+            engine=engine,
+            store=store,
+            backend=backend,
+            spec=load_run_spec(engine, run_id),
+            worker=worker,
+            workdir=workdir,
+            limits=limits,
+            max_trials=max_trials,
+        )
+
+    def record_trial(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
+        with session_scope(self.engine) as session:
+            training_service.record_trial(
+                session,
+                self.spec.run_id,
+                number,
+                state=state,
+                params=hps,
+                worker=self.worker,
+                **kw,
+            )
+
+
+def finish_tuning(
+    engine: Engine, store: ArtifactStore, run_id: str, *, actor: str
+) -> dict[str, Any]:
+    """Record the best trial on the run; fail clearly when no trial completed."""
+    spec = load_run_spec(engine, run_id)
+    storage = sweep.optuna_storage(engine.url.render_as_string(hide_password=False))
+    best = sweep.best_trial(storage, run_id)
+    if best is None:
+        with session_scope(engine) as session:
+            trials = training_service.list_trials(session, run_id)
+            failures = [f"trial {t.number}: {t.failure}" for t in trials if t.failure][:5]
+        raise PatientMLError(
+            f"No trial of run {run_id} completed ({len(trials)} tried). "
+            + ("; ".join(failures) if failures else ""),
+            fix="read the trials' failure texts and logs, fix the trainer or the search space",
+        )
+    key = trial_artifact_key(run_id, best.number)
+    sha = hashlib.sha256(store.read_bytes(key)).hexdigest()
+    metrics = {k: float(v) for k, v in (best.user_attrs.get("metrics") or {}).items()}
+    directions = {spec.objective: spec.direction}
+    hps = best.user_attrs.get(sweep.HPARAMS_ATTR) or best.params
+    with session_scope(engine) as session:
+        training_service.record_tuning_result(
+            session,
+            run_id,
+            hyperparameters=hps,
+            metrics=metrics,
+            directions=directions,
+            artifact_uri=store.uri(key),
+            artifact_sha256=sha,
+            actor=actor,
+        )
+    log.info(
+        "best trial %d: %s=%g; model %s (sha256 %s)",
+        best.number,
+        spec.objective,
+        best.value,
+        store.uri(key),
+        sha[:12],
+    )
+    return {
+        "bestTrial": best.number,
+        "objective": {spec.objective: best.value},
+        "hyperparameters": {k: str(v) for k, v in hps.items()},
+        "modelArtifactUri": store.uri(key),
+        "modelArtifactSha256": sha,
+    }
