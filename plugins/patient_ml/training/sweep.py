@@ -33,13 +33,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from patient_ml.config.identifiers import require_safe_id
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger("patient_ml.training")
 
@@ -92,7 +96,7 @@ def search_space(params: list[dict[str, Any]]) -> list[Param]:
     return space
 
 
-def optuna_storage(url: str) -> Any:
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     import optuna
 
     sa_url = make_url(url)
@@ -180,7 +184,7 @@ _DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {
 }
 
 
-def create_study(storage: Any, run_id: str, direction: str) -> Any:
+def create_study(storage: optuna.storages.BaseStorage, run_id: str, direction: str) -> optuna.Study:
     import optuna
 
     return optuna.create_study(
@@ -261,7 +265,7 @@ class SweepSpec:
     fixed: dict[str, Any] | None = None  # hyperparameters passed to every trial
 
 
-def open_study(storage: Any, spec: SweepSpec) -> Any:
+def open_study(storage: optuna.storages.BaseStorage, spec: SweepSpec) -> optuna.Study:
     """The worker's view of the study, kept across its trials: Optuna's cached storage reads
     only the trials that changed since its last read."""
     import optuna
@@ -274,7 +278,7 @@ def open_study(storage: Any, spec: SweepSpec) -> Any:
     )
 
 
-def _sampler(spec: SweepSpec, trials: int) -> Any:
+def _sampler(spec: SweepSpec, trials: int) -> optuna.samplers.TPESampler:
     import optuna
 
     return optuna.samplers.TPESampler(
@@ -309,7 +313,7 @@ def claim_trial(
         return study, ClaimedTrial(study, template, trials)
 
 
-def _propose(study: Any, spec: SweepSpec, trials: list[Any]) -> Any:
+def _propose(study: optuna.Study, spec: SweepSpec, trials: list[FrozenTrial]) -> FrozenTrial:
     """The next trial as a template (RUNNING, its parameters proposed), the way `Trial` asks
     the sampler: `before_trial`, the relative search space and its sample, then each other
     parameter independently; the sampler reads `trials` (read under the lock) instead of the
@@ -331,7 +335,8 @@ def _propose(study: Any, spec: SweepSpec, trials: list[Any]) -> Any:
         trial_id=-1,
     )
     view = copy.copy(study)  # the same study, its storage as _ProposalStorage
-    view._storage = _ProposalStorage(study._storage, trials, template)
+    # a duck-typed stand-in: it answers the two calls a sampler makes, the rest it delegates
+    view._storage = _ProposalStorage(study._storage, trials, template)  # type: ignore[assignment]
     view._thread_local = type(study._thread_local)()
     view._thread_local.cached_all_trials = trials
     sampler = study.sampler
@@ -453,7 +458,7 @@ class _PrunerView:
         self._read_at = time.monotonic()
 
     @property
-    def direction(self) -> Any:
+    def direction(self) -> optuna.study.StudyDirection:
         return self._study.direction
 
     def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
