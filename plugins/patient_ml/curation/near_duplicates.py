@@ -31,9 +31,12 @@ stage grows with N² (benchmarks/leakage.py --scale-only; README).
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +47,12 @@ SIDE = 32
 SIGNATURE_BYTES = 2 * SIDE * SIDE
 DEFAULT_MIN_CORRELATION = 0.94  # measured: benchmarks/leakage.py, README
 _INDEX_DIMS = 64
-# candidates: a blocked matrix product bounds every pair on 64 symmetric + 16 |antisymmetric|
-# principal axes, then exact lower bounds on 64 + 16 and on 160 + 48 axes, then the thumbnails
+# candidates: a blocked matrix product bounds every pair on 80 symmetric + 16 |antisymmetric|
+# principal axes, then exact lower bounds on 80 + 16 and on 160 + 48 axes, then the thumbnails
 _SYM_DIMS, _ANTI_DIMS = 160, 48
-_BLOCK_DIMS = (64, 16)
-_FILTER_DIMS = (_BLOCK_DIMS, (_SYM_DIMS, _ANTI_DIMS))
-_BLOCK = (512, 4_096)  # rows x columns of one product: 8 MB, stays in cache
+_BLOCK_DIMS = (80, 16)
+_BLOCK = (512, 4_096)  # rows x columns of one product: 8 MB per thread
+_MAX_THREADS = 4
 _BASIS_SAMPLE = 20_000
 _CHUNK = 8_192
 
@@ -101,9 +104,8 @@ def unit_vectors(signatures: Sequence[bytes]) -> np.ndarray:
     raw = np.frombuffer(b"".join(signatures), dtype=np.uint8).reshape(len(signatures), 2, -1)
     out = raw.astype(np.float32)
     out -= out.mean(axis=2, keepdims=True)
-    norms = np.linalg.norm(out, axis=2, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 1e-6)
-    out[np.broadcast_to(norms <= 1e-6, out.shape)] = 0.0
+    norms = np.sqrt(np.einsum("ijk,ijk->ij", out, out))[:, :, None]
+    out *= np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 1e-6)
     return out
 
 
@@ -134,8 +136,10 @@ def _mirror_features(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     1,024, so the principal axes and projections cost a half to a quarter."""
     grid = view.reshape(len(view), SIDE, SIDE)
     left, right = grid[:, :, : SIDE // 2], grid[:, :, : SIDE // 2 - 1 : -1]
-    sym = ((left + right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
-    anti = ((left - right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
+    sym = np.add(left, right).reshape(len(view), -1)
+    anti = np.subtract(left, right).reshape(len(view), -1)
+    sym *= np.float32(np.sqrt(0.5))
+    anti *= np.float32(np.sqrt(0.5))
     return (
         np.ascontiguousarray(sym @ projection(sym, _SYM_DIMS).T),
         np.ascontiguousarray(anti @ projection(anti, _ANTI_DIMS).T),
@@ -198,14 +202,17 @@ def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
     of the distance to the other image plain and mirrored (|u - v| and |u + v| are both at
     least ||u| - |v||). That bound for every pair on a few axes (`_close_pairs`), then exact
     lower bounds on more axes, keep every pair that can pass."""
+    from threadpoolctl import threadpool_limits
+
     radius = float(np.sqrt(max(2.0 * (1.0 - min_correlation), 0.0))) + 1e-4
     found = []
-    for view in (0, 1):
-        sym, anti = _mirror_features(vectors[:, view])
-        pairs = _close_pairs(sym, anti, radius)
-        for dims in _FILTER_DIMS:
-            pairs = _within(sym, anti, pairs, dims, radius)
-        found.append(pairs)
+    # one BLAS thread: BLAS's own threads synchronise on every call (every block of the
+    # product, every step of the eigendecomposition), several times the CPU on a busy machine
+    with threadpool_limits(1, user_api="blas"):
+        for view in (0, 1):
+            sym, anti = _mirror_features(vectors[:, view])
+            pairs = _close_pairs(sym, anti, radius)
+            found.append(_within(sym, anti, pairs, (_SYM_DIMS, _ANTI_DIMS), radius))
     pairs = np.sort(np.concatenate(found), axis=1)
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
@@ -214,12 +221,12 @@ def _close_pairs(sym: np.ndarray, anti: np.ndarray, radius: float) -> np.ndarray
     """The pairs whose feature (`_BLOCK_DIMS` symmetric and |antisymmetric| axes) lies within
     `radius`: every pair, block by block, as one float32 matrix product.
 
-    With f' = (f, -|f|²/2, 1) on the left and (f, 1, -|f|²/2) on the right, a product is
+    With (f, -|f|²/2, 1) on the left and (f, 1, -|f|²/2) on the right, a product is
     f_x·f_y - |f_x|²/2 - |f_y|²/2 = -|f_x - f_y|²/2, so a block of products is a block of
-    distances: the work is the same for every pair (linear in the pairs, quadratic in the
-    images, but a few nanoseconds a pair on both cores through BLAS) and memory stays within
-    one block. Sorted on the first axis, a block of rows skips the columns beyond `radius` on
-    it; only the upper triangle is computed."""
+    distances: the same few nanoseconds for every pair whatever the data (quadratic in the
+    images, but no pair costs more because many lie close), and memory stays within a block.
+    Sorted on the first axis, a band of rows skips the columns beyond `radius` on it; only
+    the upper triangle is computed. Bands of rows run on all cores (numpy lets go of the GIL)."""
     s_dims, a_dims = _BLOCK_DIMS
     feature = np.concatenate([sym[:, :s_dims], np.abs(anti[:, :a_dims])], axis=1)
     order = np.argsort(feature[:, 0], kind="stable")
@@ -228,25 +235,34 @@ def _close_pairs(sym: np.ndarray, anti: np.ndarray, radius: float) -> np.ndarray
     ones = np.ones_like(half)
     left = np.concatenate([feature, half, ones], axis=1)
     right = np.concatenate([feature, ones, half], axis=1)
+    signed = anti[order, :a_dims]
     first, bound = feature[:, 0], np.float32(-0.5 * radius * radius)
     rows, cols = _BLOCK
-    products = np.empty(rows * cols, dtype=np.float32)
-    close = np.empty(rows * cols, dtype=bool)
-    found = []
-    for top in range(0, len(feature), rows):
+    buffers = threading.local()
+
+    def band(top: int) -> np.ndarray:
+        if not hasattr(buffers, "products"):  # one block's products and mask per thread
+            buffers.products = np.empty(rows * cols, dtype=np.float32)
+            buffers.close = np.empty(rows * cols, dtype=bool)
         bottom = min(top + rows, len(feature))
         end = int(np.searchsorted(first, first[bottom - 1] + radius, side="right"))
+        found = [np.empty((0, 2), dtype=np.int64)]
         for start in range(top, end, cols):
             stop = min(start + cols, end)
             size = (bottom - top) * (stop - start)
-            block = products[:size].reshape(bottom - top, stop - start)
+            block = buffers.products[:size].reshape(bottom - top, stop - start)
             np.matmul(left[top:bottom], right[start:stop].T, out=block)
-            hits = np.flatnonzero(np.greater_equal(products[:size], bound, out=close[:size]))
-            i, j = np.divmod(hits, stop - start)
+            close = np.greater_equal(buffers.products[:size], bound, out=buffers.close[:size])
+            i, j = np.divmod(np.flatnonzero(close), stop - start)
             i += top
             j += start
             found.append(np.stack([i[j > i], j[j > i]], axis=1))
-    return order[np.concatenate(found)] if found else np.empty((0, 2), dtype=np.int64)
+        return _within(feature, signed, np.concatenate(found), _BLOCK_DIMS, radius)
+
+    workers = min(os.cpu_count() or 1, _MAX_THREADS)
+    with ThreadPoolExecutor(workers) as pool:
+        bands = list(pool.map(band, range(0, len(feature), rows)))
+    return order[np.concatenate([np.empty((0, 2), dtype=np.int64), *bands])]
 
 
 def similarities(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
