@@ -16,17 +16,19 @@ README), so groups do not chain.
 
 Candidates without misses: for z-scored unit vectors, correlation >= t is
 distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (principal axes of the
-thumbnails — a perceptual hash without the binarisation) can only shrink distances, so a radius
-query in that space (a k-d tree) returns every pair that can pass, and few others; a binary
-hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie up to
-34 of 256 bits apart). The mirrored comparison needs no second point per image: the thumbnail
-splits into a mirror-symmetric and an antisymmetric part, and the absolute values of the
-antisymmetric projections give one feature whose distances bound both the plain and the
-mirrored distance from below. The tree works on 32 such axes; exact lower bounds on 64 and
-then 208 axes drop most of what it returns; only the rest is verified on the full thumbnails.
-The tree's work is not linear on a large collection of look-alike slices: on distinct
-synthetic brain slices about 1 % of all pairs lie within the radius on its 32 axes, so that
-stage grows with N² (benchmarks/leakage.py --scale-only; README).
+thumbnails — a perceptual hash without the binarisation) can only shrink distances, so the pairs
+within that radius in the projected space hold every pair that can pass, and few others; a
+binary hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie
+up to 34 of 256 bits apart). The mirrored comparison needs no second point per image: the
+thumbnail splits into a mirror-symmetric and an antisymmetric part, and the absolute values of
+the antisymmetric projections give one feature whose distances bound both the plain and the
+mirrored distance from below. That bound is computed for every pair on 96 such axes, block by
+block as one float32 matrix product on all cores; the plain-or-mirrored bounds on those axes
+and then on 208 drop most of what it keeps; only the rest is verified on the full thumbnails.
+The work is quadratic with a small constant (nanoseconds a pair, benchmarks/leakage.py
+--scale-only) and the same on any data: a k-d tree radius query (the first version) has less
+to do on spread-out images, but look-alike brain slices put a large share of all pairs within
+its radius on a few axes, and 100,000 of them took it several times longer.
 """
 
 from __future__ import annotations
@@ -236,7 +238,8 @@ def _close_pairs(sym: np.ndarray, anti: np.ndarray, radius: float) -> np.ndarray
     left = np.concatenate([feature, half, ones], axis=1)
     right = np.concatenate([feature, ones, half], axis=1)
     signed = anti[order, :a_dims]
-    first, bound = feature[:, 0], np.float32(-0.5 * radius * radius)
+    # float32 rounding of a product is well under 1e-4 (lengths <= 1, < 100 terms)
+    first, bound = feature[:, 0], np.float32(-0.5 * radius * radius - 1e-4)
     rows, cols = _BLOCK
     buffers = threading.local()
 
