@@ -106,8 +106,9 @@ def unit_vectors(signatures: Sequence[bytes]) -> np.ndarray:
     raw = np.frombuffer(b"".join(signatures), dtype=np.uint8).reshape(len(signatures), 2, -1)
     out = raw.astype(np.float32)
     out -= out.mean(axis=2, keepdims=True)
-    norms = np.sqrt(np.einsum("ijk,ijk->ij", out, out))[:, :, None]
-    out *= np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 1e-6)
+    norms = np.linalg.norm(out, axis=2, keepdims=True)
+    np.divide(out, norms, out=out, where=norms > 1e-6)
+    out[np.broadcast_to(norms <= 1e-6, out.shape)] = 0.0
     return out
 
 
