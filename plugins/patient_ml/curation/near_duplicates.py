@@ -26,9 +26,9 @@ mirrored distance from below. That bound is computed for every pair on 96 such a
 block as one float32 matrix product on all cores; the plain-or-mirrored bounds on those axes
 and then on 208 drop most of what it keeps; only the rest is verified on the full thumbnails.
 The work is quadratic with a small constant (nanoseconds a pair, benchmarks/leakage.py
---scale-only) and the same on any data: a k-d tree radius query (the first version) has less
-to do on spread-out images, but look-alike brain slices put a large share of all pairs within
-its radius on a few axes, and 100,000 of them took it several times longer.
+--scale-only) that hardly depends on the data: a k-d tree radius query (the first version) has
+less to do on spread-out images, but look-alike brain slices put a large share of all pairs
+within its radius on a few axes, and 100,000 of them took it several times longer.
 """
 
 from __future__ import annotations
@@ -221,15 +221,16 @@ def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
 
 
 def _close_pairs(sym: np.ndarray, anti: np.ndarray, radius: float) -> np.ndarray:
-    """The pairs whose feature (`_BLOCK_DIMS` symmetric and |antisymmetric| axes) lies within
-    `radius`: every pair, block by block, as one float32 matrix product.
+    """The pairs within `radius`, plain or mirrored, on the first `_BLOCK_DIMS` symmetric and
+    antisymmetric axes: the feature (symmetric, |antisymmetric|) of every pair, block by block,
+    as one float32 matrix product, then the plain-or-mirrored bound for what passes.
 
     With (f, -|f|²/2, 1) on the left and (f, 1, -|f|²/2) on the right, a product is
     f_x·f_y - |f_x|²/2 - |f_y|²/2 = -|f_x - f_y|²/2, so a block of products is a block of
-    distances: the same few nanoseconds for every pair whatever the data (quadratic in the
-    images, but no pair costs more because many lie close), and memory stays within a block.
-    Sorted on the first axis, a band of rows skips the columns beyond `radius` on it; only
-    the upper triangle is computed. Bands of rows run on all cores (numpy lets go of the GIL)."""
+    distances: a few nanoseconds a pair, hardly more where many pairs lie close (quadratic in
+    the images), and memory stays within a block. Sorted on the first axis, a band of rows
+    skips the columns beyond `radius` on it; only the upper triangle is computed. Bands of
+    rows run on all cores (numpy lets go of the GIL)."""
     s_dims, a_dims = _BLOCK_DIMS
     feature = np.concatenate([sym[:, :s_dims], np.abs(anti[:, :a_dims])], axis=1)
     order = np.argsort(feature[:, 0], kind="stable")
