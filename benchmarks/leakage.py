@@ -553,7 +553,8 @@ def timed_link(synthetic: list[bytes], threshold: float, read_per_image: float, 
     print(f"\n{count:,} signatures{' (' + note + ')' if note else ''}: candidates + "
           f"verification {found.seconds:.1f} s wall, {cpu:.1f} s CPU (load {load}) "
           f"({found.candidates:,} candidates, {len(found.links):,} links, "
-          f"{len(found.groups):,} groups); reading + signing the images would take "
+          f"{len(found.groups):,} groups; {cpu / (count * (count - 1) / 2) * 1e9:.2f} ns CPU "
+          f"per pair of images); reading + signing the images would take "
           f"~{read_per_image * count:.0f} s; peak RSS {peak_mb:.0f} MB")  # fmt: skip
     return found
 

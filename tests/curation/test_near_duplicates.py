@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from sqlalchemy import Engine
 
+from patient_ml.curation import near_duplicates
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.near_duplicates import (
     DEFAULT_MIN_CORRELATION,
@@ -91,8 +92,13 @@ def test_different_slices_are_not() -> None:
     assert link([signature(slice_image(n)) for n in names], DEFAULT_MIN_CORRELATION).links == []
 
 
+@pytest.mark.parametrize("block", [None, (7, 24)])
 @pytest.mark.parametrize("threshold", [0.8, 0.9, 0.94, 0.98])
-def test_candidates_hold_every_pair_that_can_pass(threshold: float) -> None:
+def test_candidates_hold_every_pair_that_can_pass(
+    threshold: float, block: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if block:  # many bands of rows and blocks of columns, some skipped on the first axis
+        monkeypatch.setattr(near_duplicates, "_BLOCK", block)
     rng = np.random.default_rng(int(threshold * 100))
     base = rng.normal(size=(120, 2, 32, 32)).cumsum(axis=2).cumsum(axis=3)  # smooth images
     copies = base[rng.integers(0, 120, 80)] + rng.normal(scale=3.0, size=(80, 2, 32, 32))

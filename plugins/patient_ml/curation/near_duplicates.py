@@ -16,24 +16,29 @@ README), so groups do not chain.
 
 Candidates without misses: for z-scored unit vectors, correlation >= t is
 distance <= sqrt(2 (1 - t)). Projecting on a few orthonormal axes (principal axes of the
-thumbnails — a perceptual hash without the binarisation) can only shrink distances, so a radius
-query in that space (a k-d tree) returns every pair that can pass, and few others; a binary
-hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie up to
-34 of 256 bits apart). The mirrored comparison needs no second point per image: the thumbnail
-splits into a mirror-symmetric and an antisymmetric part, and the absolute values of the
-antisymmetric projections give one feature whose distances bound both the plain and the
-mirrored distance from below. The tree works on 32 such axes; exact lower bounds on 64 and
-then 208 axes drop most of what it returns; only the rest is verified on the full thumbnails.
-The tree's work is not linear on a large collection of look-alike slices: on distinct
-synthetic brain slices about 1 % of all pairs lie within the radius on its 32 axes, so that
-stage grows with N² (benchmarks/leakage.py --scale-only; README).
+thumbnails — a perceptual hash without the binarisation) can only shrink distances, so the pairs
+within that radius in the projected space hold every pair that can pass, and few others; a
+binary hash at a Hamming distance cannot promise that (re-windowed copies of one Br35H slice lie
+up to 34 of 256 bits apart). The mirrored comparison needs no second point per image: the
+thumbnail splits into a mirror-symmetric and an antisymmetric part, and the absolute values of
+the antisymmetric projections give one feature whose distances bound both the plain and the
+mirrored distance from below. That bound is computed for every pair on 96 such axes, block by
+block as one float32 matrix product on all cores; the plain-or-mirrored bounds on those axes
+and then on 208 drop most of what it keeps; only the rest is verified on the full thumbnails.
+The work is quadratic with a small constant (nanoseconds a pair, benchmarks/leakage.py
+--scale-only) that hardly depends on the data: a k-d tree radius query (the first version) has
+less to do on spread-out images, but look-alike brain slices put a large share of all pairs
+within its radius on a few axes, and 100,000 of them took it several times longer.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +49,12 @@ SIDE = 32
 SIGNATURE_BYTES = 2 * SIDE * SIDE
 DEFAULT_MIN_CORRELATION = 0.94  # measured: benchmarks/leakage.py, README
 _INDEX_DIMS = 64
-# candidates: a k-d tree on 24 symmetric + 8 |antisymmetric| principal axes, then exact lower
-# bounds on 48 + 16 and on 160 + 48 axes (a cascade of cheap filters), then the thumbnails
+# candidates: a blocked matrix product bounds every pair on 80 symmetric + 16 |antisymmetric|
+# principal axes, then exact lower bounds on 80 + 16 and on 160 + 48 axes, then the thumbnails
 _SYM_DIMS, _ANTI_DIMS = 160, 48
-_TREE_DIMS = (24, 8)
-_FILTER_DIMS = ((48, 16), (_SYM_DIMS, _ANTI_DIMS))
+_BLOCK_DIMS = (80, 16)
+_BLOCK = (512, 4_096)  # rows x columns of one product: 8 MB per thread
+_MAX_THREADS = 4
 _BASIS_SAMPLE = 20_000
 _CHUNK = 8_192
 
@@ -100,9 +106,10 @@ def unit_vectors(signatures: Sequence[bytes]) -> np.ndarray:
     raw = np.frombuffer(b"".join(signatures), dtype=np.uint8).reshape(len(signatures), 2, -1)
     out = raw.astype(np.float32)
     out -= out.mean(axis=2, keepdims=True)
-    norms = np.linalg.norm(out, axis=2, keepdims=True)
+    # np.linalg.norm's arithmetic with one 4-byte-per-value temporary fewer (same bits)
+    norms = np.sqrt(np.add.reduce(np.square(out), axis=2, keepdims=True))
     np.divide(out, norms, out=out, where=norms > 1e-6)
-    out[np.broadcast_to(norms <= 1e-6, out.shape)] = 0.0
+    out[norms[..., 0] <= 1e-6] = 0.0
     return out
 
 
@@ -133,8 +140,10 @@ def _mirror_features(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     1,024, so the principal axes and projections cost a half to a quarter."""
     grid = view.reshape(len(view), SIDE, SIDE)
     left, right = grid[:, :, : SIDE // 2], grid[:, :, : SIDE // 2 - 1 : -1]
-    sym = ((left + right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
-    anti = ((left - right) * np.float32(np.sqrt(0.5))).reshape(len(view), -1)
+    sym = np.add(left, right).reshape(len(view), -1)
+    anti = np.subtract(left, right).reshape(len(view), -1)
+    sym *= np.float32(np.sqrt(0.5))
+    anti *= np.float32(np.sqrt(0.5))
     return (
         np.ascontiguousarray(sym @ projection(sym, _SYM_DIMS).T),
         np.ascontiguousarray(anti @ projection(anti, _ANTI_DIMS).T),
@@ -195,22 +204,71 @@ def candidate_pairs(vectors: np.ndarray, min_correlation: float) -> np.ndarray:
     Per view, one point per image: the projections of its mirror-symmetric part and the
     absolute projections of its antisymmetric part, a feature whose distance is a lower bound
     of the distance to the other image plain and mirrored (|u - v| and |u + v| are both at
-    least ||u| - |v||). A k-d tree radius query on a few of those axes, then exact lower bounds
-    on more axes, keep every pair that can pass."""
-    from scipy.spatial import cKDTree
+    least ||u| - |v||). That bound for every pair on a few axes (`_close_pairs`), then exact
+    lower bounds on more axes, keep every pair that can pass."""
+    from threadpoolctl import threadpool_limits
 
     radius = float(np.sqrt(max(2.0 * (1.0 - min_correlation), 0.0))) + 1e-4
     found = []
-    for view in (0, 1):
-        sym, anti = _mirror_features(vectors[:, view])
-        s_dims, a_dims = _TREE_DIMS
-        feature = np.concatenate([sym[:, :s_dims], np.abs(anti[:, :a_dims])], axis=1)
-        pairs = cKDTree(feature).query_pairs(radius, output_type="ndarray")
-        for dims in _FILTER_DIMS:
-            pairs = _within(sym, anti, pairs, dims, radius)
-        found.append(pairs)
+    # one BLAS thread: BLAS's own threads synchronise on every call (every block of the
+    # product, every step of the eigendecomposition), several times the CPU on a busy machine
+    with threadpool_limits(1, user_api="blas"):
+        for view in (0, 1):
+            sym, anti = _mirror_features(vectors[:, view])
+            pairs = _close_pairs(sym, anti, radius)
+            found.append(_within(sym, anti, pairs, (_SYM_DIMS, _ANTI_DIMS), radius))
     pairs = np.sort(np.concatenate(found), axis=1)
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
+
+
+def _close_pairs(sym: np.ndarray, anti: np.ndarray, radius: float) -> np.ndarray:
+    """The pairs within `radius`, plain or mirrored, on the first `_BLOCK_DIMS` symmetric and
+    antisymmetric axes: the feature (symmetric, |antisymmetric|) of every pair, block by block,
+    as one float32 matrix product, then the plain-or-mirrored bound for what passes.
+
+    With (f, -|f|²/2, 1) on the left and (f, 1, -|f|²/2) on the right, a product is
+    f_x·f_y - |f_x|²/2 - |f_y|²/2 = -|f_x - f_y|²/2, so a block of products is a block of
+    distances: a few nanoseconds a pair, hardly more where many pairs lie close (quadratic in
+    the images), and memory stays within a block. Sorted on the first axis, a band of rows
+    skips the columns beyond `radius` on it; only the upper triangle is computed. Bands of
+    rows run on all cores (numpy lets go of the GIL)."""
+    s_dims, a_dims = _BLOCK_DIMS
+    feature = np.concatenate([sym[:, :s_dims], np.abs(anti[:, :a_dims])], axis=1)
+    order = np.argsort(feature[:, 0], kind="stable")
+    feature = feature[order]
+    half = -0.5 * np.einsum("ij,ij->i", feature, feature)[:, None]
+    ones = np.ones_like(half)
+    left = np.concatenate([feature, half, ones], axis=1)
+    right = np.concatenate([feature, ones, half], axis=1)
+    signed = anti[order, :a_dims]
+    # float32 rounding of a product is well under 1e-4 (lengths <= 1, < 100 terms)
+    first, bound = feature[:, 0], np.float32(-0.5 * radius * radius - 1e-4)
+    rows, cols = _BLOCK
+    buffers = threading.local()
+
+    def band(top: int) -> np.ndarray:
+        if not hasattr(buffers, "products"):  # one block's products and mask per thread
+            buffers.products = np.empty(rows * cols, dtype=np.float32)
+            buffers.close = np.empty(rows * cols, dtype=bool)
+        bottom = min(top + rows, len(feature))
+        end = int(np.searchsorted(first, first[bottom - 1] + radius, side="right"))
+        found = [np.empty((0, 2), dtype=np.int64)]
+        for start in range(top, end, cols):
+            stop = min(start + cols, end)
+            size = (bottom - top) * (stop - start)
+            block = buffers.products[:size].reshape(bottom - top, stop - start)
+            np.matmul(left[top:bottom], right[start:stop].T, out=block)
+            close = np.greater_equal(buffers.products[:size], bound, out=buffers.close[:size])
+            i, j = np.divmod(np.flatnonzero(close), stop - start)
+            i += top
+            j += start
+            found.append(np.stack([i[j > i], j[j > i]], axis=1))
+        return _within(feature, signed, np.concatenate(found), _BLOCK_DIMS, radius)
+
+    workers = min(os.cpu_count() or 1, _MAX_THREADS)
+    with ThreadPoolExecutor(workers) as pool:
+        bands = list(pool.map(band, range(0, len(feature), rows)))
+    return order[np.concatenate([np.empty((0, 2), dtype=np.int64), *bands])]
 
 
 def similarities(vectors: np.ndarray, pairs: np.ndarray) -> np.ndarray:
