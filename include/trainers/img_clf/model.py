@@ -57,6 +57,7 @@ HYPERPARAMETERS = {
     "dropout": HP(float, "0.2", 0.0, 0.9),
     "augment": HP(bool, "true"),
     "patience": HP(int, "6", 0, 10_000),
+    "ema_decay": HP(float, "0.99", 0.0, 0.9999),
     "seed": HP(int, "0", 0, 2**32 - 1),
 }
 
