@@ -1,7 +1,6 @@
 """PyTorch pieces shared by the reference trainers: threads and seeds, class-balanced loss
-weights, the epoch loop (metric line per epoch, best-epoch weights, early stopping, optional
-weight averaging), temperature scaling, and weights <-> model.npz (plain arrays, never
-pickles).
+weights, the epoch loop (metric line per epoch, best-epoch weights, early stopping), temperature
+scaling, and weights <-> model.npz (plain arrays, never pickles).
 
 Works with Debian bookworm's python3-torch (1.13, the container base image) and the CPU wheel
 of torch 2.x (the venv of the local backend).
@@ -10,7 +9,6 @@ of torch 2.x (the venv of the local backend).
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,20 +69,12 @@ def fit(
     `epoch=E train_loss=.. val_loss=.. <metric>=..` from validate(model) ->
     (loss, score). Keeps the best epoch's weights (highest score, then lowest loss); stops early
     when the best is `patience` epochs old (patience 0: never). `batches(epoch)` yields
-    (inputs, targets) of one epoch.
-
-    With `hps["ema_decay"]` d > 0 the weights validated, kept and returned are an exponential
-    moving average of the trained ones (every step: ema = d * ema + (1 - d) * weights; batch
-    norm statistics averaged the same way), the usual remedy for a validation score that jumps
-    between epochs while the learning rate is high: the kept epoch and the temperature fitted
-    on its validation logits then depend less on one lucky or unlucky epoch."""
+    (inputs, targets) of one epoch."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=hps["learning_rate"], weight_decay=hps["weight_decay"]
     )
     total = hps["epochs"] * steps_per_epoch
     best, step = Best(), 0
-    decay = float(hps.get("ema_decay", 0.0))
-    ema = copy.deepcopy(model).eval() if decay > 0 else None
     for epoch in range(1, hps["epochs"] + 1):
         model.train()
         loss_sum, seen = 0.0, 0
@@ -99,21 +89,18 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if ema is not None:
-                update_ema(ema, model, decay, step)
             loss_sum += float(loss.detach()) * len(targets)
             seen += len(targets)
             step += 1
         model.eval()
-        judged = model if ema is None else ema
         with torch.no_grad():
-            val_loss, score = validate(judged)
+            val_loss, score = validate(model)
         log(
             f"epoch={epoch} train_loss={fmt(loss_sum / max(1, seen))} val_loss={fmt(val_loss)} "
             f"{metric}={fmt(score)}"
         )
         if (score, -val_loss) > (best.score, -best.loss):
-            state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best = Best(epoch, score, val_loss, state)
         elif hps["patience"] and epoch - best.epoch >= hps["patience"]:
             log(f"early stop: no better {metric} in {hps['patience']} epochs")
@@ -124,31 +111,16 @@ def fit(
     return best
 
 
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
-    """ema = d * ema + (1 - d) * model for every floating-point weight and buffer (integer
-    buffers such as batch norm's batch counter are copied), with d ramped up over the first
-    steps, min(decay, (1 + step) / (10 + step)), so early weights do not linger."""
-    d = min(decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        trained = model.state_dict()
-        for name, value in ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(trained[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(trained[name])
-
-
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, score: str = "brier") -> float:
     """The temperature T minimising a proper scoring rule of softmax(logits / T) on held-out
     (validation) logits: a grid over log T, refined by golden-section search (deterministic).
 
-    `score` "brier" (the default): the mean Brier score, sum over classes of (p - onehot)^2.
-    It is bounded (at most 2 per example), so a handful of confidently wrong validation images
-    cannot set T alone. "nll": the mean negative log-likelihood (Guo et al. 2017), unbounded:
-    on Br35H's grouped splits a validation split with 20 confidently wrong images (against 4
-    in test) made it fit T = 2.0-2.5 where the test split's own optimum was 1.15-1.25, and the
-    test predictions came out under-confident (ECE 0.085 against 0.037-0.046 with the Brier
-    fit; see include/trainers/README.md)."""
+    `score` "brier" (the default): the mean Brier score, sum over classes of (p - onehot)^2,
+    bounded (at most 2 per example), so a few confidently wrong validation images weigh less
+    than under "nll", the mean negative log-likelihood (Guo et al. 2017), which charges each
+    of them without bound. Both are proper scoring rules; on Br35H's grouped splits, whose
+    validation and test splits differ in how many images the network gets confidently wrong,
+    neither transfers to test exactly (benchmarks/calibration.py compares them)."""
     logits = logits.astype(np.float64)
     onehot = np.eye(logits.shape[1])[targets]
     if score not in ("brier", "nll"):
