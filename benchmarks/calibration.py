@@ -11,8 +11,8 @@ its default hyperparameters, with training seeds 0 and 1 (initialisation, batch 
 augmentation: two models per split). Of each model, on the confirmed test
 split: balanced accuracy, AUROC, and the expected calibration error (Guo et al. 2017: 15
 equal-width bins over [0, 1] of the top-class confidence; benchmarks/quality.py's definition)
-and log loss of softmax(logits / T) for T = 1, T fitted on validation by NLL, T fitted on
-validation by Brier score (the trainer's choice), and, for reference only, T fitted on the
+and log loss of softmax(logits / T) for T = 1, T fitted on validation by NLL (the trainer's
+choice), T fitted on validation by Brier score, and, for reference only, T fitted on the
 test split itself (not available to a trainer). Also the validation split's share of images
 the model gets wrong with a logit margin over 3 (confidently wrong), against the test split's.
 Trainings are not a sweep (no search): a comparison of the calibration step, not of models.
@@ -110,11 +110,11 @@ def report(snapshot: Path, name: str, model_dir: Path, cpu: float, boot: int) ->
     z_test, y_test = split_logits(module, classifier, snapshot, "test")
     temperatures = {
         "T = 1": 1.0,
-        "T by validation NLL": torch_loop.fit_temperature(z_val, y_val, "nll"),
-        "T by validation Brier (trainer)": torch_loop.fit_temperature(z_val, y_val, "brier"),
+        "T by validation NLL (trainer)": torch_loop.fit_temperature(z_val, y_val, "nll"),
+        "T by validation Brier": torch_loop.fit_temperature(z_val, y_val, "brier"),
         "T by test NLL (reference only)": torch_loop.fit_temperature(z_test, y_test, "nll"),
     }
-    assert abs(temperatures["T by validation Brier (trainer)"] / classifier.temperature - 1) < 1e-3
+    assert abs(temperatures["T by validation NLL (trainer)"] / classifier.temperature - 1) < 1e-3
     p_test = module.softmax(z_test)[:, 1]
     print(
         f"  {name}: best epoch {meta['metrics']['best_epoch']}, trainer CPU {cpu:.0f} s; "

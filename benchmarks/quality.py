@@ -21,7 +21,7 @@ samples, beside simple baselines fitted on the same split; prints the README's f
 Metrics: balanced accuracy, AUROC, expected calibration error (Guo et al. 2017: 15 equal-width
 bins over [0, 1] of the top-class confidence; beside it for the CNN: 15 equal-mass bins, the
 ECE a perfectly calibrated model with the same confidences shows on this many images, the
-ECE without the temperature and with a temperature fitted by validation NLL), Dice; 95 %
+ECE without the temperature and with a temperature fitted by validation Brier score), Dice; 95 %
 intervals from a percentile bootstrap over test examples (`--boot` resamples). Times: CPU
 seconds (user + sys of the trainer processes) per trial.
 """
@@ -430,15 +430,15 @@ def calibration_notes(
     x_val = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in val])
     p_val = classifier.probabilities(x_val)[:, 1]
     z_test = module.logits_of(classifier.net, rows.astype(np.float32))
-    t_nll = torch_loop.fit_temperature(module.logits_of(classifier.net, x_val), y_val, "nll")
+    t_brier = torch_loop.fit_temperature(module.logits_of(classifier.net, x_val), y_val, "brier")
     print(
         f"  CNN test ECE: {ece(y_test, p_cnn):.3f} (15 bins over [0, 1]); 15 equal-mass bins "
         f"{ece_equal_mass(y_test, p_cnn):.3f}; 15 bins over [0.5, 1] "
         f"{ece(y_test, p_cnn, low=0.5):.3f}; a calibrated model with these confidences "
         f"{ece_floor(p_cnn):.3f}; without the temperature (T = 1) "
         f"{ece(y_test, module.softmax(z_test)[:, 1]):.3f}; with the temperature fitted by "
-        f"validation NLL instead of Brier score (T = {t_nll:.3f}) "
-        f"{ece(y_test, module.softmax(z_test / t_nll)[:, 1]):.3f}",
+        f"validation Brier score instead of NLL (T = {t_brier:.3f}) "
+        f"{ece(y_test, module.softmax(z_test / t_brier)[:, 1]):.3f}",
         flush=True,
     )
     for name, y, p in (("validation", y_val, p_val), ("test", y_test, p_cnn)):

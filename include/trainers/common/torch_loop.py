@@ -111,16 +111,14 @@ def fit(
     return best
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, score: str = "brier") -> float:
+def fit_temperature(logits: np.ndarray, targets: np.ndarray, score: str = "nll") -> float:
     """The temperature T minimising a proper scoring rule of softmax(logits / T) on held-out
     (validation) logits: a grid over log T, refined by golden-section search (deterministic).
 
-    `score` "brier" (the default): the mean Brier score, sum over classes of (p - onehot)^2,
-    bounded (at most 2 per example), so a few confidently wrong validation images weigh less
-    than under "nll", the mean negative log-likelihood (Guo et al. 2017), which charges each
-    of them without bound. Both are proper scoring rules; on Br35H's grouped splits, whose
-    validation and test splits differ in how many images the network gets confidently wrong,
-    neither transfers to test exactly (benchmarks/calibration.py compares them)."""
+    `score` "nll" (the default): the mean negative log-likelihood (Guo et al. 2017). "brier":
+    the mean Brier score, sum over classes of (p - onehot)^2, bounded (at most 2 per example),
+    so a few confidently wrong validation images weigh less. On Br35H's grouped splits neither
+    transfers to the test split better on average (benchmarks/calibration.py prints both)."""
     logits = logits.astype(np.float64)
     onehot = np.eye(logits.shape[1])[targets]
     if score not in ("brier", "nll"):

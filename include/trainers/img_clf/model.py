@@ -11,8 +11,7 @@ batch (left-right flip, rotation +-10 degrees, scale 0.9-1.1, shift +-6 %, contr
 +-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience`
 epochs without a better one. Prediction averages the logits of the image and its
 left-right mirror. Calibration: a temperature fitted on the validation logits of the kept epoch
-by minimum Brier score (stored in model.json, applied by serve; see
-torch_loop.fit_temperature).
+by minimum negative log-likelihood (stored in model.json, applied by serve).
 """
 
 from __future__ import annotations
