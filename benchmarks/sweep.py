@@ -19,9 +19,9 @@ so the figures measure the product, not a model.
 2. Speedup of 2 parallel workers (processes sharing the study) over 1, trials of 1 s of work.
 3. Pruning: the same sweep with the median pruner acting and with it ignored, for several
    sampler seeds (`--prune-seeds`, default 5: one seed's figure depends on how many poor
-   proposals TPE happens to make); per seed the trainer epochs run (the compute), the pruned
-   trials and the best objective of both sweeps (equal or not), then the mean and range of
-   the saving. The scripted trainer reports `score * epoch / epochs`, a noise-free learning
+   proposals TPE happens to make); per seed the trainer epochs run (the compute: the epoch
+   lines the product read before it stopped a pruned trial), the pruned trials and the best
+   objective of both sweeps (equal or not), then the mean and range of the saving. The scripted trainer reports `score * epoch / epochs`, a noise-free learning
    curve: the figure measures the product's pruning policy (median pruner, 2 startup trials,
    no pruning at the first epoch) and plumbing, not how well a median pruner guesses a noisy
    curve.
