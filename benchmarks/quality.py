@@ -76,8 +76,8 @@ def ece(y: np.ndarray, p1: np.ndarray, bins: int = 15, low: float = 0.0) -> floa
     """Expected calibration error of the top-class confidence (Guo et al. 2017): `bins`
     equal-width bins over [low, 1], sum over bins of (share of examples) x |accuracy - mean
     confidence|. The standard is 15 bins over [0, 1]; with two classes the confidence is
-    >= 0.5, so only the upper 8 bins fill. (Before 2026-12 this benchmark used 15 bins over
-    [0.5, 1], i.e. bins half as wide, whose sampling noise on ~450 images is larger.)"""
+    >= 0.5, so only the upper 8 bins fill. (This benchmark's earlier runs used 15 bins over
+    [0.5, 1]: bins half as wide, whose sampling noise on ~450 images is larger.)"""
     confidence = np.maximum(p1, 1 - p1)
     correct = ((p1 >= 0.5).astype(int) == y).astype(float)
     edges = np.linspace(low, 1.0, bins + 1)
@@ -420,8 +420,9 @@ def calibration_notes(
     p_cnn: np.ndarray,
 ) -> None:
     """How the CNN's test ECE comes about: the ECE under other binnings, of a perfectly
-    calibrated model with the same confidences, and of the logits without the temperature;
-    validation against test (class shares, per-class recall) of the same model."""
+    calibrated model with the same confidences, of the logits without the temperature and
+    with a temperature fitted by Brier score; validation against test (class shares,
+    per-class recall) of the same model."""
     import torch_loop  # the trainer's own (trainer_module put include/trainers/common first)
 
     indices = classifier.indices
