@@ -8,10 +8,10 @@ Network: 4 blocks of conv 3x3 -> batch norm -> ReLU -> max-pool 2 with width, 2*
 8*width channels, a last conv 3x3 block, global average pooling, dropout, a linear layer.
 Training: AdamW with a cosine schedule, class-balanced cross-entropy, augmentation on every
 batch (left-right flip, rotation +-10 degrees, scale 0.9-1.1, shift +-6 %, contrast/brightness
-+-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience` epochs
-without a better one. Prediction averages the logits of the image and its left-right mirror.
-Calibration: a temperature fitted on the validation logits of the kept epoch (stored in
-model.json, applied by serve).
++-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience`
+epochs without a better one. Prediction averages the logits of the image and its
+left-right mirror. Calibration: a temperature fitted on the validation logits of the kept epoch
+by minimum negative log-likelihood (stored in model.json, applied by serve).
 """
 
 from __future__ import annotations
