@@ -21,10 +21,10 @@ so the figures measure the product, not a model.
    sampler seeds (`--prune-seeds`, default 5: one seed's figure depends on how many poor
    proposals TPE happens to make); per seed the trainer epochs run (the compute: the epoch
    lines the product read before it stopped a pruned trial), the pruned trials and the best
-   objective of both sweeps (equal or not), then the mean and range of the saving. The scripted trainer reports `score * epoch / epochs`, a noise-free learning
-   curve: the figure measures the product's pruning policy (median pruner, 2 startup trials,
-   no pruning at the first epoch) and plumbing, not how well a median pruner guesses a noisy
-   curve.
+   objective of both sweeps (equal or not), then the mean and range of the saving. The
+   scripted trainer reports `score * epoch / epochs`, a noise-free learning curve: the figure
+   measures the product's pruning policy (median pruner, 2 startup trials, no pruning at the
+   first epoch) and plumbing, not how well a median pruner guesses a noisy curve.
 
 Wall times on a shared machine follow its load; the (c)/(d) rows also print the product
 process's own CPU time per trial (the trainer's CPU is in its child process and the same as
