@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import random
+from collections import Counter, defaultdict
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,3 +92,78 @@ def test_ratios_are_respected_and_keys_are_pseudonymous() -> None:
         counts[hashed_split(SALT, key, RATIOS)] += 1
     assert abs(counts["train"] / 20_000 - 0.7) < 0.02
     assert abs(counts["test"] / 20_000 - 0.15) < 0.02
+
+
+def _skewed_cohort(n_patients: int = 600, offset: int = 0) -> list[SplitInput]:
+    """Patients of 1-12 images each (a few large linked groups), a patient's label skewed by
+    its size: large patients mostly tumour, small ones mostly not; 5 % unlabelled."""
+    rng = random.Random(7 + offset)
+    examples = []
+    for p in range(offset, offset + n_patients):
+        size = rng.choice([1, 1, 1, 2, 2, 3, 4, 8, 12])
+        tumour = rng.random() < (0.85 if size >= 4 else 0.35)
+        for i in range(size):
+            label = None if rng.random() < 0.05 else ("1" if tumour else "0")
+            doc = f"doc-{p:05d}-{i:02d}"
+            examples.append(SplitInput(doc, f"p{p}", (f"img-{p}-{i}",), label=label))
+    return examples
+
+
+def _label_shares(examples: list[SplitInput], splits: dict[str, str]) -> dict[str, float]:
+    tumour: dict[str, int] = defaultdict(int)
+    labelled: dict[str, int] = defaultdict(int)
+    for ex in examples:
+        if ex.label is not None and ex.example_id in splits:
+            labelled[splits[ex.example_id]] += 1
+            tumour[splits[ex.example_id]] += ex.label == "1"
+    return {s: tumour[s] / labelled[s] for s in labelled}
+
+
+def _fractions(splits: dict[str, str]) -> dict[str, float]:
+    counts = Counter(splits.values())
+    return {s: counts[s] / len(splits) for s in RATIOS}
+
+
+def test_label_shares_per_split_follow_the_cohort() -> None:
+    """Grouped patients with skewed labels: every split's tumour share within 2 points of the
+    cohort's, and its size within 3 points of its ratio, for several salts."""
+    examples = _skewed_cohort()
+    overall = sum(ex.label == "1" for ex in examples) / sum(ex.label is not None for ex in examples)
+    for salt in ("a" * 64, "b" * 64, "c" * 64, SALT):
+        result = assign_splits(examples, {}, salt=salt, ratios=RATIOS)
+        _assert_no_leak(examples, result.splits)
+        for split, share in _label_shares(examples, result.splits).items():
+            assert abs(share - overall) < 0.02, (salt, split, share, overall)
+        for split, fraction in _fractions(result.splits).items():
+            assert abs(fraction - RATIOS[split]) < 0.03, (salt, split, fraction)
+
+
+def test_stratified_drawing_ignores_record_order() -> None:
+    examples = _skewed_cohort(300)
+    shuffled = list(examples)
+    random.Random(3).shuffle(shuffled)
+    first = assign_splits(examples, {}, salt=SALT, ratios=RATIOS)
+    again = assign_splits(shuffled, {}, salt=SALT, ratios=RATIOS)
+    assert first.splits == again.splits
+    assert first.new_assignments == again.new_assignments
+
+
+def test_stratified_drawing_keeps_earlier_assignments() -> None:
+    """A second curation with new patients keeps every earlier example's split (labels of
+    earlier examples may even change) and stratifies the newcomers around them."""
+    old = _skewed_cohort(300)
+    r1 = assign_splits(old, {}, salt=SALT, ratios=RATIOS)
+    relabelled = [
+        SplitInput(ex.example_id, ex.patient_key, ex.image_keys, label="1")
+        if ex.example_id.endswith("-00")
+        else ex
+        for ex in old
+    ]
+    grown = relabelled + _skewed_cohort(300, offset=300)
+    r2 = assign_splits(grown, dict(r1.new_assignments), salt=SALT, ratios=RATIOS)
+    assert r2.conflicts == {}
+    for ex in old:
+        assert r2.splits[ex.example_id] == r1.splits[ex.example_id]
+    assert not set(r2.new_assignments) & set(r1.new_assignments)
+    for split, fraction in _fractions(r2.splits).items():
+        assert abs(fraction - RATIOS[split]) < 0.03, (split, fraction)

@@ -168,8 +168,10 @@ def assign(
     rows = list(
         staging.query(
             """
-            SELECT i.doc_id, i.patient_key, i.sha256, i.fingerprint FROM images i
-            JOIN resolved r ON r.doc_id = i.doc_id
+            SELECT i.doc_id, i.patient_key, i.sha256, i.fingerprint,
+                   CASE WHEN r.label_status = 'confirmed' AND r.excluded_reason IS NULL
+                        THEN r.class_index END
+            FROM images i JOIN resolved r ON r.doc_id = i.doc_id
             WHERE r.excluded_reason IS NULL OR r.excluded_reason = 'duplicate_image'
             ORDER BY i.doc_id
             """
@@ -183,9 +185,18 @@ def assign(
     link: dict[str, tuple[str, ...]] = {}
     for members in near.groups:
         link.update(dict.fromkeys(members, tuple(members)))
+    # Stratify by the confirmed class (imgClf); imgSeg examples and examples without a
+    # confirmed label (or collapsed as identical copies) count only towards the split ratios.
+    stratify = dataset.problem_type == "imgClf"
     inputs = [
-        SplitInput(doc_id, pkey, (sha, *link.get(sha, ())), track_example=True)
-        for doc_id, pkey, sha, _ in rows
+        SplitInput(
+            doc_id,
+            pkey,
+            (sha, *link.get(sha, ())),
+            track_example=True,
+            label=str(label) if stratify and label is not None else None,
+        )
+        for doc_id, pkey, sha, _, label in rows
     ]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
     staging.execute_many(
@@ -193,7 +204,7 @@ def assign(
         [(split, doc_id) for doc_id, split in result.splits.items()],
     )
     if result.conflicts:
-        near_link = {doc_id for doc_id, _, sha, _ in rows if sha in link}
+        near_link = {doc_id for doc_id, _, sha, *_ in rows if sha in link}
         reason = {True: "near_duplicate_conflict", False: "duplicate_image_conflict"}
         staging.execute_many(
             "UPDATE resolved SET excluded_reason = ?, excluded_detail = ? WHERE doc_id = ?",
@@ -215,7 +226,7 @@ def _near_duplicate_groups(
     rows: list[tuple[Any, ...]], dataset: DatasetView, earlier: dict[str, bytes]
 ) -> NearDuplicates:
     """Groups of distinct sha256s (with earlier curations' images) linked as verified copies."""
-    current = {sha: fp for _, _, sha, fp in rows if fp is not None}
+    current = {sha: fp for _, _, sha, fp, *_ in rows if fp is not None}
     if dataset.fingerprint is None:
         return NearDuplicates([], [], set(), {})
     for name in dataset.deprecated_settings:

@@ -5,10 +5,16 @@
 * Examples are linked through their patient and their image hash (and, later, near-duplicate
   groups): everything linked lands in one split, so neither a patient nor an identical image
   ever crosses splits.
-* A group that no earlier curation assigned gets a split by balanced drawing: new groups are
-  taken in the order of a keyed hash (so nothing depends on the order records arrive), each
-  into the split furthest below its ratio. Groups of linked copies can be
-  large, and a per-group coin flip would then miss the ratios by several points. A group with
+* A group that no earlier curation assigned gets a split by balanced, label-stratified drawing:
+  new groups are taken in the order of a keyed hash (so nothing depends on the order records
+  arrive), each into the split that best keeps both the split ratios and each label's share
+  per split (as scikit-learn's StratifiedGroupKFold): the split minimising the squared
+  deviations of every split's example count from ratio x total and of every split's count of
+  each label from ratio x that label's total. An example's label is its confirmed class
+  (`SplitInput.label`); unlabelled examples (and segmentation, whose examples carry no label
+  here) count only in the overall term, which alone is the split furthest below its ratio.
+  Groups of linked copies can be large, and a per-group coin flip would then miss the ratios
+  (and the label mix of the small splits) by several points. A group with
   a member assigned by an earlier curation keeps that split: assignments are stored and never
   change. An example that would join two earlier splits is quarantined
   (`duplicate_image_conflict`) instead of moving anything.
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -56,6 +62,7 @@ class SplitInput:
     patient_key: str
     image_keys: tuple[str, ...]
     track_example: bool = False  # also link (and store) the example's own node
+    label: str | None = None  # confirmed class, to stratify new groups by (None: unlabelled)
 
     def nodes(self) -> tuple[Node, ...]:
         own = (example_node(self.example_id),) if self.track_example else ()
@@ -122,19 +129,34 @@ def assign_splits(
                 result.new_assignments[node] = split
         else:
             _resolve_conflicting_group(members, known, salt, ratios, result)
-    _draw_balanced(fresh, salt, ratios, result)
+    _draw_balanced(fresh, {ex.example_id: ex.label for ex in items}, salt, ratios, result)
     return result
 
 
 def _draw_balanced(
-    groups: list[list[SplitInput]], salt: str, ratios: Mapping[str, float], result: SplitResult
+    groups: list[list[SplitInput]],
+    labels_of: Mapping[str, str | None],
+    salt: str,
+    ratios: Mapping[str, float],
+    result: SplitResult,
 ) -> None:
-    """Give each new group, in the order of a keyed hash of the group, the split furthest below
-    its ratio (counting this curation's examples already placed): the ratios are missed by at
-    most about one group, and which group lands where stays unpredictable without the salt."""
+    """Give each new group, in the order of a keyed hash of the group, the split that minimises
+    sum over splits t of (ratio_t x N - n_t)^2 + sum over labels l and splits t of
+    (ratio_t x N_l - n_lt)^2 once the group is in (counting this curation's examples already
+    placed, N and N_l growing with each group taken): expanded, the split s maximising
+    g x d_s + sum_l g_l x d_ls, with g, g_l the group's example and label counts and d the
+    shortfalls below ratio before the group is placed. Without labels this is the split furthest
+    below its ratio; the ratios are missed by at most about one group, and which group lands
+    where stays unpredictable without the salt. Ties go to the first split of SPLITS."""
     counts = dict.fromkeys(SPLITS, 0)
-    for split in result.splits.values():
+    label_counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
+    label_totals: dict[str, int] = defaultdict(int)
+    for example_id, split in result.splits.items():
         counts[split] += 1
+        label = labels_of.get(example_id)
+        if label is not None:
+            label_counts[label][split] += 1
+            label_totals[label] += 1
     total = sum(counts.values())
 
     def order(members: list[SplitInput]) -> bytes:
@@ -143,8 +165,19 @@ def _draw_balanced(
 
     for members in sorted(groups, key=order):
         total += len(members)
-        split = max(SPLITS, key=lambda s: ratios[s] * total - counts[s])
+        labels = Counter(ex.label for ex in members if ex.label is not None)
+        for label, n in labels.items():
+            label_totals[label] += n
+
+        need = {
+            s: len(members) * (ratios[s] * total - counts[s])
+            + sum(n * (ratios[s] * label_totals[k] - label_counts[k][s]) for k, n in labels.items())
+            for s in SPLITS
+        }
+        split = max(SPLITS, key=need.__getitem__)
         counts[split] += len(members)
+        for label, n in labels.items():
+            label_counts[label][split] += n
         for ex in members:
             result.splits[ex.example_id] = split
         for node in {n for ex in members for n in ex.nodes()}:
