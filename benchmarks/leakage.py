@@ -14,7 +14,8 @@ demo snapshot's cross-split copies, and the cost at 100,000 images; prints figur
 3. One fixed simple model (L2 logistic regression on 32x32 standardised pixels, numpy, fixed
    iterations) trained on train and scored on test (balanced accuracy) under (a) a random
    image-level 70/15/15 split and (b) the product's split (every image its own "patient",
-   verified copies kept together), for several seeds; gap = (a) - (b). For both, the pairs of
+   verified copies kept together, stratified by label as curation does), for several seeds;
+   gap = (a) - (b). For both, the pairs of
    the issue's criterion (`curation/leakage_audit.py`) that cross splits.
 4. The demo's snapshot (`benchmarks/br35h_snapshot.py`: sample build + two curations):
    cross-split pairs by the criterion, the largest linked component, split fractions.
@@ -164,10 +165,16 @@ def random_split(n: int, seed: int) -> np.ndarray:
     return np.where(u < 0.7, "train", np.where(u < 0.85, "validation", "test"))
 
 
-def product_split(groups: list[list[int]], n: int, seed: int) -> np.ndarray:
+def product_split(groups: list[list[int]], labels: np.ndarray, seed: int) -> np.ndarray:
+    """The product's drawing (near-duplicate groups kept together, stratified by label as
+    curation stratifies by the confirmed class) of one image per patient."""
+    n = len(labels)
     names = [f"img{i:05d}" for i in range(n)]
     anchor = {i: f"near:{members[0]}" for members in groups for i in members}
-    inputs = [SplitInput(names[i], names[i], (anchor[i],) if i in anchor else ()) for i in range(n)]
+    inputs = [
+        SplitInput(names[i], names[i], (anchor[i],) if i in anchor else (), label=str(labels[i]))
+        for i in range(n)
+    ]
     result = assign_splits(inputs, {}, salt=f"seed-{seed}", ratios=RATIOS)
     return np.array([result.splits[name] for name in names])
 
@@ -255,7 +262,7 @@ def main() -> None:
             if kind == "random":
                 split = random_split(n, seed)
             else:
-                split = product_split(found.groups, n, seed)
+                split = product_split(found.groups, y, seed)
             tr, te = split == "train", split == "test"
             scores[kind].append(balanced_accuracy(y[te], fit_predict(x[tr], y[tr], x[te])))
             leaks[kind].append(len(cross_split_pairs(prints, list(split))))
@@ -295,8 +302,9 @@ def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) 
     seconds: list[float] = []
     for seed in range(seeds):
         for kind in scores:
-            split = random_split(len(y), seed) if kind == "random" else product_split(
-                groups, len(y), seed)  # fmt: skip
+            split = (
+                random_split(len(y), seed) if kind == "random" else product_split(groups, y, seed)
+            )
             with tempfile.TemporaryDirectory(prefix="leakage-ref-") as folder:
                 root = Path(folder)
                 for name in ("train", "validation"):
