@@ -150,3 +150,19 @@ def test_start_run_refused_by_airflow_ends_failed(engine, model_id) -> None:
         assert run.status == "failed" and "Airflow has no DAG" in run.error
     with pytest.raises(Exception, match="maxTrials"):
         runs.start_run(engine, model_id, actor="ann", trigger=refuse, max_trials=0)
+
+
+def test_tune_and_evaluate_refuse_a_run_without_a_snapshot(engine, model_id, tmp_path) -> None:
+    from patient_ml.evaluation.evaluate import EvaluationError
+    from patient_ml.exceptions import PatientMLError
+    from patient_ml.services.evaluation_run import evaluate_run
+    from patient_ml.services.tuning import load_run_spec
+    from patient_ml.storage.local import LocalArtifactStore
+
+    with session_scope(engine) as s:
+        run_id = runs.create_run(s, model_id, actor="a").id
+    with pytest.raises(PatientMLError, match="no snapshot yet, so there is nothing to train on"):
+        load_run_spec(engine, run_id)
+    with pytest.raises(EvaluationError, match="no snapshot yet, so there is no test split") as e:
+        evaluate_run(engine, LocalArtifactStore(tmp_path), None, run_id, tmp_path, actor="a")
+    assert e.value.fix == "run the curate task of this run first"

@@ -12,8 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Run, Snapshot
-from patient_ml.db.require import present
+from patient_ml.db.models import Run
 from patient_ml.evaluation.evaluate import (
     EvaluationError,
     contender,
@@ -24,7 +23,7 @@ from patient_ml.evaluation.evaluate import (
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog
 from patient_ml.services import evaluations
-from patient_ml.services.runs import get_run
+from patient_ml.services.runs import curated_snapshot, get_run
 from patient_ml.serving.servers import ModelServing
 from patient_ml.storage import ArtifactStore
 
@@ -67,13 +66,7 @@ def _evaluate_run(
 ) -> dict[str, Any]:
     with session_scope(engine) as session:
         run = get_run(session, run_id)
-        if run.snapshot_id is None:
-            raise EvaluationError(
-                f"Run {run_id} has no snapshot yet, so there is no test split.",
-                fix="run the curate task of this run first",
-            )
-        snapshot = session.get(Snapshot, run.snapshot_id)
-        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
+        snapshot = curated_snapshot(session, run, "there is no test split", EvaluationError)
         challenger = contender(run, "challenger")
         champion_run = session.get(Run, run.champion_id) if run.champion_id else None
         if run.champion_id and champion_run is None:
@@ -82,8 +75,8 @@ def _evaluate_run(
                 fix="approve another run as champion",
             )
         champion = contender(champion_run, "champion") if champion_run else None
-        dataset_id = snapshot.dataset_id
-    test = load_test_set(store, dataset_id, run.snapshot_id)
+        dataset_id, snapshot_id = snapshot.dataset_id, snapshot.id
+    test = load_test_set(store, dataset_id, snapshot_id)
     report, report_uri = evaluate_contenders(
         run_id, challenger, champion, test, store, server, workdir, progress=progress
     )

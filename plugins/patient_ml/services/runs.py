@@ -14,9 +14,15 @@ from sqlalchemy.orm import Session
 from patient_ml import settings
 from patient_ml.config.limits import MAX_TRIALS_LIMIT
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Approval, Dataset, Metric, Model, Run, utcnow
+from patient_ml.db.models import Approval, Dataset, Metric, Model, Run, Snapshot, utcnow
 from patient_ml.db.require import present
-from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldError, NotFoundError
+from patient_ml.exceptions import (
+    ConfigValidationError,
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    PatientMLError,
+)
 from patient_ml.naming import dag_id_of
 from patient_ml.services import audit
 from patient_ml.services.common import get_by_id_or_name, to_millis
@@ -237,6 +243,20 @@ def get_run(session: Session, run_id: str) -> Run:
             f"No run has the id {run_id!r}.", fix="list runs with `patient-ml runs list`"
         )
     return run
+
+
+def curated_snapshot(
+    session: Session, run: Run, without: str, error: type[PatientMLError] = PatientMLError
+) -> Snapshot:
+    """The snapshot run `run`'s curate task made; `error` when it has none yet (`without`
+    says what cannot happen then, e.g. "there is nothing to train on")."""
+    if not run.snapshot_id:
+        raise error(
+            f"Run {run.id} has no snapshot yet, so {without}.",
+            fix="run the curate task of this run first",
+        )
+    snapshot = session.get(Snapshot, run.snapshot_id)
+    return present(snapshot, f"snapshot {run.snapshot_id} of run {run.id}")
 
 
 def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) -> list[Run]:

@@ -12,11 +12,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Snapshot
-from patient_ml.db.require import present
 from patient_ml.exceptions import PatientMLError
 from patient_ml.services import training as training_service
-from patient_ml.services.runs import get_run
+from patient_ml.services.runs import curated_snapshot, get_run
 from patient_ml.storage import ArtifactStore
 from patient_ml.training import sweep
 from patient_ml.training.backends.base import Backend
@@ -28,15 +26,9 @@ log = logging.getLogger("patient_ml.training")
 def load_run_spec(engine: Engine, run_id: str) -> RunSpec:
     with session_scope(engine) as session:
         run = get_run(session, run_id)
-        if not run.snapshot_id:
-            raise PatientMLError(
-                f"Run {run_id} has no snapshot yet, so there is nothing to train on.",
-                fix="run the curate task of this run first",
-            )
-        snapshot = session.get(Snapshot, run.snapshot_id)
-        snapshot = present(snapshot, f"snapshot {run.snapshot_id} of run {run_id}")
-        dataset_id = snapshot.dataset_id
-        return RunSpec(run_id, dataset_id, run.snapshot_id, dict(run.config["trainingApproach"]))
+        snapshot = curated_snapshot(session, run, "there is nothing to train on")
+        approach = dict(run.config["trainingApproach"])
+        return RunSpec(run_id, snapshot.dataset_id, snapshot.id, approach)
 
 
 class TuningWorker(SweepWorker):
