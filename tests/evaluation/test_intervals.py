@@ -88,9 +88,9 @@ def _clustered_accuracy_data(
 
 
 def test_cluster_intervals_cover_and_image_intervals_do_not_when_clusters_are_large() -> None:
-    """250 simulated test sets of 100 clusters × 5 images: the 95 % cluster interval of the
+    """250 simulated test sets of 100 clusters x 5 images: the 95 % cluster interval of the
     accuracy holds the population value about 95 % of the time, the image-level one far less
-    (design effect 1 + (5 - 1) × 0.4 = 2.6: it is ~1/√2.6 as wide as it should be)."""
+    (design effect 1 + (5 - 1) x 0.4 = 2.6: it is ~1/√2.6 as wide as it should be)."""
     rng = np.random.default_rng(2024)
     covered = {"cluster": 0, "image": 0}
     repetitions = 250
@@ -105,7 +105,7 @@ def test_cluster_intervals_cover_and_image_intervals_do_not_when_clusters_are_la
             assert accuracy.low is not None and accuracy.high is not None
             covered[unit] += accuracy.low <= 0.8 <= accuracy.high
     cluster, image = covered["cluster"] / repetitions, covered["image"] / repetitions
-    # Measured over 4 × 250 sets: cluster 0.928-0.960, image 0.740-0.784.
+    # Measured over 4 x 250 sets: cluster 0.928-0.960, image 0.740-0.784.
     assert 0.90 <= cluster <= 0.985, cluster
     assert image <= 0.83, image
     assert cluster - image >= 0.10, (cluster, image)

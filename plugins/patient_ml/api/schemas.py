@@ -294,6 +294,23 @@ class RunMetrics(WireResponse):
     champion: list[Metric] = Field(description="The champion at run time on the same test set.")
 
 
+class MetricWithInterval(Metric):
+    """`view=extended`: an evaluation metric with its 95 % interval, which resamples the test
+    set's independent clusters (patients, or near-duplicate groups where larger)."""
+
+    low: Number | None = Field(None, description="Extension: lower end of the interval.")
+    high: Number | None = Field(None, description="Extension: upper end of the interval.")
+
+
+class RunMetricsExtended(RunMetrics):
+    challenger: list[MetricWithInterval] = Field(
+        description="This run's model on this run's test set."
+    )
+    champion: list[MetricWithInterval] = Field(
+        description="The champion at run time on the same test set."
+    )
+
+
 class Parameter(WireResponse):
     """A hyperparameter value (values travel as strings)."""
 
@@ -372,9 +389,15 @@ class ModelRunExtended(ModelRun):
 
     model_config = ConfigDict(extra="allow")
 
+    metrics: RunMetricsExtended  # type: ignore[assignment]  # adds each metric's interval
     snapshotId: str | None = Field(None, description="Extension: the curated snapshot used.")
     evaluation: dict[str, Any] | None = Field(
-        None, description="Extension: the platform's test-split evaluation summary."
+        None,
+        description="Extension: the platform's test-split evaluation summary: testExamples "
+        "(images scored), testClusters (independent clusters among them), testExamplesLeftOut "
+        "(test images left out because a copy is in train), resampling (how the intervals were "
+        "made), deltas (challenger - champion per metric, with the paired interval low/high), "
+        "confusion matrices, reliability, image digests, reportUri.",
     )
     approvalStatus: Literal["approved", "rejected", "pending", "timedOut", "notRequested"] = Field(
         description="Extension: where the run stands in approval."

@@ -1,5 +1,5 @@
 """Intervals that count what is independent: a cluster bootstrap of every test metric the
-platform reports, and paired challenger − champion differences.
+platform reports, and paired challenger - champion differences.
 
 Why clusters. Test images are not independent observations: the images of one patient share
 that patient's anatomy and disease, and a copy of a slice (identical bytes, or the same slice
@@ -21,7 +21,7 @@ resampled values (2.5th and 97.5th percentiles at the default 95 %); the point e
 metric of the test set as it is (the same number as `patient_ml.evaluation.metrics`).
 
 Paired differences. Challenger and champion answer the same images, so what is hard for one is
-often hard for the other. The difference challenger − champion is taken within each resample
+often hard for the other. The difference challenger - champion is taken within each resample
 (the same cluster multiplicities for both), which keeps that shared variation out of the
 interval; two separate intervals, or two independent resamplings, would be much wider.
 
@@ -51,10 +51,10 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_LEVEL = 0.95
 DEFAULT_SEED = 0
 CALIBRATION_BINS = 10  # as metrics.expected_calibration_error
-CHUNK_CELLS = 1 << 21  # resamples × max(images, clusters) per vectorised step (memory bound)
+CHUNK_CELLS = 1 << 21  # resamples x max(images, clusters) per vectorised step (memory bound)
 
 Prepared = Callable[[np.ndarray], np.ndarray]
-"""Cluster multiplicities (resamples × clusters) → metric values (resamples × names)."""
+"""Cluster multiplicities (resamples x clusters) → metric values (resamples x names)."""
 
 
 class Statistic(Protocol):
@@ -116,7 +116,7 @@ class Comparison(BaseModel):
     challenger: dict[str, Interval]
     champion: dict[str, Interval] | None = None
     differences: dict[str, Interval] = Field(
-        default_factory=dict, description="challenger − champion, on the same resamples."
+        default_factory=dict, description="challenger - champion, on the same resamples."
     )
 
 
@@ -187,7 +187,7 @@ class ClusterBootstrap:
         return self.compare(statistic).challenger
 
     def compare(self, challenger: Statistic, champion: Statistic | None = None) -> Comparison:
-        """Intervals of both, and of challenger − champion on the same resamples."""
+        """Intervals of both, and of challenger - champion on the same resamples."""
         subjects = [challenger] if champion is None else [challenger, champion]
         prepared = [s.prepare(self.index, self.clusters) for s in subjects]
         ones = np.ones((1, self.clusters))
@@ -230,7 +230,7 @@ class ClusterBootstrap:
 
 
 def _per_cluster(index: np.ndarray, clusters: int, rows: np.ndarray) -> np.ndarray:
-    """Sum of each cluster's rows (clusters × columns)."""
+    """Sum of each cluster's rows (clusters x columns)."""
     out = np.zeros((clusters, rows.shape[1]))
     np.add.at(out, index, rows)
     return out
@@ -247,7 +247,7 @@ def _divide(top: np.ndarray, bottom: np.ndarray, empty: float) -> np.ndarray:
 @dataclass(frozen=True)
 class _Ranked:
     """One class's scores sorted once, as per-cluster sufficient statistics: how many positive
-    and negative examples each cluster has at each distinct score (distinct scores × clusters,
+    and negative examples each cluster has at each distinct score (distinct scores x clusters,
     sparse), lowest score first."""
 
     positives: Any
@@ -269,7 +269,7 @@ class _Ranked:
         return cls(table(positive), table(~positive))
 
     def auroc(self, wt: np.ndarray) -> np.ndarray:
-        """AUROC under each column of cluster multiplicities `wt` (clusters × resamples): the
+        """AUROC under each column of cluster multiplicities `wt` (clusters x resamples): the
         weighted share of (positive, negative) pairs ordered right, ties counting half."""
         pos = np.asarray(self.positives @ wt)
         neg = np.asarray(self.negatives @ wt)
@@ -285,7 +285,7 @@ class ClassificationStatistic:
 
     label_names: tuple[str, ...]
     y: np.ndarray  # position (0..k-1) of each example's true label
-    p: np.ndarray  # n × k, rows normalised
+    p: np.ndarray  # n x k, rows normalised
 
     @classmethod
     def of(
@@ -397,7 +397,7 @@ class SegmentationStatistic:
     images as in `metrics.segmentation_metrics` (a label absent from both masks scores 1)."""
 
     label_names: tuple[str, ...]
-    counts: np.ndarray  # n × labels × (intersection, true pixels, predicted pixels)
+    counts: np.ndarray  # n x labels x (intersection, true pixels, predicted pixels)
 
     @classmethod
     def of(
