@@ -160,3 +160,18 @@ def evaluation_metrics(session: Session, run_id: str, subject: str) -> dict[str,
             )
         )
     }
+
+
+def evaluation_intervals(
+    session: Session, run_id: str, subject: str
+) -> dict[str, tuple[float, float]]:
+    """The (low, high) interval of each evaluation metric of `subject` that has one."""
+    return {
+        m.name: (m.low, m.high)
+        for m in session.scalars(
+            select(Metric).where(
+                Metric.run_id == run_id, Metric.stage == "evaluation", Metric.subject == subject
+            )
+        )
+        if m.low is not None and m.high is not None
+    }
