@@ -184,6 +184,12 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
         report2["champion"]["metrics"]["accuracy"]
     )
     assert card2["data"]["testSetSha256"] == report2["testSetSha256"]
+    assert card2["evaluation"]["testClusters"] == summary2["testClusters"]
+    low, high = card2["evaluation"]["intervals"]["champion"]["balancedAccuracy"]
+    assert low <= card2["evaluation"]["champion"]["balancedAccuracy"] <= high
+    card2_text = p.store.read_bytes(f"runs/{r2}/model-card.md").decode()
+    assert f"{summary2['testClusters']} independent clusters" in card2_text
+    assert "| Balanced accuracy | " in card2_text
 
     with session_scope(engine) as session:
         decide(
