@@ -20,7 +20,7 @@ def _card(**evaluation: Any) -> dict[str, Any]:
             "patientsBySplit": {},
             "testExamplesScored": 449,
             "testSetSha256": "ab",
-        },  # fmt: skip
+        },
         "training": {
             "image": "i",
             "servedWith": None,
@@ -28,14 +28,14 @@ def _card(**evaluation: Any) -> dict[str, Any]:
             "hyperparameters": {},
             "modelArtifactUri": None,
             "modelArtifactSha256": None,
-        },  # fmt: skip
+        },
         "evaluation": {
             "note": None,
             "challenger": {"balancedAccuracy": 0.912, "recall:tumour": 0.9},
             "champion": {"balancedAccuracy": 0.903},
             "deltas": {},
             **evaluation,
-        },  # fmt: skip
+        },
         "approval": {"status": "pending", "decisions": []},
         "deployment": {"type": "cloud", "status": None, "error": None, "isChampion": False},
     }
@@ -50,10 +50,10 @@ def test_metrics_with_intervals_and_the_clusters_they_count() -> None:
             intervals={
                 "challenger": {"balancedAccuracy": [0.88, 0.939]},
                 "champion": {"balancedAccuracy": [0.87, 0.93]},
-            },  # fmt: skip
+            },
             deltas={
                 "balancedAccuracy": {"delta": 0.009, "low": -0.01, "high": 0.028, "improved": True}
-            },  # fmt: skip
+            },
         )
     )
     assert "Test set: 449 images · 101 independent clusters" in text

@@ -31,6 +31,7 @@ wording.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI
@@ -290,8 +291,8 @@ class Metric(WireResponse):
 
 
 class RunMetrics(WireResponse):
-    challenger: list[Metric] = Field(description="This run's model on this run's test set.")
-    champion: list[Metric] = Field(description="The champion at run time on the same test set.")
+    challenger: Sequence[Metric] = Field(description="This run's model on this run's test set.")
+    champion: Sequence[Metric] = Field(description="The champion at run time on the same test set.")
 
 
 class MetricWithInterval(Metric):
@@ -303,10 +304,10 @@ class MetricWithInterval(Metric):
 
 
 class RunMetricsExtended(RunMetrics):
-    challenger: list[MetricWithInterval] = Field(
+    challenger: Sequence[MetricWithInterval] = Field(
         description="This run's model on this run's test set."
     )
-    champion: list[MetricWithInterval] = Field(
+    champion: Sequence[MetricWithInterval] = Field(
         description="The champion at run time on the same test set."
     )
 
@@ -389,7 +390,7 @@ class ModelRunExtended(ModelRun):
 
     model_config = ConfigDict(extra="allow")
 
-    metrics: RunMetricsExtended  # type: ignore[assignment]  # adds each metric's interval
+    metrics: RunMetricsExtended  # adds each metric's interval
     snapshotId: str | None = Field(None, description="Extension: the curated snapshot used.")
     evaluation: dict[str, Any] | None = Field(
         None,

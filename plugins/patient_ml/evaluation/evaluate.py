@@ -436,8 +436,8 @@ def evaluate_contenders(
     compared = boot.compare(
         scored["challenger"].statistic, scored["champion"].statistic if champion else None
     )
-    progress.info("%d resamples of %d clusters for %d metric interval(s) in %.1f s",
-                  boot.resampling.resamples, boot.resampling.clusters,
+    progress.info("intervals: %d resamples of the %d independent clusters, %d interval(s) in "
+                  "%.1f s", boot.resampling.resamples, boot.resampling.clusters,
                   len(compared.challenger) * len(scored) + len(compared.differences),
                   time.monotonic() - started)  # fmt: skip
     results: dict[str, Any] = {}
