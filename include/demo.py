@@ -180,23 +180,48 @@ def product_run(env: dict[str, str], dag_run_id: str) -> dict[str, Any]:
 
 
 def metric(run: dict[str, Any], subject: str, name: str) -> float | None:
+    found = _metric(run, subject, name)
+    return None if found is None else float(found["value"])
+
+
+def _metric(run: dict[str, Any], subject: str, name: str) -> dict[str, Any] | None:
     for m in run["metrics"][subject]:
         if m["name"] == name and m.get("stage") == "evaluation":
-            return float(m["value"])
+            return dict(m)
     return None
 
 
 def comparison(run: dict[str, Any]) -> str:
+    """Challenger vs champion with 95 % intervals over independent clusters, and the paired
+    difference."""
+    evaluation = run.get("evaluation") or {}
     names = ("balancedAccuracy", "accuracy", "auroc", "expectedCalibrationError", "logLoss")
-    rows = ["| metric | challenger (this run) | champion |", "|---|---|---|"]
+    left = evaluation.get("testExamplesLeftOut")
+    rows = [
+        f"{evaluation.get('testExamples', '?')} test images, "
+        f"{evaluation.get('testClusters', '?')} independent clusters; 95 % intervals resample "
+        "the clusters, the difference is paired"
+        + (f"; {left} left out: a copy is in train" if left else ""),
+        "| metric | challenger (this run) | champion | difference |",
+        "|---|---|---|---|",
+    ]
     for name in names:
-        mine, champ = metric(run, "challenger", name), metric(run, "champion", name)
-        rows.append(f"| {name} | {_fmt(mine)} | {_fmt(champ)} |")
+        mine, champ = _metric(run, "challenger", name), _metric(run, "champion", name)
+        delta = (evaluation.get("deltas") or {}).get(name) or {}
+        rows.append(
+            f"| {name} | {_fmt(mine)} | {_fmt(champ)} | "
+            f"{_fmt({'value': delta['delta'], **delta}, '+.3f') if delta else '-'} |"
+        )
     return "\n".join(rows)
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _fmt(found: dict[str, Any] | None, spec: str = ".3f") -> str:
+    if found is None:
+        return "-"
+    text = format(found["value"], spec)
+    if found.get("low") is not None and found.get("high") is not None:
+        text += f" [{format(found['low'], spec)}, {format(found['high'], spec)}]"
+    return text
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from patient_ml.config import reference
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import utcnow
+from patient_ml.db.models import Metric, utcnow
 from patient_ml.services import runs
 from tests.helpers import example
 
@@ -98,15 +98,26 @@ def test_a_run_in_the_reference_view_is_exactly_the_reference_model_run(
         runs.finish_run(s, run.id, status="succeeded", actor="t")
         run.approval_requested_at = utcnow()
         run_id = run.id
+        s.add(Metric(run_id=run_id, subject="challenger", stage="evaluation", name="accuracy",
+                     value=0.9, direction="maximize", low=0.85, high=0.94))  # fmt: skip
     viewer = api("viewer")
     plain = viewer.get(f"/models/{model_id}/runs/{run_id}").json()["run"]
     allowed = set(reference.schema()["$defs"]["ModelRun"]["properties"])
     assert set(plain) <= allowed and not EXTENSIONS & set(plain)
     assert reference.problems("ModelRun", plain) == []
+    # the interval is an extension: the SDK's Metric forbids other fields
+    assert plain["metrics"]["challenger"] == [
+        {"name": "accuracy", "value": 0.9, "stage": "evaluation", "direction": "maximize"}
+    ]
     extended = viewer.get(f"/models/{model_id}/runs/{run_id}?view=extended").json()["run"]
     assert set(extended) >= {"approvalStatus", "airflow", "triggeredBy"}  # (others: null)
     assert extended["approvalStatus"] == "pending"
-    assert {k: v for k, v in extended.items() if k in allowed} == plain
+    [with_interval] = extended["metrics"]["challenger"]
+    assert with_interval == plain["metrics"]["challenger"][0] | {"low": 0.85, "high": 0.94}
+    assert [p.field for p in reference.problems("Metric", with_interval)] == ["(body)"]
+    assert {k: v for k, v in extended.items() if k in allowed and k != "metrics"} == {
+        k: v for k, v in plain.items() if k != "metrics"
+    }
     listed = viewer.get(f"/models/{model_id}/runs").json()["runs"]
     assert listed == [plain]
     # a run of a model the SDK cannot read: left out of the reference list, and named

@@ -128,7 +128,11 @@ def test_approver_finds_the_run_and_approves_it(
     run_row.get_by_role("link", name=ui_model["slug"]).focus()
     page.keyboard.press("Enter")
     expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {ui_model['slug']}", timeout=30_000)
-    expect(ui.get_by_test_id("comparison-table")).to_contain_text("balancedAccuracy")
+    # Metrics in plain words with 95 % intervals over independent clusters, counted.
+    expect(ui.get_by_test_id("comparison-table")).to_contain_text("Balanced accuracy")
+    expect(ui.get_by_test_id("metric-balancedAccuracy")).to_contain_text("[")
+    expect(ui.get_by_test_id("test-set-size")).to_contain_text("independent cluster")
+    expect(ui.get_by_test_id("resampling")).to_contain_text("resamples of the independent clusters")
 
     # An empty justification: the API's own field error is shown next to the field.
     form = ui.get_by_test_id("approval-form")

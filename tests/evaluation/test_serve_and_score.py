@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ import orjson
 import pytest
 from PIL import Image
 
-from patient_ml.evaluation.evaluate import Contender, EvaluationError, evaluate_model, load_test_set
+from patient_ml.evaluation.evaluate import (
+    Contender,
+    EvaluationError,
+    evaluate_contenders,
+    evaluate_model,
+    load_test_set,
+)
+from patient_ml.log_records import ProgressLog
 from patient_ml.serving.servers import DockerServer, LocalServer, ModelServer
 from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingJob
@@ -41,7 +49,7 @@ IMAGES = {
     "img_clf": "patient-ml/img-clf-trainer:0.1.0",
     "img_seg": "patient-ml/img-seg-trainer:0.1.0",
 }
-DATASET, SNAPSHOT = "ds-fixed", "snap-fixed"
+DATASET, SNAPSHOT, CLUSTERED = "ds-fixed", "snap-fixed", "snap-clustered"
 
 
 def trainer_module(kind: str) -> Any:
@@ -99,6 +107,16 @@ def fixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             lines.append(orjson.dumps({**entry, "label": label}))
         store.put_bytes(f"datasets/{DATASET}/snapshots/{SNAPSHOT}/manifest.jsonl",
                         b"\n".join(lines) + b"\n")  # fmt: skip
+        # The same examples in snapshot format 2: clusters of 4, the first one copied in train.
+        clustered = [lines[0]]
+        for i, line in enumerate(lines[1:]):
+            extra = {
+                "cluster": f"{i // 4:016x}",
+                **({"copiesInSplits": ["train"]} if i == 0 else {}),
+            }
+            clustered.append(orjson.dumps({**orjson.loads(line), **extra}))
+        store.put_bytes(f"datasets/{DATASET}/snapshots/{CLUSTERED}/manifest.jsonl",
+                        b"\n".join(clustered) + b"\n")  # fmt: skip
         packed = root / kind / "model.tar.gz"
         sha = pack_model(layout.model_dir, packed)
         store.put_file("runs/r1/model.tar.gz", packed)
@@ -144,7 +162,8 @@ def by_hand(kind: str, case: dict[str, Any]) -> dict[str, float]:
 
 def score(kind: str, case: dict[str, Any], server: ModelServer, tmp: Path) -> dict[str, Any]:
     test = load_test_set(case["store"], DATASET, SNAPSHOT)
-    return evaluate_model(case["contender"], test, case["store"], server, tmp, name=f"t-{kind}")
+    scored = evaluate_model(case["contender"], test, case["store"], server, tmp, name=f"t-{kind}")
+    return scored.result
 
 
 def check(kind: str, case: dict[str, Any], result: dict[str, Any]) -> None:
@@ -202,3 +221,33 @@ def test_a_model_that_cannot_load_fails_with_the_servers_log(
     with pytest.raises(EvaluationError, match=r"The champion \(run broken\) cannot be served"):
         evaluate_model(champion, test, store, LocalServer(), tmp_path, name="broken")
     assert hashlib.sha256(packed.read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.parametrize("kind", ["img_clf", "img_seg"])
+def test_report_has_cluster_intervals_and_paired_differences(
+    kind: str, fixed: dict[str, Any], tmp_path: Path
+) -> None:
+    """The same model as challenger and champion: every paired difference is exactly 0 while
+    each model's own interval is not; images, clusters and the copy left out are counted."""
+    case = fixed[kind]
+    test = load_test_set(case["store"], DATASET, CLUSTERED)
+    champion = Contender("champion", "r0", *[getattr(case["contender"], f) for f in
+                         ("image", "artifact_uri", "artifact_sha256", "labels")])  # fmt: skip
+    report, uri = evaluate_contenders("r1", case["contender"], champion, test, case["store"],
+                                      LocalServer(), tmp_path,
+                                      progress=ProgressLog(logging.getLogger("t")))  # fmt: skip
+    images = len(test.examples)
+    assert report["testExamplesLeftOut"] == 1 and report["leftOutExampleIds"] == [test.left_out[0]]
+    assert report["testClusters"] == test.clusters == (images + 1 + 3) // 4
+    assert report["resampling"]["clusters"] == test.clusters and report["clusterField"] == "cluster"
+    headline = "logLoss" if kind == "img_clf" else "meanDice"
+    for role in ("challenger", "champion"):
+        part = report[role]
+        assert part["intervals"]["images"] == images
+        assert part["intervals"]["clusters"] == test.clusters
+        found = part["intervals"]["metrics"][headline]
+        assert found["value"] == pytest.approx(part["metrics"][headline])
+        assert found["low"] < found["high"]
+    difference = report["differences"][headline]
+    assert difference == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert uri.endswith("runs/r1/evaluation/report.json")

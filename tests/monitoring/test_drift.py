@@ -49,9 +49,3 @@ def test_label_chi_square_flags_a_new_label_mix() -> None:
     assert drift.label_chi_square(reference, {"0": 95, "1": 5})["pValue"] < 1e-6
     # a label the reference never predicted counts as drift, not as a division by zero
     assert drift.label_chi_square({"0": 400}, {"0": 50, "1": 50})["pValue"] < 1e-6
-
-
-def test_bootstrap_interval_covers_the_mean() -> None:
-    values = np.random.default_rng(1).normal(0.8, 0.1, 200)
-    low, high = drift.bootstrap_ci(len(values), lambda idx: float(values[idx].mean()))
-    assert low < values.mean() < high and high - low < 0.05

@@ -19,6 +19,7 @@ from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import AuditEvent, PredictionRecord, ReferenceProfile
 from patient_ml.deploy import deploy_run, stop_old_endpoints
+from patient_ml.evaluation.evaluate import load_test_set
 from patient_ml.exceptions import ConfigValidationError
 from patient_ml.services import monitoring, prediction_log
 from patient_ml.services.approvals import decide
@@ -74,6 +75,19 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
         profile["metrics"]["balancedAccuracy"]
         == report["challenger"]["metrics"]["balancedAccuracy"]
     )
+    # the champion's test interval resamples clusters (the evaluation's own, not recomputed)
+    kept = profile["intervals"]
+    assert kept["clusters"] == report["testClusters"] and kept["images"] == reference.examples
+    assert kept["metrics"] == report["challenger"]["intervals"]["metrics"]
+    # a report from before intervals: made from its answers and the manifest's clusters
+    older = {**report, "challenger": {k: v for k, v in report["challenger"].items()
+                                      if k != "intervals"}}  # fmt: skip
+    answers = {a["id"]: a for a in report["challenger"]["answers"]}
+    test = load_test_set(p.store, p.dataset_id, report["snapshotId"])
+    remade = monitoring._test_intervals(older, test, answers)
+    assert remade is not None and remade["clusters"] == kept["clusters"]
+    for name in ("accuracy", "balancedAccuracy"):  # (the answers' rounding can tie scores)
+        assert remade["metrics"][name] == pytest.approx(kept["metrics"][name], abs=1e-6)
 
     # too few predictions: no verdict
     first = monitoring.check_model(engine, p.store, p.model_id, actor="t")
@@ -107,6 +121,12 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     live = labelled["details"]["livePerformance"]
     assert live["labelled"] >= 5 and "value" in live and live["ci95"][0] <= live["ci95"][1]
     assert live["championTest"] == profile["metrics"]["balancedAccuracy"]
+    # live windows have no patient ids: predictions are resampled, and the event says so
+    assert live["resampled"] == "predictions" and "no patient ids" in live["note"]
+    test_interval = kept["metrics"]["balancedAccuracy"]
+    assert live["championTestCi95"] == [round(test_interval["low"], 4),
+                                        round(test_interval["high"], 4)]  # fmt: skip
+    assert live["championTestClusters"] == report["testClusters"]
     with session_scope(engine) as session:
         get_model(session, p.model_id).monitoring = MONITORING
 

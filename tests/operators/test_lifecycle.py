@@ -169,11 +169,27 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
     assert set(report["testExampleIds"]) <= set(ids)  # earlier test examples stay in test
     deltas = summary2["deltas"]["balancedAccuracy"]
     assert deltas["delta"] == pytest.approx(deltas["challenger"] - deltas["champion"])
+    # intervals resample the test set's independent clusters; the difference is paired
+    assert 0 < summary2["testClusters"] <= summary2["testExamples"] == len(ids)
+    assert summary2["clusterField"] in ("cluster", "patientKey")
+    assert summary2["resampling"]["unit"] == "cluster" and summary2["testExamplesLeftOut"] == 0
+    assert deltas["low"] <= deltas["delta"] <= deltas["high"]
+    with session_scope(engine) as session:
+        wire2 = run_to_wire(session, get_run(session, r2))
+    [balanced] = [m for m in wire2["metrics"]["champion"] if m["name"] == "balancedAccuracy"]
+    assert balanced["low"] <= balanced["value"] <= balanced["high"]
+    assert report2["champion"]["intervals"]["clusters"] == summary2["testClusters"]
     card2 = json.loads(p.store.read_bytes(f"runs/{r2}/model-card.json"))
     assert card2["evaluation"]["champion"]["accuracy"] == pytest.approx(
         report2["champion"]["metrics"]["accuracy"]
     )
     assert card2["data"]["testSetSha256"] == report2["testSetSha256"]
+    assert card2["evaluation"]["testClusters"] == summary2["testClusters"]
+    low, high = card2["evaluation"]["intervals"]["champion"]["balancedAccuracy"]
+    assert low <= card2["evaluation"]["champion"]["balancedAccuracy"] <= high
+    card2_text = p.store.read_bytes(f"runs/{r2}/model-card.md").decode()
+    assert f"{summary2['testClusters']} independent clusters" in card2_text
+    assert "| Balanced accuracy | " in card2_text
 
     with session_scope(engine) as session:
         decide(

@@ -44,7 +44,9 @@ def test_progress_is_kept_and_answers_are_not(sqlite_engine: Engine, tmp_path: P
     assert kept[0].startswith(f"evaluating run {run_id} on ")
     assert any(f"The challenger (run {run_id}) is served at" in m for m in kept)
     assert any(f"The challenger (run {run_id}) scored in" in m for m in kept)
-    assert kept[-1].endswith("this is the model's first run")
+    assert any(m.endswith("this is the model's first run") for m in kept)
+    assert kept[-1].startswith("intervals: 2000 resamples of the ")
+    assert "independent clusters" in kept[0]
     report = p.store.read_bytes(f"runs/{run_id}/evaluation/report.json").decode()
     example_id = report.split('"testExampleIds": [', 1)[1].split('"')[1]
     assert example_id and not any(example_id in m for m in kept)

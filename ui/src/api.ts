@@ -127,6 +127,30 @@ export interface Metric {
   stage?: string;
   direction?: string;
   description?: string;
+  /** view=extended: the 95 % interval of an evaluation metric (clusters resampled). */
+  low?: number;
+  high?: number;
+}
+
+/** challenger − champion on one metric, with the paired interval of the difference. */
+export interface MetricDelta {
+  challenger: number;
+  champion: number;
+  delta: number;
+  improved: boolean;
+  low?: number | null;
+  high?: number | null;
+}
+
+/** How the evaluation's intervals were made, and the independent units they count. */
+export interface Resampling {
+  method: string;
+  unit: "cluster" | "image";
+  level: number;
+  resamples: number;
+  seed: number;
+  images: number;
+  clusters: number;
 }
 
 export interface ApprovalDecision {
@@ -160,9 +184,16 @@ export interface Run {
   snapshotId?: string;
   evaluation?: {
     testExamples?: number;
+    /** Independent clusters among the test images (patients, or copy groups where larger). */
+    testClusters?: number | null;
+    /** Field of the snapshot manifest the clusters came from. */
+    clusterField?: "cluster" | "patientKey" | "id" | null;
+    /** Test images left out because a copy of them is in the train split. */
+    testExamplesLeftOut?: number;
+    resampling?: Resampling | null;
     testSetSha256?: string;
     championId?: string | null;
-    deltas?: Record<string, number>;
+    deltas?: Record<string, MetricDelta>;
     confusionMatrix?: Record<string, ConfusionMatrix>;
     reliability?: Record<string, ReliabilityBin[]>;
     note?: string;

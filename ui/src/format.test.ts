@@ -1,7 +1,21 @@
 import { describe, expect, it } from "vitest";
 
 import type { Run } from "./api";
-import { approvalState, compareMetrics, describeNextRun, formatDelta, formatTime, parseView, viewSearch, formatParam } from "./format";
+import {
+  approvalState,
+  compareMetrics,
+  describeDelta,
+  describeNextRun,
+  describeResampling,
+  describeTestSet,
+  formatDelta,
+  formatInterval,
+  formatParam,
+  formatTime,
+  metricTitle,
+  parseView,
+  viewSearch,
+} from "./format";
 
 function run(overrides: Partial<Run> = {}): Run {
   return {
@@ -53,7 +67,67 @@ describe("formatDelta", () => {
   it("signs the difference", () => {
     expect(formatDelta(0.0123)).toBe("+0.012");
     expect(formatDelta(-0.5)).toBe("−0.500");
-    expect(formatDelta(0)).toBe("±0");
+    expect(formatDelta(0)).toBe("±0.000");
+    expect(formatDelta(-0.0002)).toBe("±0.000"); // never "−0.000"
+  });
+});
+
+describe("intervals", () => {
+  const resampling = { method: "cluster bootstrap", unit: "cluster" as const, level: 0.95, resamples: 2000, seed: 0, images: 449, clusters: 101 };
+
+  function evaluated(low: number, high: number, direction = "maximize") {
+    return compareMetrics(
+      run({
+        metrics: {
+          challenger: [{ name: "balancedAccuracy", value: 0.912, stage: "evaluation", direction, low: 0.88, high: 0.939 }],
+          champion: [{ name: "balancedAccuracy", value: 0.903, stage: "evaluation", direction, low: 0.87, high: 0.93 }],
+        },
+        evaluation: {
+          testExamples: 449,
+          testClusters: 101,
+          resampling,
+          deltas: { balancedAccuracy: { challenger: 0.912, champion: 0.903, delta: 0.009, improved: true, low, high } },
+        },
+      }),
+    )[0];
+  }
+
+  it("carries each contender's interval and the paired interval of the difference", () => {
+    const row = evaluated(-0.01, 0.028);
+    expect(row.challengerInterval).toEqual([0.88, 0.939]);
+    expect(row.championInterval).toEqual([0.87, 0.93]);
+    expect(row.deltaInterval).toEqual([-0.01, 0.028]);
+    expect(formatInterval(row.challengerInterval)).toBe("[0.880, 0.939]");
+    expect(formatInterval(row.deltaInterval, true)).toBe("[−0.010, +0.028]");
+  });
+
+  it("calls a difference better or worse only when its interval leaves 0 out", () => {
+    expect(evaluated(-0.01, 0.028).better).toBeUndefined();
+    expect(describeDelta(evaluated(-0.01, 0.028))).toBe("no clear difference");
+    expect(evaluated(0.002, 0.028).better).toBe(true);
+    expect(describeDelta(evaluated(0.002, 0.028))).toBe("better");
+    expect(evaluated(-0.03, -0.001).better).toBe(false);
+    expect(evaluated(-0.03, -0.001, "minimize").better).toBe(true); // lower log loss is better
+  });
+
+  it("counts images and independent clusters, and says what a cluster is", () => {
+    expect(describeTestSet({ testExamples: 449, testClusters: 101 })).toBe("449 test images · 101 independent clusters");
+    expect(describeTestSet({ testExamples: 12 })).toBe("12 test images"); // evaluated before clusters
+    expect(describeTestSet(undefined)).toBe("");
+    expect(describeResampling({ resampling, clusterField: "cluster" })).toMatch(
+      /95 % intervals from 2,000 resamples of the independent clusters \(a cluster is a patient, or a group of copies/,
+    );
+    expect(describeResampling({ resampling, clusterField: "patientKey" })).toMatch(/predates copy groups/);
+    expect(describeResampling({ resampling: { ...resampling, clusters: 12 } })).toMatch(/rough/);
+    expect(describeResampling({ testExamples: 3 })).toBe("");
+  });
+
+  it("names metrics in plain words", () => {
+    expect(metricTitle("balancedAccuracy")).toBe("Balanced accuracy");
+    expect(metricTitle("expectedCalibrationError")).toBe("Calibration error (ECE)");
+    expect(metricTitle("recall:tumor")).toBe("Recall (sensitivity) — tumor");
+    expect(metricTitle("dice:lesion")).toBe("Dice — lesion");
+    expect(metricTitle("validation:loss")).toBe("validation:loss");
   });
 });
 

@@ -57,38 +57,130 @@ export interface MetricComparison {
   champion?: number;
   delta?: number;
   direction?: string;
-  /** true: the challenger is better on this metric; false: worse; undefined: equal or unknown */
+  /** true: the challenger is better on this metric; false: worse; undefined: equal, unknown,
+   * or (with an interval) not clearly either: the interval of the difference holds 0. */
   better?: boolean;
   description?: string;
+  /** 95 % intervals (clusters resampled); the delta's is paired. */
+  challengerInterval?: [number, number];
+  championInterval?: [number, number];
+  deltaInterval?: [number, number];
+}
+
+function interval(low?: number | null, high?: number | null): [number, number] | undefined {
+  return typeof low === "number" && typeof high === "number" ? [low, high] : undefined;
 }
 
 /** Challenger vs champion, evaluated on the same test set, one row per metric. */
-export function compareMetrics(run: Pick<Run, "metrics">): MetricComparison[] {
+export function compareMetrics(run: Pick<Run, "metrics"> & Partial<Pick<Run, "evaluation">>): MetricComparison[] {
   const rows = new Map<string, MetricComparison>();
   const evaluation = (m: Metric) => (m.stage ?? "evaluation") === "evaluation";
   for (const m of run.metrics.challenger.filter(evaluation)) {
     rows.set(m.name, { name: m.name, challenger: m.value, direction: m.direction, description: m.description });
+    const found = interval(m.low, m.high);
+    if (found) rows.get(m.name)!.challengerInterval = found;
   }
   for (const m of run.metrics.champion.filter(evaluation)) {
     const row = rows.get(m.name) ?? { name: m.name, direction: m.direction, description: m.description };
     row.champion = m.value;
+    const found = interval(m.low, m.high);
+    if (found) row.championInterval = found;
     rows.set(m.name, row);
   }
+  const deltas = run.evaluation?.deltas ?? {};
   for (const row of rows.values()) {
     if (row.challenger !== undefined && row.champion !== undefined) {
       row.delta = row.challenger - row.champion;
-      if (row.delta !== 0 && row.direction) {
-        row.better = row.direction === "maximize" ? row.delta > 0 : row.delta < 0;
+      const paired = interval(deltas[row.name]?.low, deltas[row.name]?.high);
+      if (paired) row.deltaInterval = paired;
+      if (row.direction) {
+        const up = row.direction === "maximize" ? 1 : -1;
+        if (paired) {
+          // Better or worse only when the paired interval leaves 0 out.
+          if (up * paired[0] > 0 && up * paired[1] > 0) row.better = true;
+          else if (up * paired[0] < 0 && up * paired[1] < 0) row.better = false;
+        } else if (Math.abs(row.delta) >= 5e-4) {
+          row.better = up * row.delta > 0;
+        }
       }
     }
   }
   return [...rows.values()];
 }
 
+/** What a delta means for the approver, in words. */
+export function describeDelta(row: Pick<MetricComparison, "delta" | "better" | "deltaInterval">): string {
+  if (row.delta === undefined) return "";
+  if (row.better === true) return "better";
+  if (row.better === false) return "worse";
+  return row.deltaInterval ? "no clear difference" : "";
+}
+
 export function formatDelta(delta?: number): string {
   if (delta === undefined) return "—";
-  const text = Math.abs(delta) < 1e-9 ? "±0" : (delta > 0 ? "+" : "−") + Math.abs(delta).toFixed(3);
-  return text;
+  if (Math.abs(delta) < 5e-4) return "±0.000"; // no "−0.000"
+  return (delta > 0 ? "+" : "−") + Math.abs(delta).toFixed(3);
+}
+
+/** `[0.880, 0.939]` (signed for a difference: `[−0.010, +0.028]`); "" without an interval. */
+export function formatInterval(range?: [number, number] | null, signed = false): string {
+  if (!range) return "";
+  const one = (v: number) => (signed ? formatDelta(v) : formatNumber(v));
+  return `[${one(range[0])}, ${one(range[1])}]`;
+}
+
+const METRIC_TITLES: Record<string, string> = {
+  accuracy: "Accuracy",
+  balancedAccuracy: "Balanced accuracy",
+  macroF1: "Macro F1",
+  auroc: "AUROC",
+  logLoss: "Log loss",
+  expectedCalibrationError: "Calibration error (ECE)",
+  meanDice: "Mean Dice",
+  meanIoU: "Mean IoU",
+};
+
+const PER_LABEL_TITLES: Record<string, string> = {
+  precision: "Precision (PPV)",
+  recall: "Recall (sensitivity)",
+  dice: "Dice",
+  iou: "IoU",
+};
+
+/** A metric's name in plain words ("balancedAccuracy" → "Balanced accuracy", "recall:tumor" →
+ * "Recall (sensitivity) — tumor"); names it does not know stay as they are. */
+export function metricTitle(name: string): string {
+  if (METRIC_TITLES[name]) return METRIC_TITLES[name];
+  const at = name.indexOf(":");
+  if (at > 0 && PER_LABEL_TITLES[name.slice(0, at)]) return `${PER_LABEL_TITLES[name.slice(0, at)]} — ${name.slice(at + 1)}`;
+  return name;
+}
+
+/** "449 images · 101 independent clusters" (images only for runs evaluated before clusters). */
+export function describeTestSet(evaluation: Run["evaluation"]): string {
+  if (evaluation?.testExamples === undefined) return "";
+  const images = `${evaluation.testExamples} test image${evaluation.testExamples === 1 ? "" : "s"}`;
+  const clusters = evaluation.testClusters;
+  if (clusters === undefined || clusters === null) return images;
+  return `${images} · ${clusters} independent cluster${clusters === 1 ? "" : "s"}`;
+}
+
+/** What the intervals are, in a sentence (empty for runs evaluated without them). */
+export function describeResampling(evaluation: Run["evaluation"]): string {
+  const r = evaluation?.resampling;
+  if (!r) return "";
+  const level = Math.round(r.level * 100);
+  const unit =
+    evaluation?.clusterField === "cluster"
+      ? "a patient, or a group of copies of one image where larger"
+      : evaluation?.clusterField === "patientKey"
+        ? "a patient (this snapshot predates copy groups)"
+        : "one image (this snapshot names no patients)";
+  const few = r.clusters < 30 ? " With fewer than 30 clusters the intervals are rough." : "";
+  return (
+    `Brackets: ${level} % intervals from ${r.resamples.toLocaleString("en")} resamples of the independent clusters ` +
+    `(a cluster is ${unit}); differences are paired (both models on the same resamples).${few}`
+  );
 }
 
 export type View =

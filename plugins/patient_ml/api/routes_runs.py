@@ -119,9 +119,18 @@ def create_run(
 
 
 def _run_view(wire: dict[str, Any], view: Any) -> dict[str, Any]:
+    """The extended run, or the reference one: its top-level fields, and metrics without their
+    interval (the reference SDK's Metric forbids other fields)."""
     from patient_ml.config import reference
 
-    return wire if extended(view) else reference.project("ModelRun", wire)
+    if extended(view):
+        return wire
+    run = reference.project("ModelRun", wire)
+    run["metrics"] = {
+        subject: [reference.project("Metric", m) for m in items]
+        for subject, items in wire["metrics"].items()
+    }
+    return run
 
 
 @router.get(

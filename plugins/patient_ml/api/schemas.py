@@ -31,6 +31,7 @@ wording.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI
@@ -290,8 +291,25 @@ class Metric(WireResponse):
 
 
 class RunMetrics(WireResponse):
-    challenger: list[Metric] = Field(description="This run's model on this run's test set.")
-    champion: list[Metric] = Field(description="The champion at run time on the same test set.")
+    challenger: Sequence[Metric] = Field(description="This run's model on this run's test set.")
+    champion: Sequence[Metric] = Field(description="The champion at run time on the same test set.")
+
+
+class MetricWithInterval(Metric):
+    """`view=extended`: an evaluation metric with its 95 % interval, which resamples the test
+    set's independent clusters (patients, or near-duplicate groups where larger)."""
+
+    low: Number | None = Field(None, description="Extension: lower end of the interval.")
+    high: Number | None = Field(None, description="Extension: upper end of the interval.")
+
+
+class RunMetricsExtended(RunMetrics):
+    challenger: Sequence[MetricWithInterval] = Field(
+        description="This run's model on this run's test set."
+    )
+    champion: Sequence[MetricWithInterval] = Field(
+        description="The champion at run time on the same test set."
+    )
 
 
 class Parameter(WireResponse):
@@ -372,9 +390,15 @@ class ModelRunExtended(ModelRun):
 
     model_config = ConfigDict(extra="allow")
 
+    metrics: RunMetricsExtended  # adds each metric's interval
     snapshotId: str | None = Field(None, description="Extension: the curated snapshot used.")
     evaluation: dict[str, Any] | None = Field(
-        None, description="Extension: the platform's test-split evaluation summary."
+        None,
+        description="Extension: the platform's test-split evaluation summary: testExamples "
+        "(images scored), testClusters (independent clusters among them), testExamplesLeftOut "
+        "(test images left out because a copy is in train), resampling (how the intervals were "
+        "made), deltas (challenger - champion per metric, with the paired interval low/high), "
+        "confusion matrices, reliability, image digests, reportUri.",
     )
     approvalStatus: Literal["approved", "rejected", "pending", "timedOut", "notRequested"] = Field(
         description="Extension: where the run stands in approval."

@@ -234,6 +234,9 @@ class Metric(Base):
     value: Mapped[float] = mapped_column(Float, nullable=False)
     direction: Mapped[str | None] = mapped_column(String(8))
     description: Mapped[str | None] = mapped_column(Text)
+    # The 95 % interval of an evaluation metric (clusters resampled); NULL when none is known.
+    low: Mapped[float | None] = mapped_column(Float)
+    high: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         UniqueConstraint("run_id", "subject", "stage", "name", name="uq_pml_metrics_key"),

@@ -7,6 +7,11 @@ examples (the report lists the example ids and their hash). A run without a cham
 scored alone and says so; a champion that cannot be served fails the evaluation instead of
 letting the challenger win against nothing.
 
+Every metric gets a 95 % interval that resamples the examples' independence clusters (the
+manifest's `cluster`, else `patientKey`; `patient_ml.evaluation.intervals`), and the
+challenger - champion differences are paired. A test example with a verified copy in the train
+split (`copiesInSplits`, a link found after the split was stored) is left out and counted.
+
 The progress messages (served at, scored in, no champion, the failure) are also kept as the
 run's `evaluation` log object (`runs/<run>/logs/evaluation.jsonl`, see
 `patient_ml.log_records`) for the logs API; the per-example answers never are.
@@ -34,7 +39,17 @@ import orjson
 from PIL import Image
 
 from patient_ml.db.models import Run
-from patient_ml.evaluation.metrics import classification_metrics, segmentation_metrics
+from patient_ml.evaluation.intervals import (
+    ClassificationStatistic,
+    ClusterBootstrap,
+    SegmentationStatistic,
+    Statistic,
+)
+from patient_ml.evaluation.metrics import (
+    classification_metrics,
+    pixel_counts,
+    segmentation_metrics_of_counts,
+)
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
 from patient_ml.serving.artifacts import fetch_model
@@ -63,6 +78,7 @@ class TestExample:
     image_key: str
     label: int | None  # imgClf: the confirmed class index
     mask_key: str | None  # imgSeg: the confirmed mask
+    cluster: str = ""  # its independence cluster (patient, or copy group where larger)
 
 
 @dataclass(frozen=True)
@@ -82,36 +98,71 @@ class TestSet:
     problem_type: str
     labels: tuple[tuple[int, str], ...]  # (index, name)
     examples: tuple[TestExample, ...]
+    cluster_field: str = "cluster"  # the manifest field clusters came from (see CLUSTER_FIELDS)
+    left_out: tuple[str, ...] = ()  # confirmed test examples with a copy in train, left out
 
     @property
     def ids_sha256(self) -> str:
         return hashlib.sha256("\n".join(e.id for e in self.examples).encode()).hexdigest()
 
+    @property
+    def clusters(self) -> int:
+        return len({e.cluster for e in self.examples})
+
+
+CLUSTER_FIELDS = ("cluster", "patientKey", "id")
+"""Where an example's independence cluster comes from, first present wins: `cluster` (snapshot
+format 2: patient, identical images and verified copies joined), `patientKey` (format 1), the
+example's own id (a manifest with neither: each example stands alone)."""
+
+
+def _cluster_of(entry: dict[str, Any]) -> tuple[str, str]:
+    for field in CLUSTER_FIELDS:
+        if entry.get(field):
+            return str(entry[field]), field
+    return str(entry["id"]), "id"
+
 
 def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> TestSet:
+    """The confirmed test examples of a snapshot with their clusters, less those with a copy in
+    the train split (counted in `left_out`)."""
     entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
     header = next(entries)
     examples = []
+    left_out = []
+    fields: set[str] = set()
     for entry in entries:
         label = entry["label"]
         if entry["split"] != "test" or label.get("status") != "confirmed":
             continue
+        if "train" in (entry.get("copiesInSplits") or ()):
+            left_out.append(entry["id"])
+            continue
+        cluster, field = _cluster_of(entry)
+        fields.add(field)
         examples.append(
             TestExample(
                 id=entry["id"],
                 image_key=entry["image"]["key"],
                 label=(label.get("classes") or [None])[0],
                 mask_key=(label.get("mask") or {}).get("key"),
+                cluster=f"{field}:{cluster}",
             )
         )
+    if left_out:
+        log.info("snapshot %s: %d confirmed test example(s) left out: a copy is in train",
+                 snapshot_id[:12], len(left_out))  # fmt: skip
     if not examples:
+        also = f" ({len(left_out)} left out: a copy is in train)" if left_out else ""
         raise EvaluationError(
-            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split, so no "
-            "model can be evaluated.",
+            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split{also}, so "
+            "no model can be evaluated.",
             fix="confirm labels of test-split images (or add data) and run again",
         )
     labels = tuple((int(x["index"]), str(x["name"])) for x in header["labels"])
-    return TestSet(dataset_id, snapshot_id, header["problemType"], labels, tuple(examples))
+    field = next(f for f in CLUSTER_FIELDS if f in fields)  # the most specific one present
+    return TestSet(dataset_id, snapshot_id, header["problemType"], labels, tuple(examples),
+                   cluster_field=field, left_out=tuple(left_out))  # fmt: skip
 
 
 def contender(run: Run, role: str) -> Contender:
@@ -210,17 +261,26 @@ class Scorer:
         data = self.store.read_bytes(f"{self.prefix}/{example.mask_key}")
         return np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
 
-    def score(self, predictions: list[Any]) -> dict[str, Any]:
+    def score(self, predictions: list[Any]) -> tuple[dict[str, Any], Statistic]:
+        """The metrics of the answers, and what their intervals are computed from."""
+        names = [name for _, name in self.test.labels]
         if self.test.problem_type == "imgClf":
             truths = [int(e.label) for e in self.test.examples if e.label is not None]
-            return classification_metrics(self.indices, truths, predictions)
-        truth_masks = []  # each read once, here
+            return (
+                classification_metrics(self.indices, truths, predictions),
+                ClassificationStatistic.of(self.indices, truths, predictions, names),
+            )
+        counts = []  # each truth mask read once, here
         for example, predicted in zip(self.test.examples, predictions, strict=True):
             truth = self.truth_mask(example)
             if predicted.shape != truth.shape:
                 raise _mask_shape_error(self.who, example, predicted.shape, truth.shape)
-            truth_masks.append(truth)
-        return segmentation_metrics(self.indices, truth_masks, predictions)
+            counts.append(pixel_counts(self.indices, truth, predicted))
+        total = np.sum(counts, axis=0) if counts else np.zeros((len(self.indices), 3), np.int64)
+        return (
+            segmentation_metrics_of_counts(self.indices, total),
+            SegmentationStatistic.of(self.indices, counts, names),
+        )
 
 
 def _mask_shape_error(
@@ -233,6 +293,15 @@ def _mask_shape_error(
     )
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One model's result for the report (metrics and answers), and what its intervals are
+    computed from."""
+
+    result: dict[str, Any]
+    statistic: Statistic
+
+
 def evaluate_model(
     who: Contender,
     test: TestSet,
@@ -242,8 +311,8 @@ def evaluate_model(
     *,
     name: str,
     progress: ProgressLog | None = None,
-) -> dict[str, Any]:
-    """Serve one model, score it on the test set, stop it; a result with metrics and answers.
+) -> Scored:
+    """Serve one model, score it on the test set, stop it; its metrics and answers.
 
     Progress goes to `progress` (recorded for the run's logs) or only to the task log."""
     say = progress or ProgressLog(log)
@@ -267,10 +336,10 @@ def evaluate_model(
     finally:
         server.stop(handle.handle)
         shutil.rmtree(model_dir, ignore_errors=True)
-    metrics = scorer.score(answers)
+    metrics, statistic = scorer.score(answers)
     seconds = round(time.monotonic() - started, 2)
     say.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
-    return {
+    result = {
         "runId": who.run_id,
         "image": who.image,
         "serverKind": server.kind,
@@ -279,6 +348,7 @@ def evaluate_model(
         "answers": _answers_for_report(test, answers),
         "seconds": seconds,
     }
+    return Scored(result, statistic)
 
 
 def headline(metrics: dict[str, Any]) -> str:
@@ -330,10 +400,13 @@ def evaluate_contenders(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     progress.info(
-        "evaluating run %s on %d confirmed test examples of snapshot %s (test-set sha256 %s)",
-        run_id, len(test.examples), test.snapshot_id[:12], test.ids_sha256[:12],
+        "evaluating run %s on %d confirmed test examples (%d independent clusters) of snapshot "
+        "%s (test-set sha256 %s)",
+        run_id, len(test.examples), test.clusters, test.snapshot_id[:12], test.ids_sha256[:12],
     )  # fmt: skip
-    results = {
+    if test.left_out:
+        progress.info("%d test example(s) left out: a copy is in train", len(test.left_out))
+    scored = {
         "challenger": evaluate_model(
             challenger,
             test,
@@ -349,7 +422,7 @@ def evaluate_contenders(
             "run %s has no champion to compare with: this is the model's first run", run_id
         )
     else:
-        results["champion"] = evaluate_model(
+        scored["champion"] = evaluate_model(
             champion,
             test,
             store,
@@ -358,15 +431,41 @@ def evaluate_contenders(
             name=f"pml-eval-{run_id[:8]}-champion",
             progress=progress,
         )
+    started = time.monotonic()
+    boot = ClusterBootstrap([e.cluster for e in test.examples])
+    compared = boot.compare(
+        scored["challenger"].statistic, scored["champion"].statistic if champion else None
+    )
+    progress.info("intervals: %d resamples of the %d independent clusters, %d interval(s) in "
+                  "%.1f s", boot.resampling.resamples, boot.resampling.clusters,
+                  len(compared.challenger) * len(scored) + len(compared.differences),
+                  time.monotonic() - started)  # fmt: skip
+    results: dict[str, Any] = {}
+    for role, found in (("challenger", compared.challenger), ("champion", compared.champion)):
+        if role in scored and found is not None:
+            results[role] = {
+                **scored[role].result,
+                "intervals": {
+                    "images": len(test.examples),
+                    "clusters": test.clusters,
+                    "metrics": {name: i.wire() for name, i in found.items()},
+                },
+            }
     report = {
-        "format": "patient-ml-evaluation/1",
+        "format": "patient-ml-evaluation/2",
         "runId": run_id,
         "snapshotId": test.snapshot_id,
         "problemType": test.problem_type,
         "labels": [{"index": i, "name": n} for i, n in test.labels],
         "testExamples": len(test.examples),
+        "testClusters": test.clusters,
+        "clusterField": test.cluster_field,
         "testExampleIds": [e.id for e in test.examples],
         "testSetSha256": test.ids_sha256,
+        "testExamplesLeftOut": len(test.left_out),
+        "leftOutExampleIds": list(test.left_out),
+        "resampling": compared.resampling.model_dump(),
+        "differences": {name: i.wire() for name, i in compared.differences.items()},
         "championId": champion.run_id if champion else None,
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,

@@ -70,8 +70,7 @@ def _confidence_bins(
     class's confidence (equal-width bins over [0, 1])."""
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = confidence_bin(confidence, bins)
     found = []
     for b in range(bins):
         mask = which == b
@@ -85,6 +84,13 @@ def _confidence_bins(
                 )
             )
     return found
+
+
+def confidence_bin(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """The bin (0..bins-1) of each confidence among `bins` equal-width bins over [0, 1]; a
+    confidence on an edge belongs to the lower bin."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -118,28 +124,37 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(np.mean(known)) if known else None
 
 
+def pixel_counts(labels: Sequence[int], truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Per label (rows, in `labels`' order): pixels in both masks, in the true mask, in the
+    predicted mask. Sums over images give the pooled Dice and IoU."""
+    if truth.shape != predicted.shape:
+        raise ValueError(f"mask shapes differ: {truth.shape} vs {predicted.shape}")
+    counts = np.zeros((len(labels), 3), dtype=np.int64)
+    for row, label in enumerate(labels):
+        t, q = truth == label, predicted == label
+        counts[row] = (int(np.logical_and(t, q).sum()), int(t.sum()), int(q.sum()))
+    return counts
+
+
 def segmentation_metrics(
     labels: Sequence[int], truths: Sequence[np.ndarray], predictions: Sequence[np.ndarray]
 ) -> dict[str, Any]:
     """Dice and IoU per label, pooled over every pixel of the split, and their means."""
-    inter = dict.fromkeys(labels, 0)
-    true_count = dict.fromkeys(labels, 0)
-    pred_count = dict.fromkeys(labels, 0)
+    total = np.zeros((len(labels), 3), dtype=np.int64)
     for truth, predicted in zip(truths, predictions, strict=True):
-        if truth.shape != predicted.shape:
-            raise ValueError(f"mask shapes differ: {truth.shape} vs {predicted.shape}")
-        for label in labels:
-            t, q = truth == label, predicted == label
-            inter[label] += int(np.logical_and(t, q).sum())
-            true_count[label] += int(t.sum())
-            pred_count[label] += int(q.sum())
+        total += pixel_counts(labels, truth, predicted)
+    return segmentation_metrics_of_counts(labels, total)
+
+
+def segmentation_metrics_of_counts(labels: Sequence[int], counts: np.ndarray) -> dict[str, Any]:
+    """`segmentation_metrics` from the pooled `pixel_counts` of the split."""
     per_label: dict[str, dict[str, float]] = {}
-    for label in labels:
-        union = true_count[label] + pred_count[label] - inter[label]
-        both = true_count[label] + pred_count[label]
+    for label, (inter, true_count, pred_count) in zip(labels, counts.tolist(), strict=True):
+        union = true_count + pred_count - inter
+        both = true_count + pred_count
         per_label[str(label)] = {
-            "dice": 1.0 if both == 0 else 2 * inter[label] / both,
-            "iou": 1.0 if union == 0 else inter[label] / union,
+            "dice": 1.0 if both == 0 else 2 * inter / both,
+            "iou": 1.0 if union == 0 else inter / union,
         }
     return {
         "meanDice": float(np.mean([v["dice"] for v in per_label.values()])),

@@ -1,7 +1,8 @@
 """The model card of a run (JSON and Markdown, in the artifact store next to the run):
 intended use, data (snapshot and counts per split), training image and digest,
-hyperparameters, test metrics of challenger and champion with deltas, decisions and
-deployment. Rewritten after evaluation, decision and deployment, so it is always current.
+hyperparameters, test metrics of challenger and champion with their 95 % intervals (clusters
+resampled) and paired differences, decisions and deployment. Rewritten after evaluation,
+decision and deployment, so it is always current.
 
 This module renders a card and names its objects; `patient_ml.services.model_cards` builds it
 from the product DB and writes it."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.config.platform_metrics import PLATFORM_METRICS, plain_name
 
 
 def headline_metrics(problem_type: str) -> list[str]:
@@ -24,6 +25,34 @@ def card_keys(run_id: str) -> tuple[str, str]:
 
 def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _with_interval(value: Any, interval: Any, signed: bool = False) -> str:
+    """`0.9120 [0.8800, 0.9390]` (a difference: `+0.0120 [-0.0100, +0.0350]`)."""
+    if value is None:
+        return "—"
+    number = (lambda v: f"{v:+.4f}") if signed else (lambda v: f"{v:.4f}")
+    text = number(value)
+    if interval and interval[0] is not None and interval[1] is not None:
+        text += f" [{number(interval[0])}, {number(interval[1])}]"
+    return text
+
+
+def _test_set_line(ev: dict[str, Any]) -> str:
+    images, clusters = ev.get("testImages"), ev.get("testClusters")
+    if images is None:
+        return ""
+    text = f"Test set: {images} images"
+    if clusters is not None:
+        text += (
+            f" · {clusters} independent clusters (a patient, or a group of copies of one "
+            "image where larger); 95 % intervals resample the clusters, and differences are "
+            "paired (both models on the same resamples)"
+        )
+    left_out = ev.get("testImagesLeftOut") or 0
+    if left_out:
+        text += f". {left_out} test images left out: a copy is in train"
+    return text + "."
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -57,15 +86,25 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     if ev["note"]:
         lines += [ev["note"], ""]
+    if _test_set_line(ev):
+        lines += [_test_set_line(ev), ""]
     names = [n for n in headline_metrics(card["problem"]["problemType"]) if n in ev["challenger"]]
     names += sorted(n for n in ev["challenger"] if n not in names)
-    lines += ["| Metric | Challenger | Champion | Delta |", "|---|---|---|---|"]
+    intervals = ev.get("intervals") or {}
+    mine, theirs = intervals.get("challenger") or {}, intervals.get("champion") or {}
+    lines += [
+        "| Metric | Challenger [95 % interval] | Champion [95 % interval] | "
+        "Difference (challenger - champion) [95 % interval] |",
+        "|---|---|---|---|",
+    ]
     for name in names:
         delta = ev["deltas"].get(name, {})
+        ours = _with_interval(ev["challenger"].get(name), mine.get(name))
         lines.append(
-            f"| {name} | {_fmt(ev['challenger'].get(name))} | "
-            f"{_fmt((ev['champion'] or {}).get(name))} | "
-            f"{_fmt(delta.get('delta'))}{' ✓' if delta.get('improved') else ''} |"
+            f"| {plain_name(name)} | {ours} | "
+            f"{_with_interval((ev['champion'] or {}).get(name), theirs.get(name))} | "
+            f"{_with_interval(delta.get('delta'), (delta.get('low'), delta.get('high')), True)}"
+            f"{' ✓' if delta.get('improved') else ''} |"
         )
     approval = card["approval"]
     lines += ["", "## Approval", f"Status: {approval['status']}."]

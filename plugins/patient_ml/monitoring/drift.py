@@ -6,12 +6,14 @@
 - Chi-square test of homogeneity of the predicted-label counts of the reference and the window
   (scipy `chi2_contingency`, a 2 x labels table): both are samples, so a small reference does
   not make every window look different.
-- A bootstrap percentile confidence interval of a metric over examples.
+
+Intervals of live performance come from `patient_ml.evaluation.intervals` (one unit per
+prediction: the prediction log keeps no patient ids).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,22 +62,3 @@ def label_chi_square(
         "windowShares": {k: round(float(v), 4) for k, v in zip(labels, win / win.sum(),
                                                                 strict=True)},
     }  # fmt: skip
-
-
-def bootstrap_ci(
-    n: int,
-    statistic: Callable[[np.ndarray], float],
-    *,
-    resamples: int = 500,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile interval of `statistic(indices)` over `resamples` resamples of range(n)."""
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (float("nan"), float("nan"))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, (tail, 100 - tail))
-    return (float(low), float(high))

@@ -1,6 +1,8 @@
 """Record a run's test-split evaluation: metrics of challenger and champion (reference shape,
-stage `evaluation`), their deltas, and the run's end as `succeeded`. Idempotent: a retried
-evaluation replaces the evaluation metrics of the earlier attempt."""
+stage `evaluation`) with the ends of their cluster-bootstrap intervals (`low`, `high`), their
+paired differences, how many test images and independent clusters were scored, and the run's
+end as `succeeded`. Idempotent: a retried evaluation replaces the evaluation metrics of the
+earlier attempt."""
 
 from __future__ import annotations
 
@@ -36,8 +38,14 @@ def direction_of(name: str) -> str:
     return known.direction if known else "maximize"
 
 
-def deltas(challenger: dict[str, float], champion: dict[str, float]) -> dict[str, Any]:
-    """challenger - champion per shared metric, and whether that is better for the metric."""
+def deltas(
+    challenger: dict[str, float],
+    champion: dict[str, float],
+    differences: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """challenger - champion per shared metric, and whether that is better for the metric;
+    with `differences` (the report's paired intervals), the interval of the difference
+    (`low`, `high`: None when it cannot be estimated)."""
     out: dict[str, Any] = {}
     for name in sorted(set(challenger) & set(champion)):
         delta = challenger[name] - champion[name]
@@ -48,7 +56,16 @@ def deltas(challenger: dict[str, float], champion: dict[str, float]) -> dict[str
             "delta": delta,
             "improved": sign * delta > 0,
         }
+        if differences is not None and name in differences:
+            out[name]["low"] = differences[name].get("low")
+            out[name]["high"] = differences[name].get("high")
     return out
+
+
+def interval_of(report_subject: dict[str, Any], name: str) -> tuple[float | None, float | None]:
+    """The (low, high) ends of a metric's interval in a report's challenger/champion part."""
+    found = ((report_subject.get("intervals") or {}).get("metrics") or {}).get(name) or {}
+    return found.get("low"), found.get("high")
 
 
 def record_evaluation(
@@ -64,6 +81,7 @@ def record_evaluation(
     session.execute(delete(Metric).where(Metric.run_id == run_id, Metric.stage == "evaluation"))
     for subject, values in flats.items():
         for name, value in values.items():
+            low, high = interval_of(report[subject], name)
             session.add(
                 Metric(
                     run_id=run_id,
@@ -75,12 +93,22 @@ def record_evaluation(
                     description=PLATFORM_METRICS[name].description
                     if name in PLATFORM_METRICS
                     else None,
+                    low=low,
+                    high=high,
                 )
             )
-    compared = deltas(flats["challenger"], flats["champion"]) if "champion" in flats else {}
+    compared = (
+        deltas(flats["challenger"], flats["champion"], report.get("differences"))
+        if "champion" in flats
+        else {}
+    )
     summary: dict[str, Any] = {
         "snapshotId": report["snapshotId"],
         "testExamples": report["testExamples"],
+        "testClusters": report.get("testClusters"),
+        "clusterField": report.get("clusterField"),
+        "testExamplesLeftOut": report.get("testExamplesLeftOut", 0),
+        "resampling": report.get("resampling"),
         "testSetSha256": report["testSetSha256"],
         "championId": report["championId"],
         "labelsChanged": report["labelsChanged"],
@@ -115,6 +143,8 @@ def record_evaluation(
         after={
             "testSetSha256": summary["testSetSha256"],
             "testExamples": summary["testExamples"],
+            "testClusters": summary["testClusters"],
+            "testExamplesLeftOut": summary["testExamplesLeftOut"],
             "championId": summary["championId"],
         },
     )
@@ -129,4 +159,19 @@ def evaluation_metrics(session: Session, run_id: str, subject: str) -> dict[str,
                 Metric.run_id == run_id, Metric.stage == "evaluation", Metric.subject == subject
             )
         )
+    }
+
+
+def evaluation_intervals(
+    session: Session, run_id: str, subject: str
+) -> dict[str, tuple[float, float]]:
+    """The (low, high) interval of each evaluation metric of `subject` that has one."""
+    return {
+        m.name: (m.low, m.high)
+        for m in session.scalars(
+            select(Metric).where(
+                Metric.run_id == run_id, Metric.stage == "evaluation", Metric.subject == subject
+            )
+        )
+        if m.low is not None and m.high is not None
     }

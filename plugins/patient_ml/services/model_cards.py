@@ -17,7 +17,7 @@ from patient_ml.db.require import present
 from patient_ml.evaluation.model_card import card_keys, render_markdown
 from patient_ml.services.approvals import approval_status, decisions_of
 from patient_ml.services.common import to_millis
-from patient_ml.services.evaluations import evaluation_metrics
+from patient_ml.services.evaluations import evaluation_intervals, evaluation_metrics
 from patient_ml.services.runs import approval_to_wire, get_run
 from patient_ml.storage import ArtifactStore
 
@@ -69,8 +69,16 @@ def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
             "championId": evaluation.get("championId"),
             "note": evaluation.get("note"),
             "labelsChanged": evaluation.get("labelsChanged"),
+            "testImages": evaluation.get("testExamples"),
+            "testClusters": evaluation.get("testClusters"),
+            "testImagesLeftOut": evaluation.get("testExamplesLeftOut") or 0,
+            "resampling": evaluation.get("resampling"),
             "challenger": challenger,
             "champion": champion or None,
+            "intervals": {
+                "challenger": evaluation_intervals(session, run_id, "challenger"),
+                "champion": evaluation_intervals(session, run_id, "champion") or None,
+            },
             "deltas": evaluation.get("deltas") or {},
             "reportUri": evaluation.get("reportUri"),
         },

@@ -1,14 +1,19 @@
 """Monitoring of a deployed champion: its reference profile, the monitor check, the events.
 
-- `build_reference` (at deploy): the image statistics of the run's confirmed test split and
-  the outputs the evaluation already got for those images (its report's challenger answers:
-  nothing is scored twice), with the run's test metrics.
+- `build_reference` (at deploy): the image statistics of the run's confirmed test split (less
+  the examples with a copy in train, as in evaluation) and the outputs the evaluation already
+  got for those images (its report's challenger answers: nothing is scored twice), with the
+  run's test metrics and their 95 % intervals, which resample the test set's independent
+  clusters (patients, or copy groups where larger).
 - `check_model` (the monitor DAG's task): the newest predictions of the champion in the
   window (`monitoring.windowHours`, at most `windowSize`) against the reference:
   input drift per statistic (KS or PSI), prediction drift (chi-square of the predicted-label
   shares, KS and mean drop of the top confidence), and live performance on predictions whose
   images have confirmed labels in the dataset's newest snapshot (not in the champion's train or
-  validation split), with a bootstrap 95% interval against the champion's test value. Fewer
+  validation split), with a bootstrap 95% interval against the champion's test value. That
+  interval resamples predictions, not patients: the prediction log keeps no patient ids (by
+  design), so images of one patient cannot be grouped and the interval can be too narrow when
+  a patient is imaged many times; the event says so. Fewer
   than `minSamples` predictions (or `livePerformance.minLabelled` labelled ones) give no
   verdict. Every check is recorded as a monitoring event; a breach is also an audit event.
 """
@@ -36,7 +41,8 @@ from patient_ml.db.models import (
     Snapshot,
 )
 from patient_ml.db.require import present
-from patient_ml.evaluation.metrics import classification_metrics
+from patient_ml.evaluation.evaluate import TestSet, load_test_set
+from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
 from patient_ml.monitoring import drift
 from patient_ml.monitoring.image_stats import STATISTICS, image_statistics
 from patient_ml.services import audit, prediction_log
@@ -48,6 +54,11 @@ from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_p
 log = logging.getLogger("patient_ml.monitoring")
 
 DEFAULT_METRIC = "balancedAccuracy"
+LIVE_INTERVAL_NOTE = (
+    "The live interval resamples predictions: the prediction log keeps no patient ids, so "
+    "images of one patient cannot be grouped and the interval may be too narrow. The "
+    "champion's test interval resamples independent clusters (patients, or copy groups)."
+)
 
 
 def settings_of(model: Model) -> MonitoringSettings:
@@ -79,18 +90,14 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
     labels: Counter[str] = Counter()
     confidence: list[float] = []
     prefix = snapshot_prefix(dataset_id)
-    examples = 0
-    entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
-    header = next(entries)
-    for entry in entries:
-        if entry["split"] != "test" or entry["label"].get("status") != "confirmed":
-            continue
-        examples += 1
-        stats = image_statistics(store.read_bytes(f"{prefix}/{entry['image']['key']}"))
+    test = load_test_set(store, dataset_id, snapshot_id)
+    examples = len(test.examples)
+    for example in test.examples:
+        stats = image_statistics(store.read_bytes(f"{prefix}/{example.image_key}"))
         for name in STATISTICS:
             if stats.get(name) is not None:
                 statistics[name].append(stats[name])
-        answer = answers.get(entry["id"])
+        answer = answers.get(example.id)
         if answer and answer.get("confidences"):
             total = sum(answer["confidences"].values()) or 1.0
             label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
@@ -98,11 +105,12 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
             confidence.append(round(top / total, 6))
     metrics = (report.get("challenger") or {}).get("metrics") or {}
     profile = {
-        "problemType": header["problemType"],
-        "labels": [int(x["index"]) for x in header["labels"]],
+        "problemType": test.problem_type,
+        "labels": [index for index, _ in test.labels],
         "statistics": statistics,
         "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "intervals": _test_intervals(report, test, answers),
         "testSetSha256": report.get("testSetSha256"),
     }
     with session_scope(engine) as session:
@@ -112,6 +120,33 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
                                          profile=profile))  # fmt: skip
     log.info("run %s: reference profile of %d test examples stored", run_id, examples)
     return profile
+
+
+def _test_intervals(
+    report: dict[str, Any], test: TestSet, answers: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The champion's test metrics with their cluster intervals: the evaluation's own, or for a
+    report from before intervals (imgClf), made here from its answers and the test clusters."""
+    kept = (report.get("challenger") or {}).get("intervals")
+    if kept:
+        return {"clusters": kept.get("clusters"), "images": kept.get("images"),
+                "metrics": kept.get("metrics") or {}}  # fmt: skip
+    if test.problem_type != "imgClf" or not answers:
+        return None
+    scored = [e for e in test.examples if e.id in answers and e.label is not None]
+    if not scored:
+        return None
+    indices = [index for index, _ in test.labels]
+    statistic = ClassificationStatistic.of(
+        indices,
+        [int(e.label) for e in scored if e.label is not None],
+        [[float(answers[e.id]["confidences"].get(str(i), 0.0)) for i in indices] for e in scored],
+        [name for _, name in test.labels],
+    )
+    boot = ClusterBootstrap([e.cluster for e in scored])
+    found = boot.estimate(statistic)
+    return {"clusters": boot.resampling.clusters, "images": len(scored),
+            "metrics": {name: i.wire() for name, i in found.items()}}  # fmt: skip
 
 
 def _evaluation_report(store: ArtifactStore, run_id: str, report_uri: str | None) -> dict:
@@ -288,19 +323,23 @@ def _live_performance(
             f"{len(matched)} labelled prediction(s), fewer than minLabelled ({lp.min_labelled})"
         )
         return result
-    y = np.array([t for t, _ in matched])
-    p = np.array([[float(r.output["confidences"].get(str(k), 0.0)) for k in labels]
-                  for _, r in matched])  # fmt: skip
-
-    def value(indices: np.ndarray) -> float:
-        v = classification_metrics(labels, y[indices].tolist(), p[indices].tolist()).get(metric)
-        return float(v) if v is not None else float("nan")
-
-    observed = value(np.arange(len(y)))
-    low, high = drift.bootstrap_ci(len(y), value)
+    y = [t for t, _ in matched]
+    p = [[float(r.output["confidences"].get(str(k), 0.0)) for k in labels] for _, r in matched]
+    # One unit per prediction: the log keeps no patient ids, so patients cannot be grouped.
+    boot = ClusterBootstrap(None, images=len(y))
+    found = boot.estimate(ClassificationStatistic.of(labels, y, p)).get(metric)
+    observed = found.value if found and found.value is not None else float("nan")
+    low = found.low if found and found.low is not None else float("nan")
+    high = found.high if found and found.high is not None else float("nan")
     champion = profile.get("metrics", {}).get(metric)
     result.update(value=round(observed, 4), ci95=[round(low, 4), round(high, 4)],
                   championTest=champion)  # fmt: skip
+    result["resampled"] = "predictions"
+    result["note"] = LIVE_INTERVAL_NOTE
+    kept = ((profile.get("intervals") or {}).get("metrics") or {}).get(metric)
+    if kept and kept.get("low") is not None:
+        result["championTestCi95"] = [round(kept["low"], 4), round(kept["high"], 4)]
+        result["championTestClusters"] = (profile.get("intervals") or {}).get("clusters")
     result["breached"] = champion is not None and high < float(champion) - lp.max_regression
     if result["breached"]:
         breaches.append(f"livePerformance.{metric}")
@@ -376,5 +415,6 @@ def reference_summary(session: Session, run_id: str | None) -> dict[str, Any] | 
         },
         "labels": (profile.get("outputs") or {}).get("labels"),
         "metrics": profile.get("metrics"),
+        "intervals": profile.get("intervals"),
         "createdAt": to_millis(reference.created_at),
     }

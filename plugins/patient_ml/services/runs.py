@@ -268,7 +268,7 @@ def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) 
 
 def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
     """The reference API's ModelRun shape, plus extensions (snapshotId, evaluation,
-    approvalStatus, approvalDeadline, airflow)."""
+    approvalStatus, approvalDeadline, airflow; each evaluation metric's interval `low`/`high`)."""
     return runs_to_wire(session, [run])[0]
 
 
@@ -301,6 +301,8 @@ def _run_wire(
             entry["description"] = metric.description
         if metric.direction:
             entry["direction"] = metric.direction
+        if metric.low is not None and metric.high is not None:  # extension (not in reference)
+            entry["low"], entry["high"] = metric.low, metric.high
         metrics[metric.subject].append(entry)
     approvals = [approval_to_wire(a) for a in approval_rows]
     wire: dict[str, Any] = {

@@ -8,7 +8,16 @@ import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../co
 import { ConfigForm } from "../components/ConfigForm";
 import { ConfirmDeploy } from "../components/DeployActions";
 import { rollbackRows } from "../deploy";
-import { compareMetrics, formatDelta, formatNumber, formatParam, formatTime, type View } from "../format";
+import {
+  compareMetrics,
+  formatDelta,
+  formatInterval,
+  formatNumber,
+  formatParam,
+  formatTime,
+  metricTitle,
+  type View,
+} from "../format";
 import { defaultSeries, metricSeries } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 import { ExamplesTab } from "./ExamplesTab";
@@ -230,7 +239,8 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                         ? "—"
                         : headline.map((m) => (
                             <Text key={m.name} color={m.better === undefined ? undefined : m.better ? "fg.success" : "fg.error"}>
-                              {m.name} {formatNumber(m.challenger)} vs {formatNumber(m.champion)} ({formatDelta(m.delta)})
+                              {metricTitle(m.name)} {formatNumber(m.challenger)} vs {formatNumber(m.champion)} ({formatDelta(m.delta)}
+                              {m.deltaInterval ? ` ${formatInterval(m.deltaInterval, true)}` : ""})
                             </Text>
                           ))}
                     </Table.Cell>
@@ -562,13 +572,38 @@ function Deployments({
   );
 }
 
+interface LivePerformance {
+  metric: string;
+  labelled: number;
+  value?: number;
+  ci95?: [number, number];
+  championTest?: number;
+  championTestCi95?: [number, number];
+  championTestClusters?: number;
+  resampled?: string;
+  note?: string;
+  skipped?: string;
+}
+
 interface MonitoringEvent {
   id: number;
   runId?: string;
   status: "ok" | "breach" | "insufficient" | "no-reference";
   breaches: string[];
   window: { predictions: number; from?: number; to?: number };
+  details?: { livePerformance?: LivePerformance };
   createdAt: number;
+}
+
+/** "Balanced accuracy 0.840 [0.780, 0.900] on 42 labelled · champion's test 0.910 [0.880, 0.940]" */
+function livePerformance(live?: LivePerformance): string {
+  if (!live) return "—";
+  if (live.value === undefined || live.skipped) return live.skipped ?? "—";
+  const champion =
+    live.championTest === undefined
+      ? ""
+      : ` · champion's test ${formatNumber(live.championTest)}${live.championTestCi95 ? ` ${formatInterval(live.championTestCi95)}` : ""}`;
+  return `${metricTitle(live.metric)} ${formatNumber(live.value)}${live.ci95 ? ` ${formatInterval(live.ci95)}` : ""} on ${live.labelled} labelled${champion}`;
 }
 
 interface MonitoringAnswer {
@@ -613,6 +648,7 @@ function Monitoring({ model }: { model: Model }) {
                 <Table.ColumnHeader>Status</Table.ColumnHeader>
                 <Table.ColumnHeader>Breaches</Table.ColumnHeader>
                 <Table.ColumnHeader>Predictions</Table.ColumnHeader>
+                <Table.ColumnHeader>Live performance</Table.ColumnHeader>
               </Table.Row>
             </Table.Header>
             <Table.Body>
@@ -626,11 +662,21 @@ function Monitoring({ model }: { model: Model }) {
                   </Table.Cell>
                   <Table.Cell fontSize="xs">{e.breaches.join(", ") || "—"}</Table.Cell>
                   <Table.Cell>{e.window.predictions}</Table.Cell>
+                  <Table.Cell fontSize="xs" data-testid="live-performance">
+                    {livePerformance(e.details?.livePerformance)}
+                  </Table.Cell>
                 </Table.Row>
               ))}
             </Table.Body>
           </Table.Root>
         </Box>
+      )}
+      {events.some((e) => e.details?.livePerformance?.ci95) && (
+        <Text fontSize="xs" color="fg.muted" mt={2} data-testid="live-interval-note">
+          Live intervals resample predictions, not patients: the prediction log keeps no patient ids (by design), so images of one
+          patient cannot be grouped and a live interval may be too narrow. The champion's test interval resamples independent clusters
+          (patients, or groups of copies of one image).
+        </Text>
       )}
     </Box>
   );

@@ -19,8 +19,9 @@ import { ApprovalForm } from "../components/ApprovalForm";
 import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
 import { ConfusionMatrixView } from "../components/ConfusionMatrix";
+import { MetricComparisonTable } from "../components/MetricComparison";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { compareMetrics, formatDelta, formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
+import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
@@ -160,7 +161,6 @@ function Overview({
   permissions: Permissions;
   onDecided: () => void;
 }) {
-  const rows = compareMetrics(run);
   const last = run.approvals[run.approvals.length - 1];
   return (
     <Box>
@@ -195,45 +195,7 @@ function Overview({
       {run.error && <ErrorAlert error={new Error(run.error)} title="The run failed" />}
       {run.deployError && <ErrorAlert error={new Error(run.deployError)} title="Deployment failed" />}
       <Section title="Challenger vs champion (same test set)">
-        {run.evaluation?.testExamples !== undefined && (
-          <Text fontSize="sm" color="fg.muted" mb={2}>
-            {run.evaluation.testExamples} test examples
-            {run.evaluation.testSetSha256 ? `, test set ${run.evaluation.testSetSha256.slice(0, 12)}` : ""}
-            {run.evaluation.note ? ` — ${run.evaluation.note}` : ""}
-          </Text>
-        )}
-        {rows.length === 0 ? (
-          <Empty>No evaluation yet.</Empty>
-        ) : (
-          <Box overflowX="auto" borderWidth="1px" borderRadius="md">
-            <Table.Root size="sm" data-testid="comparison-table">
-              <Table.Header>
-                <Table.Row>
-                  <Table.ColumnHeader>Metric</Table.ColumnHeader>
-                  <Table.ColumnHeader textAlign="end">Challenger (this run)</Table.ColumnHeader>
-                  <Table.ColumnHeader textAlign="end">Champion</Table.ColumnHeader>
-                  <Table.ColumnHeader textAlign="end">Delta</Table.ColumnHeader>
-                </Table.Row>
-              </Table.Header>
-              <Table.Body>
-                {rows.map((r) => (
-                  <Table.Row key={r.name}>
-                    <Table.Cell title={r.description}>{r.name}</Table.Cell>
-                    <Table.Cell textAlign="end">{formatNumber(r.challenger)}</Table.Cell>
-                    <Table.Cell textAlign="end">{formatNumber(r.champion)}</Table.Cell>
-                    <Table.Cell
-                      textAlign="end"
-                      color={r.better === undefined ? undefined : r.better ? "fg.success" : "fg.error"}
-                    >
-                      {formatDelta(r.delta)}
-                      {r.better === undefined ? "" : r.better ? " better" : " worse"}
-                    </Table.Cell>
-                  </Table.Row>
-                ))}
-              </Table.Body>
-            </Table.Root>
-          </Box>
-        )}
+        <MetricComparisonTable run={run} />
       </Section>
       {run.hyperparameters && run.hyperparameters.length > 0 && (
         <Section title="Best trial's hyperparameters">
