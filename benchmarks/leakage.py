@@ -418,7 +418,7 @@ def scale_test(
 
 
 CACHE = Path(tempfile.gettempdir()) / "patient-ml-leakage"
-CACHE_VERSION = "distinct-v1"  # bump when DistinctSlices changes
+CACHE_VERSION = "distinct-v2"  # bump when DistinctSlices changes
 BATCH = 2_000  # units per cached batch
 COPY_SHARE = 0.1  # of the distinct slices, each with 1-3 edited copies
 SIDE = 96

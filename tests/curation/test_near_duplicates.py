@@ -17,11 +17,12 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 from sqlalchemy import Engine
 
-from patient_ml.curation import near_duplicates
+from patient_ml.curation import near_candidates
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+from patient_ml.curation.near_candidates import candidate_pairs
 from patient_ml.curation.near_duplicates import (
     DEFAULT_MIN_CORRELATION,
-    candidate_pairs,
+    Transforms,
     fingerprint,
     group,
     hamming,
@@ -29,7 +30,7 @@ from patient_ml.curation.near_duplicates import (
     near_duplicate_pairs,
     signature,
     similarities,
-    unit_vectors,
+    views,
 )
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
@@ -62,6 +63,13 @@ def variants(image: Image.Image) -> dict[str, Image.Image]:
         "gamma": image.point([round(255 * (i / 255) ** 1.4) for i in range(256)]),
         "mirrored": ImageOps.mirror(image),
         "padded": ImageOps.expand(image, border=w // 10, fill=0),
+        # what the review found across Br35H's splits: other orientations, re-contrasted
+        "flipped top-bottom": ImageOps.flip(image),
+        "rotated 180": image.transpose(Image.Transpose.ROTATE_180),
+        "rotated 90 + gamma 1.8": image.transpose(Image.Transpose.ROTATE_90).point(
+            [round(255 * (i / 255) ** 1.8) for i in range(256)]
+        ),
+        "transposed + equalised": ImageOps.equalize(image.transpose(Image.Transpose.TRANSPOSE)),
     }
 
 
@@ -76,10 +84,28 @@ def test_edited_copies_are_verified_near_duplicates(name: str) -> None:
     assert min(link.similarity for link in found.links) >= DEFAULT_MIN_CORRELATION
 
 
+def test_transforms_a_dataset_leaves_out_are_not_linked() -> None:
+    image = slice_image("yes/y0.jpg")
+    pairs = {
+        "mirror": ImageOps.mirror(image),
+        "orientation": ImageOps.flip(image),
+        "intensity": image.point([round(255 * (i / 255) ** 2.2) for i in range(256)]),
+        "inversion": ImageOps.invert(image),
+    }
+    for family, copy in pairs.items():
+        signatures = [signature(image), signature(copy)]
+        with_it = Transforms.of(["mirror", "orientation", "intensity", "inversion"])
+        without = Transforms.of(n for n in Transforms.NAMES if n != family and
+                                not (family == "mirror" and n == "orientation"))  # fmt: skip
+        assert link(signatures, DEFAULT_MIN_CORRELATION, with_it).groups == [[0, 1]], family
+        assert link(signatures, DEFAULT_MIN_CORRELATION, without).groups == [], family
+
+
 def test_legacy_hashes_of_light_edits_stay_close() -> None:
     original = fingerprint(slice_image("yes/y0.jpg"))
+    light = ("rescaled", "upscaled", "brighter", "re-windowed", "jpeg-re-encoded", "re-cropped")
     for kind, variant in variants(slice_image("yes/y0.jpg")).items():
-        if kind not in ("gamma", "mirrored", "padded"):
+        if kind in light:
             assert hamming(original, fingerprint(variant)) <= DISTANCE, kind
 
 
@@ -92,25 +118,44 @@ def test_different_slices_are_not() -> None:
     assert link([signature(slice_image(n)) for n in names], DEFAULT_MIN_CORRELATION).links == []
 
 
+TRANSFORM_SETS = {
+    "none": [],
+    "mirror": ["mirror"],
+    "orientation": ["mirror", "orientation"],
+    "everything": ["mirror", "orientation", "intensity", "inversion"],
+}
+
+
 @pytest.mark.parametrize("block", [None, (7, 24)])
 @pytest.mark.parametrize("threshold", [0.8, 0.9, 0.94, 0.98])
+@pytest.mark.parametrize("allowed", list(TRANSFORM_SETS))
 def test_candidates_hold_every_pair_that_can_pass(
-    threshold: float, block: tuple[int, int] | None, monkeypatch: pytest.MonkeyPatch
+    threshold: float, block: tuple[int, int] | None, allowed: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if block:  # many bands of rows and blocks of columns, some skipped on the first axis
-        monkeypatch.setattr(near_duplicates, "_BLOCK", block)
+        monkeypatch.setattr(near_candidates, "_BLOCK", block)
+    transforms = Transforms.of(TRANSFORM_SETS[allowed])
     rng = np.random.default_rng(int(threshold * 100))
     base = rng.normal(size=(120, 2, 32, 32)).cumsum(axis=2).cumsum(axis=3)  # smooth images
     copies = base[rng.integers(0, 120, 80)] + rng.normal(scale=3.0, size=(80, 2, 32, 32))
     copies[:20] = copies[:20, :, :, ::-1]  # some mirrored
+    copies[20:30] = np.rot90(copies[20:30], 1, axes=(2, 3))  # some turned
+    copies[30:40] = np.rot90(copies[30:40, :, :, ::-1], 2, axes=(2, 3))  # flipped top-bottom
+    copies[40:50] = -copies[40:50]  # negatives
+    copies[50:60] = np.sign(copies[50:60]) * np.abs(copies[50:60]) ** 1.5  # re-contrasted
     pixels = np.concatenate([base, copies]).reshape(200, 2, -1)
     low, high = pixels.min(axis=2, keepdims=True), pixels.max(axis=2, keepdims=True)
     raw = np.rint((pixels - low) / (high - low) * 255).astype(np.uint8)
-    vectors = unit_vectors([row.tobytes() for row in raw])
+    compared = views([row.tobytes() for row in raw], transforms)
     everything = np.array([(i, j) for i in range(200) for j in range(i + 1, 200)])
-    passing = everything[similarities(vectors, everything) >= threshold]
-    found = {tuple(p) for p in candidate_pairs(vectors, threshold)}
-    assert len(passing) >= 20
+    passing = everything[similarities(compared, everything, transforms) >= threshold]
+    found = {
+        tuple(p)
+        for p in candidate_pairs(
+            compared, threshold, transforms.coordinates, negation=transforms.inversion
+        )
+    }
+    assert len(passing) >= 10
     assert {tuple(p) for p in passing} <= found
 
 
@@ -244,3 +289,76 @@ def manifest_splits(store: LocalArtifactStore, uri: str) -> dict[str, str]:
         example = orjson.loads(line)
         out[example["id"]] = example["split"]
     return dict(out)
+
+
+def test_a_link_found_later_never_moves_a_stored_split_and_is_reported(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Splits drawn under the left-right rule, then the dataset links every orientation: the
+    top-bottom copies that landed in other splits keep them, each is listed (report, manifest
+    `copiesInSplits`), and every example carries the cluster its copies share."""
+    import orjson
+
+    from patient_ml.db.models import Dataset
+
+    name, code = f"nd-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex[:8]
+    with session_scope(engine) as session:
+        config = dataset_config(
+            name, code, maxImageBytes=5_000_000, maxImagePixels=10_000_000,
+            nearDuplicates={"transforms": ["mirror"]},
+        )  # fmt: skip
+        dataset_id = create_dataset(session, config, actor="t").id
+    cohort = Cohort(tmp_path / "src", code, f"urn:test:{name}")
+    slices = sorted(BR35H.glob("no/no1*.jpg"))[:24]
+    for n, path in enumerate(slices):
+        image = Image.open(path).convert("L").resize((128, 128))
+        cohort.doc(f"s{n:02d}", f"ps{n}", data=png_bytes(image))
+        cohort.doc(f"s{n:02d}-flipped", f"pf{n}", data=png_bytes(ImageOps.flip(image)))
+        cohort.label(f"o-s{n:02d}", f"s{n:02d}", 0)
+        cohort.label(f"o-s{n:02d}-flipped", f"s{n:02d}-flipped", 0)
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(cohort.images,), max_bytes=5_000_000))
+
+    def run(folder: str) -> Any:
+        return curate(engine=engine, dataset_ref=dataset_id,
+                      source=NdjsonSource(cohort.write_ndjson(tmp_path / folder)), store=store,
+                      fetcher=fetcher, workdir=tmp_path / f"w-{folder}")  # fmt: skip
+
+    def entries(result: Any) -> dict[str, dict[str, Any]]:
+        lines = store.read_bytes(result.manifest_uri.removeprefix(store.uri(""))).splitlines()
+        assert orjson.loads(lines[0])["format"] == "patient-ml-snapshot/2"
+        return {e["id"]: e for e in map(orjson.loads, lines[1:])}
+
+    before = entries(run("v1"))
+    crossing = {
+        doc for doc in before if doc.endswith("-flipped")
+        and before[doc]["split"] != before[doc.removesuffix("-flipped")]["split"]
+    }  # fmt: skip
+    assert len(crossing) >= 5  # drawn apart: the left-right rule did not link them
+
+    with session_scope(engine) as session:
+        row = session.get(Dataset, dataset_id)
+        row.curation = {**row.curation, "nearDuplicates": {}}  # the default: every orientation
+    result = run("v2")
+    after = entries(result)
+    assert {d: e["split"] for d, e in after.items()} == {d: e["split"] for d, e in before.items()}
+    flagged = {d for d, e in after.items() if e.get("copiesInSplits")}
+    expected = crossing | {d.removesuffix("-flipped") for d in crossing}
+    assert flagged == expected
+    for doc in flagged:
+        partner = doc.removesuffix("-flipped") if doc.endswith("-flipped") else doc + "-flipped"
+        assert after[doc]["copiesInSplits"] == [after[partner]["split"]]
+        assert after[doc]["cluster"] == after[partner]["cluster"]
+    cross = result.report["nearDuplicates"]["crossSplit"]
+    assert cross["count"] == len(expected)
+    assert {item["example"] for item in cross["items"]} == expected
+    assert cross["testWithCopyInTrain"] == sum(
+        1
+        for d in expected
+        if after[d]["split"] == "test" and after[d]["copiesInSplits"] == ["train"]
+    )
+    assert result.report["nearDuplicates"]["transforms"] == ["mirror", "orientation", "intensity"]
+    # every slice shares its cluster with its flipped copy (what intervals resample)
+    for n in range(len(slices)):
+        assert after[f"s{n:02d}"]["cluster"] == after[f"s{n:02d}-flipped"]["cluster"]
+    assert len({e["cluster"] for e in after.values()}) < len(after) / 2 + 1

@@ -167,3 +167,45 @@ def test_stratified_drawing_keeps_earlier_assignments() -> None:
     assert not set(r2.new_assignments) & set(r1.new_assignments)
     for split, fraction in _fractions(r2.splits).items():
         assert abs(fraction - RATIOS[split]) < 0.03, (split, fraction)
+
+
+def test_a_copy_found_later_keeps_both_stored_splits_and_names_the_other() -> None:
+    """Two examples assigned apart (no link was known), then linked as copies: neither moves,
+    each names the other's split, and they share a cluster; a new copy of both is refused."""
+    first = [
+        SplitInput("a", "pa", ("img-a",), track_example=True),
+        SplitInput("b", "pb", ("img-b",), track_example=True),
+    ]
+    prior = {("patient", "pa"): "train", ("patient", "pb"): "test",
+             ("image", "img-a"): "train", ("image", "img-b"): "test",
+             **{node: split for ex, split in zip(first, ("train", "test"), strict=True)
+                for node in ex.own_nodes() if node[1].startswith("doc:")}}  # fmt: skip
+    linked = [
+        SplitInput("a", "pa", ("img-a",), track_example=True, copy_keys=("img-b",)),
+        SplitInput("b", "pb", ("img-b",), track_example=True, copy_keys=("img-a",)),
+        SplitInput("c", "pc", ("img-c",), track_example=True, copy_keys=("img-a", "img-b")),
+    ]
+    result = assign_splits(linked, prior, salt=SALT, ratios=RATIOS)
+    assert result.splits == {"a": "train", "b": "test"}
+    assert result.copies_elsewhere == {"a": ["test"], "b": ["train"]}
+    assert result.conflict_reasons == {"c": "duplicate_image_conflict"}
+    assert result.clusters["a"] == result.clusters["b"] == result.clusters["c"]
+    assert not any(node[1] == "img-b" and split == "train"
+                   for node, split in result.new_assignments.items())  # fmt: skip
+
+
+def test_clusters_are_linked_components_and_pseudonymous() -> None:
+    examples = [
+        SplitInput("a1", "pa", ("i1",)),
+        SplitInput("a2", "pa", ("i2",)),
+        SplitInput("b1", "pb", ("i3",), copy_keys=("i2",)),  # a copy of a2: one cluster
+        SplitInput("c1", "pc", ("i4",)),
+    ]
+    result = assign_splits(examples, {}, salt=SALT, ratios=RATIOS)
+    clusters = result.clusters
+    assert clusters["a1"] == clusters["a2"] == clusters["b1"] != clusters["c1"]
+    assert all(len(c) == 16 and set(c) <= set("0123456789abcdef") for c in clusters.values())
+    assert assign_splits(examples, {}, salt="cd" * 32, ratios=RATIOS).clusters != clusters
+    assert assign_splits(list(reversed(examples)), {}, salt=SALT, ratios=RATIOS).clusters == (
+        clusters
+    )

@@ -177,6 +177,17 @@ class SplitRatios(WireModel):
     test: float = Field(0.15, ge=0, le=1)
 
 
+NearDuplicateTransform = Literal["mirror", "orientation", "intensity", "inversion"]
+NEAR_DUPLICATE_TRANSFORMS = ("mirror", "orientation", "intensity", "inversion")
+# Safe for medical images: a copy under any of these stays in its original's split. Inversion
+# (a negative) is left to modalities that produce it (radiographs: MONOCHROME1 against 2).
+DEFAULT_NEAR_DUPLICATE_TRANSFORMS: tuple[NearDuplicateTransform, ...] = (
+    "mirror",
+    "orientation",
+    "intensity",
+)
+
+
 class NearDuplicateSettings(WireModel):
     """Extension: link near-duplicate images (edited copies of one image) so they never
     straddle splits."""
@@ -187,7 +198,16 @@ class NearDuplicateSettings(WireModel):
         ge=0.8,
         le=1.0,
         description="Two images are copies when their intensity-normalised 32x32 thumbnails "
-        "(whole image or content box, either mirrored) correlate at least this much.",
+        "(whole image or content box, in the best relative orientation and alignment that "
+        "`transforms` allows) correlate at least this much.",
+    )
+    transforms: list[NearDuplicateTransform] = Field(
+        default_factory=lambda: list[NearDuplicateTransform](DEFAULT_NEAR_DUPLICATE_TRANSFORMS),
+        max_length=len(NEAR_DUPLICATE_TRANSFORMS),
+        description="Edits of a slice that make a copy of it: mirror (left-right flip), "
+        "orientation (all 8 flips and quarter turns), intensity (any increasing change: gamma, "
+        "windowing, equalisation), inversion (a negative image). Re-encoding, resampling, "
+        "brightness, contrast, sharpening, blur and a margin padded or cut are always linked.",
     )
     # Settings of the v1 hash grouping: accepted so that existing dataset configs keep
     # validating, and ignored (curation logs a warning naming them).
@@ -200,6 +220,14 @@ class NearDuplicateSettings(WireModel):
         le=32,
         description="Deprecated (v1) and ignored: use minCorrelation.",
     )
+
+    @field_validator("transforms")
+    @classmethod
+    def _distinct_transforms(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"lists {', '.join(repeated)} more than once; name each once")
+        return value
 
     def deprecated_settings(self) -> list[str]:
         old = {"fingerprint": self.fingerprint, "maxDistance": self.max_distance}

@@ -1,10 +1,15 @@
-"""An independent check of a split for copies of one image on both sides (issue 21's
-criterion), deliberately not built on `near_duplicates`: two images are the same slice when
-the 16x16 average hashes after a bilinear or a Lanczos resize are within 8 bits (of 256) and
-the intensity-normalised (z-scored) 64x64 bilinear thumbnails correlate at least 0.95.
+"""An independent check of a split for copies of one slice on both sides, deliberately not
+built on `near_duplicates` (other thumbnails, another filter, brute force, no index): two
+images are the same slice when, in one of the eight orientations of the square (flips and
+quarter turns), their 64x64 bilinear thumbnails correlate at least 0.95 — plainly (z-scored:
+brightness, contrast, window) or after equalisation (ranks: gamma, windowing, any increasing
+change of intensity).
 
-Brute force over hash pairs (vectorised; fine for a few thousand images), so it also serves as
-a reference for the product's grouping in tests and benchmarks.
+Every pair is screened on 16x16 equalised thumbnails in all eight orientations (one matrix
+product per orientation; exact, a few seconds for a few thousand images) and those correlating
+at least 0.9 there are checked on the 64x64 ones. So it also serves as a reference for the
+product's grouping in tests and benchmarks. `orientations=False` keeps the orientation of the
+images (the first audit's criterion, which let flipped and turned copies through).
 """
 
 from __future__ import annotations
@@ -16,55 +21,91 @@ from typing import Any
 
 import numpy as np
 
-HASH_DISTANCE = 8
 MIN_CORRELATION = 0.95
+SCREEN_CORRELATION = 0.9
+_CHUNK = 20_000
+_SMALL, _LARGE = 16, 64
 
 
 @dataclass(frozen=True)
 class AuditPrints:
-    bilinear: np.ndarray  # (n, 4) uint64: 256-bit average hashes
-    lanczos: np.ndarray
-    thumbs: np.ndarray  # (n, 4096) float32 unit vectors (z-scored 64x64)
+    small: np.ndarray  # (n, 256) unit vectors: equalised 16x16 thumbnails
+    plain: np.ndarray  # (n, 64, 64) unit-norm z-scored 64x64 thumbnails
+    ranked: np.ndarray  # (n, 64, 64) the same, equalised
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    return (flat / np.maximum(norms, 1e-6)).reshape(x.shape).astype(np.float32)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    flat = x.reshape(len(x), -1)
+    return rankdata(flat, axis=1).reshape(x.shape)
 
 
 def audit_prints(images: Sequence[Any]) -> AuditPrints:
-    """Hashes and thumbnails of Pillow images."""
+    """Thumbnails of Pillow images."""
     from PIL import Image
 
-    def ahash(gray: Any, resample: Any) -> np.ndarray:
-        pixels = np.asarray(gray.resize((16, 16), resample), dtype=np.float32)
-        return np.packbits(pixels > pixels.mean()).view(np.uint64)
-
-    bilinear, lanczos, thumbs = [], [], []
+    small, large = [], []
     for image in images:
         gray = image.convert("L")
-        bilinear.append(ahash(gray, Image.Resampling.BILINEAR))
-        lanczos.append(ahash(gray, Image.Resampling.LANCZOS))
-        thumb = np.asarray(gray.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float32)
-        thumb = thumb.ravel() - thumb.mean()
-        thumbs.append(thumb / max(float(np.linalg.norm(thumb)), 1e-6))
-    return AuditPrints(np.stack(bilinear), np.stack(lanczos), np.stack(thumbs))
+        small.append(np.asarray(gray.resize((_SMALL, _SMALL), Image.Resampling.BILINEAR)))
+        large.append(np.asarray(gray.resize((_LARGE, _LARGE), Image.Resampling.BILINEAR)))
+    small_a = np.stack(small).astype(np.float32)
+    large_a = np.stack(large).astype(np.float32)
+    return AuditPrints(
+        _unit(_ranks(small_a)).reshape(len(images), -1), _unit(large_a), _unit(_ranks(large_a))
+    )
 
 
-def same_slice_pairs(prints: AuditPrints) -> list[tuple[int, int, float]]:
-    """Every pair (i < j, correlation) that meets the criterion."""
-    n = len(prints.thumbs)
-    out: list[tuple[int, int, float]] = []
-    for i in range(n - 1):
-        near = np.zeros(n - i - 1, dtype=bool)
-        for hashes in (prints.bilinear, prints.lanczos):
-            dist = np.bitwise_count(hashes[i] ^ hashes[i + 1 :]).sum(axis=1)
-            near |= dist <= HASH_DISTANCE
-        js = np.flatnonzero(near) + i + 1
-        if len(js):
-            corr = prints.thumbs[js] @ prints.thumbs[i]
-            out += [(i, int(j), float(c)) for j, c in zip(js, corr, strict=True)]
-    return [(i, j, c) for i, j, c in out if c >= MIN_CORRELATION]
+def _orientations(grid: np.ndarray, orientations: bool) -> list[np.ndarray]:
+    if not orientations:
+        return [grid]
+    out = []
+    for mirrored in (False, True):
+        base = grid[..., ::-1] if mirrored else grid
+        out += [np.rot90(base, turns, axes=(-2, -1)) for turns in range(4)]
+    return out
 
 
-def cross_split_pairs(prints: AuditPrints, splits: Sequence[str]) -> list[tuple[int, int, float]]:
+def same_slice_pairs(
+    prints: AuditPrints, *, orientations: bool = True
+) -> list[tuple[int, int, float]]:
+    """Every pair (i < j, best correlation) that meets the criterion."""
+    n = len(prints.small)
+    small = prints.small.reshape(n, _SMALL, _SMALL)
+    screened = np.full((n, n), -1.0, dtype=np.float32)
+    for turned in _orientations(small, orientations):
+        np.maximum(screened, prints.small @ turned.reshape(n, -1).T, out=screened)
+    i, j = np.nonzero(np.triu(screened >= SCREEN_CORRELATION, k=1))
+    best = np.full(len(i), -1.0, dtype=np.float32)
+    for start in range(0, len(i), _CHUNK):
+        a, b = i[start : start + _CHUNK], j[start : start + _CHUNK]
+        for thumbs in (prints.plain, prints.ranked):
+            for turned in _orientations(thumbs[b], orientations):
+                products = np.einsum("mxy,mxy->m", thumbs[a], turned)
+                np.maximum(best[start : start + _CHUNK], products, out=best[start : start + _CHUNK])
+    keep = best >= MIN_CORRELATION
+    return [
+        (int(a), int(b), float(c)) for a, b, c in zip(i[keep], j[keep], best[keep], strict=True)
+    ]
+
+
+def cross_split_pairs(
+    prints: AuditPrints, splits: Sequence[str], *, orientations: bool = True
+) -> list[tuple[int, int, float]]:
     """The criterion's pairs whose two images sit in different splits."""
-    return [(i, j, c) for i, j, c in same_slice_pairs(prints) if splits[i] != splits[j]]
+    return [
+        (i, j, c)
+        for i, j, c in same_slice_pairs(prints, orientations=orientations)
+        if splits[i] != splits[j]
+    ]
 
 
 def largest_linked_component(patient_keys: Sequence[str], groups: Iterable[Sequence[int]]) -> int:

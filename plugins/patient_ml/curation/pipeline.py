@@ -52,6 +52,7 @@ class DatasetView:
     salt: str
     fingerprint: str | None = None  # near-duplicate signature kind; None = off
     near_duplicate_min_correlation: float = 0.94
+    near_duplicate_transforms: tuple[str, ...] = ("mirror",)
     deprecated_settings: tuple[str, ...] = ()
 
     @property
@@ -373,7 +374,8 @@ def iter_examples(staging: Staging) -> Iterator[tuple[Any, ...]]:
         """
         SELECT i.doc_id, i.version, i.patient_key, r.split, i.sha256, i.stored_key,
                i.content_type, i.width, i.height, r.label_status, r.class_index, r.mask_sha,
-               r.mask_key, r.obs_id, r.obs_version, r.confirmed_by
+               r.mask_key, r.obs_id, r.obs_version, r.confirmed_by, r.cluster,
+               r.copies_elsewhere
         FROM images i JOIN resolved r ON r.doc_id = i.doc_id
         WHERE r.excluded_reason IS NULL
         ORDER BY i.doc_id

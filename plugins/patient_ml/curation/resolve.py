@@ -57,7 +57,9 @@ def _resolve_one(doc_id: str, labels: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 def _write(staging: Staging, rows: list[tuple[Any, ...]]) -> None:
     if rows:
-        staging.execute_many(f"INSERT INTO resolved VALUES ({','.join('?' * 11)})", rows)
+        staging.execute_many(
+            f"INSERT INTO resolved VALUES ({','.join('?' * 11)}, NULL, NULL)", rows
+        )
         rows.clear()
 
 

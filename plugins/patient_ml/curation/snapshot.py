@@ -32,7 +32,7 @@ from patient_ml.curation import pipeline
 from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
 from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
-from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, link
+from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, Transforms, link
 from patient_ml.curation.pipeline import CurationStats, DatasetView
 from patient_ml.curation.quarantine import REASONS
 from patient_ml.curation.records import ImageRecord
@@ -44,7 +44,7 @@ from patient_ml.fhir.mapping import default_label_system
 
 log = logging.getLogger("patient_ml.curation")
 
-MANIFEST_FORMAT = "patient-ml-snapshot/1"
+MANIFEST_FORMAT = "patient-ml-snapshot/2"  # 2: each example's cluster and copiesInSplits
 TEMP_PREFIX = "patient-ml-curation-"
 REPORT_ITEMS = 200  # quarantined records listed in report.json; all are in quarantine.jsonl
 
@@ -69,6 +69,7 @@ def dataset_view_of(ds: Dataset) -> DatasetView:
         salt=ds.split_salt,
         fingerprint=SIGNATURE_KIND if settings.near_duplicates.enabled else None,
         near_duplicate_min_correlation=settings.near_duplicates.min_correlation,
+        near_duplicate_transforms=tuple(settings.near_duplicates.transforms),
         deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
     )
 
@@ -144,6 +145,7 @@ class NearDuplicates:
     candidates: int = 0
     links: int = 0
     seconds: float = 0.0
+    copies_elsewhere: dict[str, list[str]] | None = None  # example id -> other splits
 
 
 def earlier_images_to_verify(
@@ -180,8 +182,10 @@ def assign(
     near = _near_duplicate_groups(rows, dataset, earlier)
     # Every member of a group is linked to every other member's image node (earlier
     # curations' images too), so a member — or a later copy — lands in the split the group's
-    # earlier members hold, and a copy whose patient sits in another split sees both splits
-    # and is quarantined itself (whatever the order of example ids), never an earlier one.
+    # earlier members hold, and a new copy whose patient sits in another split sees both
+    # splits and is quarantined itself (whatever the order of example ids), never an earlier
+    # one. Examples assigned before a link between them was found keep their splits and are
+    # listed (`copies_elsewhere`).
     link: dict[str, tuple[str, ...]] = {}
     for members in near.groups:
         link.update(dict.fromkeys(members, tuple(members)))
@@ -192,17 +196,34 @@ def assign(
         SplitInput(
             doc_id,
             pkey,
-            (sha, *link.get(sha, ())),
+            (sha,),
             track_example=True,
             label=str(label) if stratify and label is not None else None,
+            copy_keys=tuple(k for k in link.get(sha, ()) if k != sha),
         )
         for doc_id, pkey, sha, _, label in rows
     ]
     result = assign_splits(inputs, prior, salt=dataset.salt, ratios=dataset.split_ratios)
     staging.execute_many(
-        "UPDATE resolved SET split = ? WHERE doc_id = ?",
-        [(split, doc_id) for doc_id, split in result.splits.items()],
+        "UPDATE resolved SET split = ?, cluster = ?, copies_elsewhere = ? WHERE doc_id = ?",
+        [
+            (
+                split,
+                result.clusters.get(doc_id),
+                ",".join(result.copies_elsewhere.get(doc_id, ())) or None,
+                doc_id,
+            )
+            for doc_id, split in result.splits.items()
+        ],
     )
+    near.copies_elsewhere = result.copies_elsewhere
+    if result.copies_elsewhere:
+        log.warning(
+            "near-duplicates: %d examples keep the split an earlier curation gave them while a "
+            "copy found now sits in another split (report.json: nearDuplicates.crossSplit); "
+            "evaluation leaves out the test examples among them that have a copy in train",
+            len(result.copies_elsewhere),
+        )
     if result.conflicts:
         near_link = {doc_id for doc_id, _, sha, *_ in rows if sha in link}
         reason = {True: "near_duplicate_conflict", False: "duplicate_image_conflict"}
@@ -240,7 +261,8 @@ def _near_duplicate_groups(
     gone = {s: fp for s, fp in earlier.items() if s not in signatures}
     shas = sorted(signatures.keys() | gone.keys())
     everything = {**gone, **signatures}
-    found = link([everything[s] for s in shas], dataset.near_duplicate_min_correlation)
+    transforms = Transforms.of(dataset.near_duplicate_transforms)
+    found = link([everything[s] for s in shas], dataset.near_duplicate_min_correlation, transforms)
     groups = [[shas[i] for i in members] for members in found.groups]
     similarity = [found.similarity_within(members) for members in found.groups]
     largest = max((len(g) for g in groups), default=0)
@@ -253,9 +275,10 @@ def _near_duplicate_groups(
             len(shas),
         )
     log.info(
-        "near-duplicates (correlation >= %.3f): %d candidate pairs, %d verified links, "
-        "%d groups covering %d images (%d from earlier curations), in %.1f s",
+        "near-duplicates (correlation >= %.3f under %s): %d candidate pairs, %d verified "
+        "links, %d groups covering %d images (%d from earlier curations), in %.1f s",
         dataset.near_duplicate_min_correlation,
+        ", ".join(transforms.names) or "no transforms",
         found.candidates,
         len(found.links),
         len(groups),
@@ -285,6 +308,7 @@ def near_duplicate_report(
         "enabled": dataset.fingerprint is not None,
         "signature": dataset.fingerprint,
         "minCorrelation": dataset.near_duplicate_min_correlation,
+        "transforms": list(dataset.near_duplicate_transforms),
         "candidatePairs": near.candidates,
         "verifiedLinks": near.links,
         "groups": len(groups),
@@ -320,6 +344,19 @@ def near_duplicate_report(
             mixed.append({"examples": examples, "labels": sorted(labels), "similarity": similarity})
     info["groupsSpanningPatients"] = {"count": len(spanning), "items": spanning[:limit]}
     info["groupsWithDifferentLabels"] = {"count": len(mixed), "items": mixed[:limit]}
+    elsewhere = near.copies_elsewhere or {}
+    split_of = dict(staging.query("SELECT doc_id, split FROM resolved WHERE split IS NOT NULL"))
+    crossing: list[dict[str, Any]] = [
+        {"example": doc_id, "split": split_of.get(doc_id), "copiesIn": others}
+        for doc_id, others in sorted(elsewhere.items())
+    ]
+    in_test = [doc_id for doc_id, others in elsewhere.items() if "train" in others]
+    info["crossSplit"] = {
+        "count": len(crossing),
+        "testWithCopyInTrain": sum(1 for doc_id in in_test if split_of.get(doc_id) == "test"),
+        "items": crossing[:limit],
+        "itemsOmitted": max(0, len(crossing) - limit),
+    }
     return info
 
 
@@ -367,6 +404,8 @@ def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int,
             obs_id,
             obs_version,
             confirmed_by,
+            cluster,
+            copies_elsewhere,
         ) = row
         label: dict[str, Any] = {"status": status}
         if status != "none":
@@ -379,10 +418,11 @@ def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int,
                 label["mask"] = {"sha256": mask_sha, "key": mask_key}
             if confirmed_by:
                 label["confirmedBy"] = confirmed_by
-        yield {
+        entry: dict[str, Any] = {
             "id": doc_id,
             "version": version,
             "patientKey": pkey,
+            "cluster": cluster,
             "split": split,
             "image": {
                 "sha256": sha,
@@ -393,6 +433,9 @@ def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int,
             },
             "label": label,
         }
+        if copies_elsewhere:
+            entry["copiesInSplits"] = copies_elsewhere.split(",")
+        yield entry
 
 
 def build_report(
@@ -407,8 +450,10 @@ def build_report(
     by_label: dict[str, Counter[str]] = defaultdict(Counter)
     by_status: dict[str, Counter[str]] = defaultdict(Counter)
     patients: dict[str, set[str]] = defaultdict(set)
+    clusters: dict[str, set[str]] = defaultdict(set)
     for row in pipeline.iter_examples(staging):
         split, status, class_index, pkey = row[3], row[9], row[10], row[2]
+        clusters[split].add(row[16])
         by_split[split] += 1
         by_status[split][status] += 1
         if status == "confirmed":
@@ -473,6 +518,9 @@ def build_report(
             },
         },
         "patients": {s: len(patients[s]) for s in splits},
+        # linked components (patients joined by identical images and verified copies): the
+        # independent units that intervals resample
+        "clusters": {s: len(clusters[s]) for s in splits},
         "identicalImages": {
             "groups": len(identical_groups),
             "groupsSpanningPatients": multi_patient,

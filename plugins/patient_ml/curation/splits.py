@@ -18,6 +18,10 @@
   a member assigned by an earlier curation keeps that split: assignments are stored and never
   change. An example that would join two earlier splits is quarantined
   (`duplicate_image_conflict`) instead of moving anything.
+* Each example's cluster (`cluster_id`) is its linked component: the unit that is independent
+  of every other, which intervals resample (a patient, or a group of copies where larger).
+* A link found after both ends were assigned (a newer near-duplicate rule) never moves either:
+  each keeps its stored split and `copies_elsewhere` names the other splits.
 * The example itself is a node too (`example_node`): a DocumentReference re-filed under a
   patient of another split keeps its split or, when that would link two splits, is
   quarantined (`split_conflict`); an example never changes split silently.
@@ -37,6 +41,12 @@ Node = tuple[str, str]  # ("patient" | "image", key)
 
 def patient_key(salt: str, patient_ref: str) -> str:
     return hmac.new(salt.encode(), patient_ref.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def cluster_id(salt: str, anchor: str) -> str:
+    """The pseudonymous id of a cluster of linked examples (patients, identical images and
+    verified copies: what is not independent), from its smallest patient key."""
+    return hmac.new(salt.encode(), b"cluster:" + anchor.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def hashed_split(salt: str, anchor: str, ratios: Mapping[str, float]) -> str:
@@ -63,10 +73,14 @@ class SplitInput:
     image_keys: tuple[str, ...]
     track_example: bool = False  # also link (and store) the example's own node
     label: str | None = None  # confirmed class, to stratify new groups by (None: unlabelled)
+    copy_keys: tuple[str, ...] = ()  # image keys of its verified near-duplicate copies
 
-    def nodes(self) -> tuple[Node, ...]:
+    def own_nodes(self) -> tuple[Node, ...]:
         own = (example_node(self.example_id),) if self.track_example else ()
         return (("patient", self.patient_key), *(("image", k) for k in self.image_keys), *own)
+
+    def nodes(self) -> tuple[Node, ...]:
+        return (*self.own_nodes(), *(("image", k) for k in self.copy_keys))
 
 
 @dataclass
@@ -75,6 +89,10 @@ class SplitResult:
     conflicts: dict[str, str] = field(default_factory=dict)  # example id -> detail
     conflict_reasons: dict[str, str] = field(default_factory=dict)  # example id -> reason
     new_assignments: dict[Node, str] = field(default_factory=dict)
+    # examples that keep their stored split while a verified copy sits in another split (a
+    # link found after both were assigned): example id -> the other splits
+    copies_elsewhere: dict[str, list[str]] = field(default_factory=dict)
+    clusters: dict[str, str] = field(default_factory=dict)  # example id -> cluster id
 
 
 class _UnionFind:
@@ -114,6 +132,10 @@ def assign_splits(
         groups[uf.find(ex.nodes()[0])].append(ex)
 
     result = SplitResult()
+    for members in groups.values():
+        cluster = cluster_id(salt, min(ex.patient_key for ex in members))
+        for ex in members:
+            result.clusters[ex.example_id] = cluster
     fresh: list[list[SplitInput]] = []
     for members in groups.values():
         nodes = {n for ex in members for n in ex.nodes()}
@@ -192,7 +214,12 @@ def _resolve_conflicting_group(
     result: SplitResult,
 ) -> None:
     """Members link nodes that earlier curations put in different splits: keep every earlier
-    assignment, give each example the one split its nodes agree on, quarantine the rest."""
+    assignment, give each example the one split its nodes agree on, quarantine the rest.
+
+    An example an earlier curation assigned keeps that split when only its copies (a
+    near-duplicate link found later) sit elsewhere: stored assignments never move, and
+    `copies_elsewhere` names the other splits (the report lists them, evaluation leaves such
+    test examples out)."""
     node_split = dict(known)
     pending = list(members)
     while pending:
@@ -200,13 +227,23 @@ def _resolve_conflicting_group(
         still: list[SplitInput] = []
         for ex in pending:
             seen = {node_split[n] for n in ex.nodes() if n in node_split}
-            if len(seen) > 1:
-                own = known.get(example_node(ex.example_id)) if ex.track_example else None
-                if own is not None:
+            own = {node_split[n] for n in ex.own_nodes() if n in node_split}
+            stored = known.get(example_node(ex.example_id)) if ex.track_example else None
+            if len(seen) > 1 and stored is not None and own == {stored}:
+                result.splits[ex.example_id] = stored
+                result.copies_elsewhere[ex.example_id] = sorted(seen - {stored})
+                for node in ex.own_nodes():
+                    if node not in node_split:
+                        node_split[node] = stored
+                        result.new_assignments[node] = stored
+                progress = True
+            elif len(seen) > 1:
+                if stored is not None:
                     result.conflict_reasons[ex.example_id] = "split_conflict"
-                    others = ", ".join(sorted(seen - {own}))
+                    others = ", ".join(sorted(seen - {stored}))
                     detail = (
-                        f"was in {own} in an earlier snapshot; its patient or image is in {others}"
+                        f"was in {stored} in an earlier snapshot; its patient or image is in "
+                        f"{others}"
                     )
                 else:
                     result.conflict_reasons[ex.example_id] = "duplicate_image_conflict"

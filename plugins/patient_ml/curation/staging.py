@@ -36,7 +36,7 @@ CREATE TABLE quarantine (
 CREATE TABLE resolved (
     doc_id TEXT PRIMARY KEY, label_status TEXT NOT NULL, class_index INTEGER, mask_sha TEXT,
     mask_key TEXT, obs_id TEXT, obs_version TEXT, confirmed_by TEXT, split TEXT,
-    excluded_reason TEXT, excluded_detail TEXT
+    excluded_reason TEXT, excluded_detail TEXT, cluster TEXT, copies_elsewhere TEXT
 );
 """
 
