@@ -1,34 +1,38 @@
-"""Near-duplicate leakage on Br35H: recall of edited copies, false links, the leakage gap, the
-demo snapshot's cross-split copies, and the cost at 100,000 images; prints figures.
+"""Near-duplicate leakage on Br35H: recall of transformed copies per family, false links, the
+leakage gap, the demo snapshot's cross-split copies, and the cost at 100,000 images; prints
+figures.
 
     .venv/bin/python benchmarks/leakage.py [--seeds 5] [--edited 300] [--images 100000]
                                           [--skip-snapshot] [--reference-seeds 1]
                                           [--scale-only] [--synthetic distinct|shifted]
 
 1. Signatures of the 3,000 Br35H slices; verified near-duplicate groups at the default
-   `minCorrelation`.
-2. A labelled set of edited copies (for `--edited` random slices: JPEG re-encodes, rescales with
-   several filters, brightness/contrast/gamma, sharpen/blur, crops, pads, flips, a combination)
-   against their originals: the share linked per edit (recall). Pairs known to be different:
-   every pair of a tumour and a no-tumour slice (2.25 million): the share linked (false links).
+   `minCorrelation` and transforms.
+2. Transformed copies (for `--edited` random slices) by family of
+   `curation.nearDuplicates.transforms` (`FAMILIES`: always linked — re-encodes, rescales,
+   brightness/contrast, sharpening, blur, pads; mirror; orientation — the 8 flips and quarter
+   turns; intensity — gamma, windowing, equalisation; inversion; combinations; geometry —
+   crops, shifts, small rotations, measured but not linked) against their originals: the share
+   linked per edit and per family (recall). Pairs known to be different: every pair of a tumour
+   and a no-tumour slice (2.25 million): the share linked (false links).
 3. One fixed simple model (L2 logistic regression on 32x32 standardised pixels, numpy, fixed
    iterations) trained on train and scored on test (balanced accuracy) under (a) a random
    image-level 70/15/15 split and (b) the product's split (every image its own "patient",
    verified copies kept together, stratified by label as curation does), for several seeds;
-   gap = (a) - (b). For both, the pairs of
-   the issue's criterion (`curation/leakage_audit.py`) that cross splits.
+   gap = (a) - (b). For both, the pairs of the independent audit (`curation/leakage_audit.py`:
+   the same slice in any of the 8 orientations, plain or equalised) that cross splits.
 4. The demo's snapshot (`benchmarks/br35h_snapshot.py`: sample build + two curations):
-   cross-split pairs by the criterion, the largest linked component, split fractions.
+   cross-split pairs by the audit, the largest linked component, split fractions.
 5. Candidates + verification for N signatures (`--scale-only` runs just this), synthetic:
    - `distinct` (default): a collection with a fixed copy rate. Distinct slices are made from
      the Br35H slices that are not copies of each other (one per verified group): a blend of
      two of them (the second one mirrored half of the time), rotated, scaled, stretched,
      shifted and re-windowed, at 96x96; a slice that the product's own verifier links to an
      earlier one is dropped, so different slices are not copies. One slice in ten gets 1-3
-     edited copies (the edits of section 2, top-bottom flip left out): about one image in six
-     is a copy, at every N, so the true links grow linearly. Printed: how crowded the distinct
-     slices are (pairs at similarity >= 0.88, against Br35H's pairs of different copy groups)
-     and the share of planted copies linked;
+     copies (the linked edits of section 2): about one image in six is a copy, at every N, so
+     the true links grow linearly. Printed: how crowded the distinct slices are (pairs at
+     similarity >= 0.88, against Br35H's pairs of different copy groups) and the share of
+     planted copies linked;
    - `shifted` (the old generator): the real thumbnails, each copied with a random shift,
      contrast and noise; every real slice gets ~N/3,000 copies, so the links grow with N².
 """
@@ -61,10 +65,12 @@ from patient_ml.curation.leakage_audit import (  # noqa: E402
 )
 from patient_ml.curation.near_duplicates import (  # noqa: E402
     DEFAULT_MIN_CORRELATION,
+    DEFAULT_TRANSFORMS,
+    Transforms,
     link,
     signature,
     similarities,
-    unit_vectors,
+    views,
 )
 from patient_ml.curation.splits import SplitInput, assign_splits  # noqa: E402
 
@@ -92,38 +98,113 @@ def _scale(image: Image.Image, factor: float, resample: Any) -> Image.Image:
     return image.resize((int(image.width * factor), int(image.height * factor)), resample)
 
 
-# Copies: what a second export, a viewer or an augmentation pipeline does to one slice. A left-
-# right flip is a copy (radiological vs neurological display convention: the same slice, the
-# same person); a vertical flip is measured but not a product goal (no display convention
-# produces it).
-EDITS = {
-    "JPEG re-encode q30": lambda im: _jpeg(im, 30),
-    "JPEG re-encode q75": lambda im: _jpeg(im, 75),
-    "rescale 0.5 nearest": lambda im: _scale(im, 0.5, R.NEAREST),
-    "rescale 0.5 bilinear": lambda im: _scale(im, 0.5, R.BILINEAR),
-    "rescale 0.7 bicubic": lambda im: _scale(im, 0.7, R.BICUBIC),
-    "rescale 1.6 Lanczos": lambda im: _scale(im, 1.6, R.LANCZOS),
-    "resize to 256x256 (aspect changes)": lambda im: im.resize((256, 256), R.BILINEAR),
-    "brightness 0.7": lambda im: ImageEnhance.Brightness(im).enhance(0.7),
-    "brightness 1.3": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
-    "contrast 0.6": lambda im: ImageEnhance.Contrast(im).enhance(0.6),
-    "contrast 1.5": lambda im: ImageEnhance.Contrast(im).enhance(1.5),
-    "gamma 0.6": lambda im: _gamma(im, 0.6),
-    "gamma 1.6": lambda im: _gamma(im, 1.6),
-    "sharpen (unsharp mask)": lambda im: im.filter(ImageFilter.UnsharpMask(2, 150, 3)),
-    "blur (Gaussian 1.5 px)": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
-    "histogram equalisation": ImageOps.equalize,
-    "crop 2% each side": lambda im: _crop(im, 0.02),
-    "crop 5% each side": lambda im: _crop(im, 0.05),
-    "crop 10% each side": lambda im: _crop(im, 0.10),
-    "crop 10% one side": lambda im: _crop(im, 0.10, one_side=True),
-    "pad 10% black": lambda im: ImageOps.expand(im, border=im.width // 10, fill=0),
-    "flip left-right": ImageOps.mirror,
-    "flip top-bottom (not a goal)": ImageOps.flip,
-    "crop 3% + rescale 0.8 + gamma 1.3 + JPEG q60": lambda im: _jpeg(
-        _gamma(_scale(_crop(im, 0.03), 0.8, R.BICUBIC), 1.3), 60
-    ),
+def _window(image: Image.Image, low: float, high: float) -> Image.Image:
+    """Re-windowed to the `low`..`high` percentiles (values outside clipped)."""
+    pixels = np.asarray(image, dtype=np.float32)
+    lo, hi = np.percentile(pixels, [low, high])
+    scaled = np.clip((pixels - lo) / max(hi - lo, 1e-6) * 255, 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _shift(image: Image.Image, share: float) -> Image.Image:
+    """Moved right and down by `share` of each side, the gap filled with black."""
+    w, h = image.size
+    dx, dy = int(w * share), int(h * share)
+    out = Image.new("L", (w, h), 0)
+    out.paste(image.crop((0, 0, w - dx, h - dy)), (dx, dy))
+    return out
+
+
+def _zoom(image: Image.Image, factor: float) -> Image.Image:
+    """The centre 1/factor of the image enlarged to its size (factor > 1), or the image shrunk
+    into a black canvas of its size (factor < 1)."""
+    w, h = image.size
+    if factor > 1:
+        cw, ch = w / factor, h / factor
+        box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+        return image.crop(box).resize((w, h), R.BICUBIC)
+    small = image.resize((int(w * factor), int(h * factor)), R.BICUBIC)
+    out = Image.new("L", (w, h), 0)
+    out.paste(small, ((w - small.width) // 2, (h - small.height) // 2))
+    return out
+
+
+T = Image.Transpose
+# Copies: what a second export, a viewer or an augmentation pipeline does to one slice, by
+# the family of `curation.nearDuplicates.transforms` that links it ("always": linked whatever
+# the setting; "geometry" is measured but not a linked family: crops and shifts that cut into
+# the anatomy need an alignment the 32x32 signature cannot verify, see the README).
+FAMILIES: dict[str, dict[str, Any]] = {
+    "always": {
+        "JPEG re-encode q30": lambda im: _jpeg(im, 30),
+        "JPEG re-encode q75": lambda im: _jpeg(im, 75),
+        "rescale 0.5 nearest": lambda im: _scale(im, 0.5, R.NEAREST),
+        "rescale 0.5 bilinear": lambda im: _scale(im, 0.5, R.BILINEAR),
+        "rescale 0.7 bicubic": lambda im: _scale(im, 0.7, R.BICUBIC),
+        "rescale 1.6 Lanczos": lambda im: _scale(im, 1.6, R.LANCZOS),
+        "resize to 256x256 (aspect changes)": lambda im: im.resize((256, 256), R.BILINEAR),
+        "brightness 0.7": lambda im: ImageEnhance.Brightness(im).enhance(0.7),
+        "brightness 1.3": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
+        "contrast 0.6": lambda im: ImageEnhance.Contrast(im).enhance(0.6),
+        "contrast 1.5": lambda im: ImageEnhance.Contrast(im).enhance(1.5),
+        "sharpen (unsharp mask)": lambda im: im.filter(ImageFilter.UnsharpMask(2, 150, 3)),
+        "strong unsharp mask": lambda im: im.filter(ImageFilter.UnsharpMask(3, 250, 2)),
+        "edge enhance": lambda im: im.filter(ImageFilter.EDGE_ENHANCE),
+        "edge enhance more": lambda im: im.filter(ImageFilter.EDGE_ENHANCE_MORE),
+        "blur (Gaussian 1.5 px)": lambda im: im.filter(ImageFilter.GaussianBlur(1.5)),
+        "pad 10% black": lambda im: ImageOps.expand(im, border=im.width // 10, fill=0),
+        "zoom out 0.9 (black margin)": lambda im: _zoom(im, 0.9),
+    },
+    "mirror": {"flip left-right": ImageOps.mirror},
+    "orientation": {
+        "rotate 90": lambda im: im.transpose(T.ROTATE_90),
+        "rotate 180": lambda im: im.transpose(T.ROTATE_180),
+        "rotate 270": lambda im: im.transpose(T.ROTATE_270),
+        "flip top-bottom": ImageOps.flip,
+        "transpose": lambda im: im.transpose(T.TRANSPOSE),
+        "transverse": lambda im: im.transpose(T.TRANSVERSE),
+    },
+    "intensity": {
+        "gamma 0.5": lambda im: _gamma(im, 0.5),
+        "gamma 0.6": lambda im: _gamma(im, 0.6),
+        "gamma 1.6": lambda im: _gamma(im, 1.6),
+        "gamma 2.0": lambda im: _gamma(im, 2.0),
+        "window 10-90 pct": lambda im: _window(im, 10, 90),
+        "window 0-80 pct": lambda im: _window(im, 0, 80),
+        "histogram equalisation": ImageOps.equalize,
+        "autocontrast cutoff 5": lambda im: ImageOps.autocontrast(im, cutoff=5),
+    },
+    "inversion": {
+        "invert": ImageOps.invert,
+        "invert + gamma 0.7": lambda im: _gamma(ImageOps.invert(im), 0.7),
+    },
+    "combined": {
+        "rotate 180 + gamma 1.5 + sharpen": lambda im: _gamma(
+            im.transpose(T.ROTATE_180), 1.5
+        ).filter(ImageFilter.UnsharpMask(2, 150, 3)),
+        "flip top-bottom + equalise + JPEG q60": lambda im: _jpeg(
+            ImageOps.equalize(ImageOps.flip(im)), 60
+        ),
+        "rotate 90 + edge enhance + rescale 0.8": lambda im: _scale(
+            im.transpose(T.ROTATE_90).filter(ImageFilter.EDGE_ENHANCE), 0.8, R.BICUBIC
+        ),
+        "crop 3% + rescale 0.8 + gamma 1.3 + JPEG q60": lambda im: _jpeg(
+            _gamma(_scale(_crop(im, 0.03), 0.8, R.BICUBIC), 1.3), 60
+        ),
+    },
+    "geometry": {
+        "crop 2% each side": lambda im: _crop(im, 0.02),
+        "crop 5% each side": lambda im: _crop(im, 0.05),
+        "crop 10% one side": lambda im: _crop(im, 0.10, one_side=True),
+        "shift 5%": lambda im: _shift(im, 0.05),
+        "shift 10%": lambda im: _shift(im, 0.10),
+        "zoom in 1.1": lambda im: _zoom(im, 1.1),
+        "rotate 5 degrees": lambda im: im.rotate(5, R.BILINEAR),
+    },
 }
+LINKED = ("always", "mirror", "orientation", "intensity", "combined")  # default transforms
+# every edit, for the scale test's copies (geometry and negatives left out: not linked)
+EDITS = {name: edit for family in LINKED for name, edit in FAMILIES[family].items()}
 
 
 def br35h_files() -> list[Path]:
@@ -180,21 +261,29 @@ def product_split(groups: list[list[int]], labels: np.ndarray, seed: int) -> np.
 
 
 def edited_copies(images: list[Image.Image], count: int, threshold: float) -> None:
+    """Recall per edit and per family: copies of `count` random slices against their
+    originals, linked under the default transforms (inversion: with it switched on)."""
     rng = np.random.default_rng(1)
     chosen = rng.choice(len(images), count, replace=False)
-    originals = unit_vectors([signature(images[i]) for i in chosen])
+    originals = [signature(images[i]) for i in chosen]
     pairs = np.stack([np.arange(count), np.arange(count) + count], axis=1)
-    print(f"\nEdited copies of {count} random slices, linked at correlation >= {threshold}:")
-    total, linked = 0, 0
-    for name, edit in EDITS.items():
-        copies = unit_vectors([signature(edit(images[i])) for i in chosen])
-        sims = similarities(np.concatenate([originals, copies]), pairs)
-        recall = float(np.mean(sims >= threshold))
-        if "not a goal" not in name:
+    print(f"\nEdited copies of {count} random slices, linked at similarity >= {threshold} "
+          f"(default transforms: {', '.join(DEFAULT_TRANSFORMS.names)}):")  # fmt: skip
+    for family, edits in FAMILIES.items():
+        transforms = (
+            Transforms.of([*DEFAULT_TRANSFORMS.names, "inversion"])
+            if family == "inversion"
+            else DEFAULT_TRANSFORMS
+        )
+        total, linked = 0, 0
+        for name, edit in edits.items():
+            copies = [signature(edit(images[i])) for i in chosen]
+            compared = views(originals + copies, transforms)
+            sims = similarities(compared, pairs, transforms)
             total, linked = total + count, linked + int(np.sum(sims >= threshold))
-        low = np.percentile(sims, 5)
-        print(f"  {name:46s} recall {recall:6.1%}   similarity 5th pct {low:.3f}")
-    print(f"  all copies (flip top-bottom left out): recall {linked / total:.1%}")
+            print(f"  {family:12s} {name:44s} recall {np.mean(sims >= threshold):6.1%}   "
+                  f"similarity 5th pct {np.percentile(sims, 5):.3f}")  # fmt: skip
+        print(f"  {family:12s} {'ALL':44s} recall {linked / total:6.1%}")
 
 
 def main() -> None:
@@ -418,7 +507,7 @@ def scale_test(
 
 
 CACHE = Path(tempfile.gettempdir()) / "patient-ml-leakage"
-CACHE_VERSION = "distinct-v2"  # bump when DistinctSlices changes
+CACHE_VERSION = "distinct-v3"  # bump when DistinctSlices changes
 BATCH = 2_000  # units per cached batch
 COPY_SHARE = 0.1  # of the distinct slices, each with 1-3 edited copies
 SIDE = 96
@@ -435,7 +524,7 @@ class DistinctSlices:
         self.bases = np.stack([np.asarray(images[i].resize((SIDE, SIDE), R.BOX), np.float32)
                                for i in distinct])  # fmt: skip
         self.threshold = threshold
-        self.edits = [edit for name, edit in EDITS.items() if "not a goal" not in name]
+        self.edits = list(EDITS.values())
 
     def slice_image(self, rng: np.random.Generator) -> Image.Image:
         a, b = rng.choice(len(self.bases), 2, replace=False)

@@ -1,7 +1,9 @@
 """Turn a snapshot (manifest + content-addressed images) into the contract's channel folders.
 
-Only examples with a confirmed label train or validate. The channel holds `examples.jsonl`
-and the images (hard links when the store is a local folder on the same file system, else
+Only examples with a confirmed label train or validate, and a validation example with a copy
+in train (`copiesInSplits`: a near-duplicate link found after both were assigned) is left out:
+it would reward memorising in the sweep's objective. The channel holds `examples.jsonl` and
+the images (hard links when the store is a local folder on the same file system, else
 copies), so a trainer never needs access to the artifact store.
 """
 
@@ -25,6 +27,7 @@ from patient_ml.training.contract import CHANNELS, JobLayout
 class ChannelStats:
     problem: dict[str, Any]
     counts: dict[str, int]
+    left_out: int = 0  # validation examples with a copy in train
 
 
 def snapshot_prefix(dataset_id: str) -> str:
@@ -55,6 +58,7 @@ def materialize_channels(
     problem = {"problemType": header["problemType"], "labels": header["labels"]}
     writers = {}
     counts = dict.fromkeys(splits, 0)
+    left_out = 0
     prefix = snapshot_prefix(dataset_id)
     try:
         for split in splits:
@@ -63,6 +67,9 @@ def materialize_channels(
         for example in entries:
             split, label = example["split"], example["label"]
             if split not in writers or label.get("status") != "confirmed":
+                continue
+            if split == "validation" and "train" in example.get("copiesInSplits", ()):
+                left_out += 1
                 continue
             channel = layout.channel(split)
             line: dict[str, Any] = {"id": example["id"], "image": example["image"]["key"]}
@@ -79,11 +86,16 @@ def materialize_channels(
             writer.close()
     for split in splits:
         if split in CHANNELS and counts[split] == 0:
+            copies = (
+                f" (its {left_out} confirmed validation examples each have a copy in train)"
+                if split == "validation" and left_out
+                else ""
+            )
             raise PatientMLError(
-                f"Snapshot {snapshot_id[:12]} has no confirmed examples in {split}.",
+                f"Snapshot {snapshot_id[:12]} has no confirmed examples in {split}{copies}.",
                 fix="confirm more labels (or add data) and curate again",
             )
-    return ChannelStats(problem, counts)
+    return ChannelStats(problem, counts, left_out)
 
 
 def _place(store: ArtifactStore, key: str, dest: Path) -> None:

@@ -139,6 +139,14 @@ class SweepWorker(ABC):
             ", ".join(f"{k} {v}" for k, v in stats.counts.items()),
             self.sweep.max_trials,
         )
+        if stats.left_out:
+            log.warning(
+                "worker %s: %d validation examples left out: a copy of each is in train (a "
+                "near-duplicate link found after both were assigned; the curation report "
+                "lists them under nearDuplicates.crossSplit)",
+                self.worker,
+                stats.left_out,
+            )
         storage = sweep.optuna_storage(self.engine.url.render_as_string(hide_password=False))
         return sweep.run_worker(self.engine, storage, self.sweep, self.worker, self.execute)
 
