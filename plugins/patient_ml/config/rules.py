@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 
+from patient_ml.config.metric_regex import MetricRegexError, compile_metric_regex
 from patient_ml.config.models import (
     CategoricalParameter,
     ContinuousParameter,
@@ -287,15 +288,9 @@ def _check_metric_definitions(cfg: ModelConfig) -> list[FieldError]:
                 )
             )
         try:
-            groups = re.compile(md.regex).groups
-        except re.error as exc:
-            errors.append(
-                FieldError(
-                    f"{base}.regex",
-                    f"does not compile ({exc}); fix the pattern, e.g. 'val_loss=([0-9.eE+-]+)'",
-                    md.regex,
-                )
-            )
+            groups = compile_metric_regex(md.regex).groups
+        except MetricRegexError as exc:
+            errors.append(FieldError(f"{base}.regex", str(exc), md.regex))
             continue
         if groups != 1:
             errors.append(
