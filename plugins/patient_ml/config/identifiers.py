@@ -50,6 +50,30 @@ def is_fhir_id(value: object) -> bool:
     return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
 
 
+def fhir_id_problem(value: str) -> str | None:
+    """Why `value` is not a FHIR id, naming the offending character (never the value), or None.
+    FHIR ids are ASCII, so an id spelled in another Unicode form never names the same resource:
+    a non-ASCII id is refused rather than normalised."""
+    if _FHIR_ID.fullmatch(value):
+        return None
+    if not value:
+        return "is empty"
+    if len(value) > 64:
+        return f"is {len(value)} characters long (at most 64)"
+    for char in value:
+        if not char.isascii():
+            return (
+                f"holds the non-ASCII character U+{ord(char):04X}; FHIR ids are ASCII, and "
+                "another Unicode spelling would name another resource"
+            )
+        if not (char.isalnum() or char in "-."):
+            return f"holds {char!r}"
+    return "is not a FHIR id"
+
+
+FHIR_ID_RULE = "1-64 ASCII letters, digits, '-' or '.'"
+
+
 def id_problem(value: str) -> str | None:
     """Why `value` is not a safe id, or None."""
     if _ID.fullmatch(value):
