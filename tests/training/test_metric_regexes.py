@@ -13,8 +13,8 @@ import pytest
 
 from patient_ml.training import metrics
 from patient_ml.training.metrics import MetricParser
-from tests.training.helpers import job
 from tests.training.helpers import backend as local_backend
+from tests.training.helpers import job
 
 # Each takes seconds on a 28-character line in a backtracking engine (doubling per character).
 CATASTROPHIC = [
@@ -58,7 +58,9 @@ def test_a_training_log_with_redos_lines_does_not_stall_the_trial(tmp_path: Path
 @pytest.mark.parametrize("regex", [r"(\d)\1=([0-9]+)", r"(?<=loss=)([0-9.]+)"])
 def test_a_stored_pattern_the_engine_cannot_run_fails_with_the_field_and_fix(regex: str) -> None:
     with pytest.raises(metrics.MetricDefinitionError) as caught:
-        MetricParser.from_config([{"name": "a", "regex": "a=([0-9]+)"}, {"name": "b", "regex": regex}])
+        MetricParser.from_config(
+            [{"name": "a", "regex": "a=([0-9]+)"}, {"name": "b", "regex": regex}]
+        )
     message = str(caught.value)
     assert "metricDefinitions[1].regex" in message and "RE2" in message
     assert "update the model config" in message

@@ -51,8 +51,9 @@ def _explain(pattern: str, exc: Exception) -> str:
     for feature, article, name in _BACKTRACKING_FEATURES:
         if feature.search(pattern):
             return (
-                f"uses {article} {name}, which only a backtracking engine runs; metric regexes run on a "
-                "linear-time engine (RE2) so that no pattern can stall training: rewrite it "
+                f"uses {article} {name}, which only a backtracking engine runs; metric regexes "
+                "run on a linear-time engine (RE2) so that no pattern can stall training: rewrite "
+                "it "
                 f"without the {name}, e.g. {EXAMPLE!r}"
             )
     detail = exc.args[0] if exc.args else exc

@@ -9,10 +9,12 @@ audit trails; two names that look the same must be the same name. `name_problem`
   non-joiner and joiner (U+200C, U+200D) are allowed where a script needs them, as IDNA's
   CONTEXTJ rule says: after a virama, or (the non-joiner) between two Arabic-script letters;
 * **spaces other than U+0020** (no-break, thin, ideographic ... spaces look like it);
-- **compatibility look-alikes**: a letter or digit that NFKC would replace (fullwidth `ｂ`,
-  mathematical `𝐛`, ligature `ﬁ`, `µ` for `μ`), which is another character looking the same;
-- **mixed-script words**: a word (a run of letters and marks) whose letters come from scripts
-  that do not go together, such as `brаin` with a Cyrillic `а`: one script per word, except
+* **compatibility look-alikes**: a letter or digit that NFKC would replace (fullwidth b
+  U+FF42, mathematical bold b U+1D41B, ligature fi U+FB01, micro sign U+00B5 for Greek mu),
+  which is another character looking the same;
+* **mixed-script words**: a word (a run of letters and marks) whose letters come from scripts
+  that do not go together, such as 'brain' with a Cyrillic a (U+0430): one script per word,
+  except
   Latin with Han and kana (Japanese), Han with Bopomofo, or Han with Hangul (UTS #39's "highly
   restrictive" level). Different words may use different scripts.
 

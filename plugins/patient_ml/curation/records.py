@@ -323,9 +323,10 @@ def _class_code(codings: Any, label_system: str) -> str | None:
     ]
     if not codes:
         return None
-    if not all(isinstance(code, str) for code in codes):
+    texts = [code for code in codes if isinstance(code, str)]
+    if len(texts) < len(codes):
         raise QuarantineError("label_malformed", "the label code is not a string")
-    distinct = sorted(set(codes))
+    distinct = sorted(set(texts))
     if len(distinct) > 1:
         shown = ", ".join(repr(shorten(code, 20)) for code in distinct[:4])
         raise QuarantineError(
@@ -337,9 +338,9 @@ def _class_code(codings: Any, label_system: str) -> str | None:
 def _mask(resource: dict[str, Any]) -> Any:
     masks: list[Any] = []
     for ext in resource.get("extension") or []:
-        if isinstance(ext, dict) and ext.get("url") == mapping.MASK_EXTENSION_URL:
-            if ext.get("valueAttachment") not in masks:
-                masks.append(ext.get("valueAttachment"))
+        is_mask = isinstance(ext, dict) and ext.get("url") == mapping.MASK_EXTENSION_URL
+        if is_mask and ext.get("valueAttachment") not in masks:
+            masks.append(ext.get("valueAttachment"))
     if len(masks) > 1:
         raise QuarantineError("label_ambiguous", f"{len(masks)} different segmentation masks")
     return masks[0] if masks else None

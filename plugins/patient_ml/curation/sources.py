@@ -179,8 +179,6 @@ class FhirBulkExportSource(_LineLimit):
         for index, export_file in enumerate(files, start=1):
             resource_type = getattr(export_file, "type", None)
             name = f"export-{index}.{resource_type or 'ndjson'}"
-            lines = self.client.iter_export_ndjson(
-                export_file, max_line_bytes=self.max_line_bytes
-            )
+            lines = self.client.iter_export_ndjson(export_file, max_line_bytes=self.max_line_bytes)
             for line_number, raw in enumerate(lines, 1):
                 yield f"{name}:{line_number}", resource_type, raw

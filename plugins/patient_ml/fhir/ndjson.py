@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 from patient_ml.exceptions import PatientMLError
 
@@ -43,6 +43,10 @@ def max_line_bytes_for(max_inline_bytes: int) -> int:
 
 
 DEFAULT_MAX_LINE_BYTES = max_line_bytes_for(50_000_000)  # curation.maxImageBytes' default
+
+
+class _Lines(Protocol):
+    def readline(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def iter_ndjson_file(
         ) from None
 
 
-def _skip_line(stream: IO[bytes]) -> int:
+def _skip_line(stream: _Lines) -> int:
     """Read past the rest of a line, a piece at a time; returns how many bytes it had."""
     skipped = 0
     while piece := stream.readline(SKIP_CHUNK):

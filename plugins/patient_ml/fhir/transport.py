@@ -44,7 +44,6 @@ from patient_ml.fhir.auth import (
     basic_header,
     coerce_auth,
 )
-from patient_ml.fhir.ndjson import LineTooLong
 from patient_ml.fhir.errors import (
     FhirAuthError,
     FhirConfigError,
@@ -52,6 +51,7 @@ from patient_ml.fhir.errors import (
     FhirError,
     FhirNotFoundError,
 )
+from patient_ml.fhir.ndjson import LineTooLong
 
 log = logging.getLogger("patient_ml.fhir")
 
