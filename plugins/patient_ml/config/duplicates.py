@@ -6,13 +6,18 @@ documents are checked where they are parsed: every duplicated key becomes a Fiel
 its wire path (`trainingApproach.metricDefinitions[1].name`), the lines (YAML) and the value
 that would have won. YAML keys are compared as values (`id` and `'id'`, `1` and `0x1` are one
 key); a merge key (`<<: *base`) may still be overridden, which is what it is for.
+
+FHIR records are parsed by orjson, which has no hook: `has_duplicate_keys` tells from the text
+and the parsed value whether a key was dropped, cheaply enough for every record.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import orjson
 import yaml
 from yaml.constructor import SafeConstructor
 
@@ -109,3 +114,30 @@ def json_duplicate_keys(data: Any) -> list[FieldError]:
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
     return sorted(errors, key=lambda e: e.field)
+
+
+FAST_CHECK_BYTES = 1 << 20  # longer texts (inline images) are never copied to be compared
+# A JSON string (escapes included); in valid JSON every ':' outside strings ends one key.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def has_duplicate_keys(text: bytes, parsed: Any) -> bool:
+    """Whether valid JSON `text`, parsed (last value winning) into `parsed`, held a key twice
+    in one object. Text in compact canonical form (what exporters write) re-serialises to
+    itself, which proves it has none (about a microsecond); other text has its keys counted,
+    each ':' outside strings, against the keys parsed."""
+    if len(text) <= FAST_CHECK_BYTES and orjson.dumps(parsed) == text:
+        return False
+    return _JSON_STRING.sub(b"", text).count(b":") != _key_count(parsed)
+
+
+def _key_count(value: Any) -> int:
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            count += len(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return count

@@ -20,11 +20,12 @@ from typing import Any
 
 import orjson
 
-from patient_ml.config.duplicates import json_duplicate_keys, loads_json
+from patient_ml.config.duplicates import has_duplicate_keys, json_duplicate_keys, loads_json
 from patient_ml.config.identifiers import FHIR_ID_RULE, fhir_id_problem, shorten
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.fhir import mapping
 from patient_ml.fhir.ndjson import LineTooLong
+from patient_ml.fhir.search import DuplicateKeyResource
 
 
 @dataclass(slots=True)
@@ -83,6 +84,8 @@ def parse_resource(raw: bytes | str | dict[str, Any] | LineTooLong) -> dict[str,
             f"the line is longer than {raw.limit} bytes ({raw.size} at least), the limit for a "
             "record whose inline image takes curation.maxImageBytes; it was read past, unparsed",
         )
+    if isinstance(raw, DuplicateKeyResource):  # a search page's entry, checked when read
+        duplicate_keys(raw.duplicates, raw)
     if isinstance(raw, dict):
         resource = raw
     else:
@@ -96,22 +99,18 @@ def parse_resource(raw: bytes | str | dict[str, Any] | LineTooLong) -> dict[str,
     return resource
 
 
-_FAST_CHECK_BYTES = 1 << 20  # longer lines (inline images) are never copied to be compared
-# A JSON string (escapes included); in valid JSON every ':' outside strings ends one key.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-
-
 def _refuse_duplicate_keys(raw: bytes | str, parsed: Any) -> None:
-    """QuarantineError('duplicate_key') when an object of the line holds a key twice. A line in
-    compact canonical form (what exporters write) re-serialises to itself, which proves it has
-    no duplicate (1 µs); any other line has its keys counted, each ':' outside strings, against
-    the keys parsed. Only a line that has duplicates is parsed again to name them."""
+    """QuarantineError('duplicate_key') when an object of the line holds a key twice (checked
+    on every line, see `has_duplicate_keys`; only a line that has one is parsed again to name
+    the keys)."""
     text = raw.encode() if isinstance(raw, str) else raw
-    if len(text) <= _FAST_CHECK_BYTES and orjson.dumps(parsed) == text:
+    if not has_duplicate_keys(text, parsed):
         return
-    if _JSON_STRING.sub(b"", text).count(b":") == _key_count(parsed):
-        return
-    found = json_duplicate_keys(loads_json(text))
+    duplicate_keys(json_duplicate_keys(loads_json(text)), parsed)
+
+
+def duplicate_keys(found: list[Any], parsed: Any) -> None:
+    """Raise QuarantineError('duplicate_key') naming (at most 3 of) the duplicated keys."""
     shown = ", ".join(_where_duplicate(error.field) for error in found[:3])
     more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
     error = QuarantineError(
@@ -126,18 +125,6 @@ def _where_duplicate(field: str) -> str:
     if "[" in key and not parent:  # a key holding '[': show it whole
         parent, key = "", field
     return f"key {shorten(key, 40)!r} in {shorten(parent, 60) or '(resource)'}"
-
-
-def _key_count(value: Any) -> int:
-    count, stack = 0, [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is dict:
-            count += len(item)
-            stack.extend(item.values())
-        elif type(item) is list:
-            stack.extend(item)
-    return count
 
 
 _HTTP_BASE = re.compile(r"https?://[^\s/]+(?:/[^\s/]+)*", re.ASCII)
