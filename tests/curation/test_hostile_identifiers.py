@@ -286,3 +286,13 @@ def test_every_new_reason_has_its_meaning() -> None:
     for reason in ("invalid_id", "invalid_reference", "duplicate_key", "label_ambiguous",
                    "record_too_large"):  # fmt: skip
         assert reason in REASONS and len(REASONS[reason]) > 20
+
+
+def test_codes_and_label_systems_match_in_either_normal_form() -> None:
+    nfd = unicodedata.normalize("NFD", "r\u00f6ntgen")
+    tokens = rec.TokenFilter(["urn:codes|r\u00f6ntgen"])  # configs store names in NFC
+    assert tokens.matches([{"system": "urn:codes", "code": nfd}])
+    system = "urn:labels:tum\u00f6r"
+    resource = _label([{"system": unicodedata.normalize("NFD", system), "code": "1"}])
+    label = rec.label_record(resource, label_system=system, problem_type="imgClf")
+    assert label is not None and label.class_code == "1"

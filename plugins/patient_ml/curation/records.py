@@ -14,6 +14,7 @@ silently. A label that says two things at once is `label_ambiguous`.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,9 @@ class LabelRecord:
 
 
 class TokenFilter:
-    """FHIR token matching of `DocumentReference.type` codings: `system|code`, `|code`, `code`."""
+    """FHIR token matching of `DocumentReference.type` codings: `system|code`, `|code`, `code`.
+    Codes and systems are compared in Unicode NFC (configs store names in NFC), so an NFD
+    spelling of a code selects the same images."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.exact: set[tuple[str | None, str]] = set()
@@ -58,9 +61,9 @@ class TokenFilter:
         for token in tokens:
             if "|" in token:
                 system, code = token.split("|", 1)
-                self.exact.add((system or None, code))
+                self.exact.add((nfc(system) or None, nfc(code)))
             else:
-                self.any_system.add(token)
+                self.any_system.add(nfc(token))
 
     def matches(self, codings: Any) -> bool:
         if not isinstance(codings, list):
@@ -71,9 +74,15 @@ class TokenFilter:
             code = coding.get("code")
             if not isinstance(code, str):
                 continue
-            if code in self.any_system or (coding.get("system") or None, code) in self.exact:
+            code, system = nfc(code), coding.get("system")
+            system = nfc(system) if isinstance(system, str) else None
+            if code in self.any_system or (system or None, code) in self.exact:
                 return True
         return False
+
+
+def nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def parse_resource(raw: bytes | str | dict[str, Any] | LineTooLong) -> dict[str, Any]:
@@ -305,9 +314,7 @@ def _class_code(codings: Any, label_system: str) -> str | None:
     """The one code of `label_system` among the codings; None when there is none."""
     if not isinstance(codings, list):
         return None
-    codes = [
-        c.get("code") for c in codings if isinstance(c, dict) and c.get("system") == label_system
-    ]
+    codes = [c.get("code") for c in codings if _in_system(c, label_system)]
     if not codes:
         return None
     texts = [code for code in codes if isinstance(code, str)]
@@ -320,6 +327,13 @@ def _class_code(codings: Any, label_system: str) -> str | None:
             "label_ambiguous", f"{len(distinct)} codes of the label system: {shown}"
         )
     return distinct[0]
+
+
+def _in_system(coding: Any, system: str) -> bool:
+    """A coding of `system` (compared in NFC, as configs store it)."""
+    if not isinstance(coding, dict) or not isinstance(coding.get("system"), str):
+        return False
+    return coding["system"] == system or nfc(coding["system"]) == nfc(system)
 
 
 def _mask(resource: dict[str, Any]) -> Any:
@@ -365,7 +379,7 @@ def _codes_other_system_only(resource: dict[str, Any], label_system: str) -> boo
     codings = value.get("coding") if isinstance(value, dict) else None
     if not isinstance(codings, list) or not codings:
         return False
-    return not any(isinstance(c, dict) and c.get("system") == label_system for c in codings)
+    return not any(_in_system(c, label_system) for c in codings)
 
 
 def _performer(resource: dict[str, Any]) -> str | None:
