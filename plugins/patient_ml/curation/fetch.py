@@ -445,6 +445,8 @@ def policy_with(
 
 class ImageFetching(Protocol):
     """The seam curation and the label service fetch image and mask bytes through
-    (`ImageFetcher` implements it with the fetch policy's checks)."""
+    (`ImageFetcher` implements it with the fetch policy's checks). During curation an
+    attachment with inline data arrives as a `SpilledData` (its data decoded into a scratch
+    file while the record was read), which an implementation reads back."""
 
     def fetch(self, attachment: dict[str, Any]) -> bytes: ...
