@@ -13,6 +13,10 @@ and asks fhir.resources only for the reason of a record it rejects (timed too).
 (7000x7000 16-bit, 1.8 MB each), deflated DICOM bombs, 7000x7000 RGB PNGs (legitimate, 150 MB
 decoded each) and PNG pixel bombs (40000x40000 headers), with the default limits, and prints
 the curation's peak RSS, measured in a fresh process (building the inputs takes memory too).
+Then hostile records (issue 33, `benchmarks/hostile_inputs.py`): a ~1 MB `.ndjson.gz` with one
+line of `--huge-line-mib` MiB, `--inline-records` records with a ~48 MB PNG inline each (1
+worker at half and at the full count, then `--workers`), and catastrophic metric regexes; each
+curation in a fresh process, with its peak RSS and time. `--only records` skips the images.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -181,8 +186,11 @@ def hostile_images(folder: Path, copies: int) -> list[tuple[str, str, str]]:
     return written
 
 
-def hostile_curation(folder: str, workers: int, queue: object) -> None:
-    """Runs in a fresh process: curate the hostile images, report through `queue`."""
+def hostile_curation(
+    folder: str, workers: int, queue: object, source: str = "src", dataset_id: str = ""
+) -> None:
+    """Runs in a fresh process: curate the hostile inputs in `folder/source`, report through
+    `queue`."""
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.images import decode_budget
     from patient_ml.curation.sources import NdjsonSource
@@ -192,14 +200,14 @@ def hostile_curation(folder: str, workers: int, queue: object) -> None:
 
     work = Path(folder)
     engine = get_engine(f"sqlite:///{work / 'bench.db'}", check_schema=False)
-    dataset_id = (work / "dataset-id").read_text()
+    dataset_id = dataset_id or (work / "dataset-id").read_text()
     t0 = time.perf_counter()
     result = curate(
         engine=engine,
         dataset_ref=dataset_id,
-        source=NdjsonSource(work / "src"),
+        source=NdjsonSource(work / source),
         store=LocalArtifactStore(work / "artifacts"),
-        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(work / "src",))),
+        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(work / source,))),
         workers=workers,
     )
     reasons = {r: v["count"] for r, v in result.report["quarantined"]["byReason"].items()}
@@ -223,9 +231,90 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def in_fresh_process(work: Path, workers: int, source: str, dataset_id: str) -> dict[str, Any]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    args = (str(work), workers, queue, source, dataset_id)
+    child = ctx.Process(target=hostile_curation, args=args)
+    child.start()
+    while True:  # a curation that dies (e.g. on main before issue 33) reports its exit code
+        try:
+            report: dict[str, Any] = queue.get(timeout=1)
+            break
+        except Exception:  # queue.Empty: the curation is still running, or died
+            if not child.is_alive():
+                child.join()
+                peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+                return {
+                    "failed": f"the curation failed (exit code {child.exitcode}); peak RSS "
+                    f"{peak:.0f} MB (the largest of the processes run so far)"
+                }
+    child.join()
+    return report
+
+
+def outcome(report: dict[str, Any]) -> str:
+    if "failed" in report:
+        return report["failed"]
+    return (
+        f"{report['examples']} examples, quarantined {report['reasons']}, in "
+        f"{report['seconds']:.1f} s; peak RSS {report['rss_mb']:.0f} MB"
+    )
+
+
+def hostile_records(args: argparse.Namespace, engine: Any, work: Path) -> None:
+    """Issue 33's hostile records: a huge line in a small .gz, many large inline images."""
+    from benchmarks.hostile_inputs import huge_line_source, inline_source, regex_figures
+
+    print(f"load average before: {Path('/proc/loadavg').read_text().split()[0]}")
+    what = huge_line_source(work / "huge", args.huge_line_mib)
+    report = in_fresh_process(work, args.workers, "huge", new_dataset(engine, "huge"))
+    print(f"huge line: {what}: {outcome(report)}")
+    half = max(1, args.inline_records // 2)
+    runs = [(half, 1), (args.inline_records, 1), (args.inline_records, args.workers)]
+    for count, workers in runs:
+        folder = f"inline-{count}"
+        if not (work / folder).exists():
+            what, _ = inline_source(work / folder, count, args.inline_side, not args.no_mime)
+        dataset = new_dataset(engine, f"{folder}-w{workers}")
+        report = in_fresh_process(work, workers, folder, dataset)
+        print(f"inline images: {what}, {workers} worker(s): {outcome(report)}")
+    for line in regex_figures():
+        print(line)
+    print(f"load average after: {Path('/proc/loadavg').read_text().split()[0]}")
+
+
+def new_dataset(engine: Any, name: str) -> str:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services.datasets import create_dataset
+
+    with session_scope(engine) as session:
+        return create_dataset(session, bench_config(f"bench-{name}"), actor="bench").id
+
+
+def bench_config(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "problemDefinition": {
+            "problemType": "imgClf",
+            "labelDefinition": {"labels": [{"name": "a"}, {"name": "b"}]},
+            "labelSystem": "urn:bench",
+            "trainingDataFilter": {
+                "filterType": "FhirCodesFilter",
+                "codes": ["http://loinc.org|bench"],
+            },
+        },
+    }
+
+
 def hostile(args: argparse.Namespace, engine: object, dataset_id: str, work: Path) -> None:
     import multiprocessing
 
+    if args.only == "records":
+        hostile_records(args, engine, work)
+        return
     t0 = time.perf_counter()
     images = hostile_images(work / "src" / "images", args.copies)
     with open(work / "src" / "DocumentReference.ndjson", "wb") as docs:
@@ -264,6 +353,8 @@ def hostile(args: argparse.Namespace, engine: object, dataset_id: str, work: Pat
     budget, reserved = report["budget"] / 2**20, report["budget_peak"] / 2**20
     print(f"decode budget {budget:.0f} MiB, reserved at most {reserved:.0f} MiB; "
           f"peak RSS {report['rss_mb']:.0f} MB")  # fmt: skip
+    if args.only != "images":
+        hostile_records(args, engine, work)
 
 
 def main() -> None:
@@ -272,6 +363,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--hostile", action="store_true", help="curate memory-hostile images")
     parser.add_argument("--copies", type=int, default=8, help="--hostile: copies of each kind")
+    parser.add_argument("--only", choices=("images", "records"), help="--hostile: one part")
+    parser.add_argument("--huge-line-mib", type=int, default=1024, help="--hostile: its size")
+    parser.add_argument("--inline-records", type=int, default=16, help="--hostile: how many")
+    parser.add_argument("--inline-side", type=int, default=4000, help="--hostile: PNG side")
+    parser.add_argument("--no-mime", action="store_true", help="--hostile: base64 unbroken")
     args = parser.parse_args()
 
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
@@ -286,18 +382,7 @@ def main() -> None:
         work = Path(tmp)
         engine = get_engine(f"sqlite:///{work / 'bench.db'}", check_schema=False)
         schema.upgrade(engine)
-        config = {
-            "name": "bench",
-            "problemDefinition": {
-                "problemType": "imgClf",
-                "labelDefinition": {"labels": [{"name": "a"}, {"name": "b"}]},
-                "labelSystem": "urn:bench",
-                "trainingDataFilter": {
-                    "filterType": "FhirCodesFilter",
-                    "codes": ["http://loinc.org|bench"],
-                },
-            },
-        }
+        config = bench_config("bench")
         with session_scope(engine) as session:
             dataset_id = create_dataset(session, config, actor="bench").id
         if args.hostile:

@@ -3,6 +3,7 @@ control and bidi characters in parameters, huge values echoed back."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -59,3 +60,13 @@ def test_unsafe_path_and_query_parameters_get_422(api: Any, path: str) -> None:
     answer = api("admin").get(path)
     assert answer.status_code == 422, (path, answer.status_code, answer.text)
     assert "\x1b" not in answer.text
+
+
+def test_a_duplicated_key_in_a_rest_body_is_refused_with_422(api: Any) -> None:
+    admin = api("admin")
+    body = json.dumps(example("brain_mri_dataset"))
+    body = '{"name": "shadow-name", ' + body[1:]
+    answer = admin.post("/datasets", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["error"]["errors"]] == ["name"]
+    assert admin.get("/datasets").json()["datasets"] == []

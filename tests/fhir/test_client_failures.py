@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -369,3 +370,29 @@ def test_logs_carry_no_query_strings_or_ids(scripted: ScriptedServer, caplog) ->
     assert "pat-secret-7" not in caplog.text
     assert "GET /fhir/Observation answered HTTP 503" in caplog.text
     assert "GET /fhir/Patient/{id} answered HTTP 503" in caplog.text
+
+
+def test_a_search_entry_with_a_duplicated_key_is_marked_for_quarantine(
+    scripted: ScriptedServer,
+) -> None:
+    """A page's JSON is parsed once, last value winning; an entry whose resource held a key
+    twice comes out marked, and curation quarantines it as duplicate_key (issue 33)."""
+    from patient_ml.curation.quarantine import QuarantineError
+    from patient_ml.curation.records import parse_resource
+    from patient_ml.fhir.search import DuplicateKeyResource
+
+    good = {"resourceType": "Observation", "id": "good", "status": "final"}
+    bad = {"resourceType": "Observation", "id": "bad", "status": "final"}
+    page = json.dumps(searchset([good, bad]), indent=1).encode()
+    page = page.replace(b'"id": "bad"', b'"id": "bad", "status": "cancelled"')
+    scripted.on("/fhir/Observation", Reply(200, page))
+
+    found = list(_client(scripted).search("Observation"))
+
+    assert [r["id"] for r in found] == ["good", "bad"]
+    assert not isinstance(found[0], DuplicateKeyResource)
+    assert isinstance(found[1], DuplicateKeyResource)
+    assert parse_resource(found[0])["id"] == "good"
+    with pytest.raises(QuarantineError) as caught:
+        parse_resource(found[1])
+    assert caught.value.reason == "duplicate_key" and "'status'" in caught.value.detail

@@ -5,6 +5,9 @@ made the database fail, which the API answered as 503 ("database unavailable", s
 retried). Such requests are refused with 422 naming each field instead, on SQLite too, so both
 databases answer the same.
 
+A JSON body holding one key twice in an object (issue 33) is refused with 422 naming each
+duplicated field: JSON parsers keep the last value silently.
+
 The same module bounds every request's inputs in one place (issue 16): a body above
 MAX_CONFIG_BYTES is refused with 413 before it is parsed (`BodySizeLimit`); path parameters
 and query strings longer than MAX_PARAM_LENGTH, or holding control or bidi characters, get
@@ -20,6 +23,7 @@ from typing import Any
 from fastapi import Request
 
 from patient_ml.api.auth import CurrentUser
+from patient_ml.config.duplicates import json_duplicate_keys, loads_json
 from patient_ml.config.identifiers import ID_RULE, is_fhir_id, is_safe_id, text_problem
 from patient_ml.config.limits import MAX_CONFIG_BYTES
 from patient_ml.exceptions import ConfigValidationError, FieldError, PayloadTooLargeError
@@ -35,7 +39,8 @@ _PATH_ID_RULES = {
 
 async def refuse_nul_characters(request: Request, user: CurrentUser) -> None:
     """Router dependency: 422 for NUL in a path parameter or anywhere in a JSON body (keys
-    included). It depends on the user so that credentials are checked first."""
+    included), and for a key that appears twice in one object of a JSON body. It depends on
+    the user so that credentials are checked first."""
     errors = [
         FieldError(name, _MESSAGE, value)
         for name, value in request.path_params.items()
@@ -49,8 +54,19 @@ async def refuse_nul_characters(request: Request, user: CurrentUser) -> None:
         except ValueError:
             body = None  # not JSON: FastAPI answers that itself
         errors += [FieldError(path, _MESSAGE, text[:200]) for path, text in _nul_strings(body)]
+    errors += _duplicate_key_errors(raw) if not errors else []
     if errors:
         raise ConfigValidationError("request", errors)
+
+
+def _duplicate_key_errors(raw: bytes) -> list[FieldError]:
+    if raw.lstrip()[:1] not in (b"{", b"["):
+        return []
+    try:
+        body = loads_json(raw)
+    except (ValueError, RecursionError):
+        return []  # not JSON: FastAPI answers that itself
+    return json_duplicate_keys(body)
 
 
 def _nul_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

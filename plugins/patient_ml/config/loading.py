@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from patient_ml.config import models as config_models
+from patient_ml.config.duplicates import json_duplicate_keys, loads_json, yaml_duplicate_keys
 from patient_ml.config.identifiers import shorten
 from patient_ml.config.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
 from patient_ml.config.models import DatasetConfig, ModelConfig, WireModel
@@ -78,8 +79,9 @@ def parse_config_text(text: str, *, is_json: bool, where: str = "The config") ->
         )
     try:
         if is_json:
-            data = json.loads(text)
+            data = loads_json(text)
             _check_shape(data, where)
+            _refuse_duplicates(json_duplicate_keys(data))
             return data
         return _load_yaml(text, where)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -99,9 +101,15 @@ def _load_yaml(text: str, where: str) -> Any:
         if node is None:
             return None
         _count_nodes(node, where)
+        _refuse_duplicates(yaml_duplicate_keys(node))
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _refuse_duplicates(errors: list[FieldError]) -> None:
+    if errors:
+        raise ConfigValidationError("config", errors)
 
 
 def _count_nodes(root: yaml.Node, where: str) -> None:

@@ -28,7 +28,13 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from patient_ml.config.identifiers import ID_PATTERN, MAX_ID_LENGTH, id_problem, text_problem
+from patient_ml.config.identifiers import (
+    ID_PATTERN,
+    MAX_ID_LENGTH,
+    id_problem,
+    normalized_name,
+    text_problem,
+)
 from patient_ml.config.limits import (
     MAX_CODE_LENGTH,
     MAX_DESCRIPTION_LENGTH,
@@ -59,7 +65,7 @@ def _check_name(value: str) -> str:
     problem = text_problem(value)
     if problem:
         raise ValueError(problem)
-    return value
+    return normalized_name(value)  # NFC: two spellings of one name are one name
 
 
 def _check_text(value: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 
+from patient_ml.config.metric_regex import MetricRegexError, compile_metric_regex
 from patient_ml.config.models import (
     CategoricalParameter,
     ContinuousParameter,
@@ -28,7 +29,7 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # ASCII: `\w` would take any Unicode digit
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_REFERENCE = re.compile(
     rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
@@ -41,7 +42,7 @@ SCHEDULE_PRESETS = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@
 
 
 def check_image_reference(field: str, value: str) -> list[FieldError]:
-    if len(value) > 255 or not IMAGE_REFERENCE.match(value):
+    if len(value) > 255 or not IMAGE_REFERENCE.fullmatch(value):
         return [
             FieldError(
                 field,
@@ -287,15 +288,9 @@ def _check_metric_definitions(cfg: ModelConfig) -> list[FieldError]:
                 )
             )
         try:
-            groups = re.compile(md.regex).groups
-        except re.error as exc:
-            errors.append(
-                FieldError(
-                    f"{base}.regex",
-                    f"does not compile ({exc}); fix the pattern, e.g. 'val_loss=([0-9.eE+-]+)'",
-                    md.regex,
-                )
-            )
+            groups = compile_metric_regex(md.regex).groups
+        except MetricRegexError as exc:
+            errors.append(FieldError(f"{base}.regex", str(exc), md.regex))
             continue
         if groups != 1:
             errors.append(

@@ -1,6 +1,7 @@
 """Fetch the bytes of a DocumentReference attachment, deny-by-default.
 
-- inline `data` (base64);
+- inline `data` (base64, whitespace allowed), or the scratch file it was decoded into while the
+  record was read (`curation.inline.SpilledData`);
 - `file://` only under an allowed root (symlinks and `..` resolved before the check), regular
   files only (a FIFO, device or socket is refused without being opened);
 - `http(s)://` only on an allowed host (`host` or `host:port`), redirects followed only to
@@ -21,8 +22,6 @@ succeed instead of quarantining every image.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
 import http.client
@@ -39,6 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urljoin
 
+from patient_ml.curation import inline
+from patient_ml.curation.inline import SpilledData
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
 from patient_ml.fhir.client import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
 from patient_ml.settings import env_number
@@ -165,6 +166,8 @@ class ImageFetcher:
     def fetch(self, attachment: dict[str, Any]) -> bytes:
         """The attachment's bytes; QuarantineError for anything wrong with this one record."""
         with unexpected_errors_quarantined("image_fetch_error"):
+            if isinstance(attachment, SpilledData):  # decoded while its record was read
+                return attachment.read(self.policy.max_bytes)
             data = attachment.get("data")
             if data:
                 return self._inline(data)
@@ -188,13 +191,8 @@ class ImageFetcher:
 
     # inline -------------------------------------------------------------------------------
     def _inline(self, data: Any) -> bytes:
-        text = str(data)
-        if len(text) * 3 // 4 > self.policy.max_bytes + 3:
-            raise QuarantineError("image_too_large", f"inline data > {self.policy.max_bytes} B")
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise QuarantineError("invalid_inline_data") from None
+        """base64Binary, whitespace allowed (MIME line breaks), decoded a piece at a time."""
+        return inline.decode(data, self.policy.max_bytes)
 
     # file:// ------------------------------------------------------------------------------
     def _file(self, url: str) -> bytes:
@@ -447,6 +445,8 @@ def policy_with(
 
 class ImageFetching(Protocol):
     """The seam curation and the label service fetch image and mask bytes through
-    (`ImageFetcher` implements it with the fetch policy's checks)."""
+    (`ImageFetcher` implements it with the fetch policy's checks). During curation an
+    attachment with inline data arrives as a `SpilledData` (its data decoded into a scratch
+    file while the record was read), which an implementation reads back."""
 
     def fetch(self, attachment: dict[str, Any]) -> bytes: ...

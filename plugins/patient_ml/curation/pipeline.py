@@ -1,8 +1,10 @@
 """Curate one dataset: FHIR records → images and labels checked → splits → snapshot.
 
 Stages (each streams; per-record state lives in a scratch SQLite file):
-1. read records; select the dataset's DocumentReferences; fetch, decode and store each image
-   (content-addressed, in a thread pool); stage label Observations; quarantine bad records;
+1. read records (a line longer than the record limit of the dataset's maxImageBytes is read
+   past, never held); select the dataset's DocumentReferences (inline images are decoded into
+   scratch files as they are read); fetch, decode and store each image (content-addressed, in
+   a thread pool); stage label Observations; quarantine bad records;
 2. imgSeg: fetch and check masks against their image;
 3. resolve labels per image and collapse identical images;
 4. assign patient-level splits, keeping every earlier assignment (under a lock on the dataset);
@@ -12,7 +14,6 @@ Stages (each streams; per-record state lives in a scratch SQLite file):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -24,13 +25,15 @@ from typing import Any
 
 import orjson
 
-from patient_ml.config.identifiers import require_safe_id, shorten
+from patient_ml.config.identifiers import is_fhir_id, require_safe_id, shorten
+from patient_ml.curation import inline
 from patient_ml.curation import records as rec
 from patient_ml.curation.quarantine import QuarantineError, with_validation_detail
 from patient_ml.curation.resolve import collapse_identical_images, resolve_labels
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import patient_key
 from patient_ml.curation.staging import Staging, version_key
+from patient_ml.fhir.ndjson import max_line_bytes_for
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -112,9 +115,13 @@ def stage_records(
     the labels), then fetch/check/store the images of the winning versions in a pool."""
     type_filter = rec.TokenFilter(dataset.filter_codes)
     progress = Progress(stats)
+    limit_records = getattr(source, "limit_record_bytes", None)
+    if callable(limit_records):  # a record may carry an inline image of maxImageBytes
+        limit_records(max_line_bytes_for(dataset.max_image_bytes))
     for position, expected, raw in source.records():
         stats.records += 1
         _dispatch(position, expected, raw, dataset, type_filter, staging, stats)
+        del raw  # before the next line is read: one record in memory at a time
         progress.tick()
     inflight: set[Future[tuple[Any, ...]]] = set()
     limit = max(4 * workers, 8)
@@ -134,7 +141,7 @@ def stage_records(
 def _dispatch(
     position: str,
     expected: str | None,
-    raw: bytes | dict[str, Any],
+    raw: Any,
     dataset: DatasetView,
     type_filter: rec.TokenFilter,
     staging: Staging,
@@ -148,7 +155,7 @@ def _dispatch(
         if expected in rec_types() and rtype != expected:
             raise QuarantineError("wrong_resource_type", f"{rtype} where {expected} expected")
         if rtype == "DocumentReference":
-            _stage_document(resource, position, type_filter, staging, stats)
+            _stage_document(resource, position, type_filter, dataset, staging, stats)
         elif rtype == "Observation" and rec.is_label_observation(resource):
             label = rec.label_record(
                 resource, label_system=dataset.label_system, problem_type=dataset.problem_type
@@ -162,9 +169,11 @@ def _dispatch(
                 stats.label_records += 1
                 _stage_label(label, dataset, staging)
     except QuarantineError as q:
+        resource = resource if resource is not None else q.resource
         kind = resource.get("resourceType") if isinstance(resource, dict) else expected
         rid = resource.get("id") if isinstance(resource, dict) else None
-        q = with_validation_detail(q, resource)
+        if isinstance(resource, dict):
+            q = with_validation_detail(q, inline.without_large_data(resource))
         _quarantine(staging, stats, str(kind or "record"), rid, position, q)
 
 
@@ -172,11 +181,13 @@ def _stage_document(
     resource: dict[str, Any],
     position: str,
     type_filter: rec.TokenFilter,
+    dataset: DatasetView,
     staging: Staging,
     stats: CurationStats,
 ) -> None:
     """Stage one version of a DocumentReference with what it would mean (selected, not
-    selected, excluded by status, or quarantined); only the newest version of an id counts."""
+    selected, excluded by status, or quarantined); only the newest version of an id counts.
+    Inline image data is decoded into a scratch file now, so no staged row holds it."""
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         image = rec.image_record(resource, type_filter)  # raises missing_id when selected
@@ -184,25 +195,45 @@ def _stage_document(
         return
     stats.document_versions += 1
     payload: dict[str, Any]
+    canonical = inline.canonical_sha(resource)
     try:
         image = rec.image_record(resource, type_filter)
-    except QuarantineError as q:
-        q = with_validation_detail(q, resource)
-        outcome, payload = "quarantined", {"reason": q.reason, "detail": q.detail}
-    else:
         if isinstance(image, rec.ImageRecord):
             outcome = "selected"
+            attachment, spilled = _spill_inline(image.attachment, dataset, staging)
             payload = {
                 "version": image.version,
                 "patient": image.patient_ref,
-                "attachment": image.attachment,
+                "attachment": attachment,
                 "contentType": image.content_type,
+                "inlineFile": spilled,
             }
         else:
             outcome, payload = str(image), {}
-    canonical = hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    except QuarantineError as q:
+        q = with_validation_detail(q, inline.without_large_data(resource))
+        outcome, payload = "quarantined", {"reason": q.reason, "detail": q.detail}
     key = version_key(rec.resource_version(resource), rec.resource_updated(resource), canonical)
     staging.add_document((rid, *key, outcome, orjson.dumps(payload).decode(), position))
+
+
+def _spill_inline(
+    attachment: dict[str, Any], dataset: DatasetView, staging: Staging
+) -> tuple[dict[str, Any], tuple[str, int] | None]:
+    """The attachment without its inline data, and (scratch file, size) of the data decoded
+    there; (attachment, None) when it has no inline data."""
+    if not attachment.get("data"):
+        return attachment, None
+    path = staging.scratch_file()
+    size = inline.spill(attachment["data"], path, dataset.max_image_bytes)
+    return {k: v for k, v in attachment.items() if k != "data"}, (str(path), size)
+
+
+def _restored(attachment: dict[str, Any], spilled: Any) -> dict[str, Any]:
+    """The attachment to fetch: with its inline data read back from the scratch file."""
+    if not spilled:
+        return attachment
+    return inline.SpilledData.of(attachment, Path(spilled[0]), int(spilled[1]))
 
 
 def _winning_images(staging: Staging, stats: CurationStats) -> Iterator[tuple[str, Any]]:
@@ -232,7 +263,7 @@ def _winning_images(staging: Staging, stats: CurationStats) -> Iterator[tuple[st
                         id=doc_id,
                         version=payload["version"],
                         patient_ref=payload["patient"],
-                        attachment=payload["attachment"],
+                        attachment=_restored(payload["attachment"], payload.get("inlineFile")),
                         content_type=payload["contentType"],
                     ),
                 )
@@ -278,7 +309,10 @@ def _stage_label(label: rec.LabelRecord, dataset: DatasetView, staging: Staging)
             raise QuarantineError(
                 "label_unknown_class", f"code {label.class_code!r} is not one of {sorted(indices)}"
             )
-    mask_json = orjson.dumps(label.mask).decode() if label.mask is not None else None
+    mask_json = None
+    if label.mask is not None:
+        mask, spilled = _spill_inline(label.mask, dataset, staging)
+        mask_json = orjson.dumps({"attachment": mask, "inlineFile": spilled}).decode()
     staging.add_label(
         (label.id, label.version, label.image_id, label.status, class_index, mask_json,
          None, None, None, label.performer, label.updated)
@@ -295,6 +329,9 @@ def _fetch_job(
         return ("ok", image, position, info, key)
     except QuarantineError as q:
         return ("quarantined", image, position, q)
+    finally:
+        if isinstance(image.attachment, inline.SpilledData):
+            image.attachment.release()  # fetched once: its scratch file is done
 
 
 def _collect(
@@ -323,6 +360,8 @@ def _quarantine(
     error: QuarantineError,
 ) -> None:
     stats.quarantined += 1
+    if resource_id is not None and not is_fhir_id(resource_id):
+        resource_id = shorten(resource_id, 80)  # an invalid id is shown escaped and short
     staging.add_quarantine(kind, resource_id, position, error.reason, error.detail)
 
 
@@ -333,26 +372,38 @@ def check_masks(
     *,
     workers: int,
 ) -> None:
-    """Stage 2 (imgSeg): fetch each mask and check it against its image's size and labels."""
-    rows = list(
-        staging.query(
-            """
-            SELECT l.obs_id, l.mask_json, i.width, i.height FROM labels l
-            JOIN images i ON i.doc_id = l.doc_id WHERE l.mask_json IS NOT NULL
-            """
-        )
+    """Stage 2 (imgSeg): fetch each mask and check it against its image's size and labels
+    (a bounded number in flight; inline masks come back from their scratch files)."""
+    rows = staging.query(
+        """
+        SELECT l.obs_id, l.mask_json, i.width, i.height FROM labels l
+        JOIN images i ON i.doc_id = l.doc_id WHERE l.mask_json IS NOT NULL
+        """
     )
 
     def work(row: tuple[Any, ...]) -> tuple[Any, ...]:
         obs_id, mask_json, width, height = row
+        stored = orjson.loads(mask_json)
+        attachment = _restored(stored["attachment"], stored.get("inlineFile"))
         try:
-            sha, key = store_mask(orjson.loads(mask_json), width, height)
+            sha, key = store_mask(attachment, width, height)
             return (sha, key, None, obs_id)
         except QuarantineError as q:
             return (None, None, f"{q.reason}: {q.detail}", obs_id)
+        finally:
+            if isinstance(attachment, inline.SpilledData):
+                attachment.release()
 
+    results: list[tuple[Any, ...]] = []
+    inflight: set[Future[tuple[Any, ...]]] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-mask") as pool:
-        results = list(pool.map(work, rows))
+        for row in rows:
+            inflight.add(pool.submit(work, row))
+            if len(inflight) >= max(4 * workers, 8):
+                done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+                results += [future.result() for future in done]
+        results += [future.result() for future in wait(inflight)[0]]
+    results.sort(key=lambda r: r[3])  # by Observation id, whatever the thread timing
     staging.execute_many(
         "UPDATE labels SET mask_sha = ?, mask_key = ?, mask_reason = ? WHERE obs_id = ?", results
     )

@@ -19,7 +19,18 @@ REASONS: dict[str, str] = {
     "malformed_json": "the line is not valid JSON",
     "not_a_resource": "the JSON is not a FHIR resource object (no resourceType)",
     "wrong_resource_type": "a resource of another type than the file or search promised",
+    "record_too_large": "the NDJSON line is longer than the record limit (the base64 text of "
+    "an image of curation.maxImageBytes with line breaks, plus 1 MiB); it was read past in "
+    "pieces, never held in memory",
+    "duplicate_key": "a key appears twice in one JSON object of the record: a parser keeps one "
+    "of the values silently, so what the record says is ambiguous",
     "missing_id": "the resource has no id",
+    "invalid_id": "the resource id is not a FHIR id (1-64 ASCII letters, digits, '-' or '.'); "
+    "an id in another Unicode spelling would name another resource, so it is refused, "
+    "never normalised",
+    "invalid_reference": "a reference (DocumentReference.subject, Observation.focus) is not "
+    "[http(s)://base/]Type/id[/_history/version] with FHIR ids: its patient or image cannot "
+    "be named safely (two Unicode spellings of one patient id would be two patients)",
     "missing_subject": "the DocumentReference has no subject, so its patient is unknown",
     "subject_not_patient": "the subject does not reference a Patient",
     "missing_attachment": "the DocumentReference has no content[0].attachment with url or data",
@@ -32,7 +43,8 @@ REASONS: dict[str, str] = {
     "image_not_found": "nothing exists at the image URL",
     "image_unreachable": "the image URL could not be fetched (network error or server error)",
     "image_too_large": "the image file is larger than curation.maxImageBytes",
-    "invalid_inline_data": "attachment.data is not valid base64",
+    "invalid_inline_data": "attachment.data is not valid base64 (whitespace between the "
+    "characters, as in MIME line breaks, is allowed)",
     "image_fetch_timeout": "the image was not fetched within PATIENT_ML_FETCH_DEADLINE_SECONDS",
     "image_fetch_error": "fetching the image failed unexpectedly (the detail names the error)",
     # decoding
@@ -49,6 +61,9 @@ REASONS: dict[str, str] = {
     "label_malformed": "the label Observation lacks focus, status or a value for this dataset, "
     "or its code is not a canonical label index (ASCII digits, no sign or leading zero)",
     "label_unknown_class": "the label code is not an index of this dataset's labels",
+    "label_ambiguous": "the label Observation gives this dataset more than one value (two "
+    "codes of its label system, two segmentation masks) or names several DocumentReferences "
+    "in focus",
     "label_orphan": "the label's DocumentReference is not among the records read (deleted, "
     "or outside the source)",
     "conflicting_labels": "confirmed labels of this image disagree",
@@ -72,6 +87,7 @@ class QuarantineError(PatientMLError):
             raise ValueError(f"unknown quarantine reason {reason!r}")
         self.reason = reason
         self.detail = detail
+        self.resource: Any = None  # the parsed record, when the parser got that far
         super().__init__(f"{REASONS[reason]}" + (f": {detail}" if detail else ""))
 
 
@@ -85,6 +101,8 @@ RECORD_REASONS = frozenset(
         "missing_attachment",
         "unsupported_content_type",
         "label_malformed",
+        "invalid_id",
+        "invalid_reference",
     }
 )
 

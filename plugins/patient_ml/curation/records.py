@@ -3,19 +3,30 @@
 This is deliberately not a full FHIR validation (fhir.resources is ~10x slower): it checks the
 fields the data contract relies on (see `patient_ml.fhir.mapping`) and quarantines a record with
 a precise reason when one is missing or malformed.
+
+Identifiers follow FHIR's grammar (issue 33): resource ids and the ids in references are FHIR
+ids (ASCII), so an id or patient spelled in two Unicode forms is refused (`invalid_id`,
+`invalid_reference`) instead of becoming two examples or two patients. A record in which one
+key appears twice in an object is quarantined (`duplicate_key`): a parser keeps one value
+silently. A label that says two things at once is `label_ambiguous`.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from patient_ml.config.duplicates import has_duplicate_keys, json_duplicate_keys, loads_json
+from patient_ml.config.identifiers import FHIR_ID_RULE, fhir_id_problem, shorten
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.fhir import mapping
+from patient_ml.fhir.ndjson import LineTooLong
+from patient_ml.fhir.search import DuplicateKeyResource
 
 
 @dataclass(slots=True)
@@ -40,7 +51,9 @@ class LabelRecord:
 
 
 class TokenFilter:
-    """FHIR token matching of `DocumentReference.type` codings: `system|code`, `|code`, `code`."""
+    """FHIR token matching of `DocumentReference.type` codings: `system|code`, `|code`, `code`.
+    Codes and systems are compared in Unicode NFC (configs store names in NFC), so an NFD
+    spelling of a code selects the same images."""
 
     def __init__(self, tokens: Sequence[str]) -> None:
         self.exact: set[tuple[str | None, str]] = set()
@@ -48,9 +61,9 @@ class TokenFilter:
         for token in tokens:
             if "|" in token:
                 system, code = token.split("|", 1)
-                self.exact.add((system or None, code))
+                self.exact.add((nfc(system) or None, nfc(code)))
             else:
-                self.any_system.add(token)
+                self.any_system.add(nfc(token))
 
     def matches(self, codings: Any) -> bool:
         if not isinstance(codings, list):
@@ -61,13 +74,27 @@ class TokenFilter:
             code = coding.get("code")
             if not isinstance(code, str):
                 continue
-            if code in self.any_system or (coding.get("system") or None, code) in self.exact:
+            code, system = nfc(code), coding.get("system")
+            system = nfc(system) if isinstance(system, str) else None
+            if code in self.any_system or (system or None, code) in self.exact:
                 return True
         return False
 
 
-def parse_resource(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
+def nfc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def parse_resource(raw: bytes | str | dict[str, Any] | LineTooLong) -> dict[str, Any]:
     """A resource dict from an NDJSON line (or an already parsed dict)."""
+    if isinstance(raw, LineTooLong):
+        raise QuarantineError(
+            "record_too_large",
+            f"the line is longer than {raw.limit} bytes ({raw.size} at least), the limit for a "
+            "record whose inline image takes curation.maxImageBytes; it was read past, unparsed",
+        )
+    if isinstance(raw, DuplicateKeyResource):  # a search page's entry, checked when read
+        duplicate_keys(raw.duplicates, raw)
     if isinstance(raw, dict):
         resource = raw
     else:
@@ -75,20 +102,73 @@ def parse_resource(raw: bytes | str | dict[str, Any]) -> dict[str, Any]:
             resource = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise QuarantineError("malformed_json", str(exc).split(":")[0]) from None
+        _refuse_duplicate_keys(raw, resource)
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise QuarantineError("not_a_resource")
     return resource
 
 
-def reference_id(reference: Any, resource_type: str) -> str | None:
-    """The id in `Type/id`, `http://server/fhir/Type/id` or `Type/id/_history/2`; else None."""
+def _refuse_duplicate_keys(raw: bytes | str, parsed: Any) -> None:
+    """QuarantineError('duplicate_key') when an object of the line holds a key twice (checked
+    on every line, see `has_duplicate_keys`; only a line that has one is parsed again to name
+    the keys)."""
+    text = raw.encode() if isinstance(raw, str) else raw
+    if not has_duplicate_keys(text, parsed):
+        return
+    duplicate_keys(json_duplicate_keys(loads_json(text)), parsed)
+
+
+def duplicate_keys(found: list[Any], parsed: Any) -> None:
+    """Raise QuarantineError('duplicate_key') naming (at most 3 of) the duplicated keys."""
+    shown = ", ".join(_where_duplicate(error.field) for error in found[:3])
+    more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
+    error = QuarantineError(
+        "duplicate_key", f"{shown}{more} twice in one object; a parser would keep one silently"
+    )
+    error.resource = parsed  # the last values: enough to list the record by its id
+    raise error
+
+
+def _where_duplicate(field: str) -> str:
+    parent, _, key = field.rpartition(".")
+    if "[" in key and not parent:  # a key holding '[': show it whole
+        parent, key = "", field
+    return f"key {shorten(key, 40)!r} in {shorten(parent, 60) or '(resource)'}"
+
+
+_HTTP_BASE = re.compile(r"https?://[^\s/]+(?:/[^\s/]+)*", re.ASCII)
+_RELATIVE = re.compile(r"([A-Za-z]+)/([A-Za-z0-9.-]{1,64})(?:/_history/[A-Za-z0-9.-]{1,64})?")
+
+
+def reference_id(reference: Any, resource_type: str, field: str = "reference") -> str | None:
+    """The id in `Type/id`, `http(s)://server/fhir/Type/id` or `Type/id/_history/2`; None when
+    the reference names another type (or none). QuarantineError('invalid_reference') when it
+    names `resource_type` outside that grammar or with an id that is not a FHIR id."""
     if not isinstance(reference, str):
         return None
+    simple = _RELATIVE.fullmatch(reference)
+    if simple and simple.group(1) == resource_type:  # the usual case, in the grammar
+        return simple.group(2)
     parts = reference.split("/")
-    for i in range(len(parts) - 1):
-        if parts[i] == resource_type and parts[i + 1]:
-            return parts[i + 1]
-    return None
+    version = None
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts, version = parts[:-2], parts[-1]
+    if len(parts) < 2 or parts[-2] != resource_type:
+        if resource_type in parts:
+            raise _invalid_reference(field, f"is not [base/]{resource_type}/id[/_history/v]")
+        return None
+    base = "/".join(parts[:-2])
+    if base and not _HTTP_BASE.fullmatch(base):
+        raise _invalid_reference(field, "has a base that is not an http(s) URL")
+    for what, value in (("id", parts[-1]), ("version", version)):
+        problem = fhir_id_problem(value) if value is not None else None
+        if problem:
+            raise _invalid_reference(field, f"{what} {problem} ({FHIR_ID_RULE})")
+    return parts[-1]
+
+
+def _invalid_reference(field: str, problem: str) -> QuarantineError:
+    return QuarantineError("invalid_reference", f"{field}: the {problem}")
 
 
 def resource_version(resource: dict[str, Any]) -> str | None:
@@ -102,6 +182,9 @@ def _resource_id(resource: dict[str, Any]) -> str:
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
         raise QuarantineError("missing_id")
+    problem = fhir_id_problem(rid)
+    if problem:
+        raise QuarantineError("invalid_id", f"the id {problem} ({FHIR_ID_RULE})")
     return rid
 
 
@@ -123,7 +206,7 @@ def image_record(resource: dict[str, Any], type_filter: TokenFilter) -> ImageRec
     subject = resource.get("subject")
     if not isinstance(subject, dict) or not subject.get("reference"):
         raise QuarantineError("missing_subject")
-    patient_id = reference_id(subject["reference"], "Patient")
+    patient_id = reference_id(subject["reference"], "Patient", "subject.reference")
     if patient_id is None:
         raise QuarantineError("subject_not_patient", str(subject["reference"]).split("/")[0])
     content = resource.get("content")
@@ -180,10 +263,14 @@ def label_record(
     elif status in mapping.LABEL_STATUS_DRAFT:
         state = "draft"
     elif status in mapping.LABEL_STATUS_EXCLUDED:
+        try:  # a tombstone hides the earlier versions of its id, whatever its focus says
+            withdrawn = _focus_image_id(resource) or ""
+        except QuarantineError:
+            withdrawn = ""
         return LabelRecord(
             id=rid,
             version=resource_version(resource),
-            image_id=_focus_image_id(resource) or "",
+            image_id=withdrawn,
             status="excluded",
             class_code=None,
             mask=None,
@@ -192,20 +279,12 @@ def label_record(
         )
     else:
         return None  # registered, unknown: never used
-    image_id = _focus_image_id(resource)
     class_code = None
     mask = None
     if problem_type == "imgClf":
         value = resource.get("valueCodeableConcept")
         codings = value.get("coding") if isinstance(value, dict) else None
-        if isinstance(codings, list):
-            for coding in codings:
-                if isinstance(coding, dict) and coding.get("system") == label_system:
-                    code = coding.get("code")
-                    if not isinstance(code, str):
-                        raise QuarantineError("label_malformed", "the label code is not a string")
-                    class_code = code
-                    break
+        class_code = _class_code(codings, label_system)
         if class_code is None:
             if isinstance(codings, list) and codings:
                 return None  # a label of another dataset (another label system)
@@ -213,11 +292,10 @@ def label_record(
     else:
         if _codes_other_system_only(resource, label_system):
             return None  # a mask labelled for another dataset
-        for ext in resource.get("extension") or []:
-            if isinstance(ext, dict) and ext.get("url") == mapping.MASK_EXTENSION_URL:
-                mask = ext.get("valueAttachment")
+        mask = _mask(resource)
         if not isinstance(mask, dict) or not (mask.get("url") or mask.get("data")):
             raise QuarantineError("label_malformed", "no segmentation-mask extension")
+    image_id = _focus_image_id(resource)  # once the label is known to be of this dataset
     if image_id is None:
         raise QuarantineError("label_malformed", "no focus reference to a DocumentReference")
     return LabelRecord(
@@ -232,6 +310,43 @@ def label_record(
     )
 
 
+def _class_code(codings: Any, label_system: str) -> str | None:
+    """The one code of `label_system` among the codings; None when there is none."""
+    if not isinstance(codings, list):
+        return None
+    codes = [c.get("code") for c in codings if _in_system(c, label_system)]
+    if not codes:
+        return None
+    texts = [code for code in codes if isinstance(code, str)]
+    if len(texts) < len(codes):
+        raise QuarantineError("label_malformed", "the label code is not a string")
+    distinct = sorted(set(texts))
+    if len(distinct) > 1:
+        shown = ", ".join(repr(shorten(code, 20)) for code in distinct[:4])
+        raise QuarantineError(
+            "label_ambiguous", f"{len(distinct)} codes of the label system: {shown}"
+        )
+    return distinct[0]
+
+
+def _in_system(coding: Any, system: str) -> bool:
+    """A coding of `system` (compared in NFC, as configs store it)."""
+    if not isinstance(coding, dict) or not isinstance(coding.get("system"), str):
+        return False
+    return coding["system"] == system or nfc(coding["system"]) == nfc(system)
+
+
+def _mask(resource: dict[str, Any]) -> Any:
+    masks: list[Any] = []
+    for ext in resource.get("extension") or []:
+        is_mask = isinstance(ext, dict) and ext.get("url") == mapping.MASK_EXTENSION_URL
+        if is_mask and ext.get("valueAttachment") not in masks:
+            masks.append(ext.get("valueAttachment"))
+    if len(masks) > 1:
+        raise QuarantineError("label_ambiguous", f"{len(masks)} different segmentation masks")
+    return masks[0] if masks else None
+
+
 _CANONICAL_INDEX = re.compile(r"0|[1-9][0-9]{0,2}")
 
 
@@ -244,14 +359,19 @@ def label_index(code: str | None) -> int | None:
 
 
 def _focus_image_id(resource: dict[str, Any]) -> str | None:
+    """The one DocumentReference in `focus`; label_ambiguous when it names several."""
     focus = resource.get("focus")
+    found: list[str] = []
     if isinstance(focus, list):
-        for ref in focus:
+        for i, ref in enumerate(focus):
             if isinstance(ref, dict):
-                image_id = reference_id(ref.get("reference"), "DocumentReference")
-                if image_id:
-                    return image_id
-    return None
+                where = f"focus[{i}].reference"
+                image_id = reference_id(ref.get("reference"), "DocumentReference", where)
+                if image_id and image_id not in found:
+                    found.append(image_id)
+    if len(found) > 1:
+        raise QuarantineError("label_ambiguous", f"focus names {len(found)} DocumentReferences")
+    return found[0] if found else None
 
 
 def _codes_other_system_only(resource: dict[str, Any], label_system: str) -> bool:
@@ -259,7 +379,7 @@ def _codes_other_system_only(resource: dict[str, Any], label_system: str) -> boo
     codings = value.get("coding") if isinstance(value, dict) else None
     if not isinstance(codings, list) or not codings:
         return False
-    return not any(isinstance(c, dict) and c.get("system") == label_system for c in codings)
+    return not any(_in_system(c, label_system) for c in codings)
 
 
 def _performer(resource: dict[str, Any]) -> str | None:

@@ -1,7 +1,11 @@
 """Where curation reads FHIR records: NDJSON files (the bulk-data format), a FHIR server's
 paged search, or a FHIR server's bulk `$export`. Each yields `(position, expected_type, raw)`
 where raw is NDJSON bytes or a parsed resource, so malformed lines reach the curation and get
-quarantined with their file and line number."""
+quarantined with their file and line number.
+
+NDJSON sources (files, S3 objects, `$export` files) never hold a line longer than their record
+limit (`limit_record_bytes`, which curation sets from the dataset's maxImageBytes): such a line
+comes as a `LineTooLong` and is quarantined as `record_too_large`."""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from patient_ml.fhir import mapping
-from patient_ml.fhir.ndjson import iter_ndjson_lines
+from patient_ml.fhir.ndjson import DEFAULT_MAX_LINE_BYTES, LineTooLong, iter_ndjson_lines
 from patient_ml.storage import artifact_store_from_uri
 
-Record = tuple[str, str | None, bytes | dict[str, Any]]
+Record = tuple[str, str | None, bytes | dict[str, Any] | LineTooLong]
 RESOURCE_TYPES = ("DocumentReference", "Observation")
 _TYPE_FROM_NAME = re.compile(r"^(?:\d+\.)?([A-Z][A-Za-z]+)")
 
@@ -46,7 +50,15 @@ def local_path(uri: str | Path) -> Path:
     return Path(text.removeprefix("file://"))
 
 
-class NdjsonSource:
+class _LineLimit:
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+
+    def limit_record_bytes(self, max_line_bytes: int) -> None:
+        """Lines longer than this come as LineTooLong (never held in memory)."""
+        self.max_line_bytes = max_line_bytes
+
+
+class NdjsonSource(_LineLimit):
     """All `*.ndjson` / `*.ndjson.gz` files of a local folder (or one file)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -54,9 +66,8 @@ class NdjsonSource:
         self.description = f"NDJSON files in {self.path}"
 
     def records(self) -> Iterator[Record]:
-        from patient_ml.fhir.ndjson import iter_ndjson_lines
-
-        for source, line_number, raw in iter_ndjson_lines(self.path):
+        lines = iter_ndjson_lines(self.path, max_line_bytes=self.max_line_bytes)
+        for source, line_number, raw in lines:
             yield f"{Path(source).name}:{line_number}", expected_type_from_filename(source), raw
 
     def records_of(self, image_id: str) -> Iterator[Record]:
@@ -64,8 +75,10 @@ class NdjsonSource:
         escaped in JSON): a byte search per line, no parsing, so a 100,000-image source is
         scanned in well under a second."""
         needle = image_id.encode()
-        for source, line_number, raw in iter_ndjson_lines(self.path):
-            if needle in raw:
+        for source, line_number, raw in iter_ndjson_lines(
+            self.path, max_line_bytes=self.max_line_bytes
+        ):
+            if not isinstance(raw, LineTooLong) and needle in raw:
                 yield f"{Path(source).name}:{line_number}", expected_type_from_filename(source), raw
 
     def written_at(self, position: str) -> float | None:
@@ -79,7 +92,7 @@ class NdjsonSource:
             return None
 
 
-class S3NdjsonSource:
+class S3NdjsonSource(_LineLimit):
     """The `*.ndjson(.gz)` objects under an `s3://bucket/prefix`, downloaded one at a time."""
 
     def __init__(self, uri: str, *, aws_conn_id: str = "aws_default") -> None:
@@ -99,13 +112,11 @@ class S3NdjsonSource:
                 name = f"{digest}.ndjson" + (".gz" if key.endswith(".gz") else "")
                 local = store.get_file(key, Path(tmp) / name)
                 expected = expected_type_from_filename(key.rsplit("/", 1)[-1])
-                for _, line_number, raw in _iter_lines(local):
+                for _, line_number, raw in iter_ndjson_lines(
+                    local, max_line_bytes=self.max_line_bytes
+                ):
                     yield f"{key}:{line_number}", expected, raw
                 local.unlink()
-
-
-def _iter_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
-    return iter_ndjson_lines(path)
 
 
 class FhirSearchSource:
@@ -156,7 +167,7 @@ class FhirSearchSource:
             yield f"search:Observation#{n}", "Observation", resource
 
 
-class FhirBulkExportSource:
+class FhirBulkExportSource(_LineLimit):
     """`$export` of DocumentReference and Observation, then the NDJSON files it produced."""
 
     def __init__(self, client: Any) -> None:
@@ -168,5 +179,6 @@ class FhirBulkExportSource:
         for index, export_file in enumerate(files, start=1):
             resource_type = getattr(export_file, "type", None)
             name = f"export-{index}.{resource_type or 'ndjson'}"
-            for line_number, raw in enumerate(self.client.iter_export_ndjson(export_file), 1):
+            lines = self.client.iter_export_ndjson(export_file, max_line_bytes=self.max_line_bytes)
+            for line_number, raw in enumerate(lines, 1):
                 yield f"{name}:{line_number}", resource_type, raw

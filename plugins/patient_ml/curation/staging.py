@@ -7,6 +7,8 @@ deleted afterwards.
 
 from __future__ import annotations
 
+import itertools
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -119,6 +121,15 @@ class Staging:
         self.db.create_function("newer", 4, newer_version, deterministic=True)
         self.db.executescript(_SCHEMA)
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        # Inline images decoded while records are read (curation/inline.py), next to this file.
+        self.scratch = path.with_name(f"{path.stem}-inline")
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self._scratch_names = itertools.count()
+
+    def scratch_file(self) -> Path:
+        """A new file name in this curation's private scratch folder (made on first use)."""
+        self.scratch.mkdir(mode=0o700, exist_ok=True)
+        return self.scratch / f"{next(self._scratch_names):08d}.bin"
 
     # ---------------------------------------------------------------- writes (buffered)
 
@@ -182,3 +193,4 @@ class Staging:
     def close(self) -> None:
         self.db.close()
         self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)

@@ -13,6 +13,7 @@ from urllib.parse import urljoin
 import requests
 
 from patient_ml.fhir.errors import FhirConfigError, FhirError
+from patient_ml.fhir.ndjson import DEFAULT_MAX_LINE_BYTES, LineTooLong
 from patient_ml.fhir.transport import (
     FHIR_JSON,
     FHIR_NDJSON,
@@ -198,8 +199,11 @@ class FhirBulkExport(FhirTransport):
             )
         return manifest.output
 
-    def iter_export_ndjson(self, file: ExportFile) -> Iterator[bytes]:
-        """The non-blank lines of one exported NDJSON file, as raw bytes, streamed."""
+    def iter_export_ndjson(
+        self, file: ExportFile, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    ) -> Iterator[bytes | LineTooLong]:
+        """The non-blank lines of one exported NDJSON file, as raw bytes, streamed; a line
+        longer than `max_line_bytes` comes as a LineTooLong, never held."""
         url = urljoin(self.base_url + "/", file.url)
         send_token = file.requires_access_token
         if send_token is None:
@@ -216,7 +220,8 @@ class FhirBulkExport(FhirTransport):
                 yield chunk
 
         try:
-            for line in split_lines(counted(resp.iter_content(chunk_size=1 << 16))):
+            chunks = counted(resp.iter_content(chunk_size=1 << 16))
+            for line in split_lines(chunks, max_line_bytes=max_line_bytes):
                 lines += 1
                 yield line
         except requests.RequestException as exc:

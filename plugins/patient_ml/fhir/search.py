@@ -10,6 +10,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin
 
+from patient_ml.config.duplicates import has_duplicate_keys, json_duplicate_keys, loads_json
 from patient_ml.fhir.errors import FhirError
 from patient_ml.fhir.transport import FhirTransport, check_type
 
@@ -29,6 +30,33 @@ def query_pairs(
         values = value if isinstance(value, list | tuple) else [value]
         pairs.extend((str(key), str(v)) for v in values if v is not None)
     return pairs
+
+
+class DuplicateKeyResource(dict[str, Any]):
+    """A resource of a search page in which a key appears twice in one object (JSON gives no
+    dict subclass, so a server cannot forge one); `duplicates` holds a FieldError per key."""
+
+    duplicates: list[Any]
+
+
+def mark_duplicate_keys(content: bytes, bundle: dict[str, Any]) -> None:
+    """Replace each entry resource of `bundle` (parsed from `content`) that held a key twice
+    by a DuplicateKeyResource, so that curation quarantines it (`duplicate_key`)."""
+    if not has_duplicate_keys(content, bundle):
+        return
+    entries = bundle.get("entry")
+    reparsed = loads_json(content)
+    again = reparsed.get("entry") if isinstance(reparsed, dict) else None
+    if not isinstance(entries, list) or not isinstance(again, list) or len(again) != len(entries):
+        return
+    for entry, checked in zip(entries, again, strict=True):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        source = checked.get("resource") if isinstance(checked, dict) else None
+        found = json_duplicate_keys(source) if isinstance(source, dict) else []
+        if found and isinstance(resource, dict):
+            marked = DuplicateKeyResource(resource)
+            marked.duplicates = found
+            entry["resource"] = marked
 
 
 class FhirSearch(FhirTransport):
@@ -52,6 +80,7 @@ class FhirSearch(FhirTransport):
             bundle = self._expect_type(
                 self._json(resp, "GET", url), "Bundle", f"search {resource_type}"
             )
+            mark_duplicate_keys(resp.content, bundle)
             seen.add(resp.url)
             yield bundle
             next_link = next(

@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +51,7 @@ from patient_ml.fhir.errors import (
     FhirError,
     FhirNotFoundError,
 )
+from patient_ml.fhir.ndjson import LineTooLong
 
 log = logging.getLogger("patient_ml.fhir")
 
@@ -638,17 +639,42 @@ class FhirTransport:
         return str(token)
 
 
-def split_lines(chunks: Iterable[bytes]) -> Iterable[bytes]:
-    """Non-blank lines of a byte stream, without their LF / CRLF; a last line may lack one."""
-    pending = b""
+def split_lines(
+    chunks: Iterable[bytes], *, max_line_bytes: int | None = None
+) -> Iterator[bytes | LineTooLong]:
+    """Non-blank lines of a byte stream, without their LF / CRLF; a last line may lack one.
+
+    A line longer than `max_line_bytes` (without its line ending) is never held: it comes out
+    as a LineTooLong. A line is joined once from its pieces, so a long line costs linear time.
+    """
+    parts: list[bytes] = []
+    size = 0
+    limit = None if max_line_bytes is None else max_line_bytes + 1  # + the CR of a CRLF
     for chunk in chunks:
-        if not chunk:
-            continue
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            line = line.rstrip(b"\r")
-            if line.strip():
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            size += end - start
+            if limit is None or size <= limit:
+                parts.append(chunk[start:end])
+            else:
+                parts.clear()
+            if newline < 0:
+                break
+            line = _finish_line(parts, size, limit)
+            if line is not None:
                 yield line
-    if pending.strip():
-        yield pending.rstrip(b"\r")
+            parts, size, start = [], 0, newline + 1
+    line = _finish_line(parts, size, limit)
+    if line is not None:
+        yield line
+
+
+def _finish_line(parts: list[bytes], size: int, limit: int | None) -> bytes | LineTooLong | None:
+    if limit is not None and size > limit:
+        return LineTooLong(size, limit - 1)
+    line = b"".join(parts).rstrip(b"\r")
+    if limit is not None and len(line) > limit - 1:
+        return LineTooLong(len(line), limit - 1)
+    return line if line.strip() else None

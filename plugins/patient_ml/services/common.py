@@ -8,6 +8,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from patient_ml.config.identifiers import normalized_name
 from patient_ml.db.models import Dataset, Model
 from patient_ml.exceptions import NotFoundError
 
@@ -16,8 +17,9 @@ NamedT = TypeVar("NamedT", Dataset, Model)
 
 def find_by_id_or_name(session: Session, cls: type[NamedT], ref: str) -> NamedT | None:
     found = session.get(cls, ref)
-    if found is None:
-        found = session.scalars(select(cls).where(cls.name == ref)).one_or_none()
+    if found is None:  # names are stored in NFC: an NFD spelling finds the same one
+        name = normalized_name(ref)
+        found = session.scalars(select(cls).where(cls.name == name)).one_or_none()
     return found
 
 

@@ -127,6 +127,8 @@ class SweepWorker(ABC):
         self.current_job: str | None = None
 
     def run(self) -> list[sweep.TrialOutcome]:
+        # A stored metric regex the engine cannot run fails the stage before any trial starts.
+        MetricParser.from_config(self.spec.approach.get("metricDefinitions") or [])
         shared = JobLayout(self.workdir / "shared")
         stats = materialize_channels(
             self.store, self.spec.dataset_id, self.spec.snapshot_id, shared, CHANNELS
