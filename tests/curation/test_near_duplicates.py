@@ -6,6 +6,7 @@ images that only earlier curations saw, and quarantined when they would join two
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from collections import defaultdict
 from importlib import resources
@@ -211,7 +212,7 @@ def test_curation_keeps_near_duplicates_in_one_split_across_runs(
     # One MRI slice re-exported under 6 different patients (mis-filed ids), labels disagree.
     source = slice_image("yes/y0.jpg")
     for n, (kind, variant) in enumerate(variants(source).items()):
-        doc = f"copy-{kind}"
+        doc = "copy-" + re.sub(r"[^A-Za-z0-9]+", "-", kind)  # a FHIR id
         cohort.doc(doc, f"pcopy{n}", data=png_bytes(variant.convert("L")))
         cohort.label(f"o-{doc}", doc, 1 if n else 0)
     store = LocalArtifactStore(tmp_path / "artifacts")

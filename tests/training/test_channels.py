@@ -3,6 +3,7 @@ train left out (counted), so the sweep's objective never rewards memorising."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -56,5 +57,6 @@ def test_validation_copies_of_train_are_left_out(tmp_path: Path) -> None:
 def test_a_validation_split_of_only_copies_is_refused(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path / "store")
     _write_snapshot(store, [_example("t1", "train"), _example("v2", "validation", ["train"])])
-    with pytest.raises(PatientMLError, match="no confirmed examples in validation .its 1 confirmed validation examples each have a copy in train"):
+    expected = "its 1 confirmed validation examples each have a copy in train"
+    with pytest.raises(PatientMLError, match=re.escape(expected)):
         materialize_channels(store, "ds1", "snap", JobLayout(tmp_path / "job"), CHANNELS)
