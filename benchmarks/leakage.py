@@ -62,6 +62,7 @@ from patient_ml.curation.leakage_audit import (  # noqa: E402
     audit_prints,
     cross_split_pairs,
     largest_linked_component,
+    same_slice_pairs,
 )
 from patient_ml.curation.near_duplicates import (  # noqa: E402
     DEFAULT_MIN_CORRELATION,
@@ -344,6 +345,7 @@ def main() -> None:
           f"{max(cross_sims, default=0):.3f} (threshold {threshold})")  # fmt: skip
 
     prints = audit_prints(images)
+    audit_held(prints, y, signatures, threshold)
     scores: dict[str, list[float]] = {"random": [], "product": []}
     leaks: dict[str, list[int]] = {"random": [], "product": []}
     for seed in range(args.seeds):
@@ -368,6 +370,23 @@ def main() -> None:
     if not args.skip_snapshot:
         demo_snapshot()
     scale_test(images, signatures, found.groups, counts, args.synthetic, threshold, read_s / n)
+
+
+def audit_held(prints: Any, y: np.ndarray, signatures: list[bytes], threshold: float) -> None:
+    """The independent audit's same-slice pairs on Br35H, and how many of them the product's
+    grouping leaves in two groups (default transforms, and the left-right rule alone)."""
+    pairs = same_slice_pairs(prints)
+    across = sum(1 for i, j, _ in pairs if y[i] != y[j])
+    print(f"\nIndependent audit (any of 8 orientations, plain or equalised 64x64 thumbnails, "
+          f"correlation >= 0.95): {len(pairs):,} same-slice pairs, {across} across "
+          f"labels")  # fmt: skip
+    for name, transforms in (("default transforms", DEFAULT_TRANSFORMS),
+                             ("left-right only", Transforms.of(["mirror"]))):  # fmt: skip
+        group_of = np.arange(len(signatures))
+        for g, members in enumerate(link(signatures, threshold, transforms).groups):
+            group_of[members] = len(signatures) + g
+        apart = sum(1 for i, j, _ in pairs if group_of[i] != group_of[j])
+        print(f"  pairs the product's grouping ({name}) leaves in two groups: {apart:,}")
 
 
 def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) -> None:
