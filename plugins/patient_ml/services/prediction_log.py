@@ -36,7 +36,8 @@ def output_summary(problem_type: str, answer: dict[str, Any]) -> dict[str, Any]:
     if problem_type == "imgSeg":
         return {"fractions": mask_fractions(answer.get("mask"))}
     predictions = answer.get("predictions") or []
-    top = predictions[0] if predictions else {}
+    chosen = [p for p in predictions if p.get("value")]  # the label at the operating point
+    top = chosen[0] if chosen else predictions[0] if predictions else {}
     return {
         "label": top.get("index"),
         "confidence": top.get("confidence"),
