@@ -512,6 +512,24 @@ def evaluate_contenders(
             name=f"pml-eval-{run_id[:8]}-champion",
             progress=progress,
         )
+    report = build_report(run_id, test, scored, challenger, champion, progress=progress)
+    key = evaluation_report_key(run_id)
+    store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return report, store.uri(key)
+
+
+def build_report(
+    run_id: str,
+    test: TestSet,
+    scored: dict[str, Scored],
+    challenger: Contender,
+    champion: Contender | None,
+    *,
+    progress: ProgressLog,
+) -> dict[str, Any]:
+    """The evaluation report of scored models (`scored["challenger"]`, and
+    `scored["champion"]` when there is one): their results with cluster-bootstrap intervals
+    and the paired differences."""
     started = time.monotonic()
     boot = ClusterBootstrap([e.cluster for e in test.examples])
     compared = boot.compare(
@@ -551,6 +569,4 @@ def evaluate_contenders(
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,
     }
-    key = evaluation_report_key(run_id)
-    store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    return report, store.uri(key)
+    return report

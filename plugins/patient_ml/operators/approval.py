@@ -216,6 +216,7 @@ class AwaitApprovalOperator(RunOperator):
         from patient_ml.exceptions import (
             ConfigValidationError,
             ConflictError,
+            PatientMLError,
             PermissionDeniedError,
         )
         from patient_ml.services import approvals, audit
@@ -226,6 +227,7 @@ class AwaitApprovalOperator(RunOperator):
                 "run %s: ignoring a Required Action response without a user", self.run_id
             )
             return "superseded"
+        refused: PatientMLError | None = None
         try:
             with session_scope(self.engine()) as session:
                 approvals.decide(
@@ -238,12 +240,16 @@ class AwaitApprovalOperator(RunOperator):
                     detail={"airflowUserId": responder.id},
                     override=event.override,
                 )
+        except approvals.RepeatedApprovalError as exc:  # the same person again (minApprovers)
+            refused = exc
         except ConflictError as exc:
             self.log.warning(
                 "run %s: the Required Actions response came too late: %s", self.run_id, exc
             )
             return "superseded"
         except (PermissionDeniedError, ConfigValidationError) as exc:
+            refused = exc
+        if refused is not None:
             with session_scope(self.engine()) as session:
                 audit.record(
                     session,
@@ -254,14 +260,14 @@ class AwaitApprovalOperator(RunOperator):
                     after={
                         "decision": event.decision,
                         "channel": "airflow-required-actions",
-                        "reason": exc.message,
+                        "reason": refused.message,
                         "detail": {"airflowUserId": responder.id},
                     },
                 )
             self.log.warning(
                 "run %s: refused the Required Actions response of %s (%s); the Required "
                 "Action is open again",
-                self.run_id, responder.name, exc,
+                self.run_id, responder.name, refused,
             )  # fmt: skip
             return "refused"
         self.log.info("run %s: %s by %s in Airflow's Required Actions%s", self.run_id,

@@ -58,6 +58,10 @@ SYSTEM = "system"
 MAX_REASON_CHARS = 4000
 
 
+class RepeatedApprovalError(ConflictError):
+    """The same person approved the run before; under minApprovers another person must."""
+
+
 def _invalid(field: str, message: str, value: Any) -> ConfigValidationError:
     return ConfigValidationError("approval decision", [FieldError(field, message, value)])
 
@@ -175,7 +179,7 @@ def decide(
             fix="start a new run (or raise approvalPolicy.timeoutHours)",
         )
     elif actor == "user" and user in progress(earlier, required).approved_by:
-        raise ConflictError(
+        raise RepeatedApprovalError(
             f"User {user!r} has approved run {run.id} already; model {model.name!r} needs "
             f"{required} different people to approve (approvalPolicy.minApprovers).",
             fix="ask another approver to approve or reject the run",
