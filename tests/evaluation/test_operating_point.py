@@ -36,9 +36,9 @@ def _binary(scores: list[float]) -> np.ndarray:
 
 
 def _brute(score: np.ndarray, positive: np.ndarray) -> list[tuple[float, float, float]]:
-    """(threshold, sensitivity, specificity) for every observed score and one above all."""
+    """(cut, sensitivity, specificity) for every observed score and one above all (inf)."""
     out = []
-    for t in [*sorted(set(score.tolist())), np.nextafter(score.max(), np.inf)]:
+    for t in [*sorted(set(score.tolist())), np.inf]:
         called = score >= t
         out.append((t, called[positive].mean(), (~called[~positive]).mean()))
     return out
@@ -59,7 +59,15 @@ def test_the_default_rule_is_youden_for_two_labels_and_argmax_for_more() -> None
         resolve({"rule": "youden"}, THREE)
 
 
-@settings(max_examples=60, deadline=None)
+def _cut(point: OperatingPoint, score: np.ndarray) -> float:
+    """The validation score the threshold cuts at: the lowest one called positive (above all:
+    infinity)."""
+    assert point.threshold is not None
+    called = score[score >= point.threshold]
+    return float(called.min()) if called.size else np.inf
+
+
+@settings(max_examples=80, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=4, max_size=60).filter(
         lambda rows: len({y for y, _ in rows}) == 2
@@ -70,7 +78,7 @@ def test_each_rule_picks_what_a_search_over_every_threshold_picks(
     rows: list[tuple[int, int]], target: float
 ) -> None:
     y = np.array([r[0] for r in rows])
-    score = np.array([r[1] / 20 for r in rows])  # ties on purpose
+    score = np.array([r[1] / 20 for r in rows])  # ties and saturated (1.0) scores on purpose
     p = _binary(score.tolist())
     table = _brute(score, y == 1)
     positive = LabelRef(index=1, name="tumor")
@@ -80,21 +88,36 @@ def test_each_rule_picks_what_a_search_over_every_threshold_picks(
     assert youden.chosen_on is not None
     assert youden.chosen_on.sensitivity + youden.chosen_on.specificity == pytest.approx(best)
     lowest = min(t for t, se, sp in table if se + sp == pytest.approx(best))
-    assert youden.threshold == pytest.approx(lowest)  # ties: the more sensitive threshold
+    assert _cut(youden, score) == lowest  # ties: the more sensitive cut
 
     sens = choose(Wanted("targetSensitivity", positive, target, False), [0, 1], y, p)
     assert sens.chosen_on is not None and sens.chosen_on.sensitivity >= target - 1e-12
-    assert sens.threshold == max(t for t, se, _ in table if se >= target - 1e-12)
+    assert _cut(sens, score) == max(t for t, se, _ in table if se >= target - 1e-12)
 
     spec = choose(Wanted("targetSpecificity", positive, target, False), [0, 1], y, p)
     assert spec.chosen_on is not None and spec.chosen_on.specificity >= target - 1e-12
-    assert spec.threshold == min(t for t, _, sp in table if sp >= target - 1e-12)
+    assert _cut(spec, score) == min(t for t, _, sp in table if sp >= target - 1e-12)
 
-    for point in (youden, sens, spec):  # what `chosenOn` says is what deciding at it gives
-        assert point.chosen_on is not None
-        called = point.decide(p, [0, 1]) == 1
+    for point in (youden, sens, spec):
+        assert point.chosen_on is not None and point.threshold is not None
+        # the stored threshold lies between validation scores, never on one
+        assert point.threshold not in set(score.tolist()) or point.threshold == score.min() / 2
+        called = point.decide(p, [0, 1]) == 1  # what `chosenOn` says deciding at it gives
         assert called[y == 1].mean() == pytest.approx(point.chosen_on.sensitivity)
         assert (~called[y == 0]).mean() == pytest.approx(point.chosen_on.specificity)
+
+
+def test_a_perfect_separation_with_saturated_confidences_gets_a_threshold_between() -> None:
+    """A calibrated network may answer exactly 1.0 for every positive validation image: the
+    threshold must not be 1.0 (a new positive at 0.9999 would be missed), but between."""
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = _binary([0.02, 0.3, 0.6, 1.0, 1.0, 1.0])
+    point = choose(Wanted("youden", LabelRef(index=1, name="tumor"), None, False), [0, 1], y, p)
+    assert point.threshold == pytest.approx(0.8)
+    assert point.chosen_on is not None and point.chosen_on.sensitivity == 1.0
+    nothing = choose(Wanted("targetSpecificity", LabelRef(index=1, name="tumor"), 1.0, False),
+                     [0, 1], np.array([0, 1]), _binary([1.0, 1.0]))  # fmt: skip
+    assert nothing.threshold is not None and nothing.threshold > 1.0  # nothing called positive
 
 
 def test_a_stated_rule_needs_both_kinds_on_validation_and_the_default_falls_back() -> None:

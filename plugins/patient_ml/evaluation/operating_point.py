@@ -21,9 +21,13 @@ Left out of the config: `youden` on the higher-index label for two labels, `argm
 
 Deciding with a threshold t for positive label P: an image is called P when P's confidence
 (the model's confidences normalised over the dataset's labels) is at least t, else the most
-confident other label. Candidate thresholds are the validation confidences of P and one just
-above the highest (nothing called P), so the validation result of the stored threshold is
-exactly the one reported in `chosenOn`.
+confident other label. The rule compares the cuts at each distinct validation confidence of P
+(and one above the highest: nothing called P); the stored threshold is the midpoint between the
+chosen cut and the next lower validation confidence (0 below the lowest, 1 above the highest),
+which calls exactly the same validation images (so `chosenOn` is what the stored threshold gives
+there) and does not sit on one validation image's confidence: a model that separates
+validation perfectly with saturated confidences (1.0) gets a threshold between the classes, not
+1.0.
 
 When validation cannot support the rule (no validation image of P, or none of the other
 labels), an explicitly configured rule fails the evaluation with what is missing; the default
@@ -236,7 +240,7 @@ def choose(
             "operatingPoint rule 'argmax'",
         )
     distinct = np.unique(score)
-    candidates = np.append(distinct, np.nextafter(distinct[-1], np.inf))
+    candidates = np.append(distinct, np.nextafter(distinct[-1], np.inf))  # the cuts
     pos_sorted, neg_sorted = np.sort(score[is_positive]), np.sort(score[~is_positive])
     tp = n_pos - np.searchsorted(pos_sorted, candidates, side="left")
     fp = n_neg - np.searchsorted(neg_sorted, candidates, side="left")
@@ -250,7 +254,7 @@ def choose(
     return OperatingPoint(
         rule=wanted.rule,
         positive_label=positive,
-        threshold=float(candidates[at]),
+        threshold=_between(distinct, at),
         target=wanted.target,
         default=wanted.default,
         chosen_on=ChosenOn(
@@ -261,6 +265,18 @@ def choose(
             specificity=float(specificity[at]),
         ),
     )
+
+
+def _between(distinct: np.ndarray, at: int) -> float:
+    """The threshold of the cut at `distinct[at]` (`at == len(distinct)`: above every score):
+    midway to the next lower distinct score (0 below the lowest; the top cut midway to 1), never
+    at or below that lower score, so it calls exactly the images the cut calls."""
+    below = float(distinct[at - 1]) if at > 0 else 0.0
+    cut = float(distinct[at]) if at < len(distinct) else max(1.0, below)
+    middle = (below + cut) / 2
+    if at > 0 and middle <= below:  # adjacent floats (or a top score of 1): step just above
+        return float(np.nextafter(below, np.inf))
+    return middle
 
 
 def for_champion(value: dict[str, Any] | None, labels: Sequence[tuple[int, str]]) -> OperatingPoint:
