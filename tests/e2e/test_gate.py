@@ -225,6 +225,8 @@ def test_a_worse_challenger_is_refused_and_needs_an_override(
     form = ui.get_by_test_id("approval-form")
     expect(form.get_by_role("button", name="Approve with override")).to_be_disabled()
     expect(form.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
+    ui.get_by_test_id("operating-point").scroll_into_view_if_needed()
+    _shot(page, "run-operating-point")
     ui.get_by_test_id("gate").scroll_into_view_if_needed()
     _shot(page, "run-gate-override")
 

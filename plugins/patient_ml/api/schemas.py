@@ -398,7 +398,8 @@ class ModelRunExtended(ModelRun):
         "(images scored), testClusters (independent clusters among them), testExamplesLeftOut "
         "(test images left out because a copy is in train), resampling (how the intervals were "
         "made), deltas (challenger - champion per metric, with the paired interval low/high), "
-        "confusion matrices, reliability, image digests, reportUri.",
+        "confusion matrices, reliability, image digests, operatingPoints (each model's "
+        "operating point with its test counts at it), reportUri.",
     )
     operatingPoint: dict[str, Any] | None = Field(
         None,
