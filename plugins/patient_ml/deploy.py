@@ -29,7 +29,7 @@ from patient_ml.db.models import Model, Run
 from patient_ml.db.require import present
 from patient_ml.exceptions import ConflictError, PatientMLError
 from patient_ml.services import audit, champion, endpoints
-from patient_ml.services.approvals import latest_decision
+from patient_ml.services.approvals import settled_decision
 from patient_ml.services.monitoring import build_reference
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
@@ -80,9 +80,11 @@ def deploy_run(
     """Deploy an approved run (see the module docstring); returns what was done."""
     with session_scope(engine) as session:
         run = get_run(session, run_id)
-        decision = latest_decision(session, run_id)
+        decision = settled_decision(session, run_id)
         if decision is None or decision.decision != "approved":
-            state = decision.decision if decision else "not decided"
+            state = (
+                decision.decision if decision else "not decided (or not approved by enough people)"
+            )
             raise ConflictError(
                 f"Run {run_id} is {state}; only an approved run is deployed.",
                 fix=f"approve it first: patient-ml runs approve --run {run_id} --reason '...'",
@@ -245,9 +247,9 @@ def check_deploy_request(
                 "run), or roll back to a run listed in the Deployments tab",
             )
         return
-    decision = latest_decision(session, run.id)
+    decision = settled_decision(session, run.id)
     if decision is None or decision.decision != "approved":
-        state = decision.decision if decision else "not decided"
+        state = decision.decision if decision else "not decided (or not approved by enough people)"
         raise ConflictError(
             f"Run {run.id} is {state}; only an approved run is deployed.",
             fix="approve it first (a waiting run), or roll back to an earlier champion",

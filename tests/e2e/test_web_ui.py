@@ -273,10 +273,11 @@ def test_approver_rolls_back_and_deploys_from_the_ui(
             return run.approval_requested_at is not None
 
     deployment.stack.wait_for(evaluated, 420, f"run {second} to wait for a decision")
-    admin.post(
-        f"/v1/patient-ml/models/{model_id}/runs/{second}/approvals",
-        {"decision": "approved", "description": "e2e: run 2 replaces run 1"},
-    )
+    path = f"/v1/patient-ml/models/{model_id}/runs/{second}"
+    body: dict[str, Any] = {"decision": "approved", "description": "e2e: run 2 replaces run 1"}
+    if admin.get(f"{path}?view=extended")["run"]["gate"]["overrideRequired"]:  # chance models
+        body["override"] = {"justification": "e2e: both runs learn noise; which wins is chance"}
+    admin.post(f"{path}/approvals", body)
     deployment.stack.wait_for(lambda: champion() == second, 300, f"run {second} to be champion")
 
     page = _login(browser, deployment, "admin")

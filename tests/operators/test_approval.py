@@ -25,6 +25,7 @@ from patient_ml.services.models import create_model
 from patient_ml.triggers.approval import ApprovalTrigger
 from patient_ml.triggers.approval_events import ApprovalEventError
 from tests.helpers import example
+from tests.services.evaluated import evaluated_run, model_with_champion
 
 
 @pytest.fixture
@@ -78,6 +79,7 @@ def _decisions(engine: Engine, run_id: str) -> list[tuple[str, str | None, str |
         ({"status": "error", "runId": "RUN"}, "error"),
         ({"chosen_options": ["Maybe"], "params_input": {}}, "chosen_options"),
         ({"chosen_options": ["Approve", "Reject"], "params_input": {}}, "chosen_options"),
+        ({"chosen_options": ["Approve (override)"], "params_input": {}}, "chosen_options"),
     ],
 )
 def test_an_event_it_does_not_understand_fails_the_task(
@@ -200,3 +202,88 @@ def test_deferrable_is_the_default_and_false_polls_in_the_worker(
 
 def test_the_former_name_is_the_same_operator() -> None:
     assert ApprovalSensor is AwaitApprovalOperator
+
+
+def _sensor(run_id: str, tmp_path: Path) -> AwaitApprovalOperator:
+    return AwaitApprovalOperator(
+        task_id="await_approval",
+        run_id=run_id,
+        artifact_uri=(tmp_path / "artifacts").as_uri(),
+        required_actions=False,
+    )
+
+
+def _override(user: str, text: str, override: str | None) -> dict[str, Any]:
+    answer = _response(user, "Approve with override", text)
+    if override is not None:
+        answer["params_input"]["override_justification"] = override
+    return answer
+
+
+def test_two_people_approve_in_required_actions_before_the_task_ends(
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """minApprovers 2: the first approval re-opens the wait; the same person again is refused
+    (audited); a second person ends it approved."""
+    monkeypatch.setenv("PATIENT_ML_DATABASE_URL", db_url)
+    policy = {"approvers": ["dr-a", "dr-b"], "minApprovers": 2}
+    model_id = model_with_champion(engine, tmp_path, policy)
+    run_id = evaluated_run(engine, tmp_path, model_id, miss=0.02, seed=9, champion_miss=0.3)
+    with session_scope(engine) as session:
+        approvals.request_approval(session, run_id, timeout_hours=1)
+    sensor = _sensor(run_id, tmp_path)
+    with pytest.raises(TaskDeferred):
+        sensor.execute_complete({}, _response("dr-a", text="good"))
+    assert _decisions(engine, run_id) == [("approved", "dr-a", "airflow-required-actions")]
+    with pytest.raises(TaskDeferred):
+        sensor.execute_complete({}, _response("dr-a", text="still good"))
+    with session_scope(engine) as session:
+        refused = [e for e in events_for(session, "run", run_id)
+                   if e.action == "run.approval.refused"]  # fmt: skip
+    assert "needs 2 different people" in refused[0].after["reason"]
+    _, _, assignees, _, override = sensor._request_text()
+    assert assignees == ["dr-b"] and override is False  # offered to who has not approved
+    done = sensor.execute_complete({}, _response("dr-b", text="agree"))
+    assert done["status"] == "approved" and done["user"] == "dr-b"
+    assert [d[1] for d in _decisions(engine, run_id)] == ["dr-a", "dr-b"]
+
+
+def test_an_override_in_required_actions_needs_its_option_and_its_justification(
+    engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATIENT_ML_DATABASE_URL", db_url)
+    policy = {"approvers": ["dr-a"], "nonInferiority": [
+        {"metric": "sensitivity:positive", "margin": 0.02}]}  # fmt: skip
+    model_id = model_with_champion(engine, tmp_path, policy)
+    run_id = evaluated_run(engine, tmp_path, model_id, miss=0.5, seed=10)
+    with session_scope(engine) as session:
+        approvals.request_approval(session, run_id, timeout_hours=1)
+    sensor = _sensor(run_id, tmp_path)
+    subject, body, _, _, override = sensor._request_text()
+    assert (
+        subject.startswith("Approve run ")
+        and override is True
+        and "✘ FAILS: Sensitivity of positive" in body
+    )
+    assert "**Override required.**" in body and "Approve with override" in body
+    assert "| sensitivity:positive |" in body and "[" in body  # values with their intervals
+    for answer in (
+        _response("dr-a", text="fine"),  # plain Approve: refused
+        _override("dr-a", "fine", None),  # the option without its text
+    ):
+        with pytest.raises(TaskDeferred):
+            sensor.execute_complete({}, answer)
+        with session_scope(engine) as session:
+            reasons = [e.after["reason"] for e in events_for(session, "run", run_id)
+                       if e.action == "run.approval.refused"]  # fmt: skip
+        assert "is required to approve run" in reasons[-1]
+    assert _decisions(engine, run_id) == []
+    done = sensor.execute_complete({}, _override("dr-a", "fine", "second reader covers it"))
+    assert done["status"] == "approved" and done["override"] is True
+    with session_scope(engine) as session:
+        [approval] = approvals.decisions_of(session, run_id)
+        assert approval.criteria and approval.criteria["override"]["justification"] == (
+            "second reader covers it"
+        )
+        audited = [e.action for e in events_for(session, "run", run_id)]
+    assert "run.override_approved" in audited

@@ -20,12 +20,14 @@ from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import AuditEvent, Deployment, Endpoint, Model, Run
 from patient_ml.deploy import DeployError, deploy_run, stop_old_endpoints
 from patient_ml.evaluation.evaluate import EvaluationError
+from patient_ml.evaluation.operating_point import stored
 from patient_ml.exceptions import ConflictError
 from patient_ml.operators.approval import ApprovalSensor
 from patient_ml.operators.deploy import DeployModelOperator
 from patient_ml.operators.evaluate import EvaluateModelOperator
 from patient_ml.services.approvals import decide
 from patient_ml.services.evaluations import FIRST_RUN_NOTE
+from patient_ml.services.gate import gate_for
 from patient_ml.services.predictions import predict
 from patient_ml.services.runs import get_run, run_to_wire
 from patient_ml.serving.client import ping
@@ -92,6 +94,16 @@ def cli(*argv: str) -> int:
     return main(list(argv))
 
 
+def approve(session: Any, run_id: str, user: str, reason: str) -> Any:
+    """A person's approval, with the override the gate asks for when the challenger is worse
+    on the objective: these runs learn noise, so which of two is better is chance (the gate
+    itself is tested in tests/services/test_gate.py)."""
+    needed = gate_for(session, get_run(session, run_id)).override_required
+    override = f"test: {reason}; models at chance level" if needed else None
+    return decide(session, run_id, "approved", user=user, reason=reason, channel="api",
+                  override=override)  # fmt: skip
+
+
 def test_first_run_champion_challenger_same_test_set_and_rollback(
     project: Any, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -144,7 +156,19 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
         "negative",
         "positive",
     }
-    assert [x["value"] for x in by_id["predictions"]] == [True, False]  # reference: predicted
+    # `value` marks the label at the champion's stored operating point (its threshold)
+    with session_scope(engine) as session:
+        point = stored(get_run(session, r1).operating_point)
+    assert point is not None and point.threshold is not None
+    decided = point.decide_one({x["index"]: x["confidence"] for x in by_id["predictions"]})
+    assert [x["index"] for x in by_id["predictions"] if x["value"]] == [decided]
+    assert by_id["operatingPoint"] == {
+        "rule": point.rule,
+        "positiveLabel": {"index": 1, "name": "positive"},
+        "threshold": point.threshold,
+        "label": decided,
+        "name": "negative" if decided == 0 else "positive",
+    }
     assert sum(x["confidence"] for x in by_id["predictions"]) == pytest.approx(1.0, abs=1e-6)
     assert by_id["predictions"] == sorted(by_id["predictions"], key=lambda x: -x["confidence"])
     image = (p.cohort.images / f"{example}.png").read_bytes()
@@ -192,14 +216,7 @@ def test_first_run_champion_challenger_same_test_set_and_rollback(
     assert "| Balanced accuracy | " in card2_text
 
     with session_scope(engine) as session:
-        decide(
-            session,
-            r2,
-            "approved",
-            user="dr.bob",
-            reason="Better on the same test set",
-            channel="api",
-        )
+        approve(session, r2, "dr.bob", "Better on the same test set")
     second = deploy_run(engine, p.store, r2, actor="t", server=LocalServer())
     assert ping(second["endpoint"]) and not ping(first["endpoint"])  # old one stopped after
     with session_scope(engine) as session, pytest.raises(ConflictError, match="second decision"):
@@ -242,7 +259,7 @@ def test_failed_health_check_keeps_the_old_champion_serving(
     r2 = p.trained_run()
     evaluate(p, r2)
     with session_scope(engine) as session:
-        decide(session, r2, "approved", user="dr.ada", reason="second model", channel="api")
+        approve(session, r2, "dr.ada", "second model")
         # failure injection: the approved run's inference image cannot serve
         run = get_run(session, r2)
         config = json.loads(json.dumps(run.config))

@@ -159,7 +159,86 @@ export interface ApprovalDecision {
   user?: string;
   timestamp?: number;
   description?: string;
-  criteria?: Record<string, unknown>;
+  criteria?: {
+    rollback?: boolean;
+    /** An approval past a failed change-control rule: its own justification. */
+    override?: { justification: string; reasons?: string[]; failedRules?: string[] };
+    /** Under the two-person rule: the approvals so far, and whether this one completed them. */
+    approvals?: { required: number; approvedBy: string[]; remaining: number; complete: boolean };
+    [key: string]: unknown;
+  };
+  channel?: string;
+}
+
+/** The decision threshold chosen on the validation split (imgClf), stored with the run. */
+export interface OperatingPoint {
+  rule: "youden" | "targetSensitivity" | "targetSpecificity" | "argmax";
+  positiveLabel?: { index: number; name: string };
+  threshold?: number;
+  target?: number;
+  default?: boolean;
+  chosenOn?: {
+    split: string;
+    images: number;
+    positives: number;
+    negatives: number;
+    sensitivity: number;
+    specificity: number;
+  };
+  note?: string;
+  /** Test counts at the point, by label index (evaluation.operatingPoints only). */
+  counts?: Record<string, { tp: number; fn: number; fp: number; tn: number }>;
+}
+
+/** One non-inferiority rule in one stratum of the test set. */
+export interface GateRule {
+  metric: string;
+  title: string;
+  margin: number;
+  scope: string;
+  stratum: string;
+  small?: boolean;
+  passed: boolean;
+  challenger?: number;
+  champion?: number;
+  difference?: number;
+  low?: number;
+  high?: number;
+  worstPlausible?: number;
+  detail: string;
+}
+
+/** A run rejected earlier with the same snapshot, hyperparameters and training image. */
+export interface RejectedTwin {
+  runId: string;
+  slug: string;
+  modelId: string;
+  rejectedBy: string;
+  rejectedAt?: number;
+  description?: string | null;
+}
+
+/** The change-control gate of a run (GET .../runs/{id}?view=extended). */
+export interface Gate {
+  evaluated: boolean;
+  championId?: string | null;
+  rules: GateRule[];
+  passed: boolean;
+  objective?: {
+    metric: string;
+    title: string;
+    challenger: number;
+    champion: number;
+    difference: number;
+    low?: number | null;
+    high?: number | null;
+    worse: boolean;
+    detail: string;
+  } | null;
+  overrideRequired: boolean;
+  overrideReasons: string[];
+  duplicateOfRejected: RejectedTwin[];
+  approvals: { required: number; approvedBy: string[]; remaining: number };
 }
 
 export interface ConfusionMatrix {
@@ -196,8 +275,12 @@ export interface Run {
     deltas?: Record<string, MetricDelta>;
     confusionMatrix?: Record<string, ConfusionMatrix>;
     reliability?: Record<string, ReliabilityBin[]>;
+    /** Each model's operating point (challenger: chosen now; champion: its stored one). */
+    operatingPoints?: Record<string, OperatingPoint>;
     note?: string;
   };
+  operatingPoint?: OperatingPoint;
+  gate?: Gate;
   approvalStatus?: string;
   approvalDeadline?: number;
   airflow?: { dagId?: string; runId?: string };

@@ -117,6 +117,7 @@ const ITEM_TEMPLATES: Record<string, unknown> = {
   "trainingApproach.searchSpace[]": { type: "continuous", name: "", min: 0, max: 1, scale: "linear" },
   "trainingApproach.metricDefinitions[]": { name: "", regex: "" },
   "approvalPolicy.autoApproval.guardrails[]": { metric: "", maxRegression: 0 },
+  "approvalPolicy.nonInferiority[]": { metric: "", margin: 0.02, scope: "overall" },
   "problemDefinition.labelDefinition.labels[]": { name: "", description: "" },
 };
 
@@ -144,6 +145,7 @@ const ENUMS: Record<string, string[]> = {
   "trainingApproach.searchSpace[].type": ["continuous", "integer", "categorical"],
   "trainingApproach.searchSpace[].scale": ["linear", "log"],
   "deployApproach.type": ["cloud", "edge"],
+  "approvalPolicy.nonInferiority[].scope": ["overall", "overallAndSubgroups"],
   "problemDefinition.problemType": ["imgClf", "imgSeg"],
   "problemDefinition.trainingDataFilter.filterType": ["FhirCodesFilter"],
   "source.type": ["fhirServer", "ndjson"],

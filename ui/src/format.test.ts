@@ -3,16 +3,20 @@ import { describe, expect, it } from "vitest";
 import type { Run } from "./api";
 import {
   approvalState,
+  atPointOf,
   compareMetrics,
   describeDelta,
   describeNextRun,
+  describeOperatingPoint,
   describeResampling,
   describeTestSet,
+  explainAtPoint,
   formatDelta,
   formatInterval,
   formatParam,
   formatTime,
   metricTitle,
+  operatingPointRows,
   parseView,
   viewSearch,
 } from "./format";
@@ -202,5 +206,63 @@ describe("describeNextRun", () => {
     for (const state of ["scheduled", "manual", "onAssets", "paused", "ended", "notInAirflow"] as const) {
       expect(describeNextRun({ state, at }).text).not.toBe("");
     }
+  });
+});
+
+describe("operating point", () => {
+  const withPoint = run({
+    metrics: {
+      challenger: [
+        { name: "sensitivity:tumor", value: 0.86, stage: "evaluation", low: 0.8, high: 0.91, direction: "maximize" },
+        { name: "npv:tumor", value: 0.9, stage: "evaluation", direction: "maximize" },
+        { name: "auroc", value: 0.95, stage: "evaluation", direction: "maximize" },
+      ],
+      champion: [{ name: "sensitivity:tumor", value: 0.91, stage: "evaluation", direction: "maximize" }],
+    },
+    evaluation: { deltas: { "sensitivity:tumor": { challenger: 0.86, champion: 0.91, delta: -0.05, improved: false, low: -0.09, high: -0.01 } } },
+  });
+
+  it("picks the measures at the point, in reading order, with the paired interval", () => {
+    const rows = operatingPointRows(withPoint);
+    expect(rows.map((r) => r.name)).toEqual(["sensitivity:tumor", "npv:tumor"]);
+    expect(rows[0]).toMatchObject({ family: "sensitivity", label: "tumor", deltaInterval: [-0.09, -0.01], better: false });
+    expect(atPointOf("auroc")).toBeUndefined();
+    expect(atPointOf("ppv:a:b")).toEqual(["ppv", "a:b"]);
+  });
+
+  it("says in plain words what decides and how it was chosen", () => {
+    const { decision, chosen } = describeOperatingPoint({
+      rule: "targetSensitivity",
+      positiveLabel: { index: 1, name: "tumor" },
+      threshold: 0.4123,
+      target: 0.95,
+      chosenOn: { split: "validation", images: 80, positives: 40, negatives: 40, sensitivity: 0.95, specificity: 0.7 },
+    });
+    expect(decision).toBe("tumor when its confidence is at least 0.412; otherwise the most confident other label.");
+    expect(chosen).toContain("the highest threshold that reaches the target sensitivity (95 %)");
+    expect(chosen).toContain("sensitivity 0.950 and specificity 0.700 on 80 validation images (40 tumor)");
+    expect(describeOperatingPoint({ rule: "argmax", note: "no operating point is stored" }).chosen).toBe(
+      "No operating point is stored.",
+    );
+    expect(explainAtPoint("ppv", "tumor")).toBe("Of the images the model calls tumor, the share that are tumor.");
+    expect(metricTitle("npv:tumor")).toBe("Negative predictive value (NPV) — tumor");
+  });
+});
+
+describe("approvalState under the two-person rule", () => {
+  const partial = run({
+    approvals: [
+      {
+        decision: "approved",
+        actor: "user",
+        user: "dr-a",
+        criteria: { approvals: { required: 2, approvedBy: ["dr-a"], remaining: 1, complete: false } },
+      },
+    ],
+  });
+
+  it("lets another person decide after a partial approval, not the same one", () => {
+    expect(approvalState(partial, null, true, null, "dr-b")).toEqual({ blocker: null });
+    expect(approvalState(partial, null, true, null, "dr-a").blocker).toMatch(/approved this run already; 1 more/);
   });
 });

@@ -1,6 +1,6 @@
 // Pure helpers of the pages (unit-tested in format.test.ts).
 
-import type { Metric, NextRun, Run } from "./api";
+import type { Metric, NextRun, OperatingPoint, Run } from "./api";
 
 export function formatTime(ms?: number | null): string {
   if (ms === undefined || ms === null) return "—";
@@ -145,7 +145,79 @@ const PER_LABEL_TITLES: Record<string, string> = {
   recall: "Recall (sensitivity)",
   dice: "Dice",
   iou: "IoU",
+  sensitivity: "Sensitivity",
+  specificity: "Specificity",
+  ppv: "Positive predictive value (PPV)",
+  npv: "Negative predictive value (NPV)",
 };
+
+/** The measures at the operating point, in reading order. */
+export const AT_POINT = ["sensitivity", "specificity", "ppv", "npv"] as const;
+export type AtPoint = (typeof AT_POINT)[number];
+
+/** One line each, in plain words, for a label. */
+export function explainAtPoint(family: AtPoint, label: string): string {
+  switch (family) {
+    case "sensitivity":
+      return `Of the images that are ${label}, the share the model calls ${label}.`;
+    case "specificity":
+      return `Of the images that are not ${label}, the share the model does not call ${label}.`;
+    case "ppv":
+      return `Of the images the model calls ${label}, the share that are ${label}.`;
+    case "npv":
+      return `Of the images the model does not call ${label}, the share that are not ${label}.`;
+  }
+}
+
+/** `sensitivity:tumor` → ["sensitivity", "tumor"]; undefined for other metrics. */
+export function atPointOf(name: string): [AtPoint, string] | undefined {
+  const at = name.indexOf(":");
+  const family = name.slice(0, at) as AtPoint;
+  return at > 0 && (AT_POINT as readonly string[]).includes(family) ? [family, name.slice(at + 1)] : undefined;
+}
+
+/** The comparison rows of the measures at the operating point, grouped by label. */
+export function operatingPointRows(run: Pick<Run, "metrics"> & Partial<Pick<Run, "evaluation">>): (MetricComparison & {
+  family: AtPoint;
+  label: string;
+})[] {
+  const rows = compareMetrics(run).flatMap((r) => {
+    const found = atPointOf(r.name);
+    return found ? [{ ...r, family: found[0], label: found[1] }] : [];
+  });
+  const labels = [...new Set(rows.map((r) => r.label))];
+  return rows.sort(
+    (a, b) => labels.indexOf(a.label) - labels.indexOf(b.label) || AT_POINT.indexOf(a.family) - AT_POINT.indexOf(b.family),
+  );
+}
+
+const RULES: Record<OperatingPoint["rule"], string> = {
+  youden: "the best sensitivity + specificity (Youden's J)",
+  targetSensitivity: "the highest threshold that reaches the target sensitivity",
+  targetSpecificity: "the lowest threshold that reaches the target specificity",
+  argmax: "no threshold: the most confident label",
+};
+
+/** "tumor when its confidence is at least 0.412" and how it was chosen, in plain words. */
+export function describeOperatingPoint(point?: OperatingPoint | null): { decision: string; chosen: string } {
+  if (!point) return { decision: "Not chosen yet.", chosen: "" };
+  if (point.threshold === undefined || !point.positiveLabel) {
+    return { decision: "The most confident label (no threshold).", chosen: point.note ? `${capital(point.note)}.` : "" };
+  }
+  const target = point.target !== undefined ? ` (${Math.round(point.target * 100)} %)` : "";
+  const on = point.chosenOn;
+  const there = on
+    ? ` There it gave sensitivity ${formatNumber(on.sensitivity)} and specificity ${formatNumber(on.specificity)} on ${on.images} validation images (${on.positives} ${point.positiveLabel.name}).`
+    : "";
+  return {
+    decision: `${point.positiveLabel.name} when its confidence is at least ${formatNumber(point.threshold)}; otherwise the most confident other label.`,
+    chosen: `Chosen on the validation split by the platform: ${RULES[point.rule]}${target}${point.default ? " (the default rule)" : ""}.${there}`,
+  };
+}
+
+function capital(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
 
 /** A metric's name in plain words ("balancedAccuracy" → "Balanced accuracy", "recall:tumor" →
  * "Recall (sensitivity) — tumor"); names it does not know stay as they are. */
@@ -229,13 +301,23 @@ export function approvalState(
   championId: string | null | undefined,
   mayDecide: boolean,
   decideReason?: string | null,
+  user?: string,
 ): ApprovalState {
   const blocked = (blocker: string) => ({ blocker });
   if (!mayDecide) return blocked(decideReason ?? "You may not decide on runs of this model.");
   if (run.status === "running") return blocked("The run is still running; it can be decided once evaluated.");
   if (run.status === "failed") return blocked("The run failed; only an evaluated run can be decided.");
   const last = run.approvals[run.approvals.length - 1];
-  if (last) {
+  const partial = last?.decision === "approved" && last.criteria?.approvals?.complete === false;
+  if (partial) {
+    // Two-person rule: another person may still approve (or reject); the same one may not.
+    const progress = last.criteria!.approvals!;
+    if (user && progress.approvedBy.includes(user)) {
+      return blocked(
+        `You approved this run already; ${progress.remaining} more approval${progress.remaining === 1 ? "" : "s"} by another person ${progress.remaining === 1 ? "is" : "are"} needed.`,
+      );
+    }
+  } else if (last) {
     // An earlier champion is restored with "Roll back" (deploy actions), not a second decision.
     const who = last.user ?? last.actor;
     const earlier = last.decision === "approved" && championId !== run.id ? " Restoring an earlier champion is a rollback (below)." : "";

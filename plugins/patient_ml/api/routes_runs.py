@@ -51,9 +51,22 @@ RunsLimit = Annotated[int, Query(ge=1, le=MAX_RUNS, description="At most this ma
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 
 
+class OverrideInput(BaseModel):
+    justification: str = Field(
+        description="Why approve although the challenger fails a change-control rule or is "
+        "worse on the objective; its own text, not the decision's description."
+    )
+
+
 class ApprovalDecisionInput(BaseModel):
     decision: Literal["approved", "rejected"]
     description: str | None = Field(None, description="Why; required by this platform.")
+    override: OverrideInput | None = Field(
+        None,
+        description="Extension: confirms an override. Required to approve a run whose "
+        "`gate.overrideRequired` is true (a failed non-inferiority rule, or worse on the "
+        "objective), refused otherwise; audited as `run.override_approved`.",
+    )
 
 
 class RollbackInput(BaseModel):
@@ -222,8 +235,12 @@ def create_approval(
 ) -> dict[str, Any]:
     """Needs read access to the model's DAG, the decision right on it (Airflow's edit right on
     its human-in-the-loop details, as for Airflow's Required Actions) and, when the model names
-    approvers, to be one of them (403 saying which is missing). A pending Required Action of the
-    run in Airflow is closed with this decision."""
+    approvers, to be one of them (403 saying which is missing). Approving a run whose gate
+    requires an override (`GET .../runs/{runId}?view=extended`: `gate.overrideRequired`) needs
+    `override.justification` (422 on `override` otherwise, naming the failed rules). Under
+    `approvalPolicy.minApprovers` each approval by a different person counts; the run is
+    approved at the last one. A pending Required Action of the run in Airflow is closed with
+    the decision that settles the run."""
     from patient_ml.naming import dag_id_of
     from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
@@ -239,6 +256,7 @@ def create_approval(
         reason=body.description or "",
         channel=channel,
         detail={"airflowUserId": str(user.get_id())},
+        override=body.override.justification if body.override is not None else None,
     )
     return {"approvalDecision": approval_to_wire(approval)}
 

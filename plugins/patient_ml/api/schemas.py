@@ -398,10 +398,26 @@ class ModelRunExtended(ModelRun):
         "(images scored), testClusters (independent clusters among them), testExamplesLeftOut "
         "(test images left out because a copy is in train), resampling (how the intervals were "
         "made), deltas (challenger - champion per metric, with the paired interval low/high), "
-        "confusion matrices, reliability, image digests, reportUri.",
+        "confusion matrices, reliability, image digests, operatingPoints (each model's "
+        "operating point with its test counts at it), reportUri.",
+    )
+    operatingPoint: dict[str, Any] | None = Field(
+        None,
+        description="Extension (imgClf): the operating point chosen on the validation split "
+        "(rule, positiveLabel, threshold, chosenOn: what it gave on validation, note), stored "
+        "with the run and used by its endpoint; before evaluation, the config's rule.",
+    )
+    gate: dict[str, Any] | None = Field(
+        None,
+        description="Extension (one run only): the change-control gate: each non-inferiority "
+        "rule per stratum (passed, difference, low, high, detail), the objective (worse?), "
+        "overrideRequired with overrideReasons, duplicateOfRejected (runs with the same "
+        "snapshot, hyperparameters and training image that were rejected), approvals "
+        "(required, approvedBy, remaining).",
     )
     approvalStatus: Literal["approved", "rejected", "pending", "timedOut", "notRequested"] = Field(
-        description="Extension: where the run stands in approval."
+        description="Extension: where the run stands in approval (pending also while fewer "
+        "people than approvalPolicy.minApprovers have approved)."
     )
     approvalDeadline: Millis | None = Field(
         None, description="Extension: no decision by then and the run ends unapproved."
@@ -518,6 +534,11 @@ class ImageClassificationPredictionExtendedResponse(WireResponse):
     exampleId: str | None = Field(None, description="Extension.")
     predictions: list[ImageClassificationPredictionExtended] = Field(
         description="One per label the model answered, highest confidence first."
+    )
+    operatingPoint: dict[str, Any] | None = Field(
+        None,
+        description="Extension: what decided the predicted label (`value`): the champion's "
+        "stored operating point (rule, positiveLabel, threshold) and the label at it.",
     )
 
 

@@ -54,6 +54,13 @@ def add_run_commands(runs: Any) -> None:
         sub.set_defaults(handler=cmd_decide, decision=decision, deploy=False)
         if verb == "approve":
             sub.add_argument(
+                "--override",
+                metavar="JUSTIFICATION",
+                help="confirm an override, with its own justification: required when the run "
+                "fails a change-control rule or is worse on the objective (see `runs gate`), "
+                "refused otherwise; audited as an override",
+            )
+            sub.add_argument(
                 "--deploy",
                 action="store_true",
                 help="deploy right away, for runs whose pipeline no longer waits (e.g. a "
@@ -64,6 +71,13 @@ def add_run_commands(runs: Any) -> None:
     deploy.add_argument("--run", required=True, dest="run_id", help="run id")
     deploy.add_argument("--backend", choices=BACKENDS, default="auto", help="where serve runs")
     deploy.set_defaults(handler=cmd_deploy)
+    gate = runs.add_parser(
+        "gate",
+        help="the run's change-control gate: non-inferiority rules, the objective, whether "
+        "approving needs --override, a repeat of a rejected run, approvals so far",
+    )
+    gate.add_argument("--run", required=True, dest="run_id", help="run id")
+    gate.set_defaults(handler=cmd_gate)
     card = runs.add_parser("card", help="write and print the run's model card")
     card.add_argument("--run", required=True, dest="run_id", help="run id")
     card.set_defaults(handler=cmd_card)
@@ -168,12 +182,30 @@ def cmd_decide(args: argparse.Namespace) -> int:
             reason=args.reason,
             channel="cli",
             detail={"osUser": _os_user()},
+            override=getattr(args, "override", None),
         )
         doc = approval_to_wire(approval)
     write_model_card(engine, _store(), args.run_id)
     if getattr(args, "deploy", False):
         doc["deployment"] = _deploy(args, engine)
     _print(args, doc)
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services.gate import gate_for
+    from patient_ml.services.runs import get_run
+
+    with session_scope(context.engine(args)) as session:
+        doc = gate_for(session, get_run(session, args.run_id)).wire()
+    _print(args, doc)
+    if doc["overrideRequired"] and not args.json:
+        print(
+            "Approving needs an override: patient-ml runs approve --run "
+            f"{args.run_id} --reason '...' --override '<why approve anyway>'",
+            file=sys.stderr,
+        )
     return 0
 
 

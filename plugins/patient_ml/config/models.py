@@ -426,8 +426,33 @@ class AutoApproval(WireModel):
     )
 
 
+class NonInferiorityRule(WireModel):
+    """Extension: the challenger may be worse than the champion on `metric` by less than
+    `margin`, with 95 % confidence: the lower end of the paired interval of challenger -
+    champion (oriented so that higher is better: for a metric where lower is better, champion -
+    challenger) must be above -margin."""
+
+    metric: Annotated[str, Name(255)] = Field(
+        description="A platform test metric: a headline one (e.g. balancedAccuracy, auroc) or a "
+        "per-label one `<family>:<label name>` with family precision, recall, sensitivity, "
+        "specificity, ppv, npv (imgClf) or dice, iou (imgSeg), e.g. `sensitivity:tumor`."
+    )
+    margin: float = Field(
+        ge=0,
+        le=1,
+        description="Largest worsening that is still acceptable, in the metric's own units "
+        "(0.02 = two points of sensitivity). 0: the challenger must be shown better.",
+    )
+    scope: Literal["overall", "overallAndSubgroups"] = Field(
+        "overall",
+        description="`overall`: the whole test set. `overallAndSubgroups`: also each subgroup "
+        "of the test set the evaluation reports (each with its own paired interval).",
+    )
+
+
 class ApprovalPolicy(WireModel):
-    """Extension: who may approve a run of this model, how long a run waits, and the optional
+    """Extension: who may approve a run of this model, how long a run waits, the
+    non-inferiority rules a challenger must pass, how many people approve, and the optional
     automatic policy."""
 
     approvers: list[Annotated[str, Name(256)]] = Field(
@@ -442,6 +467,53 @@ class ApprovalPolicy(WireModel):
         description="A run without a decision after this long ends unapproved (deploy skipped).",
     )
     auto_approval: AutoApproval = Field(default_factory=AutoApproval)
+    non_inferiority: list[NonInferiorityRule] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Rules every challenger must pass against the champion. The automatic "
+        "policy approves only when all hold; a person approving past a failed rule must "
+        "confirm an explicit override with its own justification (audited as an override).",
+    )
+    min_approvers: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="Distinct people who must approve a run before it deploys (2: the "
+        "two-person rule); one rejection ends the run unapproved.",
+    )
+
+
+OperatingPointRule = Literal["youden", "targetSensitivity", "targetSpecificity", "argmax"]
+
+
+class OperatingPointConfig(WireModel):
+    """Extension (imgClf): how the decision threshold is chosen, by the platform, on the
+    validation split (the served model's confidences, through the serving contract). The
+    threshold is stored with the run; the endpoint's answer names the label at it.
+
+    - `youden`: the threshold that maximises sensitivity + specificity - 1 of `positiveLabel`.
+    - `targetSensitivity`: the highest threshold whose validation sensitivity of
+      `positiveLabel` reaches `target` (fewest false positives at that sensitivity).
+    - `targetSpecificity`: the lowest threshold whose validation specificity reaches `target`.
+    - `argmax`: no threshold; the most confident label.
+
+    With a threshold, an image is called `positiveLabel` when that label's confidence is at
+    least the threshold, else the most confident other label. Left out: `youden` on the
+    higher-index label for two labels, `argmax` for more."""
+
+    rule: OperatingPointRule = Field(description="How the threshold is chosen.")
+    positive_label: Annotated[str, Name(255)] | None = Field(
+        None,
+        description="Name of the label the threshold is for (the condition to find); default "
+        "with two labels: the one with the higher index. Required with more than two labels.",
+    )
+    target: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="targetSensitivity / targetSpecificity: the share to reach on validation "
+        "(e.g. 0.95).",
+    )
 
 
 class ModelConfig(WireModel):
@@ -464,4 +536,10 @@ class ModelConfig(WireModel):
     monitoring: MonitoringSettings = Field(
         default_factory=MonitoringSettings,
         description="Extension: drift and live-performance monitoring of the deployed champion.",
+    )
+    operating_point: OperatingPointConfig | None = Field(
+        None,
+        description="Extension (imgClf): how the decision threshold is chosen on the "
+        "validation split; left out: youden on the higher-index label for two labels, argmax "
+        "for more.",
     )

@@ -76,7 +76,65 @@ PER_LABEL_TITLES = {
     "recall": "Recall (sensitivity)",
     "dice": "Dice",
     "iou": "IoU",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "Positive predictive value (PPV)",
+    "npv": "Negative predictive value (NPV)",
 }
+
+AT_OPERATING_POINT = ("sensitivity", "specificity", "ppv", "npv")
+"""Per-label metric families at the model's operating point (its stored threshold); precision
+and recall are at the most confident label."""
+
+PER_LABEL_PROBLEM: dict[str, Literal["imgClf", "imgSeg"]] = {
+    "precision": "imgClf",
+    "recall": "imgClf",
+    "sensitivity": "imgClf",
+    "specificity": "imgClf",
+    "ppv": "imgClf",
+    "npv": "imgClf",
+    "dice": "imgSeg",
+    "iou": "imgSeg",
+}
+
+_PER_LABEL_DESCRIPTIONS = {
+    "precision": "Of the images whose most confident label is {label}, the share that are {label}.",
+    "recall": "Of the {label} images, the share whose most confident label is {label}.",
+    "sensitivity": "Of the {label} images, the share called {label} at the operating point.",
+    "specificity": "Of the images that are not {label}, the share not called {label} at the "
+    "operating point.",
+    "ppv": "Of the images called {label} at the operating point, the share that are {label}.",
+    "npv": "Of the images not called {label} at the operating point, the share that are not "
+    "{label}.",
+    "dice": "Overlap of the predicted and true {label} pixels (2 x both / sum of both).",
+    "iou": "Pixels labelled {label} in both masks over those labelled {label} in either.",
+}
+
+
+def per_label(name: str) -> tuple[str, str] | None:
+    """(family, label) of a per-label platform metric (`sensitivity:tumor`), else None."""
+    family, sep, label = name.partition(":")
+    if sep and label and family in PER_LABEL_PROBLEM:
+        return family, label
+    return None
+
+
+def problem_type_of(name: str) -> Literal["imgClf", "imgSeg"] | None:
+    """The problem type of a platform metric (headline or per-label); None: not one."""
+    known = PLATFORM_METRICS.get(name)
+    if known is not None:
+        return known.problem_type
+    found = per_label(name)
+    return PER_LABEL_PROBLEM[found[0]] if found else None
+
+
+def description_of(name: str) -> str | None:
+    """A platform metric's one-line explanation (per-label ones name their label)."""
+    known = PLATFORM_METRICS.get(name)
+    if known is not None:
+        return known.description
+    found = per_label(name)
+    return _PER_LABEL_DESCRIPTIONS[found[0]].format(label=found[1]) if found else None
 
 
 def plain_name(name: str) -> str:

@@ -18,7 +18,7 @@ from patient_ml.config.models import (
     IntegerParameter,
     ModelConfig,
 )
-from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.config.platform_metrics import PER_LABEL_PROBLEM, PLATFORM_METRICS, problem_type_of
 from patient_ml.exceptions import FieldError
 
 DAY_MS = 86_400_000
@@ -214,6 +214,8 @@ def check_model_config(cfg: ModelConfig) -> list[FieldError]:
     errors += _check_search_space(cfg)
     errors += _check_schedule(cfg)
     errors += _check_approval_policy(cfg)
+    errors += _check_non_inferiority(cfg)
+    errors += _check_operating_point(cfg)
     errors += check_monitoring(cfg)
     if ta.parallel_trials > ta.max_trials:
         errors.append(
@@ -261,6 +263,93 @@ def _check_approval_policy(cfg: ModelConfig) -> list[FieldError]:
                     metric,
                 )
             )
+    return errors
+
+
+def _check_non_inferiority(cfg: ModelConfig) -> list[FieldError]:
+    policy = cfg.approval_policy
+    errors: list[FieldError] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, rule in enumerate(policy.non_inferiority):
+        field = f"approvalPolicy.nonInferiority[{i}]"
+        if problem_type_of(rule.metric) is None:
+            headline = ", ".join(sorted(PLATFORM_METRICS))
+            families = ", ".join(sorted(PER_LABEL_PROBLEM))
+            errors.append(
+                FieldError(
+                    f"{field}.metric",
+                    f"is not a metric the platform computes on the test set; use one of "
+                    f"{headline}, or <family>:<label name> with family one of {families} "
+                    "(e.g. sensitivity:tumor)",
+                    rule.metric,
+                )
+            )
+        key = (rule.metric, rule.scope)
+        if key in seen:
+            errors.append(
+                FieldError(
+                    f"{field}.metric",
+                    f"repeats nonInferiority[{seen[key]}] (same metric and scope); keep one "
+                    "rule with the margin you mean",
+                    rule.metric,
+                )
+            )
+        seen.setdefault(key, i)
+    wanted = policy.min_approvers
+    if wanted > 1 and policy.auto_approval.enabled:
+        errors.append(
+            FieldError(
+                "approvalPolicy.minApprovers",
+                f"is {wanted} while autoApproval is enabled, but the automatic policy approves "
+                "alone (as 'system'); turn autoApproval off for a two-person rule, or set "
+                "minApprovers to 1",
+                wanted,
+            )
+        )
+    if policy.approvers and len(policy.approvers) < wanted:
+        errors.append(
+            FieldError(
+                "approvalPolicy.minApprovers",
+                f"is {wanted} but approvers names only {len(policy.approvers)}, so no run "
+                f"could ever be approved; add approvers or lower minApprovers",
+                wanted,
+            )
+        )
+    return errors
+
+
+def _check_operating_point(cfg: ModelConfig) -> list[FieldError]:
+    point = cfg.operating_point
+    if point is None:
+        return []
+    errors: list[FieldError] = []
+    targeted = point.rule in ("targetSensitivity", "targetSpecificity")
+    if targeted and point.target is None:
+        errors.append(
+            FieldError(
+                "operatingPoint.target",
+                f"is required by rule {point.rule!r}: the share to reach on the validation "
+                "split, e.g. 0.95",
+            )
+        )
+    if not targeted and point.target is not None:
+        errors.append(
+            FieldError(
+                "operatingPoint.target",
+                f"is only for rules targetSensitivity and targetSpecificity, not {point.rule!r}; "
+                "remove it",
+                point.target,
+            )
+        )
+    if point.rule == "argmax" and point.positive_label is not None:
+        errors.append(
+            FieldError(
+                "operatingPoint.positiveLabel",
+                "is not used by rule 'argmax' (the most confident label wins, no threshold); "
+                "remove it, or choose a threshold rule such as 'youden'",
+                point.positive_label,
+            )
+        )
     return errors
 
 

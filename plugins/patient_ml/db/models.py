@@ -128,6 +128,8 @@ class Model(Base):
     monitoring: Mapped[dict[str, Any]] = mapped_column(
         JSONType, default=dict, server_default="{}", nullable=False
     )
+    # The config's `operatingPoint` (extension, imgClf); NULL = the default rule.
+    operating_point: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
@@ -185,6 +187,11 @@ class Run(Base):
     # Set when the run starts waiting for a decision; no decision by the deadline = unapproved.
     approval_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     approval_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # imgClf: the operating point the platform chose on the validation split at evaluation
+    # (rule, positive label, threshold, what it gave on validation); the endpoint decides with
+    # it and a later run scores this run (as champion) at it. NULL: none chosen (imgSeg, or a
+    # run evaluated before operating points were: its most confident label decides).
+    operating_point: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),

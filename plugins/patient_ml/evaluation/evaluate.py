@@ -7,6 +7,11 @@ examples (the report lists the example ids and their hash). A run without a cham
 scored alone and says so; a champion that cannot be served fails the evaluation instead of
 letting the challenger win against nothing.
 
+imgClf: the challenger's operating point (its decision threshold, `operating_point`) is chosen
+by the platform from the challenger's answers on the validation split, served in the same
+session as the test split; the champion is scored at the point stored with its own run.
+Sensitivity, specificity, PPV and NPV at each model's point join the threshold-free metrics.
+
 Every metric gets a 95 % interval that resamples the examples' independence clusters (the
 manifest's `cluster`, else `patientKey`; `patient_ml.evaluation.intervals`), and the
 challenger - champion differences are paired. A test example with a verified copy in the train
@@ -42,6 +47,7 @@ from patient_ml.db.models import Run
 from patient_ml.evaluation.intervals import (
     ClassificationStatistic,
     ClusterBootstrap,
+    Joined,
     SegmentationStatistic,
     Statistic,
 )
@@ -49,6 +55,14 @@ from patient_ml.evaluation.metrics import (
     classification_metrics,
     pixel_counts,
     segmentation_metrics_of_counts,
+)
+from patient_ml.evaluation.operating_point import (
+    OperatingPoint,
+    OperatingPointError,
+    OperatingPointStatistic,
+    choose,
+    for_champion,
+    resolve,
 )
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
@@ -89,6 +103,10 @@ class Contender:
     artifact_uri: str | None
     artifact_sha256: str | None
     labels: tuple[int, ...]  # label indices its run was trained on
+    # imgClf: the challenger's `operatingPoint` config (None: the default rule), chosen on
+    # validation; the champion's operating point stored with its run (None: none stored).
+    operating_rule: dict[str, Any] | None = None
+    stored_point: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,19 @@ def _cluster_of(entry: dict[str, Any]) -> tuple[str, str]:
 def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> TestSet:
     """The confirmed test examples of a snapshot with their clusters, less those with a copy in
     the train split (counted in `left_out`)."""
+    test = load_split(store, dataset_id, snapshot_id, "test")
+    if not test.examples:
+        also = f" ({len(test.left_out)} left out: a copy is in train)" if test.left_out else ""
+        raise EvaluationError(
+            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split{also}, so "
+            "no model can be evaluated.",
+            fix="confirm labels of test-split images (or add data) and run again",
+        )
+    return test
+
+
+def load_split(store: ArtifactStore, dataset_id: str, snapshot_id: str, split: str) -> TestSet:
+    """The confirmed examples of one split of a snapshot (may be none), as `load_test_set`."""
     entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
     header = next(entries)
     examples = []
@@ -133,7 +164,7 @@ def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Te
     fields: set[str] = set()
     for entry in entries:
         label = entry["label"]
-        if entry["split"] != "test" or label.get("status") != "confirmed":
+        if entry["split"] != split or label.get("status") != "confirmed":
             continue
         if "train" in (entry.get("copiesInSplits") or ()):
             left_out.append(entry["id"])
@@ -150,17 +181,10 @@ def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Te
             )
         )
     if left_out:
-        log.info("snapshot %s: %d confirmed test example(s) left out: a copy is in train",
-                 snapshot_id[:12], len(left_out))  # fmt: skip
-    if not examples:
-        also = f" ({len(left_out)} left out: a copy is in train)" if left_out else ""
-        raise EvaluationError(
-            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split{also}, so "
-            "no model can be evaluated.",
-            fix="confirm labels of test-split images (or add data) and run again",
-        )
+        log.info("snapshot %s: %d confirmed %s example(s) left out: a copy is in train",
+                 snapshot_id[:12], len(left_out), split)  # fmt: skip
     labels = tuple((int(x["index"]), str(x["name"])) for x in header["labels"])
-    field = next(f for f in CLUSTER_FIELDS if f in fields)  # the most specific one present
+    field = next((f for f in CLUSTER_FIELDS if f in fields), "id")  # the most specific present
     return TestSet(dataset_id, snapshot_id, header["problemType"], labels, tuple(examples),
                    cluster_field=field, left_out=tuple(left_out))  # fmt: skip
 
@@ -175,6 +199,8 @@ def contender(run: Run, role: str) -> Contender:
         artifact_uri=run.model_artifact_uri,
         artifact_sha256=run.model_artifact_sha256,
         labels=tuple(sorted(int(x["index"]) for x in labels if x.get("index") is not None)),
+        operating_rule=config.get("operatingPoint") if role == "challenger" else None,
+        stored_point=run.operating_point if role == "champion" else None,
     )
 
 
@@ -190,7 +216,9 @@ class Scorer:
         self.prefix = snapshot_prefix(test.dataset_id)
         self.indices = [index for index, _ in test.labels]
 
-    def predict(self, url: str) -> list[Any]:
+    def predict(self, url: str, examples: tuple[TestExample, ...] | None = None) -> list[Any]:
+        """The parsed answers of the served model at `url` for `examples` (default: the test
+        set's), in their order."""
         who = self.who
 
         def one(example: TestExample) -> Any:
@@ -204,7 +232,7 @@ class Scorer:
             return self._parse(answer, example, who)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="evaluate") as pool:
-            return list(pool.map(one, self.test.examples))
+            return list(pool.map(one, self.test.examples if examples is None else examples))
 
     def _parse(self, answer: Any, example: TestExample, who: str) -> Any:
         if self.test.problem_type == "imgClf":
@@ -261,15 +289,26 @@ class Scorer:
         data = self.store.read_bytes(f"{self.prefix}/{example.mask_key}")
         return np.asarray(Image.open(io.BytesIO(data))).astype(np.int64)
 
-    def score(self, predictions: list[Any]) -> tuple[dict[str, Any], Statistic]:
-        """The metrics of the answers, and what their intervals are computed from."""
+    def score(
+        self, predictions: list[Any], point: OperatingPoint | None = None
+    ) -> tuple[dict[str, Any], Statistic]:
+        """The metrics of the answers, and what their intervals are computed from; imgClf with
+        `point`: also those at the operating point (`atOperatingPoint`, by label index)."""
         names = [name for _, name in self.test.labels]
         if self.test.problem_type == "imgClf":
             truths = [int(e.label) for e in self.test.examples if e.label is not None]
-            return (
-                classification_metrics(self.indices, truths, predictions),
-                ClassificationStatistic.of(self.indices, truths, predictions, names),
+            metrics = classification_metrics(self.indices, truths, predictions)
+            statistic: Statistic = ClassificationStatistic.of(
+                self.indices, truths, predictions, names
             )
+            if point is not None:
+                at = OperatingPointStatistic.of(point, self.test.labels, truths, predictions)
+                metrics["operatingPoint"] = point.wire()
+                metrics["atOperatingPoint"] = {
+                    str(self.indices[c]): found for c, found in at.counts().items()
+                }
+                statistic = Joined((statistic, at))
+            return metrics, statistic
         counts = []  # each truth mask read once, here
         for example, predicted in zip(self.test.examples, predictions, strict=True):
             truth = self.truth_mask(example)
@@ -311,9 +350,12 @@ def evaluate_model(
     *,
     name: str,
     progress: ProgressLog | None = None,
+    validation: TestSet | None = None,
 ) -> Scored:
     """Serve one model, score it on the test set, stop it; its metrics and answers.
 
+    imgClf: the challenger's operating point is chosen on its answers for `validation` (served
+    in the same session; see `operating_point`), the champion's is the one stored with its run.
     Progress goes to `progress` (recorded for the run's logs) or only to the task log."""
     say = progress or ProgressLog(log)
     what = f"The {who.role} (run {who.run_id})"
@@ -333,10 +375,11 @@ def evaluate_model(
                  server.kind, len(test.examples))  # fmt: skip
         scorer = Scorer(store, test, what)
         answers = scorer.predict(handle.url)
+        point = _operating_point(who, test, validation, scorer, handle.url, say)
     finally:
         server.stop(handle.handle)
         shutil.rmtree(model_dir, ignore_errors=True)
-    metrics, statistic = scorer.score(answers)
+    metrics, statistic = scorer.score(answers, point)
     seconds = round(time.monotonic() - started, 2)
     say.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
     result = {
@@ -349,6 +392,41 @@ def evaluate_model(
         "seconds": seconds,
     }
     return Scored(result, statistic)
+
+
+def _operating_point(
+    who: Contender,
+    test: TestSet,
+    validation: TestSet | None,
+    scorer: Scorer,
+    url: str,
+    say: ProgressLog,
+) -> OperatingPoint | None:
+    """imgClf: the champion's stored point, or the challenger's chosen on `validation` (its
+    answers asked from the model served at `url`); None for imgSeg."""
+    if test.problem_type != "imgClf":
+        return None
+    what = f"The {who.role} (run {who.run_id})"
+    if who.role == "champion":
+        point = for_champion(who.stored_point, test.labels)
+        say.info("%s decides at its stored operating point: %s", what, point.describe())
+        return point
+    try:
+        wanted = resolve(who.operating_rule, test.labels)
+        examples = validation.examples if validation is not None else ()
+        if wanted.needs_validation and examples:
+            started = time.monotonic()
+            answers = scorer.predict(url, examples)
+            truths = [int(e.label) for e in examples if e.label is not None]
+            point = choose(wanted, scorer.indices, truths, answers)
+            say.info("%s: operating point chosen on %d validation images in %.1f s: %s", what,
+                     len(examples), time.monotonic() - started, point.describe())  # fmt: skip
+            return point
+        point = choose(wanted, scorer.indices, [], np.zeros((0, len(scorer.indices))))
+    except OperatingPointError as exc:
+        raise EvaluationError(f"{what}: {exc.message}", fix=exc.fix) from None
+    say.info("%s: operating point: %s", what, point.describe())
+    return point
 
 
 def headline(metrics: dict[str, Any]) -> str:
@@ -393,8 +471,10 @@ def evaluate_contenders(
     workdir: Path,
     *,
     progress: ProgressLog,
+    validation: TestSet | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Score the challenger, and the champion if there is one, on `test`; store the report.
+    imgClf: the challenger's operating point is chosen on `validation` (see `evaluate_model`).
 
     Returns the report and its URI in the artifact store."""
     workdir = Path(workdir)
@@ -415,6 +495,7 @@ def evaluate_contenders(
             workdir,
             name=f"pml-eval-{run_id[:8]}-challenger",
             progress=progress,
+            validation=validation,
         )
     }
     if champion is None:
@@ -431,6 +512,24 @@ def evaluate_contenders(
             name=f"pml-eval-{run_id[:8]}-champion",
             progress=progress,
         )
+    report = build_report(run_id, test, scored, challenger, champion, progress=progress)
+    key = evaluation_report_key(run_id)
+    store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return report, store.uri(key)
+
+
+def build_report(
+    run_id: str,
+    test: TestSet,
+    scored: dict[str, Scored],
+    challenger: Contender,
+    champion: Contender | None,
+    *,
+    progress: ProgressLog,
+) -> dict[str, Any]:
+    """The evaluation report of scored models (`scored["challenger"]`, and
+    `scored["champion"]` when there is one): their results with cluster-bootstrap intervals
+    and the paired differences."""
     started = time.monotonic()
     boot = ClusterBootstrap([e.cluster for e in test.examples])
     compared = boot.compare(
@@ -470,6 +569,4 @@ def evaluate_contenders(
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,
     }
-    key = evaluation_report_key(run_id)
-    store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    return report, store.uri(key)
+    return report

@@ -432,3 +432,27 @@ class SegmentationStatistic:
             return np.column_stack([dice.mean(axis=1), iou.mean(axis=1), dice, iou])
 
         return values
+
+
+# ----------------------------------------------------------------------------- joined
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Several statistics of one model as one (their names in order), so that one
+    `ClusterBootstrap.compare` gives every interval and paired difference on the same
+    resamples (e.g. the threshold-free metrics and those at the operating point)."""
+
+    parts: tuple[Statistic, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for part in self.parts for name in part.names)
+
+    def prepare(self, index: np.ndarray, clusters: int) -> Prepared:
+        prepared = [part.prepare(index, clusters) for part in self.parts]
+
+        def values(w: np.ndarray) -> np.ndarray:
+            return np.column_stack([p(w) for p in prepared])
+
+        return values

@@ -31,7 +31,10 @@ class AwaitApprovalOperator(RunOperator):
     to the model's approvers) and defers to `ApprovalTrigger`, which polls the product DB.
     Decisions come from the REST API, the Patient ML pages, `patient-ml runs approve|reject`, or
     Airflow's Required Actions (recorded through the same decision service; a refused response
-    there is audited and the Required Action re-opened).
+    there is audited and the Required Action re-opened). Approving past a failed change-control
+    rule takes "Approve with override" and an override justification there (`services.gate`).
+    Under `approvalPolicy.minApprovers: n` the task waits until n different people approved: a
+    partial approval in Required Actions re-opens it for the others.
     Approved: the task succeeds and deploy runs. Rejected or timed out: the task is skipped, so
     deploy is skipped; the run keeps its metrics and ends unapproved. An event the task does not
     understand, or a trigger that lost the product DB for its whole error budget, fails it.
@@ -82,8 +85,12 @@ class AwaitApprovalOperator(RunOperator):
             policy = model.approval_policy or {}
             hours = self.timeout_hours or float(policy.get("timeoutHours") or 72.0)
             run = approvals.request_approval(session, self.run_id, timeout_hours=hours)
-            decided = approvals.latest_decision(session, self.run_id)
-            if decided is None and approvals.approval_status(session, run) != "timedOut":
+            decided = approvals.settled_decision(session, self.run_id)
+            if (
+                decided is None
+                and not approvals.decisions_of(session, self.run_id)
+                and approvals.approval_status(session, run) != "timedOut"
+            ):
                 decided, outcome = auto_approval.try_auto_approve(session, self.run_id)
                 if outcome is not None:
                     for criterion in outcome.criteria:
@@ -111,10 +118,12 @@ class AwaitApprovalOperator(RunOperator):
         poll in the worker and return the event the trigger would have fired."""
         from patient_ml.triggers import required_action
 
-        subject, body, approvers, deadline = self._request_text()
+        subject, body, approvers, deadline, override = self._request_text()
         ti_id = context["task_instance"].id if self.required_actions else None
         if ti_id is not None:
-            required_action.request(ti_id, subject=subject, body=body, approvers=approvers)
+            required_action.request(
+                ti_id, subject=subject, body=body, approvers=approvers, override=override
+            )
         self.log.info(
             "run %s waits for a decision until %s UTC by %s. Decide in Airflow's Required "
             "Actions%s, through the REST API, or with: patient-ml runs approve --run %s "
@@ -138,8 +147,9 @@ class AwaitApprovalOperator(RunOperator):
             self.defer(trigger=trigger, method_name="execute_complete")
         return trigger.wait_in_worker()
 
-    def _request_text(self) -> tuple[str, str, list[str], datetime]:
-        """(subject, body, approvers, deadline) of the run's Required Action."""
+    def _request_text(self) -> tuple[str, str, list[str], datetime, bool]:
+        """(subject, body, approvers who may still approve, deadline, whether approving needs
+        an override) of the run's Required Action."""
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
         from patient_ml.db.require import present, required
@@ -153,11 +163,15 @@ class AwaitApprovalOperator(RunOperator):
             approvers = list((model.approval_policy or {}).get("approvers") or [])
             deadline = present(as_utc(run.approval_deadline), f"approval window of run {run.id}")
             shown = f"{deadline:%Y-%m-%d %H:%M}"
+            wire = run_to_wire(session, run)
+            gate = wire["gate"]
+            done = set(gate["approvals"]["approvedBy"])
             return (
                 required_action.subject_of(model.name, run.slug),
-                required_action.body_of(run_to_wire(session, run), model.name, approvers, shown),
-                approvers,
+                required_action.body_of(wire, model.name, approvers, shown),
+                [a for a in approvers if a not in done] or approvers,
                 deadline,
+                bool(gate["overrideRequired"]),
             )
 
     # ------------------------------------------------------------------ the end of the wait
@@ -173,16 +187,26 @@ class AwaitApprovalOperator(RunOperator):
         responded: str | None = None
         if isinstance(event, RequiredActionResponse):
             responded = self._record_response(context, event)
-            if responded == "refused":  # re-open the Required Action and wait again
+            if responded == "refused" or (responded == "recorded" and not self._settled()):
+                # refused, or a partial approval (minApprovers): re-open it and wait again
                 return self._finish(context, self._wait(context))
         status, decision = self._outcome()
         if responded == "superseded" and self.required_actions:
             # the response was not recorded: the Required Action must not claim it was
             from patient_ml.triggers import required_action
 
-            subject = self._request_text()[0]
-            required_action.clear_response(context["task_instance"].id, subject=subject)
+            subject, *_, override = self._request_text()
+            required_action.clear_response(
+                context["task_instance"].id, subject=subject, override=override
+            )
         return self._end(status, decision)
+
+    def _settled(self) -> bool:
+        from patient_ml.db.engine import session_scope
+        from patient_ml.services import approvals
+
+        with session_scope(self.engine()) as session:
+            return approvals.settled_decision(session, self.run_id) is not None
 
     def _record_response(self, context: Context, event: RequiredActionResponse) -> str:
         """Record an Airflow Required Actions response through the decision service, exactly as
@@ -192,6 +216,7 @@ class AwaitApprovalOperator(RunOperator):
         from patient_ml.exceptions import (
             ConfigValidationError,
             ConflictError,
+            PatientMLError,
             PermissionDeniedError,
         )
         from patient_ml.services import approvals, audit
@@ -202,6 +227,7 @@ class AwaitApprovalOperator(RunOperator):
                 "run %s: ignoring a Required Action response without a user", self.run_id
             )
             return "superseded"
+        refused: PatientMLError | None = None
         try:
             with session_scope(self.engine()) as session:
                 approvals.decide(
@@ -212,13 +238,18 @@ class AwaitApprovalOperator(RunOperator):
                     reason=event.justification,
                     channel="airflow-required-actions",
                     detail={"airflowUserId": responder.id},
+                    override=event.override,
                 )
+        except approvals.RepeatedApprovalError as exc:  # the same person again (minApprovers)
+            refused = exc
         except ConflictError as exc:
             self.log.warning(
                 "run %s: the Required Actions response came too late: %s", self.run_id, exc
             )
             return "superseded"
         except (PermissionDeniedError, ConfigValidationError) as exc:
+            refused = exc
+        if refused is not None:
             with session_scope(self.engine()) as session:
                 audit.record(
                     session,
@@ -229,18 +260,19 @@ class AwaitApprovalOperator(RunOperator):
                     after={
                         "decision": event.decision,
                         "channel": "airflow-required-actions",
-                        "reason": exc.message,
+                        "reason": refused.message,
                         "detail": {"airflowUserId": responder.id},
                     },
                 )
             self.log.warning(
                 "run %s: refused the Required Actions response of %s (%s); the Required "
                 "Action is open again",
-                self.run_id, responder.name, exc,
+                self.run_id, responder.name, refused,
             )  # fmt: skip
             return "refused"
-        self.log.info("run %s: %s by %s in Airflow's Required Actions", self.run_id,
-                      event.decision, responder.name)  # fmt: skip
+        self.log.info("run %s: %s by %s in Airflow's Required Actions%s", self.run_id,
+                      event.decision, responder.name,
+                      " (override)" if event.override is not None else "")  # fmt: skip
         return "recorded"
 
     def _outcome(self) -> tuple[str, dict[str, Any] | None]:
@@ -250,7 +282,7 @@ class AwaitApprovalOperator(RunOperator):
         from patient_ml.services.runs import get_run
 
         with session_scope(self.engine()) as session:
-            decided = approvals.latest_decision(session, self.run_id)
+            decided = approvals.settled_decision(session, self.run_id)
             if decided is not None:
                 return decided.decision, approvals.decision_event(self.run_id, decided)
             status = approvals.approval_status(session, get_run(session, self.run_id))

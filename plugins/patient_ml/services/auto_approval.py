@@ -1,8 +1,10 @@
 """The optional automatic approval policy of a model (a predetermined change-control plan).
 
 The run is approved as actor `system` only when every stated criterion holds on the platform's
-test metrics; the decision records each criterion with its numbers. When one fails, nothing
-is decided: an audit event lists the criteria and a human decides.
+test metrics, every non-inferiority rule of the policy holds (`services.gate`: the lower end of
+each paired interval above -margin), and the run does not repeat a rejected run; the decision
+records each criterion with its numbers. When one fails, nothing is decided: an audit event
+lists the criteria and a human decides (past a failed rule only with an explicit override).
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from patient_ml.config.platform_metrics import PLATFORM_METRICS
 from patient_ml.db.models import Approval, Model
 from patient_ml.db.require import present
 from patient_ml.services import audit
 from patient_ml.services.approvals import SYSTEM, decide
 from patient_ml.services.evaluations import direction_of, evaluation_metrics
+from patient_ml.services.gate import DEFAULT_METRIC, Gate, gate_for, policy_metric
 from patient_ml.services.runs import get_run
 
-DEFAULT_METRIC = {"imgClf": "balancedAccuracy", "imgSeg": "meanDice"}
+__all__ = ["DEFAULT_METRIC", "PolicyOutcome", "check_policy", "policy_metric", "try_auto_approve"]
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,6 @@ class PolicyOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {"policy": "autoApproval", "passed": self.passed, "criteria": self.criteria}
-
-
-def policy_metric(auto: dict[str, Any], objective: str, problem_type: str) -> str:
-    if auto.get("metric"):
-        return str(auto["metric"])
-    if objective in PLATFORM_METRICS:
-        return objective
-    return DEFAULT_METRIC[problem_type]
 
 
 def _better_by(name: str, challenger: float, champion: float) -> float:
@@ -113,6 +107,26 @@ def check_policy(
     return PolicyOutcome(all(c["passed"] for c in criteria), criteria)
 
 
+def gate_criteria(gate: Gate) -> list[dict[str, Any]]:
+    """The gate's part of the automatic policy: each non-inferiority rule, and that the run
+    does not repeat a rejected run."""
+    found = [
+        {"name": f"nonInferiority:{r.metric}@{r.stratum}", "passed": r.passed, "detail": r.detail}
+        for r in gate.rules
+    ]
+    if gate.twins:
+        first = gate.twins[0]
+        found.append(
+            {
+                "name": "notRejectedBefore",
+                "passed": False,
+                "detail": f"same snapshot, hyperparameters and training image as run "
+                f"{first['slug']} ({first['runId']}), rejected by {first['rejectedBy']}",
+            }
+        )
+    return found
+
+
 def try_auto_approve(session: Session, run_id: str) -> tuple[Approval | None, PolicyOutcome | None]:
     """Approve as `system` when the model's policy is on and holds; (None, outcome) when it
     fails; (None, None) when the model has no automatic policy."""
@@ -134,6 +148,10 @@ def try_auto_approve(session: Session, run_id: str) -> tuple[Approval | None, Po
         champion=champion,
         labels_changed=bool(evaluation.get("labelsChanged")),
     )
+    extra = gate_criteria(gate_for(session, run, model))
+    if extra:
+        criteria = outcome.criteria + extra
+        outcome = PolicyOutcome(all(c["passed"] for c in criteria), criteria)
     if not outcome.passed:
         audit.record(
             session,

@@ -1,6 +1,8 @@
 """The evaluate stage of a run: read the run, its snapshot and its champion at run time, score
-both on the run's test split (`patient_ml.evaluation.evaluate`) and record the result on the
-run. Its progress messages, and the failure if it fails, are kept as the run's evaluation log.
+both on the run's test split (`patient_ml.evaluation.evaluate`; imgClf: the challenger's
+operating point chosen on the validation split) and record the result on the run, with the
+operating point stored on it. Its progress messages, and the failure if it fails, are kept as
+the run's evaluation log.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from patient_ml.evaluation.evaluate import (
     contender,
     evaluate_contenders,
     keep_evaluation_log,
+    load_split,
     load_test_set,
 )
 from patient_ml.exceptions import PatientMLError
@@ -77,8 +80,21 @@ def _evaluate_run(
         champion = contender(champion_run, "champion") if champion_run else None
         dataset_id, snapshot_id = snapshot.dataset_id, snapshot.id
     test = load_test_set(store, dataset_id, snapshot_id)
+    validation = (
+        load_split(store, dataset_id, snapshot_id, "validation")
+        if test.problem_type == "imgClf"
+        else None
+    )
     report, report_uri = evaluate_contenders(
-        run_id, challenger, champion, test, store, server, workdir, progress=progress
+        run_id,
+        challenger,
+        champion,
+        test,
+        store,
+        server,
+        workdir,
+        progress=progress,
+        validation=validation,
     )
     with session_scope(engine) as session:
         summary = evaluations.record_evaluation(

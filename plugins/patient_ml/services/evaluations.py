@@ -11,7 +11,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.config.platform_metrics import (
+    AT_OPERATING_POINT,
+    PLATFORM_METRICS,
+    description_of,
+)
 from patient_ml.db.models import Metric
 from patient_ml.services import audit
 from patient_ml.services.runs import finish_run, get_run
@@ -20,12 +24,18 @@ FIRST_RUN_NOTE = "No champion at run time: this is the model's first run, scored
 
 
 def flat_metrics(metrics: dict[str, Any], labels: dict[int, str]) -> dict[str, float]:
-    """Scalar metrics plus per-label ones (`recall:<label>`, `dice:<label>`, ...)."""
+    """Scalar metrics plus per-label ones (`recall:<label>`, `dice:<label>`, ...) and those at
+    the operating point (`sensitivity:<label>`, ...; undefined ones left out)."""
     flat = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     for index, values in (metrics.get("perClass") or {}).items():
         name = labels.get(int(index), index)
         flat[f"precision:{name}"] = float(values["precision"])
         flat[f"recall:{name}"] = float(values["recall"])
+    for index, values in (metrics.get("atOperatingPoint") or {}).items():
+        name = labels.get(int(index), index)
+        for family in AT_OPERATING_POINT:
+            if values.get(family) is not None:
+                flat[f"{family}:{name}"] = float(values[family])
     for index, values in (metrics.get("perLabel") or {}).items():
         name = labels.get(int(index), index)
         flat[f"dice:{name}"] = float(values["dice"])
@@ -90,9 +100,7 @@ def record_evaluation(
                     name=name,
                     value=value,
                     direction=direction_of(name),
-                    description=PLATFORM_METRICS[name].description
-                    if name in PLATFORM_METRICS
-                    else None,
+                    description=description_of(name),
                     low=low,
                     high=high,
                 )
@@ -128,10 +136,21 @@ def record_evaluation(
             subject: {"image": report[subject]["image"], "digest": report[subject]["imageDigest"]}
             for subject in flats
         },
+        "operatingPoints": {
+            subject: {
+                **report[subject]["metrics"]["operatingPoint"],
+                "counts": report[subject]["metrics"].get("atOperatingPoint") or {},
+            }
+            for subject in flats
+            if "operatingPoint" in report[subject]["metrics"]
+        },
     }
     if report["championId"] is None:
         summary["note"] = FIRST_RUN_NOTE
     run.evaluation = summary
+    run.operating_point = summary["operatingPoints"].get("challenger")
+    if run.operating_point is not None:
+        run.operating_point = {k: v for k, v in run.operating_point.items() if k != "counts"}
     session.flush()
     finish_run(session, run_id, status="succeeded", actor=actor)
     audit.record(
@@ -146,6 +165,7 @@ def record_evaluation(
             "testClusters": summary["testClusters"],
             "testExamplesLeftOut": summary["testExamplesLeftOut"],
             "championId": summary["championId"],
+            "operatingPoint": run.operating_point,
         },
     )
     return summary

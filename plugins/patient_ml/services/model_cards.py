@@ -80,6 +80,7 @@ def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
                 "champion": evaluation_intervals(session, run_id, "champion") or None,
             },
             "deltas": evaluation.get("deltas") or {},
+            "operatingPoints": evaluation.get("operatingPoints") or None,
             "reportUri": evaluation.get("reportUri"),
         },
         "approval": {

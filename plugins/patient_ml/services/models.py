@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from patient_ml.config.loading import parse_model_config
 from patient_ml.config.models import ModelConfig
-from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.config.platform_metrics import PLATFORM_METRICS, per_label, problem_type_of
 from patient_ml.db.models import Dataset, Model, Run
 from patient_ml.exceptions import ConflictError, FieldError
 from patient_ml.naming import dag_id_of, model_slug
@@ -68,6 +68,7 @@ class ModelRepository(ConfigRepository[Model, ModelConfig]):
             "deploy_approach": cfg.deploy_approach.to_wire(),
             "approval_policy": cfg.approval_policy.to_wire(),
             "monitoring": cfg.monitoring.to_wire(),
+            "operating_point": cfg.operating_point.to_wire() if cfg.operating_point else None,
         }
 
     def refuse_taken_name(self, session: Session, cfg: ModelConfig, own_id: str | None) -> None:
@@ -147,7 +148,67 @@ def _resolve_dataset(
                     metric.name,
                 )
             )
+    errors += _check_against_labels(cfg, dataset)
     return dataset
+
+
+def _check_against_labels(cfg: ModelConfig, dataset: Dataset) -> list[FieldError]:
+    """The operating point and the non-inferiority rules against the dataset's problem type
+    and label names."""
+    errors: list[FieldError] = []
+    labels = [x["name"] for x in dataset.problem_definition["labelDefinition"]["labels"]]
+    shown = ", ".join(repr(n) for n in labels)
+    for i, rule in enumerate(cfg.approval_policy.non_inferiority):
+        field = f"approvalPolicy.nonInferiority[{i}].metric"
+        kind = problem_type_of(rule.metric)
+        found = per_label(rule.metric)
+        if kind is not None and kind != dataset.problem_type:
+            errors.append(
+                FieldError(
+                    field,
+                    f"is a {kind} metric but dataset {dataset.name!r} is {dataset.problem_type}; "
+                    "use one of its metrics",
+                    rule.metric,
+                )
+            )
+        elif found is not None and found[1] not in labels:
+            errors.append(
+                FieldError(
+                    field,
+                    f"names label {found[1]!r}, which dataset {dataset.name!r} does not have; "
+                    f"use one of {shown}",
+                    rule.metric,
+                )
+            )
+    point = cfg.operating_point
+    if point is None:
+        return errors
+    if dataset.problem_type != "imgClf":
+        errors.append(
+            FieldError(
+                "operatingPoint",
+                f"is for classification models, but dataset {dataset.name!r} is "
+                f"{dataset.problem_type} (no decision threshold); remove operatingPoint",
+                point.to_wire(),
+            )
+        )
+    elif point.positive_label is not None and point.positive_label not in labels:
+        errors.append(
+            FieldError(
+                "operatingPoint.positiveLabel",
+                f"is not a label of dataset {dataset.name!r}; use one of {shown}",
+                point.positive_label,
+            )
+        )
+    elif point.rule != "argmax" and point.positive_label is None and len(labels) > 2:
+        errors.append(
+            FieldError(
+                "operatingPoint.positiveLabel",
+                f"is required by rule {point.rule!r} with {len(labels)} labels: name the label "
+                f"the threshold is for (one of {shown}), or use rule 'argmax'",
+            )
+        )
+    return errors
 
 
 def _slug_or_error(cfg: ModelConfig, errors: list[FieldError]) -> str:

@@ -36,11 +36,14 @@ def output_summary(problem_type: str, answer: dict[str, Any]) -> dict[str, Any]:
     if problem_type == "imgSeg":
         return {"fractions": mask_fractions(answer.get("mask"))}
     predictions = answer.get("predictions") or []
-    top = predictions[0] if predictions else {}
+    top = predictions[0] if predictions else {}  # the most confident label (as the reference
+    # profile of monitoring counts them); `decided`: the label at the operating point
+    chosen = [p["index"] for p in predictions if p.get("value")]
     return {
         "label": top.get("index"),
         "confidence": top.get("confidence"),
         "confidences": {str(p["index"]): round(float(p["confidence"]), 6) for p in predictions},
+        **({"decided": chosen[0]} if chosen else {}),
     }
 
 

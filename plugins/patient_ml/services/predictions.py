@@ -1,8 +1,12 @@
 """Predictions of a model's deployed champion for an example (by id) or for image bytes.
 
 imgClf answers per label `{index, value, confidence, name}` (value: whether it is the
-predicted label, as in the reference API; name: the label's name), highest confidence first;
-imgSeg answers a mask (base64 PNG, pixel = label index) with its size.
+predicted label, as in the reference API; name: the label's name), highest confidence first.
+The predicted label is the one at the champion's operating point, the threshold stored with its
+run (`evaluation.operating_point`): the positive label when its confidence is at least the
+threshold, else the most confident other label; without a stored point, the most confident
+label. `operatingPoint` says which rule, threshold and label decided. imgSeg answers a mask
+(base64 PNG, pixel = label index) with its size.
 
 With `test_example=True` and neither an example id nor image bytes (the reference SDK's
 `predict(model_id)` sends no parameter), the example is the first, in id order, of the test
@@ -24,6 +28,7 @@ from sqlalchemy import Engine
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Dataset, Model, Run
 from patient_ml.db.require import present
+from patient_ml.evaluation.operating_point import ARGMAX, stored
 from patient_ml.exceptions import NotFoundError, PatientMLError
 from patient_ml.monitoring.image_stats import image_statistics
 from patient_ml.services import prediction_log
@@ -149,6 +154,7 @@ def _predict(
             if x.get("index") is not None
         }
         problem_type = run.config["problemDefinition"]["problemType"]
+        point = stored(run.operating_point) or ARGMAX
         snapshots = list_snapshots(session, dataset.id)
         url, run_id, dataset_id = endpoint.url, run.id, dataset.id
     if image is None:
@@ -186,9 +192,16 @@ def _predict(
         ),
         key=lambda p: -p["confidence"],
     )
-    for rank, prediction in enumerate(predictions):
-        prediction["value"] = rank == 0  # the predicted label (one label per image)
+    known = {p["index"]: p["confidence"] for p in predictions if p["index"] in labels}
+    decided = point.decide_one(known) if known else None
+    for prediction in predictions:
+        prediction["value"] = prediction["index"] == decided  # one label per image
     result["predictions"] = predictions
+    result["operatingPoint"] = {
+        **{k: v for k, v in point.wire().items() if k in ("rule", "positiveLabel", "threshold")},
+        "label": decided,
+        "name": labels.get(decided) if decided is not None else None,
+    }
     return result
 
 

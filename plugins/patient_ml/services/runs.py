@@ -75,6 +75,7 @@ def create_run(
             "problemDefinition": dataset.problem_definition,
             "trainingApproach": model.training_approach,
             "deployApproach": model.deploy_approach,
+            **({"operatingPoint": model.operating_point} if model.operating_point else {}),
         },
         airflow_dag_id=airflow_dag_id,
         airflow_run_id=airflow_run_id,
@@ -268,12 +269,18 @@ def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) 
 
 def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
     """The reference API's ModelRun shape, plus extensions (snapshotId, evaluation,
-    approvalStatus, approvalDeadline, airflow; each evaluation metric's interval `low`/`high`)."""
-    return runs_to_wire(session, [run])[0]
+    approvalStatus, approvalDeadline, airflow; each evaluation metric's interval `low`/`high`;
+    operatingPoint; the change-control `gate`, see `services.gate`)."""
+    from patient_ml.services.gate import gate_for
+
+    wire = runs_to_wire(session, [run])[0]
+    wire["gate"] = gate_for(session, run).wire()
+    return wire
 
 
 def runs_to_wire(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
-    """`run_to_wire` of many runs with their metrics and approvals read in two queries."""
+    """`run_to_wire` of many runs (without their gate) with their metrics and approvals read in
+    two queries."""
     ids = [run.id for run in runs]
     metrics_of: dict[str, list[Metric]] = defaultdict(list)
     approvals_of: dict[str, list[Approval]] = defaultdict(list)
@@ -324,6 +331,7 @@ def _run_wire(
         "approvals": approvals,
         **run.config,
         "snapshotId": run.snapshot_id,
+        "operatingPoint": run.operating_point or run.config.get("operatingPoint"),
         "evaluation": run.evaluation,
         "approvalStatus": approval_status(session, run, decided=approval_rows),
         "approvalDeadline": to_millis(run.approval_deadline),

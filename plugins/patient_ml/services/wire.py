@@ -62,6 +62,11 @@ StoredMonitoring = Annotated[
     DocumentedAs(config.MonitoringSettings),
     Field(description="Extension: drift and live-performance monitoring."),
 ]
+StoredOperatingPoint = Annotated[
+    dict[str, Any],
+    DocumentedAs(config.OperatingPointConfig),
+    Field(description="Extension (imgClf): how the decision threshold is chosen."),
+]
 StoredCuration = Annotated[
     dict[str, Any],
     DocumentedAs(config.CurationSettings),
@@ -163,6 +168,11 @@ class ModelConfig(RowWire):
     deployApproach: StoredDeployApproach
     approvalPolicy: StoredApprovalPolicy
     monitoring: StoredMonitoring | None = None
+    operatingPoint: StoredOperatingPoint | None = Field(
+        None,
+        description="Extension (imgClf): how the decision threshold is chosen on validation; "
+        "null: the default (youden on the higher-index label for two labels, argmax for more).",
+    )
     slug: str = Field(description="Extension: the name as used in the DAG id.")
     dagId: str = Field(description="Extension: the model's Airflow DAG.")
     revision: int = Field(description="Extension: 1, then +1 per update.")

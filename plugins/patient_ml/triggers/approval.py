@@ -104,10 +104,10 @@ class ApprovalTrigger(BaseTrigger):
     def _poll(self) -> dict[str, Any] | None:
         from patient_ml.db.engine import session_scope
         from patient_ml.hooks.product_db import product_engine
-        from patient_ml.services.approvals import decision_event, latest_decision
+        from patient_ml.services.approvals import decision_event, settled_decision
 
         with session_scope(product_engine(self.patient_ml_conn_id)) as session:
-            decision = latest_decision(session, self.run_id)
+            decision = settled_decision(session, self.run_id)  # partial approvals: wait on
             return None if decision is None else decision_event(self.run_id, decision)
 
     def _required_action_response(self) -> dict[str, Any] | None:
@@ -140,6 +140,7 @@ class ApprovalTrigger(BaseTrigger):
                 description=decision.get("description") or "",
                 decided_by=decision.get("user") or decision.get("actor") or "unknown",
                 channel=decision.get("channel"),
+                override=bool(decision.get("override")),
             )
         except Exception as exc:
             self.log.warning("could not close the Required Action of run %s: %s", self.run_id, exc)

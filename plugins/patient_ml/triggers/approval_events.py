@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from patient_ml.exceptions import PatientMLError
 
 APPROVE = "Approve"
+APPROVE_OVERRIDE = "Approve with override"
 REJECT = "Reject"
 JUSTIFICATION = "justification"
+OVERRIDE_JUSTIFICATION = "override_justification"
 
 
 class ApprovalEventError(PatientMLError):
@@ -43,6 +45,7 @@ class DecisionEvent(_Event):
     user: str | None = None
     description: str | None = None
     channel: str | None = None
+    override: bool = False
 
 
 class TimedOutEvent(_Event):
@@ -70,7 +73,9 @@ class HITLResponder(_Event):
 class RequiredActionResponse(_Event):
     """Airflow's HITL resume payload (`HITLDetail.as_resume_event_payload`)."""
 
-    chosen_options: list[Literal["Approve", "Reject"]] = Field(min_length=1, max_length=1)
+    chosen_options: list[Literal["Approve", "Approve with override", "Reject"]] = Field(
+        min_length=1, max_length=1
+    )
     params_input: dict[str, Any] = Field(default_factory=dict)
     responded_at: datetime | None = None
     responded_by_user: HITLResponder | None = None
@@ -78,11 +83,20 @@ class RequiredActionResponse(_Event):
 
     @property
     def decision(self) -> Literal["approved", "rejected"]:
-        return "approved" if self.chosen_options[0] == APPROVE else "rejected"
+        return "rejected" if self.chosen_options[0] == REJECT else "approved"
 
     @property
     def justification(self) -> str:
         value = self.params_input.get(JUSTIFICATION)
+        return value if isinstance(value, str) else ""
+
+    @property
+    def override(self) -> str | None:
+        """The override's justification when "Approve with override" was chosen ("" when its
+        field was left empty, which the decision service refuses), else None."""
+        if self.chosen_options[0] != APPROVE_OVERRIDE:
+            return None
+        value = self.params_input.get(OVERRIDE_JUSTIFICATION)
         return value if isinstance(value, str) else ""
 
 

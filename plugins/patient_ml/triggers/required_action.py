@@ -3,9 +3,13 @@
 `await_approval` registers a HITL request for its task instance (the `hitl_detail` row Airflow's
 Required Actions page and `GET /api/v2/dags/~/dagRuns/~/hitlDetails` list): options Approve /
 Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` (as
-Airflow user ids: the user names with the simple auth manager). A response there resumes the
-task, which records it through the same decision service as the REST API. A decision made
-elsewhere closes the request with that decision (from the trigger), so no stale entry is left.
+Airflow user ids: the user names with the simple auth manager) who have not approved yet. The
+body shows challenger vs champion with intervals, the change-control rules and whether they
+hold, a repeat of a rejected run and the approvals so far. When approving needs an override
+(`services.gate`), the options are "Approve with override" / Reject and the form asks for the
+override's own justification. A response there resumes the task, which records it through the
+same decision service as the REST API. A decision made elsewhere closes the request with that
+decision (from the trigger), so no stale entry is left.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
@@ -18,13 +22,20 @@ import logging
 from typing import Any
 from uuid import UUID
 
-from patient_ml.triggers.approval_events import APPROVE, JUSTIFICATION, REJECT
+from patient_ml.triggers.approval_events import (
+    APPROVE,
+    APPROVE_OVERRIDE,
+    JUSTIFICATION,
+    OVERRIDE_JUSTIFICATION,
+    REJECT,
+)
 
 log = logging.getLogger("patient_ml.triggers.required_action")
 
 OPTIONS = [APPROVE, REJECT]
+OVERRIDE_OPTIONS = [APPROVE_OVERRIDE, REJECT]
 MAX_JUSTIFICATION_CHARS = 4000  # services.approvals.MAX_REASON_CHARS
-MAX_METRIC_ROWS = 12
+MAX_METRIC_ROWS = 16
 
 
 def justification_param() -> dict[str, Any]:
@@ -42,6 +53,32 @@ def justification_param() -> dict[str, Any]:
     ).serialize()
 
 
+def override_param() -> dict[str, Any]:
+    """The HITL form field of an override's own justification (serialized Param); optional in
+    the form (a rejection needs none), required by the decision service to approve."""
+    from airflow.sdk import Param
+
+    return Param(
+        None,
+        type=["null", "string"],
+        maxLength=MAX_JUSTIFICATION_CHARS,
+        title="Override justification",
+        description="Required to approve: the challenger fails a change-control rule or is "
+        "worse on the objective (see above). Why approve it anyway? Audited as an override.",
+    ).serialize()
+
+
+def options_of(override: bool) -> list[str]:
+    return OVERRIDE_OPTIONS if override else OPTIONS
+
+
+def params_of(override: bool) -> dict[str, Any]:
+    params = {JUSTIFICATION: justification_param()}
+    if override:
+        params[OVERRIDE_JUSTIFICATION] = override_param()
+    return params
+
+
 def assignees(approvers: list[str]) -> list[dict[str, str]] | None:
     """HITL assigned users from `approvalPolicy.approvers` (None: anyone with the right)."""
     return [{"id": name, "name": name} for name in approvers] or None
@@ -51,31 +88,114 @@ def subject_of(model_name: str, run_slug: str) -> str:
     return f"Approve run {run_slug} of model {model_name}?"
 
 
-def body_of(run: dict[str, Any], model_name: str, approvers: list[str], deadline: str) -> str:
-    """Markdown: what to compare and how to decide (ids and metrics only, never patient data)."""
-    champion = {(m["name"], m.get("stage")): m["value"] for m in run["metrics"]["champion"]}
-    rows = [
-        f"| {m['name']} ({m.get('stage') or '-'}) | {m['value']:.4g} | "
-        + (
-            f"{champion[(m['name'], m.get('stage'))]:.4g} |"
-            if (m["name"], m.get("stage")) in champion
-            else "- |"
+def _value(value: Any, low: Any = None, high: Any = None, signed: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    shown = f"{value:+.3f}" if signed else f"{value:.3f}"
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        shown += f" [{low:+.3f}, {high:+.3f}]" if signed else f" [{low:.3f}, {high:.3f}]"
+    return shown
+
+
+def _metric_rows(run: dict[str, Any], first: list[str]) -> list[str]:
+    """challenger, champion and the paired difference of each test metric, with intervals:
+    the metrics the rules name first."""
+    test = [m for m in run["metrics"]["challenger"] if m.get("stage") == "evaluation"]
+    theirs = {m["name"]: m for m in run["metrics"]["champion"] if m.get("stage") == "evaluation"}
+    deltas = (run.get("evaluation") or {}).get("deltas") or {}
+    order = {name: i for i, name in enumerate(first)}
+    test.sort(key=lambda m: order.get(m["name"], len(order)))
+    rows = []
+    for m in test[:MAX_METRIC_ROWS]:
+        other = theirs.get(m["name"]) or {}
+        delta = deltas.get(m["name"]) or {}
+        rows.append(
+            f"| {m['name']} | {_value(m['value'], m.get('low'), m.get('high'))} | "
+            f"{_value(other.get('value'), other.get('low'), other.get('high'))} | "
+            f"{_value(delta.get('delta'), delta.get('low'), delta.get('high'), signed=True)} |"
         )
-        for m in run["metrics"]["challenger"][:MAX_METRIC_ROWS]
-    ]
+    return rows
+
+
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rules = gate.get("rules") or []
+    if rules:
+        lines += [
+            "**Change-control rules** (non-inferiority: the lower end of the paired "
+            "interval must be above -margin):",
+            "",
+        ]
+        lines += [f"- {'✔ holds' if r['passed'] else '✘ FAILS'}: {r['detail']}" for r in rules]
+        lines.append("")
+    objective = gate.get("objective")
+    if objective:
+        lines += [f"Objective: {objective['detail']}.", ""]
+    if gate.get("overrideRequired"):
+        lines += [
+            "**Override required.** Approving this run needs **Approve with override** and an "
+            "**override justification** of its own (audited as an override): the challenger "
+            + "; and ".join(gate.get("overrideReasons") or [])
+            + ".",
+            "",
+        ]
+    for twin in gate.get("duplicateOfRejected") or []:
+        lines += [
+            f"**Repeat of a rejected run:** same snapshot, hyperparameters and training image as "
+            f"run `{twin['slug']}` ({twin['runId']}), rejected by {twin['rejectedBy']}: "
+            f"{twin.get('description') or '(no reason given)'}",
+            "",
+        ]
+    approvals = gate.get("approvals") or {}
+    if int(approvals.get("required") or 1) > 1:
+        done = ", ".join(approvals.get("approvedBy") or []) or "nobody yet"
+        lines += [
+            f"Two-person rule: {approvals['required']} different people must approve; approved "
+            f"so far by {done} ({approvals.get('remaining')} more needed).",
+            "",
+        ]
+    return lines
+
+
+def body_of(run: dict[str, Any], model_name: str, approvers: list[str], deadline: str) -> str:
+    """Markdown: what to compare and how to decide (ids and metrics only, never patient data).
+    `run` is the extended run wire (metrics with intervals, evaluation, gate)."""
+    gate = run.get("gate") or {}
+    first = [r["metric"] for r in gate.get("rules") or []]
+    if gate.get("objective"):
+        first.append(gate["objective"]["metric"])
+    rows = _metric_rows(run, first)
     table = (
-        ["| metric | challenger | champion |", "|---|---|---|", *rows]
+        [
+            "| test metric | challenger [95 % CI] | champion [95 % CI] | difference [paired CI] |",
+            "|---|---|---|---|",
+            *rows,
+        ]
         if rows
-        else ["No metrics were recorded."]
+        else ["No test metrics were recorded."]
+    )
+    points = (run.get("evaluation") or {}).get("operatingPoints") or {}
+    point_lines = [
+        f"Operating point of the {who}: {_describe_point(p)}" for who, p in points.items()
+    ]
+    evaluation = run.get("evaluation") or {}
+    counted = (
+        f" ({evaluation['testExamples']} test images, {evaluation.get('testClusters')} "
+        "independent clusters; intervals resample clusters, differences are paired)"
+        if evaluation.get("testExamples")
+        else ""
     )
     who = ", ".join(approvers) if approvers else "any user with the decision right"
     return "\n".join(
         [
             f"Model **{model_name}**, run `{run['id']}` (snapshot `{run.get('snapshotId')}`),"
-            " evaluated against the champion on the same held-out test set.",
+            f" evaluated against the champion on the same held-out test set{counted}.",
             "",
             *table,
             "",
+            *point_lines,
+            *([""] if point_lines else []),
+            *_gate_lines(gate),
             f"Approvers: {who}. Decide before {deadline} UTC, or the run ends unapproved.",
             "A justification is required. The decision is recorded in Patient ML exactly as "
             "one through its REST API (same checks, same audit); approving deploys the run.",
@@ -83,18 +203,30 @@ def body_of(run: dict[str, Any], model_name: str, approvers: list[str], deadline
     )
 
 
-def request(ti_id: UUID, *, subject: str, body: str, approvers: list[str]) -> None:
-    """Register (or re-open, clearing a refused response) the task's Required Action."""
+def _describe_point(point: dict[str, Any]) -> str:
+    label = (point.get("positiveLabel") or {}).get("name")
+    if point.get("threshold") is None or not label:
+        text = "the most confident label (no threshold)"
+    else:
+        text = f"{label} when its confidence is at least {point['threshold']:.3f} ({point['rule']})"
+    return text + (f"; {point['note']}" if point.get("note") else "")
+
+
+def request(
+    ti_id: UUID, *, subject: str, body: str, approvers: list[str], override: bool = False
+) -> None:
+    """Register (or re-open, clearing a refused response) the task's Required Action;
+    `override`: approving needs an override (its option and its justification field)."""
     from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
     upsert_hitl_detail(
         ti_id=ti_id,
-        options=OPTIONS,
+        options=options_of(override),
         subject=subject,
         body=body,
         defaults=None,
         multiple=False,
-        params={JUSTIFICATION: justification_param()},
+        params=params_of(override),
         assigned_users=assignees(approvers),  # type: ignore[arg-type]
     )
 
@@ -106,6 +238,7 @@ def close(
     description: str,
     decided_by: str,
     channel: str | None,
+    override: bool = False,
 ) -> bool:
     """Record a decision made elsewhere as the Required Action's response (no stale entry).
 
@@ -120,7 +253,7 @@ def close(
 
     if get_hitl_detail_content_detail(ti_id=ti_id).response_received:
         return False
-    option = APPROVE if decision == "approved" else REJECT
+    option = REJECT if decision == "rejected" else APPROVE_OVERRIDE if override else APPROVE
     text = f"{description} — decided by {decided_by} through {channel or 'another channel'}"
     update_hitl_detail_response(
         ti_id=ti_id,
@@ -130,13 +263,13 @@ def close(
     return True
 
 
-def clear_response(ti_id: UUID, *, subject: str) -> None:
+def clear_response(ti_id: UUID, *, subject: str, override: bool = False) -> None:
     """Remove a response that was not recorded (the run was decided elsewhere or timed out
     first): the entry then shows no response, as Airflow's own HITL tasks do after a timeout
     without defaults. Bookkeeping only: a failure is logged, never fails the task."""
     from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
     try:
-        upsert_hitl_detail(ti_id=ti_id, options=OPTIONS, subject=subject)
+        upsert_hitl_detail(ti_id=ti_id, options=options_of(override), subject=subject)
     except Exception as exc:
         log.warning("could not clear the Required Action of task %s: %s", ti_id, exc)

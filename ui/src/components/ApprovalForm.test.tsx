@@ -66,4 +66,59 @@ describe("ApprovalForm", () => {
     await waitFor(() => expect(onDecided).toHaveBeenCalled());
     expect(JSON.parse(fetch.mock.calls[0][1].body)).toEqual({ decision: "rejected", description: "worse on recall" });
   });
+
+  it("asks for an explicit override, with its own justification, when the gate requires one", async () => {
+    const gate = {
+      evaluated: true,
+      championId: "r0",
+      rules: [],
+      passed: false,
+      overrideRequired: true,
+      overrideReasons: ["fails non-inferiority: Sensitivity of tumor: worst plausible -0.081 is not above -0.02"],
+      duplicateOfRejected: [],
+      approvals: { required: 1, approvedBy: [], remaining: 1 },
+    };
+    const refusal = {
+      error: { status: 422, message: "The request is not valid.", errors: [{ field: "override", message: "repeats the decision's description" }] },
+    };
+    const fetch = vi
+      .fn()
+      .mockResolvedValueOnce(new Response(JSON.stringify(refusal), { status: 422 }))
+      .mockResolvedValueOnce(new Response(JSON.stringify({ approvalDecision: {} }), { status: 200 }));
+    vi.stubGlobal("fetch", fetch);
+    const onDecided = show({ run: { ...run, gate } });
+    expect(screen.getByTestId("override-form").textContent).toContain("Sensitivity of tumor");
+    const approve = screen.getByRole("button", { name: "Approve with override" }) as HTMLButtonElement;
+    expect(approve.disabled).toBe(true); // not before the override is confirmed
+    fireEvent.click(screen.getByText("I override the failed change-control rules"));
+    await waitFor(() => expect(approve.disabled).toBe(false));
+    const [justification, override] = screen.getAllByRole("textbox");
+    fireEvent.change(justification, { target: { value: "needed for site B" } });
+    fireEvent.change(override, { target: { value: "needed for site B" } });
+    fireEvent.click(approve);
+    await waitFor(() => expect(screen.getByText(/Override repeats the decision's description/)).toBeTruthy());
+    fireEvent.change(override, { target: { value: "a second reader covers the lower sensitivity" } });
+    fireEvent.click(approve);
+    await waitFor(() => expect(onDecided).toHaveBeenCalled());
+    expect(JSON.parse(fetch.mock.calls[1][1].body)).toEqual({
+      decision: "approved",
+      description: "needed for site B",
+      override: { justification: "a second reader covers the lower sensitivity" },
+    });
+  });
+
+  it("rejects without an override even when one would be needed to approve", async () => {
+    const gate = {
+      evaluated: true, championId: "r0", rules: [], passed: false, overrideRequired: true,
+      overrideReasons: ["is worse on the objective"], duplicateOfRejected: [],
+      approvals: { required: 1, approvedBy: [], remaining: 1 },
+    };
+    const fetch = vi.fn().mockResolvedValue(new Response(JSON.stringify({ approvalDecision: {} }), { status: 200 }));
+    vi.stubGlobal("fetch", fetch);
+    const onDecided = show({ run: { ...run, gate } });
+    fireEvent.change(screen.getByRole("textbox"), { target: { value: "worse" } });
+    fireEvent.click(screen.getByRole("button", { name: "Reject" }));
+    await waitFor(() => expect(onDecided).toHaveBeenCalled());
+    expect(JSON.parse(fetch.mock.calls[0][1].body)).toEqual({ decision: "rejected", description: "worse" });
+  });
 });

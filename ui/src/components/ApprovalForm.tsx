@@ -1,28 +1,34 @@
-import { Alert, Box, Button, Field, HStack, Textarea } from "@chakra-ui/react";
+import { Alert, Box, Button, Checkbox, Field, HStack, Text, Textarea } from "@chakra-ui/react";
 import { useState } from "react";
 
 import { api, ApiError, type Run } from "../api";
 import { approvalState } from "../format";
 
 /** Approve or reject a run with a required justification, through the REST API (same checks,
- * same audit as the CLI). Users who may not decide see why instead of the buttons. */
+ * same audit as the CLI). Users who may not decide see why instead of the buttons. When the
+ * run's gate requires an override (a failed change-control rule, or worse on the objective),
+ * approving needs the override confirmed with its own justification. */
 export function ApprovalForm({
   run,
   championId,
   mayDecide,
   decideReason,
+  user,
   onDecided,
 }: {
   run: Run;
   championId?: string | null;
   mayDecide: boolean;
   decideReason?: string | null;
+  user?: string;
   onDecided: () => void;
 }) {
   const [reason, setReason] = useState("");
+  const [overriding, setOverriding] = useState(false);
+  const [override, setOverride] = useState("");
   const [busy, setBusy] = useState<"approved" | "rejected" | null>(null);
   const [error, setError] = useState<ApiError | Error | null>(null);
-  const state = approvalState(run, championId, mayDecide, decideReason);
+  const state = approvalState(run, championId, mayDecide, decideReason, user);
   if (state.blocker) {
     return (
       <Alert.Root status={mayDecide ? "info" : "warning"} data-testid="approval-blocked">
@@ -34,17 +40,20 @@ export function ApprovalForm({
       </Alert.Root>
     );
   }
-  const fieldError =
-    error instanceof ApiError ? error.errors.find((e) => e.field === "description")?.message : undefined;
+  const needsOverride = Boolean(run.gate?.overrideRequired);
+  const errorOf = (field: string) =>
+    error instanceof ApiError ? error.errors.find((e) => e.field === field)?.message : undefined;
+  const fieldError = errorOf("description");
+  const overrideError = errorOf("override");
   const decide = async (decision: "approved" | "rejected") => {
     setBusy(decision);
     setError(null);
     try {
-      await api(`/models/${run.modelId}/runs/${run.id}/approvals`, {
-        method: "POST",
-        body: { decision, description: reason },
-      });
+      const body: Record<string, unknown> = { decision, description: reason };
+      if (decision === "approved" && needsOverride) body.override = { justification: override };
+      await api(`/models/${run.modelId}/runs/${run.id}/approvals`, { method: "POST", body });
       setReason("");
+      setOverride("");
       onDecided();
     } catch (e) {
       setError(e as Error);
@@ -79,7 +88,36 @@ export function ApprovalForm({
           <Field.HelperText>Required. Shown in the run's decision, the model card and the audit trail.</Field.HelperText>
         )}
       </Field.Root>
-      {error && !fieldError && (
+      {needsOverride && (
+        <Box mt={4} p={3} borderWidth="1px" borderColor="border.warning" borderRadius="md" data-testid="override-form">
+          <Text fontSize="sm" mb={2}>
+            This challenger {run.gate!.overrideReasons.join("; and ")}. To approve it anyway, confirm an override with its own
+            justification; it is recorded and audited as an override.
+          </Text>
+          <Checkbox.Root checked={overriding} onCheckedChange={(e) => setOverriding(Boolean(e.checked))} name="confirm-override">
+            <Checkbox.HiddenInput />
+            <Checkbox.Control />
+            <Checkbox.Label>I override the failed change-control rules</Checkbox.Label>
+          </Checkbox.Root>
+          {overriding && (
+            <Field.Root invalid={Boolean(overrideError)} required mt={3}>
+              <Field.Label>
+                Override justification <Field.RequiredIndicator />
+              </Field.Label>
+              <Textarea
+                value={override}
+                onChange={(e) => setOverride(e.target.value)}
+                placeholder="Why approve although the rules fail? Not the same text as the justification above."
+                rows={2}
+                maxLength={2000}
+                name="override-justification"
+              />
+              {overrideError && <Field.ErrorText>Override {overrideError}</Field.ErrorText>}
+            </Field.Root>
+          )}
+        </Box>
+      )}
+      {error && !fieldError && !overrideError && (
         <Alert.Root status="error" mt={3} role="alert">
           <Alert.Indicator />
           <Alert.Content>
@@ -91,8 +129,13 @@ export function ApprovalForm({
         </Alert.Root>
       )}
       <HStack mt={3} gap={2}>
-        <Button colorPalette="green" loading={busy === "approved"} disabled={busy !== null} onClick={() => decide("approved")}>
-          Approve
+        <Button
+          colorPalette={needsOverride ? "orange" : "green"}
+          loading={busy === "approved"}
+          disabled={busy !== null || (needsOverride && !overriding)}
+          onClick={() => decide("approved")}
+        >
+          {needsOverride ? "Approve with override" : "Approve"}
         </Button>
         <Button colorPalette="red" variant="outline" loading={busy === "rejected"} disabled={busy !== null} onClick={() => decide("rejected")}>
           Reject

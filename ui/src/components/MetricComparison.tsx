@@ -2,6 +2,7 @@ import { Box, Table, Text } from "@chakra-ui/react";
 
 import type { Run } from "../api";
 import {
+  atPointOf,
   compareMetrics,
   describeDelta,
   describeResampling,
@@ -30,7 +31,7 @@ function Value({ value, range, signed = false }: { value?: number; range?: [numb
 /** Challenger vs champion on the same test set: each metric with its interval, the paired
  * difference with its interval, and how many images and independent clusters were scored. */
 export function MetricComparisonTable({ run }: { run: Run }) {
-  const rows = compareMetrics(run);
+  const rows = compareMetrics(run).filter((r) => !atPointOf(r.name)); // those: OperatingPointPanel
   const evaluation = run.evaluation;
   const testSet = describeTestSet(evaluation);
   const leftOut = evaluation?.testExamplesLeftOut ?? 0;

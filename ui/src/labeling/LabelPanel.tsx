@@ -147,7 +147,8 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
       edited();
       setNotice("The predicted mask is now your starting point: edit it, then save.");
     } else if (!segmentation && hint?.predictions?.length) {
-      setChosen(hint.predictions[0].index);
+      // the label at the champion's operating point (`value`), else the most confident one
+      setChosen((hint.predictions.find((p) => p.value) ?? hint.predictions[0]).index);
     }
   };
 

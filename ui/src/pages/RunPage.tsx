@@ -19,7 +19,9 @@ import { ApprovalForm } from "../components/ApprovalForm";
 import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
 import { ConfusionMatrixView } from "../components/ConfusionMatrix";
+import { GatePanel } from "../components/GatePanel";
 import { MetricComparisonTable } from "../components/MetricComparison";
+import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { airflowDagUrl, openInAirflow } from "../navigation";
@@ -54,7 +56,13 @@ function moving(run: Run, championId?: string | null): boolean {
   if (run.status === "running" || run.deployStatus === "deploying") return true;
   const last = run.approvals[run.approvals.length - 1];
   // Approved and not deployed yet: the pipeline's deploy task is about to run.
-  return last?.decision === "approved" && championId !== run.id && !run.deployStatus && !last.criteria?.rollback;
+  return (
+    last?.decision === "approved" &&
+    last.criteria?.approvals?.complete !== false && // a partial approval (two-person rule) waits
+    championId !== run.id &&
+    !run.deployStatus &&
+    !last.criteria?.rollback
+  );
 }
 
 export function RunPage({ view, go }: { view: RunView; go: (view: View) => void }) {
@@ -197,6 +205,14 @@ function Overview({
       <Section title="Challenger vs champion (same test set)">
         <MetricComparisonTable run={run} />
       </Section>
+      {run.problemDefinition?.problemType !== "imgSeg" && (
+        <Section title="Operating point (the decision threshold)">
+          <OperatingPointPanel run={run} />
+        </Section>
+      )}
+      <Section title="Change-control gate">
+        <GatePanel gate={run.gate} />
+      </Section>
       {run.hyperparameters && run.hyperparameters.length > 0 && (
         <Section title="Best trial's hyperparameters">
           <HStack gap={4} wrap="wrap">
@@ -214,7 +230,17 @@ function Overview({
             {run.approvals.map((a, i) => (
               <Text key={i} fontSize="sm">
                 <StatusBadge status={a.decision} /> by {a.user ?? a.actor} on {formatTime(a.timestamp)}
-                {a.criteria?.rollback ? " (rollback)" : ""}: {a.description ?? ""}
+                {a.criteria?.rollback ? " (rollback)" : ""}
+                {a.criteria?.approvals && !a.criteria.approvals.complete
+                  ? ` (approval ${a.criteria.approvals.approvedBy.length} of ${a.criteria.approvals.required})`
+                  : ""}
+                : {a.description ?? ""}
+                {a.criteria?.override && (
+                  <Text as="span" color="fg.warning" data-testid="decision-override">
+                    {" "}
+                    — override: {a.criteria.override.justification}
+                  </Text>
+                )}
               </Text>
             ))}
           </Box>
@@ -229,6 +255,7 @@ function Overview({
           championId={model.championId}
           mayDecide={permissions.mayDecide}
           decideReason={permissions.decideReason}
+          user={permissions.user}
           onDecided={onDecided}
         />
         <RunDeployActions run={run} model={model} onDone={onDecided} />
