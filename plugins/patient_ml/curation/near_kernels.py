@@ -67,11 +67,8 @@ def refine_block(
                     total += projected[i, k] * projected[j, k]
                 sums[s] = total
             if pair_block >= 0:
-                first, second, end = (
-                    starts[pair_block],
-                    starts[pair_block + 1],
-                    starts[pair_block + 2],
-                )
+                # the pair's halves share their axes: equal widths (dihedral.fit_projection)
+                first, second = starts[pair_block], starts[pair_block + 1]
                 width = second - first
                 uw = 0.0
                 wu = 0.0
@@ -80,8 +77,6 @@ def refine_block(
                     wu += projected[i, second + k] * projected[j, first + k]
                 sums[blocks] = uw
                 sums[blocks + 1] = wu
-                if end - second != width:
-                    return -2  # pragma: no cover - the halves share their axes
             best = -1e30
             for g in range(coefficients.shape[0]):
                 total = 0.0
