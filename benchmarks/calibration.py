@@ -87,7 +87,7 @@ def split_logits(
     examples = confirmed(curated.examples, split)
     y = np.array([classifier.indices.index(e["label"]["classes"][0]) for e in examples])
     rows = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in examples])
-    return module.logits_of(classifier.net, rows), y
+    return classifier.logits(rows), y
 
 
 def log_loss(y: np.ndarray, p1: np.ndarray) -> float:

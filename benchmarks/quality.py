@@ -147,6 +147,7 @@ def trainer_module(kind: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"{kind}_model", TRAINERS / kind / "model.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -431,8 +432,8 @@ def calibration_notes(
     y_val = np.array([indices.index(e["label"]["classes"][0]) for e in val])
     x_val = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in val])
     p_val = classifier.probabilities(x_val)[:, 1]
-    z_test = module.logits_of(classifier.net, rows.astype(np.float32))
-    t_brier = torch_loop.fit_temperature(module.logits_of(classifier.net, x_val), y_val, "brier")
+    z_test = classifier.logits(rows)
+    t_brier = torch_loop.fit_temperature(classifier.logits(x_val), y_val, "brier")
     print(
         f"  CNN test ECE: {ece(y_test, p_cnn):.3f} (15 bins over [0, 1]); 15 equal-mass bins "
         f"{ece_equal_mass(y_test, p_cnn):.3f}; 15 bins over [0.5, 1] "
