@@ -7,11 +7,13 @@ then each image standardised by its own mean and std (robust to re-windowing and
 Network: 4 blocks of conv 3x3 -> batch norm -> ReLU -> max-pool 2 with width, 2*width, 4*width,
 8*width channels, a last conv 3x3 block, global average pooling, dropout, a linear layer.
 Training: AdamW with a cosine schedule, class-balanced cross-entropy, augmentation on every
-batch (left-right flip, rotation +-10 degrees, scale 0.9-1.1, shift +-6 %, contrast/brightness
-+-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience`
-epochs without a better one. Prediction averages the logits of the image and its
-left-right mirror. Calibration: a temperature fitted on the validation logits of the kept epoch
-by minimum negative log-likelihood (stored in model.json, applied by serve).
+batch (`Augmentation`: one of the 8 orientations of the square, rotation +-10 degrees, zoom
+0.9-1.1, shift +-6 %, windowing, gamma 1/1.5-1.5, sharpening or blurring), a moving average of
+the weights (`weight_average`) validated after every epoch, the best validation epoch kept,
+early stopping after `patience` epochs without a better one. Prediction averages the logits of
+the image's views in the orientations trained on (all 8 by default). Calibration: a temperature
+fitted on the validation logits of the kept epoch by minimum negative log-likelihood (stored in
+model.json, applied by serve).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ HYPERPARAMETERS = {
     "gamma": HP(float, "1.5", 1.0, 4.0),
     "window": HP(float, "0.1", 0.0, 0.4),
     "sharpen": HP(float, "1", 0.0, 4.0),
+    "weight_average": HP(float, "0.99", 0.0, 0.9999),
     "patience": HP(int, "6", 0, 10_000),
     "seed": HP(int, "0", 0, 2**32 - 1),
 }
