@@ -178,6 +178,9 @@ def sweep(
     config["name"] = f"{config['name']}-{uuid.uuid4().hex[:6]}"
     config["datasetId"] = dataset_id
     config["trainingApproach"]["maxTrials"] = trials
+    config["trainingApproach"]["parallelTrials"] = min(
+        trials, config["trainingApproach"].get("parallelTrials", 1)
+    )
     snapshot_id = manifest_uri.rstrip("/").split("/")[-2]
     with session_scope(engine) as session:
         model_id = create_model(session, config, actor="benchmark").id
@@ -509,7 +512,7 @@ def one_salt(args: argparse.Namespace, salted: Salted) -> dict[str, Any]:
     low = lead.low if lead.low is not None else float("nan")
     print(
         f"  strongest baseline on this test split: {strongest.name} (on validation: "
-        f"{chosen.name}); the CNN's balanced-accuracy lead {interval_text(lead, '+')}: goal "
+        f"{chosen.name}); the CNN's balanced-accuracy lead {interval_text(lead, '+').strip()}: goal "
         f"(lower bound > 0) {'met' if low > 0 else 'NOT met'}, stretch (lower bound > +0.05) "
         f"{'met' if low > 0.05 else 'not met'}",
         flush=True,
