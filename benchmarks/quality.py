@@ -423,9 +423,7 @@ def one_salt(args: argparse.Namespace, salted: Salted) -> dict[str, Any]:
     print(
         f"\nBr35H, dataset salt {salted.salt!r} (sample built and curated by the product in "
         f"{salted.seconds:.0f} s): confirmed "
-        + ", ".join(
-            f"{s} {len(v):,} images / {clusters_of(v)} clusters" for s, v in splits.items()
-        )
+        + ", ".join(f"{s} {len(v):,} images / {clusters_of(v)} clusters" for s, v in splits.items())
         + "; left out (a copy in train): "
         + ", ".join(f"{s} {n}" for s, n in salted.left_out.items() if s != "train"),
         flush=True,
@@ -512,7 +510,8 @@ def one_salt(args: argparse.Namespace, salted: Salted) -> dict[str, Any]:
     low = lead.low if lead.low is not None else float("nan")
     print(
         f"  strongest baseline on this test split: {strongest.name} (on validation: "
-        f"{chosen.name}); the CNN's balanced-accuracy lead {interval_text(lead, '+').strip()}: goal "
+        f"{chosen.name}); the CNN's balanced-accuracy lead "
+        f"{interval_text(lead, '+').strip()}: goal "
         f"(lower bound > 0) {'met' if low > 0 else 'NOT met'}, stretch (lower bound > +0.05) "
         f"{'met' if low > 0.05 else 'not met'}",
         flush=True,
