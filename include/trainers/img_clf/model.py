@@ -21,9 +21,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -166,9 +165,10 @@ class Net(nn.Module):
         return self.head(self.dropout(x))
 
 
-@dataclass(frozen=True)
-class Augmentation:
-    """What `augment` draws for every training image (the ranges include the identity)."""
+class Augmentation(NamedTuple):
+    """What `augment` draws for every training image (the ranges include the identity). (A
+    NamedTuple, not a dataclass: tools load this file under names of their own, and a
+    dataclass needs its module registered while it is created.)"""
 
     orientations: str = "d8"  # a key of ORIENTATIONS
     rotation: float = 10.0  # degrees, uniform in +-rotation (on top of the orientation)
@@ -180,7 +180,7 @@ class Augmentation:
 
     @classmethod
     def of(cls, hps: dict[str, Any]) -> Augmentation:
-        return cls(**{f.name: hps[f.name] for f in fields(cls)})
+        return cls(**{name: hps[name] for name in cls._fields})
 
 
 _BLUR = torch.tensor([1.0, 2.0, 1.0])
