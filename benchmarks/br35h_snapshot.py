@@ -63,7 +63,12 @@ def build_sample(out: Path) -> Path:
     return sample
 
 
-def curate_sample(engine: Any, sample: Path, out: Path, name: str | None = None) -> CuratedSample:
+def curate_sample(
+    engine: Any, sample: Path, out: Path, name: str | None = None, salt: str | None = None
+) -> CuratedSample:
+    """Both curations of the demo into OUT/artifacts. `salt`: the dataset's split salt (the
+    secret its patient keys and split drawing are keyed with; default a random one), so a
+    benchmark can draw the same splits again."""
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db.engine import session_scope
@@ -75,7 +80,10 @@ def curate_sample(engine: Any, sample: Path, out: Path, name: str | None = None)
     config["name"] = name or f"brain-mri-{uuid.uuid4().hex[:6]}"
     config["source"] = {"type": "ndjson", "uri": sample.as_uri()}
     with session_scope(engine) as session:
-        dataset_id = create_dataset(session, config, actor="benchmark").id
+        dataset = create_dataset(session, config, actor="benchmark")
+        if salt is not None:
+            dataset.split_salt = salt
+        dataset_id = dataset.id
     store = LocalArtifactStore(out / "artifacts")
     fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(sample,), max_bytes=50_000_000))
     reports = []

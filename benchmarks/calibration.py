@@ -13,7 +13,9 @@ split: balanced accuracy, AUROC, and the expected calibration error (Guo et al. 
 equal-width bins over [0, 1] of the top-class confidence; benchmarks/quality.py's definition)
 and log loss of softmax(logits / T) for T = 1, T fitted on validation by NLL (the trainer's
 choice), T fitted on validation by Brier score, and, for reference only, T fitted on the
-test split itself (not available to a trainer). Also the validation split's share of images
+test split itself (not available to a trainer), with the platform's ECE (10 bins) and its 95 %
+interval from the product's cluster bootstrap (`patient_ml.evaluation.intervals`: the test
+clusters resampled). Also the validation split's share of images
 the model gets wrong with a logit margin over 3 (confidently wrong), against the test split's.
 Trainings are not a sweep (no search): a comparison of the calibration step, not of models.
 """
@@ -39,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality import (  # noqa: E402
     auroc,
     balanced_accuracy,
-    bootstrap,
     confirmed,
     ece,
     existing_snapshot,
@@ -87,7 +88,7 @@ def split_logits(
     examples = confirmed(curated.examples, split)
     y = np.array([classifier.indices.index(e["label"]["classes"][0]) for e in examples])
     rows = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in examples])
-    return module.logits_of(classifier.net, rows), y
+    return classifier.logits(rows), y
 
 
 def log_loss(y: np.ndarray, p1: np.ndarray) -> float:
@@ -124,12 +125,21 @@ def report(snapshot: Path, name: str, model_dir: Path, cpu: float, boot: int) ->
         f"confidently wrong {confidently_wrong(z_test, y_test)}/{len(y_test)}",
         flush=True,
     )
+    from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
+
+    curated = existing_snapshot(snapshot)
+    test = confirmed(curated.examples, "test")
+    cluster = ClusterBootstrap([e.get("cluster") or e["patientKey"] for e in test], resamples=boot)
     for label, t in temperatures.items():
         p1 = module.softmax(z_test / t)[:, 1]
-        value, low, high = bootstrap(ece, (y_test, p1), boot)
+        platform = cluster.estimate(
+            ClassificationStatistic.of([0, 1], y_test.tolist(), np.stack([1 - p1, p1], 1))
+        )["expectedCalibrationError"]
         print(
-            f"    {label:32s} T {t:6.3f}: test ECE {value:.3f} [{low:.3f}, {high:.3f}], "
-            f"log loss {log_loss(y_test, p1):.3f}",
+            f"    {label:32s} T {t:6.3f}: test ECE {ece(y_test, p1):.3f} (15 bins); the "
+            f"platform's (10 bins) {platform.value:.3f} [{platform.low:.3f}, "
+            f"{platform.high:.3f}] over {cluster.resampling.clusters} clusters; log loss "
+            f"{log_loss(y_test, p1):.3f}",
             flush=True,
         )
 

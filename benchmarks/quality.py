@@ -1,29 +1,42 @@
 """Held-out quality of the reference trainers, trained by the product's own sweep on the real
-samples, beside simple baselines fitted on the same split; prints the README's figures.
+samples, beside simple baselines fitted on the same split, with intervals that resample the
+test set's independent clusters; prints the README's figures.
 
-    .venv/bin/python benchmarks/quality.py [--trials 4] [--skip-clf] [--skip-seg] [--tile 64]
-                                           [--boot 2000] [--cpus 2]
+    .venv/bin/python benchmarks/quality.py [--salts quality-1,quality-2,quality-3]
+                                           [--snapshot DIR ...] [--trials 4] [--cpus 1]
+                                           [--boot 2000] [--skip-clf] [--skip-seg] [--tile 64]
 
-1. Br35H (imgClf): the demo's snapshot (`benchmarks/br35h_snapshot.py`: sample build + two
-   curations, leakage-free splits), a model from include/configs/brain_mri_model.yaml, a run
-   linked to that snapshot, the run's Optuna sweep through `TuningWorker` on the local backend
-   (the trainer's `train` as a host process, as in `make demo`), `finish_tuning` (best trial by
-   validation balanced accuracy). The best model (the packed model.tar.gz) is scored on the
-   confirmed test split with the trainer's own `Classifier` (the code `serve` runs).
-   Baselines, fitted on train, hyperparameters chosen on validation, probabilities by Platt
-   scaling on validation: logistic regression on 64x64 standardised pixels; HOG (128x128,
-   9 orientations, 8-px cells, 2x2 blocks) + linear SVM; HOG + RBF-SVM.
+1. Br35H (imgClf), once per dataset split salt (`--salts`; default three): the demo's sample
+   (`benchmarks/br35h_snapshot.py`: sample build + two curations) curated by the product into a
+   dataset whose split salt is that salt, so the product's own linking (copies under the 8
+   orientations, intensity changes, sharpening, small crops: one group), split drawing and
+   clusters decide the splits; `--snapshot DIR` (repeatable) reuses folders of
+   `br35h_snapshot.py --out` instead. Validation and test examples with a copy in train
+   (`copiesInSplits`) are left out, as the channels and the evaluation leave them out. A model
+   from include/configs/brain_mri_model.yaml, a run linked to the snapshot, the run's Optuna
+   sweep through `TuningWorker` on the local backend (the trainer's `train` as a host process,
+   as in `make demo`), `finish_tuning` (best trial by validation balanced accuracy). The best
+   model (the packed model.tar.gz) is scored on the product's test set
+   (`evaluation.evaluate.load_test_set`) with the trainer's own `Classifier` (the code `serve`
+   runs). Baselines, fitted on train, hyperparameters chosen on validation, probabilities by
+   Platt scaling on validation: logistic regression on 64x64 pixels; HOG (128x128, 9
+   orientations, 8-px cells, 2x2 blocks) + linear SVM; HOG + RBF-SVM.
+   Intervals: the product's cluster bootstrap (`patient_ml.evaluation.intervals`): each
+   resample draws the test set's clusters (patient, or near-duplicate group where larger) with
+   replacement; the CNN and each baseline are scored on the same resamples (paired
+   differences). The number of clusters is printed beside the number of images. The goal is
+   judged against the strongest baseline on each test split (the hardest comparison).
 2. Nuclei (imgSeg): `include/sample_data build nuclei --tile T` (stardist's image cut into
    T x T tiles), curated with include/configs/nuclei_dataset.yaml, swept the same way with
    include/configs/nuclei_model.yaml; pooled Dice on the test tiles. Baseline: Otsu's threshold
    per tile (+ the same small-object removal).
 
-Metrics: balanced accuracy, AUROC, expected calibration error (Guo et al. 2017: 15 equal-width
-bins over [0, 1] of the top-class confidence; beside it for the CNN: 15 equal-mass bins, the
-ECE a perfectly calibrated model with the same confidences shows on this many images, the
-ECE without the temperature and with a temperature fitted by validation Brier score), Dice; 95 %
-intervals from a percentile bootstrap over test examples (`--boot` resamples). Times: CPU
-seconds (user + sys of the trainer processes) per trial.
+Metrics: balanced accuracy, AUROC and the platform's expected calibration error (10 bins) as
+the product computes them; for the CNN also the ECE of Guo et al. 2017 (15 equal-width bins
+over [0, 1] of the top-class confidence), 15 equal-mass bins, the ECE a perfectly calibrated
+model with the same confidences shows on this many images, the ECE without the temperature
+and with a temperature fitted by validation Brier score. Times: CPU seconds (user + sys of the
+trainer processes) per trial; the load average at the start and the end.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import argparse
 import importlib.util
 import io
 import json
+import os
 import resource
 import sys
 import tarfile
@@ -39,6 +53,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 TRAINERS = ROOT / "include" / "trainers"
 CONFIGS = ROOT / "include" / "configs"
+SALTS = ("quality-1", "quality-2", "quality-3")  # dataset split salts: the splits, reproducibly
 
 
 # --- metrics -----------------------------------------------------------------------------
@@ -118,22 +134,6 @@ CLF_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def bootstrap(
-    metric: Callable[..., float], arrays: tuple[np.ndarray, ...], boot: int, seed: int = 0
-) -> tuple[float, float, float]:
-    """(value, 2.5th, 97.5th percentile) of `metric` over resamples of the examples."""
-    rng = np.random.default_rng(seed)
-    n = len(arrays[0])
-    values = []
-    for _ in range(boot):
-        idx = rng.integers(0, n, n)
-        value = metric(*(a[idx] for a in arrays))
-        if np.isfinite(value):
-            values.append(value)
-    low, high = np.percentile(values, [2.5, 97.5])
-    return metric(*arrays), float(low), float(high)
-
-
 def show(name: str, cells: list[str], width: int = 34) -> None:
     print(f"  {name:{width}s} " + "  ".join(cells), flush=True)
 
@@ -147,6 +147,7 @@ def trainer_module(kind: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"{kind}_model", TRAINERS / kind / "model.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
@@ -177,6 +178,9 @@ def sweep(
     config["name"] = f"{config['name']}-{uuid.uuid4().hex[:6]}"
     config["datasetId"] = dataset_id
     config["trainingApproach"]["maxTrials"] = trials
+    config["trainingApproach"]["parallelTrials"] = min(
+        trials, config["trainingApproach"].get("parallelTrials", 1)
+    )
     snapshot_id = manifest_uri.rstrip("/").split("/")[-2]
     with session_scope(engine) as session:
         model_id = create_model(session, config, actor="benchmark").id
@@ -269,10 +273,9 @@ def pixel_features(images: list[Image.Image]) -> np.ndarray:
     )
 
 
-def baselines(
-    x: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray]
-) -> dict[str, tuple[np.ndarray, float]]:
-    """name -> (test probability of label 1, fit seconds) for the simple baselines."""
+def baselines(x: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray]) -> list[Scored]:
+    """The simple baselines fitted on train, their hyperparameter chosen on validation
+    (balanced accuracy), probabilities by Platt scaling on validation."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -288,14 +291,17 @@ def baselines(
         ),
         "HOG + linear SVM": (
             "hog",
-            [lambda c=c: make_pipeline(StandardScaler(), LinearSVC(C=c)) for c in (0.001, 0.01)],
+            [
+                lambda c=c: make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=5000))
+                for c in (0.0001, 0.001, 0.01)
+            ],
         ),
         "HOG + RBF-SVM": (
             "hog",
-            [lambda c=c: make_pipeline(StandardScaler(), SVC(C=c)) for c in (1.0, 10.0)],
+            [lambda c=c: make_pipeline(StandardScaler(), SVC(C=c)) for c in (1.0, 3.0, 10.0)],
         ),
     }
-    out = {}
+    out = []
     for name, (kind, makers) in candidates.items():
         started = time.perf_counter()
         best: tuple[float, Any] | None = None
@@ -311,7 +317,7 @@ def baselines(
             decision(model, x[kind]["validation"])[:, None], y["validation"]
         )
         p1 = platt.predict_proba(decision(model, x[kind]["test"])[:, None])[:, 1]
-        out[name] = (p1, time.perf_counter() - started)
+        out.append(Scored(name, p1, best[0], time.perf_counter() - started))
     return out
 
 
@@ -333,34 +339,99 @@ def existing_snapshot(folder: Path) -> Any:
     return CuratedSample(examples, dataset, manifest.as_uri(), [], dataset.name)
 
 
-def br35h(args: argparse.Namespace, folder: Path) -> None:
+@dataclass
+class Salted:
+    """One dataset salt's snapshot: the confirmed examples of each split (validation and test
+    without those that have a copy in train, as the channels and the evaluation leave them
+    out), the product's test set (with each example's cluster) and where things are."""
+
+    salt: str
+    folder: Path
+    engine: Any
+    curated: Any
+    splits: dict[str, list[dict[str, Any]]]
+    test: Any  # patient_ml.evaluation.evaluate.TestSet
+    left_out: dict[str, int]
+    seconds: float
+
+
+def curated_salt(args: argparse.Namespace, salt: str, folder: Path) -> Salted:
+    """The demo's sample curated by the product (near-duplicate linking, split drawing and
+    clusters are the product's) into a dataset whose split salt is `salt`; or, with
+    --snapshot, a folder of `benchmarks/br35h_snapshot.py --out`."""
     from benchmarks.br35h_snapshot import build_sample, curate_sample
 
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine
+    from patient_ml.evaluation.evaluate import load_test_set
     from patient_ml.storage import LocalArtifactStore
 
     started = time.perf_counter()
-    if args.snapshot:  # built before by benchmarks/br35h_snapshot.py --out DIR
-        folder = args.snapshot
+    if salt.startswith("snapshot:"):
+        folder = Path(salt.removeprefix("snapshot:"))
         engine = get_engine(f"sqlite:///{folder / 'patient_ml.db'}")
         curated = existing_snapshot(folder)
     else:
+        folder.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{folder / 'patient_ml.db'}"
         schema.upgrade(get_engine(url, check_schema=False))
         engine = get_engine(url)
-        curated = curate_sample(engine, build_sample(folder), folder)
-    splits = {s: confirmed(curated.examples, s) for s in ("train", "validation", "test")}
+        curated = curate_sample(engine, build_sample(folder), folder, salt=salt)
+    splits, left_out = {}, {}
+    for split in ("train", "validation", "test"):
+        examples = confirmed(curated.examples, split)
+        kept = [e for e in examples if split == "train" or not copy_in_train(e)]
+        splits[split], left_out[split] = kept, len(examples) - len(kept)
+    snapshot_id = curated.manifest_uri.rstrip("/").split("/")[-2]
+    test = load_test_set(LocalArtifactStore(folder / "artifacts"), curated.dataset_id, snapshot_id)
+    assert [e.id for e in test.examples] == [e["id"] for e in splits["test"]]
+    seconds = time.perf_counter() - started
+    return Salted(salt, folder, engine, curated, splits, test, left_out, seconds)
+
+
+def copy_in_train(example: dict[str, Any]) -> bool:
+    return "train" in (example.get("copiesInSplits") or ())
+
+
+def clusters_of(examples: list[dict[str, Any]]) -> int:
+    return len({e.get("cluster") or e["patientKey"] for e in examples})
+
+
+@dataclass
+class Scored:
+    name: str
+    p1: np.ndarray  # test probability of label position 1
+    validation: float  # validation balanced accuracy (what chose it)
+    seconds: float  # fit time (the CNN: trainer CPU of the whole sweep)
+
+
+def br35h(args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    """Every salt's snapshot, sweep, baselines and cluster-paired intervals; returns one
+    summary row per salt."""
+    rows = []
+    salts = [f"snapshot:{s}" for s in args.snapshot] if args.snapshot else args.salts
+    for number, salt in enumerate(salts):
+        rows.append(one_salt(args, curated_salt(args, salt, root / f"salt-{number}")))
+    return rows
+
+
+def one_salt(args: argparse.Namespace, salted: Salted) -> dict[str, Any]:
+    from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
+    from patient_ml.storage import LocalArtifactStore
+
+    splits, curated = salted.splits, salted.curated
     print(
-        f"Br35H, the demo's leakage-free snapshot (built and curated in "
-        f"{time.perf_counter() - started:.0f} s): confirmed "
-        + ", ".join(f"{s} {len(v)}" for s, v in splits.items()),
+        f"\nBr35H, dataset salt {salted.salt!r} (sample built and curated by the product in "
+        f"{salted.seconds:.0f} s): confirmed "
+        + ", ".join(f"{s} {len(v):,} images / {clusters_of(v)} clusters" for s, v in splits.items())
+        + "; left out (a copy in train): "
+        + ", ".join(f"{s} {n}" for s, n in salted.left_out.items() if s != "train"),
         flush=True,
     )
-    store = LocalArtifactStore(folder / "artifacts")
+    store = LocalArtifactStore(salted.folder / "artifacts")
     model_dir, summary, trials = sweep(
-        engine, store, curated.dataset_id, curated.manifest_uri, "brain_mri_model",
-        args.trials, args.cpus, folder,
+        salted.engine, store, curated.dataset_id, curated.manifest_uri, "brain_mri_model",
+        args.trials, args.cpus, salted.folder,
     )  # fmt: skip
     print_sweep(summary, trials)
     module = trainer_module("img_clf")
@@ -368,20 +439,18 @@ def br35h(args: argparse.Namespace, folder: Path) -> None:
     indices = classifier.indices
     test = splits["test"]
     y_test = np.array([indices.index(e["label"]["classes"][0]) for e in test])
-    rows = np.stack(
-        [module.load_pixels(curated.image_path(e), classifier.size) for e in test]
-    )  # fmt: skip
+    rows = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in test])
     p_cnn = classifier.probabilities(rows)[:, 1]
     meta = json.loads((model_dir / "model.json").read_text())
     print(
         f"  best model: temperature {meta['temperature']:.3f}, best epoch "
-        f"{meta['metrics']['best_epoch']}, validation balanced accuracy "
-        f"{meta['metrics']['val_balanced_accuracy']:.4f}",
+        f"{meta['metrics']['best_epoch']}, orientations averaged {meta['orientations']}, "
+        f"validation balanced accuracy {meta['metrics']['val_balanced_accuracy']:.4f}",
         flush=True,
     )
     calibration_notes(module, classifier, curated, splits, rows, y_test, p_cnn)
 
-    images = {s: [] for s in splits}
+    images: dict[str, list[Image.Image]] = {s: [] for s in splits}
     for s, examples in splits.items():
         for e in examples:
             with Image.open(curated.image_path(e)) as opened:
@@ -393,22 +462,115 @@ def br35h(args: argparse.Namespace, folder: Path) -> None:
         "pixels": {s: pixel_features(images[s]) for s in splits},
         "hog": {s: hog_features(images[s]) for s in splits},
     }
-    results = {"reference CNN (img_clf, product sweep)": (p_cnn, summary["cpuSeconds"])}
-    results.update(baselines(x, y))
-    print(
-        f"\nBr35H test split ({len(y_test)} confirmed images, {int(y_test.sum())} tumour), "
-        f"95 % bootstrap intervals ({args.boot} resamples):"
+    cnn = Scored(
+        "reference CNN (img_clf, product sweep)",
+        p_cnn,
+        float(meta["metrics"]["val_balanced_accuracy"]),
+        float(summary["cpuSeconds"]),
     )
-    show("model", [f"{m:24s}" for m in CLF_METRICS] + ["fit"])
-    for name, (p1, seconds) in results.items():
-        cells = []
-        for metric in CLF_METRICS.values():
-            value, low, high = bootstrap(metric, (y_test, p1), args.boot)
-            cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]".ljust(24))
-        show(name, [*cells, f"{seconds:.0f} s"])
-    best_name = "HOG + RBF-SVM"
-    diffs = paired_differences(y_test, p_cnn, results[best_name][0], args.boot)
-    print(f"  reference CNN - {best_name}: " + "; ".join(diffs), flush=True)
+    contenders = [cnn, *baselines(x, y)]
+
+    # The product's intervals: resample the test set's clusters (patient, or near-duplicate
+    # group where larger), the same resamples for the CNN and each baseline (paired).
+    labels = list(range(len(indices)))
+    clusters = [e.cluster for e in salted.test.examples]
+    boot = ClusterBootstrap(clusters, resamples=args.boot)
+
+    def statistic(p1: np.ndarray) -> Any:
+        return ClassificationStatistic.of(labels, y_test.tolist(), np.stack([1 - p1, p1], 1))
+
+    n_images, n_clusters = boot.resampling.images, boot.resampling.clusters
+    print(
+        f"\n  test split: {n_images} images in {n_clusters} independent clusters "
+        f"({int(y_test.sum())} tumour images); 95 % cluster bootstrap ({args.boot} resamples "
+        "of the clusters, the product's patient_ml.evaluation.intervals):",
+        flush=True,
+    )
+    show("model", [f"{m:24s}" for m in CLF_COLUMNS.values()] + ["validation", "fit"])
+    # CNN - baseline on the same resamples (the CNN as the "challenger")
+    compared = {c.name: boot.compare(statistic(p_cnn), statistic(c.p1)) for c in contenders[1:]}
+    for c in contenders:
+        own = boot.estimate(statistic(c.p1))
+        cells = [interval_text(own[m]) for m in CLF_COLUMNS]
+        show(c.name, [*cells, f"{c.validation:.3f}".ljust(10), f"{c.seconds:.0f} s"])
+    print("  paired differences, reference CNN - baseline (the same cluster resamples):")
+    for c in contenders[1:]:
+        lead = compared[c.name].differences
+        print(
+            f"    - {c.name}: balanced accuracy "
+            f"{interval_text(lead['balancedAccuracy'], '+').strip()}; AUROC "
+            f"{interval_text(lead['auroc'], '+').strip()}",
+            flush=True,
+        )
+    # The strongest baseline is the one with the best test score (the hardest comparison);
+    # the one validation would have chosen is named beside it.
+    strongest = max(contenders[1:], key=lambda c: balanced_accuracy(y_test, c.p1))
+    chosen = max(contenders[1:], key=lambda c: c.validation)
+    lead = compared[strongest.name].differences["balancedAccuracy"]
+    low = lead.low if lead.low is not None else float("nan")
+    print(
+        f"  strongest baseline on this test split: {strongest.name} (on validation: "
+        f"{chosen.name}); the CNN's balanced-accuracy lead "
+        f"{interval_text(lead, '+').strip()}: goal "
+        f"(lower bound > 0) {'met' if low > 0 else 'NOT met'}, stretch (lower bound > +0.05) "
+        f"{'met' if low > 0.05 else 'not met'}",
+        flush=True,
+    )
+    return {
+        "salt": salted.salt,
+        "images": n_images,
+        "clusters": n_clusters,
+        "cnn": boot.estimate(statistic(p_cnn))["balancedAccuracy"],
+        "baseline": strongest.name,
+        "baseline_value": balanced_accuracy(y_test, strongest.p1),
+        "lead": lead,
+        "cpu_per_trial": summary["cpuSeconds"] / max(1, len(trials)),
+    }
+
+
+CLF_COLUMNS = {
+    "balancedAccuracy": "balanced accuracy",
+    "auroc": "AUROC",
+    "expectedCalibrationError": "ECE (10 bins)",
+}
+
+
+def interval_text(interval: Any, sign: str = "") -> str:
+    """'0.912 [0.850, 0.960]' of a product Interval (no interval: the value alone)."""
+    if interval.value is None:
+        return "undefined".ljust(24)
+    if interval.low is None or interval.high is None:
+        return f"{interval.value:{sign}.3f} (no interval)".ljust(24)
+    return (
+        f"{interval.value:{sign}.3f} [{interval.low:{sign}.3f}, {interval.high:{sign}.3f}]"
+    ).ljust(24)
+
+
+def print_summary(rows: list[dict[str, Any]], started_load: tuple[float, ...]) -> None:
+    print(
+        "\nSummary (balanced accuracy on each salt's test split; the CNN's lead over the "
+        "strongest baseline on that split, paired, 95 % cluster bootstrap):"
+    )
+    for r in rows:
+        lead = r["lead"]
+        print(
+            f"  {r['salt']}: {r['images']} images / {r['clusters']} clusters; CNN "
+            f"{interval_text(r['cnn']).strip()}; {r['baseline']} {r['baseline_value']:.3f}; "
+            f"lead {interval_text(lead, '+').strip()}; trainer CPU {r['cpu_per_trial']:.0f} s "
+            "per trial",
+            flush=True,
+        )
+    lows = [r["lead"].low for r in rows]
+    met = all(low is not None and low > 0 for low in lows)
+    print(
+        f"  goal (lower bound > 0 on every salt): {'met' if met else 'NOT met'}; lower bounds "
+        + ", ".join("none" if low is None else f"{low:+.3f}" for low in lows)
+    )
+    print(
+        f"  load average at the start {' / '.join(f'{x:.1f}' for x in started_load)}, at the end "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1 / 5 / 15 min)",
+        flush=True,
+    )
 
 
 def calibration_notes(
@@ -431,8 +593,8 @@ def calibration_notes(
     y_val = np.array([indices.index(e["label"]["classes"][0]) for e in val])
     x_val = np.stack([module.load_pixels(curated.image_path(e), classifier.size) for e in val])
     p_val = classifier.probabilities(x_val)[:, 1]
-    z_test = module.logits_of(classifier.net, rows.astype(np.float32))
-    t_brier = torch_loop.fit_temperature(module.logits_of(classifier.net, x_val), y_val, "brier")
+    z_test = classifier.logits(rows)
+    t_brier = torch_loop.fit_temperature(classifier.logits(x_val), y_val, "brier")
     print(
         f"  CNN test ECE: {ece(y_test, p_cnn):.3f} (15 bins over [0, 1]); 15 equal-mass bins "
         f"{ece_equal_mass(y_test, p_cnn):.3f}; 15 bins over [0.5, 1] "
@@ -451,16 +613,6 @@ def calibration_notes(
             f"{recalls}; ECE {ece(y, p):.3f}",
             flush=True,
         )
-
-
-def paired_differences(y: np.ndarray, a: np.ndarray, b: np.ndarray, boot: int) -> list[str]:
-    out = []
-    for name, metric in (("balanced accuracy", balanced_accuracy), ("AUROC", auroc)):
-        value, low, high = bootstrap(
-            lambda yy, aa, bb, m=metric: m(yy, aa) - m(yy, bb), (y, a, b), boot
-        )
-        out.append(f"{name} {value:+.3f} [{low:+.3f}, {high:+.3f}]")
-    return out
 
 
 # --- nuclei ------------------------------------------------------------------------------
@@ -521,11 +673,18 @@ def nuclei(args: argparse.Namespace, folder: Path) -> None:
         folder,
     )  # fmt: skip
     print_sweep(summary, trials)
+    from patient_ml.evaluation.evaluate import load_test_set
+    from patient_ml.evaluation.intervals import ClusterBootstrap, SegmentationStatistic
+
     segmenter = trainer_module("img_seg").Segmenter(model_dir)
     min_size = segmenter.min_object_size
     stats: dict[str, list[tuple[int, int, int]]] = {"reference U-Net": [], "Otsu threshold": []}
     pixels = 0
-    for e in splits["test"]:
+    snapshot_id = result.manifest_uri.rstrip("/").split("/")[-2]
+    test = load_test_set(store, dataset_id, snapshot_id)
+    by_id = {e["id"]: e for e in splits["test"]}
+    for example in test.examples:
+        e = by_id[example.id]
         with Image.open(root / e["image"]["key"]) as opened:
             gray = np.asarray(opened.convert("L"), np.float32) / 255
         with Image.open(root / e["label"]["mask"]["key"]) as opened:
@@ -537,18 +696,17 @@ def nuclei(args: argparse.Namespace, folder: Path) -> None:
         }
         for name, mask in predicted.items():
             stats[name].append((int((mask & truth).sum()), int(truth.sum()), int(mask.sum())))
+    boot = ClusterBootstrap([e.cluster for e in test.examples], resamples=args.boot)
     print(
-        f"\nNuclei test split: {len(splits['test'])} tiles, {pixels:,} pixels; pooled Dice, "
-        f"95 % bootstrap intervals over tiles ({args.boot} resamples):"
+        f"\nNuclei test split: {len(test.examples)} tiles in {boot.resampling.clusters} "
+        f"independent clusters, {pixels:,} pixels; pooled Dice, 95 % cluster bootstrap "
+        f"({args.boot} resamples; the tiles of one image are one patient's, so with one "
+        "source image there is nothing independent to resample and no interval):"
     )
     for name, rows in stats.items():
-        counts = np.array(rows, dtype=np.float64)
-
-        def dice(c: np.ndarray) -> float:
-            return float(2 * c[:, 0].sum() / max(1.0, c[:, 1].sum() + c[:, 2].sum()))
-
-        value, low, high = bootstrap(dice, (counts,), args.boot)
-        show(name, [f"Dice {value:.3f} [{low:.3f}, {high:.3f}]"])
+        counts = np.array(rows, dtype=np.float64)[:, None, :]  # one foreground label
+        found = boot.estimate(SegmentationStatistic.of([1], counts))
+        show(name, [f"Dice {interval_text(found['meanDice']).strip()}"])
 
 
 def otsu(gray: np.ndarray, threshold_otsu: Callable[..., float], min_size: int) -> np.ndarray:
@@ -567,21 +725,33 @@ def otsu(gray: np.ndarray, threshold_otsu: Callable[..., float], min_size: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4, help="trials per sweep (default 4)")
-    parser.add_argument("--cpus", type=int, default=2, help="threads per trial (default 2)")
+    parser.add_argument("--cpus", type=int, default=1, help="threads per trial (default 1)")
     parser.add_argument("--tile", type=int, default=64, help="nuclei tile side (default 64)")
-    parser.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--boot", type=int, default=2000, help="cluster bootstrap resamples")
+    parser.add_argument(
+        "--salts",
+        type=lambda text: [s for s in text.split(",") if s],
+        default=list(SALTS),
+        help=f"dataset split salts, comma-separated (default {','.join(SALTS)})",
+    )
     parser.add_argument("--skip-clf", action="store_true")
     parser.add_argument("--skip-seg", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep the work files in this folder")
     parser.add_argument(
-        "--snapshot", type=Path, help="reuse the output folder of benchmarks/br35h_snapshot.py"
+        "--snapshot",
+        type=Path,
+        action="append",
+        help="instead of --salts: reuse an output folder of benchmarks/br35h_snapshot.py "
+        "(repeatable)",
     )
     args = parser.parse_args()
+    load = os.getloadavg()
+    print(f"load average {' / '.join(f'{x:.1f}' for x in load)} (1 / 5 / 15 min)", flush=True)
     with tempfile.TemporaryDirectory(prefix="quality-") as temporary:
         root = args.keep or Path(temporary)
         if not args.skip_clf:
             (root / "br35h").mkdir(parents=True, exist_ok=True)
-            br35h(args, root / "br35h")
+            print_summary(br35h(args, root / "br35h"), load)
         if not args.skip_seg:
             (root / "nuclei").mkdir(parents=True, exist_ok=True)
             nuclei(args, root / "nuclei")

@@ -91,12 +91,14 @@ def fmt(value: float) -> str:
 
 @dataclass(frozen=True)
 class HP:
-    """One hyperparameter: kind is int, float or bool; bounds are inclusive."""
+    """One hyperparameter: kind is int, float, bool or str; bounds are inclusive; a str
+    hyperparameter takes one of `choices`."""
 
     kind: type
     default: str
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple[str, ...] = ()
 
 
 def parse_hyperparameters(raw: dict[str, Any], spec: dict[str, HP]) -> dict[str, Any]:
@@ -117,6 +119,13 @@ def parse_hyperparameters(raw: dict[str, Any], spec: dict[str, HP]) -> dict[str,
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise TrainerError(f"hyperparameter {name}='{shown}' is not true or false")
             values[name] = text.lower() in ("true", "1", "yes")
+            continue
+        if hp.kind is str:
+            if text.lower() not in hp.choices:
+                raise TrainerError(
+                    f"hyperparameter {name}='{shown}' is not one of {', '.join(hp.choices)}"
+                )
+            values[name] = text.lower()
             continue
         try:
             number = float(text)

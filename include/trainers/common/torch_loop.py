@@ -9,6 +9,7 @@ of torch 2.x (the venv of the local backend).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,32 @@ class Best:
     state: dict[str, torch.Tensor] | None = None
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics (Polyak
+    averaging, as timm's ModelEmaV2): after step t, average = d * average + (1 - d) * weights
+    with d = min(decay, (1 + t) / (10 + t)), so the first steps are not dominated by the
+    initial weights. Integer buffers (batch norm's step counter) are copied."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        current = model.state_dict()
+        for name, average in self.model.state_dict().items():
+            value = current[name].detach()
+            if average.dtype.is_floating_point:
+                average.mul_(d).add_(value, alpha=1 - d)
+            else:
+                average.copy_(value)
+
+
 def fit(
     model: torch.nn.Module,
     batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]],
@@ -69,10 +96,15 @@ def fit(
     `epoch=E train_loss=.. val_loss=.. <metric>=..` from validate(model) ->
     (loss, score). Keeps the best epoch's weights (highest score, then lowest loss); stops early
     when the best is `patience` epochs old (patience 0: never). `batches(epoch)` yields
-    (inputs, targets) of one epoch."""
+    (inputs, targets) of one epoch. With `hps["weight_average"]` = d > 0, the model validated,
+    kept and returned is the moving average of the weights (`WeightAverage`, decay d per
+    step), which swings far less from epoch to epoch than the weights themselves."""
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=hps["learning_rate"], weight_decay=hps["weight_decay"]
     )
+    decay = float(hps.get("weight_average", 0.0))
+    average = WeightAverage(model, decay) if decay > 0 else None
+    scored = average.model if average else model
     total = hps["epochs"] * steps_per_epoch
     best, step = Best(), 0
     for epoch in range(1, hps["epochs"] + 1):
@@ -89,18 +121,20 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update(model)
             loss_sum += float(loss.detach()) * len(targets)
             seen += len(targets)
             step += 1
         model.eval()
         with torch.no_grad():
-            val_loss, score = validate(model)
+            val_loss, score = validate(scored)
         log(
             f"epoch={epoch} train_loss={fmt(loss_sum / max(1, seen))} val_loss={fmt(val_loss)} "
             f"{metric}={fmt(score)}"
         )
         if (score, -val_loss) > (best.score, -best.loss):
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
             best = Best(epoch, score, val_loss, state)
         elif hps["patience"] and epoch - best.epoch >= hps["patience"]:
             log(f"early stop: no better {metric} in {hps['patience']} epochs")

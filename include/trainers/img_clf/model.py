@@ -7,11 +7,13 @@ then each image standardised by its own mean and std (robust to re-windowing and
 Network: 4 blocks of conv 3x3 -> batch norm -> ReLU -> max-pool 2 with width, 2*width, 4*width,
 8*width channels, a last conv 3x3 block, global average pooling, dropout, a linear layer.
 Training: AdamW with a cosine schedule, class-balanced cross-entropy, augmentation on every
-batch (left-right flip, rotation +-10 degrees, scale 0.9-1.1, shift +-6 %, contrast/brightness
-+-15 %, gamma 0.8-1.25), the best validation epoch kept, early stopping after `patience`
-epochs without a better one. Prediction averages the logits of the image and its
-left-right mirror. Calibration: a temperature fitted on the validation logits of the kept epoch
-by minimum negative log-likelihood (stored in model.json, applied by serve).
+batch (`Augmentation`: one of the 8 orientations of the square, rotation +-10 degrees, zoom
+0.9-1.1, shift +-6 %, windowing, gamma 1/1.5-1.5, sharpening or blurring), a moving average of
+the weights (`weight_average`) validated after every epoch, the best validation epoch kept,
+early stopping after `patience` epochs without a better one. Prediction averages the logits of
+the image's views in the orientations trained on (all 8 by default). Calibration: a temperature
+fitted on the validation logits of the kept epoch by minimum negative log-likelihood (stored in
+model.json, applied by serve).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +49,16 @@ from torch import nn
 PROBLEM_TYPE = "imgClf"
 FORMAT = 2
 
+# The symmetries of the square as (quarter turns, mirrored): "d8" all 8 (a slice exported
+# rotated or flipped is the same slice), "lr" the identity and the left-right mirror (the two
+# display conventions), "none" the identity.
+ORIENTATIONS = {
+    "d8": tuple((k, m) for m in (False, True) for k in range(4)),
+    "lr": ((0, False), (0, True)),
+    "none": ((0, False),),
+}
+
+
 HYPERPARAMETERS = {
     "learning_rate": HP(float, "0.003", 1e-6, 1.0),
     "epochs": HP(int, "16", 1, 10_000),
@@ -56,6 +68,14 @@ HYPERPARAMETERS = {
     "width": HP(int, "8", 2, 256),
     "dropout": HP(float, "0.2", 0.0, 0.9),
     "augment": HP(bool, "true"),
+    "orientations": HP(str, "d8", choices=tuple(ORIENTATIONS)),
+    "rotation": HP(float, "10", 0.0, 45.0),
+    "scale": HP(float, "0.1", 0.0, 0.5),
+    "shift": HP(float, "0.06", 0.0, 0.25),
+    "gamma": HP(float, "1.5", 1.0, 4.0),
+    "window": HP(float, "0.1", 0.0, 0.4),
+    "sharpen": HP(float, "1", 0.0, 4.0),
+    "weight_average": HP(float, "0.99", 0.0, 0.9999),
     "patience": HP(int, "6", 0, 10_000),
     "seed": HP(int, "0", 0, 2**32 - 1),
 }
@@ -145,43 +165,95 @@ class Net(nn.Module):
         return self.head(self.dropout(x))
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flip, rotation, scale, shift and intensity changes of a (n, 1, s, s) batch."""
+class Augmentation(NamedTuple):
+    """What `augment` draws for every training image (the ranges include the identity). (A
+    NamedTuple, not a dataclass: tools load this file under names of their own, and a
+    dataclass needs its module registered while it is created.)"""
+
+    orientations: str = "d8"  # a key of ORIENTATIONS
+    rotation: float = 10.0  # degrees, uniform in +-rotation (on top of the orientation)
+    scale: float = 0.1  # zoom uniform in [1 - scale, 1 + scale] (> 1 crops, < 1 pads)
+    shift: float = 0.06  # translation, uniform in +-shift of the side, per axis
+    gamma: float = 1.5  # gamma log-uniform in [1/gamma, gamma] on the [0, 1]-rescaled image
+    window: float = 0.1  # window: up to this share of the range cut off at each end
+    sharpen: float = 1.0  # unsharp mask amount uniform in [-sharpen / 2, sharpen] (< 0 blurs)
+
+    @classmethod
+    def of(cls, hps: dict[str, Any]) -> Augmentation:
+        return cls(**{name: hps[name] for name in cls._fields})
+
+
+_BLUR = torch.tensor([1.0, 2.0, 1.0])
+_BLUR = (_BLUR[:, None] * _BLUR[None, :] / 16).view(1, 1, 3, 3)
+
+
+def augment(
+    x: torch.Tensor, generator: torch.Generator, aug: Augmentation | None = None
+) -> torch.Tensor:
+    """A random orientation (of `aug.orientations`), small rotation, zoom and shift (one
+    bilinear resampling), then windowing, gamma and sharpening or blurring of a (n, 1, s, s)
+    batch, each image standardised again at the end. (Linear contrast and brightness changes
+    need no augmentation: the preprocessing standardises every image, so they vanish.)"""
+    aug = aug or Augmentation()
     n = x.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(n, generator=generator)
 
-    angle = uniform(-10, 10) * math.pi / 180
-    scale = uniform(0.9, 1.1)
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.view(n, 1, 1, 1)
+
+    choices = ORIENTATIONS[aug.orientations]
+    pick = torch.randint(len(choices), (n,), generator=generator)
+    turns = torch.tensor([float(k) for k, _ in choices])[pick]
+    flip = torch.tensor([-1.0 if m else 1.0 for _, m in choices])[pick]
+    angle = turns * (math.pi / 2) + uniform(-aug.rotation, aug.rotation) * (math.pi / 180)
+    scale = uniform(1 - aug.scale, 1 + aug.scale)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
     theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
-    theta[:, 0, 2], theta[:, 1, 2] = uniform(-0.12, 0.12), uniform(-0.12, 0.12)
+    # affine_grid's coordinates span [-1, 1]: a shift of s sides is 2s
+    theta[:, 0, 2] = uniform(-2 * aug.shift, 2 * aug.shift)
+    theta[:, 1, 2] = uniform(-2 * aug.shift, 2 * aug.shift)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     low = x.amin(dim=(1, 2, 3), keepdim=True)
-    out = F.grid_sample(x - low, grid, align_corners=False, padding_mode="zeros") + low
-    # gamma on the [0, 1]-rescaled image, then contrast and brightness
-    top = out.amax(dim=(1, 2, 3), keepdim=True)
-    unit = ((out - low) / (top - low).clamp_min(1e-6)).clamp(0, 1)
-    unit = unit ** torch.exp(uniform(math.log(0.8), math.log(1.25))).view(n, 1, 1, 1)
-    out = unit * (top - low) + low
-    out = out * uniform(0.85, 1.15).view(n, 1, 1, 1) + uniform(-0.15, 0.15).view(n, 1, 1, 1)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    std = out.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-    return (out - mean) / std
+    out = F.grid_sample(x - low, grid, align_corners=False, padding_mode="zeros")
+    # intensity: on the image rescaled to [0, 1] (padding is the image's minimum)
+    top = out.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    unit = out / top
+    cut_low, cut_high = uniform(0, aug.window), uniform(0, aug.window)
+    unit = ((unit - per_image(cut_low)) / per_image(1 - cut_low - cut_high)).clamp(0, 1)
+    log_gamma = math.log(max(aug.gamma, 1.0))
+    unit = unit ** per_image(torch.exp(uniform(-log_gamma, log_gamma)))
+    if aug.sharpen > 0:
+        blurred = F.conv2d(F.pad(unit, (1, 1, 1, 1), mode="replicate"), _BLUR)
+        unit = unit + per_image(uniform(-aug.sharpen / 2, aug.sharpen)) * (unit - blurred)
+    mean = unit.mean(dim=(1, 2, 3), keepdim=True)
+    std = unit.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return (unit - mean) / std
 
 
-def logits_of(model: nn.Module, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Logits of images (n, s, s): the mean of the image's and its left-right mirror's (the
-    same slice in the other display convention), in validation and in serve alike."""
+def orient(x: torch.Tensor, turns: int, mirrored: bool) -> torch.Tensor:
+    """A (n, 1, s, s) batch mirrored left-right (when `mirrored`), then turned by `turns`
+    quarter turns: every symmetry of the square is one (turns, mirrored) pair."""
+    if mirrored:
+        x = torch.flip(x, (3,))
+    return torch.rot90(x, turns, (2, 3)) if turns else x
+
+
+def logits_of(
+    model: nn.Module, x: np.ndarray, orientations: str = "lr", chunk: int = 256
+) -> np.ndarray:
+    """Logits of images (n, s, s): the mean over the image's views in `orientations` (the
+    orientations the model was trained on; "lr": the image and its left-right mirror, the same
+    slice in the other display convention), in validation and in serve alike."""
+    views = ORIENTATIONS[orientations]
     out = []
     with torch.no_grad():
         for i in range(0, len(x), chunk):
             batch = torch.from_numpy(x[i : i + chunk])[:, None]
-            out.append(((model(batch) + model(torch.flip(batch, (3,)))) / 2).numpy())
+            out.append((sum(model(orient(batch, k, m)) for k, m in views) / len(views)).numpy())
     return np.concatenate(out)
 
 
@@ -236,16 +308,19 @@ def train(paths: Paths) -> None:
     generator = torch.Generator().manual_seed(hps["seed"])
     x_all, y_all = torch.from_numpy(x_train)[:, None], torch.from_numpy(y_train)
     batch = min(hps["batch_size"], len(y_train))
+    aug = Augmentation.of(hps)
+    # inference averages over the orientations the model was trained on
+    views = hps["orientations"] if hps["augment"] else "none"
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(y_all), generator=generator)
         for start in range(0, len(order) - batch + 1, batch):  # full batches (batch norm)
             idx = order[start : start + batch]
             x = x_all[idx]
-            yield (augment(x, generator) if hps["augment"] else x), y_all[idx]
+            yield (augment(x, generator, aug) if hps["augment"] else x), y_all[idx]
 
     def validate(net: nn.Module) -> tuple[float, float]:
-        return balanced_scores(softmax(logits_of(net, x_val)), y_val, classes)
+        return balanced_scores(softmax(logits_of(net, x_val, views)), y_val, classes)
 
     best = torch_loop.fit(
         model,
@@ -256,7 +331,7 @@ def train(paths: Paths) -> None:
         hps,
         steps_per_epoch=len(y_train) // batch,
     )
-    val_logits = logits_of(model, x_val)
+    val_logits = logits_of(model, x_val, views)
     temperature = torch_loop.fit_temperature(val_logits, y_val)
     calibrated, _ = balanced_scores(softmax(val_logits / temperature), y_val, classes)
     metrics = {
@@ -276,6 +351,7 @@ def train(paths: Paths) -> None:
             "labels": [{"index": i, "name": n} for i, n in problem.labels],
             "image_size": size,
             "width": hps["width"],
+            "orientations": views,
             "temperature": temperature,
             "hyperparameters": hps,
             "metrics": metrics,
@@ -306,14 +382,23 @@ class Classifier:
         self.size = int(meta["image_size"])
         self.indices = [int(label["index"]) for label in meta["labels"]]
         self.temperature = float(meta["temperature"])
+        # the views averaged at inference (models saved before this key: image + mirror)
+        self.orientations = str(meta.get("orientations", "lr"))
+        if self.orientations not in ORIENTATIONS:
+            raise ValueError(f"model.json: unknown orientations {self.orientations[:20]!r}")
         self.net = Net(len(self.indices), int(meta["width"]), 0.0)
         torch_loop.load_state(self.net, arrays)
         self.description = f"img_clf model ({len(self.indices)} labels, {self.size}px)"
 
+    def logits(self, rows: np.ndarray) -> np.ndarray:
+        """Logits (before the temperature) for images (n, size, size) of `load_pixels`, averaged
+        over the model's orientations."""
+        return logits_of(self.net, rows.astype(np.float32), self.orientations)
+
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
         """Calibrated softmax probabilities (float64) for images (n, size, size) of
         `load_pixels`."""
-        return softmax(logits_of(self.net, rows.astype(np.float32)) / self.temperature)
+        return softmax(self.logits(rows) / self.temperature)
 
     def predict(self, data: bytes) -> list[dict[str, Any]]:
         probs = self.probabilities(load_pixels(data, self.size)[None])[0]
