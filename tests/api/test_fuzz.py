@@ -260,7 +260,7 @@ def test_real_ids_answer_as_documented(
                 "dataset": dataset_to_wire(get_dataset(s, seeded["dataset"]))
             },
             "/models/{model_id}/runs": {
-                "runs": [runs.run_to_wire(s, r) for r in runs.list_runs(s, seeded["model"])],
+                "runs": runs.runs_to_wire(s, runs.list_runs(s, seeded["model"])),
                 "totalEntries": 3,  # extension: for paging with offset
             },
         }

@@ -337,6 +337,15 @@ def test_reference_client_drives_every_call(
         "description": APPROVAL_REASON,
         "timestamp": decision["body"]["approvalDecision"]["timestamp"],
         "channel": "api",
+        # extension: the change-control gate as the approver saw it (no champion: no rules)
+        "criteria": {
+            "gate": {
+                "rules": [],
+                "objective": None,
+                "overrideRequired": False,
+                "duplicateOfRejected": [],
+            }
+        },
     }
     assert out["get_run"]["unions"].count("UserApprovalDecision") == 1
     assert _wait_for_dag_run(deployment, dag_id, dag_run_id) == "success"

@@ -407,14 +407,6 @@ class ModelRunExtended(ModelRun):
         "(rule, positiveLabel, threshold, chosenOn: what it gave on validation, note), stored "
         "with the run and used by its endpoint; before evaluation, the config's rule.",
     )
-    gate: dict[str, Any] | None = Field(
-        None,
-        description="Extension (one run only): the change-control gate: each non-inferiority "
-        "rule per stratum (passed, difference, low, high, detail), the objective (worse?), "
-        "overrideRequired with overrideReasons, duplicateOfRejected (runs with the same "
-        "snapshot, hyperparameters and training image that were rejected), approvals "
-        "(required, approvedBy, remaining).",
-    )
     approvalStatus: Literal["approved", "rejected", "pending", "timedOut", "notRequested"] = Field(
         description="Extension: where the run stands in approval (pending also while fewer "
         "people than approvalPolicy.minApprovers have approved)."
@@ -424,6 +416,14 @@ class ModelRunExtended(ModelRun):
     )
     airflow: AirflowRunRef
     triggeredBy: str = Field(description="Extension: who or what started the run.")
+    gate: dict[str, Any] | None = Field(
+        None,
+        description="Extension (one run only): the change-control gate: each non-inferiority "
+        "rule per stratum (passed, difference, low, high, detail), the objective (worse?), "
+        "overrideRequired with overrideReasons, duplicateOfRejected (runs with the same "
+        "snapshot, hyperparameters and training image that were rejected), approvals "
+        "(required, approvedBy, remaining).",
+    )
 
 
 class CreateRunResponse(BaseModel):
