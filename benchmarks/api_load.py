@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import smoke  # noqa: E402
-
 from include.airflow_stack import AirflowStack  # noqa: E402
 
 CONFIGS = ROOT / "include" / "configs"

@@ -28,10 +28,6 @@ COVERED_ELSEWHERE = {
 }
 # script -> why it has no smoke run yet (each needs a small-data mode of its own)
 NOT_YET = {
-    "api_load.py": "needs wrk (not installed by .ci/run) and a shared Airflow",
-    "br35h_snapshot.py": "curates the full Br35H sample (tests/curation/test_br35h_leakage.py "
-    "runs its build_sample and curate_sample)",
-    "calibration.py": "trains on a full Br35H snapshot made by br35h_snapshot.py",
     "evaluation.py": "needs the var/demo home that `make demo` builds",
     "leakage.py": "reads all 3,000 Br35H images; no --limit yet",
     "quality.py": "trains the reference CNN on full Br35H snapshots; no --limit yet",
