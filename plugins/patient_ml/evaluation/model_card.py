@@ -202,7 +202,9 @@ class Performance(CardPart):
     test_clusters: int | None = None
     test_images_left_out: int = 0
     intervals: str | None = Field(None, description="How the 95 % intervals were made.")
-    champion_run: str | None = Field(None, description="The champion compared with (its id).")
+    champion_run: str | None = Field(
+        None, description="The champion compared with: its slug and (id)."
+    )
     labels_changed: bool = False
     metrics: list[MetricRow] = Field(default_factory=list)
     operating_point: CardOperatingPoint | None = None
@@ -491,7 +493,7 @@ def render_markdown(card: ModelCardDocument) -> str:
             lines += [f"Intervals: {perf.intervals}.", ""]
         if perf.champion_run:
             lines += [
-                f"Compared with the champion run `{perf.champion_run}` on exactly the "
+                f"Compared with the champion, run {perf.champion_run}, on exactly the "
                 "same test images"
                 + (" (the label set changed since)" if perf.labels_changed else "")
                 + ".",
@@ -535,7 +537,7 @@ def render_markdown(card: ModelCardDocument) -> str:
         mark = "" if item.source == "declared" else " _(derived from this run)_"
         lines.append(f"- {item.text}{mark}")
     if not card.limitations:
-        lines.append("- None declared or derived.")
+        lines.append("- No limitation declared or derived.")
     lines += [
         "",
         "## Lineage",

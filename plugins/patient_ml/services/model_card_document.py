@@ -221,7 +221,10 @@ def _population(
 
 
 def _estimate(value: Any, low: Any = None, high: Any = None) -> Estimate | None:
-    """An Estimate from a number (or a `{value, low, high}` dict); None when not a number."""
+    """An Estimate from a number (or a `{value, low, high}` dict, or an Estimate); None when
+    not a number."""
+    if isinstance(value, Estimate):
+        return value
     if isinstance(value, dict):
         value, low, high = value.get("value"), value.get("low"), value.get("high")
     if not isinstance(value, int | float) or isinstance(value, bool):
@@ -314,6 +317,7 @@ def _performance(
             " differences are paired (both models on the same resamples)"
         )
     champion = evaluation.get("championId")
+    champion_run = session.get(Run, champion) if champion else None
     return Performance(
         evaluated=True,
         note=public_text(evaluation["note"]) if evaluation.get("note") else None,
@@ -321,7 +325,7 @@ def _performance(
         test_clusters=evaluation.get("testClusters"),
         test_images_left_out=int(evaluation.get("testExamplesLeftOut") or 0),
         intervals=intervals,
-        champion_run=champion or None,
+        champion_run=f"{champion_run.slug} ({champion})" if champion_run else champion or None,
         labels_changed=bool(evaluation.get("labelsChanged")),
         metrics=rows,
         operating_point=_operating_point(evaluation),
@@ -500,7 +504,7 @@ def derived_limitations(
             "labels both models know."
         )
     worse = [r for r in performance.metrics if r.verdict in ("worse", "shownWorse")]
-    worse.sort(key=lambda r: (r.verdict != "shownWorse", r.name))
+    worse.sort(key=lambda r: r.verdict != "shownWorse")  # stable: in the table's order
     for row in worse[:MAX_WORSE_LISTED]:
         shown = (
             "; the 95 % interval of the difference leaves 0 out"
