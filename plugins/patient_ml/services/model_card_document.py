@@ -110,20 +110,21 @@ def build_model_card_document(session: Session, run_id: str) -> ModelCardDocumen
             ],
         ),
         intended_use=IntendedUse(
-            summary=declared.intended_use
-            or model.description
-            or "Not recorded: the model "
-            "config has neither modelCard.intendedUse nor a description.",
+            summary=public_text(declared.intended_use or model.description)
+            or "Not recorded: the model config has neither modelCard.intendedUse nor a "
+            "description.",
             declared=bool(declared.intended_use),
-            intended_users=list(declared.intended_users),
-            out_of_scope=list(declared.out_of_scope),
+            intended_users=[public_text(x) for x in declared.intended_users],
+            out_of_scope=[public_text(x) for x in declared.out_of_scope],
         ),
         provenance=_provenance(dataset, problem, snapshot),
         population=population,
         performance=performance,
         failure_gallery=gallery,
         calibration=calibration,
-        limitations=[Limitation(text=t, source="declared") for t in declared.limitations]
+        limitations=[
+            Limitation(text=public_text(t), source="declared") for t in declared.limitations
+        ]
         + [
             Limitation(text=t, source="derived")
             for t in derived_limitations(
