@@ -200,6 +200,7 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
     _, worse = _compared_runs(engine, tmp_path)
     with session_scope(engine) as session:
         run = get_run(session, worse)
+        model_id = run.model_id
         run.evaluation = {
             **(run.evaluation or {}),
             "subgroups": [
@@ -211,11 +212,25 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
                  "differences": {"balancedAccuracy": {"value": 0.01, "low": 0.002, "high": 0.03}}},
             ],
             "failureCases": {
-                "positive": [
-                    {"exampleId": "ex-0007", "trueLabel": 1, "predictedLabel": 0,
-                     "confidence": 0.91,
-                     "maps": {"saliency": "https://maps.example.org/ex-0007.png",
-                              "heatmap": "file:///srv/pml/maps/ex-0007.png"}},
+                "decidedBy": "positive at confidence >= 0.545",
+                "classes": [
+                    {"trueLabel": {"index": 0, "name": "negative"}, "errors": 3, "images": 120,
+                     "shown": 0},
+                    {"trueLabel": {"index": 1, "name": "positive"}, "errors": 38, "images": 120,
+                     "shown": 2},
+                ],
+                "cases": [
+                    {"case": 0, "exampleId": "ex-0007", "kind": "falseNegative",
+                     "trueLabel": {"index": 1, "name": "positive"},
+                     "predictedLabel": {"index": 0, "name": "negative"}, "confidence": 0.91,
+                     "pictures": ["image", "occlusion"],
+                     "maps": {"occlusion": {"method": "occlusion", "faithfulness": {}},
+                              "external": {"uri": "https://maps.example.org/ex-0007.png"},
+                              "stored": {"uri": "file:///srv/pml/maps/ex-0007.png"}}},
+                    {"case": 1, "exampleId": "ex-0009", "kind": "falseNegative",
+                     "trueLabel": {"index": 1, "name": "positive"},
+                     "predictedLabel": {"index": 0, "name": "negative"}, "confidence": 0.8,
+                     "maps": {}, "mapsError": "cannot read /srv/pml/images/9.png"},
                 ],
             },
         }  # fmt: skip
@@ -240,17 +255,30 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
         "intendedUsers": [],
         "outOfScope": [],
     }
-    [failures] = wire["failureGallery"]["classes"]
-    assert failures["label"] == "positive"
-    assert failures["cases"] == [
-        {"exampleId": "ex-0007", "trueLabel": "positive", "predictedLabel": "negative",
-         "confidence": 0.91,
-         "maps": [{"name": "saliency", "url": "https://maps.example.org/ex-0007.png"}]}
-    ]  # fmt: skip
+    gallery = wire["failureGallery"]
+    assert gallery["recorded"] is True and "positive at confidence >= 0.545" in gallery["note"]
+    negative, positive = gallery["classes"]
+    assert negative == {"label": "negative", "errors": 3, "images": 120, "cases": []}
+    assert positive["errors"] == 38 and positive["images"] == 120
+    seen, failed = positive["cases"]
+    pictures = f"/models/{model_id}/runs/{worse}/failure-cases/0"
+    assert seen == {
+        "exampleId": "ex-0007", "trueLabel": "positive", "predictedLabel": "negative",
+        "confidence": 0.91,
+        "maps": [{"name": "image", "url": f"{pictures}/image.png"},
+                 {"name": "occlusion", "url": f"{pictures}/occlusion.png"},
+                 {"name": "external", "url": "https://maps.example.org/ex-0007.png"}],
+    }  # fmt: skip
+    assert failed["maps"] == [] and failed["mapsError"] == "cannot read [path removed]"
     markdown = render_markdown(document)
     assert "### Subgroup site=B (18 images, 9 clusters, small: read with care)" in markdown
-    assert "| `ex-0007` | positive | negative | 0.910 | " in markdown
-    assert "[saliency](https://maps.example.org/ex-0007.png)" in markdown
+    assert "### True label positive (38 of 120 test images answered wrongly)" in markdown
+    assert "| `ex-0007` | positive | negative | 0.910 | image, occlusion, " in markdown
+    assert "[external](https://maps.example.org/ex-0007.png)" in markdown
+    assert "| `ex-0009` | positive | negative | 0.800 | none (cannot read [path removed]) |" in (
+        markdown
+    )
+    assert "### True label negative (3 of 120 test images answered wrongly)" in markdown
     assert "file://" not in markdown
 
 

@@ -64,7 +64,16 @@ export interface ModelCardDocument {
     note: string;
     classes: {
       label: string;
-      cases: { exampleId: string; trueLabel: string; predictedLabel: string; confidence?: number; maps: { name: string; url: string }[] }[];
+      errors?: number;
+      images?: number;
+      cases: {
+        exampleId: string;
+        trueLabel: string;
+        predictedLabel: string;
+        confidence?: number;
+        maps: { name: string; url: string }[];
+        mapsError?: string;
+      }[];
     }[];
   };
   calibration: {
@@ -152,6 +161,11 @@ export const VERDICTS: Record<Verdict, { text: string; palette: string }> = {
   worse: { text: "worse (interval includes 0)", palette: "orange" },
   shownWorse: { text: "worse ✗", palette: "red" },
 };
+
+/** A failure case's picture: an http(s) URL as is, an API path (`/models/...`) under the API. */
+export function pictureUrl(url: string): string {
+  return url.startsWith("/models/") ? `${API_BASE}${url}` : url;
+}
 
 export function formatShare(share: number): string {
   return `${(share * 100).toFixed(1)} %`;

@@ -212,7 +212,10 @@ class Performance(CardPart):
 
 class MapLink(CardPart):
     name: str
-    url: str
+    url: str = Field(
+        description="An http(s) URL, or a path of the Patient ML API (`/models/...`, under "
+        "/v1/patient-ml) that serves the picture to the same readers."
+    )
 
 
 class FailureCase(CardPart):
@@ -221,10 +224,13 @@ class FailureCase(CardPart):
     predicted_label: str
     confidence: float | None = None
     maps: list[MapLink] = Field(default_factory=list)
+    maps_error: str | None = Field(None, description="Why the maps could not be made.")
 
 
 class FailureClass(CardPart):
-    label: str
+    label: str = Field(description="The true label.")
+    errors: int | None = Field(None, description="Test images of the label answered wrongly.")
+    images: int | None = Field(None, description="Test images of the label.")
     cases: list[FailureCase]
 
 
@@ -380,6 +386,12 @@ def _metric_table(rows: list[MetricRow], with_champion: bool) -> list[str]:
     return lines
 
 
+def _map_text(link: MapLink) -> str:
+    """An http(s) map as a link; a picture the API serves by its name (the gallery's note
+    says where)."""
+    return f"[{link.name}]({link.url})" if link.url.startswith("http") else link.name
+
+
 def render_markdown(card: ModelCardDocument) -> str:
     """The card as a Markdown document (what `runs card` prints and the download holds)."""
     run, use, prov, pop = card.run, card.intended_use, card.provenance, card.population
@@ -505,17 +517,22 @@ def render_markdown(card: ModelCardDocument) -> str:
         lines.append("")
     gallery = card.failure_gallery
     lines += ["## Failure gallery", ""]
-    if not gallery.classes:
-        lines += [gallery.note, ""]
+    lines += [gallery.note, ""]
     for failures in gallery.classes:
-        lines += [
-            f"### {failures.label}",
-            "",
-            "| Example | True | Predicted | Confidence | Maps |",
-            "|---|---|---|---|---|",
-        ]
+        counted = (
+            f" ({failures.errors} of {failures.images} test images answered wrongly)"
+            if failures.errors is not None and failures.images is not None
+            else ""
+        )
+        lines += [f"### True label {failures.label}{counted}", ""]
+        if not failures.cases:
+            lines += ["No case of this label kept.", ""]
+            continue
+        lines += ["| Example | True | Predicted | Confidence | Maps |", "|---|---|---|---|---|"]
         for case in failures.cases:
-            maps = ", ".join(f"[{m.name}]({m.url})" for m in case.maps) or "—"
+            maps = ", ".join(_map_text(m) for m in case.maps) or (
+                f"none ({case.maps_error})" if case.maps_error else "—"
+            )
             lines.append(
                 f"| `{case.example_id}` | {_cell(case.true_label)} | "
                 f"{_cell(case.predicted_label)} | {_num(case.confidence)} | {maps} |"

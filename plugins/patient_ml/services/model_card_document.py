@@ -86,7 +86,7 @@ def build_model_card_document(session: Session, run_id: str) -> ModelCardDocumen
     performance = _performance(session, run, evaluation, problem_type)
     population = _population(snapshot, evaluation, problem_type)
     calibration = _calibration(performance, evaluation, problem_type)
-    gallery = _failure_gallery(evaluation, problem)
+    gallery = _failure_gallery(evaluation, problem, model.id, run.id)
     return ModelCardDocument(
         title=f"Model card: {model.name} — run {run.slug}",
         generated_at=iso_time(utcnow()),
@@ -357,21 +357,30 @@ def _public_url(value: Any) -> str | None:
     return text if text.lower().startswith(("https://", "http://")) else None
 
 
-def _maps(case: dict[str, Any]) -> list[MapLink]:
-    raw = case.get("maps") or case.get("mapUris") or {}
-    if isinstance(raw, dict):
-        pairs = list(raw.items())
-    else:
-        pairs = [
-            (m.get("name") or m.get("kind") or "map", m.get("uri") or m.get("url"))
-            if isinstance(m, dict)
-            else ("map", m)
-            for m in raw
+def picture_path(model_id: str, run_id: str, case: Any, picture: str) -> str:
+    """Where the API serves a failure case's picture, relative to the API's root."""
+    return f"/models/{model_id}/runs/{run_id}/failure-cases/{case}/{picture}.png"
+
+
+def _maps(case: dict[str, Any], model_id: str, run_id: str) -> list[MapLink]:
+    """The case's pictures as the API serves them (by case number and picture name), and any
+    http(s) map URLs; never a storage path."""
+    links = []
+    number = case.get("case")
+    if isinstance(number, int) and not isinstance(number, bool):
+        links += [
+            MapLink(name=str(p), url=picture_path(model_id, run_id, number, str(p)))
+            for p in case.get("pictures") or []
+            if str(p).replace("-", "").isalnum()
         ]
-    if case.get("mapUri"):
-        pairs.append(("map", case["mapUri"]))
-    links = [(str(name), _public_url(uri)) for name, uri in pairs]
-    return [MapLink(name=name, url=url) for name, url in links if url]
+    raw = case.get("maps") or {}
+    pairs = list(raw.items()) if isinstance(raw, dict) else [("map", m) for m in raw]
+    for name, found in pairs:
+        uri = found.get("uri") or found.get("url") if isinstance(found, dict) else found
+        url = _public_url(uri)
+        if url:
+            links.append(MapLink(name=str(name), url=url))
+    return links
 
 
 def _label_name(value: Any, names: dict[int, str]) -> str:
@@ -382,23 +391,43 @@ def _label_name(value: Any, names: dict[int, str]) -> str:
     return NOT_RECORDED if value is None else str(value)
 
 
-def _failure_gallery(evaluation: dict[str, Any], problem: dict[str, Any]) -> FailureGallery:
-    """The evaluation's `failureCases` (per class: wrongly answered test images with their
-    maps), when the evaluation records them: a dict label -> cases or a list of
-    `{label, cases}`."""
+def _grouped_cases(raw: Any, names: dict[int, str]) -> list[tuple[str, list[Any], dict[str, Any]]]:
+    """(true label, its cases, its summary) from the evaluation's `failureCases`: the
+    evaluation's section (`{classes: [{trueLabel, errors, images, shown}], cases: [..]}`), or
+    a dict label -> cases, or a list of `{label, cases}`."""
+    if isinstance(raw, dict) and isinstance(raw.get("cases"), list):
+        summaries = {
+            _label_name(c.get("trueLabel"), names): c
+            for c in raw.get("classes") or []
+            if isinstance(c, dict)
+        }
+        grouped: dict[str, list[Any]] = {label: [] for label in summaries}
+        for case in raw["cases"]:
+            if isinstance(case, dict):
+                label = _label_name(case.get("trueLabel"), names)
+                grouped.setdefault(label, []).append(case)
+        return [(label, cases, summaries.get(label, {})) for label, cases in grouped.items()]
+    if isinstance(raw, dict):
+        return [(_label_name(k, names), list(v or []), {}) for k, v in raw.items()]
+    return [
+        (_label_name(g.get("label", g.get("class")), names), list(g.get("cases") or []), {})
+        for g in raw or []
+        if isinstance(g, dict)
+    ]
+
+
+def _failure_gallery(
+    evaluation: dict[str, Any], problem: dict[str, Any], model_id: str, run_id: str
+) -> FailureGallery:
+    """The evaluation's `failureCases` (per true label: the most confident wrong answers with
+    their pictures), when the evaluation records them."""
     raw = evaluation.get("failureCases")
     names = {int(x["index"]): str(x["name"]) for x in problem["labelDefinition"]["labels"]}
-    if isinstance(raw, dict):
-        raw = [{"label": label, "cases": cases} for label, cases in raw.items()]
     classes = []
-    for group in raw or []:
-        if not isinstance(group, dict):
-            continue
+    for label, found, summary in _grouped_cases(raw, names):
         cases = []
-        for case in (group.get("cases") or [])[:MAX_FAILURE_CASES]:
-            if not isinstance(case, dict):
-                continue
-            example = case.get("exampleId") or case.get("id")
+        for case in found[:MAX_FAILURE_CASES]:
+            example = case.get("exampleId") or case.get("id") if isinstance(case, dict) else None
             if not example:
                 continue
             confidence = case.get("confidence")
@@ -410,16 +439,29 @@ def _failure_gallery(evaluation: dict[str, Any], problem: dict[str, Any]) -> Fai
                         case.get("predictedLabel", case.get("predicted")), names
                     ),
                     confidence=float(confidence) if isinstance(confidence, int | float) else None,
-                    maps=_maps(case),
+                    maps=_maps(case, model_id, run_id),
+                    maps_error=public_text(str(case["mapsError"]))
+                    if case.get("mapsError")
+                    else None,
                 )
             )
-        label = _label_name(group.get("label", group.get("class")), names)
-        if cases:
-            classes.append(FailureClass(label=label, cases=cases))
-    if classes:
-        note = (
-            "Test images the challenger answered wrongly, per true label, most confident "
-            "mistakes first."
+        errors, images = summary.get("errors"), summary.get("images")
+        if cases or errors:
+            classes.append(
+                FailureClass(
+                    label=label,
+                    errors=errors if isinstance(errors, int) else None,
+                    images=images if isinstance(images, int) else None,
+                    cases=cases,
+                )
+            )
+    decided = raw.get("decidedBy") if isinstance(raw, dict) else None
+    if any(c.cases for c in classes):
+        note = "Test images the challenger answered wrongly, per true label, most confident first"
+        note += f" (decided by {public_text(str(decided))})." if decided else "."
+        note += (
+            " Pictures (the image and its saliency maps) are served by the API at "
+            "GET /v1/patient-ml/models/<model>/runs/<run>/failure-cases/<case>/<picture>.png."
         )
     elif raw is not None:
         note = "The evaluation recorded no failure cases (no test image was answered wrongly)."

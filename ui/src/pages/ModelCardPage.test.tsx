@@ -107,8 +107,15 @@ describe("ModelCardDocumentView", () => {
       performance: { evaluated: false, testImagesLeftOut: 0, labelsChanged: false, metrics: [] },
       failureGallery: {
         recorded: true, note: "Wrongly answered test images.",
-        classes: [{ label: "tumour", cases: [{ exampleId: "ex-7", trueLabel: "tumour", predictedLabel: "no_tumour", confidence: 0.91,
-          maps: [{ name: "saliency", url: "https://maps.example.org/ex-7.png" }] }] }],
+        classes: [
+          { label: "no_tumour", errors: 2, images: 120, cases: [] },
+          { label: "tumour", errors: 30, images: 120, cases: [
+            { exampleId: "ex-7", trueLabel: "tumour", predictedLabel: "no_tumour", confidence: 0.91,
+              maps: [{ name: "image", url: "/models/m1/runs/r2/failure-cases/0/image.png" },
+                { name: "external", url: "https://maps.example.org/ex-7.png" }] },
+            { exampleId: "ex-9", trueLabel: "tumour", predictedLabel: "no_tumour", maps: [], mapsError: "the model did not answer" },
+          ] },
+        ],
       },
       approval: { status: "pending", minApprovers: 2, decisions: [] },
     });
@@ -116,7 +123,13 @@ describe("ModelCardDocumentView", () => {
     expect(screen.getByTestId("card-subgroups-note").textContent).toBe("No subgroup attributes recorded.");
     const failures = screen.getByTestId("card-failures");
     expect(failures.textContent).toContain("tumour → no_tumour (0.91)");
-    expect(failures.querySelector("img")?.getAttribute("src")).toBe("https://maps.example.org/ex-7.png");
+    expect(failures.querySelector("img")?.getAttribute("src")).toMatch(
+      /\/v1\/patient-ml\/models\/m1\/runs\/r2\/failure-cases\/0\/image\.png$/,
+    );
+    expect(failures.textContent).toContain("True label tumour · 30 of 120 test images answered wrongly");
+    expect(failures.textContent).toContain("No case of this label kept.");
+    expect(failures.textContent).toContain("No maps: the model did not answer");
+    expect(failures.querySelector("a[href='https://maps.example.org/ex-7.png']")?.textContent).toBe("external");
     expect(screen.getByTestId("card-decisions").textContent).toContain("No decision yet.");
   });
 });

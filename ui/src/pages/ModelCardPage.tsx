@@ -15,6 +15,7 @@ import {
   markdownUrl,
   type ModelCardDocument,
   NOT_RECORDED,
+  pictureUrl,
   shownTime,
   VERDICTS,
 } from "../modelCard";
@@ -304,21 +305,32 @@ export function ModelCardDocumentView({ card }: { card: ModelCardDocument }) {
               <Box key={c.label} mb={3}>
                 <Heading as="h3" size="sm" mb={1}>
                   True label {c.label}
+                  {c.errors !== undefined && c.images !== undefined
+                    ? ` · ${c.errors} of ${c.images} test images answered wrongly`
+                    : ""}
                 </Heading>
+                {c.cases.length === 0 && <Empty>No case of this label kept.</Empty>}
                 <Flex gap={3} wrap="wrap">
                   {c.cases.map((x) => (
                     <Box key={x.exampleId} borderWidth="1px" borderRadius="md" p={2} fontSize="sm" maxW="48">
-                      {x.maps[0] && <img src={x.maps[0].url} alt={`${x.maps[0].name} of ${x.exampleId}`} width={160} />}
+                      {x.maps[0] && (
+                        <img src={pictureUrl(x.maps[0].url)} alt={`${x.maps[0].name} of ${x.exampleId}`} width={160} />
+                      )}
                       <Code fontSize="xs">{x.exampleId}</Code>
                       <Text>
                         {x.trueLabel} → {x.predictedLabel}
                         {x.confidence !== undefined ? ` (${x.confidence.toFixed(2)})` : ""}
                       </Text>
                       {x.maps.map((m) => (
-                        <Link key={m.name} href={m.url} color="fg.info" me={2} target="_blank" rel="noreferrer">
+                        <Link key={m.name} href={pictureUrl(m.url)} color="fg.info" me={2} target="_blank" rel="noreferrer">
                           {m.name}
                         </Link>
                       ))}
+                      {x.mapsError && (
+                        <Text fontSize="xs" color="fg.muted">
+                          No maps: {x.mapsError}
+                        </Text>
+                      )}
                     </Box>
                   ))}
                 </Flex>
