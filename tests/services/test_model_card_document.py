@@ -205,8 +205,14 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
             **(run.evaluation or {}),
             "subgroups": [
                 {"name": "site=B", "images": 18, "clusters": 9, "small": True,
-                 "challenger": {"balancedAccuracy": 0.71}, "champion": {"balancedAccuracy": 0.8},
-                 "differences": {"balancedAccuracy": {"value": -0.09, "low": -0.2, "high": 0.02}}},
+                 "challenger": {"balancedAccuracy": 0.71, "logLoss": 0.6},
+                 "champion": {"balancedAccuracy": 0.8, "logLoss": 0.5},
+                 "intervals": {"challenger": {"balancedAccuracy": {"value": 0.71, "low": 0.55,
+                                                                   "high": 0.86}},
+                               "champion": {"balancedAccuracy": {"value": 0.8, "low": 0.66,
+                                                                 "high": 0.93}}},
+                 "differences": {"balancedAccuracy": {"value": -0.09, "low": -0.2, "high": 0.02}},
+                 "prevalence": {"negative": 0.5, "positive": 0.5}},
                 {"name": "site=A", "images": 222, "clusters": 111, "small": False,
                  "challenger": {"balancedAccuracy": 0.85}, "champion": {"balancedAccuracy": 0.84},
                  "differences": {"balancedAccuracy": {"value": 0.01, "low": 0.002, "high": 0.03}}},
@@ -242,8 +248,13 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
     assert population["subgroupsRecorded"] is True
     small, large = population["subgroups"]
     assert small["name"] == "site=B" and small["small"] is True and small["images"] == 18
-    [row] = small["metrics"]
+    [row] = small["metrics"]  # the headline metrics shown; log loss is not
+    assert row["challenger"] == {"value": 0.71, "low": 0.55, "high": 0.86}
+    assert row["champion"] == {"value": 0.8, "low": 0.66, "high": 0.93}
     assert row["difference"] == {"value": -0.09, "low": -0.2, "high": 0.02}
+    assert small["prevalence"] == [
+        {"label": "negative", "share": 0.5}, {"label": "positive", "share": 0.5}
+    ]  # fmt: skip
     assert row["verdict"] == "worse" and large["metrics"][0]["verdict"] == "shownBetter"
     derived = [x["text"] for x in wire["limitations"] if x["source"] == "derived"]
     assert "Subgroup site=B is small (18 images, 9 clusters): its figures are uncertain." in derived
@@ -272,6 +283,8 @@ def test_subgroups_and_failure_cases_are_rendered_when_recorded(
     assert failed["maps"] == [] and failed["mapsError"] == "cannot read [path removed]"
     markdown = render_markdown(document)
     assert "### Subgroup site=B (18 images, 9 clusters, small: read with care)" in markdown
+    assert "Prevalence: negative 50.0%, positive 50.0%." in markdown
+    assert "| Balanced accuracy | 0.710 [0.550, 0.860] | 0.800 [0.660, 0.930] | " in markdown
     assert "### True label positive (38 of 120 test images answered wrongly)" in markdown
     assert "| `ex-0007` | positive | negative | 0.910 | image, occlusion, " in markdown
     assert "[external](https://maps.example.org/ex-0007.png)" in markdown

@@ -44,7 +44,14 @@ export interface ModelCardDocument {
   population: {
     prevalence: { split: string; label: string; images: number; share: number }[];
     subgroupsRecorded: boolean;
-    subgroups: { name: string; images?: number; clusters?: number; small: boolean; metrics: CardMetric[] }[];
+    subgroups: {
+      name: string;
+      images?: number;
+      clusters?: number;
+      small: boolean;
+      prevalence: { label: string; share: number }[];
+      metrics: CardMetric[];
+    }[];
     note: string;
   };
   performance: {

@@ -170,12 +170,23 @@ class MetricRow(CardPart):
     )
 
 
+class LabelShare(CardPart):
+    label: str
+    share: float
+
+
 class Subgroup(CardPart):
     name: str
     images: int | None = None
     clusters: int | None = None
-    small: bool = False
-    metrics: list[MetricRow] = Field(default_factory=list)
+    small: bool = Field(False, description="Fewer independent clusters than the evaluation asks.")
+    prevalence: list[LabelShare] = Field(
+        default_factory=list, description="Share of each label among its labelled test images."
+    )
+    metrics: list[MetricRow] = Field(
+        default_factory=list,
+        description="The headline metrics and those at the operating point per label.",
+    )
 
 
 class Population(CardPart):
@@ -480,6 +491,9 @@ def render_markdown(card: ModelCardDocument) -> str:
             if part
         )
         lines += [f"### Subgroup {group.name}" + (f" ({size})" if size else ""), ""]
+        if group.prevalence:
+            shares = ", ".join(f"{p.label} {p.share:.1%}" for p in group.prevalence)
+            lines += [f"Prevalence: {shares}.", ""]
         lines += (
             _metric_table(group.metrics, with_champion=True)
             if group.metrics

@@ -40,6 +40,7 @@ from patient_ml.evaluation.model_card import (
     FhirSource,
     Hyperparameter,
     IntendedUse,
+    LabelShare,
     Limitation,
     Lineage,
     MapLink,
@@ -270,17 +271,55 @@ def _row(name: str, challenger: Any, champion: Any, difference: Any) -> MetricRo
     )
 
 
+# The subgroup table shows these (the per-label ones for each label), not every metric.
+SUBGROUP_METRICS = {
+    "imgClf": ("balancedAccuracy", "auroc", "sensitivity:", "specificity:"),
+    "imgSeg": ("meanDice", "meanIoU", "dice:"),
+}
+
+
+def _shown_in_subgroups(name: str, problem_type: str) -> bool:
+    wanted = SUBGROUP_METRICS.get(problem_type, ())
+    return any(name == w or (w.endswith(":") and name.startswith(w)) for w in wanted)
+
+
 def _subgroup(group: dict[str, Any], problem_type: str) -> Subgroup:
+    """A subgroup of the evaluation's `subgroups` (`{name, images, clusters, small,
+    challenger, champion, intervals: {challenger, champion}, differences, prevalence}`)."""
     challenger = group.get("challenger") or {}
     champion = group.get("champion") or {}
+    intervals = group.get("intervals") or {}
     differences = group.get("differences") or {}
-    names = metric_order(sorted(set(challenger) | set(champion)), problem_type)
+
+    def ends(role: str, name: str) -> tuple[Any, Any]:
+        found = (intervals.get(role) or {}).get(name) or {}
+        return found.get("low"), found.get("high")
+
+    names = [
+        n
+        for n in metric_order(sorted(set(challenger) | set(champion)), problem_type)
+        if _shown_in_subgroups(n, problem_type)
+    ]
+    prevalence = group.get("prevalence") or {}
     return Subgroup(
         name=str(group.get("name") or "unnamed"),
         images=group.get("images"),
         clusters=group.get("clusters"),
         small=bool(group.get("small")),
-        metrics=[_row(n, challenger.get(n), champion.get(n), differences.get(n)) for n in names],
+        prevalence=[
+            LabelShare(label=str(label), share=float(share))
+            for label, share in prevalence.items()
+            if isinstance(share, int | float)
+        ],
+        metrics=[
+            _row(
+                n,
+                _estimate(challenger.get(n), *ends("challenger", n)),
+                _estimate(champion.get(n), *ends("champion", n)),
+                differences.get(n),
+            )
+            for n in names
+        ],
     )
 
 

@@ -28,7 +28,7 @@ const card: ModelCardDocument = {
     subgroupsRecorded: true,
     subgroups: [
       {
-        name: "site=B", images: 18, clusters: 9, small: true,
+        name: "site=B", images: 18, clusters: 9, small: true, prevalence: [{ label: "tumour", share: 0.25 }],
         metrics: [{ name: "balancedAccuracy", title: "Balanced accuracy", direction: "maximize",
           challenger: { value: 0.71 }, champion: { value: 0.8 }, difference: { value: -0.09, low: -0.2, high: 0.02 }, verdict: "worse" }],
       },
@@ -84,6 +84,7 @@ describe("ModelCardDocumentView", () => {
     expect(metrics).toContain("−0.062 [−0.117, −0.008]");
     expect(metrics).toContain("worse ✗");
     expect(screen.getByTestId("card-subgroup-site=B").textContent).toContain("small: read with care");
+    expect(screen.getByTestId("card-subgroup-site=B").textContent).toContain("Prevalence: tumour 25.0 %");
     expect(screen.getByTestId("card-failures").textContent).toContain("No failure cases recorded");
     expect(screen.getByTestId("card-override").textContent).toContain("Override: a second read covers it");
     expect(screen.getByTestId("card-decision").textContent).toContain("2026-12-05 10:00 UTC");

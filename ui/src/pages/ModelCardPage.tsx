@@ -256,6 +256,11 @@ export function ModelCardDocumentView({ card }: { card: ModelCardDocument }) {
                 </Badge>
               )}
             </Heading>
+            {g.prevalence.length > 0 && (
+              <Text fontSize="sm" color="fg.muted" mb={1}>
+                Prevalence: {g.prevalence.map((p) => `${p.label} ${formatShare(p.share)}`).join(", ")}
+              </Text>
+            )}
             <MetricTable metrics={g.metrics} compared testId={`card-subgroup-metrics-${g.name}`} />
           </Box>
         ))}
