@@ -2,7 +2,7 @@
 Airflow's API server serves it (the Patient ML API at /v1/patient-ml, the built UI at
 /patient-ml-ui, the user signed in by Airflow's `_token` cookie): a compared, overridden run's
 card shows every section, downloads as Markdown, and prints without its buttons. Its
-screenshot goes to docs/screenshots/run-model-card.png."""
+screenshot goes to test-screenshots/run-model-card.png (copied to docs/screenshots)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,15 @@ from tests.services.test_model_card_document import CARD, _compared_runs
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "run-model-card.png"
+# As the e2e tests: into test-screenshots/ (PATIENT_ML_SCREENSHOTS); docs/screenshots holds a copy.
+SCREENSHOT = (
+    Path(
+        os.environ.get(
+            "PATIENT_ML_SCREENSHOTS", Path(__file__).resolve().parents[2] / "test-screenshots"
+        )
+    )
+    / "run-model-card.png"
+)
 
 
 def _free_port() -> int:
