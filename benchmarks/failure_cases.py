@@ -38,6 +38,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the one training run")
     parser.add_argument("--snapshot", type=Path, help="a folder of br35h_snapshot.py --out")
     parser.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument(
+        "--run", help="evaluate this trained run again (with --snapshot: the folder it is in)"
+    )
     args = parser.parse_args()
     os.environ["PATIENT_ML_FAILURE_CASES"] = str(args.k)
     out = (args.out or Path(tempfile.mkdtemp(prefix="pml-failures-"))).resolve()
@@ -47,17 +50,11 @@ def main() -> int:
     from benchmarks.quality import existing_snapshot
 
     from patient_ml.db import schema
-    from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.db.engine import get_engine
     from patient_ml.evaluation.evaluate import evaluation_report_key
-    from patient_ml.services import snapshots as snapshot_service
     from patient_ml.services.evaluation_run import evaluate_run
-    from patient_ml.services.models import create_model
-    from patient_ml.services.runs import create_run
-    from patient_ml.services.tuning import TuningWorker, finish_tuning
     from patient_ml.serving.servers import LocalServer
     from patient_ml.storage import LocalArtifactStore
-    from patient_ml.training.backends.local import LocalBackend
-    from patient_ml.training.tuning import Limits
 
     started = time.perf_counter()
     folder = args.snapshot.resolve() if args.snapshot else out
@@ -73,6 +70,27 @@ def main() -> int:
     snapshot_id = curated.manifest_uri.rstrip("/").split("/")[-2]
     print(f"snapshot {snapshot_id[:12]}: {len(curated.examples)} examples "
           f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+
+    run_id = args.run or train_one(args, engine, store, curated, snapshot_id, out)
+    began = time.perf_counter()
+    evaluate_run(engine, store, LocalServer(), run_id, out / "evaluation", actor="benchmark")
+    wall = time.perf_counter() - began
+    report = orjson.loads(store.read_bytes(evaluation_report_key(run_id)))
+    print_report(report, wall, args.k)
+    return 0
+
+
+def train_one(
+    args: argparse.Namespace, engine: Any, store: Any, curated: Any, snapshot_id: str, out: Path
+) -> str:
+    """A model of the demo's config on the snapshot and one run of it, trained (one trial)."""
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services import snapshots as snapshot_service
+    from patient_ml.services.models import create_model
+    from patient_ml.services.runs import create_run
+    from patient_ml.services.tuning import TuningWorker, finish_tuning
+    from patient_ml.training.backends.local import LocalBackend
+    from patient_ml.training.tuning import Limits
 
     config = yaml.safe_load((ROOT / "include" / "configs" / "brain_mri_model.yaml").read_text())
     config["name"] = f"failures-{uuid.uuid4().hex[:6]}"
@@ -94,14 +112,13 @@ def main() -> int:
                                                        memory_mb=4096),
                  max_trials=1).run()  # fmt: skip
     finish_tuning(engine, store, run_id, actor="benchmark")
-    print(f"training: one trial of {args.epochs} epochs in {time.perf_counter() - began:.0f} s")
+    print(f"training: one trial of {args.epochs} epochs in {time.perf_counter() - began:.0f} s "
+          f"(run {run_id})")  # fmt: skip
+    return str(run_id)
 
-    began = time.perf_counter()
-    evaluate_run(engine, store, LocalServer(), run_id, out / "evaluation", actor="benchmark")
-    wall = time.perf_counter() - began
-    report = orjson.loads(store.read_bytes(evaluation_report_key(run_id)))
-    print_report(report, wall, args.k)
-    return 0
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def print_report(report: dict[str, Any], wall: float, k: int) -> None:
@@ -118,7 +135,7 @@ def print_report(report: dict[str, Any], wall: float, k: int) -> None:
               f"{group['images']:4d} images, {group['shown']} shown")  # fmt: skip
     evaluation = cost.get("evaluationSeconds", challenger["seconds"])
     n = max(len(cases), 1)
-    print("\ncost (one process serving on this machine's shared CPUs)")
+    print(f"\ncost (one `serve` process on this machine's shared CPUs; load {load()})")
     print(f"  evaluation of the challenger (serve start, validation + test scoring): "
           f"{evaluation:.1f} s")  # fmt: skip
     print(f"  failure cases, k={k} per label -> {len(cases)} cases, maps "

@@ -23,6 +23,7 @@ from patient_ml.evaluation.failure_cases import (
 )
 from patient_ml.evaluation.operating_point import OperatingPoint
 from patient_ml.evaluation.saliency import (
+    Pixels,
     SaliencyOptions,
     cells,
     deletion_auc,
@@ -69,6 +70,28 @@ def test_select_keeps_the_most_confident_errors_per_true_label_at_the_threshold(
     argmax = select(truths, answers, [0, 1], None, per_class=10)
     assert [c.row for c in argmax[1]] == [0, 1, 3]
     assert [c.row for c in argmax[0]] == [5, 7]
+
+
+def test_select_keeps_one_error_per_cluster() -> None:
+    """Copies of one slice (one cluster) make the same error: the gallery shows it once."""
+    truths = [0, 0, 0, 0]
+    answers = [[0.1, 0.9], [0.12, 0.88], [0.3, 0.7], [0.2, 0.8]]
+    chosen = select(truths, answers, [0, 1], None, 3, clusters=["a", "a", "b", "a"])
+    assert [c.row for c in chosen[0]] == [0, 2]
+    assert [c.row for c in select(truths, answers, [0, 1], None, 3)[0]] == [0, 1, 3]
+
+
+def test_large_images_are_scaled_down_first() -> None:
+    big = Pixels.of(encode(np.random.default_rng(0).random((600, 300))), max_side=256)
+    assert (big.height, big.width) == (256, 128) and big.mode == "L"
+    deep = np.random.default_rng(1).integers(0, 65535, (512, 512)).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(deep).save(buffer, format="PNG")
+    scaled = Pixels.of(buffer.getvalue(), max_side=64)
+    assert scaled.array.shape == (64, 64) and scaled.array.dtype == np.uint16
+    assert Pixels.of(scaled.encode(scaled.array)).mode == "I;16"
+    small = Pixels.of(encode(np.zeros((32, 40))), max_side=256)
+    assert (small.height, small.width) == (32, 40)
 
 
 def test_select_three_labels_one_vs_rest() -> None:

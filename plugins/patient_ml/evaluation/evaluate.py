@@ -444,6 +444,7 @@ def _failure_cases(
         explainer=lambda data, index: explain(url, data, index),
         store=store,
         per_class=per_class,
+        clusters=[e.cluster for e in test.examples],
     )
     cost = section["cost"]
     say.info("failure cases: %d most confident error(s) explained (%s) in %.1f s: %d images in "

@@ -102,9 +102,12 @@ def select(
     indices: list[int],
     point: OperatingPoint | None,
     per_class: int,
+    clusters: list[str] | None = None,
 ) -> dict[int, list[Case]]:
     """Per true label position: its `per_class` most confident errors at `point` (None: the
-    most confident label decides), most confident first; ties by test-set order."""
+    most confident label decides), most confident first; ties by test-set order. With
+    `clusters` (each example's independence cluster), at most one error per cluster and true
+    label: copies of one slice make the same error, and would fill the gallery."""
     p = normalised(answers)
     out: dict[int, list[Case]] = {c: [] for c in range(len(indices))}
     if p.shape[0] == 0:
@@ -117,7 +120,14 @@ def select(
         if d != t:
             out[t].append(Case(row, t, d, float(p[row, d]), float(p[row, t])))
     for t in out:
-        out[t] = sorted(out[t], key=lambda c: (-c.confidence, c.row))[:per_class]
+        seen: set[str] = set()
+        kept = []
+        for case in sorted(out[t], key=lambda c: (-c.confidence, c.row)):
+            cluster = clusters[case.row] if clusters is not None else str(case.row)
+            if cluster not in seen:
+                seen.add(cluster)
+                kept.append(case)
+        out[t] = kept[:per_class]
     return out
 
 
@@ -148,6 +158,7 @@ def compute_failure_cases(
     per_class: int = DEFAULT_PER_CLASS,
     options: SaliencyOptions | None = None,
     workers: int = 2,
+    clusters: list[str] | None = None,
 ) -> dict[str, Any]:
     """The `failureCases` section of the evaluation report; pictures stored under
     `failure_cases_prefix(run_id)`. A case whose maps cannot be computed keeps its row with
@@ -156,7 +167,7 @@ def compute_failure_cases(
     started = time.monotonic()
     indices = [index for index, _ in labels]
     names = dict(labels)
-    chosen = select(truths, answers, indices, point, per_class)
+    chosen = select(truths, answers, indices, point, per_class, clusters)
     flat = [case for t in sorted(chosen) for case in chosen[t]]
     counter = Counter()
     offered: list[bool] = []  # whether the container answered /explanations (first answer)
@@ -207,7 +218,7 @@ def compute_failure_cases(
                 seed=seed_of(f"{run_id}/{example}"),
                 counter=counter,
             )
-            pixels = Pixels.of(data)
+            pixels = Pixels.of(data, options.max_side)
             entry["image"] = {"width": pixels.width, "height": pixels.height}
             store.put_bytes(picture_key(run_id, number, "image"), thumbnail_png(pixels))
             entry["pictures"] = ["image"]
@@ -239,6 +250,7 @@ def compute_failure_cases(
             errors[position[truth]] += 1
     return {
         "perClass": per_class,
+        "onePerCluster": clusters is not None,
         "decidedBy": point.describe() if point is not None else "the most confident label",
         "explained": "the predicted (wrong) label",
         "classes": [
@@ -258,6 +270,7 @@ def compute_failure_cases(
             "steps": options.steps,
             "randomOrders": options.random_orders,
             "fill": "the image's mean",
+            "maxSide": options.max_side,
         },
         "cost": {
             "images": counter.images,

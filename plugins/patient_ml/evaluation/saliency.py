@@ -54,6 +54,7 @@ class SaliencyOptions:
     grid: int = 8  # cells per side
     steps: int = 16  # deletion curve: hide the cells in this many equal steps
     random_orders: int = 3  # random deletion orders averaged for the baseline
+    max_side: int = 256  # the image is scaled down to at most this many pixels per side first
 
     def __post_init__(self) -> None:
         if not 2 <= self.grid <= 32:
@@ -62,6 +63,8 @@ class SaliencyOptions:
             raise ValueError(f"steps={self.steps}: use 1..grid*grid")
         if not 1 <= self.random_orders <= 16:
             raise ValueError(f"random_orders={self.random_orders}: use 1..16")
+        if not 16 <= self.max_side <= 4096:
+            raise ValueError(f"max_side={self.max_side}: use 16..4096")
 
 
 @dataclass
@@ -107,7 +110,9 @@ class Pixels:
     mode: str
 
     @classmethod
-    def of(cls, data: bytes) -> Pixels:
+    def of(cls, data: bytes, max_side: int | None = None) -> Pixels:
+        """The decoded image; with `max_side`, scaled down (antialiased) to at most that many
+        pixels on its longer side."""
         try:
             image: Image.Image = Image.open(io.BytesIO(data))
             image.load()
@@ -120,7 +125,16 @@ class Pixels:
             image = image.convert("RGB" if image.mode not in ("1", "LA") else "L")
         if image.mode == "I;16B":
             image = image.convert("I;16")
-        return cls(np.asarray(image).copy(), image.mode)
+        mode = image.mode
+        if max_side is not None and max(image.size) > max_side:
+            scale = max_side / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            if mode == "I;16":  # resampled as 32-bit integers, stored back as 16-bit
+                wide = image.convert("I").resize(size, Image.Resampling.LANCZOS)
+                array = np.clip(np.asarray(wide), 0, 65535).astype(np.uint16)
+                return cls(array, mode)
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        return cls(np.asarray(image).copy(), mode)
 
     @property
     def height(self) -> int:
@@ -256,7 +270,7 @@ def explain_image(
     """Occlusion map of label `position` for the encoded image `data`, the container's own map
     when given (`own_map`, any grid), and the deletion AUC of each against random orders."""
     counter = counter if counter is not None else Counter()
-    pixels = Pixels.of(data)
+    pixels = Pixels.of(data, options.max_side)
     grid = options.grid
     mesh = cells(pixels.height, pixels.width, grid)
     if pixels.height < grid or pixels.width < grid:
