@@ -36,6 +36,8 @@ export interface FailureCase {
 
 export interface FailureCases {
   perClass: number;
+  /** At most one case per independence cluster (copies of one slice make the same error). */
+  onePerCluster?: boolean;
   decidedBy: string;
   classes: { trueLabel: LabelRef; errors: number; images: number; shown: number }[];
   cases: FailureCase[];

@@ -94,8 +94,9 @@ export function FailureGallery({ run }: { run: Run }) {
   return (
     <Box data-testid="failure-gallery">
       <Text fontSize="sm" mb={1}>
-        The {section.perClass} most confident errors per true label on the test split, decided at{" "}
-        {section.decidedBy}. Maps show what drives the (wrong) called label.
+        The {section.perClass} most confident errors per true label on the test split
+        {section.onePerCluster ? " (one per patient or group of copies)" : ""}, decided at {section.decidedBy}. Maps show
+        what drives the (wrong) called label.
       </Text>
       <HStack gap={2} mb={3} wrap="wrap" role="group" aria-label="Map overlay">
         {options.map((option) => (
