@@ -28,6 +28,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
 from include.airflow_stack import AirflowStack  # noqa: E402
 
 CONFIGS = ROOT / "include" / "configs"
@@ -92,7 +93,7 @@ def main() -> None:
     ap.add_argument("--write-hold", type=float, default=0.2, help="seconds a write holds")
     ap.add_argument("--write-pause", type=float, default=0.1, help="seconds between writes")
     ap.add_argument("--connections", default="4,16")
-    args = ap.parse_args()
+    args = smoke.parse(ap, seconds=1, models=3, runs=10, connections="2")
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
     with tempfile.TemporaryDirectory(prefix="pml-api-load-") as tmp:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 @dataclass
@@ -50,12 +53,13 @@ class CuratedSample:
         return images
 
 
-def build_sample(out: Path) -> Path:
-    """`include/sample_data build br35h --out OUT/sample` as `make demo` runs it."""
+def build_sample(out: Path, limit: int | None = None) -> Path:
+    """`include/sample_data build br35h --out OUT/sample` as `make demo` runs it (the first
+    `limit` images when given)."""
     sample = out / "sample"
     subprocess.run(
         [sys.executable, str(ROOT / "include" / "sample_data"), "build", "br35h", "--out",
-         str(sample)],
+         str(sample), *(["--limit", str(limit)] if limit else [])],
         check=True,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -115,16 +119,20 @@ def curate_sample(
 def main() -> None:
     import argparse
 
+    from benchmarks import smoke
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "br35h-clean")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, help="the first N images (default: all 3,000)")
+    args = smoke.parse(
+        parser, limit=300, out=Path(tempfile.gettempdir()) / f"br35h-smoke-{uuid.uuid4().hex[:8]}"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{args.out / 'patient_ml.db'}"
     schema.upgrade(get_engine(url, check_schema=False))
-    curated = curate_sample(get_engine(url), build_sample(args.out), args.out)
+    curated = curate_sample(get_engine(url), build_sample(args.out, args.limit), args.out)
     splits: dict[str, int] = {}
     for example in curated.examples:
         splits[example["split"]] = splits.get(example["split"], 0) + 1

@@ -47,6 +47,8 @@ from benchmarks.quality import (  # noqa: E402
     trainer_module,
 )
 
+from benchmarks import smoke  # noqa: E402
+
 VARIANTS = {"seed 0 (default)": {}, "seed 1": {"seed": "1"}}
 
 
@@ -146,10 +148,24 @@ def report(snapshot: Path, name: str, model_dir: Path, cpu: float, boot: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--snapshot", type=Path, action="append", required=True)
+    parser.add_argument("--snapshot", type=Path, action="append")
     parser.add_argument("--cpus", type=int, default=1, help="threads per training (default 1)")
     parser.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
-    args = parser.parse_args()
+    parser.add_argument("--epochs", help="the trainer's epochs (default: its own default)")
+    args = smoke.parse(parser, boot=50, epochs="2")
+    if args.smoke and not args.snapshot:  # a 300-image snapshot made as br35h_snapshot.py does
+        from benchmarks.br35h_snapshot import build_sample, curate_sample
+
+        from patient_ml.db import schema
+        from patient_ml.db.engine import get_engine
+
+        out = Path(tempfile.mkdtemp(prefix="calibration-smoke-"))
+        url = f"sqlite:///{out / 'patient_ml.db'}"
+        schema.upgrade(get_engine(url, check_schema=False))
+        curate_sample(get_engine(url), build_sample(out, limit=300), out)
+        args.snapshot = [out]
+    if not args.snapshot:
+        parser.error("--snapshot DIR is required (an output folder of br35h_snapshot.py)")
     print(f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min)", flush=True)
     with tempfile.TemporaryDirectory(prefix="calibration-") as temporary:
         for snapshot in args.snapshot:
@@ -166,7 +182,8 @@ def main() -> None:
             for name, hps in VARIANTS.items():
                 started = time.perf_counter()
                 job = Path(temporary) / f"{snapshot.name}-{hps.get('seed', '0')}"
-                model_dir, cpu = train(snapshot, hps, job, args.cpus)
+                epochs = {"epochs": args.epochs} if args.epochs else {}
+                model_dir, cpu = train(snapshot, {**hps, **epochs}, job, args.cpus)
                 report(snapshot, name, model_dir, cpu, args.boot)
                 print(f"    ({time.perf_counter() - started:.0f} s wall)", flush=True)
     print(f"load: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min)", flush=True)

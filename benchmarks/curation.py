@@ -37,6 +37,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
+
 
 def build(folder: Path, n: int, code: str, label_system: str) -> None:
     from patient_ml.fhir import mapping
@@ -368,7 +370,7 @@ def main() -> None:
     parser.add_argument("--inline-records", type=int, default=16, help="--hostile: how many")
     parser.add_argument("--inline-side", type=int, default=4000, help="--hostile: PNG side")
     parser.add_argument("--no-mime", action="store_true", help="--hostile: base64 unbroken")
-    args = parser.parse_args()
+    args = smoke.parse(parser, records=300, workers=2)
 
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource

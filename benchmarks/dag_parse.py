@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+
 DAG_FILE = ROOT / "dags" / "patient_ml_dags.py"
 CONFIGS = ROOT / "include" / "configs"
 
@@ -99,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,100,1000")
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = smoke.parse(ap, sizes="10", repeat=1)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     with tempfile.TemporaryDirectory(prefix="pml-dag-parse-") as home:
         env = {**os.environ, "PATIENT_ML_HOME": home, "PATIENT_ML_BACKEND": "local"}

@@ -24,10 +24,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import smoke
 
 from patient_ml.config.models import NonInferiorityRule
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap, Joined
@@ -162,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = smoke.parse(parser, sets=20, repeat=1)
     cost(args.repeat)
     error_rates(args.sets)
 

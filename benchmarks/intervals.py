@@ -18,9 +18,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import smoke
 
 from patient_ml.evaluation.intervals import (
     ClassificationStatistic,
@@ -115,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", type=int, default=1000, help="simulated test sets")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per case")
-    args = parser.parse_args()
+    args = smoke.parse(parser, sets=20, repeat=1)
     cost(args.repeat)
     coverage(args.sets)
 

@@ -26,7 +26,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
 from patient_ml.curation.pipeline import DatasetView  # noqa: E402
 from patient_ml.services import examples as ex  # noqa: E402
 
@@ -94,7 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = smoke.parse(parser, examples=2000, repeat=1)
     patients = max(1, args.examples // 5)
     raw = records(args.examples, patients)
     started = time.perf_counter()
@@ -122,7 +124,7 @@ def main() -> None:
         ("unlabelled, first page + counts", lambda: page(ex.Filters(status="unlabeled"))),
         ("split=test, first page + counts", lambda: page(ex.Filters(split="test"))),
         ("one patient key + counts", lambda: page(ex.Filters(patient_key=some_key))),
-        ("one example's history", lambda: index.history.get(index.ids[500], [])),
+        ("one example's history", lambda: index.history.get(index.ids[len(index.ids) // 2], [])),
     ]
     print(f"{args.examples:,} examples, {patients:,} patients")
     print(f"index build from {len(raw):,} records: {build_ms:,.0f} ms (+ lookups by status, "

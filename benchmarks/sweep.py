@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
+from benchmarks import smoke  # noqa: E402
 from sqlalchemy import create_engine, event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
@@ -317,7 +318,7 @@ def main() -> int:
     ap.add_argument(
         "--prune-seeds", type=int, default=5, help="sampler seeds of the pruning comparison"
     )
-    args = ap.parse_args()
+    args = smoke.parse(ap, trials=2, prune_seeds=1)
     scratch = Path(tempfile.mkdtemp(prefix="pml-sweep-bench-"))
     db_url = args.db_url or f"sqlite:///{scratch / 'sweep.db'}"
     local = LocalBackend({"patient-ml/scripted-trainer": SCRIPTED})

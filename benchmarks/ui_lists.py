@@ -30,6 +30,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -157,7 +159,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--serve", action="store_true", help="keep the server up afterwards")
-    args = parser.parse_args()
+    args = smoke.parse(parser, models=5, runs=30)
 
     from playwright.sync_api import sync_playwright
 
@@ -187,7 +189,7 @@ def main() -> None:
         api.headers["Authorization"] = f"Bearer {token}"
         v1 = f"{stack.url}/v1/patient-ml"
         model_id = seeded["model_id"]
-        last = args.runs - 25
+        last = max(0, args.runs - 25)
         calls = {
             "GET /model-summaries (first page of 25)": "/model-summaries?limit=25",
             "GET /model-summaries?search=brain": "/model-summaries?limit=25&search=brain",

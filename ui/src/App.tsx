@@ -9,6 +9,7 @@ import { ModelsPage } from "./pages/ModelsPage";
 // The details pages (and the chart library) load only when opened: the Models table comes first.
 const ModelPage = lazy(() => import("./pages/ModelPage").then((m) => ({ default: m.ModelPage })));
 const RunPage = lazy(() => import("./pages/RunPage").then((m) => ({ default: m.RunPage })));
+const ModelCardPage = lazy(() => import("./pages/ModelCardPage").then((m) => ({ default: m.ModelCardPage })));
 
 export function App() {
   const [view, go] = useView();
@@ -19,6 +20,7 @@ export function App() {
           {view.kind === "models" && <ModelsPage go={go} />}
           {view.kind === "model" && <ModelPage view={view} go={go} />}
           {view.kind === "run" && <RunPage view={view} go={go} />}
+          {view.kind === "modelCard" && <ModelCardPage view={view} go={go} />}
         </Suspense>
       </ErrorBoundary>
     </Box>

@@ -16,11 +16,17 @@ export interface FormField {
 export const FIELDS: Record<ConfigKind, FormField[]> = {
   model: [
     { key: "name", label: "Name", json: false, help: "Unique; the DAG is patient_ml__<name>." },
-    { key: "description", label: "Description", json: false, help: "Intended use; shown in the model card." },
+    { key: "description", label: "Description", json: false, help: "What the model does; the model card's intended use unless Model card gives one." },
     { key: "datasetId", label: "Dataset", json: false, help: "The dataset the model trains on." },
     { key: "trainingApproach", label: "Training approach", json: true, help: "Image, objective, search space, trials, schedule." },
     { key: "deployApproach", label: "Deploy approach", json: true, help: "cloud or edge, and the inference image." },
     { key: "approvalPolicy", label: "Approval policy", json: true, help: "Approvers, timeout, automatic approval." },
+    {
+      key: "modelCard",
+      label: "Model card",
+      json: true,
+      help: "Intended use, intended users, out-of-scope uses and known limitations, shown in every run's model card.",
+    },
   ],
   dataset: [
     { key: "name", label: "Name", json: false, help: "Unique name of the dataset." },
@@ -46,6 +52,7 @@ export const TEMPLATES: Record<ConfigKind, Record<string, unknown>> = {
     },
     deployApproach: { type: "cloud", inferenceImage: "patient-ml/img-clf-trainer:0.1.0" },
     approvalPolicy: { approvers: [], timeoutHours: 72 },
+    modelCard: { intendedUse: "", intendedUsers: [], outOfScope: [], limitations: [] },
   },
   dataset: {
     name: "",

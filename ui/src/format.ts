@@ -258,7 +258,8 @@ export function describeResampling(evaluation: Run["evaluation"]): string {
 export type View =
   | { kind: "models" }
   | { kind: "model"; modelId?: string; dagId?: string; tab?: string }
-  | { kind: "run"; modelId?: string; runId?: string; dagId?: string; dagRunId?: string; tab?: string };
+  | { kind: "run"; modelId?: string; runId?: string; dagId?: string; dagRunId?: string; tab?: string }
+  | { kind: "modelCard"; modelId?: string; runId?: string };
 
 /** The page to show, from the iframe's query string (Airflow fills in {DAG_ID}, {RUN_ID}). */
 export function parseView(search: string): View {
@@ -277,6 +278,8 @@ export function parseView(search: string): View {
         dagRunId: get("dagRunId"),
         tab,
       };
+    case "modelCard":
+      return { kind: "modelCard", modelId: get("modelId"), runId: get("runId") };
     default:
       return { kind: "models" };
   }

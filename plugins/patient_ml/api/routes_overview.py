@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from patient_ml.api.auth import (
@@ -24,6 +24,7 @@ from patient_ml.api.deps import Session
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.routes_runs import _run_of
 from patient_ml.api.schemas import error_responses
+from patient_ml.evaluation.model_card import ModelCardDocument
 from patient_ml.exceptions import NotFoundError, PermissionDeniedError
 from patient_ml.services.overview import ModelSort, Order
 
@@ -155,6 +156,10 @@ class GetCurationReportResponse(BaseModel):
 
 class GetModelCardResponse(BaseModel):
     modelCard: dict[str, Any]
+
+
+class GetModelCardDocumentResponse(BaseModel):
+    modelCard: ModelCardDocument
 
 
 class DagRunRef(BaseModel):
@@ -308,6 +313,52 @@ def get_model_card(
 
     run = _run_of(session, authorized_model(session, model_id, user), run_id)
     return {"modelCard": build_model_card(session, run.id)}
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/model-card/document",
+    summary="Extension: the run's model card as a document (ISO dates, no paths, no nulls)",
+    response_model=GetModelCardDocumentResponse,
+    response_model_exclude_none=True,
+    responses=error_responses(404, 422),
+)
+def get_model_card_document(
+    model_id: str, run_id: str, session: Session, user: CurrentUser
+) -> dict[str, Any]:
+    from patient_ml.services.model_card_document import build_model_card_document
+
+    run = _run_of(session, authorized_model(session, model_id, user), run_id)
+    return {"modelCard": build_model_card_document(session, run.id).wire()}
+
+
+@router.get(
+    "/models/{model_id}/runs/{run_id}/model-card/markdown",
+    summary="Extension: the run's model card as a Markdown file (a download)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The model card in Markdown (as `patient-ml runs card` prints it).",
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+        },
+        **error_responses(404, 422),
+    },
+)
+def download_model_card_markdown(
+    model_id: str, run_id: str, session: Session, user: CurrentUser
+) -> Response:
+    from patient_ml.evaluation.model_card import render_markdown
+    from patient_ml.services.model_card_document import build_model_card_document
+
+    model = authorized_model(session, model_id, user)
+    run = _run_of(session, model, run_id)
+    text = render_markdown(build_model_card_document(session, run.id))
+    return Response(
+        text.encode(),
+        media_type="text/markdown; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="model-card-{model.slug}-{run.slug}.md"'
+        },
+    )
 
 
 @router.get(

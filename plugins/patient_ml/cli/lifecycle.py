@@ -80,6 +80,13 @@ def add_run_commands(runs: Any) -> None:
     gate.set_defaults(handler=cmd_gate)
     card = runs.add_parser("card", help="write and print the run's model card")
     card.add_argument("--run", required=True, dest="run_id", help="run id")
+    card.add_argument(
+        "--format",
+        choices=("markdown", "document", "json"),
+        default=None,
+        help="markdown (default): the readable card; document: the card as JSON (ISO dates, "
+        "no paths, no nulls); json: the flat machine-readable card (also what --json prints)",
+    )
     card.set_defaults(handler=cmd_card)
 
 
@@ -243,11 +250,18 @@ def cmd_card(args: argparse.Namespace) -> int:
     from patient_ml.services.model_cards import write_model_card
 
     store = _store()
-    uris = write_model_card(context.engine(args), store, args.run_id)
-    if args.json:
-        print(store.read_bytes(store.key_of(uris["json"])).decode())
+    engine = context.engine(args)
+    uris = write_model_card(engine, store, args.run_id)
+    shown = args.format or ("json" if args.json else "markdown")
+    if shown == "document":
+        from patient_ml.db.engine import session_scope
+        from patient_ml.services.model_card_document import build_model_card_document
+
+        with session_scope(engine) as session:
+            document = build_model_card_document(session, args.run_id)
+        print(json.dumps(document.wire(), indent=2, ensure_ascii=False))
     else:
-        print(store.read_bytes(store.key_of(uris["markdown"])).decode())
+        print(store.read_bytes(store.key_of(uris[shown])).decode())
     return 0
 
 

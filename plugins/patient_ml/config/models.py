@@ -516,6 +516,38 @@ class OperatingPointConfig(WireModel):
     )
 
 
+MAX_CARD_ITEMS = 30
+
+
+class ModelCardSettings(WireModel):
+    """Extension: what the model card says about intended use, users and limitations (what
+    the platform cannot measure). The card adds limitations it derives from the run itself
+    (a small test set, small subgroups, a metric worse than the champion's, calibration
+    error, test images left out); see docs/model-card.md."""
+
+    intended_use: Annotated[str, Text()] = Field(
+        "",
+        description="What the model is for, in a sentence or two (the clinical question, the "
+        "setting, who acts on its answer); empty: the card shows the model's description.",
+    )
+    intended_users: list[Annotated[str, Name(MAX_NAME_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_CARD_ITEMS,
+        description="Who uses its answers, e.g. 'radiologists triaging a reading worklist'.",
+    )
+    out_of_scope: list[Annotated[str, Text(MAX_LABEL_DESCRIPTION_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_CARD_ITEMS,
+        description="Uses the model is not meant or validated for, one per item.",
+    )
+    limitations: list[Annotated[str, Text(MAX_LABEL_DESCRIPTION_LENGTH)]] = Field(
+        default_factory=list,
+        max_length=MAX_CARD_ITEMS,
+        description="Known limitations and failure modes, one per item (the card adds those "
+        "it derives from the run's evaluation).",
+    )
+
+
 class ModelConfig(WireModel):
     id: Identifier | None = None
     name: Annotated[str, Name()]
@@ -542,4 +574,10 @@ class ModelConfig(WireModel):
         description="Extension (imgClf): how the decision threshold is chosen on the "
         "validation split; left out: youden on the higher-index label for two labels, argmax "
         "for more.",
+    )
+    model_card: ModelCardSettings | None = Field(
+        None,
+        description="Extension: intended use, intended users, out-of-scope uses and known "
+        "limitations shown in each run's model card; left out: the card shows the description "
+        "and says that none were declared.",
     )

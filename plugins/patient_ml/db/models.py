@@ -130,6 +130,8 @@ class Model(Base):
     )
     # The config's `operatingPoint` (extension, imgClf); NULL = the default rule.
     operating_point: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # intended use, users, out-of-scope uses, limitations (ModelConfig.modelCard; NULL: none)
+    model_card: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     revision: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()

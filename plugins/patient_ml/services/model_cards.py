@@ -1,7 +1,9 @@
-"""The model card of a run, built from the product DB (run, model, snapshot, evaluation
-metrics, approval decisions, deployment) and written as JSON and Markdown to the artifact store
-next to the run (`patient_ml.evaluation.model_card` names and renders it). Rewritten after
-evaluation, decision and deployment, so it is always current."""
+"""The model card of a run, built from the product DB (run, model and its declared
+`modelCard`, dataset, snapshot and its curation report, evaluation metrics and report summary,
+approval decisions, deployment) and written to the artifact store next to the run: the
+document (`ModelCardDocument`, rendered as Markdown by `patient_ml.evaluation.model_card`) and
+the flat machine-readable JSON. Rewritten after evaluation, decision and deployment, so it is
+always current; the API builds it afresh on every read."""
 
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ from patient_ml.evaluation.model_card import card_keys, render_markdown
 from patient_ml.services.approvals import approval_status, decisions_of
 from patient_ml.services.common import to_millis
 from patient_ml.services.evaluations import evaluation_intervals, evaluation_metrics
+from patient_ml.services.model_card_document import build_model_card_document
 from patient_ml.services.runs import approval_to_wire, get_run
 from patient_ml.storage import ArtifactStore
 
 
 def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
+    """The flat machine-readable card (`patient-ml-model-card/1`, `model-card.json`)."""
     run = get_run(session, run_id)
     model = session.get(Model, run.model_id)
     model = present(model, f"model of run {run_id}")
@@ -100,7 +104,8 @@ def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
 def write_model_card(engine: Engine, store: ArtifactStore, run_id: str) -> dict[str, str]:
     with session_scope(engine) as session:
         card = build_model_card(session, run_id)
+        document = build_model_card_document(session, run_id)
     json_key, md_key = card_keys(run_id)
     store.put_bytes(json_key, orjson.dumps(card, option=orjson.OPT_INDENT_2))
-    store.put_bytes(md_key, render_markdown(card).encode())
+    store.put_bytes(md_key, render_markdown(document).encode())
     return {"json": store.uri(json_key), "markdown": store.uri(md_key)}

@@ -69,6 +69,7 @@ class ModelRepository(ConfigRepository[Model, ModelConfig]):
             "approval_policy": cfg.approval_policy.to_wire(),
             "monitoring": cfg.monitoring.to_wire(),
             "operating_point": cfg.operating_point.to_wire() if cfg.operating_point else None,
+            "model_card": cfg.model_card.to_wire() if cfg.model_card else None,
         }
 
     def refuse_taken_name(self, session: Session, cfg: ModelConfig, own_id: str | None) -> None:

@@ -67,6 +67,11 @@ StoredOperatingPoint = Annotated[
     DocumentedAs(config.OperatingPointConfig),
     Field(description="Extension (imgClf): how the decision threshold is chosen."),
 ]
+StoredModelCard = Annotated[
+    dict[str, Any],
+    DocumentedAs(config.ModelCardSettings),
+    Field(description="Extension: intended use, users, out-of-scope uses and limitations."),
+]
 StoredCuration = Annotated[
     dict[str, Any],
     DocumentedAs(config.CurationSettings),
@@ -172,6 +177,9 @@ class ModelConfig(RowWire):
         None,
         description="Extension (imgClf): how the decision threshold is chosen on validation; "
         "null: the default (youden on the higher-index label for two labels, argmax for more).",
+    )
+    modelCard: StoredModelCard | None = Field(
+        None, description="Extension: what each run's model card says about intended use."
     )
     slug: str = Field(description="Extension: the name as used in the DAG id.")
     dagId: str = Field(description="Extension: the model's Airflow DAG.")

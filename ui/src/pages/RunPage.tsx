@@ -25,6 +25,7 @@ import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
+import { ModelCardPanel } from "./ModelCardPage";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
@@ -104,6 +105,18 @@ export function RunPage({ view, go }: { view: RunView; go: (view: View) => void 
       </Flex>
       <Text color="fg.muted" fontSize="sm" mb={4}>
         {run.id}
+        {" · "}
+        <Link
+          href={`?view=modelCard&modelId=${model.id}&runId=${run.id}`}
+          color="fg.info"
+          data-testid="model-card-link"
+          onClick={(e) => {
+            e.preventDefault();
+            go({ kind: "modelCard", modelId: model.id, runId: run.id });
+          }}
+        >
+          Model card (printable)
+        </Link>
         {run.airflow?.dagId && run.airflow?.runId && (
           <>
             {" · "}
@@ -138,7 +151,7 @@ export function RunPage({ view, go }: { view: RunView; go: (view: View) => void 
           <Evaluation run={run} />
         </Tabs.Content>
         <Tabs.Content value="card">
-          <ModelCard run={run} />
+          <ModelCardPanel modelId={run.modelId} runId={run.id} reloadKey={`${run.approvals.length}/${run.deployStatus}`} />
         </Tabs.Content>
         <Tabs.Content value="logs">
           <Logs run={run} />
@@ -352,59 +365,6 @@ function Evaluation({ run }: { run: Run }) {
       </Section>
     </Box>
   );
-}
-
-function ModelCard({ run }: { run: Run }) {
-  const card = useLoad(
-    () => api<{ modelCard: Record<string, unknown> }>(`/models/${run.modelId}/runs/${run.id}/model-card`),
-    [run.id, run.approvals.length, run.deployStatus],
-  );
-  if (card.error) return <ErrorAlert error={card.error} />;
-  if (!card.data) return <Loading what="the model card" />;
-  return <CardSection value={card.data.modelCard} depth={0} />;
-}
-
-function CardSection({ value, depth }: { value: unknown; depth: number }) {
-  if (value === null || value === undefined) return <Text color="fg.muted">—</Text>;
-  if (Array.isArray(value)) {
-    if (value.every((v) => typeof v !== "object" || v === null))
-      return <Text fontSize="sm">{value.map(String).join(", ") || "—"}</Text>;
-    return (
-      <Box>
-        {value.map((v, i) => (
-          <Box key={i} borderLeftWidth="2px" pl={3} mb={2}>
-            <CardSection value={v} depth={depth + 1} />
-          </Box>
-        ))}
-      </Box>
-    );
-  }
-  if (typeof value === "object") {
-    return (
-      <Box>
-        {Object.entries(value as Record<string, unknown>).map(([k, v]) =>
-          typeof v === "object" && v !== null ? (
-            <Box key={k} mb={3}>
-              <Heading as={depth === 0 ? "h3" : "h4"} size={depth === 0 ? "md" : "sm"} mb={1}>
-                {k}
-              </Heading>
-              <Box pl={depth === 0 ? 0 : 2}>
-                <CardSection value={v} depth={depth + 1} />
-              </Box>
-            </Box>
-          ) : (
-            <Flex key={k} gap={2} fontSize="sm">
-              <Text color="fg.muted" minW="40">
-                {k}
-              </Text>
-              <Text>{typeof v === "number" ? formatNumber(v, 4) : String(v)}</Text>
-            </Flex>
-          ),
-        )}
-      </Box>
-    );
-  }
-  return <Text fontSize="sm">{String(value)}</Text>;
 }
 
 function Logs({ run }: { run: Run }) {
