@@ -2,6 +2,7 @@
 to the evaluation's own time, and how faithful they are (deletion AUC against random orders).
 
     .venv/bin/python benchmarks/failure_cases.py [--k 4] [--epochs 8] [--snapshot FOLDER]
+        [--run RUN --snapshot FOLDER: evaluate a trained run again] [--limit N] [--smoke]
 
 The demo's sample curated by the product (`benchmarks/br35h_snapshot.py`; or --snapshot, a
 folder it made), one training run of the reference classifier (the demo's model config with
@@ -41,7 +42,10 @@ def main() -> int:
     parser.add_argument(
         "--run", help="evaluate this trained run again (with --snapshot: the folder it is in)"
     )
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, help="curate the first N images (default: all)")
+    from benchmarks import smoke
+
+    args = smoke.parse(parser, k=1, epochs=1, limit=300)
     os.environ["PATIENT_ML_FAILURE_CASES"] = str(args.k)
     out = (args.out or Path(tempfile.mkdtemp(prefix="pml-failures-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,7 @@ def main() -> int:
     else:
         schema.upgrade(get_engine(url, check_schema=False))
         engine = get_engine(url)
-        curated = curate_sample(engine, build_sample(out), out)
+        curated = curate_sample(engine, build_sample(out, args.limit), out)
     store = LocalArtifactStore(folder / "artifacts")
     snapshot_id = curated.manifest_uri.rstrip("/").split("/")[-2]
     print(f"snapshot {snapshot_id[:12]}: {len(curated.examples)} examples "
