@@ -275,3 +275,33 @@ def test_a_container_without_the_optional_route_gets_occlusion_only(
         assert set(case["maps"]) == {"occlusion"}
         assert store.exists(picture_key("r2", case["case"], "occlusion"))
         assert not store.exists(picture_key("r2", case["case"], "grad-cam"))
+
+
+def test_the_docker_container_gives_the_same_maps(
+    served: dict[str, Any], tmp_path: Path, docker_engine: Any
+) -> None:
+    """The reference image in Docker (Debian's PyTorch) answers the batches and the optional
+    route as the host process does: the same cases, both maps, occlusion scores alike."""
+    from patient_ml.serving.servers import DockerServer
+    from tests.docker_engine import build_trainer_image
+
+    build_trainer_image(docker_engine, "img_clf", "patient-ml/img-clf-trainer:0.1.0")
+    store = served["store"]
+    test = load_test_set(store, DATASET, SNAPSHOT)
+    found = {}
+    for kind, server in (("local", LocalServer()), ("docker", DockerServer())):
+        scored = evaluate_model(served["contender"], test, store, server, tmp_path / kind,
+                                name=f"t-fail-{kind}", failure_cases=1)  # fmt: skip
+        assert scored.failure_cases is not None
+        found[kind] = scored.failure_cases
+    assert found["docker"]["methods"] == ["occlusion", "grad-cam"]
+    local, docker = found["local"]["cases"], found["docker"]["cases"]
+    assert [c["exampleId"] for c in docker] == [c["exampleId"] for c in local]
+    for a, b in zip(local, docker, strict=True):
+        # PyTorch 1.13 (Debian) and 2.13 (the venv): close, not bit-identical
+        assert b["confidence"] == pytest.approx(a["confidence"], abs=0.02)
+        ours, theirs = (
+            a["maps"]["occlusion"]["faithfulness"],
+            b["maps"]["occlusion"]["faithfulness"],
+        )
+        assert theirs["deletionAuc"] == pytest.approx(ours["deletionAuc"], abs=0.05)
