@@ -34,7 +34,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import smoke
-
 from patient_ml.config.models import NonInferiorityRule
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap, Joined
 from patient_ml.evaluation.noninferiority import Stratum, check_rule

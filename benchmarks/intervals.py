@@ -27,7 +27,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import smoke
-
 from patient_ml.evaluation.intervals import (
     ClassificationStatistic,
     ClusterBootstrap,

@@ -55,10 +55,10 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
-from benchmarks import smoke  # noqa: E402
 from sqlalchemy import create_engine, event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
+from benchmarks import smoke  # noqa: E402
 from patient_ml.training import sweep  # noqa: E402
 from patient_ml.training.backends.base import TrainingJob  # noqa: E402
 from patient_ml.training.backends.local import LocalBackend, process_environment  # noqa: E402

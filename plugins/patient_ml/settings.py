@@ -11,6 +11,8 @@
 - PATIENT_ML_BACKEND: where the DAG factory's pipelines train and serve: `auto` (Docker when an
   engine answers, else local processes), `local`, `docker` or `sagemaker` (training jobs and
   endpoints on Amazon SageMaker, PATIENT_ML_SAGEMAKER_*); default `auto`.
+- PATIENT_ML_FAILURE_CASES: failure cases per true label shown with saliency maps on a run's
+  evaluation (imgClf; 0 turns them off); default 4, at most 16.
 - PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
   default $PATIENT_ML_HOME/cache; `off` disables both.
 """
@@ -100,3 +102,8 @@ def env_number(name: str, default: float, *, low: float, high: float) -> float:
             fix=f"set {name} within that range, or unset it for the default ({default:g})",
         )
     return value
+
+
+def failure_cases_per_class() -> int:
+    """PATIENT_ML_FAILURE_CASES: most confident errors per true label explained (0: none)."""
+    return int(env_number("PATIENT_ML_FAILURE_CASES", 4, low=0, high=16))

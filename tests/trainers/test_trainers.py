@@ -310,6 +310,28 @@ def test_clf_serve(clf_run: Run) -> None:
         status, body = request(url + "/invocations", batch, "application/json")
         assert status == 200 and len(body["predictions"]) == 2
         assert len(body["predictions"][0]) == 2
+        # a batch is one forward pass (predict_many) with the same answers as one by one
+        blob = encode(blob_image(rng, True))
+        mixed = [base64.b64encode(x).decode() for x in (jpeg, blob)]
+        status, body = request(url + "/invocations", json.dumps({"instances": mixed}).encode(),
+                               "application/json")  # fmt: skip
+        single = [request(url + "/invocations", x)[1]["predictions"] for x in (jpeg, blob)]
+        for got, want in zip(body["predictions"], single, strict=True):
+            assert [p["confidence"] for p in got] == pytest.approx(
+                [p["confidence"] for p in want], abs=1e-6
+            )
+        broken = json.dumps({"instances": [mixed[0], base64.b64encode(b"nope").decode()]})
+        status, body = request(url + "/invocations", broken.encode(), "application/json")
+        assert status == 400 and body["error"].startswith("instance 1:")
+        # the optional route: Grad-CAM of the called label on the last block's grid
+        ask = {"instance": mixed[1], "index": 1}
+        status, body = request(url + "/explanations", json.dumps(ask).encode(), "application/json")
+        assert status == 200 and body["method"] == "grad-cam" and body["index"] == 1
+        assert (body["height"], body["width"]) == (1, 1)  # image_size 16: 16 / 2**4
+        assert np.asarray(body["values"]).min() >= 0
+        for bad in (b"{", json.dumps({"instance": mixed[1]}).encode(),
+                    json.dumps({"instance": mixed[1], "index": 5}).encode()):  # fmt: skip
+            assert request(url + "/explanations", bad, "application/json")[0] == 400
         assert request(url + "/invocations", b"not an image")[0] == 400
         assert request(url + "/invocations", b"")[0] == 400
         bad = json.dumps({"instances": ["%%%"]}).encode()
@@ -334,6 +356,9 @@ def test_seg_serve(seg_run: Run) -> None:
         status, body = request(url + "/invocations", batch, "application/json")
         assert status == 200 and body["predictions"][0]["width"] == 64
         assert request(url + "/invocations", b"\x89PNG garbage")[0] == 400
+        # no map of its own: the optional route is not there
+        ask = json.dumps({"instance": base64.b64encode(encode(image)).decode(), "index": 1})
+        assert request(url + "/explanations", ask.encode(), "application/json")[0] == 404
         assert stop(proc) == 0
 
 

@@ -1,6 +1,8 @@
 // The Patient ML REST API, called with the user's own Airflow session (the `_token` cookie the
 // Airflow UI keeps, sent by the browser on same-origin requests): no second login.
 
+import type { FailureCases } from "./failureCases";
+
 export const API_BASE = new URL("../v1/patient-ml", document.baseURI).pathname;
 
 export interface FieldError {
@@ -277,6 +279,8 @@ export interface Run {
     reliability?: Record<string, ReliabilityBin[]>;
     /** Each model's operating point (challenger: chosen now; champion: its stored one). */
     operatingPoints?: Record<string, OperatingPoint>;
+    /** The challenger's most confident test errors with saliency maps (imgClf). */
+    failureCases?: FailureCases;
     note?: string;
   };
   operatingPoint?: OperatingPoint;

@@ -364,6 +364,18 @@ class Service(Protocol):
         """The JSON body for a single-image request."""
 
 
+# Optional methods of a Service (looked up with getattr, so a trainer may leave them out):
+#
+# - `predict_many(images: list[bytes]) -> list[Any]`: the predictions of a batch in one pass
+#   (faster than `predict` per image); a TrainerError names the failing position itself.
+# - `explain(data: bytes, index: int) -> dict[str, Any]`: a saliency map of the model's own
+#   (e.g. Grad-CAM) for label `index`, served on the optional route `POST /explanations`:
+#   `{"method", "index", "height", "width", "values": [[row], ...]}`, values >= 0, any grid
+#   (the platform resizes it to the image). A trainer without `explain` answers 404 there,
+#   and the platform then uses its own occlusion maps only.
+EXPLAIN_ROUTE = "/explanations"
+
+
 def decode_base64(item: Any, position: int) -> bytes:
     if not isinstance(item, str):
         raise TrainerError(f"instance {position} must be a base64 string")
@@ -396,7 +408,12 @@ def make_handler(service: Service, max_instances: int = 64) -> type[BaseHTTPRequ
                 self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
         def do_POST(self) -> None:
-            if self.path.split("?", 1)[0] != "/invocations":
+            route = self.path.split("?", 1)[0]
+            explain = getattr(service, "explain", None)
+            if route == EXPLAIN_ROUTE and explain is not None:
+                self._explain(explain)
+                return
+            if route != "/invocations":
                 self.close_connection = True  # the unread body must not become a request
                 self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
                 return
@@ -426,6 +443,42 @@ def make_handler(service: Service, max_instances: int = 64) -> type[BaseHTTPRequ
                 traceback.print_exc(file=sys.stderr)
                 self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": type(exc).__name__})
 
+        def _body(self) -> bytes | None:
+            """The request body; None when an error was answered already."""
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self.close_connection = True
+                self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+                return None
+            if length > MAX_REQUEST_BYTES or length < 0:
+                self.close_connection = True
+                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request too large"})
+                return None
+            return self.rfile.read(length)
+
+        def _explain(self, explain: Callable[[bytes, int], dict[str, Any]]) -> None:
+            """`POST /explanations` `{"instance": <base64 image>, "index": <label index>}`."""
+            body = self._body()
+            if body is None:
+                return
+            try:
+                try:
+                    data = json.loads(body)
+                except (ValueError, UnicodeDecodeError):
+                    raise TrainerError("body is not valid JSON") from None
+                index = data.get("index") if isinstance(data, dict) else None
+                if isinstance(index, bool) or not isinstance(index, int):
+                    raise TrainerError(
+                        'JSON body needs "instance": <base64 image> and "index": <label index>'
+                    )
+                self._send(HTTPStatus.OK, explain(decode_base64(data.get("instance"), 0), index))
+            except TrainerError as exc:
+                self._send(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": type(exc).__name__})
+
         def _batch(self, body: bytes) -> dict[str, Any]:
             try:
                 data = json.loads(body)
@@ -437,6 +490,9 @@ def make_handler(service: Service, max_instances: int = 64) -> type[BaseHTTPRequ
             if len(instances) > max_instances:
                 raise TrainerError(f"at most {max_instances} instances per request")
             images = [decode_base64(item, i) for i, item in enumerate(instances)]
+            many = getattr(service, "predict_many", None)
+            if many is not None:
+                return {"predictions": many(images)}
             predictions = []
             for position, data in enumerate(images):
                 try:

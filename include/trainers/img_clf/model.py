@@ -407,5 +407,51 @@ class Classifier:
             for index, p in zip(self.indices, probs, strict=True)
         ]
 
+    def predict_many(self, images: list[bytes]) -> list[list[dict[str, Any]]]:
+        """The predictions of a batch (`{"instances": [...]}`) in one forward pass per chunk."""
+        rows = np.empty((len(images), self.size, self.size), dtype=np.float32)
+        for position, data in enumerate(images):
+            try:
+                rows[position] = load_pixels(data, self.size)
+            except TrainerError as exc:
+                raise TrainerError(f"instance {position}: {exc}") from None
+        return [
+            [{"index": index, "confidence": float(p)} for index, p in zip(self.indices, probs,
+                                                                          strict=True)]
+            for probs in self.probabilities(rows)
+        ]  # fmt: skip
+
+    def explain(self, data: bytes, index: int) -> dict[str, Any]:
+        """Grad-CAM (Selvaraju et al. 2017) for label `index`: the last convolutional block's
+        activations weighted by the spatial mean of the label's logit gradient, ReLU; averaged
+        over the model's orientations (each view's map turned back first), as its logits are.
+        The grid is the last block's (image_size / 16 per side)."""
+        if index not in self.indices:
+            raise TrainerError(f"label index {index} is not one of the model's {self.indices}")
+        position = self.indices.index(index)
+        x = torch.from_numpy(load_pixels(data, self.size)[None, None])
+        views = ORIENTATIONS[self.orientations]
+        total: torch.Tensor | None = None
+        with torch.enable_grad():
+            for turns, mirrored in views:
+                activations = self.net.features(orient(x, turns, mirrored))
+                pooled = torch.flatten(F.adaptive_avg_pool2d(activations, 1), 1)
+                logit = self.net.head(pooled)[0, position]
+                (gradient,) = torch.autograd.grad(logit, activations)
+                weights = gradient.mean(dim=(2, 3), keepdim=True)
+                cam = torch.relu((weights * activations).sum(dim=1, keepdim=True)).detach()
+                cam = torch.rot90(cam, -turns, (2, 3)) if turns else cam  # undo `orient`
+                cam = torch.flip(cam, (3,)) if mirrored else cam
+                total = cam if total is None else total + cam
+        assert total is not None
+        values = (total[0, 0] / len(views)).numpy().astype(np.float64)
+        return {
+            "method": "grad-cam",
+            "index": index,
+            "height": int(values.shape[0]),
+            "width": int(values.shape[1]),
+            "values": [[round(float(v), 6) for v in row] for row in values],
+        }
+
     def response(self, prediction: list[dict[str, Any]]) -> dict[str, Any]:
         return {"predictions": prediction}

@@ -29,6 +29,7 @@ from patient_ml.api.errors import install_error_handlers
 from patient_ml.api.guards import BodySizeLimit
 from patient_ml.api.routes_configs import router as configs_router
 from patient_ml.api.routes_examples import router as examples_router
+from patient_ml.api.routes_failure_cases import router as failure_cases_router
 from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_monitoring import router as monitoring_router
 from patient_ml.api.routes_overview import router as overview_router
@@ -69,6 +70,7 @@ def create_app() -> FastAPI:
     app.include_router(examples_router)
     app.include_router(monitoring_router)
     app.include_router(overview_router)
+    app.include_router(failure_cases_router)
     _serve_docs(app)
     return app
 

@@ -44,6 +44,7 @@ import orjson
 from PIL import Image
 
 from patient_ml.db.models import Run
+from patient_ml.evaluation.failure_cases import compute_failure_cases, normalised
 from patient_ml.evaluation.intervals import (
     ClassificationStatistic,
     ClusterBootstrap,
@@ -67,7 +68,7 @@ from patient_ml.evaluation.operating_point import (
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
 from patient_ml.serving.artifacts import fetch_model
-from patient_ml.serving.client import ServingError, invoke
+from patient_ml.serving.client import ServingError, explain, invoke, invoke_batch
 from patient_ml.serving.servers import ModelServing
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
@@ -339,6 +340,7 @@ class Scored:
 
     result: dict[str, Any]
     statistic: Statistic
+    failure_cases: dict[str, Any] | None = None  # the challenger's (imgClf), when asked for
 
 
 def evaluate_model(
@@ -351,11 +353,16 @@ def evaluate_model(
     name: str,
     progress: ProgressLog | None = None,
     validation: TestSet | None = None,
+    failure_cases: int = 0,
+    run_id: str | None = None,
 ) -> Scored:
     """Serve one model, score it on the test set, stop it; its metrics and answers.
 
     imgClf: the challenger's operating point is chosen on its answers for `validation` (served
     in the same session; see `operating_point`), the champion's is the one stored with its run.
+    With `failure_cases` > 0 (imgClf, the challenger): that many most confident errors per true
+    label, with saliency maps, computed while it is served (`failure_cases`; pictures stored
+    under run `run_id`); their time is not part of the result's `seconds`.
     Progress goes to `progress` (recorded for the run's logs) or only to the task log."""
     say = progress or ProgressLog(log)
     what = f"The {who.role} (run {who.run_id})"
@@ -376,11 +383,21 @@ def evaluate_model(
         scorer = Scorer(store, test, what)
         answers = scorer.predict(handle.url)
         point = _operating_point(who, test, validation, scorer, handle.url, say)
+        failures = None
+        if failure_cases > 0 and who.role == "challenger" and test.problem_type == "imgClf":
+            failures = _failure_cases(
+                run_id or who.run_id, test, store, scorer, handle.url, answers, point,
+                failure_cases, say,
+            )  # fmt: skip
     finally:
         server.stop(handle.handle)
         shutil.rmtree(model_dir, ignore_errors=True)
     metrics, statistic = scorer.score(answers, point)
-    seconds = round(time.monotonic() - started, 2)
+    seconds = time.monotonic() - started
+    if failures is not None:
+        seconds -= failures["cost"]["seconds"]
+        failures["cost"]["evaluationSeconds"] = round(seconds, 2)
+    seconds = round(seconds, 2)
     say.info("%s scored in %.1f s: %s", what, seconds, headline(metrics))
     result = {
         "runId": who.run_id,
@@ -391,7 +408,49 @@ def evaluate_model(
         "answers": _answers_for_report(test, answers),
         "seconds": seconds,
     }
-    return Scored(result, statistic)
+    return Scored(result, statistic, failures)
+
+
+OCCLUDED = TestExample(id="(an occluded copy)", image_key="", label=None, mask_key=None)
+
+
+def _failure_cases(
+    run_id: str,
+    test: TestSet,
+    store: ArtifactStore,
+    scorer: Scorer,
+    url: str,
+    answers: list[Any],
+    point: OperatingPoint | None,
+    per_class: int,
+    say: ProgressLog,
+) -> dict[str, Any]:
+    """The challenger's most confident test errors with saliency maps, through the model served
+    at `url` (see `patient_ml.evaluation.failure_cases`)."""
+
+    def probabilities(images: list[bytes]) -> np.ndarray:
+        found = invoke_batch(url, images)
+        return normalised([scorer._probabilities(a, OCCLUDED, scorer.who) for a in found])
+
+    section = compute_failure_cases(
+        run_id,
+        example_ids=[e.id for e in test.examples],
+        truths=[int(e.label) for e in test.examples if e.label is not None],
+        answers=answers,
+        labels=test.labels,
+        point=point,
+        read_image=lambda row: store.read_bytes(f"{scorer.prefix}/{test.examples[row].image_key}"),
+        probabilities=probabilities,
+        explainer=lambda data, index: explain(url, data, index),
+        store=store,
+        per_class=per_class,
+        clusters=[e.cluster for e in test.examples],
+    )
+    cost = section["cost"]
+    say.info("failure cases: %d most confident error(s) explained (%s) in %.1f s: %d images in "
+             "%d requests", len(section["cases"]), " + ".join(section["methods"]),
+             cost["seconds"], cost["images"], cost["requests"])  # fmt: skip
+    return section
 
 
 def _operating_point(
@@ -472,9 +531,11 @@ def evaluate_contenders(
     *,
     progress: ProgressLog,
     validation: TestSet | None = None,
+    failure_cases: int = 0,
 ) -> tuple[dict[str, Any], str]:
     """Score the challenger, and the champion if there is one, on `test`; store the report.
-    imgClf: the challenger's operating point is chosen on `validation` (see `evaluate_model`).
+    imgClf: the challenger's operating point is chosen on `validation` (see `evaluate_model`),
+    and with `failure_cases` > 0 its most confident errors get saliency maps.
 
     Returns the report and its URI in the artifact store."""
     workdir = Path(workdir)
@@ -496,6 +557,8 @@ def evaluate_contenders(
             name=f"pml-eval-{run_id[:8]}-challenger",
             progress=progress,
             validation=validation,
+            failure_cases=failure_cases,
+            run_id=run_id,
         )
     }
     if champion is None:
@@ -569,4 +632,6 @@ def build_report(
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,
     }
+    if scored["challenger"].failure_cases is not None:
+        report["failureCases"] = scored["challenger"].failure_cases
     return report

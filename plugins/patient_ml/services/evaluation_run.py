@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from patient_ml import settings
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Run
 from patient_ml.evaluation.evaluate import (
@@ -95,6 +96,7 @@ def _evaluate_run(
         workdir,
         progress=progress,
         validation=validation,
+        failure_cases=settings.failure_cases_per_class(),
     )
     with session_scope(engine) as session:
         summary = evaluations.record_evaluation(

@@ -78,6 +78,27 @@ def interval_of(report_subject: dict[str, Any], name: str) -> tuple[float | None
     return found.get("low"), found.get("high")
 
 
+def failure_cases_summary(section: dict[str, Any]) -> dict[str, Any]:
+    """The report's `failureCases` for the run's evaluation summary: the cases with their
+    faithfulness figures, without the maps' grids and deletion curves (those stay in the
+    report). Pictures are served by the API by case number and name, never by storage path."""
+    cases = []
+    for case in section.get("cases") or []:
+        maps = {
+            name: {
+                "method": found.get("method"),
+                "faithfulness": {
+                    k: v
+                    for k, v in (found.get("faithfulness") or {}).items()
+                    if k not in ("curve", "randomCurve")
+                },
+            }
+            for name, found in (case.get("maps") or {}).items()
+        }
+        cases.append({**{k: v for k, v in case.items() if k != "maps"}, "maps": maps})
+    return {**section, "cases": cases}
+
+
 def record_evaluation(
     session: Session, run_id: str, report: dict[str, Any], *, report_uri: str, actor: str
 ) -> dict[str, Any]:
@@ -145,6 +166,8 @@ def record_evaluation(
             if "operatingPoint" in report[subject]["metrics"]
         },
     }
+    if "failureCases" in report:
+        summary["failureCases"] = failure_cases_summary(report["failureCases"])
     if report["championId"] is None:
         summary["note"] = FIRST_RUN_NOTE
     run.evaluation = summary

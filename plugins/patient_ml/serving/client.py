@@ -3,6 +3,7 @@ with the raw image bytes (answers JSON). Standard library only; one connection p
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import time
@@ -63,9 +64,10 @@ def ping(url: str, timeout: float = 2.0) -> bool:
     return status == 200
 
 
-def invoke(url: str, data: bytes, timeout: float = 60.0) -> Any:
-    """POST one image; the parsed JSON answer. ServingError names the status and the text."""
-    headers = {"Content-Type": content_type_of(data), "Accept": "application/json"}
+def invoke(url: str, data: bytes, timeout: float = 60.0, *, content_type: str | None = None) -> Any:
+    """POST one image (or, with `content_type`, another body such as a JSON batch); the parsed
+    JSON answer. ServingError names the status and the text."""
+    headers = {"Content-Type": content_type or content_type_of(data), "Accept": "application/json"}
     if url.startswith("sagemaker://"):  # InvokeEndpoint through the AWS connection
         from patient_ml.serving.sagemaker import invoke as sagemaker_invoke
 
@@ -123,3 +125,70 @@ def wait_healthy(
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 1.0)
+
+
+MAX_BATCH = 64
+"""Images per `{"instances": [...]}` request: the reference containers accept up to 64."""
+
+
+def invoke_batch(url: str, images: list[bytes], timeout: float = 120.0) -> list[Any]:
+    """POST a batch as `{"instances": [<base64 image>, ...]}` (at most MAX_BATCH); the list of
+    per-image predictions in their order."""
+    if not 0 < len(images) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} images, not {len(images)}")
+    body = json.dumps(
+        {"instances": [base64.b64encode(data).decode("ascii") for data in images]}
+    ).encode()
+    answer = invoke(url, body, timeout, content_type="application/json")
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(images):
+        got = len(predictions) if isinstance(predictions, list) else "no"
+        raise ServingError(
+            f"The model server at {url} answered a batch of {len(images)} images with {got} "
+            "predictions.",
+            fix='answer {"instances": [...]} with {"predictions": [<one per instance>]} (see the '
+            "container contract)",
+        )
+    return predictions
+
+
+EXPLAIN_ROUTE = "/explanations"
+"""The contract's optional route: `POST {"instance": <base64 image>, "index": <label index>}`
+answers the container's own saliency map (`{"method", "index", "height", "width", "values"}`)
+or 404 when the container offers none."""
+
+
+def explain(url: str, data: bytes, index: int, timeout: float = 60.0) -> dict[str, Any] | None:
+    """The container's own saliency map of `data` for label `index`, or None when it does not
+    offer the optional route (404/405/501, or a SageMaker endpoint: only /invocations there)."""
+    if url.startswith("sagemaker://"):
+        return None
+    body = json.dumps(
+        {"instance": base64.b64encode(data).decode("ascii"), "index": int(index)}
+    ).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    try:
+        status, answer = _request(url, "POST", EXPLAIN_ROUTE, body, headers, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise ServingError(
+            f"The model server at {url} did not answer {EXPLAIN_ROUTE}: {type(exc).__name__}.",
+            fix="check the server's log",
+        ) from None
+    if status in (404, 405, 501):
+        return None
+    text = answer[:300].decode("utf-8", errors="replace")
+    if status != 200:
+        raise ServingError(
+            f"The model server at {url} answered {EXPLAIN_ROUTE} with HTTP {status}: {text}",
+            fix="fix the container's explanation route, or answer 404 to leave it out",
+        )
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ServingError(
+            f"The model server at {url} answered {EXPLAIN_ROUTE} with {text!r}, not a JSON object.",
+            fix='answer {"method", "index", "height", "width", "values": [[...], ...]}',
+        )
+    return parsed

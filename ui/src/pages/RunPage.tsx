@@ -19,6 +19,7 @@ import { ApprovalForm } from "../components/ApprovalForm";
 import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
 import { ConfusionMatrixView } from "../components/ConfusionMatrix";
+import { FailureGallery } from "../components/FailureGallery";
 import { GatePanel } from "../components/GatePanel";
 import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
@@ -358,6 +359,9 @@ function Evaluation({ run }: { run: Run }) {
         ) : (
           <ReliabilityChart bins={reliability} />
         )}
+      </Section>
+      <Section title="Failure cases (the most confident errors, with saliency maps)">
+        <FailureGallery run={run} />
       </Section>
     </Box>
   );
