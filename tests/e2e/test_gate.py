@@ -164,7 +164,12 @@ def test_a_worse_challenger_is_refused_and_needs_an_override(
         [auto] = decisions_of(session, first)
         assert auto.actor == "system" and auto.decision == "approved"
     learned = api.get(f"/v1/patient-ml/models/{model_id}/runs/{first}?view=extended")["run"]
-    assert learned["evaluation"]["balancedAccuracy"] > 0.8, learned["evaluation"]
+    [balanced] = [
+        m["value"]
+        for m in learned["metrics"]["challenger"]
+        if m["name"] == "balancedAccuracy" and m["stage"] == "evaluation"
+    ]
+    assert balanced > 0.8, learned["metrics"]["challenger"]
     point = _run_of(d, first).operating_point
     assert point and point["rule"] == "youden" and 0 < point["threshold"] < 1
 
