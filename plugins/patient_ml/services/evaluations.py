@@ -145,6 +145,9 @@ def record_evaluation(
             if "operatingPoint" in report[subject]["metrics"]
         },
     }
+    if report.get("subgroups") is not None:
+        summary["subgroups"] = report["subgroups"]
+        summary["subgroupSettings"] = report.get("subgroupSettings")
     if report["championId"] is None:
         summary["note"] = FIRST_RUN_NOTE
     run.evaluation = summary
