@@ -529,10 +529,12 @@ class NonInferiorityRule(WireModel):
         description="Largest worsening that is still acceptable, in the metric's own units "
         "(0.02 = two points of sensitivity). 0: the challenger must be shown better.",
     )
-    scope: Literal["overall", "overallAndSubgroups"] = Field(
+    scope: Literal["overall", "overallAndSubgroups", "overallAndLargeSubgroups"] = Field(
         "overall",
         description="`overall`: the whole test set. `overallAndSubgroups`: also each subgroup "
-        "of the test set the evaluation reports (each with its own paired interval).",
+        "of the test set the evaluation reports (each with its own paired interval). "
+        "`overallAndLargeSubgroups`: also each subgroup not flagged too small to conclude "
+        "(`curation.subgroups.minClusters`); small ones are shown, not checked.",
     )
 
 
