@@ -171,7 +171,9 @@ def test_curation_keeps_attributes_from_patients_documents_and_dicom(
     result, examples = _curate(engine, dataset_id, NdjsonSource(folder), tmp_path, cohort)
 
     assert examples["d01-0"]["attributes"] == {
-        "sex": "female", "ageBand": "40-64", "site": "Organization/site-b",
+        "sex": "female",
+        "ageBand": "40-64",
+        "site": "Organization/site-b",
     }  # fmt: skip  (born 1955, imaged 2010: 55)
     assert examples["d03-1"]["attributes"]["site"] == "Site C"  # the custodian wins
     assert examples["d00-0"]["attributes"]["ageBand"] == "40-64"  # born 1950, imaged 2010: 60
@@ -188,9 +190,7 @@ def test_curation_keeps_attributes_from_patients_documents_and_dicom(
     # attributes, same snapshot.
     client = FhirClient(fhir_server.base_url)
     bundle = cohort.transaction()
-    bundle["entry"] = [
-        e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"
-    ] + [
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"] + [
         {"resource": p, "request": {"method": "PUT", "url": f"Patient/{p['id']}"}}
         for p in _patients()
     ]

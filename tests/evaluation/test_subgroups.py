@@ -135,9 +135,10 @@ def test_a_worse_site_shows_in_its_own_paired_difference() -> None:
     assert worse["high"] < 0  # clearly worse at site c
     for site in ("site=a", "site=b"):
         assert by_name[site]["differences"]["recall:positive"]["low"] > 0  # better elsewhere
-    assert by_name["site=c"]["champion"]["recall:positive"] > by_name["site=c"]["challenger"][
-        "recall:positive"
-    ]
+    assert (
+        by_name["site=c"]["champion"]["recall:positive"]
+        > by_name["site=c"]["challenger"]["recall:positive"]
+    )
 
 
 def test_no_attributes_no_subgroups_and_segmentation_is_cut_too() -> None:

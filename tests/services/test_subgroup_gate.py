@@ -36,7 +36,7 @@ def test_better_overall_but_worse_at_one_site_is_refused(engine: Engine, tmp_pat
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         gate = gate_for(session, run)
-        overall = [r for r in gate.rules if r.stratum == "overall"][0]
+        overall = next(r for r in gate.rules if r.stratum == "overall")
         assert overall.passed and overall.difference is not None and overall.difference > 0
         assert not gate.worse_on_objective  # better overall on the objective
         failed = {r.stratum: r for r in gate.failed}
@@ -62,9 +62,7 @@ def test_better_overall_but_worse_at_one_site_is_refused(engine: Engine, tmp_pat
         assert "balancedAccuracy" in (approval.criteria or {})["override"]["failedRules"][0]
     subgroups = wire["evaluation"]["subgroups"]
     by_name = {s["name"]: s for s in subgroups}
-    assert {"sex=female", "sex=male", "site=site-a", "site=site-b", "site=site-c"} <= set(
-        by_name
-    )
+    assert {"sex=female", "sex=male", "site=site-a", "site=site-b", "site=site-c"} <= set(by_name)
     assert "sex=female & site=site-c" in by_name  # pairs of attributes
     stratum = by_name["site=site-c"]
     assert stratum["images"] == 80 and stratum["clusters"] == 40
