@@ -581,7 +581,8 @@ def build_report(
         "labelsChanged": bool(champion and set(champion.labels) != set(challenger.labels)),
         **results,
     }
-    if subgroups is not None and subgroups.attributes:
+    if subgroups is not None and subgroups.attributes and any(e.attributes for e in test.examples):
+        # (a snapshot without attributes, e.g. written before them, gives no subgroups)
         started = time.monotonic()
         attributes = [dict(e.attributes) for e in test.examples]
         strata = subgroup_strata(
