@@ -35,7 +35,7 @@ from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model, get_model, model_to_wire, update_model
 from tests.curation.cohort import Cohort, dataset_config
 from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
-from tests.e2e.test_gate import _audit, _deferrals_reported, _hitl_path
+from tests.e2e.test_gate import _audit
 from tests.e2e.test_web_ui import FRAME, _login, _shot, browser  # noqa: F401  (fixture)
 from tests.operators.lifecycle import model_config
 
@@ -131,6 +131,17 @@ def _run_of(d: E2EDeployment, run_id: str) -> Run:
         assert run is not None
         session.expunge(run)
         return run
+
+
+def _hitl_path(dag_run_id: str) -> str:
+    return f"/api/v2/dags/{DAG_ID}/dagRuns/{dag_run_id}/taskInstances/{TASK}/-1/hitlDetails"
+
+
+def _deferrals_reported(d: E2EDeployment, dag_run_id: str) -> int:
+    """The deferring worker's exit as the scheduler saw it (see test_gate)."""
+    key = f"TaskInstanceKey(dag_id='{DAG_ID}', task_id='{TASK}', run_id='{dag_run_id}'"
+    log = (d.stack.home / "logs" / "scheduler.log").read_text(errors="replace")
+    return sum(1 for line in log.splitlines() if "Received executor event" in line and key in line)
 
 
 def _manifest(d: E2EDeployment, run_id: str) -> list[dict[str, Any]]:
