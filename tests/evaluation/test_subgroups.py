@@ -156,3 +156,33 @@ def test_no_attributes_no_subgroups_and_segmentation_is_cut_too() -> None:
     cut = subset(SegmentationStatistic.of([1], counts), np.array([0, 3]))
     assert isinstance(cut, SegmentationStatistic) and cut.counts.shape == (2, 1, 3)
     assert groups_of([{"a": "x"}, {"a": "y"}, {}], SubgroupPlan(("a",)))[1][1].tolist() == [1]
+
+
+def test_large_subgroups_scope_checks_only_subgroups_not_flagged_small() -> None:
+    from patient_ml.config.models import NonInferiorityRule
+    from patient_ml.evaluation.noninferiority import Stratum, check_rules
+    from patient_ml.services.evaluations import direction_of
+
+    def stratum(name: str, kind: str, low: float, small: bool = False) -> Stratum:
+        return Stratum(
+            name=name, kind=kind,  # type: ignore[arg-type]
+            challenger={"auroc": 0.9}, champion={"auroc": 0.9},
+            differences={"auroc": {"value": low + 0.05, "low": low, "high": low + 0.1}},
+            small=small,
+        )  # fmt: skip
+
+    strata = [
+        stratum("overall", "overall", 0.0),
+        stratum("site=a", "subgroup", -0.2),
+        stratum("site=b", "subgroup", -0.2, small=True),
+    ]
+    rule = NonInferiorityRule.model_validate(
+        {"metric": "auroc", "margin": 0.05, "scope": "overallAndLargeSubgroups"}
+    )
+    found = check_rules([rule], strata, direction_of)
+    assert [(r.stratum, r.passed) for r in found] == [("overall", True), ("site=a", False)]
+    every = check_rules(
+        [rule.model_copy(update={"scope": "overallAndSubgroups"})], strata, direction_of
+    )
+    assert [(r.stratum, r.small) for r in every][-1] == ("site=b", True)
+    assert len(every) == 3
