@@ -91,6 +91,14 @@ describe("SubgroupTable", () => {
     expect(screen.getByTestId("subgroup-site=site-c").textContent).toContain("0.900[0.850, 0.950]");
   });
 
+  it("keeps three decimals for whole values (a measured 0 is not a count)", () => {
+    const zero = group("site=site-z", { site: "site-z" }, 20, 10, [0, 0, 0], [-0.5, -0.5, -0.5]);
+    show({ ...run, evaluation: { ...run.evaluation, subgroups: [zero] } });
+    const text = screen.getByTestId("subgroup-site=site-z").textContent ?? "";
+    expect(text).toContain("0.000[0.000, 0.000]");
+    expect(text).toContain("−0.500[−0.500, −0.500]");
+  });
+
   it("explains the absence of subgroups", () => {
     show({ ...run, evaluation: { championId: "r0" } });
     expect(screen.getByText(/carry no attributes/)).toBeTruthy();

@@ -2,7 +2,7 @@ import { Badge, Box, Flex, NativeSelect, Table, Text } from "@chakra-ui/react";
 import { useState } from "react";
 
 import type { IntervalValue, Run, Subgroup } from "../api";
-import { formatDelta, formatInterval, formatNumber, metricTitle } from "../format";
+import { formatDelta, metricTitle } from "../format";
 import { Empty } from "./common";
 
 const LOWER_IS_BETTER = new Set(["logLoss", "expectedCalibrationError"]);
@@ -28,18 +28,19 @@ export function formatPrevalence(prevalence?: Record<string, number>): string {
   return shown.map(([label, share]) => `${label} ${Math.round(share * 100)} %`).join(" · ");
 }
 
-function range(found?: IntervalValue): [number, number] | null {
-  return found && found.low != null && found.high != null ? [found.low, found.high] : null;
+/** Three decimals always (a subgroup's 1 and 0 are measurements too, not counts). */
+function fixed(value: number | null | undefined, signed?: boolean): string {
+  if (value === undefined || value === null || Number.isNaN(value)) return "—";
+  return signed ? formatDelta(value) : value.toFixed(3);
 }
 
 function ValueCell({ found, signed }: { found?: IntervalValue; signed?: boolean }) {
-  const value = found?.value ?? undefined;
   return (
     <Table.Cell textAlign="end" whiteSpace="nowrap">
-      {signed ? formatDelta(value) : formatNumber(value)}
-      {range(found) && (
+      {fixed(found?.value, signed)}
+      {found && found.low != null && found.high != null && (
         <Text as="span" color="fg.muted" fontSize="xs" ms={1}>
-          {formatInterval(range(found), signed)}
+          [{fixed(found.low, signed)}, {fixed(found.high, signed)}]
         </Text>
       )}
     </Table.Cell>
