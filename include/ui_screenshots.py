@@ -120,6 +120,12 @@ def main() -> int:
                         ui.get_by_label("Log filter").fill("trial")
                         ui.get_by_role("button", name="Filter").click()
                     shot(f"run-{run['slug']}-{tab.lower().replace(' ', '-')}")
+                    if tab == "Overview":  # the sections below the fold, one shot each
+                        for section in ("operating-point", "gate", "subgroups"):
+                            found = ui.get_by_test_id(section)
+                            if found.count():
+                                found.scroll_into_view_if_needed()
+                                shot(f"run-{run['slug']}-{section}")
             ctx.close()
         browser.close()
     for target in shots:

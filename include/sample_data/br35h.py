@@ -11,7 +11,10 @@ few `No12.jpg`-style names included). `--limit N` takes a class-balanced, evenly
 
 Patients are SYNTHETIC: Br35H has no patient ids, so runs of 1-4 consecutive images of the same
 class (run lengths drawn from a RNG seeded with `--seed`) are assigned to one made-up patient.
-They are there to exercise patient-level splits, not to model real patients.
+They are there to exercise patient-level splits, not to model real patients. Their sex, birth
+date, site (one of three made-up organisations) and imaging dates are SYNTHETIC too, drawn from
+the seed, to demonstrate subgroup evaluation; the images of the site "Hillcrest Imaging" are
+degraded on purpose (lower contrast, blur: `output.site_effect`), so that site differs visibly.
 
 Thirteen files named `.jpg` are really PNGs; they are copied as they are and described as
 image/png (with a `.png` name), so the contentType always matches the bytes.
@@ -103,11 +106,13 @@ def spec(version: str) -> DatasetSpec:
         package_version=version,
         description="Br35H axial brain MRI slice",
         grouping_note=GROUPING_NOTE,
+        demographics=True,
     )
 
 
 def sample(limit: int | None = None) -> tuple[DatasetSpec, list[SampleImage]]:
-    """The dataset spec and the images to write (files are copied, never modified)."""
+    """The dataset spec and the images to write (files are copied; those of the degraded
+    synthetic site are re-encoded with `output.site_effect`)."""
     root, version = source_dir()
     images = [
         SampleImage(

@@ -59,8 +59,52 @@ def attachment(url: str, data: bytes, *, content_type: str, title: str) -> dict[
     }
 
 
-def patient(patient_id: str, *, source: str, number: int) -> dict[str, Any]:
-    """A synthetic Patient: an identifier only, no demographics (the sources have none)."""
+# SYNTHETIC sites (no real organisation): patient n is at SITES[n % 3]. They are logical
+# references (an identifier and a display, no Organization resource to load).
+SITES = (
+    ("site-c", "Hillcrest Imaging"),  # its images are degraded: see output.site_effect
+    ("site-a", "Northfield General"),
+    ("site-b", "Riverside Clinic"),
+)
+DEGRADED_SITE = "site-c"
+
+
+def site_of(number: int) -> tuple[str, str]:
+    """The synthetic site (code, name) of patient `number` (1-based)."""
+    return SITES[number % len(SITES)]
+
+
+def site_reference(number: int) -> dict[str, Any]:
+    code, name = site_of(number)
+    return {
+        "identifier": {"system": f"{IDENTIFIER_SYSTEM}:site", "value": code},
+        "display": name,
+    }
+
+
+def demographics(number: int, *, seed: int) -> dict[str, Any]:
+    """SYNTHETIC sex, birth date and site of patient `number` (1-based): the image sources have
+    none; drawn from a RNG seeded with the build seed and the number, so a build is repeatable.
+    They exist to demonstrate subgroup evaluation, not to describe anyone."""
+    rng = random.Random(f"{seed}:demographics:{number}")
+    gender = rng.choice(("female", "male"))
+    year = rng.randint(1940, 2004)
+    birth = f"{year:04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    return {"gender": gender, "birthDate": birth, "managingOrganization": site_reference(number)}
+
+
+def imaging_date(key: str, *, seed: int) -> str:
+    """A SYNTHETIC imaging instant in 2022-2024 for an image (seeded by its key)."""
+    rng = random.Random(f"{seed}:date:{key}")
+    year, month, day = rng.randint(2022, 2024), rng.randint(1, 12), rng.randint(1, 28)
+    return f"{year:04d}-{month:02d}-{day:02d}T09:00:00Z"
+
+
+def patient(
+    patient_id: str, *, source: str, number: int, demographics: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A synthetic Patient: an identifier, and the synthetic `demographics` when given (sex,
+    birth date, managing organisation; the sources have none)."""
     return validated(
         {
             "resourceType": "Patient",
@@ -73,6 +117,7 @@ def patient(patient_id: str, *, source: str, number: int) -> dict[str, Any]:
                 }
             ],
             "active": True,
+            **(demographics or {}),
         }
     )
 
@@ -86,21 +131,26 @@ def document_reference(
     type_coding: dict[str, str],
     image: dict[str, Any],
     description: str,
+    date: str | None = None,
+    custodian: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An image DocumentReference (status current) of the patient; `image` is its Attachment."""
-    return validated(
-        {
-            "resourceType": "DocumentReference",
-            "id": doc_id,
-            "meta": _meta(source),
-            "identifier": [{"system": f"{IDENTIFIER_SYSTEM}:{source}:image", "value": source_key}],
-            "status": "current",
-            "type": {"coding": [dict(type_coding)]},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "description": description,
-            "content": [{"attachment": image}],
-        }
-    )
+    """An image DocumentReference (status current) of the patient; `image` is its Attachment;
+    `date` (when it was taken) and `custodian` (the site that holds it) when given."""
+    resource: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "id": doc_id,
+        "meta": _meta(source),
+        "identifier": [{"system": f"{IDENTIFIER_SYSTEM}:{source}:image", "value": source_key}],
+        "status": "current",
+        "type": {"coding": [dict(type_coding)]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    if date is not None:
+        resource["date"] = date
+    if custodian is not None:
+        resource["custodian"] = custodian
+    resource.update({"description": description, "content": [{"attachment": image}]})
+    return validated(resource)
 
 
 def label_observation(

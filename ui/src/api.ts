@@ -155,6 +155,42 @@ export interface Resampling {
   clusters: number;
 }
 
+/** A metric's value with its interval (clusters resampled); low/high absent when none. */
+export interface IntervalValue {
+  value?: number | null;
+  low?: number | null;
+  high?: number | null;
+  undefined?: number;
+}
+
+/** One subgroup of the test set (an attribute value, or a pair of them), as evaluated. */
+export interface Subgroup {
+  name: string;
+  attribute?: string;
+  value?: string;
+  attributes?: Record<string, string>;
+  pair?: boolean;
+  images: number;
+  clusters: number;
+  /** Fewer clusters than subgroupSettings.minClusters: too small to conclude. */
+  small: boolean;
+  /** Share of each label among the subgroup's test images (imgClf). */
+  prevalence?: Record<string, number>;
+  challenger: Record<string, number>;
+  champion: Record<string, number>;
+  intervals?: { challenger?: Record<string, IntervalValue>; champion?: Record<string, IntervalValue> };
+  /** challenger − champion, paired. */
+  differences: Record<string, IntervalValue>;
+}
+
+export interface SubgroupSettings {
+  attributes: string[];
+  minClusters: number;
+  pairs: boolean;
+  /** Test images without a value, per attribute. */
+  missing?: Record<string, number>;
+}
+
 export interface ApprovalDecision {
   decision: "approved" | "rejected";
   actor: "user" | "system";
@@ -281,6 +317,9 @@ export interface Run {
     operatingPoints?: Record<string, OperatingPoint>;
     /** The challenger's most confident test errors with saliency maps (imgClf). */
     failureCases?: FailureCases;
+    /** Subgroups of the test set (sex, age band, site, device, ...), when the snapshot has them. */
+    subgroups?: Subgroup[];
+    subgroupSettings?: SubgroupSettings | null;
     note?: string;
   };
   operatingPoint?: OperatingPoint;

@@ -152,7 +152,11 @@ const ENUMS: Record<string, string[]> = {
   "trainingApproach.searchSpace[].type": ["continuous", "integer", "categorical"],
   "trainingApproach.searchSpace[].scale": ["linear", "log"],
   "deployApproach.type": ["cloud", "edge"],
-  "approvalPolicy.nonInferiority[].scope": ["overall", "overallAndSubgroups"],
+  "approvalPolicy.nonInferiority[].scope": [
+    "overall",
+    "overallAndSubgroups",
+    "overallAndLargeSubgroups",
+  ],
   "problemDefinition.problemType": ["imgClf", "imgSeg"],
   "problemDefinition.trainingDataFilter.filterType": ["FhirCodesFilter"],
   "source.type": ["fhirServer", "ndjson"],

@@ -399,7 +399,9 @@ class ModelRunExtended(ModelRun):
         "(test images left out because a copy is in train), resampling (how the intervals were "
         "made), deltas (challenger - champion per metric, with the paired interval low/high), "
         "confusion matrices, reliability, image digests, operatingPoints (each model's "
-        "operating point with its test counts at it), reportUri.",
+        "operating point with its test counts at it), subgroups (per subgroup of the test set "
+        "and pair of attributes: images, clusters, small, prevalence, both models' metrics with "
+        "intervals and the paired differences) with subgroupSettings, reportUri.",
     )
     operatingPoint: dict[str, Any] | None = Field(
         None,

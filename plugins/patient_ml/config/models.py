@@ -12,6 +12,7 @@ renamed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -240,6 +242,85 @@ class NearDuplicateSettings(WireModel):
         return [f"curation.nearDuplicates.{k}" for k, v in old.items() if v is not None]
 
 
+SUBGROUP_ATTRIBUTE = r"^[a-z][A-Za-z0-9]{0,39}$"
+SUBGROUP_PATH = r"^(Patient|DocumentReference)(\.[a-z][A-Za-z0-9]{0,63}(\[[0-9]{1,2}\])?){1,6}$"
+BUILT_IN_ATTRIBUTES = ("sex", "ageBand", "site", "manufacturer")
+
+
+class SubgroupAttribute(WireModel):
+    """An attribute of your own to stratify by: a simple path into the image's Patient or
+    DocumentReference, e.g. `Patient.address[0].state` or `DocumentReference.context.
+    facilityType.coding[0].code`. The value found (text, number or the `reference`, `code` or
+    `display` of an object) is the subgroup; an example without it is in no subgroup."""
+
+    name: Annotated[str, StringConstraints(pattern=SUBGROUP_ATTRIBUTE)] = Field(
+        description="The attribute's name in reports (camelCase, e.g. `state`)."
+    )
+    path: Annotated[str, StringConstraints(pattern=SUBGROUP_PATH)] = Field(
+        description="`Patient.<field>[.<field>...]` or `DocumentReference.<field>...`; a field "
+        "may take a list index `[0]`."
+    )
+
+
+class SubgroupSettings(WireModel):
+    """Extension: the attributes each example of a snapshot keeps for subgroup evaluation
+    (read from FHIR at curation), and how evaluation reports subgroups. Built in: `sex`
+    (`Patient.gender`), `ageBand` (years from `Patient.birthDate` to the image's date,
+    `DocumentReference.date`, banded by `ageBands`), `site` (`DocumentReference.custodian`,
+    else `Patient.managingOrganization`: the organisation's reference, or its display) and
+    `manufacturer` (`DocumentReference.context.related` display or the DICOM Manufacturer tag
+    (0008,0070) of a DICOM image)."""
+
+    attributes: list[Annotated[str, StringConstraints(pattern=SUBGROUP_ATTRIBUTE)]] = Field(
+        default_factory=lambda: list(BUILT_IN_ATTRIBUTES),
+        max_length=12,
+        description="Attributes to stratify by: built in (sex, ageBand, site, manufacturer) or "
+        "a name from `custom`. Empty: no subgroups.",
+    )
+    age_bands: list[Annotated[int, Field(ge=1, le=130)]] = Field(
+        default_factory=lambda: [18, 40, 65],
+        max_length=12,
+        description="Ages (years) where a new band starts: [18, 40, 65] gives 0-17, 18-39, "
+        "40-64, 65+.",
+    )
+    custom: list[SubgroupAttribute] = Field(
+        default_factory=list, max_length=8, description="Attributes of your own (FHIR paths)."
+    )
+    min_clusters: int = Field(
+        30,
+        ge=2,
+        le=10_000,
+        description="A subgroup with fewer independent clusters is flagged too small to "
+        "conclude (its interval is rough).",
+    )
+    pairs: bool = Field(True, description="Also report each pair of attributes (sex x site).")
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError(f"{value} is not increasing; list each band's first age in order")
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> SubgroupSettings:
+        custom = [c.name for c in self.custom]
+        clash = sorted(set(custom) & set(BUILT_IN_ATTRIBUTES))
+        if clash:
+            raise ValueError(
+                f"custom attribute {clash[0]!r} has a built-in name; pick another name"
+            )
+        unknown = [a for a in self.attributes if a not in BUILT_IN_ATTRIBUTES + tuple(custom)]
+        if unknown:
+            raise ValueError(
+                f"attributes lists {unknown[0]!r}, which is neither built in "
+                f"({', '.join(BUILT_IN_ATTRIBUTES)}) nor in custom; add it to custom with a path"
+            )
+        if len(set(self.attributes)) != len(self.attributes):
+            raise ValueError("attributes lists a name twice; name each once")
+        return self
+
+
 class CurationSettings(WireModel):
     """Extension: how curation turns FHIR records into a snapshot."""
 
@@ -262,6 +343,11 @@ class CurationSettings(WireModel):
     near_duplicates: NearDuplicateSettings = Field(
         default_factory=NearDuplicateSettings,
         description="Perceptual near-duplicate grouping for leakage-free splits.",
+    )
+    subgroups: SubgroupSettings = Field(
+        default_factory=SubgroupSettings,
+        description="Attributes kept per example (sex, age band, site, device) for subgroup "
+        "evaluation; see docs/subgroups.md.",
     )
 
 
@@ -443,10 +529,12 @@ class NonInferiorityRule(WireModel):
         description="Largest worsening that is still acceptable, in the metric's own units "
         "(0.02 = two points of sensitivity). 0: the challenger must be shown better.",
     )
-    scope: Literal["overall", "overallAndSubgroups"] = Field(
+    scope: Literal["overall", "overallAndSubgroups", "overallAndLargeSubgroups"] = Field(
         "overall",
         description="`overall`: the whole test set. `overallAndSubgroups`: also each subgroup "
-        "of the test set the evaluation reports (each with its own paired interval).",
+        "of the test set the evaluation reports (each with its own paired interval). "
+        "`overallAndLargeSubgroups`: also each subgroup not flagged too small to conclude "
+        "(`curation.subgroups.minClusters`); small ones are shown, not checked.",
     )
 
 

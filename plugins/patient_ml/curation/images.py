@@ -127,6 +127,7 @@ class DecodedImage:
     stored_ext: str  # png | jpg
     stored_content_type: str
     fingerprint: bytes | None = None  # perceptual hash (near_duplicates), if asked for
+    device: str | None = None  # DICOM: Manufacturer (0008,0070), for subgroups
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,10 @@ def _decode_dicom(
 
     image = Image.fromarray(array, mode=mode)
     del array
-    decoded = DecodedImage("dicom", cols, rows, mode, sha, _to_png(image), "png", "image/png")
+    manufacturer = str(ds.get("Manufacturer") or "").strip() or None
+    decoded = DecodedImage(
+        "dicom", cols, rows, mode, sha, _to_png(image), "png", "image/png", device=manufacturer
+    )
     return finish(decoded, image)
 
 

@@ -28,6 +28,7 @@ import orjson
 from patient_ml.config.identifiers import is_fhir_id, require_safe_id, shorten
 from patient_ml.curation import inline
 from patient_ml.curation import records as rec
+from patient_ml.curation.attributes import AttributePlan, document_attributes, patient_attributes
 from patient_ml.curation.quarantine import QuarantineError, with_validation_detail
 from patient_ml.curation.resolve import collapse_identical_images, resolve_labels
 from patient_ml.curation.sources import RecordSource
@@ -57,6 +58,7 @@ class DatasetView:
     near_duplicate_min_correlation: float = 0.94
     near_duplicate_transforms: tuple[str, ...] = ("mirror",)
     deprecated_settings: tuple[str, ...] = ()
+    attributes: AttributePlan = field(default_factory=AttributePlan)  # subgroups to keep
 
     @property
     def prefix(self) -> str:
@@ -154,7 +156,9 @@ def _dispatch(
         stats.by_type[rtype] += 1
         if expected in rec_types() and rtype != expected:
             raise QuarantineError("wrong_resource_type", f"{rtype} where {expected} expected")
-        if rtype == "DocumentReference":
+        if rtype == "Patient":
+            _stage_patient(resource, dataset, staging)
+        elif rtype == "DocumentReference":
             _stage_document(resource, position, type_filter, dataset, staging, stats)
         elif rtype == "Observation" and rec.is_label_observation(resource):
             label = rec.label_record(
@@ -175,6 +179,17 @@ def _dispatch(
         if isinstance(resource, dict):
             q = with_validation_detail(q, inline.without_large_data(resource))
         _quarantine(staging, stats, str(kind or "record"), rid, position, q)
+
+
+def _stage_patient(resource: dict[str, Any], dataset: DatasetView, staging: Staging) -> None:
+    """Keep what the dataset's subgroups need of a Patient (nothing when they need nothing of
+    it); a Patient without a valid id is skipped: no image can reference it."""
+    rid = resource.get("id")
+    if not dataset.attributes.needs_patients or not isinstance(rid, str) or not is_fhir_id(rid):
+        return
+    found = patient_attributes(resource, dataset.attributes)
+    if found:
+        staging.add_patient(f"Patient/{rid}", orjson.dumps(found).decode())
 
 
 def _stage_document(
@@ -208,6 +223,8 @@ def _stage_document(
                 "contentType": image.content_type,
                 "inlineFile": spilled,
             }
+            if dataset.attributes.attributes:
+                payload["attributes"] = document_attributes(resource, dataset.attributes)
         else:
             outcome, payload = str(image), {}
     except QuarantineError as q:
@@ -293,7 +310,7 @@ def _quarantine_orphan_labels(staging: Staging, stats: CurationStats) -> None:
 
 
 def rec_types() -> tuple[str, ...]:
-    return ("DocumentReference", "Observation")
+    return ("DocumentReference", "Observation", "Patient")
 
 
 def _stage_label(label: rec.LabelRecord, dataset: DatasetView, staging: Staging) -> None:
@@ -348,6 +365,8 @@ def _collect(
             (image.id, image.version, patient_key(dataset.salt, image.patient_ref), info.sha256,
              key, info.stored_content_type, info.width, info.height, info.fingerprint)
         )  # fmt: skip
+        if info.device and "manufacturer" in dataset.attributes.attributes:
+            staging.add_device(image.id, info.device)
         stats.images_stored += 1
 
 
@@ -426,8 +445,12 @@ def iter_examples(staging: Staging) -> Iterator[tuple[Any, ...]]:
         SELECT i.doc_id, i.version, i.patient_key, r.split, i.sha256, i.stored_key,
                i.content_type, i.width, i.height, r.label_status, r.class_index, r.mask_sha,
                r.mask_key, r.obs_id, r.obs_version, r.confirmed_by, r.cluster,
-               r.copies_elsewhere
+               r.copies_elsewhere, json_extract(d.payload, '$.attributes'), p.attributes,
+               v.device
         FROM images i JOIN resolved r ON r.doc_id = i.doc_id
+        LEFT JOIN documents d ON d.doc_id = i.doc_id
+        LEFT JOIN patients p ON p.patient_ref = json_extract(d.payload, '$.patient')
+        LEFT JOIN devices v ON v.doc_id = i.doc_id
         WHERE r.excluded_reason IS NULL
         ORDER BY i.doc_id
         """

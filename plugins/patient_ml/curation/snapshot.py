@@ -29,6 +29,7 @@ import orjson
 
 from patient_ml.config.models import CurationSettings
 from patient_ml.curation import pipeline
+from patient_ml.curation.attributes import AttributePlan, example_attributes
 from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
 from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
@@ -71,6 +72,7 @@ def dataset_view_of(ds: Dataset) -> DatasetView:
         near_duplicate_min_correlation=settings.near_duplicates.min_correlation,
         near_duplicate_transforms=tuple(settings.near_duplicates.transforms),
         deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
+        attributes=AttributePlan.of(settings.subgroups),
     )
 
 
@@ -374,7 +376,7 @@ def write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[
     }
     count = 0
     with open(path, "wb") as out:
-        for obj in _manifest_objects(header, staging, names):
+        for obj in _manifest_objects(header, staging, names, dataset.attributes):
             line = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) + b"\n"
             digest.update(line)
             out.write(line)
@@ -384,7 +386,9 @@ def write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[
     return digest.hexdigest(), count - 1
 
 
-def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int, str]) -> Any:
+def _manifest_objects(
+    header: dict[str, Any], staging: Staging, names: dict[int, str], plan: AttributePlan
+) -> Any:
     yield header
     for row in pipeline.iter_examples(staging):
         (
@@ -406,6 +410,9 @@ def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int,
             confirmed_by,
             cluster,
             copies_elsewhere,
+            document_kept,
+            patient_kept,
+            device,
         ) = row
         label: dict[str, Any] = {"status": status}
         if status != "none":
@@ -435,6 +442,15 @@ def _manifest_objects(header: dict[str, Any], staging: Staging, names: dict[int,
         }
         if copies_elsewhere:
             entry["copiesInSplits"] = copies_elsewhere.split(",")
+        if plan.attributes:
+            found = example_attributes(
+                plan,
+                orjson.loads(document_kept or "{}"),
+                orjson.loads(patient_kept or "{}"),
+                device,
+            )
+            if found:  # absent: no subgroups for this example (and old manifests unchanged)
+                entry["attributes"] = found
         yield entry
 
 
@@ -451,8 +467,16 @@ def build_report(
     by_status: dict[str, Counter[str]] = defaultdict(Counter)
     patients: dict[str, set[str]] = defaultdict(set)
     clusters: dict[str, set[str]] = defaultdict(set)
+    plan = dataset.attributes
+    attributes: dict[str, Counter[str]] = {name: Counter() for name in plan.attributes}
     for row in pipeline.iter_examples(staging):
         split, status, class_index, pkey = row[3], row[9], row[10], row[2]
+        if plan.attributes:
+            found = example_attributes(
+                plan, orjson.loads(row[18] or "{}"), orjson.loads(row[19] or "{}"), row[20]
+            )
+            for name in plan.attributes:
+                attributes[name][found.get(name, "(missing)")] += 1
         clusters[split].add(row[16])
         by_split[split] += 1
         by_status[split][status] += 1
@@ -521,6 +545,8 @@ def build_report(
         # linked components (patients joined by identical images and verified copies): the
         # independent units that intervals resample
         "clusters": {s: len(clusters[s]) for s in splits},
+        # examples per subgroup attribute value (all splits), "(missing)" without a value
+        "subgroups": {k: dict(sorted(v.items())) for k, v in attributes.items()},
         "identicalImages": {
             "groups": len(identical_groups),
             "groupsSpanningPatients": multi_patient,

@@ -122,9 +122,10 @@ class S3NdjsonSource(_LineLimit):
 class FhirSearchSource:
     """Paged search: DocumentReferences of the filter codes, then label Observations."""
 
-    def __init__(self, client: Any, filter_codes: Sequence[str]) -> None:
+    def __init__(self, client: Any, filter_codes: Sequence[str], *, patients: bool = False) -> None:
         self.client = client
         self.filter_codes = list(filter_codes)
+        self.patients = patients  # also search Patients (subgroup attributes need them)
         self._focus_search = True  # until the server refuses Observation?focus=
         self.description = f"FHIR search on {getattr(client, 'base_url', 'the FHIR server')}"
 
@@ -134,8 +135,19 @@ class FhirSearchSource:
             ("Observation", {"code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"}),
         ]
         for resource_type, params in searches:
-            for n, resource in enumerate(self.client.search(resource_type, params), start=1):
-                yield f"search:{resource_type}#{n}", resource_type, resource
+            if resource_type == "DocumentReference" and self.patients:
+                # the Patients of the images come along (`_include`), none other is read
+                found = self.client.search(
+                    resource_type,
+                    {**params, "_include": "DocumentReference:subject"},
+                    modes=("match", "include"),
+                )
+            else:
+                found = self.client.search(resource_type, params)
+            for n, resource in enumerate(found, start=1):
+                included = self.patients and resource.get("resourceType") == "Patient"
+                expected = "Patient" if included else resource_type
+                yield f"search:{resource_type}#{n}", expected, resource
 
     def records_of(self, image_id: str) -> Iterator[Record]:
         """The DocumentReference (a read; nothing when it is gone) and the label Observations
@@ -170,12 +182,14 @@ class FhirSearchSource:
 class FhirBulkExportSource(_LineLimit):
     """`$export` of DocumentReference and Observation, then the NDJSON files it produced."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, patients: bool = False) -> None:
         self.client = client
+        self.patients = patients  # also export Patients (subgroup attributes need them)
         self.description = f"FHIR $export from {getattr(client, 'base_url', 'the FHIR server')}"
 
     def records(self) -> Iterator[Record]:
-        files = self.client.bulk_export(list(RESOURCE_TYPES))
+        types = [*RESOURCE_TYPES, "Patient"] if self.patients else list(RESOURCE_TYPES)
+        files = self.client.bulk_export(types)
         for index, export_file in enumerate(files, start=1):
             resource_type = getattr(export_file, "type", None)
             name = f"export-{index}.{resource_type or 'ndjson'}"

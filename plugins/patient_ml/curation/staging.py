@@ -32,6 +32,8 @@ CREATE TABLE documents (
     doc_id TEXT PRIMARY KEY, vnum TEXT NOT NULL, vtime TEXT NOT NULL, vsha TEXT NOT NULL,
     outcome TEXT NOT NULL, payload TEXT, position TEXT
 );
+CREATE TABLE patients (patient_ref TEXT PRIMARY KEY, attributes TEXT NOT NULL);
+CREATE TABLE devices (doc_id TEXT PRIMARY KEY, device TEXT NOT NULL);
 CREATE TABLE quarantine (
     kind TEXT NOT NULL, resource_id TEXT, source TEXT, reason TEXT NOT NULL, detail TEXT
 );
@@ -143,6 +145,15 @@ class Staging:
         """(doc_id, vnum, vtime, vsha, outcome, payload, position): one version of a
         DocumentReference; the newest version of each id is kept (see version_key)."""
         self._buffer("documents", row)
+
+    def add_patient(self, patient_ref: str, attributes: str) -> None:
+        """(`Patient/<id>`, JSON of `curation.attributes.patient_attributes`): the last one read
+        of an id wins."""
+        self._buffer("patients", (patient_ref, attributes))
+
+    def add_device(self, doc_id: str, device: str) -> None:
+        """The DICOM Manufacturer of an image's DocumentReference."""
+        self._buffer("devices", (doc_id, device))
 
     def add_quarantine(
         self, kind: str, resource_id: str | None, source: str | None, reason: str, detail: str

@@ -65,6 +65,7 @@ from patient_ml.evaluation.operating_point import (
     for_champion,
     resolve,
 )
+from patient_ml.evaluation.subgroups import SubgroupPlan, missing_counts, subgroup_strata
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
 from patient_ml.serving.artifacts import fetch_model
@@ -94,6 +95,7 @@ class TestExample:
     label: int | None  # imgClf: the confirmed class index
     mask_key: str | None  # imgSeg: the confirmed mask
     cluster: str = ""  # its independence cluster (patient, or copy group where larger)
+    attributes: tuple[tuple[str, str], ...] = ()  # subgroup attributes (manifest `attributes`)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,11 @@ def load_split(store: ArtifactStore, dataset_id: str, snapshot_id: str, split: s
                 label=(label.get("classes") or [None])[0],
                 mask_key=(label.get("mask") or {}).get("key"),
                 cluster=f"{field}:{cluster}",
+                attributes=tuple(
+                    sorted(
+                        (str(k), str(v)) for k, v in (entry.get("attributes") or {}).items() if v
+                    )
+                ),
             )
         )
     if left_out:
@@ -532,6 +539,7 @@ def evaluate_contenders(
     progress: ProgressLog,
     validation: TestSet | None = None,
     failure_cases: int = 0,
+    subgroups: SubgroupPlan | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Score the challenger, and the champion if there is one, on `test`; store the report.
     imgClf: the challenger's operating point is chosen on `validation` (see `evaluate_model`),
@@ -575,7 +583,9 @@ def evaluate_contenders(
             name=f"pml-eval-{run_id[:8]}-champion",
             progress=progress,
         )
-    report = build_report(run_id, test, scored, challenger, champion, progress=progress)
+    report = build_report(
+        run_id, test, scored, challenger, champion, progress=progress, subgroups=subgroups
+    )
     key = evaluation_report_key(run_id)
     store.put_bytes(key, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return report, store.uri(key)
@@ -589,10 +599,12 @@ def build_report(
     champion: Contender | None,
     *,
     progress: ProgressLog,
+    subgroups: SubgroupPlan | None = None,
 ) -> dict[str, Any]:
     """The evaluation report of scored models (`scored["challenger"]`, and
     `scored["champion"]` when there is one): their results with cluster-bootstrap intervals
-    and the paired differences."""
+    and the paired differences; with `subgroups`, the same per subgroup of the test set
+    (`patient_ml.evaluation.subgroups`)."""
     started = time.monotonic()
     boot = ClusterBootstrap([e.cluster for e in test.examples])
     compared = boot.compare(
@@ -634,4 +646,27 @@ def build_report(
     }
     if scored["challenger"].failure_cases is not None:
         report["failureCases"] = scored["challenger"].failure_cases
+    if subgroups is not None and subgroups.attributes and any(e.attributes for e in test.examples):
+        # (a snapshot without attributes, e.g. written before them, gives no subgroups)
+        started = time.monotonic()
+        attributes = [dict(e.attributes) for e in test.examples]
+        strata = subgroup_strata(
+            plan=subgroups,
+            attributes=attributes,
+            clusters=[e.cluster for e in test.examples],
+            labels=test.labels,
+            truths=[e.label for e in test.examples],
+            challenger=scored["challenger"].statistic,
+            champion=scored["champion"].statistic if champion else None,
+            resamples=boot.resampling.resamples,
+            seed=boot.resampling.seed,
+        )
+        report["subgroupSettings"] = {
+            **subgroups.wire(),
+            "missing": missing_counts(attributes, subgroups),
+        }
+        report["subgroups"] = strata
+        progress.info("subgroups: %d (%d flagged small, under %d clusters) in %.1f s",
+                      len(strata), sum(s["small"] for s in strata), subgroups.min_clusters,
+                      time.monotonic() - started)  # fmt: skip
     return report

@@ -9,11 +9,12 @@ the same clusters) is what makes the interval narrow enough to show this.
 
 A stratum is the whole test set (`overall`) or one subgroup of it (`subgroup`, e.g.
 `sex=female`), each with its own paired intervals; a rule with scope `overall` is checked on
-the overall stratum, one with scope `overallAndSubgroups` on every stratum given. A rule whose
-metric has no paired interval in a stratum (no champion value, fewer than two clusters, the
-metric undefined there) fails: the gate is closed unless the evidence is there. Strata flagged
-`small` keep their result and say so; whether a small subgroup should block is the policy's
-choice (its scope).
+the overall stratum, one with scope `overallAndSubgroups` on every stratum given, one with
+`overallAndLargeSubgroups` on the overall stratum and every subgroup not flagged `small`. A
+rule whose metric has no paired interval in a stratum (no champion value, fewer than two
+clusters, the metric undefined there) fails: the gate is closed unless the evidence is there.
+Strata flagged `small` keep their result and say so; whether a small subgroup should block is
+the policy's choice (its scope).
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ class RuleResult(BaseModel):
 
 
 def applies(rule: NonInferiorityRule, stratum: Stratum) -> bool:
-    return stratum.kind == "overall" or rule.scope == "overallAndSubgroups"
+    if stratum.kind == "overall" or rule.scope == "overallAndSubgroups":
+        return True
+    return rule.scope == "overallAndLargeSubgroups" and not stratum.small
 
 
 def check_rule(

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from patient_ml import settings
-from patient_ml.config.models import DatasetSource
+from patient_ml.config.models import CurationSettings, DatasetSource
+from patient_ml.curation.attributes import AttributePlan
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher, ImageFetching, policy_with
 from patient_ml.curation.sources import (
     FhirBulkExportSource,
@@ -49,6 +50,8 @@ def build_curation_inputs(
         source_cfg = DatasetSource.model_validate(dataset.source or {})
         codes = list(dataset.problem_definition["trainingDataFilter"]["codes"])
         max_bytes = int((dataset.curation or {}).get("maxImageBytes", 50_000_000))
+        subgroups = CurationSettings.model_validate(dataset.curation or {}).subgroups
+        patients = AttributePlan.of(subgroups).needs_patients
     fhir_client = None
     source = source_override
     if source is None:
@@ -57,9 +60,9 @@ def build_curation_inputs(
         else:
             fhir_client = fhir_client_factory(source_cfg.conn_id)
             if source_cfg.bulk_export and fhir_client.supports_bulk_export():
-                source = FhirBulkExportSource(fhir_client)
+                source = FhirBulkExportSource(fhir_client, patients=patients)
             else:
-                source = FhirSearchSource(fhir_client, codes)
+                source = FhirSearchSource(fhir_client, codes, patients=patients)
     policy = policy_with(
         FetchPolicy.from_env(),
         allowed_file_roots=allowed_file_roots,

@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from patient_ml import settings
+from patient_ml.config.models import CurationSettings
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Run
+from patient_ml.db.models import Dataset, Run
 from patient_ml.evaluation.evaluate import (
     EvaluationError,
     contender,
@@ -24,6 +25,7 @@ from patient_ml.evaluation.evaluate import (
     load_split,
     load_test_set,
 )
+from patient_ml.evaluation.subgroups import SubgroupPlan
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog
 from patient_ml.services import evaluations
@@ -32,6 +34,14 @@ from patient_ml.serving.servers import ModelServing
 from patient_ml.storage import ArtifactStore
 
 log = logging.getLogger("patient_ml.evaluation")
+
+
+def subgroup_plan(dataset: Dataset | None) -> SubgroupPlan:
+    """The dataset's current `curation.subgroups` as evaluation needs them (none: no dataset)."""
+    if dataset is None:
+        return SubgroupPlan()
+    found = CurationSettings.model_validate(dataset.curation or {}).subgroups
+    return SubgroupPlan(tuple(found.attributes), found.min_clusters, found.pairs)
 
 
 def evaluate_run(
@@ -80,6 +90,7 @@ def _evaluate_run(
             )
         champion = contender(champion_run, "champion") if champion_run else None
         dataset_id, snapshot_id = snapshot.dataset_id, snapshot.id
+        subgroups = subgroup_plan(session.get(Dataset, dataset_id))
     test = load_test_set(store, dataset_id, snapshot_id)
     validation = (
         load_split(store, dataset_id, snapshot_id, "validation")
@@ -97,6 +108,7 @@ def _evaluate_run(
         progress=progress,
         validation=validation,
         failure_cases=settings.failure_cases_per_class(),
+        subgroups=subgroups,
     )
     with session_scope(engine) as session:
         summary = evaluations.record_evaluation(

@@ -168,6 +168,9 @@ def record_evaluation(
     }
     if "failureCases" in report:
         summary["failureCases"] = failure_cases_summary(report["failureCases"])
+    if report.get("subgroups") is not None:
+        summary["subgroups"] = report["subgroups"]
+        summary["subgroupSettings"] = report.get("subgroupSettings")
     if report["championId"] is None:
         summary["note"] = FIRST_RUN_NOTE
     run.evaluation = summary

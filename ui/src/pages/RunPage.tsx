@@ -23,6 +23,7 @@ import { FailureGallery } from "../components/FailureGallery";
 import { GatePanel } from "../components/GatePanel";
 import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
+import { SubgroupTable } from "../components/SubgroupTable";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
@@ -226,6 +227,9 @@ function Overview({
       )}
       <Section title="Change-control gate">
         <GatePanel gate={run.gate} />
+      </Section>
+      <Section title="Subgroups (sex, age band, site, device)">
+        <SubgroupTable run={run} />
       </Section>
       {run.hyperparameters && run.hyperparameters.length > 0 && (
         <Section title="Best trial's hyperparameters">
