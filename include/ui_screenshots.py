@@ -126,6 +126,11 @@ def main() -> int:
                             if found.count():
                                 found.scroll_into_view_if_needed()
                                 shot(f"run-{run['slug']}-{section}")
+                    if tab == "Evaluation":  # the failure gallery, below the metrics
+                        gallery = ui.get_by_test_id("failure-gallery")
+                        if gallery.count():
+                            gallery.scroll_into_view_if_needed()
+                            shot(f"run-{run['slug']}-failure-gallery")
             ctx.close()
         browser.close()
     for target in shots:
