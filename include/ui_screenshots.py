@@ -129,7 +129,7 @@ def main() -> int:
                     if tab == "Evaluation":  # the failure gallery, below the metrics
                         gallery = ui.get_by_test_id("failure-gallery")
                         if gallery.count():
-                            gallery.scroll_into_view_if_needed()
+                            gallery.evaluate("e => e.scrollIntoView({block: 'start'})")
                             shot(f"run-{run['slug']}-failure-gallery")
             ctx.close()
         browser.close()
