@@ -211,8 +211,10 @@ def sagemaker(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[SageMak
 
     def create_training_job(self: Any) -> Any:
         request = json.loads(self.body)
+        answer = original_create(self)
+        # recorded only once moto holds the job: the instance loop starts a job it sees here
         emulator.requests[request["TrainingJobName"]] = request
-        return original_create(self)
+        return answer
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
