@@ -12,6 +12,10 @@ UI_BUILT := plugins/patient_ml/ui/static/index.html
 UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
 UI_MODULES := ui/node_modules/.package-lock.json
 
+# `make test` runs pytest on this many worker processes (pytest-xdist; 0 runs in one process).
+# Most tests wait on real services (Airflow, Docker, PostgreSQL), so 2 workers help on 2 cores.
+PYTEST_WORKERS ?= 2
+
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
@@ -52,7 +56,7 @@ demo-stop:
 	$(BIN)/python include/demo.py stop
 
 test: setup lint ui-test
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -118,3 +118,23 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PATIENT_ML_DATABASE_URL", raising=False)
     monkeypatch.delenv("PATIENT_ML_CONN_ID", raising=False)
     monkeypatch.setenv("PATIENT_ML_USER", "test-user")
+
+
+# Under pytest-xdist (`make test` runs PYTEST_WORKERS processes with `--dist loadgroup`), the
+# tests of these folders stay together on one worker: the end-to-end tests share one real
+# Airflow per worker (tests/e2e/conftest.py), and the compose stack is one long test. They are
+# collected first, so the two longest groups start at once on different workers while the
+# other tests fill the gaps.
+_GROUPS = {"e2e": "e2e", "compose": "compose"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def folder(item: pytest.Item) -> str | None:
+        parts = Path(str(item.path)).relative_to(REPO_ROOT / "tests").parts
+        return _GROUPS.get(parts[0]) if len(parts) > 1 else None
+
+    for item in items:
+        group = folder(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: {"compose": 0, "e2e": 1}.get(folder(item) or "", 2))

@@ -98,10 +98,7 @@ def patient_attributes(patient: Mapping[str, Any], plan: AttributePlan) -> dict[
         found["_birthDate"] = clean(patient.get("birthDate"))
     if "site" in plan.attributes:
         found["_site"] = _organisation(patient.get("managingOrganization"))
-    for name, path in plan.custom:
-        kind, *steps = path.split(".")
-        if kind == "Patient":
-            found[name] = resolve_path(patient, steps)
+    found.update(_custom(patient, "Patient", plan))
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -117,11 +114,18 @@ def document_attributes(document: Mapping[str, Any], plan: AttributePlan) -> dic
         found["site"] = _organisation(document.get("custodian"))
     if "manufacturer" in plan.attributes:
         found["manufacturer"] = _device(document.get("context"))
-    for name, path in plan.custom:
-        kind, *steps = path.split(".")
-        if kind == "DocumentReference":
-            found[name] = resolve_path(document, steps)
+    found.update(_custom(document, "DocumentReference", plan))
     return {k: v for k, v in found.items() if v is not None}
+
+
+def _custom(resource: Mapping[str, Any], kind: str, plan: AttributePlan) -> dict[str, str | None]:
+    """The plan's custom attributes whose path starts at this resource type."""
+    found: dict[str, str | None] = {}
+    for name, path in plan.custom:
+        first, *steps = path.split(".")
+        if first == kind:
+            found[name] = resolve_path(resource, steps)
+    return found
 
 
 def _organisation(reference: Any) -> str | None:

@@ -15,9 +15,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field
 
+from patient_ml.config.models import WireModel
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
 
 DOCUMENT_FORMAT: Literal["patient-ml-model-card-document/1"] = "patient-ml-model-card-document/1"
@@ -62,17 +62,11 @@ def _shown_time(iso: str) -> str:
 # ----------------------------------------------------------------------------- read model
 
 
-class CardPart(BaseModel):
-    """Base of the card's parts: camelCase on the wire, nothing unknown, no nulls sent."""
+class CardPart(WireModel):
+    """Base of the card's parts: the wire conventions of `WireModel` (camelCase, nothing
+    unknown, no nulls sent by `to_wire`), immutable, strings kept exactly as written."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        extra="forbid",
-        frozen=True,
-    )
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=False)
 
 
 class CardModelRef(CardPart):
