@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard plugins tests dags include benchmarks)
 # The web UI (ui/, Vite + React) is built into the package (plugins/patient_ml/ui/static/); npm
 # and Node 20+ must be on PATH. Rebuilt when its sources or lockfile change.
+DOCS_SITE ?= site
 UI_BUILT := plugins/patient_ml/ui/static/index.html
 UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
 UI_MODULES := ui/node_modules/.package-lock.json
@@ -19,12 +20,12 @@ PYTEST_WORKERS ?= 2
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup ui ui-test demo demo-stop test lint format clean
+.PHONY: setup ui ui-test demo demo-stop test lint docs format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples,bench]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples,bench,docs]"
 	@# stardist ships the nuclei image + mask used by the segmentation sample; its own heavy
 	@# dependencies (TensorFlow, numba) are not needed to read two files, so --no-deps.
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps "stardist==0.9.2"
@@ -63,10 +64,15 @@ lint: setup
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(DOCS_SITE)
+
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link or anchor fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(DOCS_SITE)
 
 format: setup
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .grimp_cache ui/node_modules plugins/patient_ml/ui/static
+	rm -rf $(VENV) var site .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .grimp_cache ui/node_modules plugins/patient_ml/ui/static

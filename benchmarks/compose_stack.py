@@ -1,4 +1,4 @@
-"""Figures of the Docker Compose stack for the README's "Running at scale" section.
+"""Figures of the Docker Compose stack for docs/running-at-scale.md.
 
 Builds (or reuses) the image from the host's wheelhouse on the local base image, brings up
 docker-compose.yaml + docker-compose.local.yaml with two Celery workers against this machine's

@@ -1,6 +1,6 @@
 """Held-out quality of the reference trainers, trained by the product's own sweep on the real
 samples, beside simple baselines fitted on the same split, with intervals that resample the
-test set's independent clusters; prints the README's figures.
+test set's independent clusters; prints the figures of docs/training.md.
 
     .venv/bin/python benchmarks/quality.py [--salts quality-1,quality-2,quality-3]
                                            [--snapshot DIR ...] [--trials 4] [--cpus 1]

@@ -117,10 +117,10 @@ def test_values_configure_what_the_dags_need(values: dict[str, Any]) -> None:
     assert {"PATIENT_ML_DATABASE_URL", "AIRFLOW_CONN_AWS_DEFAULT",
             "AIRFLOW_CONN_FHIR_DEFAULT"} <= secrets  # fmt: skip
     assert not secrets & set(env)
-    readme = (ROOT / "README.md").read_text()
+    docs = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("**/*.md")))
     for name in [*env, *secrets]:
         if name.startswith("PATIENT_ML_"):
-            assert f"`{name}`" in readme, f"{name} is not documented in the README"
+            assert f"`{name}`" in docs, f"{name} is not documented in docs/"
 
 
 def test_pod_template_is_a_valid_executor_pod(pod: Any, values: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 MAX_TRIALS_LIMIT = 1000
 MAX_PARALLEL_TRIALS = 64
 
-# Config documents (files, REST bodies, stored rows): see README "Input limits and identifiers".
+# Config documents (files, REST bodies, stored rows): see docs/configs.md (input limits).
 MAX_CONFIG_BYTES = 1_000_000  # a config file or REST body; real configs are a few kB
 MAX_CONFIG_NODES = 20_000  # YAML/JSON values after alias expansion (an alias bomb is refused)
 MAX_CONFIG_DEPTH = 32  # nesting of mappings and lists

@@ -1,4 +1,4 @@
-"""The FHIR R4 data contract of patient_ml, in one place (documented in the README).
+"""The FHIR R4 data contract of patient_ml, in one place (documented in docs/fhir-mapping.md).
 
 Images
     A `DocumentReference` whose `type.coding` matches one of the dataset's

@@ -209,5 +209,5 @@ def _bad_answer(url: str) -> PatientMLError:
     return PatientMLError(
         f"The endpoint at {url} answered outside the serving contract.",
         fix='answer {"predictions": [{"index", "confidence"}]} (imgClf) or {"mask", "width", '
-        '"height"} (imgSeg), as the container contract in the README says',
+        '"height"} (imgSeg), as the container contract says (docs/training.md)',
     )
