@@ -5,12 +5,12 @@ Required Actions page and `GET /api/v2/dags/~/dagRuns/~/hitlDetails` list): opti
 Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` (as
 Airflow user ids: the user names with the simple auth manager; with another auth manager, whose
 ids are not the names, unassigned, see `assignees`) who have not approved yet. The body first
-says who may decide, then shows challenger vs champion with intervals, the change-control rules and whether they
-hold, a repeat of a rejected run and the approvals so far. When approving needs an override
-(`services.gate`), the options are "Approve with override" / Reject and the form asks for the
-override's own justification. A response there resumes the task, which records it through the
-same decision service as the REST API. A decision made elsewhere closes the request with that
-decision (from the trigger), so no stale entry is left.
+says who may decide, then shows challenger vs champion with intervals, the change-control rules
+and whether they hold, a repeat of a rejected run and the approvals so far. When approving needs
+an override (`services.gate`), the options are "Approve with override" / Reject and the form
+asks for the override's own justification. A response there resumes the task, which records it
+through the same decision service as the REST API. A decision made elsewhere closes the request
+with that decision (from the trigger), so no stale entry is left.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
@@ -96,9 +96,7 @@ def ids_are_names(auth_manager: str | None = None) -> bool:
     return auth_manager.rsplit(".", 1)[-1] == SIMPLE_AUTH_MANAGER
 
 
-def assignees(
-    approvers: list[str], auth_manager: str | None = None
-) -> list[dict[str, str]] | None:
+def assignees(approvers: list[str], auth_manager: str | None = None) -> list[dict[str, str]] | None:
     """HITL assigned users from `approvalPolicy.approvers`, so that Airflow itself refuses a
     response from anyone else (403 "not a respondent"). None (anyone with the decision right
     may respond in Airflow) when the model names no approvers, or when the auth manager's user
@@ -113,8 +111,7 @@ def who_may_decide(approvers: list[str]) -> str:
     """The body's first line: who may decide, before anyone reads further or types."""
     if not approvers:
         return (
-            "**Who may decide:** any user with the right to respond to this DAG's required "
-            "actions."
+            "**Who may decide:** any user with the right to respond to this DAG's required actions."
         )
     return (
         f"**Who may decide:** {', '.join(approvers)} (the model's approvers). Anyone else is "
