@@ -4,7 +4,8 @@ The reference view is what a client built for the reference API reads: where the
 forbids unknown fields (a ModelRun, a prediction), exactly the reference fields; lists leave out
 the items the reference SDK cannot read (e.g. a model whose training image is not an AWS ECR
 name, or with more than 30 `maxTrials`) and name them in the `Patient-ML-Omitted` response
-header, so one such item never makes a reference client's whole list fail. The extended view
+header, so one such item never makes a reference client's whole list fail; when it can read none
+of them, they are answered as they are rather than as an empty list. The extended view
 adds this platform's extension fields and lists everything; reference clients never ask for it.
 """
 
@@ -27,7 +28,8 @@ View = Annotated[
     Query(
         description="`reference` (default): the reference API's shapes, as the reference SDK "
         "reads them (lists leave out what it cannot read and name it in the "
-        f"`{OMITTED_HEADER}` header). `extended`: plus this platform's extension fields "
+        f"`{OMITTED_HEADER}` header; never all of it: a list it can read none of is answered "
+        "as it is). `extended`: plus this platform's extension fields "
         "(e.g. a run's snapshotId, evaluation, approvalStatus, airflow), every item listed."
     ),
 ]
