@@ -27,10 +27,13 @@ from typing import Any
 
 import requests
 
+from include.demo_users import DEMO_USERS, simple_auth_manager_users
+
 ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = ROOT / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-USERS = {"admin": "admin", "viewer": "viewer"}
+# one user per Patient ML role (include/demo_users.py, docs/roles.md); name -> simple auth role
+USERS = {user.name: user.role for user in DEMO_USERS}
 
 
 class AirflowStackError(RuntimeError):
@@ -85,9 +88,7 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
-                f"{user}:{role}" for user, role in USERS.items()
-            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": simple_auth_manager_users(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_db,
             "AIRFLOW__API__PORT": str(self.port),

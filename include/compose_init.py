@@ -4,9 +4,10 @@ the other Airflow services start:
 1. creates Airflow's metadata database and the product's database when missing (the product's
    is a second database of the same PostgreSQL server);
 2. migrates both (`airflow db migrate`, `patient-ml db upgrade`; safe to repeat);
-3. creates the admin user: Airflow's simple auth manager reads the users' passwords from
+3. creates the users, one per Patient ML role (include/demo_users.py, docs/roles.md): Airflow's
+   simple auth manager reads their passwords from
    AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE; the admin's is _AIRFLOW_WWW_USER_PASSWORD
-   (default `admin`), the other users' are generated once (printed here);
+   (default `admin`), the other users' are generated once; how to sign in as each is printed;
 4. builds the reference trainer images (`include/trainers/*` → `patient-ml/<name>-trainer:0.1.0`)
    on the host engine when they are missing, from PATIENT_ML_TRAINER_BASE_IMAGE.
 """
@@ -24,7 +25,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from include.demo_users import DEMO_USERS, sign_in_lines
+
 TRAINERS = Path(__file__).resolve().parent / "trainers"
+URL = "http://localhost:8080"
 TRAINER_VERSION = "0.1.0"
 
 
@@ -77,10 +81,12 @@ def write_passwords() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(passwords))
     path.chmod(0o600)
-    for user in users:
-        if user != "admin" and user not in known:
-            say(f"Airflow user {user}: password {passwords[user]} (in {path})")
-    say("Airflow user admin: password from _AIRFLOW_WWW_USER_PASSWORD")
+    say("Airflow user admin: password from _AIRFLOW_WWW_USER_PASSWORD (default admin)")
+    for line in sign_in_lines(os.environ.get("AIRFLOW__API__BASE_URL") or URL, path):
+        say(line)
+    unknown = sorted(set(users) - {u.name for u in DEMO_USERS})
+    for user in unknown:
+        say(f"Airflow user {user}: password {passwords[user]} (in {path})")
 
 
 def build_trainer_images() -> None:

@@ -43,6 +43,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from include.airflow_stack import AirflowStack, ApiClient, RemoteAirflow
+from include.demo_users import APPROVER, ML_ENGINEER, sign_in_lines
+from patient_ml.labels.sinks import LABELS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "include" / "configs"
@@ -51,7 +53,6 @@ AIRFLOW_HOME = HOME / "airflow"
 CLI = str(Path(sys.executable).with_name("patient-ml"))
 MODEL = "brain-mri-tumour-classifier"
 DAG_ID = "patient_ml__brain_mri_tumour_classifier"
-APPROVER = "dr-approver"
 TRAINER_IMAGE = "patient-ml/img-clf-trainer:0.1.0"
 STARTED = time.monotonic()
 SEEN: dict[str, dict[str, str]] = {}  # task states printed so far, per DAG run
@@ -235,6 +236,11 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument("--runs", type=int, choices=(1, 2), default=2, help="1: stop after run 1")
     ap.add_argument(
+        "--fresh", action="store_true",
+        help="delete the previous demo's folder, labels made in the browser included (by "
+        "default a previous demo with such labels is moved aside, never deleted)",
+    )  # fmt: skip
+    ap.add_argument(
         "action", nargs="?", choices=("run", "stop"), default="run",
         help="`stop`: end a demo left running (Airflow and the model endpoints)",
     )  # fmt: skip
@@ -247,11 +253,11 @@ def main() -> None:
     stop_previous(report=args.action == "stop", remote=remote)
     if args.action == "stop":
         return
-    shutil.rmtree(HOME, ignore_errors=True)
+    set_aside_previous(fresh=args.fresh)
     HOME.mkdir(parents=True)
     env = {
         **os.environ,
-        "PATIENT_ML_USER": "demo-ml-engineer",
+        "PATIENT_ML_USER": ML_ENGINEER,
         "PATIENT_ML_ALLOWED_FILE_ROOTS": str(HOME / "sample"),
     }
     if not remote:  # the embedded default: SQLite and local files under HOME
@@ -277,6 +283,9 @@ def main() -> None:
         env = stack.env  # the CLI triggers DAG runs through Airflow's own configuration
         api = stack.client("admin")
         say(f"Airflow is up at {stack.url} (user admin, password {stack.password('admin')})")
+        for line in sign_in_lines(stack.url, stack.passwords_file):
+            print(line, flush=True)
+        engineer = stack.client(ML_ENGINEER)
         stack.wait_for(
             lambda: api.get(f"/api/v2/dags/{DAG_ID}", ok=(404,)).get("dag_id"),
             120,
@@ -287,8 +296,8 @@ def main() -> None:
         api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
 
         # ---- run 1: Airflow REST API trigger, approval, first champion
-        say(f"run 1: POST /api/v2/dags/{DAG_ID}/dagRuns (JWT) with conf maxTrials")
-        first = api.post(
+        say(f"run 1: POST /api/v2/dags/{DAG_ID}/dagRuns (JWT of {ML_ENGINEER}) with conf maxTrials")
+        first = engineer.post(
             f"/api/v2/dags/{DAG_ID}/dagRuns",
             {"logical_date": None, "conf": {"maxTrials": args.max_trials}},
         )["dag_run_id"]
@@ -308,9 +317,7 @@ def main() -> None:
         added = sum(1 for _ in later.open())
         shutil.copy(later, folders["br35h"] / later.name)
         say(f"a clinician confirms {added} draft or missing labels ({later.name} added)")
-        created = cli_json(
-            env, "runs", "create", MODEL, "--max-trials", str(args.max_trials), user=APPROVER
-        )
+        created = cli_json(env, "runs", "create", MODEL, "--max-trials", str(args.max_trials))
         second = created["airflow"]["runId"]
         say(f"run 2 = product run {created['id']}: `patient-ml runs create` → DAG run {second}")
         follow(stack, api, second, "await_approval")
@@ -334,6 +341,35 @@ def main() -> None:
             stack.stop()
             stop_previous(remote=remote)  # and the model endpoints
             say("Airflow and the model endpoints stopped")
+
+
+def browser_labels(home: Path) -> int:
+    """How many label versions were written from the web pages (or the REST API) into the demo's
+    NDJSON sources (patient_ml.labels.sinks: one line each)."""
+    files = home.glob(f"sample/*/{LABELS_FILE}")
+    return sum(sum(1 for line in f.open() if line.strip()) for f in files)
+
+
+def set_aside_previous(*, fresh: bool) -> None:
+    """Make room for a new demo in HOME without silently losing what a person did in the last
+    one: a previous demo holding labels made in the browser is moved aside (and said so);
+    one without is deleted; `fresh` deletes it in any case (saying what is lost)."""
+    if not HOME.exists() or not any(HOME.iterdir()):
+        return
+    labels = browser_labels(HOME)
+    if fresh or not labels:
+        shutil.rmtree(HOME)
+        lost = f", with its {labels} label(s) made in the browser" if labels else ""
+        say(f"deleted the previous demo in {HOME}{lost}")
+        return
+    kept = HOME.with_name(f"{HOME.name}-previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    HOME.rename(kept)
+    say(
+        f"WARNING: the previous demo holds {labels} label(s) made in the browser: kept, moved "
+        f"to {kept} (its NDJSON sources: {kept / 'sample'}). Delete it yourself when you no "
+        "longer need it, or run `make demo DEMO_ARGS=--fresh` to start over without keeping "
+        "anything."
+    )
 
 
 def stop_previous(*, report: bool = False, remote: bool = False) -> None:
@@ -416,8 +452,13 @@ def summary(
     ids = json.loads(report.read_text())["testExampleIds"] if report.is_file() else []
     if ids:
         test_example = ids[0]
+        names = {int(x["index"]): x["name"] for x in json.loads(report.read_text())["labels"]}
+        truth = true_label(stack, model["datasetId"], str(test_example), names)
         cli(env, "a prediction from the champion's endpoint", "models", "predict", MODEL,
             "--example", str(test_example))  # fmt: skip
+        print(f"true label of test example {test_example}: {truth}")
+    for line in sign_in_lines(stack.url, stack.passwords_file):
+        print(line)
     if keep_running and isinstance(stack, RemoteAirflow):
         print(f"\nAirflow keeps running at {stack.url} (docker compose down ends it)")
     elif keep_running:
@@ -429,6 +470,16 @@ def summary(
         f"Try: export PATIENT_ML_HOME={shlex.quote(str(HOME))}; .venv/bin/patient-ml runs list\n"
         f"({time.monotonic() - STARTED:.0f} s in all)"
     )
+
+
+def true_label(stack: AirflowStack, dataset_id: str, example_id: str, names: dict[int, str]) -> str:
+    """The confirmed label of a test example, as the REST API answers it (name and index)."""
+    path = f"/v1/patient-ml/datasets/{dataset_id}/examples/{example_id}"
+    label = (stack.client("admin").get(path)["example"].get("label")) or {}
+    classes = [int(c) for c in label.get("classes") or []]
+    if not classes:
+        return "none (the example has no label)"
+    return ", ".join(f"{names.get(c, '?')} (index {c})" for c in classes)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,9 @@ def test_errors_have_one_shape_with_field_detail(api: Any, configs: dict[str, An
     missing = admin.get("/models/no-such-model")
     assert missing.status_code == 404 and missing.json()["error"]["message"]
     not_json = admin.post("/datasets", content=b"{", headers={"Content-Type": "application/json"})
-    assert not_json.status_code == 422 and not_json.json()["error"]["errors"]
+    # a body that is not JSON is the README's 400, naming the body (issue 31: was 422 "1")
+    assert not_json.status_code == 400 and not_json.json()["error"]["status"] == 400
+    assert [e["field"] for e in not_json.json()["error"]["errors"]] == ["(body)"]
 
 
 def test_an_internal_error_shows_no_stack_trace(

@@ -70,3 +70,41 @@ def test_a_duplicated_key_in_a_rest_body_is_refused_with_422(api: Any) -> None:
     assert answer.status_code == 422, answer.text
     assert [e["field"] for e in answer.json()["error"]["errors"]] == ["name"]
     assert admin.get("/datasets").json()["datasets"] == []
+
+
+@pytest.mark.parametrize("body", ['{"name": "x",', "not json", '{"a": 1}}'])
+def test_a_malformed_json_body_is_a_400_naming_the_body(api: Any, body: str) -> None:
+    """The README promises 400 for an unreadable body (issue 31: it was 422 `field "1"`)."""
+    for path in ("/datasets", "/models"):
+        answer = api("admin").post(path, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["message"].startswith("The request body is not valid JSON: ")
+        assert "at character" in error["message"] and "application/json" in error["fix"]
+        assert [e["field"] for e in error["errors"]] == ["(body)"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/models", "/datasets", "/model-summaries", "/models/m/runs", "/datasets/d/examples"],
+)
+@pytest.mark.parametrize("limit", ["100000", "0", "-1"])
+def test_every_list_refuses_a_limit_out_of_range_with_422(api: Any, path: str, limit: str) -> None:
+    """Issue 31: `GET /models?limit=100000` answered 200 while the other lists answered 422."""
+    answer = api("admin").get(f"{path}?limit={limit}")
+    assert answer.status_code == 422, (path, answer.status_code, answer.text)
+    [error] = answer.json()["error"]["errors"]
+    assert error["field"] == "query.limit" and str(error["value"]) == limit
+
+
+def test_the_config_lists_page_with_limit_and_offset(api: Any) -> None:
+    admin = api("admin")
+    made = []
+    for i in range(3):
+        dataset = example("brain_mri_dataset") | {"name": f"paged-{i}"}
+        made.append(admin.post("/datasets", json=dataset).json()["dataset"]["id"])
+    assert [d["id"] for d in admin.get("/datasets?limit=2").json()["datasets"]] == made[:2]
+    assert [d["id"] for d in admin.get("/datasets?limit=2&offset=2").json()["datasets"]] == [
+        made[2]
+    ]
+    assert [d["id"] for d in admin.get("/datasets").json()["datasets"]] == made

@@ -224,13 +224,22 @@ def test_permissions_tell_who_may_decide_and_why_not(api: Any, catalog: dict[str
         "mayStartRun": True,
         "mayDecide": True,
         "decideReason": None,
+        "approvers": [],
+        "decisionRight": admin["decisionRight"],
     }
+    assert "'user' role" in admin["decisionRight"] and "HITL Detail" in admin["decisionRight"]
     viewer = api("viewer").get(f"/models/{alpha}/permissions").json()["permissions"]
     assert viewer["mayEdit"] is False and viewer["mayStartRun"] is False
     assert viewer["mayDecide"] is False and "viewer" in viewer["decideReason"]
+    # the viewer reads who may decide and why not before typing anything (issue 31)
+    assert "Who may decide: any user with the decision right." in viewer["decideReason"]
+    assert "'user' role or above" in viewer["decideReason"]
+    as_viewer = api("viewer").get(f"/models/{beta}/permissions").json()["permissions"]
+    assert as_viewer["approvers"] == ["admin"]
+    assert "Who may decide: admin." in as_viewer["decideReason"]
     editor = api("editor").get(f"/models/{beta}/permissions").json()["permissions"]
     assert editor["mayEdit"] is True and editor["mayDecide"] is False
-    assert "approvers are admin" in editor["decideReason"]
+    assert "approvers are admin" in editor["decideReason"] and editor["approvers"] == ["admin"]
     assert api("admin").get("/models/nope/permissions").status_code == 404
 
 

@@ -120,12 +120,37 @@ def test_a_run_in_the_reference_view_is_exactly_the_reference_model_run(
     }
     listed = viewer.get(f"/models/{model_id}/runs").json()["runs"]
     assert listed == [plain]
-    # a run of a model the SDK cannot read: left out of the reference list, and named
+    # the runs of a model the SDK cannot read (issue 31: the demo's model answered `[]` to the
+    # SDK's get_runs although it had 3 runs): never an empty list that hides them. They are
+    # answered as they are, so the SDK fails naming the field, and the header says why.
     with session_scope(engine) as s:
         other = runs.create_run(s, stored["local"]["id"], actor="t").id
     answer = viewer.get(f"/models/{stored['local']['id']}/runs")
-    assert answer.json()["runs"] == [] and other in answer.headers["Patient-ML-Omitted"]
+    assert answer.status_code == 200
+    [as_stored] = answer.json()["runs"]
+    assert as_stored["id"] == other and not EXTENSIONS & set(as_stored)
+    assert [p.field for p in reference.problems("ModelRun", as_stored)] == [
+        "deployApproach.inferenceImage",
+        "trainingApproach.trainingImage",
+    ]
+    note = answer.headers["Patient-ML-Omitted"]
+    assert note.startswith("none of the 1 run(s) can be read by phc==1.6.0")
+    assert f"{other} (deployApproach.inferenceImage, trainingApproach.trainingImage)" in note
+    assert "rather than as an empty list" in note and "view=extended" in note
     assert viewer.get(f"/models/{stored['local']['id']}/runs?view=extended").json()["runs"]
+
+
+def test_a_list_the_sdk_can_read_none_of_is_never_an_empty_list(api: Any) -> None:
+    """Only models the SDK cannot read (the demo's two models): `GET /models` answers them
+    with the reason in the header, not `[]`."""
+    admin = api("admin")
+    admin.post("/datasets", json=example("brain_mri_dataset"))
+    local = admin.post("/models", json=example("brain_mri_model")).json()["model"]
+    listed = admin.get("/models")
+    assert [m["id"] for m in listed.json()["models"]] == [local["id"]]
+    assert listed.headers["Patient-ML-Omitted"].startswith("none of the 1 model(s) can be read")
+    datasets = admin.get("/datasets")  # a list the SDK reads whole: no header
+    assert datasets.json()["datasets"] and "Patient-ML-Omitted" not in datasets.headers
 
 
 def test_strict_compatibility_refuses_configs_the_sdk_cannot_read(

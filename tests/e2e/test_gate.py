@@ -241,6 +241,31 @@ def test_a_worse_challenger_is_refused_and_needs_an_override(
     ui.get_by_test_id("gate").scroll_into_view_if_needed()
     _shot(page, "run-gate-override")
 
+    # A clinician (Airflow role `user`: she may respond to required actions in general, but is
+    # not one of the model's approvers) sees who may decide and why not before typing, with
+    # the form disabled; Airflow refuses her response in Required Actions (issue 31).
+    other = _login(browser, d, "clinician")
+    other.goto(f"{d.stack.url}/dags/{DAG_ID}/runs/{dag_run_id}/plugin/patient-ml-run")
+    theirs = other.frame_locator(FRAME)
+    expect(theirs.get_by_test_id("approval-approvers")).to_have_text(
+        "Who may decide: admin.", timeout=60_000
+    )
+    expect(theirs.get_by_test_id("approval-reason")).to_contain_text(
+        "User 'clinician' may not decide on runs of model"
+    )
+    expect(theirs.get_by_role("textbox", name="Justification")).to_be_disabled()
+    expect(theirs.get_by_role("button", name="Reject")).to_be_disabled()
+    theirs.get_by_test_id("approval-who").scroll_into_view_if_needed()
+    _shot(other, "run-not-an-approver")
+    other.context.close()
+    refused = d.stack.client("clinician").request(
+        "PATCH",
+        _hitl_path(dag_run_id),
+        {"chosen_options": ["Reject"], "params_input": {"justification": "e2e: not mine"}},
+        ok=(403,),
+    )
+    assert "not a respondent" in refused["detail"]
+
     # The approver overrides in Required Actions, with the override's own justification.
     answer = api.request(
         "PATCH",

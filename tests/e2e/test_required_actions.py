@@ -2,9 +2,12 @@
 
 Two runs of one model (approvers: `admin`) wait in `await_approval` at the same time:
 
-A. Airflow's HITL API lists the run's Required Action, assigned to the approver; a viewer may
-   not respond (Airflow's 403); the approver's response approves the run in the product DB
-   (channel `airflow-required-actions`, audited), and deploy makes it champion.
+A. Airflow's HITL API lists the run's Required Action, assigned to the approver, its body saying
+   first who may decide; a viewer may not respond (Airflow's 403), nor may a user whose role
+   grants the right but who is not an approver (Airflow's 403 "not a respondent", issue 31),
+   and the product's permissions tell both who may decide and why not before they type; the
+   approver's response approves the run in the product DB (channel `airflow-required-actions`,
+   audited), and deploy makes it champion.
 B. A response without a justification is refused by the product (audited) and the Required
    Action opens again; a decision through the REST API then closes it (the entry tells the
    decision, the channel and the decider): no stale entry is left.
@@ -119,7 +122,7 @@ def _audit(d: E2EDeployment, run_id: str, action: str) -> list[AuditEvent]:
 
 def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any]) -> None:
     d, model_id = hitl["d"], hitl["model_id"]
-    api, viewer = d.api, d.stack.client("viewer")
+    api, viewer, clinician = d.api, d.stack.client("viewer"), d.stack.client("clinician")
     trigger = {"logical_date": None, "conf": {"maxTrials": 1}}
     a, b = (api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)["dag_run_id"] for _ in range(2))
 
@@ -132,9 +135,23 @@ def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any])
     assert entry["options"] == ["Approve", "Reject"] and entry["multiple"] is False
     assert MODEL in entry["subject"] and run_a in entry["body"]
     assert entry["params"]["justification"]["schema"]["minLength"] == 1
+    assert entry["body"].splitlines()[0].startswith("**Who may decide:** admin (the model's")
     # a viewer may read it but not respond (Airflow's own decision right)
     refused = _respond(viewer, a, {"chosen_options": ["Approve"], "params_input": {}}, ok=(403,))
     assert refused["detail"]
+    # nor may a user whose role grants the right but who is not an approver: Airflow itself
+    # refuses (the request's assigned users), and nothing reaches the product
+    answer = {"chosen_options": ["Approve"], "params_input": {"justification": "e2e: not mine"}}
+    refused = _respond(clinician, a, answer, ok=(403,))
+    assert "clinician" in refused["detail"] and "not a respondent" in refused["detail"]
+    assert _detail(api, a)["response_received"] is False
+    # ... which the product's pages tell both of them before they type anything
+    for who, client in (("viewer", viewer), ("clinician", clinician)):
+        told = client.get(f"/v1/patient-ml/models/{model_id}/permissions")["permissions"]
+        assert told["mayDecide"] is False and told["approvers"] == ["admin"], told
+        assert told["decideReason"].startswith(f"User '{who}' may not decide"), told
+    approver = api.get(f"/v1/patient-ml/models/{model_id}/permissions")["permissions"]
+    assert approver["mayDecide"] is True and approver["decideReason"] is None
     with session_scope(d.engine) as session:
         assert decisions_of(session, run_a) == []
     # the approver responds in Airflow: recorded in the product DB, deploy follows

@@ -214,10 +214,14 @@ def test_viewer_sees_why_they_cannot_approve(
     )
     ui = page.frame_locator(FRAME)
     expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {ui_model['slug']}", timeout=60_000)
-    blocked = ui.get_by_test_id("approval-blocked")
-    expect(blocked).to_be_visible()
-    expect(blocked).to_contain_text("viewer")
-    expect(ui.get_by_role("button", name="Approve")).to_have_count(0)
+    # who may decide and why not, before anything is typed; the form is there, disabled
+    who = ui.get_by_test_id("approval-who")
+    expect(who).to_be_visible()
+    expect(ui.get_by_test_id("approval-reason")).to_contain_text("User 'viewer' may not decide")
+    expect(ui.get_by_test_id("approval-approvers")).to_contain_text("Who may decide:")
+    expect(ui.get_by_role("textbox", name="Justification")).to_be_disabled()
+    expect(ui.get_by_role("button", name="Approve")).to_be_disabled()
+    expect(ui.get_by_role("button", name="Reject")).to_be_disabled()
     parent_dark = page.evaluate("document.documentElement.classList.contains('dark')")
     frame_dark = (
         page.frame_locator(FRAME)

@@ -363,6 +363,10 @@ export interface Permissions {
   mayStartRun: boolean;
   mayDecide: boolean;
   decideReason?: string | null;
+  /** The model's approvalPolicy.approvers; empty: any user with the decision right. */
+  approvers?: string[];
+  /** The Airflow right a decision needs, as the auth managers name it. */
+  decisionRight?: string;
 }
 
 export interface Trial {

@@ -24,6 +24,10 @@ from fastapi import Depends
 from patient_ml.exceptions import PermissionDeniedError
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
+DECISION_RIGHT = (
+    "the right to respond to the DAG's required actions (the simple auth manager's 'user' role "
+    "or above; with FAB, can_edit on the DAG and on HITL Detail)"
+)
 
 
 def _get_user_dependency() -> Any:

@@ -48,6 +48,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        malformed = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if malformed:
+            return _malformed_json(malformed[0])
         errors = [
             {
                 "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
@@ -70,6 +73,21 @@ def install_error_handlers(app: FastAPI) -> None:
             "Internal error; nothing about it is shown here.",
             fix="read the Airflow API server's log for the traceback",
         )
+
+
+def _malformed_json(error: dict[str, Any]) -> JSONResponse:
+    """400 for a body that is not JSON at all (FastAPI reports it as a validation error whose
+    location is the character offset, which would read as a field named "8")."""
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    at = loc[0] if loc and isinstance(loc[0], int) else None
+    reason = str((error.get("ctx") or {}).get("error") or error.get("msg") or "JSON decode error")
+    where = f" at character {at}" if at is not None else ""
+    return error_response(
+        400,
+        f"The request body is not valid JSON: {reason}{where}.",
+        fix="send one JSON object with Content-Type: application/json",
+        errors=[{"field": "(body)", "message": f"{reason}{where}", "value": None}],
+    )
 
 
 def _json_safe(value: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
 
 from patient_ml.api.auth import (
@@ -67,6 +67,9 @@ class ConfigRoutes:
     readable: Callable[[Any, Any], list[Any]]
 
 
+MAX_CONFIGS = 1000  # the largest `limit` of a list, as for runs (routes_runs.MAX_RUNS)
+
+
 def add_config_routes(router: APIRouter, kind: ConfigRoutes) -> None:
     """Add list/create/get/update/delete of `kind` to `router`, at `/<kind>s` and
     `/<kind>s/{<kind>_id}`, with the operation ids FastAPI derives from `create_<kind>`,
@@ -84,9 +87,21 @@ def add_config_routes(router: APIRouter, kind: ConfigRoutes) -> None:
         return wrapped(repository.create(session, body, actor=user_name(user)))
 
     def list_(
-        session: Session, user: CurrentUser, response: Response, view: View = "reference"
+        session: Session,
+        user: CurrentUser,
+        response: Response,
+        view: View = "reference",
+        limit: Annotated[
+            int | None,
+            Query(ge=1, le=MAX_CONFIGS, description=f"Extension: at most this many {plural}."),
+        ] = None,
+        offset: Annotated[
+            int, Query(ge=0, le=10_000_000, description=f"Extension: skip this many {plural}.")
+        ] = 0,
     ) -> dict[str, Any]:
-        wire = [repository.to_wire(stored) for stored in kind.readable(session, user)]
+        found = kind.readable(session, user)
+        page = found[offset : None if limit is None else offset + limit]
+        wire = [repository.to_wire(stored) for stored in page]
         if extended(view):
             return {plural: wire}
         return {plural: readable(kind.reference_kind, wire, response, noun)}

@@ -13,9 +13,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from patient_ml.api.auth import (
+    DECISION_RIGHT,
     CurrentUser,
     authorized_model,
     may,
+    may_decide,
     readable_dag_ids,
     require_dag,
     user_name,
@@ -102,6 +104,15 @@ class ModelPermissions(BaseModel):
     mayStartRun: bool
     mayDecide: bool
     decideReason: str | None = Field(None, description="Why the caller may not decide, if not.")
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="Who may decide on the model's runs: its approvalPolicy.approvers (they "
+        "also need the decision right); empty: any user with the decision right.",
+    )
+    decisionRight: str = Field(
+        "",
+        description="The Airflow right a decision needs, as the auth managers name it.",
+    )
 
 
 class ModelPermissionsResponse(BaseModel):
@@ -265,10 +276,15 @@ def get_permissions(model_id: str, session: Session, user: CurrentUser) -> dict[
 
     model = authorized_model(session, model_id, user)
     dag_id = dag_id_of(model.slug)
-    may_edit = may(user, "PUT", dag_id)
+    approvers = list((model.approval_policy or {}).get("approvers") or [])
+    who = ", ".join(approvers) if approvers else "any user with the decision right"
     reason = None
-    if not may_edit:
-        reason = f"User {user_name(user)!r} may not edit the DAG {dag_id}, which deciding needs."
+    if not may_decide(user, dag_id):
+        reason = (
+            f"User {user_name(user)!r} may not decide on runs of model {model.name!r}: "
+            f"deciding needs {DECISION_RIGHT} on the DAG {dag_id}, which this user's Airflow "
+            f"role does not grant. Who may decide: {who}."
+        )
     else:
         try:
             check_may_decide(model, user_name(user))
@@ -278,10 +294,12 @@ def get_permissions(model_id: str, session: Session, user: CurrentUser) -> dict[
         "permissions": {
             "user": user_name(user),
             "mayRead": True,
-            "mayEdit": may_edit,
+            "mayEdit": may(user, "PUT", dag_id),
             "mayStartRun": may(user, "POST", dag_id, run=True),
             "mayDecide": reason is None,
             "decideReason": reason,
+            "approvers": approvers,
+            "decisionRight": DECISION_RIGHT,
         }
     }
 

@@ -4,7 +4,8 @@ The reference view is what a client built for the reference API reads: where the
 forbids unknown fields (a ModelRun, a prediction), exactly the reference fields; lists leave out
 the items the reference SDK cannot read (e.g. a model whose training image is not an AWS ECR
 name, or with more than 30 `maxTrials`) and name them in the `Patient-ML-Omitted` response
-header, so one such item never makes a reference client's whole list fail. The extended view
+header, so one such item never makes a reference client's whole list fail; when it can read none
+of them, they are answered as they are rather than as an empty list. The extended view
 adds this platform's extension fields and lists everything; reference clients never ask for it.
 """
 
@@ -27,7 +28,8 @@ View = Annotated[
     Query(
         description="`reference` (default): the reference API's shapes, as the reference SDK "
         "reads them (lists leave out what it cannot read and name it in the "
-        f"`{OMITTED_HEADER}` header). `extended`: plus this platform's extension fields "
+        f"`{OMITTED_HEADER}` header; never all of it: a list it can read none of is answered "
+        "as it is). `extended`: plus this platform's extension fields "
         "(e.g. a run's snapshotId, evaluation, approvalStatus, airflow), every item listed."
     ),
 ]
@@ -48,7 +50,12 @@ def readable(
     kind: str, items: list[dict[str, Any]], response: Response, what: str
 ) -> list[dict[str, Any]]:
     """The reference view of a list: the items the reference SDK reads as `kind`; the others
-    are named in the `Patient-ML-Omitted` header (and the server log, without values)."""
+    are named in the `Patient-ML-Omitted` header (and the server log, without values).
+
+    Never an empty list that hides items, though: when the SDK can read none of them (e.g. every
+    run of a model whose training image is not an AWS ECR name), they are all answered as they
+    are, as a single read answers them, so that the SDK fails naming the field it refuses
+    instead of showing `[]` (the SDK drops response headers); the header says so too."""
     kept, omitted = [], []
     for item in items:
         found = reference.problems(kind, item)
@@ -56,15 +63,23 @@ def readable(
             omitted.append((str(item.get("id")), ", ".join(p.field for p in found)))
         else:
             kept.append(item)
-    if omitted:
-        ids = "; ".join(f"{item_id} ({fields})" for item_id, fields in omitted)
+    if not omitted:
+        return kept
+    ids = "; ".join(f"{item_id} ({fields})" for item_id, fields in omitted)
+    if kept:
         note = (
             f"{len(omitted)} {what}(s) left out that {reference.sdk_release()} cannot read: "
             f"{ids}; list them with view=extended"
         )
-        response.headers[OMITTED_HEADER] = note.encode("ascii", "replace").decode("ascii")
-        log.warning("Reference view: %s", note)
-    return kept
+    else:
+        note = (
+            f"none of the {len(omitted)} {what}(s) can be read by {reference.sdk_release()}: "
+            f"{ids}; answered as they are rather than as an empty list (a reference client "
+            "fails naming the field); list them with view=extended"
+        )
+    response.headers[OMITTED_HEADER] = note.encode("ascii", "replace").decode("ascii")
+    log.warning("Reference view: %s", note)
+    return kept or items
 
 
 def in_view(

@@ -3,13 +3,14 @@
 `await_approval` registers a HITL request for its task instance (the `hitl_detail` row Airflow's
 Required Actions page and `GET /api/v2/dags/~/dagRuns/~/hitlDetails` list): options Approve /
 Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` (as
-Airflow user ids: the user names with the simple auth manager) who have not approved yet. The
-body shows challenger vs champion with intervals, the change-control rules and whether they
-hold, a repeat of a rejected run and the approvals so far. When approving needs an override
-(`services.gate`), the options are "Approve with override" / Reject and the form asks for the
-override's own justification. A response there resumes the task, which records it through the
-same decision service as the REST API. A decision made elsewhere closes the request with that
-decision (from the trigger), so no stale entry is left.
+Airflow user ids: the user names with the simple auth manager; with another auth manager, whose
+ids are not the names, unassigned, see `assignees`) who have not approved yet. The body first
+says who may decide, then shows challenger vs champion with intervals, the change-control rules
+and whether they hold, a repeat of a rejected run and the approvals so far. When approving needs
+an override (`services.gate`), the options are "Approve with override" / Reject and the form
+asks for the override's own justification. A response there resumes the task, which records it
+through the same decision service as the REST API. A decision made elsewhere closes the request
+with that decision (from the trigger), so no stale entry is left.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
@@ -79,9 +80,43 @@ def params_of(override: bool) -> dict[str, Any]:
     return params
 
 
-def assignees(approvers: list[str]) -> list[dict[str, str]] | None:
-    """HITL assigned users from `approvalPolicy.approvers` (None: anyone with the right)."""
-    return [{"id": name, "name": name} for name in approvers] or None
+SIMPLE_AUTH_MANAGER = "SimpleAuthManager"
+
+
+def ids_are_names(auth_manager: str | None = None) -> bool:
+    """Whether the configured auth manager's user ids are the user names that
+    `approvalPolicy.approvers` lists. Airflow checks a HITL request's assigned users by id
+    (`BaseAuthManager.is_authorized_hitl_task`: `user.get_id() in assigned_users`): with the
+    simple auth manager the id is the name; with FAB it is the numeric row id of `ab_user`
+    (Keycloak: a UUID), which the worker cannot look up."""
+    if auth_manager is None:
+        from airflow.configuration import conf
+
+        auth_manager = conf.get("core", "auth_manager", fallback="") or ""
+    return auth_manager.rsplit(".", 1)[-1] == SIMPLE_AUTH_MANAGER
+
+
+def assignees(approvers: list[str], auth_manager: str | None = None) -> list[dict[str, str]] | None:
+    """HITL assigned users from `approvalPolicy.approvers`, so that Airflow itself refuses a
+    response from anyone else (403 "not a respondent"). None (anyone with the decision right
+    may respond in Airflow) when the model names no approvers, or when the auth manager's user
+    ids are not the names (see `ids_are_names`): then the decision service refuses a response
+    from a non-approver (audited) and the request opens again."""
+    if not approvers or not ids_are_names(auth_manager):
+        return None
+    return [{"id": name, "name": name} for name in approvers]
+
+
+def who_may_decide(approvers: list[str]) -> str:
+    """The body's first line: who may decide, before anyone reads further or types."""
+    if not approvers:
+        return (
+            "**Who may decide:** any user with the right to respond to this DAG's required actions."
+        )
+    return (
+        f"**Who may decide:** {', '.join(approvers)} (the model's approvers). Anyone else is "
+        "refused, whatever their Airflow role."
+    )
 
 
 def subject_of(model_name: str, run_slug: str) -> str:
@@ -188,6 +223,8 @@ def body_of(run: dict[str, Any], model_name: str, approvers: list[str], deadline
     who = ", ".join(approvers) if approvers else "any user with the decision right"
     return "\n".join(
         [
+            who_may_decide(approvers),
+            "",
             f"Model **{model_name}**, run `{run['id']}` (snapshot `{run.get('snapshotId')}`),"
             f" evaluated against the champion on the same held-out test set{counted}.",
             "",

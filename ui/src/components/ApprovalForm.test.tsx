@@ -32,10 +32,29 @@ afterEach(() => {
 });
 
 describe("ApprovalForm", () => {
-  it("shows a user who may not decide why, and no buttons", () => {
-    show({ mayDecide: false, decideReason: "User 'viewer' may not edit the DAG patient_ml__m." });
-    expect(screen.getByTestId("approval-blocked").textContent).toContain("viewer");
-    expect(screen.queryByRole("button", { name: "Approve" })).toBeNull();
+  it("shows a user who may not decide who may and why, before anything is typed, with the form disabled", () => {
+    show({
+      mayDecide: false,
+      decideReason: "User 'viewer' may not decide on runs of model m: deciding needs the right to respond.",
+      approvers: ["dr-approver", "dr-second"],
+    });
+    expect(screen.getByTestId("approval-approvers").textContent).toBe("Who may decide: dr-approver, dr-second.");
+    expect(screen.getByTestId("approval-reason").textContent).toContain("User 'viewer' may not decide");
+    expect((screen.getByRole("textbox") as HTMLTextAreaElement).disabled).toBe(true);
+    expect((screen.getByRole("button", { name: "Approve" }) as HTMLButtonElement).disabled).toBe(true);
+    expect((screen.getByRole("button", { name: "Reject" }) as HTMLButtonElement).disabled).toBe(true);
+    expect(screen.queryByTestId("approval-blocked")).toBeNull();
+  });
+
+  it("says anyone with the decision right may decide when the model names no approvers", () => {
+    show({ mayDecide: false, decideReason: "no right" });
+    expect(screen.getByTestId("approval-approvers").textContent).toBe("Who may decide: any user with the decision right.");
+  });
+
+  it("shows an approver the form enabled and no notice", () => {
+    show({ approvers: ["dr-approver"], user: "dr-approver" });
+    expect(screen.queryByTestId("approval-who")).toBeNull();
+    expect((screen.getByRole("textbox") as HTMLTextAreaElement).disabled).toBe(false);
   });
 
   it("puts the API's justification error next to the field", async () => {

@@ -5,7 +5,8 @@ import { api, ApiError, type Run } from "../api";
 import { approvalState } from "../format";
 
 /** Approve or reject a run with a required justification, through the REST API (same checks,
- * same audit as the CLI). Users who may not decide see why instead of the buttons. When the
+ * same audit as the CLI). A user who may not decide sees who may and why not before typing
+ * anything: the form is shown disabled under that notice. When the
  * run's gate requires an override (a failed change-control rule, or worse on the objective),
  * approving needs the override confirmed with its own justification. */
 export function ApprovalForm({
@@ -13,6 +14,7 @@ export function ApprovalForm({
   championId,
   mayDecide,
   decideReason,
+  approvers,
   user,
   onDecided,
 }: {
@@ -20,6 +22,7 @@ export function ApprovalForm({
   championId?: string | null;
   mayDecide: boolean;
   decideReason?: string | null;
+  approvers?: string[];
   user?: string;
   onDecided: () => void;
 }) {
@@ -28,10 +31,12 @@ export function ApprovalForm({
   const [override, setOverride] = useState("");
   const [busy, setBusy] = useState<"approved" | "rejected" | null>(null);
   const [error, setError] = useState<ApiError | Error | null>(null);
-  const state = approvalState(run, championId, mayDecide, decideReason, user);
+  // The run's own state first (running, decided, timed out); then who may decide it.
+  const state = approvalState(run, championId, true, null, user);
+  const locked = !mayDecide;
   if (state.blocker) {
     return (
-      <Alert.Root status={mayDecide ? "info" : "warning"} data-testid="approval-blocked">
+      <Alert.Root status="info" data-testid="approval-blocked">
         <Alert.Indicator />
         <Alert.Content>
           <Alert.Title>No decision possible here</Alert.Title>
@@ -70,7 +75,8 @@ export function ApprovalForm({
       data-testid="approval-form"
       onSubmit={(e) => e.preventDefault()}
     >
-      <Field.Root invalid={Boolean(fieldError)} required>
+      {locked && <WhoMayDecide approvers={approvers ?? []} reason={decideReason} />}
+      <Field.Root invalid={Boolean(fieldError)} required disabled={locked}>
         <Field.Label>
           Justification <Field.RequiredIndicator />
         </Field.Label>
@@ -81,6 +87,7 @@ export function ApprovalForm({
           rows={3}
           maxLength={2000}
           name="justification"
+          disabled={locked}
         />
         {fieldError ? (
           <Field.ErrorText>Justification {fieldError}</Field.ErrorText>
@@ -94,7 +101,12 @@ export function ApprovalForm({
             This challenger {run.gate!.overrideReasons.join("; and ")}. To approve it anyway, confirm an override with its own
             justification; it is recorded and audited as an override.
           </Text>
-          <Checkbox.Root checked={overriding} onCheckedChange={(e) => setOverriding(Boolean(e.checked))} name="confirm-override">
+          <Checkbox.Root
+            checked={overriding}
+            onCheckedChange={(e) => setOverriding(Boolean(e.checked))}
+            name="confirm-override"
+            disabled={locked}
+          >
             <Checkbox.HiddenInput />
             <Checkbox.Control />
             <Checkbox.Label>I override the failed change-control rules</Checkbox.Label>
@@ -132,15 +144,33 @@ export function ApprovalForm({
         <Button
           colorPalette={needsOverride ? "orange" : "green"}
           loading={busy === "approved"}
-          disabled={busy !== null || (needsOverride && !overriding)}
+          disabled={locked || busy !== null || (needsOverride && !overriding)}
           onClick={() => decide("approved")}
         >
           {needsOverride ? "Approve with override" : "Approve"}
         </Button>
-        <Button colorPalette="red" variant="outline" loading={busy === "rejected"} disabled={busy !== null} onClick={() => decide("rejected")}>
+        <Button colorPalette="red" variant="outline" loading={busy === "rejected"} disabled={locked || busy !== null} onClick={() => decide("rejected")}>
           Reject
         </Button>
       </HStack>
     </Box>
+  );
+}
+
+/** Who may decide on the run and why the signed-in user may not, shown above the disabled form. */
+function WhoMayDecide({ approvers, reason }: { approvers: string[]; reason?: string | null }) {
+  return (
+    <Alert.Root status="warning" mb={3} data-testid="approval-who">
+      <Alert.Indicator />
+      <Alert.Content>
+        <Alert.Title>You may not decide on this run</Alert.Title>
+        <Alert.Description>
+          <Text data-testid="approval-approvers">
+            Who may decide: {approvers.length ? approvers.join(", ") : "any user with the decision right"}.
+          </Text>
+          <Text data-testid="approval-reason">{reason ?? "You may not decide on runs of this model."}</Text>
+        </Alert.Description>
+      </Alert.Content>
+    </Alert.Root>
   );
 }

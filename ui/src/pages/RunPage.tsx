@@ -273,6 +273,7 @@ function Overview({
           championId={model.championId}
           mayDecide={permissions.mayDecide}
           decideReason={permissions.decideReason}
+          approvers={permissions.approvers}
           user={permissions.user}
           onDecided={onDecided}
         />
