@@ -359,3 +359,26 @@ export function formatParam(value: unknown): string {
   if (Number.isNaN(n) || Number.isInteger(n)) return String(value);
   return String(Number(n.toPrecision(4)));
 }
+
+/** Who did something, in the same words everywhere (issue 31: "Triggered by" mixed
+ * `airflow-user:admin` and `dr-approver`): a person by their user name, Airflow's own actors
+ * in words. `raw` is the audit trail's spelling (for a tooltip). */
+export function describeActor(actor?: string | null): { name: string; person: boolean; raw: string } {
+  const raw = actor ?? "";
+  if (!actor) return { name: "—", person: false, raw };
+  if (actor.startsWith("airflow-user:")) return { name: actor.slice("airflow-user:".length), person: true, raw };
+  if (actor === "airflow:schedule") return { name: "Airflow schedule", person: false, raw };
+  if (actor === "airflow:asset-trigger") return { name: "Airflow (drift signal)", person: false, raw };
+  if (actor.startsWith("airflow:")) {
+    const task = actor.slice("airflow:".length).split(".").pop();
+    return { name: task ? `pipeline (${task} task)` : "Airflow", person: false, raw };
+  }
+  if (actor === "airflow") return { name: "Airflow", person: false, raw };
+  if (actor === "system") return { name: "the platform", person: false, raw };
+  return { name: actor, person: true, raw };
+}
+
+/** "1 group", "294 groups". */
+export function plural(count: number, one: string, many = `${one}s`): string {
+  return `${count.toLocaleString("en")} ${count === 1 ? one : many}`;
+}

@@ -25,7 +25,7 @@ import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { SubgroupTable } from "../components/SubgroupTable";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
+import { describeActor, formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
@@ -191,7 +191,11 @@ function Overview({
         <Fact label="Started">{formatTime(run.start)}</Fact>
         <Fact label="Ended">{formatTime(run.end)}</Fact>
         <Fact label="Duration">{formatDuration(run.start, run.end)}</Fact>
-        <Fact label="Triggered by">{run.triggeredBy ?? "—"}</Fact>
+        <Fact label="Triggered by">
+          <Text as="span" title={run.triggeredBy}>
+            {describeActor(run.triggeredBy).name}
+          </Text>
+        </Fact>
         <Fact label="Snapshot">
           <Code fontSize="xs">{run.snapshotId ? run.snapshotId.slice(0, 16) : "—"}</Code>
         </Fact>
@@ -295,7 +299,11 @@ function Trials({ run }: { run: Run }) {
   return (
     <Box>
       <Section title="Objective over trials">
-        <TrialsChart trials={rows} minimize={run.trainingApproach?.objective?.direction === "minimize"} />
+        <TrialsChart
+          trials={rows}
+          minimize={run.trainingApproach?.objective?.direction === "minimize"}
+          objective={run.trainingApproach?.objective?.metric ?? "objective"}
+        />
       </Section>
       <Box overflowX="auto" borderWidth="1px" borderRadius="md">
         <Table.Root size="sm" data-testid="trials-table">
