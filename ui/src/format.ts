@@ -343,6 +343,7 @@ export function statusPalette(status?: string): string {
     case "running":
     case "pending":
     case "deploying":
+    case "awaiting approval":
       return "blue";
     case "pruned":
       return "orange";
@@ -381,4 +382,16 @@ export function describeActor(actor?: string | null): { name: string; person: bo
 /** "1 group", "294 groups". */
 export function plural(count: number, one: string, many = `${one}s`): string {
   return `${count.toLocaleString("en")} ${count === 1 ? one : many}`;
+}
+
+/** A run's status as a reader means it: a run whose training and evaluation succeeded but that
+ * waits for a decision is "awaiting approval", not "succeeded" (issue 31). */
+export function runStage(run: Pick<Run, "status" | "approvalStatus">): { status: string; detail?: string } {
+  if (run.status === "succeeded" && run.approvalStatus === "pending") {
+    return { status: "awaiting approval", detail: "Trained and evaluated; the pipeline waits for an approver's decision." };
+  }
+  if (run.status === "succeeded" && run.approvalStatus === "timedOut") {
+    return { status: "approval timed out", detail: "Trained and evaluated; nobody decided within the approval window." };
+  }
+  return { status: run.status };
 }

@@ -19,6 +19,7 @@ import {
   formatTime,
   metricTitle,
   plural,
+  runStage,
   type View,
 } from "../format";
 import { defaultMetric, defaultSeries, metricSeries, objectiveOf } from "../metrics";
@@ -222,8 +223,8 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                         </Text>
                       )}
                     </Table.Cell>
-                    <Table.Cell>
-                      <StatusBadge status={r.status} />
+                    <Table.Cell whiteSpace="nowrap" title={runStage(r).detail}>
+                      <StatusBadge status={runStage(r).status} />
                     </Table.Cell>
                     <Table.Cell fontSize="xs" whiteSpace="nowrap" data-testid="run-times">
                       {formatTime(r.start)}

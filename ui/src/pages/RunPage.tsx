@@ -25,7 +25,7 @@ import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { SubgroupTable } from "../components/SubgroupTable";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { describeActor, formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
+import { describeActor, formatDuration, formatNumber, formatParam, formatTime, runStage, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
@@ -97,7 +97,9 @@ export function RunPage({ view, go }: { view: RunView; go: (view: View) => void 
         <Heading as="h1" size="xl" data-testid="run-title">
           Run {run.slug}
         </Heading>
-        <StatusBadge status={run.status} />
+        <Box as="span" title={runStage(run).detail} data-testid="run-stage">
+          <StatusBadge status={runStage(run).status} />
+        </Box>
         {isChampion && (
           <Text as="span" fontWeight="semibold" color="fg.success" data-testid="champion-badge">
             ★ Champion
@@ -185,6 +187,9 @@ function Overview({
   onDecided: () => void;
 }) {
   const last = run.approvals[run.approvals.length - 1];
+  // A settled decision is listed above the form's place: no second notice saying so (issue 31:
+  // an orange "No decision possible here" on decided runs, the decision printed twice).
+  const settled = Boolean(last) && !(last.decision === "approved" && last.criteria?.approvals?.complete === false);
   return (
     <Box>
       <SimpleGrid columns={{ base: 2, md: 4 }} gap={4} mb={6}>
@@ -272,14 +277,16 @@ function Overview({
             Waiting for a decision until {formatTime(run.approvalDeadline)}.
           </Text>
         )}
-        <ApprovalForm
-          run={run}
-          championId={model.championId}
-          mayDecide={permissions.mayDecide}
-          decideReason={permissions.decideReason}
-          user={permissions.user}
-          onDecided={onDecided}
-        />
+        {!settled && (
+          <ApprovalForm
+            run={run}
+            championId={model.championId}
+            mayDecide={permissions.mayDecide}
+            decideReason={permissions.decideReason}
+            user={permissions.user}
+            onDecided={onDecided}
+          />
+        )}
         <RunDeployActions run={run} model={model} onDone={onDecided} />
       </Section>
     </Box>
