@@ -129,7 +129,7 @@ export function ReliabilityChart({ bins }: { bins: Record<string, ReliabilityBin
   }
   const data = [...rows.values()].sort((a, b) => a.confidence - b.confidence);
   return (
-    <Box height="280px" maxW="560px" data-testid="reliability-chart" role="img" aria-label="Reliability plot: accuracy against confidence">
+    <Box height="280px" data-testid="reliability-chart" role="img" aria-label="Reliability plot: accuracy against confidence">
       <ResponsiveContainer>
         <LineChart data={data} margin={{ top: 8, right: 16, bottom: 16, left: 0 }}>
           <CartesianGrid stroke={grid} strokeDasharray="3 3" />

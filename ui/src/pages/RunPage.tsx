@@ -357,28 +357,41 @@ function Evaluation({ run }: { run: Run }) {
   if (!run.evaluation) return <Empty>No evaluation yet.</Empty>;
   return (
     <Box>
-      <Section title="Confusion matrices (rows: true label, columns: predicted)">
-        {Object.keys(matrices).length === 0 ? (
-          <Empty>This problem type has no confusion matrix.</Empty>
-        ) : (
-          <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6}>
-            {Object.entries(matrices).map(([subject, matrix]) => (
-              <ConfusionMatrixView
-                key={subject}
-                title={subject}
-                matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
-              />
-            ))}
-          </SimpleGrid>
-        )}
-      </Section>
-      <Section title="Reliability (calibration)">
-        {Object.keys(reliability).length === 0 ? (
-          <Empty>No reliability data for this run (runs evaluated before it was recorded have none).</Empty>
-        ) : (
-          <ReliabilityChart bins={reliability} />
-        )}
-      </Section>
+      {/* Side by side where the window is wide (issue 31: at 1920 px the matrices and the chart
+          each sat alone in a row, with large empty gaps); one under the other on narrow ones. */}
+      <Flex gap={8} wrap="wrap" align="flex-start" mb={6} data-testid="evaluation-top">
+        <Box flex="0 1 auto" minW={0} data-testid="confusion-matrices">
+          <Heading as="h3" size="md" mb={2}>
+            Confusion matrices
+          </Heading>
+          <Text fontSize="xs" color="fg.muted" mb={2}>
+            Rows: true label; columns: predicted.
+          </Text>
+          {Object.keys(matrices).length === 0 ? (
+            <Empty>This problem type has no confusion matrix.</Empty>
+          ) : (
+            <Flex gap={6} wrap="wrap">
+              {Object.entries(matrices).map(([subject, matrix]) => (
+                <ConfusionMatrixView
+                  key={subject}
+                  title={subject}
+                  matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
+                />
+              ))}
+            </Flex>
+          )}
+        </Box>
+        <Box flex="1 1 440px" maxW="720px" minW={0} data-testid="reliability">
+          <Heading as="h3" size="md" mb={2}>
+            Reliability (calibration)
+          </Heading>
+          {Object.keys(reliability).length === 0 ? (
+            <Empty>No reliability data for this run (runs evaluated before it was recorded have none).</Empty>
+          ) : (
+            <ReliabilityChart bins={reliability} />
+          )}
+        </Box>
+      </Flex>
       <Section title="Failure cases (the most confident errors, with saliency maps)">
         <FailureGallery run={run} />
       </Section>
