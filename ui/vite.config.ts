@@ -15,6 +15,7 @@ export default defineConfig({
   test: {
     environment: "jsdom",
     include: ["src/**/*.test.{ts,tsx}"],
+    setupFiles: ["src/testSetup.ts"],
     // Component tests render Chakra in jsdom: seconds each on a loaded 2-core machine.
     testTimeout: 90000,
   },
