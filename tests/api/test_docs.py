@@ -37,3 +37,28 @@ def test_the_openapi_document_is_3_1_which_swagger_ui_5_renders() -> None:
     assert document["openapi"].startswith("3.1")
     assert "/docs" not in document["paths"] and "/docs-assets" not in str(document["paths"])
     assert TestClient(create_app()).get("/redoc").status_code == 404  # ReDoc needs a CDN
+
+
+def test_every_route_has_a_docs_section() -> None:
+    """Issue 31: the API docs put every route under "default"."""
+    document = create_app().openapi()
+    untagged = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if not operation.get("tags")
+    ]
+    assert untagged == []
+    tags = {
+        path: operations[next(iter(operations))]["tags"]
+        for path, operations in document["paths"].items()
+    }
+    assert tags["/models/{model_id}/runs/{run_id}/approvals"] == ["Approvals"]
+    assert tags["/models/{model_id}/runs/{run_id}/rollback"] == ["Deployment"]
+    assert tags["/models/{model_id}/runs/{run_id}/trials"] == ["Runs"]
+    assert tags["/datasets/{dataset_id}/examples/{example_id}/label"] == ["Examples and labels"]
+    assert tags["/datasets/{dataset_id}/curation-report"] == ["Datasets"]
+    assert tags["/models/{model_id}"] == ["Models"]
+    assert tags["/model-summaries"] == ["Web UI"]
+    named = {t["name"] for t in document["tags"]}
+    assert {t for ts in tags.values() for t in ts} <= named

@@ -260,6 +260,7 @@ def test_examples_carry_when_their_record_was_last_updated(
     source.doc("stamped", "p1", data=png(1), meta={"lastUpdated": "2024-05-06T07:08:09.123Z"})
     bare = "b" * 64  # the longest FHIR id
     source.doc(bare, "p2", data=png(2))
+    source.label("o-bare", bare, 0)  # no meta.lastUpdated, no issued: the file's time
     folder = source.write_ndjson(tmp_path / "source" / "ndjson")
     written = 1_700_000_000.5
     for file in folder.iterdir():
@@ -271,6 +272,10 @@ def test_examples_carry_when_their_record_was_last_updated(
     examples = api("viewer").get(f"/datasets/{dataset['id']}/examples").json()["examples"]
     by_id = {e["id"]: e["updatedAt"] for e in examples}
     assert by_id == {"stamped": 1714979289123, bare: written * 1000}
+    # Issue 31: the label history showed "—" for dates of such labels.
+    one = f"/datasets/{dataset['id']}/examples/{bare}"
+    shown = api("viewer").get(one, params={"view": "extended"}).json()["example"]
+    assert [h["at"] for h in shown["labelHistory"]] == [written * 1000]
     labelled = api("editor").put(
         f"/datasets/{dataset['id']}/examples/{bare}/label",
         json={"labelType": "imgClf", "classes": [1], "isConfirmed": True},

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Metric, Snapshot, Trial, utcnow
+from patient_ml.db.models import Approval, Metric, Snapshot, Trial, utcnow
 from patient_ml.services import champion, runs
 from tests.helpers import example
 
@@ -88,8 +88,9 @@ def test_model_summaries_search_sort_and_page(api: Any, catalog: dict[str, Any])
     assert alpha["deployed"] is True and alpha["problemType"] == "imgClf"
     assert alpha["datasetName"] == catalog["dataset"]["name"]
     assert alpha["champion"]["id"] == catalog["old"]
-    assert alpha["champion"]["metricName"] == "accuracy"
-    assert alpha["champion"]["metricValue"] == pytest.approx(0.9)
+    # The model's objective (`validation:balancedAccuracy`), which this champion has no value of.
+    assert alpha["champion"]["metricName"] == "balancedAccuracy"
+    assert alpha["champion"].get("metricValue") is None
     assert alpha["lastRun"]["id"] == catalog["new"] and alpha["lastRun"]["status"] == "running"
     assert alpha["runCount"] == 2
     beta = page["modelSummaries"][1]
@@ -281,3 +282,72 @@ def test_airflow_ids_lead_to_the_model_and_the_run(api: Any, catalog: dict[str, 
     assert "not a Patient ML model" in other_dag.json()["error"]["message"]
     assert admin.get("/dag-runs/patient_ml__alpha_classifier/nope").status_code == 404
     assert api(None).get("/dags/patient_ml__alpha_classifier").status_code == 401
+
+
+def test_models_table_shows_the_champions_objective_not_accuracy(
+    api: Any, engine: Any, catalog: dict[str, Any]
+) -> None:
+    """The demo model tunes for `validation:balancedAccuracy`: the Models table shows the
+    champion's balanced accuracy on the test set (issue 31), not its accuracy."""
+    with session_scope(engine) as s:
+        s.add(
+            Metric(
+                run_id=catalog["old"],
+                subject="challenger",
+                stage="evaluation",
+                name="balancedAccuracy",
+                value=0.75,
+            )
+        )
+    rows = api("admin").get("/model-summaries").json()["modelSummaries"]
+    alpha = next(m for m in rows if m["name"] == "alpha-classifier")
+    assert alpha["champion"]["metricName"] == "balancedAccuracy"
+    assert alpha["champion"]["metricValue"] == pytest.approx(0.75)
+
+
+def test_deployments_name_the_person_who_approved(
+    api: Any, engine: Any, catalog: dict[str, Any]
+) -> None:
+    """The pipeline deploys as its Airflow task (`airflow:<dag>.deploy`); the row also names
+    the approver whose decision it carried out (issue 31: "never the person who approved")."""
+    alpha = catalog["ids"]["alpha-classifier"]
+    with session_scope(engine) as s:
+        s.add(
+            Approval(run_id=catalog["new"], decision="approved", actor="user", user="dr-approver")
+        )
+        runs.finish_run(s, catalog["new"], status="succeeded", actor="t")
+    with session_scope(engine) as s:
+        champion.promote(
+            s,
+            alpha,
+            catalog["new"],
+            actor="airflow:patient_ml__alpha_classifier.deploy",
+            reason="approved",
+        )
+    rows = api("admin").get(f"/models/{alpha}/deployments").json()["deployments"]
+    assert rows[0]["runId"] == catalog["new"]
+    assert rows[0]["actor"] == "airflow:patient_ml__alpha_classifier.deploy"
+    assert rows[0]["approvedBy"] == ["dr-approver"]
+    assert "approvedBy" not in rows[1]  # promoted by hand, no approval recorded
+
+
+def test_monitoring_says_when_its_dag_is_paused(
+    api: Any, catalog: dict[str, Any], airflow_dags: Callable[..., None]
+) -> None:
+    """Issue 31: the Monitoring tab said "Checked @hourly" while the monitor DAG was paused, so
+    "no check has run yet" stayed forever; the API now says what Airflow will do with it."""
+    alpha = catalog["ids"]["alpha-classifier"]
+    viewer = api("viewer")
+    dag_id = "patient_ml_monitor__alpha_classifier"
+    answer = viewer.get(f"/models/{alpha}/monitoring").json()
+    assert answer["monitorDag"] == {
+        "dagId": dag_id,
+        "state": "notInAirflow",
+        "at": None,
+        "schedule": None,
+    }
+    airflow_dags(
+        dag_id, is_paused=True, timetable_type="CronTriggerTimetable", timetable_summary="@hourly"
+    )
+    paused = viewer.get(f"/models/{alpha}/monitoring").json()["monitorDag"]
+    assert paused["state"] == "paused" and paused["schedule"] == "@hourly"

@@ -256,6 +256,9 @@ def test_segmentation_brush_eraser_and_a_predicted_mask(
     title = page.get_by_test_id("example-title")
     expect(title).to_have_text("seg-0")
     canvas = page.get_by_test_id("label-canvas")
+    # The champion's hint is hidden until asked for (it would anchor the reader).
+    expect(page.get_by_test_id("accept-hint")).to_have_count(0)
+    page.get_by_test_id("toggle-hint").click()
     expect(page.get_by_test_id("accept-hint")).to_be_visible(timeout=60_000)  # the champion's
 
     # Brush of radius 3 (one step down from 5), label 1 (disk) along row 10.
@@ -283,6 +286,7 @@ def test_segmentation_brush_eraser_and_a_predicted_mask(
 
     # The champion's predicted mask: shown as a hint, saved only when accepted and saved.
     expect(title).to_have_text("seg-1")
+    page.get_by_test_id("toggle-hint").click()
     expect(page.get_by_test_id("accept-hint")).to_be_visible(timeout=60_000)
     hint = d.api.get(
         f"/v1/patient-ml/datasets/{seg_model['dataset_id']}/examples/seg-1/hint"

@@ -389,6 +389,8 @@ export interface Deployment {
   endpoint?: string;
   actor: string;
   reason?: string;
+  /** The people whose approval the deployment carried out (the pipeline deploys as its task). */
+  approvedBy?: string[];
   timestamp?: number;
   isCurrent: boolean;
 }

@@ -343,6 +343,7 @@ export function statusPalette(status?: string): string {
     case "running":
     case "pending":
     case "deploying":
+    case "awaiting approval":
       return "blue";
     case "pruned":
       return "orange";
@@ -358,4 +359,39 @@ export function formatParam(value: unknown): string {
   const n = typeof value === "number" ? value : typeof value === "string" && /^-?[\d.]+(e-?\d+)?$/i.test(value) ? Number(value) : NaN;
   if (Number.isNaN(n) || Number.isInteger(n)) return String(value);
   return String(Number(n.toPrecision(4)));
+}
+
+/** Who did something, in the same words everywhere (issue 31: "Triggered by" mixed
+ * `airflow-user:admin` and `dr-approver`): a person by their user name, Airflow's own actors
+ * in words. `raw` is the audit trail's spelling (for a tooltip). */
+export function describeActor(actor?: string | null): { name: string; person: boolean; raw: string } {
+  const raw = actor ?? "";
+  if (!actor) return { name: "—", person: false, raw };
+  if (actor.startsWith("airflow-user:")) return { name: actor.slice("airflow-user:".length), person: true, raw };
+  if (actor === "airflow:schedule") return { name: "Airflow schedule", person: false, raw };
+  if (actor === "airflow:asset-trigger") return { name: "Airflow (drift signal)", person: false, raw };
+  if (actor.startsWith("airflow:")) {
+    const task = actor.slice("airflow:".length).split(".").pop();
+    return { name: task ? `pipeline (${task} task)` : "Airflow", person: false, raw };
+  }
+  if (actor === "airflow") return { name: "Airflow", person: false, raw };
+  if (actor === "system") return { name: "the platform", person: false, raw };
+  return { name: actor, person: true, raw };
+}
+
+/** "1 group", "294 groups". */
+export function plural(count: number, one: string, many = `${one}s`): string {
+  return `${count.toLocaleString("en")} ${count === 1 ? one : many}`;
+}
+
+/** A run's status as a reader means it: a run whose training and evaluation succeeded but that
+ * waits for a decision is "awaiting approval", not "succeeded" (issue 31). */
+export function runStage(run: Pick<Run, "status" | "approvalStatus">): { status: string; detail?: string } {
+  if (run.status === "succeeded" && run.approvalStatus === "pending") {
+    return { status: "awaiting approval", detail: "Trained and evaluated; the pipeline waits for an approver's decision." };
+  }
+  if (run.status === "succeeded" && run.approvalStatus === "timedOut") {
+    return { status: "approval timed out", detail: "Trained and evaluated; nobody decided within the approval window." };
+  }
+  return { status: run.status };
 }

@@ -47,3 +47,25 @@ export function defaultSeries(available: string[]): string[] {
   const whole = available.filter((s) => !s.includes("/"));
   return whole.length > 0 ? whole : available.filter((s) => s.startsWith("challenger/"));
 }
+
+/** The model's tuning objective (`{metric: "validation:balancedAccuracy", direction}`), if any. */
+export function objectiveOf(trainingApproach: unknown): { metric: string; direction?: string } | undefined {
+  const objective = (trainingApproach as { objective?: { metric?: unknown; direction?: unknown } } | undefined)?.objective;
+  if (typeof objective?.metric !== "string" || !objective.metric) return undefined;
+  return { metric: objective.metric, direction: typeof objective.direction === "string" ? objective.direction : undefined };
+}
+
+/** The metric the Metrics tab opens on: the objective as the test set measures it
+ * ("validation:balancedAccuracy" → "balancedAccuracy"), else the objective's training series,
+ * else the first metric. */
+export function defaultMetric(metrics: string[], trainingApproach: unknown): string | undefined {
+  const objective = objectiveOf(trainingApproach)?.metric;
+  if (objective) {
+    const bare = objective.slice(objective.lastIndexOf(":") + 1);
+    const family = objective.includes(":") ? objective.slice(0, objective.indexOf(":")) : objective;
+    for (const candidate of [objective, bare, `training ${objective}`, `training ${family}`]) {
+      if (metrics.includes(candidate)) return candidate;
+    }
+  }
+  return metrics[0];
+}

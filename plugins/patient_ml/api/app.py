@@ -36,6 +36,58 @@ from patient_ml.api.routes_overview import router as overview_router
 from patient_ml.api.routes_runs import router as runs_router
 
 URL_PREFIX = "/v1/patient-ml"
+
+# The API docs' sections (OpenAPI tags), in reading order, and which routes belong to each (the
+# first pattern a route's path matches; issue 31: every route was under "default").
+API_TAGS: tuple[tuple[str, str, str], ...] = (
+    ("Approvals", r"/approvals$", "Approve or reject an evaluated run (audited)."),
+    (
+        "Deployment",
+        r"/(deploy-options|deployment|rollback|deployments)$",
+        "Deploy an approved run, roll back to an earlier champion, the deployment history.",
+    ),
+    ("Predictions", r"/predictions$", "The deployed champion's predictions."),
+    ("Model cards", r"/model-card(/|$)", "A run's model card (JSON, document, Markdown)."),
+    (
+        "Evaluation",
+        r"/failure-cases(/|$)",
+        "A run's most confident errors on the test set, with saliency maps.",
+    ),
+    ("Monitoring", r"/monitoring$", "The deployed champion's monitoring checks."),
+    (
+        "Examples and labels",
+        r"^/datasets/[^/]+/examples",
+        "A dataset's examples, their images, hints and labels.",
+    ),
+    (
+        "Runs",
+        r"^/models/[^/]+/runs(/|$)",
+        "Start runs, read them, their trials, logs and model artifact.",
+    ),
+    ("Datasets", r"^/datasets(/|$)", "Dataset configs and their curation report."),
+    ("Models", r"^/models(/|$)", "Model configs and what a caller may do with one."),
+    (
+        "Web UI",
+        r"^/(model-summaries|dag-runs|dags)(/|$)",
+        "Look-ups for the web pages: the Models table, Airflow DAG and DAG run ids.",
+    ),
+)
+
+
+def tag_routes(app: FastAPI) -> None:
+    """Give every API route its docs section (API_TAGS)."""
+    import re
+
+    from fastapi.routing import APIRoute
+
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema and not route.tags:
+            for tag, pattern, _ in API_TAGS:
+                if re.search(pattern, route.path):
+                    route.tags = [tag]
+                    break
+
+
 DOCS_ASSETS = "/docs-assets"
 
 
@@ -61,6 +113,7 @@ def create_app() -> FastAPI:
         description="Models, datasets, runs, approvals and predictions of Patient ML for "
         "Airflow, wire-compatible with the reference Patient ML API. Authenticate with an "
         "Airflow JWT (`POST /auth/token`) as `Authorization: Bearer <token>`, or the UI cookie.",
+        openapi_tags=[{"name": tag, "description": text} for tag, _, text in API_TAGS],
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
@@ -71,6 +124,7 @@ def create_app() -> FastAPI:
     app.include_router(monitoring_router)
     app.include_router(overview_router)
     app.include_router(failure_cases_router)
+    tag_routes(app)
     _serve_docs(app)
     return app
 

@@ -59,9 +59,22 @@ class ReferenceProfileSummary(WireResponse):
     createdAt: Millis
 
 
+class MonitorDag(BaseModel):
+    dagId: str = Field(description="The model's monitor DAG (`patient_ml_monitor__<slug>`).")
+    state: str = Field(
+        description="What Airflow will do with it, as the Models table's `nextRun`: scheduled, "
+        "paused (no check runs until it is unpaused), manual, onAssets, ended, notInAirflow."
+    )
+    at: Millis | None = Field(None, description="When the next check is due (scheduled).")
+    schedule: str | None = None
+
+
 class GetMonitoringResponse(BaseModel):
     modelId: str
     championId: str | None
+    monitorDag: MonitorDag = Field(
+        description="Whether Airflow runs the checks: a paused monitor DAG never checks."
+    )
     monitoring: dict[str, Any] = Field(description="The model config's monitoring section.")
     reference: ReferenceProfileSummary | None = Field(
         description="The champion's reference profile; null before a cloud deployment."
@@ -82,10 +95,15 @@ def get_monitoring(
     status: Annotated[Status | None, Query(description="Only events with this status.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
+    from patient_ml.api.routes_overview import next_dag_runs
+    from patient_ml.naming import monitor_dag_id_of
+
     model = authorized_model(session, model_id, user)
+    dag_id = monitor_dag_id_of(model.slug)
     return {
         "modelId": model.id,
         "championId": model.champion_id,
+        "monitorDag": {"dagId": dag_id, **next_dag_runs([dag_id])[dag_id]},
         "monitoring": monitoring.settings_of(model).to_wire(),
         "reference": monitoring.reference_summary(session, model.champion_id),
         "events": monitoring.list_events(session, model.id, limit=limit, status=status),

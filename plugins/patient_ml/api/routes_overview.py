@@ -143,6 +143,11 @@ class DeploymentEntry(_Open):
     endpoint: str | None = None
     actor: str
     reason: str | None = None
+    approvedBy: list[str] | None = Field(
+        default=None,
+        description="The people whose approval the deployment carries out (the actor of a "
+        "pipeline deployment is its Airflow task).",
+    )
     timestamp: int | None = None
     isCurrent: bool
 

@@ -137,6 +137,15 @@ def description_of(name: str) -> str | None:
     return _PER_LABEL_DESCRIPTIONS[found[0]].format(label=found[1]) if found else None
 
 
+METRIC_DECIMALS = 3
+
+
+def metric_text(value: float, *, signed: bool = False) -> str:
+    """A metric value (or a difference, signed) as every text of the product shows it: three
+    decimals, so that an approver reads 0.038 next to 0.942, never 0.03804 next to 0.942."""
+    return f"{value:+.{METRIC_DECIMALS}f}" if signed else f"{value:.{METRIC_DECIMALS}f}"
+
+
 def plain_name(name: str) -> str:
     """A metric's name in plain words: `balancedAccuracy` is "Balanced accuracy",
     `recall:tumour` is "Recall (sensitivity) of tumour"; other names stay as they are."""

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from patient_ml.config.models import NonInferiorityRule
-from patient_ml.config.platform_metrics import plain_name
+from patient_ml.config.platform_metrics import metric_text, plain_name
 
 OVERALL = "overall"
 
@@ -115,7 +115,7 @@ def check_rule(
             difference=value,
             passed=False,
             detail=f"{plain_name(name)}{where}: no paired interval ({missing}), so "
-            f"non-inferiority within {rule.margin:g} cannot be shown",
+            f"non-inferiority within {metric_text(rule.margin)} cannot be shown",
         )
     sign = 1.0 if direction(name) == "maximize" else -1.0
     worst = sign * low if sign > 0 else -high
@@ -128,9 +128,11 @@ def check_rule(
         high=high,
         worst_plausible=worst,
         passed=passed,
-        detail=f"{plain_name(name)}{where}: challenger - champion {value:+.3f} "
-        f"[{low:+.3f}, {high:+.3f}]; worst plausible {worst:+.3f} is {relation} "
-        f"-{rule.margin:g}" + (" (small group: a rough interval)" if stratum.small else ""),
+        detail=f"{plain_name(name)}{where}: challenger - champion "
+        f"{metric_text(value, signed=True)} [{metric_text(low, signed=True)}, "
+        f"{metric_text(high, signed=True)}]; worst plausible {metric_text(worst, signed=True)} "
+        f"is {relation} -{metric_text(rule.margin)}"
+        + (" (small group: a rough interval)" if stratum.small else ""),
     )
 
 

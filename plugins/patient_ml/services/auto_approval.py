@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from patient_ml.config.platform_metrics import metric_text
 from patient_ml.db.models import Approval, Model
 from patient_ml.db.require import present
 from patient_ml.services import audit
@@ -75,8 +76,8 @@ def check_policy(
             add(
                 "improvement",
                 gain >= needed - 1e-12,
-                f"{metric}: challenger {value:.4f} vs champion {base:.4f} "
-                f"(better by {gain:+.4f}; needs >= {needed:.4f})",
+                f"{metric}: challenger {metric_text(value)} vs champion {metric_text(base)} "
+                f"(better by {metric_text(gain, signed=True)}; needs >= {metric_text(needed)})",
             )
         if auto.get("requireSameLabels", True):
             add(
@@ -87,7 +88,11 @@ def check_policy(
     floor = auto.get("minValue")
     if floor is not None:
         ok = value >= floor if direction_of(metric) == "maximize" else value <= floor
-        add("minValue", ok, f"{metric}: {value:.4f} vs required {float(floor):.4f}")
+        add(
+            "minValue",
+            ok,
+            f"{metric}: {metric_text(value)} vs required {metric_text(float(floor))}",
+        )
     for guard in auto.get("guardrails") or []:
         name, limit = guard["metric"], float(guard.get("maxRegression") or 0.0)
         mine = challenger.get(name)
@@ -95,14 +100,18 @@ def check_policy(
         if mine is None:
             add(f"guardrail:{name}", False, f"the challenger has no test metric {name!r}")
         elif theirs is None:
-            add(f"guardrail:{name}", True, f"{name}: {mine:.4f} (no champion value to compare)")
+            add(
+                f"guardrail:{name}",
+                True,
+                f"{name}: {metric_text(mine)} (no champion value to compare)",
+            )
         else:
             regression = -_better_by(name, mine, theirs)
             add(
                 f"guardrail:{name}",
                 regression <= limit + 1e-12,
-                f"{name}: challenger {mine:.4f} vs champion {theirs:.4f} "
-                f"(regression {max(regression, 0.0):.4f}; allowed {limit:.4f})",
+                f"{name}: challenger {metric_text(mine)} vs champion {metric_text(theirs)} "
+                f"(regression {metric_text(max(regression, 0.0))}; allowed {metric_text(limit)})",
             )
     return PolicyOutcome(all(c["passed"] for c in criteria), criteria)
 

@@ -209,6 +209,7 @@ def build_index(
     observations: dict[str, dict[str, Any]] = {}
     versions: dict[tuple[str, str], dict[str, Any]] = {}  # (id, version) -> resource
     written: dict[str, float | None] = {}  # resource id -> when its NDJSON file was written
+    version_written: dict[tuple[str, str], float | None] = {}  # the same, of label versions
     file_times: dict[str, float | None] = {}
     for position, _expected, raw in records:
         try:
@@ -224,7 +225,9 @@ def build_index(
                 written[rid] = _file_time(file_times, position, written_at)
         elif kind == "Observation" and rec.is_label_observation(resource):
             _keep_newest(observations, rid, resource)
-            versions[(rid, str(rec.resource_version(resource) or ""))] = resource
+            key = (rid, str(rec.resource_version(resource) or ""))
+            versions[key] = resource
+            version_written[key] = _file_time(file_times, position, written_at)
     type_filter = rec.TokenFilter(dataset.filter_codes)
     labels_of: dict[str, list[tuple[rec.LabelRecord, dict[str, Any]]]] = {}
     for resource in observations.values():
@@ -240,8 +243,8 @@ def build_index(
         if isinstance(image, rec.ImageRecord):
             examples[rid] = example_of(image, resource, labels_of.get(rid, []), written.get(rid))
     history: dict[str, list[dict[str, Any]]] = {}
-    for resource in versions.values():
-        entry = history_entry(resource, dataset)
+    for key, resource in versions.items():
+        entry = history_entry(resource, dataset, version_written.get(key))
         if entry is not None and entry["exampleId"] in examples:
             history.setdefault(entry.pop("exampleId"), []).append(entry)
     for entries in history.values():
@@ -249,9 +252,14 @@ def build_index(
     return ExampleIndex(dataset, examples, sorted(examples), history=history)
 
 
-def history_entry(resource: dict[str, Any], dataset: DatasetView) -> dict[str, Any] | None:
+def history_entry(
+    resource: dict[str, Any], dataset: DatasetView, written_ms: float | None = None
+) -> dict[str, Any] | None:
     """One version of a label Observation of this dataset as the label history shows it: who
-    saved it (its performer, for confirmed labels), when, its status and value."""
+    saved it (its performer, for confirmed labels), when, its status and value. When is its
+    `meta.lastUpdated`, else `issued`, else (hand-made or bulk NDJSON without either) when its
+    NDJSON file was written (`written_ms`): the history never shows a label without a date
+    that its source can tell (issue 31)."""
     try:
         label = rec.label_record(
             resource, label_system=dataset.label_system, problem_type=dataset.problem_type
@@ -266,7 +274,7 @@ def history_entry(resource: dict[str, Any], dataset: DatasetView) -> dict[str, A
         "observation": history_ref("Observation", label.id, label.version),
         "status": "superseded" if label.status == "excluded" else label.status,
         "fhirStatus": resource.get("status"),
-        "at": _millis(label.updated) or _millis(resource.get("issued")),
+        "at": _millis(label.updated) or _millis(resource.get("issued")) or written_ms,
     }
     if label.status == "excluded":
         notes = resource.get("note") or []

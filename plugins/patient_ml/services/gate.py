@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_ml.config.models import ApprovalPolicy
-from patient_ml.config.platform_metrics import PLATFORM_METRICS, plain_name
+from patient_ml.config.platform_metrics import PLATFORM_METRICS, metric_text, plain_name
 from patient_ml.db.models import Model, Run
 from patient_ml.db.require import present
 from patient_ml.evaluation.noninferiority import OVERALL, RuleResult, Stratum, check_rules
@@ -158,7 +158,11 @@ def _objective(run: Run, policy: ApprovalPolicy) -> dict[str, Any] | None:
         return None
     gain = better_by(metric, found["challenger"], found["champion"])
     low, high = found.get("low"), found.get("high")
-    interval = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+    interval = (
+        f" [{metric_text(low, signed=True)}, {metric_text(high, signed=True)}]"
+        if low is not None and high is not None
+        else ""
+    )
     worse = gain < -WORSE_EPSILON
     difference = found["challenger"] - found["champion"]
     return {
@@ -170,8 +174,9 @@ def _objective(run: Run, policy: ApprovalPolicy) -> dict[str, Any] | None:
         "low": low,
         "high": high,
         "worse": worse,
-        "detail": f"{plain_name(metric)}: challenger {found['challenger']:.3f} vs champion "
-        f"{found['champion']:.3f} (challenger - champion {difference:+.3f}{interval}); "
+        "detail": f"{plain_name(metric)}: challenger {metric_text(found['challenger'])} vs "
+        f"champion {metric_text(found['champion'])} (challenger - champion "
+        f"{metric_text(difference, signed=True)}{interval}); "
         + ("worse" if worse else "not worse"),
     }
 

@@ -14,7 +14,16 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
-from patient_ml.db.models import Dataset, Deployment, Metric, Model, Run, Snapshot, Trial
+from patient_ml.db.models import (
+    Approval,
+    Dataset,
+    Deployment,
+    Metric,
+    Model,
+    Run,
+    Snapshot,
+    Trial,
+)
 from patient_ml.naming import DAG_ID_PREFIX, dag_id_of
 from patient_ml.services.common import get_by_id_or_name, to_millis
 
@@ -34,6 +43,19 @@ class Page:
 def headline_metric(problem_type: str) -> str:
     """The first platform metric of a problem type (accuracy, meanDice): the Models table's."""
     return next(m.name for m in PLATFORM_METRICS.values() if m.problem_type == problem_type)
+
+
+def objective_metric(training_approach: dict[str, Any] | None, problem_type: str) -> str:
+    """The platform metric the Models table shows for a model: its objective's (the tuning
+    objective `validation:balancedAccuracy` is judged on the test set as `balancedAccuracy`)
+    when that is a platform metric of the problem type, else the problem type's headline."""
+    objective = ((training_approach or {}).get("objective") or {}).get("metric")
+    if isinstance(objective, str):
+        for name in (objective, objective.rsplit(":", 1)[-1]):
+            known = PLATFORM_METRICS.get(name)
+            if known is not None and known.problem_type == problem_type:
+                return name
+    return headline_metric(problem_type)
 
 
 def _like(text: str) -> str:
@@ -149,7 +171,7 @@ def model_summaries(
     rows = []
     for model in models:
         dataset = datasets[model.dataset_id]
-        headline = headline_metric(dataset.problem_type)
+        headline = objective_metric(model.training_approach, dataset.problem_type)
         champion = champions.get(model.champion_id or "")
         last = last_runs.get(model.id)
         row: dict[str, Any] = {
@@ -237,8 +259,34 @@ def deployments_of(session: Session, model_ref: str) -> list[dict[str, Any]]:
         .where(Deployment.model_id == model.id)
         .order_by(Deployment.id.desc())
     ).all()
+    # Who approved each deployed run: the people behind the pipeline's deploy task (its actor is
+    # the task, `airflow:<dag>.deploy`). The newest approval of the run at or before the deployment.
+    approvals: dict[str, list[Approval]] = {}
+    for approval in session.scalars(
+        select(Approval)
+        .where(
+            Approval.run_id.in_({d.run_id for d, _ in found}),
+            Approval.decision == "approved",
+        )
+        .order_by(Approval.decided_at, Approval.id)
+    ):
+        approvals.setdefault(approval.run_id, []).append(approval)
     rows = []
     for deployment, slug in found:
+        before = [
+            a
+            for a in approvals.get(deployment.run_id, [])
+            if deployment.created_at is None
+            or a.decided_at is None
+            or a.decided_at <= deployment.created_at
+        ]
+        approved_by: list[str] = []
+        if before:
+            last = before[-1]
+            progress = (last.criteria or {}).get("approvals") or {}
+            approved_by = [str(u) for u in progress.get("approvedBy") or []] or (
+                [last.user] if last.user else []
+            )
         row: dict[str, Any] = {
             "id": deployment.id,
             "runId": deployment.run_id,
@@ -249,6 +297,9 @@ def deployments_of(session: Session, model_ref: str) -> list[dict[str, Any]]:
             "endpoint": deployment.endpoint,
             "actor": deployment.actor,
             "reason": deployment.reason,
+            # The people whose approval it carries out (a two-person rule names both), newest
+            # last; absent when none was recorded (a system decision).
+            "approvedBy": list(dict.fromkeys(approved_by)) or None,
             "timestamp": to_millis(deployment.created_at),
             "isCurrent": deployment.run_id == model.champion_id,
         }

@@ -23,6 +23,7 @@ import logging
 from typing import Any
 from uuid import UUID
 
+from patient_ml.config.platform_metrics import metric_text
 from patient_ml.triggers.approval_events import (
     APPROVE,
     APPROVE_OVERRIDE,
@@ -126,9 +127,9 @@ def subject_of(model_name: str, run_slug: str) -> str:
 def _value(value: Any, low: Any = None, high: Any = None, signed: bool = False) -> str:
     if not isinstance(value, int | float):
         return "-"
-    shown = f"{value:+.3f}" if signed else f"{value:.3f}"
+    shown = metric_text(value, signed=signed)
     if isinstance(low, int | float) and isinstance(high, int | float):
-        shown += f" [{low:+.3f}, {high:+.3f}]" if signed else f" [{low:.3f}, {high:.3f}]"
+        shown += f" [{metric_text(low, signed=signed)}, {metric_text(high, signed=signed)}]"
     return shown
 
 
@@ -245,7 +246,8 @@ def _describe_point(point: dict[str, Any]) -> str:
     if point.get("threshold") is None or not label:
         text = "the most confident label (no threshold)"
     else:
-        text = f"{label} when its confidence is at least {point['threshold']:.3f} ({point['rule']})"
+        at_least = metric_text(point["threshold"])
+        text = f"{label} when its confidence is at least {at_least} ({point['rule']})"
     return text + (f"; {point['note']}" if point.get("note") else "")
 
 

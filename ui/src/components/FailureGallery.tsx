@@ -125,7 +125,7 @@ export function FailureGallery({ run }: { run: Run }) {
             {items.length === 0 ? (
               <Empty>No errors for this label.</Empty>
             ) : (
-              <SimpleGrid columns={{ base: 2, md: 3, lg: 4 }} gap={3}>
+              <SimpleGrid columns={{ base: 2, md: 3, lg: 4, "2xl": 6 }} gap={3}>
                 {items.map((item) => (
                   <CaseCard key={item.case} run={run} item={item} shown={shown} />
                 ))}

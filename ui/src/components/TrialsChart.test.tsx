@@ -96,4 +96,15 @@ describe("TrialsChart", () => {
     expect(p055).toBeLessThan(fFloor);
     expect(pFloor).toBeCloseTo(fFloor);
   });
+
+  it("names the objective on its y-axis", async () => {
+    const { container } = render(
+      <ChakraProvider value={system}>
+        <TrialsChart trials={SWEEP} objective="validation:balancedAccuracy" />
+      </ChakraProvider>,
+    );
+    await waitFor(() => expect(container.querySelector(".recharts-yAxis")).toBeTruthy());
+    const labels = [...container.querySelectorAll(".recharts-label")].map((l) => l.textContent);
+    expect(labels).toContain("validation:balancedAccuracy");
+  });
 });

@@ -31,7 +31,19 @@ const tooltipStyle = {
   labelStyle: { color: "var(--chakra-colors-fg)" },
 };
 
-export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; minimize?: boolean }) {
+/** Width of a y-axis whose ticks read like "0.8925" (recharts' default 60 px clips them). */
+export const Y_AXIS_WIDTH = 72;
+
+export function TrialsChart({
+  trials,
+  minimize = false,
+  objective = "objective",
+}: {
+  trials: Trial[];
+  minimize?: boolean;
+  /** What the trials' values are (the model's objective metric), the y-axis title. */
+  objective?: string;
+}) {
   const { grid, text, series } = useChartColors();
   const [red] = useToken("colors", ["red.500"]);
   const { points, domain, counts } = trialSeries(trials, minimize);
@@ -47,7 +59,7 @@ export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; min
       aria-label={`Objective of each trial and the best so far: ${counts.complete} complete, ${counts.pruned} pruned, ${counts.failed} failed`}
     >
       <ResponsiveContainer initialDimension={{ width: 640, height: 280 }}>
-        <ComposedChart data={points} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
+        <ComposedChart data={points} margin={{ top: 8, right: 16, bottom: 8, left: 16 }}>
           <CartesianGrid stroke={grid} strokeDasharray="3 3" />
           <XAxis
             dataKey="number"
@@ -58,7 +70,14 @@ export function TrialsChart({ trials, minimize = false }: { trials: Trial[]; min
             stroke={text}
             label={{ value: "trial", position: "insideBottomRight", offset: -4, fill: text }}
           />
-          <YAxis stroke={text} domain={domain} allowDataOverflow tickFormatter={(v: number) => formatNumber(v, 3)} />
+          <YAxis
+            stroke={text}
+            domain={domain}
+            allowDataOverflow
+            width={Y_AXIS_WIDTH}
+            tickFormatter={(v: number) => formatNumber(v, 3)}
+            label={{ value: `${objective}${minimize ? " (lower is better)" : ""}`, angle: -90, position: "insideLeft", offset: -8, fill: text, style: { textAnchor: "middle" } }}
+          />
           <Tooltip {...tooltipStyle} content={<TrialTooltip />} />
           <Legend />
           <Scatter name={`complete (${counts.complete})`} dataKey="complete" data={only("complete")} fill={series[0]} shape="circle" legendType="circle" isAnimationActive={false} />
@@ -110,7 +129,7 @@ export function ReliabilityChart({ bins }: { bins: Record<string, ReliabilityBin
   }
   const data = [...rows.values()].sort((a, b) => a.confidence - b.confidence);
   return (
-    <Box height="280px" maxW="560px" data-testid="reliability-chart" role="img" aria-label="Reliability plot: accuracy against confidence">
+    <Box height="280px" data-testid="reliability-chart" role="img" aria-label="Reliability plot: accuracy against confidence">
       <ResponsiveContainer>
         <LineChart data={data} margin={{ top: 8, right: 16, bottom: 16, left: 0 }}>
           <CartesianGrid stroke={grid} strokeDasharray="3 3" />
@@ -133,18 +152,29 @@ export interface SeriesPoint {
   [series: string]: string | number | undefined;
 }
 
-export function MetricsChart({ data, series }: { data: SeriesPoint[]; series: string[] }) {
+export function MetricsChart({ data, series, metric = "value" }: { data: SeriesPoint[]; series: string[]; metric?: string }) {
   const { grid, text, series: colors } = useChartColors();
   if (data.length === 0 || series.length === 0) return <Text color="fg.muted">Nothing to chart yet.</Text>;
   return (
-    <Box height="320px" data-testid="metrics-chart" role="img" aria-label="Metrics across runs">
-      <ResponsiveContainer>
-        <LineChart data={data} margin={{ top: 8, right: 16, bottom: 8, left: 0 }}>
+    <Box height="340px" data-testid="metrics-chart" role="img" aria-label={`${metric} across runs`}>
+      <ResponsiveContainer initialDimension={{ width: 640, height: 340 }}>
+        <LineChart data={data} margin={{ top: 8, right: 16, bottom: 24, left: 16 }}>
           <CartesianGrid stroke={grid} strokeDasharray="3 3" />
-          <XAxis dataKey="x" stroke={text} tick={{ fontSize: 11 }} />
-          <YAxis stroke={text} domain={["auto", "auto"]} />
+          <XAxis
+            dataKey="x"
+            stroke={text}
+            tick={{ fontSize: 11 }}
+            label={{ value: "run (oldest on the left)", position: "insideBottom", offset: -16, fill: text }}
+          />
+          <YAxis
+            stroke={text}
+            domain={["auto", "auto"]}
+            width={Y_AXIS_WIDTH}
+            tickFormatter={(v: number) => formatNumber(v, 3)}
+            label={{ value: metric, angle: -90, position: "insideLeft", offset: -8, fill: text, style: { textAnchor: "middle" } }}
+          />
           <Tooltip {...tooltipStyle} formatter={(v) => formatNumber(Number(v), 4)} />
-          <Legend />
+          <Legend verticalAlign="top" />
           {series.map((s, i) => (
             <Line key={s} dataKey={s} name={s} stroke={colors[i % colors.length]} connectNulls dot isAnimationActive={false} />
           ))}

@@ -26,7 +26,7 @@ import {
 } from "./examplesApi";
 import { actionFor, isTyping, nextBrushSize, SHORTCUTS } from "./keyboard";
 import { colourOf, MaskEditor } from "./mask";
-import { type Tool, Viewer, type ViewerHandle } from "./Viewer";
+import { fitScale, MAX_FIT_SCALE, type Tool, Viewer, type ViewerHandle } from "./Viewer";
 
 interface Props {
   dataset: DatasetInfo;
@@ -112,7 +112,8 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
   const [hint, setHint] = useState<Hint | null>(null);
   const [hintMask, setHintMask] = useState<Uint8Array | null>(null);
   const [hintError, setHintError] = useState<Error | null>(null);
-  const [showHint, setShowHint] = useState(true);
+  // Hidden until asked for: a reader who sees the model's answer first is anchored by it.
+  const [showHint, setShowHint] = useState(false);
   const viewer = useRef<ViewerHandle>(null);
   const edited = () => {
     setEdits((n) => n + 1);
@@ -141,6 +142,10 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
   }, [dataset.id, example.id, model.id, model.championId, image, labels]);
 
   const acceptHint = () => {
+    if (!showHint) {
+      setShowHint(true); // H shows the hint first; a second H takes it
+      return;
+    }
     if (segmentation && hintMask && editor) {
       editor.replace(hintMask);
       setShowHint(false);
@@ -248,7 +253,7 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
       e.preventDefault();
     },
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [labels, segmentation, editor, chosen, hint, hintMask, saving, example],
+    [labels, segmentation, editor, chosen, hint, hintMask, saving, example, showHint],
   );
   // A layout effect: the shortcuts listen from the moment the example is on screen (a passive
   // effect runs after the paint, later still on a busy page, and a key pressed at once was lost).
@@ -303,7 +308,7 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
           <Alert.Description>{user} may look at the examples but not label them (Airflow role without DAG edit).</Alert.Description>
         </Alert.Root>
       )}
-      <Grid templateColumns={{ base: "1fr", lg: "minmax(0, 1fr) 320px" }} gap={4}>
+      <Grid templateColumns={{ base: "1fr", md: "minmax(0, 1fr) 300px" }} gap={4} data-testid="label-layout">
         <Box>
           <Viewer
             image={image}
@@ -333,14 +338,15 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
             <Button size="xs" variant="ghost" onClick={() => viewer.current?.zoom(0.8)}>
               Zoom out (−)
             </Button>
-            <Text color="fg.muted">
+            <Text color="fg.muted" data-testid="image-size">
               {image.naturalWidth} × {image.naturalHeight} px
+              {fitScale(1e9, 1e9, image.naturalWidth, image.naturalHeight) > 1 ? ` (a small image: fit enlarges it at most ${MAX_FIT_SCALE}×)` : ""}
             </Text>
           </Flex>
         </Box>
-        <Stack gap={4}>
+        <Stack gap={3}>
           <Box>
-            <Heading as="h3" size="sm" mb={2}>
+            <Heading as="h3" size="sm" mb={1}>
               {segmentation ? "Brush label" : "Label"}
             </Heading>
             <Stack gap={1} data-testid="label-choices">
@@ -365,6 +371,14 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
               })}
             </Stack>
           </Box>
+          <HStack gap={2} data-testid="save-buttons">
+            <Button size="sm" variant="outline" loading={saving} disabled={!mayEdit} onClick={() => void save(false)} data-testid="save-draft">
+              Save draft (D)
+            </Button>
+            <Button size="sm" colorPalette="blue" loading={saving} disabled={!mayEdit} onClick={() => void save(true)} data-testid="save-confirmed">
+              Confirm (Enter)
+            </Button>
+          </HStack>
           {segmentation && editor && (
             <Box data-testid="mask-tools">
               <Heading as="h3" size="sm" mb={2}>
@@ -396,46 +410,15 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
               </HStack>
             </Box>
           )}
-          <HStack gap={2}>
-            <Button size="sm" variant="outline" loading={saving} disabled={!mayEdit} onClick={() => void save(false)} data-testid="save-draft">
-              Save draft (D)
-            </Button>
-            <Button size="sm" colorPalette="blue" loading={saving} disabled={!mayEdit} onClick={() => void save(true)} data-testid="save-confirmed">
-              Confirm (Enter)
-            </Button>
-          </HStack>
           {model.championId && (
-            <Box data-testid="hint" borderWidth="1px" borderColor="border" rounded="md" p={3}>
-              <Heading as="h3" size="sm" mb={1}>
-                Champion's prediction
-              </Heading>
-              <Text fontSize="xs" color="fg.muted" mb={2}>
-                A hint only: it is saved as a label only if you save it.
-              </Text>
-              {hintError && <Text fontSize="sm" color="fg.error">{hintError.message}</Text>}
-              {!hint && !hintError && <Text fontSize="sm" color="fg.muted">Asking the champion…</Text>}
-              {hint?.predictions && (
-                <Stack gap={0} fontSize="sm" mb={2}>
-                  {hint.predictions.slice(0, 3).map((p) => (
-                    <Text key={p.index} fontWeight={p.value ? "semibold" : undefined}>
-                      {p.name ?? p.index}: {(p.confidence * 100).toFixed(1)}%
-                    </Text>
-                  ))}
-                </Stack>
-              )}
-              {hint && segmentation && (
-                <HStack gap={2} mb={2} fontSize="sm">
-                  <label>
-                    <input type="checkbox" checked={showHint} onChange={(e) => setShowHint(e.target.checked)} /> show the predicted mask
-                  </label>
-                </HStack>
-              )}
-              {hint && (
-                <Button size="xs" variant="outline" onClick={acceptHint} data-testid="accept-hint">
-                  {segmentation ? "Start from the predicted mask (H)" : "Use the predicted label (H)"}
-                </Button>
-              )}
-            </Box>
+            <HintBox
+              hint={hint}
+              error={hintError}
+              segmentation={segmentation}
+              shown={showHint}
+              onShow={setShowHint}
+              onAccept={acceptHint}
+            />
           )}
           <Box fontSize="sm">
             <Heading as="h3" size="sm" mb={1}>
@@ -509,6 +492,76 @@ function Slider({ label, value, min, max, onChange }: { label: string; value: nu
         style={{ accentColor: "var(--chakra-colors-blue-solid)" }}
         onChange={(e) => onChange(Number(e.target.value))}
       />
+    </Box>
+  );
+}
+
+/** The champion's prediction for the example: hidden until asked for (issue 31: shown at once,
+ * it anchors the reader), then its labels and confidences and the button that takes it. */
+export function HintBox({
+  hint,
+  error,
+  segmentation,
+  shown,
+  onShow,
+  onAccept,
+}: {
+  hint: Hint | null;
+  error: Error | null;
+  segmentation: boolean;
+  shown: boolean;
+  onShow: (shown: boolean) => void;
+  onAccept: () => void;
+}) {
+  return (
+    <Box data-testid="hint" borderWidth="1px" borderColor="border" rounded="md" p={3}>
+      <Flex align="center" gap={2} mb={1}>
+        <Heading as="h3" size="sm">
+          Champion's prediction
+        </Heading>
+        <Box flex="1" />
+        <Button size="xs" variant="ghost" aria-expanded={shown} data-testid="toggle-hint" onClick={() => onShow(!shown)}>
+          {shown ? "Hide" : "Show (H)"}
+        </Button>
+      </Flex>
+      <Text fontSize="xs" color="fg.muted">
+        {shown
+          ? "A hint only: it is saved as a label only if you save it."
+          : "Hidden so that it does not sway your reading: decide first, then compare."}
+      </Text>
+      {shown && (
+        <Box mt={2} data-testid="hint-content">
+          {error && (
+            <Text fontSize="sm" color="fg.error">
+              {error.message}
+            </Text>
+          )}
+          {!hint && !error && (
+            <Text fontSize="sm" color="fg.muted">
+              Asking the champion…
+            </Text>
+          )}
+          {hint?.predictions && (
+            <Stack gap={0} fontSize="sm" mb={2}>
+              {hint.predictions.slice(0, 3).map((p) => (
+                <Text key={p.index} fontWeight={p.value ? "semibold" : undefined}>
+                  {p.name ?? p.index}: {(p.confidence * 100).toFixed(1)}%
+                </Text>
+              ))}
+            </Stack>
+          )}
+          {hint && segmentation && (
+            <Text fontSize="sm" mb={2} color="fg.muted">
+              The predicted mask is drawn over the image.
+            </Text>
+          )}
+          {hint && (
+            <Button size="xs" variant="outline" onClick={onAccept} data-testid="accept-hint">
+              {segmentation ? "Start from the predicted mask (H)" : "Use the predicted label (H)"}
+            </Button>
+          )}
+        </Box>
+      )}
     </Box>
   );
 }

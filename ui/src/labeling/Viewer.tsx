@@ -31,6 +31,20 @@ export interface ViewerProps {
   height?: string;
 }
 
+/** How much "fit" enlarges an image at most: a 64×64 tile is shown at 256 px, not blown up to
+ * the whole box as big blocks (issue 31); zoom (+, wheel) still goes further on purpose. */
+export const MAX_FIT_SCALE = 4;
+
+/** The scale that fits an image into a box: shrink as needed, enlarge at most MAX_FIT_SCALE×. */
+export function fitScale(boxWidth: number, boxHeight: number, imageWidth: number, imageHeight: number): number {
+  const fits = Math.min(boxWidth / imageWidth, boxHeight / imageHeight);
+  return Math.min(fits, Math.max(1, MAX_FIT_SCALE));
+}
+
+/** The viewer's height: the window's height less the page above it (so the label keys and Save
+ * beside it, and the tools under it, stay in view at 1280×900), between 320 and 640 px. */
+export const VIEWER_HEIGHT = "clamp(320px, calc(100vh - 300px), 640px)";
+
 interface Transform {
   scale: number;
   x: number; // screen position of the image's top-left corner
@@ -102,7 +116,7 @@ export function Viewer(props: ViewerProps) {
   const fit = useCallback(() => {
     const c = canvas.current;
     if (!c) return;
-    const scale = Math.min(c.width / image.naturalWidth, c.height / image.naturalHeight);
+    const scale = fitScale(c.width, c.height, image.naturalWidth, image.naturalHeight);
     setView({ scale, x: (c.width - image.naturalWidth * scale) / 2, y: (c.height - image.naturalHeight * scale) / 2 });
   }, [image]);
 
@@ -233,7 +247,7 @@ export function Viewer(props: ViewerProps) {
     <Box
       ref={box}
       position="relative"
-      h={props.height ?? "560px"}
+      h={props.height ?? VIEWER_HEIGHT}
       bg="bg.emphasized"
       borderWidth="1px"
       borderColor="border"
@@ -244,6 +258,7 @@ export function Viewer(props: ViewerProps) {
         ref={canvas}
         data-testid="label-canvas"
         data-scale={view.scale}
+        data-image-width={image.naturalWidth}
         data-offset-x={view.x}
         data-offset-y={view.y}
         aria-label="Image being labelled: wheel zooms, drag pans or paints"

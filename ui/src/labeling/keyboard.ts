@@ -26,7 +26,7 @@ export const SHORTCUTS: [string, string][] = [
   ["Ctrl+Z / Ctrl+Shift+Z (Ctrl+Y)", "undo / redo"],
   ["F", "fit the image"],
   ["+ / −", "zoom in / out"],
-  ["H", "accept the champion's prediction as a starting point"],
+  ["H", "show the champion's prediction (hidden at first), then take it as a starting point"],
   ["Esc", "back to the grid"],
 ];
 

@@ -35,11 +35,11 @@ function tile(id: string, prediction?: object) {
 }
 
 /** The API as the tab calls it: the dataset, then pages of examples (answered by `page`). */
-function serve(page: (query: URLSearchParams) => object[]) {
+function serve(page: (query: URLSearchParams) => object[], counts = { total: 2, unlabeled: 2, draft: 0, confirmed: 0 }) {
   const fetch = vi.fn(async (url: string) => {
     const { pathname, searchParams } = new URL(url, "http://airflow");
     const body = pathname.endsWith("/examples")
-      ? { examples: page(searchParams), counts: { total: 2, unlabeled: 2, draft: 0, confirmed: 0 } }
+      ? { examples: page(searchParams), counts }
       : { dataset: DATASET };
     return new Response(JSON.stringify(body), { status: 200 });
   });
@@ -90,6 +90,29 @@ describe("Examples tab: has prediction", () => {
     expect(screen.queryByLabelText("Prediction")).toBeNull();
     expect(screen.queryByTestId("predict-page")).toBeNull();
     expect(listed()[0].searchParams.has("modelId")).toBe(false);
+  });
+});
+
+describe("Examples tab: first sight", () => {
+  it("moves on from an empty Unlabeled to what there is, and says so", async () => {
+    const confirmed = { ...tile("c"), status: "confirmed", labelName: "tumor" };
+    const listed = serve((q) => (q.get("status") === "unlabeled" ? [] : [confirmed]), { total: 1, unlabeled: 0, draft: 0, confirmed: 1 });
+    show(model(null));
+    expect(await screen.findByTestId("examples-moved-on")).toBeTruthy();
+    expect(screen.getByTestId("examples-moved-on").textContent).toContain("Nothing is left to label");
+    await waitFor(() => expect(screen.getAllByTestId("example-tile")).toHaveLength(1));
+    expect(screen.queryByText(/No example matches/)).toBeNull();
+    expect(listed().at(-1)!.searchParams.has("status")).toBe(false);
+    expect(screen.getByTestId("status-all").getAttribute("aria-selected")).toBe("true");
+  });
+
+  it("says what to do when a chosen filter matches nothing", async () => {
+    serve((q) => (q.get("status") === "draft" ? [] : [tile("a")]));
+    show(model(null));
+    expect(await screen.findByText("a")).toBeTruthy();
+    fireEvent.click(screen.getByTestId("status-draft"));
+    expect(await screen.findByText(/pick another status above/)).toBeTruthy();
+    expect(screen.queryByTestId("examples-moved-on")).toBeNull();
   });
 });
 

@@ -47,6 +47,10 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
   const [open, setOpen] = useState<string | null>(null);
   const [tick, setTick] = useState(0);
   const [patientKey, setPatientKey] = useState("");
+  // Until the user picks a filter: the tab opens on Unlabeled, and moves on to what there is
+  // when nothing is left to label (issue 31: a clinician's first sight was "Unlabeled 0").
+  const [untouched, setUntouched] = useState(true);
+  const [movedOn, setMovedOn] = useState<string | null>(null);
   const grid = useRef<HTMLDivElement>(null);
   const marker = markers[markers.length - 1];
   const page = useLoad(() => listExamples(dataset.id, filters, PAGE, marker), [dataset.id, JSON.stringify(filters), marker, tick]);
@@ -73,7 +77,23 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
     setTick((t) => t + 1);
   };
 
+  useEffect(() => {
+    if (!untouched || !counts || filters.status !== "unlabeled" || counts.unlabeled > 0 || counts.total === 0) return;
+    setUntouched(false);
+    const status: Status | undefined = counts.draft > 0 ? "draft" : undefined;
+    setMovedOn(
+      status === "draft"
+        ? "Nothing is left unlabeled: showing the drafts, which wait for a confirmed label."
+        : "Nothing is left to label: every example has a confirmed label. Showing all examples.",
+    );
+    setFilters({ ...filters, status });
+    setMarkers([undefined]);
+    setSelected(0);
+  }, [untouched, counts, filters]);
+
   const change = (next: Filters) => {
+    setUntouched(false);
+    setMovedOn(null);
     setFilters(next);
     setMarkers([undefined]);
     setSelected(0);
@@ -222,7 +242,18 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
       {page.error && <ErrorAlert error={page.error} title="The examples cannot be listed" />}
       {predictError && <ErrorAlert error={new Error(predictError)} title="The champion could not predict every example" />}
       {!page.data && !page.error && <Loading what="the examples" />}
-      {page.data && !examples.length && <Empty>No example matches these filters.</Empty>}
+      {movedOn && (
+        <Text fontSize="sm" color="fg.muted" mb={2} data-testid="examples-moved-on">
+          {movedOn}
+        </Text>
+      )}
+      {page.data && !examples.length && (
+        <Empty>
+          {counts && counts.total === 0
+            ? "The dataset has no examples yet: they appear once its FHIR source holds images of its codes."
+            : "No example matches these filters: pick another status above, or clear the label, split, patient or prediction filter."}
+        </Empty>
+      )}
       <SimpleGrid ref={grid} minChildWidth="136px" gap={3} data-testid="examples-grid" opacity={page.loading ? 0.6 : 1}>
         {examples.map((example, i) => (
           <Box

@@ -1,24 +1,28 @@
-import { Badge, Box, Button, Checkbox, Code, Flex, Heading, HStack, Link, NativeSelect, SimpleGrid, Table, Tabs, Text } from "@chakra-ui/react";
+import { Alert, Badge, Box, Button, Checkbox, Code, Flex, Heading, HStack, Link, NativeSelect, SimpleGrid, Table, Tabs, Text } from "@chakra-ui/react";
 import { useMemo, useState } from "react";
 
-import { api, type Deployment, type Model, type Permissions, prefetch, type Run } from "../api";
+import { api, type Deployment, type Model, type NextRun, type Permissions, prefetch, type Run } from "../api";
 import type { SeriesPoint } from "../components/charts";
 import { MetricsChart } from "../components/charts.lazy";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { ConfigForm } from "../components/ConfigForm";
 import { ConfirmDeploy } from "../components/DeployActions";
+import { NearDuplicates, type NearDuplicateReport } from "../components/NearDuplicates";
 import { rollbackRows } from "../deploy";
 import {
   compareMetrics,
+  describeActor,
   formatDelta,
   formatInterval,
   formatNumber,
   formatParam,
   formatTime,
   metricTitle,
+  plural,
+  runStage,
   type View,
 } from "../format";
-import { defaultSeries, metricSeries } from "../metrics";
+import { defaultMetric, defaultSeries, metricSeries, objectiveOf } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 import { ExamplesTab } from "./ExamplesTab";
 import { Pager } from "./ModelsPage";
@@ -201,7 +205,7 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                 const headline = compareMetrics(r).slice(0, 2);
                 return (
                   <Table.Row key={r.id} data-testid="run-row">
-                    <Table.Cell>
+                    <Table.Cell whiteSpace="nowrap" data-testid="run-name">
                       <Link
                         href={`?view=run&modelId=${model.id}&runId=${r.id}`}
                         color="fg.info"
@@ -219,15 +223,17 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
                         </Text>
                       )}
                     </Table.Cell>
-                    <Table.Cell>
-                      <StatusBadge status={r.status} />
+                    <Table.Cell whiteSpace="nowrap" title={runStage(r).detail}>
+                      <StatusBadge status={runStage(r).status} />
                     </Table.Cell>
-                    <Table.Cell fontSize="xs">
+                    <Table.Cell fontSize="xs" whiteSpace="nowrap" data-testid="run-times">
                       {formatTime(r.start)}
                       <br />
                       {formatTime(r.end)}
                     </Table.Cell>
-                    <Table.Cell>{r.triggeredBy ?? "—"}</Table.Cell>
+                    <Table.Cell whiteSpace="nowrap" title={r.triggeredBy} data-testid="triggered-by">
+                      {describeActor(r.triggeredBy).name}
+                    </Table.Cell>
                     <Table.Cell>
                       <Code fontSize="xs">{r.snapshotId ? r.snapshotId.slice(0, 10) : "—"}</Code>
                     </Table.Cell>
@@ -270,7 +276,8 @@ function Metrics({ model }: { model: Model }) {
   if (runs.error) return <ErrorAlert error={runs.error} />;
   if (!all) return <Loading what="metrics" />;
   if (all.metrics.length === 0) return <Empty>No evaluated runs yet.</Empty>;
-  const current = metric ?? all.metrics[0];
+  const current = metric ?? defaultMetric(all.metrics, model.trainingApproach) ?? all.metrics[0];
+  const objective = objectiveOf(model.trainingApproach);
   const available = all.seriesOf(current);
   const selected = (chosen ?? defaultSeries(available)).filter((s) => available.includes(s));
   return (
@@ -280,7 +287,8 @@ function Metrics({ model }: { model: Model }) {
           <NativeSelect.Field aria-label="Metric" value={current} onChange={(e) => { setMetric(e.target.value); setChosen(null); }}>
             {all.metrics.map((m) => (
               <option key={m} value={m}>
-                {m}
+                {metricTitle(m)}
+                {m === defaultMetric(all.metrics, model.trainingApproach) && objective ? " (objective)" : ""}
               </option>
             ))}
           </NativeSelect.Field>
@@ -303,8 +311,9 @@ function Metrics({ model }: { model: Model }) {
           ))}
         </HStack>
       </Flex>
-      <MetricsChart data={all.points(current) as SeriesPoint[]} series={selected} />
+      <MetricsChart data={all.points(current) as SeriesPoint[]} series={selected} metric={metricTitle(current)} />
       <Text fontSize="xs" color="fg.muted" mt={2}>
+        {objective ? `The model is tuned for ${objective.metric} (${objective.direction ?? "maximize"}). ` : ""}
         Oldest run on the left. Challenger: the run's own model; champion: the model it was compared with on the same test set; per label: "challenger/&lt;label&gt;".
       </Text>
     </Box>
@@ -312,11 +321,6 @@ function Metrics({ model }: { model: Model }) {
 }
 
 type Counts = Record<string, number>;
-
-interface NearDuplicateGroups {
-  count: number;
-  items: { examples: string[]; patients?: number; labels?: string[] }[];
-}
 
 interface CurationReportBody {
   snapshotId: string;
@@ -326,13 +330,7 @@ interface CurationReportBody {
     examples?: { total?: number; bySplit?: Counts; byLabel?: Record<string, Counts>; byLabelStatus?: Record<string, Counts> };
     patients?: Counts;
     quarantined?: { total?: number; byReason?: Record<string, { count: number; meaning?: string }> };
-    nearDuplicates?: {
-      enabled?: boolean;
-      groups?: number;
-      imagesInGroups?: number;
-      groupsSpanningPatients?: NearDuplicateGroups;
-      groupsWithDifferentLabels?: NearDuplicateGroups;
-    };
+    nearDuplicates?: NearDuplicateReport;
     identicalImages?: { groups?: number; groupsSpanningPatients?: number };
   };
 }
@@ -380,27 +378,6 @@ function SplitTable({ title, bySplit, patients }: { title: string; bySplit?: Rec
   );
 }
 
-function GroupList({ title, groups, describe }: { title: string; groups?: NearDuplicateGroups; describe: (g: NearDuplicateGroups["items"][number]) => string }) {
-  return (
-    <Box mb={4}>
-      <Heading as="h4" size="sm" mb={1}>
-        {title} ({groups?.count ?? 0})
-      </Heading>
-      {!groups || groups.items.length === 0 ? (
-        <Empty>None.</Empty>
-      ) : (
-        <Box as="ul" fontSize="sm" pl={5}>
-          {groups.items.map((g, i) => (
-            <li key={i}>
-              <Code fontSize="xs">{g.examples.join(", ")}</Code> — {describe(g)}
-            </li>
-          ))}
-        </Box>
-      )}
-    </Box>
-  );
-}
-
 function Curation({ datasetId }: { datasetId: string }) {
   const loaded = useLoad(
     () => api<{ curationReport: CurationReportBody | null }>(`/datasets/${datasetId}/curation-report`),
@@ -418,8 +395,8 @@ function Curation({ datasetId }: { datasetId: string }) {
     <Box data-testid="curation-report">
       <Text fontSize="sm" color="fg.muted" mb={3}>
         Snapshot <Code fontSize="xs">{body.snapshotId.slice(0, 16)}</Code> · {body.exampleCount} examples ·{" "}
-        {formatTime(body.createdAt)} · identical images: {report.identicalImages?.groups ?? 0} groups
-        ({report.identicalImages?.groupsSpanningPatients ?? 0} spanning patients)
+        {formatTime(body.createdAt)} · identical images: {plural(report.identicalImages?.groups ?? 0, "group")} (
+        {report.identicalImages?.groupsSpanningPatients ?? 0} spanning patients)
       </Text>
       <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6} mb={6}>
         <SplitTable title="Examples per split and label status" bySplit={examples.byLabelStatus} patients={report.patients} />
@@ -452,17 +429,7 @@ function Curation({ datasetId }: { datasetId: string }) {
         )}
       </Section>
       <Section title="Near-duplicates">
-        {!near?.enabled ? (
-          <Empty>Near-duplicate detection is off for this dataset (curation.nearDuplicates).</Empty>
-        ) : (
-          <Box>
-            <Text fontSize="sm" mb={2}>
-              {near.groups ?? 0} groups, {near.imagesInGroups ?? 0} images in groups.
-            </Text>
-            <GroupList title="Groups spanning patients" groups={near.groupsSpanningPatients} describe={(g) => `${g.patients} patients`} />
-            <GroupList title="Groups with different labels" groups={near.groupsWithDifferentLabels} describe={(g) => (g.labels ?? []).join(" vs ")} />
-          </Box>
-        )}
+        <NearDuplicates near={near} datasetId={datasetId} exampleCount={body.exampleCount} />
       </Section>
     </Box>
   );
@@ -525,8 +492,10 @@ function Deployments({
           <Table.Body>
             {rows.map((d) => (
               <Table.Row key={d.id}>
-                <Table.Cell fontSize="xs">{formatTime(d.timestamp)}</Table.Cell>
-                <Table.Cell>{d.runSlug}</Table.Cell>
+                <Table.Cell fontSize="xs" whiteSpace="nowrap">
+                  {formatTime(d.timestamp)}
+                </Table.Cell>
+                <Table.Cell whiteSpace="nowrap">{d.runSlug}</Table.Cell>
                 <Table.Cell>
                   <Badge variant="subtle" colorPalette={d.action === "rollback" ? "orange" : "blue"}>
                     {d.action}
@@ -538,8 +507,8 @@ function Deployments({
                   )}
                 </Table.Cell>
                 <Table.Cell>{d.deployType}</Table.Cell>
-                <Table.Cell fontSize="xs" maxW="40" wordBreak="break-all">
-                  {d.actor}
+                <Table.Cell fontSize="xs" whiteSpace="nowrap" title={d.actor} data-testid="deployed-by">
+                  <DeployedBy deployment={d} />
                 </Table.Cell>
                 <Table.Cell fontSize="xs" minW="48">
                   {d.reason ?? ""}
@@ -569,6 +538,24 @@ function Deployments({
         </Table.Root>
       </Box>
     </Box>
+  );
+}
+
+/** Who a deployment was for: the approver(s), and what carried it out when that was not them. */
+function DeployedBy({ deployment }: { deployment: Deployment }) {
+  const actor = describeActor(deployment.actor);
+  const approvers = deployment.approvedBy ?? [];
+  if (approvers.length === 0) return <>{actor.name}</>;
+  const same = actor.person && approvers.includes(actor.name);
+  return (
+    <>
+      <Text as="span">approved by {approvers.join(" and ")}</Text>
+      {!same && (
+        <Text as="span" display="block" color="fg.muted">
+          deployed by {actor.name}
+        </Text>
+      )}
+    </>
   );
 }
 
@@ -608,6 +595,8 @@ function livePerformance(live?: LivePerformance): string {
 
 interface MonitoringAnswer {
   championId?: string;
+  /** What Airflow does with the monitor DAG (as the Models table's next run). */
+  monitorDag?: NextRun & { dagId: string };
   monitoring: { enabled?: boolean; schedule?: string; retrainOnBreach?: boolean };
   reference?: { runId: string; examples: number; createdAt: number } | null;
   events: MonitoringEvent[];
@@ -625,12 +614,59 @@ function Monitoring({ model }: { model: Model }) {
   const loaded = useLoad(() => api<MonitoringAnswer>(`/models/${model.id}/monitoring`), [model.id]);
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="monitoring checks" />;
-  const { monitoring, reference, events } = loaded.data;
-  const settings = monitoring.enabled === false
-    ? "Monitoring is switched off in the model config."
-    : `Checked ${monitoring.schedule ?? "@hourly"}; a breach ${monitoring.retrainOnBreach ? "starts retraining (through evaluation and approval)" : "is recorded and audited"}.`;
+  const { monitoring, reference, events, monitorDag } = loaded.data;
+  const state = monitoring.enabled === false ? "off" : monitorDag?.state;
+  const breach = monitoring.retrainOnBreach ? "starts retraining (through evaluation and approval)" : "is recorded and audited";
+  const schedule = monitorDag?.schedule ?? monitoring.schedule ?? "@hourly";
+  const settings =
+    state === "off"
+      ? "Monitoring is switched off in the model config."
+      : state === "scheduled"
+        ? `Checked ${schedule} (next ${formatTime(monitorDag?.at)}); a breach ${breach}.`
+        : state === "paused" || state === "notInAirflow" || state === "ended"
+          ? `Planned ${schedule}; a breach ${breach}.`
+          : `Checked ${schedule}; a breach ${breach}.`;
   return (
     <Box data-testid="monitoring">
+      {monitorDag && (state === "paused" || state === "notInAirflow" || state === "ended") && (
+        <Alert.Root status="warning" mb={3} data-testid="monitor-dag-state">
+          <Alert.Indicator />
+          <Alert.Content>
+            <Alert.Title>
+              {state === "paused"
+                ? "No checks run: the monitor DAG is paused in Airflow."
+                : state === "ended"
+                  ? "No checks run: the monitor DAG's schedule has no further run."
+                  : "No checks run: Airflow has not loaded the monitor DAG."}
+            </Alert.Title>
+            <Alert.Description fontSize="sm">
+              {state === "paused" ? (
+                <>
+                  To start the checks, open{" "}
+                  <Link
+                    href={airflowDagUrl(monitorDag.dagId)}
+                    color="fg.info"
+                    onClick={(e) => {
+                      e.preventDefault();
+                      openInAirflow(airflowDagUrl(monitorDag.dagId));
+                    }}
+                  >
+                    {monitorDag.dagId}
+                  </Link>{" "}
+                  in Airflow and switch its pause toggle on (next to the DAG's name), or run{" "}
+                  <Code fontSize="xs">airflow dags unpause {monitorDag.dagId}</Code>.
+                </>
+              ) : state === "ended" ? (
+                <>Change the model config's monitoring.schedule.</>
+              ) : (
+                <>
+                  Check Airflow's DAG import errors for <Code fontSize="xs">{monitorDag.dagId}</Code>.
+                </>
+              )}
+            </Alert.Description>
+          </Alert.Content>
+        </Alert.Root>
+      )}
       <Text fontSize="sm" color="fg.muted" mb={3}>
         {settings}{" "}
         {reference
@@ -638,7 +674,11 @@ function Monitoring({ model }: { model: Model }) {
           : "No reference profile yet: it is made when a run is deployed to the cloud."}
       </Text>
       {events.length === 0 ? (
-        <Empty>No monitoring check has run yet.</Empty>
+        <Empty>
+          No monitoring check has run yet
+          {state === "scheduled" && monitorDag?.at ? `; the first is due ${formatTime(monitorDag.at)}` : ""}
+          {state === "paused" ? " (the monitor DAG is paused)" : ""}.
+        </Empty>
       ) : (
         <Box overflowX="auto" borderWidth="1px" borderRadius="md">
           <Table.Root size="sm" data-testid="monitoring-table">

@@ -3,7 +3,7 @@ import { useEffect, useState } from "react";
 
 import { api, type ModelSummary, type NextRun } from "../api";
 import { Empty, ErrorAlert, Loading, StatusBadge, useLoad } from "../components/common";
-import { describeNextRun, formatNumber, formatTime, PROBLEM_TYPES, type View } from "../format";
+import { describeNextRun, formatNumber, formatTime, metricTitle, PROBLEM_TYPES, type View } from "../format";
 
 type Sort = "name" | "problemType" | "dataset" | "lastRunAt" | "updatedAt";
 
@@ -144,7 +144,7 @@ export function ModelsPage({ go }: { go: (view: View) => void }) {
                       <Box>
                         <Text fontSize="sm">{m.champion.slug}</Text>
                         <Text fontSize="xs" color="fg.muted">
-                          {m.champion.metricName} {formatNumber(m.champion.metricValue)}
+                          {metricTitle(m.champion.metricName)} {formatNumber(m.champion.metricValue)}
                         </Text>
                       </Box>
                     ) : (

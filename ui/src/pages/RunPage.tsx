@@ -25,7 +25,7 @@ import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { SubgroupTable } from "../components/SubgroupTable";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
-import { formatDuration, formatNumber, formatParam, formatTime, type View } from "../format";
+import { describeActor, formatDuration, formatNumber, formatParam, formatTime, runStage, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
@@ -97,7 +97,9 @@ export function RunPage({ view, go }: { view: RunView; go: (view: View) => void 
         <Heading as="h1" size="xl" data-testid="run-title">
           Run {run.slug}
         </Heading>
-        <StatusBadge status={run.status} />
+        <Box as="span" title={runStage(run).detail} data-testid="run-stage">
+          <StatusBadge status={runStage(run).status} />
+        </Box>
         {isChampion && (
           <Text as="span" fontWeight="semibold" color="fg.success" data-testid="champion-badge">
             ★ Champion
@@ -185,13 +187,20 @@ function Overview({
   onDecided: () => void;
 }) {
   const last = run.approvals[run.approvals.length - 1];
+  // A settled decision is listed above the form's place: no second notice saying so (issue 31:
+  // an orange "No decision possible here" on decided runs, the decision printed twice).
+  const settled = Boolean(last) && !(last.decision === "approved" && last.criteria?.approvals?.complete === false);
   return (
     <Box>
       <SimpleGrid columns={{ base: 2, md: 4 }} gap={4} mb={6}>
         <Fact label="Started">{formatTime(run.start)}</Fact>
         <Fact label="Ended">{formatTime(run.end)}</Fact>
         <Fact label="Duration">{formatDuration(run.start, run.end)}</Fact>
-        <Fact label="Triggered by">{run.triggeredBy ?? "—"}</Fact>
+        <Fact label="Triggered by">
+          <Text as="span" title={run.triggeredBy}>
+            {describeActor(run.triggeredBy).name}
+          </Text>
+        </Fact>
         <Fact label="Snapshot">
           <Code fontSize="xs">{run.snapshotId ? run.snapshotId.slice(0, 16) : "—"}</Code>
         </Fact>
@@ -268,15 +277,17 @@ function Overview({
             Waiting for a decision until {formatTime(run.approvalDeadline)}.
           </Text>
         )}
-        <ApprovalForm
-          run={run}
-          championId={model.championId}
-          mayDecide={permissions.mayDecide}
-          decideReason={permissions.decideReason}
-          approvers={permissions.approvers}
-          user={permissions.user}
-          onDecided={onDecided}
-        />
+        {!settled && (
+          <ApprovalForm
+            run={run}
+            championId={model.championId}
+            mayDecide={permissions.mayDecide}
+            decideReason={permissions.decideReason}
+            approvers={permissions.approvers}
+            user={permissions.user}
+            onDecided={onDecided}
+          />
+        )}
         <RunDeployActions run={run} model={model} onDone={onDecided} />
       </Section>
     </Box>
@@ -296,7 +307,11 @@ function Trials({ run }: { run: Run }) {
   return (
     <Box>
       <Section title="Objective over trials">
-        <TrialsChart trials={rows} minimize={run.trainingApproach?.objective?.direction === "minimize"} />
+        <TrialsChart
+          trials={rows}
+          minimize={run.trainingApproach?.objective?.direction === "minimize"}
+          objective={run.trainingApproach?.objective?.metric ?? "objective"}
+        />
       </Section>
       <Box overflowX="auto" borderWidth="1px" borderRadius="md">
         <Table.Root size="sm" data-testid="trials-table">
@@ -343,28 +358,41 @@ function Evaluation({ run }: { run: Run }) {
   if (!run.evaluation) return <Empty>No evaluation yet.</Empty>;
   return (
     <Box>
-      <Section title="Confusion matrices (rows: true label, columns: predicted)">
-        {Object.keys(matrices).length === 0 ? (
-          <Empty>This problem type has no confusion matrix.</Empty>
-        ) : (
-          <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6}>
-            {Object.entries(matrices).map(([subject, matrix]) => (
-              <ConfusionMatrixView
-                key={subject}
-                title={subject}
-                matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
-              />
-            ))}
-          </SimpleGrid>
-        )}
-      </Section>
-      <Section title="Reliability (calibration)">
-        {Object.keys(reliability).length === 0 ? (
-          <Empty>No reliability data for this run (runs evaluated before it was recorded have none).</Empty>
-        ) : (
-          <ReliabilityChart bins={reliability} />
-        )}
-      </Section>
+      {/* Side by side where the window is wide (issue 31: at 1920 px the matrices and the chart
+          each sat alone in a row, with large empty gaps); one under the other on narrow ones. */}
+      <Flex gap={8} wrap="wrap" align="flex-start" mb={6} data-testid="evaluation-top">
+        <Box flex="0 1 auto" minW={0} data-testid="confusion-matrices">
+          <Heading as="h3" size="md" mb={2}>
+            Confusion matrices
+          </Heading>
+          <Text fontSize="xs" color="fg.muted" mb={2}>
+            Rows: true label; columns: predicted.
+          </Text>
+          {Object.keys(matrices).length === 0 ? (
+            <Empty>This problem type has no confusion matrix.</Empty>
+          ) : (
+            <Flex gap={6} wrap="wrap">
+              {Object.entries(matrices).map(([subject, matrix]) => (
+                <ConfusionMatrixView
+                  key={subject}
+                  title={subject}
+                  matrix={{ ...matrix, labels: matrix.labels.map((l) => names.get(Number(l)) ?? l) }}
+                />
+              ))}
+            </Flex>
+          )}
+        </Box>
+        <Box flex="1 1 440px" maxW="720px" minW={0} data-testid="reliability">
+          <Heading as="h3" size="md" mb={2}>
+            Reliability (calibration)
+          </Heading>
+          {Object.keys(reliability).length === 0 ? (
+            <Empty>No reliability data for this run (runs evaluated before it was recorded have none).</Empty>
+          ) : (
+            <ReliabilityChart bins={reliability} />
+          )}
+        </Box>
+      </Flex>
       <Section title="Failure cases (the most confident errors, with saliency maps)">
         <FailureGallery run={run} />
       </Section>
