@@ -39,6 +39,7 @@ class E2EDeployment:
     engine: Engine  # the product DB
     root: Path  # this session's scratch folder
     sources: Path  # PATIENT_ML_ALLOWED_FILE_ROOTS: put the images curation may read here
+    lineage_events: Path | None  # OpenLineage's file transport (None: provider not installed)
 
     def wait_for_dag(self, dag_id: str, *, unpause: bool = True) -> None:
         """Until the DAG processor has built `dag_id`; then unpause it (DAGs start paused)."""
@@ -119,13 +120,14 @@ def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E
         "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
         "PATIENT_ML_LOCAL_TRAINERS": f"{ECR_IMG_CLF_REPOSITORY}={IMG_CLF_TRAINER}",
     }
+    lineage_events = _openlineage_file_transport(root, product_env)
     stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
     stack.migrate()
     stack.start()
     try:
         # a busy shared machine may need longer (PATIENT_ML_E2E_READY_SECONDS)
         stack.wait_ready(timeout=float(os.environ.get("PATIENT_ML_E2E_READY_SECONDS", "180")))
-        yield E2EDeployment(stack, stack.client("admin"), engine, root, sources)
+        yield E2EDeployment(stack, stack.client("admin"), engine, root, sources, lineage_events)
     finally:
         try:
             _stop_all_endpoints(engine)
@@ -133,6 +135,22 @@ def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E
             stack.stop()
             engine.dispose()
             next(databases, None)
+
+
+def _openlineage_file_transport(root: Path, env: dict[str, str]) -> Path | None:
+    """With the OpenLineage provider installed (the `lineage` extra, as in CI), every task's
+    events go to one JSON-lines file (the client's file transport, appending)."""
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        return None
+    events = root / "openlineage" / "events.jsonl"
+    events.parent.mkdir()
+    transport = {"type": "file", "log_file_path": str(events), "append": True}
+    env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
+    env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "patient-ml-e2e"
+    return events
 
 
 def _stop_all_endpoints(engine: Engine) -> None:

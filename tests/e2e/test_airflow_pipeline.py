@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from include.airflow_stack import AirflowStack, ApiClient
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import AuditEvent, Model
+from patient_ml.db.models import AuditEvent, Dataset, Model
 from patient_ml.deploy import stop_old_endpoints
 from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model
@@ -235,3 +235,87 @@ def _rest_api_endpoints(
     assert "cdn" not in page.text.lower()
     bundle = viewer.session.get(f"{stack.url}{v1}/docs-assets/swagger-ui-bundle.js", timeout=60)
     assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+
+
+def _where(dataset: dict[str, Any]) -> tuple[str, str]:
+    return dataset["namespace"], dataset["name"]
+
+
+def _facet(dataset: dict[str, Any], name: str) -> dict[str, Any]:
+    return dict(dataset.get("facets", {}).get(name) or {})
+
+
+def _of_run(facets: list[dict[str, Any]], run_id: str) -> bool:
+    return any(f.get("runId") == run_id for f in facets)
+
+
+def test_openlineage_events_walk_from_the_endpoint_to_the_fhir_source(
+    deployment: dict[str, Any], airflow_deployment: E2EDeployment
+) -> None:
+    """From the OpenLineage events alone (the provider's file transport): the champion's
+    endpoint → the artifact deploy read → the evaluate event that wrote it (with its metrics) →
+    the snapshot it read → the curate event that wrote it → the FHIR source (this module's
+    NDJSON folder); the approval event names the approver. Needs the first test's champion."""
+    events_file = airflow_deployment.lineage_events
+    if events_file is None:
+        pytest.skip("apache-airflow-providers-openlineage is not installed (the lineage extra)")
+    engine, stack = deployment["engine"], deployment["stack"]
+    with session_scope(engine) as session:
+        model = session.get(Model, deployment["model_id"])
+        assert model is not None and model.champion_id, "the first test deploys a champion"
+        champion = get_run(session, model.champion_id)
+        run_id, snapshot_id = champion.id, champion.snapshot_id
+        artifact_sha256 = champion.model_artifact_sha256
+        dataset = session.get(Dataset, model.dataset_id)
+        assert dataset is not None
+        source_uri = str(dataset.source["uri"])
+
+    def complete(task: str) -> list[dict[str, Any]]:
+        lines = events_file.read_text().splitlines() if events_file.exists() else []
+        events = [json.loads(line) for line in lines if line.strip()]
+        name = f"{DAG_ID}.{task}"
+        return [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == name]
+
+    def deployed() -> list[dict[str, Any]]:
+        return [
+            e for e in complete("deploy")
+            if _of_run([_facet(o, "patientMl_endpoint") for o in e["outputs"]], run_id)
+        ]  # fmt: skip
+
+    deploy = stack.wait_for(deployed, 90, "the deploy task's COMPLETE event")[-1]
+    (artifact,) = deploy["inputs"]
+    assert _facet(artifact, "version")["datasetVersion"] == artifact_sha256
+    assert _facet(artifact, "patientMl_modelArtifact")["runId"] == run_id
+
+    evaluations = [
+        e for e in complete("evaluate")
+        if any(_where(o) == _where(artifact) for o in e["outputs"])
+    ]  # fmt: skip
+    assert evaluations, "no evaluate event wrote the deployed artifact"
+    metrics = evaluations[-1]["run"]["facets"]["patientMl_metrics"]
+    assert metrics["runId"] == run_id
+    assert any(m["name"] == "balancedAccuracy" and "low" in m for m in metrics["metrics"])
+    (snapshot,) = [i for i in evaluations[-1]["inputs"] if _facet(i, "patientMl_snapshot")]
+    assert _facet(snapshot, "version")["datasetVersion"] == snapshot_id
+
+    curations = [
+        e for e in complete("curate")
+        if any(_where(o) == _where(snapshot) for o in e["outputs"])
+    ]  # fmt: skip
+    assert curations, "no curate event wrote the evaluated snapshot"
+    (source,) = curations[-1]["inputs"]
+    assert _where(source) == ("file", str(Path(source_uri).resolve()))
+    assert _facet(source, "patientMl_fhirSource")["datasetId"] == deployment["dataset_id"]
+
+    tunes = [
+        e for e in complete("tune")
+        if any(_facet(i, "version").get("datasetVersion") == snapshot_id for i in e["inputs"])
+    ]  # fmt: skip
+    assert tunes, "no tune event read the snapshot"
+    approvals = [
+        e["run"]["facets"]["patientMl_approval"] for e in complete("await_approval")
+        if _of_run([e["run"].get("facets", {}).get("patientMl_approval") or {}], run_id)
+    ]  # fmt: skip
+    assert approvals, "no await_approval event carries this run's decision"
+    assert approvals[-1]["decision"] == "approved" and approvals[-1]["user"] == "dr-approver"
+    assert approvals[-1]["_schemaURL"].endswith("/ApprovalRunFacet.json")

@@ -124,6 +124,12 @@ def build_client(conn_id: str, conn: Any) -> FhirClient:
     return FhirClient(base_url, auth, **settings)
 
 
+def fhir_base_url(conn_id: str) -> str:
+    """The FHIR base URL of an Airflow connection (what the client would call)."""
+    conn = FhirHook(conn_id).get_connection(conn_id)
+    return _base_url(conn_id, conn, conn.extra_dejson or {})
+
+
 def _base_url(conn_id: str, conn: Any, extra: dict[str, Any]) -> str:
     host = str(conn.host or "").strip()
     if not host:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowSkipException
@@ -20,6 +20,9 @@ from patient_ml.triggers.approval_events import (
     RequiredActionResponse,
     parse_event,
 )
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
 class AwaitApprovalOperator(RunOperator):
@@ -325,6 +328,13 @@ class AwaitApprovalOperator(RunOperator):
             f"Run {self.run_id} was rejected by {who} through {via}: "
             f"{decision.get('description')}; deploy is skipped."
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage (docs/lineage.md): the artifact decided on and the decision."""
+        from patient_ml.operators.lineage import lineage_or_none
+        from patient_ml.services.lineage import approval_lineage
+
+        return lineage_or_none(self, lambda session: approval_lineage(session, self.run_id))
 
 
 ApprovalSensor = AwaitApprovalOperator

@@ -14,6 +14,8 @@ from patient_ml.exceptions import PatientMLError
 from patient_ml.operators.common import PatientMLBaseOperator, set_outlet_extra, triggering_actor
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from patient_ml.fhir.client import FhirClient
 
 
@@ -68,6 +70,7 @@ class CurateDatasetOperator(PatientMLBaseOperator):
         self.allowed_file_roots = allowed_file_roots
         self.allowed_http_hosts = allowed_http_hosts
         self.fetch_workers = fetch_workers
+        self._curated: tuple[str, str] | None = None  # (dataset, snapshot), for lineage
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.services.curation import curate
@@ -103,6 +106,7 @@ class CurateDatasetOperator(PatientMLBaseOperator):
             run_id=run_id,
             workers=self.fetch_workers,
         )
+        self._curated = (dataset_id, result.snapshot_id)
         summary = {
             "snapshotId": result.snapshot_id,
             "created": result.created,
@@ -143,6 +147,28 @@ class CurateDatasetOperator(PatientMLBaseOperator):
             "product run %s of model %s (Airflow DAG run %s)", run_id, self.model_id, dag_run.run_id
         )
         return run_id, dataset_id
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage (docs/lineage.md): the FHIR source in, the snapshot out."""
+        from patient_ml.operators.lineage import lineage_or_none
+        from patient_ml.services.lineage import curate_lineage
+
+        if self._curated is None:  # failed before a snapshot existed
+            return None
+        dataset_id, snapshot_id = self._curated
+        return lineage_or_none(
+            self,
+            lambda session: curate_lineage(session, dataset_id, snapshot_id, self._fhir_base_url),
+        )
+
+    def _fhir_base_url(self, conn_id: str) -> str | None:
+        from patient_ml.hooks.fhir import fhir_base_url
+
+        try:
+            return fhir_base_url(self.fhir_conn_id or conn_id)
+        except Exception as exc:  # lineage names the connection instead
+            self.log.warning("no FHIR base URL for lineage from %s: %s", conn_id, exc)
+            return None
 
     def _fhir_client(self, conn_id: str) -> FhirClient:
         from patient_ml.hooks.fhir import FhirHook

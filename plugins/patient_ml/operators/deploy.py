@@ -9,6 +9,8 @@ from airflow.sdk import Context
 from patient_ml.operators.common import ServingOperator, set_outlet_extra
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from patient_ml.serving.servers import ServerHandle
 
 
@@ -59,3 +61,10 @@ class DeployModelOperator(ServingOperator):
         except Exception as exc:  # the product DB is gone: keep it rather than cut a champion
             self.log.warning("cannot tell whether %s serves the champion: %s", handle.name, exc)
             return True
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage (docs/lineage.md): the artifact in, the endpoint out."""
+        from patient_ml.operators.lineage import lineage_or_none
+        from patient_ml.services.lineage import deploy_lineage
+
+        return lineage_or_none(self, lambda session: deploy_lineage(session, self.run_id))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
 from patient_ml.operators.common import ServingOperator, fail_run_on_last_try
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 
 class EvaluateModelOperator(ServingOperator):
@@ -71,3 +74,11 @@ class EvaluateModelOperator(ServingOperator):
                 best["objective"],
                 best["hyperparameters"],
             )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage (docs/lineage.md): the snapshot and the champion in, the challenger's
+        artifact out, the metrics with their intervals."""
+        from patient_ml.operators.lineage import lineage_or_none
+        from patient_ml.services.lineage import evaluate_lineage
+
+        return lineage_or_none(self, lambda session: evaluate_lineage(session, self.run_id))

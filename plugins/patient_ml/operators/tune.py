@@ -15,6 +15,8 @@ from airflow.sdk import Context
 from patient_ml.operators.common import ContainerOperator, RunOperator
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
     from patient_ml.services.tuning import TuningWorker
     from patient_ml.training.backends.base import Backend
 
@@ -102,6 +104,13 @@ class TuneWorkerOperator(ContainerOperator):
     def on_kill(self) -> None:
         if self._worker is not None:
             self._worker.kill()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """OpenLineage (docs/lineage.md): the snapshot the trials trained on."""
+        from patient_ml.operators.lineage import lineage_or_none
+        from patient_ml.services.lineage import tune_lineage
+
+        return lineage_or_none(self, lambda session: tune_lineage(session, self.run_id))
 
 
 class FinishTuningOperator(RunOperator):
