@@ -13,6 +13,8 @@
   endpoints on Amazon SageMaker, PATIENT_ML_SAGEMAKER_*); default `auto`.
 - PATIENT_ML_FAILURE_CASES: failure cases per true label shown with saliency maps on a run's
   evaluation (imgClf; 0 turns them off); default 4, at most 16.
+- PATIENT_ML_LINEAGE_SCHEMA_URL: where the OpenLineage facets' JSON schemas are published
+  (their `_schemaURL`; patient_ml.services.lineage_facets); default the shipped folder.
 - PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
   default $PATIENT_ML_HOME/cache; `off` disables both.
 """
