@@ -120,11 +120,11 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATIENT_ML_USER", "test-user")
 
 
-# Under pytest-xdist (`make test` runs PYTEST_WORKERS processes with `--dist loadgroup`), the
-# tests of these folders stay together on one worker: the end-to-end tests share one real
-# Airflow per worker (tests/e2e/conftest.py), and the compose stack is one long test. They are
-# collected first, so the two longest groups start at once on different workers while the
-# other tests fill the gaps.
+# Under pytest-xdist (`make test PYTEST_WORKERS=2` runs 2 processes with `--dist loadgroup`),
+# the tests of these folders stay together on one worker: the end-to-end tests share one real
+# Airflow per worker (tests/e2e/conftest.py), and the compose stack is one long test. With
+# workers they are collected first, so the two longest groups start at once on different
+# workers while the other tests fill the gaps; in one process the order is unchanged.
 _GROUPS = {"e2e": "e2e", "compose": "compose"}
 
 
@@ -137,4 +137,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = folder(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: {"compose": 0, "e2e": 1}.get(folder(item) or "", 2))
+    if getattr(config.option, "numprocesses", None):  # on workers: the long groups first
+        items.sort(key=lambda item: {"compose": 0, "e2e": 1}.get(folder(item) or "", 2))
