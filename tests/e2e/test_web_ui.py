@@ -156,7 +156,7 @@ def test_approver_finds_the_run_and_approves_it(
     row = ui.locator("[data-testid=model-row]", has_text=MODEL)
     expect(row).to_contain_text("Deployed", timeout=30_000)
     expect(row).to_contain_text(ui_model["slug"])
-    expect(row).to_contain_text("accuracy")
+    expect(row).to_contain_text("balancedAccuracy")  # the champion's objective
 
     # The run page's other tabs have their content.
     page.goto(
@@ -190,7 +190,8 @@ def test_approver_finds_the_run_and_approves_it(
     ui.get_by_role("tab", name="Deployments").click()
     expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
     ui.get_by_role("tab", name="Monitoring").click()  # the deployed champion's checks
-    expect(ui.get_by_test_id("monitoring")).to_contain_text("Checked @hourly", timeout=30_000)
+    # the schedule, and (the monitor DAG starts paused) the truth about it with the fix
+    expect(ui.get_by_test_id("monitoring")).to_contain_text("@hourly", timeout=30_000)
 
     # A new model's form shows the product's own field-level errors next to the fields.
     page.goto(f"{deployment.stack.url}/plugin/patient-ml")
@@ -214,14 +215,12 @@ def test_viewer_sees_why_they_cannot_approve(
     )
     ui = page.frame_locator(FRAME)
     expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {ui_model['slug']}", timeout=60_000)
-    # who may decide and why not, before anything is typed; the form is there, disabled
-    who = ui.get_by_test_id("approval-who")
-    expect(who).to_be_visible()
-    expect(ui.get_by_test_id("approval-reason")).to_contain_text("User 'viewer' may not decide")
-    expect(ui.get_by_test_id("approval-approvers")).to_contain_text("Who may decide:")
-    expect(ui.get_by_role("textbox", name="Justification")).to_be_disabled()
-    expect(ui.get_by_role("button", name="Approve")).to_be_disabled()
-    expect(ui.get_by_role("button", name="Reject")).to_be_disabled()
+    # The run is decided (the approver's test above): its decision, and no form and no
+    # notice, since nobody can decide any more. A pending run's notice for a user who may not
+    # decide (who may, and why not, before anything is typed) is tested in test_gate.py.
+    expect(ui.get_by_test_id("decisions")).to_contain_text("approved by admin", timeout=30_000)
+    expect(ui.get_by_test_id("approval-who")).to_have_count(0)
+    expect(ui.get_by_role("button", name="Approve")).to_have_count(0)
     parent_dark = page.evaluate("document.documentElement.classList.contains('dark')")
     frame_dark = (
         page.frame_locator(FRAME)
