@@ -156,7 +156,7 @@ def test_approver_finds_the_run_and_approves_it(
     row = ui.locator("[data-testid=model-row]", has_text=MODEL)
     expect(row).to_contain_text("Deployed", timeout=30_000)
     expect(row).to_contain_text(ui_model["slug"])
-    expect(row).to_contain_text("balancedAccuracy")  # the champion's objective
+    expect(row).to_contain_text("Balanced accuracy")  # the champion's objective
 
     # The run page's other tabs have their content.
     page.goto(

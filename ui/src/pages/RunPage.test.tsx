@@ -84,8 +84,9 @@ describe("run overview", () => {
     show();
     const stage = await screen.findByTestId("run-stage");
     expect(stage.textContent).toBe("awaiting approval");
-    // Who may not decide still sees why (the approval panel's own notice).
-    expect(await screen.findByTestId("approval-blocked")).toBeTruthy();
+    // Who may not decide sees who may and why, above the disabled form (the panel's notice).
+    expect(await screen.findByTestId("approval-who")).toBeTruthy();
+    expect(screen.queryByTestId("approval-blocked")).toBeNull();
   });
 
   it("keeps 'succeeded' for a run that is decided or needs no decision", () => {
