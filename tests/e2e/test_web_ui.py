@@ -190,8 +190,10 @@ def test_approver_finds_the_run_and_approves_it(
     ui.get_by_role("tab", name="Deployments").click()
     expect(ui.get_by_test_id("deployments-table")).to_contain_text(ui_model["slug"])
     ui.get_by_role("tab", name="Monitoring").click()  # the deployed champion's checks
-    # the schedule, and (the monitor DAG starts paused) the truth about it with the fix
-    expect(ui.get_by_test_id("monitoring")).to_contain_text("@hourly", timeout=30_000)
+    # the monitor DAG starts paused: the tab says so, and how to start the checks
+    monitoring = ui.get_by_test_id("monitoring")
+    expect(monitoring).to_contain_text("the monitor DAG is paused", timeout=30_000)
+    expect(monitoring).to_contain_text("airflow dags unpause patient_ml_monitor__")
 
     # A new model's form shows the product's own field-level errors next to the fields.
     page.goto(f"{deployment.stack.url}/plugin/patient-ml")
