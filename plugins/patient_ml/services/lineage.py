@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -177,14 +178,22 @@ def evaluate_lineage(session: Session, run_id: str) -> StageLineage:
     return StageLineage(inputs, [own] if own else [], {"patientMl_metrics": metrics})
 
 
+_Row = TypeVar("_Row", Approval, Endpoint)
+
+
+def _latest(session: Session, table: type[_Row], run_id: str) -> _Row | None:
+    """The run's newest row of an append-only table (decisions, endpoints)."""
+    return session.scalars(
+        select(table).where(table.run_id == run_id).order_by(table.id.desc()).limit(1)
+    ).first()
+
+
 def approval_lineage(session: Session, run_id: str) -> StageLineage:
     run = session.get(Run, run_id)
     if run is None:
         return StageLineage()
     own = artifact_dataset(session, run)
-    decision = session.scalars(
-        select(Approval).where(Approval.run_id == run.id).order_by(Approval.id.desc()).limit(1)
-    ).first()
+    decision = _latest(session, Approval, run.id)
     facets: dict[str, WireModel] = {}
     if decision is not None:
         facets["patientMl_approval"] = ApprovalRunFacet(
@@ -204,9 +213,7 @@ def deploy_lineage(session: Session, run_id: str) -> StageLineage:
     if run is None:
         return StageLineage()
     own = artifact_dataset(session, run)
-    endpoint = session.scalars(
-        select(Endpoint).where(Endpoint.run_id == run.id).order_by(Endpoint.id.desc()).limit(1)
-    ).first()
+    endpoint = _latest(session, Endpoint, run.id)
     outputs: list[LineageDataset] = []
     if endpoint is not None and endpoint.url:
         namespace, name = location(endpoint.url)
