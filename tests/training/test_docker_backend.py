@@ -132,3 +132,27 @@ def test_host_paths_of_a_container_translate_its_mounts(docker_engine: Any, tmp_
         volume.remove(force=True)
     assert own_container_id(str(tmp_path / "missing")) is None
     assert HostPaths(docker_engine, container_id="")("/tmp/x") == "/tmp/x"  # on a host
+
+
+def test_a_retried_worker_removes_what_its_dead_attempt_left(
+    docker: DockerBackend, tmp_path: Path
+) -> None:
+    """Labelled by run and worker: a retry stops its own leftovers, never another worker's."""
+    from patient_ml.training.backends.docker import container_labels
+
+    mine = {"run": "r-1", "worker": "0"}
+    theirs = {"run": "r-1", "worker": "1"}
+    made = [
+        docker.client.containers.run(
+            IMAGE, command=["sleep", "600"], detach=True, labels=container_labels(name, who)
+        )
+        for name, who in (("a", mine), ("b", mine), ("c", theirs))
+    ]
+    try:
+        assert docker.remove_leftovers(mine) == 2
+        alive = {c.id for c in docker.client.containers.list(all=True)}
+        assert made[0].id not in alive and made[1].id not in alive and made[2].id in alive
+        assert docker.remove_leftovers(mine) == 0  # idempotent
+        assert docker.remove_leftovers({}) == 0  # no labels: never everything
+    finally:
+        docker.remove_container(made[2].id)

@@ -223,22 +223,27 @@ def counted(trial: Any) -> bool:
     return not trial.user_attrs.get(STALE_ATTR)
 
 
-def fail_stale_trials(study: Any, worker: str) -> int:
-    """Fail the trials an earlier attempt of `worker` left running (it crashed)."""
+STALE_FAILURE = "the worker stopped before the trial ended (crash?)"
+ENDED_FAILURE = "the run ended before the trial did: its worker stopped (crash or kill)"
+
+
+def fail_stale_trials(study: Any, worker: str | None, failure: str = STALE_FAILURE) -> list[Any]:
+    """Fail the trials an earlier attempt of `worker` left running (it crashed), or, with
+    `worker=None` once every worker has stopped, all trials still running; returns them (as
+    they were: number, hyperparameters) so the product's records can follow."""
     import optuna
 
-    stale = 0
+    stale = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(WORKER_ATTR) != worker:
+        if worker is not None and trial.user_attrs.get(WORKER_ATTR) != worker:
             continue
         study._storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-        study._storage.set_trial_user_attr(
-            trial._trial_id, FAILURE_ATTR, "the worker stopped before the trial ended (crash?)"
-        )
+        study._storage.set_trial_user_attr(trial._trial_id, FAILURE_ATTR, failure)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        stale += 1
+        stale.append(trial)
     if stale:
-        log.warning("worker %s: failed %d stale trial(s) left by an earlier attempt", worker, stale)
+        who = f"worker {worker}" if worker is not None else "the ended sweep"
+        log.warning("%s: failed %d stale trial(s) left running", who, len(stale))
     return stale
 
 
@@ -475,14 +480,23 @@ class _PrunerView:
 
 
 def run_worker(
-    engine: Engine, storage: Any, spec: SweepSpec, worker: str, execute: Executor
+    engine: Engine,
+    storage: Any,
+    spec: SweepSpec,
+    worker: str,
+    execute: Executor,
+    on_stale: Callable[[list[Any]], None] | None = None,
 ) -> list[TrialOutcome]:
-    """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes."""
+    """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes.
+    First the trials an earlier attempt of `worker` left running are failed (and handed to
+    `on_stale`, which records them elsewhere)."""
     import optuna
 
     create_study(storage, spec.run_id, spec.direction)
     study = open_study(storage, spec)
-    fail_stale_trials(study, worker)
+    stale = fail_stale_trials(study, worker)
+    if stale and on_stale is not None:
+        on_stale(stale)
     outcomes = []
     while True:
         claimed = claim_trial(engine, storage, spec, worker, study)

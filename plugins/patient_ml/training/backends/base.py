@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +39,8 @@ class TrainingJob:
     memory_mb: int = 2048
     log_prefix: str = ""
     log_file: Path | None = None  # also record every logged line here (JSON lines)
+    # who started the job (run, worker): a retried worker finds what its dead attempt left
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +68,13 @@ class Backend(ABC):
     @abstractmethod
     def kill(self, job_name: str) -> None:
         """Stop a running job by name (from `on_kill`, another thread)."""
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Stop and remove the jobs with all of `labels` (`TrainingJob.labels`) that an earlier
+        attempt left running when its worker died; returns how many. A new attempt calls it
+        before its first trial. The local backend's trials are child processes of the task and
+        end with it, so by default there is nothing to find."""
+        return 0
 
 
 _EOF = object()

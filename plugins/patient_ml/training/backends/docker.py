@@ -15,7 +15,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from patient_ml.exceptions import PatientMLError
@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     import docker
 
 STOP_GRACE_SECONDS = 10
+
+
+LABEL_PREFIX = "patient-ml."
+
+
+def container_labels(job_name: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """The container's labels: the job's name and who started it (`TrainingJob.labels`)."""
+    return {f"{LABEL_PREFIX}job": job_name, **{LABEL_PREFIX + k: v for k, v in labels.items()}}
 
 
 def container_name(job_name: str) -> str:
@@ -183,7 +191,7 @@ class DockerBackend(Backend):
             read_only=True,
             tmpfs={"/tmp": "rw,size=512m"},
             user=f"{os.getuid()}:{os.getgid()}",
-            labels={"patient-ml.job": job.name},
+            labels=container_labels(job.name, job.labels),
         )
         container = self._create(job.image, settings)
         started = time.monotonic()
@@ -229,6 +237,18 @@ class DockerBackend(Backend):
                 raise
             self.remove_container(settings["name"])
         return self.client.containers.create(image, **settings)
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Containers labelled with all of `labels` (`container_labels`), running or not: a
+        worker killed mid-trial leaves its trainer running beside the engine; its retry stops
+        and removes them before it claims a trial."""
+        if not labels:
+            return 0
+        wanted = [f"{LABEL_PREFIX}{key}={value}" for key, value in sorted(labels.items())]
+        found = self.client.api.containers(all=True, quiet=True, filters={"label": wanted})
+        for container in found:
+            self.remove_container(container["Id"])
+        return len(found)
 
     def kill(self, job_name: str) -> None:
         import docker.errors
