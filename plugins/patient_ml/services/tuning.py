@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
+from patient_ml.db.retry import retry_transient
 from patient_ml.exceptions import PatientMLError
 from patient_ml.services import training as training_service
 from patient_ml.services.runs import curated_snapshot, get_run
@@ -58,16 +59,19 @@ class TuningWorker(SweepWorker):
         )
 
     def record_trial(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
-        with session_scope(self.engine) as session:
-            training_service.record_trial(
-                session,
-                self.spec.run_id,
-                number,
-                state=state,
-                params=hps,
-                worker=self.worker,
-                **kw,
-            )
+        def write() -> None:  # an upsert: safe to run again after a lost connection
+            with session_scope(self.engine) as session:
+                training_service.record_trial(
+                    session,
+                    self.spec.run_id,
+                    number,
+                    state=state,
+                    params=hps,
+                    worker=self.worker,
+                    **kw,
+                )
+
+        retry_transient(write, f"trial {number}: record {state}")
 
 
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}

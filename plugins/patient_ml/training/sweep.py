@@ -26,6 +26,7 @@ import contextlib
 import copy
 import datetime
 import fcntl
+import functools
 import hashlib
 import logging
 import math
@@ -40,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from patient_ml.config.identifiers import require_safe_id
+from patient_ml.db.retry import retry_transient
 
 if TYPE_CHECKING:
     import optuna
@@ -420,13 +422,20 @@ class ClaimedTrial:
         return dict(self.frozen.params)
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(self.frozen._trial_id, key, value)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        retry_transient(
+            lambda: storage.set_trial_user_attr(trial_id, key, value), f"trial {self.number}"
+        )
         self.frozen.user_attrs[key] = value
 
     def report(self, value: float, step: int) -> None:
         if step in self.frozen.intermediate_values:  # as Trial.report: the first value stays
             return
-        self.study._storage.set_trial_intermediate_value(self.frozen._trial_id, step, value)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        retry_transient(
+            lambda: storage.set_trial_intermediate_value(trial_id, step, value),
+            f"trial {self.number}: report {value:g} at step {step}",
+        )
         self.frozen.intermediate_values[step] = value
 
     def should_prune(self) -> bool:
@@ -445,7 +454,20 @@ class ClaimedTrial:
             last = reported[max(reported)] if reported else None
             if last is not None and math.isfinite(last):
                 values = [float(last)]
-        self.study._storage.set_trial_state_values(self.frozen._trial_id, state, values)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        tries = 0
+
+        def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                storage.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # an earlier try reached the database before its connection died
+                if tries == 1 or storage.get_trial(trial_id).state != state:
+                    raise
+
+        retry_transient(write, f"trial {self.number}: end as {state.name}")
 
 
 class _PrunerView:
@@ -492,14 +514,17 @@ def run_worker(
     `on_stale`, which records them elsewhere)."""
     import optuna
 
-    create_study(storage, spec.run_id, spec.direction)
-    study = open_study(storage, spec)
-    stale = fail_stale_trials(study, worker)
+    retry_transient(lambda: create_study(storage, spec.run_id, spec.direction), "open the sweep")
+    study = retry_transient(lambda: open_study(storage, spec), "open the sweep")
+    stale = retry_transient(lambda: fail_stale_trials(study, worker), "fail stale trials")
     if stale and on_stale is not None:
         on_stale(stale)
     outcomes = []
     while True:
-        claimed = claim_trial(engine, storage, spec, worker, study)
+        claimed = retry_transient(
+            functools.partial(claim_trial, engine, storage, spec, worker, study),
+            f"worker {worker}: claim",
+        )
         if claimed is None:
             break
         study, trial = claimed
