@@ -44,6 +44,10 @@ def test_sign_in_lines_name_every_user_its_role_and_password(tmp_path: Path) -> 
         assert f"pw-{user.name}" in line and f"role {user.role}" in line
     missing = sign_in_lines("http://x", tmp_path / "none.json")
     assert all("(not generated yet)" in x for x in missing[1:-1])
+    # the compose stack's init logs say how to read them, never a password (issue 34)
+    logged = "\n".join(sign_in_lines("http://x", passwords, read_with="cat passwords.json"))
+    assert "`cat passwords.json`" in logged and "pw-" not in logged
+    assert all(f"role {u.role}" in logged for u in DEMO_USERS)
 
 
 def _previous_demo(home: Path, labels: int) -> None:
