@@ -10,13 +10,13 @@ docs site, whose `lineage/facets/` holds the same files).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal, cast
 
 from pydantic import Field
 
 from patient_ml.config.models import WireModel
+from patient_ml.settings import setting
 
 SCHEMA_DIR = Path(__file__).with_name("lineage_schemas")
 FACET_VERSION = "1-0-0"
@@ -115,7 +115,7 @@ def schema_of(model: type[WireModel]) -> dict[str, object]:
 
 
 def schema_url(model: type[WireModel]) -> str:
-    base = os.environ.get("PATIENT_ML_LINEAGE_SCHEMA_URL") or SCHEMA_DIR.resolve().as_uri()
+    base = setting("PATIENT_ML_LINEAGE_SCHEMA_URL") or SCHEMA_DIR.resolve().as_uri()
     return f"{base.rstrip('/')}/{model.__name__}.json"
 
 

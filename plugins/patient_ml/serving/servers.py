@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.serving.client import ServingError, wait_healthy
+from patient_ml.settings import setting
 from patient_ml.training.backends.local import LocalBackend, process_environment
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class DockerServer(ModelServer):
         from patient_ml.training.backends.docker import DockerBackend
 
         self.backend = DockerBackend(docker_conn_id=docker_conn_id)
-        self.network = network or os.environ.get("PATIENT_ML_SERVING_NETWORK", "patient-ml-serving")
+        self.network = network or setting("PATIENT_ML_SERVING_NETWORK") or "patient-ml-serving"
 
     @property
     def client(self) -> docker.DockerClient:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.settings import setting
 from patient_ml.training.backends.base import (
     Backend,
     MetricCallback,
@@ -43,7 +44,7 @@ def default_trainer_dirs() -> dict[str, Path]:
         for folder in sorted(REFERENCE_TRAINERS.iterdir()):
             if (folder / "train").is_file():
                 mapping[f"patient-ml/{folder.name.replace('_', '-')}-trainer"] = folder
-    for item in os.environ.get("PATIENT_ML_LOCAL_TRAINERS", "").split(","):
+    for item in (setting("PATIENT_ML_LOCAL_TRAINERS") or "").split(","):
         if "=" in item:
             image, where = item.split("=", 1)
             mapping[image.strip()] = Path(where.strip()).expanduser()

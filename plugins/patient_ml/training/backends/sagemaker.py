@@ -90,10 +90,10 @@ class SageMakerSettings:
 
     @classmethod
     def from_env(cls, aws_conn_id: str | None = None) -> SageMakerSettings:
-        from patient_ml.settings import env_number
+        from patient_ml.settings import env_number, setting
         from patient_ml.storage.s3 import parse_s3_url
 
-        env = os.environ.get
+        env = setting
         role = (env("PATIENT_ML_SAGEMAKER_ROLE_ARN") or "").strip()
         if not ROLE_ARN.match(role):
             raise PatientMLError(
