@@ -417,7 +417,13 @@ def stop_previous(*, report: bool = False, remote: bool = False) -> None:
         env["PATIENT_ML_HOME"] = str(HOME)
         env.pop("PATIENT_ML_DATABASE_URL", None)
     argv = [sys.executable, "-c", code, *(["report"] if report else [])]
-    subprocess.run(argv, env=env, check=False)
+    done = subprocess.run(argv, env=env, check=False)
+    if done.returncode != 0 and report:  # `stop` asked for it: never a silent success
+        raise SystemExit(
+            "stopping the demo's model endpoints failed (see above); they may still run. Fix: "
+            "give this process the Docker engine (in compose, airflow-cli mounts its socket) "
+            "and run the stop again"
+        )
 
 
 def summary(
