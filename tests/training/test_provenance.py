@@ -180,3 +180,23 @@ def test_tag_moves_compare_with_the_newest_earlier_run_of_the_same_reference() -
     assert tag_moves(now, [("r", "s", {"training": record("t:1", "x", "local").to_wire()})]) == []
     assert tag_moves(RunProvenance(training=record("t:1", None)), earlier) == []
     assert short_digest("local-sha256:" + "f" * 64) == "local-sha256:ffffffffffff"
+
+
+def test_a_reference_trainers_digest_covers_its_shared_code(tmp_path: Path) -> None:
+    import shutil
+
+    from patient_ml.training.backends.local import REFERENCE_TRAINERS, LocalBackend
+
+    copy = tmp_path / "trainers"
+    shutil.copytree(REFERENCE_TRAINERS, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    local = LocalBackend({"patient-ml/img-clf-trainer": copy / "img_clf"})
+    before = local.digest("patient-ml/img-clf-trainer:0.1.0")
+    assert before == local.image_record("patient-ml/img-clf-trainer:0.1.0").digest
+    assert (
+        before
+        == folder_digest(copy / "img_clf", copy / "common")
+        != folder_digest(copy / "img_clf")
+    )
+    contract = copy / "common" / "contract.py"
+    contract.write_text(contract.read_text() + "\n# changed\n")
+    assert local.digest("patient-ml/img-clf-trainer:0.1.0") != before

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from patient_ml.serving.client import ServingError, wait_healthy
 from patient_ml.settings import setting
 from patient_ml.training.backends.local import LocalBackend, process_environment
-from patient_ml.training.provenance import folder_digest
 
 if TYPE_CHECKING:
     import docker
@@ -151,7 +150,7 @@ class LocalServer(ModelServer):
         return ServerHandle("local", name, url, str(proc.pid), str(log_path))
 
     def image_digest(self, image: str) -> str:
-        return folder_digest(self.backend.resolve(image, "serve").parent)
+        return self.backend.digest(image, "serve")
 
     def is_running(self, handle: str) -> bool:
         pid = int(handle)

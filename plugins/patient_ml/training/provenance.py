@@ -149,15 +149,17 @@ def pinned_digest(reference: str) -> str | None:
     return found.group(1) if found else None
 
 
-def folder_digest(folder: Path) -> str:
+def folder_digest(folder: Path, *shared: Path) -> str:
     """`local-sha256:<hex>`: the sha256 of a trainer folder's files (names and contents,
-    sorted; `__pycache__` left out), what the local backend runs for an image name."""
+    sorted; `__pycache__` left out), and of the `shared` folders it imports from (e.g. the
+    reference trainers' `../common`), what the local backend runs for an image name."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        if "__pycache__" in path.parts:
-            continue
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for root, prefix in ((Path(folder), ""), *((Path(p), f"../{Path(p).name}/") for p in shared)):
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update((prefix + path.relative_to(root).as_posix()).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
     return f"local-sha256:{digest.hexdigest()}"
 
 
@@ -233,9 +235,10 @@ def read_trainer_environment(model_dir: Path) -> TrainerEnvironment | None:
         return None
 
 
+@functools.lru_cache(maxsize=4)
 def host_environment(libraries: tuple[str, ...] = KEY_LIBRARIES) -> TrainerEnvironment:
     """This interpreter (the local backend starts Python trainers with it) and the versions of
-    `libraries` installed for it."""
+    `libraries` installed for it (read once per process: a sweep asks after every trial)."""
     versions = {}
     for name in libraries:
         try:

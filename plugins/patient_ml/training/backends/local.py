@@ -154,11 +154,15 @@ class LocalBackend(Backend):
     def image_record(self, image: str) -> ImageRecord:
         """The trainer folder that stands for `image` here, by the sha256 of its files."""
         return ImageRecord(
-            role="training",
-            reference=image,
-            backend="local",
-            digest=folder_digest(self.resolve(image).parent),
+            role="training", reference=image, backend="local", digest=self.digest(image)
         )
+
+    def digest(self, image: str, command: str = "train") -> str:
+        """`local-sha256:` of the trainer folder, with the `common` folder beside it when there
+        is one (the reference trainers' shared code, include/trainers/README.md)."""
+        folder = self.resolve(image, command).parent
+        common = folder.parent / "common"
+        return folder_digest(folder, *([common] if common.is_dir() else []))
 
     def kill(self, job_name: str) -> None:
         with self._lock:
