@@ -15,8 +15,9 @@ and key libraries, this package's version and source commit, and the sweep's sam
   `KEY_LIBRARIES` installed there; a container that reports nothing has none recorded.
 * **Package.** `importlib.metadata` gives the version; the source commit comes from the git
   checkout the package runs from (with a dirty flag for uncommitted changes under the
-  package's folder), else from pip's `direct_url.json` (a VCS install), else from
-  PATIENT_ML_SOURCE_COMMIT, else `unknown`. A missing git never fails a run.
+  package's folder), else from pip's `direct_url.json` (a VCS install), else from the
+  setting PATIENT_ML_SOURCE_COMMIT (`[patient_ml] source_commit`), else `unknown`. A missing
+  git never fails a run.
 
 The records are pydantic models (camelCase on the wire); `patient_ml.services.provenance`
 stores them on the run and compares runs.
@@ -28,7 +29,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import platform
 import re
 import subprocess
@@ -308,8 +308,10 @@ def package_version() -> str:
 
 def package_record(source: Path | None = None) -> PackageRecord:
     """The package's version and source commit (see the module's doc for the order)."""
+    from patient_ml.settings import setting
+
     return _package_record(
-        source or Path(__file__).resolve().parents[1], os.environ.get(SOURCE_COMMIT_ENV, "")
+        source or Path(__file__).resolve().parents[1], setting(SOURCE_COMMIT_ENV) or ""
     )
 
 
