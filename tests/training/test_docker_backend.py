@@ -156,3 +156,34 @@ def test_a_retried_worker_removes_what_its_dead_attempt_left(
         assert docker.remove_leftovers({}) == 0  # no labels: never everything
     finally:
         docker.remove_container(made[2].id)
+
+
+def test_the_image_the_container_ran_from_is_recorded(
+    docker: DockerBackend, tmp_path: Path
+) -> None:
+    """Provenance: the engine's image id (what the container was created from) and its
+    repository digests; a tag rebuilt between trials gives the later trial the new id."""
+    import shutil
+
+    result = docker.run(job(tmp_path / "a", epochs=1))
+    engine_image = docker.client.images.get(IMAGE)
+    assert result.image is not None
+    assert (result.image.reference, result.image.backend) == (IMAGE, "docker")
+    assert result.image.image_id == result.image.digest == engine_image.id
+    assert result.image.repo_digests == sorted(engine_image.attrs.get("RepoDigests") or [])
+    assert result.environment is None  # the scripted trainer writes no environment.json
+
+    moving = "patient-ml/scripted-trainer:moving"
+    folder = tmp_path / "trainer"
+    shutil.copytree(SCRIPTED, folder)
+    build_image(docker.client, folder, moving)
+    first = job(tmp_path / "b", epochs=1)
+    first.image = moving
+    before = docker.run(first).image
+    (folder / "train").write_text((folder / "train").read_text() + "\n# rebuilt\n")
+    build_image(docker.client, folder, moving)
+    second = job(tmp_path / "c", epochs=1)
+    second.image = moving
+    after = docker.run(second).image
+    assert before is not None and after is not None
+    assert before.digest != after.digest == docker.client.images.get(moving).id

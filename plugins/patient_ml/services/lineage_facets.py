@@ -53,6 +53,15 @@ class ModelArtifactFacet(WireModel):
     sha256: str
     training_image: str | None = None
     inference_image: str | None = None
+    training_image_digest: str | None = Field(
+        None, description="The training image as the backend resolved it (docs/training.md)."
+    )
+    inference_image_digest: str | None = Field(
+        None, description="The image that served the model at evaluation."
+    )
+    package_version: str | None = Field(None, description="patient-ml-airflow's version.")
+    source_commit: str | None = Field(None, description="Its source commit, or `unknown`.")
+    sampler_seed: int | None = Field(None, description="The Optuna sampler's seed.")
 
 
 class EndpointFacet(WireModel):

@@ -14,12 +14,20 @@ from sqlalchemy import Engine
 from patient_ml.db.engine import session_scope
 from patient_ml.db.retry import retry_transient
 from patient_ml.exceptions import PatientMLError
+from patient_ml.services import provenance
 from patient_ml.services import training as training_service
 from patient_ml.services.runs import curated_snapshot, get_run
 from patient_ml.storage import ArtifactStore
 from patient_ml.training import sweep
 from patient_ml.training.backends.base import Backend
-from patient_ml.training.tuning import Limits, RunSpec, SweepWorker, trial_artifact_key
+from patient_ml.training.provenance import package_record
+from patient_ml.training.tuning import (
+    Limits,
+    RunSpec,
+    SweepWorker,
+    sweep_spec,
+    trial_artifact_key,
+)
 
 log = logging.getLogger("patient_ml.training")
 
@@ -138,7 +146,15 @@ def finish_tuning(
     metrics = {k: float(v) for k, v in (best.user_attrs.get("metrics") or {}).items()}
     directions = {spec.objective: spec.direction}
     hps = best.user_attrs.get(sweep.HPARAMS_ATTR) or best.params
+    package = package_record()
     with session_scope(engine) as session:
+        provenance.record_training(
+            get_run(session, run_id),
+            trial=best.user_attrs.get(sweep.PROVENANCE_ATTR),
+            best_trial=best.number,
+            seed=sweep_spec(spec).seed,
+            package=package,
+        )
         training_service.record_tuning_result(
             session,
             run_id,

@@ -13,7 +13,6 @@ test images sent during evaluation cannot leave the machine through the model's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import socket
@@ -151,14 +150,7 @@ class LocalServer(ModelServer):
         return ServerHandle("local", name, url, str(proc.pid), str(log_path))
 
     def image_digest(self, image: str) -> str:
-        folder = self.backend.resolve(image, "serve").parent
-        digest = hashlib.sha256()
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if "__pycache__" in path.parts:
-                continue
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-        return f"local-sha256:{digest.hexdigest()}"
+        return self.backend.digest(image, "serve")
 
     def is_running(self, handle: str) -> bool:
         pid = int(handle)

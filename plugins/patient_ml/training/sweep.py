@@ -53,6 +53,7 @@ WORKER_ATTR = "worker"
 STALE_ATTR = "stale"
 FAILURE_ATTR = "failure"
 HPARAMS_ATTR = "hyperparameters"
+PROVENANCE_ATTR = "provenance"  # what trained a completed trial (training.provenance)
 PRUNER_REFRESH_SECONDS = 5.0  # how old the completed trials the pruner compares with may be
 IDLE_PING_SECONDS = 10.0  # a pooled connection idle longer than this is checked before use
 
@@ -255,6 +256,8 @@ class TrialOutcome:
     value: float | None
     failure: str | None
     metrics: dict[str, float]
+    # a completed trial's image and trainer environment (wire shapes of training.provenance)
+    provenance: dict[str, Any] | None = None
 
 
 # execute(trial_number, hyperparameters, on_metric) -> TrialOutcome
@@ -541,6 +544,8 @@ def run_worker(
         if result.failure:
             trial.set_user_attr(FAILURE_ATTR, result.failure[:4000])
         trial.set_user_attr("metrics", result.metrics)
+        if result.provenance:
+            trial.set_user_attr(PROVENANCE_ATTR, result.provenance)
         if result.state == "complete" and result.value is not None and math.isfinite(result.value):
             trial.finish(optuna.trial.TrialState.COMPLETE, result.value)
         elif result.state == "pruned":

@@ -245,7 +245,11 @@ class SweepWorker(ABC):
         self.store.put_file(key, packed)
         self.record_trial(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
         shutil.rmtree(layout.root, ignore_errors=True)
-        return sweep.TrialOutcome("complete", value, None, result.metrics)
+        provenance = {
+            "image": result.image.to_wire() if result.image else None,
+            "environment": result.environment.to_wire() if result.environment else None,
+        }
+        return sweep.TrialOutcome("complete", value, None, result.metrics, provenance)
 
     def _upload_log(self, number: int, job: TrainingJob) -> None:
         """Best effort: a trial's outcome never depends on keeping its log."""

@@ -20,6 +20,11 @@ from typing import Any, Literal
 from patient_ml.log_records import LogFile
 from patient_ml.training.contract import JobLayout
 from patient_ml.training.metrics import MetricParser
+from patient_ml.training.provenance import (
+    ImageRecord,
+    TrainerEnvironment,
+    read_trainer_environment,
+)
 
 log = logging.getLogger("patient_ml.training")
 
@@ -52,6 +57,10 @@ class TrainingOutcome:
     seconds: float
     log_lines: int
     unmatched_metrics: list[str] = field(default_factory=list)
+    # what ran (see patient_ml.training.provenance): the image as the backend resolved it, and
+    # the trainer's environment.json (or, on the local backend, the host interpreter's)
+    image: ImageRecord | None = None
+    environment: TrainerEnvironment | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -163,7 +172,12 @@ def _follow(
 
 
 def outcome(
-    job: TrainingJob, stopped: Status | None, exit_code: int | None, lines: int, started: float
+    job: TrainingJob,
+    stopped: Status | None,
+    exit_code: int | None,
+    lines: int,
+    started: float,
+    image: ImageRecord | None = None,
 ) -> TrainingOutcome:
     failure = job.layout.read_failure()
     if stopped == "timed_out":
@@ -185,4 +199,8 @@ def outcome(
         seconds=round(time.monotonic() - started, 3),
         log_lines=lines,
         unmatched_metrics=job.metric_parser.never_matched(),
+        image=image,
+        environment=read_trainer_environment(job.layout.model_dir)
+        if status == "succeeded"
+        else None,
     )

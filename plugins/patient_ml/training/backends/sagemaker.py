@@ -59,6 +59,7 @@ from patient_ml.training.backends.base import (
     outcome,
 )
 from patient_ml.training.contract import CHANNELS, CONTAINER_ROOT, JobLayout, sm_environment
+from patient_ml.training.provenance import sagemaker_image_record
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$")
@@ -339,7 +340,8 @@ class SageMakerBackend(Backend):
             with self._lock:
                 self._active.pop(job.name, None)
             self._cleanup_output(sm_name)
-        return outcome(job, stopped, exit_code, lines, started)
+        image = sagemaker_image_record(job.image, event.get("trainingImage"), "training")
+        return outcome(job, stopped, exit_code, lines, started, image)
 
     def _settle(
         self, job: TrainingJob, sm_name: str, event: dict[str, Any], stopped: Status | None
