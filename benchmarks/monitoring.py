@@ -11,8 +11,10 @@ approved and deployed to a cloud endpoint (local process), which stores the cham
 profile. Then, through `services.predictions.predict` (what REST and CLI call, so every request
 is logged):
 
-- unshifted: Br35H images the model never saw (not in the sample), in disjoint windows of
-  `--window` requests, one monitor check per window: false-alarm rate = windows with a breach;
+- unshifted: Br35H images the model never saw (not in the sample), in the sample's site mix
+  (every third image from the degraded synthetic site, as a third of the sample's patients),
+  in disjoint windows of `--window` requests, one monitor check per window: false-alarm
+  rate = windows with a breach;
 - shifted, each after a window of unshifted traffic: contrast halved, brightness +40, and
   nuclei microscopy tiles sent to the brain model; a check every `--step` requests on the
   sliding window: detection delay = shifted requests until the first breach;
@@ -131,6 +133,7 @@ def _admin(url: str, statement: str) -> None:
 def run(args: argparse.Namespace, home: Path) -> int:
     from include.sample_data import br35h
     from include.sample_data.__main__ import main as sample_main
+    from include.sample_data.output import site_effect
     from patient_ml import settings
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
     from patient_ml.curation.sources import NdjsonSource
@@ -213,9 +216,13 @@ def run(args: argparse.Namespace, home: Path) -> int:
     truth: list[int] = []  # the true label of each image sent, in order
 
     def labelled() -> Iterator[bytes]:
-        for path, label in held_out:
+        """Held-out images in the population the champion was trained and tested on: the
+        sample gives a third of its (synthetic) patients a degraded site (lower contrast, a
+        blur: `site_effect`), so every third image here gets the same."""
+        for count, (path, label) in enumerate(held_out):
             truth.append(label)
-            yield path.read_bytes()
+            data = path.read_bytes()
+            yield site_effect(data) if count % 3 == 0 else data
 
     unseen: Iterator[bytes] = labelled()
     latencies: list[float] = []
