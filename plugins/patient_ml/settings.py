@@ -15,6 +15,9 @@
   evaluation (imgClf; 0 turns them off); default 4, at most 16.
 - PATIENT_ML_LINEAGE_SCHEMA_URL: where the OpenLineage facets' JSON schemas are published
   (their `_schemaURL`; patient_ml.services.lineage_facets); default the shipped folder.
+- PATIENT_ML_MLFLOW_CONN_ID: the Airflow connection of the MLflow tracking server that mirrors
+  runs, trials, model versions and the champion alias (docs/mlflow.md); default
+  `mlflow_default`; mirroring is off while no such connection exists, or when set to `off`.
 - PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
   default $PATIENT_ML_HOME/cache; `off` disables both.
 """
@@ -85,6 +88,12 @@ def dag_cache_dir() -> Path | None:
     if explicit.lower() == "off":
         return None
     return Path(explicit).expanduser() if explicit else home() / "cache"
+
+
+def mlflow_conn_id() -> str | None:
+    """The MLflow connection id (PATIENT_ML_MLFLOW_CONN_ID); None when set to `off` or empty."""
+    value = os.environ.get("PATIENT_ML_MLFLOW_CONN_ID", "mlflow_default").strip()
+    return None if value.lower() in ("", "off", "none") else value
 
 
 def env_number(name: str, default: float, *, low: float, high: float) -> float:
