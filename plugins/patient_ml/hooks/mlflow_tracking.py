@@ -178,7 +178,9 @@ def _uri_of(conn: Any) -> str:
     return f"{scheme}://{hostname}/{path}".rstrip("/")
 
 
-def _whole(conn_id: str, extra: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+def _whole(
+    conn_id: str, extra: dict[str, Any], name: str, default: int, low: int, high: int
+) -> int:
     value = extra.get(name)
     if value in (None, ""):
         return default

@@ -49,6 +49,7 @@ CHAMPION_ALIAS = "champion"
 RUN_TAG = "patient_ml.run_id"
 TRIAL_TAG = "patient_ml.trial_number"
 MIRRORED_TAG = "patient_ml.mirrored"
+ROLE_TAG = "patient_ml.role"  # `run` (the product run) or `trial` (a nested trial run)
 TRIAL_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
@@ -153,8 +154,8 @@ def run_record(session: Session, engine: Engine, run_id: str) -> RunRecord | Non
     if run is None:
         return None
     model = session.get(Model, run.model_id)
-    objective = str((run.config.get("trainingApproach") or {}).get("objectiveMetric") or "")
-    objective = objective or "objective"
+    approach = run.config.get("trainingApproach") or {}
+    objective = str((approach.get("objective") or {}).get("metric") or "objective")
     study = _study_trials(engine, run.id)
     trials = []
     for row in session.scalars(select(Trial).where(Trial.run_id == run.id).order_by(Trial.number)):
@@ -208,6 +209,7 @@ def run_record(session: Session, engine: Engine, run_id: str) -> RunRecord | Non
         artifact_sha256=run.model_artifact_sha256,
         tags={
             RUN_TAG: run.id,
+            ROLE_TAG: "run",
             "patient_ml.model_id": run.model_id,
             "patient_ml.status": run.status,
             "patient_ml.objective": objective,
@@ -303,9 +305,7 @@ def mirror_run(
         report.mlflow_run_id,
         report.trials_added,
         f", model version {report.model_version}" if report.model_version else "",
-        f", alias champion -> version {report.champion_version}"
-        if report.champion_version
-        else "",
+        f", alias champion -> version {report.champion_version}" if report.champion_version else "",
     )
     _audit(engine, run_id, actor, "run.mlflow.mirrored", report)
     return report
@@ -379,8 +379,10 @@ def _mirror_one(
     tracker: MlflowTracker, store: ArtifactStore | None, record: RunRecord
 ) -> tuple[str, str, int, str | None]:
     """(experiment id, MLflow run id, trials added, registered version or None)."""
-    experiment_id = tracker.experiment_id(record.model_name, {"patient_ml.model_id": record.model_id})
-    found = tracker.find_run(experiment_id, {RUN_TAG: record.run_id})
+    experiment_id = tracker.experiment_id(
+        record.model_name, {"patient_ml.model_id": record.model_id}
+    )
+    found = tracker.find_run(experiment_id, {RUN_TAG: record.run_id, ROLE_TAG: "run"})
     if found is None:
         parent = tracker.create_run(
             experiment_id, name=record.slug, start_ms=record.started_ms, tags=record.tags
@@ -396,7 +398,9 @@ def _mirror_one(
             version = str(existing.version)
         else:
             version = _register(tracker, store, experiment_id, parent, record)
-    if record.status in ("succeeded", "failed") and (found is None or found.info.status == "RUNNING"):
+    if record.status in ("succeeded", "failed") and (
+        found is None or found.info.status == "RUNNING"
+    ):
         status = "FINISHED" if record.status == "succeeded" else "FAILED"
         tracker.end_run(parent, status, record.ended_ms)
     return experiment_id, parent, added, version
@@ -424,6 +428,7 @@ def _mirror_trials(
         tags = {
             "mlflow.parentRunId": parent,
             RUN_TAG: record.run_id,
+            ROLE_TAG: "trial",
             TRIAL_TAG: str(trial.number),
             "patient_ml.trial_state": trial.state,
             **({"patient_ml.worker": trial.worker} if trial.worker else {}),
@@ -473,7 +478,9 @@ def _register(
         "patient_ml.model_id": record.model_id,
         **({"patient_ml.snapshot_id": record.snapshot.id} if record.snapshot else {}),
         **({"patient_ml.artifact_uri": record.artifact_uri} if record.artifact_uri else {}),
-        **({"patient_ml.artifact_sha256": record.artifact_sha256} if record.artifact_sha256 else {}),
+        **(
+            {"patient_ml.artifact_sha256": record.artifact_sha256} if record.artifact_sha256 else {}
+        ),
         **(evaluation.tags if evaluation else {}),
     }
     return tracker.register(
