@@ -54,6 +54,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     if importlib.util.find_spec("mlflow") is None:
         pytest.skip("mlflow is not installed (the `mlflow` extra; `make setup` installs it)")
     folder = tmp_path_factory.mktemp("mlflow-server")
+    running = os.environ.get("PATIENT_ML_TEST_MLFLOW_URL")  # a server already up (development)
+    if running:
+        yield MlflowServer(running.rstrip("/"), folder)
+        return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "server.log").open("wb")

@@ -38,7 +38,7 @@ def _with_artifact(engine: Engine, store: LocalArtifactStore, run_id: str) -> by
     """Give the run a real model.tar.gz in the artifact store; its bytes."""
     data = f"model of {run_id}".encode() * 50
     key = f"runs/{run_id}/model.tar.gz"
-    store.write_bytes(key, data)
+    store.put_bytes(key, data)
     with session_scope(engine) as session:
         run = session.get(Run, run_id)
         assert run is not None
