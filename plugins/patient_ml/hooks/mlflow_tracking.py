@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -310,10 +311,7 @@ class MlflowTracker:
             p, param_list = param_list[:100], param_list[100:]
             m, metric_list = metric_list[:900], metric_list[900:]
             t, tag_list = tag_list[:100], tag_list[100:]
-            self.call(
-                "log params, metrics and tags",
-                lambda c, p=p, m=m, t=t: c.log_batch(run_id, metrics=m, params=p, tags=t),
-            )
+            self.call("log params, metrics and tags", partial(_log_batch, run_id, m, p, t))
 
     def end_run(self, run_id: str, status: str, end_ms: int | None) -> None:
         self.call(
@@ -396,13 +394,8 @@ class MlflowTracker:
                 )
         name, digest = dataset if dataset else (None, None)
         for key, value in metrics:
-            self.call(
-                f"log metric {key}",
-                lambda c, key=key, value=value: c.log_metric(
-                    mlflow_run_id, key, value, dataset_name=name, dataset_digest=digest,
-                    model_id=logged.model_id,
-                ),
-            )  # fmt: skip
+            log_one = partial(_log_metric, mlflow_run_id, key, value, name, digest, logged.model_id)
+            self.call(f"log metric {key}", log_one)
         self.call("finalize the logged model",
                   lambda c: c.finalize_logged_model(logged.model_id, "READY"))  # fmt: skip
         version = self.call(
@@ -427,21 +420,33 @@ class MlflowTracker:
 
     def tag_version(self, model_name: str, version: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.call(
-                f"tag version {version} of {model_name!r}",
-                lambda c, key=key, value=value: c.set_model_version_tag(
-                    model_name, version, key, str(value)[:5000]
-                ),
-            )
+            tag = partial(_tag_version, model_name, version, key, str(value)[:5000])
+            self.call(f"tag version {version} of {model_name!r}", tag)
 
     def tag_model(self, model_name: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.call(
-                f"tag registered model {model_name!r}",
-                lambda c, key=key, value=value: c.set_registered_model_tag(
-                    model_name, key, str(value)[:5000]
-                ),
-            )
+            tag = partial(_tag_model, model_name, key, str(value)[:5000])
+            self.call(f"tag registered model {model_name!r}", tag)
+
+
+def _log_batch(run_id: str, metrics: list[Any], params: list[Any], tags: list[Any], c: Any) -> Any:
+    return c.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+
+
+def _log_metric(
+    run_id: str, key: str, value: float, dataset: str | None, digest: str | None, model_id: str,
+    c: Any,
+) -> Any:  # fmt: skip
+    return c.log_metric(run_id, key, value, dataset_name=dataset, dataset_digest=digest,
+                        model_id=model_id)  # fmt: skip
+
+
+def _tag_version(model_name: str, version: str, key: str, value: str, c: Any) -> Any:
+    return c.set_model_version_tag(model_name, version, key, value)
+
+
+def _tag_model(model_name: str, key: str, value: str, c: Any) -> Any:
+    return c.set_registered_model_tag(model_name, key, value)
 
 
 def _quoted(value: str) -> str:
