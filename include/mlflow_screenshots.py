@@ -1,5 +1,5 @@
 """Screenshots of the MLflow UI that mirrors Patient ML (docs/mlflow.md), in Debian's Chromium
-at 1,280 px: the model's experiment (the runs with their nested trial runs), a trial's metric
+at 1,440 px: the model's experiment (the runs with their nested trial runs), a trial's metric
 history, the registered model with its `champion` alias, and the champion version's tags.
 
     .venv/bin/python include/mlflow_screenshots.py --url http://127.0.0.1:5000 \\
@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--model", help="registered model name (default: the one with a champion)")
     ap.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     ap.add_argument("--height", type=int, default=900)
+    ap.add_argument("--width", type=int, default=1440)
     args = ap.parse_args()
     url = args.url.rstrip("/")
     client = MlflowClient(tracking_uri=url)
@@ -52,24 +53,28 @@ def main() -> int:
     eid = experiment.experiment_id
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = browser.new_context(viewport={"width": 1280, "height": args.height})
+        ctx = browser.new_context(viewport={"width": args.width, "height": args.height})
         page = ctx.new_page()
         page.set_default_timeout(60_000)
 
-        def shot(name: str, path: str, wait_for: str) -> None:
+        def shot(name: str, path: str, wait_for: str, expand: bool = False) -> None:
             page.goto(f"{url}/#{path}")
             page.get_by_text(wait_for, exact=False).first.wait_for()
             page.wait_for_timeout(2500)  # tables and charts settle
+            close = page.get_by_role("button", name="Close", exact=True)
+            if close.count():  # the MLflow Assistant's side panel
+                close.first.click()
+                page.wait_for_timeout(500)
+            if expand:  # the nested trial runs under their parent runs
+                for toggle in page.locator("[role=row] button:not([data-testid])").all():
+                    if not toggle.inner_text().strip():
+                        toggle.click()
+                        page.wait_for_timeout(700)
             target = args.out / f"mlflow-{name}.png"
             page.screenshot(path=str(target))
             print(target)
 
-        shot("experiment-runs", f"/experiments/{eid}/runs", parent.info.run_name)
-        expand = page.get_by_role("button", name="Expand all")
-        if expand.count():  # show the nested trial runs under their parents
-            expand.first.click()
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "mlflow-experiment-runs.png"))
+        shot("experiment-runs", f"/experiments/{eid}/runs", parent.info.run_name, expand=True)
         if trials:
             trial = trials[0]
             shot("trial-run", f"/experiments/{eid}/runs/{trial.info.run_id}",

@@ -435,7 +435,7 @@ def _mirror_trials(
             **({"patient_ml.failure": trial.failure[:4000]} if trial.failure else {}),
         }
         child = partial.get(trial.number) or tracker.create_run(
-            experiment_id, name=f"{record.slug} trial {trial.number}",
+            experiment_id, name=f"trial {trial.number} of {record.slug}",
             start_ms=trial.started_ms, tags=tags,
         )  # fmt: skip
         stamp = trial.ended_ms or trial.started_ms
