@@ -346,8 +346,13 @@ def test_mlflow_mirrors_the_trials_the_version_and_the_champion_alias(
         ).first()
         assert approval is not None
         approver = approval.user or approval.actor
+        from patient_ml.db.models import Run
+
+        runs = select(Run.id).where(Run.model_id == model.id)
         failed = session.scalars(
-            select(AuditEvent).where(AuditEvent.action == "run.mlflow.failed")
+            select(AuditEvent).where(
+                AuditEvent.action == "run.mlflow.failed", AuditEvent.entity_id.in_(runs)
+            )
         ).all()
         assert not failed, [f.after for f in failed]
     client = MlflowClient(tracking_uri=airflow_deployment.mlflow_url)
