@@ -164,7 +164,11 @@ def test_trials_versions_and_the_champion_alias_are_mirrored(
     assert json.loads(dataset.dataset.source)["snapshotId"] == SNAPSHOT
     from mlflow.artifacts import download_artifacts
 
-    folder = Path(download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path / "m")))
+    folder = Path(
+        download_artifacts(
+            artifact_uri=version.source, dst_path=str(tmp_path / "m"), tracking_uri=mlflow_conn.url
+        )
+    )
     assert (folder / "model.tar.gz").read_bytes() == artifact
 
     champion = client.get_model_version_by_alias(name, "champion")
