@@ -319,6 +319,8 @@ def mirror_with_connection(
     from patient_ml import settings
 
     conn_id = conn_id if conn_id is not None else settings.mlflow_conn_id()
+    if not conn_id or conn_id.strip().lower() in ("off", "none"):
+        return None  # off: not even the connection look-up
     try:
         from patient_ml.hooks.mlflow_tracking import mirror_tracker
 
