@@ -53,6 +53,30 @@ def brighter(data: bytes) -> bytes:
     return _png(pixels + 40)
 
 
+def blurred(data: bytes) -> bytes:
+    from PIL import ImageFilter
+
+    image = Image.open(io.BytesIO(data)).convert("L").filter(ImageFilter.GaussianBlur(2))
+    return _png(np.asarray(image, dtype=np.float32))
+
+
+def lower_resolution(data: bytes) -> bytes:
+    image = Image.open(io.BytesIO(data)).convert("L")
+    small = image.resize((max(1, image.width // 4), max(1, image.height // 4)), Image.BILINEAR)
+    return _png(np.asarray(small.resize(image.size, Image.BILINEAR), dtype=np.float32))
+
+
+def noisy(data: bytes, rng: np.random.Generator) -> bytes:
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32)
+    return _png(pixels + rng.normal(0, 12, pixels.shape))
+
+
+def recompressed(data: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("L").save(out, format="JPEG", quality=30)
+    return out.getvalue()
+
+
 def _png(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").save(out, format="PNG")
@@ -183,16 +207,31 @@ def run(args: argparse.Namespace, home: Path) -> int:
           f"{deploy_seconds:.1f} s)")  # fmt: skip
 
     used = {image.source.name for image in br35h.sample(args.limit)[1]}
-    held_out = [i.path for i in br35h.list_images() if i.path.name not in used]
+    held_out = [(i.path, i.class_index) for i in br35h.list_images() if i.path.name not in used]
     rng = np.random.default_rng(0)
-    rng.shuffle(held_out)
-    unseen: Iterator[bytes] = (p.read_bytes() for p in held_out)
+    rng.shuffle(held_out)  # type: ignore[arg-type]
+    truth: list[int] = []  # the true label of each image sent, in order
+
+    def labelled() -> Iterator[bytes]:
+        for path, label in held_out:
+            truth.append(label)
+            yield path.read_bytes()
+
+    unseen: Iterator[bytes] = labelled()
     latencies: list[float] = []
+    answers: list[int] = []  # the label the champion answered, in order
 
     def send(data: bytes) -> None:
         t = time.perf_counter()
-        predict(engine, store, model_id, image=data)
+        answer = predict(engine, store, model_id, image=data)
         latencies.append((time.perf_counter() - t) * 1000)
+        top = max(answer.get("predictions") or [{}], key=lambda p: p.get("confidence", 0))
+        answers.append(int(top.get("index", -1)))
+
+    def measured(last: int) -> float:
+        """Balanced accuracy of the last `last` answers (the images' true labels)."""
+        y, a = np.asarray(truth[-last:]), np.asarray(answers[-last:])
+        return float(np.mean([np.mean(a[y == k] == k) for k in (0, 1) if np.any(y == k)]))
 
     def check() -> dict:
         return monitoring.check_model(engine, store, model_id, actor="bench")
@@ -216,12 +255,19 @@ def run(args: argparse.Namespace, home: Path) -> int:
 
     # --- shifted streams: detection delay
     tiles = nuclei_tiles()
+    noise_rng = np.random.default_rng(12)
     shifts: dict[str, Callable[[int], bytes]] = {
         "contrast x0.5": lambda i: contrast_halved(next(unseen)),
         "brightness +40": lambda i: brighter(next(unseen)),
         "nuclei tiles (wrong modality)": lambda i: tiles[i % len(tiles)],
+        "Gaussian blur sigma 2": lambda i: blurred(next(unseen)),
+        "4x lower resolution": lambda i: lower_resolution(next(unseen)),
+        "noise sigma 12": lambda i: noisy(next(unseen), noise_rng),
+        "JPEG quality 30": lambda i: recompressed(next(unseen)),
     }
-    print(f"shifted inputs (a check every {args.step} requests on the newest {args.window}):")
+    print(f"shifted inputs (a check every {args.step} requests on the newest {args.window}; "
+          "balanced accuracy measured on the shifted window's true labels, where they exist, "
+          "against the estimate from the model's probabilities):")  # fmt: skip
     for name, make in shifts.items():
         for _ in range(args.window):  # a clean window first
             send(next(unseen))
@@ -231,16 +277,22 @@ def run(args: argparse.Namespace, home: Path) -> int:
             send(make(i))
             if i % args.step == 0:
                 event = check()
-                if event["status"] == "breach":
-                    delay = i
+                if event["status"] == "breach" and delay is None:
+                    delay, fired = i, event["breaches"]
+                if i >= args.window and delay is not None:
                     break
+        window_event = check()  # the newest window: shifted requests only
+        estimated = window_event["details"].get("estimatedPerformance") or {}
+        estimate = (estimated.get("balancedAccuracy") or {}).get("value")
+        real = "n/a (no labels)" if name.startswith("nuclei") else f"{measured(args.window):.3f}"
         what = (
-            f"alarm after {delay} requests ({delay / args.window:.2f} windows): "
-            f"{', '.join(event['breaches'])}"
+            f"alarm after {delay} requests ({delay / args.window:.2f} windows): {', '.join(fired)}"
             if delay
             else "no alarm within 2 windows"
         )
-        print(f"  {name:30s} clean window: {before['status']}; {what}")  # fmt: skip
+        shown = "n/a" if estimate is None else f"{estimate:.3f}"
+        print(f"  {name:30s} clean window: {before['status']}; {what}; balanced accuracy "
+              f"{real}, estimated {shown}")  # fmt: skip
 
     # --- the prediction log's overhead per request
     sample_images = [next(unseen) for _ in range(100)]

@@ -36,6 +36,22 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 USERS = {user.name: user.role for user in DEMO_USERS}
 
 
+def openlineage_file_transport(root: Path, env: dict[str, str], namespace: str) -> Path | None:
+    """With the OpenLineage provider installed (the `lineage` extra), every task's events go to
+    one JSON-lines file under `root` (the client's file transport, appending); None without it.
+    `env` is the Airflow processes' environment, changed in place."""
+    import importlib.util
+
+    if importlib.util.find_spec("airflow.providers.openlineage") is None:
+        return None
+    events = root / "openlineage" / "events.jsonl"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    transport = {"type": "file", "log_file_path": str(events), "append": True}
+    env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
+    env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = namespace
+    return events
+
+
 class AirflowStackError(RuntimeError):
     pass
 

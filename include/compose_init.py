@@ -81,12 +81,15 @@ def write_passwords() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(passwords))
     path.chmod(0o600)
+    # never a password in the logs: the init container's output is kept by the engine
     say("Airflow user admin: password from _AIRFLOW_WWW_USER_PASSWORD (default admin)")
-    for line in sign_in_lines(os.environ.get("AIRFLOW__API__BASE_URL") or URL, path):
+    read_with = f"docker-compose exec airflow-apiserver cat {path}"
+    base = os.environ.get("AIRFLOW__API__BASE_URL") or URL
+    for line in sign_in_lines(base, path, read_with=read_with):
         say(line)
     unknown = sorted(set(users) - {u.name for u in DEMO_USERS})
     for user in unknown:
-        say(f"Airflow user {user}: password {passwords[user]} (in {path})")
+        say(f"Airflow user {user}: password generated (`{read_with}`)")
 
 
 def build_trainer_images() -> None:

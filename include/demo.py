@@ -42,8 +42,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from include.airflow_stack import AirflowStack, ApiClient, RemoteAirflow
+from include.airflow_stack import (
+    AirflowStack,
+    ApiClient,
+    RemoteAirflow,
+    openlineage_file_transport,
+)
 from include.demo_users import APPROVER, ML_ENGINEER, sign_in_lines
+from include.lineage_graph import mermaid, read_events
 from patient_ml.labels.sinks import LABELS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,6 +280,9 @@ def main() -> None:
         stack: AirflowStack = RemoteAirflow(args.airflow_url, env, Path(passwords))
     else:
         env["PATIENT_ML_BACKEND"] = pick_backend(args.backend)
+        events = openlineage_file_transport(HOME, env, "patient-ml-demo")
+        if events is not None:
+            say(f"OpenLineage: every task's events go to {events}")
         say("starting Airflow: API server, scheduler, DAG processor, triggerer")
         stack = AirflowStack(AIRFLOW_HOME, env=env)
         stack.migrate()
@@ -408,7 +417,13 @@ def stop_previous(*, report: bool = False, remote: bool = False) -> None:
         env["PATIENT_ML_HOME"] = str(HOME)
         env.pop("PATIENT_ML_DATABASE_URL", None)
     argv = [sys.executable, "-c", code, *(["report"] if report else [])]
-    subprocess.run(argv, env=env, check=False)
+    done = subprocess.run(argv, env=env, check=False)
+    if done.returncode != 0 and report:  # `stop` asked for it: never a silent success
+        raise SystemExit(
+            "stopping the demo's model endpoints failed (see above); they may still run. Fix: "
+            "give this process the Docker engine (in compose, airflow-cli mounts its socket) "
+            "and run the stop again"
+        )
 
 
 def summary(
@@ -457,6 +472,7 @@ def summary(
         cli(env, "a prediction from the champion's endpoint", "models", "predict", MODEL,
             "--example", str(test_example))  # fmt: skip
         print(f"true label of test example {test_example}: {truth}")
+    write_lineage_graph(HOME / "openlineage" / "events.jsonl", HOME / "lineage.md")
     for line in sign_in_lines(stack.url, stack.passwords_file):
         print(line)
     if keep_running and isinstance(stack, RemoteAirflow):
@@ -470,6 +486,15 @@ def summary(
         f"Try: export PATIENT_ML_HOME={shlex.quote(str(HOME))}; .venv/bin/patient-ml runs list\n"
         f"({time.monotonic() - STARTED:.0f} s in all)"
     )
+
+
+def write_lineage_graph(events: Path, out: Path) -> None:
+    """The demo's lineage (Mermaid, from its OpenLineage events), when a transport was set."""
+    if not events.is_file():
+        return
+    graph = mermaid(read_events(events), DAG_ID)
+    out.write_text(f"# Lineage of the demo's runs\n\n```mermaid\n{graph}```\n")
+    print(f"lineage graph of both runs (from {events.name}): {out}")
 
 
 def true_label(stack: AirflowStack, dataset_id: str, example_id: str, names: dict[int, str]) -> str:

@@ -43,18 +43,20 @@ def simple_auth_manager_users() -> str:
     return ",".join(f"{u.name}:{u.role}" for u in DEMO_USERS)
 
 
-def sign_in_lines(url: str, passwords_file: Path) -> list[str]:
-    """How to sign in as each demo user: name, role, what they do, password (from the file)."""
+def sign_in_lines(url: str, passwords_file: Path, *, read_with: str | None = None) -> list[str]:
+    """How to sign in as each demo user: name, role, what they do, and its password (from the
+    file) — or, with `read_with` (a command that prints the file: the compose stack, whose
+    output ends up in container logs), no password at all, only how to read them."""
     try:
         passwords = json.loads(passwords_file.read_text())
     except (OSError, ValueError):
         passwords = {}
-    lines = [f"Sign in at {url} as one of (passwords are in {passwords_file}):"]
+    where = f"`{read_with}`" if read_with else str(passwords_file)
+    lines = [f"Sign in at {url} as one of (passwords are in {where}):"]
     width = max(len(u.name) for u in DEMO_USERS)
     for user in DEMO_USERS:
         password = passwords.get(user.name, "(not generated yet)")
-        lines.append(
-            f"  {user.name:<{width}}  password {password:<16}  role {user.role:<6}  {user.does}"
-        )
+        shown = f"password {password:<16}  " if read_with is None else ""
+        lines.append(f"  {user.name:<{width}}  {shown}role {user.role:<6}  {user.does}")
     lines.append("What each role may do: docs/roles.md")
     return lines

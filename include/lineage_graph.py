@@ -14,25 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+# Patient ML's dataset facets, in the order a label is looked for, and how each reads
+_LABELS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("patientMl_fhirSource",
+     lambda f: f"FHIR source<br/>{f.get('datasetName', '')} ({f.get('sourceType', '')})"),
+    ("patientMl_snapshot",
+     lambda f: f"snapshot {f['snapshotId'][:12]}<br/>{f.get('exampleCount', '?')} examples"),
+    ("patientMl_endpoint",
+     lambda f: f"endpoint ({f.get('deployType', '')})<br/>run {f['runId'][:8]}"),
+    ("patientMl_modelArtifact",
+     lambda f: f"model artifact<br/>run {f['runId'][:8]}, sha256 {f.get('sha256', '')[:8]}"),
+)  # fmt: skip
 
 
 def _label(dataset: dict[str, Any]) -> str:
     facets = dataset.get("facets") or {}
-    if "patientMl_fhirSource" in facets:
-        f = facets["patientMl_fhirSource"]
-        return f"FHIR source<br/>{f.get('datasetName', '')} ({f.get('sourceType', '')})"
-    if "patientMl_snapshot" in facets:
-        f = facets["patientMl_snapshot"]
-        return f"snapshot {f['snapshotId'][:12]}<br/>{f.get('exampleCount', '?')} examples"
-    if "patientMl_endpoint" in facets:
-        f = facets["patientMl_endpoint"]
-        return f"endpoint ({f.get('deployType', '')})<br/>run {f['runId'][:8]}"
-    if "patientMl_modelArtifact" in facets:
-        f = facets["patientMl_modelArtifact"]
-        return f"model artifact<br/>run {f['runId'][:8]}, sha256 {f.get('sha256', '')[:8]}"
+    for name, label in _LABELS:
+        if name in facets:
+            return label(facets[name])
     return f"{dataset['namespace']}<br/>{dataset['name']}"
 
 

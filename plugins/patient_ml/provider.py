@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from patient_ml import __version__
+from patient_ml.settings import SECTION, catalog
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -30,6 +31,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "MLflow tracking server (Patient ML mirror)",
             },
         ],
+        "config": {SECTION: config_section()},
         "hooks": [
             {
                 "integration-name": "Patient ML",
@@ -41,3 +43,21 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
     }
+
+
+def config_section() -> dict[str, Any]:
+    """The `[patient_ml]` section from `settings.yaml`: `airflow config list` shows it. No
+    option has a default here: the product computes its defaults (some from other settings),
+    and an Airflow default would hide the PATIENT_ML_* environment variables."""
+    options = {
+        key: {
+            "description": f"{item['description'].rstrip('.')}. Default: {item['default']}. "
+            f"Environment: PATIENT_ML_{key.upper()} or AIRFLOW__PATIENT_ML__{key.upper()}.",
+            "version_added": None,
+            "type": item["type"],
+            "example": None,
+            "default": None,
+        }
+        for key, item in catalog().items()
+    }
+    return {"description": "Patient ML for Airflow (docs: configuration.md).", "options": options}

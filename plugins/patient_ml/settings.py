@@ -1,36 +1,58 @@
-"""Where patient_ml keeps its state, from environment variables with sensible defaults.
+"""Where patient_ml keeps its state, and every other setting: the Airflow config section
+`[patient_ml]`, declared in `settings.yaml` (`airflow config list` shows it; docs/configuration.md
+draws its table from it).
 
-- PATIENT_ML_HOME: SQLite DB and local artifacts; default $AIRFLOW_HOME/patient_ml
-  (~/airflow/patient_ml when AIRFLOW_HOME is unset).
-- PATIENT_ML_DATABASE_URL: product DB as a SQLAlchemy URL; default SQLite under the home.
-- PATIENT_ML_CONN_ID: an Airflow connection holding the product DB (used when no URL is set).
-- PATIENT_ML_ARTIFACT_URI: where snapshots, images and models go; a folder, file:///folder or
-  s3://bucket/prefix; default $PATIENT_ML_HOME/artifacts.
-- PATIENT_ML_USER: actor written to audit events by the CLI; default the OS user.
-- PATIENT_ML_ACCOUNT: `accountId` shown on the wire; default "default".
-- PATIENT_ML_BACKEND: where the DAG factory's pipelines train and serve: `auto` (Docker when an
-  engine answers, else local processes), `local`, `docker` or `sagemaker` (training jobs and
-  endpoints on Amazon SageMaker, PATIENT_ML_SAGEMAKER_*); default `auto`.
-- PATIENT_ML_FAILURE_CASES: failure cases per true label shown with saliency maps on a run's
-  evaluation (imgClf; 0 turns them off); default 4, at most 16.
-- PATIENT_ML_LINEAGE_SCHEMA_URL: where the OpenLineage facets' JSON schemas are published
-  (their `_schemaURL`; patient_ml.services.lineage_facets); default the shipped folder.
-- PATIENT_ML_MLFLOW_CONN_ID: the Airflow connection of the MLflow tracking server that mirrors
-  runs, trials, model versions and the champion alias (docs/mlflow.md); default
-  `mlflow_default`; mirroring is off while no such connection exists, or when set to `off`.
-- PATIENT_ML_DAG_CACHE: folder of the DAG factory's last-known-good configs and build cache;
-  default $PATIENT_ML_HOME/cache; `off` disables both.
+`setting("PATIENT_ML_<KEY>")` reads `key`, first found wins, from the environment variable
+PATIENT_ML_<KEY> (the names the product has always read), then AIRFLOW__PATIENT_ML__<KEY> (Airflow's
+own spelling), then `[patient_ml] key` in airflow.cfg when Airflow's configuration is loaded in
+this process (its scheduler, workers, API server, DAG processor); None when none is set, and
+the caller applies its default. Nothing here imports Airflow: the CLI and the trainers' tools
+run without it.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import sys
 from pathlib import Path
+from typing import Any
+
+SECTION = "patient_ml"
+CATALOG = Path(__file__).with_name("settings.yaml")
+
+
+def setting(name: str) -> str | None:
+    """The value of setting `name` (`PATIENT_ML_<KEY>`), or None when it is not set anywhere."""
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    key = name.removeprefix("PATIENT_ML_").lower()
+    value = os.environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+    if value is not None:
+        return value
+    configuration = sys.modules.get("airflow.configuration")  # loaded: an Airflow process
+    conf = getattr(configuration, "conf", None)
+    if conf is not None:
+        try:
+            found = conf.get(SECTION, key, fallback=None)
+        except Exception:  # a broken airflow.cfg is Airflow's to report
+            found = None
+        if found not in (None, ""):
+            return str(found)
+    return None
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    """Every setting: key -> description, type, default (as the docs say it), group."""
+    import yaml
+
+    loaded: dict[str, dict[str, Any]] = yaml.safe_load(CATALOG.read_text())
+    return loaded
 
 
 def home() -> Path:
-    explicit = os.environ.get("PATIENT_ML_HOME")
+    explicit = setting("PATIENT_ML_HOME")
     if explicit:
         return Path(explicit).expanduser()
     airflow_home = os.environ.get("AIRFLOW_HOME") or "~/airflow"
@@ -46,14 +68,14 @@ def artifact_uri() -> str:
 
     Read by `patient_ml.storage.artifact_store_from_uri`.
     """
-    explicit = os.environ.get("PATIENT_ML_ARTIFACT_URI")
+    explicit = setting("PATIENT_ML_ARTIFACT_URI")
     if explicit:
         return explicit
     return (home() / "artifacts").resolve().as_uri()
 
 
 def current_user() -> str:
-    explicit = os.environ.get("PATIENT_ML_USER")
+    explicit = setting("PATIENT_ML_USER")
     if explicit:
         return explicit
     try:
@@ -63,7 +85,7 @@ def current_user() -> str:
 
 
 def account_id() -> str:
-    return os.environ.get("PATIENT_ML_ACCOUNT", "default")
+    return setting("PATIENT_ML_ACCOUNT") or "default"
 
 
 BACKENDS = ("auto", "local", "docker", "sagemaker")
@@ -71,7 +93,7 @@ BACKENDS = ("auto", "local", "docker", "sagemaker")
 
 def backend() -> str:
     """The DAG factory's training and serving backend (PATIENT_ML_BACKEND)."""
-    value = os.environ.get("PATIENT_ML_BACKEND", "auto").strip().lower() or "auto"
+    value = (setting("PATIENT_ML_BACKEND") or "auto").strip().lower() or "auto"
     if value not in BACKENDS:
         from patient_ml.exceptions import PatientMLError
 
@@ -84,7 +106,7 @@ def backend() -> str:
 
 def dag_cache_dir() -> Path | None:
     """The DAG factory's cache folder (PATIENT_ML_DAG_CACHE); None when set to `off`."""
-    explicit = os.environ.get("PATIENT_ML_DAG_CACHE", "").strip()
+    explicit = (setting("PATIENT_ML_DAG_CACHE") or "").strip()
     if explicit.lower() == "off":
         return None
     return Path(explicit).expanduser() if explicit else home() / "cache"
@@ -92,13 +114,13 @@ def dag_cache_dir() -> Path | None:
 
 def mlflow_conn_id() -> str | None:
     """The MLflow connection id (PATIENT_ML_MLFLOW_CONN_ID); None when set to `off` or empty."""
-    value = os.environ.get("PATIENT_ML_MLFLOW_CONN_ID", "mlflow_default").strip()
+    value = (setting("PATIENT_ML_MLFLOW_CONN_ID") or "mlflow_default").strip()
     return None if value.lower() in ("", "off", "none") else value
 
 
 def env_number(name: str, default: float, *, low: float, high: float) -> float:
-    """A number from environment variable `name` within [low, high]; `default` when unset."""
-    text = os.environ.get(name, "").strip()
+    """A number from setting `name` (`setting`) within [low, high]; `default` when unset."""
+    text = (setting(name) or "").strip()
     if not text:
         return default
     try:

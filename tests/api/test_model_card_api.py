@@ -67,3 +67,47 @@ def test_a_model_card_field_error_names_the_field(api: Any) -> None:
     assert accepted.status_code == 200, accepted.text
     card = accepted.json()["model"]["modelCard"]
     assert card["intendedUse"].startswith("Triage aid") and len(card["outOfScope"]) == 3
+
+
+def test_the_runs_provenance_over_the_api(api: Any, engine: Engine, tmp_path: Path) -> None:
+    """`provenance` in the extended run (typed in the OpenAPI document), never in the
+    reference view; the card's lineage carries it."""
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services import provenance
+    from patient_ml.services.runs import get_run
+    from patient_ml.training.provenance import PackageRecord
+
+    model_id = model_with_policy(engine, {})
+    run_id = evaluated_run(engine, tmp_path, model_id, miss=0.1)  # records the served image
+    digest = "sha256:" + "5" * 64
+    with session_scope(engine) as session:
+        run = get_run(session, run_id)
+        image = run.config["trainingApproach"]["trainingImage"]
+        provenance.record_training(
+            run,
+            trial={
+                "image": {"role": "training", "reference": image, "backend": "docker",
+                          "digest": digest, "imageId": digest},
+                "environment": {"python": "3.11.2", "libraries": {"torch": "1.13.1"},
+                                "reportedBy": "trainer"},
+            },
+            best_trial=2,
+            seed=5,
+            package=PackageRecord(version="0.1.0", commit="abc1234", commit_source="env"),
+        )  # fmt: skip
+    admin = api("admin")
+    base = f"/models/{model_id}/runs/{run_id}"
+    extended = admin.get(f"{base}?view=extended")
+    assert extended.status_code == 200, extended.text
+    found = extended.json()["run"]["provenance"]
+    assert found["training"]["digest"] == digest and found["bestTrial"] == 2
+    assert found["inference"]["digest"] == "local-sha256:" + "0" * 64
+    assert found["package"] == {"name": "patient-ml-airflow", "version": "0.1.0",
+                                "commit": "abc1234", "commitSource": "env"}  # fmt: skip
+    assert found["sampler"]["seed"] == 5 and found["tagMoved"] == []
+    assert "provenance" not in admin.get(base).json()["run"]
+    lineage = admin.get(f"{base}/model-card/document").json()["modelCard"]["lineage"]
+    assert lineage["trainingImageDigest"] == digest and lineage["sourceCommit"] == "abc1234"
+    assert lineage["trainerLibraries"] == ["torch 1.13.1"]
+    schema = admin.get("/openapi.json").json()["components"]["schemas"]
+    assert "provenance" in schema["ModelRunExtended"]["properties"]

@@ -52,6 +52,9 @@ def test_compose_stack_runs_the_demo_over_two_celery_workers(compose_ready: None
     print(f"compose test wall time {time.monotonic() - started:.0f} s")
     # nothing left: containers, networks (the serving network included), volumes
     assert figures.leftovers == []
+    # the documented stop (through airflow-cli) stops the endpoints itself (issue 34)
+    assert figures.left_by_stop == [], figures.stop_output
+    assert "stopped the endpoint" in figures.stop_output, figures.stop_output
     # run 1's DAG run: curate, both tune workers, evaluate, approval, deploy, record
     assert figures.dag_run_state == "success", figures.task_states
     assert {"curate", "tune[0]", "tune[1]", "evaluate", "await_approval", "deploy"} <= set(

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
 
-from include.airflow_stack import AirflowStack, ApiClient
+from include.airflow_stack import AirflowStack, ApiClient, openlineage_file_transport
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import Model
@@ -123,7 +123,7 @@ def airflow_deployment(
         "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
         "PATIENT_ML_LOCAL_TRAINERS": f"{ECR_IMG_CLF_REPOSITORY}={IMG_CLF_TRAINER}",
     }
-    lineage_events = _openlineage_file_transport(root, product_env)
+    lineage_events = openlineage_file_transport(root, product_env, "patient-ml-e2e")
     mlflow_url = _mlflow_mirror(request, product_env)
     stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
     stack.migrate()
@@ -141,22 +141,6 @@ def airflow_deployment(
             stack.stop()
             engine.dispose()
             next(databases, None)
-
-
-def _openlineage_file_transport(root: Path, env: dict[str, str]) -> Path | None:
-    """With the OpenLineage provider installed (the `lineage` extra, as in CI), every task's
-    events go to one JSON-lines file (the client's file transport, appending)."""
-    import importlib.util
-    import json
-
-    if importlib.util.find_spec("airflow.providers.openlineage") is None:
-        return None
-    events = root / "openlineage" / "events.jsonl"
-    events.parent.mkdir()
-    transport = {"type": "file", "log_file_path": str(events), "append": True}
-    env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
-    env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "patient-ml-e2e"
-    return events
 
 
 def _mlflow_mirror(request: pytest.FixtureRequest, env: dict[str, str]) -> str | None:

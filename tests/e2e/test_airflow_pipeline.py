@@ -189,8 +189,40 @@ def test_rest_trigger_approve_deploy_then_cli_run_rejected(deployment: dict[str,
         model = session.get(Model, deployment["model_id"])
         assert model is not None and model.champion_id == run["id"]  # never deployed
 
+    # Provenance: what trained and served each run; the image tag did not move between them.
+    _provenance(api, deployment, run["id"], started["id"])
+
     # Every other endpoint of the plugin through the running API server.
     _rest_api_endpoints(stack, api, deployment, run["id"])
+
+
+def _provenance(api: ApiClient, deployment: dict[str, Any], first: str, second: str) -> None:
+    v1, model_id = "/v1/patient-ml", deployment["model_id"]
+    image = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+    seen = {}
+    for run_id in (first, second):
+        wire = api.get(f"{v1}/models/{model_id}/runs/{run_id}?view=extended")["run"]
+        prov = wire["provenance"]
+        training, inference = prov["training"], prov["inference"]
+        assert training["reference"] == image and training["backend"] in ("docker", "local")
+        assert training["digest"].startswith(("sha256:", "local-sha256:")), training
+        assert inference["reference"] == image and inference["digest"], inference
+        # the reference trainer reports its own interpreter and libraries (environment.json)
+        assert prov["trainer"]["reportedBy"] == "trainer" and prov["trainer"]["python"]
+        assert {"torch", "numpy"} <= set(prov["trainer"]["libraries"])
+        assert prov["package"]["version"] and prov["package"]["commit"]
+        assert prov["sampler"]["seed"] == int(wire["trainingApproach"].get("seed") or 0)
+        assert prov["tagMoved"] == [], prov["tagMoved"]  # the same image both times
+        assert "provenance" not in api.get(f"{v1}/models/{model_id}/runs/{run_id}")["run"]
+        card = api.get(f"{v1}/models/{model_id}/runs/{run_id}/model-card/document")["modelCard"]
+        lineage = card["lineage"]
+        assert lineage["trainingImageDigest"] == training["digest"]
+        assert lineage["inferenceImageDigest"] == inference["digest"]
+        assert lineage["trainerPython"] == prov["trainer"]["python"]
+        assert f"seed {prov['sampler']['seed']}" in lineage["sampler"]
+        assert lineage.get("tagMoves", []) == []
+        seen[run_id] = training["digest"]
+    assert seen[first] == seen[second]
 
 
 def _rest_api_endpoints(

@@ -4,9 +4,9 @@ model has a champion) run twice:
 
 1. unshifted images (REST predictions of the dataset's own examples): no alarm, the
    `signal_drift` task is skipped, no drift Asset event;
-2. shifted images (contrast halved, through the predictions service and the CLI): a breach
-   event (REST, audit), the drift Asset event, and — `monitoring.retrainOnBreach` — a run of
-   the model's training DAG queued by that Asset event.
+2. shifted images (blurred, as from a new scanner: through the predictions service and the
+   CLI): a feature-drift breach event (REST, audit), the drift Asset event, and —
+   `monitoring.retrainOnBreach` — a run of the model's training DAG queued by that Asset event.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -125,9 +124,12 @@ def _check(d: E2EDeployment) -> dict[str, str]:
 
 
 def _shifted(data: bytes) -> bytes:
-    pixels = np.asarray(Image.open(io.BytesIO(data))).astype(np.float32)
+    """A softer image, as from a new scanner: blurred, its brightness and contrast unchanged
+    (what the intensity statistics alone did not see, issue 39)."""
+    from PIL import ImageFilter
+
     out = io.BytesIO()
-    Image.fromarray((pixels * 0.5).astype(np.uint8), mode="L").save(out, format="PNG")
+    Image.open(io.BytesIO(data)).filter(ImageFilter.GaussianBlur(1.5)).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -164,7 +166,7 @@ def test_monitor_dag_quiet_on_unshifted_alarms_and_retrains_on_shifted(
     assert monitoring["monitoring"]["retrainOnBreach"] is True
     assert not _drift_events(api)
 
-    # 2. shifted: the same kind of images with half the contrast, through the service and CLI
+    # 2. shifted: the same kind of images, blurred, through the service and the CLI
     prefix = snapshot_prefix(monitored["dataset_id"])
     for entry in entries[WINDOW : 2 * WINDOW - 1]:
         image = store.read_bytes(f"{prefix}/{entry['image']['key']}")
@@ -175,7 +177,9 @@ def test_monitor_dag_quiet_on_unshifted_alarms_and_retrains_on_shifted(
     states = _check(d)
     assert states == {"check": "success", "signal_drift": "success"}, states
     breach = api.get(f"{v1}/models/{model_id}/monitoring?status=breach")["events"][0]
-    assert "inputDrift.mean" in breach["breaches"] and breach["window"]["predictions"] == WINDOW
+    assert "featureDrift.images" in breach["breaches"], breach
+    assert breach["window"]["predictions"] == WINDOW
+    assert breach["details"]["estimatedPerformance"]["balancedAccuracy"]["value"] is not None
     with session_scope(d.engine) as session:
         audited = session.scalars(select(AuditEvent).where(
             AuditEvent.entity_id == model_id,

@@ -9,8 +9,9 @@ A. Airflow's HITL API lists the run's Required Action, assigned to the approver,
    approver's response approves the run in the product DB (channel `airflow-required-actions`,
    audited), and deploy makes it champion.
 B. A response without a justification is refused by the product (audited) and the Required
-   Action opens again; a decision through the REST API then closes it (the entry tells the
-   decision, the channel and the decider): no stale entry is left.
+   Action opens again; a decision through the REST API then closes it at once, in the API
+   server (the entry tells the decision, the channel and the decider), and Airflow refuses a
+   later, conflicting response there (409): no stale entry, one decision, one record.
 """
 
 from __future__ import annotations
@@ -193,6 +194,13 @@ def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any])
         {"decision": "rejected", "description": "e2e: not better than the champion"},
     )
     assert decided["approvalDecision"]["channel"] == "api"
+    # closed at once by the API server (no trigger needed), with the decider as responder ...
+    closed = _detail(api, b)
+    assert closed["response_received"] is True and closed["chosen_options"] == ["Reject"]
+    assert closed["responded_by_user"]["name"] == "admin"  # the trigger would write none
+    # ... so a late, conflicting response is refused where it is made (issue 34)
+    late = {"chosen_options": ["Approve"], "params_input": {"justification": "e2e: late"}}
+    assert "already been updated" in _respond(api, b, late, ok=(409,))["detail"]
     states = _wait_ended(d, b)
     assert states[TASK] == "skipped" and states["deploy"] == "skipped"
     closed = _detail(api, b)

@@ -133,6 +133,12 @@ def test_approver_finds_the_run_and_approves_it(
     expect(ui.get_by_test_id("metric-balancedAccuracy")).to_contain_text("[")
     expect(ui.get_by_test_id("test-set-size")).to_contain_text("independent cluster")
     expect(ui.get_by_test_id("resampling")).to_contain_text("resamples of the independent clusters")
+    # Provenance: the images with their digests, the trainer's own report, the sampler's seed.
+    expect(ui.get_by_test_id("training-digest")).to_contain_text("sha256:")
+    expect(ui.get_by_test_id("inference-digest")).to_contain_text("sha256:")
+    expect(ui.get_by_test_id("provenance")).to_contain_text("reported by the trainer")
+    expect(ui.get_by_test_id("sampler-seed")).to_contain_text("Optuna TPESampler, seed ")
+    expect(ui.get_by_test_id("tag-moved")).to_have_count(0)
 
     # An empty justification: the API's own field error is shown next to the field.
     form = ui.get_by_test_id("approval-form")

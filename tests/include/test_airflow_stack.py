@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import jwt
+import pytest
 
-from include.airflow_stack import JWT_SECRET_BYTES, AirflowStack
+from include.airflow_stack import JWT_SECRET_BYTES, AirflowStack, openlineage_file_transport
 
 
 def test_the_jwt_secret_is_long_enough_for_hs512_without_a_pyjwt_warning(tmp_path: Path) -> None:
@@ -22,3 +24,17 @@ def test_the_jwt_secret_is_long_enough_for_hs512_without_a_pyjwt_warning(tmp_pat
         token = jwt.encode({"sub": "admin"}, secret, algorithm="HS512")
     assert jwt.decode(token, secret, algorithms=["HS512"]) == {"sub": "admin"}
     assert AirflowStack(tmp_path / "airflow").env["AIRFLOW__API_AUTH__JWT_SECRET"] == secret
+
+
+def test_the_openlineage_transport_writes_one_file_under_the_root(tmp_path: Path) -> None:
+    pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider")
+
+    env: dict[str, str] = {}
+    events = openlineage_file_transport(tmp_path, env, "patient-ml-demo")
+    assert events == tmp_path / "openlineage" / "events.jsonl"
+    assert events.parent.is_dir()
+    transport = json.loads(env["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    assert transport == {"type": "file", "log_file_path": str(events), "append": True}
+    assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == "patient-ml-demo"
+    # a second stack on the same root (a rerun of the demo) appends to the same file
+    assert openlineage_file_transport(tmp_path, {}, "patient-ml-demo") == events

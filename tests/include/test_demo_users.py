@@ -26,7 +26,9 @@ def test_one_user_per_role_and_the_demo_models_approvers_exist(tmp_path: Path) -
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == simple_auth_manager_users()
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     common = compose["x-airflow-common"]["environment"]
-    assert common["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == simple_auth_manager_users()
+    # the default of `.env`'s AIRFLOW_USERS (users per role come from configuration)
+    users = f"${{AIRFLOW_USERS:-{simple_auth_manager_users()}}}"
+    assert common["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == users
     model = yaml.safe_load((ROOT / "include" / "configs" / "brain_mri_model.yaml").read_text())
     approvers = model["approvalPolicy"]["approvers"]
     assert approvers == [APPROVER]
@@ -44,6 +46,10 @@ def test_sign_in_lines_name_every_user_its_role_and_password(tmp_path: Path) -> 
         assert f"pw-{user.name}" in line and f"role {user.role}" in line
     missing = sign_in_lines("http://x", tmp_path / "none.json")
     assert all("(not generated yet)" in x for x in missing[1:-1])
+    # the compose stack's init logs say how to read them, never a password (issue 34)
+    logged = "\n".join(sign_in_lines("http://x", passwords, read_with="cat passwords.json"))
+    assert "`cat passwords.json`" in logged and "pw-" not in logged
+    assert all(f"role {u.role}" in logged for u in DEMO_USERS)
 
 
 def _previous_demo(home: Path, labels: int) -> None:

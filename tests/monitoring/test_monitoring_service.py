@@ -60,6 +60,15 @@ def _shifted(seed: int) -> bytes:
     return out.getvalue()
 
 
+def _blurred(seed: int) -> bytes:
+    from PIL import ImageFilter
+
+    image = Image.open(io.BytesIO(png(seed))).filter(ImageFilter.GaussianBlur(1.5))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
 def test_reference_log_check_and_breach(deployed: Any) -> None:
     p, run_id = deployed
     engine = p.engine
@@ -103,7 +112,7 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     assert len(rows) == len(report["testExampleIds"]) + 20
     row = rows[0]
     assert row.run_id == run_id and len(row.image_sha256) == 64 and row.width == 24
-    assert set(row.statistics) == {"mean", "std", "p05", "p50", "p95"}
+    assert set(row.statistics) == {"mean", "std", "p05", "p50", "p95", "features"}
     assert row.output["label"] in (0, 1) and 0 <= row.output["confidence"] <= 1
     assert not any(e in json.dumps([r.output, r.statistics]) for r in rows
                    for e in report["testExampleIds"])  # fmt: skip
@@ -111,6 +120,14 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     assert ok["status"] == "ok", ok
     assert ok["window"]["predictions"] == 20
     assert ok["details"]["inputDrift"]["statistics"]["mean"]["drifted"] is False
+    assert ok["details"]["featureDrift"]["drifted"] is False
+    assert len(profile["features"]) == reference.examples
+    estimated = ok["details"]["estimatedPerformance"]
+    assert estimated["predictions"] == 20 and estimated["breached"] is False
+    low, high = estimated["balancedAccuracy"]["low"], estimated["balancedAccuracy"]["high"]
+    assert low <= estimated["balancedAccuracy"]["value"] <= high
+    family = ok["details"]["familyWise"]
+    assert family["method"] == "holm" and "featureDrift.images" in family["adjusted"]
 
     # live performance needs labelled predictions inside the window
     big = {**MONITORING, "windowSize": 100}
@@ -143,6 +160,13 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
         ).all()
     assert [e["status"] for e in events] == ["breach", "ok", "ok", "insufficient"]
     assert len(audits) == 1 and audits[0].after["eventId"] == breach["id"]
+
+    # blurred (a new scanner's softer images): same brightness, a feature-drift breach
+    for seed in range(20):
+        predict(engine, p.store, p.model_id, image=_blurred(70_000 + seed))
+    soft = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    assert "featureDrift.images" in soft["breaches"], soft["details"]["featureDrift"]
+    assert soft["details"]["featureDrift"]["pValue"] < 0.01
 
 
 def test_retention_bounds_the_log(deployed: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -168,6 +168,23 @@ def test_a_response_after_a_decision_elsewhere_keeps_that_decision(
     assert _decisions(engine, run_id) == [("rejected", "dr-b", "ui")]
 
 
+def test_the_decision_written_into_the_required_action_resumes_without_a_second_record(
+    waiting_run: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server answers the Required Action with a REST decision and resumes the task
+    (hooks.airflow_required_actions): the task ends with that decision, records nothing again
+    and does not take the response back (it says what the product holds)."""
+    run_id, engine = waiting_run["run_id"], waiting_run["engine"]
+    with session_scope(engine) as session:
+        approvals.decide(session, run_id, "approved", user="dr-a", reason="ok", channel="api")
+    sensor = waiting_run["sensor"]
+    sensor.required_actions = True  # a clear_response would need a task instance: none here
+    done = sensor.execute_complete({}, _response("dr-a", text="ok — decided by dr-a through api"))
+    assert done["status"] == "approved" and done["channel"] == "api"
+    assert _decisions(engine, run_id) == [("approved", "dr-a", "api")]
+    assert "came too late" not in caplog.text
+
+
 def test_deferrable_is_the_default_and_false_polls_in_the_worker(
     waiting_run: dict[str, Any], tmp_path: Path
 ) -> None:

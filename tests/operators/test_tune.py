@@ -160,3 +160,57 @@ def test_a_pruned_trial_keeps_the_value_it_was_pruned_at(
         assert trial.state == "pruned" and trial.value == pytest.approx(0.4)
         assert trial.failure is None and trial.artifact_uri is None
     assert ("validation:accuracy", pytest.approx(0.4), 1) in seen
+
+
+def _attempt_dies_mid_trial(engine: Engine, db_url: str, run_id: str, worker: str) -> int:
+    """What a worker killed mid-trial leaves: a trial running in the study and in the product."""
+    from patient_ml.services import training as training_service
+    from patient_ml.services.tuning import load_run_spec
+    from patient_ml.training import sweep
+    from patient_ml.training.tuning import sweep_spec
+
+    storage = sweep.optuna_storage(db_url)
+    spec = sweep_spec(load_run_spec(engine, run_id))
+    sweep.create_study(storage, run_id, spec.direction)
+    claimed = sweep.claim_trial(engine, storage, spec, worker)
+    assert claimed is not None
+    _, trial = claimed
+    with session_scope(engine) as session:
+        training_service.record_trial(
+            session, run_id, trial.number, state="running", params={}, worker=worker
+        )
+    return trial.number
+
+
+def test_no_trial_stays_running_after_its_worker_died(
+    engine: Engine, db_url: str, tmp_path: Path, run_with_snapshot: Any
+) -> None:
+    """Worker 0 dies mid-trial and is retried: the retry fails that trial in the study and in
+    the product. Worker 1 dies mid-trial and is not retried: finishing the tune stage closes
+    its trial in both. Nothing is shown `running` once the stage is over."""
+    import optuna
+
+    from patient_ml.training import sweep
+
+    run_id = run_with_snapshot(maxTrials=3)
+    artifacts = str(tmp_path / "artifacts")
+    retried = _attempt_dies_mid_trial(engine, db_url, run_id, "0")
+    abandoned = _attempt_dies_mid_trial(engine, db_url, run_id, "1")
+    done = TuneWorkerOperator(
+        task_id="tune", run_id=run_id, worker_index=0, backend="local", artifact_uri=artifacts
+    ).execute({})
+    # its own stale trial is not counted; worker 1's (may still come back) is: 2 + 1 = 3
+    assert sum(done.values()) == 2
+    with session_scope(engine) as session:
+        states = {t.number: t for t in session.scalars(select(Trial).where(Trial.run_id == run_id))}
+        assert states[retried].state == "failed" and "crash" in (states[retried].failure or "")
+        assert states[abandoned].state == "running"  # worker 1 may still come back
+    FinishTuningOperator(task_id="finish", run_id=run_id, artifact_uri=artifacts).execute({})
+    study = optuna.load_study(study_name=sweep.study_name(run_id), storage=db_url)
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    with session_scope(engine) as session:
+        trials = session.scalars(select(Trial).where(Trial.run_id == run_id)).all()
+        assert "running" not in {t.state for t in trials}
+        left = next(t for t in trials if t.number == abandoned)
+        assert left.state == "failed" and "run ended" in (left.failure or "")
+        assert left.ended_at is not None

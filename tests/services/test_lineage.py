@@ -96,7 +96,11 @@ def test_evaluate_links_snapshot_and_champion_to_the_challenger_with_intervals(
     assert champion.name == f"/runs/{first}/model.tar.gz" and champion.version == "0" * 64
     (artifact,) = stage.outputs
     assert artifact.name == f"/runs/{second}/model.tar.gz"
-    assert artifact.facets["patientMl_modelArtifact"].to_wire()["runId"] == second
+    facet = artifact.facets["patientMl_modelArtifact"].to_wire()
+    assert facet["runId"] == second
+    # provenance: the image that served it at evaluation (tuning recorded none in this test)
+    assert facet["inferenceImageDigest"] == "local-sha256:" + "0" * 64
+    assert "trainingImageDigest" not in facet and "sourceCommit" not in facet
     metrics = stage.run_facets["patientMl_metrics"].to_wire()["metrics"]
     subjects = {m["subject"] for m in metrics}
     assert subjects == {"challenger", "champion"}

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -275,6 +276,11 @@ def test_clf_trains_and_reports_parseable_metrics(clf_run: Run) -> None:
     assert (clf_run.model_dir / "model.npz").is_file()
     meta = json.loads((clf_run.model_dir / "model.json").read_text())
     assert meta["image_size"] == 16 and meta["labels"] == CLF_PROBLEM["labels"]
+    # provenance: the trainer reports its interpreter and key libraries (the platform reads it)
+    env = json.loads((clf_run.model_dir / "environment.json").read_text())
+    assert env["python"] == platform.python_version()
+    assert env["libraries"]["torch"] == metadata.version("torch")
+    assert env["libraries"]["numpy"] == metadata.version("numpy")
     assert "secret-doc" not in clf_run.stdout and "img1" not in clf_run.stdout
 
 
@@ -288,7 +294,11 @@ def test_seg_trains_and_reports_parseable_metrics(seg_run: Run) -> None:
     final = seg_run.stdout.splitlines()[-2]
     assert final.startswith("final best_epoch=")
     assert float(DICE.search(final).group(1)) >= 0.8  # bright disks on a dark background
-    assert {p.name for p in seg_run.model_dir.iterdir()} == {"model.json", "model.npz"}
+    assert {p.name for p in seg_run.model_dir.iterdir()} == {
+        "model.json",
+        "model.npz",
+        "environment.json",
+    }
     assert "secret-doc" not in seg_run.stdout and "masks/" not in seg_run.stdout
 
 

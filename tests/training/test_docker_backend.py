@@ -132,3 +132,58 @@ def test_host_paths_of_a_container_translate_its_mounts(docker_engine: Any, tmp_
         volume.remove(force=True)
     assert own_container_id(str(tmp_path / "missing")) is None
     assert HostPaths(docker_engine, container_id="")("/tmp/x") == "/tmp/x"  # on a host
+
+
+def test_a_retried_worker_removes_what_its_dead_attempt_left(
+    docker: DockerBackend, tmp_path: Path
+) -> None:
+    """Labelled by run and worker: a retry stops its own leftovers, never another worker's."""
+    from patient_ml.training.backends.docker import container_labels
+
+    mine = {"run": "r-1", "worker": "0"}
+    theirs = {"run": "r-1", "worker": "1"}
+    made = [
+        docker.client.containers.run(
+            IMAGE, command=["sleep", "600"], detach=True, labels=container_labels(name, who)
+        )
+        for name, who in (("a", mine), ("b", mine), ("c", theirs))
+    ]
+    try:
+        assert docker.remove_leftovers(mine) == 2
+        alive = {c.id for c in docker.client.containers.list(all=True)}
+        assert made[0].id not in alive and made[1].id not in alive and made[2].id in alive
+        assert docker.remove_leftovers(mine) == 0  # idempotent
+        assert docker.remove_leftovers({}) == 0  # no labels: never everything
+    finally:
+        docker.remove_container(made[2].id)
+
+
+def test_the_image_the_container_ran_from_is_recorded(
+    docker: DockerBackend, tmp_path: Path
+) -> None:
+    """Provenance: the engine's image id (what the container was created from) and its
+    repository digests; a tag rebuilt between trials gives the later trial the new id."""
+    import shutil
+
+    result = docker.run(job(tmp_path / "a", epochs=1))
+    engine_image = docker.client.images.get(IMAGE)
+    assert result.image is not None
+    assert (result.image.reference, result.image.backend) == (IMAGE, "docker")
+    assert result.image.image_id == result.image.digest == engine_image.id
+    assert result.image.repo_digests == sorted(engine_image.attrs.get("RepoDigests") or [])
+    assert result.environment is None  # the scripted trainer writes no environment.json
+
+    moving = "patient-ml/scripted-trainer:moving"
+    folder = tmp_path / "trainer"
+    shutil.copytree(SCRIPTED, folder)
+    build_image(docker.client, folder, moving)
+    first = job(tmp_path / "b", epochs=1)
+    first.image = moving
+    before = docker.run(first).image
+    (folder / "train").write_text((folder / "train").read_text() + "\n# rebuilt\n")
+    build_image(docker.client, folder, moving)
+    second = job(tmp_path / "c", epochs=1)
+    second.image = moving
+    after = docker.run(second).image
+    assert before is not None and after is not None
+    assert before.digest != after.digest == docker.client.images.get(moving).id

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from patient_ml.db.engine import session_scope
 from patient_ml.exceptions import PatientMLError
+from patient_ml.services.runs import get_run
 from patient_ml.services.tuning import TuningWorker, finish_tuning
 from patient_ml.training.backends.base import TrainingOutcome
 from patient_ml.training.backends.sagemaker import (
@@ -68,6 +70,9 @@ def test_a_trial_runs_as_a_training_job(sagemaker: SageMakerEmulator, tmp_path: 
     # the trainer's log came back through CloudWatch Logs, its model through S3
     assert result.log_lines >= 5
     assert json.loads((trial.layout.model_dir / "model.json").read_text()) == {"score": 0.9}
+    # provenance: the image DescribeTrainingJob says the job ran (a tag: no digest to record)
+    assert result.image is not None and result.image.backend == "sagemaker"
+    assert (result.image.resolved_image, result.image.digest) == (trial.image, None)
 
     ((name, request),) = sagemaker.requests.items()
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name)
@@ -230,3 +235,18 @@ def test_a_sweep_on_sagemaker_stores_the_best_model(
     assert len(channels) == 1  # both trials train on the one upload
     with tarfile.open(fileobj=io.BytesIO(store.read_bytes(key)), mode="r:gz") as tar:
         assert tar.getnames()  # the reference trainer's model, back from "S3"
+        assert "environment.json" in tar.getnames()
+    # provenance: the resolved image, the trainer's own report, the sampler's seed
+    with session_scope(engine) as session:
+        recorded = get_run(session, run_id).provenance
+    assert recorded is not None
+    assert recorded["training"] == {
+        "role": "training",
+        "reference": "patient-ml/img-clf-trainer:0.1.0",
+        "backend": "sagemaker",
+        "resolvedImage": "patient-ml/img-clf-trainer:0.1.0",
+        "repoDigests": [],
+    }
+    assert recorded["trainer"]["reportedBy"] == "trainer"
+    assert {"torch", "numpy"} <= set(recorded["trainer"]["libraries"])
+    assert recorded["sampler"]["seed"] == 3 and recorded["bestTrial"] == result["bestTrial"]

@@ -108,9 +108,14 @@ def test_a_crashed_worker_resumes_and_the_sweep_finishes(engine: Engine, db_url:
     claimed = sweep.claim_trial(engine, storage, spec(run_id, max_trials=4), "0")
     assert claimed is not None
     # Attempt 2 (an Airflow retry) fails the leftover and runs the sweep to the end.
-    outcomes = sweep.run_worker(engine, storage, spec(run_id, max_trials=4), "0", quadratic)
+    handed: list[int] = []
+    outcomes = sweep.run_worker(
+        engine, storage, spec(run_id, max_trials=4), "0", quadratic,
+        lambda trials: handed.extend(t.number for t in trials),
+    )  # fmt: skip
     study = optuna.load_study(study_name=sweep.study_name(run_id), storage=storage)
     stale = [t for t in study.trials if t.user_attrs.get("stale")]
+    assert handed == [stale[0].number]  # for the product's records
     assert len(stale) == 1 and stale[0].state == optuna.trial.TrialState.FAIL
     assert "crash" in stale[0].user_attrs["failure"]
     assert len(outcomes) == 4 and len(study.trials) == 5

@@ -284,6 +284,52 @@ export interface ConfusionMatrix {
   counts: number[][];
 }
 
+/** One image as it ran (see docs/training.md, "Provenance"). */
+export interface ImageRecord {
+  role: "training" | "inference";
+  /** The image as the model config names it (tag or digest). */
+  reference: string;
+  /** docker, local or sagemaker. */
+  backend: string;
+  /** What runs are compared by: Docker image id, local folder sha256, SageMaker pinned digest. */
+  digest?: string;
+  imageId?: string;
+  repoDigests?: string[];
+  resolvedImage?: string;
+}
+
+export interface TagMove {
+  role: "training" | "inference";
+  reference: string;
+  digest: string;
+  previousDigest: string;
+  previousRunId: string;
+  previousRunSlug: string;
+}
+
+/** What exactly trained and served a run (extension, one run only). */
+export interface RunProvenance {
+  training?: ImageRecord;
+  inference?: ImageRecord;
+  trainer?: {
+    python?: string;
+    implementation?: string;
+    interpreter?: string;
+    libraries?: Record<string, string>;
+    reportedBy: "trainer" | "host";
+  };
+  package?: {
+    name: string;
+    version: string;
+    commit: string;
+    dirty?: boolean;
+    commitSource: "git" | "direct_url" | "env" | "unknown";
+  };
+  sampler?: { name: string; seed: number; trialSeed: string; pruner: string };
+  bestTrial?: number;
+  tagMoved?: TagMove[];
+}
+
 export interface Run {
   id: string;
   slug: string;
@@ -324,6 +370,7 @@ export interface Run {
   };
   operatingPoint?: OperatingPoint;
   gate?: Gate;
+  provenance?: RunProvenance;
   approvalStatus?: string;
   approvalDeadline?: number;
   airflow?: { dagId?: string; runId?: string };

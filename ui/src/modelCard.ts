@@ -96,12 +96,26 @@ export interface ModelCardDocument {
     testSetSha256?: string;
     trainingImage: string;
     trainingImageDigest?: string;
+    trainingBackend?: string;
+    trainingRepoDigests?: string[];
+    trainingResolvedImage?: string;
     inferenceImage: string;
+    inferenceImageDigest?: string;
     modelArtifactSha256?: string;
     packageVersion: string;
+    /** False: the run recorded none; the version shown is the current one. */
+    packageVersionRecorded?: boolean;
     sourceCommit?: string;
+    sourceDirty?: boolean;
+    trainerPython?: string;
+    trainerLibraries?: string[];
+    trainerReportedBy?: "trainer" | "host";
+    sampler?: string;
+    bestTrial?: number;
     objective: string;
     hyperparameters: { name: string; value: string }[];
+    /** Image tags that named another image in an earlier run of the model. */
+    tagMoves?: string[];
   };
   approval: {
     status: string;

@@ -306,10 +306,38 @@ def png_base64(labels: np.ndarray) -> str:
 # --- model files -------------------------------------------------------------------------
 
 
+#: the libraries whose versions the trainer reports (distribution name, module name)
+REPORTED_LIBRARIES = (("torch", "torch"), ("numpy", "numpy"), ("scipy", "scipy"), ("pillow", "PIL"))
+
+
+def environment() -> dict[str, Any]:
+    """The trainer's Python and key library versions, for the platform's provenance record
+    (`environment.json` in the model folder; see README.md, "Provenance")."""
+    import platform
+    from importlib import metadata
+
+    libraries = {}
+    for dist, module in REPORTED_LIBRARIES:
+        try:
+            libraries[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:  # e.g. a distribution packaged without metadata
+            version = getattr(sys.modules.get(module), "__version__", None)
+            if version:
+                libraries[dist] = str(version)
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "libraries": libraries,
+    }
+
+
 def save_model(model_dir: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     np.savez(model_dir / "model.npz", **arrays)
     (model_dir / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (model_dir / "environment.json").write_text(
+        json.dumps(environment(), indent=2, sort_keys=True) + "\n"
+    )
 
 
 def load_model(model_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

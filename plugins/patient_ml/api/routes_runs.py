@@ -258,7 +258,36 @@ def create_approval(
         detail={"airflowUserId": str(user.get_id())},
         override=body.override.justification if body.override is not None else None,
     )
-    return {"approvalDecision": approval_to_wire(approval)}
+    wire = approval_to_wire(approval)
+    session.commit()  # the task this resumes reads the decision from the product DB
+    _answer_required_action(session, run, str(user.get_id()), user_name(user))
+    return {"approvalDecision": wire}
+
+
+def _answer_required_action(session: Any, run: Any, user_id: str, name: str) -> None:
+    """A decision that settles the run is written into the run's Required Action at once (and
+    its waiting task resumed), so Airflow refuses any later response there: one decision, one
+    record, with or without a triggerer (`hooks.airflow_required_actions`)."""
+    from patient_ml.hooks.airflow_required_actions import RequiredActionHook
+    from patient_ml.services.approvals import decision_event, settled_decision
+    from patient_ml.triggers.required_action import response_of
+
+    settled = settled_decision(session, run.id)
+    if settled is None or not (run.airflow_dag_id and run.airflow_run_id):
+        return  # not settled yet (minApprovers), or no DAG run waits for it
+    event = decision_event(run.id, settled)
+    options, params_input = response_of(
+        event["status"], event["description"] or "", event["user"] or event["actor"],
+        event["channel"], event["override"],
+    )  # fmt: skip
+    RequiredActionHook().answer(
+        run.airflow_dag_id,
+        run.airflow_run_id,
+        options=options,
+        params_input=params_input,
+        user_id=user_id,
+        user_name=name,
+    )
 
 
 ChannelHeader = Annotated[

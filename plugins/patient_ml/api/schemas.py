@@ -49,6 +49,7 @@ from patient_ml.services.wire import (
     StoredTrainingApproach,
     WireResponse,
 )
+from patient_ml.training.provenance import RunProvenance
 
 Direction = Literal["minimize", "maximize"]
 
@@ -425,6 +426,15 @@ class ModelRunExtended(ModelRun):
         "overrideRequired with overrideReasons, duplicateOfRejected (runs with the same "
         "snapshot, hyperparameters and training image that were rejected), approvals "
         "(required, approvedBy, remaining).",
+    )
+    provenance: RunProvenance | None = Field(
+        None,
+        description="Extension (one run only): what exactly trained and served the run: the "
+        "training image as the backend resolved it (Docker image id and repository digests, the "
+        "local trainer folder's sha256, SageMaker's resolved image), the inference image that "
+        "served it at evaluation, the trainer's Python and key libraries, this package's "
+        "version and source commit, the Optuna sampler and its seed, the kept trial; tagMoved "
+        "lists images whose reference named another digest in an earlier run of the model.",
     )
 
 

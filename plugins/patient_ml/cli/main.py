@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from patient_ml.cli.context import actor
 from patient_ml.cli.lifecycle import add_model_commands, add_run_commands
 from patient_ml.config.identifiers import escape_controls
 from patient_ml.exceptions import ConfigValidationError, PatientMLError
+from patient_ml.settings import setting
 
 if TYPE_CHECKING:
     from patient_ml.fhir.client import FhirClient
@@ -453,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; nothing was saved", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so plainly, keep the traceback behind a switch
-        if os.environ.get("PATIENT_ML_DEBUG"):
+        if setting("PATIENT_ML_DEBUG"):
             raise
         print(
             f"internal error: {type(exc).__name__}: {exc}\n"

@@ -50,6 +50,25 @@ class PredictionDriftThresholds(WireModel):
     )
 
 
+class FeatureDriftThresholds(WireModel):
+    """Extension: when the served images' texture and sharpness descriptor
+    (`patient_ml.monitoring.features`: what a blur, a lower resolution, noise or a
+    recompression changes) counts as drifted from the reference: a multivariate two-sample
+    test (maximum mean discrepancy with a permutation p-value)."""
+
+    enabled: bool = Field(True, description="Run the feature-drift test.")
+    alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Significance level of the permutation test (its p-value is at least "
+        "1/(permutations + 1)).",
+    )
+    permutations: int = Field(
+        500, ge=99, le=10_000, description="Permutations of the test (more: finer p-values)."
+    )
+
+
 class LivePerformanceThresholds(WireModel):
     """Extension: performance on served images whose confirmed labels have arrived."""
 
@@ -96,7 +115,14 @@ class MonitoringSettings(WireModel):
     )
     input_drift: InputDriftThresholds = Field(default_factory=InputDriftThresholds)
     prediction_drift: PredictionDriftThresholds = Field(default_factory=PredictionDriftThresholds)
+    feature_drift: FeatureDriftThresholds = Field(default_factory=FeatureDriftThresholds)
     live_performance: LivePerformanceThresholds = Field(default_factory=LivePerformanceThresholds)
+    estimate_performance: bool = Field(
+        True,
+        description="Estimate the window's performance from the model's probabilities before "
+        "labels arrive (CBPE); a breach when its interval lies below the champion's test value "
+        "minus livePerformance.maxRegression.",
+    )
     retrain_on_breach: bool = Field(
         False,
         description="Schedule the training DAG on the model's drift Asset (as well as on its "

@@ -17,12 +17,12 @@ schema`; the end-to-end test checks it is still what that release produces). Wit
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from patient_ml.exceptions import ConfigValidationError, FieldError
+from patient_ml.settings import setting
 
 SCHEMA_FILE = Path(__file__).with_name("reference_schema.json")
 STRICT_ENV = "PATIENT_ML_REFERENCE_STRICT"
@@ -52,7 +52,7 @@ def _validator(kind: str) -> Any:
 
 
 def strict() -> bool:
-    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return (setting(STRICT_ENV) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def problems(kind: str, wire: Any) -> list[FieldError]:

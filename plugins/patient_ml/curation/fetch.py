@@ -42,7 +42,7 @@ from patient_ml.curation import inline
 from patient_ml.curation.inline import SpilledData
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
 from patient_ml.fhir.client import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
-from patient_ml.settings import env_number
+from patient_ml.settings import env_number, setting
 from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
 
 MAX_REDIRECTS = 5
@@ -71,8 +71,8 @@ class FetchPolicy:
         """PATIENT_ML_ALLOWED_FILE_ROOTS (os.pathsep-separated folders),
         PATIENT_ML_ALLOWED_HTTP_HOSTS (comma-separated `host` or `host:port`) and
         PATIENT_ML_FETCH_DEADLINE_SECONDS (total seconds for one fetch, default 60)."""
-        roots = os.environ.get("PATIENT_ML_ALLOWED_FILE_ROOTS", "")
-        hosts = os.environ.get("PATIENT_ML_ALLOWED_HTTP_HOSTS", "")
+        roots = setting("PATIENT_ML_ALLOWED_FILE_ROOTS") or ""
+        hosts = setting("PATIENT_ML_ALLOWED_HTTP_HOSTS") or ""
         return cls(
             allowed_file_roots=tuple(Path(r) for r in roots.split(os.pathsep) if r.strip()),
             allowed_http_hosts=tuple(h.strip().lower() for h in hosts.split(",") if h.strip()),

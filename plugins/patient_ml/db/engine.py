@@ -11,7 +11,6 @@ the writer's lock), on PostgreSQL they are `READ ONLY` transactions.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from patient_ml import settings
 from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
+from patient_ml.settings import setting
 
 log = logging.getLogger(__name__)
 
 # The newest migration in patient_ml/db/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 VERSION_TABLE = "pml_alembic_version"
 
 _ENGINES: dict[str, Engine] = {}
@@ -43,10 +43,10 @@ def resolve_database_url(explicit: str | None = None) -> str:
     connection named by PATIENT_ML_CONN_ID, then SQLite under PATIENT_ML_HOME."""
     if explicit:
         return normalize_url(explicit)
-    from_env = os.environ.get("PATIENT_ML_DATABASE_URL")
+    from_env = setting("PATIENT_ML_DATABASE_URL")
     if from_env:
         return normalize_url(from_env)
-    conn_id = os.environ.get("PATIENT_ML_CONN_ID")
+    conn_id = setting("PATIENT_ML_CONN_ID")
     if conn_id:
         # Airflow's connection lookup (secrets backends included); lazy: the CLI and the API
         # without PATIENT_ML_CONN_ID never import Airflow here. The same reading as the hook's

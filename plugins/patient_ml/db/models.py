@@ -194,6 +194,10 @@ class Run(Base):
     # it and a later run scores this run (as champion) at it. NULL: none chosen (imgSeg, or a
     # run evaluated before operating points were: its most confident label decides).
     operating_point: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # What exactly trained and served the run (patient_ml.training.provenance.RunProvenance:
+    # image digests, trainer environment, package version and commit, sampler seed); recorded
+    # when tuning ends (training) and at evaluation (inference). NULL: not recorded.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),

@@ -276,12 +276,55 @@ class Lineage(CardPart):
     test_set_sha256: str | None = None
     training_image: str
     training_image_digest: str | None = None
+    training_backend: str | None = Field(None, description="docker, local or sagemaker.")
+    training_repo_digests: list[str] = Field(default_factory=list)
+    training_resolved_image: str | None = Field(None, description="SageMaker's resolved image.")
     inference_image: str
+    inference_image_digest: str | None = None
     model_artifact_sha256: str | None = None
     package_version: str
+    package_version_recorded: bool = Field(
+        True, description="False: the run recorded none; the version shown is the current one."
+    )
     source_commit: str | None = None
+    source_dirty: bool | None = Field(
+        None, description="True: the package's source had uncommitted changes."
+    )
+    trainer_python: str | None = None
+    trainer_libraries: list[str] = Field(
+        default_factory=list, description="`name version` of the trainer's key libraries."
+    )
+    trainer_reported_by: str | None = Field(
+        None, description="trainer (its environment.json) or host (the local interpreter)."
+    )
+    sampler: str | None = Field(None, description="The Optuna sampler and its seed.")
+    best_trial: int | None = None
     objective: str
     hyperparameters: list[Hyperparameter] = Field(default_factory=list)
+    tag_moves: list[str] = Field(
+        default_factory=list,
+        description="Image tags that named another image in an earlier run of the model.",
+    )
+
+
+def trainer_text(lin: Lineage) -> str:
+    """`Python 3.11.2; torch 2.3.0, numpy 1.26.4 (reported by the trainer)`."""
+    if not lin.trainer_python and not lin.trainer_libraries:
+        return NOT_RECORDED
+    parts = [f"Python {lin.trainer_python}" if lin.trainer_python else "Python not recorded"]
+    if lin.trainer_libraries:
+        parts.append(", ".join(lin.trainer_libraries))
+    who = {"trainer": "reported by the trainer", "host": "the local backend's interpreter"}
+    suffix = f" ({who[lin.trainer_reported_by]})" if lin.trainer_reported_by in who else ""
+    return "; ".join(parts) + suffix
+
+
+def source_commit_text(lin: Lineage) -> str:
+    if not lin.source_commit:
+        return NOT_RECORDED
+    if lin.source_dirty:
+        return f"{lin.source_commit} (with uncommitted changes)"
+    return lin.source_commit
 
 
 class Decision(CardPart):
@@ -570,14 +613,31 @@ def render_markdown(card: ModelCardDocument) -> str:
         f"- Snapshot: `{lin.snapshot_id or NOT_RECORDED}`",
         f"- Test set (sha256 of its example ids): `{lin.test_set_sha256 or NOT_RECORDED}`",
         f"- Training image: `{lin.training_image}`, digest "
-        + (f"`{lin.training_image_digest}`" if lin.training_image_digest else NOT_RECORDED),
-        f"- Inference image: `{lin.inference_image}`",
+        + (f"`{lin.training_image_digest}`" if lin.training_image_digest else NOT_RECORDED)
+        + (f" ({lin.training_backend})" if lin.training_backend else ""),
+        *(
+            [f"- Training image repository digests: {', '.join(f'`{d}`' for d in repo)}"]
+            if (repo := lin.training_repo_digests)
+            else []
+        ),
+        *(
+            [f"- SageMaker resolved training image: `{lin.training_resolved_image}`"]
+            if lin.training_resolved_image
+            else []
+        ),
+        f"- Inference image: `{lin.inference_image}`, digest "
+        + (f"`{lin.inference_image_digest}`" if lin.inference_image_digest else NOT_RECORDED),
+        *[f"- **Image tag moved:** {text}" for text in lin.tag_moves],
         f"- Model artifact sha256: `{lin.model_artifact_sha256 or NOT_RECORDED}`",
         f"- Objective: {lin.objective}",
         "- Hyperparameters: "
-        + (", ".join(f"{h.name} = {h.value}" for h in lin.hyperparameters) or NOT_RECORDED),
-        f"- Patient ML package version: {lin.package_version}",
-        f"- Source commit: {lin.source_commit or NOT_RECORDED}",
+        + (", ".join(f"{h.name} = {h.value}" for h in lin.hyperparameters) or NOT_RECORDED)
+        + (f" (trial {lin.best_trial})" if lin.best_trial is not None else ""),
+        f"- Tuning sampler: {lin.sampler or NOT_RECORDED}",
+        f"- Trainer: {trainer_text(lin)}",
+        f"- Patient ML package version: {lin.package_version}"
+        + ("" if lin.package_version_recorded else " (current; the run recorded none)"),
+        f"- Source commit: {source_commit_text(lin)}",
         "",
         "## Decisions",
         "",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patient_ml.naming import dag_id_of, slug_of_dag_id
+from patient_ml.settings import env_number
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -30,7 +31,7 @@ log = logging.getLogger("patient_ml.factory")
 LAST_KNOWN_GOOD = "dag-configs.json"
 # More configs than this are not read at parse time (a warning says so): one file's parse must
 # stay within Airflow's dag_file_processor_timeout.
-MAX_MODELS = int(os.environ.get("PATIENT_ML_DAG_LIMIT", "5000"))
+MAX_MODELS = int(env_number("PATIENT_ML_DAG_LIMIT", 5000, low=1, high=1_000_000))
 CONNECT_TIMEOUT_S = 5
 STATEMENT_TIMEOUT_MS = 5000
 

@@ -34,11 +34,12 @@ class AirflowDagRunHook:
         """Refuse (409) before anything is saved unless Airflow has the DAG, unpaused. Waits up
         to `wait_seconds` (default PATIENT_ML_DAG_WAIT_SECONDS, 20) for a model saved moments
         ago to be parsed; a paused DAG is an operator's decision and is never unpaused here."""
-        import os
         import time
 
+        from patient_ml.settings import env_number
+
         if wait_seconds is None:
-            wait_seconds = float(os.environ.get("PATIENT_ML_DAG_WAIT_SECONDS", "20"))
+            wait_seconds = env_number("PATIENT_ML_DAG_WAIT_SECONDS", 20, low=0, high=600)
 
         from airflow.models.dag import DagModel
         from airflow.utils.session import create_session

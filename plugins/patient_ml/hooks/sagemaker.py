@@ -90,6 +90,8 @@ def training_job_state(description: dict[str, Any]) -> dict[str, Any]:
         "modelArtifact": (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
         "finalMetrics": metrics,
         "billableSeconds": description.get("BillableTimeInSeconds"),
+        # the image SageMaker ran (provenance: a tag resolved by ECR, or a pinned digest)
+        "trainingImage": (description.get("AlgorithmSpecification") or {}).get("TrainingImage"),
     }
 
 

@@ -62,3 +62,61 @@ def label_chi_square(
         "windowShares": {k: round(float(v), 4) for k, v in zip(labels, win / win.sum(),
                                                                 strict=True)},
     }  # fmt: skip
+
+
+MMD_PERMUTATIONS = 500
+MMD_MAX_REFERENCE = 600
+
+
+def mmd_test(
+    reference: Sequence[Sequence[float]],
+    window: Sequence[Sequence[float]],
+    *,
+    permutations: int = MMD_PERMUTATIONS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Two-sample test of feature vectors: the maximum mean discrepancy (biased MMD², Gaussian
+    kernel on features standardised by the reference, bandwidth the median squared distance of
+    the pooled sample) with a permutation p-value, (b + 1) / (permutations + 1). A reference
+    larger than MMD_MAX_REFERENCE is subsampled (seeded)."""
+    rng = np.random.default_rng(seed)
+    ref = np.asarray(reference, dtype=np.float64)
+    win = np.asarray(window, dtype=np.float64)
+    if len(ref) > MMD_MAX_REFERENCE:
+        ref = ref[rng.choice(len(ref), MMD_MAX_REFERENCE, replace=False)]
+    mean, spread = ref.mean(axis=0), ref.std(axis=0)
+    spread[spread < 1e-9] = 1.0
+    pooled = (np.vstack([ref, win]) - mean) / spread
+    squared = np.square(pooled).sum(axis=1)
+    distances = np.maximum(squared[:, None] + squared[None, :] - 2 * pooled @ pooled.T, 0.0)
+    upper = distances[np.triu_indices(len(pooled), k=1)]
+    bandwidth = float(np.median(upper[upper > 0])) if np.any(upper > 0) else 1.0
+    kernel = np.exp(-distances / bandwidth)
+    n, m = len(ref), len(win)
+
+    def statistic(is_window: np.ndarray) -> float:
+        weights = np.where(is_window, -1.0 / m, 1.0 / n)
+        return float(weights @ kernel @ weights)
+
+    labels = np.r_[np.zeros(n, bool), np.ones(m, bool)]
+    observed = statistic(labels)
+    exceed = sum(statistic(rng.permutation(labels)) >= observed for _ in range(permutations))
+    return {
+        "mmd2": round(observed, 6),
+        "pValue": (exceed + 1) / (permutations + 1),
+        "permutations": permutations,
+        "reference": n,
+        "window": m,
+    }
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (family-wise error control): a
+    check is significant at level alpha when its adjusted p-value is below alpha."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for rank, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - rank) * p))
+        adjusted[name] = running
+    return adjusted

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from patient_ml.monitoring.features import image_features
+
 # The statistics compared with the reference profile (the size is logged, not tested: serving
 # resizes, and a size change alone is not drift of what the model sees).
 STATISTICS = ("mean", "std", "p05", "p50", "p95")
@@ -26,8 +28,9 @@ def fingerprint(data: bytes) -> str:
 
 
 def image_statistics(data: bytes) -> dict[str, Any]:
-    """`{"sha256", "width", "height", "mean", "std", "p05", "p50", "p95"}`; the statistics are
-    None when the bytes are not an image PIL can read (the endpoint decides what it accepts)."""
+    """`{"sha256", "width", "height", "mean", "std", "p05", "p50", "p95", "features"}` (the
+    last: `features.image_features`); the statistics are None when the bytes are not an image
+    PIL can read (the endpoint decides what it accepts)."""
     stats: dict[str, Any] = {"sha256": fingerprint(data)}
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -35,8 +38,10 @@ def image_statistics(data: bytes) -> dict[str, Any]:
             image.draft("L", (512, 512))  # JPEG: decode at a reduced scale
             pixels = np.asarray(image.convert("L"), dtype=np.float32)
     except Exception:
-        return {**stats, "width": None, "height": None, **dict.fromkeys(STATISTICS)}
-    return {**stats, "width": int(width), "height": int(height), **pixel_statistics(pixels)}
+        return {**stats, "width": None, "height": None, **dict.fromkeys(STATISTICS),
+                "features": None}  # fmt: skip
+    return {**stats, "width": int(width), "height": int(height), **pixel_statistics(pixels),
+            "features": image_features(pixels)}  # fmt: skip
 
 
 def pixel_statistics(pixels: np.ndarray) -> dict[str, float]:

@@ -188,7 +188,9 @@ class AwaitApprovalOperator(RunOperator):
                 "task (it keeps the run's deadline)",
             )
         responded: str | None = None
-        if isinstance(event, RequiredActionResponse):
+        if isinstance(event, RequiredActionResponse) and self._mirrors_decision(event):
+            responded = "mirrored"  # the response carries the decision made elsewhere
+        elif isinstance(event, RequiredActionResponse):
             responded = self._record_response(context, event)
             if responded == "refused" or (responded == "recorded" and not self._settled()):
                 # refused, or a partial approval (minApprovers): re-open it and wait again
@@ -203,6 +205,22 @@ class AwaitApprovalOperator(RunOperator):
                 context["task_instance"].id, subject=subject, override=override
             )
         return self._end(status, decision)
+
+    def _mirrors_decision(self, event: RequiredActionResponse) -> bool:
+        """True when the response is the run's settled decision written into the Required
+        Action where it was made (the API server answers it so: same decision, same person)."""
+        from patient_ml.db.engine import session_scope
+        from patient_ml.services import approvals
+
+        responder = event.responded_by_user
+        with session_scope(self.engine()) as session:
+            settled = approvals.settled_decision(session, self.run_id)
+            return (
+                settled is not None
+                and responder is not None
+                and settled.decision == event.decision
+                and (settled.user or settled.actor) == responder.name
+            )
 
     def _settled(self) -> bool:
         from patient_ml.db.engine import session_scope

@@ -37,11 +37,17 @@ class RecordRunOperator(PatientMLBaseOperator):
         from patient_ml.db.models import Model
         from patient_ml.services.approvals import approval_status
         from patient_ml.services.runs import find_run_for_dag_run, finish_run
+        from patient_ml.services.tuning import reconcile_trials
 
         dag_run = context["dag_run"]
         failed = self._failed_tasks(context)
         where = f"Airflow DAG run {self.dag_id}/{dag_run.run_id}"
         engine = self.engine()
+        with session_scope(engine) as session:
+            found = find_run_for_dag_run(session, self.dag_id, dag_run.run_id)
+            run_id = found.id if found is not None else None
+        if run_id is not None:  # no worker is left: no trial of the run stays `running`
+            reconcile_trials(engine, run_id)
         with session_scope(engine) as session:
             run = find_run_for_dag_run(session, self.dag_id, dag_run.run_id)
             if run is None:

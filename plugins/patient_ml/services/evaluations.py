@@ -17,7 +17,7 @@ from patient_ml.config.platform_metrics import (
     description_of,
 )
 from patient_ml.db.models import Metric
-from patient_ml.services import audit
+from patient_ml.services import audit, provenance
 from patient_ml.services.runs import finish_run, get_run
 
 FIRST_RUN_NOTE = "No champion at run time: this is the model's first run, scored alone."
@@ -174,6 +174,7 @@ def record_evaluation(
     if report["championId"] is None:
         summary["note"] = FIRST_RUN_NOTE
     run.evaluation = summary
+    provenance.record_inference(run, report["challenger"])
     run.operating_point = summary["operatingPoints"].get("challenger")
     if run.operating_point is not None:
         run.operating_point = {k: v for k, v in run.operating_point.items() if k != "counts"}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import bisect
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -609,10 +608,9 @@ _CACHE_LOCK = threading.Lock()
 
 
 def cache_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("PATIENT_ML_EXAMPLES_CACHE_SECONDS", "10")))
-    except ValueError:
-        return 10.0
+    from patient_ml.settings import env_number
+
+    return env_number("PATIENT_ML_EXAMPLES_CACHE_SECONDS", 10, low=0, high=86_400)
 
 
 _REBUILDING: set[tuple[str, int]] = set()

@@ -111,6 +111,7 @@ def artifact_dataset(session: Session, run: Run) -> LineageDataset | None:
     model = session.get(Model, run.model_id)
     namespace, name = location(run.model_artifact_uri)
     config = run.config or {}
+    recorded = run.provenance or {}
     facet = ModelArtifactFacet(
         model_id=run.model_id,
         model_name=model.name if model else run.model_id,
@@ -118,6 +119,11 @@ def artifact_dataset(session: Session, run: Run) -> LineageDataset | None:
         sha256=run.model_artifact_sha256 or "",
         training_image=(config.get("trainingApproach") or {}).get("trainingImage"),
         inference_image=(config.get("deployApproach") or {}).get("inferenceImage"),
+        training_image_digest=(recorded.get("training") or {}).get("digest"),
+        inference_image_digest=(recorded.get("inference") or {}).get("digest"),
+        package_version=(recorded.get("package") or {}).get("version"),
+        source_commit=(recorded.get("package") or {}).get("commit"),
+        sampler_seed=(recorded.get("sampler") or {}).get("seed"),
     )
     return LineageDataset(
         namespace, name, run.model_artifact_sha256, {"patientMl_modelArtifact": facet}

@@ -10,13 +10,13 @@ docs site, whose `lineage/facets/` holds the same files).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal, cast
 
 from pydantic import Field
 
 from patient_ml.config.models import WireModel
+from patient_ml.settings import setting
 
 SCHEMA_DIR = Path(__file__).with_name("lineage_schemas")
 FACET_VERSION = "1-0-0"
@@ -53,6 +53,15 @@ class ModelArtifactFacet(WireModel):
     sha256: str
     training_image: str | None = None
     inference_image: str | None = None
+    training_image_digest: str | None = Field(
+        None, description="The training image as the backend resolved it (docs/training.md)."
+    )
+    inference_image_digest: str | None = Field(
+        None, description="The image that served the model at evaluation."
+    )
+    package_version: str | None = Field(None, description="patient-ml-airflow's version.")
+    source_commit: str | None = Field(None, description="Its source commit, or `unknown`.")
+    sampler_seed: int | None = Field(None, description="The Optuna sampler's seed.")
 
 
 class EndpointFacet(WireModel):
@@ -115,7 +124,7 @@ def schema_of(model: type[WireModel]) -> dict[str, object]:
 
 
 def schema_url(model: type[WireModel]) -> str:
-    base = os.environ.get("PATIENT_ML_LINEAGE_SCHEMA_URL") or SCHEMA_DIR.resolve().as_uri()
+    base = setting("PATIENT_ML_LINEAGE_SCHEMA_URL") or SCHEMA_DIR.resolve().as_uri()
     return f"{base.rstrip('/')}/{model.__name__}.json"
 
 

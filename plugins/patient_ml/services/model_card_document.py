@@ -11,8 +11,6 @@ Nothing in the document is null, nothing is a server path: free text that could 
 
 from __future__ import annotations
 
-import json
-from importlib import metadata
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -64,7 +62,9 @@ from patient_ml.services.evaluations import (
     evaluation_intervals,
     evaluation_metrics,
 )
+from patient_ml.services.provenance import provenance_of
 from patient_ml.services.runs import get_run
+from patient_ml.training.provenance import tag_move_text
 
 SPLITS = ("train", "validation", "test")
 PROBLEM_TITLES = {"imgClf": "Image classification", "imgSeg": "Image segmentation"}
@@ -132,7 +132,7 @@ def build_model_card_document(session: Session, run_id: str) -> ModelCardDocumen
                 declared, snapshot, performance, population, calibration, gallery
             )
         ],
-        lineage=_lineage(run, evaluation),
+        lineage=_lineage(session, run, evaluation),
         approval=_approval(session, run, model),
         deployment=DeploymentPart(
             type=run.config["deployApproach"]["type"],
@@ -631,40 +631,62 @@ def _signed(difference: Estimate | None) -> str:
 # ----------------------------------------------------------------------------- lineage
 
 
-def source_commit() -> str | None:
-    """The commit the installed package was built from, when pip recorded it (a VCS install);
-    else None."""
-    try:
-        text = metadata.distribution("patient-ml-airflow").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None
-    try:
-        commit = (json.loads(text or "{}").get("vcs_info") or {}).get("commit_id")
-    except ValueError:
-        return None
-    return str(commit) if commit else None
-
-
-def _lineage(run: Run, evaluation: dict[str, Any]) -> Lineage:
+def _lineage(session: Session, run: Run, evaluation: dict[str, Any]) -> Lineage:
+    """From the run's recorded provenance (`services.provenance`); a run without one (tuned
+    before it was recorded) falls back to what its evaluation recorded of the served image,
+    and the current package version, marked as such."""
     training = run.config["trainingApproach"]
     image = training["trainingImage"]
     served = (evaluation.get("images") or {}).get("challenger") or {}
-    digest = served.get("digest") if served.get("image") == image else None
     objective = training.get("objective") or {}
+    found = provenance_of(session, run)
+    trained = found.training if found else None
+    inference = found.inference if found else None
+    trainer = found.trainer if found else None
+    package = found.package if found else None
+    digest = trained.digest if trained else None
+    if digest is None and served.get("image") == image:  # the served image was the trainer's
+        digest = served.get("digest")
+    inference_digest = inference.digest if inference else None
+    if (
+        inference_digest is None
+        and served.get("image") == run.config["deployApproach"]["inferenceImage"]
+    ):
+        inference_digest = served.get("digest")
+    sampler = found.sampler if found else None
     return Lineage(
         snapshot_id=run.snapshot_id,
         test_set_sha256=evaluation.get("testSetSha256"),
         training_image=image,
         training_image_digest=digest or None,
+        training_backend=trained.backend if trained and trained.backend != "unknown" else None,
+        training_repo_digests=list(trained.repo_digests) if trained else [],
+        training_resolved_image=trained.resolved_image if trained else None,
         inference_image=run.config["deployApproach"]["inferenceImage"],
+        inference_image_digest=inference_digest or None,
         model_artifact_sha256=run.model_artifact_sha256,
-        package_version=__version__,
-        source_commit=source_commit(),
+        package_version=package.version if package else __version__,
+        package_version_recorded=package is not None,
+        source_commit=package.commit if package and package.commit != "unknown" else None,
+        source_dirty=package.dirty if package else None,
+        trainer_python=trainer.python if trainer else None,
+        trainer_libraries=[f"{k} {v}" for k, v in sorted(trainer.libraries.items())]
+        if trainer
+        else [],
+        trainer_reported_by=trainer.reported_by if trainer else None,
+        sampler=(
+            f"Optuna {sampler.name}, seed {sampler.seed} (trial n: {sampler.trial_seed}), "
+            f"{sampler.pruner}"
+            if sampler
+            else None
+        ),
+        best_trial=found.best_trial if found else None,
         objective=f"{objective.get('direction', 'maximize')} {objective.get('metric', '?')}",
         hyperparameters=[
             Hyperparameter(name=str(h["name"]), value=str(h["value"]))
             for h in run.hyperparameters or []
         ],
+        tag_moves=[tag_move_text(m) for m in found.tag_moved] if found else [],
     )
 
 

@@ -21,6 +21,7 @@ from patient_ml.services.approvals import approval_status, decisions_of
 from patient_ml.services.common import to_millis
 from patient_ml.services.evaluations import evaluation_intervals, evaluation_metrics
 from patient_ml.services.model_card_document import build_model_card_document
+from patient_ml.services.provenance import provenance_wire
 from patient_ml.services.runs import approval_to_wire, get_run
 from patient_ml.storage import ArtifactStore
 
@@ -69,6 +70,7 @@ def build_model_card(session: Session, run_id: str) -> dict[str, Any]:
             "modelArtifactUri": run.model_artifact_uri,
             "modelArtifactSha256": run.model_artifact_sha256,
         },
+        "provenance": provenance_wire(session, run, public=True),
         "evaluation": {
             "championId": evaluation.get("championId"),
             "note": evaluation.get("note"),

@@ -43,7 +43,8 @@ from patient_ml.db.models import (
 from patient_ml.db.require import present
 from patient_ml.evaluation.evaluate import TestSet, load_test_set
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
-from patient_ml.monitoring import drift
+from patient_ml.monitoring import drift, estimated_performance
+from patient_ml.monitoring.features import NAMES as FEATURE_NAMES
 from patient_ml.monitoring.image_stats import STATISTICS, image_statistics
 from patient_ml.services import audit, prediction_log
 from patient_ml.services.common import get_by_id_or_name, to_millis
@@ -87,6 +88,7 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
     report = _evaluation_report(store, run_id, report_uri)
     answers = {a["id"]: a for a in (report.get("challenger") or {}).get("answers") or []}
     statistics: dict[str, list[float]] = {name: [] for name in STATISTICS}
+    features: list[list[float]] = []
     labels: Counter[str] = Counter()
     confidence: list[float] = []
     prefix = snapshot_prefix(dataset_id)
@@ -97,6 +99,8 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
         for name in STATISTICS:
             if stats.get(name) is not None:
                 statistics[name].append(stats[name])
+        if stats.get("features"):
+            features.append(stats["features"])
         answer = answers.get(example.id)
         if answer and answer.get("confidences"):
             total = sum(answer["confidences"].values()) or 1.0
@@ -108,6 +112,7 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
         "problemType": test.problem_type,
         "labels": [index for index, _ in test.labels],
         "statistics": statistics,
+        "features": features,
         "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "intervals": _test_intervals(report, test, answers),
@@ -195,11 +200,15 @@ def check_model(
         breaches: list[str] = []
         details["inputDrift"] = _input_drift(profile, rows, settings, breaches)
         details["predictionDrift"] = _prediction_drift(profile, rows, settings, breaches)
+        details["featureDrift"] = _feature_drift(profile, rows, settings, breaches)
+        details["estimatedPerformance"] = _estimated_performance(profile, rows, settings,
+                                                                 breaches)  # fmt: skip
         snapshots = list_snapshots(session, dataset_id)
         newest = snapshots[-1].id if snapshots else None
     details["livePerformance"] = _live_performance(
         store, dataset_id, snapshot_id, newest, profile, rows, settings, breaches
     )
+    details["familyWise"] = _family_wise(details)
     with session_scope(engine) as session:
         model = get_by_id_or_name(session, Model, model_ref)
         status = "breach" if breaches else "ok"
@@ -279,6 +288,88 @@ def _prediction_drift(
         if confidence["drifted"]:
             breaches.append("predictionDrift.confidence")
         result["confidence"] = confidence
+    return result
+
+
+def _family_wise(details: dict[str, Any]) -> dict[str, Any]:
+    """Every p-value of this check, Holm-adjusted as one family: how surprising the most
+    surprising test is given how many were run (each check's breach uses its own level)."""
+    found: dict[str, float] = {}
+    for name, entry in (details.get("inputDrift") or {}).get("statistics", {}).items():
+        if "pValue" in entry:
+            found[f"inputDrift.{name}"] = entry["pValue"]
+    prediction = details.get("predictionDrift") or {}
+    for name in ("labels", "confidence"):
+        if "pValue" in (prediction.get(name) or {}):
+            found[f"predictionDrift.{name}"] = prediction[name]["pValue"]
+    if "pValue" in (details.get("featureDrift") or {}):
+        found["featureDrift.images"] = details["featureDrift"]["pValue"]
+    adjusted = drift.holm(found)
+    return {"method": "holm", "tests": len(found),
+            "adjusted": {k: round(v, 6) for k, v in adjusted.items()},
+            "smallest": min(adjusted.values()) if adjusted else None}  # fmt: skip
+
+
+def _feature_drift(
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    """The window's texture and sharpness descriptors against the reference's (MMD test)."""
+    thresholds = settings.feature_drift
+    if not thresholds.enabled:
+        return {"skipped": "featureDrift.enabled is false"}
+    reference = profile.get("features") or []
+    window = [r.statistics["features"] for r in rows if (r.statistics or {}).get("features")]
+    if len(reference) < settings.min_samples:
+        return {"skipped": "the reference profile has no image descriptors (made before "
+                "feature drift existed): the next deployment makes one"}  # fmt: skip
+    if len(window) < settings.min_samples:
+        return {"skipped": f"{len(window)} prediction(s) with a descriptor, fewer than "
+                f"minSamples ({settings.min_samples})"}  # fmt: skip
+    result = drift.mmd_test(reference, window, permutations=thresholds.permutations)
+    ref, win = np.asarray(reference, float), np.asarray(window, float)
+    spread = np.where(ref.std(axis=0) > 1e-9, ref.std(axis=0), 1.0)
+    shift = (win.mean(axis=0) - ref.mean(axis=0)) / spread
+    order = np.argsort(-np.abs(shift))[:3]
+    result["largestShifts"] = {FEATURE_NAMES[i]: round(float(shift[i]), 2) for i in order}
+    result["drifted"] = result["pValue"] < thresholds.alpha
+    if result["drifted"]:
+        breaches.append("featureDrift.images")
+    return result
+
+
+def _estimated_performance(
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    """The window's performance from the model's own probabilities (no labels needed)."""
+    if not settings.estimate_performance:
+        return {"skipped": "estimatePerformance is false"}
+    if profile.get("problemType") != "imgClf":
+        return {"skipped": "performance is estimated for imgClf models"}
+    labels = [str(x) for x in profile.get("labels") or []]
+    probabilities = [[float(r.output["confidences"].get(k, 0.0)) for k in labels]
+                     for r in rows if r.output.get("confidences")]  # fmt: skip
+    if len(probabilities) < settings.min_samples or len(labels) < 2:
+        return {"skipped": f"{len(probabilities)} prediction(s) with probabilities, fewer "
+                f"than minSamples ({settings.min_samples})"}  # fmt: skip
+    found = estimated_performance.estimate(probabilities)
+    metric = settings.live_performance.metric or DEFAULT_METRIC
+    champion = profile.get("metrics", {}).get(metric)
+    result: dict[str, Any] = {**found, "metric": metric, "championTest": champion}
+    estimated = found.get(metric)
+    if estimated is None or champion is None:
+        result["breached"] = False
+        return result
+    floor = float(champion) - settings.live_performance.max_regression
+    result["floor"] = round(floor, 4)
+    result["breached"] = estimated["high"] < floor
+    if result["breached"]:
+        breaches.append(f"estimatedPerformance.{metric}")
     return result
 
 

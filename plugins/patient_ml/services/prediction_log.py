@@ -2,7 +2,8 @@
 `patient-ml models predict`, both through `services.predictions.predict`).
 
 A row holds the model, the run that answered, the time, the image's sha256 and cheap statistics
-(`patient_ml.monitoring.image_stats`) and the output (imgClf: predicted label, its confidence
+(`patient_ml.monitoring.image_stats`, with the texture descriptor of
+`patient_ml.monitoring.features`) and the output (imgClf: predicted label, its confidence
 and every label's confidence; imgSeg: the fraction of pixels per label). No image bytes, no
 example or patient identifier.
 
@@ -74,7 +75,10 @@ def record_prediction(
         image_sha256=statistics["sha256"],
         width=statistics.get("width"),
         height=statistics.get("height"),
-        statistics={k: statistics.get(k) for k in STATISTICS},
+        statistics={
+            **{k: statistics.get(k) for k in STATISTICS},
+            **({"features": statistics["features"]} if statistics.get("features") else {}),
+        },
         output=output,
         latency_ms=None if latency_ms is None else round(latency_ms, 3),
     )

@@ -270,11 +270,16 @@ def list_runs(session: Session, model_ref: str | None = None, limit: int = 100) 
 def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
     """The reference API's ModelRun shape, plus extensions (snapshotId, evaluation,
     approvalStatus, approvalDeadline, airflow; each evaluation metric's interval `low`/`high`;
-    operatingPoint; the change-control `gate`, see `services.gate`)."""
+    operatingPoint; the change-control `gate`, see `services.gate`; `provenance` with
+    `tagMoved`, see `services.provenance`)."""
     from patient_ml.services.gate import gate_for
+    from patient_ml.services.provenance import provenance_wire
 
     wire = runs_to_wire(session, [run])[0]
     wire["gate"] = gate_for(session, run).wire()
+    found = provenance_wire(session, run)
+    if found is not None:
+        wire["provenance"] = found
     return wire
 
 

@@ -100,6 +100,7 @@ def record_tuning_result(
             "modelArtifactSha256": artifact_sha256,
             "hyperparameters": run.hyperparameters,
             "metrics": metrics,
+            "trainingImage": ((run.provenance or {}).get("training") or {}).get("digest"),
         },
     )
     return run

@@ -13,7 +13,6 @@ test images sent during evaluation cannot leave the machine through the model's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.serving.client import ServingError, wait_healthy
+from patient_ml.settings import setting
 from patient_ml.training.backends.local import LocalBackend, process_environment
 
 if TYPE_CHECKING:
@@ -150,14 +150,7 @@ class LocalServer(ModelServer):
         return ServerHandle("local", name, url, str(proc.pid), str(log_path))
 
     def image_digest(self, image: str) -> str:
-        folder = self.backend.resolve(image, "serve").parent
-        digest = hashlib.sha256()
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            if "__pycache__" in path.parts:
-                continue
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-        return f"local-sha256:{digest.hexdigest()}"
+        return self.backend.digest(image, "serve")
 
     def is_running(self, handle: str) -> bool:
         pid = int(handle)
@@ -208,7 +201,7 @@ class DockerServer(ModelServer):
         from patient_ml.training.backends.docker import DockerBackend
 
         self.backend = DockerBackend(docker_conn_id=docker_conn_id)
-        self.network = network or os.environ.get("PATIENT_ML_SERVING_NETWORK", "patient-ml-serving")
+        self.network = network or setting("PATIENT_ML_SERVING_NETWORK") or "patient-ml-serving"
 
     @property
     def client(self) -> docker.DockerClient:

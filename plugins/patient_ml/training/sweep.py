@@ -26,6 +26,7 @@ import contextlib
 import copy
 import datetime
 import fcntl
+import functools
 import hashlib
 import logging
 import math
@@ -40,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from patient_ml.config.identifiers import require_safe_id
+from patient_ml.db.retry import retry_transient
 
 if TYPE_CHECKING:
     import optuna
@@ -51,6 +53,7 @@ WORKER_ATTR = "worker"
 STALE_ATTR = "stale"
 FAILURE_ATTR = "failure"
 HPARAMS_ATTR = "hyperparameters"
+PROVENANCE_ATTR = "provenance"  # what trained a completed trial (training.provenance)
 PRUNER_REFRESH_SECONDS = 5.0  # how old the completed trials the pruner compares with may be
 IDLE_PING_SECONDS = 10.0  # a pooled connection idle longer than this is checked before use
 
@@ -223,22 +226,27 @@ def counted(trial: Any) -> bool:
     return not trial.user_attrs.get(STALE_ATTR)
 
 
-def fail_stale_trials(study: Any, worker: str) -> int:
-    """Fail the trials an earlier attempt of `worker` left running (it crashed)."""
+STALE_FAILURE = "the worker stopped before the trial ended (crash?)"
+ENDED_FAILURE = "the run ended before the trial did: its worker stopped (crash or kill)"
+
+
+def fail_stale_trials(study: Any, worker: str | None, failure: str = STALE_FAILURE) -> list[Any]:
+    """Fail the trials an earlier attempt of `worker` left running (it crashed), or, with
+    `worker=None` once every worker has stopped, all trials still running; returns them (as
+    they were: number, hyperparameters) so the product's records can follow."""
     import optuna
 
-    stale = 0
+    stale = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get(WORKER_ATTR) != worker:
+        if worker is not None and trial.user_attrs.get(WORKER_ATTR) != worker:
             continue
         study._storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-        study._storage.set_trial_user_attr(
-            trial._trial_id, FAILURE_ATTR, "the worker stopped before the trial ended (crash?)"
-        )
+        study._storage.set_trial_user_attr(trial._trial_id, FAILURE_ATTR, failure)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        stale += 1
+        stale.append(trial)
     if stale:
-        log.warning("worker %s: failed %d stale trial(s) left by an earlier attempt", worker, stale)
+        who = f"worker {worker}" if worker is not None else "the ended sweep"
+        log.warning("%s: failed %d stale trial(s) left running", who, len(stale))
     return stale
 
 
@@ -248,6 +256,8 @@ class TrialOutcome:
     value: float | None
     failure: str | None
     metrics: dict[str, float]
+    # a completed trial's image and trainer environment (wire shapes of training.provenance)
+    provenance: dict[str, Any] | None = None
 
 
 # execute(trial_number, hyperparameters, on_metric) -> TrialOutcome
@@ -415,13 +425,20 @@ class ClaimedTrial:
         return dict(self.frozen.params)
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(self.frozen._trial_id, key, value)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        retry_transient(
+            lambda: storage.set_trial_user_attr(trial_id, key, value), f"trial {self.number}"
+        )
         self.frozen.user_attrs[key] = value
 
     def report(self, value: float, step: int) -> None:
         if step in self.frozen.intermediate_values:  # as Trial.report: the first value stays
             return
-        self.study._storage.set_trial_intermediate_value(self.frozen._trial_id, step, value)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        retry_transient(
+            lambda: storage.set_trial_intermediate_value(trial_id, step, value),
+            f"trial {self.number}: report {value:g} at step {step}",
+        )
         self.frozen.intermediate_values[step] = value
 
     def should_prune(self) -> bool:
@@ -440,7 +457,20 @@ class ClaimedTrial:
             last = reported[max(reported)] if reported else None
             if last is not None and math.isfinite(last):
                 values = [float(last)]
-        self.study._storage.set_trial_state_values(self.frozen._trial_id, state, values)
+        storage, trial_id = self.study._storage, self.frozen._trial_id
+        tries = 0
+
+        def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                storage.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # an earlier try reached the database before its connection died
+                if tries == 1 or storage.get_trial(trial_id).state != state:
+                    raise
+
+        retry_transient(write, f"trial {self.number}: end as {state.name}")
 
 
 class _PrunerView:
@@ -475,17 +505,29 @@ class _PrunerView:
 
 
 def run_worker(
-    engine: Engine, storage: Any, spec: SweepSpec, worker: str, execute: Executor
+    engine: Engine,
+    storage: Any,
+    spec: SweepSpec,
+    worker: str,
+    execute: Executor,
+    on_stale: Callable[[list[Any]], None] | None = None,
 ) -> list[TrialOutcome]:
-    """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes."""
+    """Claim and run trials until the sweep has `max_trials`; returns this worker's outcomes.
+    First the trials an earlier attempt of `worker` left running are failed (and handed to
+    `on_stale`, which records them elsewhere)."""
     import optuna
 
-    create_study(storage, spec.run_id, spec.direction)
-    study = open_study(storage, spec)
-    fail_stale_trials(study, worker)
+    retry_transient(lambda: create_study(storage, spec.run_id, spec.direction), "open the sweep")
+    study = retry_transient(lambda: open_study(storage, spec), "open the sweep")
+    stale = retry_transient(lambda: fail_stale_trials(study, worker), "fail stale trials")
+    if stale and on_stale is not None:
+        on_stale(stale)
     outcomes = []
     while True:
-        claimed = claim_trial(engine, storage, spec, worker, study)
+        claimed = retry_transient(
+            functools.partial(claim_trial, engine, storage, spec, worker, study),
+            f"worker {worker}: claim",
+        )
         if claimed is None:
             break
         study, trial = claimed
@@ -502,6 +544,8 @@ def run_worker(
         if result.failure:
             trial.set_user_attr(FAILURE_ATTR, result.failure[:4000])
         trial.set_user_attr("metrics", result.metrics)
+        if result.provenance:
+            trial.set_user_attr(PROVENANCE_ATTR, result.provenance)
         if result.state == "complete" and result.value is not None and math.isfinite(result.value):
             trial.finish(optuna.trial.TrialState.COMPLETE, result.value)
         elif result.state == "pruned":

@@ -149,8 +149,28 @@ class SweepWorker(ABC):
                 self.worker,
                 stats.left_out,
             )
+        removed = self.backend.remove_leftovers(self.job_labels)
+        if removed:
+            log.warning(
+                "worker %s: stopped and removed %d job(s) an earlier attempt left running",
+                self.worker,
+                removed,
+            )
         storage = sweep.optuna_storage(self.engine.url.render_as_string(hide_password=False))
-        return sweep.run_worker(self.engine, storage, self.sweep, self.worker, self.execute)
+        return sweep.run_worker(
+            self.engine, storage, self.sweep, self.worker, self.execute, self.record_stale
+        )
+
+    @property
+    def job_labels(self) -> dict[str, str]:
+        """Who starts this worker's jobs: a retry finds what its earlier attempt left behind."""
+        return {"run": self.spec.run_id, "worker": self.worker}
+
+    def record_stale(self, trials: list[Any]) -> None:
+        """The trials an earlier attempt left running, failed in the study: failed here too."""
+        for trial in trials:
+            hps = trial.user_attrs.get(sweep.HPARAMS_ATTR) or trial.params
+            self.record_trial(trial.number, "failed", hps, failure=sweep.STALE_FAILURE)
 
     def execute(self, number: int, hps: dict[str, Any], on_metric: Any) -> sweep.TrialOutcome:
         layout = JobLayout(self.workdir / f"trial-{number}")
@@ -174,6 +194,7 @@ class SweepWorker(ABC):
             memory_mb=self.limits.memory_mb,
             log_prefix=f"[trial {number}] ",
             log_file=log_file,
+            labels=self.job_labels,
         )
         try:
             return self._execute(number, hps, on_metric, job)
@@ -224,7 +245,11 @@ class SweepWorker(ABC):
         self.store.put_file(key, packed)
         self.record_trial(number, "complete", hps, value=value, artifact_uri=self.store.uri(key))
         shutil.rmtree(layout.root, ignore_errors=True)
-        return sweep.TrialOutcome("complete", value, None, result.metrics)
+        provenance = {
+            "image": result.image.to_wire() if result.image else None,
+            "environment": result.environment.to_wire() if result.environment else None,
+        }
+        return sweep.TrialOutcome("complete", value, None, result.metrics, provenance)
 
     def _upload_log(self, number: int, job: TrainingJob) -> None:
         """Best effort: a trial's outcome never depends on keeping its log."""

@@ -10,7 +10,9 @@ and whether they hold, a repeat of a rejected run and the approvals so far. When
 an override (`services.gate`), the options are "Approve with override" / Reject and the form
 asks for the override's own justification. A response there resumes the task, which records it
 through the same decision service as the REST API. A decision made elsewhere closes the request
-with that decision (from the trigger), so no stale entry is left.
+with that decision, so no stale entry is left: at once when it is made in Airflow's API server
+(the REST API and the Patient ML pages, `patient_ml.hooks.airflow_required_actions`, which also
+resumes the task without a triggerer), else from the trigger when it next looks.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
@@ -292,14 +294,23 @@ def close(
 
     if get_hitl_detail_content_detail(ti_id=ti_id).response_received:
         return False
-    option = REJECT if decision == "rejected" else APPROVE_OVERRIDE if override else APPROVE
-    text = f"{description} — decided by {decided_by} through {channel or 'another channel'}"
-    update_hitl_detail_response(
-        ti_id=ti_id,
-        chosen_options=[option],
-        params_input={JUSTIFICATION: text[:MAX_JUSTIFICATION_CHARS]},
-    )
+    options, params_input = response_of(decision, description, decided_by, channel, override)
+    update_hitl_detail_response(ti_id=ti_id, chosen_options=options[:1], params_input=params_input)
     return True
+
+
+def response_of(
+    decision: str, description: str, decided_by: str, channel: str | None, override: bool
+) -> tuple[list[str], dict[str, str]]:
+    """A decision made elsewhere as the Required Action's response: the options that say it
+    (the first the request offers is chosen) and the form's justification, which names the
+    decider and the channel."""
+    if decision == "rejected":
+        options = [REJECT]
+    else:
+        options = [APPROVE_OVERRIDE, APPROVE] if override else [APPROVE, APPROVE_OVERRIDE]
+    text = f"{description} — decided by {decided_by} through {channel or 'another channel'}"
+    return options, {JUSTIFICATION: text[:MAX_JUSTIFICATION_CHARS]}
 
 
 def clear_response(ti_id: UUID, *, subject: str, override: bool = False) -> None:
@@ -308,7 +319,9 @@ def clear_response(ti_id: UUID, *, subject: str, override: bool = False) -> None
     without defaults. Bookkeeping only: a failure is logged, never fails the task."""
     from airflow.sdk.execution_time.hitl import upsert_hitl_detail
 
-    try:
-        upsert_hitl_detail(ti_id=ti_id, options=options_of(override), subject=subject)
+    try:  # the form's fields too: the Execution API refuses a request without them (422)
+        upsert_hitl_detail(
+            ti_id=ti_id, options=options_of(override), subject=subject, params=params_of(override)
+        )
     except Exception as exc:
         log.warning("could not clear the Required Action of task %s: %s", ti_id, exc)

@@ -101,6 +101,34 @@ describe("ModelCardDocumentView", () => {
     expect(styles.some((s) => s.includes("@media print") && s.includes("[data-print=\"hide\"]"))).toBe(true);
   });
 
+  it("shows the run's provenance in its lineage and a moved image tag", () => {
+    const moved = "The training image tag t:1 moved between runs: run calm-otter-7 used sha256:111111111111, this run sha256:222222222222.";
+    show({
+      ...card,
+      lineage: {
+        ...card.lineage,
+        trainingImageDigest: "sha256:" + "2".repeat(64),
+        trainingBackend: "docker",
+        inferenceImageDigest: "sha256:" + "4".repeat(64),
+        sourceCommit: "0123abc",
+        sourceDirty: true,
+        trainerPython: "3.11.2",
+        trainerLibraries: ["numpy 1.24.2", "torch 1.13.1"],
+        trainerReportedBy: "trainer",
+        sampler: "Optuna TPESampler, seed 7 (trial n: seed * 100003 + n), MedianPruner",
+        bestTrial: 2,
+        tagMoves: [moved],
+      },
+    });
+    expect(screen.getByTestId("card-tag-moved").textContent).toBe(`Image tag moved: ${moved}`);
+    const text = screen.getByTestId("card-lineage").textContent ?? "";
+    expect(text).toContain("sha256:" + "2".repeat(64) + " (docker)");
+    expect(text).toContain("Python 3.11.2; numpy 1.24.2, torch 1.13.1 (reported by the trainer)");
+    expect(text).toContain("0123abc (with uncommitted changes)");
+    expect(text).toContain("seed 7");
+    expect(text).toContain("epochs = 8 (trial 2)");
+  });
+
   it("says what is absent: no evaluation, no subgroups, failure cases with their maps", () => {
     show({
       ...card,

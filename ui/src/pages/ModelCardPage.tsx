@@ -92,6 +92,14 @@ function Facts({ rows }: { rows: [string, ReactNode][] }) {
   );
 }
 
+function trainerText(lin: ModelCardDocument["lineage"]): string {
+  if (!lin.trainerPython && !lin.trainerLibraries?.length) return NOT_RECORDED;
+  const parts = [lin.trainerPython ? `Python ${lin.trainerPython}` : "Python not recorded"];
+  if (lin.trainerLibraries?.length) parts.push(lin.trainerLibraries.join(", "));
+  const who = lin.trainerReportedBy === "trainer" ? " (reported by the trainer)" : lin.trainerReportedBy === "host" ? " (the local backend's interpreter)" : "";
+  return parts.join("; ") + who;
+}
+
 function Bullets({ items, empty }: { items: string[]; empty: string }) {
   if (items.length === 0) return <Text fontSize="sm" color="fg.muted">{empty}</Text>;
   return (
@@ -385,18 +393,46 @@ export function ModelCardDocumentView({ card }: { card: ModelCardDocument }) {
       </Part>
 
       <Part title="Lineage" testId="card-lineage">
+        {(lin.tagMoves ?? []).map((text) => (
+          <Text key={text} fontSize="sm" color="fg.warning" fontWeight="semibold" mb={2} data-testid="card-tag-moved">
+            Image tag moved: {text}
+          </Text>
+        ))}
         <Facts
           rows={[
             ["Snapshot", lin.snapshotId ? <Code fontSize="xs">{lin.snapshotId}</Code> : NOT_RECORDED],
             ["Test set sha256", lin.testSetSha256 ? <Code fontSize="xs">{lin.testSetSha256}</Code> : NOT_RECORDED],
             ["Training image", <Code fontSize="xs">{lin.trainingImage}</Code>],
-            ["Training image digest", lin.trainingImageDigest ? <Code fontSize="xs">{lin.trainingImageDigest}</Code> : NOT_RECORDED],
+            [
+              "Training image digest",
+              lin.trainingImageDigest ? (
+                <>
+                  <Code fontSize="xs">{lin.trainingImageDigest}</Code>
+                  {lin.trainingBackend ? ` (${lin.trainingBackend})` : ""}
+                </>
+              ) : (
+                NOT_RECORDED
+              ),
+            ],
+            ...(lin.trainingRepoDigests?.length
+              ? [["Repository digests", lin.trainingRepoDigests.join(", ")] as [string, ReactNode]]
+              : []),
+            ...(lin.trainingResolvedImage
+              ? [["SageMaker resolved image", <Code fontSize="xs">{lin.trainingResolvedImage}</Code>] as [string, ReactNode]]
+              : []),
             ["Inference image", <Code fontSize="xs">{lin.inferenceImage}</Code>],
+            ["Inference image digest", lin.inferenceImageDigest ? <Code fontSize="xs">{lin.inferenceImageDigest}</Code> : NOT_RECORDED],
             ["Model artifact sha256", lin.modelArtifactSha256 ? <Code fontSize="xs">{lin.modelArtifactSha256}</Code> : NOT_RECORDED],
             ["Objective", lin.objective],
-            ["Hyperparameters", lin.hyperparameters.map((h) => `${h.name} = ${h.value}`).join(", ") || NOT_RECORDED],
-            ["Package version", lin.packageVersion],
-            ["Source commit", lin.sourceCommit ?? NOT_RECORDED],
+            [
+              "Hyperparameters",
+              (lin.hyperparameters.map((h) => `${h.name} = ${h.value}`).join(", ") || NOT_RECORDED) +
+                (lin.bestTrial !== undefined ? ` (trial ${lin.bestTrial})` : ""),
+            ],
+            ["Tuning sampler", lin.sampler ?? NOT_RECORDED],
+            ["Trainer", trainerText(lin)],
+            ["Package version", lin.packageVersion + (lin.packageVersionRecorded === false ? " (current; the run recorded none)" : "")],
+            ["Source commit", lin.sourceCommit ? lin.sourceCommit + (lin.sourceDirty ? " (with uncommitted changes)" : "") : NOT_RECORDED],
           ]}
         />
       </Part>

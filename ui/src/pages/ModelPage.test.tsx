@@ -74,7 +74,7 @@ const REPORT = {
   },
 };
 
-function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", state: "paused", schedule: "@hourly" }) {
+function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", state: "paused", schedule: "@hourly" }, events: object[] = []) {
   const answers: [RegExp, object][] = [
     [/\/models\/m1\/runs$/, { runs: RUNS, totalEntries: 2 }],
     [/\/models\/m1\/permissions$/, { permissions: PERMISSIONS }],
@@ -97,7 +97,7 @@ function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", st
       },
     ],
     [/\/datasets\/d1\/curation-report$/, { curationReport: REPORT }],
-    [/\/models\/m1\/monitoring$/, { modelId: "m1", championId: "r1", monitoring: { schedule: "@hourly" }, monitorDag, reference: null, events: [] }],
+    [/\/models\/m1\/monitoring$/, { modelId: "m1", championId: "r1", monitoring: { schedule: "@hourly" }, monitorDag, reference: null, events }],
     [/\/models\/m1$/, { model: MODEL }],
   ];
   vi.stubGlobal(
@@ -242,6 +242,33 @@ describe("Monitoring tab", () => {
     expect(notice.textContent).toContain("the monitor DAG is paused");
     expect(notice.textContent).toContain("airflow dags unpause patient_ml_monitor__brain_clf");
     expect(screen.getByTestId("monitoring").textContent).not.toContain("Checked @hourly");
+  });
+
+  it("shows feature drift and the performance estimated before labels arrive", async () => {
+    const event = {
+      id: 7,
+      status: "breach",
+      breaches: ["featureDrift.images"],
+      window: { predictions: 50 },
+      createdAt: 1_765_000_000_000,
+      details: {
+        featureDrift: { pValue: 0.002, drifted: true, largestShifts: { grad1: -3.12, noiseMad: 2.04 } },
+        estimatedPerformance: {
+          metric: "balancedAccuracy",
+          balancedAccuracy: { value: 0.87, low: 0.8, high: 0.93 },
+          floor: 0.85,
+          breached: false,
+        },
+        livePerformance: { metric: "balancedAccuracy", labelled: 3, skipped: "3 labelled prediction(s), fewer than minLabelled (30)" },
+      },
+    };
+    serve(undefined, [event]);
+    show("monitoring");
+    expect((await screen.findByTestId("feature-drift")).textContent).toBe("drifted (p 0.002): grad1 −3.1 sd, noiseMad +2.0 sd");
+    const estimated = screen.getByTestId("estimated-performance").textContent;
+    expect(estimated).toContain("≈ 0.870");
+    expect(estimated).toContain("floor 0.850");
+    expect(screen.getByTestId("live-performance").textContent).toContain("fewer than minLabelled");
   });
 
   it("says when the next check is due when Airflow schedules it", async () => {

@@ -572,14 +572,50 @@ interface LivePerformance {
   skipped?: string;
 }
 
+interface FeatureDrift {
+  pValue?: number;
+  drifted?: boolean;
+  largestShifts?: Record<string, number>;
+  skipped?: string;
+}
+
+interface EstimatedPerformance {
+  metric?: string;
+  balancedAccuracy?: { value: number; low: number; high: number };
+  accuracy?: { value: number; low: number; high: number };
+  floor?: number;
+  breached?: boolean;
+  skipped?: string;
+}
+
 interface MonitoringEvent {
   id: number;
   runId?: string;
   status: "ok" | "breach" | "insufficient" | "no-reference";
   breaches: string[];
   window: { predictions: number; from?: number; to?: number };
-  details?: { livePerformance?: LivePerformance };
+  details?: { livePerformance?: LivePerformance; featureDrift?: FeatureDrift; estimatedPerformance?: EstimatedPerformance };
   createdAt: number;
+}
+
+/** "drifted (p 0.002): grad1 −3.1 sd, noiseMad +2.0 sd" or "same (p 0.410)" */
+function featureDrift(drift?: FeatureDrift): string {
+  if (!drift) return "—";
+  if (drift.skipped || drift.pValue === undefined) return drift.skipped ?? "—";
+  const shifts = Object.entries(drift.largestShifts ?? {})
+    .map(([name, z]) => `${name} ${z > 0 ? "+" : "−"}${Math.abs(z).toFixed(1)} sd`)
+    .join(", ");
+  return drift.drifted ? `drifted (p ${drift.pValue.toFixed(3)}): ${shifts}` : `same (p ${drift.pValue.toFixed(3)})`;
+}
+
+/** "Balanced accuracy ≈ 0.870 [0.800, 0.930] · floor 0.850" (from the model's probabilities) */
+function estimatedPerformance(found?: EstimatedPerformance): string {
+  if (!found) return "—";
+  const metric = (found.metric ?? "balancedAccuracy") as "balancedAccuracy" | "accuracy";
+  const value = found[metric];
+  if (found.skipped || !value) return found.skipped ?? "—";
+  const floor = found.floor === undefined ? "" : ` · floor ${formatNumber(found.floor)}`;
+  return `${metricTitle(metric)} ≈ ${formatNumber(value.value)} ${formatInterval([value.low, value.high])}${floor}`;
 }
 
 /** "Balanced accuracy 0.840 [0.780, 0.900] on 42 labelled · champion's test 0.910 [0.880, 0.940]" */
@@ -688,6 +724,8 @@ function Monitoring({ model }: { model: Model }) {
                 <Table.ColumnHeader>Status</Table.ColumnHeader>
                 <Table.ColumnHeader>Breaches</Table.ColumnHeader>
                 <Table.ColumnHeader>Predictions</Table.ColumnHeader>
+                <Table.ColumnHeader>Feature drift</Table.ColumnHeader>
+                <Table.ColumnHeader>Estimated performance (no labels)</Table.ColumnHeader>
                 <Table.ColumnHeader>Live performance</Table.ColumnHeader>
               </Table.Row>
             </Table.Header>
@@ -702,6 +740,12 @@ function Monitoring({ model }: { model: Model }) {
                   </Table.Cell>
                   <Table.Cell fontSize="xs">{e.breaches.join(", ") || "—"}</Table.Cell>
                   <Table.Cell>{e.window.predictions}</Table.Cell>
+                  <Table.Cell fontSize="xs" data-testid="feature-drift">
+                    {featureDrift(e.details?.featureDrift)}
+                  </Table.Cell>
+                  <Table.Cell fontSize="xs" data-testid="estimated-performance">
+                    {estimatedPerformance(e.details?.estimatedPerformance)}
+                  </Table.Cell>
                   <Table.Cell fontSize="xs" data-testid="live-performance">
                     {livePerformance(e.details?.livePerformance)}
                   </Table.Cell>

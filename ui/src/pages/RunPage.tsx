@@ -23,6 +23,7 @@ import { FailureGallery } from "../components/FailureGallery";
 import { GatePanel } from "../components/GatePanel";
 import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
+import { ProvenancePanel } from "../components/ProvenancePanel";
 import { SubgroupTable } from "../components/SubgroupTable";
 import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
 import { describeActor, formatDuration, formatNumber, formatParam, formatTime, runStage, type View } from "../format";
@@ -251,6 +252,9 @@ function Overview({
           </HStack>
         </Section>
       )}
+      <Section title="Provenance (what trained and served this run)">
+        <ProvenancePanel provenance={run.provenance} />
+      </Section>
       <Section title="Decision and deployment">
         {run.approvals.length > 0 && (
           <Box mb={3} data-testid="decisions">

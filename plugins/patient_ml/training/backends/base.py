@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,11 @@ from typing import Any, Literal
 from patient_ml.log_records import LogFile
 from patient_ml.training.contract import JobLayout
 from patient_ml.training.metrics import MetricParser
+from patient_ml.training.provenance import (
+    ImageRecord,
+    TrainerEnvironment,
+    read_trainer_environment,
+)
 
 log = logging.getLogger("patient_ml.training")
 
@@ -39,6 +44,8 @@ class TrainingJob:
     memory_mb: int = 2048
     log_prefix: str = ""
     log_file: Path | None = None  # also record every logged line here (JSON lines)
+    # who started the job (run, worker): a retried worker finds what its dead attempt left
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +57,10 @@ class TrainingOutcome:
     seconds: float
     log_lines: int
     unmatched_metrics: list[str] = field(default_factory=list)
+    # what ran (see patient_ml.training.provenance): the image as the backend resolved it, and
+    # the trainer's environment.json (or, on the local backend, the host interpreter's)
+    image: ImageRecord | None = None
+    environment: TrainerEnvironment | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -66,6 +77,13 @@ class Backend(ABC):
     @abstractmethod
     def kill(self, job_name: str) -> None:
         """Stop a running job by name (from `on_kill`, another thread)."""
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Stop and remove the jobs with all of `labels` (`TrainingJob.labels`) that an earlier
+        attempt left running when its worker died; returns how many. A new attempt calls it
+        before its first trial. The local backend's trials are child processes of the task and
+        end with it, so by default there is nothing to find."""
+        return 0
 
 
 _EOF = object()
@@ -154,7 +172,12 @@ def _follow(
 
 
 def outcome(
-    job: TrainingJob, stopped: Status | None, exit_code: int | None, lines: int, started: float
+    job: TrainingJob,
+    stopped: Status | None,
+    exit_code: int | None,
+    lines: int,
+    started: float,
+    image: ImageRecord | None = None,
 ) -> TrainingOutcome:
     failure = job.layout.read_failure()
     if stopped == "timed_out":
@@ -176,4 +199,8 @@ def outcome(
         seconds=round(time.monotonic() - started, 3),
         log_lines=lines,
         unmatched_metrics=job.metric_parser.never_matched(),
+        image=image,
+        environment=read_trainer_environment(job.layout.model_dir)
+        if status == "succeeded"
+        else None,
     )

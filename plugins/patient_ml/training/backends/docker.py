@@ -10,12 +10,13 @@ come from an Airflow Docker connection (`docker_conn_id`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from patient_ml.exceptions import PatientMLError
@@ -30,11 +31,22 @@ from patient_ml.training.backends.base import (
     pump_lines,
 )
 from patient_ml.training.contract import CONTAINER_ROOT, JobLayout, sm_environment
+from patient_ml.training.provenance import ImageRecord, docker_image_record
 
 if TYPE_CHECKING:
     import docker
 
+log = logging.getLogger("patient_ml.training")
+
 STOP_GRACE_SECONDS = 10
+
+
+LABEL_PREFIX = "patient-ml."
+
+
+def container_labels(job_name: str, labels: Mapping[str, str]) -> dict[str, str]:
+    """The container's labels: the job's name and who started it (`TrainingJob.labels`)."""
+    return {f"{LABEL_PREFIX}job": job_name, **{LABEL_PREFIX + k: v for k, v in labels.items()}}
 
 
 def container_name(job_name: str) -> str:
@@ -117,6 +129,7 @@ class DockerBackend(Backend):
         self._lock = threading.Lock()
         self._host_paths: HostPaths | None = None
         self._present: set[str] = set()
+        self._records: dict[str, ImageRecord] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -183,9 +196,10 @@ class DockerBackend(Backend):
             read_only=True,
             tmpfs={"/tmp": "rw,size=512m"},
             user=f"{os.getuid()}:{os.getgid()}",
-            labels={"patient-ml.job": job.name},
+            labels=container_labels(job.name, job.labels),
         )
         container = self._create(job.image, settings)
+        image = self.image_record(str((container.attrs or {}).get("Image") or ""), job.image)
         started = time.monotonic()
         try:
             container.start()
@@ -211,7 +225,23 @@ class DockerBackend(Backend):
             exit_code = int(status.get("StatusCode", -1))
         finally:
             self.remove_container(name)
-        return outcome(job, stopped, exit_code, lines, started)
+        return outcome(job, stopped, exit_code, lines, started, image)
+
+    def image_record(self, image_id: str, reference: str) -> ImageRecord:
+        """What the container was created from: its image id (the engine's answer at create,
+        so a tag moved meanwhile cannot mislead) and the image's repository digests. Best
+        effort: an engine that does not answer leaves the reference alone recorded."""
+        key = image_id or reference
+        if key not in self._records:
+            try:
+                record = docker_image_record(self.client, key, reference, "training")
+            except Exception as exc:  # provenance never fails a trial
+                log.warning("the image of %s could not be inspected: %s", reference, exc)
+                return ImageRecord(role="training", reference=reference, backend="docker")
+            if not image_id:
+                return record  # not cached by reference: a tag may move
+            self._records[key] = record
+        return self._records[key].model_copy(update={"reference": reference})
 
     def _create(self, image: str, settings: dict[str, Any]) -> Any:
         """Create the container; a leftover of a crashed attempt that holds the name is
@@ -229,6 +259,18 @@ class DockerBackend(Backend):
                 raise
             self.remove_container(settings["name"])
         return self.client.containers.create(image, **settings)
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Containers labelled with all of `labels` (`container_labels`), running or not: a
+        worker killed mid-trial leaves its trainer running beside the engine; its retry stops
+        and removes them before it claims a trial."""
+        if not labels:
+            return 0
+        wanted = [f"{LABEL_PREFIX}{key}={value}" for key, value in sorted(labels.items())]
+        found = self.client.api.containers(all=True, quiet=True, filters={"label": wanted})
+        for container in found:
+            self.remove_container(container["Id"])
+        return len(found)
 
     def kill(self, job_name: str) -> None:
         import docker.errors

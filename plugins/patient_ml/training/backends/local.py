@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from patient_ml.exceptions import PatientMLError
+from patient_ml.settings import setting
 from patient_ml.training.backends.base import (
     Backend,
     MetricCallback,
@@ -30,6 +31,7 @@ from patient_ml.training.backends.base import (
     pump_lines,
 )
 from patient_ml.training.contract import sm_environment
+from patient_ml.training.provenance import ImageRecord, folder_digest, host_environment
 
 STOP_GRACE_SECONDS = 10.0
 REFERENCE_TRAINERS = Path(__file__).resolve().parents[4] / "include" / "trainers"
@@ -43,7 +45,7 @@ def default_trainer_dirs() -> dict[str, Path]:
         for folder in sorted(REFERENCE_TRAINERS.iterdir()):
             if (folder / "train").is_file():
                 mapping[f"patient-ml/{folder.name.replace('_', '-')}-trainer"] = folder
-    for item in os.environ.get("PATIENT_ML_LOCAL_TRAINERS", "").split(","):
+    for item in (setting("PATIENT_ML_LOCAL_TRAINERS") or "").split(","):
         if "=" in item:
             image, where = item.split("=", 1)
             mapping[image.strip()] = Path(where.strip()).expanduser()
@@ -144,7 +146,23 @@ class LocalBackend(Backend):
                 self._terminate(proc)
             with self._lock:
                 self._procs.pop(job.name, None)
-        return outcome(job, stopped, exit_code, lines, started)
+        result = outcome(job, stopped, exit_code, lines, started, self.image_record(job.image))
+        if result.succeeded and result.environment is None and cmd[0] == sys.executable:
+            result.environment = host_environment()  # the trainer ran on this interpreter
+        return result
+
+    def image_record(self, image: str) -> ImageRecord:
+        """The trainer folder that stands for `image` here, by the sha256 of its files."""
+        return ImageRecord(
+            role="training", reference=image, backend="local", digest=self.digest(image)
+        )
+
+    def digest(self, image: str, command: str = "train") -> str:
+        """`local-sha256:` of the trainer folder, with the `common` folder beside it when there
+        is one (the reference trainers' shared code, include/trainers/README.md)."""
+        folder = self.resolve(image, command).parent
+        common = folder.parent / "common"
+        return folder_digest(folder, *([common] if common.is_dir() else []))
 
     def kill(self, job_name: str) -> None:
         with self._lock:

@@ -59,6 +59,7 @@ from patient_ml.training.backends.base import (
     outcome,
 )
 from patient_ml.training.contract import CHANNELS, CONTAINER_ROOT, JobLayout, sm_environment
+from patient_ml.training.provenance import sagemaker_image_record
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$")
@@ -90,10 +91,10 @@ class SageMakerSettings:
 
     @classmethod
     def from_env(cls, aws_conn_id: str | None = None) -> SageMakerSettings:
-        from patient_ml.settings import env_number
+        from patient_ml.settings import env_number, setting
         from patient_ml.storage.s3 import parse_s3_url
 
-        env = os.environ.get
+        env = setting
         role = (env("PATIENT_ML_SAGEMAKER_ROLE_ARN") or "").strip()
         if not ROLE_ARN.match(role):
             raise PatientMLError(
@@ -339,7 +340,8 @@ class SageMakerBackend(Backend):
             with self._lock:
                 self._active.pop(job.name, None)
             self._cleanup_output(sm_name)
-        return outcome(job, stopped, exit_code, lines, started)
+        image = sagemaker_image_record(job.image, event.get("trainingImage"), "training")
+        return outcome(job, stopped, exit_code, lines, started, image)
 
     def _settle(
         self, job: TrainingJob, sm_name: str, event: dict[str, Any], stopped: Status | None
