@@ -26,7 +26,7 @@ TORCH_PIP_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples,bench,docs,lineage]"
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[test,samples,bench,docs,lineage,mlflow]"
 	@# stardist ships the nuclei image + mask used by the segmentation sample; its own heavy
 	@# dependencies (TensorFlow, numba) are not needed to read two files, so --no-deps.
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps "stardist==0.9.2"

@@ -41,6 +41,7 @@ pytest_plugins = [
     "tests.s3_server",
     "tests.sagemaker_server",
     "tests.docker_engine",
+    "tests.mlflow_server",
 ]
 
 ADMIN_URL = os.environ.get(
@@ -118,6 +119,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PATIENT_ML_DATABASE_URL", raising=False)
     monkeypatch.delenv("PATIENT_ML_CONN_ID", raising=False)
     monkeypatch.setenv("PATIENT_ML_USER", "test-user")
+    # No MLflow mirroring unless a test asks for it (tests/mlflow_server.py)
+    monkeypatch.setenv("PATIENT_ML_MLFLOW_CONN_ID", "off")
 
 
 # Under pytest-xdist (`make test PYTEST_WORKERS=2` runs 2 processes with `--dist loadgroup`),

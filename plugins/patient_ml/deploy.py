@@ -76,8 +76,30 @@ def deploy_run(
     actor: str,
     server: ModelServing | None,
     root: Path | None = None,
+    mlflow_conn_id: str | None = None,
 ) -> dict[str, Any]:
-    """Deploy an approved run (see the module docstring); returns what was done."""
+    """Deploy an approved run (see the module docstring); returns what was done. Then, when an
+    MLflow connection exists (`mlflow_conn_id`, default PATIENT_ML_MLFLOW_CONN_ID), the registry
+    alias `champion` is set on the run's model version (docs/mlflow.md); an MLflow failure is
+    reported (`result["mlflow"]`, the log, the run's audit trail), never raised."""
+    from patient_ml.services.mlflow_mirror import mirror_with_connection
+
+    result = _deploy_run(engine, store, run_id, actor=actor, server=server, root=root)
+    report = mirror_with_connection(engine, store, run_id, mlflow_conn_id, actor=actor)
+    if report is not None:
+        result["mlflow"] = report.to_wire()
+    return result
+
+
+def _deploy_run(
+    engine: Engine,
+    store: ArtifactStore,
+    run_id: str,
+    *,
+    actor: str,
+    server: ModelServing | None,
+    root: Path | None = None,
+) -> dict[str, Any]:
     with session_scope(engine) as session:
         run = get_run(session, run_id)
         decision = settled_decision(session, run_id)

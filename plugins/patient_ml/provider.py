@@ -25,12 +25,21 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "patient_ml.hooks.fhir.FhirHook",
                 "hook-name": "FHIR server",
             },
+            {
+                "connection-type": "patient_ml_mlflow",
+                "hook-class-name": "patient_ml.hooks.mlflow_tracking.MlflowHook",
+                "hook-name": "MLflow tracking server (Patient ML mirror)",
+            },
         ],
         "config": {SECTION: config_section()},
         "hooks": [
             {
                 "integration-name": "Patient ML",
-                "python-modules": ["patient_ml.hooks.product_db", "patient_ml.hooks.fhir"],
+                "python-modules": [
+                    "patient_ml.hooks.product_db",
+                    "patient_ml.hooks.fhir",
+                    "patient_ml.hooks.mlflow_tracking",
+                ],
             }
         ],
     }

@@ -112,6 +112,12 @@ def dag_cache_dir() -> Path | None:
     return Path(explicit).expanduser() if explicit else home() / "cache"
 
 
+def mlflow_conn_id() -> str | None:
+    """The MLflow connection id (PATIENT_ML_MLFLOW_CONN_ID); None when set to `off` or empty."""
+    value = (setting("PATIENT_ML_MLFLOW_CONN_ID") or "mlflow_default").strip()
+    return None if value.lower() in ("", "off", "none") else value
+
+
 def env_number(name: str, default: float, *, low: float, high: float) -> float:
     """A number from setting `name` (`setting`) within [low, high]; `default` when unset."""
     text = (setting(name) or "").strip()

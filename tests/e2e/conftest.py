@@ -40,6 +40,7 @@ class E2EDeployment:
     root: Path  # this session's scratch folder
     sources: Path  # PATIENT_ML_ALLOWED_FILE_ROOTS: put the images curation may read here
     lineage_events: Path | None  # OpenLineage's file transport (None: provider not installed)
+    mlflow_url: str | None = None  # the MLflow server the runs are mirrored to (None: no mlflow)
 
     def wait_for_dag(self, dag_id: str, *, unpause: bool = True) -> None:
         """Until the DAG processor has built `dag_id`; then unpause it (DAGs start paused)."""
@@ -103,7 +104,9 @@ def _databases() -> Iterator[tuple[str | None, str | None]]:
 
 
 @pytest.fixture(scope="session")
-def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EDeployment]:
+def airflow_deployment(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[E2EDeployment]:
     root = tmp_path_factory.mktemp("e2e")
     sources = root / "sources"
     sources.mkdir()
@@ -121,13 +124,16 @@ def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E
         "PATIENT_ML_LOCAL_TRAINERS": f"{ECR_IMG_CLF_REPOSITORY}={IMG_CLF_TRAINER}",
     }
     lineage_events = openlineage_file_transport(root, product_env, "patient-ml-e2e")
+    mlflow_url = _mlflow_mirror(request, product_env)
     stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
     stack.migrate()
     stack.start()
     try:
         # a busy shared machine may need longer (PATIENT_ML_E2E_READY_SECONDS)
         stack.wait_ready(timeout=float(os.environ.get("PATIENT_ML_E2E_READY_SECONDS", "180")))
-        yield E2EDeployment(stack, stack.client("admin"), engine, root, sources, lineage_events)
+        yield E2EDeployment(
+            stack, stack.client("admin"), engine, root, sources, lineage_events, mlflow_url
+        )
     finally:
         try:
             _stop_all_endpoints(engine)
@@ -135,6 +141,19 @@ def airflow_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E
             stack.stop()
             engine.dispose()
             next(databases, None)
+
+
+def _mlflow_mirror(request: pytest.FixtureRequest, env: dict[str, str]) -> str | None:
+    """With mlflow installed (the `mlflow` extra, as in CI), a real `mlflow server`
+    (tests/mlflow_server.py) as Airflow connection `mlflow_default`: every run is mirrored."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        return None
+    server = request.getfixturevalue("mlflow_server")
+    env["AIRFLOW_CONN_MLFLOW_DEFAULT"] = server.connection_json()
+    env["PATIENT_ML_MLFLOW_CONN_ID"] = "mlflow_default"
+    return str(server.url)
 
 
 def _stop_all_endpoints(engine: Engine) -> None:

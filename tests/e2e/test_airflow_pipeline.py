@@ -351,3 +351,57 @@ def test_openlineage_events_walk_from_the_endpoint_to_the_fhir_source(
     assert approvals, "no await_approval event carries this run's decision"
     assert approvals[-1]["decision"] == "approved" and approvals[-1]["user"] == "dr-approver"
     assert approvals[-1]["_schemaURL"].endswith("/ApprovalRunFacet.json")
+
+
+def test_mlflow_mirrors_the_trials_the_version_and_the_champion_alias(
+    deployment: dict[str, Any], airflow_deployment: E2EDeployment
+) -> None:
+    """The tasks of real Airflow mirrored the first test's runs to a real `mlflow server`
+    (docs/mlflow.md): the champion's run with its trials as nested runs, its registered version
+    holding the alias `champion` with the approver in its tags, nothing reported as failed.
+    Needs the first test's champion."""
+    if airflow_deployment.mlflow_url is None:
+        pytest.skip("mlflow is not installed (the mlflow extra)")
+    from mlflow import MlflowClient
+
+    from patient_ml.db.models import Approval
+
+    engine = deployment["engine"]
+    with session_scope(engine) as session:
+        model = session.get(Model, deployment["model_id"])
+        assert model is not None and model.champion_id, "the first test deploys a champion"
+        champion_id = model.champion_id
+        approval = session.scalars(
+            select(Approval)
+            .where(Approval.run_id == champion_id, Approval.decision == "approved")
+            .order_by(Approval.id.desc())
+        ).first()
+        assert approval is not None
+        approver = approval.user or approval.actor
+        from patient_ml.db.models import Run
+
+        runs = select(Run.id).where(Run.model_id == model.id)
+        failed = session.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "run.mlflow.failed", AuditEvent.entity_id.in_(runs)
+            )
+        ).all()
+        assert not failed, [f.after for f in failed]
+    client = MlflowClient(tracking_uri=airflow_deployment.mlflow_url)
+    experiment = client.get_experiment_by_name(f"patient-ml/{MODEL}")
+    assert experiment is not None
+    (parent,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`patient_ml.run_id` = '{champion_id}' and tags.`patient_ml.role` = 'run'",
+    )
+    assert parent.info.status == "FINISHED" and parent.data.params
+    trials = client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert trials and all(t.data.tags["patient_ml.trial_state"] for t in trials)
+    assert any(t.data.tags["patient_ml.trial_state"] == "complete" for t in trials)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert champion.tags["patient_ml.run_id"] == champion_id
+    assert champion.run_id == parent.info.run_id
+    assert champion.tags["patient_ml.approved_by"] == approver
+    assert champion.tags["patient_ml.deploy_action"] == "promote"

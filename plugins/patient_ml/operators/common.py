@@ -42,6 +42,8 @@ class PatientMLBaseOperator(BaseOperator):
         resolution: PATIENT_ML_DATABASE_URL, PATIENT_ML_CONN_ID, SQLite under PATIENT_ML_HOME).
     :param artifact_uri: artifact store (default: PATIENT_ML_ARTIFACT_URI).
     :param aws_conn_id: AWS connection for an `s3://` artifact store (and s3:// image URLs).
+    :param mlflow_conn_id: MLflow connection that mirrors the run (docs/mlflow.md; default: the
+        setting PATIENT_ML_MLFLOW_CONN_ID, `mlflow_default`); off while it does not exist.
     """
 
     def __init__(
@@ -50,12 +52,14 @@ class PatientMLBaseOperator(BaseOperator):
         patient_ml_conn_id: str | None = None,
         artifact_uri: str | None = None,
         aws_conn_id: str = "aws_default",
+        mlflow_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.patient_ml_conn_id = patient_ml_conn_id
         self.artifact_uri = artifact_uri
         self.aws_conn_id = aws_conn_id
+        self.mlflow_conn_id = mlflow_conn_id
 
     @property
     def actor(self) -> str:
@@ -80,6 +84,20 @@ class RunOperator(PatientMLBaseOperator):
     def __init__(self, *, run_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run_id = run_id
+
+    def mirror_to_mlflow(self) -> dict[str, Any] | None:
+        """Mirror the run to MLflow (docs/mlflow.md): the report (also in the task log and the
+        run's audit trail), or None when mirroring is off. Never fails the task."""
+        from patient_ml.services.mlflow_mirror import mirror_with_connection
+
+        try:
+            report = mirror_with_connection(
+                self.engine(), self.store(), self.run_id, self.mlflow_conn_id, actor=self.actor
+            )
+        except Exception as exc:  # e.g. the product DB itself is gone: the task decides that
+            self.log.warning("run %s: not mirrored to MLflow: %s", self.run_id, exc)
+            return {"mirrored": False, "error": str(exc)[:2000]}
+        return report.to_wire() if report is not None else None
 
 
 class ContainerOperator(RunOperator):

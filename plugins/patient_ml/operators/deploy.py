@@ -18,7 +18,9 @@ class DeployModelOperator(ServingOperator):
     """Deploy an approved run. `edge`: it becomes champion, its artifact is the download.
     `cloud`: a new endpoint is started and health-checked, then the champion is swapped
     atomically and the old endpoint stopped; a failing endpoint leaves the old champion
-    serving and records deployStatus=failed with the reason. Retries are idempotent. The
+    serving and records deployStatus=failed with the reason. Retries are idempotent. With an
+    MLflow connection, the registry alias `champion` moves to the run's model version
+    (docs/mlflow.md; an MLflow failure is reported, never fails the task). The
     task's outlets (the model's champion Asset in a factory DAG) get an event naming the run.
 
     `on_kill` stops the endpoint this try started unless the run already became the
@@ -35,7 +37,14 @@ class DeployModelOperator(ServingOperator):
 
         engine, store = self.engine(), self.store()
         try:
-            result = deploy_run(engine, store, self.run_id, actor=self.actor, server=self.server())
+            result = deploy_run(
+                engine,
+                store,
+                self.run_id,
+                actor=self.actor,
+                server=self.server(),
+                mlflow_conn_id=self.mlflow_conn_id,
+            )
         finally:
             write_model_card(engine, store, self.run_id)
         self.log.info("deployed: %s", result)

@@ -21,7 +21,8 @@ class EvaluateModelOperator(ServingOperator):
     record them (challenger, champion, deltas) on the run, end the run as succeeded, and write
     its model card. A first run is scored alone; a champion that cannot be served fails the
     task with the reason. On the last failed try the run ends as failed. `on_kill` stops the
-    model servers this try started.
+    model servers this try started. With an MLflow connection, the run, its trials and the
+    challenger's model version are mirrored to MLflow (docs/mlflow.md; never fails the task).
 
     :param finish_tuning: first record the sweep's best trial on the run (what
         `FinishTuningOperator` does), so a pipeline needs no separate task for it; a sweep with
@@ -57,7 +58,8 @@ class EvaluateModelOperator(ServingOperator):
             shutil.rmtree(workdir, ignore_errors=True)
         card = write_model_card(engine, store, self.run_id)
         self.log.info("model card: %s", card["markdown"])
-        return {**summary, "modelCard": card}
+        mirrored = self.mirror_to_mlflow()
+        return {**summary, "modelCard": card, **({"mlflow": mirrored} if mirrored else {})}
 
     def _finish_tuning(self, engine: Any, store: Any) -> None:
         from patient_ml.db.engine import session_scope

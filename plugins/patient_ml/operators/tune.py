@@ -115,7 +115,8 @@ class TuneWorkerOperator(ContainerOperator):
 
 class FinishTuningOperator(RunOperator):
     """Record the best trial (hyperparameters, model artifact + sha256, training metrics) on
-    the run; fails with the trials' failure texts when none completed.
+    the run; fails with the trials' failure texts when none completed. Then mirrors the trials
+    to MLflow as nested runs when an MLflow connection exists (docs/mlflow.md).
 
     Parameters: those of `RunOperator` (patient_ml.operators.common).
     """
@@ -125,4 +126,8 @@ class FinishTuningOperator(RunOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.services.tuning import finish_tuning
 
-        return finish_tuning(self.engine(), self.store(), self.run_id, actor=self.actor)
+        try:
+            result = finish_tuning(self.engine(), self.store(), self.run_id, actor=self.actor)
+        finally:  # the trials are mirrored whether or not one completed
+            mirrored = self.mirror_to_mlflow()
+        return {**result, "mlflow": mirrored} if mirrored is not None else result
