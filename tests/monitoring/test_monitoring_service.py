@@ -214,3 +214,23 @@ def test_monitoring_config_is_validated_per_field(tmp_path: Path) -> None:
                          actor="t")  # fmt: skip
         assert field in str(caught.value.to_dict() if hasattr(caught.value, "to_dict")
                             else caught.value), (field, caught.value)  # fmt: skip
+
+
+def test_feature_drift_needs_a_few_reference_descriptors_not_a_full_window() -> None:
+    """A small test split (13 images) still gives a verdict: `minSamples` is the window's
+    threshold, not the reference's (the e2e model's split is that small)."""
+    from patient_ml.config.monitoring import MonitoringSettings
+
+    settings = MonitoringSettings.model_validate({"minSamples": 15})
+    rng = np.random.default_rng(0)
+    rows = [
+        PredictionRecord(statistics={"features": rng.normal(3, 1, 25).tolist()}, output={})
+        for _ in range(20)
+    ]
+    reference = [rng.normal(0, 1, 25).tolist() for _ in range(13)]
+    breaches: list[str] = []
+    found = monitoring._feature_drift({"features": reference}, rows, settings, breaches)
+    assert found["reference"] == 13 and found["drifted"] and breaches == ["featureDrift.images"]
+    few = monitoring._feature_drift({"features": reference[:4]}, rows, settings, [])
+    assert "fewer than 5" in few["skipped"]
+    assert "no image descriptors" in monitoring._feature_drift({}, rows, settings, [])["skipped"]

@@ -55,6 +55,9 @@ from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_p
 log = logging.getLogger("patient_ml.monitoring")
 
 DEFAULT_METRIC = "balancedAccuracy"
+# A reference (the champion's test split) smaller than this gives the feature-drift test no
+# verdict; the window needs `minSamples` descriptors as every other test does.
+MIN_REFERENCE_DESCRIPTORS = 5
 LIVE_INTERVAL_NOTE = (
     "The live interval resamples predictions: the prediction log keeps no patient ids, so "
     "images of one patient cannot be grouped and the interval may be too narrow. The "
@@ -322,9 +325,12 @@ def _feature_drift(
         return {"skipped": "featureDrift.enabled is false"}
     reference = profile.get("features") or []
     window = [r.statistics["features"] for r in rows if (r.statistics or {}).get("features")]
-    if len(reference) < settings.min_samples:
+    if not reference:
         return {"skipped": "the reference profile has no image descriptors (made before "
                 "feature drift existed): the next deployment makes one"}  # fmt: skip
+    if len(reference) < MIN_REFERENCE_DESCRIPTORS:
+        return {"skipped": f"the reference profile has {len(reference)} image descriptor(s), "
+                f"fewer than {MIN_REFERENCE_DESCRIPTORS}"}  # fmt: skip
     if len(window) < settings.min_samples:
         return {"skipped": f"{len(window)} prediction(s) with a descriptor, fewer than "
                 f"minSamples ({settings.min_samples})"}  # fmt: skip
