@@ -336,7 +336,8 @@ def _feature_drift(
                 f"minSamples ({settings.min_samples})"}  # fmt: skip
     result = drift.mmd_test(reference, window, permutations=thresholds.permutations)
     ref, win = np.asarray(reference, float), np.asarray(window, float)
-    spread = np.where(ref.std(axis=0) > 1e-9, ref.std(axis=0), 1.0)
+    spread = ref.std(axis=0)
+    spread[spread <= 1e-9] = 1.0
     shift = (win.mean(axis=0) - ref.mean(axis=0)) / spread
     order = np.argsort(-np.abs(shift))[:3]
     result["largestShifts"] = {FEATURE_NAMES[i]: round(float(shift[i]), 2) for i in order}
