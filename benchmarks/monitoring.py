@@ -15,9 +15,13 @@ is logged):
   (every third image from the degraded synthetic site, as a third of the sample's patients),
   in disjoint windows of `--window` requests, one monitor check per window: false-alarm
   rate = windows with a breach;
-- shifted, each after a window of unshifted traffic: contrast halved, brightness +40, and
-  nuclei microscopy tiles sent to the brain model; a check every `--step` requests on the
+- shifted, each after a window of unshifted traffic: contrast halved, brightness +40,
+  nuclei microscopy tiles sent to the brain model, blur, 4x lower resolution, noise, JPEG
+  recompression and a prevalence change (tumour images only); a check every `--step` requests on the
   sliding window: detection delay = shifted requests until the first breach;
+- one site's images change (a third of the traffic: noise, blur, recompression), each after
+  a clean window, checked on the newest 3 x `--window` requests with the whole window only,
+  then with a window per site (`monitoring.subgroups: [site]`): detection delay of each;
 - the prediction log's cost per request: image statistics + the row insert (the code the
   predictions service runs after the endpoint answered), against the whole request.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import shutil
 import statistics
@@ -100,8 +105,11 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=50, help="requests per monitor window")
     parser.add_argument("--step", type=int, default=5, help="shifted requests between checks")
     parser.add_argument("--trials", type=int, default=2)
+    parser.add_argument(
+        "--site-windows", type=int, default=10, help="clean windows checked per site"
+    )
     parser.add_argument("--postgres", help="admin URL of a PostgreSQL server for the product DB")
-    args = smoke.parse(parser, limit=200, window=10, trials=1)
+    args = smoke.parse(parser, limit=200, window=10, trials=1, site_windows=2)
     home = Path(tempfile.mkdtemp(prefix="pml-monitor-bench-"))
     os.environ["PATIENT_ML_HOME"] = str(home)
     os.environ.pop("PATIENT_ML_DATABASE_URL", None)
@@ -132,6 +140,7 @@ def _admin(url: str, statement: str) -> None:
 
 def run(args: argparse.Namespace, home: Path) -> int:
     from include.sample_data import br35h
+    from include.sample_data import fhir_records as fr
     from include.sample_data.__main__ import main as sample_main
     from include.sample_data.output import site_effect
     from patient_ml import settings
@@ -139,7 +148,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
     from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
-    from patient_ml.db.models import ReferenceProfile
+    from patient_ml.db.models import Model, ReferenceProfile
     from patient_ml.deploy import deploy_run, stop_old_endpoints
     from patient_ml.monitoring.image_stats import image_statistics
     from patient_ml.services import monitoring, prediction_log
@@ -215,13 +224,19 @@ def run(args: argparse.Namespace, home: Path) -> int:
     rng.shuffle(held_out)  # type: ignore[arg-type]
     truth: list[int] = []  # the true label of each image sent, in order
 
+    sites = [name for _, name in fr.SITES]  # patient n's site: SITES[n % 3]
+    current = {"site": sites[0]}  # the site of the image `unseen` yielded last
+
     def labelled() -> Iterator[bytes]:
         """Held-out images in the population the champion was trained and tested on: the
         sample gives a third of its (synthetic) patients a degraded site (lower contrast, a
-        blur: `site_effect`), so every third image here gets the same."""
-        for count, (path, label) in enumerate(held_out):
+        blur: `site_effect`), so every third image here gets the same, and each image is sent
+        with its site (`SITES[count % 3]`, the first the degraded one). Once every held-out
+        image was sent, they are sent again (in the same order)."""
+        for count, (path, label) in enumerate(itertools.cycle(held_out)):
             truth.append(label)
             data = path.read_bytes()
+            current["site"] = sites[count % 3]
             yield site_effect(data) if count % 3 == 0 else data
 
     unseen: Iterator[bytes] = labelled()
@@ -230,7 +245,8 @@ def run(args: argparse.Namespace, home: Path) -> int:
 
     def send(data: bytes) -> None:
         t = time.perf_counter()
-        answer = predict(engine, store, model_id, image=data)
+        answer = predict(engine, store, model_id, image=data,
+                         attributes={"site": current["site"]})  # fmt: skip
         latencies.append((time.perf_counter() - t) * 1000)
         top = max(answer.get("predictions") or [{}], key=lambda p: p.get("confidence", 0))
         answers.append(int(top.get("index", -1)))
@@ -240,8 +256,21 @@ def run(args: argparse.Namespace, home: Path) -> int:
         y, a = np.asarray(truth[-last:]), np.asarray(answers[-last:])
         return float(np.mean([np.mean(a[y == k] == k) for k in (0, 1) if np.any(y == k)]))
 
+    def of_class(label: int) -> bytes:
+        """The next unseen image of one class (a prevalence change; the others are skipped)."""
+        while True:
+            data = next(unseen)
+            if truth[-1] == label:
+                return data
+            truth.pop()  # skipped: never sent
+
     def check() -> dict:
         return monitoring.check_model(engine, store, model_id, actor="bench")
+
+    def configure(model_ref: str, changes: dict) -> None:
+        with session_scope(engine) as session:
+            found = session.get(Model, model_ref)
+            found.monitoring = {**(found.monitoring or {}), **changes}
 
     # --- unshifted windows: false alarms
     windows = alarms = 0
@@ -271,6 +300,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
         "4x lower resolution": lambda i: lower_resolution(next(unseen)),
         "noise sigma 12": lambda i: noisy(next(unseen), noise_rng),
         "JPEG quality 30": lambda i: recompressed(next(unseen)),
+        "prevalence: tumours only": lambda i: of_class(1),
     }
     print(f"shifted inputs (a check every {args.step} requests on the newest {args.window}; "
           "balanced accuracy measured on the shifted window's true labels, where they exist, "
@@ -300,6 +330,59 @@ def run(args: argparse.Namespace, home: Path) -> int:
         shown = "n/a" if estimate is None else f"{estimate:.3f}"
         print(f"  {name:30s} clean window: {before['status']}; {what}; balanced accuracy "
               f"{real}, estimated {shown}")  # fmt: skip
+
+    # --- one site's images change: its own windows against the whole window's
+    big = 3 * args.window
+    per_site = {"windowSize": big, "minSamples": args.window, "subgroups": ["site"]}
+    configure(model_id, per_site)
+    alarms, reasons = 0, []
+    for _ in range(args.site_windows):
+        for _ in range(big):
+            send(next(unseen))
+        event = check()
+        if event["status"] == "breach":
+            alarms += 1
+            reasons += event["breaches"]
+    print(f"\nclean windows of {big} requests with a window per site (3 sites, at least "
+          f"{args.window} each): {alarms} of {args.site_windows} alarmed"
+          f"{' (' + ', '.join(sorted(set(reasons))) + ')' if reasons else ''}")  # fmt: skip
+    print(f"one site's images change ({sites[2]}, a third of the traffic; a check every "
+          f"{args.step} requests on the newest {big}, minSamples {args.window}, each site's "
+          "window against its own part of the test split):")  # fmt: skip
+    changes: dict[str, Callable[[bytes], bytes]] = {
+        "noise sigma 12": lambda d: noisy(d, noise_rng),
+        "Gaussian blur sigma 2": blurred,
+        "JPEG quality 30": recompressed,
+    }
+    for name, change in changes.items():
+        found = {}
+        for subgroups in ([], ["site"]):
+            configure(model_id, {**per_site, "subgroups": subgroups})
+            for _ in range(big):  # a clean window first
+                send(next(unseen))
+            before = check()
+            delay, fired = None, []
+            for i in range(1, 2 * big + 1):
+                data = next(unseen)
+                send(change(data) if current["site"] == sites[2] else data)
+                if i % args.step == 0:
+                    event = check()
+                    if event["status"] == "breach":
+                        delay, fired = i, event["breaches"]
+                        break
+            clean = (
+                ""
+                if before["status"] == "ok"
+                else (f" (the clean window before it alarmed too: {', '.join(before['breaches'])})")
+            )
+            found[bool(subgroups)] = (
+                f"alarm after {delay} requests ({delay / big:.2f} windows of {big}): "
+                f"{', '.join(fired[:3])}"
+                if delay
+                else f"no alarm within 2 windows of {big}"
+            ) + clean
+        print(f"  {name:24s} whole window only: {found[False]}")
+        print(f"  {'':24s} and per site:       {found[True]}")
 
     # --- the prediction log's overhead per request
     sample_images = [next(unseen) for _ in range(100)]

@@ -228,3 +228,12 @@ def test_approval_times_print_as_iso_times(
                          "--reason", "worse recall")  # fmt: skip
     assert code == 0, err
     assert isinstance(json.loads(out)["timestamp"], int | float)
+
+
+def test_a_predict_attribute_must_be_name_equals_value(capsys, db_url: str, tmp_path: Path) -> None:
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG")
+    code, _, err = cli(capsys, "--db-url", db_url, "models", "predict", "m", "--image",
+                       str(image), "--attribute", "North")  # fmt: skip
+    assert code != 0 and "--attribute 'North' is not NAME=VALUE" in err
+    assert "--attribute site=North" in err  # the fix

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from patient_ml.db import schema
@@ -30,16 +31,44 @@ from patient_ml.serving.servers import LocalServer
 from tests.curation.cohort import png
 from tests.operators.lifecycle import Project, model_config
 
-MONITORING = {"minSamples": 10, "windowSize": 20, "livePerformance": {"minLabelled": 5}}
+# Feature drift at 0.001 (2,000 permutations): each run's test split is a fresh draw, so at the
+# default 0.01 an unshifted window alarms in about 1 run in 60 (measured: 1 of 60 draws).
+MONITORING = {
+    "minSamples": 10,
+    "windowSize": 20,
+    "livePerformance": {"minLabelled": 5},
+    "featureDrift": {"alpha": 0.001, "permutations": 2000},
+}
 
 
 @pytest.fixture
 def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    yield from _deployed(tmp_path, monkeypatch, MONITORING)
+
+
+@pytest.fixture
+def deployed_at_two_sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The cohort's images come from two sites (DocumentReference.custodian): even patients
+    from North, odd ones from South."""
+
+    def sites(p: Project) -> None:
+        for doc in p.cohort.docs:
+            number = int(doc["subject"]["reference"].rsplit("p", 1)[-1])
+            doc["custodian"] = {"display": "North" if number % 2 == 0 else "South"}
+
+    yield from _deployed(tmp_path, monkeypatch, {**MONITORING, "windowSize": 100}, sites)
+
+
+def _deployed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: dict[str, Any], prepare: Any = None
+) -> Any:
     url = f"sqlite:///{tmp_path / 'product.db'}"
     schema.upgrade(get_engine(url, check_schema=False))
     monkeypatch.setenv("PATIENT_ML_DATABASE_URL", url)
     engine = get_engine(url)
-    p = Project(engine, tmp_path / "p", monitoring=MONITORING)
+    p = Project(engine, tmp_path / "p", monitoring=settings)
+    if prepare is not None:
+        prepare(p)
     monkeypatch.setenv("PATIENT_ML_ARTIFACT_URI", p.artifacts)
     run_id = p.trained_run()
     evaluate_run(engine, p.store, LocalServer(), run_id, tmp_path / "eval", actor="t")
@@ -234,3 +263,69 @@ def test_feature_drift_needs_a_few_reference_descriptors_not_a_full_window() -> 
     few = monitoring._feature_drift({"features": reference[:4]}, rows, settings, [])
     assert "fewer than 5" in few["skipped"]
     assert "no image descriptors" in monitoring._feature_drift({}, rows, settings, [])["skipped"]
+
+
+def test_a_drift_at_one_site_is_caught_in_its_own_window(deployed_at_two_sites: Any) -> None:
+    """Per-site windows: a new site's blurred images among a busy site's clean ones breach
+    `subgroup.site=East.featureDrift.images`; the busy site's window stays clean, is checked
+    against its own part of the test split, and every level is shared (Bonferroni)."""
+    p, run_id = deployed_at_two_sites
+    engine = p.engine
+    with session_scope(engine) as session:
+        profile = session.get(ReferenceProfile, run_id).profile
+    parts = profile["subgroups"]["site"]
+    assert set(parts) == {"North", "South"}
+    assert sum(part["examples"] for part in parts.values()) == profile["examples"]
+    assert len(parts["North"]["features"]) == parts["North"]["examples"]
+
+    report = json.loads(p.store.read_bytes(f"runs/{run_id}/evaluation/report.json"))
+    for example_id in report["testExampleIds"][:4]:  # by id: the example's own site is kept
+        predict(engine, p.store, p.model_id, example_id=example_id)
+    for seed in range(30):
+        predict(engine, p.store, p.model_id, image=png(60_000 + seed),
+                attributes={"site": "North", "sex": "female"})  # fmt: skip
+    for seed in range(12):
+        predict(engine, p.store, p.model_id, image=_blurred(70_000 + seed),
+                attributes={"site": "East"})  # fmt: skip
+    with session_scope(engine) as session:
+        rows = list(session.scalars(select(PredictionRecord).order_by(PredictionRecord.id)))
+    assert all(r.attributes and set(r.attributes) == {"site"} for r in rows)  # never sex
+    assert {r.attributes["site"] for r in rows[:4]} <= {"North", "South"}
+
+    checked = monitoring.check_model(engine, p.store, p.model_id, actor="t")
+    subgroups = checked["details"]["subgroups"]
+    groups = {g["value"]: g for g in subgroups["groups"]}
+    assert "subgroup.site=East.featureDrift.images" in checked["breaches"], checked["breaches"]
+    east, north = groups["East"], groups["North"]
+    assert east["predictions"] == 12 and east["reference"] == "overall"
+    assert "0 example(s) with site 'East'" in east["referenceNote"]
+    assert (
+        north["reference"] == "subgroup"
+        and north["referenceExamples"] == parts["North"]["examples"]
+    )
+    assert north["breaches"] == [] and north["featureDrift"]["drifted"] is False
+    assert "skipped" in groups.get("South", {"skipped": "absent"})  # too few predictions
+    assert subgroups["tested"] == 2 and subgroups["levelDivisor"] == 2
+    family = checked["details"]["familyWise"]["adjusted"]
+    assert "subgroup.site=East.featureDrift.images" in family
+
+
+def test_subgroup_levels_are_shared_and_reachable() -> None:
+    """k subgroup windows run at alpha/k, with enough permutations for a p-value that small."""
+    from patient_ml.config.monitoring import MonitoringSettings
+    from patient_ml.services.monitoring_subgroups import scaled, served_attributes
+
+    settings = MonitoringSettings.model_validate({"featureDrift": {"permutations": 500}})
+    assert scaled(settings, 1) is settings
+    five = scaled(settings, 5)
+    assert five.feature_drift.alpha == pytest.approx(0.002)
+    assert five.input_drift.alpha == pytest.approx(settings.input_drift.alpha / 5)
+    assert 1 / (five.feature_drift.permutations + 1) < five.feature_drift.alpha
+    assert scaled(settings, 10**6).feature_drift.permutations == 10_000  # bounded
+    assert served_attributes(["site", "manufacturer"], {"site": " East "}, {"site": "North",
+                             "manufacturer": "GE", "sex": "male"}) == {
+        "site": "East", "manufacturer": "GE"}  # fmt: skip
+    assert served_attributes(["site"], None, {"site": ""}) is None
+    assert served_attributes(["site"], {"site": "x" * 200})["site"] == "x" * 64
+    with pytest.raises(ValidationError):
+        MonitoringSettings.model_validate({"subgroups": ["site", "Not A Name"]})

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from patient_ml.cli import context
 from patient_ml.cli.output import print_document
+from patient_ml.exceptions import PatientMLError
 
 if TYPE_CHECKING:
     from patient_ml.storage.base import ArtifactStore
@@ -104,6 +105,15 @@ def add_model_commands(models: Any) -> None:
     source.add_argument("--example", help="example id (from the dataset's latest snapshot)")
     source.add_argument("--image", type=Path, help="image file (PNG or JPEG)")
     predict.add_argument("--mask-out", type=Path, help="imgSeg: write the mask PNG here")
+    predict.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a subgroup attribute the image comes with, for the model's monitoring per "
+        "subgroup (e.g. site=North, manufacturer=GE; repeatable; only those the model's "
+        "monitoring.subgroups names are logged)",
+    )
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -311,9 +321,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from patient_ml.services.predictions import predict
 
     image = args.image.read_bytes() if args.image else None
+    attributes: dict[str, str] = {}
+    for pair in args.attribute:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise PatientMLError(
+                f"--attribute {pair!r} is not NAME=VALUE.", fix="e.g. --attribute site=North"
+            )
+        attributes[name.strip()] = value.strip()
     result = predict(
-        context.engine(args), _store(), args.model, example_id=args.example, image=image
-    )
+        context.engine(args), _store(), args.model, example_id=args.example, image=image,
+        attributes=attributes or None,
+    )  # fmt: skip
     if "mask" in result and args.mask_out:
         args.mask_out.write_bytes(base64.b64decode(result["mask"]))
         result["mask"] = str(args.mask_out)

@@ -4,11 +4,14 @@ watched and how long its prediction log is kept. Cross-field rules live in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from patient_ml.config.models import WireModel  # defined before models.py imports this
+
+# a subgroup attribute's name (as config.models.SUBGROUP_ATTRIBUTE)
+AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z][A-Za-z0-9]{0,39}$")]
 
 
 class InputDriftThresholds(WireModel):
@@ -122,6 +125,16 @@ class MonitoringSettings(WireModel):
         description="Estimate the window's performance from the model's probabilities before "
         "labels arrive (CBPE); a breach when its interval lies below the champion's test value "
         "minus livePerformance.maxRegression.",
+    )
+    subgroups: list[AttributeName] = Field(
+        default_factory=lambda: ["site", "manufacturer"],
+        max_length=4,
+        description="Subgroup attributes (of the dataset's curation.subgroups) whose values "
+        "each get their own window and reference, so a drift at one site or on one device is "
+        "not diluted by the others. A prediction carries them (its example's attributes, or "
+        "those its caller names); only these are logged. Each subgroup's tests run at the "
+        "check's levels divided by the number of subgroup windows tested. Empty: the whole "
+        "window only.",
     )
     retrain_on_breach: bool = Field(
         False,

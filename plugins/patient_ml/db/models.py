@@ -407,6 +407,9 @@ class PredictionRecord(Base):
     # imgClf: {"label", "confidence", "confidences": {index: c}}; imgSeg: {"fractions": {...}}
     output: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    # the subgroup attributes it was served for, only those the model's monitoring.subgroups
+    # names ({"site": "North", "manufacturer": "GE"}); None: none known
+    attributes: Mapped[dict[str, str] | None] = mapped_column(JSONType)
 
     __table_args__ = (Index("ix_pml_prediction_log_model_time", "model_id", "created_at"),)
 

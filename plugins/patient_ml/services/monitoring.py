@@ -15,13 +15,16 @@
   design), so images of one patient cannot be grouped and the interval can be too narrow when
   a patient is imaged many times; the event says so. Fewer
   than `minSamples` predictions (or `livePerformance.minLabelled` labelled ones) give no
-  verdict. Every check is recorded as a monitoring event; a breach is also an audit event.
+  verdict. Each site's and device's window (`monitoring.subgroups`) is also checked on its own
+  against its part of the test split (`services.monitoring_subgroups`). Every check is
+  recorded as a monitoring event; a breach is also an audit event.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +49,7 @@ from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBoot
 from patient_ml.monitoring import drift, estimated_performance
 from patient_ml.monitoring.features import NAMES as FEATURE_NAMES
 from patient_ml.monitoring.image_stats import STATISTICS, image_statistics
-from patient_ml.services import audit, prediction_log
+from patient_ml.services import audit, monitoring_subgroups, prediction_log
 from patient_ml.services.common import get_by_id_or_name, to_millis
 from patient_ml.services.snapshots import list_snapshots
 from patient_ml.storage import ArtifactStore
@@ -88,38 +91,27 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
             raise ValueError(f"run {run_id} has no snapshot, so it has no test split")
         model_id, dataset_id, snapshot_id = run.model_id, snapshot.dataset_id, snapshot.id
         report_uri = (run.evaluation or {}).get("reportUri")
+        model = session.get(Model, model_id)
+        subgroups = settings_of(model).subgroups if model is not None else []
     report = _evaluation_report(store, run_id, report_uri)
     answers = {a["id"]: a for a in (report.get("challenger") or {}).get("answers") or []}
-    statistics: dict[str, list[float]] = {name: [] for name in STATISTICS}
-    features: list[list[float]] = []
-    labels: Counter[str] = Counter()
-    confidence: list[float] = []
     prefix = snapshot_prefix(dataset_id)
     test = load_test_set(store, dataset_id, snapshot_id)
     examples = len(test.examples)
-    for example in test.examples:
-        stats = image_statistics(store.read_bytes(f"{prefix}/{example.image_key}"))
-        for name in STATISTICS:
-            if stats.get(name) is not None:
-                statistics[name].append(stats[name])
-        if stats.get("features"):
-            features.append(stats["features"])
-        answer = answers.get(example.id)
-        if answer and answer.get("confidences"):
-            total = sum(answer["confidences"].values()) or 1.0
-            label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
-            labels[label] += 1
-            confidence.append(round(top / total, 6))
+    items = [
+        _reference_item(store.read_bytes(f"{prefix}/{example.image_key}"),
+                        answers.get(example.id), dict(example.attributes))
+        for example in test.examples
+    ]  # fmt: skip
     metrics = (report.get("challenger") or {}).get("metrics") or {}
     profile = {
         "problemType": test.problem_type,
         "labels": [index for index, _ in test.labels],
-        "statistics": statistics,
-        "features": features,
-        "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
+        **_profile_part(items),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "intervals": _test_intervals(report, test, answers),
         "testSetSha256": report.get("testSetSha256"),
+        "subgroups": monitoring_subgroups.reference_parts(items, subgroups, _profile_part),
     }
     with session_scope(engine) as session:
         if session.get(ReferenceProfile, run_id) is None:
@@ -128,6 +120,46 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
                                          profile=profile))  # fmt: skip
     log.info("run %s: reference profile of %d test examples stored", run_id, examples)
     return profile
+
+
+def _reference_item(
+    image: bytes, answer: dict[str, Any] | None, attributes: dict[str, str]
+) -> dict[str, Any]:
+    """What the reference keeps of one test example: its statistics and descriptor, the
+    evaluation's answer (top label and its share) and its subgroup attributes."""
+    stats = image_statistics(image)
+    item: dict[str, Any] = {"statistics": stats, "attributes": attributes, "output": None}
+    if answer and answer.get("confidences"):
+        total = sum(answer["confidences"].values()) or 1.0
+        label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
+        item["output"] = (label, round(top / total, 6))
+    return item
+
+
+def _profile_part(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The comparable part of a reference profile over `items` (all test examples, or one
+    subgroup's): statistics, descriptors and the evaluation's outputs."""
+    statistics: dict[str, list[float]] = {name: [] for name in STATISTICS}
+    features: list[list[float]] = []
+    labels: Counter[str] = Counter()
+    confidence: list[float] = []
+    for item in items:
+        stats = item["statistics"]
+        for name in STATISTICS:
+            if stats.get(name) is not None:
+                statistics[name].append(stats[name])
+        if stats.get("features"):
+            features.append(stats["features"])
+        if item["output"] is not None:
+            label, top = item["output"]
+            labels[label] += 1
+            confidence.append(top)
+    return {
+        "examples": len(items),
+        "statistics": statistics,
+        "features": features,
+        "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
+    }
 
 
 def _test_intervals(
@@ -199,13 +231,11 @@ def check_model(
                 "reason": f"{len(rows)} prediction(s) in the window, fewer than minSamples "
                 f"({settings.min_samples})"}, actor=actor)  # fmt: skip
         dataset_id, snapshot_id = model.dataset_id, reference.snapshot_id
-        details: dict[str, Any] = {}
         breaches: list[str] = []
-        details["inputDrift"] = _input_drift(profile, rows, settings, breaches)
-        details["predictionDrift"] = _prediction_drift(profile, rows, settings, breaches)
-        details["featureDrift"] = _feature_drift(profile, rows, settings, breaches)
-        details["estimatedPerformance"] = _estimated_performance(profile, rows, settings,
-                                                                 breaches)  # fmt: skip
+        details: dict[str, Any] = _window_checks(profile, rows, settings, breaches)
+        details["subgroups"] = monitoring_subgroups.check(
+            profile, rows, settings, breaches, _window_checks
+        )
         snapshots = list_snapshots(session, dataset_id)
         newest = snapshots[-1].id if snapshots else None
     details["livePerformance"] = _live_performance(
@@ -225,6 +255,22 @@ def _window_info(rows: list[PredictionRecord]) -> dict[str, Any]:
         "to": to_millis(rows[-1].created_at) if rows else None,
         "firstId": rows[0].id if rows else None,
         "lastId": rows[-1].id if rows else None,
+    }
+
+
+def _window_checks(
+    profile: dict[str, Any],
+    rows: list[PredictionRecord],
+    settings: MonitoringSettings,
+    breaches: list[str],
+) -> dict[str, Any]:
+    """The tests that need no labels, of one window (the whole one, or a subgroup's) against
+    its reference."""
+    return {
+        "inputDrift": _input_drift(profile, rows, settings, breaches),
+        "predictionDrift": _prediction_drift(profile, rows, settings, breaches),
+        "featureDrift": _feature_drift(profile, rows, settings, breaches),
+        "estimatedPerformance": _estimated_performance(profile, rows, settings, breaches),
     }
 
 
@@ -295,22 +341,31 @@ def _prediction_drift(
 
 
 def _family_wise(details: dict[str, Any]) -> dict[str, Any]:
-    """Every p-value of this check, Holm-adjusted as one family: how surprising the most
-    surprising test is given how many were run (each check's breach uses its own level)."""
-    found: dict[str, float] = {}
-    for name, entry in (details.get("inputDrift") or {}).get("statistics", {}).items():
-        if "pValue" in entry:
-            found[f"inputDrift.{name}"] = entry["pValue"]
-    prediction = details.get("predictionDrift") or {}
-    for name in ("labels", "confidence"):
-        if "pValue" in (prediction.get(name) or {}):
-            found[f"predictionDrift.{name}"] = prediction[name]["pValue"]
-    if "pValue" in (details.get("featureDrift") or {}):
-        found["featureDrift.images"] = details["featureDrift"]["pValue"]
+    """Every p-value of this check (the whole window's and each subgroup's), Holm-adjusted as
+    one family: how surprising the most surprising test is given how many were run (each
+    check's breach uses its own level)."""
+    found = _p_values(details)
+    for group in (details.get("subgroups") or {}).get("groups") or []:
+        found.update(_p_values(group, f"subgroup.{group['attribute']}={group['value']}."))
     adjusted = drift.holm(found)
     return {"method": "holm", "tests": len(found),
             "adjusted": {k: round(v, 6) for k, v in adjusted.items()},
             "smallest": min(adjusted.values()) if adjusted else None}  # fmt: skip
+
+
+def _p_values(checks: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The p-values of one window's checks, named as their breaches would be."""
+    found: dict[str, float] = {}
+    for name, entry in (checks.get("inputDrift") or {}).get("statistics", {}).items():
+        if "pValue" in entry:
+            found[f"{prefix}inputDrift.{name}"] = entry["pValue"]
+    prediction = checks.get("predictionDrift") or {}
+    for name in ("labels", "confidence"):
+        if "pValue" in (prediction.get(name) or {}):
+            found[f"{prefix}predictionDrift.{name}"] = prediction[name]["pValue"]
+    if "pValue" in (checks.get("featureDrift") or {}):
+        found[f"{prefix}featureDrift.images"] = checks["featureDrift"]["pValue"]
+    return found
 
 
 def _feature_drift(

@@ -4,8 +4,9 @@
 A row holds the model, the run that answered, the time, the image's sha256 and cheap statistics
 (`patient_ml.monitoring.image_stats`, with the texture descriptor of
 `patient_ml.monitoring.features`) and the output (imgClf: predicted label, its confidence
-and every label's confidence; imgSeg: the fraction of pixels per label). No image bytes, no
-example or patient identifier.
+and every label's confidence; imgSeg: the fraction of pixels per label), and the subgroup
+attributes the model's `monitoring.subgroups` names (site, manufacturer: never sex or age
+unless named there). No image bytes, no example or patient identifier.
 
 Growth is bounded per model by `monitoring.retentionDays` and `monitoring.maxLogRows`: the
 monitor DAG prunes on each check, and every PRUNE_EVERY-th row written prunes its model too
@@ -68,6 +69,7 @@ def record_prediction(
     statistics: dict[str, Any],
     output: dict[str, Any],
     latency_ms: float | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> PredictionRecord:
     row = PredictionRecord(
         model_id=model_id,
@@ -81,6 +83,7 @@ def record_prediction(
         },
         output=output,
         latency_ms=None if latency_ms is None else round(latency_ms, 3),
+        attributes=attributes or None,
     )
     session.add(row)
     session.flush()

@@ -14,13 +14,15 @@ split of the dataset's latest snapshot: an image no champion trained on.
 
 Every answered prediction is recorded in the prediction log (`services.prediction_log`: the
 image's sha256 and statistics and the output, never the image or the example id) for the
-model's monitoring.
+model's monitoring, with the subgroup attributes `monitoring.subgroups` names (site,
+manufacturer): the caller's, else the example's from the snapshot manifest.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine
@@ -34,6 +36,8 @@ from patient_ml.monitoring.image_stats import image_statistics
 from patient_ml.services import prediction_log
 from patient_ml.services.common import get_by_id_or_name
 from patient_ml.services.endpoints import champion_endpoint
+from patient_ml.services.monitoring import settings_of
+from patient_ml.services.monitoring_subgroups import served_attributes
 from patient_ml.services.snapshots import list_snapshots
 from patient_ml.serving.client import invoke
 from patient_ml.storage import ArtifactStore
@@ -44,12 +48,13 @@ log = logging.getLogger("patient_ml.predictions")
 MAX_IMAGE_BYTES = 50_000_000
 
 
-def example_image(
+def example_entry(
     store: ArtifactStore, dataset_id: str, snapshot_id: str, example_id: str
-) -> bytes:
+) -> dict[str, Any]:
+    """The manifest entry of an example with an image (its key, label, attributes)."""
     for entry in iter_manifest(store, manifest_key(dataset_id, snapshot_id)):
         if entry.get("id") == example_id and "image" in entry:
-            return store.read_bytes(f"{snapshot_prefix(dataset_id)}/{entry['image']['key']}")
+            return dict(entry)
     raise NotFoundError(
         f"Example {example_id!r} is not in the latest snapshot ({snapshot_id[:12]}) of the "
         "model's dataset.",
@@ -82,10 +87,13 @@ def predict(
     image: bytes | None = None,
     test_example: bool = False,
     log: bool = True,
+    attributes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The champion's prediction (see the module docstring), recorded in the prediction log
-    (`log=False`: not recorded, for labelling hints that are no real traffic)."""
-    served: dict[str, Any] = {}
+    (`log=False`: not recorded, for labelling hints that are no real traffic) with the
+    subgroup attributes it was served for: `attributes` (e.g. `{"site": "North"}`, from the
+    caller), else the example's own; only those the model's `monitoring.subgroups` names."""
+    served: dict[str, Any] = {"attributes": attributes}
     result = _predict(
         engine,
         store,
@@ -113,6 +121,11 @@ def _log_prediction(engine: Engine, result: dict[str, Any], served: dict[str, An
                 statistics=statistics,
                 output=output,
                 latency_ms=served.get("latencyMs"),
+                attributes=served_attributes(
+                    served.get("subgroups") or (),
+                    served.get("attributes"),
+                    served.get("exampleAttributes"),
+                ),
             )
     except Exception as exc:
         log.warning("the prediction of model %s was not logged: %s", result.get("modelId"),
@@ -157,6 +170,7 @@ def _predict(
         point = stored(run.operating_point) or ARGMAX
         snapshots = list_snapshots(session, dataset.id)
         url, run_id, dataset_id = endpoint.url, run.id, dataset.id
+        served["subgroups"] = list(settings_of(model).subgroups)
     if image is None:
         if not snapshots:
             raise NotFoundError(
@@ -165,7 +179,9 @@ def _predict(
             )
         if example_id is None:
             example_id = first_test_example(store, dataset_id, snapshots[-1].id)
-        image = example_image(store, dataset_id, snapshots[-1].id, example_id)
+        entry = example_entry(store, dataset_id, snapshots[-1].id, example_id)
+        image = store.read_bytes(f"{snapshot_prefix(dataset_id)}/{entry['image']['key']}")
+        served["exampleAttributes"] = entry.get("attributes")
     image, url = present(image, "example image"), present(url, "champion endpoint URL")
     started = time.perf_counter()
     answer = invoke(url, image)

@@ -260,6 +260,16 @@ describe("Monitoring tab", () => {
           breached: false,
         },
         livePerformance: { metric: "balancedAccuracy", labelled: 3, skipped: "3 labelled prediction(s), fewer than minLabelled (30)" },
+        subgroups: {
+          attributes: ["site", "manufacturer"],
+          tested: 2,
+          levelDivisor: 2,
+          groups: [
+            { attribute: "site", value: "East.1", predictions: 12, reference: "overall", breaches: ["subgroup.site=East.1.featureDrift.images"] },
+            { attribute: "site", value: "North", predictions: 30, reference: "subgroup", breaches: [] },
+            { attribute: "manufacturer", value: "GE", predictions: 4, skipped: "4 prediction(s) in the window, fewer than minSamples (10)" },
+          ],
+        },
       },
     };
     serve(undefined, [event]);
@@ -269,6 +279,10 @@ describe("Monitoring tab", () => {
     expect(estimated).toContain("≈ 0.870");
     expect(estimated).toContain("floor 0.850");
     expect(screen.getByTestId("live-performance").textContent).toContain("fewer than minLabelled");
+    // a drift at one site, named with its own window (a value may hold dots)
+    expect(screen.getByTestId("subgroup-windows").textContent).toBe(
+      "site=East.1 (12): featureDrift.images · 1 other window clean · 1 too small",
+    );
   });
 
   it("says when the next check is due when Airflow schedules it", async () => {

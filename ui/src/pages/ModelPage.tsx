@@ -588,14 +588,54 @@ interface EstimatedPerformance {
   skipped?: string;
 }
 
+/** One site's or device's window of a monitor check (`details.subgroups.groups`). */
+interface SubgroupWindow {
+  attribute: string;
+  value: string;
+  predictions: number;
+  reference?: "subgroup" | "overall";
+  breaches?: string[];
+  skipped?: string;
+}
+
+interface SubgroupChecks {
+  attributes?: string[];
+  tested?: number;
+  levelDivisor?: number;
+  groups?: SubgroupWindow[];
+  skipped?: string;
+}
+
 interface MonitoringEvent {
   id: number;
   runId?: string;
   status: "ok" | "breach" | "insufficient" | "no-reference";
   breaches: string[];
   window: { predictions: number; from?: number; to?: number };
-  details?: { livePerformance?: LivePerformance; featureDrift?: FeatureDrift; estimatedPerformance?: EstimatedPerformance };
+  details?: {
+    livePerformance?: LivePerformance;
+    featureDrift?: FeatureDrift;
+    estimatedPerformance?: EstimatedPerformance;
+    subgroups?: SubgroupChecks;
+  };
   createdAt: number;
+}
+
+/** "site=East (12): featureDrift.images · 1 other window clean · 1 too small" */
+function subgroupWindows(checks?: SubgroupChecks): string {
+  if (!checks) return "—";
+  const groups = checks.groups ?? [];
+  if (groups.length === 0) return checks.skipped ?? "—";
+  const drifted = groups.filter((g) => (g.breaches ?? []).length > 0);
+  const clean = groups.filter((g) => !g.skipped && (g.breaches ?? []).length === 0);
+  const small = groups.filter((g) => g.skipped);
+  const parts = drifted.map(
+    (g) =>
+      `${g.attribute}=${g.value} (${g.predictions}): ${(g.breaches ?? []).map((b) => b.slice(`subgroup.${g.attribute}=${g.value}.`.length)).join(", ")}`,
+  );
+  if (clean.length) parts.push(`${clean.length} ${drifted.length ? "other " : ""}window${clean.length === 1 ? "" : "s"} clean`);
+  if (small.length) parts.push(`${small.length} too small`);
+  return parts.join(" · ");
 }
 
 /** "drifted (p 0.002): grad1 −3.1 sd, noiseMad +2.0 sd" or "same (p 0.410)" */
@@ -727,6 +767,7 @@ function Monitoring({ model }: { model: Model }) {
                 <Table.ColumnHeader>Feature drift</Table.ColumnHeader>
                 <Table.ColumnHeader>Estimated performance (no labels)</Table.ColumnHeader>
                 <Table.ColumnHeader>Live performance</Table.ColumnHeader>
+                <Table.ColumnHeader>Per site and device</Table.ColumnHeader>
               </Table.Row>
             </Table.Header>
             <Table.Body>
@@ -748,6 +789,9 @@ function Monitoring({ model }: { model: Model }) {
                   </Table.Cell>
                   <Table.Cell fontSize="xs" data-testid="live-performance">
                     {livePerformance(e.details?.livePerformance)}
+                  </Table.Cell>
+                  <Table.Cell fontSize="xs" data-testid="subgroup-windows">
+                    {subgroupWindows(e.details?.subgroups)}
                   </Table.Cell>
                 </Table.Row>
               ))}
