@@ -17,8 +17,8 @@ is logged):
   rate = windows with a breach;
 - shifted, each after a window of unshifted traffic: contrast halved, brightness +40,
   nuclei microscopy tiles sent to the brain model, blur, 4x lower resolution, noise, JPEG
-  recompression and a prevalence change (tumour images only); a check every `--step` requests on the
-  sliding window: detection delay = shifted requests until the first breach;
+  recompression and a prevalence change (tumour images only); a check every `--step`
+  requests on the sliding window: detection delay = shifted requests until the first breach;
 - one site's images change (a third of the traffic: noise, blur, recompression), each after
   a clean window, checked on the newest 3 x `--window` requests with the whole window only,
   then with a window per site (`monitoring.subgroups: [site]`): detection delay of each;
@@ -210,12 +210,14 @@ def run(args: argparse.Namespace, home: Path) -> int:
         reference = session.get(ReferenceProfile, run_id)
         assert reference is not None, "deploy stored no reference profile"
         ref_examples, metrics = reference.examples, reference.profile["metrics"]
+        ref_clusters = reference.profile.get("clusters")
     db = "PostgreSQL" if args.postgres else "SQLite"
     print(f"champion: {args.limit} Br35H images ({summary['testExamples']} confirmed test), "
           f"{args.trials} trial(s), curated, trained, evaluated and deployed in "
           f"{time.perf_counter() - started:.0f} s; test balanced accuracy "
           f"{metrics['balancedAccuracy']:.3f}; product DB {db}")  # fmt: skip
-    print(f"reference profile: {ref_examples} test images (deploy incl. profile "
+    print(f"reference profile: the outputs of {ref_examples} test images, the images of "
+          f"{ref_clusters} independent clusters of the snapshot (deploy incl. profile "
           f"{deploy_seconds:.1f} s)")  # fmt: skip
 
     used = {image.source.name for image in br35h.sample(args.limit)[1]}
@@ -348,7 +350,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
           f"{' (' + ', '.join(sorted(set(reasons))) + ')' if reasons else ''}")  # fmt: skip
     print(f"one site's images change ({sites[2]}, a third of the traffic; a check every "
           f"{args.step} requests on the newest {big}, minSamples {args.window}, each site's "
-          "window against its own part of the test split):")  # fmt: skip
+          "window against its own part of the reference):")  # fmt: skip
     changes: dict[str, Callable[[bytes], bytes]] = {
         "noise sigma 12": lambda d: noisy(d, noise_rng),
         "Gaussian blur sigma 2": blurred,

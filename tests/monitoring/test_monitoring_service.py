@@ -20,7 +20,7 @@ from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import AuditEvent, PredictionRecord, ReferenceProfile
 from patient_ml.deploy import deploy_run, stop_old_endpoints
-from patient_ml.evaluation.evaluate import load_test_set
+from patient_ml.evaluation.evaluate import load_split, load_test_set
 from patient_ml.exceptions import ConfigValidationError
 from patient_ml.services import monitoring, prediction_log
 from patient_ml.services.approvals import decide
@@ -107,7 +107,15 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
         profile = reference.profile
     report = json.loads(p.store.read_bytes(f"runs/{run_id}/evaluation/report.json"))
     assert reference.examples == report["testExamples"]
-    assert len(profile["statistics"]["mean"]) == reference.examples
+    # the images compared with a window: one per independent cluster of every split
+    snapshot = report["snapshotId"]
+    clusters = {
+        e.cluster
+        for split in ("train", "validation", "test")
+        for e in load_split(p.store, p.dataset_id, snapshot, split).examples
+    }
+    assert len(profile["statistics"]["mean"]) == profile["clusters"] == len(clusters)
+    assert len(clusters) > reference.examples  # more than the test split alone
     assert sum(profile["outputs"]["labels"].values()) == reference.examples  # the eval's answers
     assert (
         profile["metrics"]["balancedAccuracy"]
@@ -150,7 +158,7 @@ def test_reference_log_check_and_breach(deployed: Any) -> None:
     assert ok["window"]["predictions"] == 20
     assert ok["details"]["inputDrift"]["statistics"]["mean"]["drifted"] is False
     assert ok["details"]["featureDrift"]["drifted"] is False
-    assert len(profile["features"]) == reference.examples
+    assert len(profile["features"]) == profile["clusters"]
     estimated = ok["details"]["estimatedPerformance"]
     assert estimated["predictions"] == 20 and estimated["breached"] is False
     low, high = estimated["balancedAccuracy"]["low"], estimated["balancedAccuracy"]["high"]
@@ -275,8 +283,8 @@ def test_a_drift_at_one_site_is_caught_in_its_own_window(deployed_at_two_sites: 
         profile = session.get(ReferenceProfile, run_id).profile
     parts = profile["subgroups"]["site"]
     assert set(parts) == {"North", "South"}
-    assert sum(part["examples"] for part in parts.values()) == profile["examples"]
-    assert len(parts["North"]["features"]) == parts["North"]["examples"]
+    assert sum(part["clusters"] for part in parts.values()) == profile["clusters"]
+    assert len(parts["North"]["features"]) == parts["North"]["clusters"]
 
     report = json.loads(p.store.read_bytes(f"runs/{run_id}/evaluation/report.json"))
     for example_id in report["testExampleIds"][:4]:  # by id: the example's own site is kept
@@ -298,10 +306,10 @@ def test_a_drift_at_one_site_is_caught_in_its_own_window(deployed_at_two_sites: 
     assert "subgroup.site=East.featureDrift.images" in checked["breaches"], checked["breaches"]
     east, north = groups["East"], groups["North"]
     assert east["predictions"] == 12 and east["reference"] == "overall"
-    assert "0 example(s) with site 'East'" in east["referenceNote"]
+    assert "0 independent cluster(s) with site 'East'" in east["referenceNote"]
     assert (
         north["reference"] == "subgroup"
-        and north["referenceExamples"] == parts["North"]["examples"]
+        and north["referenceClusters"] == parts["North"]["clusters"]
     )
     assert north["breaches"] == [] and north["featureDrift"]["drifted"] is False
     assert "skipped" in groups.get("South", {"skipped": "absent"})  # too few predictions

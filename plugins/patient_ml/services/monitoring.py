@@ -1,8 +1,12 @@
 """Monitoring of a deployed champion: its reference profile, the monitor check, the events.
 
-- `build_reference` (at deploy): the image statistics of the run's confirmed test split (less
-  the examples with a copy in train, as in evaluation) and the outputs the evaluation already
-  got for those images (its report's challenger answers: nothing is scored twice), with the
+- `build_reference` (at deploy): the image statistics and descriptors of one image per
+  independent cluster (patient, or copy group where larger) of the snapshot's confirmed
+  examples in every split (images of one cluster are not independent draws: a test split of
+  130 images may hold 40 clusters, and comparing a window with its copies raised false
+  alarms), and the outputs the evaluation already got for the confirmed test split (less the
+  examples with a copy in train, as in evaluation; its report's challenger answers: nothing is
+  scored twice), with the
   run's test metrics and their 95 % intervals, which resample the test set's independent
   clusters (patients, or copy groups where larger).
 - `check_model` (the monitor DAG's task): the newest predictions of the champion in the
@@ -44,7 +48,7 @@ from patient_ml.db.models import (
     Snapshot,
 )
 from patient_ml.db.require import present
-from patient_ml.evaluation.evaluate import TestSet, load_test_set
+from patient_ml.evaluation.evaluate import TestExample, TestSet, load_split, load_test_set
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
 from patient_ml.monitoring import drift, estimated_performance
 from patient_ml.monitoring.features import NAMES as FEATURE_NAMES
@@ -61,6 +65,8 @@ DEFAULT_METRIC = "balancedAccuracy"
 # A reference (the champion's test split) smaller than this gives the feature-drift test no
 # verdict; the window needs `minSamples` descriptors as every other test does.
 MIN_REFERENCE_DESCRIPTORS = 5
+# The drift reference keeps one image of at most this many independent clusters.
+MAX_REFERENCE_CLUSTERS = 600
 LIVE_INTERVAL_NOTE = (
     "The live interval resamples predictions: the prediction log keeps no patient ids, so "
     "images of one patient cannot be grouped and the interval may be too narrow. The "
@@ -98,10 +104,12 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
     prefix = snapshot_prefix(dataset_id)
     test = load_test_set(store, dataset_id, snapshot_id)
     examples = len(test.examples)
-    items = [
-        _reference_item(store.read_bytes(f"{prefix}/{example.image_key}"),
-                        answers.get(example.id), dict(example.attributes))
-        for example in test.examples
+    population = _one_per_cluster(store, dataset_id, snapshot_id, test)
+    items: list[dict[str, Any]] = [
+        *({"statistics": image_statistics(store.read_bytes(f"{prefix}/{e.image_key}")),
+           "attributes": dict(e.attributes)} for e in population),
+        *({"output": _top(answers.get(e.id)), "attributes": dict(e.attributes)}
+          for e in test.examples),
     ]  # fmt: skip
     metrics = (report.get("challenger") or {}).get("metrics") or {}
     profile = {
@@ -118,44 +126,65 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
             session.add(ReferenceProfile(run_id=run_id, model_id=model_id,
                                          snapshot_id=snapshot_id, examples=examples,
                                          profile=profile))  # fmt: skip
-    log.info("run %s: reference profile of %d test examples stored", run_id, examples)
+    log.info("run %s: reference profile stored: the outputs of %d test examples, the images of "
+             "%d independent clusters", run_id, examples, len(population))  # fmt: skip
     return profile
 
 
-def _reference_item(
-    image: bytes, answer: dict[str, Any] | None, attributes: dict[str, str]
-) -> dict[str, Any]:
-    """What the reference keeps of one test example: its statistics and descriptor, the
-    evaluation's answer (top label and its share) and its subgroup attributes."""
-    stats = image_statistics(image)
-    item: dict[str, Any] = {"statistics": stats, "attributes": attributes, "output": None}
-    if answer and answer.get("confidences"):
-        total = sum(answer["confidences"].values()) or 1.0
-        label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
-        item["output"] = (label, round(top / total, 6))
-    return item
+def _one_per_cluster(
+    store: ArtifactStore, dataset_id: str, snapshot_id: str, test: TestSet
+) -> list[TestExample]:
+    """The images a window is compared with: one per independent cluster (patient, or copy
+    group where larger; the first by id) of the snapshot's confirmed examples in every split,
+    so that a cluster of copies weighs as one image and the reference is the population the
+    champion learnt from, not only its small test split; at most MAX_REFERENCE_CLUSTERS
+    (a seeded choice)."""
+    chosen: dict[str, TestExample] = {}
+    for split in ("train", "validation"):
+        for example in load_split(store, dataset_id, snapshot_id, split).examples:
+            chosen.setdefault(example.cluster, example)
+    for example in test.examples:
+        chosen.setdefault(example.cluster, example)
+    found = sorted(chosen.values(), key=lambda e: e.id)
+    if len(found) > MAX_REFERENCE_CLUSTERS:
+        picked = np.random.default_rng(0).choice(len(found), MAX_REFERENCE_CLUSTERS, replace=False)
+        found = [found[i] for i in sorted(picked)]
+    return found
+
+
+def _top(answer: dict[str, Any] | None) -> tuple[str, float] | None:
+    """The evaluation's answer for a test example: its top label and that label's share."""
+    if not answer or not answer.get("confidences"):
+        return None
+    total = sum(answer["confidences"].values()) or 1.0
+    label, top = max(answer["confidences"].items(), key=lambda kv: kv[1])
+    return label, round(top / total, 6)
 
 
 def _profile_part(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The comparable part of a reference profile over `items` (all test examples, or one
-    subgroup's): statistics, descriptors and the evaluation's outputs."""
+    """The comparable part of a reference profile over `items` (the whole reference, or one
+    subgroup's): the images' statistics and descriptors (items with `statistics`: one per
+    independent cluster) and the evaluation's outputs (items with an `output`)."""
     statistics: dict[str, list[float]] = {name: [] for name in STATISTICS}
     features: list[list[float]] = []
     labels: Counter[str] = Counter()
     confidence: list[float] = []
+    clusters = 0
     for item in items:
-        stats = item["statistics"]
-        for name in STATISTICS:
-            if stats.get(name) is not None:
-                statistics[name].append(stats[name])
-        if stats.get("features"):
-            features.append(stats["features"])
-        if item["output"] is not None:
+        stats = item.get("statistics")
+        if stats is not None:
+            clusters += 1
+            for name in STATISTICS:
+                if stats.get(name) is not None:
+                    statistics[name].append(stats[name])
+            if stats.get("features"):
+                features.append(stats["features"])
+        if item.get("output") is not None:
             label, top = item["output"]
             labels[label] += 1
             confidence.append(top)
     return {
-        "examples": len(items),
+        "clusters": clusters,
         "statistics": statistics,
         "features": features,
         "outputs": {"labels": dict(labels), "confidence": confidence} if labels else None,
@@ -562,6 +591,10 @@ def reference_summary(session: Session, run_id: str | None) -> dict[str, Any] | 
         "runId": reference.run_id,
         "snapshotId": reference.snapshot_id,
         "examples": reference.examples,
+        "clusters": profile.get("clusters"),
+        "subgroups": {
+            name: sorted(values) for name, values in (profile.get("subgroups") or {}).items()
+        },
         "statistics": {
             k: {"mean": round(float(np.mean(v)), 4) if v else None, "n": len(v)}
             for k, v in profile.get("statistics", {}).items()

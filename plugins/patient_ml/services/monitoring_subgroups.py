@@ -2,14 +2,15 @@
 value of each attribute gets its own window and its own reference, so a drift at one site or on
 one device is not diluted by the others' traffic.
 
-- The reference (`reference_parts`, at deploy): the champion's test split cut by each
-  attribute's values (the manifest's `attributes`, read from FHIR at curation).
+- The reference (`reference_parts`, at deploy): the champion's reference (one image per
+  independent cluster of its snapshot, the test split's outputs) cut by each attribute's
+  values (the manifest's `attributes`, read from FHIR at curation).
 - The window (`check`): the check's window cut by the attributes its predictions were served
   for (`PredictionRecord.attributes`: the example's own when predicted by example id, else
   those the caller named). Each value with at least `minSamples` predictions is checked with
-  the same tests as the whole window, against its own reference when the test split held at
-  least `MIN_REFERENCE_EXAMPLES` of it, else against the whole reference (a site the champion
-  was never tested on is exactly what should be watched). Its breaches are named
+  the same tests as the whole window, against its own reference when it holds at least
+  `MIN_REFERENCE_CLUSTERS` independent clusters, else against the whole reference (a site the
+  champion never saw is exactly what should be watched). Its breaches are named
   `subgroup.<attribute>=<value>.<breach>`.
 - Multiple testing: with k subgroup windows tested, each runs at the check's levels divided
   by k (Bonferroni), and the feature test takes enough permutations to reach that level.
@@ -25,8 +26,8 @@ from typing import Any
 from patient_ml.config.models import MonitoringSettings
 from patient_ml.db.models import PredictionRecord
 
-# A subgroup of the champion's test split smaller than this is not used as its reference.
-MIN_REFERENCE_EXAMPLES = 5
+# A subgroup of the reference with fewer independent clusters is not used as its reference.
+MIN_REFERENCE_CLUSTERS = 5
 # At most this many values per attribute are checked in one window (the largest).
 MAX_VALUES = 20
 MAX_VALUE_LENGTH = 64
@@ -144,17 +145,18 @@ def check(
             groups.append(entry)
             continue
         part = (parts.get(name) or {}).get(value)
-        if part and part.get("examples", 0) >= MIN_REFERENCE_EXAMPLES:
+        if part and part.get("clusters", 0) >= MIN_REFERENCE_CLUSTERS:
             reference = {**profile, **part}
-            entry.update(reference="subgroup", referenceExamples=part["examples"])
+            entry.update(reference="subgroup", referenceClusters=part["clusters"])
         else:
             reference = profile
             entry.update(
                 reference="overall",
-                referenceExamples=(part or {}).get("examples", 0),
-                referenceNote=f"the champion's test split holds "
-                f"{(part or {}).get('examples', 0)} example(s) with {name} {value!r}, fewer "
-                f"than {MIN_REFERENCE_EXAMPLES}: checked against the whole test split",
+                referenceClusters=(part or {}).get("clusters", 0),
+                referenceNote=f"the champion's snapshot holds "
+                f"{(part or {}).get('clusters', 0)} independent cluster(s) with {name} "
+                f"{value!r}, fewer than {MIN_REFERENCE_CLUSTERS}: checked against the whole "
+                "reference",
             )
         own: list[str] = []
         entry.update(checks(reference, group, levels, own))
@@ -167,7 +169,7 @@ def check(
     if not parts:
         result["referenceNote"] = (
             "the reference profile has no subgroups (made before subgroup monitoring, or its "
-            "test split keeps none of these attributes): each is checked against the whole "
-            "test split"
+            "snapshot keeps none of these attributes): each is checked against the whole "
+            "reference"
         )
     return result

@@ -674,7 +674,7 @@ interface MonitoringAnswer {
   /** What Airflow does with the monitor DAG (as the Models table's next run). */
   monitorDag?: NextRun & { dagId: string };
   monitoring: { enabled?: boolean; schedule?: string; retrainOnBreach?: boolean };
-  reference?: { runId: string; examples: number; createdAt: number } | null;
+  reference?: { runId: string; examples: number; clusters?: number | null; createdAt: number } | null;
   events: MonitoringEvent[];
 }
 
@@ -746,7 +746,7 @@ function Monitoring({ model }: { model: Model }) {
       <Text fontSize="sm" color="fg.muted" mb={3}>
         {settings}{" "}
         {reference
-          ? `Reference profile: ${reference.examples} test examples of the champion, made ${formatTime(reference.createdAt)}.`
+          ? `Reference profile: ${reference.clusters ? `images of ${reference.clusters} independent clusters of the champion's snapshot, outputs of its ` : ""}${reference.examples} test examples, made ${formatTime(reference.createdAt)}.`
           : "No reference profile yet: it is made when a run is deployed to the cloud."}
       </Text>
       {events.length === 0 ? (
