@@ -64,8 +64,30 @@ STARTED = time.monotonic()
 SEEN: dict[str, dict[str, str]] = {}  # task states printed so far, per DAG run
 
 
+# (step, seconds) of each finished step, printed at the end of the summary
+LAPS: list[tuple[str, float]] = []
+
+
 def say(text: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.0f} s] {text}", flush=True)
+
+
+def lap(step: str) -> None:
+    """Record that `step` ended now (it began where the previous step ended)."""
+    began = STARTED + sum(seconds for _, seconds in LAPS)
+    LAPS.append((step, time.monotonic() - began))
+
+
+def elapsed_lines() -> list[str]:
+    """The elapsed time per step and in all, as the README quotes it."""
+    total = time.monotonic() - STARTED
+    steps = [*LAPS, ("summary", total - sum(seconds for _, seconds in LAPS))]
+    width = max(len(step) for step, _ in steps)
+    return [
+        "elapsed per step:",
+        *(f"  {step:<{width}}  {seconds:5.0f} s" for step, seconds in steps),
+        f"  {'in all':<{width}}  {total:5.0f} s",
+    ]
 
 
 def run_cli(env: dict[str, str], args: tuple[str, ...], user: str | None) -> Any:
@@ -274,6 +296,7 @@ def main() -> None:
     cli(env, "create the product database schema", "db", "upgrade")
     folders = build_samples(env)
     register(env, folders)
+    lap("sample data, schema, configs")
     if remote:
         say(f"using the running Airflow at {args.airflow_url}")
         passwords = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "")
@@ -303,6 +326,7 @@ def main() -> None:
         dags = api.get("/api/v2/dags?tags=patient-ml")["dags"]
         say(f"DAGs built by the factory: {', '.join(d['dag_id'] for d in dags)}")
         api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        lap("Airflow up, DAGs parsed")
 
         # ---- run 1: Airflow REST API trigger, approval, first champion
         say(f"run 1: POST /api/v2/dags/{DAG_ID}/dagRuns (JWT of {ML_ENGINEER}) with conf maxTrials")
@@ -313,10 +337,12 @@ def main() -> None:
         follow(stack, api, first, "await_approval")
         run1 = product_run(env, first)
         say(f"run 1 = product run {run1['id']} ({run1['slug']}): evaluated, waiting for approval")
+        lap("run 1: curate, tune, evaluate")
         reason = "First model; test metrics reviewed."
         cli(env, "a named approver signs off the first model", "runs", "approve",
             "--run", run1["id"], "--reason", reason, user=APPROVER)  # fmt: skip
         follow(stack, api, first, "end")
+        lap("run 1: approve, deploy")
         if args.runs == 1:
             summary(env, stack, run1["id"], None, None, keep_running=not args.stop)
             return
@@ -331,6 +357,7 @@ def main() -> None:
         say(f"run 2 = product run {created['id']}: `patient-ml runs create` → DAG run {second}")
         follow(stack, api, second, "await_approval")
         run2 = product_run(env, second)
+        lap("run 2: curate, tune, evaluate")
         print("\n" + comparison(run2))
         improved = (metric(run2, "challenger", "balancedAccuracy") or 0) > (
             metric(run2, "champion", "balancedAccuracy") or 0
@@ -344,6 +371,7 @@ def main() -> None:
         cli(env, f"the approver decides: {verb}", "runs", verb, "--run", run2["id"],
             "--reason", reason, user=APPROVER)  # fmt: skip
         follow(stack, api, second, "end")
+        lap(f"run 2: {verb}, {'deploy' if improved else 'end'}")
         summary(env, stack, run1["id"], run2["id"], verb, keep_running=not args.stop)
     finally:
         if args.stop:
@@ -482,10 +510,8 @@ def summary(
             f"\nAirflow keeps running: open {stack.url} (user admin, password "
             f"{stack.password('admin')}); stop it and the endpoint with `make demo-stop`."
         )
-    print(
-        f"Try: export PATIENT_ML_HOME={shlex.quote(str(HOME))}; .venv/bin/patient-ml runs list\n"
-        f"({time.monotonic() - STARTED:.0f} s in all)"
-    )
+    print(f"Try: export PATIENT_ML_HOME={shlex.quote(str(HOME))}; .venv/bin/patient-ml runs list")
+    print("\n".join(elapsed_lines()))
 
 
 def write_lineage_graph(events: Path, out: Path) -> None:
