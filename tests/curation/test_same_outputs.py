@@ -1,9 +1,9 @@
-"""Issue 35 made curation faster without changing what it produces: the near-duplicate signature's
-percentiles come from a histogram instead of np.percentile, the similarities are computed in
-smaller chunks, and the linking kernel loads in the background. These tests pin that the outputs
-are bit for bit what they were: the percentiles against numpy, signatures against the
-np.percentile reference, similarities whatever the chunk, and a Br35H curation's manifest,
-signatures and near-duplicate report against digests taken before the change."""
+"""Issue 35 made curation faster without changing what it produces: the near-duplicate
+signature's percentiles come from a histogram instead of np.percentile, and the similarities are
+computed in smaller chunks. These tests pin that the outputs are bit for bit what they were: the
+percentiles against numpy, signatures against the np.percentile reference, similarities whatever
+the chunk, and a Br35H curation's manifest, signatures and near-duplicate report against digests
+taken before the change."""
 
 from __future__ import annotations
 

@@ -24,9 +24,7 @@ group (`dihedral`), where every orientation's dot product is a combination of ei
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -37,8 +35,6 @@ import numpy as np
 
 from patient_ml.curation.dihedral import Coordinates, coordinates
 from patient_ml.curation.near_candidates import candidate_pairs
-
-log = logging.getLogger("patient_ml.curation")
 
 KIND = "thumb32-v2"  # the signature curation stores and links on; bump when it changes
 SIDE = 32
@@ -258,47 +254,12 @@ class Grouping:
         return self._weakest.get(min(members), 1.0) if members else 1.0
 
 
-_WARMING: list[threading.Thread] = []
-_WARMING_LOCK = threading.Lock()
-
-
-def warm_up(min_correlation: float, transforms: Transforms = DEFAULT_TRANSFORMS) -> None:
-    """Start loading the candidate search's compiled kernel in a background thread: numba's
-    import and the first call (its cached machine code loaded, the call typed) take ~2 s of a
-    fresh process, which curation then overlaps with fetching its images instead of adding
-    them after. The search runs `link` on a few made-up signatures, so the kernel is typed
-    exactly as the real search calls it; `link` waits for it. Once per process."""
-    with _WARMING_LOCK:
-        if _WARMING:
-            return
-        thread = threading.Thread(
-            target=_warm, args=(min_correlation, transforms), name="near-warm-up", daemon=True
-        )
-        _WARMING.append(thread)
-        thread.start()
-
-
-def _warm(min_correlation: float, transforms: Transforms) -> None:
-    try:
-        made_up = np.random.default_rng(0).integers(0, 256, (8, SIGNATURE_BYTES), dtype=np.uint8)
-        _link([row.tobytes() for row in made_up], min_correlation, transforms)
-    except Exception:  # the real search reports any problem with the kernel
-        log.debug("near-duplicates: warm-up failed", exc_info=True)
-
-
 def link(
     signatures: Sequence[bytes],
     min_correlation: float,
     transforms: Transforms = DEFAULT_TRANSFORMS,
 ) -> Grouping:
     """Verified near-duplicate links among `signatures` and their connected groups."""
-    for thread in list(_WARMING):  # one search at a time while the kernel loads
-        if thread is not threading.current_thread():
-            thread.join()
-    return _link(signatures, min_correlation, transforms)
-
-
-def _link(signatures: Sequence[bytes], min_correlation: float, transforms: Transforms) -> Grouping:
     started = time.monotonic()
     n = len(signatures)
     if n < 2:

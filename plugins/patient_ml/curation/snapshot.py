@@ -33,7 +33,7 @@ from patient_ml.curation.attributes import AttributePlan, example_attributes
 from patient_ml.curation.fetch import ImageFetching
 from patient_ml.curation.images import ImageLimits, inspect_image, inspect_mask
 from patient_ml.curation.near_duplicates import KIND as SIGNATURE_KIND
-from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, Transforms, link, warm_up
+from patient_ml.curation.near_duplicates import SIGNATURE_BYTES, Transforms, link
 from patient_ml.curation.pipeline import CurationStats, DatasetView
 from patient_ml.curation.quarantine import REASONS
 from patient_ml.curation.records import ImageRecord
@@ -120,11 +120,6 @@ def staged_curation(
         return info.sha256, key
 
     log.info("curation of dataset %r from %s", dataset.name, source.description)
-    if dataset.fingerprint is not None:  # the linking's kernel loads while images are fetched
-        warm_up(
-            dataset.near_duplicate_min_correlation,
-            Transforms.of(dataset.near_duplicate_transforms),
-        )
     stats = CurationStats()
     with contextlib.ExitStack() as cleanup:
         if workdir is None:  # a private temporary folder, removed even when curation fails
