@@ -122,7 +122,13 @@ BEFORE = {
 
 
 def test_br35h_curation_outputs_are_unchanged(engine: Engine, tmp_path: Path) -> None:
-    assert curated_digests(engine, tmp_path) == BEFORE
+    import PIL
+
+    assert curated_digests(engine, tmp_path) == BEFORE, (
+        "curation's outputs changed. The digests were taken with Pillow 12.3.0 and numpy "
+        f"2.4.6 (here: Pillow {PIL.__version__}, numpy {np.__version__}); after an upgrade of "
+        "either, retake them on an unchanged main before changing curation"
+    )
 
 
 def curated_digests(engine: Engine, out: Path) -> dict[str, str]:
