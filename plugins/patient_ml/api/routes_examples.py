@@ -16,7 +16,6 @@ from patient_ml.api.auth import CurrentUser, require_dag, user_name
 from patient_ml.api.deps import Engine
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.schemas import (
-    DocumentedAs,
     Example,
     GetDatasetExampleResponse,
     GetDatasetExamplesResponse,
@@ -28,6 +27,7 @@ from patient_ml.api.schemas import (
 )
 from patient_ml.api.views import View, extended
 from patient_ml.exceptions import FieldError, InvalidInputError
+from patient_ml.services.wire import DocumentedAs
 
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 EXCLUDE_UNSET: dict[str, Any] = {"response_model_exclude_unset": True}

@@ -11,10 +11,11 @@ from pydantic import BaseModel, Field
 from patient_ml.api.auth import CurrentUser, authorized_model
 from patient_ml.api.deps import Session
 from patient_ml.api.guards import refuse_nul_characters
-from patient_ml.api.schemas import Millis, WireResponse, error_responses
+from patient_ml.api.schemas import error_responses
 
 # Loaded with the app, not on the first request (its drift tests import SciPy: seconds).
 from patient_ml.services import monitoring
+from patient_ml.services.wire import Millis, WireResponse
 
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 

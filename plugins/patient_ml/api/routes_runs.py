@@ -6,6 +6,7 @@ stay out, as before the models were declared (see `schemas`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
@@ -388,7 +389,9 @@ def _deploy(
     )
 
 
-def _deploy_route(action: str, summary: str, answer: type[BaseModel]) -> Any:
+def _deploy_route(
+    action: str, summary: str, answer: type[BaseModel]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The route declaration of `POST .../runs/{run_id}/<action>` (deployment, rollback)."""
     return router.post(
         f"/models/{{model_id}}/runs/{{run_id}}/{action}",

@@ -41,7 +41,7 @@ from urllib.parse import unquote, urljoin
 from patient_ml.curation import inline
 from patient_ml.curation.inline import SpilledData
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
-from patient_ml.fhir.client import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
+from patient_ml.fhir.errors import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
 from patient_ml.settings import env_number, setting
 from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
 
@@ -289,6 +289,7 @@ class ImageFetcher:
                 "url_not_allowed", "a Binary reference needs a FHIR server source"
             )
         try:
+            content: bytes
             content, _type = self.fhir_client.read_binary(
                 reference, max_bytes=self.policy.max_bytes
             )

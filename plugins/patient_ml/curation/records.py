@@ -174,7 +174,7 @@ def _invalid_reference(field: str, problem: str) -> QuarantineError:
 def resource_version(resource: dict[str, Any]) -> str | None:
     meta = resource.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("versionId"), str):
-        return meta["versionId"]
+        return str(meta["versionId"])
     return None
 
 
@@ -392,6 +392,6 @@ def _performer(resource: dict[str, Any]) -> str | None:
 def resource_updated(resource: dict[str, Any]) -> str | None:
     meta = resource.get("meta")
     if isinstance(meta, dict) and isinstance(meta.get("lastUpdated"), str):
-        return meta["lastUpdated"]
+        return str(meta["lastUpdated"])
     issued = resource.get("issued")
     return issued if isinstance(issued, str) else None

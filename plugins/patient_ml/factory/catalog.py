@@ -278,7 +278,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return json.loads(value)
+        loaded: dict[str, Any] = json.loads(value)
+        return loaded
     return dict(value or {})
 
 

@@ -227,7 +227,7 @@ class FhirRetry(Retry):
         if attempt == 0:
             return 0.0
         ceiling = min(self.backoff_max, self.backoff_factor * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
     def get_retry_after(self, response: Any) -> float | None:
         seconds = parse_retry_after(response.headers.get("Retry-After"))

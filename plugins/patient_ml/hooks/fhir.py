@@ -17,7 +17,9 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from patient_ml.exceptions import ConflictError
-from patient_ml.fhir.client import AUTH_TYPES, FhirClient, FhirConfigError, FhirError, make_auth
+from patient_ml.fhir.auth import AUTH_TYPES, make_auth
+from patient_ml.fhir.client import FhirClient
+from patient_ml.fhir.errors import FhirConfigError, FhirError
 
 
 class FhirHook(BaseHook):

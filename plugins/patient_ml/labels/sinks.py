@@ -23,7 +23,7 @@ import orjson
 
 from patient_ml.curation.sources import local_path
 from patient_ml.exceptions import ConflictError, PatientMLError
-from patient_ml.fhir.client import FhirConflictError
+from patient_ml.fhir.errors import FhirConflictError
 from patient_ml.storage import artifact_store_from_uri
 
 LABELS_FILE = "Observation.patient-ml-labels.ndjson"

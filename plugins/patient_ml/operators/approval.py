@@ -79,7 +79,7 @@ class AwaitApprovalOperator(RunOperator):
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
         from patient_ml.db.require import required
-        from patient_ml.services import approvals, auto_approval
+        from patient_ml.services import approval_state, approvals, auto_approval
         from patient_ml.services.runs import get_run
 
         with session_scope(self.engine()) as session:
@@ -91,7 +91,7 @@ class AwaitApprovalOperator(RunOperator):
             decided = approvals.settled_decision(session, self.run_id)
             if (
                 decided is None
-                and not approvals.decisions_of(session, self.run_id)
+                and not approval_state.decisions_of(session, self.run_id)
                 and approvals.approval_status(session, run) != "timedOut"
             ):
                 decided, outcome = auto_approval.try_auto_approve(session, self.run_id)

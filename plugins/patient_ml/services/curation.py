@@ -33,6 +33,7 @@ from patient_ml.curation.snapshot import (
 )
 from patient_ml.curation.sources import RecordSource
 from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Snapshot
 from patient_ml.services import snapshots as snapshot_service
 from patient_ml.services.datasets import get_dataset
 
@@ -88,7 +89,7 @@ def _snapshot(
         report = build_report(staging, dataset, stats, snapshot_id, staged.identical_groups)
         report["nearDuplicates"] = near_duplicate_report(staging, dataset, near)
         counts = {"bySplit": report["examples"]["bySplit"], "total": count}
-        existing = session.get(snapshot_service.Snapshot, snapshot_id)
+        existing = session.get(Snapshot, snapshot_id)
         if existing is None:
             store.put_file(f"{base}/manifest.jsonl", manifest_path)
             store.put_bytes(f"{base}/report.json", orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -32,7 +32,7 @@ from patient_ml.curation.records import resource_version
 from patient_ml.db.engine import read_scope, session_scope
 from patient_ml.exceptions import ConflictError, FieldError, InvalidInputError, NotFoundError
 from patient_ml.fhir import mapping, validation
-from patient_ml.fhir.client import FhirConfigError
+from patient_ml.fhir.errors import FhirConfigError
 from patient_ml.fhir.ndjson import NdjsonSourceError
 from patient_ml.labels.masks import areas_to_png, png_to_areas
 from patient_ml.labels.sinks import sink_for

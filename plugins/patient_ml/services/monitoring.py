@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from patient_ml.config.models import MonitoringSettings
+from patient_ml.config.monitoring import MonitoringSettings
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import (
     Model,
@@ -218,10 +218,11 @@ def _test_intervals(
             "metrics": {name: i.wire() for name, i in found.items()}}  # fmt: skip
 
 
-def _evaluation_report(store: ArtifactStore, run_id: str, report_uri: str | None) -> dict:
+def _evaluation_report(store: ArtifactStore, run_id: str, report_uri: str | None) -> dict[str, Any]:
     key = f"runs/{run_id}/evaluation/report.json"
     try:
-        return orjson.loads(store.read_bytes(key))
+        report: dict[str, Any] = orjson.loads(store.read_bytes(key))
+        return report
     except Exception as exc:  # no evaluation (e.g. an edge model): statistics only
         log.warning("run %s: no evaluation report at %s (%s); the reference profile has no "
                     "outputs", run_id, report_uri or key, type(exc).__name__)  # fmt: skip

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from patient_ml.config.models import MonitoringSettings
+from patient_ml.config.monitoring import MonitoringSettings
 from patient_ml.db.models import PredictionRecord
 
 # A subgroup of the reference with fewer independent clusters is not used as its reference.

@@ -340,7 +340,7 @@ def read_s3_url(
         if max_bytes is not None and size > max_bytes:
             raise _too_large(bucket, key, max_bytes, size)
         try:
-            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
         except Exception as exc:
             raise _translate(exc, bucket, key, aws_conn_id) from None
         if max_bytes is not None and len(data) > max_bytes:

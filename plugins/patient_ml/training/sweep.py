@@ -489,14 +489,16 @@ class _PrunerView:
 
     @property
     def direction(self) -> optuna.study.StudyDirection:
-        return self._study.direction
+        direction: optuna.study.StudyDirection = self._study.direction
+        return direction
 
     def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
         import optuna
 
         complete = optuna.trial.TrialState.COMPLETE
         if states is not None and tuple(states) != (complete,):
-            return self._study.get_trials(deepcopy=deepcopy, states=states)
+            found: list[Any] = self._study.get_trials(deepcopy=deepcopy, states=states)
+            return found
         now = time.monotonic()
         if now - self._read_at >= PRUNER_REFRESH_SECONDS:
             self._completed = self._study.get_trials(deepcopy=False, states=(complete,))

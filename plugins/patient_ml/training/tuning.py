@@ -48,11 +48,11 @@ class RunSpec:
 
     @property
     def objective(self) -> str:
-        return self.approach["objective"]["metric"]
+        return str(self.approach["objective"]["metric"])
 
     @property
     def direction(self) -> str:
-        return self.approach["objective"].get("direction", "maximize")
+        return str(self.approach["objective"].get("direction", "maximize"))
 
 
 @dataclass

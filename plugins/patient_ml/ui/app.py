@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
@@ -39,7 +38,7 @@ class BuiltAssets(StaticFiles):
     """The build's assets; content-hashed ones are cached for a year (never revalidated)."""
 
     async def get_response(self, path: str, scope: Scope) -> Response:
-        response: Any = await super().get_response(path, scope)
+        response: Response = await super().get_response(path, scope)
         if response.status_code == 200 and HASHED.search(path):
             response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
         return response
