@@ -4,7 +4,11 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 
 1. reads the configs with one bounded query (only the DAG a task needs when Airflow's parsing
    context names one), falling back to the last-known-good configs when the DB cannot be read;
-2. takes every unchanged DAG from the build cache and builds only new or changed ones;
+2. takes every unchanged DAG from the build cache and builds only new or changed ones: a config
+   of the same shape as one already built (`dag_shape`: same schedule, parallel trials, ...)
+   gets a copy of that DAG with its own ids, texts, dates, params and Assets (`copy_dag`,
+   about a quarter of the cost of Airflow's constructors); such copies are made again on each
+   parse rather than kept in the cache, since loading them from it would cost as much;
 3. puts each DAG in the module namespace; a config that cannot become a DAG is logged, warned
    about (Airflow shows parse warnings) and replaced by a stand-in DAG that shows the error, so
    it never hides the other models.
@@ -12,6 +16,7 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import warnings
@@ -26,6 +31,9 @@ from patient_ml.factory.build import (
     build_dag,
     build_monitor_dag,
     config_error_dag,
+    copy_dag,
+    dag_shape,
+    dag_template,
     is_monitored,
 )
 from patient_ml.factory.catalog import Catalog, load_catalog
@@ -45,8 +53,9 @@ class FactoryResult:
     dag_ids: list[str]
     errors: dict[str, str]
     source: str
-    built: int
+    built: int  # DAGs not taken from the build cache (built, or copied from a same-shape DAG)
     cached: int
+    copied: int = 0  # of the built ones, those copied from a DAG of the same shape
 
 
 def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryResult:
@@ -63,9 +72,10 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     _report_source(catalog)
     options_key = opts.key()
     cached = build_cache.load(cache_dir) if only is None else {}
-    fresh: dict[str, Any] = {}
+    fresh: dict[str, Any] = {}  # what the build cache keeps: the DAGs not copied
     errors: dict[str, str] = {}
-    built = 0
+    templates = _Templates()
+    built = copied = 0
     monitors_built = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
@@ -73,25 +83,19 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
         for entry in catalog.entries:
             key = build_cache.entry_key(entry.digest, options_key)
             dag = cached.get(key)
-            if dag is None:
-                try:
-                    dag = build_dag(entry, opts)
-                except Exception as exc:
-                    # the factory's own ValueErrors name the field, the value and the fix
-                    error = (
-                        str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-                    )
-                    errors[entry.dag_id] = error
-                    log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
-                    warnings.warn(
-                        f"Patient ML model {entry.name!r} ({entry.dag_id}): config cannot "
-                        f"become a DAG: {error}",
-                        PatientMLConfigWarning,
-                        stacklevel=2,
-                    )
-                    dag = config_error_dag(entry, error)
+            if dag is not None:
+                fresh[key] = dag
+                templates.offer(entry, dag)
+            else:
+                dag = templates.copy(entry, opts)
+                if dag is not None:
+                    copied += 1
+                else:
+                    dag = _build(entry, opts, errors)
+                    if entry.dag_id not in errors:
+                        fresh[key] = dag
+                        templates.offer(entry, dag)
                 built += 1
-            fresh[key] = dag
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
                 monitors_built += _add_monitor_dag(
@@ -103,16 +107,61 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     if (
         only is None
         and catalog.source == "database"
-        and (built or monitors_built or len(fresh) != len(cached))
+        and (built - copied or monitors_built or set(fresh) != set(cached))
     ):
-        build_cache.save(cache_dir, {k: v for k, v in fresh.items() if v.dag_id not in errors})
+        build_cache.save(cache_dir, fresh)
     return FactoryResult(
         dag_ids=[e.dag_id for e in catalog.entries],
         errors=errors,
         source=catalog.source,
         built=built,
         cached=len(catalog.entries) - built,
+        copied=copied,
     )
+
+
+class _Templates:
+    """One DAG per shape, pickled once, that the other configs of the shape are copied from."""
+
+    def __init__(self) -> None:
+        self._dags: dict[str, Any] = {}
+        self._pickled: dict[str, bytes] = {}
+
+    def offer(self, entry: Any, dag: Any) -> None:
+        # a value dag_shape cannot read: no template, the shape's configs are built
+        with contextlib.suppress(Exception):
+            self._dags.setdefault(dag_shape(entry), dag)
+
+    def copy(self, entry: Any, opts: FactoryOptions) -> Any:
+        try:
+            shape = dag_shape(entry)
+        except Exception:  # an unusable value: the straightforward build reports it
+            return None
+        template = self._pickled.get(shape)
+        if template is None:
+            dag = self._dags.get(shape)
+            if dag is None:
+                return None
+            template = self._pickled[shape] = dag_template(dag)
+        return copy_dag(template, entry, opts)
+
+
+def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:
+    """`build_dag`, or the config-error stand-in (the error logged, warned and in `errors`)."""
+    try:
+        return build_dag(entry, opts)
+    except Exception as exc:
+        # the factory's own ValueErrors name the field, the value and the fix
+        error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        errors[entry.dag_id] = error
+        log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
+        warnings.warn(
+            f"Patient ML model {entry.name!r} ({entry.dag_id}): config cannot "
+            f"become a DAG: {error}",
+            PatientMLConfigWarning,
+            stacklevel=3,
+        )
+        return config_error_dag(entry, error)
 
 
 def _add_monitor_dag(
