@@ -147,7 +147,7 @@ def entries(stored: Engine) -> list[ModelEntry]:  # noqa: F811
 
 
 def test_fast_path_dag_is_the_straightforward_build(entries: list[ModelEntry]) -> None:
-    shapes: dict[str, list[ModelEntry]] = {}
+    shapes: dict[tuple[Any, ...], list[ModelEntry]] = {}
     for entry in entries:
         shapes.setdefault(dag_shape(entry), []).append(entry)
     pairs = [(group[j - 1], group[j]) for group in shapes.values() for j in range(1, len(group))]
@@ -276,3 +276,27 @@ def test_the_comparison_sees_a_difference(entries: list[ModelEntry]) -> None:
     shared.task_dict["deploy"].outlets = list(shared.task_dict["deploy"].outlets)
     with pytest.raises(AssertionError, match="shared differently"):
         assert_same_graph(shared, straight)
+
+
+def test_a_row_the_copy_cannot_read_gets_the_config_error_dag(
+    entries: list[ModelEntry],
+    stored: Engine,  # noqa: F811
+) -> None:
+    """A value of the wrong type written around the checks: the copy gives up and the
+    straightforward build reports it, as for any config (the other DAGs are unaffected)."""
+    import json
+
+    from sqlalchemy import text
+
+    variant = next(e for e in entries if e.name == "brain-variant-2")
+    with session_scope(stored) as session:
+        session.execute(
+            text("UPDATE pml_models SET training_approach = :ta WHERE slug = :slug"),
+            {"ta": json.dumps({**variant.training, "maxTrials": "many"}), "slug": variant.slug},
+        )
+    namespace: dict[str, Any] = {}
+    with pytest.warns(UserWarning, match="brain-variant-2"):
+        result = build_dags(namespace, backend="local")
+    assert list(result.errors) == [variant.dag_id]
+    assert "config-error" in namespace[variant.dag_id].tags
+    assert len(namespace) == len(entries) and result.copied >= 4

@@ -124,8 +124,8 @@ class _Templates:
     """One DAG per shape, pickled once, that the other configs of the shape are copied from."""
 
     def __init__(self) -> None:
-        self._dags: dict[str, Any] = {}
-        self._pickled: dict[str, bytes] = {}
+        self._dags: dict[tuple[Any, ...], Any] = {}
+        self._pickled: dict[tuple[Any, ...], bytes] = {}
 
     def offer(self, entry: Any, dag: Any) -> None:
         # a value dag_shape cannot read: no template, the shape's configs are built
@@ -143,7 +143,10 @@ class _Templates:
             if dag is None:
                 return None
             template = self._pickled[shape] = dag_template(dag)
-        return copy_dag(template, entry, opts)
+        try:
+            return copy_dag(template, entry, opts)
+        except Exception:  # e.g. a stored value of the wrong type: build_dag reports it
+            return None
 
 
 def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:

@@ -290,22 +290,19 @@ def dag_variant(entry: ModelEntry, options: FactoryOptions) -> DagVariant:
     )
 
 
-def dag_shape(entry: ModelEntry) -> str:
+def dag_shape(entry: ModelEntry) -> tuple[Any, ...]:
     """What a training DAG holds besides its `DagVariant`: two configs of one shape build DAGs
     that differ only in the variant's values (tests/factory/test_fast_path.py checks it on
     Airflow's serialized DAGs). Any config value `build_dag` uses outside `dag_variant` must be
     part of the shape. A drift-Asset schedule names the model, so such a DAG is its own shape."""
     training = entry.training
-    schedule = schedule_of(training)
     start = _start_date(entry)
-    return json.dumps(
-        [
-            repr(schedule),
-            entry.slug if retrains_on_breach(entry) else None,
-            _parallel(training),
-            str(start.tzinfo),
-            str(start.utcoffset()),
-        ]
+    return (
+        repr(schedule_of(training)),
+        entry.slug if retrains_on_breach(entry) else None,
+        _parallel(training),
+        str(start.tzinfo),
+        str(start.utcoffset()),
     )
 
 
