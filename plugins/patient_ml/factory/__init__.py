@@ -7,8 +7,9 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 2. takes every unchanged DAG from the build cache and builds only new or changed ones: a config
    of the same shape as one already built (`dag_shape`: same schedule, parallel trials, ...)
    gets a copy of that DAG with its own ids, texts, dates, params and Assets (`copy_dag`,
-   about a quarter of the cost of Airflow's constructors); such copies are made again on each
-   parse rather than kept in the cache, since loading them from it would cost as much;
+   about a quarter of the cost of Airflow's constructors). A parse that built DAGs leaves its
+   copies out of the cache file (writing them would cost more than making them); the next
+   parse makes them again and writes them, so a parse where nothing changed loads all;
 3. puts each DAG in the module namespace; a config that cannot become a DAG is logged, warned
    about (Airflow shows parse warnings) and replaced by a stand-in DAG that shows the error, so
    it never hides the other models.
@@ -72,7 +73,8 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     _report_source(catalog)
     options_key = opts.key()
     cached = build_cache.load(cache_dir) if only is None else {}
-    fresh: dict[str, Any] = {}  # what the build cache keeps: the DAGs not copied
+    fresh: dict[str, Any] = {}  # key → DAG of this parse, for the build cache
+    new_copies: set[str] = set()
     errors: dict[str, str] = {}
     templates = _Templates()
     built = copied = 0
@@ -83,19 +85,17 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
         for entry in catalog.entries:
             key = build_cache.entry_key(entry.digest, options_key)
             dag = cached.get(key)
-            if dag is not None:
-                fresh[key] = dag
-                templates.offer(entry, dag)
-            else:
+            if dag is None:
                 dag = templates.copy(entry, opts)
                 if dag is not None:
                     copied += 1
+                    new_copies.add(key)
                 else:
                     dag = _build(entry, opts, errors)
-                    if entry.dag_id not in errors:
-                        fresh[key] = dag
-                        templates.offer(entry, dag)
                 built += 1
+            if entry.dag_id not in errors:
+                fresh[key] = dag
+                templates.offer(entry, dag)
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
                 monitors_built += _add_monitor_dag(
@@ -104,11 +104,11 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     finally:
         if gc_was_enabled:
             gc.enable()
-    if (
-        only is None
-        and catalog.source == "database"
-        and (built - copied or monitors_built or set(fresh) != set(cached))
-    ):
+    if built - copied + monitors_built:
+        # a parse that built DAGs (say the first, or after new kinds of configs) keeps the
+        # cache write cheap: its copies are left for the next parse to write
+        fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
+    if only is None and catalog.source == "database" and fresh.keys() != cached.keys():
         build_cache.save(cache_dir, fresh)
     return FactoryResult(
         dag_ids=[e.dag_id for e in catalog.entries],
@@ -121,18 +121,24 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
 
 
 class _Templates:
-    """One DAG per shape, pickled once, that the other configs of the shape are copied from."""
+    """One DAG per shape, pickled once, that the other configs of the shape are copied from.
+    Shapes are worked out only once a copy is asked for (a parse where nothing changed needs
+    none)."""
 
     def __init__(self) -> None:
+        self._offered: list[tuple[Any, Any]] = []
         self._dags: dict[tuple[Any, ...], Any] = {}
         self._pickled: dict[tuple[Any, ...], bytes] = {}
 
     def offer(self, entry: Any, dag: Any) -> None:
-        # a value dag_shape cannot read: no template, the shape's configs are built
-        with contextlib.suppress(Exception):
-            self._dags.setdefault(dag_shape(entry), dag)
+        self._offered.append((entry, dag))
 
     def copy(self, entry: Any, opts: FactoryOptions) -> Any:
+        for offered, dag in self._offered:
+            # a value dag_shape cannot read: no template, the shape's configs are built
+            with contextlib.suppress(Exception):
+                self._dags.setdefault(dag_shape(offered), dag)
+        self._offered.clear()
         try:
             shape = dag_shape(entry)
         except Exception:  # an unusable value: the straightforward build reports it
