@@ -11,7 +11,12 @@ Printed per size:
 - DagBag: Airflow's whole DagBag fill of the file when warm (adds Airflow's own per-DAG checks);
 - no cache: PATIENT_ML_DAG_CACHE=off (every parse builds every DAG).
 
+With `--dagbag-sizes 5000`, then only Airflow's DagBag fill at those sizes, cold (no build
+cache) and warm, against Airflow's parse timeout ([dag_processor] dag_file_processor_timeout).
+The load average is printed at the start and the end (the figures depend on it).
+
     .venv/bin/python benchmarks/dag_parse.py [--sizes 1,100,1000] [--repeat 3]
+        [--dagbag-sizes 5000]
 """
 
 from __future__ import annotations
@@ -103,8 +108,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1,100,1000")
     ap.add_argument("--repeat", type=int, default=3)
-    args = smoke.parse(ap, sizes="10", repeat=1)
+    ap.add_argument("--dagbag-sizes", default="", help="e.g. 5000: DagBag fills only, cold/warm")
+    args = smoke.parse(ap, sizes="10", repeat=1, dagbag_sizes="20")
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    dagbag_sizes = sorted(int(s) for s in args.dagbag_sizes.split(",") if s.strip())
+    print(f"load average at start: {_load()}")
     with tempfile.TemporaryDirectory(prefix="pml-dag-parse-") as home:
         env = {**os.environ, "PATIENT_ML_HOME": home, "PATIENT_ML_BACKEND": "local"}
         for var in ("PATIENT_ML_DATABASE_URL", "PATIENT_ML_CONN_ID", "PATIENT_ML_DAG_CACHE"):
@@ -139,6 +147,38 @@ def main() -> None:
                 f"{single:>7.3f} {dagbag:>7.3f} {nocache:>9.3f}",
                 flush=True,
             )
+        if dagbag_sizes:
+            timeout = parse_timeout(env)
+            print(f"Airflow DagBag fill of the file, one each; parse timeout {timeout:.0f} s")
+            print(f"{'configs':>8} {'cold':>7} {'warm':>7}")
+            cache = Path(home) / "cache" / "dag-build-cache.pickle"
+        for size in dagbag_sizes:
+            add_models(env, stored, size)
+            stored = max(stored, size)
+            cache.unlink(missing_ok=True)
+            cold_bag = parse(env, mode="dagbag")
+            warm_bag = parse(env, mode="dagbag")
+            for bag in (cold_bag, warm_bag):
+                assert bag["dags"] == stored and bag["errors"] == 0, bag
+                assert bag["seconds"] < timeout, (bag, timeout)
+            print(
+                f"{stored:>8} {cold_bag['seconds']:>7.3f} {warm_bag['seconds']:>7.3f}", flush=True
+            )
+    print(f"load average at end: {_load()}")
+
+
+def parse_timeout(env: dict[str, str]) -> float:
+    code = (
+        "from airflow.configuration import conf; "
+        "print(conf.getfloat('dag_processor', 'dag_file_processor_timeout'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

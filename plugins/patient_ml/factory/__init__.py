@@ -4,7 +4,12 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 
 1. reads the configs with one bounded query (only the DAG a task needs when Airflow's parsing
    context names one), falling back to the last-known-good configs when the DB cannot be read;
-2. takes every unchanged DAG from the build cache and builds only new or changed ones;
+2. takes every unchanged DAG from the build cache and builds only new or changed ones: a config
+   of the same shape as one already built (`dag_shape`: same schedule, parallel trials, ...)
+   gets a copy of that DAG with its own ids, texts, dates, params and Assets (`copy_dag`,
+   about a quarter of the cost of Airflow's constructors). A parse that built DAGs leaves its
+   copies out of the cache file (writing them would cost more than making them); the next
+   parse makes them again and writes them, so a parse where nothing changed loads all;
 3. puts each DAG in the module namespace; a config that cannot become a DAG is logged, warned
    about (Airflow shows parse warnings) and replaced by a stand-in DAG that shows the error, so
    it never hides the other models.
@@ -12,6 +17,7 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import warnings
@@ -26,6 +32,9 @@ from patient_ml.factory.build import (
     build_dag,
     build_monitor_dag,
     config_error_dag,
+    copy_dag,
+    dag_shape,
+    dag_template,
     is_monitored,
 )
 from patient_ml.factory.catalog import Catalog, load_catalog
@@ -45,8 +54,9 @@ class FactoryResult:
     dag_ids: list[str]
     errors: dict[str, str]
     source: str
-    built: int
+    built: int  # DAGs not taken from the build cache (built, or copied from a same-shape DAG)
     cached: int
+    copied: int = 0  # of the built ones, those copied from a DAG of the same shape
 
 
 def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryResult:
@@ -63,9 +73,11 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     _report_source(catalog)
     options_key = opts.key()
     cached = build_cache.load(cache_dir) if only is None else {}
-    fresh: dict[str, Any] = {}
+    fresh: dict[str, Any] = {}  # key → DAG of this parse, for the build cache
+    new_copies: set[str] = set()
     errors: dict[str, str] = {}
-    built = 0
+    templates = _Templates()
+    built = copied = 0
     monitors_built = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
@@ -74,24 +86,16 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
             key = build_cache.entry_key(entry.digest, options_key)
             dag = cached.get(key)
             if dag is None:
-                try:
-                    dag = build_dag(entry, opts)
-                except Exception as exc:
-                    # the factory's own ValueErrors name the field, the value and the fix
-                    error = (
-                        str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-                    )
-                    errors[entry.dag_id] = error
-                    log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
-                    warnings.warn(
-                        f"Patient ML model {entry.name!r} ({entry.dag_id}): config cannot "
-                        f"become a DAG: {error}",
-                        PatientMLConfigWarning,
-                        stacklevel=2,
-                    )
-                    dag = config_error_dag(entry, error)
+                dag = templates.copy(entry, opts)
+                if dag is not None:
+                    copied += 1
+                    new_copies.add(key)
+                else:
+                    dag = _build(entry, opts, errors)
                 built += 1
-            fresh[key] = dag
+            if entry.dag_id not in errors:
+                fresh[key] = dag
+                templates.offer(entry, dag)
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
                 monitors_built += _add_monitor_dag(
@@ -100,19 +104,73 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     finally:
         if gc_was_enabled:
             gc.enable()
-    if (
-        only is None
-        and catalog.source == "database"
-        and (built or monitors_built or len(fresh) != len(cached))
-    ):
-        build_cache.save(cache_dir, {k: v for k, v in fresh.items() if v.dag_id not in errors})
+    if built - copied + monitors_built:
+        # a parse that built DAGs (say the first, or after new kinds of configs) keeps the
+        # cache write cheap: its copies are left for the next parse to write
+        fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
+    if only is None and catalog.source == "database" and fresh.keys() != cached.keys():
+        build_cache.save(cache_dir, fresh)
     return FactoryResult(
         dag_ids=[e.dag_id for e in catalog.entries],
         errors=errors,
         source=catalog.source,
         built=built,
         cached=len(catalog.entries) - built,
+        copied=copied,
     )
+
+
+class _Templates:
+    """One DAG per shape, pickled once, that the other configs of the shape are copied from.
+    Shapes are worked out only once a copy is asked for (a parse where nothing changed needs
+    none)."""
+
+    def __init__(self) -> None:
+        self._offered: list[tuple[Any, Any]] = []
+        self._dags: dict[tuple[Any, ...], Any] = {}
+        self._pickled: dict[tuple[Any, ...], bytes] = {}
+
+    def offer(self, entry: Any, dag: Any) -> None:
+        self._offered.append((entry, dag))
+
+    def copy(self, entry: Any, opts: FactoryOptions) -> Any:
+        for offered, dag in self._offered:
+            # a value dag_shape cannot read: no template, the shape's configs are built
+            with contextlib.suppress(Exception):
+                self._dags.setdefault(dag_shape(offered), dag)
+        self._offered.clear()
+        try:
+            shape = dag_shape(entry)
+        except Exception:  # an unusable value: the straightforward build reports it
+            return None
+        template = self._pickled.get(shape)
+        if template is None:
+            dag = self._dags.get(shape)
+            if dag is None:
+                return None
+            template = self._pickled[shape] = dag_template(dag)
+        try:
+            return copy_dag(template, entry, opts)
+        except Exception:  # e.g. a stored value of the wrong type: build_dag reports it
+            return None
+
+
+def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:
+    """`build_dag`, or the config-error stand-in (the error logged, warned and in `errors`)."""
+    try:
+        return build_dag(entry, opts)
+    except Exception as exc:
+        # the factory's own ValueErrors name the field, the value and the fix
+        error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        errors[entry.dag_id] = error
+        log.error("model %r: its config cannot become a DAG: %s", entry.name, error)
+        warnings.warn(
+            f"Patient ML model {entry.name!r} ({entry.dag_id}): config cannot "
+            f"become a DAG: {error}",
+            PatientMLConfigWarning,
+            stacklevel=3,
+        )
+        return config_error_dag(entry, error)
 
 
 def _add_monitor_dag(

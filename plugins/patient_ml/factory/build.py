@@ -10,10 +10,13 @@ run (a run stopped by a failed task ends `failed`; the DAG run fails with the ta
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from functools import lru_cache
+from typing import Any, TypedDict, cast
 
 from airflow.sdk import (
     DAG,
@@ -22,8 +25,10 @@ from airflow.sdk import (
     CronTriggerTimetable,
     DeltaTriggerTimetable,
     Param,
+    timezone,
 )
-from airflow.sdk.exceptions import AirflowTimetableInvalid
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import AirflowTimetableInvalid, ParamValidationError
 
 from patient_ml.config.limits import MAX_PARALLEL_TRIALS, MAX_TRIALS_LIMIT
 from patient_ml.factory.catalog import ModelEntry, entry_problem
@@ -244,51 +249,86 @@ def build_monitor_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     return dag
 
 
+@dataclass(frozen=True)
+class DagVariant:
+    """The values of a training DAG that differ between configs of one shape (`dag_shape`):
+    ids, texts, dates, the maxTrials default and the per-model Assets. `build_dag` builds with
+    them and `copy_dag` swaps them into a copy of another config's DAG of the same shape."""
+
+    dag_id: str
+    description: str
+    start_date: datetime
+    tags: tuple[str, ...]
+    doc_md: str
+    max_trials: int
+    model_id: str
+    snapshot: Asset
+    champion: Asset
+
+
+def _parallel(training: dict[str, Any]) -> int:
+    return max(1, min(int(training.get("parallelTrials") or 1), MAX_PARALLEL_TRIALS))
+
+
+def dag_variant(entry: ModelEntry, options: FactoryOptions) -> DagVariant:
+    training = entry.training
+    return DagVariant(
+        dag_id=entry.dag_id,
+        description=_first_line(entry.description) or f"Patient ML model {entry.name}",
+        start_date=_start_date(entry),
+        tags=(
+            TAG,
+            entry.problem_type,
+            f"deploy:{entry.deploy.get('type', '?')}",
+            *options.extra_tags,
+        ),
+        doc_md=doc_md(entry, _parallel(training)),
+        max_trials=int(training.get("maxTrials") or 10),
+        model_id=entry.model_id,
+        snapshot=snapshot_asset(entry),
+        champion=champion_asset(entry),
+    )
+
+
+def dag_shape(entry: ModelEntry) -> tuple[Any, ...]:
+    """What a training DAG holds besides its `DagVariant`: two configs of one shape build DAGs
+    that differ only in the variant's values (tests/factory/test_fast_path.py checks it on
+    Airflow's serialized DAGs). Any config value `build_dag` uses outside `dag_variant` must be
+    part of the shape. A drift-Asset schedule names the model, so such a DAG is its own shape."""
+    training = entry.training
+    start = _start_date(entry)
+    return (
+        repr(schedule_of(training)),
+        entry.slug if retrains_on_breach(entry) else None,
+        _parallel(training),
+        str(start.tzinfo),
+        str(start.utcoffset()),
+    )
+
+
 def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     problem = entry_problem(entry)
     if problem:
         raise ValueError(f"stored model config refused: {problem}")
     training = entry.training
-    max_trials = int(training.get("maxTrials") or 10)
-    parallel = max(1, min(int(training.get("parallelTrials") or 1), MAX_PARALLEL_TRIALS))
+    variant = dag_variant(entry, options)
+    parallel = _parallel(training)
     common = options.connections()
     serving = options.serving()
     schedule = training_schedule(entry)
     with DAG(
-        entry.dag_id,
-        description=_first_line(entry.description) or f"Patient ML model {entry.name}",
+        variant.dag_id,
+        description=variant.description,
         schedule=schedule,
-        start_date=_start_date(entry),
+        start_date=variant.start_date,
         catchup=False,
         # A manual-only DAG runs nothing by itself: unpaused, a product createRun proceeds at
         # once. A scheduled one follows Airflow's dags_are_paused_at_creation.
         # The drift Asset alone (retrainOnBreach without a schedule) runs only on a breach.
         is_paused_upon_creation=False if schedule_of(training) is None else None,
-        tags=[
-            TAG,
-            entry.problem_type,
-            f"deploy:{entry.deploy.get('type', '?')}",
-            *options.extra_tags,
-        ],
-        doc_md=doc_md(entry, parallel),
-        params={
-            "maxTrials": Param(
-                max_trials,
-                type="integer",
-                minimum=1,
-                maximum=MAX_TRIALS_LIMIT,
-                title="Max trials",
-                description="Trials of this run's sweep (default: the config's maxTrials).",
-                **PARAM_SCHEMA,
-            ),
-            "runId": Param(
-                None,
-                type=["null", "string"],
-                title="Product run id",
-                description="Set by `patient-ml runs create` and the REST API; leave empty.",
-                **PARAM_SCHEMA,
-            ),
-        },
+        tags=list(variant.tags),
+        doc_md=variant.doc_md,
+        params=_params(variant.max_trials),
         default_args={
             "owner": options.owner,
             "retries": options.retries,
@@ -301,8 +341,8 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     ) as dag:
         curate = CurateDatasetOperator(
             task_id="curate",
-            model_id=entry.model_id,
-            outlets=[snapshot_asset(entry)],
+            model_id=variant.model_id,
+            outlets=[variant.snapshot],
             **common,
         )
         tune = TuneWorkerOperator.partial(
@@ -326,7 +366,7 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
             **common,
         )
         deploy = DeployModelOperator(
-            task_id="deploy", run_id=RUN_ID, outlets=[champion_asset(entry)], **serving
+            task_id="deploy", run_id=RUN_ID, outlets=[variant.champion], **serving
         )
         record = RecordRunOperator(task_id="record", **common)
         curate >> tune >> evaluate >> await_approval >> deploy >> record
@@ -339,6 +379,101 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
             "use a cron expression such as '0 3 * * 1', a preset such as '@weekly', or "
             "retrainEvery in milliseconds"
         ) from exc
+    return dag
+
+
+def _params(max_trials: int) -> dict[str, Param]:
+    return {
+        "maxTrials": Param(
+            max_trials,
+            type="integer",
+            minimum=1,
+            maximum=MAX_TRIALS_LIMIT,
+            title="Max trials",
+            description="Trials of this run's sweep (default: the config's maxTrials).",
+            **PARAM_SCHEMA,
+        ),
+        "runId": Param(
+            None,
+            type=["null", "string"],
+            title="Product run id",
+            description="Set by `patient-ml runs create` and the REST API; leave empty.",
+            **PARAM_SCHEMA,
+        ),
+    }
+
+
+@lru_cache(maxsize=256)
+def _params_valid(max_trials: int) -> bool:
+    """Whether Airflow accepts these param defaults on a scheduled DAG (what `DAG.__init__`
+    checks), once per value: a parse of many configs has only a few distinct maxTrials."""
+    try:
+        ParamsDict(_params(max_trials)).validate()
+    except ParamValidationError:
+        return False
+    return True
+
+
+# The objects of a template DAG that `copy_dag` replaces while unpickling (pickle's persistent
+# ids), so every place that holds one (a task's outlets and its recorded init arguments, the
+# DAG's and each task's start date) gets the config's own, shared as `build_dag` shares them.
+_SWAPPED = ("start_date", "snapshot", "champion")
+
+
+class _TemplatePickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, swapped: dict[int, str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._swapped = swapped
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._swapped.get(id(obj))
+
+
+class _CopyUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, values: dict[str, Any]) -> None:
+        super().__init__(file)
+        self._values = values
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._values[pid]
+
+
+def dag_template(dag: DAG) -> bytes:
+    """A `build_dag` DAG pickled for `copy_dag`."""
+    tasks = dag.task_dict
+    objects = (dag.start_date, tasks["curate"].outlets[0], tasks["deploy"].outlets[0])
+    out = io.BytesIO()
+    _TemplatePickler(out, {id(o): name for o, name in zip(objects, _SWAPPED, strict=True)}).dump(
+        dag
+    )
+    return out.getvalue()
+
+
+def copy_dag(template: bytes, entry: ModelEntry, options: FactoryOptions) -> DAG | None:
+    """The config's training DAG made from `template` (`dag_template` of another config's DAG
+    of the same `dag_shape`, built with the same options): a copy with the `DagVariant`
+    values in place of the template's, set where Airflow's constructors put them. It costs
+    about a quarter of building the DAG (whose operators deep-copy the DAG's params once per
+    class of their hierarchy, and whose params are validated by jsonschema).
+
+    None when the fast path does not apply (a refused row, param defaults Airflow would
+    refuse); the caller then builds the DAG with `build_dag`, which reports the error."""
+    if entry_problem(entry):
+        return None
+    variant = dag_variant(entry, options)
+    start_date = timezone.convert_to_utc(variant.start_date)  # as DAG.__init__ stores it
+    values = {"start_date": start_date, "snapshot": variant.snapshot, "champion": variant.champion}
+    dag: DAG = _CopyUnpickler(io.BytesIO(template), values).load()
+    if dag.timetable.can_be_scheduled and not _params_valid(variant.max_trials):
+        return None
+    dag.dag_id = variant.dag_id
+    dag.dag_display_name = variant.dag_id  # Airflow's default: the id
+    dag.description = variant.description
+    dag.doc_md = variant.doc_md
+    dag.tags = set(variant.tags)
+    for params in (dag.params, *(task.params for task in dag.task_dict.values())):
+        cast(ParamsDict, params).get_param("maxTrials").value = variant.max_trials
+    cast(CurateDatasetOperator, dag.task_dict["curate"]).model_id = variant.model_id
     return dag
 
 

@@ -1,7 +1,8 @@
 """Built DAGs kept between parses, so a parse only builds the DAGs whose config changed.
 
 Building an Airflow DAG costs about 2 ms of Python per model (mostly BaseOperator and DAG
-constructors); loading an already built one from a pickle costs a fraction of that. Each DAG is
+constructors); loading an already built one from a pickle costs a fraction of that (as does
+copying a DAG of the same shape, see `build.copy_dag`). Each DAG is
 stored under a key made of its config's digest, the factory options, and the code that builds
 it (this package's factory and operator sources, the Airflow and Python versions), so any change
 to one of them rebuilds it. The file lives in the owner-only cache folder and is refused when
