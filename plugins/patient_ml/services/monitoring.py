@@ -20,7 +20,7 @@
   a patient is imaged many times; the event says so. Fewer
   than `minSamples` predictions (or `livePerformance.minLabelled` labelled ones) give no
   verdict. Each site's and device's window (`monitoring.subgroups`) is also checked on its own
-  against its part of the test split (`services.monitoring_subgroups`). Every check is
+  against its part of the reference (`services.monitoring_subgroups`). Every check is
   recorded as a monitoring event; a breach is also an audit event.
 """
 
@@ -62,8 +62,8 @@ from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_p
 log = logging.getLogger("patient_ml.monitoring")
 
 DEFAULT_METRIC = "balancedAccuracy"
-# A reference (the champion's test split) smaller than this gives the feature-drift test no
-# verdict; the window needs `minSamples` descriptors as every other test does.
+# A reference with fewer descriptors (one per independent cluster) gives the feature-drift
+# test no verdict; the window needs `minSamples` descriptors as every other test does.
 MIN_REFERENCE_DESCRIPTORS = 5
 # The drift reference keeps one image of at most this many independent clusters.
 MAX_REFERENCE_CLUSTERS = 600
