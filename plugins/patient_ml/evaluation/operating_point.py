@@ -246,7 +246,10 @@ def choose(
     fp = n_neg - np.searchsorted(neg_sorted, candidates, side="left")
     sensitivity, specificity = tp / n_pos, 1.0 - fp / n_neg
     if wanted.rule == "youden":
-        at = int(np.argmax(sensitivity + specificity))  # first maximum: the lowest threshold
+        # the first maximum (the lowest threshold); sums that tie but for rounding
+        # (0.4 + 0.8 against 0.6 + 0.6) are one maximum
+        youden = sensitivity + specificity
+        at = int(np.flatnonzero(youden >= youden.max() - 1e-12).min())
     elif wanted.rule == "targetSensitivity":
         at = int(np.flatnonzero(sensitivity >= float(wanted.target or 0) - 1e-12).max())
     else:
