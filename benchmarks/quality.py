@@ -65,6 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import smoke  # noqa: E402
+
 TRAINERS = ROOT / "include" / "trainers"
 CONFIGS = ROOT / "include" / "configs"
 SALTS = ("quality-1", "quality-2", "quality-3")  # dataset split salts: the splits, reproducibly
@@ -161,6 +163,7 @@ def sweep(
     trials: int,
     cpus: int,
     workdir: Path,
+    epochs: int | None = None,
 ) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
     """A model + run on the curated snapshot, the run's sweep (local backend, one worker),
     the best trial recorded; returns the unpacked best model, finish_tuning's summary and the
@@ -181,6 +184,13 @@ def sweep(
     config["trainingApproach"]["parallelTrials"] = min(
         trials, config["trainingApproach"].get("parallelTrials", 1)
     )
+    if epochs is not None:  # --epochs: the trainer's maximum fixed instead of searched
+        config["trainingApproach"]["searchSpace"] = [
+            {"type": "categorical", "name": "epochs", "values": [epochs]}
+            if parameter["name"] == "epochs"
+            else parameter
+            for parameter in config["trainingApproach"]["searchSpace"]
+        ]
     snapshot_id = manifest_uri.rstrip("/").split("/")[-2]
     with session_scope(engine) as session:
         model_id = create_model(session, config, actor="benchmark").id
@@ -376,7 +386,7 @@ def curated_salt(args: argparse.Namespace, salt: str, folder: Path) -> Salted:
         url = f"sqlite:///{folder / 'patient_ml.db'}"
         schema.upgrade(get_engine(url, check_schema=False))
         engine = get_engine(url)
-        curated = curate_sample(engine, build_sample(folder), folder, salt=salt)
+        curated = curate_sample(engine, build_sample(folder, args.limit), folder, salt=salt)
     splits, left_out = {}, {}
     for split in ("train", "validation", "test"):
         examples = confirmed(curated.examples, split)
@@ -431,7 +441,7 @@ def one_salt(args: argparse.Namespace, salted: Salted) -> dict[str, Any]:
     store = LocalArtifactStore(salted.folder / "artifacts")
     model_dir, summary, trials = sweep(
         salted.engine, store, curated.dataset_id, curated.manifest_uri, "brain_mri_model",
-        args.trials, args.cpus, salted.folder,
+        args.trials, args.cpus, salted.folder, args.epochs,
     )  # fmt: skip
     print_sweep(summary, trials)
     module = trainer_module("img_clf")
@@ -670,7 +680,7 @@ def nuclei(args: argparse.Namespace, folder: Path) -> None:
     )
     model_dir, summary, trials = sweep(
         engine, store, dataset_id, result.manifest_uri, "nuclei_model", args.trials, args.cpus,
-        folder,
+        folder, args.epochs,
     )  # fmt: skip
     print_sweep(summary, trials)
     from patient_ml.evaluation.evaluate import load_test_set
@@ -744,7 +754,15 @@ def main() -> None:
         help="instead of --salts: reuse an output folder of benchmarks/br35h_snapshot.py "
         "(repeatable)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--limit", type=int, default=None,
+        help="a class-balanced subset of N Br35H images for the sample (default: all 3,000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help="fix the trainers' maximum epochs (default: the configs' search ranges)",
+    )  # fmt: skip
+    args = smoke.parse(parser, limit=160, salts=["smoke-1"], trials=1, boot=50, epochs=1, tile=128)
     load = os.getloadavg()
     print(f"load average {' / '.join(f'{x:.1f}' for x in load)} (1 / 5 / 15 min)", flush=True)
     with tempfile.TemporaryDirectory(prefix="quality-") as temporary:
