@@ -237,3 +237,55 @@ def test_a_predict_attribute_must_be_name_equals_value(capsys, db_url: str, tmp_
                        str(image), "--attribute", "North")  # fmt: skip
     assert code != 0 and "--attribute 'North' is not NAME=VALUE" in err
     assert "--attribute site=North" in err  # the fix
+
+
+def _curated_snapshot(capsys, root: Path, sample: Path, salt: str | None) -> str:
+    """A fresh product DB and artifact store under `root`: the Br35H dataset config with a
+    fixed id created (with `--split-salt salt` when given) and curated from `sample`."""
+    db_url = f"sqlite:///{root / 'product.db'}"
+    assert cli(capsys, "--db-url", db_url, "db", "upgrade")[0] == 0
+    doc = yaml.safe_load((EXAMPLE_CONFIGS / "brain_mri_dataset.yaml").read_text())
+    doc["id"] = "5d0c6f0e-0000-4000-8000-000000000035"
+    config = root / "dataset.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    salted = ["--split-salt", salt] if salt else []
+    code, _, err = cli(capsys, "--db-url", db_url, "datasets", "create", "-f", str(config),
+                       *salted)  # fmt: skip
+    assert code == 0, err
+    assert ("for public or synthetic data only" in err) == bool(salt)
+    code, out, err = cli(capsys, "--db-url", db_url, "--json", "datasets", "show", doc["id"])
+    assert code == 0, err
+    assert not salt or salt not in out  # the salt is a secret: never shown
+    code, out, err = cli(capsys, "--db-url", db_url, "--json", "datasets", "curate", doc["id"],
+                         "--ndjson", str(sample), "--allow-root", str(sample),
+                         "--artifact-uri", (root / "artifacts").as_uri(),
+                         "--workers", "2")  # fmt: skip
+    assert code == 0, err
+    return str(json.loads(out)["snapshotId"])
+
+
+def test_a_given_split_salt_curates_the_same_records_to_the_same_snapshot(
+    capsys, tmp_path: Path
+) -> None:
+    """`datasets create --split-salt` (the demo's samples): the same records give the same
+    snapshot (ids, patient keys, splits) in two fresh products; without it, each dataset gets
+    its own random secret and so its own snapshot."""
+    sample = tmp_path / "sample"
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[2] / "include" / "sample_data"),
+         "build", "br35h", "--out", str(sample), "--limit", "40"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    salt = "patient-ml-test:brain-mri-tumour"
+    first, second = (_curated_snapshot(capsys, tmp_path / n, sample, salt) for n in ("a", "b"))
+    assert first == second
+    unsalted = _curated_snapshot(capsys, tmp_path / "c", sample, None)
+    assert unsalted != first
+
+
+@pytest.mark.parametrize("salt", ["short", "x" * 65, "has a space in it here"])
+def test_a_split_salt_must_be_16_to_64_printable_characters(capsys, salt: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["datasets", "create", "-f", "x.yaml", "--split-salt", salt])
+    assert stopped.value.code == 2
+    assert "a split salt is 16-64 printable ASCII characters" in capsys.readouterr().err

@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         create = sub.add_parser("create", help=f"create a {noun} config from a YAML/JSON file")
         create.add_argument("-f", "--file", required=True, help="YAML or JSON config file")
+        if noun == "dataset":
+            create.add_argument(
+                "--split-salt",
+                type=_split_salt,
+                metavar="TEXT",
+                help="the dataset's secret salt (patient keys, clusters, split drawing) instead "
+                "of a random 256-bit one, so that the same records curate to the same splits "
+                "and snapshot ids anywhere (with an `id` in the config). Only for public or "
+                "synthetic data (the demo's samples): whoever knows the salt can recompute "
+                "patient keys from patient ids and tell which split a new patient will join. "
+                f"{SALT_MIN}-{SALT_MAX} printable ASCII characters",
+            )
         create.set_defaults(handler=cmd_create, noun=noun)
         update = sub.add_parser("update", help=f"replace a {noun} config from a YAML/JSON file")
         update.add_argument("ref", help=f"{noun} id or name")
@@ -174,11 +186,18 @@ def cmd_create(args: argparse.Namespace) -> int:
     data = load_config_file(args.file)
     configs = _repository(args.noun)
 
+    salt = getattr(args, "split_salt", None)
+
     def run(session: Any) -> dict[str, Any]:
-        return configs.to_wire(configs.create(session, data, actor=actor(args)))
+        row = configs.create(session, data, actor=actor(args))
+        if salt is not None:  # never shown: to_wire leaves the salt out
+            row.split_salt = salt
+        return configs.to_wire(row)
 
     doc = _in_session(args, run)
     _info(f"Created {args.noun} {doc['name']!r} with id {doc['id']}.")
+    if salt is not None:
+        _info("Its split salt is the one given (--split-salt): for public or synthetic data only.")
     _print_saved(args, doc)
     return 0
 
@@ -389,6 +408,19 @@ def cmd_snapshots_show(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- plumbing
+
+
+SALT_MIN, SALT_MAX = 16, 64  # pml_datasets.split_salt holds 64 characters
+
+
+def _split_salt(text: str) -> str:
+    """argparse type of `datasets create --split-salt`."""
+    if not SALT_MIN <= len(text) <= SALT_MAX or not all(" " < c <= "~" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{len(text)} characters given; a split salt is {SALT_MIN}-{SALT_MAX} printable ASCII "
+            "characters without spaces (or leave the option out for a random secret one)"
+        )
+    return text
 
 
 def _repository(noun: str) -> ConfigRepository[Any, Any]:
