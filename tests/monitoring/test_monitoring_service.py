@@ -321,7 +321,11 @@ def test_a_drift_at_one_site_is_caught_in_its_own_window(deployed_at_two_sites: 
 def test_subgroup_levels_are_shared_and_reachable() -> None:
     """k subgroup windows run at alpha/k, with enough permutations for a p-value that small."""
     from patient_ml.config.monitoring import MonitoringSettings
-    from patient_ml.services.monitoring_subgroups import scaled, served_attributes
+    from patient_ml.services.monitoring_subgroups import (
+        reference_parts,
+        scaled,
+        served_attributes,
+    )
 
     settings = MonitoringSettings.model_validate({"featureDrift": {"permutations": 500}})
     assert scaled(settings, 1) is settings
@@ -335,5 +339,10 @@ def test_subgroup_levels_are_shared_and_reachable() -> None:
         "site": "East", "manufacturer": "GE"}  # fmt: skip
     assert served_attributes(["site"], None, {"site": ""}) is None
     assert served_attributes(["site"], {"site": "x" * 200})["site"] == "x" * 64
+    # the reference is cut by the very values the log keeps (one rule for both)
+    items = [{"attributes": {"site": " East ", "sex": "female"}}, {"attributes": {"site": " "}},
+             {"attributes": {"site": "x" * 200}}, {}]  # fmt: skip
+    parts = reference_parts(items, ["site"], lambda group: {"n": len(group)})
+    assert parts == {"site": {"East": {"n": 1}, "x" * 64: {"n": 1}}}
     with pytest.raises(ValidationError):
         MonitoringSettings.model_validate({"subgroups": ["site", "Not A Name"]})

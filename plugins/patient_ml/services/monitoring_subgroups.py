@@ -38,6 +38,13 @@ Checks = Callable[
 ]
 
 
+def logged_value(value: Any) -> str | None:
+    """An attribute's value as the log and the reference keep it: short text, or None when
+    it says nothing (missing or blank). One rule for both, so they always match."""
+    text = str(value).strip() if value is not None else ""
+    return text[:MAX_VALUE_LENGTH] or None
+
+
 def served_attributes(
     names: Sequence[str], *sources: Mapping[str, Any] | None
 ) -> dict[str, str] | None:
@@ -46,9 +53,9 @@ def served_attributes(
     kept: dict[str, str] = {}
     for name in names:
         for source in sources:
-            value = (source or {}).get(name)
-            if value is not None and str(value).strip():
-                kept[name] = str(value).strip()[:MAX_VALUE_LENGTH]
+            value = logged_value((source or {}).get(name))
+            if value is not None:
+                kept[name] = value
                 break
     return kept or None
 
@@ -64,9 +71,9 @@ def reference_parts(
     for item in items:
         attributes = item.get("attributes") or {}
         for name in names:
-            value = attributes.get(name)
-            if value is not None and str(value).strip():
-                found[name][str(value).strip()[:MAX_VALUE_LENGTH]].append(item)
+            value = logged_value(attributes.get(name))
+            if value is not None:
+                found[name][value].append(item)
     return {name: {value: part(group) for value, group in sorted(values.items())}
             for name, values in sorted(found.items())}  # fmt: skip
 
