@@ -12,11 +12,18 @@ B. A response without a justification is refused by the product (audited) and th
    Action opens again; a decision through the REST API then closes it at once, in the API
    server (the entry tells the decision, the channel and the decider), and Airflow refuses a
    later, conflicting response there (409): no stale entry, one decision, one record.
+C. A decision through the CLI (`patient-ml runs approve`, on a machine with Airflow's
+   configuration, as the demo runs it) closes the Required Action as it returns, with the
+   decider as responder, so a later response is refused there too (issue 34).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,7 +132,7 @@ def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any])
     d, model_id = hitl["d"], hitl["model_id"]
     api, viewer, clinician = d.api, d.stack.client("viewer"), d.stack.client("clinician")
     trigger = {"logical_date": None, "conf": {"maxTrials": 1}}
-    a, b = (api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)["dag_run_id"] for _ in range(2))
+    a, b, c = (api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", trigger)["dag_run_id"] for _ in range(3))
 
     # A. listed for the approver, with the form Airflow renders
     _wait_waiting(d, a)
@@ -213,3 +220,24 @@ def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any])
     with session_scope(d.engine) as session:
         model = session.get(Model, model_id)
         assert model is not None and model.champion_id == run_a  # B never deployed
+
+    # C. a decision through the CLI closes it too, as the command returns
+    _wait_waiting(d, c)
+    run_c = _product_run(d, c)
+    cli = str(Path(sys.executable).with_name("patient-ml"))
+    done = subprocess.run(
+        [cli, "--json", "runs", "reject", "--run", run_c, "--reason", "e2e: through the CLI"],
+        env={**d.stack.env, "PATIENT_ML_USER": "admin"}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["channel"] == "cli" and printed["requiredAction"] == "answered", printed
+    closed = _detail(api, c)
+    assert closed["response_received"] is True and closed["chosen_options"] == ["Reject"]
+    assert closed["responded_by_user"]["name"] == "admin"
+    assert "decided by admin through cli" in closed["params_input"]["justification"]
+    assert "already been updated" in _respond(api, c, late, ok=(409,))["detail"]
+    states = _wait_ended(d, c)
+    assert states[TASK] == "skipped" and states["deploy"] == "skipped"
+    assert _try_number(d, c) == 1

@@ -245,6 +245,7 @@ def create_approval(
     from patient_ml.naming import dag_id_of
     from patient_ml.services.approvals import decide
     from patient_ml.services.runs import approval_to_wire
+    from patient_ml.triggers.required_action import answer_settled
 
     model = authorized_model(session, model_id, user)
     require_decision_right(user, model.name, dag_id_of(model.slug))
@@ -261,34 +262,8 @@ def create_approval(
     )
     wire = approval_to_wire(approval)
     session.commit()  # the task this resumes reads the decision from the product DB
-    _answer_required_action(session, run, str(user.get_id()), user_name(user))
+    answer_settled(session, run, str(user.get_id()), user_name(user))
     return {"approvalDecision": wire}
-
-
-def _answer_required_action(session: Any, run: Any, user_id: str, name: str) -> None:
-    """A decision that settles the run is written into the run's Required Action at once (and
-    its waiting task resumed), so Airflow refuses any later response there: one decision, one
-    record, with or without a triggerer (`hooks.airflow_required_actions`)."""
-    from patient_ml.hooks.airflow_required_actions import RequiredActionHook
-    from patient_ml.services.approvals import decision_event, settled_decision
-    from patient_ml.triggers.required_action import response_of
-
-    settled = settled_decision(session, run.id)
-    if settled is None or not (run.airflow_dag_id and run.airflow_run_id):
-        return  # not settled yet (minApprovers), or no DAG run waits for it
-    event = decision_event(run.id, settled)
-    options, params_input = response_of(
-        event["status"], event["description"] or "", event["user"] or event["actor"],
-        event["channel"], event["override"],
-    )  # fmt: skip
-    RequiredActionHook().answer(
-        run.airflow_dag_id,
-        run.airflow_run_id,
-        options=options,
-        params_input=params_input,
-        user_id=user_id,
-        user_name=name,
-    )
 
 
 ChannelHeader = Annotated[

@@ -186,7 +186,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     from patient_ml.db.engine import session_scope
     from patient_ml.services.approvals import decide
     from patient_ml.services.model_cards import write_model_card
-    from patient_ml.services.runs import approval_to_wire
+    from patient_ml.services.runs import approval_to_wire, get_run
+    from patient_ml.triggers.required_action import answer_settled
 
     engine = context.engine(args)
     user = context.actor(args)
@@ -202,6 +203,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
             override=getattr(args, "override", None),
         )
         doc = approval_to_wire(approval)
+    with session_scope(engine) as session:  # the decision is committed: close Airflow's record
+        answered = answer_settled(session, get_run(session, args.run_id), user, user)
+    if answered is not None:
+        doc["requiredAction"] = answered
     write_model_card(engine, _store(), args.run_id)
     if getattr(args, "deploy", False):
         doc["deployment"] = _deploy(args, engine)

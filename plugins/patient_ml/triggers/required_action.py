@@ -299,6 +299,35 @@ def close(
     return True
 
 
+def answer_settled(session: Any, run: Any, user_id: str, user_name: str) -> str | None:
+    """Write the decision that settled `run` into its Required Action at once, and resume its
+    waiting task (`hooks.airflow_required_actions`), so Airflow refuses any later response
+    there: one decision, one record, with or without a triggerer. Called right after a decision
+    is committed, by the REST API (in Airflow's API server) and the CLI (where Airflow's
+    metadata database is configured; elsewhere the approval task's trigger closes the request
+    when it next looks). None when there is nothing to answer (not settled yet under
+    `minApprovers`, or no DAG run waits), else the hook's outcome."""
+    from patient_ml.hooks.airflow_required_actions import RequiredActionHook
+    from patient_ml.services.approvals import decision_event, settled_decision
+
+    settled = settled_decision(session, run.id)
+    if settled is None or not (run.airflow_dag_id and run.airflow_run_id):
+        return None
+    event = decision_event(run.id, settled)
+    options, params_input = response_of(
+        event["status"], event["description"] or "", event["user"] or event["actor"],
+        event["channel"], event["override"],
+    )  # fmt: skip
+    return RequiredActionHook().answer(
+        run.airflow_dag_id,
+        run.airflow_run_id,
+        options=options,
+        params_input=params_input,
+        user_id=user_id,
+        user_name=user_name,
+    )
+
+
 def response_of(
     decision: str, description: str, decided_by: str, channel: str | None, override: bool
 ) -> tuple[list[str], dict[str, str]]:
