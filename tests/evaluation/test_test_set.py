@@ -11,7 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from patient_ml.evaluation.evaluate import EvaluationError, load_test_set
+from patient_ml.evaluation.evaluate import (
+    EvaluationError,
+    load_split,
+    load_splits,
+    load_test_set,
+)
 from patient_ml.storage import LocalArtifactStore
 
 DATASET, SNAPSHOT = "ds-clusters", "snap-clusters"
@@ -79,3 +84,24 @@ def test_every_test_example_copied_in_train_says_so(tmp_path: Path) -> None:
     entries = [_entry(i, cluster=f"{i:016x}", copiesInSplits=["train"]) for i in range(3)]
     with pytest.raises(EvaluationError, match=r"\(3 left out: a copy is in train\)"):
         load_test_set(_store(tmp_path, entries, HEADER), DATASET, SNAPSHOT)
+
+
+def test_several_splits_from_one_read_are_each_split_read_alone(tmp_path: Path) -> None:
+    """`load_splits` (the monitor's reference reads train, validation and test at once) gives
+    what one `load_split` per split gives, each split with its own cluster field."""
+    entries = [
+        _entry(0, split="train", cluster="a" * 16, patientKey="p0"),
+        _entry(1, split="train", cluster="a" * 16, patientKey="p1"),
+        _entry(2, split="validation", patientKey="p2", copiesInSplits=["train"]),
+        _entry(3, split="validation", patientKey="p3"),
+        _entry(4, cluster="b" * 16, patientKey="p4"),
+        _entry(5, status="draft", cluster="c" * 16, patientKey="p5"),
+    ]
+    store = _store(tmp_path, entries, {**HEADER, "format": "patient-ml-snapshot/2"})
+    splits = ("train", "validation", "test")
+    together = load_splits(store, DATASET, SNAPSHOT, splits)
+    assert together == {s: load_split(store, DATASET, SNAPSHOT, s) for s in splits}
+    assert [e.id for e in together["train"].examples] == ["doc-0", "doc-1"]
+    assert together["validation"].left_out == ("doc-2",)
+    assert together["validation"].cluster_field == "patientKey"
+    assert together["test"].cluster_field == "cluster"

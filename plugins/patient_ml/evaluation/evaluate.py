@@ -34,6 +34,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,12 +148,17 @@ def _cluster_of(entry: dict[str, Any]) -> tuple[str, str]:
 def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> TestSet:
     """The confirmed test examples of a snapshot with their clusters, less those with a copy in
     the train split (counted in `left_out`)."""
-    test = load_split(store, dataset_id, snapshot_id, "test")
+    return with_test_examples(load_split(store, dataset_id, snapshot_id, "test"))
+
+
+def with_test_examples(test: TestSet) -> TestSet:
+    """`test` (a snapshot's test split) when it holds a confirmed example, else the error that
+    says no model can be evaluated on it."""
     if not test.examples:
         also = f" ({len(test.left_out)} left out: a copy is in train)" if test.left_out else ""
         raise EvaluationError(
-            f"Snapshot {snapshot_id[:12]} has no confirmed examples in its test split{also}, so "
-            "no model can be evaluated.",
+            f"Snapshot {test.snapshot_id[:12]} has no confirmed examples in its test split{also}, "
+            "so no model can be evaluated.",
             fix="confirm labels of test-split images (or add data) and run again",
         )
     return test
@@ -160,21 +166,29 @@ def load_test_set(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Te
 
 def load_split(store: ArtifactStore, dataset_id: str, snapshot_id: str, split: str) -> TestSet:
     """The confirmed examples of one split of a snapshot (may be none), as `load_test_set`."""
+    return load_splits(store, dataset_id, snapshot_id, (split,))[split]
+
+
+def load_splits(
+    store: ArtifactStore, dataset_id: str, snapshot_id: str, splits: Sequence[str]
+) -> dict[str, TestSet]:
+    """The confirmed examples of each of `splits` (each may be none), from one read of the
+    manifest: validation and test examples with a copy in train are left out (`left_out`)."""
     entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
     header = next(entries)
-    examples = []
-    left_out = []
-    fields: set[str] = set()
+    examples: dict[str, list[TestExample]] = {split: [] for split in splits}
+    left_out: dict[str, list[str]] = {split: [] for split in splits}
+    fields: dict[str, set[str]] = {split: set() for split in splits}
     for entry in entries:
-        label = entry["label"]
-        if entry["split"] != split or label.get("status") != "confirmed":
+        label, split = entry["label"], entry["split"]
+        if split not in examples or label.get("status") != "confirmed":
             continue
         if "train" in (entry.get("copiesInSplits") or ()):
-            left_out.append(entry["id"])
+            left_out[split].append(entry["id"])
             continue
         cluster, field = _cluster_of(entry)
-        fields.add(field)
-        examples.append(
+        fields[split].add(field)
+        examples[split].append(
             TestExample(
                 id=entry["id"],
                 image_key=entry["image"]["key"],
@@ -188,13 +202,18 @@ def load_split(store: ArtifactStore, dataset_id: str, snapshot_id: str, split: s
                 ),
             )
         )
-    if left_out:
-        log.info("snapshot %s: %d confirmed %s example(s) left out: a copy is in train",
-                 snapshot_id[:12], len(left_out), split)  # fmt: skip
     labels = tuple((int(x["index"]), str(x["name"])) for x in header["labels"])
-    field = next((f for f in CLUSTER_FIELDS if f in fields), "id")  # the most specific present
-    return TestSet(dataset_id, snapshot_id, header["problemType"], labels, tuple(examples),
-                   cluster_field=field, left_out=tuple(left_out))  # fmt: skip
+    found = {}
+    for split in splits:
+        if left_out[split]:
+            log.info("snapshot %s: %d confirmed %s example(s) left out: a copy is in train",
+                     snapshot_id[:12], len(left_out[split]), split)  # fmt: skip
+        # the most specific cluster field present in the split
+        field = next((f for f in CLUSTER_FIELDS if f in fields[split]), "id")
+        found[split] = TestSet(dataset_id, snapshot_id, header["problemType"], labels,
+                               tuple(examples[split]), cluster_field=field,
+                               left_out=tuple(left_out[split]))  # fmt: skip
+    return found
 
 
 def contender(run: Run, role: str) -> Contender:

@@ -48,7 +48,7 @@ from patient_ml.db.models import (
     Snapshot,
 )
 from patient_ml.db.require import present
-from patient_ml.evaluation.evaluate import TestExample, TestSet, load_split, load_test_set
+from patient_ml.evaluation.evaluate import TestExample, TestSet, load_splits, with_test_examples
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap
 from patient_ml.monitoring import drift, estimated_performance
 from patient_ml.monitoring.features import NAMES as FEATURE_NAMES
@@ -102,9 +102,10 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
     report = _evaluation_report(store, run_id, report_uri)
     answers = {a["id"]: a for a in (report.get("challenger") or {}).get("answers") or []}
     prefix = snapshot_prefix(dataset_id)
-    test = load_test_set(store, dataset_id, snapshot_id)
+    splits = load_splits(store, dataset_id, snapshot_id, ("train", "validation", "test"))
+    test = with_test_examples(splits["test"])
     examples = len(test.examples)
-    population = _one_per_cluster(store, dataset_id, snapshot_id, test)
+    population = _one_per_cluster(splits)
     items: list[dict[str, Any]] = [
         *({"statistics": image_statistics(store.read_bytes(f"{prefix}/{e.image_key}")),
            "attributes": dict(e.attributes)} for e in population),
@@ -131,20 +132,16 @@ def build_reference(engine: Engine, store: ArtifactStore, run_id: str) -> dict[s
     return profile
 
 
-def _one_per_cluster(
-    store: ArtifactStore, dataset_id: str, snapshot_id: str, test: TestSet
-) -> list[TestExample]:
+def _one_per_cluster(splits: dict[str, TestSet]) -> list[TestExample]:
     """The images a window is compared with: one per independent cluster (patient, or copy
     group where larger; the first by id) of the snapshot's confirmed examples in every split,
     so that a cluster of copies weighs as one image and the reference is the population the
     champion learnt from, not only its small test split; at most MAX_REFERENCE_CLUSTERS
     (a seeded choice)."""
     chosen: dict[str, TestExample] = {}
-    for split in ("train", "validation"):
-        for example in load_split(store, dataset_id, snapshot_id, split).examples:
+    for split in ("train", "validation", "test"):
+        for example in splits[split].examples:
             chosen.setdefault(example.cluster, example)
-    for example in test.examples:
-        chosen.setdefault(example.cluster, example)
     found = sorted(chosen.values(), key=lambda e: e.id)
     if len(found) > MAX_REFERENCE_CLUSTERS:
         picked = np.random.default_rng(0).choice(len(found), MAX_REFERENCE_CLUSTERS, replace=False)
