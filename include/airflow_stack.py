@@ -27,11 +27,12 @@ from typing import Any
 
 import requests
 
-from include.demo_users import DEMO_USERS, simple_auth_manager_users
+from include.demo_users import DEMO_USERS, FAB_ROLES, simple_auth_manager_users
 
 ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = ROOT / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 # one user per Patient ML role (include/demo_users.py, docs/roles.md); name -> simple auth role
 USERS = {user.name: user.role for user in DEMO_USERS}
 
@@ -70,6 +71,10 @@ class AirflowStack:
     :param env: extra environment of every component (PATIENT_ML_* settings).
     :param port: API server port (default: a free one).
     :param parse_interval: seconds between two parses of the DAG file (new models appear then).
+    :param auth_manager: "simple" (Airflow's default; the demo users of
+        include/demo_users.py with generated passwords) or "fab" (the FAB auth manager of
+        `apache-airflow-providers-fab`: `migrate()` creates the same users with FAB's built-in
+        roles through `airflow users create`, passwords in the same `passwords.json`).
     """
 
     def __init__(
@@ -80,7 +85,11 @@ class AirflowStack:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         parse_interval: int = 5,
+        auth_manager: str = "simple",
     ) -> None:
+        if auth_manager not in ("simple", "fab"):
+            raise ValueError(f"auth_manager must be 'simple' or 'fab', not {auth_manager!r}")
+        self.auth_manager = auth_manager
         self.home = home.resolve()
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -121,6 +130,8 @@ class AirflowStack:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             **(env or {}),
         }
+        if auth_manager == "fab":
+            self.env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB_AUTH_MANAGER
 
     # ------------------------------------------------------------------ processes
     def airflow(self, *args: str, timeout: float = 600) -> str:
@@ -138,6 +149,32 @@ class AirflowStack:
 
     def migrate(self) -> None:
         self.airflow("db", "migrate")
+        if self.auth_manager == "fab":
+            self.create_fab_users()
+
+    def create_fab_users(self) -> None:
+        """The demo users under FAB, each with FAB's built-in role of its simple auth manager
+        role (Viewer, User, Op, Admin) and a generated password kept in `passwords.json` as the
+        simple auth manager keeps its own. What `airflow users create --role ...` does for each
+        (docs/roles.md), in one process: one `airflow` command takes 5-20 s to start. Users
+        that exist already are left as they are."""
+        passwords: dict[str, str] = {}
+        if self.passwords_file.exists():
+            passwords = json.loads(self.passwords_file.read_text())
+        users = [
+            {"name": u.name, "role": FAB_ROLES[u.role], "password": secrets.token_urlsafe(12)}
+            for u in DEMO_USERS
+            if u.name not in passwords
+        ]
+        done = subprocess.run(
+            [sys.executable, "-c", _CREATE_FAB_USERS], input=json.dumps(users), env=self.env,
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AirflowStackError(f"creating the FAB users failed:\n{done.stderr[-3000:]}")
+        passwords.update({u["name"]: u["password"] for u in users})
+        self.passwords_file.write_text(json.dumps(passwords, indent=2))
+        self.passwords_file.chmod(0o600)
 
     def start(self, components: tuple[str, ...] = COMPONENTS) -> None:
         """Start the components (all by default; the UI benchmark needs only the API server)."""
@@ -263,6 +300,24 @@ class RemoteAirflow(AirflowStack):
 
 
 JWT_SECRET_BYTES = 64
+
+# `airflow users create` (apache-airflow-providers-fab's user_command.users_create) for every
+# user of the JSON list on stdin, in one process.
+_CREATE_FAB_USERS = """
+import json, sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+with get_application_builder() as appbuilder:
+    for user in json.load(sys.stdin):
+        if appbuilder.sm.find_user(user["name"]):
+            continue
+        role = appbuilder.sm.find_role(user["role"])
+        if role is None:
+            raise SystemExit(f"no FAB role {user['role']!r}")
+        name, email = user["name"], f"{user['name']}@example.org"
+        if not appbuilder.sm.add_user(name, name, "demo", email, role, user["password"]):
+            raise SystemExit(f"FAB did not create the user {name!r}")
+"""
 
 
 class ApiClient:

@@ -38,6 +38,10 @@ APPROVER = "dr-approver"
 ML_ENGINEER = "ml-engineer"
 
 
+# The FAB auth manager's built-in role of each simple auth manager role (docs/roles.md).
+FAB_ROLES = {"admin": "Admin", "op": "Op", "user": "User", "viewer": "Viewer"}
+
+
 def simple_auth_manager_users() -> str:
     """The value of AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS."""
     return ",".join(f"{u.name}:{u.role}" for u in DEMO_USERS)

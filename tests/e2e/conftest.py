@@ -9,6 +9,7 @@ REST API); the DAG processor builds their DAGs on its next parse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -107,7 +108,21 @@ def _databases() -> Iterator[tuple[str | None, str | None]]:
 def airflow_deployment(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[E2EDeployment]:
-    root = tmp_path_factory.mktemp("e2e")
+    with start_deployment(tmp_path_factory.mktemp("e2e"), request) as deployment:
+        yield deployment
+
+
+@contextlib.contextmanager
+def start_deployment(
+    root: Path,
+    request: pytest.FixtureRequest,
+    *,
+    auth_manager: str = "simple",
+    mirrors: bool = True,
+) -> Iterator[E2EDeployment]:
+    """One Airflow in `root` with the product (see the module docstring); `auth_manager`:
+    AirflowStack's ("fab": tests/e2e/test_fab_roles.py); `mirrors`: OpenLineage and MLflow
+    (when installed), which a test of roles does without."""
     sources = root / "sources"
     sources.mkdir()
     databases = _databases()
@@ -123,9 +138,13 @@ def airflow_deployment(
         "PATIENT_ML_ARTIFACT_URI": (root / "artifacts").as_uri(),
         "PATIENT_ML_LOCAL_TRAINERS": f"{ECR_IMG_CLF_REPOSITORY}={IMG_CLF_TRAINER}",
     }
-    lineage_events = openlineage_file_transport(root, product_env, "patient-ml-e2e")
-    mlflow_url = _mlflow_mirror(request, product_env)
-    stack = AirflowStack(root / "airflow", metadata_db=metadata_db, env=product_env)
+    lineage_events = (
+        openlineage_file_transport(root, product_env, "patient-ml-e2e") if mirrors else None
+    )
+    mlflow_url = _mlflow_mirror(request, product_env) if mirrors else None
+    stack = AirflowStack(
+        root / "airflow", metadata_db=metadata_db, env=product_env, auth_manager=auth_manager
+    )
     stack.migrate()
     stack.start()
     try:

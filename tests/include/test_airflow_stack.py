@@ -38,3 +38,18 @@ def test_the_openlineage_transport_writes_one_file_under_the_root(tmp_path: Path
     assert env["AIRFLOW__OPENLINEAGE__NAMESPACE"] == "patient-ml-demo"
     # a second stack on the same root (a rerun of the demo) appends to the same file
     assert openlineage_file_transport(tmp_path, {}, "patient-ml-demo") == events
+
+
+def test_the_fab_variant_runs_the_fab_auth_manager_with_the_demo_users_roles(
+    tmp_path: Path,
+) -> None:
+    from include.airflow_stack import FAB_AUTH_MANAGER
+    from include.demo_users import DEMO_USERS, FAB_ROLES
+
+    simple = AirflowStack(tmp_path / "simple").env
+    assert simple.get("AIRFLOW__CORE__AUTH_MANAGER") != FAB_AUTH_MANAGER
+    stack = AirflowStack(tmp_path / "fab", auth_manager="fab")
+    assert stack.env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert {FAB_ROLES[u.role] for u in DEMO_USERS} == {"Admin", "Op", "User", "Viewer"}
+    with pytest.raises(ValueError, match="auth_manager"):
+        AirflowStack(tmp_path / "other", auth_manager="keycloak")

@@ -20,9 +20,19 @@ def test_approvers_are_assigned_by_name_under_the_simple_auth_manager() -> None:
     assert required_action.assignees([], SIMPLE) is None  # anyone with the decision right
 
 
-def test_no_assignment_where_user_ids_are_not_names() -> None:
-    """FAB's ids are `ab_user` row numbers: assigning names would refuse every approver."""
-    assert required_action.assignees(["dr-approver"], FAB) is None
+def test_under_fab_the_approvers_are_marked_for_the_api_server_to_resolve() -> None:
+    """FAB's ids are `ab_user` row numbers the task cannot read: it sends the names marked, and
+    the API server puts the ids in as it stores the request (tests/hooks/test_airflow_assignees)."""
+    assert required_action.assignees(["dr-approver"], FAB) == [
+        {"id": "patient-ml-user-name:dr-approver", "name": "dr-approver"}
+    ]
+    assert required_action.assignees([], FAB) is None
+
+
+def test_no_assignment_under_another_auth_manager() -> None:
+    """Keycloak's ids are UUIDs nobody here can look up: the request stays unassigned."""
+    keycloak = "airflow.providers.keycloak.auth_manager.keycloak_auth_manager.KeycloakAuthManager"
+    assert required_action.assignees(["dr-approver"], keycloak) is None
 
 
 def test_the_configured_auth_manager_decides(monkeypatch: pytest.MonkeyPatch) -> None:

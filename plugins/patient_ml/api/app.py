@@ -34,6 +34,7 @@ from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_monitoring import router as monitoring_router
 from patient_ml.api.routes_overview import router as overview_router
 from patient_ml.api.routes_runs import router as runs_router
+from patient_ml.hooks.airflow_assignees import install as install_assignee_resolver
 
 URL_PREFIX = "/v1/patient-ml"
 
@@ -116,6 +117,8 @@ def create_app() -> FastAPI:
         openapi_tags=[{"name": tag, "description": text} for tag, _, text in API_TAGS],
     )
     install_error_handlers(app)
+    # under FAB, the approvers' Required Actions get their ab_user ids as Airflow stores them
+    install_assignee_resolver()
     app.add_middleware(BodySizeLimit)
     app.include_router(configs_router)
     app.include_router(runs_router)

@@ -2,17 +2,18 @@
 
 `await_approval` registers a HITL request for its task instance (the `hitl_detail` row Airflow's
 Required Actions page and `GET /api/v2/dags/~/dagRuns/~/hitlDetails` list): options Approve /
-Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` (as
-Airflow user ids: the user names with the simple auth manager; with another auth manager, whose
-ids are not the names, unassigned, see `assignees`) who have not approved yet. The body first
-says who may decide, then shows challenger vs champion with intervals, the change-control rules
-and whether they hold, a repeat of a rejected run and the approvals so far. When approving needs
-an override (`services.gate`), the options are "Approve with override" / Reject and the form
-asks for the override's own justification. A response there resumes the task, which records it
-through the same decision service as the REST API. A decision made elsewhere closes the request
-with that decision, so no stale entry is left: at once when it is made in Airflow's API server
-(the REST API and the Patient ML pages, `patient_ml.hooks.airflow_required_actions`, which also
-resumes the task without a triggerer), else from the trigger when it next looks.
+Reject, a required `justification`, assigned to the model's `approvalPolicy.approvers` who have
+not approved yet (as Airflow user ids: the user names with the simple auth manager, FAB's
+`ab_user` ids looked up by the API server with FAB, unassigned with another auth manager; see
+`assignees`). The body first says who may decide, then shows challenger vs champion with
+intervals, the change-control rules and whether they hold, a repeat of a rejected run and the
+approvals so far. When approving needs an override (`services.gate`), the options are "Approve
+with override" / Reject and the form asks for the override's own justification. A response there
+resumes the task, which records it through the same decision service as the REST API. A decision
+made elsewhere closes the request with that decision, so no stale entry is left: at once when it
+is made in Airflow's API server (the REST API and the Patient ML pages,
+`patient_ml.hooks.airflow_required_actions`, which also resumes the task without a triggerer),
+else from the trigger when it next looks.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
@@ -84,6 +85,16 @@ def params_of(override: bool) -> dict[str, Any]:
 
 
 SIMPLE_AUTH_MANAGER = "SimpleAuthManager"
+FAB_AUTH_MANAGER = "FabAuthManager"
+
+
+def auth_manager_kind(auth_manager: str | None = None) -> str:
+    """The configured auth manager's class name (`[core] auth_manager`)."""
+    if auth_manager is None:
+        from airflow.configuration import conf
+
+        auth_manager = conf.get("core", "auth_manager", fallback="") or ""
+    return auth_manager.rsplit(".", 1)[-1]
 
 
 def ids_are_names(auth_manager: str | None = None) -> bool:
@@ -92,22 +103,27 @@ def ids_are_names(auth_manager: str | None = None) -> bool:
     (`BaseAuthManager.is_authorized_hitl_task`: `user.get_id() in assigned_users`): with the
     simple auth manager the id is the name; with FAB it is the numeric row id of `ab_user`
     (Keycloak: a UUID), which the worker cannot look up."""
-    if auth_manager is None:
-        from airflow.configuration import conf
-
-        auth_manager = conf.get("core", "auth_manager", fallback="") or ""
-    return auth_manager.rsplit(".", 1)[-1] == SIMPLE_AUTH_MANAGER
+    return auth_manager_kind(auth_manager) == SIMPLE_AUTH_MANAGER
 
 
 def assignees(approvers: list[str], auth_manager: str | None = None) -> list[dict[str, str]] | None:
     """HITL assigned users from `approvalPolicy.approvers`, so that Airflow itself refuses a
-    response from anyone else (403 "not a respondent"). None (anyone with the decision right
-    may respond in Airflow) when the model names no approvers, or when the auth manager's user
-    ids are not the names (see `ids_are_names`): then the decision service refuses a response
-    from a non-approver (audited) and the request opens again."""
-    if not approvers or not ids_are_names(auth_manager):
+    response from anyone else (403 "not a respondent"). With the simple auth manager the ids
+    are the names; with FAB each id is a mark the API server replaces with the user's `ab_user`
+    id as it stores the request (`patient_ml.hooks.airflow_assignees`). None (anyone with the
+    decision right may respond in Airflow) when the model names no approvers, or under another
+    auth manager whose ids cannot be found from a name here: then the decision service refuses
+    a response from a non-approver (audited) and the request opens again."""
+    if not approvers:
         return None
-    return [{"id": name, "name": name} for name in approvers]
+    kind = auth_manager_kind(auth_manager)
+    if kind == SIMPLE_AUTH_MANAGER:
+        return [{"id": name, "name": name} for name in approvers]
+    if kind == FAB_AUTH_MANAGER:
+        from patient_ml.hooks.airflow_assignees import marked
+
+        return [marked(name) for name in approvers]
+    return None
 
 
 def who_may_decide(approvers: list[str]) -> str:
