@@ -289,3 +289,24 @@ def test_a_split_salt_must_be_16_to_64_printable_characters(capsys, salt: str) -
         main(["datasets", "create", "-f", "x.yaml", "--split-salt", salt])
     assert stopped.value.code == 2
     assert "a split salt is 16-64 printable ASCII characters" in capsys.readouterr().err
+
+
+def test_airflow_output_goes_to_stderr_so_json_stays_parseable() -> None:
+    """A logging handler bound to the stdout it found (as Airflow configures its logging) writes
+    to stderr inside `airflow_output_to_stderr`; the command's own result still reaches stdout."""
+    script = (
+        "import logging, sys\n"
+        "from patient_ml.cli.context import airflow_output_to_stderr\n"
+        "log = logging.getLogger('airflow-like')\n"
+        "log.addHandler(logging.StreamHandler(sys.stdout))\n"
+        "log.setLevel(logging.INFO)\n"
+        "print('before', flush=False)\n"
+        "with airflow_output_to_stderr():\n"
+        "    log.info('a log line')\n"
+        "    print('also redirected')\n"
+        "print('{\"result\": 1}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert done.stdout.splitlines() == ["before", '{"result": 1}']
+    assert done.stderr.splitlines() == ["a log line", "also redirected"]

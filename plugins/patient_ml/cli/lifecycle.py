@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import logging
 import shutil
@@ -137,7 +136,7 @@ def cmd_create_run(args: argparse.Namespace) -> int:
     from patient_ml.services.runs import get_run, run_to_wire, start_run
 
     engine = context.engine(args)
-    with contextlib.redirect_stdout(sys.stderr):  # Airflow logs to stdout; keep it for the result
+    with context.airflow_output_to_stderr():  # Airflow logs to stdout; keep it for the result
         run, triggered = start_run(
             engine,
             args.model,
@@ -203,7 +202,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
             override=getattr(args, "override", None),
         )
         doc = approval_to_wire(approval)
-    with session_scope(engine) as session:  # the decision is committed: close Airflow's record
+    # the decision is committed: close Airflow's record
+    with context.airflow_output_to_stderr(), session_scope(engine) as session:
         answered = answer_settled(session, get_run(session, args.run_id), user, user)
     if answered is not None:
         doc["requiredAction"] = answered
