@@ -31,7 +31,7 @@ export function describeNextRun(next: NextRun | undefined): { text: string; deta
   }
 }
 
-export function formatDuration(start?: number, end?: number): string {
+export function formatDuration(start?: number | null, end?: number | null): string {
   if (!start || !end) return "—";
   const seconds = Math.max(0, Math.round((end - start) / 1000));
   if (seconds < 60) return `${seconds} s`;

@@ -1,18 +1,22 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 
 import { prefetch } from "./api";
 import { App } from "./App";
+import { Providers } from "./components/Providers";
 import { parseView } from "./format";
 import { FIRST_MODELS_PAGE } from "./pages/ModelsPage";
-import { followColorMode, system } from "./theme";
+import { modelSummariesOptions } from "./queries";
+import { createQueryClient } from "./queryClient";
+import { followColorMode } from "./theme";
 
 followColorMode();
 
+const queryClient = createQueryClient();
+
 // The page's first data is requested now, while the page's code is still loading.
 const view = parseView(window.location.search);
-if (view.kind === "models") prefetch("/model-summaries", FIRST_MODELS_PAGE);
+if (view.kind === "models") void queryClient.prefetchQuery(modelSummariesOptions(FIRST_MODELS_PAGE));
 if (view.kind !== "models" && view.modelId) {
   prefetch(`/models/${view.modelId}`);
   prefetch(`/models/${view.modelId}/permissions`);
@@ -21,8 +25,8 @@ if (view.kind !== "models" && view.modelId) {
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
-    <ChakraProvider value={system}>
+    <Providers client={queryClient}>
       <App />
-    </ChakraProvider>
+    </Providers>
   </StrictMode>,
 );

@@ -307,7 +307,7 @@ function Trials({ run }: { run: Run }) {
   if (!trials.data) return <Loading what="trials" />;
   const rows = trials.data.trials;
   if (rows.length === 0) return <Empty>No trials yet.</Empty>;
-  const names = [...new Set(rows.flatMap((t) => Object.keys(t.params)))];
+  const names = [...new Set(rows.flatMap((t) => Object.keys(t.params ?? {})))];
   return (
     <Box>
       <Section title="Objective over trials">
@@ -340,7 +340,7 @@ function Trials({ run }: { run: Run }) {
                 </Table.Cell>
                 <Table.Cell textAlign="end">{formatNumber(t.value, 4)}</Table.Cell>
                 {names.map((n) => (
-                  <Table.Cell key={n}>{formatParam(t.params[n])}</Table.Cell>
+                  <Table.Cell key={n}>{formatParam(t.params?.[n])}</Table.Cell>
                 ))}
                 <Table.Cell>{formatDuration(t.start, t.end)}</Table.Cell>
                 <Table.Cell maxW="sm" whiteSpace="pre-wrap" fontSize="xs" color="fg.error">
