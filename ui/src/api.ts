@@ -83,30 +83,13 @@ client.interceptors.error.use((error, response) =>
   response ? apiError(response.status, response.statusText, error) : (error as Error),
 );
 
-// GETs started ahead of time (e.g. a tab's first page while its page's header loads), used once.
-const prefetched = new Map<string, Promise<unknown>>();
-
-export function prefetch(path: string, query?: Record<string, unknown>): void {
-  const key = target(path, query);
-  if (!prefetched.has(key)) {
-    const started = request(key, "GET");
-    started.catch(() => undefined); // reported by whoever uses it
-    prefetched.set(key, started);
-  }
-}
-
+/** A request the generated client does not make yet (see queries.ts for the pages that use it). */
 export async function api<T>(
   path: string,
   init: { method?: string; body?: unknown; query?: Record<string, unknown>; headers?: Record<string, string> } = {},
 ): Promise<T> {
   const method = init.method ?? "GET";
-  const key = target(path, init.query, method);
-  if (method === "GET" && prefetched.has(key)) {
-    const early = prefetched.get(key)!;
-    prefetched.delete(key);
-    return early as Promise<T>;
-  }
-  return request<T>(key, method, init.body, init.headers);
+  return request<T>(target(path, init.query, method), method, init.body, init.headers);
 }
 
 /** The URL of an API path for an <img> (same origin: the browser sends the Airflow session). */
@@ -383,17 +366,3 @@ export type Deployment = generated.DeploymentEntry;
 export type LogEvent = generated.LogEvent;
 
 export type DeploymentResult = generated.DeploymentResult;
-
-/** Deploy an approved run now (POST .../deployment; answers when the deployment is done). */
-export function deployRun(modelId: string, runId: string): Promise<{ deployment: DeploymentResult }> {
-  return api(`/models/${modelId}/runs/${runId}/deployment`, { method: "POST", body: {} });
-}
-
-/** Roll back to an earlier champion: approve it again with a justification, then deploy it. */
-export function rollbackTo(
-  modelId: string,
-  runId: string,
-  description: string,
-): Promise<{ approvalDecision: ApprovalDecision; deployment: DeploymentResult }> {
-  return api(`/models/${modelId}/runs/${runId}/rollback`, { method: "POST", body: { description } });
-}

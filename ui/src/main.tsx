@@ -1,12 +1,11 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 
-import { prefetch } from "./api";
 import { App } from "./App";
 import { Providers } from "./components/Providers";
 import { parseView } from "./format";
 import { FIRST_MODELS_PAGE } from "./pages/ModelsPage";
-import { modelSummariesOptions } from "./queries";
+import { modelOptions, modelSummariesOptions, permissionsOptions, runOptions, runsOptions } from "./queries";
 import { createQueryClient } from "./queryClient";
 import { followColorMode } from "./theme";
 
@@ -18,9 +17,10 @@ const queryClient = createQueryClient();
 const view = parseView(window.location.search);
 if (view.kind === "models") void queryClient.prefetchQuery(modelSummariesOptions(FIRST_MODELS_PAGE));
 if (view.kind !== "models" && view.modelId) {
-  prefetch(`/models/${view.modelId}`);
-  prefetch(`/models/${view.modelId}/permissions`);
-  if (view.kind === "model") prefetch(`/models/${view.modelId}/runs`, { limit: 25, offset: 0 });
+  void queryClient.prefetchQuery(modelOptions(view.modelId));
+  void queryClient.prefetchQuery(permissionsOptions(view.modelId));
+  if (view.kind === "model") void queryClient.prefetchQuery(runsOptions(view.modelId, { limit: 25, offset: 0 }));
+  if (view.kind === "run" && view.runId) void queryClient.prefetchQuery(runOptions(view.modelId, view.runId));
 }
 
 createRoot(document.getElementById("root")!).render(

@@ -1,6 +1,7 @@
 // The pages' data: TanStack Query hooks over the generated client (src/client, `make ui-client`).
 // Query keys come from the generated options, so two components asking for the same thing share
 // one request and one cache entry; every write invalidates the queries of the model it changed.
+import { useEffect, useRef } from "react";
 import { keepPreviousData, type QueryClient, type UseQueryResult, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 
 import type { Model, Permissions, Run } from "./api";
@@ -128,9 +129,13 @@ export function useRunRef(
   return { ...loaded(ref), data: ref.data?.run };
 }
 
+export function runOptions(modelId: string, runId: string) {
+  return getRunOptions({ path: { model_id: modelId, run_id: runId } });
+}
+
 export function useRun(modelId: string | undefined, runId: string | undefined, refetchInterval: number | false = false) {
   const run = useQuery({
-    ...getRunOptions({ path: { model_id: modelId ?? "", run_id: runId ?? "" } }),
+    ...runOptions(modelId ?? "", runId ?? ""),
     enabled: !!(modelId && runId),
     refetchInterval,
   });
@@ -175,4 +180,17 @@ export function useRollback(modelId: string) {
     ...createRollbackMutation(),
     onSettled: () => invalidateModel(client, modelId),
   });
+}
+
+/** Ask `query` again when `deps` change after its first answer (what the page shows moved on
+ * without a write from this page: the pipeline deployed, another user decided). */
+export function useRefetchOn(query: { refetch: () => unknown }, deps: unknown[]): void {
+  const signature = JSON.stringify(deps);
+  const seen = useRef(signature);
+  const { refetch } = query;
+  useEffect(() => {
+    if (seen.current === signature) return;
+    seen.current = signature;
+    void refetch();
+  }, [signature, refetch]);
 }

@@ -1,9 +1,9 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import type { Run } from "../api";
-import { system } from "../theme";
+import { createQueryClient } from "../queryClient";
+import { Providers } from "./Providers";
 import { ApprovalForm } from "./ApprovalForm";
 
 const run: Run = {
@@ -19,9 +19,9 @@ const run: Run = {
 function show(props: Partial<Parameters<typeof ApprovalForm>[0]> = {}) {
   const onDecided = vi.fn();
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ApprovalForm run={run} mayDecide onDecided={onDecided} {...props} />
-    </ChakraProvider>,
+    </Providers>,
   );
   return onDecided;
 }
