@@ -12,6 +12,7 @@ import {
   createRunMutation,
   getDagModelRefOptions,
   getDagRunRefOptions,
+  listDatasetsOptions,
   getDatasetOptions,
   getModelOptions,
   getPermissionsOptions,
@@ -19,7 +20,8 @@ import {
   listModelSummariesOptions,
   listRunsOptions,
 } from "./client/@tanstack/react-query.gen";
-import type { ListModelSummariesData, ListRunsData } from "./client/types.gen";
+import { createDataset, createModel, updateDataset, updateModel } from "./client/sdk.gen";
+import type { DatasetConfigInput, ListModelSummariesData, ListRunsData, ModelConfigInput } from "./client/types.gen";
 import type { Loaded } from "./components/common";
 
 /** A query in the shape the pages' loading/error/reload code reads. */
@@ -193,4 +195,35 @@ export function useRefetchOn(query: { refetch: () => unknown }, deps: unknown[])
     seen.current = signature;
     void refetch();
   }, [signature, refetch]);
+}
+
+/** The dataset configs (the model form's dataset choice). */
+export function useDatasets(enabled = true) {
+  return useQuery({ ...listDatasetsOptions(), enabled });
+}
+
+/** Create or replace a model or dataset config (the API validates; its field errors come back
+ * as an ApiError). A saved config's queries, and the Models table, are asked again. */
+export function useSaveConfig(kind: "model" | "dataset", id: string | undefined) {
+  const client = useQueryClient();
+  return useMutation({
+    mutationFn: async (body: Record<string, unknown>): Promise<{ id: string }> => {
+      if (kind === "model") {
+        const options = { body: body as ModelConfigInput, throwOnError: true } as const;
+        const { data } = id ? await updateModel({ ...options, path: { model_id: id } }) : await createModel(options);
+        return data.model;
+      }
+      const options = { body: body as DatasetConfigInput, throwOnError: true } as const;
+      const { data } = id ? await updateDataset({ ...options, path: { dataset_id: id } }) : await createDataset(options);
+      return data.dataset;
+    },
+    onSuccess: (saved) =>
+      kind === "model"
+        ? invalidateModel(client, saved.id)
+        : Promise.all([
+            invalidateDataset(client, saved.id),
+            client.invalidateQueries({ queryKey: [{ _id: "listDatasets" }] }),
+            client.invalidateQueries({ queryKey: [{ _id: "listModelSummaries" }] }),
+          ]),
+  });
 }
