@@ -343,19 +343,7 @@ export interface Run {
 
 export type ReliabilityBin = generated.ReliabilityBin;
 
-export interface Model {
-  id: string;
-  name: string;
-  description: string;
-  datasetId: string;
-  championId?: string | null;
-  dagId: string;
-  slug: string;
-  trainingApproach: Record<string, unknown>;
-  deployApproach: Record<string, unknown>;
-  approvalPolicy?: Record<string, unknown>;
-  revision?: number;
-}
+export type Model = generated.ModelConfig;
 
 export type Permissions = generated.ModelPermissions;
 
