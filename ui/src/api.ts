@@ -288,58 +288,42 @@ export type TagMove = generated.TagMove;
 
 export type RunProvenance = generated.RunProvenance;
 
-export interface Run {
-  id: string;
-  slug: string;
-  modelId: string;
-  status: "running" | "succeeded" | "failed";
-  error?: string;
-  deployStatus?: string;
-  deployError?: string;
-  start?: number;
-  end?: number;
-  hyperparameters?: { name: string; value: string }[];
-  championId?: string;
-  metrics: { challenger: Metric[]; champion: Metric[] };
-  approvals: ApprovalDecision[];
-  snapshotId?: string;
-  evaluation?: {
-    testExamples?: number;
-    /** Independent clusters among the test images (patients, or copy groups where larger). */
-    testClusters?: number | null;
-    /** Field of the snapshot manifest the clusters came from. */
-    clusterField?: "cluster" | "patientKey" | "id" | null;
-    /** Test images left out because a copy of them is in the train split. */
-    testExamplesLeftOut?: number;
-    resampling?: Resampling | null;
-    testSetSha256?: string;
-    championId?: string | null;
-    deltas?: Record<string, MetricDelta>;
-    confusionMatrix?: Record<string, ConfusionMatrix>;
-    reliability?: Record<string, ReliabilityBin[]>;
-    /** Each model's operating point (challenger: chosen now; champion: its stored one). */
-    operatingPoints?: Record<string, OperatingPoint>;
-    /** The challenger's most confident test errors with saliency maps (imgClf). */
-    failureCases?: FailureCases;
-    /** Subgroups of the test set (sex, age band, site, device, ...), when the snapshot has them. */
-    subgroups?: Subgroup[];
-    subgroupSettings?: SubgroupSettings | null;
-    note?: string;
-  };
-  operatingPoint?: OperatingPoint;
-  gate?: Gate;
-  provenance?: RunProvenance;
-  approvalStatus?: string;
-  approvalDeadline?: number;
-  airflow?: { dagId?: string; runId?: string };
-  triggeredBy?: string;
-  modelArtifactUri?: string;
-  trainingApproach?: { objective?: { metric?: string; direction?: string } };
-  problemDefinition?: {
-    problemType?: string;
-    labelDefinition?: { labels?: { name: string; index: number }[] };
-  };
+/** A run's evaluation (view=extended; the API types it as an object: this is what it holds). */
+export interface RunEvaluation {
+  testExamples?: number;
+  /** Independent clusters among the test images (patients, or copy groups where larger). */
+  testClusters?: number | null;
+  /** Field of the snapshot manifest the clusters came from. */
+  clusterField?: "cluster" | "patientKey" | "id" | null;
+  /** Test images left out because a copy of them is in the train split. */
+  testExamplesLeftOut?: number;
+  resampling?: Resampling | null;
+  testSetSha256?: string;
+  championId?: string | null;
+  deltas?: Record<string, MetricDelta>;
+  confusionMatrix?: Record<string, ConfusionMatrix>;
+  reliability?: Record<string, ReliabilityBin[]>;
+  /** Each model's operating point (challenger: chosen now; champion: its stored one). */
+  operatingPoints?: Record<string, OperatingPoint>;
+  /** The challenger's most confident test errors with saliency maps (imgClf). */
+  failureCases?: FailureCases;
+  /** Subgroups of the test set (sex, age band, site, device, ...), when the snapshot has them. */
+  subgroups?: Subgroup[];
+  subgroupSettings?: SubgroupSettings | null;
+  note?: string;
 }
+
+/** A generated type's named fields (without its index signature, which Omit would collapse). */
+type Known<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
+
+/** A run (view=extended): the generated ModelRunExtended, with the parts the API leaves untyped
+ * (evaluation, gate, operating point, the decisions' criteria) as the pages read them. */
+export type Run = Omit<Known<generated.ModelRunExtended>, "evaluation" | "gate" | "operatingPoint" | "approvals"> & {
+  approvals: ApprovalDecision[];
+  evaluation?: RunEvaluation | null;
+  gate?: Gate | null;
+  operatingPoint?: OperatingPoint | null;
+};
 
 export type ReliabilityBin = generated.ReliabilityBin;
 

@@ -194,7 +194,7 @@ function Overview({
           <StatusBadge status={run.approvalStatus} />
         </Fact>
         <Fact label="Deployment">
-          <StatusBadge status={run.deployStatus} />
+          <StatusBadge status={run.deployStatus ?? undefined} />
         </Fact>
         <Fact label="Artifact">
           {run.modelArtifactUri ? (
@@ -221,7 +221,7 @@ function Overview({
         </Section>
       )}
       <Section title="Change-control gate">
-        <GatePanel gate={run.gate} />
+        <GatePanel gate={run.gate ?? undefined} />
       </Section>
       <Section title="Subgroups (sex, age band, site, device)">
         <SubgroupTable run={run} />
@@ -238,7 +238,7 @@ function Overview({
         </Section>
       )}
       <Section title="Provenance (what trained and served this run)">
-        <ProvenancePanel provenance={run.provenance} />
+        <ProvenancePanel provenance={run.provenance ?? undefined} />
       </Section>
       <Section title="Decision and deployment">
         {run.approvals.length > 0 && (
