@@ -21,7 +21,7 @@ PYTEST_WORKERS ?= 0
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup ui ui-test demo demo-stop test lint docs format clean
+.PHONY: setup ui ui-client ui-test demo demo-stop test lint docs format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ $(UI_BUILT): $(UI_MODULES) $(UI_SOURCES)
 	cd ui && npm run build --silent
 
 ui: $(UI_BUILT)
+
+# The UI's API client (ui/src/client: types, SDK, TanStack Query options) from the API's OpenAPI
+# document (ui/openapi.json, written from the FastAPI app without a server). Run it after changing
+# a route or a response model, and commit both; tests/ui/test_generated_client.py checks them.
+ui-client: $(STAMP) $(UI_MODULES)
+	$(BIN)/python include/write_openapi.py
+	cd ui && npm run generate-client --silent
 
 ui-test: $(UI_MODULES)
 	cd ui && npm test --silent

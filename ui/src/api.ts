@@ -1,6 +1,8 @@
 // The Patient ML REST API, called with the user's own Airflow session (the `_token` cookie the
 // Airflow UI keeps, sent by the browser on same-origin requests): no second login.
 
+import { client } from "./client/client.gen";
+import type * as generated from "./client/types.gen";
 import type { FailureCases } from "./failureCases";
 
 export const API_BASE = new URL("../v1/patient-ml", document.baseURI).pathname;
@@ -31,14 +33,17 @@ export async function parseError(response: Response): Promise<ApiError> {
   } catch {
     /* not JSON: keep the status line */
   }
-  const error = (body as { error?: { message?: string; fix?: string; errors?: FieldError[] } })
+  return apiError(response.status, response.statusText, body);
+}
+
+/** The ApiError of an answer's status and (parsed) body: the API's ErrorResponse when it is one. */
+export function apiError(status: number, statusText: string, body: unknown): ApiError {
+  const error = (body as { error?: { message?: string; fix?: string; errors?: FieldError[] } } | null)
     ?.error;
   const message =
     error?.message ??
-    (response.status === 401
-      ? "Your Airflow session has ended; sign in to Airflow again."
-      : `${response.status} ${response.statusText}`);
-  return new ApiError(response.status, message, error?.fix, error?.errors ?? []);
+    (status === 401 ? "Your Airflow session has ended; sign in to Airflow again." : `${status} ${statusText}`);
+  return new ApiError(status, message, error?.fix, error?.errors ?? []);
 }
 
 function target(path: string, query: Record<string, unknown> = {}, method = "GET"): string {
@@ -52,30 +57,39 @@ function target(path: string, query: Record<string, unknown> = {}, method = "GET
   return url.pathname + url.search;
 }
 
-// GETs started ahead of time (e.g. a tab's first page while its page's header loads), used once.
-const prefetched = new Map<string, Promise<unknown>>();
-
-export function prefetch(path: string, query?: Record<string, unknown>): void {
-  const key = target(path, query);
-  if (!prefetched.has(key)) {
-    const started = request(key, "GET");
-    started.catch(() => undefined); // reported by whoever uses it
-    prefetched.set(key, started);
-  }
+/** The generated client's transport (src/client, `make ui-client`): the same request as every
+ * page made before it, a same-origin path with the Airflow session cookie, GETs in the extended
+ * view unless they name one, decisions recorded with the channel `ui`. */
+export async function transport(input: RequestInfo | URL): Promise<Response> {
+  const request = input instanceof Request ? input : new Request(input);
+  const url = new URL(request.url);
+  const query = Object.fromEntries(url.searchParams);
+  const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.text();
+  const headers: Record<string, string> = {};
+  request.headers.forEach((value, key) => {
+    if (key !== "content-type") headers[key] = value;
+  });
+  return send(target(url.pathname.slice(API_BASE.length), query, request.method), request.method, body || undefined, headers);
 }
 
+client.setConfig({
+  baseUrl: window.location.origin + API_BASE,
+  fetch: transport,
+  // The API answers JSON; a test's Response has no Content-Type to go by.
+  parseAs: "json",
+});
+// Errors thrown by the generated functions and query options are ApiErrors, as the pages show them.
+client.interceptors.error.use((error, response) =>
+  response ? apiError(response.status, response.statusText, error) : (error as Error),
+);
+
+/** A request the generated client does not make yet (see queries.ts for the pages that use it). */
 export async function api<T>(
   path: string,
   init: { method?: string; body?: unknown; query?: Record<string, unknown>; headers?: Record<string, string> } = {},
 ): Promise<T> {
   const method = init.method ?? "GET";
-  const key = target(path, init.query, method);
-  if (method === "GET" && prefetched.has(key)) {
-    const early = prefetched.get(key)!;
-    prefetched.delete(key);
-    return early as Promise<T>;
-  }
-  return request<T>(key, method, init.body, init.headers);
+  return request<T>(target(path, init.query, method), method, init.body, init.headers);
 }
 
 /** The URL of an API path for an <img> (same origin: the browser sends the Airflow session). */
@@ -83,8 +97,8 @@ export function apiUrl(path: string, query: Record<string, unknown> = {}): strin
   return target(path, query, "IMG");
 }
 
-async function request<T>(url: string, method: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
-  const response = await fetch(url, {
+function send(url: string, method: string, body?: string, headers?: Record<string, string>): Promise<Response> {
+  return fetch(url, {
     method,
     credentials: "same-origin",
     // Decisions made here are recorded with the channel `ui` (the REST API's default is `api`).
@@ -93,35 +107,19 @@ async function request<T>(url: string, method: string, body?: unknown, headers?:
       ...headers,
       ...(body === undefined ? {} : { "Content-Type": "application/json" }),
     },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body,
   });
+}
+
+async function request<T>(url: string, method: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+  const response = await send(url, method, body === undefined ? undefined : JSON.stringify(body), headers);
   if (!response.ok) throw await parseError(response);
   return (await response.json()) as T;
 }
 
-export interface ModelSummary {
-  id: string;
-  name: string;
-  description: string;
-  slug: string;
-  dagId: string;
-  problemType: "imgClf" | "imgSeg";
-  datasetId: string;
-  datasetName: string;
-  deployed: boolean;
-  runCount: number;
-  headlineMetric: string;
-  champion?: { id: string; slug: string; metricName: string; metricValue?: number };
-  lastRun?: { id: string; slug: string; status: string; start?: number; end?: number };
-  nextRun: NextRun;
-}
+export type ModelSummary = generated.ModelSummary;
 
-/** The model's next DAG run as Airflow's scheduler sees it (see the API's NextRun). */
-export interface NextRun {
-  state: "scheduled" | "manual" | "onAssets" | "paused" | "ended" | "notInAirflow";
-  at?: number;
-  schedule?: string;
-}
+export type NextRun = generated.NextRun;
 
 export interface Metric {
   name: string;
@@ -284,190 +282,59 @@ export interface ConfusionMatrix {
   counts: number[][];
 }
 
-/** One image as it ran (see docs/training.md, "Provenance"). */
-export interface ImageRecord {
-  role: "training" | "inference";
-  /** The image as the model config names it (tag or digest). */
-  reference: string;
-  /** docker, local or sagemaker. */
-  backend: string;
-  /** What runs are compared by: Docker image id, local folder sha256, SageMaker pinned digest. */
-  digest?: string;
-  imageId?: string;
-  repoDigests?: string[];
-  resolvedImage?: string;
-}
+export type ImageRecord = generated.ImageRecord;
 
-export interface TagMove {
-  role: "training" | "inference";
-  reference: string;
-  digest: string;
-  previousDigest: string;
-  previousRunId: string;
-  previousRunSlug: string;
-}
+export type TagMove = generated.TagMove;
 
-/** What exactly trained and served a run (extension, one run only). */
-export interface RunProvenance {
-  training?: ImageRecord;
-  inference?: ImageRecord;
-  trainer?: {
-    python?: string;
-    implementation?: string;
-    interpreter?: string;
-    libraries?: Record<string, string>;
-    reportedBy: "trainer" | "host";
-  };
-  package?: {
-    name: string;
-    version: string;
-    commit: string;
-    dirty?: boolean;
-    commitSource: "git" | "direct_url" | "env" | "unknown";
-  };
-  sampler?: { name: string; seed: number; trialSeed: string; pruner: string };
-  bestTrial?: number;
-  tagMoved?: TagMove[];
-}
+export type RunProvenance = generated.RunProvenance;
 
-export interface Run {
-  id: string;
-  slug: string;
-  modelId: string;
-  status: "running" | "succeeded" | "failed";
-  error?: string;
-  deployStatus?: string;
-  deployError?: string;
-  start?: number;
-  end?: number;
-  hyperparameters?: { name: string; value: string }[];
-  championId?: string;
-  metrics: { challenger: Metric[]; champion: Metric[] };
-  approvals: ApprovalDecision[];
-  snapshotId?: string;
-  evaluation?: {
-    testExamples?: number;
-    /** Independent clusters among the test images (patients, or copy groups where larger). */
-    testClusters?: number | null;
-    /** Field of the snapshot manifest the clusters came from. */
-    clusterField?: "cluster" | "patientKey" | "id" | null;
-    /** Test images left out because a copy of them is in the train split. */
-    testExamplesLeftOut?: number;
-    resampling?: Resampling | null;
-    testSetSha256?: string;
-    championId?: string | null;
-    deltas?: Record<string, MetricDelta>;
-    confusionMatrix?: Record<string, ConfusionMatrix>;
-    reliability?: Record<string, ReliabilityBin[]>;
-    /** Each model's operating point (challenger: chosen now; champion: its stored one). */
-    operatingPoints?: Record<string, OperatingPoint>;
-    /** The challenger's most confident test errors with saliency maps (imgClf). */
-    failureCases?: FailureCases;
-    /** Subgroups of the test set (sex, age band, site, device, ...), when the snapshot has them. */
-    subgroups?: Subgroup[];
-    subgroupSettings?: SubgroupSettings | null;
-    note?: string;
-  };
-  operatingPoint?: OperatingPoint;
-  gate?: Gate;
-  provenance?: RunProvenance;
-  approvalStatus?: string;
-  approvalDeadline?: number;
-  airflow?: { dagId?: string; runId?: string };
-  triggeredBy?: string;
-  modelArtifactUri?: string;
-  trainingApproach?: { objective?: { metric?: string; direction?: string } };
-  problemDefinition?: {
-    problemType?: string;
-    labelDefinition?: { labels?: { name: string; index: number }[] };
-  };
-}
-
-export interface ReliabilityBin {
-  confidence: number;
-  accuracy: number;
-  count: number;
-}
-
-export interface Model {
-  id: string;
-  name: string;
-  description: string;
-  datasetId: string;
+/** A run's evaluation (view=extended; the API types it as an object: this is what it holds). */
+export interface RunEvaluation {
+  testExamples?: number;
+  /** Independent clusters among the test images (patients, or copy groups where larger). */
+  testClusters?: number | null;
+  /** Field of the snapshot manifest the clusters came from. */
+  clusterField?: "cluster" | "patientKey" | "id" | null;
+  /** Test images left out because a copy of them is in the train split. */
+  testExamplesLeftOut?: number;
+  resampling?: Resampling | null;
+  testSetSha256?: string;
   championId?: string | null;
-  dagId: string;
-  slug: string;
-  trainingApproach: Record<string, unknown>;
-  deployApproach: Record<string, unknown>;
-  approvalPolicy?: Record<string, unknown>;
-  revision?: number;
+  deltas?: Record<string, MetricDelta>;
+  confusionMatrix?: Record<string, ConfusionMatrix>;
+  reliability?: Record<string, ReliabilityBin[]>;
+  /** Each model's operating point (challenger: chosen now; champion: its stored one). */
+  operatingPoints?: Record<string, OperatingPoint>;
+  /** The challenger's most confident test errors with saliency maps (imgClf). */
+  failureCases?: FailureCases;
+  /** Subgroups of the test set (sex, age band, site, device, ...), when the snapshot has them. */
+  subgroups?: Subgroup[];
+  subgroupSettings?: SubgroupSettings | null;
+  note?: string;
 }
 
-export interface Permissions {
-  user: string;
-  mayRead: boolean;
-  mayEdit: boolean;
-  mayStartRun: boolean;
-  mayDecide: boolean;
-  decideReason?: string | null;
-  /** The model's approvalPolicy.approvers; empty: any user with the decision right. */
-  approvers?: string[];
-  /** The Airflow right a decision needs, as the auth managers name it. */
-  decisionRight?: string;
-}
+/** A generated type's named fields (without its index signature, which Omit would collapse). */
+type Known<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
 
-export interface Trial {
-  number: number;
-  state: string;
-  params: Record<string, unknown>;
-  value?: number;
-  failure?: string;
-  start?: number;
-  end?: number;
-}
+/** A run (view=extended): the generated ModelRunExtended, with the parts the API leaves untyped
+ * (evaluation, gate, operating point, the decisions' criteria) as the pages read them. */
+export type Run = Omit<Known<generated.ModelRunExtended>, "evaluation" | "gate" | "operatingPoint" | "approvals"> & {
+  approvals: ApprovalDecision[];
+  evaluation?: RunEvaluation | null;
+  gate?: Gate | null;
+  operatingPoint?: OperatingPoint | null;
+};
 
-export interface Deployment {
-  id: number;
-  runId: string;
-  runSlug: string;
-  previousChampionId?: string;
-  action: "promote" | "rollback";
-  deployType: string;
-  endpoint?: string;
-  actor: string;
-  reason?: string;
-  /** The people whose approval the deployment carried out (the pipeline deploys as its task). */
-  approvedBy?: string[];
-  timestamp?: number;
-  isCurrent: boolean;
-}
+export type ReliabilityBin = generated.ReliabilityBin;
 
-export interface LogEvent {
-  type: "logEntry";
-  timestamp: number;
-  payload: string;
-  stage: string;
-}
+export type Model = generated.ModelConfig;
 
-export interface DeploymentResult {
-  runId: string;
-  deployType: string;
-  action?: "promote" | "rollback";
-  previousChampionId?: string;
-  endpoint?: string;
-  alreadyDeployed?: boolean;
-}
+export type Permissions = generated.ModelPermissions;
 
-/** Deploy an approved run now (POST .../deployment; answers when the deployment is done). */
-export function deployRun(modelId: string, runId: string): Promise<{ deployment: DeploymentResult }> {
-  return api(`/models/${modelId}/runs/${runId}/deployment`, { method: "POST", body: {} });
-}
+export type Trial = generated.Trial;
 
-/** Roll back to an earlier champion: approve it again with a justification, then deploy it. */
-export function rollbackTo(
-  modelId: string,
-  runId: string,
-  description: string,
-): Promise<{ approvalDecision: ApprovalDecision; deployment: DeploymentResult }> {
-  return api(`/models/${modelId}/runs/${runId}/rollback`, { method: "POST", body: { description } });
-}
+export type Deployment = generated.DeploymentEntry;
+
+export type LogEvent = generated.LogEvent;
+
+export type DeploymentResult = generated.DeploymentResult;

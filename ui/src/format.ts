@@ -1,6 +1,6 @@
 // Pure helpers of the pages (unit-tested in format.test.ts).
 
-import type { Metric, NextRun, OperatingPoint, Run } from "./api";
+import type { NextRun, OperatingPoint, Run } from "./api";
 
 export function formatTime(ms?: number | null): string {
   if (ms === undefined || ms === null) return "—";
@@ -31,7 +31,7 @@ export function describeNextRun(next: NextRun | undefined): { text: string; deta
   }
 }
 
-export function formatDuration(start?: number, end?: number): string {
+export function formatDuration(start?: number | null, end?: number | null): string {
   if (!start || !end) return "—";
   const seconds = Math.max(0, Math.round((end - start) / 1000));
   if (seconds < 60) return `${seconds} s`;
@@ -74,14 +74,14 @@ function interval(low?: number | null, high?: number | null): [number, number] |
 /** Challenger vs champion, evaluated on the same test set, one row per metric. */
 export function compareMetrics(run: Pick<Run, "metrics"> & Partial<Pick<Run, "evaluation">>): MetricComparison[] {
   const rows = new Map<string, MetricComparison>();
-  const evaluation = (m: Metric) => (m.stage ?? "evaluation") === "evaluation";
+  const evaluation = (m: { stage?: string | null }) => (m.stage ?? "evaluation") === "evaluation";
   for (const m of run.metrics.challenger.filter(evaluation)) {
-    rows.set(m.name, { name: m.name, challenger: m.value, direction: m.direction, description: m.description });
+    rows.set(m.name, { name: m.name, challenger: m.value, direction: m.direction ?? undefined, description: m.description ?? undefined });
     const found = interval(m.low, m.high);
     if (found) rows.get(m.name)!.challengerInterval = found;
   }
   for (const m of run.metrics.champion.filter(evaluation)) {
-    const row = rows.get(m.name) ?? { name: m.name, direction: m.direction, description: m.description };
+    const row: MetricComparison = rows.get(m.name) ?? { name: m.name, direction: m.direction ?? undefined, description: m.description ?? undefined };
     row.champion = m.value;
     const found = interval(m.low, m.high);
     if (found) row.championInterval = found;

@@ -1,7 +1,7 @@
 // The model card as a document (GET .../model-card/document): the API's ModelCardDocument,
 // with what the page needs to show it. Values that are not known are left out (never null).
 
-import { API_BASE, api } from "./api";
+import { API_BASE } from "./api";
 
 export interface Estimate {
   value: number;
@@ -140,11 +140,6 @@ export const NOT_RECORDED = "not recorded";
 
 export function modelCardPath(modelId: string, runId: string): string {
   return `/models/${encodeURIComponent(modelId)}/runs/${encodeURIComponent(runId)}/model-card`;
-}
-
-export async function loadModelCard(modelId: string, runId: string): Promise<ModelCardDocument> {
-  const found = await api<{ modelCard: ModelCardDocument }>(`${modelCardPath(modelId, runId)}/document`);
-  return found.modelCard;
 }
 
 /** The Markdown download (same origin: the browser sends the Airflow session). */

@@ -34,6 +34,7 @@ export function trialSeries(trials: Trial[], minimize = false): TrialsSeries {
   let best: number | undefined;
   const points = [...trials]
     .sort((a, b) => a.number - b.number)
+    .map(({ value, failure, ...t }) => ({ ...t, value: value ?? undefined, failure: failure ?? undefined }))
     .map((t) => {
       const point: TrialPoint = { number: t.number, state: t.state, value: t.value, failure: t.failure };
       const finite = t.value !== undefined && Number.isFinite(t.value);

@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from patient_ml import __version__
@@ -79,8 +80,6 @@ def tag_routes(app: FastAPI) -> None:
     """Give every API route its docs section (API_TAGS)."""
     import re
 
-    from fastapi.routing import APIRoute
-
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema and not route.tags:
             for tag, pattern, _ in API_TAGS:
@@ -90,6 +89,11 @@ def tag_routes(app: FastAPI) -> None:
 
 
 DOCS_ASSETS = "/docs-assets"
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI operationId: its function's name (unique within the app)."""
+    return route.name
 
 
 @asynccontextmanager
@@ -115,6 +119,10 @@ def create_app() -> FastAPI:
         "Airflow, wire-compatible with the reference Patient ML API. Authenticate with an "
         "Airflow JWT (`POST /auth/token`) as `Authorization: Bearer <token>`, or the UI cookie.",
         openapi_tags=[{"name": tag, "description": text} for tag, _, text in API_TAGS],
+        # Operation ids are the route functions' names (`get_run`, not
+        # `get_run_models__model_id__runs__run_id__get`), as in Airflow's own API: the web UI's
+        # generated client (ui/src/client, `make ui-client`) names its functions after them.
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
     # under FAB, the approvers' Required Actions get their ab_user ids as Airflow stores them

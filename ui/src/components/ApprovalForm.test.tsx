@@ -1,12 +1,12 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import type { Run } from "../api";
-import { system } from "../theme";
+import { createQueryClient } from "../queryClient";
+import { Providers } from "./Providers";
 import { ApprovalForm } from "./ApprovalForm";
 
-const run: Run = {
+const run = {
   id: "r1",
   slug: "calm-otter-1",
   modelId: "m1",
@@ -14,14 +14,14 @@ const run: Run = {
   metrics: { challenger: [], champion: [] },
   approvals: [],
   approvalStatus: "pending",
-};
+} as unknown as Run; // the fields these tests read
 
 function show(props: Partial<Parameters<typeof ApprovalForm>[0]> = {}) {
   const onDecided = vi.fn();
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ApprovalForm run={run} mayDecide onDecided={onDecided} {...props} />
-    </ChakraProvider>,
+    </Providers>,
   );
   return onDecided;
 }

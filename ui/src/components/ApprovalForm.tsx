@@ -1,8 +1,10 @@
 import { Alert, Box, Button, Checkbox, Field, HStack, Text, Textarea } from "@chakra-ui/react";
 import { useState } from "react";
 
-import { api, ApiError, type Run } from "../api";
+import { ApiError, type Run } from "../api";
+import type { ApprovalDecisionInput } from "../client/types.gen";
 import { approvalState } from "../format";
+import { useDecision } from "../queries";
 
 /** Approve or reject a run with a required justification, through the REST API (same checks,
  * same audit as the CLI). A user who may not decide sees who may and why not before typing
@@ -29,8 +31,10 @@ export function ApprovalForm({
   const [reason, setReason] = useState("");
   const [overriding, setOverriding] = useState(false);
   const [override, setOverride] = useState("");
-  const [busy, setBusy] = useState<"approved" | "rejected" | null>(null);
-  const [error, setError] = useState<ApiError | Error | null>(null);
+  // The decision's mutation invalidates the model's queries (this run, its list, deploy options).
+  const decision = useDecision(run.modelId);
+  const busy = decision.isPending ? (decision.variables?.body.decision ?? null) : null;
+  const error = decision.error as ApiError | Error | null;
   // The run's own state first (running, decided, timed out); then who may decide it.
   const state = approvalState(run, championId, true, null, user);
   const locked = !mayDecide;
@@ -50,21 +54,17 @@ export function ApprovalForm({
     error instanceof ApiError ? error.errors.find((e) => e.field === field)?.message : undefined;
   const fieldError = errorOf("description");
   const overrideError = errorOf("override");
-  const decide = async (decision: "approved" | "rejected") => {
-    setBusy(decision);
-    setError(null);
+  const decide = async (verdict: "approved" | "rejected") => {
+    const body: ApprovalDecisionInput = { decision: verdict, description: reason };
+    if (verdict === "approved" && needsOverride) body.override = { justification: override };
     try {
-      const body: Record<string, unknown> = { decision, description: reason };
-      if (decision === "approved" && needsOverride) body.override = { justification: override };
-      await api(`/models/${run.modelId}/runs/${run.id}/approvals`, { method: "POST", body });
-      setReason("");
-      setOverride("");
-      onDecided();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(null);
+      await decision.mutateAsync({ path: { model_id: run.modelId, run_id: run.id }, body });
+    } catch {
+      return; // shown from the mutation's error
     }
+    setReason("");
+    setOverride("");
+    onDecided();
   };
   return (
     <Box

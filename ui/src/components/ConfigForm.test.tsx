@@ -1,10 +1,10 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import { TEMPLATES } from "../configForm";
-import { system } from "../theme";
+import { createQueryClient } from "../queryClient";
 import { ConfigForm } from "./ConfigForm";
+import { Providers } from "./Providers";
 
 afterEach(() => {
   cleanup();
@@ -27,9 +27,9 @@ const stored = { ...TEMPLATES.model, id: "m1", name: "brain-clf", datasetId: "d1
 function show() {
   const onSaved = vi.fn();
   const { container } = render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ConfigForm kind="model" stored={stored} go={() => undefined} onSaved={onSaved} />
-    </ChakraProvider>,
+    </Providers>,
   );
   return { container, onSaved };
 }

@@ -1,7 +1,7 @@
 import { Alert, Box, Button, Field, Flex, Heading, HStack, Input, Link, NativeSelect, Text, Textarea } from "@chakra-ui/react";
 import { useEffect, useMemo, useState } from "react";
 
-import { api, ApiError, type FieldError } from "../api";
+import { ApiError, type FieldError } from "../api";
 import {
   type Config,
   type ConfigKind,
@@ -15,12 +15,7 @@ import {
 } from "../configForm";
 import { ObjectEditor } from "./ConfigFields";
 import type { View } from "../format";
-import { useLoad } from "./common";
-
-interface DatasetRef {
-  id: string;
-  name: string;
-}
+import { useDatasets, useSaveConfig } from "../queries";
 
 /** Create or edit a model or dataset config. The API validates; its field-level messages (the
  * same as the CLI's) are shown next to the fields they are about. */
@@ -44,12 +39,10 @@ export function ConfigForm({
   const [errors, setErrors] = useState<FieldError[]>([]);
   const [failure, setFailure] = useState<ApiError | Error | null>(null);
   const [saved, setSaved] = useState(false);
-  const [busy, setBusy] = useState(false);
+  const save = useSaveConfig(kind, model?.id);
+  const busy = save.isPending;
   useEffect(() => setValues(toFormState(kind, existing ?? TEMPLATES[kind])), [kind, stored]); // eslint-disable-line react-hooks/exhaustive-deps
-  const datasets = useLoad(
-    () => (kind === "model" ? api<{ datasets: DatasetRef[] }>("/datasets") : Promise.resolve({ datasets: [] })),
-    [kind],
-  );
+  const datasets = useDatasets(kind === "model");
   // Every error next to the exact field it names (a section in JSON mode: next to the section).
   const rendered = useMemo(() => {
     const paths = renderedPaths(values.config);
@@ -69,20 +62,15 @@ export function ConfigForm({
       setErrors(local);
       return;
     }
-    setBusy(true);
     try {
-      const plural = `${kind}s`;
-      const path = model ? `/${plural}/${model.id}` : `/${plural}`;
-      const result = await api<Record<string, { id: string }>>(path, { method: model ? "PUT" : "POST", body });
+      const result = await save.mutateAsync(body);
       setSaved(true);
-      if (!model && kind === "model") go({ kind: "model", modelId: result.model.id });
+      if (!model && kind === "model") go({ kind: "model", modelId: result.id });
       else if (!model) go({ kind: "models" });
       onSaved?.();
     } catch (e) {
       if (e instanceof ApiError && e.errors.length) setErrors(e.errors);
       setFailure(e as Error);
-    } finally {
-      setBusy(false);
     }
   };
   return (

@@ -1,15 +1,15 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import { system } from "../theme";
+import { createQueryClient } from "../queryClient";
+import { Providers } from "./Providers";
 import { ConfirmDeploy, type DeployAction } from "./DeployActions";
 
 function show(action: DeployAction) {
   const onDone = vi.fn();
   const onClose = vi.fn();
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ConfirmDeploy
         action={action}
         modelId="m1"
@@ -20,7 +20,7 @@ function show(action: DeployAction) {
         onClose={onClose}
         onDone={onDone}
       />
-    </ChakraProvider>,
+    </Providers>,
   );
   return { onDone, onClose };
 }

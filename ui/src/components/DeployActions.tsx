@@ -1,9 +1,11 @@
 import { Alert, Box, Button, CloseButton, Dialog, Field, Flex, Portal, Text, Textarea } from "@chakra-ui/react";
+import { useQuery } from "@tanstack/react-query";
 import { useState } from "react";
 
-import { api, ApiError, deployRun, type Model, rollbackTo, type Run } from "../api";
+import { ApiError, type Model, type Run } from "../api";
+import { getDeployOptionsOptions } from "../client/@tanstack/react-query.gen";
 import { deployOffer, type DeployOptions } from "../deploy";
-import { useLoad } from "./common";
+import { useDeploy, useRefetchOn, useRollback } from "../queries";
 
 export type DeployAction = "deploy" | "rollback";
 
@@ -29,30 +31,33 @@ export function ConfirmDeploy({
   onDone: () => void;
 }) {
   const [reason, setReason] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<Error | null>(null);
+  const deploy = useDeploy(modelId);
+  const rollback = useRollback(modelId);
+  const busy = deploy.isPending || rollback.isPending;
+  const error = (deploy.error ?? rollback.error) as Error | null;
   const fieldError =
     error instanceof ApiError ? error.errors.find((e) => e.field === "description")?.message : undefined;
   const close = () => {
     if (busy) return;
-    setError(null);
+    deploy.reset();
+    rollback.reset();
     setReason("");
     onClose();
   };
+  // The mutations invalidate the model's queries (its runs, deployments, deploy options).
   const confirm = async () => {
-    setBusy(true);
-    setError(null);
+    deploy.reset();
+    rollback.reset();
+    const path = { model_id: modelId, run_id: runId };
     try {
-      if (action === "rollback") await rollbackTo(modelId, runId, reason);
-      else await deployRun(modelId, runId);
-      setReason("");
-      onDone();
-      onClose();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
+      if (action === "rollback") await rollback.mutateAsync({ path, body: { description: reason } });
+      else await deploy.mutateAsync({ path });
+    } catch {
+      return; // shown from the mutation's error
     }
+    setReason("");
+    onDone();
+    onClose();
   };
   const cloud = deployType === "cloud";
   const what = cloud
@@ -141,13 +146,12 @@ export function ConfirmDeploy({
 
 /** The run page's Deploy / Roll back button, offered when the API would accept it. */
 export function RunDeployActions({ run, model, onDone }: { run: Run; model: Model; onDone: () => void }) {
-  const options = useLoad(
-    () => api<{ deployOptions: DeployOptions }>(`/models/${run.modelId}/runs/${run.id}/deploy-options`),
-    [run.id, run.deployStatus, run.approvals.length, model.championId],
-  );
+  const options = useQuery(getDeployOptionsOptions({ path: { model_id: run.modelId, run_id: run.id } }));
+  // The pipeline moves the run on its own (deploying, deployed, a decision by someone else).
+  useRefetchOn(options, [run.deployStatus, run.approvals.length, model.championId]);
   const [open, setOpen] = useState<DeployAction | null>(null);
   if (!options.data) return null; // a failure to ask changes nothing: the API still decides
-  const offer = deployOffer(run, model.championId, options.data.deployOptions);
+  const offer = deployOffer(run, model.championId, options.data.deployOptions as DeployOptions);
   if (!offer.action && !offer.note) return null;
   return (
     <Box mt={3} data-testid="deploy-actions">
@@ -180,10 +184,7 @@ export function RunDeployActions({ run, model, onDone }: { run: Run; model: Mode
         runSlug={run.slug}
         deployType={(model.deployApproach as { type?: string }).type}
         onClose={() => setOpen(null)}
-        onDone={() => {
-          options.reload();
-          onDone();
-        }}
+        onDone={onDone}
       />
     </Box>
   );

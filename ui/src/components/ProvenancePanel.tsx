@@ -34,7 +34,7 @@ function Row({ label, children }: { label: string; children: ReactNode }) {
   );
 }
 
-function ImageFacts({ image, what }: { image?: ImageRecord; what: string }) {
+function ImageFacts({ image, what }: { image?: ImageRecord | null; what: string }) {
   if (!image) return <Row label={what}>not recorded</Row>;
   return (
     <Row label={what}>

@@ -1,34 +1,16 @@
 import { Alert, Badge, Box, Flex, Heading, Spinner, Text } from "@chakra-ui/react";
-import { type ReactNode, useCallback, useEffect, useState } from "react";
+import type { ReactNode } from "react";
 
 import { ApiError } from "../api";
 import { statusPalette } from "../format";
 
+/** A query as the pages read it (queries.ts `loaded`): data, error, whether it is asking, and
+ * how to ask again. */
 export interface Loaded<T> {
   data?: T;
   error?: ApiError | Error;
   loading: boolean;
   reload: () => void;
-}
-
-/** Load `fetcher()` now and whenever `deps` change; `reload()` loads it again. */
-export function useLoad<T>(fetcher: () => Promise<T>, deps: unknown[]): Loaded<T> {
-  const [state, setState] = useState<{ data?: T; error?: Error; loading: boolean }>({ loading: true });
-  const [tick, setTick] = useState(0);
-  useEffect(() => {
-    let live = true;
-    setState((s) => ({ ...s, loading: true }));
-    fetcher().then(
-      (data) => live && setState({ data, loading: false }),
-      (error: Error) => live && setState({ error, loading: false }),
-    );
-    return () => {
-      live = false;
-    };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, tick]);
-  const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { ...state, reload };
 }
 
 export function ErrorAlert({ error, title }: { error: Error; title?: string }) {

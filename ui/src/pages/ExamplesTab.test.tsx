@@ -1,10 +1,10 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import type { Model, Permissions } from "../api";
+import { Providers } from "../components/Providers";
 import { describePrediction } from "../labeling/examplesApi";
-import { system } from "../theme";
+import { createQueryClient } from "../queryClient";
 import { ExamplesTab } from "./ExamplesTab";
 
 const LABELS = [
@@ -15,7 +15,7 @@ const DATASET = { id: "d1", name: "brain", problemDefinition: { problemType: "im
 const PERMISSIONS: Permissions = { user: "editor", mayRead: true, mayEdit: true, mayStartRun: true, mayDecide: false };
 
 function model(championId: string | null): Model {
-  return { id: "m1", name: "brain-clf", description: "", datasetId: "d1", championId, dagId: "patient_ml__brain_clf", slug: "brain_clf", trainingApproach: {}, deployApproach: {} };
+  return { id: "m1", name: "brain-clf", description: "", datasetId: "d1", championId, dagId: "patient_ml__brain_clf", slug: "brain_clf", trainingApproach: {}, deployApproach: {} } as unknown as Model; // what the tab reads
 }
 
 function tile(id: string, prediction?: object) {
@@ -49,9 +49,9 @@ function serve(page: (query: URLSearchParams) => object[], counts = { total: 2, 
 
 function show(m: Model) {
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ExamplesTab model={m} permissions={PERMISSIONS} />
-    </ChakraProvider>,
+    </Providers>,
   );
 }
 

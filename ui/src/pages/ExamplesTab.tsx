@@ -4,20 +4,25 @@
 import { Badge, Box, Button, Flex, HStack, Image, Input, NativeSelect, SimpleGrid, Text } from "@chakra-ui/react";
 import { useCallback, useEffect, useRef, useState } from "react";
 
-import { api, type Model, type Permissions } from "../api";
-import { Empty, ErrorAlert, Loading, useLoad } from "../components/common";
+import { keepPreviousData, useQuery, useQueryClient } from "@tanstack/react-query";
+
+import type { Model, Permissions } from "../api";
+import { listExamplesOptions } from "../client/@tanstack/react-query.gen";
+import { Empty, ErrorAlert, type Loaded, Loading } from "../components/common";
 import { actionFor, isTyping } from "../labeling/keyboard";
 import {
   type DatasetInfo,
   describePrediction,
   type Filters,
+  type Counts,
+  type ExampleItem,
   getHint,
   initialFilters,
-  listExamples,
   previewUrl,
   type Status,
 } from "../labeling/examplesApi";
 import { LabelPanel } from "../labeling/LabelPanel";
+import { invalidateDataset, loaded, useDataset } from "../queries";
 
 const PAGE = 48;
 const STATUS_TABS: { value?: Status; title: string }[] = [
@@ -32,7 +37,8 @@ export function statusPalette(status: string): string {
 }
 
 export function ExamplesTab({ model, permissions }: { model: Model; permissions: Permissions }) {
-  const dataset = useLoad(() => api<{ dataset: DatasetInfo }>(`/datasets/${model.datasetId}`), [model.datasetId]);
+  // The dataset's problem definition is read as this tab knows it (the generated DatasetConfig).
+  const dataset = loaded(useDataset(model.datasetId)) as unknown as Loaded<{ dataset: DatasetInfo }>;
   if (dataset.error) return <ErrorAlert error={dataset.error} title="The dataset cannot be shown" />;
   if (!dataset.data) return <Loading what="the dataset" />;
   return <Examples dataset={dataset.data.dataset} model={model} permissions={permissions} />;
@@ -45,7 +51,9 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
   const [markers, setMarkers] = useState<(string | undefined)[]>([undefined]); // one per page seen
   const [selected, setSelected] = useState(0);
   const [open, setOpen] = useState<string | null>(null);
-  const [tick, setTick] = useState(0);
+  const client = useQueryClient();
+  // Labels and hints written here change the counts and the pages: asked again.
+  const refresh = () => void invalidateDataset(client, dataset.id);
   const [patientKey, setPatientKey] = useState("");
   // Until the user picks a filter: the tab opens on Unlabeled, and moves on to what there is
   // when nothing is left to label (issue 31: a clinician's first sight was "Unlabeled 0").
@@ -53,7 +61,12 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
   const [movedOn, setMovedOn] = useState<string | null>(null);
   const grid = useRef<HTMLDivElement>(null);
   const marker = markers[markers.length - 1];
-  const page = useLoad(() => listExamples(dataset.id, filters, PAGE, marker), [dataset.id, JSON.stringify(filters), marker, tick]);
+  const page = loaded(
+    useQuery({
+      ...listExamplesOptions({ path: { dataset_id: dataset.id }, query: { ...filters, limit: PAGE, marker } }),
+      placeholderData: keepPreviousData,
+    }),
+  ) as unknown as Loaded<{ examples: ExampleItem[]; marker?: string; counts: Counts }>;
   const labels = dataset.problemDefinition.labelDefinition.labels;
   const examples = page.data?.examples ?? [];
   const counts = page.data?.counts;
@@ -74,7 +87,7 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
       setPredicting(null);
       setPredictError((e as Error).message);
     }
-    setTick((t) => t + 1);
+    refresh();
   };
 
   useEffect(() => {
@@ -132,7 +145,7 @@ function Examples({ dataset, model, permissions }: { dataset: DatasetInfo; model
         onOpen={setOpen}
         onClose={() => {
           setOpen(null);
-          setTick((t) => t + 1);
+          refresh();
         }}
       />
     );

@@ -1,10 +1,10 @@
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { parseView, viewSearch } from "../format";
 import { formatEstimate, markdownUrl, type ModelCardDocument, shownTime } from "../modelCard";
-import { system } from "../theme";
+import { Providers } from "../components/Providers";
+import { createQueryClient } from "../queryClient";
 import { ModelCardDocumentView } from "./ModelCardPage";
 
 const card: ModelCardDocument = {
@@ -65,9 +65,9 @@ afterEach(cleanup);
 
 function show(value: ModelCardDocument) {
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ModelCardDocumentView card={value} />
-    </ChakraProvider>,
+    </Providers>,
   );
 }
 

@@ -5,13 +5,15 @@
 import { Badge, Box, Button, Code, Flex, Heading, Link, List, Table, Text } from "@chakra-ui/react";
 import type { ReactNode } from "react";
 
-import { Empty, ErrorAlert, Loading, StatusBadge, useLoad } from "../components/common";
+import { useQuery } from "@tanstack/react-query";
+
+import { getModelCardDocumentOptions } from "../client/@tanstack/react-query.gen";
+import { Empty, ErrorAlert, Loading, StatusBadge } from "../components/common";
 import type { View } from "../format";
 import {
   type CardMetric,
   formatEstimate,
   formatShare,
-  loadModelCard,
   markdownUrl,
   type ModelCardDocument,
   NOT_RECORDED,
@@ -19,6 +21,7 @@ import {
   shownTime,
   VERDICTS,
 } from "../modelCard";
+import { loaded, useRefetchOn } from "../queries";
 
 type CardView = Extract<View, { kind: "modelCard" }>;
 
@@ -60,10 +63,13 @@ export function ModelCardPage({ view, go }: { view: CardView; go: (view: View) =
 
 /** Load and show a run's model card (the page, and the run page's Model card tab). */
 export function ModelCardPanel({ modelId, runId, reloadKey }: { modelId: string; runId: string; reloadKey?: unknown }) {
-  const card = useLoad(() => loadModelCard(modelId, runId), [modelId, runId, reloadKey]);
+  const query = useQuery(getModelCardDocumentOptions({ path: { model_id: modelId, run_id: runId } }));
+  useRefetchOn(query, [reloadKey]); // the run moved on (decided, deployed)
+  const card = loaded(query);
   if (card.error) return <ErrorAlert error={card.error} title="The model card cannot be shown" />;
   if (!card.data) return <Loading what="the model card" />;
-  return <ModelCardDocumentView card={card.data} />;
+  // The document's parts are read as modelCard.ts describes them.
+  return <ModelCardDocumentView card={card.data.modelCard as unknown as ModelCardDocument} />;
 }
 
 function Part({ title, children, testId }: { title: string; children: ReactNode; testId: string }) {

@@ -2,14 +2,14 @@
 // dates, a deployments "By" column without the approver, a metrics chart on accuracy without
 // axis titles, a curation report that was a wall of ids, a monitoring tab that hid a paused DAG.
 
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 
 import type { Run } from "../api";
 import { describeActor } from "../format";
 import { defaultMetric } from "../metrics";
-import { system } from "../theme";
+import { Providers } from "../components/Providers";
+import { createQueryClient } from "../queryClient";
 import { ModelPage } from "./ModelPage";
 
 const MODEL = {
@@ -112,9 +112,9 @@ function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", st
 
 function show(tab: string) {
   return render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <ModelPage view={{ kind: "model", modelId: "m1", tab }} go={() => {}} />
-    </ChakraProvider>,
+    </Providers>,
   );
 }
 

@@ -1,10 +1,12 @@
 import { Alert, Badge, Box, Button, Checkbox, Code, Flex, Heading, HStack, Link, NativeSelect, SimpleGrid, Table, Tabs, Text } from "@chakra-ui/react";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useMemo, useState } from "react";
 
-import { api, type Deployment, type Model, type NextRun, type Permissions, prefetch, type Run } from "../api";
+import type { Deployment, Model, NextRun, Permissions } from "../api";
+import { getCurationReportOptions, getDeploymentsOptions, getMonitoringOptions } from "../client/@tanstack/react-query.gen";
 import type { SeriesPoint } from "../components/charts";
 import { MetricsChart } from "../components/charts.lazy";
-import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
+import { Empty, ErrorAlert, type Loaded, Loading, Section, StatusBadge } from "../components/common";
 import { ConfigForm } from "../components/ConfigForm";
 import { ConfirmDeploy } from "../components/DeployActions";
 import { NearDuplicates, type NearDuplicateReport } from "../components/NearDuplicates";
@@ -24,26 +26,13 @@ import {
 } from "../format";
 import { defaultMetric, defaultSeries, metricSeries, objectiveOf } from "../metrics";
 import { airflowDagUrl, openInAirflow } from "../navigation";
+import { invalidateDataset, invalidateModel, loaded as asLoaded, runsOptions, useDataset, useModelId, useModelWithPermissions, useRuns, useStartRun } from "../queries";
 import { ExamplesTab } from "./ExamplesTab";
 import { Pager } from "./ModelsPage";
 
 type ModelView = Extract<View, { kind: "model" }>;
 
 const RUNS_PAGE = 25;
-
-async function loadModel(view: ModelView): Promise<{ model: Model; permissions: Permissions }> {
-  let modelId = view.modelId;
-  if (!modelId && view.dagId) {
-    modelId = (await api<{ model: { modelId: string } }>(`/dags/${encodeURIComponent(view.dagId)}`)).model.modelId;
-  }
-  if (!modelId) throw new Error("No model given: open one from the Models table.");
-  prefetch(`/models/${modelId}/runs`, { limit: RUNS_PAGE, offset: 0 }); // the Runs tab's first page
-  const [model, permissions] = await Promise.all([
-    api<{ model: Model }>(`/models/${modelId}`),
-    api<{ permissions: Permissions }>(`/models/${modelId}/permissions`),
-  ]);
-  return { model: model.model, permissions: permissions.permissions };
-}
 
 export function ModelPage({ view, go }: { view: ModelView; go: (view: View) => void }) {
   if (view.tab === "new-model" || view.tab === "new-dataset") {
@@ -53,26 +42,22 @@ export function ModelPage({ view, go }: { view: ModelView; go: (view: View) => v
 }
 
 function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void }) {
-  const loaded = useLoad(() => loadModel(view), [view.modelId, view.dagId]);
-  const [starting, setStarting] = useState(false);
-  const [startError, setStartError] = useState<Error | null>(null);
-  const [runsTick, setRunsTick] = useState(0);
-  if (loaded.error) return <ErrorAlert error={loaded.error} title="This model cannot be shown" />;
+  const modelId = useModelId(view.modelId, view.dagId);
+  const loaded = useModelWithPermissions(modelId.data);
+  const client = useQueryClient();
+  // The Runs tab's first page, asked for with the model (the tab shows first).
+  useQuery({ ...runsOptions(modelId.data ?? "", { limit: RUNS_PAGE, offset: 0 }), enabled: !!modelId.data });
+  const starting = useStartRun(modelId.data ?? "");
+  const failed = modelId.error ?? loaded.error;
+  if (failed) return <ErrorAlert error={failed} title="This model cannot be shown" />;
   if (!loaded.data) return <Loading what="the model" />;
   const { model, permissions } = loaded.data;
-  const start = async () => {
-    setStarting(true);
-    setStartError(null);
-    try {
-      const created = await api<{ runId: string }>(`/models/${model.id}/runs`, { method: "POST", body: {} });
-      go({ kind: "run", modelId: model.id, runId: created.runId });
-    } catch (e) {
-      setStartError(e as Error);
-      setRunsTick((t) => t + 1);
-    } finally {
-      setStarting(false);
-    }
-  };
+  const start = () =>
+    starting.mutate(
+      { path: { model_id: model.id }, body: {} },
+      { onSuccess: (created) => go({ kind: "run", modelId: model.id, runId: created.runId }) },
+    );
+  const reloadModel = () => void invalidateModel(client, model.id);
   return (
     <Box>
       <Flex align="baseline" gap={3} wrap="wrap" mb={1}>
@@ -97,7 +82,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
         <Button
           size="sm"
           colorPalette="blue"
-          loading={starting}
+          loading={starting.isPending}
           disabled={!permissions.mayStartRun}
           title={permissions.mayStartRun ? undefined : `${permissions.user} may not start runs of ${model.dagId}`}
           onClick={start}
@@ -122,7 +107,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
         </Link>
         {!permissions.mayStartRun && ` · ${permissions.user} may not start runs`}
       </Text>
-      {startError && <ErrorAlert error={startError} title="No run was started" />}
+      {starting.error && <ErrorAlert error={starting.error as unknown as Error} title="No run was started" />}
       <Tabs.Root defaultValue={view.tab ?? "runs"} variant="line" lazyMount>
         <Tabs.List mb={4}>
           <Tabs.Trigger value="runs">Runs</Tabs.Trigger>
@@ -135,7 +120,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Tabs.Trigger value="examples">Examples</Tabs.Trigger>
         </Tabs.List>
         <Tabs.Content value="runs">
-          <Runs model={model} go={go} tick={runsTick} />
+          <Runs model={model} go={go} />
         </Tabs.Content>
         <Tabs.Content value="metrics">
           <Metrics model={model} />
@@ -144,13 +129,13 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Curation datasetId={model.datasetId} />
         </Tabs.Content>
         <Tabs.Content value="deployments">
-          <Deployments model={model} permissions={permissions} go={go} onChanged={loaded.reload} />
+          <Deployments model={model} permissions={permissions} go={go} />
         </Tabs.Content>
         <Tabs.Content value="monitoring">
           <Monitoring model={model} />
         </Tabs.Content>
         <Tabs.Content value="config">
-          <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={loaded.reload} />
+          <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={reloadModel} />
         </Tabs.Content>
         <Tabs.Content value="dataset">
           <DatasetConfig datasetId={model.datasetId} mayEdit={permissions.mayEdit} go={go} />
@@ -164,20 +149,25 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
 }
 
 function DatasetConfig({ datasetId, mayEdit, go }: { datasetId: string; mayEdit: boolean; go: (view: View) => void }) {
-  const loaded = useLoad(() => api<{ dataset: { id: string } }>(`/datasets/${datasetId}`), [datasetId]);
+  const loaded = asLoaded(useDataset(datasetId));
+  const client = useQueryClient();
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="the dataset" />;
-  return <ConfigForm kind="dataset" stored={loaded.data.dataset} readOnly={!mayEdit} go={go} onSaved={loaded.reload} />;
+  return (
+    <ConfigForm
+      kind="dataset"
+      stored={loaded.data.dataset}
+      readOnly={!mayEdit}
+      go={go}
+      onSaved={() => void invalidateDataset(client, datasetId)}
+    />
+  );
 }
 
-function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tick: number }) {
+function Runs({ model, go }: { model: Model; go: (view: View) => void }) {
   const [offset, setOffset] = useState(0);
   const [limit, setLimit] = useState(RUNS_PAGE);
-  const page = useLoad(
-    () =>
-      api<{ runs: Run[]; totalEntries: number }>(`/models/${model.id}/runs`, { query: { limit, offset } }),
-    [model.id, limit, offset, tick],
-  );
+  const page = useRuns(model.id, { limit, offset });
   if (page.error) return <ErrorAlert error={page.error} />;
   if (!page.data) return <Loading what="runs" />;
   const runs = page.data.runs;
@@ -266,10 +256,7 @@ function Runs({ model, go, tick }: { model: Model; go: (view: View) => void; tic
 }
 
 function Metrics({ model }: { model: Model }) {
-  const runs = useLoad(
-    () => api<{ runs: Run[]; totalEntries: number }>(`/models/${model.id}/runs`, { query: { limit: 200, order: "desc" } }),
-    [model.id],
-  );
+  const runs = useRuns(model.id, { limit: 200, order: "desc" });
   const all = useMemo(() => (runs.data ? metricSeries(runs.data.runs) : null), [runs.data]);
   const [chosen, setChosen] = useState<string[] | null>(null);
   const [metric, setMetric] = useState<string | null>(null);
@@ -379,10 +366,9 @@ function SplitTable({ title, bySplit, patients }: { title: string; bySplit?: Rec
 }
 
 function Curation({ datasetId }: { datasetId: string }) {
-  const loaded = useLoad(
-    () => api<{ curationReport: CurationReportBody | null }>(`/datasets/${datasetId}/curation-report`),
-    [datasetId],
-  );
+  const query = useQuery(getCurationReportOptions({ path: { dataset_id: datasetId } }));
+  // The report's body is typed loosely by the API (a dict); read as this page knows it.
+  const loaded = asLoaded(query) as unknown as Loaded<{ curationReport: CurationReportBody | null }>;
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="the curation report" />;
   const body = loaded.data.curationReport;
@@ -439,17 +425,12 @@ function Deployments({
   model,
   permissions,
   go,
-  onChanged,
 }: {
   model: Model;
   permissions: Permissions;
   go: (view: View) => void;
-  onChanged: () => void;
 }) {
-  const loaded = useLoad(
-    () => api<{ deployments: Deployment[] }>(`/models/${model.id}/deployments`),
-    [model.id, model.championId],
-  );
+  const loaded = asLoaded(useQuery(getDeploymentsOptions({ path: { model_id: model.id } })));
   const [target, setTarget] = useState<Deployment | null>(null);
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="deployments" />;
@@ -471,10 +452,7 @@ function Deployments({
         runSlug={target?.runSlug ?? ""}
         deployType={(model.deployApproach as { type?: string }).type}
         onClose={() => setTarget(null)}
-        onDone={() => {
-          loaded.reload();
-          onChanged();
-        }}
+        onDone={() => undefined /* the rollback invalidated the model's queries */}
       />
       <Box overflowX="auto" borderWidth="1px" borderRadius="md">
         <Table.Root size="sm" data-testid="deployments-table">
@@ -687,7 +665,7 @@ const MONITORING_PALETTE: Record<MonitoringEvent["status"], string> = {
 
 /** The monitor DAG's checks of the deployed champion (GET /models/{id}/monitoring). */
 function Monitoring({ model }: { model: Model }) {
-  const loaded = useLoad(() => api<MonitoringAnswer>(`/models/${model.id}/monitoring`), [model.id]);
+  const loaded = asLoaded(useQuery(getMonitoringOptions({ path: { model_id: model.id } }))) as unknown as Loaded<MonitoringAnswer>;
   if (loaded.error) return <ErrorAlert error={loaded.error} />;
   if (!loaded.data) return <Loading what="monitoring checks" />;
   const { monitoring, reference, events, monitorDag } = loaded.data;

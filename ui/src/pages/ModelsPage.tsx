@@ -1,8 +1,9 @@
 import { Badge, Box, Button, Flex, Heading, HStack, Input, Link, NativeSelect, Table, Text } from "@chakra-ui/react";
 import { useEffect, useState } from "react";
 
-import { api, type ModelSummary, type NextRun } from "../api";
-import { Empty, ErrorAlert, Loading, StatusBadge, useLoad } from "../components/common";
+import type { NextRun } from "../api";
+import { Empty, ErrorAlert, Loading, StatusBadge } from "../components/common";
+import { loaded, useModelSummaries } from "../queries";
 import { describeNextRun, formatNumber, formatTime, metricTitle, PROBLEM_TYPES, type View } from "../format";
 
 type Sort = "name" | "problemType" | "dataset" | "lastRunAt" | "updatedAt";
@@ -18,7 +19,7 @@ const COLUMNS: { key: string; label: string; sort?: Sort }[] = [
 ];
 
 /** The query of the table's first page (main.tsx requests it before this code has loaded). */
-export const FIRST_MODELS_PAGE = { sort: "name", order: "asc", limit: 25, offset: 0 };
+export const FIRST_MODELS_PAGE = { sort: "name", order: "asc", limit: 25, offset: 0 } as const;
 
 export function useDebounced<T>(value: T, ms = 300): T {
   const [debounced, setDebounced] = useState(value);
@@ -37,13 +38,7 @@ export function ModelsPage({ go }: { go: (view: View) => void }) {
   const [offset, setOffset] = useState(0);
   const query = useDebounced(search);
   useEffect(() => setOffset(0), [query, sort, order, limit]);
-  const page = useLoad(
-    () =>
-      api<{ modelSummaries: ModelSummary[]; totalEntries: number }>("/model-summaries", {
-        query: { sort, order, limit, offset, search: query },
-      }),
-    [query, sort, order, limit, offset],
-  );
+  const page = loaded(useModelSummaries({ sort, order, limit, offset, search: query }));
   const toggleSort = (key: Sort) => {
     if (key === sort) setOrder(order === "asc" ? "desc" : "asc");
     else {

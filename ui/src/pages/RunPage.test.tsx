@@ -1,13 +1,13 @@
 // The run overview as issue 31 found it: an orange "No decision possible here" on runs already
 // decided (the decision printed twice), and "succeeded" on a run that still waits for approval.
 
-import { ChakraProvider } from "@chakra-ui/react";
 import { cleanup, render, screen } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import type { Run } from "../api";
 import { runStage } from "../format";
-import { system } from "../theme";
+import { Providers } from "../components/Providers";
+import { createQueryClient } from "../queryClient";
 import { RunPage } from "./RunPage";
 
 const MODEL = {
@@ -54,9 +54,9 @@ function serve(run: Partial<Run>, mayDecide = false) {
 
 function show() {
   render(
-    <ChakraProvider value={system}>
+    <Providers client={createQueryClient({ retry: false })}>
       <RunPage view={{ kind: "run", modelId: "m1", runId: "r1" }} go={() => {}} />
-    </ChakraProvider>,
+    </Providers>,
   );
 }
 

@@ -14,7 +14,10 @@ import {
 } from "@chakra-ui/react";
 import { useEffect, useState } from "react";
 
-import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run, type Trial } from "../api";
+import { useQuery } from "@tanstack/react-query";
+
+import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run } from "../api";
+import { getTrialsOptions } from "../client/@tanstack/react-query.gen";
 import { ApprovalForm } from "../components/ApprovalForm";
 import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
@@ -25,35 +28,13 @@ import { MetricComparisonTable } from "../components/MetricComparison";
 import { OperatingPointPanel } from "../components/OperatingPointPanel";
 import { ProvenancePanel } from "../components/ProvenancePanel";
 import { SubgroupTable } from "../components/SubgroupTable";
-import { Empty, ErrorAlert, Loading, Section, StatusBadge, useLoad } from "../components/common";
+import { Empty, ErrorAlert, Loading, Section, StatusBadge } from "../components/common";
 import { describeActor, formatDuration, formatNumber, formatParam, formatTime, runStage, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
+import { loaded as asLoaded, useModelWithPermissions, useRefetchOn, useRun, useRunRef } from "../queries";
 import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
-
-interface RunBundle {
-  model: Model;
-  run: Run;
-  permissions: Permissions;
-}
-
-async function loadRun(view: RunView): Promise<RunBundle> {
-  let { modelId, runId } = view;
-  if ((!modelId || !runId) && view.dagId && view.dagRunId) {
-    const ref = await api<{ run: { modelId: string; runId: string } }>(
-      `/dag-runs/${encodeURIComponent(view.dagId)}/${encodeURIComponent(view.dagRunId)}`,
-    );
-    ({ modelId, runId } = ref.run);
-  }
-  if (!modelId || !runId) throw new Error("No run given: open a run from a model's Runs tab.");
-  const [model, run, permissions] = await Promise.all([
-    api<{ model: Model }>(`/models/${modelId}`),
-    api<{ run: Run }>(`/models/${modelId}/runs/${runId}`),
-    api<{ permissions: Permissions }>(`/models/${modelId}/permissions`),
-  ]);
-  return { model: model.model, run: run.run, permissions: permissions.permissions };
-}
 
 /** Whether the page should look again soon (the pipeline is still moving). */
 function moving(run: Run, championId?: string | null): boolean {
@@ -70,16 +51,20 @@ function moving(run: Run, championId?: string | null): boolean {
 }
 
 export function RunPage({ view, go }: { view: RunView; go: (view: View) => void }) {
-  const loaded = useLoad(() => loadRun(view), [view.modelId, view.runId, view.dagId, view.dagRunId]);
-  const { data, reload } = loaded;
-  useEffect(() => {
-    if (!data || !moving(data.run, data.model.championId)) return;
-    const timer = setTimeout(reload, 3000);
-    return () => clearTimeout(timer);
-  }, [data, reload]);
-  if (loaded.error) return <ErrorAlert error={loaded.error} title="This run cannot be shown" />;
-  if (!data) return <Loading what="the run" />;
-  const { model, run, permissions } = data;
+  const ref = useRunRef(view);
+  const [live, setLive] = useState(false);
+  // While the pipeline moves the run, the run and its model are asked again every 3 s.
+  const every = live ? 3000 : false;
+  const bundle = useModelWithPermissions(ref.data?.modelId, { refetchInterval: every });
+  const runQuery = useRun(ref.data?.modelId, ref.data?.runId, every);
+  const run = runQuery.data;
+  const nowLive = !!(run && bundle.data && moving(run, bundle.data.model.championId));
+  useEffect(() => setLive(nowLive), [nowLive]);
+  const failed = ref.error ?? bundle.error ?? runQuery.error;
+  if (failed) return <ErrorAlert error={failed} title="This run cannot be shown" />;
+  if (!run || !bundle.data) return <Loading what="the run" />;
+  const { model, permissions } = bundle.data;
+  const reload = () => undefined; // a decision or deployment invalidated the model's queries
   const isChampion = model.championId === run.id;
   return (
     <Box>
@@ -209,7 +194,7 @@ function Overview({
           <StatusBadge status={run.approvalStatus} />
         </Fact>
         <Fact label="Deployment">
-          <StatusBadge status={run.deployStatus} />
+          <StatusBadge status={run.deployStatus ?? undefined} />
         </Fact>
         <Fact label="Artifact">
           {run.modelArtifactUri ? (
@@ -236,7 +221,7 @@ function Overview({
         </Section>
       )}
       <Section title="Change-control gate">
-        <GatePanel gate={run.gate} />
+        <GatePanel gate={run.gate ?? undefined} />
       </Section>
       <Section title="Subgroups (sex, age band, site, device)">
         <SubgroupTable run={run} />
@@ -253,7 +238,7 @@ function Overview({
         </Section>
       )}
       <Section title="Provenance (what trained and served this run)">
-        <ProvenancePanel provenance={run.provenance} />
+        <ProvenancePanel provenance={run.provenance ?? undefined} />
       </Section>
       <Section title="Decision and deployment">
         {run.approvals.length > 0 && (
@@ -299,15 +284,14 @@ function Overview({
 }
 
 function Trials({ run }: { run: Run }) {
-  const trials = useLoad(
-    () => api<{ trials: Trial[] }>(`/models/${run.modelId}/runs/${run.id}/trials`),
-    [run.id, run.status],
-  );
+  const query = useQuery(getTrialsOptions({ path: { model_id: run.modelId, run_id: run.id } }));
+  useRefetchOn(query, [run.status]); // a running run's trials grow
+  const trials = asLoaded(query);
   if (trials.error) return <ErrorAlert error={trials.error} />;
   if (!trials.data) return <Loading what="trials" />;
   const rows = trials.data.trials;
   if (rows.length === 0) return <Empty>No trials yet.</Empty>;
-  const names = [...new Set(rows.flatMap((t) => Object.keys(t.params)))];
+  const names = [...new Set(rows.flatMap((t) => Object.keys(t.params ?? {})))];
   return (
     <Box>
       <Section title="Objective over trials">
@@ -340,7 +324,7 @@ function Trials({ run }: { run: Run }) {
                 </Table.Cell>
                 <Table.Cell textAlign="end">{formatNumber(t.value, 4)}</Table.Cell>
                 {names.map((n) => (
-                  <Table.Cell key={n}>{formatParam(t.params[n])}</Table.Cell>
+                  <Table.Cell key={n}>{formatParam(t.params?.[n])}</Table.Cell>
                 ))}
                 <Table.Cell>{formatDuration(t.start, t.end)}</Table.Cell>
                 <Table.Cell maxW="sm" whiteSpace="pre-wrap" fontSize="xs" color="fg.error">
