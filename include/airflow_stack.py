@@ -234,6 +234,19 @@ class AirflowStack:
                 )
             time.sleep(1.0)
 
+    def stop_component(self, name: str) -> None:
+        """Stop one component (e.g. the triggerer, for a fault test); `start((name,))` starts
+        it again."""
+        proc = self.processes.pop(name)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
     def stop(self) -> None:
         for proc in self.processes.values():
             if proc.poll() is None:

@@ -12,9 +12,10 @@ B. A response without a justification is refused by the product (audited) and th
    Action opens again; a decision through the REST API then closes it at once, in the API
    server (the entry tells the decision, the channel and the decider), and Airflow refuses a
    later, conflicting response there (409): no stale entry, one decision, one record.
-C. A decision through the CLI (`patient-ml runs approve`, on a machine with Airflow's
-   configuration, as the demo runs it) closes the Required Action as it returns, with the
-   decider as responder, so a later response is refused there too (issue 34).
+C. With the triggerer down (issue 34's fault), a decision through the CLI (`patient-ml runs
+   reject`, on a machine with Airflow's configuration, as the demo runs it) closes the Required
+   Action as it returns, with the decider as responder, and resumes the task without a
+   triggerer; a later response is refused there too.
 """
 
 from __future__ import annotations
@@ -221,17 +222,28 @@ def test_required_actions_approve_and_rest_decision_closes(hitl: dict[str, Any])
         model = session.get(Model, model_id)
         assert model is not None and model.champion_id == run_a  # B never deployed
 
-    # C. a decision through the CLI closes it too, as the command returns
+    # C. the triggerer is down (so the trigger cannot close it first): a decision through the
+    # CLI closes it, as the command returns, and resumes the task
     _wait_waiting(d, c)
     run_c = _product_run(d, c)
     cli = str(Path(sys.executable).with_name("patient-ml"))
-    done = subprocess.run(
-        [cli, "--json", "runs", "reject", "--run", run_c, "--reason", "e2e: through the CLI"],
-        env={**d.stack.env, "PATIENT_ML_USER": "admin"}, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    printed = json.loads(done.stdout)
+    d.stack.stop_component("triggerer")
+    try:
+        done = subprocess.run(
+            [cli, "--json", "runs", "reject", "--run", run_c, "--reason", "e2e: through the CLI"],
+            env={**d.stack.env, "PATIENT_ML_USER": "admin"}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        _cli_closed_it(d, c, done.stdout, late)
+    finally:
+        d.stack.start(("triggerer",))
+        d.stack.wait_ready(timeout=180)
+
+
+def _cli_closed_it(d: E2EDeployment, c: str, stdout: str, late: dict[str, Any]) -> None:
+    api = d.api
+    printed = json.loads(stdout)
     assert printed["channel"] == "cli" and printed["requiredAction"] == "answered", printed
     closed = _detail(api, c)
     assert closed["response_received"] is True and closed["chosen_options"] == ["Reject"]
