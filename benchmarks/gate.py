@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import smoke
 from patient_ml.config.models import NonInferiorityRule
+from patient_ml.config.platform_metrics import direction_of
 from patient_ml.evaluation.intervals import ClassificationStatistic, ClusterBootstrap, Joined
 from patient_ml.evaluation.noninferiority import Stratum, check_rule
 from patient_ml.evaluation.operating_point import (
@@ -44,7 +45,6 @@ from patient_ml.evaluation.operating_point import (
     Wanted,
     choose,
 )
-from patient_ml.services.evaluations import direction_of
 
 POSITIVE = LabelRef(index=1, name="tumor")
 

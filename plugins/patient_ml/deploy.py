@@ -33,8 +33,9 @@ from patient_ml.services.approvals import settled_decision
 from patient_ml.services.monitoring import build_reference
 from patient_ml.services.runs import get_run
 from patient_ml.serving.artifacts import fetch_model
+from patient_ml.serving.base import ModelServing
 from patient_ml.serving.client import ping
-from patient_ml.serving.servers import ModelServing, server_for
+from patient_ml.serving.servers import server_for
 from patient_ml.storage import ArtifactStore
 
 log = logging.getLogger("patient_ml.deploy")

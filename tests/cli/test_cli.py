@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from patient_ml.cli.main import main
-from patient_ml.db.engine import HEAD_REVISION
+from patient_ml.db.version import HEAD_REVISION
 from tests.conftest import EXAMPLE_CONFIGS
 
 

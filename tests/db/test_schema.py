@@ -8,8 +8,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from patient_ml.db import schema
-from patient_ml.db.engine import HEAD_REVISION, VERSION_TABLE, get_engine
+from patient_ml.db.engine import get_engine
 from patient_ml.db.models import Base
+from patient_ml.db.version import HEAD_REVISION, VERSION_TABLE
 from patient_ml.exceptions import SchemaVersionError
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from patient_ml.config.models import NonInferiorityRule
+from patient_ml.config.platform_metrics import direction_of
 from patient_ml.evaluation.noninferiority import Stratum, check_rule, check_rules
-from patient_ml.services.evaluations import direction_of
 
 
 def stratum(name: str = "overall", kind: str = "overall", **differences: tuple) -> Stratum:

@@ -27,7 +27,8 @@ from patient_ml.evaluation.evaluate import (
     load_test_set,
 )
 from patient_ml.log_records import ProgressLog
-from patient_ml.serving.servers import DockerServer, LocalServer, ModelServer
+from patient_ml.serving.base import ModelServer
+from patient_ml.serving.servers import DockerServer, LocalServer
 from patient_ml.storage import LocalArtifactStore
 from patient_ml.training.backends.base import TrainingJob
 from patient_ml.training.backends.local import LocalBackend

@@ -160,8 +160,8 @@ def test_no_attributes_no_subgroups_and_segmentation_is_cut_too() -> None:
 
 def test_large_subgroups_scope_checks_only_subgroups_not_flagged_small() -> None:
     from patient_ml.config.models import NonInferiorityRule
+    from patient_ml.config.platform_metrics import direction_of
     from patient_ml.evaluation.noninferiority import Stratum, check_rules
-    from patient_ml.services.evaluations import direction_of
 
     def stratum(name: str, kind: str, low: float, small: bool = False) -> Stratum:
         return Stratum(

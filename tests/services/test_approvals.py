@@ -14,7 +14,8 @@ from sqlalchemy import Engine, func, select
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Approval
 from patient_ml.exceptions import ConfigValidationError, ConflictError, PermissionDeniedError
-from patient_ml.services.approvals import approval_status, decide, request_approval
+from patient_ml.services.approval_state import approval_status
+from patient_ml.services.approvals import decide, request_approval
 from patient_ml.services.auto_approval import check_policy, policy_metric
 from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from patient_ml.db.engine import session_scope
 from patient_ml.deploy import check_deploy_request
 from patient_ml.exceptions import ConfigValidationError, ConflictError
-from patient_ml.services import approvals
+from patient_ml.services import approval_state, approvals
 from patient_ml.services.audit import events_for
 from patient_ml.services.auto_approval import try_auto_approve
 from patient_ml.services.gate import gate_for
@@ -87,7 +87,7 @@ def test_a_failed_rule_stops_the_policy_and_needs_an_audited_override(
         assert override["justification"].startswith("accepted: lower sensitivity")
         assert "sensitivity:positive" in override["failedRules"]
         assert approval.criteria and approval.criteria["gate"]["overrideRequired"] is True
-        assert approvals.approval_status(session, get_run(session, worse)) == "approved"
+        assert approval_state.approval_status(session, get_run(session, worse)) == "approved"
         wire = run_to_wire(session, get_run(session, worse))
     assert "run.override_approved" in _actions(engine, worse)
     assert "run.approved" not in _actions(engine, worse)
@@ -170,7 +170,7 @@ def test_two_people_must_approve_before_the_run_counts_as_approved(
         approvals.decide(session, run_id, "approved", user="dr-a", reason="good", channel="api")
     with session_scope(engine) as session:
         run = get_run(session, run_id)
-        assert approvals.approval_status(session, run) == "pending"
+        assert approval_state.approval_status(session, run) == "pending"
         assert approvals.settled_decision(session, run_id) is None
         gate = gate_for(session, run).wire()["approvals"]
         assert gate == {"required": 2, "approvedBy": ["dr-a"], "remaining": 1}
@@ -183,7 +183,7 @@ def test_two_people_must_approve_before_the_run_counts_as_approved(
         second = approvals.decide(session, run_id, "approved", user="dr-b", reason="agree",
                                   channel="airflow-required-actions")  # fmt: skip
         assert second.criteria and second.criteria["approvals"]["complete"] is True
-        assert approvals.approval_status(session, get_run(session, run_id)) == "approved"
+        assert approval_state.approval_status(session, get_run(session, run_id)) == "approved"
         settled = approvals.settled_decision(session, run_id)
         assert settled is not None and settled.user == "dr-b"
         with pytest.raises(ConflictError, match="already approved by dr-b"):
@@ -194,7 +194,7 @@ def test_two_people_must_approve_before_the_run_counts_as_approved(
     with session_scope(engine) as session:
         approvals.decide(session, rejected, "approved", user="dr-a", reason="ok", channel="api")
         approvals.decide(session, rejected, "rejected", user="dr-c", reason="no", channel="api")
-        assert approvals.approval_status(session, get_run(session, rejected)) == "rejected"
+        assert approval_state.approval_status(session, get_run(session, rejected)) == "rejected"
 
 
 def test_policy_checks_of_the_gate_name_the_field_and_the_fix(engine: Engine) -> None:

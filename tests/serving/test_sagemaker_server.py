@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from patient_ml.serving.client import ServingError, ping
+from patient_ml.serving.client import ping
+from patient_ml.serving.errors import ServingError
 from patient_ml.serving.sagemaker import SageMakerServer, endpoint_name
 from patient_ml.serving.servers import make_server, server_for
 from tests.sagemaker_server import ROLE_ARN, SageMakerEmulator, unique

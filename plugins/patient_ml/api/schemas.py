@@ -38,6 +38,7 @@ from fastapi import Body, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from patient_ml.config import models as config
+from patient_ml.config.wire import WireModel
 from patient_ml.services.wire import (
     DatasetConfig,
     DocumentedAs,
@@ -149,7 +150,7 @@ def _error_entry(status: int) -> dict[str, Any]:
 _READ_ONLY = "Read-only: accepted and ignored, so a fetched config can be sent back unchanged."
 
 
-class _ReturnedFields(config.WireModel):
+class _ReturnedFields(WireModel):
     """Fields the API returns with a config; accepted and ignored on input
     (`patient_ml.config.loading.READ_ONLY_FIELDS`)."""
 

@@ -15,8 +15,9 @@ from patient_ml.config import models as config_models
 from patient_ml.config.duplicates import json_duplicate_keys, loads_json, yaml_duplicate_keys
 from patient_ml.config.identifiers import shorten
 from patient_ml.config.limits import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_NODES
-from patient_ml.config.models import DatasetConfig, ModelConfig, WireModel
+from patient_ml.config.models import DatasetConfig, ModelConfig
 from patient_ml.config.rules import check_dataset_config, check_model_config
+from patient_ml.config.wire import WireModel
 from patient_ml.exceptions import ConfigFileError, ConfigValidationError, FieldError
 
 T = TypeVar("T", bound=WireModel)

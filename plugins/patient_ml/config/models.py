@@ -20,15 +20,12 @@ from typing import Annotated, Any, Literal
 from annotated_types import GroupedMetadata
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from patient_ml.config.identifiers import (
     ID_PATTERN,
@@ -48,6 +45,8 @@ from patient_ml.config.limits import (
     MAX_TRIALS_LIMIT,
     MAX_URI_LENGTH,
 )
+from patient_ml.config.monitoring import MonitoringSettings
+from patient_ml.config.wire import WireModel
 
 ProblemType = Literal["imgClf", "imgSeg"]
 Scale = Literal["auto", "linear", "log", "reverseLog"]
@@ -111,24 +110,6 @@ Identifier = Annotated[
     WithJsonSchema({"type": "string", "pattern": ID_PATTERN, "maxLength": MAX_ID_LENGTH}),
 ]
 
-
-class WireModel(BaseModel):
-    """Base: camelCase on the wire, snake_case in Python, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        extra="forbid",
-        str_strip_whitespace=True,
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-from patient_ml.config.monitoring import MonitoringSettings  # noqa: E402  (uses WireModel)
 
 # ----------------------------------------------------------------------------- datasets
 

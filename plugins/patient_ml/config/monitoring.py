@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from patient_ml.config.models import WireModel  # defined before models.py imports this
+from patient_ml.config.wire import WireModel
 
 # a subgroup attribute's name (as config.models.SUBGROUP_ATTRIBUTE)
 AttributeName = Annotated[str, StringConstraints(pattern=r"^[a-z][A-Za-z0-9]{0,39}$")]

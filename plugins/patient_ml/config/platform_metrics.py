@@ -137,6 +137,13 @@ def description_of(name: str) -> str | None:
     return _PER_LABEL_DESCRIPTIONS[found[0]].format(label=found[1]) if found else None
 
 
+def direction_of(name: str) -> str:
+    """Whether a metric is better higher (`maximize`, also for names the platform does not
+    know) or lower (`minimize`)."""
+    known = PLATFORM_METRICS.get(name)
+    return known.direction if known else "maximize"
+
+
 METRIC_DECIMALS = 3
 
 

@@ -17,20 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from patient_ml import settings
+from patient_ml.db.version import HEAD_REVISION, stored_revision
 from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
 from patient_ml.settings import setting
 
 log = logging.getLogger(__name__)
-
-# The newest migration in patient_ml/db/migrations/versions; a test keeps the two in step.
-HEAD_REVISION = "0011"
-VERSION_TABLE = "pml_alembic_version"
 
 _ENGINES: dict[str, Engine] = {}
 _READERS: dict[str, Engine] = {}
@@ -116,21 +113,12 @@ def get_engine(url: str | None = None, *, check_schema: bool = True) -> Engine:
             engine = _create_engine(resolved)
             _ENGINES[resolved] = engine
     if check_schema and resolved not in _CHECKED:
-        if _stored_revision(engine) != HEAD_REVISION:
+        if stored_revision(engine) != HEAD_REVISION:
             from patient_ml.db.schema import check_schema_version  # imports Alembic: slow
 
             check_schema_version(engine)
         _CHECKED.add(resolved)
     return engine
-
-
-def _stored_revision(engine: Engine) -> str | None:
-    """The schema revision recorded in the DB, read without importing Alembic (fast CLI)."""
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-    except sa_exc.SQLAlchemyError:
-        return None
 
 
 def dispose_engines() -> None:

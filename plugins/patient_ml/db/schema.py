@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from patient_ml.db.engine import VERSION_TABLE
+from patient_ml.db.version import VERSION_TABLE
 from patient_ml.exceptions import SchemaVersionError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

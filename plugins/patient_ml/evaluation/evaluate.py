@@ -70,8 +70,9 @@ from patient_ml.evaluation.subgroups import SubgroupPlan, missing_counts, subgro
 from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog, run_logs_prefix
 from patient_ml.serving.artifacts import fetch_model
-from patient_ml.serving.client import ServingError, explain, invoke, invoke_batch
-from patient_ml.serving.servers import ModelServing
+from patient_ml.serving.base import ModelServing
+from patient_ml.serving.client import explain, invoke, invoke_batch
+from patient_ml.serving.errors import ServingError
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from patient_ml.config.models import WireModel
 from patient_ml.config.platform_metrics import PLATFORM_METRICS
+from patient_ml.config.wire import WireModel
 
 DOCUMENT_FORMAT: Literal["patient-ml-model-card-document/1"] = "patient-ml-model-card-document/1"
 NOT_RECORDED = "not recorded"

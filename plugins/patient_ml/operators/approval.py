@@ -92,7 +92,7 @@ class AwaitApprovalOperator(RunOperator):
             if (
                 decided is None
                 and not approval_state.decisions_of(session, self.run_id)
-                and approvals.approval_status(session, run) != "timedOut"
+                and approval_state.approval_status(session, run) != "timedOut"
             ):
                 decided, outcome = auto_approval.try_auto_approve(session, self.run_id)
                 if outcome is not None:
@@ -106,7 +106,7 @@ class AwaitApprovalOperator(RunOperator):
             event: dict[str, Any] | None = None
             if decided is not None:
                 event = approvals.decision_event(self.run_id, decided)
-            elif approvals.approval_status(session, run) == "timedOut":
+            elif approval_state.approval_status(session, run) == "timedOut":
                 event = {"status": "timedOut", "runId": self.run_id}
         if event is not None:  # decided (or timed out) before any wait
             return self._finish(context, event)
@@ -299,14 +299,14 @@ class AwaitApprovalOperator(RunOperator):
     def _outcome(self) -> tuple[str, dict[str, Any] | None]:
         """The product DB's word (the source of truth, whatever the event said)."""
         from patient_ml.db.engine import session_scope
-        from patient_ml.services import approvals
+        from patient_ml.services import approval_state, approvals
         from patient_ml.services.runs import get_run
 
         with session_scope(self.engine()) as session:
             decided = approvals.settled_decision(session, self.run_id)
             if decided is not None:
                 return decided.decision, approvals.decision_event(self.run_id, decided)
-            status = approvals.approval_status(session, get_run(session, self.run_id))
+            status = approval_state.approval_status(session, get_run(session, self.run_id))
         if status != "timedOut":
             raise ApprovalEventError(
                 f"The approval task of run {self.run_id} was resumed, but the run has no "

@@ -14,7 +14,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from patient_ml.serving.servers import ModelServing, ServerHandle
+    from patient_ml.serving.base import ModelServing, ServerHandle
     from patient_ml.storage.base import ArtifactStore
 
 log = logging.getLogger("patient_ml.operators")
@@ -142,7 +142,8 @@ class ServingOperator(ContainerOperator):
         self._servers: list[TrackedServer] = []
 
     def server(self) -> TrackedServer:
-        from patient_ml.serving.servers import ServeLimits, make_server
+        from patient_ml.serving.base import ServeLimits
+        from patient_ml.serving.servers import make_server
 
         server = TrackedServer(
             make_server(

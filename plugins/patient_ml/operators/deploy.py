@@ -11,7 +11,7 @@ from patient_ml.operators.common import ServingOperator, set_outlet_extra
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    from patient_ml.serving.servers import ServerHandle
+    from patient_ml.serving.base import ServerHandle
 
 
 class DeployModelOperator(ServingOperator):

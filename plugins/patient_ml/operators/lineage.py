@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from sqlalchemy.orm import Session
 
-    from patient_ml.config.models import WireModel
+    from patient_ml.config.wire import WireModel
     from patient_ml.services.lineage import LineageDataset, StageLineage
 
 log = logging.getLogger("patient_ml.lineage")

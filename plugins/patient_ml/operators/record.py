@@ -35,7 +35,7 @@ class RecordRunOperator(PatientMLBaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
-        from patient_ml.services.approvals import approval_status
+        from patient_ml.services.approval_state import approval_status
         from patient_ml.services.runs import find_run_for_dag_run, finish_run
         from patient_ml.services.tuning import reconcile_trials
 

@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_ml.db.models import Approval, Model, Run
+from patient_ml.db.models import Approval, Model, Run, utcnow
+from patient_ml.services.common import as_utc
 
 
 def decisions_of(session: Session, run_id: str) -> list[Approval]:
@@ -88,3 +89,20 @@ def final_decision(session: Session, run: Run) -> Approval | None:
     """The decision that settles `run` under its model's minApprovers, or None."""
     model = session.get(Model, run.model_id)
     return settled(decisions_of(session, run.id), min_approvers_of(model))
+
+
+def approval_status(session: Session, run: Run, *, decided: list[Approval] | None = None) -> str:
+    """approved | rejected | pending | timedOut | notRequested (`decided`: the run's decisions,
+    oldest first, when the caller has read them already). Partial approvals (fewer people than
+    minApprovers) leave the run pending."""
+    if decided is None:
+        decided = decisions_of(session, run.id)
+    final = settled(decided, min_approvers_of(session.get(Model, run.model_id)))
+    if final is not None:
+        return final.decision
+    if decided:
+        return "pending"
+    deadline = as_utc(run.approval_deadline)
+    if deadline is not None and utcnow() >= deadline:
+        return "timedOut"
+    return "pending" if run.approval_requested_at else "notRequested"

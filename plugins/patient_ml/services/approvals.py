@@ -41,13 +41,13 @@ from patient_ml.exceptions import (
 )
 from patient_ml.services import audit
 from patient_ml.services.approval_state import (
+    approval_status,
     decisions_of,
     final_decision,
     min_approvers_of,
     progress,
     settled,
 )
-from patient_ml.services.common import as_utc
 from patient_ml.services.gate import Gate, gate_for
 from patient_ml.services.runs import get_run
 
@@ -64,23 +64,6 @@ class RepeatedApprovalError(ConflictError):
 
 def _invalid(field: str, message: str, value: Any) -> ConfigValidationError:
     return ConfigValidationError("approval decision", [FieldError(field, message, value)])
-
-
-def approval_status(session: Session, run: Run, *, decided: list[Approval] | None = None) -> str:
-    """approved | rejected | pending | timedOut | notRequested (`decided`: the run's decisions,
-    oldest first, when the caller has read them already). Partial approvals (fewer people than
-    minApprovers) leave the run pending."""
-    if decided is None:
-        decided = decisions_of(session, run.id)
-    final = settled(decided, min_approvers_of(session.get(Model, run.model_id)))
-    if final is not None:
-        return final.decision
-    if decided:
-        return "pending"
-    deadline = as_utc(run.approval_deadline)
-    if deadline is not None and utcnow() >= deadline:
-        return "timedOut"
-    return "pending" if run.approval_requested_at else "notRequested"
 
 
 def request_approval(session: Session, run_id: str, *, timeout_hours: float) -> Run:

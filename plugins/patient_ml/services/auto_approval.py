@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from patient_ml.config.platform_metrics import metric_text
+from patient_ml.config.platform_metrics import direction_of, metric_text
 from patient_ml.db.models import Approval, Model
 from patient_ml.db.require import present
 from patient_ml.services import audit
 from patient_ml.services.approvals import SYSTEM, decide
-from patient_ml.services.evaluations import direction_of, evaluation_metrics
+from patient_ml.services.evaluations import evaluation_metrics
 from patient_ml.services.gate import DEFAULT_METRIC, Gate, gate_for, policy_metric
 from patient_ml.services.runs import get_run
 

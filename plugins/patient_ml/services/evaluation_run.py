@@ -30,7 +30,7 @@ from patient_ml.exceptions import PatientMLError
 from patient_ml.log_records import ProgressLog
 from patient_ml.services import evaluations
 from patient_ml.services.runs import curated_snapshot, get_run
-from patient_ml.serving.servers import ModelServing
+from patient_ml.serving.base import ModelServing
 from patient_ml.storage import ArtifactStore
 
 log = logging.getLogger("patient_ml.evaluation")

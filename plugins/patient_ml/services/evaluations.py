@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from patient_ml.config.platform_metrics import (
     AT_OPERATING_POINT,
-    PLATFORM_METRICS,
     description_of,
+    direction_of,
 )
 from patient_ml.db.models import Metric
 from patient_ml.services import audit, provenance
@@ -41,11 +41,6 @@ def flat_metrics(metrics: dict[str, Any], labels: dict[int, str]) -> dict[str, f
         flat[f"dice:{name}"] = float(values["dice"])
         flat[f"iou:{name}"] = float(values["iou"])
     return flat
-
-
-def direction_of(name: str) -> str:
-    known = PLATFORM_METRICS.get(name)
-    return known.direction if known else "maximize"
 
 
 def deltas(

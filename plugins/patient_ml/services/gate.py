@@ -27,7 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_ml.config.models import ApprovalPolicy
-from patient_ml.config.platform_metrics import PLATFORM_METRICS, metric_text, plain_name
+from patient_ml.config.platform_metrics import (
+    PLATFORM_METRICS,
+    direction_of,
+    metric_text,
+    plain_name,
+)
 from patient_ml.db.models import Model, Run
 from patient_ml.db.require import present
 from patient_ml.evaluation.noninferiority import OVERALL, RuleResult, Stratum, check_rules
@@ -39,7 +44,6 @@ from patient_ml.services.approval_state import (
     settled,
 )
 from patient_ml.services.common import to_millis
-from patient_ml.services.evaluations import direction_of
 
 DEFAULT_METRIC = {"imgClf": "balancedAccuracy", "imgSeg": "meanDice"}
 WORSE_EPSILON = 1e-12

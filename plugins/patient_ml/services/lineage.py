@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_ml.config.models import WireModel
+from patient_ml.config.wire import WireModel
 from patient_ml.db.models import Approval, Dataset, Endpoint, Metric, Model, Run, Snapshot
 from patient_ml.services.lineage_facets import (
     ApprovalRunFacet,

@@ -15,7 +15,7 @@ from typing import Literal, cast
 
 from pydantic import Field
 
-from patient_ml.config.models import WireModel
+from patient_ml.config.wire import WireModel
 from patient_ml.settings import setting
 
 SCHEMA_DIR = Path(__file__).with_name("lineage_schemas")

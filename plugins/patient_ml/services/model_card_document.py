@@ -17,7 +17,12 @@ from sqlalchemy.orm import Session
 
 from patient_ml import __version__
 from patient_ml.config.models import ModelCardSettings
-from patient_ml.config.platform_metrics import AT_OPERATING_POINT, PLATFORM_METRICS, plain_name
+from patient_ml.config.platform_metrics import (
+    AT_OPERATING_POINT,
+    PLATFORM_METRICS,
+    direction_of,
+    plain_name,
+)
 from patient_ml.db.models import Dataset, Model, Run, Snapshot, utcnow
 from patient_ml.db.require import present
 from patient_ml.evaluation.model_card import (
@@ -55,13 +60,8 @@ from patient_ml.evaluation.model_card import (
     public_text,
 )
 from patient_ml.evaluation.operating_point import stored
-from patient_ml.services.approval_state import decisions_of, min_approvers_of
-from patient_ml.services.approvals import approval_status
-from patient_ml.services.evaluations import (
-    direction_of,
-    evaluation_intervals,
-    evaluation_metrics,
-)
+from patient_ml.services.approval_state import approval_status, decisions_of, min_approvers_of
+from patient_ml.services.evaluations import evaluation_intervals, evaluation_metrics
 from patient_ml.services.provenance import provenance_of
 from patient_ml.services.runs import get_run
 from patient_ml.training.provenance import tag_move_text

@@ -17,8 +17,7 @@ from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Snapshot
 from patient_ml.db.require import present
 from patient_ml.evaluation.model_card import card_keys, render_markdown
-from patient_ml.services.approval_state import decisions_of
-from patient_ml.services.approvals import approval_status
+from patient_ml.services.approval_state import approval_status, decisions_of
 from patient_ml.services.common import to_millis
 from patient_ml.services.evaluations import evaluation_intervals, evaluation_metrics
 from patient_ml.services.model_card_document import build_model_card_document

@@ -25,7 +25,10 @@ from patient_ml.exceptions import (
 )
 from patient_ml.naming import dag_id_of
 from patient_ml.services import audit
+from patient_ml.services.approval_state import approval_status
 from patient_ml.services.common import get_by_id_or_name, to_millis
+from patient_ml.services.gate import gate_for
+from patient_ml.services.provenance import provenance_wire
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "deft", "eager", "fair", "gentle", "hardy", "keen", "lucid",
@@ -272,9 +275,6 @@ def run_to_wire(session: Session, run: Run) -> dict[str, Any]:
     approvalStatus, approvalDeadline, airflow; each evaluation metric's interval `low`/`high`;
     operatingPoint; the change-control `gate`, see `services.gate`; `provenance` with
     `tagMoved`, see `services.provenance`)."""
-    from patient_ml.services.gate import gate_for
-    from patient_ml.services.provenance import provenance_wire
-
     wire = runs_to_wire(session, [run])[0]
     wire["gate"] = gate_for(session, run).wire()
     found = provenance_wire(session, run)
@@ -304,8 +304,6 @@ def runs_to_wire(session: Session, runs: list[Run]) -> list[dict[str, Any]]:
 def _run_wire(
     session: Session, run: Run, metric_rows: list[Metric], approval_rows: list[Approval]
 ) -> dict[str, Any]:
-    from patient_ml.services.approvals import approval_status
-
     metrics: dict[str, list[dict[str, Any]]] = {"challenger": [], "champion": []}
     for metric in metric_rows:
         entry = {"name": metric.name, "value": metric.value, "stage": metric.stage}

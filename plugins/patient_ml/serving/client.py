@@ -11,13 +11,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from patient_ml.exceptions import PatientMLError
+from patient_ml.serving.errors import ServingError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-
-class ServingError(PatientMLError):
-    """A model server did not start, did not answer, or answered outside the contract."""
 
 
 def content_type_of(data: bytes) -> str:

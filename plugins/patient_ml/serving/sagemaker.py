@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from patient_ml.serving.client import ServingError
-from patient_ml.serving.servers import ModelServer, ServeLimits, ServerHandle
+from patient_ml.serving.base import ModelServer, ServeLimits, ServerHandle
+from patient_ml.serving.errors import ServingError
 from patient_ml.training.backends.sagemaker import SageMakerSettings
 
 SCHEME = "sagemaker://"

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from patient_ml.config.models import WireModel
+from patient_ml.config.wire import WireModel
 from patient_ml.exceptions import PatientMLError
 
 log = logging.getLogger("patient_ml.training")
