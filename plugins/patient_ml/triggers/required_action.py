@@ -11,9 +11,9 @@ approvals so far. When approving needs an override (`services.gate`), the option
 with override" / Reject and the form asks for the override's own justification. A response there
 resumes the task, which records it through the same decision service as the REST API. A decision
 made elsewhere closes the request with that decision, so no stale entry is left: at once when it
-is made in Airflow's API server (the REST API and the Patient ML pages,
-`patient_ml.hooks.airflow_required_actions`, which also resumes the task without a triggerer),
-else from the trigger when it next looks.
+is made in Airflow's API server (the REST API and the Patient ML pages) or by the CLI with
+Airflow's configuration (`answer_settled`, through `patient_ml.hooks.airflow_required_actions`,
+which also resumes the task without a triggerer), else from the trigger when it next looks.
 
 Only Airflow's SDK calls are used (the Execution API, authenticated as the task instance): the
 task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads and answers it
