@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "var" / "demo"
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.quality import fixed_epochs  # noqa: E402
+
 from benchmarks import smoke  # noqa: E402
 
 
@@ -82,11 +84,7 @@ def main() -> int:
             model = get_model(session, model_name)
             approach = {**model.training_approach, "seed": seed}
             if args.epochs is not None:  # the trainer's maximum fixed instead of searched
-                approach["searchSpace"] = [
-                    {"type": "categorical", "name": "epochs", "values": [args.epochs]}
-                    if parameter["name"] == "epochs" else parameter
-                    for parameter in approach["searchSpace"]
-                ]  # fmt: skip
+                approach["searchSpace"] = fixed_epochs(approach["searchSpace"], args.epochs)
             doc = {"name": model.name, "description": model.description,
                    "datasetId": model.dataset_id, "trainingApproach": approach,
                    "deployApproach": model.deploy_approach}  # fmt: skip
@@ -145,21 +143,15 @@ def main() -> int:
 def fresh_home(home: Path, limit: int) -> Path:
     """`limit` Br35H images as FHIR NDJSON under `home`, the product DB, and the example
     dataset and model configs registered with it as their source; returns the NDJSON folder."""
-    import subprocess
-
     import yaml
+    from benchmarks.br35h_snapshot import build_sample
 
     from patient_ml.db import schema
     from patient_ml.db.engine import get_engine, session_scope
     from patient_ml.services.datasets import create_dataset
     from patient_ml.services.models import create_model
 
-    sample = home / "sample" / "br35h"
-    subprocess.run(
-        [sys.executable, str(ROOT / "include" / "sample_data"), "build", "br35h", "--out",
-         str(sample), "--limit", str(limit)],
-        check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    sample = build_sample(home, limit)
     later = sample / "later"
     if later.is_dir():  # the labels a clinician confirms later in the demo: all of them here
         for file in later.iterdir():

@@ -185,12 +185,9 @@ def sweep(
         trials, config["trainingApproach"].get("parallelTrials", 1)
     )
     if epochs is not None:  # --epochs: the trainer's maximum fixed instead of searched
-        config["trainingApproach"]["searchSpace"] = [
-            {"type": "categorical", "name": "epochs", "values": [epochs]}
-            if parameter["name"] == "epochs"
-            else parameter
-            for parameter in config["trainingApproach"]["searchSpace"]
-        ]
+        config["trainingApproach"]["searchSpace"] = fixed_epochs(
+            config["trainingApproach"]["searchSpace"], epochs
+        )
     snapshot_id = manifest_uri.rstrip("/").split("/")[-2]
     with session_scope(engine) as session:
         model_id = create_model(session, config, actor="benchmark").id
@@ -230,6 +227,17 @@ def sweep(
     with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
         tar.extractall(model_dir, filter="data")
     return model_dir, summary, trials_done
+
+
+def fixed_epochs(search_space: list[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """A config's search space with the trainer's `epochs` fixed at `epochs` (one categorical
+    value) instead of searched: `--epochs` of the benchmarks, for seconds-long smoke runs."""
+    return [
+        {"type": "categorical", "name": "epochs", "values": [epochs]}
+        if parameter["name"] == "epochs"
+        else parameter
+        for parameter in search_space
+    ]
 
 
 def print_sweep(summary: dict[str, Any], trials: list[dict[str, Any]]) -> None:
