@@ -7,6 +7,7 @@ import re
 
 DAG_ID_PREFIX = "patient_ml__"
 MONITOR_DAG_ID_PREFIX = "patient_ml_monitor__"
+SCORING_DAG_ID_PREFIX = "patient_ml_score__"
 
 
 def model_slug(name: str) -> str:
@@ -23,9 +24,15 @@ def monitor_dag_id_of(slug: str) -> str:
     return MONITOR_DAG_ID_PREFIX + slug
 
 
+def scoring_dag_id_of(slug: str) -> str:
+    """The DAG that scores the dataset with the model's deployed champion (batch scoring)."""
+    return SCORING_DAG_ID_PREFIX + slug
+
+
 def slug_of_dag_id(dag_id: str | None) -> str | None:
-    """The model slug of one of our DAG ids (training or monitor); None for any other DAG id."""
-    for prefix in (DAG_ID_PREFIX, MONITOR_DAG_ID_PREFIX):
+    """The model slug of one of our DAG ids (training, monitor or scoring); None for any other
+    DAG id."""
+    for prefix in (DAG_ID_PREFIX, MONITOR_DAG_ID_PREFIX, SCORING_DAG_ID_PREFIX):
         if dag_id and dag_id.startswith(prefix):
             return dag_id[len(prefix) :]
     return None

@@ -78,6 +78,30 @@ def register_cohort_model(
         return str(create_model(session, config, actor="e2e").id)
 
 
+def wait_task(
+    stack: AirflowStack, api: ApiClient, dag_id: str, dag_run: str, task: str, states: set[str]
+) -> None:
+    """Until `task` of the DAG run is in one of `states`; fails at once when a task failed."""
+
+    def reached() -> bool:
+        current = api.task_states(dag_id, dag_run)
+        failed = [t for t, s in current.items() if s in ("failed", "upstream_failed")]
+        assert not failed, f"tasks failed: {current}\n{stack.log_tail('scheduler')}"
+        return current.get(task) in states
+
+    stack.wait_for(reached, 420, f"{task} to be {states} in {dag_run}")
+
+
+def wait_dag_run(stack: AirflowStack, api: ApiClient, dag_id: str, dag_run: str) -> str:
+    """Until the DAG run ends; its state (success or failed)."""
+
+    def ended() -> str | None:
+        state = api.dag_run(dag_id, dag_run)["state"]
+        return state if state in ("success", "failed") else None
+
+    return stack.wait_for(ended, 300, f"DAG run {dag_run} of {dag_id} to end")
+
+
 def _databases() -> Iterator[tuple[str | None, str | None]]:
     """Fresh PostgreSQL databases (Airflow metadata, product) or (None, None) for SQLite."""
     reason = _postgres_unavailable_reason()

@@ -34,7 +34,7 @@ from patient_ml.services.runs import find_run_for_dag_run
 from patient_ml.storage import artifact_store_from_uri
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
 from tests.curation.cohort import Cohort, dataset_config
-from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment, wait_dag_run, wait_task
 from tests.operators.lifecycle import model_config
 
 MODEL = "e2e-monitored"
@@ -74,13 +74,13 @@ def monitored(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
 def _train_and_deploy(d: E2EDeployment) -> str:
     body = {"logical_date": None, "conf": {"maxTrials": 1}}
     dag_run = d.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", body)["dag_run_id"]
-    _wait_task(d.stack, d.api, DAG_ID, dag_run, "await_approval", {"deferred"})
+    wait_task(d.stack, d.api, DAG_ID, dag_run, "await_approval", {"deferred"})
     with session_scope(d.engine) as session:
         run = find_run_for_dag_run(session, DAG_ID, dag_run)
         assert run is not None
         run_id = run.id
     _cli(d.stack, "runs", "approve", "--run", run_id, "--reason", "e2e: monitor me")
-    assert _wait_dag_run(d.stack, d.api, DAG_ID, dag_run) == "success"
+    assert wait_dag_run(d.stack, d.api, DAG_ID, dag_run) == "success"
     with session_scope(d.engine) as session:
         assert session.get(Run, run_id).deploy_status == "succeeded"
     return run_id
@@ -95,31 +95,11 @@ def _cli(stack: AirflowStack, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def _wait_task(
-    stack: AirflowStack, api: ApiClient, dag_id: str, dag_run: str, task: str, states: set[str]
-) -> None:
-    def reached() -> bool:
-        current = api.task_states(dag_id, dag_run)
-        failed = [t for t, s in current.items() if s in ("failed", "upstream_failed")]
-        assert not failed, f"tasks failed: {current}\n{stack.log_tail('scheduler')}"
-        return current.get(task) in states
-
-    stack.wait_for(reached, 420, f"{task} to be {states} in {dag_run}")
-
-
-def _wait_dag_run(stack: AirflowStack, api: ApiClient, dag_id: str, dag_run: str) -> str:
-    def ended() -> str | None:
-        state = api.dag_run(dag_id, dag_run)["state"]
-        return state if state in ("success", "failed") else None
-
-    return stack.wait_for(ended, 300, f"DAG run {dag_run} of {dag_id} to end")
-
-
 def _check(d: E2EDeployment) -> dict[str, str]:
     """Run the monitor DAG once; its task states."""
     dag_run = d.api.post(f"/api/v2/dags/{MONITOR_DAG_ID}/dagRuns",
                          {"logical_date": None})["dag_run_id"]  # fmt: skip
-    assert _wait_dag_run(d.stack, d.api, MONITOR_DAG_ID, dag_run) == "success"
+    assert wait_dag_run(d.stack, d.api, MONITOR_DAG_ID, dag_run) == "success"
     return d.api.task_states(MONITOR_DAG_ID, dag_run)
 
 

@@ -247,3 +247,36 @@ def test_deployed_model_gets_a_monitor_dag_and_retrains_on_its_drift_asset(
     bag = parse()
     assert monitor not in bag.dag_ids and not isinstance(bag.dags[BRAIN].timetable,
                                                          AssetOrTimeSchedule)  # fmt: skip
+
+
+def test_deployed_model_gets_a_scoring_dag_mapped_over_its_chunks(stored: Engine) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from patient_ml.db.models import Model
+    from patient_ml.services.runs import create_run
+
+    scoring = "patient_ml_score__brain_mri_tumour_classifier"
+    assert scoring not in parse().dag_ids  # no champion: nothing to score with
+    with session_scope(stored) as session:
+        doc = model_to_wire(get_model(session, "brain-mri-tumour-classifier"))
+        model = session.get(Model, doc["id"])
+        model.champion_id = create_run(session, doc["id"], actor="t").id
+    bag = parse()
+    assert bag.import_errors == {} and scoring in bag.dag_ids
+    dag = bag.dags[scoring]
+    assert type(dag.timetable).__name__ == "NullTimetable" and not dag.catchup
+    assert [t.task_id for t in dag.topological_sort()] == ["plan", "score", "finish"]
+    assert dag.task_dict["finish"].trigger_rule == "all_done"
+    assert [a.uri for a in dag.task_dict["finish"].outlets] == [
+        "x-patient-ml://models/brain_mri_tumour_classifier/predictions"
+    ]
+    params = ParamsDict(dag.params).dump()
+    assert params == {"split": "all", "since": "", "chunkSize": 200, "writeBack": True}
+    # the scoring DAG serialises (what the DAG processor stores) with its mapped task
+    serialized = DagSerialization.to_dict(dag)
+    assert DagSerialization.from_dict(serialized).task_dict["score"].is_mapped
+    # an edge model is not served by the product: no scoring DAG
+    doc["deployApproach"] = {**doc["deployApproach"], "type": "edge"}
+    with session_scope(stored) as session:
+        update_model(session, doc["id"], doc, actor="t")
+    assert scoring not in parse().dag_ids

@@ -486,3 +486,61 @@ class MonitoringEvent(Base):
 
 
 event.listen(MonitoringEvent, "before_update", _refuse_change)
+
+
+class ScoringBatch(Base):
+    """One batch scoring of a deployed model over its dataset's examples (the scoring DAG's
+    run): which examples (`selection`), the champion that scored them, and progress. One row
+    per model and Airflow DAG run, so a cleared or rerun DAG run resumes the same batch."""
+
+    __tablename__ = "pml_scoring_batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_models.id", ondelete="CASCADE"), nullable=False
+    )
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)  # the champion that scores
+    dag_run_id: Mapped[str] = mapped_column(String(250), nullable=False)
+    # {"split": "all"|..., "since": ISO instant or null, "writeBack": bool}
+    selection: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    chunk_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="running", nullable=False)
+    # where predictions were written (a description of the sink; NULL: not written back)
+    written_to: Mapped[str | None] = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("model_id", "dag_run_id", name="uq_pml_scoring_batches_model"),
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+        Index("ix_pml_scoring_batches_model_time", "model_id", "created_at"),
+    )
+
+
+class ScoringChunk(Base):
+    """One chunk of a scoring batch (one mapped task): its examples and, once scored, what
+    came of them. A chunk that is `done` is never scored again by a retry or a rerun."""
+
+    __tablename__ = "pml_scoring_chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("pml_scoring_batches.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    example_ids: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    scored: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    written: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    # examples that could not be scored: [{"exampleId", "reason"}] (e.g. an image now unreadable)
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, nullable=False)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "position", name="uq_pml_scoring_chunks_batch"),
+        CheckConstraint("status IN ('pending', 'done')", name="status"),
+    )

@@ -38,7 +38,8 @@ from patient_ml.factory.build import (
     is_monitored,
 )
 from patient_ml.factory.catalog import Catalog, load_catalog
-from patient_ml.naming import monitor_dag_id_of
+from patient_ml.factory.scoring import build_scoring_dag, is_scored
+from patient_ml.naming import monitor_dag_id_of, scoring_dag_id_of
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -78,7 +79,7 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     errors: dict[str, str] = {}
     templates = _Templates()
     built = copied = 0
-    monitors_built = 0
+    deployed_built = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
     try:
@@ -98,13 +99,17 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
                 templates.offer(entry, dag)
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
-                monitors_built += _add_monitor_dag(
-                    entry, opts, options_key, cached, fresh, namespace, errors
+                deployed_built += _add_deployed_dag(
+                    "monitor", entry, opts, options_key, cached, fresh, namespace, errors
+                )
+            if is_scored(entry) and entry.dag_id not in errors:
+                deployed_built += _add_deployed_dag(
+                    "scoring", entry, opts, options_key, cached, fresh, namespace, errors
                 )
     finally:
         if gc_was_enabled:
             gc.enable()
-    if built - copied + monitors_built:
+    if built - copied + deployed_built:
         # a parse that built DAGs (say the first, or after new kinds of configs) keeps the
         # cache write cheap: its copies are left for the next parse to write
         fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
@@ -173,7 +178,14 @@ def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:
         return config_error_dag(entry, error)
 
 
-def _add_monitor_dag(
+_DEPLOYED_DAGS = {
+    "monitor": (build_monitor_dag, monitor_dag_id_of),
+    "scoring": (build_scoring_dag, scoring_dag_id_of),
+}
+
+
+def _add_deployed_dag(
+    kind: str,
     entry: Any,
     opts: FactoryOptions,
     options_key: str,
@@ -182,19 +194,21 @@ def _add_monitor_dag(
     namespace: MutableMapping[str, Any],
     errors: dict[str, str],
 ) -> int:
-    """The model's monitor DAG (`patient_ml_monitor__<slug>`); 1 when it was built anew."""
-    key = build_cache.entry_key(entry.digest, f"{options_key}|monitor")
+    """A DAG of the model's deployed champion: its monitor DAG (`patient_ml_monitor__<slug>`)
+    or its scoring DAG (`patient_ml_score__<slug>`); 1 when it was built anew."""
+    builder, dag_id_of_slug = _DEPLOYED_DAGS[kind]
+    key = build_cache.entry_key(entry.digest, f"{options_key}|{kind}")
     dag = cached.get(key)
     built = 0
     if dag is None:
         try:
-            dag = build_monitor_dag(entry, opts)
+            dag = builder(entry, opts)
         except Exception as exc:
             error = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            errors[monitor_dag_id_of(entry.slug)] = error
-            log.error("model %r: its monitor DAG cannot be built: %s", entry.name, error)
+            errors[dag_id_of_slug(entry.slug)] = error
+            log.error("model %r: its %s DAG cannot be built: %s", entry.name, kind, error)
             warnings.warn(
-                f"Patient ML model {entry.name!r}: monitor DAG cannot be built: {error}",
+                f"Patient ML model {entry.name!r}: {kind} DAG cannot be built: {error}",
                 PatientMLConfigWarning,
                 stacklevel=3,
             )

@@ -36,6 +36,7 @@ from patient_ml.fhir.errors import FhirConfigError
 from patient_ml.fhir.ndjson import NdjsonSourceError
 from patient_ml.labels.masks import areas_to_png, png_to_areas
 from patient_ml.labels.sinks import sink_for
+from patient_ml.scoring.sinks import prediction_sink_for
 from patient_ml.services import audit, example_predictions, prediction_log
 from patient_ml.services import examples as ex
 from patient_ml.services.common import to_millis
@@ -62,6 +63,8 @@ class DatasetContext:
     sink_factory: Callable[[], Any]
     # The dataset's split assignments of patient keys (read with the index); None: not known.
     load_splits: Callable[[], dict[str, str]] | None = None
+    # Where batch scoring writes prediction Observations (patient_ml.scoring.sinks).
+    prediction_sink_factory: Callable[[], Any] | None = None
 
     @property
     def label_of_index(self) -> dict[int, str]:
@@ -149,6 +152,10 @@ def dataset_context(
         store=inputs.store,
         fetcher=inputs.fetcher,
         sink_factory=lambda: sink_for(
+            source_cfg,
+            fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
+        ),
+        prediction_sink_factory=lambda: prediction_sink_for(
             source_cfg,
             fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
         ),

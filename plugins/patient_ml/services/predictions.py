@@ -189,36 +189,51 @@ def _predict(
     result: dict[str, Any] = {"modelId": model.id, "runId": run_id, "problemType": problem_type}
     if example_id is not None:
         result["exampleId"] = example_id
+    result.update(answer_fields(problem_type, labels, point, answer, url))
+    return result
+
+
+def answer_fields(
+    problem_type: str, labels: Mapping[int, str], point: Any, answer: Any, url: str
+) -> dict[str, Any]:
+    """A model server's answer for one image as the prediction's fields: imgSeg `mask`,
+    `width`, `height`; imgClf `predictions` (highest confidence first, `value` true for the
+    label decided at the operating point `point`) and `operatingPoint`. An answer outside the
+    serving contract raises PatientMLError naming the endpoint."""
     if problem_type == "imgSeg":
         if not isinstance(answer, dict) or "mask" not in answer:
             raise _bad_answer(url)
-        result.update(mask=answer["mask"], width=answer.get("width"), height=answer.get("height"))
-        return result
+        return {"mask": answer["mask"], "width": answer.get("width"),
+                "height": answer.get("height")}  # fmt: skip
     items = answer.get("predictions") if isinstance(answer, dict) else answer
     if not isinstance(items, list):
         raise _bad_answer(url)
-    predictions: list[dict[str, Any]] = sorted(
-        (
-            {
-                "index": int(item["index"]),
-                "name": labels.get(int(item["index"])),
-                "confidence": float(item["confidence"]),
-            }
-            for item in items
-        ),
-        key=lambda p: -p["confidence"],
-    )
+    try:
+        predictions: list[dict[str, Any]] = sorted(
+            (
+                {
+                    "index": int(item["index"]),
+                    "name": labels.get(int(item["index"])),
+                    "confidence": float(item["confidence"]),
+                }
+                for item in items
+            ),
+            key=lambda p: -p["confidence"],
+        )
+    except (KeyError, TypeError, ValueError):
+        raise _bad_answer(url) from None
     known = {p["index"]: p["confidence"] for p in predictions if p["index"] in labels}
     decided = point.decide_one(known) if known else None
     for prediction in predictions:
         prediction["value"] = prediction["index"] == decided  # one label per image
-    result["predictions"] = predictions
-    result["operatingPoint"] = {
-        **{k: v for k, v in point.wire().items() if k in ("rule", "positiveLabel", "threshold")},
-        "label": decided,
-        "name": labels.get(decided) if decided is not None else None,
+    return {
+        "predictions": predictions,
+        "operatingPoint": {
+            **{k: v for k, v in point.wire().items() if k in ("rule", "positiveLabel", "threshold")},
+            "label": decided,
+            "name": labels.get(decided) if decided is not None else None,
+        },
     }
-    return result
 
 
 def _bad_answer(url: str) -> PatientMLError:

@@ -1,0 +1,131 @@
+"""Batch scoring end to end on the shared real Airflow and a real FHIR server (sekmet): a model
+whose dataset lives on the FHIR server is trained and deployed by its DAG; the factory then
+builds its scoring DAG (`patient_ml_score__<slug>`), which scores every image in mapped chunks
+and writes one preliminary Observation per image back to the FHIR server, found by a FHIR
+search. One chunk's task is failed while it runs (Airflow stops it) and the DAG run is cleared:
+chunks already scored are not scored again, the killed one is, and no Observation is duplicated.
+The finish task emits the model's predictions Asset event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from patient_ml.db.engine import session_scope
+from patient_ml.deploy import stop_old_endpoints
+from patient_ml.fhir import mapping
+from patient_ml.fhir.client import FhirClient
+from patient_ml.scoring.observations import identifier_value
+from patient_ml.services.datasets import create_dataset
+from patient_ml.services.models import create_model
+from patient_ml.services.runs import find_run_for_dag_run
+from tests.curation.cohort import Cohort, dataset_config
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment, wait_dag_run, wait_task
+from tests.fhir_server import running_fhir_server
+from tests.operators.lifecycle import model_config
+
+MODEL = "e2e-scored"
+DAG_ID = "patient_ml__e2e_scored"
+SCORING_DAG_ID = "patient_ml_score__e2e_scored"
+PREDICTIONS_URI = "x-patient-ml://models/e2e_scored/predictions"
+CONN_ID = "e2e_fhir"
+PREDICTION_CODE = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
+
+
+@pytest.fixture(scope="module")
+def scored_model(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
+    d = airflow_deployment
+    with running_fhir_server(d.root / "sekmet-scoring") as server:
+        client = FhirClient(server.base_url)
+        cohort = Cohort(d.sources / "scoring-cohort", "sco01", "urn:test:e2e-scoring-dataset")
+        cohort.add_patients(0, 40)
+        client.transaction(cohort.transaction())
+        d.api.post("/api/v2/connections", {"connection_id": CONN_ID, "conn_type": "fhir",
+                                           "host": server.base_url})  # fmt: skip
+        with session_scope(d.engine) as session:
+            ds = dataset_config("e2e-scoring-dataset", "sco01")
+            ds["source"] = {"type": "fhirServer", "connId": CONN_ID}
+            dataset_id = create_dataset(session, ds, actor="e2e").id
+            config = model_config(MODEL, dataset_id)
+            config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+            config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+            # the first run is approved by the change-control plan (no person needed here)
+            config["approvalPolicy"] = {"autoApproval": {"enabled": True,
+                                                         "allowWithoutChampion": True}}  # fmt: skip
+            model_id = create_model(session, config, actor="e2e").id
+        try:
+            d.wait_for_dag(DAG_ID)
+            run_id = _train_and_deploy(d)
+            d.wait_for_dag(SCORING_DAG_ID)  # built on the next parse: the model has a champion
+            yield {"d": d, "client": client, "model_id": model_id, "run_id": run_id,
+                   "images": [doc["id"] for doc in cohort.docs]}  # fmt: skip
+        finally:
+            stop_old_endpoints(d.engine, model_id, keep=None, actor="e2e-cleanup")
+
+
+def _train_and_deploy(d: E2EDeployment) -> str:
+    body = {"logical_date": None, "conf": {"maxTrials": 1}}
+    dag_run = d.api.post(f"/api/v2/dags/{DAG_ID}/dagRuns", body)["dag_run_id"]
+    assert wait_dag_run(d.stack, d.api, DAG_ID, dag_run) == "success", d.api.task_states(
+        DAG_ID, dag_run
+    )
+    with session_scope(d.engine) as session:
+        run = find_run_for_dag_run(session, DAG_ID, dag_run)
+        assert run is not None and run.deploy_status == "succeeded"
+        return run.id
+
+
+def _observations(client: FhirClient, model_id: str, image_id: str) -> list[dict[str, Any]]:
+    value = identifier_value(model_id, image_id)
+    return list(client.search(
+        "Observation", {"identifier": f"{mapping.PREDICTION_IDENTIFIER_SYSTEM}|{value}"}))  # fmt: skip
+
+
+def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(
+    scored_model: dict[str, Any],
+) -> None:
+    d, client = scored_model["d"], scored_model["client"]
+    model_id, images = scored_model["model_id"], sorted(scored_model["images"])
+    conf = {"chunkSize": 10, "split": "all", "since": "", "writeBack": True}
+    dag_run = d.api.post(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns",
+                         {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
+    chunks = -(-len(images) // 10)
+
+    # fail chunk 1's task while it runs: Airflow stops its process
+    def running() -> bool:
+        return d.api.task_states(SCORING_DAG_ID, dag_run).get("score[1]") in (
+            "running", "success", "failed")  # fmt: skip
+
+    d.stack.wait_for(running, 300, "chunk 1 of the batch to start")
+    d.api.patch(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns/{dag_run}/taskInstances/score/1",
+                {"new_state": "failed"})  # fmt: skip
+    assert wait_dag_run(d.stack, d.api, SCORING_DAG_ID, dag_run) == "failed"
+    states = d.api.task_states(SCORING_DAG_ID, dag_run)
+    assert states["score[1]"] == "failed" and states["finish"] == "failed", states
+    batch = d.api.get(f"/v1/patient-ml/models/{model_id}/scoring-batches")["batches"][0]
+    assert batch["status"] == "failed" and batch["chunks"] == chunks
+    assert batch["total"] == len(images) and batch["runId"] == scored_model["run_id"]
+
+    # clear the failed tasks: the killed chunk is scored (again), the others are not
+    d.api.post(f"/api/v2/dags/{SCORING_DAG_ID}/clearTaskInstances",
+               {"dry_run": False, "dag_run_id": dag_run, "only_failed": True,
+                "reset_dag_runs": True})  # fmt: skip
+    time.sleep(2)
+    assert wait_dag_run(d.stack, d.api, SCORING_DAG_ID, dag_run) == "success"
+    detail = d.api.get(f"/v1/patient-ml/models/{model_id}/scoring-batches/{batch['id']}")
+    assert detail["batch"]["status"] == "succeeded", detail
+    assert detail["batch"]["scored"] == len(images) == detail["batch"]["written"]
+    assert [c["attempts"] for c in detail["chunks"] if c["position"] != 1] == [1] * (chunks - 1)
+
+    found = {image: _observations(client, model_id, image) for image in images}
+    assert {k: len(v) for k, v in found.items()} == dict.fromkeys(images, 1)
+    assert all(v[0]["status"] == "preliminary" for v in found.values())
+    assert len(list(client.search("Observation", {"code": PREDICTION_CODE}))) == len(images)
+
+    events = d.api.get("/api/v2/assets/events?limit=200")["asset_events"]
+    scored = [e for e in events if e["uri"] == PREDICTIONS_URI]
+    assert len(scored) == 1 and scored[0]["extra"]["batchId"] == batch["id"], scored
+    assert scored[0]["extra"]["written"] == len(images)
