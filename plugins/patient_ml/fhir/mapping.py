@@ -17,6 +17,17 @@ Labels
     - imgSeg: the mask image is the `valueAttachment` of the extension `MASK_EXTENSION_URL`
       (PNG, pixel value = label index, 0 = background; same URL rules as images).
     `performer[0]` (display or reference) is who confirmed it.
+
+Predictions
+    Batch scoring writes a model's prediction for an image back as an `Observation` with
+    `code.coding` = (`LABEL_CODE_SYSTEM`, `PREDICTION_CODE`), `status` `preliminary` (never
+    final: a prediction is no finding), `derivedFrom` the image's DocumentReference (never
+    `focus`, so nothing takes it for a label), `identifier` (`PREDICTION_IDENTIFIER_SYSTEM`,
+    `<model id>|<example id>`: one resource per model and image, updated by a later batch),
+    `device` naming the model run, and the extension `SCORING_BATCH_EXTENSION_URL` naming the
+    batch. imgClf: `valueCodeableConcept` = the decided label, one `component` per label with
+    its probability; imgSeg: the mask is a `Binary` referenced by `MASK_EXTENSION_URL`
+    (`patient_ml.scoring.observations`).
 """
 
 from __future__ import annotations
@@ -24,6 +35,9 @@ from __future__ import annotations
 LABEL_CODE_SYSTEM = "http://patient-ml.org/fhir/CodeSystem/patient-ml"
 LABEL_CODE = "image-label"
 MASK_EXTENSION_URL = "http://patient-ml.org/fhir/StructureDefinition/segmentation-mask"
+PREDICTION_CODE = "image-prediction"
+PREDICTION_IDENTIFIER_SYSTEM = "urn:patient-ml:prediction"
+SCORING_BATCH_EXTENSION_URL = "http://patient-ml.org/fhir/StructureDefinition/scoring-batch"
 
 IMAGE_CONTENT_TYPES = {
     "image/png": "png",

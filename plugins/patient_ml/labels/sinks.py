@@ -15,7 +15,7 @@ import fcntl
 import os
 import stat
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,24 +65,35 @@ class FhirServerSink:
 class NdjsonFolderSink:
     assigns_versions = False
 
-    def __init__(self, uri: str | Path) -> None:
+    def __init__(
+        self, uri: str | Path, *, file_name: str = LABELS_FILE, what: str = "Labels"
+    ) -> None:
+        """`file_name`: the file written in a folder source; `what`: the records, in messages
+        (batch scoring writes its predictions to its own file the same way)."""
         path = local_path(uri)
+        self.what = what
         if path.is_dir():
-            self.file = path / LABELS_FILE
+            self.file = path / file_name
         elif path.suffix == ".ndjson":
             self.file = path
         else:
             raise LabelSinkError(
-                f"Labels cannot be written to the NDJSON source {str(path)!r}.",
+                f"{what} cannot be written to the NDJSON source {str(path)!r}.",
                 fix="point the dataset's source.uri at a folder (or a plain .ndjson file)",
             )
         self.description = f"NDJSON file {self.file}"
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         data = ndjson_bytes(resources)
+        self.append(lambda _fd: data)
+        return list(resources)
+
+    def append(self, build: Callable[[int], bytes]) -> None:
+        """Append `build(fd)` to the file under its exclusive lock; `build` may read the file
+        through `fd` (open for reading and appending) to see what was written before."""
         # Non-blocking and no symlink: a FIFO put in place of the file fails at once (instead
         # of blocking the API until a reader comes), and only a regular file is written to.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
         try:
             fd = os.open(self.file, flags, 0o640)
         except OSError as exc:
@@ -92,16 +103,15 @@ class NdjsonFolderSink:
                 raise self._not_writable("not a regular file")
             os.set_blocking(fd, True)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, data)
+            os.write(fd, build(fd))
             os.fsync(fd)
         finally:
             os.close(fd)  # releases the lock
-        return list(resources)
 
     def _not_writable(self, why: str) -> LabelSinkError:
         return LabelSinkError(
-            f"Labels cannot be written to {self.file.name!r} in the dataset's NDJSON folder: "
-            f"{why}.",
+            f"{self.what} cannot be written to {self.file.name!r} in the dataset's NDJSON "
+            f"folder: {why}.",
             fix="make it a regular file the service may write, or remove it",
         )
 
@@ -109,13 +119,16 @@ class NdjsonFolderSink:
 class S3NdjsonSink:
     assigns_versions = False
 
-    def __init__(self, uri: str, *, aws_conn_id: str = "aws_default") -> None:
+    def __init__(
+        self, uri: str, *, aws_conn_id: str = "aws_default", file_name: str = LABELS_FILE
+    ) -> None:
         self.store = artifact_store_from_uri(uri.rstrip("/"), aws_conn_id=aws_conn_id)
+        self.file_name = file_name
         self.description = f"NDJSON objects under {uri}"
 
     def write(self, resources: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         data = ndjson_bytes(resources)
-        key = f"{LABELS_FILE.removesuffix('.ndjson')}-{uuid.uuid4().hex}.ndjson"
+        key = f"{self.file_name.removesuffix('.ndjson')}-{uuid.uuid4().hex}.ndjson"
         self.store.put_bytes(key, data)
         return list(resources)
 
