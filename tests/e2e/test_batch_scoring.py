@@ -23,7 +23,7 @@ from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model
 from patient_ml.services.runs import find_run_for_dag_run
 from tests.curation.cohort import Cohort, dataset_config
-from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment, wait_dag_run, wait_task
+from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment, wait_dag_run
 from tests.fhir_server import running_fhir_server
 from tests.operators.lifecycle import model_config
 
@@ -79,9 +79,8 @@ def _train_and_deploy(d: E2EDeployment) -> str:
 
 
 def _observations(client: FhirClient, model_id: str, image_id: str) -> list[dict[str, Any]]:
-    value = identifier_value(model_id, image_id)
-    return list(client.search(
-        "Observation", {"identifier": f"{mapping.PREDICTION_IDENTIFIER_SYSTEM}|{value}"}))  # fmt: skip
+    token = f"{mapping.PREDICTION_IDENTIFIER_SYSTEM}|{identifier_value(model_id, image_id)}"
+    return list(client.search("Observation", {"identifier": token}))
 
 
 def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(

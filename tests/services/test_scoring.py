@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, read_scope, session_scope
-from patient_ml.db.models import AuditEvent, ExamplePrediction, ScoringChunk
+from patient_ml.db.models import AuditEvent, Dataset, ExamplePrediction, ScoringChunk
 from patient_ml.deploy import deploy_run, stop_old_endpoints
 from patient_ml.exceptions import ConflictError, InvalidInputError
 from patient_ml.fhir import mapping
@@ -34,9 +34,7 @@ PREDICTION_CODE = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
 
 
 @pytest.fixture
-def deployed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir_server: FhirServer
-) -> Any:
+def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir_server: FhirServer) -> Any:
     """A model deployed on a local endpoint; its dataset's records on the FHIR server."""
     url = f"sqlite:///{tmp_path / 'product.db'}"
     schema.upgrade(get_engine(url, check_schema=False))
@@ -53,6 +51,10 @@ def deployed(
     deploy_run(engine, p.store, run_id, actor="t", server=LocalServer())
     client = FhirClient(fhir_server.base_url)
     client.transaction(p.cohort.transaction())
+    with session_scope(engine) as session:  # the dataset's records now live on the server
+        dataset = session.get(Dataset, p.dataset_id)
+        assert dataset is not None
+        dataset.source = {"type": "fhirServer", "connId": "fhir_default"}
     try:
         yield p, run_id, client
     finally:
@@ -69,12 +71,23 @@ def _predictions(client: FhirClient, p: Project, example_ids: list[str]) -> dict
         example_id: list(
             client.search(
                 "Observation",
-                {"identifier": f"{mapping.PREDICTION_IDENTIFIER_SYSTEM}|"
-                 f"{identifier_value(p.model_id, example_id)}"},  # fmt: skip
+                {
+                    "identifier": f"{mapping.PREDICTION_IDENTIFIER_SYSTEM}|"
+                    f"{identifier_value(p.model_id, example_id)}"
+                },
             )
         )
         for example_id in example_ids
     }
+
+
+def _all_predictions(client: FhirClient, model_id: str) -> list[dict[str, Any]]:
+    """Every prediction Observation of this model on the (session-wide) server."""
+    return [
+        o
+        for o in client.search("Observation", {"code": PREDICTION_CODE})
+        if o["identifier"][0]["value"].startswith(f"{model_id}|")
+    ]
 
 
 def test_a_batch_writes_one_prediction_per_image_and_resumes_without_duplicates(
@@ -101,8 +114,7 @@ def test_a_batch_writes_one_prediction_per_image_and_resumes_without_duplicates(
     assert observation["status"] == "preliminary"
     assert observation["derivedFrom"] == [{"reference": f"DocumentReference/{ids[0]}"}]
     assert observation["meta"]["versionId"] == "1"
-    everything = list(client.search("Observation", {"code": PREDICTION_CODE}))
-    assert len(everything) == 120
+    assert len(_all_predictions(client, p.model_id)) == 120
 
     # A rerun of the DAG run (same dag_run_id) finds its batch: nothing is scored again.
     again = scoring.plan_batch(
@@ -128,7 +140,7 @@ def test_a_batch_writes_one_prediction_per_image_and_resumes_without_duplicates(
     assert redone.attempts == 2 and redone.scored == len(chunk_ids)
     refound = _predictions(client, p, chunk_ids)
     assert all(len(v) == 1 and v[0]["meta"]["versionId"] == "2" for v in refound.values())
-    assert len(list(client.search("Observation", {"code": PREDICTION_CODE}))) == 120
+    assert len(_all_predictions(client, p.model_id)) == 120
 
     done = scoring.finish_batch(p.engine, batch.id, actor="t")
     assert done.status == "succeeded" and done.scored == 120 and done.written == 120
@@ -161,7 +173,7 @@ def test_a_selection_scores_only_what_it_names(deployed: Any) -> None:
     assert batch.total == len(test_ids) and batch.chunks == 1
     chunk = scoring.score_chunk(p.engine, ctx, batch.id, 0, say=lambda _l: None)
     assert chunk.scored == len(test_ids) and chunk.written == 0  # writeBack false
-    assert not list(client.search("Observation", {"code": PREDICTION_CODE}))
+    assert not _all_predictions(client, p.model_id)
 
     future = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     empty = scoring.plan_batch(

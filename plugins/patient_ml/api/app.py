@@ -33,9 +33,9 @@ from patient_ml.api.routes_examples import router as examples_router
 from patient_ml.api.routes_failure_cases import router as failure_cases_router
 from patient_ml.api.routes_logs import router as logs_router
 from patient_ml.api.routes_monitoring import router as monitoring_router
-from patient_ml.api.routes_scoring import router as scoring_router
 from patient_ml.api.routes_overview import router as overview_router
 from patient_ml.api.routes_runs import router as runs_router
+from patient_ml.api.routes_scoring import router as scoring_router
 from patient_ml.hooks.airflow_assignees import install as install_assignee_resolver
 
 URL_PREFIX = "/v1/patient-ml"

@@ -96,8 +96,7 @@ class PlanScoringOperator(_ScoringOperator):
             actor=self.actor,
         )
         self.log.info(
-            "batch %s: %d examples (%s) in %d chunks of up to %d, %d already done; champion "
-            "run %s",
+            "batch %s: %d examples (%s) in %d chunks of up to %d, %d already done; champion run %s",
             batch.id,
             batch.total,
             selection.to_wire(),
@@ -171,8 +170,13 @@ class FinishScoringOperator(_ScoringOperator):
             )
         set_outlet_extra(
             context,
-            {"batchId": batch.id, "runId": batch.run_id, "scored": batch.scored,
-             "written": batch.written, "writtenTo": batch.written_to},  # fmt: skip
+            {
+                "batchId": batch.id,
+                "runId": batch.run_id,
+                "scored": batch.scored,
+                "written": batch.written,
+                "writtenTo": batch.written_to,
+            },
         )
         return {"batchId": batch.id, "scored": batch.scored, "written": batch.written,
                 "skipped": batch.skipped}  # fmt: skip

@@ -229,7 +229,9 @@ def answer_fields(
     return {
         "predictions": predictions,
         "operatingPoint": {
-            **{k: v for k, v in point.wire().items() if k in ("rule", "positiveLabel", "threshold")},
+            **{
+                k: v for k, v in point.wire().items() if k in ("rule", "positiveLabel", "threshold")
+            },
             "label": decided,
             "name": labels.get(decided) if decided is not None else None,
         },

@@ -65,7 +65,7 @@ Split = Literal["all", "train", "validation", "test", "unassigned"]
 Say = Callable[[str], None]
 
 
-class Selection(WireModel):
+class ScoringSelection(WireModel):
     """Which examples of the dataset a batch scores, and whether predictions are written back."""
 
     split: Split = Field(
@@ -104,7 +104,7 @@ class ScoringBatchView(WireModel):
     model_id: str
     run_id: str
     dag_run_id: str
-    selection: Selection
+    selection: ScoringSelection
     chunk_size: int
     total: int
     chunks: int
@@ -119,8 +119,8 @@ class ScoringBatchView(WireModel):
     finished_at: Millis | None = None
 
 
-def selection_of(split: Any = "all", since: Any = None, write_back: Any = True) -> Selection:
-    """The DAG's params as a Selection; a bad value is refused naming the param and the fix."""
+def selection_of(split: Any = "all", since: Any = None, write_back: Any = True) -> ScoringSelection:
+    """The DAG's params as a selection; a bad value is refused naming the param and the fix."""
     errors: list[FieldError] = []
     if split not in SPLITS:
         errors.append(FieldError("split", f"must be one of {', '.join(SPLITS)}", split))
@@ -142,7 +142,7 @@ def selection_of(split: Any = "all", since: Any = None, write_back: Any = True) 
             errors,
             fix="trigger the scoring DAG with valid params (split, since, writeBack)",
         )
-    return Selection(split=split, since=when, write_back=write_back)
+    return ScoringSelection(split=split, since=when, write_back=write_back)
 
 
 def chunk_size_for(total: int, wanted: int, max_chunks: int = MAX_CHUNKS) -> int:
@@ -156,7 +156,7 @@ def chunk_size_for(total: int, wanted: int, max_chunks: int = MAX_CHUNKS) -> int
     return max(wanted, math.ceil(total / max_chunks)) if total else wanted
 
 
-def selected_ids(ctx: Any, selection: Selection) -> list[str]:
+def selected_ids(ctx: Any, selection: ScoringSelection) -> list[str]:
     """The ids (sorted) of the examples of `ctx` (services.labels.DatasetContext) the selection
     takes, as the dataset's source holds them now."""
     index = ctx.index()
@@ -178,7 +178,7 @@ def plan_batch(
     model_ref: str,
     *,
     dag_run_id: str,
-    selection: Selection,
+    selection: ScoringSelection,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     actor: str,
     max_chunks: int = MAX_CHUNKS,
@@ -226,8 +226,13 @@ def plan_batch(
             action="scoring.planned",
             entity_type="model",
             entity_id=model_id,
-            after={"batchId": batch.id, "runId": run_id, "total": len(ids),
-                   "chunkSize": size, "selection": selection.to_wire()},  # fmt: skip
+            after={
+                "batchId": batch.id,
+                "runId": run_id,
+                "total": len(ids),
+                "chunkSize": size,
+                "selection": selection.to_wire(),
+            },
         )
         session.flush()
         return batch_view(session, batch)
@@ -356,9 +361,16 @@ def finish_batch(engine: Engine, batch_id: str, *, actor: str) -> ScoringBatchVi
             action=f"scoring.{batch.status}",
             entity_type="model",
             entity_id=batch.model_id,
-            after={"batchId": batch.id, "runId": batch.run_id, "total": view.total,
-                   "scored": view.scored, "written": view.written, "skipped": view.skipped,
-                   "chunks": view.chunks, "chunksDone": view.chunks_done},  # fmt: skip
+            after={
+                "batchId": batch.id,
+                "runId": batch.run_id,
+                "total": view.total,
+                "scored": view.scored,
+                "written": view.written,
+                "skipped": view.skipped,
+                "chunks": view.chunks,
+                "chunksDone": view.chunks_done,
+            },
         )
         session.flush()
         return batch_view(session, batch)
@@ -412,7 +424,7 @@ def batch_view(session: Session, batch: ScoringBatch) -> ScoringBatchView:
         model_id=batch.model_id,
         run_id=batch.run_id,
         dag_run_id=batch.dag_run_id,
-        selection=Selection.model_validate(batch.selection),
+        selection=ScoringSelection.model_validate(batch.selection),
         chunk_size=batch.chunk_size,
         total=batch.total,
         chunks=int(chunks),

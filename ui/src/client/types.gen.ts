@@ -3738,6 +3738,190 @@ export type SamplerRecord = {
 };
 
 /**
+ * ScoringBatchResponse
+ */
+export type ScoringBatchResponse = {
+    batch: ScoringBatchView;
+    /**
+     * Chunks
+     *
+     * In order.
+     */
+    chunks: Array<ScoringChunkView>;
+};
+
+/**
+ * ScoringBatchView
+ *
+ * A batch scoring of a model (one scoring DAG run) with its progress over its chunks.
+ */
+export type ScoringBatchView = {
+    /**
+     * Actor
+     */
+    actor: string;
+    /**
+     * Chunksize
+     */
+    chunkSize: number;
+    /**
+     * Chunks
+     */
+    chunks: number;
+    /**
+     * Chunksdone
+     */
+    chunksDone: number;
+    /**
+     * Createdat
+     *
+     * Milliseconds since the UTC epoch.
+     */
+    createdAt: number;
+    /**
+     * Dagrunid
+     */
+    dagRunId: string;
+    /**
+     * Finishedat
+     */
+    finishedAt?: number | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Modelid
+     */
+    modelId: string;
+    /**
+     * Runid
+     */
+    runId: string;
+    /**
+     * Scored
+     */
+    scored: number;
+    selection: ScoringSelection;
+    /**
+     * Skipped
+     */
+    skipped: number;
+    /**
+     * Status
+     */
+    status: string;
+    /**
+     * Total
+     */
+    total: number;
+    /**
+     * Written
+     */
+    written: number;
+    /**
+     * Writtento
+     */
+    writtenTo?: string | null;
+};
+
+/**
+ * ScoringBatchesResponse
+ */
+export type ScoringBatchesResponse = {
+    /**
+     * Batches
+     *
+     * Newest first.
+     */
+    batches: Array<ScoringBatchView>;
+    /**
+     * Modelid
+     */
+    modelId: string;
+    /**
+     * Scoringdagid
+     *
+     * The Airflow DAG that scores with the champion.
+     */
+    scoringDagId: string;
+};
+
+/**
+ * ScoringChunkView
+ *
+ * One chunk of a batch (one mapped score task) and what came of it.
+ */
+export type ScoringChunkView = {
+    /**
+     * Attempts
+     */
+    attempts: number;
+    /**
+     * Examples
+     */
+    examples: number;
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Resumed
+     *
+     * True when this call found the chunk already done (not scored again).
+     */
+    resumed?: boolean;
+    /**
+     * Scored
+     */
+    scored: number;
+    /**
+     * Seconds
+     */
+    seconds?: number | null;
+    /**
+     * Skipped
+     */
+    skipped?: Array<{
+        [key: string]: unknown;
+    }>;
+    /**
+     * Status
+     */
+    status: string;
+    /**
+     * Written
+     */
+    written: number;
+};
+
+/**
+ * ScoringSelection
+ *
+ * Which examples of the dataset a batch scores, and whether predictions are written back.
+ */
+export type ScoringSelection = {
+    /**
+     * Since
+     *
+     * Only examples whose image record changed at or after this instant.
+     */
+    since?: string | null;
+    /**
+     * Split
+     *
+     * all; train, validation or test (the split of the example's patient); unassigned: patients no split holds yet (e.g. new since the last curation).
+     */
+    split?: 'all' | 'train' | 'validation' | 'test' | 'unassigned';
+    /**
+     * Writeback
+     *
+     * Write each prediction to the dataset's FHIR source as an Observation.
+     */
+    writeBack?: boolean;
+};
+
+/**
  * SplitCounts
  */
 export type SplitCounts = {
@@ -6432,3 +6616,96 @@ export type GetTrialsResponses = {
 };
 
 export type GetTrialsResponse2 = GetTrialsResponses[keyof GetTrialsResponses];
+
+export type ListScoringBatchesData = {
+    body?: never;
+    path: {
+        /**
+         * Model Id
+         */
+        model_id: string;
+    };
+    query?: {
+        /**
+         * Limit
+         */
+        limit?: number;
+    };
+    url: '/models/{model_id}/scoring-batches';
+};
+
+export type ListScoringBatchesErrors = {
+    /**
+     * No credentials: send an Airflow JWT as `Authorization: Bearer <token>`.
+     */
+    401: ErrorResponse;
+    /**
+     * Invalid credentials, or the user may not do this.
+     */
+    403: ErrorResponse;
+    /**
+     * The model, dataset, run or example does not exist.
+     */
+    404: ErrorResponse;
+    /**
+     * The request or the config is invalid; `errors` names each field.
+     */
+    422: ErrorResponse;
+};
+
+export type ListScoringBatchesError = ListScoringBatchesErrors[keyof ListScoringBatchesErrors];
+
+export type ListScoringBatchesResponses = {
+    /**
+     * Successful Response
+     */
+    200: ScoringBatchesResponse;
+};
+
+export type ListScoringBatchesResponse = ListScoringBatchesResponses[keyof ListScoringBatchesResponses];
+
+export type GetScoringBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Model Id
+         */
+        model_id: string;
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/models/{model_id}/scoring-batches/{batch_id}';
+};
+
+export type GetScoringBatchErrors = {
+    /**
+     * No credentials: send an Airflow JWT as `Authorization: Bearer <token>`.
+     */
+    401: ErrorResponse;
+    /**
+     * Invalid credentials, or the user may not do this.
+     */
+    403: ErrorResponse;
+    /**
+     * The model, dataset, run or example does not exist.
+     */
+    404: ErrorResponse;
+    /**
+     * The request or the config is invalid; `errors` names each field.
+     */
+    422: ErrorResponse;
+};
+
+export type GetScoringBatchError = GetScoringBatchErrors[keyof GetScoringBatchErrors];
+
+export type GetScoringBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: ScoringBatchResponse;
+};
+
+export type GetScoringBatchResponse = GetScoringBatchResponses[keyof GetScoringBatchResponses];

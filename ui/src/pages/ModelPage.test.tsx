@@ -74,6 +74,20 @@ const REPORT = {
   },
 };
 
+const BATCHES = [
+  {
+    id: "b2", modelId: "m1", runId: "r1xxxxxxxxxx", dagRunId: "manual__2026-12-07", chunkSize: 200, total: 450, chunks: 3,
+    chunksDone: 1, scored: 200, written: 200, skipped: 0, status: "running", actor: "airflow:schedule",
+    selection: { split: "test", writeBack: true }, writtenTo: "FHIR server http://fhir/fhir", createdAt: 1_765_000_000_000,
+  },
+  {
+    id: "b1", modelId: "m1", runId: "r1xxxxxxxxxx", dagRunId: "manual__2026-12-06", chunkSize: 200, total: 3000, chunks: 15,
+    chunksDone: 15, scored: 2998, written: 2998, skipped: 2, status: "succeeded", actor: "airflow:schedule",
+    selection: { split: "all", since: "2026-12-01T00:00:00Z", writeBack: true }, writtenTo: "FHIR server http://fhir/fhir",
+    createdAt: 1_764_900_000_000, finishedAt: 1_764_900_600_000,
+  },
+];
+
 function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", state: "paused", schedule: "@hourly" }, events: object[] = []) {
   const answers: [RegExp, object][] = [
     [/\/models\/m1\/runs$/, { runs: RUNS, totalEntries: 2 }],
@@ -98,6 +112,7 @@ function serve(monitorDag: object = { dagId: "patient_ml_monitor__brain_clf", st
     ],
     [/\/datasets\/d1\/curation-report$/, { curationReport: REPORT }],
     [/\/models\/m1\/monitoring$/, { modelId: "m1", championId: "r1", monitoring: { schedule: "@hourly" }, monitorDag, reference: null, events }],
+    [/\/models\/m1\/scoring-batches$/, { modelId: "m1", scoringDagId: "patient_ml_score__brain_clf", batches: BATCHES }],
     [/\/models\/m1$/, { model: MODEL }],
   ];
   vi.stubGlobal(
@@ -290,5 +305,21 @@ describe("Monitoring tab", () => {
     show("monitoring");
     expect((await screen.findByTestId("monitoring")).textContent).toContain("Checked @hourly (next");
     expect(screen.queryByTestId("monitor-dag-state")).toBeNull();
+  });
+});
+
+describe("Batch scoring tab", () => {
+  it("shows each batch's selection, progress and where its predictions went", async () => {
+    serve();
+    show("scoring");
+    const rows = await screen.findAllByTestId("scoring-row");
+    expect(rows).toHaveLength(2);
+    expect(rows[0].textContent).toContain("450 examples: the test split");
+    expect(rows[0].textContent).toContain("1 of 3 chunks done; 200 scored, 200 written");
+    expect(rows[0].textContent).toContain("running");
+    expect(rows[1].textContent).toContain("3,000 examples: all examples changed since");
+    expect(rows[1].textContent).toContain(", 2 skipped");
+    expect(rows[1].textContent).toContain("FHIR server http://fhir/fhir");
+    expect(screen.getByTestId("scoring").textContent).toContain("airflow dags trigger patient_ml_score__brain_clf");
   });
 });

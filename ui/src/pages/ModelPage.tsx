@@ -28,6 +28,7 @@ import { defaultMetric, defaultSeries, metricSeries, objectiveOf } from "../metr
 import { airflowDagUrl, openInAirflow } from "../navigation";
 import { invalidateDataset, invalidateModel, loaded as asLoaded, runsOptions, useDataset, useModelId, useModelWithPermissions, useRuns, useStartRun } from "../queries";
 import { ExamplesTab } from "./ExamplesTab";
+import { ScoringTab } from "./ScoringTab";
 import { Pager } from "./ModelsPage";
 
 type ModelView = Extract<View, { kind: "model" }>;
@@ -115,6 +116,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
           <Tabs.Trigger value="curation">Curation report</Tabs.Trigger>
           <Tabs.Trigger value="deployments">Deployments</Tabs.Trigger>
           <Tabs.Trigger value="monitoring">Monitoring</Tabs.Trigger>
+          <Tabs.Trigger value="scoring">Batch scoring</Tabs.Trigger>
           <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
           <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
           <Tabs.Trigger value="examples">Examples</Tabs.Trigger>
@@ -133,6 +135,9 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
         </Tabs.Content>
         <Tabs.Content value="monitoring">
           <Monitoring model={model} />
+        </Tabs.Content>
+        <Tabs.Content value="scoring">
+          <ScoringTab model={model} />
         </Tabs.Content>
         <Tabs.Content value="config">
           <ConfigForm kind="model" stored={model} readOnly={!permissions.mayEdit} go={go} onSaved={reloadModel} />

@@ -3,8 +3,8 @@
 import { type InfiniteData, infiniteQueryOptions, queryOptions, type UseMutationOptions } from '@tanstack/react-query';
 
 import { client } from '../client.gen';
-import { createApproval, createDataset, createDeployment, createModel, createRollback, createRun, deleteDataset, deleteModel, downloadModelArtifact, downloadModelCardMarkdown, getCurationReport, getDagModelRef, getDagRunRef, getDataset, getDeployments, getDeployOptions, getExample, getExampleImage, getExamplePreview, getFailureCasePicture, getFailureCases, getLabelFile, getLabelHint, getModel, getModelArtifact, getModelCard, getModelCardDocument, getMonitoring, getPermissions, getRun, getRunLogs, getTrials, listDatasets, listExamples, listModels, listModelSummaries, listRuns, type Options, predict, putLabel, putLabelFile, updateDataset, updateModel } from '../sdk.gen';
-import type { CreateApprovalData, CreateApprovalError, CreateApprovalResponse, CreateDatasetData, CreateDatasetError, CreateDatasetResponse2, CreateDeploymentData, CreateDeploymentError, CreateDeploymentResponse2, CreateModelData, CreateModelError, CreateModelResponse2, CreateRollbackData, CreateRollbackError, CreateRollbackResponse2, CreateRunData, CreateRunError, CreateRunResponse2, DeleteDatasetData, DeleteDatasetError, DeleteDatasetResponse2, DeleteModelData, DeleteModelError, DeleteModelResponse2, DownloadModelArtifactData, DownloadModelArtifactError, DownloadModelArtifactResponse, DownloadModelCardMarkdownData, DownloadModelCardMarkdownError, DownloadModelCardMarkdownResponse, GetCurationReportData, GetCurationReportError, GetCurationReportResponse2, GetDagModelRefData, GetDagModelRefError, GetDagModelRefResponse2, GetDagRunRefData, GetDagRunRefError, GetDagRunRefResponse2, GetDatasetData, GetDatasetError, GetDatasetResponse2, GetDeploymentsData, GetDeploymentsError, GetDeploymentsResponse2, GetDeployOptionsData, GetDeployOptionsError, GetDeployOptionsResponse2, GetExampleData, GetExampleError, GetExampleImageData, GetExampleImageError, GetExamplePreviewData, GetExamplePreviewError, GetExampleResponse, GetFailureCasePictureData, GetFailureCasePictureError, GetFailureCasesData, GetFailureCasesError, GetFailureCasesResponse, GetLabelFileData, GetLabelFileError, GetLabelFileResponse, GetLabelHintData, GetLabelHintError, GetLabelHintResponse, GetModelArtifactData, GetModelArtifactError, GetModelArtifactResponse2, GetModelCardData, GetModelCardDocumentData, GetModelCardDocumentError, GetModelCardDocumentResponse2, GetModelCardError, GetModelCardResponse2, GetModelData, GetModelError, GetModelResponse2, GetMonitoringData, GetMonitoringError, GetMonitoringResponse2, GetPermissionsData, GetPermissionsError, GetPermissionsResponse, GetRunData, GetRunError, GetRunLogsData, GetRunLogsError, GetRunLogsResponse, GetRunResponse2, GetTrialsData, GetTrialsError, GetTrialsResponse2, ListDatasetsData, ListDatasetsError, ListDatasetsResponse, ListExamplesData, ListExamplesError, ListExamplesResponse, ListModelsData, ListModelsError, ListModelsResponse, ListModelSummariesData, ListModelSummariesError, ListModelSummariesResponse, ListRunsData, ListRunsError, ListRunsResponse, PredictData, PredictError, PredictResponse, PutLabelData, PutLabelError, PutLabelFileData, PutLabelFileError, PutLabelFileResponse, PutLabelResponse, UpdateDatasetData, UpdateDatasetError, UpdateDatasetResponse2, UpdateModelData, UpdateModelError, UpdateModelResponse2 } from '../types.gen';
+import { createApproval, createDataset, createDeployment, createModel, createRollback, createRun, deleteDataset, deleteModel, downloadModelArtifact, downloadModelCardMarkdown, getCurationReport, getDagModelRef, getDagRunRef, getDataset, getDeployments, getDeployOptions, getExample, getExampleImage, getExamplePreview, getFailureCasePicture, getFailureCases, getLabelFile, getLabelHint, getModel, getModelArtifact, getModelCard, getModelCardDocument, getMonitoring, getPermissions, getRun, getRunLogs, getScoringBatch, getTrials, listDatasets, listExamples, listModels, listModelSummaries, listRuns, listScoringBatches, type Options, predict, putLabel, putLabelFile, updateDataset, updateModel } from '../sdk.gen';
+import type { CreateApprovalData, CreateApprovalError, CreateApprovalResponse, CreateDatasetData, CreateDatasetError, CreateDatasetResponse2, CreateDeploymentData, CreateDeploymentError, CreateDeploymentResponse2, CreateModelData, CreateModelError, CreateModelResponse2, CreateRollbackData, CreateRollbackError, CreateRollbackResponse2, CreateRunData, CreateRunError, CreateRunResponse2, DeleteDatasetData, DeleteDatasetError, DeleteDatasetResponse2, DeleteModelData, DeleteModelError, DeleteModelResponse2, DownloadModelArtifactData, DownloadModelArtifactError, DownloadModelArtifactResponse, DownloadModelCardMarkdownData, DownloadModelCardMarkdownError, DownloadModelCardMarkdownResponse, GetCurationReportData, GetCurationReportError, GetCurationReportResponse2, GetDagModelRefData, GetDagModelRefError, GetDagModelRefResponse2, GetDagRunRefData, GetDagRunRefError, GetDagRunRefResponse2, GetDatasetData, GetDatasetError, GetDatasetResponse2, GetDeploymentsData, GetDeploymentsError, GetDeploymentsResponse2, GetDeployOptionsData, GetDeployOptionsError, GetDeployOptionsResponse2, GetExampleData, GetExampleError, GetExampleImageData, GetExampleImageError, GetExamplePreviewData, GetExamplePreviewError, GetExampleResponse, GetFailureCasePictureData, GetFailureCasePictureError, GetFailureCasesData, GetFailureCasesError, GetFailureCasesResponse, GetLabelFileData, GetLabelFileError, GetLabelFileResponse, GetLabelHintData, GetLabelHintError, GetLabelHintResponse, GetModelArtifactData, GetModelArtifactError, GetModelArtifactResponse2, GetModelCardData, GetModelCardDocumentData, GetModelCardDocumentError, GetModelCardDocumentResponse2, GetModelCardError, GetModelCardResponse2, GetModelData, GetModelError, GetModelResponse2, GetMonitoringData, GetMonitoringError, GetMonitoringResponse2, GetPermissionsData, GetPermissionsError, GetPermissionsResponse, GetRunData, GetRunError, GetRunLogsData, GetRunLogsError, GetRunLogsResponse, GetRunResponse2, GetScoringBatchData, GetScoringBatchError, GetScoringBatchResponse, GetTrialsData, GetTrialsError, GetTrialsResponse2, ListDatasetsData, ListDatasetsError, ListDatasetsResponse, ListExamplesData, ListExamplesError, ListExamplesResponse, ListModelsData, ListModelsError, ListModelsResponse, ListModelSummariesData, ListModelSummariesError, ListModelSummariesResponse, ListRunsData, ListRunsError, ListRunsResponse, ListScoringBatchesData, ListScoringBatchesError, ListScoringBatchesResponse, PredictData, PredictError, PredictResponse, PutLabelData, PutLabelError, PutLabelFileData, PutLabelFileError, PutLabelFileResponse, PutLabelResponse, UpdateDatasetData, UpdateDatasetError, UpdateDatasetResponse2, UpdateModelData, UpdateModelError, UpdateModelResponse2 } from '../types.gen';
 
 export type QueryKey<TOptions extends Options> = [
     Pick<TOptions, 'baseUrl' | 'body' | 'headers' | 'path' | 'query'> & {
@@ -945,4 +945,40 @@ export const getTrialsOptions = (options: Options<GetTrialsData>) => queryOption
         return data;
     },
     queryKey: getTrialsQueryKey(options)
+});
+
+export const listScoringBatchesQueryKey = (options: Options<ListScoringBatchesData>) => createQueryKey('listScoringBatches', options);
+
+/**
+ * Extension: the model's batch scorings with their progress, newest first
+ */
+export const listScoringBatchesOptions = (options: Options<ListScoringBatchesData>) => queryOptions<ListScoringBatchesResponse, ListScoringBatchesError, ListScoringBatchesResponse, ReturnType<typeof listScoringBatchesQueryKey>>({
+    queryFn: async ({ queryKey, signal }) => {
+        const { data } = await listScoringBatches({
+            ...options,
+            ...queryKey[0],
+            signal,
+            throwOnError: true
+        });
+        return data;
+    },
+    queryKey: listScoringBatchesQueryKey(options)
+});
+
+export const getScoringBatchQueryKey = (options: Options<GetScoringBatchData>) => createQueryKey('getScoringBatch', options);
+
+/**
+ * Extension: one batch scoring with its chunks
+ */
+export const getScoringBatchOptions = (options: Options<GetScoringBatchData>) => queryOptions<GetScoringBatchResponse, GetScoringBatchError, GetScoringBatchResponse, ReturnType<typeof getScoringBatchQueryKey>>({
+    queryFn: async ({ queryKey, signal }) => {
+        const { data } = await getScoringBatch({
+            ...options,
+            ...queryKey[0],
+            signal,
+            throwOnError: true
+        });
+        return data;
+    },
+    queryKey: getScoringBatchQueryKey(options)
 });

@@ -47,9 +47,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pml_scoring_batches")),
-        sa.UniqueConstraint(
-            "model_id", "dag_run_id", name=op.f("uq_pml_scoring_batches_model")
-        ),
+        sa.UniqueConstraint("model_id", "dag_run_id", name=op.f("uq_pml_scoring_batches_model")),
     )
     op.create_index(
         "ix_pml_scoring_batches_model_time",
