@@ -13,10 +13,10 @@ UI_BUILT := plugins/patient_ml/ui/static/index.html
 UI_SOURCES := $(shell find ui/src ui/public -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json
 UI_MODULES := ui/node_modules/.package-lock.json
 
-# `make test` runs pytest on this many worker processes (pytest-xdist; 0: one process, the
-# default until a parallel run of the whole suite has been proven as steady as a serial one;
-# `make test PYTEST_WORKERS=2` runs the end-to-end group and the compose test side by side).
-PYTEST_WORKERS ?= 0
+# `make test` runs pytest on this many worker processes (pytest-xdist, `--dist loadgroup`: the
+# end-to-end tests stay together on one worker with one Airflow, the compose test starts at once
+# on the other, the rest fill the gaps; tests/conftest.py). 0: one process.
+PYTEST_WORKERS ?= 2
 
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=

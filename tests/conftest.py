@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -125,20 +126,38 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 # Under pytest-xdist (`make test PYTEST_WORKERS=2` runs 2 processes with `--dist loadgroup`),
 # the tests of these folders stay together on one worker: the end-to-end tests share one real
-# Airflow per worker (tests/e2e/conftest.py), and the compose stack is one long test. With
-# workers they are collected first, so the two longest groups start at once on different
-# workers while the other tests fill the gaps; in one process the order is unchanged.
+# Airflow per worker (tests/e2e/conftest.py) and some build on the tests before them in their
+# module, and the compose stack is one long test. On workers they are collected first, so the
+# two long groups start at once on different workers while the other tests fill the gaps; in
+# one process the order is unchanged.
+#
+# The groups are made by this conftest's scheduler, not by `xdist_group` marks: pytest-xdist
+# 3.8 writes a mark's group into `item._nodeid`, which pytest 9 no longer reads, so marked
+# tests were spread over both workers (each started an Airflow of its own and split modules).
 _GROUPS = {"e2e": "e2e", "compose": "compose"}
+_FIRST = {"compose": 0, "e2e": 1}
+
+
+def _group_of_nodeid(nodeid: str) -> str | None:
+    """`tests/e2e/test_x.py::test_y` → "e2e"; None for a test outside the grouped folders."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return _GROUPS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def folder(item: pytest.Item) -> str | None:
-        parts = Path(str(item.path)).relative_to(REPO_ROOT / "tests").parts
-        return _GROUPS.get(parts[0]) if len(parts) > 1 else None
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # on workers: the long groups first
+        items.sort(key=lambda item: _FIRST.get(_group_of_nodeid(item.nodeid) or "", 2))
 
-    for item in items:
-        group = folder(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-    if getattr(config.option, "numprocesses", None):  # on workers: the long groups first
-        items.sort(key=lambda item: {"compose": 0, "e2e": 1}.get(folder(item) or "", 2))
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`: xdist's load-by-scope scheduling with one scope per grouped folder
+    and one per test elsewhere (what LoadGroupScheduling does with marks)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FolderGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of_nodeid(nodeid) or nodeid
+
+    return FolderGroups(config, log)

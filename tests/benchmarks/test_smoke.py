@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,9 +62,19 @@ def test_every_benchmark_has_a_smoke_run() -> None:
         assert (ROOT / test).exists(), f"{name}: {test} is gone"
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A scratch folder with a short path: Chromium's singleton socket under TMPDIR must fit in
+    a Unix socket path (107 bytes), which pytest-xdist's `tmp_path` (…/popen-gw1/<test>…) does
+    not."""
+    folder = Path(tempfile.mkdtemp(prefix="pml-smoke-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("script", SMOKED)
-def test_benchmark_smoke_run(script: str, tmp_path: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def test_benchmark_smoke_run(script: str, short_tmp: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(short_tmp)}
     for var in ("PATIENT_ML_HOME", "PATIENT_ML_DATABASE_URL", "PATIENT_ML_ARTIFACT_URI"):
         env.pop(var, None)
     started = time.monotonic()
