@@ -2,19 +2,24 @@
 whose dataset lives on the FHIR server is trained and deployed by its DAG; the factory then
 builds its scoring DAG (`patient_ml_score__<slug>`), which scores every image in mapped chunks
 and writes one preliminary Observation per image back to the FHIR server, found by a FHIR
-search. One chunk's task is failed while it runs (Airflow stops it) and the DAG run is cleared:
-chunks already scored are not scored again, the killed one is, and no Observation is duplicated.
+search. With the model server frozen, one chunk's task is failed while it waits on it (Airflow
+kills it mid-chunk) and the DAG run is cleared: chunks already scored are not scored again, the
+killed one is, and no Observation is duplicated.
 The finish task emits the model's predictions Asset event."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Endpoint, ScoringBatch, ScoringChunk
 from patient_ml.deploy import stop_old_endpoints
 from patient_ml.fhir import mapping
 from patient_ml.fhir.client import FhirClient
@@ -89,23 +94,47 @@ def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(
     d, client = scored_model["d"], scored_model["client"]
     model_id, images = scored_model["model_id"], sorted(scored_model["images"])
     conf = {"chunkSize": 10, "split": "all", "since": "", "writeBack": True}
-    dag_run = d.api.post(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns",
-                         {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
     chunks = -(-len(images) // 10)
+    # Freeze the champion's model server (SIGSTOP), so every chunk task waits on it mid-chunk;
+    # then fail chunk 1's task through Airflow's API: Airflow kills its process. Only then let
+    # the server go on: the other chunks finish, chunk 1 never did.
+    with session_scope(d.engine) as session:
+        endpoint = session.scalars(select(Endpoint).where(
+            Endpoint.model_id == model_id, Endpoint.status == "healthy")).one()  # fmt: skip
+        server = int(endpoint.handle or 0)
+    os.killpg(server, signal.SIGSTOP)
+    try:
+        dag_run = d.api.post(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns",
+                             {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
 
-    # fail chunk 1's task while it runs: Airflow stops its process
-    def running() -> bool:
-        return d.api.task_states(SCORING_DAG_ID, dag_run).get("score[1]") in (
-            "running", "success", "failed")  # fmt: skip
+        def running() -> bool:
+            state = d.api.task_states(SCORING_DAG_ID, dag_run).get("score[1]")
+            assert state not in ("success", "failed"), state  # it cannot end while frozen
+            return state == "running"
 
-    d.stack.wait_for(running, 300, "chunk 1 of the batch to start")
-    d.api.patch(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns/{dag_run}/taskInstances/score/1",
-                {"new_state": "failed"})  # fmt: skip
+        d.stack.wait_for(running, 300, "chunk 1 of the batch to start")
+
+        def scoring() -> bool:  # inside score_chunk: its attempt is counted, nothing done yet
+            with session_scope(d.engine) as session:
+                chunk = session.scalars(select(ScoringChunk).where(
+                    ScoringChunk.position == 1, ScoringChunk.batch_id.in_(
+                        select(ScoringBatch.id).where(ScoringBatch.model_id == model_id)))
+                ).one_or_none()  # fmt: skip
+                return chunk is not None and chunk.attempts == 1 and chunk.status == "pending"
+
+        d.stack.wait_for(scoring, 120, "chunk 1 to be scoring (waiting on the frozen server)")
+        d.api.patch(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns/{dag_run}/taskInstances/score/1",
+                    {"new_state": "failed"})  # fmt: skip
+        time.sleep(20)  # Airflow stops the task's process at its next heartbeat
+    finally:
+        os.killpg(server, signal.SIGCONT)
     assert wait_dag_run(d.stack, d.api, SCORING_DAG_ID, dag_run) == "failed"
     states = d.api.task_states(SCORING_DAG_ID, dag_run)
     assert states["score[1]"] == "failed" and states["finish"] == "failed", states
+    assert all(states[f"score[{i}]"] == "success" for i in range(chunks) if i != 1), states
     batch = d.api.get(f"/v1/patient-ml/models/{model_id}/scoring-batches")["batches"][0]
     assert batch["status"] == "failed" and batch["chunks"] == chunks
+    assert batch["chunksDone"] == chunks - 1, batch  # the killed chunk never finished
     assert batch["total"] == len(images) and batch["runId"] == scored_model["run_id"]
 
     # clear the failed tasks: the killed chunk is scored (again), the others are not
@@ -117,7 +146,8 @@ def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(
     detail = d.api.get(f"/v1/patient-ml/models/{model_id}/scoring-batches/{batch['id']}")
     assert detail["batch"]["status"] == "succeeded", detail
     assert detail["batch"]["scored"] == len(images) == detail["batch"]["written"]
-    assert [c["attempts"] for c in detail["chunks"] if c["position"] != 1] == [1] * (chunks - 1)
+    attempts = {c["position"]: c["attempts"] for c in detail["chunks"]}
+    assert attempts == {**dict.fromkeys(range(chunks), 1), 1: 2}, attempts  # only 1 again
 
     found = {image: _observations(client, model_id, image) for image in images}
     assert {k: len(v) for k, v in found.items()} == dict.fromkeys(images, 1)
