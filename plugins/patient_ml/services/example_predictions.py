@@ -10,6 +10,7 @@ the hint itself is predicted again when it is shown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,45 @@ def record(
     row.output = output
     row.created_at = utcnow()
     session.flush()
+
+
+def record_many(
+    session: Session,
+    *,
+    model_id: str,
+    run_id: str,
+    predictions: Sequence[tuple[str, str | None, dict[str, Any]]],
+) -> None:
+    """`record` for many examples at once (`(example_id, image_version, output)` each, as a
+    batch-scoring chunk has them): the existing rows read in a few queries, one flush."""
+    wanted = {example_id: (version, output) for example_id, version, output in predictions}
+    ids = list(wanted)
+    rows: dict[str, ExamplePrediction] = {}
+    for start in range(0, len(ids), _IN_SLICE):
+        rows.update(
+            (row.example_id, row)
+            for row in session.scalars(
+                select(ExamplePrediction).where(
+                    ExamplePrediction.model_id == model_id,
+                    ExamplePrediction.example_id.in_(ids[start : start + _IN_SLICE]),
+                )
+            )
+        )
+    now = utcnow()
+    for example_id, (version, output) in wanted.items():
+        row = rows.get(example_id)
+        if row is None:
+            row = ExamplePrediction(model_id=model_id, example_id=example_id)
+            session.add(row)
+        row.run_id = run_id
+        row.image_version = version
+        row.output = output
+        row.created_at = now
+    session.flush()
+
+
+_IN_SLICE = 500
+"""Example ids per `IN (...)` of `record_many` (far below SQLite's and PostgreSQL's limits)."""
 
 
 def of_champion(session: Session, model: Model) -> ChampionPredictions:

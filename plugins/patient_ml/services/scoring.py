@@ -7,7 +7,8 @@
   `max_map_length`: larger batches get larger chunks). One batch per model and DAG run: a
   cleared or rerun DAG run finds its batch again instead of planning another.
 * `score_chunk` scores one chunk on the endpoint of the champion the batch was planned for
-  (`MAX_BATCH` images per request), writes one prediction Observation per example (and a
+  (`MAX_BATCH` images per request, the next request in flight while the answers of the last
+  become resources), writes one prediction Observation per example (and a
   Binary per mask) to the dataset's source in one write (`patient_ml.scoring`: `preliminary`,
   never final; the same resource id per model and example, so a rerun updates and never
   duplicates), keeps each as the example's newest prediction (the labeling pages' "has
@@ -26,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -290,46 +292,56 @@ def score_chunk(
             skipped.append({"exampleId": example_id, "reason": "no longer in the source"})
         except QuarantineError as exc:
             skipped.append({"exampleId": example_id, "reason": str(exc.reason)[:200]})
-    scored: list[tuple[Any, dict[str, Any]]] = []
-    for start in range(0, len(readable), MAX_BATCH):
-        part = readable[start : start + MAX_BATCH]
-        answers = invoke_batch(url, [data for _, data in part])
-        for (example, _), answer in zip(part, answers, strict=True):
-            fields = answer_fields(problem_type, labels, point, answer, url)
-            scored.append((example, {"problemType": problem_type, **fields}))
+    sink_factory = sink_factory or ctx.prediction_sink_factory
+    writing = write_back and sink_factory is not None
     issued = datetime.now(UTC).isoformat(timespec="seconds")
+    scored: list[tuple[Any, dict[str, Any]]] = []
+    resources: list[dict[str, Any]] = []
+    parts = [readable[start : start + MAX_BATCH] for start in range(0, len(readable), MAX_BATCH)]
+    # One request in flight while the answers of the previous one become resources: the
+    # endpoint's work and this process's (answers, FHIR validation) overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-invoke") as pool:
+        ahead = [pool.submit(invoke_batch, url, [data for _, data in part]) for part in parts[:1]]
+        for number, part in enumerate(parts):
+            answers = ahead.pop().result()
+            if number + 1 < len(parts):
+                ahead.append(pool.submit(invoke_batch, url, [d for _, d in parts[number + 1]]))
+            for (example, _), answer in zip(part, answers, strict=True):
+                fields = answer_fields(problem_type, labels, point, answer, url)
+                output = {"problemType": problem_type, **fields}
+                scored.append((example, output))
+                if writing:
+                    resources += prediction_resources(
+                        scoring_model,
+                        ScoredExample(
+                            example_id=example.id,
+                            image_version=example.image.version,
+                            patient_ref=example.image.patient_ref,
+                            output=output,
+                        ),
+                        issued,
+                    )
     written = 0
     written_to = None
-    sink_factory = sink_factory or ctx.prediction_sink_factory
-    if write_back and scored and sink_factory is not None:
+    if writing and scored and sink_factory is not None:
         sink = sink_factory()
-        resources = [
-            resource
-            for example, output in scored
-            for resource in prediction_resources(
-                scoring_model,
-                ScoredExample(
-                    example_id=example.id,
-                    image_version=example.image.version,
-                    patient_ref=example.image.patient_ref,
-                    output=output,
-                ),
-                issued,
-            )
-        ]
         written = int(sink.write(resources))
         written_to = str(getattr(sink, "description", ""))[:500] or None
     seconds = time.perf_counter() - started
     with session_scope(engine) as session:
-        for example, output in scored:
-            example_predictions.record(
-                session,
-                model_id=scoring_model.model_id,
-                example_id=example.id,
-                run_id=scoring_model.run_id,
-                image_version=example.image.version,
-                output=prediction_log.output_summary(problem_type, output),
-            )
+        example_predictions.record_many(
+            session,
+            model_id=scoring_model.model_id,
+            run_id=scoring_model.run_id,
+            predictions=[
+                (
+                    example.id,
+                    example.image.version,
+                    prediction_log.output_summary(problem_type, output),
+                )
+                for example, output in scored
+            ],
+        )
         chunk = _chunk(session, batch_id, position)
         chunk.status, chunk.scored, chunk.written = "done", len(scored), written
         chunk.skipped, chunk.seconds, chunk.finished_at = skipped, seconds, utcnow()
