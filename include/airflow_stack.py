@@ -342,7 +342,16 @@ class ApiClient:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
-        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=60)
+        # A GET is asked again (twice at most) when the API server did not answer in time: on a
+        # loaded machine it can stall for a minute (seen in CI), which is not what a test checks.
+        tries = 3 if method == "GET" else 1
+        for attempt in range(1, tries + 1):
+            try:
+                response = self.session.request(method, f"{self.url}{path}", json=body, timeout=60)
+                break
+            except (requests.Timeout, requests.ConnectionError):
+                if attempt == tries:
+                    raise
         if response.status_code >= 300 and response.status_code not in ok:
             raise AirflowStackError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json() if response.content else None
