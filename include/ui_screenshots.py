@@ -25,7 +25,15 @@ import requests
 CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FRAME = "iframe[title='Patient ML']"
-MODEL_TABS = ["Runs", "Metrics", "Curation report", "Deployments", "Monitoring", "Configuration"]
+MODEL_TABS = [
+    "Runs",
+    "Metrics",
+    "Curation report",
+    "Deployments",
+    "Monitoring",
+    "Batch scoring",
+    "Configuration",
+]
 RUN_TABS = ["Overview", "Trials", "Evaluation", "Model card", "Logs"]
 
 

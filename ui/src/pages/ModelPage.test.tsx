@@ -314,11 +314,14 @@ describe("Batch scoring tab", () => {
     show("scoring");
     const rows = await screen.findAllByTestId("scoring-row");
     expect(rows).toHaveLength(2);
-    expect(rows[0].textContent).toContain("450 examples: the test split");
-    expect(rows[0].textContent).toContain("1 of 3 chunks done; 200 scored, 200 written");
+    const examples = screen.getAllByTestId("scoring-examples").map((c) => c.textContent);
+    const progress = screen.getAllByTestId("scoring-progress").map((c) => c.textContent);
+    expect(examples[0]).toBe("450 examplestest split");
+    expect(progress[0]).toBe("1 of 3 chunks done200 scored, 200 written");
     expect(rows[0].textContent).toContain("running");
-    expect(rows[1].textContent).toContain("3,000 examples: all examples changed since");
-    expect(rows[1].textContent).toContain(", 2 skipped");
+    expect(examples[1]).toMatch(/^3,000 examplesall splits, changed since /);
+    expect(progress[1]).toBe("15 of 15 chunks done2,998 scored, 2,998 written, 2 skipped");
+    for (const cell of screen.getAllByTestId("scoring-progress")) expect(getComputedStyle(cell).whiteSpace).toBe("nowrap");
     expect(rows[1].textContent).toContain("FHIR server http://fhir/fhir");
     expect(screen.getByTestId("scoring").textContent).toContain("airflow dags trigger patient_ml_score__brain_clf");
   });

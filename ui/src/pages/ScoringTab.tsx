@@ -13,9 +13,11 @@ const PALETTE: Record<string, string> = { running: "blue", succeeded: "green", f
 
 function selectionText(batch: ScoringBatchView): string {
   const { split, since, writeBack } = batch.selection;
-  const which = split === "all" || !split ? "all examples" : split === "unassigned" ? "examples of unassigned patients" : `the ${split} split`;
-  return `${which}${since ? ` changed since ${formatTime(Date.parse(since))}` : ""}${writeBack === false ? ", not written back" : ""}`;
+  const which = split === "all" || !split ? "all splits" : split === "unassigned" ? "patients in no split yet" : `${split} split`;
+  return `${which}${since ? `, changed since ${formatTime(Date.parse(since))}` : ""}${writeBack === false ? ", not written back" : ""}`;
 }
+
+const count = (n: number) => n.toLocaleString("en");
 
 /** The model's batch scorings with their progress (GET /models/{id}/scoring-batches). */
 export function ScoringTab({ model }: { model: Model }) {
@@ -82,14 +84,19 @@ export function ScoringTab({ model }: { model: Model }) {
                       {b.status}
                     </Badge>
                   </Table.Cell>
-                  <Table.Cell fontSize="xs">
-                    {plural(b.total, "example")}: {selectionText(b)}
+                  <Table.Cell fontSize="xs" whiteSpace="nowrap" data-testid="scoring-examples">
+                    {plural(b.total, "example")}
+                    <Text color="fg.muted">{selectionText(b)}</Text>
                   </Table.Cell>
-                  <Table.Cell fontSize="xs">
-                    {b.chunksDone} of {plural(b.chunks, "chunk")} done; {b.scored} scored, {b.written} written
-                    {b.skipped ? `, ${b.skipped} skipped` : ""}
+                  <Table.Cell fontSize="xs" whiteSpace="nowrap" data-testid="scoring-progress">
+                    {count(b.chunksDone)} of {plural(b.chunks, "chunk")} done
+                    <Text color="fg.muted">
+                      {count(b.scored)} scored, {count(b.written)} written{b.skipped ? `, ${count(b.skipped)} skipped` : ""}
+                    </Text>
                   </Table.Cell>
-                  <Table.Cell fontSize="xs">{b.writtenTo ?? "—"}</Table.Cell>
+                  <Table.Cell fontSize="xs" wordBreak="break-all" minW="16rem">
+                    {b.writtenTo ?? "—"}
+                  </Table.Cell>
                   <Table.Cell fontSize="xs">
                     <Code fontSize="xs">{b.runId.slice(0, 8)}</Code>
                   </Table.Cell>
