@@ -13,7 +13,9 @@ from tests.conftest import EXAMPLE_CONFIGS
 from tests.helpers import example
 
 
-@pytest.mark.parametrize("name", ["brain_mri_dataset", "nuclei_dataset"])
+@pytest.mark.parametrize(
+    "name", ["brain_mri_dataset", "nuclei_dataset", "brain_mri_flagged_dataset"]
+)
 def test_example_datasets_parse_and_round_trip(name: str) -> None:
     data = load_config_file(EXAMPLE_CONFIGS / f"{name}.yaml")
     cfg = parse_dataset_config(data)
@@ -23,7 +25,7 @@ def test_example_datasets_parse_and_round_trip(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["brain_mri_model", "nuclei_model"])
+@pytest.mark.parametrize("name", ["brain_mri_model", "nuclei_model", "brain_mri_second_read_model"])
 def test_example_models_parse_and_round_trip(name: str) -> None:
     cfg = parse_model_config(load_config_file(EXAMPLE_CONFIGS / f"{name}.yaml"))
     wire = cfg.to_wire()

@@ -249,6 +249,40 @@ def test_deployed_model_gets_a_monitor_dag_and_retrains_on_its_drift_asset(
                                                          AssetOrTimeSchedule)  # fmt: skip
 
 
+def test_a_chained_model_trains_when_its_upstream_model_publishes_predictions(
+    stored: Engine,
+) -> None:
+    """`source.fromModel`: the second model's training DAG runs on the first one's predictions
+    Asset (the scoring DAG's outlet), and also on its own drift Asset when it retrains on a
+    breach: either event starts a run."""
+    from airflow.sdk import AssetAny
+
+    second = "patient_ml__brain_mri_tumour_second_read"
+    predictions = "x-patient-ml://models/brain_mri_tumour_classifier/predictions"
+    with session_scope(stored) as session:
+        create_dataset(session, _load("brain_mri_flagged_dataset"), actor="t")
+        create_model(session, _load("brain_mri_second_read_model"), actor="t")
+    bag = parse()
+    assert bag.import_errors == {}
+    dag = bag.dags[second]
+    assert [a.uri for a in dag.timetable.asset_condition.objects] == [predictions]
+    serialized = DagSerialization.to_dict(dag)
+    assert predictions in str(serialized["dag"]["timetable"])
+    assert "whenever model `brain_mri_tumour_classifier` publishes predictions" in dag.doc_md
+
+    doc = _load("brain_mri_second_read_model")
+    doc["monitoring"] = {"retrainOnBreach": True}
+    with session_scope(stored) as session:
+        update_model(session, doc["name"], doc, actor="t")
+    dag = parse().dags[second]
+    either = dag.timetable.asset_condition
+    assert isinstance(either, AssetAny)
+    assert [a.uri for a in either.objects] == [
+        "x-patient-ml://models/brain_mri_tumour_second_read/drift",
+        predictions,
+    ]
+
+
 def test_deployed_model_gets_a_scoring_dag_mapped_over_its_chunks(stored: Engine) -> None:
     from airflow.sdk.definitions.param import ParamsDict
 

@@ -332,6 +332,37 @@ class CurationSettings(WireModel):
     )
 
 
+class UpstreamModel(WireModel):
+    """Extension: a chained dataset takes its examples from another model's predictions (its
+    batch scoring writes them back to the source as `preliminary` Observations): an image is
+    an example when the newest prediction of that model for it names one of `labels`."""
+
+    model: Annotated[str, Name()] = Field(
+        description="Id or name of the model whose predictions select the examples (stored "
+        "as its id); its scoring DAG writes them to this dataset's source."
+    )
+    labels: list[Annotated[str, Name()]] = Field(
+        min_length=1,
+        max_length=256,
+        description="Labels of that model's dataset. imgClf: an image is selected when the "
+        "label decided at the model's operating point is one of them; imgSeg: when its mask "
+        "covers at least minAreaFraction of the image with one of them.",
+    )
+    min_probability: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="imgClf: also require the model's probability of the decided label to be "
+        "at least this much.",
+    )
+    min_area_fraction: float = Field(
+        0.001,
+        gt=0,
+        le=1,
+        description="imgSeg: the share of the mask one of the labels must cover.",
+    )
+
+
 class DatasetSource(WireModel):
     """Extension: where curation reads the dataset's FHIR records."""
 
@@ -344,6 +375,12 @@ class DatasetSource(WireModel):
     )
     bulk_export: bool = Field(
         False, description="fhirServer: use $export (when offered) instead of paged search."
+    )
+    from_model: UpstreamModel | None = Field(
+        None,
+        description="Chained models: take the examples from another model's predictions in "
+        "this source (see docs/batch-scoring.md); the training DAG of a model on this dataset "
+        "also runs when that model's scoring DAG publishes new predictions.",
     )
 
 

@@ -34,6 +34,12 @@ from patient_ml.curation.resolve import collapse_identical_images, resolve_label
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import patient_key
 from patient_ml.curation.staging import Staging, version_key
+from patient_ml.curation.upstream import (
+    NoUpstreamPredictionsError,
+    UpstreamPlan,
+    is_prediction_observation,
+    upstream_prediction,
+)
 from patient_ml.fhir.ndjson import max_line_bytes_for
 
 log = logging.getLogger("patient_ml.curation")
@@ -59,6 +65,7 @@ class DatasetView:
     near_duplicate_transforms: tuple[str, ...] = ("mirror",)
     deprecated_settings: tuple[str, ...] = ()
     attributes: AttributePlan = field(default_factory=AttributePlan)  # subgroups to keep
+    upstream: UpstreamPlan | None = None  # source.fromModel: predictions select the images
 
     @property
     def prefix(self) -> str:
@@ -80,6 +87,11 @@ class CurationStats:
     document_versions: int = 0  # DocumentReference records with an id, every version
     superseded_versions: int = 0  # older versions replaced by a newer one of the same id
     orphan_labels: int = 0  # labels whose DocumentReference is not in the source
+    # source.fromModel: the upstream model's predictions read, and the selected images they
+    # left out (no prediction of that model; a prediction that does not select the image)
+    upstream_predictions: int = 0
+    upstream_unscored: int = 0
+    upstream_not_selected: int = 0
     last_log: float = field(default_factory=time.monotonic)
 
     def rate(self) -> float:
@@ -125,10 +137,18 @@ def stage_records(
         _dispatch(position, expected, raw, dataset, type_filter, staging, stats)
         del raw  # before the next line is read: one record in memory at a time
         progress.tick()
+    if dataset.upstream is not None and not stats.upstream_predictions:
+        plan = dataset.upstream
+        raise NoUpstreamPredictionsError(
+            f"Dataset {dataset.name!r} takes its examples from the predictions of model "
+            f"{plan.model_name!r} (source.fromModel), but {source.description} holds none.",
+            fix="run that model's scoring DAG with writeBack on (it writes to the source of its "
+            "dataset), or point this dataset's source where its predictions are written",
+        )
     inflight: set[Future[tuple[Any, ...]]] = set()
     limit = max(4 * workers, 8)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="curate-fetch") as pool:
-        for position, image in _winning_images(staging, stats):
+        for position, image in _winning_images(staging, stats, dataset.upstream):
             inflight.add(pool.submit(_fetch_job, store_image, image, position))
             if len(inflight) >= limit:
                 done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
@@ -172,6 +192,19 @@ def _dispatch(
             else:
                 stats.label_records += 1
                 _stage_label(label, dataset, staging)
+        elif (
+            rtype == "Observation"
+            and dataset.upstream is not None
+            and is_prediction_observation(resource)
+        ):
+            prediction = upstream_prediction(resource, dataset.upstream)
+            if prediction is not None:
+                stats.upstream_predictions += 1
+                staging.add_prediction(
+                    (prediction.doc_id, prediction.obs_id, prediction.version,
+                     prediction.updated, int(prediction.selected), prediction.batch_id,
+                     prediction.run_id)
+                )  # fmt: skip
     except QuarantineError as q:
         resource = resource if resource is not None else q.resource
         kind = resource.get("resourceType") if isinstance(resource, dict) else expected
@@ -253,9 +286,12 @@ def _restored(attachment: dict[str, Any], spilled: Any) -> dict[str, Any]:
     return inline.SpilledData.of(attachment, Path(spilled[0]), int(spilled[1]))
 
 
-def _winning_images(staging: Staging, stats: CurationStats) -> Iterator[tuple[str, Any]]:
-    """The newest version of each DocumentReference, by id: the selected ones to fetch;
-    the others counted (not selected, excluded by status) or quarantined."""
+def _winning_images(
+    staging: Staging, stats: CurationStats, upstream: UpstreamPlan | None = None
+) -> Iterator[tuple[str, Any]]:
+    """The newest version of each DocumentReference, by id: the selected ones to fetch (with
+    `upstream`, only those its newest prediction selects); the others counted (not selected,
+    excluded by status, left out by the upstream model) or quarantined."""
     stats.superseded_versions = stats.document_versions - (
         staging.scalar("SELECT count(*) FROM documents") or 0
     )
@@ -263,16 +299,22 @@ def _winning_images(staging: Staging, stats: CurationStats) -> Iterator[tuple[st
     while True:
         rows = list(
             staging.query(
-                "SELECT doc_id, outcome, payload, position FROM documents WHERE doc_id > ? "
-                "ORDER BY doc_id LIMIT 500",
+                "SELECT d.doc_id, d.outcome, d.payload, d.position, p.selected "
+                "FROM documents d LEFT JOIN predictions p ON p.doc_id = d.doc_id "
+                "WHERE d.doc_id > ? ORDER BY d.doc_id LIMIT 500",
                 (last,),
             )
         )
         if not rows:
             return
-        for doc_id, outcome, payload_text, position in rows:
+        for doc_id, outcome, payload_text, position, chosen in rows:
             payload = orjson.loads(payload_text)
-            if outcome == "selected":
+            if outcome == "selected" and upstream is not None and not chosen:
+                if chosen is None:
+                    stats.upstream_unscored += 1
+                else:
+                    stats.upstream_not_selected += 1
+            elif outcome == "selected":
                 stats.selected_images += 1
                 yield (
                     position,

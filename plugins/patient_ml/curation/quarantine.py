@@ -66,6 +66,9 @@ REASONS: dict[str, str] = {
     "in focus",
     "label_orphan": "the label's DocumentReference is not among the records read (deleted, "
     "or outside the source)",
+    "prediction_malformed": "a prediction Observation of the dataset's upstream model "
+    "(source.fromModel) cannot be read: no id, or its identifier and derivedFrom name different "
+    "images",
     "conflicting_labels": "confirmed labels of this image disagree",
     "invalid_mask": "the mask is not a PNG of the image's size with only label indices as values",
     # duplicates and splits

@@ -40,6 +40,7 @@ from patient_ml.curation.records import ImageRecord
 from patient_ml.curation.sources import RecordSource
 from patient_ml.curation.splits import SplitInput, assign_splits
 from patient_ml.curation.staging import Staging
+from patient_ml.curation.upstream import UpstreamPlan, upstream_report
 from patient_ml.db.models import Dataset
 from patient_ml.fhir.mapping import default_label_system
 
@@ -50,8 +51,9 @@ TEMP_PREFIX = "patient-ml-curation-"
 REPORT_ITEMS = 200  # quarantined records listed in report.json; all are in quarantine.jsonl
 
 
-def dataset_view_of(ds: Dataset) -> DatasetView:
-    """What curation needs of a dataset row (read it inside the session that loaded it)."""
+def dataset_view_of(ds: Dataset, upstream: UpstreamPlan | None = None) -> DatasetView:
+    """What curation needs of a dataset row (read it inside the session that loaded it), and
+    the resolved `source.fromModel` of a chained dataset."""
     problem = ds.problem_definition
     settings = CurationSettings.model_validate(ds.curation or {})
     return DatasetView(
@@ -73,6 +75,7 @@ def dataset_view_of(ds: Dataset) -> DatasetView:
         near_duplicate_transforms=tuple(settings.near_duplicates.transforms),
         deprecated_settings=tuple(settings.near_duplicates.deprecated_settings()),
         attributes=AttributePlan.of(settings.subgroups),
+        upstream=upstream,
     )
 
 
@@ -559,6 +562,11 @@ def build_report(
             "items": items[:REPORT_ITEMS],
             "itemsOmitted": max(0, len(items) - REPORT_ITEMS),
         },
+        **(
+            {"upstream": upstream_report(staging, dataset.upstream, stats)}
+            if dataset.upstream is not None
+            else {}
+        ),
         "seconds": round(time.monotonic() - stats.started, 3),
     }
 

@@ -120,12 +120,21 @@ class S3NdjsonSource(_LineLimit):
 
 
 class FhirSearchSource:
-    """Paged search: DocumentReferences of the filter codes, then label Observations."""
+    """Paged search: DocumentReferences of the filter codes, then label Observations (and,
+    for a chained dataset, prediction Observations)."""
 
-    def __init__(self, client: Any, filter_codes: Sequence[str], *, patients: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        filter_codes: Sequence[str],
+        *,
+        patients: bool = False,
+        predictions: bool = False,
+    ) -> None:
         self.client = client
         self.filter_codes = list(filter_codes)
         self.patients = patients  # also search Patients (subgroup attributes need them)
+        self.predictions = predictions  # also search predictions (source.fromModel)
         self._focus_search = True  # until the server refuses Observation?focus=
         self.description = f"FHIR search on {getattr(client, 'base_url', 'the FHIR server')}"
 
@@ -134,6 +143,9 @@ class FhirSearchSource:
             ("DocumentReference", {"type": ",".join(self.filter_codes)}),
             ("Observation", {"code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"}),
         ]
+        if self.predictions:
+            code = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
+            searches.append(("Observation", {"code": code}))
         for resource_type, params in searches:
             if resource_type == "DocumentReference" and self.patients:
                 # the Patients of the images come along (`_include`), none other is read

@@ -32,6 +32,10 @@ CREATE TABLE documents (
     doc_id TEXT PRIMARY KEY, vnum TEXT NOT NULL, vtime TEXT NOT NULL, vsha TEXT NOT NULL,
     outcome TEXT NOT NULL, payload TEXT, position TEXT
 );
+CREATE TABLE predictions (
+    doc_id TEXT PRIMARY KEY, obs_id TEXT NOT NULL, version TEXT, updated TEXT,
+    selected INTEGER NOT NULL, batch_id TEXT, run_id TEXT
+);
 CREATE TABLE patients (patient_ref TEXT PRIMARY KEY, attributes TEXT NOT NULL);
 CREATE TABLE devices (doc_id TEXT PRIMARY KEY, device TEXT NOT NULL);
 CREATE TABLE quarantine (
@@ -63,6 +67,15 @@ _NEWER_LABEL_WINS = (
     "ON CONFLICT (obs_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _LABEL_COLUMNS)
     + " WHERE newer(excluded.version, excluded.updated, labels.version, labels.updated)"
+)
+
+# The upstream model's newest prediction per image decides (source.fromModel), whatever the
+# order in which the versions are read.
+_NEWER_PREDICTION_WINS = (
+    "ON CONFLICT (doc_id) DO UPDATE SET obs_id = excluded.obs_id, version = excluded.version, "
+    "updated = excluded.updated, selected = excluded.selected, batch_id = excluded.batch_id, "
+    "run_id = excluded.run_id "
+    "WHERE newer(excluded.version, excluded.updated, predictions.version, predictions.updated)"
 )
 
 
@@ -146,6 +159,11 @@ class Staging:
         DocumentReference; the newest version of each id is kept (see version_key)."""
         self._buffer("documents", row)
 
+    def add_prediction(self, row: tuple[Any, ...]) -> None:
+        """(doc_id, obs_id, version, updated, selected, batch_id, run_id): a prediction of the
+        dataset's upstream model; the newest one per image is kept."""
+        self._buffer("predictions", row)
+
     def add_patient(self, patient_ref: str, attributes: str) -> None:
         """(`Patient/<id>`, JSON of `curation.attributes.patient_attributes`): the last one read
         of an id wins."""
@@ -179,6 +197,8 @@ class Staging:
                 sql = f"INSERT INTO labels VALUES ({marks}) {_NEWER_LABEL_WINS}"
             elif name == "documents":
                 sql = f"INSERT INTO documents VALUES ({marks}) {_NEWEST_DOCUMENT_WINS}"
+            elif name == "predictions":
+                sql = f"INSERT INTO predictions VALUES ({marks}) {_NEWER_PREDICTION_WINS}"
             self.db.execute("BEGIN")
             self.db.executemany(sql, rows)
             self.db.execute("COMMIT")

@@ -21,6 +21,7 @@ from typing import Any, TypedDict, cast
 from airflow.sdk import (
     DAG,
     Asset,
+    AssetAny,
     AssetOrTimeSchedule,
     CronTriggerTimetable,
     DeltaTriggerTimetable,
@@ -167,6 +168,16 @@ def drift_asset(entry: ModelEntry) -> Asset:
     )
 
 
+def predictions_asset(slug: str) -> Asset:
+    """Updated by a model's scoring DAG when a batch of its predictions has been written (its
+    finish task); a chained model's training DAG is scheduled on its upstream model's."""
+    return Asset(
+        name=f"patient_ml.model.{slug}.predictions",
+        uri=f"x-patient-ml://models/{slug}/predictions",
+        group=ASSET_GROUP,
+    )
+
+
 def is_monitored(entry: ModelEntry) -> bool:
     """A model with a champion deployed to the cloud (served through the product) and
     monitoring enabled."""
@@ -187,21 +198,33 @@ def retrains_on_breach(entry: ModelEntry) -> bool:
     )
 
 
+def schedule_assets(entry: ModelEntry) -> list[Asset]:
+    """The Assets any of which starts a training run (data-aware scheduling): the drift Asset
+    when `monitoring.retrainOnBreach`, the upstream model's predictions Asset for a chained
+    dataset (`source.fromModel`)."""
+    assets = [drift_asset(entry)] if retrains_on_breach(entry) else []
+    if entry.upstream_slug:
+        assets.append(predictions_asset(entry.upstream_slug))
+    return assets
+
+
 def training_schedule(entry: ModelEntry) -> Any:
-    """The training DAG's schedule: its own (cron, interval or manual), or also the drift Asset
-    when `monitoring.retrainOnBreach` (data-aware scheduling)."""
+    """The training DAG's schedule: its own (cron, interval or manual), or also any of
+    `schedule_assets` (an event of either starts a run)."""
     schedule = schedule_of(entry.training)
-    if not retrains_on_breach(entry):
+    assets = schedule_assets(entry)
+    if not assets:
         return schedule
-    asset = drift_asset(entry)
+    # one Asset as a list (Airflow's usual form); several as "any of them"
+    condition: list[Asset] | AssetAny = assets if len(assets) == 1 else AssetAny(*assets)
     if schedule is None:
-        return [asset]
+        return condition
     timetable = (
         DeltaTriggerTimetable(schedule)
         if isinstance(schedule, timedelta)
         else CronTriggerTimetable(schedule, timezone="UTC")
     )
-    return AssetOrTimeSchedule(timetable=timetable, assets=[asset])
+    return AssetOrTimeSchedule(timetable=timetable, assets=condition)
 
 
 def build_monitor_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
@@ -300,6 +323,7 @@ def dag_shape(entry: ModelEntry) -> tuple[Any, ...]:
     return (
         repr(schedule_of(training)),
         entry.slug if retrains_on_breach(entry) else None,
+        entry.upstream_slug,
         _parallel(training),
         str(start.tzinfo),
         str(start.utcoffset()),
@@ -514,7 +538,8 @@ def doc_md(entry: ModelEntry, parallel: int) -> str:
         f"- **Trials**: {training.get('maxTrials')} ({parallel} at a time); override with the "
         "`maxTrials` param\n"
         f"- **Schedule**: {_schedule_text(schedule)}"
-        f"{'; and on a monitoring breach (drift Asset)' if retrains_on_breach(entry) else ''}\n"
+        f"{'; and on a monitoring breach (drift Asset)' if retrains_on_breach(entry) else ''}"
+        f"{_upstream_text(entry)}\n"
         f"- **Deploy**: {entry.deploy.get('type')} (`{entry.deploy.get('inferenceImage')}`)\n"
         f"- **Approval**: by {approvers}; waits {policy.get('timeoutHours', 72)} h; automatic "
         f"approval {'on' if auto else 'off'}\n"
@@ -527,6 +552,16 @@ def doc_md(entry: ModelEntry, parallel: int) -> str:
         "the right to edit this DAG's human-in-the-loop details. Start a run from the product "
         "with "
         f"`patient-ml runs create {entry.name}`.\n"
+    )
+
+
+def _upstream_text(entry: ModelEntry) -> str:
+    if not entry.upstream_slug:
+        return ""
+    return (
+        f"; and whenever model `{entry.upstream_slug}` publishes predictions (its scoring "
+        f"DAG's Asset `{predictions_asset(entry.upstream_slug).uri}`): this model's dataset "
+        "takes its examples from them"
     )
 
 

@@ -55,6 +55,9 @@ class ModelEntry:
     updated_at: str
     monitoring: dict[str, Any] = field(default_factory=dict)  # the config's monitoring section
     champion_id: str | None = None  # a deployed model gets a monitor DAG
+    # a chained dataset (source.fromModel): the upstream model's slug, whose predictions Asset
+    # also schedules this model's training
+    upstream_slug: str | None = None
     digest: str = field(default="", compare=False)
 
     @property
@@ -154,7 +157,7 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
     query = text(
         "SELECT m.id, m.name, m.slug, m.description, m.training_approach, m.deploy_approach, "
         "m.approval_policy, m.revision, m.created_at, m.updated_at, d.id, d.name, "
-        "d.problem_type, m.monitoring, m.champion_id "
+        "d.problem_type, m.monitoring, m.champion_id, d.source "
         "FROM pml_models m JOIN pml_datasets d ON d.id = m.dataset_id "
         f"{where}ORDER BY m.slug LIMIT :limit"
     )
@@ -178,6 +181,8 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             log.error("model %s: its stored slug is not a valid DAG id part; skipped", r[0])
             continue
         safe_rows.append(r)
+    upstream_ids = {r[0]: _upstream_id(r[15]) for r in safe_rows}
+    slugs = _slugs_of(conn_engine=engine, rows=safe_rows, wanted=set(upstream_ids.values()))
     return [
         ModelEntry(
             model_id=r[0],
@@ -195,12 +200,36 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             problem_type=r[12],
             monitoring=_json(r[13]),
             champion_id=r[14],
+            upstream_slug=slugs.get(upstream_ids[r[0]] or ""),
         ).with_digest()
         for r in safe_rows
     ]
 
 
 _SLUG = re.compile(r"[a-z0-9_]{1,200}")
+
+
+def _upstream_id(source: Any) -> str | None:
+    """`source.fromModel.model` of a stored dataset (the upstream model's id), or None."""
+    upstream = _json(source).get("fromModel")
+    model = upstream.get("model") if isinstance(upstream, dict) else None
+    return model if isinstance(model, str) else None
+
+
+def _slugs_of(*, conn_engine: Engine, rows: list[Any], wanted: set[str | None]) -> dict[str, str]:
+    """Slugs of the upstream models: from the rows read, and the few others (a parse of one
+    DAG reads one row) in one more query."""
+    slugs = {r[0]: r[2] for r in rows}
+    missing = sorted(m for m in wanted if m and m not in slugs)
+    if missing:
+        from sqlalchemy import bindparam, text
+
+        query = text("SELECT id, slug FROM pml_models WHERE id IN :ids").bindparams(
+            bindparam("ids", expanding=True)
+        )
+        with conn_engine.connect() as conn:
+            slugs.update({r[0]: r[1] for r in conn.execute(query, {"ids": missing}).all()})
+    return {k: v for k, v in slugs.items() if isinstance(v, str) and _SLUG.fullmatch(v)}
 
 
 def entry_problem(entry: ModelEntry) -> str | None:

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Param
 from airflow.sdk.definitions.param import ParamsDict
 
-from patient_ml.factory.build import ASSET_GROUP, PARAM_SCHEMA, TAG, FactoryOptions, _start_date
+from patient_ml.factory.build import (
+    PARAM_SCHEMA,
+    TAG,
+    FactoryOptions,
+    _start_date,
+    predictions_asset,
+)
 from patient_ml.factory.catalog import ModelEntry
 from patient_ml.naming import scoring_dag_id_of
 from patient_ml.operators.scoring import (
@@ -30,15 +36,6 @@ MAX_ACTIVE_CHUNKS = 4
 def is_scored(entry: ModelEntry) -> bool:
     """A model with a champion deployed to the cloud gets a scoring DAG."""
     return entry.champion_id is not None and entry.deploy.get("type") == "cloud"
-
-
-def predictions_asset(entry: ModelEntry) -> Asset:
-    """Updated when a batch of the model's predictions has been written (the finish task)."""
-    return Asset(
-        name=f"patient_ml.model.{entry.slug}.predictions",
-        uri=f"x-patient-ml://models/{entry.slug}/predictions",
-        group=ASSET_GROUP,
-    )
 
 
 def scoring_params() -> ParamsDict:
@@ -85,7 +82,7 @@ def scoring_params() -> ParamsDict:
 
 def build_scoring_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
     common = options.connections()
-    asset = predictions_asset(entry)
+    asset = predictions_asset(entry.slug)
     with DAG(
         scoring_dag_id_of(entry.slug),
         description=f"Batch scoring with the deployed champion of {entry.name}"[:200],

@@ -84,8 +84,7 @@ class ConfigRepository(ABC, Generic[RowT, ConfigT]):
         self.refuse_taken_name(session, cfg, None)
         stored = self.row(
             id=cfg.id or str(uuid.uuid4()),
-            **self.columns(cfg, None),
-            **resolved,
+            **{**self.columns(cfg, None), **resolved},  # what `check` resolved wins
             created_by=actor,
         )
         session.add(stored)

@@ -36,6 +36,7 @@ from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Snapshot
 from patient_ml.services import snapshots as snapshot_service
 from patient_ml.services.datasets import get_dataset
+from patient_ml.services.upstream import upstream_plan
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -51,7 +52,8 @@ class CurationResult:
 
 def dataset_view(engine: Engine, dataset_ref: str) -> DatasetView:
     with session_scope(engine) as session:
-        return dataset_view_of(get_dataset(session, dataset_ref))
+        dataset = get_dataset(session, dataset_ref)
+        return dataset_view_of(dataset, upstream=upstream_plan(session, dataset))
 
 
 def curate(

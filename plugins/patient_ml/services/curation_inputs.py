@@ -62,7 +62,12 @@ def build_curation_inputs(
             if source_cfg.bulk_export and fhir_client.supports_bulk_export():
                 source = FhirBulkExportSource(fhir_client, patients=patients)
             else:
-                source = FhirSearchSource(fhir_client, codes, patients=patients)
+                source = FhirSearchSource(
+                    fhir_client,
+                    codes,
+                    patients=patients,
+                    predictions=source_cfg.from_model is not None,
+                )
     policy = policy_with(
         FetchPolicy.from_env(),
         allowed_file_roots=allowed_file_roots,

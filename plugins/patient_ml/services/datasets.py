@@ -15,6 +15,7 @@ from patient_ml.exceptions import ConfigValidationError, ConflictError, FieldErr
 from patient_ml.fhir.mapping import default_label_system
 from patient_ml.services import wire
 from patient_ml.services.configs import ConfigRepository
+from patient_ml.services.upstream import resolved_source
 
 LABELS = "problemDefinition.labelDefinition.labels"
 MAX_INDEX = "problemDefinition.labelDefinition.maxLabelIndex"
@@ -31,8 +32,10 @@ class DatasetRepository(ConfigRepository[Dataset, DatasetConfig]):
         stored: Dataset | None,
         errors: list[FieldError],
     ) -> dict[str, Any]:
+        source = resolved_source(session, cfg, stored, errors)
+        resolved = {} if source is None else {"source": source}
         if stored is None:
-            return {}
+            return resolved
         stored_system = stored.problem_definition.get("labelSystem")
         new_system = cfg.problem_definition.label_system
         if new_system is not None and new_system != stored_system:
@@ -54,7 +57,7 @@ class DatasetRepository(ConfigRepository[Dataset, DatasetConfig]):
                     new_type,
                 )
             )
-        return {}
+        return resolved
 
     def columns(self, cfg: DatasetConfig, stored: Dataset | None) -> dict[str, Any]:
         previous = None if stored is None else stored.problem_definition

@@ -17,6 +17,7 @@ from patient_ml.naming import dag_id_of, model_slug
 from patient_ml.services import wire
 from patient_ml.services.common import find_by_id_or_name
 from patient_ml.services.configs import ConfigRepository
+from patient_ml.services.upstream import datasets_fed_by
 
 
 class ModelRepository(ConfigRepository[Model, ModelConfig]):
@@ -85,6 +86,13 @@ class ModelRepository(ConfigRepository[Model, ModelConfig]):
             )
 
     def refuse_delete(self, session: Session, stored: Model) -> None:
+        fed = datasets_fed_by(session, stored.id)
+        if fed:
+            raise ConflictError(
+                f"Model {stored.name!r} selects the examples of dataset(s) "
+                f"{', '.join(repr(n) for n in fed)} (their source.fromModel).",
+                fix="remove source.fromModel from those datasets, or delete them first",
+            )
         runs = session.scalar(select(func.count()).where(Run.model_id == stored.id))
         if runs:
             raise ConflictError(
