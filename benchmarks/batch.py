@@ -134,23 +134,15 @@ def make_dataset(engine: Any, home: Path, name: str, images: int, source: dict[s
 
 def run(args: argparse.Namespace, home: Path) -> int:
     from patient_ml.db import schema
-    from patient_ml.db.engine import get_engine, session_scope
-    from patient_ml.deploy import deploy_run, stop_old_endpoints
-    from patient_ml.services.approvals import decide
-    from patient_ml.services.evaluation_run import evaluate_run
-    from patient_ml.serving.servers import LocalServer
+    from patient_ml.db.engine import get_engine
+    from patient_ml.deploy import stop_old_endpoints
     from tests.operators.lifecycle import Project
 
     schema.upgrade(get_engine(check_schema=False))
     engine = get_engine()
     started = time.perf_counter()
     project = Project(engine, home / "p")
-    run_id = project.trained_run()
-    evaluate_run(engine, project.store, LocalServer(), run_id, home / "eval", actor="bench")
-    with session_scope(engine) as session:
-        decide(session, run_id, "approved", user="dr.bench", reason="batch benchmark",
-               channel="cli")  # fmt: skip
-    deploy_run(engine, project.store, run_id, actor="bench", server=LocalServer())
+    project.deployed_run(reason="batch benchmark", actor="bench", approver="dr.bench")
     print(
         "model: the test cohort's img_clf (120 images, 1 trial) curated, trained, evaluated and "
         f"deployed to a local `serve` endpoint in {time.perf_counter() - started:.0f} s; "

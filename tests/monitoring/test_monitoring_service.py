@@ -19,15 +19,12 @@ from sqlalchemy import func, select
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, session_scope
 from patient_ml.db.models import AuditEvent, PredictionRecord, ReferenceProfile
-from patient_ml.deploy import deploy_run, stop_old_endpoints
+from patient_ml.deploy import stop_old_endpoints
 from patient_ml.evaluation.evaluate import load_split, load_test_set
 from patient_ml.exceptions import ConfigValidationError
 from patient_ml.services import monitoring, prediction_log
-from patient_ml.services.approvals import decide
-from patient_ml.services.evaluation_run import evaluate_run
 from patient_ml.services.models import create_model, get_model, model_to_wire
 from patient_ml.services.predictions import predict
-from patient_ml.serving.servers import LocalServer
 from tests.curation.cohort import png
 from tests.operators.lifecycle import Project, model_config
 
@@ -70,11 +67,7 @@ def _deployed(
     if prepare is not None:
         prepare(p)
     monkeypatch.setenv("PATIENT_ML_ARTIFACT_URI", p.artifacts)
-    run_id = p.trained_run()
-    evaluate_run(engine, p.store, LocalServer(), run_id, tmp_path / "eval", actor="t")
-    with session_scope(engine) as session:
-        decide(session, run_id, "approved", user="dr.ada", reason="monitoring test", channel="cli")
-    deploy_run(engine, p.store, run_id, actor="t", server=LocalServer())
+    run_id = p.deployed_run(reason="monitoring test")
     try:
         yield p, run_id
     finally:

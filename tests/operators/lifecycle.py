@@ -12,11 +12,15 @@ from sqlalchemy import Engine
 from patient_ml.curation.fetch import FetchPolicy, ImageFetcher
 from patient_ml.curation.sources import NdjsonSource
 from patient_ml.db.engine import session_scope
+from patient_ml.deploy import deploy_run
 from patient_ml.operators.tune import FinishTuningOperator, TuneWorkerOperator
+from patient_ml.services.approvals import decide
 from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset
+from patient_ml.services.evaluation_run import evaluate_run
 from patient_ml.services.models import create_model
 from patient_ml.services.runs import create_run
+from patient_ml.serving.servers import LocalServer
 from patient_ml.storage import artifact_store_from_uri
 from tests.curation.cohort import Cohort, dataset_config
 
@@ -85,4 +89,16 @@ class Project:
         FinishTuningOperator(task_id="finish", run_id=run_id, artifact_uri=self.artifacts).execute(
             {}
         )
+        return run_id
+
+    def deployed_run(self, *, reason: str, actor: str = "t", approver: str = "dr.ada") -> str:
+        """A new run trained (`trained_run`), evaluated, approved by `approver` (with `reason`)
+        and deployed on a local `serve` endpoint as the model's champion. The caller stops the
+        endpoint: `patient_ml.deploy.stop_old_endpoints(engine, model_id, keep=None, ...)`."""
+        run_id = self.trained_run()
+        workdir = self.root / f"eval-{uuid.uuid4().hex[:6]}"
+        evaluate_run(self.engine, self.store, LocalServer(), run_id, workdir, actor=actor)
+        with session_scope(self.engine) as session:
+            decide(session, run_id, "approved", user=approver, reason=reason, channel="cli")
+        deploy_run(self.engine, self.store, run_id, actor=actor, server=LocalServer())
         return run_id

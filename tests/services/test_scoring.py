@@ -17,16 +17,13 @@ from sqlalchemy import select
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine, read_scope, session_scope
 from patient_ml.db.models import AuditEvent, Dataset, ExamplePrediction, ScoringChunk
-from patient_ml.deploy import deploy_run, stop_old_endpoints
+from patient_ml.deploy import stop_old_endpoints
 from patient_ml.exceptions import ConflictError, InvalidInputError
 from patient_ml.fhir import mapping
 from patient_ml.fhir.client import FhirClient
 from patient_ml.scoring.observations import identifier_value
 from patient_ml.services import scoring
-from patient_ml.services.approvals import decide
-from patient_ml.services.evaluation_run import evaluate_run
 from patient_ml.services.labels import dataset_context
-from patient_ml.serving.servers import LocalServer
 from tests.fhir_server import FhirServer
 from tests.operators.lifecycle import Project
 
@@ -44,11 +41,7 @@ def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir_server: FhirS
     p = Project(engine, tmp_path / "p")
     monkeypatch.setenv("PATIENT_ML_ARTIFACT_URI", p.artifacts)
     monkeypatch.setenv("PATIENT_ML_ALLOWED_FILE_ROOTS", str(p.cohort.images))
-    run_id = p.trained_run()
-    evaluate_run(engine, p.store, LocalServer(), run_id, tmp_path / "eval", actor="t")
-    with session_scope(engine) as session:
-        decide(session, run_id, "approved", user="dr.ada", reason="scoring test", channel="cli")
-    deploy_run(engine, p.store, run_id, actor="t", server=LocalServer())
+    run_id = p.deployed_run(reason="scoring test")
     client = FhirClient(fhir_server.base_url)
     client.transaction(p.cohort.transaction())
     with session_scope(engine) as session:  # the dataset's records now live on the server

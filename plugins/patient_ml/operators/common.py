@@ -14,6 +14,7 @@ from airflow.sdk import BaseOperator
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from patient_ml.fhir.client import FhirClient
     from patient_ml.serving.base import ModelServing, ServerHandle
     from patient_ml.storage.base import ArtifactStore
 
@@ -70,6 +71,18 @@ class PatientMLBaseOperator(BaseOperator):
 
     def store(self) -> ArtifactStore:
         return artifact_store(self.artifact_uri, self.aws_conn_id)
+
+
+class FhirSourceMixin:
+    """For operators that reach a dataset's FHIR source (curation, scoring write-back): their
+    `fhir_conn_id` parameter, when set, overrides the dataset's `source.connId`."""
+
+    fhir_conn_id: str | None
+
+    def _fhir_client(self, conn_id: str) -> FhirClient:
+        from patient_ml.hooks.fhir import FhirHook
+
+        return FhirHook(self.fhir_conn_id or conn_id).get_client()
 
 
 class RunOperator(PatientMLBaseOperator):

@@ -11,15 +11,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 
 from patient_ml.exceptions import PatientMLError
-from patient_ml.operators.common import PatientMLBaseOperator, set_outlet_extra, triggering_actor
+from patient_ml.operators.common import (
+    FhirSourceMixin,
+    PatientMLBaseOperator,
+    set_outlet_extra,
+    triggering_actor,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    from patient_ml.fhir.client import FhirClient
 
-
-class CurateDatasetOperator(PatientMLBaseOperator):
+class CurateDatasetOperator(FhirSourceMixin, PatientMLBaseOperator):
     """Curate a dataset into an immutable, content-addressed snapshot and return its id.
 
     Re-running (a retry, or a new run on unchanged data) returns the same snapshot id and
@@ -169,8 +172,3 @@ class CurateDatasetOperator(PatientMLBaseOperator):
         except Exception as exc:  # lineage names the connection instead
             self.log.warning("no FHIR base URL for lineage from %s: %s", conn_id, exc)
             return None
-
-    def _fhir_client(self, conn_id: str) -> FhirClient:
-        from patient_ml.hooks.fhir import FhirHook
-
-        return FhirHook(self.fhir_conn_id or conn_id).get_client()

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
-from patient_ml.operators.common import PatientMLBaseOperator, set_outlet_extra
+from patient_ml.operators.common import FhirSourceMixin, PatientMLBaseOperator, set_outlet_extra
 
 if TYPE_CHECKING:
-    from patient_ml.fhir.client import FhirClient
     from patient_ml.services.labels import DatasetContext
 
 
-class _ScoringOperator(PatientMLBaseOperator):
+class _ScoringOperator(FhirSourceMixin, PatientMLBaseOperator):
     """What the scoring tasks share: the model and its dataset's context.
 
     :param model_id: the model (id or name; templated).
@@ -42,11 +41,6 @@ class _ScoringOperator(PatientMLBaseOperator):
         with read_scope(engine) as session:
             dataset_id = get_by_id_or_name(session, Model, self.model_id).dataset_id
         return dataset_context(engine, dataset_id, fhir_client_factory=self._fhir_client)
-
-    def _fhir_client(self, conn_id: str) -> FhirClient:
-        from patient_ml.hooks.fhir import FhirHook
-
-        return FhirHook(self.fhir_conn_id or conn_id).get_client()
 
 
 class PlanScoringOperator(_ScoringOperator):

@@ -143,6 +143,11 @@ def dataset_context(
             )
             return {key: split for key, split in rows}
 
+    def write_back_client() -> Any:
+        """The FHIR client labels and predictions are written back through (None for an NDJSON
+        source); asked for when a sink is made, as before, and made once (`client_for`)."""
+        return None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id)
+
     return DatasetContext(
         load_splits=load_splits,
         view=view,
@@ -151,13 +156,9 @@ def dataset_context(
         source=inputs.source,
         store=inputs.store,
         fetcher=inputs.fetcher,
-        sink_factory=lambda: sink_for(
-            source_cfg,
-            fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
-        ),
+        sink_factory=lambda: sink_for(source_cfg, fhir_client=write_back_client()),
         prediction_sink_factory=lambda: prediction_sink_for(
-            source_cfg,
-            fhir_client=None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id),
+            source_cfg, fhir_client=write_back_client()
         ),
     )
 

@@ -4,6 +4,7 @@ import { useMemo, useState } from "react";
 
 import type { Deployment, Model, NextRun, Permissions } from "../api";
 import { getCurationReportOptions, getDeploymentsOptions, getMonitoringOptions } from "../client/@tanstack/react-query.gen";
+import { AirflowDagLink } from "../components/AirflowDagLink";
 import type { SeriesPoint } from "../components/charts";
 import { MetricsChart } from "../components/charts.lazy";
 import { Empty, ErrorAlert, type Loaded, Loading, Section, StatusBadge } from "../components/common";
@@ -25,7 +26,6 @@ import {
   type View,
 } from "../format";
 import { defaultMetric, defaultSeries, metricSeries, objectiveOf } from "../metrics";
-import { airflowDagUrl, openInAirflow } from "../navigation";
 import { invalidateDataset, invalidateModel, loaded as asLoaded, runsOptions, useDataset, useModelId, useModelWithPermissions, useRuns, useStartRun } from "../queries";
 import { ExamplesTab } from "./ExamplesTab";
 import { ScoringTab } from "./ScoringTab";
@@ -96,16 +96,7 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
       </Text>
       <Text fontSize="sm" color="fg.muted" mb={4}>
         DAG{" "}
-        <Link
-          href={airflowDagUrl(model.dagId)}
-          color="fg.info"
-          onClick={(e) => {
-            e.preventDefault();
-            openInAirflow(airflowDagUrl(model.dagId));
-          }}
-        >
-          {model.dagId}
-        </Link>
+        <AirflowDagLink dagId={model.dagId}>{model.dagId}</AirflowDagLink>
         {!permissions.mayStartRun && ` · ${permissions.user} may not start runs`}
       </Text>
       {starting.error && <ErrorAlert error={starting.error as unknown as Error} title="No run was started" />}
@@ -702,16 +693,7 @@ function Monitoring({ model }: { model: Model }) {
               {state === "paused" ? (
                 <>
                   To start the checks, open{" "}
-                  <Link
-                    href={airflowDagUrl(monitorDag.dagId)}
-                    color="fg.info"
-                    onClick={(e) => {
-                      e.preventDefault();
-                      openInAirflow(airflowDagUrl(monitorDag.dagId));
-                    }}
-                  >
-                    {monitorDag.dagId}
-                  </Link>{" "}
+                  <AirflowDagLink dagId={monitorDag.dagId}>{monitorDag.dagId}</AirflowDagLink>{" "}
                   in Airflow and switch its pause toggle on (next to the DAG's name), or run{" "}
                   <Code fontSize="xs">airflow dags unpause {monitorDag.dagId}</Code>.
                 </>

@@ -18,6 +18,7 @@ import { useQuery } from "@tanstack/react-query";
 
 import { api, API_BASE, type LogEvent, type Model, type Permissions, type Run } from "../api";
 import { getTrialsOptions } from "../client/@tanstack/react-query.gen";
+import { AirflowDagLink } from "../components/AirflowDagLink";
 import { ApprovalForm } from "../components/ApprovalForm";
 import { RunDeployActions } from "../components/DeployActions";
 import { ReliabilityChart, TrialsChart } from "../components/charts.lazy";
@@ -32,7 +33,6 @@ import { Empty, ErrorAlert, Loading, Section, StatusBadge } from "../components/
 import { describeActor, formatDuration, formatNumber, formatParam, formatTime, runStage, type View } from "../format";
 import { ModelCardPanel } from "./ModelCardPage";
 import { loaded as asLoaded, useModelWithPermissions, useRefetchOn, useRun, useRunRef } from "../queries";
-import { airflowDagUrl, openInAirflow } from "../navigation";
 
 type RunView = Extract<View, { kind: "run" }>;
 
@@ -109,16 +109,9 @@ export function RunPage({ view, go }: { view: RunView; go: (view: View) => void 
         {run.airflow?.dagId && run.airflow?.runId && (
           <>
             {" · "}
-            <Link
-              href={airflowDagUrl(run.airflow.dagId, run.airflow.runId)}
-              color="fg.info"
-              onClick={(e) => {
-                e.preventDefault();
-                openInAirflow(airflowDagUrl(run.airflow!.dagId!, run.airflow!.runId!));
-              }}
-            >
+            <AirflowDagLink dagId={run.airflow.dagId} dagRunId={run.airflow.runId}>
               Airflow DAG run {run.airflow.runId}
-            </Link>
+            </AirflowDagLink>
           </>
         )}
       </Text>

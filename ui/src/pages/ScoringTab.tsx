@@ -1,12 +1,12 @@
-import { Badge, Box, Code, Link, Table, Text } from "@chakra-ui/react";
+import { Badge, Box, Code, Table, Text } from "@chakra-ui/react";
 import { useQuery } from "@tanstack/react-query";
 
 import type { Model } from "../api";
 import { listScoringBatchesOptions } from "../client/@tanstack/react-query.gen";
 import type { ScoringBatchView } from "../client/types.gen";
+import { AirflowDagLink } from "../components/AirflowDagLink";
 import { Empty, ErrorAlert, Loading } from "../components/common";
 import { formatTime, plural } from "../format";
-import { airflowDagUrl, openInAirflow } from "../navigation";
 import { loaded as asLoaded } from "../queries";
 
 const PALETTE: Record<string, string> = { running: "blue", succeeded: "green", failed: "red" };
@@ -29,18 +29,7 @@ export function ScoringTab({ model }: { model: Model }) {
   if (loaded.error) return <ErrorAlert error={loaded.error} title="The batch scorings cannot be shown" />;
   if (!loaded.data) return <Loading what="batch scorings" />;
   const { batches, scoringDagId } = loaded.data;
-  const dagLink = (
-    <Link
-      href={airflowDagUrl(scoringDagId)}
-      color="fg.info"
-      onClick={(e) => {
-        e.preventDefault();
-        openInAirflow(airflowDagUrl(scoringDagId));
-      }}
-    >
-      {scoringDagId}
-    </Link>
-  );
+  const dagLink = <AirflowDagLink dagId={scoringDagId}>{scoringDagId}</AirflowDagLink>;
   return (
     <Box data-testid="scoring">
       <Text fontSize="sm" color="fg.muted" mb={3}>
