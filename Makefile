@@ -21,7 +21,7 @@ PYTEST_WORKERS ?= 2
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup ui ui-client ui-test demo demo-stop test lint docs format clean
+.PHONY: setup ui ui-client ui-test demo demo-chain demo-stop test lint docs format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ setup: $(STAMP) $(UI_BUILT)
 
 demo: setup
 	$(BIN)/python include/demo.py $(DEMO_ARGS)
+
+demo-chain: setup  ## make demo, run 1 only, then batch scoring feeding a second, chained model
+	$(BIN)/python include/demo.py --runs 1 --chain $(DEMO_ARGS)
 
 demo-stop:
 	$(BIN)/python include/demo.py stop

@@ -373,5 +373,10 @@ class ApiClient:
             states[key] = ti["state"]
         return states
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's runs, the newest first."""
+        found = self.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=-run_after")
+        return list(found["dag_runs"])
+
     def dag_run(self, dag_id: str, dag_run_id: str) -> dict[str, Any]:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{dag_run_id}")

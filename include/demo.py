@@ -23,6 +23,9 @@ With `--airflow-url URL` the demo uses an Airflow that is already running (the D
 stack: `docker compose run --rm airflow-cli python include/demo.py --airflow-url
 http://airflow-apiserver:8080`) and the product DB, artifact store and backend of the
 environment; its files go to PATIENT_ML_DEMO_HOME. `--runs 1` stops after the first champion.
+`--chain` (`make demo-chain`) adds, after run 1, a chain of two models: the champion's scoring
+DAG scores every slice and writes its predictions to the source, and their Asset event starts a
+second-read model trained on the slices it flagged.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ AIRFLOW_HOME = HOME / "airflow"
 CLI = str(Path(sys.executable).with_name("patient-ml"))
 MODEL = "brain-mri-tumour-classifier"
 DAG_ID = "patient_ml__brain_mri_tumour_classifier"
+SCORING_DAG_ID = "patient_ml_score__brain_mri_tumour_classifier"
+CHAINED_MODEL = "brain-mri-tumour-second-read"
+CHAINED_DAG_ID = "patient_ml__brain_mri_tumour_second_read"
 TRAINER_IMAGE = "patient-ml/img-clf-trainer:0.1.0"
 STARTED = time.monotonic()
 SEEN: dict[str, dict[str, str]] = {}  # task states printed so far, per DAG run
@@ -186,12 +192,14 @@ def pick_backend(wanted: str) -> str:
     return "docker"
 
 
-def follow(stack: AirflowStack, api: ApiClient, dag_run_id: str, until: str) -> dict[str, str]:
+def follow(
+    stack: AirflowStack, api: ApiClient, dag_run_id: str, until: str, dag_id: str = DAG_ID
+) -> dict[str, str]:
     """Print task state changes until `until` (`await_approval` deferred, or the run's end)."""
     seen = SEEN.setdefault(dag_run_id, {})
 
     def check() -> dict[str, str] | None:
-        states = api.task_states(DAG_ID, dag_run_id)
+        states = api.task_states(dag_id, dag_run_id)
         for task, state in sorted(states.items()):
             if seen.get(task) != state and state:
                 say(f"  {task}: {state}")
@@ -201,14 +209,14 @@ def follow(stack: AirflowStack, api: ApiClient, dag_run_id: str, until: str) -> 
             sys.exit(f"the pipeline failed: {bad}; see {AIRFLOW_HOME / 'logs'}")
         if until == "await_approval":
             return states if states.get("await_approval") == "deferred" else None
-        run = api.dag_run(DAG_ID, dag_run_id)
+        run = api.dag_run(dag_id, dag_run_id)
         return states if run["state"] in ("success", "failed") else None
 
     return stack.wait_for(check, 900, f"{until} of {dag_run_id}")
 
 
-def product_run(env: dict[str, str], dag_run_id: str) -> dict[str, Any]:
-    for run in cli_json(env, "runs", "list", "--model", MODEL)["runs"]:
+def product_run(env: dict[str, str], dag_run_id: str, model: str = MODEL) -> dict[str, Any]:
+    for run in cli_json(env, "runs", "list", "--model", model)["runs"]:
         if (run.get("airflow") or {}).get("runId") == dag_run_id:
             return cli_json(env, "runs", "show", run["id"])
     sys.exit(f"no product run is linked to DAG run {dag_run_id}")
@@ -269,6 +277,11 @@ def main() -> None:
         help="use this running Airflow (docker compose) instead of starting one",
     )  # fmt: skip
     ap.add_argument("--runs", type=int, choices=(1, 2), default=2, help="1: stop after run 1")
+    ap.add_argument(
+        "--chain", action="store_true",
+        help="after run 1: batch-score every slice with the champion and train a second-read "
+        "model on the slices it flagged (started by its predictions Asset)",
+    )  # fmt: skip
     ap.add_argument(
         "--fresh", action="store_true",
         help="delete the previous demo's folder, labels made in the browser included (by "
@@ -349,8 +362,10 @@ def main() -> None:
             "--run", run1["id"], "--reason", reason, user=APPROVER)  # fmt: skip
         follow(stack, api, first, "end")
         lap("run 1: approve, deploy")
+        chained = chain(env, stack, api, folders, args.max_trials) if args.chain else []
         if args.runs == 1:
-            summary(env, stack, run1["id"], None, None, keep_running=not args.stop)
+            summary(env, stack, run1["id"], None, None, keep_running=not args.stop,
+                    extra=chained)  # fmt: skip
             return
 
         # ---- new labels, run 2 from the product, champion vs challenger
@@ -378,12 +393,79 @@ def main() -> None:
             "--reason", reason, user=APPROVER)  # fmt: skip
         follow(stack, api, second, "end")
         lap(f"run 2: {verb}, {'deploy' if improved else 'end'}")
-        summary(env, stack, run1["id"], run2["id"], verb, keep_running=not args.stop)
+        summary(env, stack, run1["id"], run2["id"], verb, keep_running=not args.stop,
+                extra=chained)  # fmt: skip
     finally:
         if args.stop:
             stack.stop()
             stop_previous(remote=remote)  # and the model endpoints
             say("Airflow and the model endpoints stopped")
+
+
+def chain(
+    env: dict[str, str], stack: AirflowStack, api: ApiClient, folders: dict[str, Path],
+    max_trials: int,
+) -> list[str]:  # fmt: skip
+    """Chained models (docs/batch-scoring.md): the champion's scoring DAG scores every Br35H
+    slice and writes its predictions to the source; its predictions Asset starts the training
+    of a second-read model on the slices it flagged; the approver signs that one off too.
+    Returns the summary's lines."""
+    for name in ("brain_mri_flagged_dataset", "brain_mri_second_read_model"):
+        doc = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+        if "source" in doc:  # where the classifier's predictions go: the demo's NDJSON folder
+            doc["source"] = {"type": "ndjson", "uri": str(folders["br35h"]),
+                             "fromModel": doc["source"]["fromModel"]}  # fmt: skip
+        else:
+            doc["trainingApproach"]["maxTrials"] = max_trials
+        path = HOME / "configs" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        kind = "datasets" if "source" in doc else "models"
+        cli(env, f"register the chained {kind[:-1]} ({path.name})", kind, "create", "-f",
+            str(path))  # fmt: skip
+    for dag_id in (SCORING_DAG_ID, CHAINED_DAG_ID):
+        stack.wait_for(
+            lambda dag_id=dag_id: api.get(f"/api/v2/dags/{dag_id}", ok=(404,)).get("dag_id"),
+            120,
+            f"the DAG factory to build {dag_id}",
+        )
+        api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    conf = {"split": "all", "since": "", "chunkSize": 200, "writeBack": True}
+    say(f"batch scoring: POST /api/v2/dags/{SCORING_DAG_ID}/dagRuns with conf {conf}")
+    scoring = api.post(f"/api/v2/dags/{SCORING_DAG_ID}/dagRuns",
+                       {"logical_date": None, "conf": conf})["dag_run_id"]  # fmt: skip
+    follow(stack, api, scoring, "end", SCORING_DAG_ID)
+    model = cli_json(env, "models", "show", MODEL)
+    batch = api.get(f"/v1/patient-ml/models/{model['id']}/scoring-batches")["batches"][0]
+    lap("chain: batch scoring of every slice")
+    say(f"  batch {batch['id']}: {batch['scored']} slices scored, {batch['written']} predictions "
+        f"written to {batch.get('writtenTo') or 'the source'}")  # fmt: skip
+
+    def started() -> str | None:
+        runs = api.dag_runs(CHAINED_DAG_ID)
+        return runs[0]["dag_run_id"] if runs else None
+
+    second = stack.wait_for(started, 120, "the predictions Asset to start the second model")
+    say(f"the predictions Asset started {CHAINED_DAG_ID} (DAG run {second})")
+    follow(stack, api, second, "await_approval", CHAINED_DAG_ID)
+    run = product_run(env, second, CHAINED_MODEL)
+    snapshot = cli_json(env, "snapshots", "show", run["snapshotId"])
+    upstream = (snapshot.get("report") or {}).get("upstream") or {}
+    lap("chain: second model curate, tune, evaluate")
+    cli(env, "the approver signs off the second-read model", "runs", "approve", "--run",
+        run["id"], "--reason", "Second read reviewed on the flagged slices.",
+        user=APPROVER)  # fmt: skip
+    follow(stack, api, second, "end", CHAINED_DAG_ID)
+    lap("chain: approve, deploy")
+    run = cli_json(env, "runs", "show", run["id"])
+    return [
+        f"chain: {MODEL} scored {batch['scored']} slices (batch {batch['id']}); it flagged "
+        f"{upstream.get('imagesSelected', '?')} as tumour (left out: "
+        f"{upstream.get('leftOutNotSelected', '?')} not flagged, "
+        f"{upstream.get('leftOutWithoutPrediction', '?')} without a prediction)",
+        f"chain: {CHAINED_MODEL} trained on them in run {run['id']} ({run['slug']}, snapshot "
+        f"{run['snapshotId'][:12]}, {snapshot.get('exampleCount', '?')} examples), approval "
+        f"{run.get('approvalStatus')}, deploy {run.get('deployStatus', '-')}",
+    ]
 
 
 def browser_labels(home: Path) -> int:
@@ -468,6 +550,7 @@ def summary(
     verb: str | None,
     *,
     keep_running: bool,
+    extra: list[str] | None = None,
 ) -> None:
     r1 = cli_json(env, "runs", "show", run1)
     r2 = cli_json(env, "runs", "show", run2) if run2 else None
@@ -493,6 +576,8 @@ def summary(
         print(comparison(r2))
         decided = {"approve": "approved", "reject": "rejected"}[verb]
         print(f"\ndecision on run 2: {decided} by {APPROVER}")
+    for line in extra or []:
+        print(line)
     print(f"champion now: {model.get('championId')}")
     for ep in endpoints:
         print(f"endpoint: {ep.get('url')} ({ep.get('kind')}, {ep.get('status')})")

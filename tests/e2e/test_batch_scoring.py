@@ -5,7 +5,8 @@ and writes one preliminary Observation per image back to the FHIR server, found 
 search. With the model server frozen, one chunk's task is failed while it waits on it (Airflow
 kills it mid-chunk) and the DAG run is cleared: chunks already scored are not scored again, the
 killed one is, and no Observation is duplicated.
-The finish task emits the model's predictions Asset event."""
+The finish task emits the model's predictions Asset event, which starts the training DAG of a
+chained model whose dataset takes its examples from those predictions (`source.fromModel`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Endpoint, ScoringBatch, ScoringChunk
+from patient_ml.db.models import Endpoint, ScoringBatch, ScoringChunk, Snapshot
 from patient_ml.deploy import stop_old_endpoints
 from patient_ml.fhir import mapping
 from patient_ml.fhir.client import FhirClient
@@ -37,6 +38,8 @@ DAG_ID = "patient_ml__e2e_scored"
 SCORING_DAG_ID = "patient_ml_score__e2e_scored"
 PREDICTIONS_URI = "x-patient-ml://models/e2e_scored/predictions"
 CONN_ID = "e2e_fhir"
+CHAINED = "e2e-second-read"
+CHAINED_DAG_ID = "patient_ml__e2e_second_read"
 PREDICTION_CODE = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
 
 
@@ -88,8 +91,34 @@ def _observations(client: FhirClient, model_id: str, image_id: str) -> list[dict
     return list(client.search("Observation", {"identifier": token}))
 
 
+@pytest.fixture
+def chained_model(scored_model: dict[str, Any]) -> Iterator[str]:
+    """A second model whose dataset takes the images the scored model predicted (either label:
+    the selection rules are checked in tests/services/test_upstream.py), with the same source
+    and labels; its training DAG waits for the scored model's predictions Asset."""
+    d = scored_model["d"]
+    with session_scope(d.engine) as session:
+        ds = dataset_config("e2e-flagged", "sco01")
+        ds["problemDefinition"]["labelSystem"] = "urn:test:e2e-scoring-dataset"
+        upstream = {"model": MODEL, "labels": ["negative", "positive"]}
+        ds["source"] = {"type": "fhirServer", "connId": CONN_ID, "fromModel": upstream}
+        dataset_id = create_dataset(session, ds, actor="e2e").id
+        config = model_config(CHAINED, dataset_id)
+        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+        config["approvalPolicy"] = {"autoApproval": {"enabled": True,
+                                                     "allowWithoutChampion": True}}  # fmt: skip
+        model_id = create_model(session, config, actor="e2e").id
+    try:
+        d.wait_for_dag(CHAINED_DAG_ID)
+        assert d.api.dag_runs(CHAINED_DAG_ID) == []  # nothing runs until predictions exist
+        yield model_id
+    finally:
+        stop_old_endpoints(d.engine, model_id, keep=None, actor="e2e-cleanup")
+
+
 def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(
-    scored_model: dict[str, Any],
+    scored_model: dict[str, Any], chained_model: str
 ) -> None:
     d, client = scored_model["d"], scored_model["client"]
     model_id, images = scored_model["model_id"], sorted(scored_model["images"])
@@ -158,3 +187,23 @@ def test_scoring_dag_writes_predictions_to_fhir_and_survives_a_killed_chunk(
     scored = [e for e in events if e["uri"] == PREDICTIONS_URI]
     assert len(scored) == 1 and scored[0]["extra"]["batchId"] == batch["id"], scored
     assert scored[0]["extra"]["written"] == len(images)
+
+    # the event starts the chained model's training: it curates the images those predictions
+    # selected (the newest prediction per image, this batch's), trains, is approved and deployed
+    def started() -> str | None:
+        runs = d.api.dag_runs(CHAINED_DAG_ID)
+        return runs[0]["dag_run_id"] if runs else None
+
+    chained_run = d.stack.wait_for(started, 120, "the predictions Asset to start the chained DAG")
+    assert d.api.dag_run(CHAINED_DAG_ID, chained_run)["run_type"] == "asset_triggered"
+    state = wait_dag_run(d.stack, d.api, CHAINED_DAG_ID, chained_run)
+    assert state == "success", d.api.task_states(CHAINED_DAG_ID, chained_run)
+    with session_scope(d.engine) as session:
+        run = find_run_for_dag_run(session, CHAINED_DAG_ID, chained_run)
+        assert run is not None and run.model_id == chained_model and run.snapshot_id
+        snapshot = session.get(Snapshot, run.snapshot_id)
+        assert snapshot is not None
+        upstream = snapshot.report["upstream"]
+    assert upstream["modelId"] == model_id and upstream["imagesSelected"] == len(images)
+    assert [b["batchId"] for b in upstream["batches"]] == [batch["id"]], upstream
+    assert upstream["leftOutWithoutPrediction"] == 0

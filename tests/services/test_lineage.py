@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from patient_ml.db.engine import session_scope
-from patient_ml.db.models import Dataset, Model, Run
+from patient_ml.db.models import Dataset, Model, Run, Snapshot
 from patient_ml.services import approvals
 from patient_ml.services.endpoints import add_endpoint, mark_endpoint
 from patient_ml.services.lineage import (
@@ -81,6 +81,30 @@ def test_curate_reads_the_fhir_source_and_writes_the_snapshot(
     assert snapshot.version == SNAPSHOT
     assert (snapshot.namespace, snapshot.name) == ("file", f"/snapshots/{SNAPSHOT}/manifest.jsonl")
     assert snapshot.facets["patientMl_snapshot"].to_wire()["snapshotId"] == SNAPSHOT
+
+
+def test_a_chained_snapshot_names_the_upstream_models_that_selected_its_images(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """source.fromModel: the curate stage also reads the artifacts of the runs whose
+    predictions selected the images (the report's upstream batches); unknown runs are left
+    out."""
+    model_id, first, _ = _two_runs(engine, tmp_path)
+    with session_scope(engine) as session:
+        snapshot = session.get(Snapshot, SNAPSHOT)
+        assert snapshot is not None
+        snapshot.report = {**snapshot.report, "upstream": {"modelId": model_id, "batches": [
+            {"batchId": "b1", "runId": first, "predictions": 10, "selected": 4},
+            {"batchId": "b0", "runId": "gone", "predictions": 2, "selected": 0},
+        ]}}  # fmt: skip
+        model = session.get(Model, model_id)
+        assert model is not None
+        stage = curate_lineage(session, model.dataset_id, SNAPSHOT, lambda _c: None)
+        run = session.get(Run, first)
+        assert run is not None
+        _, artifact = stage.inputs
+    assert artifact.version == run.model_artifact_sha256
+    assert artifact.facets["patientMl_modelArtifact"].to_wire()["runId"] == first
 
 
 def test_evaluate_links_snapshot_and_champion_to_the_challenger_with_intervals(

@@ -139,8 +139,27 @@ def curate_lineage(
     dataset = session.get(Dataset, dataset_id)
     snapshot = session.get(Snapshot, snapshot_id)
     inputs = [fhir_source(dataset, base_url_of)] if dataset else []
+    if snapshot is not None:
+        inputs += upstream_artifacts(session, snapshot)
     outputs = [snapshot_dataset(snapshot)] if snapshot else []
     return StageLineage(inputs, outputs)
+
+
+def upstream_artifacts(session: Session, snapshot: Snapshot) -> list[LineageDataset]:
+    """A chained dataset's snapshot (`source.fromModel`): the model artifacts whose predictions
+    selected its images (the report's `upstream.batches`), so the lineage graph goes on from
+    the second model to the first one's run."""
+    upstream = (snapshot.report or {}).get("upstream") or {}
+    run_ids = sorted(
+        {b["runId"] for b in upstream.get("batches") or [] if isinstance(b.get("runId"), str)}
+    )
+    found = []
+    for run_id in run_ids:
+        run = session.get(Run, run_id)
+        artifact = artifact_dataset(session, run) if run is not None else None
+        if artifact is not None:
+            found.append(artifact)
+    return found
 
 
 def _snapshot_of(session: Session, run: Run) -> list[LineageDataset]:

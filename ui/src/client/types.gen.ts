@@ -660,6 +660,10 @@ export type DatasetSource = {
      */
     connId?: string;
     /**
+     * Chained models: take the examples from another model's predictions in this source (see docs/batch-scoring.md); the training DAG of a model on this dataset also runs when that model's scoring DAG publishes new predictions.
+     */
+    fromModel?: UpstreamModel | null;
+    /**
      * Type
      */
     type?: 'fhirServer' | 'ndjson';
@@ -4292,6 +4296,40 @@ export type UpdateDatasetResponse = {
  */
 export type UpdateModelResponse = {
     model: ModelConfig;
+};
+
+/**
+ * UpstreamModel
+ *
+ * Extension: a chained dataset takes its examples from another model's predictions (its
+ * batch scoring writes them back to the source as `preliminary` Observations): an image is
+ * an example when the newest prediction of that model for it names one of `labels`.
+ */
+export type UpstreamModel = {
+    /**
+     * Labels
+     *
+     * Labels of that model's dataset. imgClf: an image is selected when the label decided at the model's operating point is one of them; imgSeg: when its mask covers at least minAreaFraction of the image with one of them.
+     */
+    labels: Array<string>;
+    /**
+     * Minareafraction
+     *
+     * imgSeg: the share of the mask one of the labels must cover.
+     */
+    minAreaFraction?: number;
+    /**
+     * Minprobability
+     *
+     * imgClf: also require the model's probability of the decided label to be at least this much.
+     */
+    minProbability?: number | null;
+    /**
+     * Model
+     *
+     * Id or name of the model whose predictions select the examples (stored as its id); its scoring DAG writes them to this dataset's source.
+     */
+    model: string;
 };
 
 /**

@@ -11,6 +11,7 @@ import { Empty, ErrorAlert, type Loaded, Loading, Section, StatusBadge } from ".
 import { ConfigForm } from "../components/ConfigForm";
 import { ConfirmDeploy } from "../components/DeployActions";
 import { NearDuplicates, type NearDuplicateReport } from "../components/NearDuplicates";
+import { UpstreamSelection, type UpstreamReport } from "../components/UpstreamSelection";
 import { rollbackRows } from "../deploy";
 import {
   compareMetrics,
@@ -315,6 +316,7 @@ interface CurationReportBody {
     quarantined?: { total?: number; byReason?: Record<string, { count: number; meaning?: string }> };
     nearDuplicates?: NearDuplicateReport;
     identicalImages?: { groups?: number; groupsSpanningPatients?: number };
+    upstream?: UpstreamReport;
   };
 }
 
@@ -380,6 +382,11 @@ function Curation({ datasetId }: { datasetId: string }) {
         {formatTime(body.createdAt)} · identical images: {plural(report.identicalImages?.groups ?? 0, "group")} (
         {report.identicalImages?.groupsSpanningPatients ?? 0} spanning patients)
       </Text>
+      {report.upstream && (
+        <Section title="Chosen by another model's predictions">
+          <UpstreamSelection upstream={report.upstream} />
+        </Section>
+      )}
       <SimpleGrid columns={{ base: 1, lg: 2 }} gap={6} mb={6}>
         <SplitTable title="Examples per split and label status" bySplit={examples.byLabelStatus} patients={report.patients} />
         <SplitTable title="Confirmed labels per split" bySplit={examples.byLabel} />
