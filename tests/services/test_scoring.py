@@ -54,6 +54,19 @@ def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fhir_server: FhirS
         stop_old_endpoints(engine, p.model_id, keep=None, actor="test-cleanup")
 
 
+class _NoIndex:
+    """A dataset context whose whole example index must not be read."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def index(self) -> Any:
+        raise AssertionError("a chunk read the dataset's whole example index")
+
+
 def _context(p: Project, client: FhirClient) -> Any:
     return dataset_context(p.engine, p.dataset_id, fhir_client_factory=lambda _conn: client)
 
@@ -96,8 +109,8 @@ def test_a_batch_writes_one_prediction_per_image_and_resumes_without_duplicates(
     ids = sorted(ctx.index().ids)
     assert batch.total == len(ids) == 120 and batch.chunks == 3 and batch.run_id == run_id
     lines: list[str] = []
-    for position in range(batch.chunks):
-        chunk = scoring.score_chunk(p.engine, ctx, batch.id, position, say=lines.append)
+    for position in range(batch.chunks):  # each chunk reads its own images, not the source
+        chunk = scoring.score_chunk(p.engine, _NoIndex(ctx), batch.id, position, say=lines.append)
         assert chunk.status == "done" and not chunk.resumed and chunk.scored == chunk.examples
     assert any("examples scored in" in line and "resources written" in line for line in lines)
 
@@ -128,9 +141,11 @@ def test_a_batch_writes_one_prediction_per_image_and_resumes_without_duplicates(
         )  # fmt: skip
         assert row is not None
         row.status = "pending"
+        row.images = None  # as a chunk planned before images were kept: read through the index
         chunk_ids = list(row.example_ids)
     redone = scoring.score_chunk(p.engine, ctx, batch.id, 1, say=lines.append)
     assert redone.attempts == 2 and redone.scored == len(chunk_ids)
+    assert lines[-1].endswith(f"; {len(chunk_ids)} looked up in the dataset's index")
     refound = _predictions(client, p, chunk_ids)
     assert all(len(v) == 1 and v[0]["meta"]["versionId"] == "2" for v in refound.values())
     assert len(_all_predictions(client, p.model_id)) == 120

@@ -531,6 +531,10 @@ class ScoringChunk(Base):
     )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     example_ids: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
+    # per example (same order): {"id", "version", "patient", "attachment"} as planned, so the
+    # chunk reads only its images; null for an inline attachment (read from the source) and for
+    # chunks planned before migration 0013 (column null)
+    images: Mapped[list[dict[str, Any] | None] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="pending", nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     scored: Mapped[int] = mapped_column(Integer, default=0, nullable=False)

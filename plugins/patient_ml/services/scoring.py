@@ -6,6 +6,10 @@
   and cuts them into chunks, one mapped task each (at most `MAX_CHUNKS`, so far below Airflow's
   `max_map_length`: larger batches get larger chunks). One batch per model and DAG run: a
   cleared or rerun DAG run finds its batch again instead of planning another.
+  Each chunk keeps what scoring needs of its images (id, version, patient, attachment), so a
+  chunk's task reads its own images and never the whole source again; an image whose
+  attachment holds inline data is looked up in the dataset's index instead (such data is never
+  copied into the product DB). A batch scores the images as they were when it was planned.
 * `score_chunk` scores one chunk on the endpoint of the champion the batch was planned for
   (`MAX_BATCH` images per request, the next request in flight while the answers of the last
   become resources), writes one prediction Observation per example (and a
@@ -28,6 +32,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -158,6 +163,31 @@ def chunk_size_for(total: int, wanted: int, max_chunks: int = MAX_CHUNKS) -> int
     return max(wanted, math.ceil(total / max_chunks)) if total else wanted
 
 
+@dataclass(frozen=True)
+class PlannedImage:
+    """What scoring needs of one image, as the batch was planned (`ScoringChunk.images`)."""
+
+    id: str
+    version: str | None
+    patient_ref: str | None
+    attachment: dict[str, Any]
+
+    @classmethod
+    def of(cls, image: Any) -> PlannedImage:
+        return cls(image.id, image.version, image.patient_ref, dict(image.attachment))
+
+    def to_row(self) -> dict[str, Any] | None:
+        """The stored form; None for inline data (never copied into the product DB)."""
+        if self.attachment.get("data"):
+            return None
+        return {"id": self.id, "version": self.version, "patient": self.patient_ref,
+                "attachment": self.attachment}  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PlannedImage:
+        return cls(str(row["id"]), row.get("version"), row.get("patient"), row["attachment"])
+
+
 def selected_ids(ctx: Any, selection: ScoringSelection) -> list[str]:
     """The ids (sorted) of the examples of `ctx` (services.labels.DatasetContext) the selection
     takes, as the dataset's source holds them now."""
@@ -202,6 +232,8 @@ def plan_batch(
             )
         run_id, model_id = model.champion_id, model.id
     ids = selected_ids(ctx, selection)
+    examples = ctx.index().examples
+    rows = [PlannedImage.of(examples[example_id].image).to_row() for example_id in ids]
     size = chunk_size_for(len(ids), chunk_size, max_chunks)
     with session_scope(engine) as session:
         batch = ScoringBatch(
@@ -219,7 +251,10 @@ def plan_batch(
         for position, start in enumerate(range(0, len(ids), size)):
             session.add(
                 ScoringChunk(
-                    batch_id=batch.id, position=position, example_ids=ids[start : start + size]
+                    batch_id=batch.id,
+                    position=position,
+                    example_ids=ids[start : start + size],
+                    images=rows[start : start + size],
                 )
             )
         audit.record(
@@ -280,14 +315,19 @@ def score_chunk(
             batch_id=batch.id,
         )
         example_ids = list(chunk.example_ids)
+        planned = list(chunk.images or [None] * len(example_ids))
         write_back = bool(batch.selection.get("writeBack", True))
-    index = ctx.index()
-    readable: list[tuple[Any, bytes]] = []
+    readable: list[tuple[PlannedImage, bytes]] = []
     skipped: list[dict[str, Any]] = []
-    for example_id in example_ids:
+    read_index = 0
+    for example_id, row in zip(example_ids, planned, strict=True):
         try:
-            example = index.get(example_id)
-            readable.append((example, bytes(ctx.fetcher.fetch(example.image.attachment))))
+            if row is not None:  # as planned: no read of the dataset's source
+                image = PlannedImage.from_row(row)
+            else:  # inline data, or a chunk planned before images were stored
+                read_index += 1
+                image = PlannedImage.of(ctx.index().get(example_id).image)
+            readable.append((image, bytes(ctx.fetcher.fetch(image.attachment))))
         except NotFoundError:
             skipped.append({"exampleId": example_id, "reason": "no longer in the source"})
         except QuarantineError as exc:
@@ -306,17 +346,17 @@ def score_chunk(
             answers = ahead.pop().result()
             if number + 1 < len(parts):
                 ahead.append(pool.submit(invoke_batch, url, [d for _, d in parts[number + 1]]))
-            for (example, _), answer in zip(part, answers, strict=True):
+            for (image, _), answer in zip(part, answers, strict=True):
                 fields = answer_fields(problem_type, labels, point, answer, url)
                 output = {"problemType": problem_type, **fields}
-                scored.append((example, output))
+                scored.append((image, output))
                 if writing:
                     resources += prediction_resources(
                         scoring_model,
                         ScoredExample(
-                            example_id=example.id,
-                            image_version=example.image.version,
-                            patient_ref=example.image.patient_ref,
+                            example_id=image.id,
+                            image_version=image.version,
+                            patient_ref=image.patient_ref,
                             output=output,
                         ),
                         issued,
@@ -334,12 +374,8 @@ def score_chunk(
             model_id=scoring_model.model_id,
             run_id=scoring_model.run_id,
             predictions=[
-                (
-                    example.id,
-                    example.image.version,
-                    prediction_log.output_summary(problem_type, output),
-                )
-                for example, output in scored
+                (image.id, image.version, prediction_log.output_summary(problem_type, output))
+                for image, output in scored
             ],
         )
         chunk = _chunk(session, batch_id, position)
@@ -356,6 +392,7 @@ def score_chunk(
         f"{seconds:.1f} s ({rate:.0f}/s), {written} resources written"
         + (f" to {written_to}" if written_to else "")
         + (f", {len(skipped)} skipped" if skipped else "")
+        + (f"; {read_index} looked up in the dataset's index" if read_index else "")
     )
     return view
 
