@@ -91,6 +91,12 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more product round per sink"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the endpoint's processes on the last CPU, this process (the client: the bare loop "
+        "and the product path) on the others, as when the endpoint runs on its own machine",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # plan|score, in a fresh process
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = smoke.parse(
@@ -143,7 +149,9 @@ def run(args: argparse.Namespace, home: Path) -> int:
     engine = get_engine()
     started = time.perf_counter()
     project = Project(engine, home / "p")
-    project.deployed_run(reason="batch benchmark", actor="bench", approver="dr.bench")
+    run_id = project.deployed_run(reason="batch benchmark", actor="bench", approver="dr.bench")
+    if args.pin:
+        pin(engine, run_id)
     print(
         "model: the test cohort's img_clf (120 images, 1 trial) curated, trained, evaluated and "
         f"deployed to a local `serve` endpoint in {time.perf_counter() - started:.0f} s; "
@@ -161,6 +169,41 @@ def run(args: argparse.Namespace, home: Path) -> int:
     finally:
         stop_old_endpoints(engine, project.model_id, keep=None, actor="bench")
     return 0
+
+
+def pin(engine: Any, run_id: str) -> None:
+    """The endpoint's process group (every thread of it) on the last CPU, this process on the
+    others: the client's work no longer takes CPU from the endpoint, in either loop."""
+    from sqlalchemy import select
+
+    from patient_ml.db.engine import read_scope
+    from patient_ml.db.models import Endpoint
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    with read_scope(engine) as session:
+        handle = session.scalar(
+            select(Endpoint.handle).where(Endpoint.run_id == run_id, Endpoint.status == "healthy")
+        )
+    group = int(handle or 0)
+    pinned = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) != group:
+                continue
+            for task in (proc / "task").iterdir():
+                os.sched_setaffinity(int(task.name), {cpus[-1]})
+                pinned += 1
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    if not pinned:
+        raise SystemExit(f"--pin: no process of the endpoint's group {group} found")
+    os.sched_setaffinity(0, set(cpus[:-1]))
+    print(f"pinned: the endpoint's {pinned} thread(s) on CPU {cpus[-1]}, this process on "
+          f"CPU {', '.join(map(str, cpus[:-1]))}", flush=True)  # fmt: skip
 
 
 def throughput(
