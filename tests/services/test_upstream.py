@@ -23,6 +23,7 @@ from patient_ml.scoring.observations import ScoredExample, ScoringModel, predict
 from patient_ml.scoring.sinks import PREDICTIONS_FILE, NdjsonFolderPredictionSink
 from patient_ml.services.curation import curate
 from patient_ml.services.datasets import create_dataset, get_dataset, update_dataset
+from patient_ml.services.labels import dataset_context
 from patient_ml.services.models import create_model, delete_model
 from patient_ml.storage import artifact_store_from_uri
 from tests.curation.cohort import Cohort, dataset_config
@@ -97,7 +98,8 @@ class Chain:
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Chain:
+def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Chain:
+    monkeypatch.setenv("PATIENT_ML_EXAMPLES_CACHE_SECONDS", "0")  # every index read afresh
     url = f"sqlite:///{tmp_path / 'product.db'}"
     schema.upgrade(get_engine(url, check_schema=False))
     return Chain(get_engine(url), tmp_path)
@@ -128,11 +130,20 @@ def test_a_chained_dataset_takes_the_images_its_upstream_model_flagged(chain: Ch
     ]  # fmt: skip
     assert result.report["quarantined"]["total"] == 0
 
+    # the labeling pages (and a chained model's own scoring) see the same examples
+    assert set(_index_ids(chain)) == flagged - set(docs[-4:])
+
     # a later batch flips every prediction: the newest one per image decides
     chain.score({d: int(d not in flagged) for d in docs}, batch="b2")
     again = chain.curate_b()
     assert _manifest_ids(chain, again) == set(docs) - flagged
     assert {b["batchId"] for b in again.report["upstream"]["batches"]} == {"b2"}
+    assert set(_index_ids(chain)) == set(docs) - flagged
+
+
+def _index_ids(chain: Chain) -> list[str]:
+    ctx = dataset_context(chain.engine, "b", fhir_client_factory=lambda _conn: None)
+    return list(ctx.index().ids)
 
 
 def test_min_probability_narrows_the_selection(chain: Chain) -> None:

@@ -33,6 +33,11 @@ from patient_ml.curation import records as rec
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.staging import instant, newer_version
+from patient_ml.curation.upstream import (
+    UpstreamPrediction,
+    is_prediction_observation,
+    upstream_prediction,
+)
 from patient_ml.exceptions import FieldError, InvalidInputError, NotFoundError
 
 _log = logging.getLogger(__name__)
@@ -203,7 +208,11 @@ def build_index(
     written_at: Callable[[str], float | None] | None = None,
 ) -> ExampleIndex:
     """Read every record once, keep the newest version of each, resolve each image's label.
-    Malformed records are skipped here (curation quarantines and reports them)."""
+    Malformed records are skipped here (curation quarantines and reports them). A chained
+    dataset (`source.fromModel`) holds only the images its upstream model's newest prediction
+    selects, as curation selects them."""
+    upstream = dataset.upstream
+    chosen: dict[str, UpstreamPrediction] = {}  # image id -> the upstream model's newest
     docs: dict[str, dict[str, Any]] = {}
     observations: dict[str, dict[str, Any]] = {}
     versions: dict[tuple[str, str], dict[str, Any]] = {}  # (id, version) -> resource
@@ -227,6 +236,8 @@ def build_index(
             key = (rid, str(rec.resource_version(resource) or ""))
             versions[key] = resource
             version_written[key] = _file_time(file_times, position, written_at)
+        elif kind == "Observation" and upstream is not None and is_prediction_observation(resource):
+            _keep_newest_prediction(chosen, resource, upstream)
     type_filter = rec.TokenFilter(dataset.filter_codes)
     labels_of: dict[str, list[tuple[rec.LabelRecord, dict[str, Any]]]] = {}
     for resource in observations.values():
@@ -235,6 +246,8 @@ def build_index(
             labels_of.setdefault(label.image_id, []).append((label, resource))
     examples: dict[str, Example] = {}
     for rid, resource in docs.items():
+        if upstream is not None and not (rid in chosen and chosen[rid].selected):
+            continue  # not an example of this chained dataset
         try:
             image = rec.image_record(resource, type_filter)
         except QuarantineError:
@@ -287,6 +300,20 @@ def history_entry(
     elif label.mask:
         entry["value"] = "mask"
     return entry
+
+
+def _keep_newest_prediction(
+    chosen: dict[str, UpstreamPrediction], resource: dict[str, Any], upstream: Any
+) -> None:
+    try:
+        found = upstream_prediction(resource, upstream)
+    except QuarantineError:
+        return
+    if found is None:
+        return
+    old = chosen.get(found.doc_id)
+    if old is None or newer_version(found.version, found.updated, old.version, old.updated):
+        chosen[found.doc_id] = found
 
 
 def _keep_newest(seen: dict[str, dict[str, Any]], rid: str, resource: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -82,9 +83,12 @@ class DatasetContext:
             ex.forget(self.view.id)
             return self.index()
         index = self.index()
+        # a chained dataset's selection stays as the whole index made it: one image's records
+        # may not include its upstream prediction (a FHIR server's `records_of`)
+        view = dataclasses.replace(self.view, upstream=None)
         with self._reading():
             part = ex.build_index(
-                self.view, records_of(example_id), getattr(self.source, "written_at", None)
+                view, records_of(example_id), getattr(self.source, "written_at", None)
             )
         ex.apply_refresh((self.view.id, self.revision), index, example_id, part)
         return index
