@@ -51,3 +51,43 @@ def test_a_bundle_is_validated_with_its_entries() -> None:
     entry = {"resource": {**LABEL, "status": 7}, "request": {"method": "PUT", "url": "x"}}
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
     assert problems(bundle) == ["entry[0].resource.status: Input should be a valid string"]
+
+
+_BROKEN = {
+    "a bad id": {"id": "bad id!"},
+    "no code": {"code": None},
+    "two values": {"valueString": "x"},
+    "a bad decimal": {"component": [{"code": {"text": "p"}, "valueQuantity": {"value": "abc"}}]},
+    "a bad instant": {"issued": "yesterday"},
+    "an empty reference": {"focus": [{"reference": ""}]},
+    "an unknown field": {"foo": 1},
+    "a null text": {"note": [{"text": None}]},
+    "a wrong type": {"focus": [{"reference": 3}]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BROKEN))
+def test_validating_the_json_finds_what_validating_the_dict_finds(case: str) -> None:
+    """`problems` validates a resource's JSON (3x faster than the dict): the model finds the same
+    errors, at the same places, in both."""
+    import orjson
+    from pydantic import ValidationError
+
+    from patient_ml.fhir.validation import model_class
+
+    resource = {k: v for k, v in {**LABEL, **_BROKEN[case]}.items() if v is not None}
+    model = model_class("Observation")
+    found = []
+    for validate, given in ((model.model_validate, resource),
+                            (model.model_validate_json, orjson.dumps(resource))):  # fmt: skip
+        with pytest.raises(ValidationError) as caught:
+            validate(given)
+        found.append(sorted((e["loc"], e["type"]) for e in caught.value.errors()))
+    assert found[0] == found[1]
+    assert len(problems(resource)) == len(found[0])
+
+
+def test_a_resource_json_cannot_hold_is_still_validated() -> None:
+    """orjson cannot write an integer above 64 bits: the dict is validated instead."""
+    huge = {**LABEL, "component": [{"code": {"text": "n"}, "valueInteger": 2**70}]}
+    assert problems(huge) and problems(huge)[0].startswith("component[0].valueInteger")
