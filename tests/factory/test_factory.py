@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 from patient_ml.db.engine import session_scope
 from patient_ml.factory import build_dags
 from patient_ml.factory.build_cache import BUILD_CACHE
-from patient_ml.factory.catalog import LAST_KNOWN_GOOD
+from patient_ml.factory.catalog import LAST_KNOWN_GOOD, query_entries
 from patient_ml.services.datasets import create_dataset
 from patient_ml.services.models import create_model, get_model, model_to_wire, update_model
 from tests.conftest import EXAMPLE_CONFIGS, REPO_ROOT
@@ -269,6 +269,9 @@ def test_a_chained_model_trains_when_its_upstream_model_publishes_predictions(
     serialized = DagSerialization.to_dict(dag)
     assert predictions in str(serialized["dag"]["timetable"])
     assert "whenever model `brain_mri_tumour_classifier` publishes predictions" in dag.doc_md
+    # a task's parse reads its own model's row only: the upstream slug still comes along
+    (entry,) = query_entries(slug="brain_mri_tumour_second_read")
+    assert entry.upstream_slug == "brain_mri_tumour_classifier"
 
     doc = _load("brain_mri_second_read_model")
     doc["monitoring"] = {"retrainOnBreach": True}

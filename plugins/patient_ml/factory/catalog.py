@@ -182,7 +182,7 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
             continue
         safe_rows.append(r)
     upstream_ids = {r[0]: _upstream_id(r[15]) for r in safe_rows}
-    slugs = _slugs_of(conn_engine=engine, rows=safe_rows, wanted=set(upstream_ids.values()))
+    slugs = _slugs_of(engine, safe_rows, set(upstream_ids.values()))
     return [
         ModelEntry(
             model_id=r[0],
@@ -216,7 +216,7 @@ def _upstream_id(source: Any) -> str | None:
     return model if isinstance(model, str) else None
 
 
-def _slugs_of(*, conn_engine: Engine, rows: list[Any], wanted: set[str | None]) -> dict[str, str]:
+def _slugs_of(engine: Engine, rows: list[Any], wanted: set[str | None]) -> dict[str, str]:
     """Slugs of the upstream models: from the rows read, and the few others (a parse of one
     DAG reads one row) in one more query."""
     slugs = {r[0]: r[2] for r in rows}
@@ -227,7 +227,7 @@ def _slugs_of(*, conn_engine: Engine, rows: list[Any], wanted: set[str | None]) 
         query = text("SELECT id, slug FROM pml_models WHERE id IN :ids").bindparams(
             bindparam("ids", expanding=True)
         )
-        with conn_engine.connect() as conn:
+        with engine.connect() as conn:
             slugs.update({r[0]: r[1] for r in conn.execute(query, {"ids": missing}).all()})
     return {k: v for k, v in slugs.items() if isinstance(v, str) and _SLUG.fullmatch(v)}
 
