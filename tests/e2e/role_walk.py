@@ -223,13 +223,15 @@ def walk_role(browser: Any, walk: Walk, user: str, expect: Any) -> None:
 
         # The Models list ("Patient ML" in Airflow's navigation).
         page.goto(f"{walk.url}/plugin/patient-ml")
-        expect(ui.locator("[data-testid=model-row]", has_text=walk.model)).to_have_count(1)
+        # a new context's first page loads Airflow's UI and the plugin's (as test_web_ui: 60 s)
+        row = ui.locator("[data-testid=model-row]", has_text=walk.model)
+        expect(row).to_have_count(1, timeout=60_000)
         _settled(ui, expect)
         check_layout(page, f"{at}, Models", walk)
 
         # The model's page (the DAG's "Patient ML" tab) and each of its tabs.
         page.goto(f"{walk.url}/dags/{walk.dag_id}/plugin/patient-ml-model")
-        expect(ui.get_by_test_id("model-title")).to_have_text(walk.model)
+        expect(ui.get_by_test_id("model-title")).to_have_text(walk.model, timeout=60_000)
         start = ui.get_by_role("button", name="Start run")
         if user == "viewer":
             expect(start).to_be_disabled()
@@ -248,7 +250,7 @@ def walk_role(browser: Any, walk: Walk, user: str, expect: Any) -> None:
 
         # The run's page (the DAG run's "Patient ML" tab): the decision, and each tab.
         page.goto(f"{walk.url}/dags/{walk.dag_id}/runs/{walk.dag_run_id}/plugin/patient-ml-run")
-        expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {walk.slug}")
+        expect(ui.get_by_test_id("run-title")).to_have_text(f"Run {walk.slug}", timeout=60_000)
         form = ui.get_by_test_id("approval-form")
         expect(form).to_be_visible()
         approve = form.get_by_role("button", name="Approve")
