@@ -314,23 +314,35 @@ class RemoteAirflow(AirflowStack):
 
 JWT_SECRET_BYTES = 64
 
+# The FAB role that lets a user open the Patient ML pages in Airflow's UI (docs/roles.md).
+FAB_PAGES_ROLE = "Patient ML pages"
+
 # `airflow users create` (apache-airflow-providers-fab's user_command.users_create) for every
-# user of the JSON list on stdin, in one process.
+# user of the JSON list on stdin, in one process, each with its built-in role and FAB_PAGES_ROLE.
 _CREATE_FAB_USERS = """
 import json, sys
 from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+from airflow.providers.fab.www.security import permissions
+
+PAGES_ROLE = "@PAGES_ROLE@"
 
 with get_application_builder() as appbuilder:
+    sm = appbuilder.sm
+    # FAB's Viewer and User lack read and menu access on Plugins, without which Airflow's UI
+    # shows none of the plugin's pages (a 404; docs/roles.md): a role of its own grants them.
+    pages = sm.find_role(PAGES_ROLE) or sm.add_role(PAGES_ROLE)
+    for action in (permissions.ACTION_CAN_READ, permissions.ACTION_CAN_ACCESS_MENU):
+        sm.add_permission_to_role(pages, sm.create_permission(action, permissions.RESOURCE_PLUGIN))
     for user in json.load(sys.stdin):
-        if appbuilder.sm.find_user(user["name"]):
+        if sm.find_user(user["name"]):
             continue
-        role = appbuilder.sm.find_role(user["role"])
+        role = sm.find_role(user["role"])
         if role is None:
             raise SystemExit(f"no FAB role {user['role']!r}")
         name, email = user["name"], f"{user['name']}@example.org"
-        if not appbuilder.sm.add_user(name, name, "demo", email, role, user["password"]):
+        if not sm.add_user(name, name, "demo", email, [role, pages], user["password"]):
             raise SystemExit(f"FAB did not create the user {name!r}")
-"""
+""".replace("@PAGES_ROLE@", FAB_PAGES_ROLE)
 
 
 class ApiClient:

@@ -14,6 +14,10 @@ starts one run, which waits in `await_approval` as an Airflow Required Action:
   "not a respondent";
 - dr-approver's response in Required Actions approves the run in the product (channel
   `airflow-required-actions`, recorded under the FAB user name), and deploy follows.
+
+Before that decision, each user signs in through FAB's login page and walks the Patient ML pages
+in a real browser at 1280 x 900 and 1920 x 1080 (tests/e2e/role_walk.py): only dr-approver sees
+an enabled decision form and the request in Airflow's Required Actions.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from include.airflow_stack import ApiClient
+from include.demo_users import DEMO_USERS
 from patient_ml.db.engine import session_scope
+from patient_ml.db.models import Run
 from patient_ml.services.approvals import decisions_of
 from tests.e2e.conftest import E2EDeployment, register_cohort_model, start_deployment
+from tests.e2e.role_walk import Walk, chromium, walk_roles
 
 if importlib.util.find_spec("airflow.providers.fab") is None:  # CI installs it (`test` extra)
     pytest.skip(
@@ -54,6 +61,38 @@ def fab(
         )
         d.wait_for_dag(DAG_ID)
         yield {"d": d, "model_id": model_id}
+
+
+@pytest.fixture(scope="module")
+def pending(fab: dict[str, Any]) -> dict[str, Any]:
+    """The ML engineer (FAB Op) starts a run; it waits in Airflow's Required Actions."""
+    d, model_id = fab["d"], fab["model_id"]
+    engineer = d.stack.client("ml-engineer")
+    run_id = engineer.post(f"/v1/patient-ml/models/{model_id}/runs", {"maxTrials": 1})["runId"]
+    [dag_run] = d.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    dag_run_id = dag_run["dag_run_id"]
+    _wait_waiting(d, dag_run_id)
+    with session_scope(d.engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        slug = run.slug
+    return {"run_id": run_id, "dag_run_id": dag_run_id, "slug": slug}
+
+
+def test_fab_each_role_walks_the_pages(fab: dict[str, Any], pending: dict[str, Any]) -> None:
+    """Every demo user signs in through FAB's login page while the run waits for dr-approver."""
+    d = fab["d"]
+    walk = Walk(
+        url=d.stack.url,
+        password=d.stack.password,
+        model=MODEL,
+        dag_id=DAG_ID,
+        dag_run_id=pending["dag_run_id"],
+        slug=pending["slug"],
+        deciders=frozenset({APPROVER}),
+    )
+    with chromium() as (browser, expect):
+        walk_roles(browser, walk, [u.name for u in DEMO_USERS], expect)
 
 
 def _fab_user_ids(d: E2EDeployment) -> dict[str, str]:
@@ -97,10 +136,10 @@ def _wait_waiting(d: E2EDeployment, dag_run_id: str) -> None:
     d.stack.wait_for(waiting, 420, f"{TASK} of {dag_run_id} to wait in Required Actions")
 
 
-def test_fab_roles_decide_who_may_do_what(fab: dict[str, Any]) -> None:
+def test_fab_roles_decide_who_may_do_what(fab: dict[str, Any], pending: dict[str, Any]) -> None:
     d, model_id = fab["d"], fab["model_id"]
     viewer, clinician = d.stack.client("viewer"), d.stack.client("clinician")
-    engineer, approver = d.stack.client("ml-engineer"), d.stack.client(APPROVER)
+    approver = d.stack.client(APPROVER)
     model_path = f"/v1/patient-ml/models/{model_id}"
 
     # the FAB Viewer reads the model, may neither start a run nor decide, and is told why
@@ -120,11 +159,8 @@ def test_fab_roles_decide_who_may_do_what(fab: dict[str, Any]) -> None:
     told = approver.get(f"{model_path}/permissions")["permissions"]
     assert told["mayDecide"] is True and told["decideReason"] is None, told
 
-    # the FAB Op (ML engineer) starts the run; it waits in Airflow's Required Actions
-    run_id = engineer.post(f"{model_path}/runs", {"maxTrials": 1})["runId"]
-    [dag_run] = d.api.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
-    dag_run_id = dag_run["dag_run_id"]
-    _wait_waiting(d, dag_run_id)
+    # the FAB Op (ML engineer) started the run (`pending`); it waits in Required Actions
+    run_id, dag_run_id = pending["run_id"], pending["dag_run_id"]
 
     # assigned to dr-approver's FAB id (ab_user.id), which the API server looked up by name
     ids = _fab_user_ids(d)

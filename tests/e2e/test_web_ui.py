@@ -3,7 +3,11 @@ server of the shared deployment: an approver logs in through Airflow's login for
 model in the Models table ("Patient ML" in Airflow's navigation), opens its run, approves it
 from the run page with a justification and sees the run become champion; a viewer opens the same
 run from the DAG run's "Patient ML" tab and is told why they cannot decide, and the REST API
-refuses them too. Screenshots of every page go to test-screenshots/ (PATIENT_ML_SCREENSHOTS).
+refuses them too. Before any of that, each role's user (include/demo_users.py) walks the pages
+at 1280 x 900 and 1920 x 1080 while the run waits for a decision (tests/e2e/role_walk.py: no
+clipped, overlapping or unreadably wrapped text, no sideways scrolling; who may decide sees the
+form, the others why not). Screenshots of every page go to test-screenshots/
+(PATIENT_ML_SCREENSHOTS).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 
 import pytest
 
+from include.demo_users import APPROVER, DEMO_USERS
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import E2EDeployment, register_cohort_model
+from tests.e2e.role_walk import Walk, walk_roles
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -37,6 +43,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(os.environ.get("PATIENT_ML_SCREENSHOTS", REPO_ROOT / "test-screenshots"))
 FRAME = "iframe[title='Patient ML']"
+APPROVERS = ["admin", APPROVER]
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +60,11 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def ui_model(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
-    """A dataset and a model whose only approver is `admin`, and one evaluated run of it that
-    waits for a decision."""
+    """A dataset and a model whose approvers are `admin` and `dr-approver`, and one evaluated
+    run of it that waits for a decision."""
     deployment = airflow_deployment
     model_id = register_cohort_model(
-        deployment, dataset="e2e-ui-dataset", salt="ui001", model=MODEL, approvers=["admin"]
+        deployment, dataset="e2e-ui-dataset", salt="ui001", model=MODEL, approvers=APPROVERS
     )
     deployment.wait_for_dag(DAG_ID)
     started = deployment.api.post(f"/v1/patient-ml/models/{model_id}/runs", {"maxTrials": 1})
@@ -98,6 +105,23 @@ def _login(browser: Any, deployment: E2EDeployment, user: str, **context: Any) -
     page.wait_for_url(lambda url: "login" not in url, timeout=60_000)
     page.wait_for_load_state("load")
     return page
+
+
+def test_each_role_walks_the_pages(
+    browser: Any, airflow_deployment: E2EDeployment, ui_model: dict[str, Any]
+) -> None:
+    """Under the simple auth manager, every demo user, while the run waits for a decision (before
+    the next test decides it)."""
+    walk = Walk(
+        url=airflow_deployment.stack.url,
+        password=airflow_deployment.stack.password,
+        model=MODEL,
+        dag_id=DAG_ID,
+        dag_run_id=ui_model["dag_run_id"],
+        slug=ui_model["slug"],
+        deciders=frozenset(APPROVERS),
+    )
+    walk_roles(browser, walk, [u.name for u in DEMO_USERS], expect)
 
 
 def test_approver_finds_the_run_and_approves_it(

@@ -7,7 +7,8 @@ import { useState } from "react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import { system } from "../theme";
-import { HintBox } from "./LabelPanel";
+import { SHORTCUTS } from "./keyboard";
+import { HintBox, Shortcuts } from "./LabelPanel";
 import { fitScale, MAX_FIT_SCALE } from "./Viewer";
 
 afterEach(cleanup);
@@ -52,5 +53,19 @@ describe("fitting the image", () => {
     expect(fitScale(900, 560, 64, 64)).toBe(4); // not 8.75: big blocks
     expect(fitScale(900, 560, 512, 512)).toBeCloseTo(560 / 512);
     expect(fitScale(900, 560, 2048, 1024)).toBeCloseTo(900 / 2048);
+  });
+});
+
+describe("the keyboard shortcuts", () => {
+  it("are each a key then its words in one block, not a table whose 2nd column is ~100 px wide", () => {
+    render(
+      <ChakraProvider value={system}>
+        <Shortcuts />
+      </ChakraProvider>,
+    );
+    const list = screen.getByTestId("shortcuts");
+    expect(list.querySelector("table")).toBeNull();
+    const items = screen.getAllByTestId("shortcut");
+    expect(items.map((i) => i.textContent)).toEqual(SHORTCUTS.map(([keys, what]) => keys + what));
   });
 });

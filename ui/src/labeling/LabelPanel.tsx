@@ -460,22 +460,28 @@ function Labeling({ dataset, model, mayEdit, user, filters, pageIds, onOpen, onC
           </Box>
           <details>
             <summary style={{ cursor: "pointer", fontSize: "0.875rem" }}>Keyboard shortcuts</summary>
-            <Table.Root size="sm" mt={1}>
-              <Table.Body>
-                {SHORTCUTS.map(([keys, what]) => (
-                  <Table.Row key={keys}>
-                    <Table.Cell whiteSpace="nowrap">
-                      <Kbd size="sm">{keys}</Kbd>
-                    </Table.Cell>
-                    <Table.Cell fontSize="xs">{what}</Table.Cell>
-                  </Table.Row>
-                ))}
-              </Table.Body>
-            </Table.Root>
+            <Shortcuts />
           </details>
         </Stack>
       </Grid>
     </Box>
+  );
+}
+
+/** Each key, then what it does wrapping under the key: in the panel's 300 px column a table's
+ * second column was ~100 px wide, up to 8 lines a shortcut (issue 31). */
+export function Shortcuts() {
+  return (
+    <Stack gap={1.5} mt={1} fontSize="xs" data-testid="shortcuts">
+      {SHORTCUTS.map(([keys, what]) => (
+        <Text key={keys} data-testid="shortcut">
+          <Kbd size="sm" mr={1.5}>
+            {keys}
+          </Kbd>
+          {what}
+        </Text>
+      ))}
+    </Stack>
   );
 }
 

@@ -173,6 +173,10 @@ describe("Runs and Deployments tables", () => {
     const times = within(table).getAllByTestId("run-times");
     for (const cell of [...names, ...times]) expect(getComputedStyle(cell).whiteSpace).toBe("nowrap");
     expect(within(table).getAllByTestId("triggered-by").map((c) => c.textContent)).toEqual(["admin", "dr-approver"]);
+    // challenger vs champion: a metric's name, then its numbers, each on one line
+    const pieces = within(table).getAllByTestId("run-comparison").flatMap((c) => [...c.querySelectorAll("p > span")]);
+    expect(pieces.length).toBeGreaterThan(0);
+    for (const piece of pieces) expect(getComputedStyle(piece).whiteSpace).toBe("nowrap");
   });
 
   it("say who approved a deployment the pipeline carried out", async () => {

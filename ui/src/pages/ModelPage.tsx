@@ -227,13 +227,20 @@ function Runs({ model, go }: { model: Model; go: (view: View) => void }) {
                     <Table.Cell fontSize="xs">
                       {(r.hyperparameters ?? []).map((h) => `${h.name}=${formatParam(h.value)}`).join(", ") || "—"}
                     </Table.Cell>
-                    <Table.Cell fontSize="xs">
+                    {/* The metric's name and its numbers each on one line: at 1280 px the column
+                        was ~76 px wide and "Balanced accuracy 0.500 vs — (—)" took 4 (issue 31). */}
+                    <Table.Cell fontSize="xs" data-testid="run-comparison">
                       {headline.length === 0
                         ? "—"
                         : headline.map((m) => (
                             <Text key={m.name} color={m.better === undefined ? undefined : m.better ? "fg.success" : "fg.error"}>
-                              {metricTitle(m.name)} {formatNumber(m.challenger)} vs {formatNumber(m.champion)} ({formatDelta(m.delta)}
-                              {m.deltaInterval ? ` ${formatInterval(m.deltaInterval, true)}` : ""})
+                              <Text as="span" whiteSpace="nowrap">
+                                {metricTitle(m.name)}
+                              </Text>{" "}
+                              <Text as="span" whiteSpace="nowrap">
+                                {formatNumber(m.challenger)} vs {formatNumber(m.champion)} ({formatDelta(m.delta)}
+                                {m.deltaInterval ? ` ${formatInterval(m.deltaInterval, true)}` : ""})
+                              </Text>
                             </Text>
                           ))}
                     </Table.Cell>
