@@ -164,6 +164,16 @@ describe("who did it", () => {
   });
 });
 
+describe("the model's tabs", () => {
+  it("keep each name on one line (at 1280 px two of them wrapped onto two lines)", async () => {
+    serve();
+    show("runs");
+    const tabs = within(await screen.findByTestId("model-tabs")).getAllByRole("tab");
+    expect(tabs.map((t) => t.textContent)).toContain("Curation report");
+    for (const tab of tabs) expect(getComputedStyle(tab).whiteSpace).toBe("nowrap");
+  });
+});
+
 describe("Runs and Deployments tables", () => {
   it("keep run names and dates on one line and show people, not actor ids", async () => {
     serve();

@@ -36,6 +36,19 @@ type ModelView = Extract<View, { kind: "model" }>;
 
 const RUNS_PAGE = 25;
 
+
+const MODEL_TABS = [
+  ["runs", "Runs"],
+  ["metrics", "Metrics"],
+  ["curation", "Curation report"],
+  ["deployments", "Deployments"],
+  ["monitoring", "Monitoring"],
+  ["scoring", "Batch scoring"],
+  ["config", "Configuration"],
+  ["dataset", "Dataset"],
+  ["examples", "Examples"],
+] as const;
+
 export function ModelPage({ view, go }: { view: ModelView; go: (view: View) => void }) {
   if (view.tab === "new-model" || view.tab === "new-dataset") {
     return <ConfigForm kind={view.tab === "new-model" ? "model" : "dataset"} go={go} />;
@@ -102,16 +115,13 @@ function ExistingModel({ view, go }: { view: ModelView; go: (view: View) => void
       </Text>
       {starting.error && <ErrorAlert error={starting.error as unknown as Error} title="No run was started" />}
       <Tabs.Root defaultValue={view.tab ?? "runs"} variant="line" lazyMount>
-        <Tabs.List mb={4}>
-          <Tabs.Trigger value="runs">Runs</Tabs.Trigger>
-          <Tabs.Trigger value="metrics">Metrics</Tabs.Trigger>
-          <Tabs.Trigger value="curation">Curation report</Tabs.Trigger>
-          <Tabs.Trigger value="deployments">Deployments</Tabs.Trigger>
-          <Tabs.Trigger value="monitoring">Monitoring</Tabs.Trigger>
-          <Tabs.Trigger value="scoring">Batch scoring</Tabs.Trigger>
-          <Tabs.Trigger value="config">Configuration</Tabs.Trigger>
-          <Tabs.Trigger value="dataset">Dataset</Tabs.Trigger>
-          <Tabs.Trigger value="examples">Examples</Tabs.Trigger>
+        {/* each tab's name on one line; the row scrolls sideways where the frame is narrow */}
+        <Tabs.List mb={4} overflowX="auto" data-testid="model-tabs">
+          {MODEL_TABS.map(([value, label]) => (
+            <Tabs.Trigger key={value} value={value} whiteSpace="nowrap" flexShrink={0}>
+              {label}
+            </Tabs.Trigger>
+          ))}
         </Tabs.List>
         <Tabs.Content value="runs">
           <Runs model={model} go={go} />
