@@ -24,7 +24,8 @@ Then, on datasets of the same shape whose records and images are made here:
    kernel's peak RSS of the step (VmHWM, reset through /proc/self/clear_refs after the imports;
    not getrusage's ru_maxrss, which on Linux keeps the parent's RSS at the fork): of planning a
    batch of `--images` examples (index + chunks), and of scoring the first `--score-images` of
-   them (default all; the same index, every chunk scored and written to the NDJSON sink).
+   them (default all) as the score tasks do: the plan is found again (no index is read) and
+   every chunk is scored from its planned images and written to the NDJSON sink.
 """
 
 from __future__ import annotations
@@ -401,7 +402,7 @@ def memory(args: argparse.Namespace, engine: Any, home: Path) -> None:
     print(f"{'step':52s} {'before':>9s} {'peak':>9s} {'growth':>9s} {'seconds':>8s}")
     steps = {
         f"plan (index + {plan['chunks']} chunks of {plan['chunk_size']})": plan,
-        f"score {score['scored']:,} of them ({score['chunks']} chunks, index incl.)": score,
+        f"score {score['scored']:,} of them ({score['chunks']} chunks, no index)": score,
     }
     for step, m in steps.items():
         print(
