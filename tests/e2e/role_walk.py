@@ -12,7 +12,8 @@ clinician), Airflow's Required Actions (who may decide). On each page, measured 
 - no clipped text: an element with text whose content is wider (or taller) than its box while its
   overflow is hidden or clipped, or its text ends in an ellipsis, unless the full text is its
   title (or an ancestor's, up to 3 levels);
-- no overlapping text: the line boxes of two text nodes of the page that overlap;
+- no overlapping text: the line boxes of two text nodes of the page that overlap where they
+  are on screen (a box cut by an ancestor that clips its overflow counts only within it);
 - no text wrapped to unreadable: at least 4 lines in a column narrower than 120 px;
 - the tables' key cells on one line (run names) or two (started / ended), as
   tests/ui/test_pages_layout.py expects on the product's own app.
@@ -96,6 +97,19 @@ LAYOUT_PROBLEMS = (
       problems.push(`clipped text (${el.scrollWidth}x${el.scrollHeight} in `
         + `${el.clientWidth}x${el.clientHeight}): ${name(el)}`);
   }
+  // what of a text's line boxes is on screen: cut by every ancestor that clips its overflow
+  // (an ellipsis keeps the hidden rest of the line inside the cell, invisible)
+  const visible = (r, el) => {
+    let { left, right, top, bottom } = r;
+    for (let e = el; e && e !== document.body; e = e.parentElement) {
+      const c = getComputedStyle(e);
+      if (!clips(c.overflowX) && !clips(c.overflowY)) continue;
+      const b = e.getBoundingClientRect();
+      if (clips(c.overflowX)) { left = Math.max(left, b.left); right = Math.min(right, b.right); }
+      if (clips(c.overflowY)) { top = Math.max(top, b.top); bottom = Math.min(bottom, b.bottom); }
+    }
+    return { left, right, top, bottom, width: right - left, height: bottom - top };
+  };
   const boxes = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -103,8 +117,10 @@ LAYOUT_PROBLEMS = (
     if (!words(node.textContent) || !el || el.closest(skip) || !shown(el)) continue;
     const range = document.createRange();
     range.selectNodeContents(node);
-    for (const r of range.getClientRects())
+    for (const rect of range.getClientRects()) {
+      const r = visible(rect, el);
       if (r.width > 2 && r.height > 2) boxes.push({ r, el });
+    }
   }
   const reported = new Set();
   for (let i = 0; i < boxes.length; i++) {

@@ -15,6 +15,10 @@ FINE = """
 <p data-testid="fine">A sentence that fits in its box.</p>
 <div style="width:120px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis"
      title="run-2026-12-07-a-long-name-with-a-title">run-2026-12-07-a-long-name-with-a-title</div>
+<table style="table-layout:fixed;width:400px"><tr><td style="width:150px">
+  <p style="margin:0;overflow:hidden;white-space:nowrap;text-overflow:ellipsis"
+     title="Flags brain MRI slices that show a tumour (reference client)">Flags brain MRI slices
+  that show a tumour (reference client)</p></td><td>Image classification</td></tr></table>
 <div style="width:300px;overflow-x:auto;white-space:nowrap">a table that scrolls in its own box,
   wider than the box, which the reader can scroll</div>
 <details style="width:300px"><summary>Closed</summary><div style="width:60px">text in a
