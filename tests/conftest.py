@@ -135,12 +135,18 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 # 3.8 writes a mark's group into `item._nodeid`, which pytest 9 no longer reads, so marked
 # tests were spread over both workers (each started an Airflow of its own and split modules).
 _GROUPS = {"e2e": "e2e", "compose": "compose"}
-_FIRST = {"compose": 0, "e2e": 1}
+# modules of a grouped folder that start their own deployment (no shared fixture of the folder):
+# a group of their own, so they run on the other worker while the folder's group runs
+_OWN_GROUPS = {"tests/e2e/test_fab_roles.py": "e2e-fab"}
+_FIRST = {"compose": 0, "e2e": 1, "e2e-fab": 1}
 
 
 def _group_of_nodeid(nodeid: str) -> str | None:
     """`tests/e2e/test_x.py::test_y` → "e2e"; None for a test outside the grouped folders."""
-    parts = nodeid.split("::", 1)[0].split("/")
+    path = nodeid.split("::", 1)[0]
+    if path in _OWN_GROUPS:
+        return _OWN_GROUPS[path]
+    parts = path.split("/")
     return _GROUPS.get(parts[1]) if len(parts) > 2 and parts[0] == "tests" else None
 
 
