@@ -7,9 +7,10 @@ The DAG file in `dags/` calls `build_dags(globals())`. A parse:
 2. takes every unchanged DAG from the build cache and builds only new or changed ones: a config
    of the same shape as one already built (`dag_shape`: same schedule, parallel trials, ...)
    gets a copy of that DAG with its own ids, texts, dates, params and Assets (`copy_dag`,
-   about a quarter of the cost of Airflow's constructors). A parse that built DAGs leaves its
-   copies out of the cache file (writing them would cost more than making them); the next
-   parse makes them again and writes them, so a parse where nothing changed loads all;
+   about a quarter of the cost of Airflow's constructors). Copies are never written to the
+   cache file: every parse makes them again from their shape's DAG, which costs less than
+   unpickling them, so the file holds one DAG per shape (and per config that could not be
+   copied);
 3. puts each DAG in the module namespace; a config that cannot become a DAG is logged, warned
    about (Airflow shows parse warnings) and replaced by a stand-in DAG that shows the error, so
    it never hides the other models.
@@ -79,7 +80,6 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
     errors: dict[str, str] = {}
     templates = _Templates()
     built = copied = 0
-    deployed_built = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # tens of thousands of small objects: no cyclic GC passes while building
     try:
@@ -99,20 +99,19 @@ def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryRe
                 templates.offer(entry, dag)
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
-                deployed_built += _add_deployed_dag(
+                _add_deployed_dag(
                     "monitor", entry, opts, options_key, cached, fresh, namespace, errors
                 )
             if is_scored(entry) and entry.dag_id not in errors:
-                deployed_built += _add_deployed_dag(
+                _add_deployed_dag(
                     "scoring", entry, opts, options_key, cached, fresh, namespace, errors
                 )
     finally:
         if gc_was_enabled:
             gc.enable()
-    if built - copied + deployed_built:
-        # a parse that built DAGs (say the first, or after new kinds of configs) keeps the
-        # cache write cheap: its copies are left for the next parse to write
-        fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
+    # copies never go into the cache: making one again from its shape's DAG costs less than
+    # unpickling it (benchmarks/dag_parse.py), and the file stays one DAG per shape
+    fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
     if only is None and catalog.source == "database" and fresh.keys() != cached.keys():
         build_cache.save(cache_dir, fresh)
     return FactoryResult(
@@ -193,13 +192,12 @@ def _add_deployed_dag(
     fresh: dict[str, Any],
     namespace: MutableMapping[str, Any],
     errors: dict[str, str],
-) -> int:
+) -> None:
     """A DAG of the model's deployed champion: its monitor DAG (`patient_ml_monitor__<slug>`)
-    or its scoring DAG (`patient_ml_score__<slug>`); 1 when it was built anew."""
+    or its scoring DAG (`patient_ml_score__<slug>`), from the build cache or built."""
     builder, dag_id_of_slug = _DEPLOYED_DAGS[kind]
     key = build_cache.entry_key(entry.digest, f"{options_key}|{kind}")
     dag = cached.get(key)
-    built = 0
     if dag is None:
         try:
             dag = builder(entry, opts)
@@ -212,11 +210,9 @@ def _add_deployed_dag(
                 PatientMLConfigWarning,
                 stacklevel=3,
             )
-            return 0
-        built = 1
+            return
     fresh[key] = dag
     namespace[dag.dag_id] = dag
-    return built
 
 
 def _report_source(catalog: Catalog) -> None:
