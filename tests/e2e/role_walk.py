@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from include.chromium import CHROMIUM, MISSING, chromium_installed, launch_chromium
 from tests.conftest import REPO_ROOT
 from tests.ui.test_pages_layout import LINES
 
@@ -156,17 +157,15 @@ LAYOUT_PROBLEMS = (
 
 @contextlib.contextmanager
 def chromium() -> Iterator[tuple[Any, Any]]:
-    """Debian's Chromium driven by Playwright (tests/e2e/test_web_ui.py's) and Playwright's
-    `expect`; skips (fails in CI) without them."""
-    from tests.e2e.test_web_ui import CHROMIUM, CHROMIUM_ARGS
-
+    """Debian's Chromium driven by Playwright (include/chromium.py) and Playwright's `expect`;
+    skips (fails in CI) without them."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
+    if not chromium_installed():
         if os.environ.get("CI") or os.environ.get("PATIENT_ML_REQUIRE_DOCKER") == "1":
             pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(MISSING)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             yield browser, sync_api.expect
         finally:
