@@ -37,7 +37,9 @@ from typing import Any
 
 import pytest
 
+from include.airflow_stack import AirflowStack
 from include.chromium import CHROMIUM, MISSING, chromium_installed, launch_chromium
+from include.demo_users import DEMO_USERS
 from tests.conftest import REPO_ROOT
 from tests.ui.test_pages_layout import LINES
 
@@ -309,9 +311,30 @@ def walk_role(browser: Any, walk: Walk, user: str, expect: Any) -> None:
     page.context.close()
 
 
-def walk_roles(browser: Any, walk: Walk, users: Iterable[str], expect: Any) -> None:
-    """Every user's walk; then every layout problem found, all at once."""
-    for user in users:
+def walk_all(
+    browser: Any,
+    expect: Any,
+    stack: AirflowStack,
+    *,
+    model: str,
+    dag_id: str,
+    dag_run_id: str,
+    slug: str,
+    deciders: Iterable[str],
+) -> None:
+    """Every demo user's walk (include/demo_users.py), signed in with `stack`'s passwords, while
+    the model's run (`dag_run_id` of `dag_id`, `slug`) waits for a decision by `deciders`; then
+    every layout problem found, all at once."""
+    walk = Walk(
+        url=stack.url,
+        password=stack.password,
+        model=model,
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+        slug=slug,
+        deciders=frozenset(deciders),
+    )
+    for user in (u.name for u in DEMO_USERS):
         try:
             walk_role(browser, walk, user, expect)
         except Exception:  # what the page showed, for the failure's report

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from include.demo_users import APPROVER, DEMO_USERS
+from include.demo_users import APPROVER
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import E2EDeployment, register_cohort_model
-from tests.e2e.role_walk import Walk, chromium, walk_roles
+from tests.e2e.role_walk import chromium, walk_all
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -97,16 +97,16 @@ def test_each_role_walks_the_pages(
 ) -> None:
     """Under the simple auth manager, every demo user, while the run waits for a decision (before
     the next test decides it)."""
-    walk = Walk(
-        url=airflow_deployment.stack.url,
-        password=airflow_deployment.stack.password,
+    walk_all(
+        browser,
+        expect,
+        airflow_deployment.stack,
         model=MODEL,
         dag_id=DAG_ID,
         dag_run_id=ui_model["dag_run_id"],
         slug=ui_model["slug"],
-        deciders=frozenset(APPROVERS),
+        deciders=APPROVERS,
     )
-    walk_roles(browser, walk, [u.name for u in DEMO_USERS], expect)
 
 
 def test_approver_finds_the_run_and_approves_it(
