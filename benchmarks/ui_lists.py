@@ -31,16 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import smoke  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from include.chromium import launch_chromium  # noqa: E402
 
 
 def seed(database_url: str, models: int, runs: int) -> dict[str, Any]:
@@ -207,7 +198,7 @@ def main() -> None:
         ui = f"{stack.url}/patient-ml-ui/"
         rows = "[data-testid=model-row]"
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.add_cookies([{"name": "_token", "value": token, "url": stack.url}])
             page = context.new_page()

@@ -12,14 +12,14 @@ Against the MLflow server the demo mirrored to (`make demo` with an Airflow conn
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from mlflow import MlflowClient
 
-CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from include.chromium import launch_chromium
 
 
 def main() -> int:
@@ -52,7 +52,7 @@ def main() -> int:
 
     eid = experiment.experiment_id
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         ctx = browser.new_context(viewport={"width": args.width, "height": args.height})
         page = ctx.new_page()
         page.set_default_timeout(60_000)

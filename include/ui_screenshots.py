@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 
-CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from include.chromium import launch_chromium
+
 FRAME = "iframe[title='Patient ML']"
 MODEL_TABS = [
     "Runs",
@@ -74,7 +75,7 @@ def main() -> int:
 
     shots: list[Path] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         for mode in ("light", "dark"):
             ctx = browser.new_context(viewport={"width": 1280, "height": args.height},
                                       color_scheme=mode)  # fmt: skip

@@ -15,9 +15,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.orm import Session
 
 from include.airflow_stack import AirflowStack, ApiClient, openlineage_file_transport
 from patient_ml.db import schema
@@ -61,9 +63,7 @@ def register_cohort_model(
     a classifier model of it (reference trainer under its ECR-style name) with these approvers;
     the model's id."""
     from patient_ml.services.datasets import create_dataset
-    from patient_ml.services.models import create_model
     from tests.curation.cohort import Cohort, dataset_config
-    from tests.operators.lifecycle import model_config
 
     cohort = Cohort(deployment.sources / f"{dataset}-cohort", salt, f"urn:test:{dataset}")
     cohort.add_patients(0, 60)
@@ -72,10 +72,23 @@ def register_cohort_model(
         ds = dataset_config(dataset, salt)
         ds["source"] = {"type": "ndjson", "uri": str(source)}
         dataset_id = create_dataset(session, ds, actor="e2e").id
-        config = model_config(model, dataset_id, approvalPolicy={"approvers": approvers})
-        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        return str(create_model(session, config, actor="e2e").id)
+        return create_classifier_model(
+            session, model=model, dataset_id=dataset_id, approval_policy={"approvers": approvers}
+        )
+
+
+def create_classifier_model(
+    session: Session, *, model: str, dataset_id: str, approval_policy: dict[str, Any]
+) -> str:
+    """A classifier model of the dataset, trained and served by the reference trainer under its
+    ECR-style name, with this approval policy; the model's id."""
+    from patient_ml.services.models import create_model
+    from tests.operators.lifecycle import model_config
+
+    config = model_config(model, dataset_id, approvalPolicy=approval_policy)
+    config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+    config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
+    return str(create_model(session, config, actor="e2e").id)
 
 
 def wait_task(

@@ -37,6 +37,9 @@ from typing import Any
 
 import pytest
 
+from include.airflow_stack import AirflowStack
+from include.chromium import CHROMIUM, MISSING, chromium_installed, launch_chromium
+from include.demo_users import DEMO_USERS
 from tests.conftest import REPO_ROOT
 from tests.ui.test_pages_layout import LINES
 
@@ -156,17 +159,15 @@ LAYOUT_PROBLEMS = (
 
 @contextlib.contextmanager
 def chromium() -> Iterator[tuple[Any, Any]]:
-    """Debian's Chromium driven by Playwright (tests/e2e/test_web_ui.py's) and Playwright's
-    `expect`; skips (fails in CI) without them."""
-    from tests.e2e.test_web_ui import CHROMIUM, CHROMIUM_ARGS
-
+    """Debian's Chromium driven by Playwright (include/chromium.py) and Playwright's `expect`;
+    skips (fails in CI) without them."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
+    if not chromium_installed():
         if os.environ.get("CI") or os.environ.get("PATIENT_ML_REQUIRE_DOCKER") == "1":
             pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        pytest.skip(MISSING)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             yield browser, sync_api.expect
         finally:
@@ -310,9 +311,30 @@ def walk_role(browser: Any, walk: Walk, user: str, expect: Any) -> None:
     page.context.close()
 
 
-def walk_roles(browser: Any, walk: Walk, users: Iterable[str], expect: Any) -> None:
-    """Every user's walk; then every layout problem found, all at once."""
-    for user in users:
+def walk_all(
+    browser: Any,
+    expect: Any,
+    stack: AirflowStack,
+    *,
+    model: str,
+    dag_id: str,
+    dag_run_id: str,
+    slug: str,
+    deciders: Iterable[str],
+) -> None:
+    """Every demo user's walk (include/demo_users.py), signed in with `stack`'s passwords, while
+    the model's run (`dag_run_id` of `dag_id`, `slug`) waits for a decision by `deciders`; then
+    every layout problem found, all at once."""
+    walk = Walk(
+        url=stack.url,
+        password=stack.password,
+        model=model,
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+        slug=slug,
+        deciders=frozenset(deciders),
+    )
+    for user in (u.name for u in DEMO_USERS):
         try:
             walk_role(browser, walk, user, expect)
         except Exception:  # what the page showed, for the failure's report

@@ -26,12 +26,10 @@ from patient_ml.fhir import mapping
 from patient_ml.fhir.client import FhirClient
 from patient_ml.scoring.observations import identifier_value
 from patient_ml.services.datasets import create_dataset
-from patient_ml.services.models import create_model
 from patient_ml.services.runs import find_run_for_dag_run
 from tests.curation.cohort import Cohort, dataset_config
-from tests.e2e.conftest import ECR_IMG_CLF_REPOSITORY, E2EDeployment, wait_dag_run
+from tests.e2e.conftest import E2EDeployment, create_classifier_model, wait_dag_run
 from tests.fhir_server import running_fhir_server
-from tests.operators.lifecycle import model_config
 
 MODEL = "e2e-scored"
 DAG_ID = "patient_ml__e2e_scored"
@@ -41,6 +39,8 @@ CONN_ID = "e2e_fhir"
 CHAINED = "e2e-second-read"
 CHAINED_DAG_ID = "patient_ml__e2e_second_read"
 PREDICTION_CODE = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
+# both models' runs are approved by the change-control plan (no person needed here)
+AUTO_APPROVAL = {"autoApproval": {"enabled": True, "allowWithoutChampion": True}}
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +57,9 @@ def scored_model(airflow_deployment: E2EDeployment) -> Iterator[dict[str, Any]]:
             ds = dataset_config("e2e-scoring-dataset", "sco01")
             ds["source"] = {"type": "fhirServer", "connId": CONN_ID}
             dataset_id = create_dataset(session, ds, actor="e2e").id
-            config = model_config(MODEL, dataset_id)
-            config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-            config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-            # the first run is approved by the change-control plan (no person needed here)
-            config["approvalPolicy"] = {"autoApproval": {"enabled": True,
-                                                         "allowWithoutChampion": True}}  # fmt: skip
-            model_id = create_model(session, config, actor="e2e").id
+            model_id = create_classifier_model(
+                session, model=MODEL, dataset_id=dataset_id, approval_policy=AUTO_APPROVAL
+            )
         try:
             d.wait_for_dag(DAG_ID)
             run_id = _train_and_deploy(d)
@@ -103,12 +99,9 @@ def chained_model(scored_model: dict[str, Any]) -> Iterator[str]:
         upstream = {"model": MODEL, "labels": ["negative", "positive"]}
         ds["source"] = {"type": "fhirServer", "connId": CONN_ID, "fromModel": upstream}
         dataset_id = create_dataset(session, ds, actor="e2e").id
-        config = model_config(CHAINED, dataset_id)
-        config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
-        config["approvalPolicy"] = {"autoApproval": {"enabled": True,
-                                                     "allowWithoutChampion": True}}  # fmt: skip
-        model_id = create_model(session, config, actor="e2e").id
+        model_id = create_classifier_model(
+            session, model=CHAINED, dataset_id=dataset_id, approval_policy=AUTO_APPROVAL
+        )
     try:
         d.wait_for_dag(CHAINED_DAG_ID)
         assert d.api.dag_runs(CHAINED_DAG_ID) == []  # nothing runs until predictions exist

@@ -30,12 +30,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from include.airflow_stack import ApiClient
-from include.demo_users import DEMO_USERS
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Run
 from patient_ml.services.approvals import decisions_of
 from tests.e2e.conftest import E2EDeployment, register_cohort_model, start_deployment
-from tests.e2e.role_walk import Walk, chromium, walk_roles
+from tests.e2e.role_walk import chromium, walk_all
 
 if importlib.util.find_spec("airflow.providers.fab") is None:  # CI installs it (`test` extra)
     pytest.skip(
@@ -82,17 +81,17 @@ def pending(fab: dict[str, Any]) -> dict[str, Any]:
 def test_fab_each_role_walks_the_pages(fab: dict[str, Any], pending: dict[str, Any]) -> None:
     """Every demo user signs in through FAB's login page while the run waits for dr-approver."""
     d = fab["d"]
-    walk = Walk(
-        url=d.stack.url,
-        password=d.stack.password,
-        model=MODEL,
-        dag_id=DAG_ID,
-        dag_run_id=pending["dag_run_id"],
-        slug=pending["slug"],
-        deciders=frozenset({APPROVER}),
-    )
     with chromium() as (browser, expect):
-        walk_roles(browser, walk, [u.name for u in DEMO_USERS], expect)
+        walk_all(
+            browser,
+            expect,
+            d.stack,
+            model=MODEL,
+            dag_id=DAG_ID,
+            dag_run_id=pending["dag_run_id"],
+            slug=pending["slug"],
+            deciders=[APPROVER],
+        )
 
 
 def _fab_user_ids(d: E2EDeployment) -> dict[str, str]:

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from include.demo_users import APPROVER, DEMO_USERS
+from include.demo_users import APPROVER
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Model, Run
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import E2EDeployment, register_cohort_model
-from tests.e2e.role_walk import Walk, walk_roles
+from tests.e2e.role_walk import chromium, walk_all
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -32,15 +32,6 @@ expect.set_options(timeout=30_000)  # each page's data on a busy 2-core CI machi
 
 MODEL = "e2e-ui-classifier"
 DAG_ID = "patient_ml__e2e_ui_classifier"
-CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(os.environ.get("PATIENT_ML_SCREENSHOTS", REPO_ROOT / "test-screenshots"))
 FRAME = "iframe[title='Patient ML']"
 APPROVERS = ["admin", APPROVER]
@@ -48,14 +39,8 @@ APPROVERS = ["admin", APPROVER]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") or os.environ.get("PATIENT_ML_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as (launched, _):
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +97,16 @@ def test_each_role_walks_the_pages(
 ) -> None:
     """Under the simple auth manager, every demo user, while the run waits for a decision (before
     the next test decides it)."""
-    walk = Walk(
-        url=airflow_deployment.stack.url,
-        password=airflow_deployment.stack.password,
+    walk_all(
+        browser,
+        expect,
+        airflow_deployment.stack,
         model=MODEL,
         dag_id=DAG_ID,
         dag_run_id=ui_model["dag_run_id"],
         slug=ui_model["slug"],
-        deciders=frozenset(APPROVERS),
+        deciders=APPROVERS,
     )
-    walk_roles(browser, walk, [u.name for u in DEMO_USERS], expect)
 
 
 def test_approver_finds_the_run_and_approves_it(

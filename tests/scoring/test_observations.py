@@ -190,7 +190,7 @@ def test_curation_never_takes_a_prediction_for_a_label(problem_type: str) -> Non
     else:
         resources = prediction_resources(segmenter(), scored("ex-8", seg_output()), ISSUED)
     obs = resources[-1]
-    assert not rec.is_label_observation(obs)
+    assert not rec.has_patient_ml_code(obs, mapping.LABEL_CODE)
     assert rec.label_record(obs, label_system=LABEL_SYSTEM, problem_type=problem_type) is None
     assert ex.label_of(obs, view) is None
     # the examples index over the image and its prediction: one unlabelled example

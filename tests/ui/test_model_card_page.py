@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from include.chromium import MISSING, chromium_installed, launch_chromium
 from patient_ml.db import schema
 from patient_ml.db.engine import get_engine
 from patient_ml.ui.app import STATIC
@@ -26,8 +27,6 @@ from tests.api.conftest import ROLES
 from tests.services.test_model_card_document import CARD, _compared_runs
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = os.environ.get("PATIENT_ML_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # As the e2e tests: into test-screenshots/ (PATIENT_ML_SCREENSHOTS); docs/screenshots holds a copy.
 SCREENSHOT = (
     Path(
@@ -90,8 +89,8 @@ def admin_token() -> str:
 def test_the_model_card_page_reads_prints_and_downloads(
     server: tuple[str, Any], admin_token: str, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    if not chromium_installed():
+        pytest.skip(MISSING)
     base, engine = server
     _, worse = _compared_runs(engine, tmp_path, modelCard=CARD)
     from patient_ml.db.engine import session_scope
@@ -101,7 +100,7 @@ def test_the_model_card_page_reads_prints_and_downloads(
         run = get_run(session, worse)
         model_id, slug = run.model_id, run.slug
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.add_cookies([{"name": "_token", "value": admin_token, "url": base}])
         page = context.new_page()

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from include.chromium import MISSING, chromium_installed, launch_chromium
 from patient_ml.db.engine import session_scope
 from patient_ml.db.models import Deployment, Run
 from tests.services.test_model_card_document import CARD, _compared_runs
-from tests.ui.test_model_card_page import ARGS, CHROMIUM, playwright_api
 from tests.ui.test_model_card_page import admin_token as admin_token  # a fixture
+from tests.ui.test_model_card_page import playwright_api
 from tests.ui.test_model_card_page import server as server  # a fixture
 
 # How many lines a piece of text takes: the tops of its text's line boxes, those less than half
@@ -67,11 +68,11 @@ def compared(server: tuple[str, Any], tmp_path: Path) -> dict[str, str]:
 def test_pages_read_at_common_window_sizes(
     server: tuple[str, Any], admin_token: str, compared: dict[str, str]
 ) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    if not chromium_installed():
+        pytest.skip(MISSING)
     base, _ = server
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         for viewport in ((1280, 900), (1920, 1080)):
             _check_pages(browser, base, admin_token, compared, viewport)
         browser.close()

@@ -4,12 +4,11 @@ once per problem, and the same page without them is not."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from include.chromium import MISSING, chromium_installed, launch_chromium
 from tests.e2e.role_walk import LAYOUT_PROBLEMS
-from tests.ui.test_model_card_page import ARGS, CHROMIUM, playwright_api
+from tests.ui.test_model_card_page import playwright_api
 
 FINE = """
 <p data-testid="fine">A sentence that fits in its box.</p>
@@ -51,10 +50,10 @@ FLAGS = {
 
 
 def test_each_layout_check_flags_its_problem_once() -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    if not chromium_installed():
+        pytest.skip(MISSING)
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_content(f"<body>{FINE}</body>")
         assert page.evaluate(LAYOUT_PROBLEMS) == []

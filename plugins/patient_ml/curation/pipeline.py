@@ -37,9 +37,9 @@ from patient_ml.curation.staging import Staging, version_key
 from patient_ml.curation.upstream import (
     NoUpstreamPredictionsError,
     UpstreamPlan,
-    is_prediction_observation,
     upstream_prediction,
 )
+from patient_ml.fhir import mapping
 from patient_ml.fhir.ndjson import max_line_bytes_for
 
 log = logging.getLogger("patient_ml.curation")
@@ -180,7 +180,7 @@ def _dispatch(
             _stage_patient(resource, dataset, staging)
         elif rtype == "DocumentReference":
             _stage_document(resource, position, type_filter, dataset, staging, stats)
-        elif rtype == "Observation" and rec.is_label_observation(resource):
+        elif rtype == "Observation" and rec.has_patient_ml_code(resource, mapping.LABEL_CODE):
             label = rec.label_record(
                 resource, label_system=dataset.label_system, problem_type=dataset.problem_type
             )
@@ -195,7 +195,7 @@ def _dispatch(
         elif (
             rtype == "Observation"
             and dataset.upstream is not None
-            and is_prediction_observation(resource)
+            and rec.has_patient_ml_code(resource, mapping.PREDICTION_CODE)
         ):
             prediction = upstream_prediction(resource, dataset.upstream)
             if prediction is not None:

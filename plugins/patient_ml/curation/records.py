@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -230,15 +230,17 @@ def image_record(resource: dict[str, Any], type_filter: TokenFilter) -> ImageRec
     )
 
 
-def is_label_observation(resource: dict[str, Any]) -> bool:
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, dict) else None
+def has_patient_ml_code(resource: Mapping[str, Any], code: str) -> bool:
+    """Whether the resource's `code.coding` holds (`LABEL_CODE_SYSTEM`, `code`): a label is
+    coded `mapping.LABEL_CODE`, an upstream model's prediction `mapping.PREDICTION_CODE`."""
+    concept = resource.get("code")
+    codings = concept.get("coding") if isinstance(concept, Mapping) else None
     if not isinstance(codings, list):
         return False
     return any(
-        isinstance(c, dict)
+        isinstance(c, Mapping)
         and c.get("system") == mapping.LABEL_CODE_SYSTEM
-        and c.get("code") == mapping.LABEL_CODE
+        and c.get("code") == code
         for c in codings
     )
 
@@ -254,7 +256,7 @@ def label_record(
     (a source can hold several versions of one Observation, e.g. NDJSON with appended labels)."""
     if resource.get("resourceType") != "Observation":
         raise QuarantineError("wrong_resource_type", str(resource.get("resourceType")))
-    if not is_label_observation(resource):
+    if not has_patient_ml_code(resource, mapping.LABEL_CODE):
         return None
     rid = _resource_id(resource)
     status = resource.get("status")

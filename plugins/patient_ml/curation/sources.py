@@ -121,7 +121,9 @@ class S3NdjsonSource(_LineLimit):
 
 class FhirSearchSource:
     """Paged search: DocumentReferences of the filter codes, then label Observations (and,
-    for a chained dataset, prediction Observations)."""
+    for a chained dataset, prediction Observations). A record's position names its search and
+    its place in it: `search:DocumentReference#n`, `search:Observation#n` (the labels),
+    `search:Observation[image-prediction]#n` (the predictions)."""
 
     def __init__(
         self,
@@ -139,14 +141,17 @@ class FhirSearchSource:
         self.description = f"FHIR search on {getattr(client, 'base_url', 'the FHIR server')}"
 
     def records(self) -> Iterator[Record]:
-        searches = [
-            ("DocumentReference", {"type": ",".join(self.filter_codes)}),
-            ("Observation", {"code": f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"}),
+        labels = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.LABEL_CODE}"
+        searches = [  # (resource type, parameters, the search's name in positions)
+            ("DocumentReference", {"type": ",".join(self.filter_codes)}, "DocumentReference"),
+            ("Observation", {"code": labels}, "Observation"),
         ]
         if self.predictions:
-            code = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
-            searches.append(("Observation", {"code": code}))
-        for resource_type, params in searches:
+            predictions = f"{mapping.LABEL_CODE_SYSTEM}|{mapping.PREDICTION_CODE}"
+            searches.append(
+                ("Observation", {"code": predictions}, f"Observation[{mapping.PREDICTION_CODE}]")
+            )
+        for resource_type, params, name in searches:
             if resource_type == "DocumentReference" and self.patients:
                 # the Patients of the images come along (`_include`), none other is read
                 found = self.client.search(
@@ -159,7 +164,7 @@ class FhirSearchSource:
             for n, resource in enumerate(found, start=1):
                 included = self.patients and resource.get("resourceType") == "Patient"
                 expected = "Patient" if included else resource_type
-                yield f"search:{resource_type}#{n}", expected, resource
+                yield f"search:{name}#{n}", expected, resource
 
     def records_of(self, image_id: str) -> Iterator[Record]:
         """The DocumentReference (a read; nothing when it is gone) and the label Observations

@@ -73,19 +73,6 @@ class UpstreamPrediction:
     run_id: str | None
 
 
-def is_prediction_observation(resource: Mapping[str, Any]) -> bool:
-    code = resource.get("code")
-    codings = code.get("coding") if isinstance(code, Mapping) else None
-    if not isinstance(codings, list):
-        return False
-    return any(
-        isinstance(c, Mapping)
-        and c.get("system") == mapping.LABEL_CODE_SYSTEM
-        and c.get("code") == mapping.PREDICTION_CODE
-        for c in codings
-    )
-
-
 def upstream_prediction(
     resource: Mapping[str, Any], plan: UpstreamPlan
 ) -> UpstreamPrediction | None:

@@ -33,12 +33,9 @@ from patient_ml.curation import records as rec
 from patient_ml.curation.pipeline import DatasetView
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.curation.staging import instant, newer_version
-from patient_ml.curation.upstream import (
-    UpstreamPrediction,
-    is_prediction_observation,
-    upstream_prediction,
-)
+from patient_ml.curation.upstream import UpstreamPrediction, upstream_prediction
 from patient_ml.exceptions import FieldError, InvalidInputError, NotFoundError
+from patient_ml.fhir import mapping
 
 _log = logging.getLogger(__name__)
 
@@ -231,12 +228,16 @@ def build_index(
             _keep_newest(docs, rid, resource)
             if docs[rid] is resource:
                 written[rid] = _file_time(file_times, position, written_at)
-        elif kind == "Observation" and rec.is_label_observation(resource):
+        elif kind == "Observation" and rec.has_patient_ml_code(resource, mapping.LABEL_CODE):
             _keep_newest(observations, rid, resource)
             key = (rid, str(rec.resource_version(resource) or ""))
             versions[key] = resource
             version_written[key] = _file_time(file_times, position, written_at)
-        elif kind == "Observation" and upstream is not None and is_prediction_observation(resource):
+        elif (
+            kind == "Observation"
+            and upstream is not None
+            and rec.has_patient_ml_code(resource, mapping.PREDICTION_CODE)
+        ):
             _keep_newest_prediction(chosen, resource, upstream)
     type_filter = rec.TokenFilter(dataset.filter_codes)
     labels_of: dict[str, list[tuple[rec.LabelRecord, dict[str, Any]]]] = {}
