@@ -40,7 +40,7 @@ from patient_ml.curation.upstream import (
     is_prediction_observation,
     upstream_prediction,
 )
-from patient_ml.fhir.ndjson import max_line_bytes_for
+from patient_ml.fhir.ndjson import LineTooLong, max_line_bytes_for
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -163,7 +163,7 @@ def stage_records(
 def _dispatch(
     position: str,
     expected: str | None,
-    raw: Any,
+    raw: bytes | str | dict[str, Any] | LineTooLong,
     dataset: DatasetView,
     type_filter: rec.TokenFilter,
     staging: Staging,

@@ -23,7 +23,7 @@ import logging
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patient_ml import settings
 from patient_ml.factory import build_cache
@@ -37,9 +37,12 @@ from patient_ml.factory.build import (
     dag_template,
     is_monitored,
 )
-from patient_ml.factory.catalog import Catalog, load_catalog
+from patient_ml.factory.catalog import Catalog, ModelEntry, load_catalog
 from patient_ml.factory.scoring import build_scoring_dag, is_scored
 from patient_ml.naming import monitor_dag_id_of, scoring_dag_id_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -131,14 +134,14 @@ class _Templates:
     none)."""
 
     def __init__(self) -> None:
-        self._offered: list[tuple[Any, Any]] = []
-        self._dags: dict[tuple[Any, ...], Any] = {}
+        self._offered: list[tuple[ModelEntry, DAG]] = []
+        self._dags: dict[tuple[Any, ...], DAG] = {}
         self._pickled: dict[tuple[Any, ...], bytes] = {}
 
-    def offer(self, entry: Any, dag: Any) -> None:
+    def offer(self, entry: ModelEntry, dag: DAG) -> None:
         self._offered.append((entry, dag))
 
-    def copy(self, entry: Any, opts: FactoryOptions) -> Any:
+    def copy(self, entry: ModelEntry, opts: FactoryOptions) -> DAG | None:
         for offered, dag in self._offered:
             # a value dag_shape cannot read: no template, the shape's configs are built
             with contextlib.suppress(Exception):
@@ -150,17 +153,17 @@ class _Templates:
             return None
         template = self._pickled.get(shape)
         if template is None:
-            dag = self._dags.get(shape)
-            if dag is None:
+            built = self._dags.get(shape)
+            if built is None:
                 return None
-            template = self._pickled[shape] = dag_template(dag)
+            template = self._pickled[shape] = dag_template(built)
         try:
             return copy_dag(template, entry, opts)
         except Exception:  # e.g. a stored value of the wrong type: build_dag reports it
             return None
 
 
-def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:
+def _build(entry: ModelEntry, opts: FactoryOptions, errors: dict[str, str]) -> DAG:
     """`build_dag`, or the config-error stand-in (the error logged, warned and in `errors`)."""
     try:
         return build_dag(entry, opts)
@@ -186,7 +189,7 @@ _DEPLOYED_DAGS = {
 
 def _add_deployed_dag(
     kind: str,
-    entry: Any,
+    entry: ModelEntry,
     opts: FactoryOptions,
     options_key: str,
     cached: dict[str, Any],

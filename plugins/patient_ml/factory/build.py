@@ -208,7 +208,9 @@ def schedule_assets(entry: ModelEntry) -> list[Asset]:
     return assets
 
 
-def training_schedule(entry: ModelEntry) -> Any:
+def training_schedule(
+    entry: ModelEntry,
+) -> str | timedelta | list[Asset] | AssetAny | AssetOrTimeSchedule | None:
     """The training DAG's schedule: its own (cron, interval or manual), or also any of
     `schedule_assets` (an event of either starts a run)."""
     schedule = schedule_of(entry.training)
@@ -449,7 +451,7 @@ class _TemplatePickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._swapped = swapped
 
-    def persistent_id(self, obj: Any) -> str | None:
+    def persistent_id(self, obj: object) -> str | None:
         return self._swapped.get(id(obj))
 
 
