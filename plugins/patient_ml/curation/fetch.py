@@ -195,7 +195,7 @@ class ImageFetcher:
         return self._s3(url) if scheme == "s3" else self._binary(url)
 
     # inline -------------------------------------------------------------------------------
-    def _inline(self, data: Any) -> bytes:
+    def _inline(self, data: object) -> bytes:
         """base64Binary, whitespace allowed (MIME line breaks), decoded a piece at a time."""
         return inline.decode(data, self.policy.max_bytes)
 

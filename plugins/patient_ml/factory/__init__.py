@@ -23,11 +23,12 @@ import logging
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from patient_ml import settings
 from patient_ml.factory import build_cache
 from patient_ml.factory.build import (
+    FactoryArguments,
     FactoryOptions,
     build_dag,
     build_monitor_dag,
@@ -63,14 +64,17 @@ class FactoryResult:
     copied: int = 0  # of the built ones, those copied from a DAG of the same shape
 
 
-def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryResult:
+def build_dags(
+    namespace: MutableMapping[str, Any], **options: Unpack[FactoryArguments]
+) -> FactoryResult:
     """Build the DAGs of the stored model configs into `namespace` (a DAG file's globals()).
 
     Keyword arguments are the fields of `FactoryOptions`.
     """
     from airflow.sdk import get_parsing_context
 
-    opts = FactoryOptions(**{"backend": settings.backend(), **options})
+    arguments: FactoryArguments = {"backend": settings.backend(), **options}
+    opts = FactoryOptions(**arguments)
     cache_dir = settings.dag_cache_dir()
     only = get_parsing_context().dag_id
     catalog = load_catalog(only_dag_id=only, cache_dir=cache_dir)

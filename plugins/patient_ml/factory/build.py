@@ -71,6 +71,28 @@ class Serving(Connections):
     docker_conn_id: str | None
 
 
+class FactoryArguments(TypedDict, total=False):
+    """The keyword arguments of `build_dags`: the fields of `FactoryOptions` (documented there;
+    tests/factory/test_arguments.py keeps the two lists equal), so a DAG file's options are
+    type-checked."""
+
+    backend: str
+    patient_ml_conn_id: str | None
+    artifact_uri: str | None
+    aws_conn_id: str
+    docker_conn_id: str | None
+    trial_timeout: float
+    trial_cpus: float
+    trial_memory_mb: int
+    health_timeout: float
+    approval_poll_interval: float
+    retries: int
+    retry_delay_s: float
+    max_active_runs: int
+    owner: str
+    extra_tags: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class FactoryOptions:
     """How the factory's DAGs run; arguments of `build_dags` in the DAG file.
