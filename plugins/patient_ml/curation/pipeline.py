@@ -292,8 +292,8 @@ def _winning_images(
     """The newest version of each DocumentReference, by id: the selected ones to fetch (with
     `upstream`, only those its newest prediction selects); the others counted (not selected,
     excluded by status, left out by the upstream model) or quarantined."""
-    stats.superseded_versions = stats.document_versions - (
-        staging.scalar("SELECT count(*) FROM documents") or 0
+    stats.superseded_versions = stats.document_versions - staging.count(
+        "SELECT count(*) FROM documents"
     )
     last = ""
     while True:

@@ -518,7 +518,7 @@ def build_report(
     multi_patient = 0
     for doc_ids in identical_groups.values():
         marks = ",".join("?" * len(doc_ids))
-        patients_in_group = staging.scalar(
+        patients_in_group = staging.count(
             f"SELECT count(DISTINCT patient_key) FROM images WHERE doc_id IN ({marks})",
             tuple(doc_ids),
         )

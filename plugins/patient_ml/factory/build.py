@@ -482,7 +482,7 @@ class _CopyUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._values = values
 
-    def persistent_load(self, pid: Any) -> Any:
+    def persistent_load(self, pid: str) -> object:
         return self._values[pid]
 
 

@@ -418,7 +418,7 @@ class _ProposalStorage:
             raise RuntimeError(f"a sampler wrote trial {trial_id} while proposing a new one")
         self._template.system_attrs[key] = value
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._storage, name)
 
 
