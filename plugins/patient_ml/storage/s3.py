@@ -220,7 +220,7 @@ class S3ArtifactStore(ArtifactStore):
     def _error(self, exc: Exception, full_key: str) -> Exception:
         return _translate(exc, self.bucket, full_key, self.aws_conn_id)
 
-    def _call(self, method: str, full_key: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, full_key: str, **kwargs: object) -> Any:
         try:
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
         except Exception as exc:
