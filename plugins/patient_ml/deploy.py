@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from patient_ml import settings
 from patient_ml.db.engine import session_scope
@@ -52,7 +53,7 @@ def endpoints_root() -> Path:
 
 
 def _set_deploy_status(
-    session: Any, run: Run, status: str, *, actor: str, error: str | None = None
+    session: Session, run: Run, status: str, *, actor: str, error: str | None = None
 ) -> None:
     before = {"deployStatus": run.deploy_status}
     run.deploy_status = status
@@ -230,7 +231,7 @@ def deploy_on_request(
 
 
 def check_deploy_request(
-    session: Any,
+    session: Session,
     run: Run,
     *,
     user: str,
@@ -297,7 +298,7 @@ def check_deploy_request(
 
 
 def deploy_options(
-    session: Any,
+    session: Session,
     run: Run,
     *,
     user: str,

@@ -31,7 +31,7 @@ class FieldError:
 
     field: str
     message: str
-    value: Any = None
+    value: object = None
 
     def __str__(self) -> str:
         shown = _short_repr(self.value)
@@ -44,7 +44,7 @@ class FieldError:
 MAX_SHOWN_VALUE = 200  # characters of a refused value echoed back (API bodies, CLI --json)
 
 
-def bounded_value(value: Any) -> Any:
+def bounded_value(value: object) -> object:
     """A refused value as echoed in an error: scalars as given, long text cut to
     MAX_SHOWN_VALUE characters, containers as a shortened repr (never a whole document)."""
     if isinstance(value, str):
@@ -54,7 +54,7 @@ def bounded_value(value: Any) -> Any:
     return value
 
 
-def _short_repr(value: Any, limit: int = 80) -> str | None:
+def _short_repr(value: object, limit: int = 80) -> str | None:
     if value is None:
         return None
     if isinstance(value, str) and len(value) > limit:
@@ -63,7 +63,7 @@ def _short_repr(value: Any, limit: int = 80) -> str | None:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def reprlib_repr(value: Any) -> str:
+def reprlib_repr(value: object) -> str:
     """repr of a container that stops early (an alias-expanded YAML tree can be huge)."""
     import reprlib
 

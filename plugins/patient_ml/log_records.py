@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 SUFFIX = ".jsonl"
 MAX_MESSAGE_CHARS = 65_536
@@ -141,16 +141,16 @@ class ProgressLog:
         self._lock = threading.Lock()
         self._records: list[bytes] = []
 
-    def log(self, level: int, message: str, *args: Any) -> None:
+    def log(self, level: int, message: str, *args: object) -> None:
         self.logger.log(level, message, *args)
         text = message % args if args else message
         with self._lock:
             self._records.append(encode(text))
 
-    def info(self, message: str, *args: Any) -> None:
+    def info(self, message: str, *args: object) -> None:
         self.log(logging.INFO, message, *args)
 
-    def error(self, message: str, *args: Any) -> None:
+    def error(self, message: str, *args: object) -> None:
         self.log(logging.ERROR, message, *args)
 
     def data(self) -> bytes:

@@ -17,11 +17,19 @@ not empty) are checked by the decision service on top.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import Depends
 
 from patient_ml.exceptions import PermissionDeniedError
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+    from sqlalchemy.orm import Session
+
+    from patient_ml.db.models import Model
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
 DECISION_RIGHT = (
@@ -30,26 +38,26 @@ DECISION_RIGHT = (
 )
 
 
-def _get_user_dependency() -> Any:
+def _get_user_dependency() -> Callable[..., Coroutine[Any, Any, BaseUser]]:
     from airflow.api_fastapi.core_api.security import get_user
 
     return get_user
 
 
-CurrentUser = Annotated[Any, Depends(_get_user_dependency())]
+CurrentUser = Annotated[BaseUser, Depends(_get_user_dependency())]
 
 
-def user_name(user: Any) -> str:
+def user_name(user: BaseUser) -> str:
     return str(user.get_name())
 
 
-def _auth_manager() -> Any:
+def _auth_manager() -> BaseAuthManager[BaseUser]:
     from airflow.api_fastapi.app import get_auth_manager
 
     return get_auth_manager()
 
 
-def may(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> bool:
+def may(user: BaseUser, method: Method, dag_id: str | None, *, run: bool = False) -> bool:
     """Whether `user` may `method` the DAG `dag_id` (None: DAGs in general), or its runs."""
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
@@ -66,7 +74,7 @@ def may(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> 
     )
 
 
-def require_dag(user: Any, method: Method, dag_id: str | None, *, run: bool = False) -> None:
+def require_dag(user: BaseUser, method: Method, dag_id: str | None, *, run: bool = False) -> None:
     """Refuse (403) unless `user` may `method` the DAG `dag_id` (None: DAGs in general)."""
     if not may(user, method, dag_id, run=run):
         what = {"GET": "read", "POST": "create", "PUT": "edit", "DELETE": "delete"}[method]
@@ -77,7 +85,7 @@ def require_dag(user: Any, method: Method, dag_id: str | None, *, run: bool = Fa
         )
 
 
-def may_decide(user: Any, dag_id: str) -> bool:
+def may_decide(user: BaseUser, dag_id: str) -> bool:
     """Whether `user` holds the decision right on the DAG `dag_id` (see the module docstring)."""
     from airflow.api_fastapi.auth.managers.models.resource_details import (
         DagAccessEntity,
@@ -94,7 +102,7 @@ def may_decide(user: Any, dag_id: str) -> bool:
     )
 
 
-def require_decision_right(user: Any, model_name: str, dag_id: str) -> None:
+def require_decision_right(user: BaseUser, model_name: str, dag_id: str) -> None:
     """Refuse (403, saying which right is missing) unless `user` may decide on the DAG's runs."""
     if not may_decide(user, dag_id):
         raise PermissionDeniedError(
@@ -108,8 +116,8 @@ def require_decision_right(user: Any, model_name: str, dag_id: str) -> None:
 
 
 def authorized_model(
-    session: Any, model_ref: str, user: Any, method: Method = "GET", *, run: bool = False
-) -> Any:
+    session: Session, model_ref: str, user: BaseUser, method: Method = "GET", *, run: bool = False
+) -> Model:
     """The model `model_ref` (404 when unknown) if `user` may `method` its DAG (else 403)."""
     from patient_ml.naming import dag_id_of
     from patient_ml.services.models import get_model
@@ -119,5 +127,5 @@ def authorized_model(
     return model
 
 
-def readable_dag_ids(user: Any) -> set[str]:
+def readable_dag_ids(user: BaseUser) -> set[str]:
     return set(_auth_manager().get_authorized_dag_ids(user=user, method="GET"))

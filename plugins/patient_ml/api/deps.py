@@ -4,12 +4,10 @@ PATIENT_ML_CONN_ID or SQLite under PATIENT_ML_HOME, as for the CLI and the opera
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
+import sqlalchemy.orm
 from fastapi import Depends, Request
-
-if TYPE_CHECKING:
-    import sqlalchemy.orm
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -32,5 +30,5 @@ def product_session(request: Request) -> Iterator[sqlalchemy.orm.Session]:
         yield session
 
 
-Session = Annotated[Any, Depends(product_session)]
-Engine = Annotated[Any, Depends(product_engine)]
+Session = Annotated[sqlalchemy.orm.Session, Depends(product_session)]
+Engine = Annotated[sqlalchemy.Engine, Depends(product_engine)]

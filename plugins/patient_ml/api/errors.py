@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +23,9 @@ from patient_ml.exceptions import (
 )
 
 log = logging.getLogger("patient_ml.api")
+
+if TYPE_CHECKING:
+    from pydantic import JsonValue
 
 
 def error_response(
@@ -54,12 +57,12 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = [
             {
                 "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-                "message": e.get("msg", "invalid"),
-                "value": bounded_value(e.get("input")),
+                "message": _json_safe(e.get("msg", "invalid")),
+                "value": _json_safe(bounded_value(e.get("input"))),
             }
             for e in exc.errors()
         ]
-        return error_response(422, "The request is not valid.", errors=_json_safe(errors))
+        return error_response(422, "The request is not valid.", errors=errors)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -90,7 +93,7 @@ def _malformed_json(error: dict[str, Any]) -> JSONResponse:
     )
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: object) -> JsonValue:
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from patient_ml.api.auth import CurrentUser
 from patient_ml.config.duplicates import json_duplicate_keys, loads_json
@@ -69,7 +69,7 @@ def _duplicate_key_errors(raw: bytes) -> list[FieldError]:
     return json_duplicate_keys(body)
 
 
-def _nul_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+def _nul_strings(value: object, path: str = "") -> Iterator[tuple[str, str]]:
     """(wire path, string) of every string holding NUL, keys included, in a JSON value."""
     if isinstance(value, str):
         if NUL in value:
@@ -90,10 +90,10 @@ class BodySizeLimit:
     whether it declares its length or arrives in chunks (FastAPI reads the whole body before
     any dependency runs, so this cannot be a route dependency)."""
 
-    def __init__(self, app: Any, limit: int = MAX_CONFIG_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_CONFIG_BYTES) -> None:
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -105,7 +105,7 @@ class BodySizeLimit:
         exceeded = False
         started = False
 
-        async def limited_receive() -> Any:
+        async def limited_receive() -> Message:
             nonlocal received, exceeded
             message = await receive()
             if message.get("type") == "http.request":
@@ -115,7 +115,7 @@ class BodySizeLimit:
                     raise _BodyTooLarge
             return message
 
-        async def guarded_send(message: Any) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
             if exceeded:
                 return  # the app's own answer to the aborted read is replaced below
@@ -129,7 +129,7 @@ class BodySizeLimit:
         if exceeded and not started:
             await self._refuse(scope, receive, send, received)
 
-    async def _refuse(self, scope: Any, receive: Any, send: Any, size: int) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int) -> None:
         from patient_ml.api.errors import error_response
 
         error = _too_large(size)

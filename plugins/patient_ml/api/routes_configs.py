@@ -12,7 +12,7 @@ runs, and FastAPI reads them from the functions it defines.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel
@@ -49,6 +49,9 @@ from patient_ml.services.configs import ConfigRepository
 from patient_ml.services.datasets import DATASETS
 from patient_ml.services.models import MODELS
 
+if TYPE_CHECKING:
+    from patient_ml.db.models import Dataset, Model
+
 
 @dataclass(frozen=True)
 class ConfigRoutes:
@@ -79,7 +82,7 @@ def add_config_routes(router: APIRouter, kind: ConfigRoutes) -> None:
     body_type = kind.body
     ref_type = Annotated[str, Path(alias=f"{noun}_id", title=f"{noun.capitalize()} Id")]
 
-    def wrapped(stored: Any) -> dict[str, Any]:
+    def wrapped(stored: object) -> dict[str, Any]:
         return {noun: repository.to_wire(stored)}
 
     def create(body: body_type, session: Session, user: CurrentUser) -> dict[str, Any]:  # type: ignore[valid-type]
@@ -147,17 +150,17 @@ def add_config_routes(router: APIRouter, kind: ConfigRoutes) -> None:
         )
 
 
-def _authorized_dataset(session: Any, ref: str, user: Any, method: Method) -> Any:
+def _authorized_dataset(session: Session, ref: str, user: CurrentUser, method: Method) -> "Dataset":
     require_dag(user, method, None)
     return DATASETS.get(session, ref)
 
 
-def _readable_datasets(session: Any, user: Any) -> list[Any]:
+def _readable_datasets(session: Session, user: CurrentUser) -> "list[Dataset]":
     require_dag(user, "GET", None)
     return DATASETS.list(session)
 
 
-def _readable_models(session: Any, user: Any) -> list[Any]:
+def _readable_models(session: Session, user: CurrentUser) -> "list[Model]":
     models = MODELS.list(session)
     if may(user, "GET", None):
         return models

@@ -7,12 +7,12 @@ Airflow DAGs; saving labels and label files needs edit access.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import Response
 
-from patient_ml.api.auth import CurrentUser, require_dag, user_name
+from patient_ml.api.auth import CurrentUser, Method, require_dag, user_name
 from patient_ml.api.deps import Engine
 from patient_ml.api.guards import refuse_nul_characters
 from patient_ml.api.schemas import (
@@ -29,13 +29,18 @@ from patient_ml.api.views import View, extended
 from patient_ml.exceptions import FieldError, InvalidInputError
 from patient_ml.services.wire import DocumentedAs
 
+if TYPE_CHECKING:
+    from patient_ml.services.labels import DatasetContext
+
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 EXCLUDE_UNSET: dict[str, Any] = {"response_model_exclude_unset": True}
 TrueFalse = Literal["true", "false"]
 BASE = "/datasets/{dataset_id}/examples"
 
 
-def _context(engine: Any, dataset_id: str, user: Any, method: Any = "GET") -> Any:
+def _context(
+    engine: Engine, dataset_id: str, user: CurrentUser, method: Method = "GET"
+) -> DatasetContext:
     from patient_ml.hooks.fhir import fhir_client
     from patient_ml.services.labels import dataset_context
 
@@ -169,7 +174,9 @@ def get_example(
     response_class=Response,
     responses={200: {"content": {"image/*": {}}}, **error_responses(404, 409, 502)},
 )
-def get_example_image(dataset_id: str, example_id: str, engine: Engine, user: CurrentUser) -> Any:
+def get_example_image(
+    dataset_id: str, example_id: str, engine: Engine, user: CurrentUser
+) -> Response:
     from patient_ml.services.labels import example_image
 
     data, content_type = example_image(_context(engine, dataset_id, user), example_id)
@@ -192,7 +199,7 @@ def get_example_preview(
         int | None,
         Query(description="Longest side in pixels: 64, 128, 256 or 512; left out: full size."),
     ] = None,
-) -> Any:
+) -> Response:
     from patient_ml.services.labels import PREVIEW_SIZES, example_preview
 
     if size is not None and size not in PREVIEW_SIZES:

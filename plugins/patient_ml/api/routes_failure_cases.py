@@ -7,7 +7,7 @@ by a storage path, and marked private for the browser's cache."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
@@ -19,12 +19,17 @@ from patient_ml.api.routes_runs import _run_of
 from patient_ml.api.schemas import error_responses
 from patient_ml.exceptions import NotFoundError
 
+if TYPE_CHECKING:
+    from patient_ml.db.models import Run
+
 router = APIRouter(dependencies=[Depends(refuse_nul_characters)])
 BASE = "/models/{model_id}/runs/{run_id}/failure-cases"
 Picture = Literal["image", "occlusion", "grad-cam"]
 
 
-def _section(session: Any, model_id: str, run_id: str, user: Any) -> tuple[Any, dict[str, Any]]:
+def _section(
+    session: Session, model_id: str, run_id: str, user: CurrentUser
+) -> tuple[Run, dict[str, Any]]:
     run = _run_of(session, authorized_model(session, model_id, user), run_id)
     section = (run.evaluation or {}).get("failureCases")
     if section is None:

@@ -7,7 +7,7 @@ stay out, as before the models were declared (see `schemas`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi import Response as ResponseHeaders
@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from patient_ml.api.auth import (
     CurrentUser,
+    Method,
     authorized_model,
     require_decision_right,
     user_name,
@@ -45,6 +46,9 @@ from patient_ml.api.views import (
 )
 from patient_ml.exceptions import NotFoundError
 from patient_ml.services.overview import Order, RunSort
+
+if TYPE_CHECKING:
+    from patient_ml.db.models import Model, Run
 
 # Bounded: a huge limit overflowed in the database (500 on SQLite, 503 on PostgreSQL).
 MAX_RUNS = 1000
@@ -79,7 +83,7 @@ class RunRequest(BaseModel):
 
 
 def _model_keys(
-    engine: Any, model_id: str, user: Any, method: Any = "GET", run: bool = False
+    engine: Engine, model_id: str, user: CurrentUser, method: Method = "GET", run: bool = False
 ) -> tuple[str, str]:
     """(id, DAG id) of a model the user may `method`, authorized in a short transaction of its
     own (for handlers that write in several)."""
@@ -91,7 +95,7 @@ def _model_keys(
         return str(model.id), dag_id_of(model.slug)
 
 
-def _run_of(session: Any, model: Any, run_id: str) -> Any:
+def _run_of(session: Session, model: Model, run_id: str) -> Run:
     from patient_ml.services.runs import get_run
 
     run = get_run(session, run_id)
@@ -132,7 +136,7 @@ def create_run(
     return {"runId": run.id}
 
 
-def _run_view(wire: dict[str, Any], view: Any) -> dict[str, Any]:
+def _run_view(wire: dict[str, Any], view: View) -> dict[str, Any]:
     """The extended run, or the reference one: its top-level fields, and metrics without their
     interval (the reference SDK's Metric forbids other fields)."""
     from patient_ml.config import reference
@@ -276,7 +280,7 @@ ChannelHeader = Annotated[
 ]
 
 
-def _pipeline_state(run: Any) -> str | None:
+def _pipeline_state(run: Run) -> str | None:
     """The state of the run's Airflow DAG run (None: no DAG run, or Airflow has none)."""
     from patient_ml.hooks.airflow_dag_runs import AirflowDagRunHook
 
@@ -330,10 +334,10 @@ def get_deploy_options(
 
 
 def _deploy(
-    engine: Any,
+    engine: Engine,
     model_id: str,
     run_id: str,
-    user: Any,
+    user: CurrentUser,
     channel: str,
     rollback_reason: str | None = None,
 ) -> dict[str, Any]:
@@ -432,7 +436,7 @@ def create_rollback(
 def get_model_artifact(
     model_id: str, run_id: str, request: Request, session: Session, user: CurrentUser
 ) -> dict[str, Any]:
-    run = _run_with_artifact(session, model_id, run_id, user)
+    run, _ = _run_with_artifact(session, model_id, run_id, user)
     url = request.url_for("download_model_artifact", model_id=run.model_id, run_id=run.id)
     return {"url": str(url)}
 
@@ -455,9 +459,9 @@ def download_model_artifact(
 ) -> Response:
     from patient_ml.storage import default_artifact_store
 
-    run = _run_with_artifact(session, model_id, run_id, user)
+    run, artifact_uri = _run_with_artifact(session, model_id, run_id, user)
     store = default_artifact_store()
-    data = store.read_bytes(store.key_of(run.model_artifact_uri))
+    data = store.read_bytes(store.key_of(artifact_uri))
     return Response(
         data,
         media_type="application/gzip",
@@ -465,15 +469,18 @@ def download_model_artifact(
     )
 
 
-def _run_with_artifact(session: Any, model_id: str, run_id: str, user: Any) -> Any:
-    """A run of a model the user may read, which has a model artifact (else 404)."""
+def _run_with_artifact(
+    session: Session, model_id: str, run_id: str, user: CurrentUser
+) -> tuple[Run, str]:
+    """A run of a model the user may read, which has a model artifact (else 404), and the
+    artifact's URI."""
     run = _run_of(session, authorized_model(session, model_id, user), run_id)
     if not run.model_artifact_uri:
         raise NotFoundError(
             f"Run {run.id} has no model artifact yet (status {run.status!r}).",
             fix="wait until tuning has finished",
         )
-    return run
+    return run, run.model_artifact_uri
 
 
 @router.get(

@@ -19,12 +19,14 @@ from patient_ml.cli.output import print_document
 from patient_ml.exceptions import PatientMLError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from patient_ml.storage.base import ArtifactStore
 
 BACKENDS = ("auto", "local", "docker", "sagemaker")
 
 
-def add_run_commands(runs: Any) -> None:
+def add_run_commands(runs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create = runs.add_parser(
         "create",
         help="start a run of a model: the product run and its Airflow DAG run (needs Airflow's "
@@ -90,7 +92,7 @@ def add_run_commands(runs: Any) -> None:
     card.set_defaults(handler=cmd_card)
 
 
-def add_model_commands(models: Any) -> None:
+def add_model_commands(models: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     eps = models.add_parser("endpoints", help="serving endpoints of a model")
     eps.add_argument("model", help="model id or name")
     eps.add_argument("--all", action="store_true", help="also stopped and failed ones")
@@ -122,7 +124,7 @@ def _store() -> ArtifactStore:
     return default_artifact_store()
 
 
-def _print(args: argparse.Namespace, doc: Any) -> None:
+def _print(args: argparse.Namespace, doc: object) -> None:
     print_document(doc, as_json=args.json)
 
 
@@ -241,7 +243,7 @@ def _os_user() -> str:
         return "unknown"
 
 
-def _deploy(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
+def _deploy(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
     from patient_ml.deploy import deploy_run
     from patient_ml.services.model_cards import write_model_card
     from patient_ml.serving.servers import make_server

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from patient_ml import __version__
 from patient_ml.cli.context import actor
@@ -21,10 +21,14 @@ from patient_ml.exceptions import ConfigValidationError, PatientMLError
 from patient_ml.settings import setting
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from patient_ml.fhir.client import FhirClient
     from patient_ml.services.configs import ConfigRepository
 
 INTERNAL_ERROR_EXIT = 70
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +192,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
     salt = getattr(args, "split_salt", None)
 
-    def run(session: Any) -> dict[str, Any]:
+    def run(session: Session) -> dict[str, Any]:
         row = configs.create(session, data, actor=actor(args))
         if salt is not None:  # never shown: to_wire leaves the salt out
             row.split_salt = salt
@@ -208,7 +212,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     data = load_config_file(args.file)
     configs = _repository(args.noun)
 
-    def run(session: Any) -> dict[str, Any]:
+    def run(session: Session) -> dict[str, Any]:
         return configs.to_wire(configs.update(session, args.ref, data, actor=actor(args)))
 
     doc = _in_session(args, run)
@@ -220,7 +224,7 @@ def cmd_update(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     configs = _repository(args.noun)
 
-    def run(session: Any) -> list[dict[str, Any]]:
+    def run(session: Session) -> list[dict[str, Any]]:
         return [configs.to_wire(stored) for stored in configs.list(session)]
 
     docs = _in_session(args, run)
@@ -261,7 +265,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     configs = _repository(args.noun)
 
-    def run(session: Any) -> dict[str, Any]:
+    def run(session: Session) -> dict[str, Any]:
         return configs.to_wire(configs.get(session, args.ref))
 
     _print_doc(args, _in_session(args, run))
@@ -271,7 +275,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     configs = _repository(args.noun)
 
-    def run(session: Any) -> str:
+    def run(session: Session) -> str:
         return configs.delete(session, args.ref, actor=actor(args))
 
     deleted = _in_session(args, run)
@@ -284,7 +288,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from patient_ml.services import runs
 
-    def run(session: Any) -> list[dict[str, Any]]:
+    def run(session: Session) -> list[dict[str, Any]]:
         return runs.runs_to_wire(session, runs.list_runs(session, args.model, args.limit))
 
     docs = _in_session(args, run)
@@ -312,7 +316,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 def cmd_runs_show(args: argparse.Namespace) -> int:
     from patient_ml.services import runs
 
-    def run(session: Any) -> dict[str, Any]:
+    def run(session: Session) -> dict[str, Any]:
         return runs.run_to_wire(session, runs.get_run(session, args.run_id))
 
     _print_doc(args, _in_session(args, run))
@@ -378,7 +382,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
 def cmd_snapshots_list(args: argparse.Namespace) -> int:
     from patient_ml.services import datasets, snapshots
 
-    def run(session: Any) -> list[dict[str, Any]]:
+    def run(session: Session) -> list[dict[str, Any]]:
         dataset = datasets.get_dataset(session, args.dataset)
         return [
             snapshots.snapshot_to_wire(s) for s in snapshots.list_snapshots(session, dataset.id)
@@ -399,7 +403,7 @@ def cmd_snapshots_list(args: argparse.Namespace) -> int:
 def cmd_snapshots_show(args: argparse.Namespace) -> int:
     from patient_ml.services import snapshots
 
-    def run(session: Any) -> dict[str, Any]:
+    def run(session: Session) -> dict[str, Any]:
         snapshot = snapshots.get_snapshot(session, args.snapshot_id)
         return {**snapshots.snapshot_to_wire(snapshot), "report": snapshot.report}
 
@@ -431,7 +435,7 @@ def _repository(noun: str) -> ConfigRepository[Any, Any]:
     return DATASETS if noun == "dataset" else MODELS
 
 
-def _in_session(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+def _in_session(args: argparse.Namespace, work: Callable[[Session], T]) -> T:
     from patient_ml.cli.context import engine
     from patient_ml.db.engine import session_scope
 

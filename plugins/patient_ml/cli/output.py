@@ -17,7 +17,7 @@ from patient_ml.config.identifiers import escape_controls
 READABLE_TIMES = ("timestamp", "approvalDeadline")
 
 
-def print_document(doc: Any, *, as_json: bool) -> None:
+def print_document(doc: object, *, as_json: bool) -> None:
     """JSON escapes every non-ASCII character itself; YAML shows control and bidi characters
     of stored text as `\\uXXXX`, so a terminal never receives them raw."""
     if as_json:
@@ -27,7 +27,7 @@ def print_document(doc: Any, *, as_json: bool) -> None:
         print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True, width=100).rstrip())
 
 
-def _escaped(value: Any) -> Any:
+def _escaped(value: object) -> object:
     if isinstance(value, str):
         return escape_controls(value, keep="\n\t")
     if isinstance(value, dict):
@@ -37,7 +37,7 @@ def _escaped(value: Any) -> Any:
     return value
 
 
-def readable_times(doc: Any) -> Any:
+def readable_times(doc: object) -> object:
     """`doc` with the READABLE_TIMES numbers as ISO times (`2026-11-29T13:08:25.123Z`)."""
     if isinstance(doc, dict):
         return {
@@ -69,7 +69,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):

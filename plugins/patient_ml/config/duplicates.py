@@ -65,7 +65,9 @@ def yaml_duplicate_keys(root: yaml.Node) -> list[FieldError]:
     return sorted(errors, key=lambda e: e.field)
 
 
-def _key_value(constructor: SafeConstructor, node: yaml.ScalarNode) -> Any:
+def _key_value(
+    constructor: SafeConstructor, node: yaml.ScalarNode
+) -> str | int | float | bool | tuple[str, str] | None:
     try:
         value = constructor.construct_object(node, deep=True)
     except yaml.YAMLError:
@@ -94,15 +96,15 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-def loads_json(text: str | bytes) -> Any:
+def loads_json(text: str | bytes) -> object:
     """`json.loads`, marking objects with duplicated keys for `json_duplicate_keys`."""
     return json.loads(text, object_pairs_hook=_pairs)
 
 
-def json_duplicate_keys(data: Any) -> list[FieldError]:
+def json_duplicate_keys(data: object) -> list[FieldError]:
     """Duplicated keys of a document parsed by `loads_json`, by wire path."""
     errors: list[FieldError] = []
-    stack: list[tuple[Any, str]] = [(data, "")]
+    stack: list[tuple[object, str]] = [(data, "")]
     while stack:
         value, path = stack.pop()
         if isinstance(value, dict):
@@ -121,7 +123,7 @@ FAST_CHECK_BYTES = 1 << 20  # longer texts (inline images) are never copied to b
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
-def has_duplicate_keys(text: bytes, parsed: Any) -> bool:
+def has_duplicate_keys(text: bytes, parsed: object) -> bool:
     """Whether valid JSON `text`, parsed (last value winning) into `parsed`, held a key twice
     in one object. Text in compact canonical form (what exporters write) re-serialises to
     itself, which proves it has none (about a microsecond); other text has its keys counted,
@@ -131,7 +133,7 @@ def has_duplicate_keys(text: bytes, parsed: Any) -> bool:
     return _JSON_STRING.sub(b"", text).count(b":") != _key_count(parsed)
 
 
-def _key_count(value: Any) -> int:
+def _key_count(value: object) -> int:
     count, stack = 0, [value]
     while stack:
         item = stack.pop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,7 +71,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_config_text(text: str, *, is_json: bool, where: str = "The config") -> Any:
+def parse_config_text(text: str, *, is_json: bool, where: str = "The config") -> object:
     """JSON or YAML text → Python values, refusing documents above the config limits before
     anything is expanded (a YAML alias bomb is refused while it is still a few hundred bytes)."""
     if len(text) > MAX_CONFIG_BYTES:
@@ -95,7 +96,7 @@ def parse_config_text(text: str, *, is_json: bool, where: str = "The config") ->
         raise _too_deep(where) from None
 
 
-def _load_yaml(text: str, where: str) -> Any:
+def _load_yaml(text: str, where: str) -> object:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -144,10 +145,10 @@ def _count_nodes(root: yaml.Node, where: str) -> None:
     size(root, 0)
 
 
-def _check_shape(data: Any, where: str) -> None:
+def _check_shape(data: object, where: str) -> None:
     """The same node and depth limits for an already parsed (JSON) document."""
     count = 0
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    stack: list[tuple[object, int]] = [(data, 0)]
     while stack:
         value, depth = stack.pop()
         count += 1
@@ -184,7 +185,7 @@ def parse_model_config(data: dict[str, Any]) -> ModelConfig:
     return _parse(ModelConfig, "model config", data, check_model_config)
 
 
-def _parse(cls: type[T], kind: str, data: Any, rules: Any) -> T:
+def _parse(cls: type[T], kind: str, data: object, rules: Callable[[T], list[FieldError]]) -> T:
     if not isinstance(data, dict):
         raise ConfigValidationError(
             kind, [FieldError("(root)", "must be an object of fields", type(data).__name__)]

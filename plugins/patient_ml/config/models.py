@@ -410,7 +410,7 @@ class _ParameterBase(WireModel):
     name: Annotated[str, Name(256)]
 
 
-def _as_string(value: Any) -> Any:
+def _as_string(value: object) -> object:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -426,7 +426,7 @@ class CategoricalParameter(_ParameterBase):
 
     @field_validator("values", mode="before")
     @classmethod
-    def _scalars_to_strings(cls, value: Any) -> Any:
+    def _scalars_to_strings(cls, value: object) -> object:
         # Hyperparameters travel as strings; YAML `[32, 64]` means `["32", "64"]`.
         if isinstance(value, list):
             return [_as_string(v) for v in value]

@@ -17,9 +17,10 @@ schema`; the end-to-end test checks it is still what that release produces). Wit
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from patient_ml.exceptions import ConfigValidationError, FieldError
 from patient_ml.settings import setting
@@ -41,21 +42,39 @@ def sdk_release() -> str:
     return comment[start:].split(",")[0] if start >= 0 else "phc"
 
 
+class _SchemaError(Protocol):
+    """What is read of a `jsonschema.ValidationError` (jsonschema ships no types)."""
+
+    validator: str
+    validator_value: object
+    instance: Any  # the JSON value that failed, as the document holds it
+    schema: dict[str, Any]
+    message: str
+    context: list[_SchemaError]
+    schema_path: Sequence[str | int]
+    absolute_path: Sequence[str | int]
+
+
+class _SchemaValidator(Protocol):
+    def iter_errors(self, instance: object) -> Iterator[_SchemaError]: ...
+
+
 @cache
-def _validator(kind: str) -> Any:
+def _validator(kind: str) -> _SchemaValidator:
     from jsonschema import Draft202012Validator
 
     defs = schema()["$defs"]
     if kind not in defs:
         raise KeyError(f"the reference schema has no {kind!r}")
-    return Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{kind}"})
+    validator: _SchemaValidator = Draft202012Validator({"$defs": defs, "$ref": f"#/$defs/{kind}"})
+    return validator
 
 
 def strict() -> bool:
     return (setting(STRICT_ENV) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def problems(kind: str, wire: Any) -> list[FieldError]:
+def problems(kind: str, wire: object) -> list[FieldError]:
     """Why the reference SDK's `kind` model would refuse `wire` (empty: it reads it)."""
     found: dict[str, FieldError] = {}
     for error in _validator(kind).iter_errors(wire):
@@ -65,12 +84,12 @@ def problems(kind: str, wire: Any) -> list[FieldError]:
     return sorted(found.values(), key=lambda p: p.field)
 
 
-def _leaves(error: Any) -> list[Any]:
+def _leaves(error: _SchemaError) -> list[_SchemaError]:
     """The errors that explain `error`: for a union (anyOf), those of the member the value was
     meant to be (the one whose `type`/`problemType`/`actor`/... constant matched)."""
     if error.validator not in ("anyOf", "oneOf") or not error.context:
         return [error]
-    branches: dict[Any, list[Any]] = {}
+    branches: dict[str | int, list[_SchemaError]] = {}
     for sub in error.context:
         branches.setdefault(sub.schema_path[0], []).append(sub)
     meant = [
@@ -80,14 +99,14 @@ def _leaves(error: Any) -> list[Any]:
     return [leaf for sub in best for leaf in _leaves(sub)]
 
 
-def _path(error: Any) -> str:
+def _path(error: _SchemaError) -> str:
     text = ""
     for part in error.absolute_path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(body)"
 
 
-def _field_error(error: Any) -> FieldError:
+def _field_error(error: _SchemaError) -> FieldError:
     field, value, rule = _path(error), error.instance, error.validator_value
     sdk = sdk_release()
     if error.validator == "pattern" and "dkr" in str(rule):

@@ -81,7 +81,7 @@ def resolve_path(resource: Mapping[str, Any], steps: Sequence[str]) -> str | Non
     return clean(node)
 
 
-def clean(value: Any) -> str | None:
+def clean(value: object) -> str | None:
     """A value as bounded, printable text (None when there is none)."""
     if value is None or isinstance(value, Mapping | list):
         return None
@@ -128,13 +128,13 @@ def _custom(resource: Mapping[str, Any], kind: str, plan: AttributePlan) -> dict
     return found
 
 
-def _organisation(reference: Any) -> str | None:
+def _organisation(reference: object) -> str | None:
     if not isinstance(reference, Mapping):
         return None
     return clean(reference.get("display")) or clean(reference.get("reference"))
 
 
-def _device(context: Any) -> str | None:
+def _device(context: object) -> str | None:
     related = context.get("related") if isinstance(context, Mapping) else None
     for item in related if isinstance(related, list) else ():
         if isinstance(item, Mapping) and str(item.get("reference", "")).startswith("Device/"):

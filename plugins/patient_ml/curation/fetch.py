@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urljoin
 
 from patient_ml.curation import inline
@@ -44,6 +44,11 @@ from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_qu
 from patient_ml.fhir.errors import FhirNotFoundError, FhirReferenceError, FhirTooLargeError
 from patient_ml.settings import env_number, setting
 from patient_ml.storage import ArtifactNotFoundError, ArtifactTooLargeError, read_s3_url
+
+if TYPE_CHECKING:
+    import ssl
+
+    from patient_ml.fhir.client import FhirClient
 
 MAX_REDIRECTS = 5
 DEFAULT_DEADLINE = 60.0
@@ -158,7 +163,7 @@ def _malformed(detail: str) -> QuarantineError:
 
 
 class ImageFetcher:
-    def __init__(self, policy: FetchPolicy, fhir_client: Any = None) -> None:
+    def __init__(self, policy: FetchPolicy, fhir_client: FhirClient | None = None) -> None:
         self.policy = policy
         self.fhir_client = fhir_client
         self._roots = tuple(os.path.realpath(r) for r in policy.allowed_file_roots)
@@ -190,7 +195,7 @@ class ImageFetcher:
         return self._s3(url) if scheme == "s3" else self._binary(url)
 
     # inline -------------------------------------------------------------------------------
-    def _inline(self, data: Any) -> bytes:
+    def _inline(self, data: object) -> bytes:
         """base64Binary, whitespace allowed (MIME line breaks), decoded a piece at a time."""
         return inline.decode(data, self.policy.max_bytes)
 
@@ -391,10 +396,10 @@ class _HttpExchange:
         )
 
 
-_TLS: list[Any] = []
+_TLS: list[ssl.SSLContext] = []
 
 
-def _tls_context() -> Any:
+def _tls_context() -> ssl.SSLContext:
     """Certificates as `requests` verifies them: REQUESTS_CA_BUNDLE, else certifi's bundle."""
     if not _TLS:
         import ssl

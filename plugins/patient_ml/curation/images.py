@@ -24,13 +24,16 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from patient_ml.curation.near_duplicates import fingerprint as perceptual_hash
 from patient_ml.curation.quarantine import QuarantineError, unexpected_errors_quarantined
 from patient_ml.fhir.mapping import IMAGE_CONTENT_TYPES
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+    from PIL import Image
     from pydicom import Dataset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -178,7 +181,7 @@ def _inspect(
         raise QuarantineError("image_format_mismatch", f"contentType {content_type}, bytes {fmt}")
     sha = hashlib.sha256(data).hexdigest()
 
-    def finish(decoded: DecodedImage, image: Any) -> DecodedImage:
+    def finish(decoded: DecodedImage, image: Image.Image) -> DecodedImage:
         if fingerprint is None:
             return decoded
         from dataclasses import replace
@@ -205,7 +208,7 @@ def _inspect_raster(
     sha: str,
     limits: ImageLimits,
     budget: DecodeBudget,
-    finish: Callable[[DecodedImage, Any], DecodedImage],
+    finish: Callable[[DecodedImage, Image.Image], DecodedImage],
 ) -> DecodedImage:
     from PIL import Image, UnidentifiedImageError
 
@@ -252,7 +255,7 @@ def _inspect_dicom(
     sha: str,
     limits: ImageLimits,
     budget: DecodeBudget,
-    finish: Callable[[DecodedImage, Any], DecodedImage],
+    finish: Callable[[DecodedImage, Image.Image], DecodedImage],
 ) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -311,11 +314,11 @@ def _inflated_size(data: bytes, limit: int) -> int:
 
 
 def _decode_dicom(
-    ds: Any,
+    ds: Dataset,
     sha: str,
     rows: int,
     cols: int,
-    finish: Callable[[DecodedImage, Any], DecodedImage],
+    finish: Callable[[DecodedImage, Image.Image], DecodedImage],
 ) -> DecodedImage:
     import numpy as np
 
@@ -351,7 +354,9 @@ def _decode_dicom(
     return finish(decoded, image)
 
 
-def _monochrome_to_uint8(ds: Dataset, pixels: Any, photometric: str) -> Any:
+def _monochrome_to_uint8(
+    ds: Dataset, pixels: NDArray[np.generic], photometric: str
+) -> NDArray[np.uint8]:
     """Modality LUT (rescale slope/intercept), the first VOI window if any, then 0..255.
 
     Per-pixel operations, so they run on stripes of rows: a pass for the range, a pass to
@@ -361,7 +366,7 @@ def _monochrome_to_uint8(ds: Dataset, pixels: Any, photometric: str) -> Any:
 
     windowed = getattr(ds, "WindowCenter", None) is not None or getattr(ds, "VOILUTSequence", None)
 
-    def values(stripe: Any) -> Any:
+    def values(stripe: NDArray[np.generic]) -> NDArray[np.float64]:
         out = apply_modality_lut(stripe, ds)
         if windowed:
             out = apply_voi_lut(out, ds, index=0)
@@ -383,9 +388,9 @@ def _monochrome_to_uint8(ds: Dataset, pixels: Any, photometric: str) -> Any:
     return result
 
 
-def _to_png(image: object) -> bytes:
+def _to_png(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=False)  # type: ignore[attr-defined]
+    image.save(out, format="PNG", optimize=False)
     return out.getvalue()
 
 

@@ -54,7 +54,7 @@ class SpilledData(dict[str, Any]):
         self.path.unlink(missing_ok=True)
 
 
-def decoded_chunks(text: Any, max_bytes: int) -> Iterator[bytes]:
+def decoded_chunks(text: object, max_bytes: int) -> Iterator[bytes]:
     """The bytes of base64 `text`, a piece at a time; QuarantineError when it is not base64
     (whitespace allowed) or decodes to more than `max_bytes`."""
     if not isinstance(text, str):
@@ -87,12 +87,12 @@ def decoded_chunks(text: Any, max_bytes: int) -> Iterator[bytes]:
         raise QuarantineError("invalid_inline_data", "the length is not a multiple of 4")
 
 
-def decode(text: Any, max_bytes: int) -> bytes:
+def decode(text: object, max_bytes: int) -> bytes:
     """The bytes of base64 `text` (see `decoded_chunks`)."""
     return b"".join(decoded_chunks(text, max_bytes))
 
 
-def spill(text: Any, path: Path, max_bytes: int) -> int:
+def spill(text: object, path: Path, max_bytes: int) -> int:
     """Decode base64 `text` into the file `path`; returns its size. Nothing is left behind
     when the text is refused."""
     try:

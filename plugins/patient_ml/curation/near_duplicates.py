@@ -29,12 +29,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from patient_ml.curation.dihedral import Coordinates, coordinates
 from patient_ml.curation.near_candidates import candidate_pairs
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 KIND = "thumb32-v2"  # the signature curation stores and links on; bump when it changes
 SIDE = 32
@@ -46,7 +49,7 @@ DEFAULT_MIN_CORRELATION = 0.94  # measured: benchmarks/leakage.py, README
 _CHUNK = 1_024
 
 
-def signature(image: Any) -> bytes:
+def signature(image: Image.Image) -> bytes:
     """2,048 bytes for a Pillow image: whole-image and content-box 32x32 thumbnails."""
     from PIL import Image
 
@@ -57,7 +60,7 @@ def signature(image: Any) -> bytes:
     return _to_bytes(whole) + _to_bytes(content)
 
 
-def _content_box(gray: Any) -> tuple[float, float, float, float]:
+def _content_box(gray: Image.Image) -> tuple[float, float, float, float]:
     """The box (in pixels) of the rows and columns holding at least a tenth of the busiest
     row's (column's) pixels above a quarter of the way from the background (1st percentile)
     to the brightest (99th), on a view of at most 256 pixels a side: a dark margin added or
@@ -318,7 +321,7 @@ BITS = 256
 MAX_BUCKET_PAIRS = 2_000_000  # one degenerate bucket (e.g. blank images) cannot explode
 
 
-def fingerprint(image: Any, kind: str = "ahash16") -> bytes:
+def fingerprint(image: Image.Image, kind: str = "ahash16") -> bytes:
     """32 bytes for a Pillow image (ahash16/dhash16), or the 2,048-byte signature (`KIND`)."""
     from PIL import Image
 

@@ -40,7 +40,7 @@ from patient_ml.curation.upstream import (
     upstream_prediction,
 )
 from patient_ml.fhir import mapping
-from patient_ml.fhir.ndjson import max_line_bytes_for
+from patient_ml.fhir.ndjson import LineTooLong, max_line_bytes_for
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -163,7 +163,7 @@ def stage_records(
 def _dispatch(
     position: str,
     expected: str | None,
-    raw: Any,
+    raw: bytes | str | dict[str, Any] | LineTooLong,
     dataset: DatasetView,
     type_filter: rec.TokenFilter,
     staging: Staging,
@@ -292,8 +292,8 @@ def _winning_images(
     """The newest version of each DocumentReference, by id: the selected ones to fetch (with
     `upstream`, only those its newest prediction selects); the others counted (not selected,
     excluded by status, left out by the upstream model) or quarantined."""
-    stats.superseded_versions = stats.document_versions - (
-        staging.scalar("SELECT count(*) FROM documents") or 0
+    stats.superseded_versions = stats.document_versions - staging.count(
+        "SELECT count(*) FROM documents"
     )
     last = ""
     while True:

@@ -110,7 +110,7 @@ RECORD_REASONS = frozenset(
 )
 
 
-def with_validation_detail(error: QuarantineError, resource: Any) -> QuarantineError:
+def with_validation_detail(error: QuarantineError, resource: object) -> QuarantineError:
     """`error` with the precise reason of fhir.resources' validation of `resource` added to
     its detail (field paths and rules, never values), when the fast parser rejected the
     resource itself. Runs only on this rejection path, so reading stays fast."""

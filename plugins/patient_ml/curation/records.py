@@ -24,6 +24,7 @@ import orjson
 from patient_ml.config.duplicates import has_duplicate_keys, json_duplicate_keys, loads_json
 from patient_ml.config.identifiers import FHIR_ID_RULE, fhir_id_problem, shorten
 from patient_ml.curation.quarantine import QuarantineError
+from patient_ml.exceptions import FieldError
 from patient_ml.fhir import mapping
 from patient_ml.fhir.ndjson import LineTooLong
 from patient_ml.fhir.search import DuplicateKeyResource
@@ -65,7 +66,7 @@ class TokenFilter:
             else:
                 self.any_system.add(nfc(token))
 
-    def matches(self, codings: Any) -> bool:
+    def matches(self, codings: object) -> bool:
         if not isinstance(codings, list):
             return False
         for coding in codings:
@@ -108,7 +109,7 @@ def parse_resource(raw: bytes | str | dict[str, Any] | LineTooLong) -> dict[str,
     return resource
 
 
-def _refuse_duplicate_keys(raw: bytes | str, parsed: Any) -> None:
+def _refuse_duplicate_keys(raw: bytes | str, parsed: object) -> None:
     """QuarantineError('duplicate_key') when an object of the line holds a key twice (checked
     on every line, see `has_duplicate_keys`; only a line that has one is parsed again to name
     the keys)."""
@@ -118,7 +119,7 @@ def _refuse_duplicate_keys(raw: bytes | str, parsed: Any) -> None:
     duplicate_keys(json_duplicate_keys(loads_json(text)), parsed)
 
 
-def duplicate_keys(found: list[Any], parsed: Any) -> None:
+def duplicate_keys(found: list[FieldError], parsed: object) -> None:
     """Raise QuarantineError('duplicate_key') naming (at most 3 of) the duplicated keys."""
     shown = ", ".join(_where_duplicate(error.field) for error in found[:3])
     more = f" (+{len(found) - 3} more)" if len(found) > 3 else ""
@@ -140,7 +141,7 @@ _HTTP_BASE = re.compile(r"https?://[^\s/]+(?:/[^\s/]+)*", re.ASCII)
 _RELATIVE = re.compile(r"([A-Za-z]+)/([A-Za-z0-9.-]{1,64})(?:/_history/[A-Za-z0-9.-]{1,64})?")
 
 
-def reference_id(reference: Any, resource_type: str, field: str = "reference") -> str | None:
+def reference_id(reference: object, resource_type: str, field: str = "reference") -> str | None:
     """The id in `Type/id`, `http(s)://server/fhir/Type/id` or `Type/id/_history/2`; None when
     the reference names another type (or none). QuarantineError('invalid_reference') when it
     names `resource_type` outside that grammar or with an id that is not a FHIR id."""
@@ -312,7 +313,7 @@ def label_record(
     )
 
 
-def _class_code(codings: Any, label_system: str) -> str | None:
+def _class_code(codings: object, label_system: str) -> str | None:
     """The one code of `label_system` among the codings; None when there is none."""
     if not isinstance(codings, list):
         return None
@@ -331,7 +332,7 @@ def _class_code(codings: Any, label_system: str) -> str | None:
     return distinct[0]
 
 
-def _in_system(coding: Any, system: str) -> bool:
+def _in_system(coding: object, system: str) -> bool:
     """A coding of `system` (compared in NFC, as configs store it)."""
     if not isinstance(coding, dict) or not isinstance(coding.get("system"), str):
         return False

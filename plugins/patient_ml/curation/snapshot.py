@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -43,6 +43,9 @@ from patient_ml.curation.staging import Staging
 from patient_ml.curation.upstream import UpstreamPlan, upstream_report
 from patient_ml.db.models import Dataset
 from patient_ml.fhir.mapping import default_label_system
+
+if TYPE_CHECKING:
+    from patient_ml.storage.base import ArtifactStore
 
 log = logging.getLogger("patient_ml.curation")
 
@@ -95,7 +98,7 @@ class Staged:
 def staged_curation(
     dataset: DatasetView,
     source: RecordSource,
-    store: Any,
+    store: ArtifactStore,
     fetcher: ImageFetching,
     *,
     workdir: Path | None = None,
@@ -391,7 +394,7 @@ def write_manifest(staging: Staging, dataset: DatasetView, path: Path) -> tuple[
 
 def _manifest_objects(
     header: dict[str, Any], staging: Staging, names: dict[int, str], plan: AttributePlan
-) -> Any:
+) -> Iterator[dict[str, Any]]:
     yield header
     for row in pipeline.iter_examples(staging):
         (
@@ -515,7 +518,7 @@ def build_report(
     multi_patient = 0
     for doc_ids in identical_groups.values():
         marks = ",".join("?" * len(doc_ids))
-        patients_in_group = staging.scalar(
+        patients_in_group = staging.count(
             f"SELECT count(DISTINCT patient_key) FROM images WHERE doc_id IN ({marks})",
             tuple(doc_ids),
         )

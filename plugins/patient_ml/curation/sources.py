@@ -13,11 +13,14 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.fhir import mapping
 from patient_ml.fhir.ndjson import DEFAULT_MAX_LINE_BYTES, LineTooLong, iter_ndjson_lines
 from patient_ml.storage import artifact_store_from_uri
+
+if TYPE_CHECKING:
+    from patient_ml.fhir.client import FhirClient
 
 Record = tuple[str, str | None, bytes | dict[str, Any] | LineTooLong]
 RESOURCE_TYPES = ("DocumentReference", "Observation")
@@ -127,7 +130,7 @@ class FhirSearchSource:
 
     def __init__(
         self,
-        client: Any,
+        client: FhirClient,
         filter_codes: Sequence[str],
         *,
         patients: bool = False,
@@ -199,7 +202,7 @@ class FhirSearchSource:
 class FhirBulkExportSource(_LineLimit):
     """`$export` of DocumentReference and Observation, then the NDJSON files it produced."""
 
-    def __init__(self, client: Any, *, patients: bool = False) -> None:
+    def __init__(self, client: FhirClient, *, patients: bool = False) -> None:
         self.client = client
         self.patients = patients  # also export Patients (subgroup attributes need them)
         self.description = f"FHIR $export from {getattr(client, 'base_url', 'the FHIR server')}"

@@ -211,10 +211,15 @@ class Staging:
         while batch := cursor.fetchmany(_BATCH):
             yield from batch
 
-    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> object:
         self.flush()
         row = self.db.execute(sql, params).fetchone()
         return row[0] if row else None
+
+    def count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """The number a `SELECT count(...)` query answers (0 when it answers no row)."""
+        value = self.scalar(sql, params)
+        return value if isinstance(value, int) else 0
 
     def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self.db.execute("BEGIN")

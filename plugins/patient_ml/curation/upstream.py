@@ -21,11 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from patient_ml.curation.quarantine import QuarantineError
 from patient_ml.exceptions import PatientMLError
 from patient_ml.fhir import mapping
+
+if TYPE_CHECKING:
+    from patient_ml.curation.staging import Staging
 
 SCORING_BATCH_EXTENSION_URL = mapping.SCORING_BATCH_EXTENSION_URL
 
@@ -132,7 +135,7 @@ def _derived_documents(resource: Mapping[str, Any]) -> set[str]:
     return found
 
 
-def _indices(concept: Any, system: str) -> set[int]:
+def _indices(concept: object, system: str) -> set[int]:
     codings = concept.get("coding") if isinstance(concept, Mapping) else None
     out = set()
     for coding in codings if isinstance(codings, list) else []:
@@ -184,7 +187,15 @@ def _run(resource: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def upstream_report(staging: Any, plan: UpstreamPlan, stats: Any) -> dict[str, Any]:
+class UpstreamCounts(Protocol):
+    """What the report reads of curation's counts (`pipeline.CurationStats`)."""
+
+    upstream_predictions: int
+    upstream_unscored: int
+    upstream_not_selected: int
+
+
+def upstream_report(staging: Staging, plan: UpstreamPlan, stats: UpstreamCounts) -> dict[str, Any]:
     """The report's `upstream` section: the rule, the counts, and the scoring batches and runs
     whose predictions made the selection (lineage follows them)."""
     batches = [

@@ -11,13 +11,14 @@ the writer's lock), on PostgreSQL they are `READ ONLY` transactions.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
@@ -26,6 +27,10 @@ from patient_ml import settings
 from patient_ml.db.version import HEAD_REVISION, stored_revision
 from patient_ml.exceptions import ConflictError, DatabaseError, PatientMLError
 from patient_ml.settings import setting
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection as AirflowConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ def resolve_database_url(explicit: str | None = None) -> str:
     return settings.default_database_url()
 
 
-def url_from_connection(conn_id: str, conn: Any) -> str:
+def url_from_connection(conn_id: str, conn: AirflowConnection) -> str:
     """The SQLAlchemy URL an Airflow connection of type `patient_ml_db` names: the extra's
     `sqlalchemy_url`, a `sqlite` connection's file, or the PostgreSQL fields."""
     extra = conn.extra_dejson or {}
@@ -151,7 +156,7 @@ def _create_sqlite_engine(url: str, *, read_only: bool = False) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see "begin" below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -164,7 +169,7 @@ def _create_sqlite_engine(url: str, *, read_only: bool = False) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
+    def _on_begin(conn: Connection) -> None:
         # Writers take the write lock up front: two writers wait for each other (busy_timeout)
         # instead of failing with "database is locked" when a read transaction upgrades to a
         # write. Readers begin deferred and, in WAL mode, read a snapshot without any lock.

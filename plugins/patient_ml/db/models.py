@@ -371,7 +371,7 @@ class ImageSignature(Base):
 APPEND_ONLY = (Approval, Deployment, AuditEvent, SplitAssignment)
 
 
-def _refuse_change(mapper: Any, connection: Any, target: Any) -> None:
+def _refuse_change(mapper: object, connection: object, target: Any) -> None:
     raise RuntimeError(
         f"{type(target).__name__} rows are append-only; record a new row instead of changing "
         f"row {target.id}"

@@ -3,7 +3,7 @@ which `python -O` strips."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,6 @@ def present(value: T | None, what: str) -> T:
     return value
 
 
-def required(session: Session, cls: type[T], key: Any, *, of: str) -> T:
+def required(session: Session, cls: type[T], key: object, *, of: str) -> T:
     """The `cls` row with primary key `key`, which `of` (e.g. "run 1234") refers to."""
     return present(session.get(cls, key), f"{cls.__name__.lower()} {key!r} of {of}")

@@ -249,7 +249,7 @@ class Scorer:
         set's), in their order."""
         who = self.who
 
-        def one(example: TestExample) -> Any:
+        def one(example: TestExample) -> list[float] | np.ndarray:
             data = self.store.read_bytes(f"{self.prefix}/{example.image_key}")
             try:
                 answer = invoke(url, data)
@@ -262,12 +262,12 @@ class Scorer:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="evaluate") as pool:
             return list(pool.map(one, self.test.examples if examples is None else examples))
 
-    def _parse(self, answer: Any, example: TestExample, who: str) -> Any:
+    def _parse(self, answer: object, example: TestExample, who: str) -> list[float] | np.ndarray:
         if self.test.problem_type == "imgClf":
             return self._probabilities(answer, example, who)
         return self._mask(answer, example, who)
 
-    def _probabilities(self, answer: Any, example: TestExample, who: str) -> list[float]:
+    def _probabilities(self, answer: object, example: TestExample, who: str) -> list[float]:
         items = answer.get("predictions") if isinstance(answer, dict) else answer
         if not isinstance(items, list) or not items:
             raise EvaluationError(
@@ -300,8 +300,10 @@ class Scorer:
             )
         return [scores[i] for i in self.indices]
 
-    def _mask(self, answer: Any, example: TestExample, who: str) -> np.ndarray:
+    def _mask(self, answer: object, example: TestExample, who: str) -> np.ndarray:
         try:
+            if not isinstance(answer, dict):  # as indexing it would: caught below
+                raise TypeError(f"{type(answer).__name__} is not an answer object")
             raw = base64.b64decode(answer["mask"], validate=True)
             mask = np.asarray(Image.open(io.BytesIO(raw)))
         except Exception:

@@ -24,11 +24,12 @@ import logging
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from patient_ml import settings
 from patient_ml.factory import build_cache
 from patient_ml.factory.build import (
+    FactoryArguments,
     FactoryOptions,
     build_dag,
     build_monitor_dag,
@@ -38,9 +39,12 @@ from patient_ml.factory.build import (
     dag_template,
     is_monitored,
 )
-from patient_ml.factory.catalog import Catalog, load_catalog
+from patient_ml.factory.catalog import Catalog, ModelEntry, load_catalog
 from patient_ml.factory.scoring import build_scoring_dag, is_scored
 from patient_ml.naming import monitor_dag_id_of, scoring_dag_id_of
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
 
 log = logging.getLogger("patient_ml.factory")
 
@@ -61,14 +65,17 @@ class FactoryResult:
     copied: int = 0  # of the built ones, those copied from a DAG of the same shape
 
 
-def build_dags(namespace: MutableMapping[str, Any], **options: Any) -> FactoryResult:
+def build_dags(
+    namespace: MutableMapping[str, Any], **options: Unpack[FactoryArguments]
+) -> FactoryResult:
     """Build the DAGs of the stored model configs into `namespace` (a DAG file's globals()).
 
     Keyword arguments are the fields of `FactoryOptions`.
     """
     from airflow.sdk import get_parsing_context
 
-    opts = FactoryOptions(**{"backend": settings.backend(), **options})
+    arguments: FactoryArguments = {"backend": settings.backend(), **options}
+    opts = FactoryOptions(**arguments)
     cache_dir = settings.dag_cache_dir()
     only = get_parsing_context().dag_id
     catalog = load_catalog(only_dag_id=only, cache_dir=cache_dir)
@@ -130,14 +137,14 @@ class _Templates:
     none)."""
 
     def __init__(self) -> None:
-        self._offered: list[tuple[Any, Any]] = []
-        self._dags: dict[tuple[Any, ...], Any] = {}
+        self._offered: list[tuple[ModelEntry, DAG]] = []
+        self._dags: dict[tuple[Any, ...], DAG] = {}
         self._pickled: dict[tuple[Any, ...], bytes] = {}
 
-    def offer(self, entry: Any, dag: Any) -> None:
+    def offer(self, entry: ModelEntry, dag: DAG) -> None:
         self._offered.append((entry, dag))
 
-    def copy(self, entry: Any, opts: FactoryOptions) -> Any:
+    def copy(self, entry: ModelEntry, opts: FactoryOptions) -> DAG | None:
         for offered, dag in self._offered:
             # a value dag_shape cannot read: no template, the shape's configs are built
             with contextlib.suppress(Exception):
@@ -149,17 +156,17 @@ class _Templates:
             return None
         template = self._pickled.get(shape)
         if template is None:
-            dag = self._dags.get(shape)
-            if dag is None:
+            built = self._dags.get(shape)
+            if built is None:
                 return None
-            template = self._pickled[shape] = dag_template(dag)
+            template = self._pickled[shape] = dag_template(built)
         try:
             return copy_dag(template, entry, opts)
         except Exception:  # e.g. a stored value of the wrong type: build_dag reports it
             return None
 
 
-def _build(entry: Any, opts: FactoryOptions, errors: dict[str, str]) -> Any:
+def _build(entry: ModelEntry, opts: FactoryOptions, errors: dict[str, str]) -> DAG:
     """`build_dag`, or the config-error stand-in (the error logged, warned and in `errors`)."""
     try:
         return build_dag(entry, opts)
@@ -185,7 +192,7 @@ _DEPLOYED_DAGS = {
 
 def _add_deployed_dag(
     kind: str,
-    entry: Any,
+    entry: ModelEntry,
     opts: FactoryOptions,
     options_key: str,
     cached: dict[str, Any],

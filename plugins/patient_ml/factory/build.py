@@ -71,6 +71,28 @@ class Serving(Connections):
     docker_conn_id: str | None
 
 
+class FactoryArguments(TypedDict, total=False):
+    """The keyword arguments of `build_dags`: the fields of `FactoryOptions` (documented there;
+    tests/factory/test_arguments.py keeps the two lists equal), so a DAG file's options are
+    type-checked."""
+
+    backend: str
+    patient_ml_conn_id: str | None
+    artifact_uri: str | None
+    aws_conn_id: str
+    docker_conn_id: str | None
+    trial_timeout: float
+    trial_cpus: float
+    trial_memory_mb: int
+    health_timeout: float
+    approval_poll_interval: float
+    retries: int
+    retry_delay_s: float
+    max_active_runs: int
+    owner: str
+    extra_tags: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class FactoryOptions:
     """How the factory's DAGs run; arguments of `build_dags` in the DAG file.
@@ -208,7 +230,9 @@ def schedule_assets(entry: ModelEntry) -> list[Asset]:
     return assets
 
 
-def training_schedule(entry: ModelEntry) -> Any:
+def training_schedule(
+    entry: ModelEntry,
+) -> str | timedelta | list[Asset] | AssetAny | AssetOrTimeSchedule | None:
     """The training DAG's schedule: its own (cron, interval or manual), or also any of
     `schedule_assets` (an event of either starts a run)."""
     schedule = schedule_of(entry.training)
@@ -449,7 +473,7 @@ class _TemplatePickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._swapped = swapped
 
-    def persistent_id(self, obj: Any) -> str | None:
+    def persistent_id(self, obj: object) -> str | None:
         return self._swapped.get(id(obj))
 
 
@@ -458,7 +482,7 @@ class _CopyUnpickler(pickle.Unpickler):
         super().__init__(file)
         self._values = values
 
-    def persistent_load(self, pid: Any) -> Any:
+    def persistent_load(self, pid: str) -> object:
         return self._values[pid]
 
 

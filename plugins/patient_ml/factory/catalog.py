@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -209,7 +210,7 @@ def query_entries(*, slug: str | None = None) -> list[ModelEntry]:
 _SLUG = re.compile(r"[a-z0-9_]{1,200}")
 
 
-def _upstream_id(source: Any) -> str | None:
+def _upstream_id(source: str | Mapping[str, Any] | None) -> str | None:
     """`source.fromModel.model` of a stored dataset (the upstream model's id), or None."""
     upstream = _json(source).get("fromModel")
     model = upstream.get("model") if isinstance(upstream, dict) else None
@@ -305,14 +306,14 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _json(value: Any) -> dict[str, Any]:
+def _json(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if isinstance(value, str):
         loaded: dict[str, Any] = json.loads(value)
         return loaded
     return dict(value or {})
 
 
-def _iso(value: Any) -> str:
+def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 

@@ -9,7 +9,7 @@ requests or urllib3.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from patient_ml.fhir.names import CLIENT_NAMES
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = list(CLIENT_NAMES)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in CLIENT_NAMES:
         return getattr(importlib.import_module("patient_ml.fhir.client"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,11 +8,15 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from patient_ml.fhir.errors import FhirConfigError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("patient_ml.fhir")
 
@@ -148,7 +152,7 @@ class ClientCredentialsTokens:
         self.last_status: int | None = None
         self._lock = threading.Lock()
 
-    def _seen(self, resp: Any) -> Any:
+    def _seen(self, resp: requests.Response) -> requests.Response:
         self.last_status = resp.status_code
         return resp
 
@@ -172,9 +176,12 @@ class ClientCredentialsTokens:
         with self._lock:
             self.session.token = None
 
-    def _fix_lifetime(self, token: Any) -> None:
+    def _fix_lifetime(self, token: MutableMapping[str, object]) -> None:
+        expires_in = token.get("expires_in", DEFAULT_TOKEN_LIFETIME)
         try:
-            lifetime = float(token.get("expires_in", DEFAULT_TOKEN_LIFETIME))
+            if not isinstance(expires_in, str | int | float):  # null, a list, an object
+                raise TypeError(type(expires_in).__name__)
+            lifetime = float(expires_in)
         except (TypeError, ValueError):
             lifetime = float(DEFAULT_TOKEN_LIFETIME)
         if not isinstance(token.get("expires_at"), int):

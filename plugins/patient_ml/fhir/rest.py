@@ -35,7 +35,7 @@ from patient_ml.fhir.transport import (
 log = logging.getLogger("patient_ml.fhir")
 
 
-def status_code(status_text: Any) -> int | None:
+def status_code(status_text: object) -> int | None:
     match = re.match(r"\s*(\d{3})", str(status_text or ""))
     return int(match.group(1)) if match else None
 

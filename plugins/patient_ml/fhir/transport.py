@@ -16,11 +16,12 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,6 +35,10 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
+
+if TYPE_CHECKING:
+    from urllib3.connectionpool import ConnectionPool
+    from urllib3.response import BaseHTTPResponse
 
 from patient_ml.fhir.auth import (
     BasicAuth,
@@ -54,6 +59,8 @@ from patient_ml.fhir.errors import (
 from patient_ml.fhir.ndjson import LineTooLong
 
 log = logging.getLogger("patient_ml.fhir")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 FHIR_JSON = "application/fhir+json"
 FHIR_NDJSON = "application/fhir+ndjson"
@@ -109,7 +116,7 @@ def check_type(resource_type: str) -> str:
     return resource_type
 
 
-def check_id(resource_type: str, resource_id: Any) -> str:
+def check_id(resource_type: str, resource_id: object) -> str:
     if not isinstance(resource_id, str) or not _RESOURCE_ID.match(resource_id):
         raise FhirConfigError(
             f"{resource_type} id {resource_id!r} is not a valid FHIR id.",
@@ -118,7 +125,7 @@ def check_id(resource_type: str, resource_id: Any) -> str:
     return resource_id
 
 
-def outcome_text(doc: Any, limit: int = 3) -> str | None:
+def outcome_text(doc: object, limit: int = 3) -> str | None:
     """Diagnostics of an OperationOutcome (or an OAuth2 error), never the whole body."""
     if not isinstance(doc, dict):
         return None
@@ -229,15 +236,20 @@ class FhirRetry(Retry):
         ceiling = min(self.backoff_max, self.backoff_factor * 2 ** (attempt - 1))
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))
 
-    def get_retry_after(self, response: Any) -> float | None:
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         seconds = parse_retry_after(response.headers.get("Retry-After"))
         return None if seconds is None else min(seconds, self.retry_after_cap)
 
-    def increment(self, method: str | None = None, url: str | None = None, *args: Any,
-                  **kwargs: Any) -> Self:  # fmt: skip
-        fresh = super().increment(method, url, *args, **kwargs)
-        response = kwargs.get("response", args[0] if args else None)
-        error = kwargs.get("error", args[1] if len(args) > 1 else None)
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        fresh = super().increment(method, url, response, error, _pool, _stacktrace)
         wait = fresh.get_retry_after(response) if response is not None else None
         fresh.planned_wait = fresh.get_backoff_time() if wait is None else wait
         self.attempts.retries = len(fresh.history)
@@ -255,7 +267,7 @@ class FhirRetry(Retry):
             )  # fmt: skip
         return fresh
 
-    def sleep(self, response: Any = None) -> None:
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
         wait = self.planned_wait if self.planned_wait is not None else self.get_backoff_time()
         if wait > 0:
             time.sleep(wait)
@@ -413,7 +425,7 @@ class FhirTransport:
         )
 
     @staticmethod
-    def _send(policy: FhirRetry, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _send(policy: FhirRetry, send: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Call `send` (a session's request) with `policy` as its adapter's retries."""
         token = _RETRY_POLICY.set(policy)
         try:
@@ -436,7 +448,7 @@ class FhirTransport:
         method: str,
         url: str,
         *,
-        params: Any = None,
+        params: Sequence[tuple[str, str]] | None = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,

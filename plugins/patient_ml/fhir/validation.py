@@ -14,9 +14,12 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
 from patient_ml.exceptions import PatientMLError
 
@@ -44,11 +47,12 @@ class InvalidFhirResourceError(PatientMLError):
 
 
 @functools.cache
-def model_class(resource_type: str) -> Any:
+def model_class(resource_type: str) -> type[FHIRAbstractModel]:
     """The fhir.resources model of a resource type; KeyError when there is none."""
     package = importlib.import_module(f"fhir.resources.{FHIR_RELEASE}")
     try:
-        return package.get_fhir_model_class(resource_type)
+        found: type[FHIRAbstractModel] = package.get_fhir_model_class(resource_type)
+        return found
     except (KeyError, ValueError, AttributeError, ImportError):
         raise KeyError(resource_type) from None
 

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.models.hitl import HITLDetail
+    from sqlalchemy import Connection
 
 log = logging.getLogger("patient_ml.hooks.airflow_assignees")
 
@@ -54,7 +58,7 @@ def resolve(
     return resolved
 
 
-def fab_ids_by_name(connection: Any, names: Sequence[str]) -> dict[str, str]:
+def fab_ids_by_name(connection: Connection, names: Sequence[str]) -> dict[str, str]:
     """FAB's `ab_user` ids of these user names (case-insensitive), read on `connection`."""
     from sqlalchemy import column, func, select, table
 
@@ -66,7 +70,7 @@ def fab_ids_by_name(connection: Any, names: Sequence[str]) -> dict[str, str]:
     return {str(username): str(user_id) for user_id, username in rows}
 
 
-def _before_insert(_mapper: Any, connection: Any, target: Any) -> None:
+def _before_insert(_mapper: object, connection: Connection, target: HITLDetail) -> None:
     assignees = list(target.assignees or [])
     names = [
         str(u["id"])[len(BY_NAME) :] for u in assignees if str(u.get("id", "")).startswith(BY_NAME)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 
 from patient_ml.exceptions import ConflictError
 from patient_ml.fhir.auth import AUTH_TYPES, make_auth
@@ -28,8 +28,10 @@ class FhirHook(BaseHook):
     conn_type = "fhir"
     hook_name = "FHIR server"
 
-    def __init__(self, fhir_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, fhir_conn_id: str = default_conn_name, *, logger_name: str | None = None
+    ) -> None:
+        super().__init__(logger_name=logger_name)
         self.fhir_conn_id = fhir_conn_id
         self._client: FhirClient | None = None
 
@@ -90,7 +92,7 @@ def fhir_client(conn_id: str) -> FhirClient:
         ) from None
 
 
-def build_client(conn_id: str, conn: Any) -> FhirClient:
+def build_client(conn_id: str, conn: Connection) -> FhirClient:
     """FhirClient from an Airflow Connection's fields (see the module docstring)."""
     extra = conn.extra_dejson or {}
     base_url = _base_url(conn_id, conn, extra)
@@ -132,7 +134,7 @@ def fhir_base_url(conn_id: str) -> str:
     return _base_url(conn_id, conn, conn.extra_dejson or {})
 
 
-def _base_url(conn_id: str, conn: Any, extra: dict[str, Any]) -> str:
+def _base_url(conn_id: str, conn: Connection, extra: dict[str, Any]) -> str:
     host = str(conn.host or "").strip()
     if not host:
         raise FhirConfigError(
@@ -151,7 +153,7 @@ def _base_url(conn_id: str, conn: Any, extra: dict[str, Any]) -> str:
     return f"{scheme}://{hostname}/{path.strip('/')}".rstrip("/")
 
 
-def _guess_auth_type(conn: Any, extra: dict[str, Any]) -> str:
+def _guess_auth_type(conn: Connection, extra: dict[str, Any]) -> str:
     if extra.get("token_url"):
         return "client_credentials"
     if extra.get("token"):
@@ -161,8 +163,10 @@ def _guess_auth_type(conn: Any, extra: dict[str, Any]) -> str:
     return "none"
 
 
-def _number(conn_id: str, name: str, value: Any) -> float:
+def _number(conn_id: str, name: str, value: object) -> float:
     try:
+        if not isinstance(value, str | int | float):  # JSON: null, a list, an object
+            raise TypeError(type(value).__name__)
         return float(value)
     except (TypeError, ValueError):
         raise FhirConfigError(
@@ -171,7 +175,7 @@ def _number(conn_id: str, name: str, value: Any) -> float:
         ) from None
 
 
-def _verify(value: Any) -> bool | str:
+def _verify(value: object) -> bool | str:
     if isinstance(value, bool):
         return value
     text = str(value).strip()

@@ -28,11 +28,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 
 from patient_ml.exceptions import PatientMLError
+
+if TYPE_CHECKING:  # mlflow is optional (the `mlflow` extra); imported where it is used
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, Run, RunTag
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.utils.async_logging.run_operations import RunOperations
 
 log = logging.getLogger("patient_ml.mlflow")
 
@@ -85,8 +91,10 @@ class MlflowHook(BaseHook):
     conn_type = "patient_ml_mlflow"
     hook_name = "MLflow tracking server (Patient ML mirror)"
 
-    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, mlflow_conn_id: str = default_conn_name, *, logger_name: str | None = None
+    ) -> None:
+        super().__init__(logger_name=logger_name)
         self.mlflow_conn_id = mlflow_conn_id
         self._tracker: MlflowTracker | None = None
 
@@ -145,7 +153,7 @@ def mirror_tracker(conn_id: str | None) -> MlflowTracker | None:
     return hook.get_tracker()
 
 
-def settings_of(conn_id: str, conn: Any) -> MlflowSettings:
+def settings_of(conn_id: str, conn: Connection) -> MlflowSettings:
     extra = conn.extra_dejson or {}
     uri = str(extra.get("tracking_uri") or "").strip() or _uri_of(conn)
     if not uri:
@@ -167,7 +175,7 @@ def settings_of(conn_id: str, conn: Any) -> MlflowSettings:
     )
 
 
-def _uri_of(conn: Any) -> str:
+def _uri_of(conn: Connection) -> str:
     host = str(conn.host or "").strip()
     if not host or "://" in host:
         return host
@@ -207,7 +215,7 @@ class MlflowTracker:
 
     def __init__(self, settings: MlflowSettings) -> None:
         self.settings = settings
-        self._client: Any = None
+        self._client: MlflowClient | None = None
 
     @contextmanager
     def _environment(self) -> Iterator[None]:
@@ -227,7 +235,7 @@ class MlflowTracker:
                     else:
                         os.environ[key] = value
 
-    def call(self, what: str, action: Callable[[Any], T]) -> T:
+    def call(self, what: str, action: Callable[[MlflowClient], T]) -> T:
         """`action(client)` within this connection's bounds; MlflowUnavailableError naming
         `what` when it fails."""
         with self._environment():
@@ -255,7 +263,7 @@ class MlflowTracker:
     def experiment_id(self, model_name: str, tags: dict[str, str]) -> str:
         name = f"{self.settings.experiment_prefix}{model_name}"
 
-        def ensure(client: Any) -> str:
+        def ensure(client: MlflowClient) -> str:
             found = client.get_experiment_by_name(name)
             if found is not None:
                 if found.lifecycle_stage == "deleted":
@@ -265,7 +273,7 @@ class MlflowTracker:
 
         return self.call(f"find or create experiment {name!r}", ensure)
 
-    def find_run(self, experiment_id: str, tags: dict[str, str]) -> Any | None:
+    def find_run(self, experiment_id: str, tags: dict[str, str]) -> Run | None:
         """The newest run of the experiment whose tags have these values, or None."""
         where = " and ".join(f"tags.`{k}` = '{_quoted(v)}'" for k, v in tags.items())
         found = self.call(
@@ -274,7 +282,7 @@ class MlflowTracker:
         )
         return found[0] if found else None
 
-    def runs_under(self, experiment_id: str, parent_run_id: str) -> list[Any]:
+    def runs_under(self, experiment_id: str, parent_run_id: str) -> list[Run]:
         where = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
         return list(
             self.call(
@@ -339,7 +347,7 @@ class MlflowTracker:
 
     # -- the model registry --------------------------------------------------------------------
 
-    def version_of(self, model_name: str, product_run_id: str) -> Any | None:
+    def version_of(self, model_name: str, product_run_id: str) -> ModelVersion | None:
         """The registered version of `model_name` that mirrors the product run, or None."""
         where = f"name = '{_quoted(model_name)}' and tags.`{RUN_TAG}` = '{product_run_id}'"
         found = self.call(
@@ -364,7 +372,7 @@ class MlflowTracker:
         logged model of the run holding `artifact` (model.tar.gz) and `metrics` (linked to
         `dataset` = (name, digest)), registered with `tags`. Its version number."""
 
-        def ensure_model(client: Any) -> None:
+        def ensure_model(client: MlflowClient) -> None:
             from mlflow.exceptions import MlflowException
 
             try:
@@ -429,23 +437,25 @@ class MlflowTracker:
             self.call(f"tag registered model {model_name!r}", tag)
 
 
-def _log_batch(run_id: str, metrics: list[Any], params: list[Any], tags: list[Any], c: Any) -> Any:
+def _log_batch(
+    run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag], c: MlflowClient
+) -> RunOperations | None:
     return c.log_batch(run_id, metrics=metrics, params=params, tags=tags)
 
 
 def _log_metric(
     run_id: str, key: str, value: float, dataset: str | None, digest: str | None, model_id: str,
-    c: Any,
-) -> Any:  # fmt: skip
+    c: MlflowClient,
+) -> RunOperations | None:  # fmt: skip
     return c.log_metric(run_id, key, value, dataset_name=dataset, dataset_digest=digest,
                         model_id=model_id)  # fmt: skip
 
 
-def _tag_version(model_name: str, version: str, key: str, value: str, c: Any) -> Any:
+def _tag_version(model_name: str, version: str, key: str, value: str, c: MlflowClient) -> None:
     return c.set_model_version_tag(model_name, version, key, value)
 
 
-def _tag_model(model_name: str, key: str, value: str, c: Any) -> Any:
+def _tag_model(model_name: str, key: str, value: str, c: MlflowClient) -> None:
     return c.set_registered_model_tag(model_name, key, value)
 
 

@@ -25,8 +25,10 @@ class ProductDatabaseHook(BaseHook):
     conn_type = "patient_ml_db"
     hook_name = "Patient ML product database"
 
-    def __init__(self, patient_ml_conn_id: str = default_conn_name, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, patient_ml_conn_id: str = default_conn_name, *, logger_name: str | None = None
+    ) -> None:
+        super().__init__(logger_name=logger_name)
         self.patient_ml_conn_id = patient_ml_conn_id
 
     @classmethod

@@ -17,7 +17,7 @@ import stat
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -25,6 +25,10 @@ from patient_ml.curation.sources import local_path
 from patient_ml.exceptions import ConflictError, PatientMLError
 from patient_ml.fhir.errors import FhirConflictError
 from patient_ml.storage import artifact_store_from_uri
+
+if TYPE_CHECKING:
+    from patient_ml.config.models import DatasetSource
+    from patient_ml.fhir.client import FhirClient
 
 LABELS_FILE = "Observation.patient-ml-labels.ndjson"
 
@@ -45,7 +49,7 @@ class LabelSink(Protocol):
 class FhirServerSink:
     assigns_versions = True
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: FhirClient) -> None:
         self.client = client
         self.description = f"FHIR server {getattr(client, 'base_url', '')}"
 
@@ -138,7 +142,10 @@ def ndjson_bytes(resources: Sequence[dict[str, Any]]) -> bytes:
 
 
 def sink_for(
-    source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default"
+    source: DatasetSource,
+    *,
+    fhir_client: FhirClient | None = None,
+    aws_conn_id: str = "aws_default",
 ) -> LabelSink:
     """The sink of a dataset's source config (`patient_ml.config.models.DatasetSource`)."""
     if source.type == "ndjson":
@@ -146,4 +153,9 @@ def sink_for(
         if uri.startswith("s3://"):
             return S3NdjsonSink(uri, aws_conn_id=aws_conn_id)
         return NdjsonFolderSink(uri)
+    if fhir_client is None:
+        raise PatientMLError(
+            "Labels for a FHIR server source need a FHIR client.",
+            fix="pass fhir_client= (the dataset's FHIR connection, e.g. through FhirHook)",
+        )
     return FhirServerSink(fhir_client)

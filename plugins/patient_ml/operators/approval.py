@@ -112,7 +112,7 @@ class AwaitApprovalOperator(RunOperator):
             return self._finish(context, event)
         return self._finish(context, self._wait(context))
 
-    def execute_complete(self, context: Context, event: Any) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: object) -> dict[str, Any]:
         return self._finish(context, event)
 
     # ------------------------------------------------------------------ waiting
@@ -178,7 +178,7 @@ class AwaitApprovalOperator(RunOperator):
             )
 
     # ------------------------------------------------------------------ the end of the wait
-    def _finish(self, context: Context, raw: Any) -> dict[str, Any]:
+    def _finish(self, context: Context, raw: object) -> dict[str, Any]:
         event = parse_event(raw, self.run_id)
         if isinstance(event, ErrorEvent):
             raise ApprovalEventError(
@@ -347,7 +347,7 @@ class AwaitApprovalOperator(RunOperator):
             f"{decision.get('description')}; deploy is skipped."
         )
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
         """OpenLineage (docs/lineage.md): the artifact decided on and the decision."""
         from patient_ml.operators.lineage import lineage_or_none
         from patient_ml.services.lineage import approval_lineage

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -209,14 +209,14 @@ class TrackedServer:
         return self.inner.image_digest(image)
 
 
-def is_last_try(context: Any, retries: int | None) -> bool:
+def is_last_try(context: Context, retries: int | None) -> bool:
     ti = context.get("ti") if hasattr(context, "get") else None
     try_number = getattr(ti, "try_number", None)
     return try_number is None or int(try_number) > int(retries or 0)
 
 
 def fail_run_on_last_try(
-    context: Any, retries: int | None, conn_id: str | None, run_id: str, error: str, actor: str
+    context: Context, retries: int | None, conn_id: str | None, run_id: str, error: str, actor: str
 ) -> None:
     """Mark the run failed with `error` when Airflow will not retry this task any more."""
     if not is_last_try(context, retries):
@@ -230,12 +230,12 @@ def fail_run_on_last_try(
             finish_run(session, run_id, status="failed", actor=actor, error=error[:4000])
 
 
-def task_actor(task: Any) -> str:
+def task_actor(task: BaseOperator) -> str:
     """How audit events name the Airflow task that acted."""
     return f"airflow:{task.dag_id}.{task.task_id}"
 
 
-def triggering_actor(dag_run: Any) -> str:
+def triggering_actor(dag_run: object) -> str:
     """Who started a DAG run, as the product's audit trail names it."""
     user = getattr(dag_run, "triggering_user_name", None)
     if user:
@@ -248,7 +248,7 @@ def triggering_actor(dag_run: Any) -> str:
     return "airflow"
 
 
-def set_outlet_extra(context: Any, extra: dict[str, Any]) -> None:
+def set_outlet_extra(context: Context, extra: dict[str, Any]) -> None:
     """Attach `extra` to the Asset events this task's outlets emit when it succeeds."""
     task = context.get("task") if hasattr(context, "get") else None
     events = context.get("outlet_events") if hasattr(context, "get") else None

@@ -20,6 +20,7 @@ from patient_ml.operators.common import (
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+    from sqlalchemy import Engine
 
 
 class CurateDatasetOperator(FhirSourceMixin, PatientMLBaseOperator):
@@ -125,7 +126,7 @@ class CurateDatasetOperator(FhirSourceMixin, PatientMLBaseOperator):
         )  # fmt: skip
         return {"runId": run_id, **summary} if run_id else summary
 
-    def _start_run(self, engine: Any, context: Context) -> tuple[str, str]:
+    def _start_run(self, engine: Engine, context: Context) -> tuple[str, str]:
         from patient_ml.db.engine import session_scope
         from patient_ml.db.models import Model
         from patient_ml.db.require import required
@@ -151,7 +152,7 @@ class CurateDatasetOperator(FhirSourceMixin, PatientMLBaseOperator):
         )
         return run_id, dataset_id
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
         """OpenLineage (docs/lineage.md): the FHIR source in, the snapshot out."""
         from patient_ml.operators.lineage import lineage_or_none
         from patient_ml.services.lineage import curate_lineage

@@ -71,7 +71,7 @@ class DeployModelOperator(ServingOperator):
             self.log.warning("cannot tell whether %s serves the champion: %s", handle.name, exc)
             return True
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
         """OpenLineage (docs/lineage.md): the artifact in, the endpoint out."""
         from patient_ml.operators.lineage import lineage_or_none
         from patient_ml.services.lineage import deploy_lineage

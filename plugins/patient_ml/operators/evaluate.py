@@ -13,6 +13,9 @@ from patient_ml.operators.common import ServingOperator, fail_run_on_last_try
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+    from sqlalchemy import Engine
+
+    from patient_ml.storage.base import ArtifactStore
 
 
 class EvaluateModelOperator(ServingOperator):
@@ -61,7 +64,7 @@ class EvaluateModelOperator(ServingOperator):
         mirrored = self.mirror_to_mlflow()
         return {**summary, "modelCard": card, **({"mlflow": mirrored} if mirrored else {})}
 
-    def _finish_tuning(self, engine: Any, store: Any) -> None:
+    def _finish_tuning(self, engine: Engine, store: ArtifactStore) -> None:
         from patient_ml.db.engine import session_scope
         from patient_ml.services.runs import get_run
         from patient_ml.services.tuning import finish_tuning
@@ -77,7 +80,7 @@ class EvaluateModelOperator(ServingOperator):
                 best["hyperparameters"],
             )
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
         """OpenLineage (docs/lineage.md): the snapshot and the champion in, the challenger's
         artifact out, the metrics with their intervals."""
         from patient_ml.operators.lineage import lineage_or_none

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from patient_ml.operators.common import PatientMLBaseOperator
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 FAILED_STATES = ("failed", "upstream_failed")
 _MAP_SUFFIX = re.compile(r"_\d+$")
@@ -102,7 +105,7 @@ class RecordRunOperator(PatientMLBaseOperator):
         failed.discard(self.task_id)
         return sorted(failed)
 
-    def _write_card(self, engine: Any, run_id: str) -> None:
+    def _write_card(self, engine: Engine, run_id: str) -> None:
         from patient_ml.services.model_cards import write_model_card
 
         try:

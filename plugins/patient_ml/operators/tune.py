@@ -105,7 +105,7 @@ class TuneWorkerOperator(ContainerOperator):
         if self._worker is not None:
             self._worker.kill()
 
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> OperatorLineage | None:
         """OpenLineage (docs/lineage.md): the snapshot the trials trained on."""
         from patient_ml.operators.lineage import lineage_or_none
         from patient_ml.services.lineage import tune_lineage

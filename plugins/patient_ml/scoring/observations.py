@@ -197,7 +197,7 @@ def _fraction(value: float) -> dict[str, Any]:
     return {"value": value, "unit": "fraction of the mask", "system": UCUM, "code": "1"}
 
 
-def _label_index(model: ScoringModel, example: ScoredExample, value: Any, where: str) -> int:
+def _label_index(model: ScoringModel, example: ScoredExample, value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(example, where, "is not a label index (an integer)", _FIX["imgClf"])
     if value not in model.labels:

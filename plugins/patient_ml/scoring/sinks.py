@@ -18,13 +18,17 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from patient_ml.exceptions import PatientMLError
 from patient_ml.fhir import validation
 from patient_ml.labels.sinks import NdjsonFolderSink, S3NdjsonSink, ndjson_bytes
+
+if TYPE_CHECKING:
+    from patient_ml.config.models import DatasetSource
+    from patient_ml.fhir.client import FhirClient
 
 PREDICTIONS_SUFFIX = "patient-ml-predictions.ndjson"
 PREDICTIONS_FILE = f"Observation.{PREDICTIONS_SUFFIX}"
@@ -45,7 +49,7 @@ class PredictionSink(Protocol):
 class FhirTransactionSink:
     """One transaction Bundle of `PUT Type/id` entries per write."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: FhirClient) -> None:
         self.client = client
         self.base_url = str(getattr(client, "base_url", "") or "").rstrip("/")
         self.description = f"FHIR server {self.base_url}"
@@ -169,7 +173,10 @@ class S3PredictionSink:
 
 
 def prediction_sink_for(
-    source: Any, *, fhir_client: Any = None, aws_conn_id: str = "aws_default"
+    source: DatasetSource,
+    *,
+    fhir_client: FhirClient | None = None,
+    aws_conn_id: str = "aws_default",
 ) -> PredictionSink:
     """The prediction sink of a dataset's source config (`patient_ml.config.models.
     DatasetSource`): its FHIR server (through `fhir_client`) or its NDJSON folder / S3 prefix."""

@@ -62,7 +62,7 @@ class RepeatedApprovalError(ConflictError):
     """The same person approved the run before; under minApprovers another person must."""
 
 
-def _invalid(field: str, message: str, value: Any) -> ConfigValidationError:
+def _invalid(field: str, message: str, value: object) -> ConfigValidationError:
     return ConfigValidationError("approval decision", [FieldError(field, message, value)])
 
 

@@ -150,7 +150,13 @@ class ConfigRepository(ABC, Generic[RowT, ConfigT]):
         return resolved
 
     def _audit(
-        self, session: Session, action: str, stored: RowT, *, actor: str, **states: Any
+        self,
+        session: Session,
+        action: str,
+        stored: RowT,
+        *,
+        actor: str,
+        **states: dict[str, Any] | None,
     ) -> None:
         audit.record(
             session,

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Engine
@@ -38,6 +38,9 @@ from patient_ml.services import snapshots as snapshot_service
 from patient_ml.services.datasets import get_dataset
 from patient_ml.services.upstream import upstream_plan
 
+if TYPE_CHECKING:
+    from patient_ml.storage.base import ArtifactStore
+
 log = logging.getLogger("patient_ml.curation")
 
 
@@ -61,7 +64,7 @@ def curate(
     engine: Engine,
     dataset_ref: str,
     source: RecordSource,
-    store: Any,
+    store: ArtifactStore,
     fetcher: ImageFetching,
     workdir: Path | None = None,
     actor: str = "curation",
@@ -77,7 +80,7 @@ def curate(
 
 
 def _snapshot(
-    engine: Engine, staged: Staged, store: Any, actor: str, run_id: str | None
+    engine: Engine, staged: Staged, store: ArtifactStore, actor: str, run_id: str | None
 ) -> CurationResult:
     dataset, staging, stats, work = staged.dataset, staged.staging, staged.stats, staged.work
     with session_scope(engine) as session:

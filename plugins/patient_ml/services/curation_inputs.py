@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -25,6 +25,9 @@ from patient_ml.db.engine import session_scope
 from patient_ml.services.datasets import get_dataset
 from patient_ml.storage import artifact_store_from_uri
 
+if TYPE_CHECKING:
+    from patient_ml.fhir.client import FhirClient
+
 
 @dataclass(frozen=True)
 class CurationInputs:
@@ -37,7 +40,7 @@ def build_curation_inputs(
     engine: Engine,
     dataset_ref: str,
     *,
-    fhir_client_factory: Callable[[str], Any],
+    fhir_client_factory: Callable[[str], FhirClient],
     artifact_uri: str | None = None,
     aws_conn_id: str = "aws_default",
     allowed_file_roots: Sequence[str] | None = None,

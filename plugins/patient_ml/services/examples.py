@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -36,6 +36,9 @@ from patient_ml.curation.staging import instant, newer_version
 from patient_ml.curation.upstream import UpstreamPrediction, upstream_prediction
 from patient_ml.exceptions import FieldError, InvalidInputError, NotFoundError
 from patient_ml.fhir import mapping
+
+if TYPE_CHECKING:
+    from patient_ml.curation.upstream import UpstreamPlan
 
 _log = logging.getLogger(__name__)
 
@@ -304,7 +307,7 @@ def history_entry(
 
 
 def _keep_newest_prediction(
-    chosen: dict[str, UpstreamPrediction], resource: dict[str, Any], upstream: Any
+    chosen: dict[str, UpstreamPrediction], resource: dict[str, Any], upstream: UpstreamPlan
 ) -> None:
     try:
         found = upstream_prediction(resource, upstream)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -45,6 +45,12 @@ from patient_ml.services.curation import dataset_view
 from patient_ml.services.curation_inputs import build_curation_inputs
 from patient_ml.services.datasets import get_dataset
 from patient_ml.services.example_predictions import ChampionPredictions
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from patient_ml.db.models import Model
+    from patient_ml.fhir.client import FhirClient
 
 LABEL_FILE_PREFIX = "label-file/"
 
@@ -113,14 +119,14 @@ class DatasetContext:
 
 
 def dataset_context(
-    engine: Engine, dataset_ref: str, *, fhir_client_factory: Callable[[str], Any]
+    engine: Engine, dataset_ref: str, *, fhir_client_factory: Callable[[str], FhirClient]
 ) -> DatasetContext:
     """`fhir_client_factory(conn_id)`: the FHIR client of the dataset's connection (the caller's
     I/O boundary, e.g. `patient_ml.hooks.fhir.fhir_client`; services do not import Airflow)."""
     factory = fhir_client_factory
-    clients: list[Any] = []
+    clients: list[FhirClient] = []
 
-    def client_for(conn_id: str) -> Any:
+    def client_for(conn_id: str) -> FhirClient:
         if not clients:
             clients.append(factory(conn_id))
         return clients[0]
@@ -147,7 +153,7 @@ def dataset_context(
             )
             return {key: split for key, split in rows}
 
-    def write_back_client() -> Any:
+    def write_back_client() -> FhirClient | None:
         """The FHIR client labels and predictions are written back through (None for an NDJSON
         source); asked for when a sink is made, as before, and made once (`client_for`)."""
         return None if source_cfg.type == "ndjson" else client_for(source_cfg.conn_id)
@@ -208,7 +214,7 @@ def _wire(
     return wire
 
 
-def _dataset_model(session: Any, ctx: DatasetContext, model_ref: str) -> Any:
+def _dataset_model(session: Session, ctx: DatasetContext, model_ref: str) -> Model:
     """The model `model_ref` (id or name), which must be one of this dataset's (422)."""
     from patient_ml.db.models import Model
     from patient_ml.services.common import get_by_id_or_name
@@ -219,7 +225,9 @@ def _dataset_model(session: Any, ctx: DatasetContext, model_ref: str) -> Any:
     return model
 
 
-def champion_predictions(engine: Engine, ctx: DatasetContext, model_ref: str) -> Any:
+def champion_predictions(
+    engine: Engine, ctx: DatasetContext, model_ref: str
+) -> ChampionPredictions:
     """Which examples of the dataset the model's current champion has predicted
     (`ChampionPredictions`); the model must be one of this dataset's."""
     with read_scope(engine) as session:
@@ -525,7 +533,7 @@ def _observation_id(label_system: str, example_id: str) -> str:
     return f"pml-label-{digest[:40]}"
 
 
-def _class_coding(ctx: DatasetContext, classes: Any) -> dict[str, str]:
+def _class_coding(ctx: DatasetContext, classes: object) -> dict[str, str]:
     names = dict(ctx.view.labels)
     if (
         not isinstance(classes, list)
@@ -545,7 +553,7 @@ def _mask_coding(ctx: DatasetContext) -> dict[str, str]:
     return {"system": ctx.view.label_system, "code": "mask", "display": "Segmentation mask"}
 
 
-def _mask_extension(ctx: DatasetContext, example: ex.Example, mask: Any) -> dict[str, Any]:
+def _mask_extension(ctx: DatasetContext, example: ex.Example, mask: object) -> dict[str, Any]:
     file_id = mask.get("fileId") if isinstance(mask, dict) else None
     if not isinstance(file_id, str) or not file_id:
         raise _invalid("mask.fileId", "is required: the fileId of PUT .../label-file", file_id)
@@ -592,7 +600,7 @@ def _changed_meanwhile(index: ex.ExampleIndex, example: ex.Example) -> ConflictE
     )
 
 
-def _invalid(field: str, message: str, value: Any) -> InvalidInputError:
+def _invalid(field: str, message: str, value: object) -> InvalidInputError:
     return InvalidInputError(f"The label's {field} {message}.", [FieldError(field, message, value)])
 
 

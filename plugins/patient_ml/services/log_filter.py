@@ -18,7 +18,6 @@ with a 422 naming `filter` and what is supported, rather than silently matching 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from patient_ml.exceptions import FieldError, InvalidInputError
 
@@ -31,7 +30,7 @@ SUPPORTED = (
 class LogQueryError(InvalidInputError):
     """A query parameter of the logs API was refused: 422 with the field, value and fix."""
 
-    def __init__(self, field: str, message: str, value: Any, *, fix: str) -> None:
+    def __init__(self, field: str, message: str, value: object, *, fix: str) -> None:
         super().__init__(
             f"Invalid {field}: {message}.", [FieldError(field, message, value)], fix=fix
         )

@@ -436,7 +436,7 @@ def _mirror_trials(
             **({"patient_ml.worker": trial.worker} if trial.worker else {}),
             **({"patient_ml.failure": trial.failure[:4000]} if trial.failure else {}),
         }
-        child = partial.get(trial.number) or tracker.create_run(
+        child_id = partial.get(trial.number) or tracker.create_run(
             experiment_id, name=f"trial {trial.number} of {record.slug}",
             start_ms=trial.started_ms, tags=tags,
         )  # fmt: skip
@@ -446,9 +446,9 @@ def _mirror_trials(
         metrics += [(k, v, stamp, last) for k, v in sorted(trial.metrics.items())]
         if trial.value is not None:
             metrics.append(("objective_value", trial.value, stamp, 0))
-        tracker.log(child, params=trial.params, metrics=metrics, tags=tags)
-        tracker.end_run(child, TRIAL_STATUS[trial.state], trial.ended_ms)
-        tracker.log(child, tags={MIRRORED_TAG: "true"})
+        tracker.log(child_id, params=trial.params, metrics=metrics, tags=tags)
+        tracker.end_run(child_id, TRIAL_STATUS[trial.state], trial.ended_ms)
+        tracker.log(child_id, tags={MIRRORED_TAG: "true"})
         added += 1
     return added
 

@@ -11,7 +11,7 @@ Nothing in the document is null, nothing is a server path: free text that could 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -222,20 +222,24 @@ def _population(
     )
 
 
-def _estimate(value: Any, low: Any = None, high: Any = None) -> Estimate | None:
+def _estimate(value: object, low: object = None, high: object = None) -> Estimate | None:
     """An Estimate from a number (or a `{value, low, high}` dict, or an Estimate); None when
     not a number."""
     if isinstance(value, Estimate):
         return value
     if isinstance(value, dict):
-        value, low, high = value.get("value"), value.get("low"), value.get("high")
+        given = value
+        value, low, high = given.get("value"), given.get("low"), given.get("high")
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
-    ends = (low, high) if all(isinstance(x, int | float) for x in (low, high)) else (None, None)
-    return Estimate(value=float(value), low=ends[0], high=ends[1])
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return Estimate(value=float(value), low=low, high=high)
+    return Estimate(value=float(value), low=None, high=None)
 
 
-def _verdict(name: str, difference: Estimate | None) -> Any:
+def _verdict(
+    name: str, difference: Estimate | None
+) -> Literal["better", "worse", "shownBetter", "shownWorse", "same"] | None:
     if difference is None:
         return None
     sign = 1.0 if direction_of(name) == "maximize" else -1.0
@@ -258,7 +262,7 @@ def metric_order(names: list[str], problem_type: str) -> list[str]:
     return first + at_point + rest
 
 
-def _row(name: str, challenger: Any, champion: Any, difference: Any) -> MetricRow:
+def _row(name: str, challenger: object, champion: object, difference: object) -> MetricRow:
     diff = _estimate(difference)
     return MetricRow(
         name=name,
@@ -391,12 +395,12 @@ def _operating_point(evaluation: dict[str, Any]) -> CardOperatingPoint | None:
 # ----------------------------------------------------------------------------- failures
 
 
-def _public_url(value: Any) -> str | None:
+def _public_url(value: object) -> str | None:
     text = str(value or "")
     return text if text.lower().startswith(("https://", "http://")) else None
 
 
-def picture_path(model_id: str, run_id: str, case: Any, picture: str) -> str:
+def picture_path(model_id: str, run_id: str, case: int, picture: str) -> str:
     """Where the API serves a failure case's picture, relative to the API's root."""
     return f"/models/{model_id}/runs/{run_id}/failure-cases/{case}/{picture}.png"
 
@@ -422,7 +426,7 @@ def _maps(case: dict[str, Any], model_id: str, run_id: str) -> list[MapLink]:
     return links
 
 
-def _label_name(value: Any, names: dict[int, str]) -> str:
+def _label_name(value: object, names: dict[int, str]) -> str:
     if isinstance(value, dict):
         value = value.get("name", value.get("index"))
     if isinstance(value, int) and not isinstance(value, bool):

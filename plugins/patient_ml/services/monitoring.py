@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -526,7 +526,7 @@ def _live_performance(
     return result
 
 
-def _entries(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Any:
+def _entries(store: ArtifactStore, dataset_id: str, snapshot_id: str) -> Iterator[dict[str, Any]]:
     entries = iter_manifest(store, manifest_key(dataset_id, snapshot_id))
     next(entries)  # the header
     return entries

@@ -38,7 +38,7 @@ Checks = Callable[
 ]
 
 
-def logged_value(value: Any) -> str | None:
+def logged_value(value: object) -> str | None:
     """An attribute's value as the log and the reference keep it: short text, or None when
     it says nothing (missing or blank). One rule for both, so they always match."""
     text = str(value).strip() if value is not None else ""

@@ -8,7 +8,7 @@ or runs costs a few indexed queries, never a full load), so the pages render fas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -26,6 +26,9 @@ from patient_ml.db.models import (
 )
 from patient_ml.naming import DAG_ID_PREFIX, dag_id_of
 from patient_ml.services.common import get_by_id_or_name, to_millis
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql import Subquery
 
 ModelSort = Literal["name", "createdAt", "updatedAt", "lastRunAt", "problemType", "dataset"]
 RunSort = Literal["start", "end", "status"]
@@ -63,7 +66,7 @@ def _like(text: str) -> str:
     return f"%{escaped.lower()}%"
 
 
-def _latest_runs() -> Any:
+def _latest_runs() -> Subquery:
     """(model_id, started_at of its newest run) as a subquery."""
     return (
         select(Run.model_id.label("model_id"), func.max(Run.started_at).label("last_started"))

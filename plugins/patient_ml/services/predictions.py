@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -42,6 +42,9 @@ from patient_ml.services.snapshots import list_snapshots
 from patient_ml.serving.client import invoke
 from patient_ml.storage import ArtifactStore
 from patient_ml.training.channels import iter_manifest, manifest_key, snapshot_prefix
+
+if TYPE_CHECKING:
+    from patient_ml.evaluation.operating_point import OperatingPoint
 
 log = logging.getLogger("patient_ml.predictions")
 
@@ -194,7 +197,7 @@ def _predict(
 
 
 def answer_fields(
-    problem_type: str, labels: Mapping[int, str], point: Any, answer: Any, url: str
+    problem_type: str, labels: Mapping[int, str], point: OperatingPoint, answer: object, url: str
 ) -> dict[str, Any]:
     """A model server's answer for one image as the prediction's fields: imgSeg `mask`,
     `width`, `height`; imgClf `predictions` (highest confidence first, `value` true for the

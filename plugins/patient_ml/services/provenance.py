@@ -7,7 +7,7 @@ run of the same model that used it."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -22,6 +22,9 @@ from patient_ml.training.provenance import (
     pinned_digest,
     tag_moves,
 )
+
+if TYPE_CHECKING:
+    from patient_ml.training.provenance import PackageRecord
 
 log = logging.getLogger("patient_ml.provenance")
 
@@ -53,7 +56,7 @@ def record_training(
     trial: dict[str, Any] | None,
     best_trial: int,
     seed: int,
-    package: Any,
+    package: PackageRecord,
 ) -> RunProvenance:
     """What trained the run's kept model: `trial` is the best trial's record (its `image` and
     `environment` wire shapes, None when its worker recorded none), `package` a

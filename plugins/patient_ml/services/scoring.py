@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from pydantic import Field
 from sqlalchemy import Engine, func, select
@@ -59,6 +59,10 @@ from patient_ml.services.endpoints import live_endpoints
 from patient_ml.services.predictions import answer_fields
 from patient_ml.services.wire import Millis
 from patient_ml.serving.client import MAX_BATCH, invoke_batch
+
+if TYPE_CHECKING:
+    from patient_ml.curation.records import ImageRecord
+    from patient_ml.services.labels import DatasetContext
 
 log = logging.getLogger("patient_ml.scoring")
 
@@ -126,10 +130,16 @@ class ScoringBatchView(WireModel):
     finished_at: Millis | None = None
 
 
-def selection_of(split: Any = "all", since: Any = None, write_back: Any = True) -> ScoringSelection:
+def _is_split(value: object) -> TypeGuard[Split]:
+    return value in SPLITS
+
+
+def selection_of(
+    split: object = "all", since: object = None, write_back: object = True
+) -> ScoringSelection:
     """The DAG's params as a selection; a bad value is refused naming the param and the fix."""
     errors: list[FieldError] = []
-    if split not in SPLITS:
+    if not _is_split(split):
         errors.append(FieldError("split", f"must be one of {', '.join(SPLITS)}", split))
     when: datetime | None = None
     if since not in (None, ""):
@@ -143,7 +153,8 @@ def selection_of(split: Any = "all", since: Any = None, write_back: Any = True) 
             when = when if when.tzinfo else when.replace(tzinfo=UTC)
     if not isinstance(write_back, bool):
         errors.append(FieldError("writeBack", "must be true or false", write_back))
-    if errors:
+    # the checks again, for the type checker: `errors` is empty only when both hold
+    if errors or not _is_split(split) or not isinstance(write_back, bool):
         raise InvalidInputError(
             "The batch scoring parameters are not valid: " + "; ".join(map(str, errors)) + ".",
             errors,
@@ -173,7 +184,7 @@ class PlannedImage:
     attachment: dict[str, Any]
 
     @classmethod
-    def of(cls, image: Any) -> PlannedImage:
+    def of(cls, image: ImageRecord) -> PlannedImage:
         return cls(image.id, image.version, image.patient_ref, dict(image.attachment))
 
     def to_row(self) -> dict[str, Any] | None:
@@ -188,7 +199,7 @@ class PlannedImage:
         return cls(str(row["id"]), row.get("version"), row.get("patient"), row["attachment"])
 
 
-def selected_ids(ctx: Any, selection: ScoringSelection) -> list[str]:
+def selected_ids(ctx: DatasetContext, selection: ScoringSelection) -> list[str]:
     """The ids (sorted) of the examples of `ctx` (services.labels.DatasetContext) the selection
     takes, as the dataset's source holds them now."""
     index = ctx.index()
@@ -206,7 +217,7 @@ def selected_ids(ctx: Any, selection: ScoringSelection) -> list[str]:
 
 def plan_batch(
     engine: Engine,
-    ctx: Any,
+    ctx: DatasetContext,
     model_ref: str,
     *,
     dag_run_id: str,
@@ -277,7 +288,7 @@ def plan_batch(
 
 def score_chunk(
     engine: Engine,
-    ctx: Any,
+    ctx: DatasetContext,
     batch_id: str,
     position: int,
     *,

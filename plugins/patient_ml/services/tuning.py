@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -28,6 +28,9 @@ from patient_ml.training.tuning import (
     sweep_spec,
     trial_artifact_key,
 )
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger("patient_ml.training")
 
@@ -66,7 +69,16 @@ class TuningWorker(SweepWorker):
             max_trials=max_trials,
         )
 
-    def record_trial(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
+    def record_trial(
+        self,
+        number: int,
+        state: str,
+        hps: dict[str, Any],
+        *,
+        value: float | None = None,
+        failure: str | None = None,
+        artifact_uri: str | None = None,
+    ) -> None:
         def write() -> None:  # an upsert: safe to run again after a lost connection
             with session_scope(self.engine) as session:
                 training_service.record_trial(
@@ -76,7 +88,9 @@ class TuningWorker(SweepWorker):
                     state=state,
                     params=hps,
                     worker=self.worker,
-                    **kw,
+                    value=value,
+                    failure=failure,
+                    artifact_uri=artifact_uri,
                 )
 
         retry_transient(write, f"trial {number}: record {state}")
@@ -85,7 +99,9 @@ class TuningWorker(SweepWorker):
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 
 
-def reconcile_trials(engine: Engine, run_id: str, storage: Any = None) -> int:
+def reconcile_trials(
+    engine: Engine, run_id: str, storage: optuna.storages.BaseStorage | None = None
+) -> int:
     """Once no worker of run `run_id` is left (tuning finished, or the run ended), no trial
     stays `running`: one still running in the study (its worker was killed and not retried) is
     failed there, and every trial the product still shows running takes the study's outcome.

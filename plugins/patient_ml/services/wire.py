@@ -13,15 +13,21 @@ import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_snake
+from pydantic.json_schema import GenerateJsonSchema
 
 from patient_ml import settings
 from patient_ml.config import models as config
 from patient_ml.naming import dag_id_of
 from patient_ml.services.common import to_millis
+
+if TYPE_CHECKING:
+    from pydantic import GetJsonSchemaHandler
+    from pydantic.json_schema import JsonSchemaValue
+    from pydantic_core import CoreSchema
 
 Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
 """A JSON number kept as the service made it: `int | float` (pydantic's `float` would turn 5
@@ -38,12 +44,14 @@ class DocumentedAs:
 
     model: type[BaseModel]
 
-    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
         # As pydantic does for `PlainValidator(json_schema_input_type=...)`: generate through
         # the document's generator, so the model becomes a component referenced by $ref (the
         # handler itself would inline the model's top level). Inline when that is not offered.
         generator = getattr(handler, "generate_json_schema", None)
-        if generator is None:
+        if not isinstance(generator, GenerateJsonSchema):  # None when not offered
             return handler(self.model.__pydantic_core_schema__)
         return generator.generate_inner(self.model.__pydantic_core_schema__)
 
@@ -99,7 +107,7 @@ class RowWire(WireResponse):
     DERIVED: ClassVar[dict[str, Callable[[Any], Any]]] = {}
 
     @classmethod
-    def of(cls, row: Any) -> dict[str, Any]:
+    def of(cls, row: object) -> dict[str, Any]:
         """The wire dict of `row`: what the API sends, the CLI prints and the audit keeps. Not
         validated here, so a row stored before a rule changed can still be shown, listed and
         deleted; the API validates what it sends against this model."""

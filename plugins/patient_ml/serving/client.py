@@ -60,7 +60,9 @@ def ping(url: str, timeout: float = 2.0) -> bool:
     return status == 200
 
 
-def invoke(url: str, data: bytes, timeout: float = 60.0, *, content_type: str | None = None) -> Any:
+def invoke(
+    url: str, data: bytes, timeout: float = 60.0, *, content_type: str | None = None
+) -> object:
     """POST one image (or, with `content_type`, another body such as a JSON batch); the parsed
     JSON answer. ServingError names the status and the text."""
     headers = {"Content-Type": content_type or content_type_of(data), "Accept": "application/json"}

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from patient_ml.serving.base import ModelServer, ServeLimits, ServerHandle
 from patient_ml.serving.client import wait_healthy
@@ -57,7 +57,9 @@ class LocalServer(ModelServer):
 
     kind = "local"
 
-    def __init__(self, limits: ServeLimits | None = None, trainer_dirs: Any = None) -> None:
+    def __init__(
+        self, limits: ServeLimits | None = None, trainer_dirs: dict[str, Path] | None = None
+    ) -> None:
         super().__init__(limits)
         self.backend = LocalBackend(trainer_dirs)
 

@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from patient_ml.storage.base import ArtifactStore, check_key, check_prefix, source_file
@@ -28,6 +28,9 @@ from patient_ml.storage.errors import (
     ArtifactTooLargeError,
 )
 from patient_ml.storage.local import TMP_SUFFIX
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
@@ -151,6 +154,14 @@ def _translate(exc: Exception, bucket: str, key: str, conn_id: str) -> Exception
     return exc
 
 
+class _StreamingBody(Protocol):
+    """What is used of botocore's StreamingBody (botocore ships no types)."""
+
+    def read(self, amt: int | None = None) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class _Body(io.RawIOBase):
     """A botocore StreamingBody as a raw stream, with read errors translated.
 
@@ -158,14 +169,14 @@ class _Body(io.RawIOBase):
     (a bare StreamingBody yields 1 KiB chunks), and readline/read(n) work.
     """
 
-    def __init__(self, body: Any, on_error: Callable[[Exception], Exception]) -> None:
+    def __init__(self, body: _StreamingBody, on_error: Callable[[Exception], Exception]) -> None:
         self._body = body
         self._on_error = on_error
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Buffer) -> int:
         view = memoryview(buffer).cast("B")
         try:
             chunk = self._body.read(len(view))
@@ -209,7 +220,7 @@ class S3ArtifactStore(ArtifactStore):
     def _error(self, exc: Exception, full_key: str) -> Exception:
         return _translate(exc, self.bucket, full_key, self.aws_conn_id)
 
-    def _call(self, method: str, full_key: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, full_key: str, **kwargs: object) -> Any:
         try:
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
         except Exception as exc:

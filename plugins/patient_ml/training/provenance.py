@@ -35,12 +35,15 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError
 
 from patient_ml.config.wire import WireModel
 from patient_ml.exceptions import PatientMLError
+
+if TYPE_CHECKING:  # docker-py ships no types: this names what it is
+    import docker
 
 log = logging.getLogger("patient_ml.training")
 
@@ -163,7 +166,9 @@ def folder_digest(folder: Path, *shared: Path) -> str:
     return f"local-sha256:{digest.hexdigest()}"
 
 
-def docker_image_record(client: Any, image: str, reference: str, role: str) -> ImageRecord:
+def docker_image_record(
+    client: docker.DockerClient, image: str, reference: str, role: str
+) -> ImageRecord:
     """The record of `image` (a reference or an image id) on this Docker engine."""
     found = client.images.get(image)
     attrs = getattr(found, "attrs", None) or {}

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,7 +45,11 @@ from patient_ml.db.retry import retry_transient
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
+    from optuna.distributions import BaseDistribution
+    from optuna.storages._base import JSONSerializable
+    from optuna.trial import FrozenTrial, TrialState
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 log = logging.getLogger("patient_ml.training")
 
@@ -61,11 +65,15 @@ IDLE_PING_SECONDS = 10.0  # a pooled connection idle longer than this is checked
 @dataclass(frozen=True)
 class Param:
     name: str
-    distribution: Any  # an optuna distribution
+    distribution: BaseDistribution
     reverse: bool = False  # reverseLog: the study samples 1 - value on a log scale
 
-    def value(self, sampled: Any) -> Any:
-        return 1.0 - sampled if self.reverse else sampled
+    def value(self, sampled: object) -> object:
+        if not self.reverse:
+            return sampled
+        if not isinstance(sampled, int | float):  # never: reverseLog is a float's
+            raise TypeError(f"reverseLog samples numbers, not {type(sampled).__name__}")
+        return 1.0 - sampled
 
 
 def study_name(run_id: str) -> str:
@@ -141,7 +149,7 @@ def commit_without_flush(engine: Engine) -> None:
         return  # nothing to flush, and the pool's connection holds the whole database
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, record: Any) -> None:
+    def _connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         try:
             if engine.dialect.name == "sqlite":
@@ -163,11 +171,15 @@ def ping_when_idle(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> N
     when the server dropped it."""
 
     @event.listens_for(engine, "checkin")
-    def _checkin(dbapi_connection: Any, record: Any) -> None:
+    def _checkin(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info["pml_idle_since"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    def _checkout(
+        dbapi_connection: DBAPIConnection,
+        record: ConnectionPoolEntry,
+        proxy: PoolProxiedConnection,
+    ) -> None:
         since = record.info.get("pml_idle_since")
         if since is None or time.monotonic() - since < idle_seconds:
             return
@@ -222,7 +234,7 @@ def sweep_lock(engine: Engine, run_id: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def counted(trial: Any) -> bool:
+def counted(trial: FrozenTrial) -> bool:
     return not trial.user_attrs.get(STALE_ATTR)
 
 
@@ -230,7 +242,9 @@ STALE_FAILURE = "the worker stopped before the trial ended (crash?)"
 ENDED_FAILURE = "the run ended before the trial did: its worker stopped (crash or kill)"
 
 
-def fail_stale_trials(study: Any, worker: str | None, failure: str = STALE_FAILURE) -> list[Any]:
+def fail_stale_trials(
+    study: optuna.Study, worker: str | None, failure: str = STALE_FAILURE
+) -> list[FrozenTrial]:
     """Fail the trials an earlier attempt of `worker` left running (it crashed), or, with
     `worker=None` once every worker has stopped, all trials still running; returns them (as
     they were: number, hyperparameters) so the product's records can follow."""
@@ -297,8 +311,12 @@ def _sampler(spec: SweepSpec, trials: int) -> optuna.samplers.TPESampler:
 
 
 def claim_trial(
-    engine: Engine, storage: Any, spec: SweepSpec, worker: str, study: Any = None
-) -> tuple[Any, ClaimedTrial] | None:
+    engine: Engine,
+    storage: optuna.storages.BaseStorage,
+    spec: SweepSpec,
+    worker: str,
+    study: optuna.Study | None = None,
+) -> tuple[optuna.Study, ClaimedTrial] | None:
     """(study, the next trial) or None when the sweep has all its trials. Pass the `study` of
     an earlier claim (`open_study`) to reuse its cache.
 
@@ -367,7 +385,9 @@ def _propose(study: optuna.Study, spec: SweepSpec, trials: list[FrozenTrial]) ->
     return template
 
 
-def _relative_fits(space: dict[str, Any], relative: dict[str, Any], name: str, dist: Any) -> bool:
+def _relative_fits(
+    space: dict[str, BaseDistribution], relative: dict[str, Any], name: str, dist: BaseDistribution
+) -> bool:
     """Trial._is_relative_param: the relative sample is used when it lies in `dist`."""
     import optuna
 
@@ -380,25 +400,29 @@ class _ProposalStorage:
     database yet: the trials as read once under the sweep lock, and the trial's system
     attributes kept on its template. Everything else goes to the real storage."""
 
-    def __init__(self, storage: Any, trials: list[Any], template: Any) -> None:
+    def __init__(
+        self, storage: optuna.storages.BaseStorage, trials: list[FrozenTrial], template: FrozenTrial
+    ) -> None:
         self._storage = storage
         self._trials = trials
         self._template = template
 
-    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[Any]:
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
         trials = [t for t in self._trials if states is None or t.state in states]
         return copy.deepcopy(trials) if deepcopy else trials
 
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+    def set_trial_system_attr(self, trial_id: int, key: str, value: JSONSerializable) -> None:
         if trial_id != self._template._trial_id:
             raise RuntimeError(f"a sampler wrote trial {trial_id} while proposing a new one")
         self._template.system_attrs[key] = value
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._storage, name)
 
 
-def _trial_number(study: Any, trial_id: int, expected: int) -> int:
+def _trial_number(study: optuna.Study, trial_id: int, expected: int) -> int:
     """The number the database gave the new trial: the count of its study's earlier trials,
     which under the sweep lock is `expected` (the cached storage knows it without a query)."""
     storage = study._storage
@@ -411,7 +435,7 @@ class ClaimedTrial:
     """A trial this worker runs. Its reported values are kept in memory as well, so the
     pruner judges them without reading the trial back."""
 
-    def __init__(self, study: Any, frozen: Any, trials: list[Any]) -> None:
+    def __init__(self, study: optuna.Study, frozen: FrozenTrial, trials: list[FrozenTrial]) -> None:
         self.study = study
         self.frozen = frozen
         self.pruner_view = _PrunerView(study, trials)
@@ -424,7 +448,7 @@ class ClaimedTrial:
     def params(self) -> dict[str, Any]:
         return dict(self.frozen.params)
 
-    def set_user_attr(self, key: str, value: Any) -> None:
+    def set_user_attr(self, key: str, value: object) -> None:
         storage, trial_id = self.study._storage, self.frozen._trial_id
         retry_transient(
             lambda: storage.set_trial_user_attr(trial_id, key, value), f"trial {self.number}"
@@ -442,9 +466,11 @@ class ClaimedTrial:
         self.frozen.intermediate_values[step] = value
 
     def should_prune(self) -> bool:
-        return bool(self.study.pruner.prune(self.pruner_view, self.frozen))
+        # a duck-typed stand-in for the study: it answers what the median pruner reads of one
+        view = self.pruner_view
+        return bool(self.study.pruner.prune(view, self.frozen))  # type: ignore[arg-type]
 
-    def finish(self, state: Any, value: float | None = None) -> None:
+    def finish(self, state: TrialState, value: float | None = None) -> None:
         """`study.tell` in one state write (tell reads the trial back first). As tell does,
         a pruned trial keeps its last reported value."""
         import optuna
@@ -479,7 +505,7 @@ class _PrunerView:
     when the trial was claimed: a trial that completes on another worker meanwhile joins the
     comparison a few seconds later."""
 
-    def __init__(self, study: Any, trials: list[Any]) -> None:
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]) -> None:
         import optuna
 
         complete = optuna.trial.TrialState.COMPLETE
@@ -492,7 +518,9 @@ class _PrunerView:
         direction: optuna.study.StudyDirection = self._study.direction
         return direction
 
-    def get_trials(self, deepcopy: bool = False, states: Any = None) -> list[Any]:
+    def get_trials(
+        self, deepcopy: bool = False, states: Sequence[TrialState] | None = None
+    ) -> list[FrozenTrial]:
         import optuna
 
         complete = optuna.trial.TrialState.COMPLETE
@@ -508,7 +536,7 @@ class _PrunerView:
 
 def run_worker(
     engine: Engine,
-    storage: Any,
+    storage: optuna.storages.BaseStorage,
     spec: SweepSpec,
     worker: str,
     execute: Executor,
@@ -565,7 +593,7 @@ def run_worker(
     return outcomes
 
 
-def best_trial(storage: Any, run_id: str) -> Any | None:
+def best_trial(storage: optuna.storages.BaseStorage, run_id: str) -> FrozenTrial | None:
     import optuna
 
     study = optuna.load_study(study_name=study_name(run_id), storage=storage)

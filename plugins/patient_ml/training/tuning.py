@@ -22,6 +22,7 @@ import os
 import shutil
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,9 @@ class SweepWorker(ABC):
             hps = trial.user_attrs.get(sweep.HPARAMS_ATTR) or trial.params
             self.record_trial(trial.number, "failed", hps, failure=sweep.STALE_FAILURE)
 
-    def execute(self, number: int, hps: dict[str, Any], on_metric: Any) -> sweep.TrialOutcome:
+    def execute(
+        self, number: int, hps: dict[str, Any], on_metric: Callable[[str, float, int], bool]
+    ) -> sweep.TrialOutcome:
         layout = JobLayout(self.workdir / f"trial-{number}")
         if layout.root.exists():
             shutil.rmtree(layout.root)  # a retried trial starts clean
@@ -202,7 +205,11 @@ class SweepWorker(ABC):
             self._upload_log(number, job)
 
     def _execute(
-        self, number: int, hps: dict[str, Any], on_metric: Any, job: TrainingJob
+        self,
+        number: int,
+        hps: dict[str, Any],
+        on_metric: Callable[[str, float, int], bool],
+        job: TrainingJob,
     ) -> sweep.TrialOutcome:
         layout = job.layout
         self.record_trial(number, "running", hps)
@@ -269,6 +276,15 @@ class SweepWorker(ABC):
             self.backend.kill(self.current_job)
 
     @abstractmethod
-    def record_trial(self, number: int, state: str, hps: dict[str, Any], **kw: Any) -> None:
+    def record_trial(
+        self,
+        number: int,
+        state: str,
+        hps: dict[str, Any],
+        *,
+        value: float | None = None,
+        failure: str | None = None,
+        artifact_uri: str | None = None,
+    ) -> None:
         """Record trial `number` as `state` (running, pruned, failed, complete) with its
-        hyperparameters; `kw`: value, failure, artifact_uri."""
+        hyperparameters, and its value, failure or artifact when it has one."""

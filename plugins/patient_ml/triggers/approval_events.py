@@ -106,7 +106,7 @@ _TRIGGER_EVENT: TypeAdapter[DecisionEvent | TimedOutEvent | ErrorEvent] = TypeAd
 )
 
 
-def parse_event(event: Any, run_id: str) -> ApprovalEvent:
+def parse_event(event: object, run_id: str) -> ApprovalEvent:
     """The validated event, or ApprovalEventError naming what is wrong (no payload values: a
     justification may hold anything)."""
     if not isinstance(event, dict):

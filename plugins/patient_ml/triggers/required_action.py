@@ -23,7 +23,7 @@ task registers or re-opens the request (`upsert_hitl_detail`), the trigger reads
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from patient_ml.config.platform_metrics import metric_text
@@ -34,6 +34,11 @@ from patient_ml.triggers.approval_events import (
     OVERRIDE_JUSTIFICATION,
     REJECT,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from patient_ml.db.models import Run
 
 log = logging.getLogger("patient_ml.triggers.required_action")
 
@@ -142,7 +147,7 @@ def subject_of(model_name: str, run_slug: str) -> str:
     return f"Approve run {run_slug} of model {model_name}?"
 
 
-def _value(value: Any, low: Any = None, high: Any = None, signed: bool = False) -> str:
+def _value(value: object, low: object = None, high: object = None, signed: bool = False) -> str:
     if not isinstance(value, int | float):
         return "-"
     shown = metric_text(value, signed=signed)
@@ -315,7 +320,7 @@ def close(
     return True
 
 
-def answer_settled(session: Any, run: Any, user_id: str, user_name: str) -> str | None:
+def answer_settled(session: Session, run: Run, user_id: str, user_name: str) -> str | None:
     """Write the decision that settled `run` into its Required Action at once, and resume its
     waiting task (`hooks.airflow_required_actions`), so Airflow refuses any later response
     there: one decision, one record, with or without a triggerer. Called right after a decision

@@ -33,8 +33,9 @@ from patient_ml.training.backends.base import (
 from patient_ml.training.contract import CONTAINER_ROOT, JobLayout, sm_environment
 from patient_ml.training.provenance import ImageRecord, docker_image_record
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # docker-py ships no types: these name what it returns
     import docker
+    from docker.models.containers import Container
 
 log = logging.getLogger("patient_ml.training")
 
@@ -78,7 +79,7 @@ class HostPaths:
     unchanged. A path outside every mount of the container cannot be shared and is refused.
     """
 
-    def __init__(self, client: Any, container_id: str | None = None) -> None:
+    def __init__(self, client: docker.DockerClient, container_id: str | None = None) -> None:
         self.container_id = container_id if container_id is not None else own_container_id()
         self.mounts: list[tuple[str, str]] = []
         if self.container_id:
@@ -123,7 +124,9 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
 class DockerBackend(Backend):
     name = "docker"
 
-    def __init__(self, docker_conn_id: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self, docker_conn_id: str | None = None, client: docker.DockerClient | None = None
+    ) -> None:
         self.docker_conn_id = docker_conn_id
         self._client = client
         self._lock = threading.Lock()
@@ -243,7 +246,7 @@ class DockerBackend(Backend):
             self._records[key] = record
         return self._records[key].model_copy(update={"reference": reference})
 
-    def _create(self, image: str, settings: dict[str, Any]) -> Any:
+    def _create(self, image: str, settings: dict[str, Any]) -> Container:
         """Create the container; a leftover of a crashed attempt that holds the name is
         removed first (found by the engine's conflict answer, not by asking before every
         create: one API call less per trial)."""
@@ -282,7 +285,7 @@ class DockerBackend(Backend):
         self._stop_async(container)
 
     @staticmethod
-    def _stop_async(container: Any) -> None:
+    def _stop_async(container: Container) -> None:
         def stop() -> None:
             with contextlib.suppress(Exception):  # already gone
                 container.stop(timeout=STOP_GRACE_SECONDS)
