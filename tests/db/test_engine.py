@@ -16,7 +16,7 @@ from patient_ml.db.engine import (
     resolve_database_url,
     session_scope,
 )
-from patient_ml.db.models import AuditEvent, Dataset
+from patient_ml.db.models import AuditEvent, Dataset, SplitAssignment
 from patient_ml.exceptions import ConflictError, DatabaseError
 from patient_ml.services import audit
 
@@ -123,6 +123,20 @@ def test_append_only_rows_cannot_change(engine) -> None:
         session.delete(session.get(AuditEvent, event.id))
     with session_scope(engine) as session:
         assert session.get(AuditEvent, event.id).actor == "a"
+
+
+def test_an_append_only_row_without_an_id_column_is_refused_by_its_key(engine) -> None:
+    with session_scope(engine) as session:
+        dataset = _dataset("kept")
+        session.add(dataset)
+        session.flush()
+        key = (dataset.id, "patient", "p1")
+        session.add(SplitAssignment(dataset_id=key[0], key_kind=key[1], key=key[2], split="test"))
+    message = f"append-only; record a new row instead of changing row {', '.join(key)}"
+    with pytest.raises(RuntimeError, match=message), session_scope(engine) as session:
+        session.get(SplitAssignment, key).split = "train"
+    with session_scope(engine) as session:
+        assert session.get(SplitAssignment, key).split == "test"
 
 
 def _dataset_count(engine) -> int:

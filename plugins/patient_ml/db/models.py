@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    inspect,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -371,10 +372,12 @@ class ImageSignature(Base):
 APPEND_ONLY = (Approval, Deployment, AuditEvent, SplitAssignment)
 
 
-def _refuse_change(mapper: object, connection: object, target: Any) -> None:
+def _refuse_change(mapper: object, connection: object, target: object) -> None:
+    # the row named by its primary key, whatever its columns (a split assignment has no `id`)
+    identity = inspect(target).identity or ()
     raise RuntimeError(
         f"{type(target).__name__} rows are append-only; record a new row instead of changing "
-        f"row {target.id}"
+        f"row {', '.join(map(str, identity))}"
     )
 
 
