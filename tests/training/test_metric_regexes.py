@@ -70,3 +70,9 @@ def test_digits_are_ascii_as_in_the_config_examples() -> None:
     parser = MetricParser.from_config([{"name": "m", "regex": r"m=(\d+)"}])
     assert parser.feed("m=\u0661\u0662") == []  # Arabic-Indic digits: not a metric value
     assert parser.feed("m=12") == [("m", 12.0)]
+
+
+def test_an_optional_group_that_did_not_match_is_skipped_not_a_crash() -> None:
+    parser = MetricParser.from_config([{"name": "loss", "regex": r"loss=(\d+)?"}])
+    assert parser.feed("loss=") == [] and parser.skipped == 1
+    assert parser.feed("loss=3") == [("loss", 3.0)]

@@ -63,7 +63,7 @@ class MetricParser:
                 continue
             try:
                 value = float(match.group(1))
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, TypeError):  # TypeError: an optional group unmatched
                 self.skipped += 1
                 continue
             if not math.isfinite(value):
