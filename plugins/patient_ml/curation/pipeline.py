@@ -279,9 +279,10 @@ def _spill_inline(
     return {k: v for k, v in attachment.items() if k != "data"}, (str(path), size)
 
 
-def _restored(attachment: dict[str, Any], spilled: Any) -> dict[str, Any]:
-    """The attachment to fetch: with its inline data read back from the scratch file."""
-    if not spilled:
+def _restored(attachment: dict[str, Any], spilled: object) -> dict[str, Any]:
+    """The attachment to fetch: with its inline data read back from the scratch file
+    (`spilled`: the staged `[path, size]` of `_spill_inline`, or None when nothing was)."""
+    if not isinstance(spilled, list | tuple) or not spilled:
         return attachment
     return inline.SpilledData.of(attachment, Path(spilled[0]), int(spilled[1]))
 

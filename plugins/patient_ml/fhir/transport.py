@@ -218,7 +218,7 @@ class FhirRetry(Retry):
         self.attempts = attempts if attempts is not None else _Attempts()
         self.planned_wait: float | None = None
 
-    def new(self, **kw: Any) -> Self:
+    def new(self, **kw: object) -> Self:
         fresh = super().new(**kw)
         fresh.label, fresh.describe, fresh.attempts = self.label, self.describe, self.attempts
         fresh.retry_after_cap = self.retry_after_cap

@@ -434,7 +434,9 @@ def _label_name(value: object, names: dict[int, str]) -> str:
     return NOT_RECORDED if value is None else str(value)
 
 
-def _grouped_cases(raw: Any, names: dict[int, str]) -> list[tuple[str, list[Any], dict[str, Any]]]:
+def _grouped_cases(
+    raw: object, names: dict[int, str]
+) -> list[tuple[str, list[Any], dict[str, Any]]]:
     """(true label, its cases, its summary) from the evaluation's `failureCases`: the
     evaluation's section (`{classes: [{trueLabel, errors, images, shown}], cases: [..]}`), or
     a dict label -> cases, or a list of `{label, cases}`."""
@@ -452,9 +454,11 @@ def _grouped_cases(raw: Any, names: dict[int, str]) -> list[tuple[str, list[Any]
         return [(label, cases, summaries.get(label, {})) for label, cases in grouped.items()]
     if isinstance(raw, dict):
         return [(_label_name(k, names), list(v or []), {}) for k, v in raw.items()]
+    if not isinstance(raw, list):  # absent (None) or of no shape above: no cases
+        return []
     return [
         (_label_name(g.get("label", g.get("class")), names), list(g.get("cases") or []), {})
-        for g in raw or []
+        for g in raw
         if isinstance(g, dict)
     ]
 
