@@ -82,8 +82,10 @@ def build_dags(
     _report_source(catalog)
     options_key = opts.key()
     cached = build_cache.load(cache_dir) if only is None else {}
-    fresh: dict[str, Any] = {}  # key → DAG of this parse, for the build cache
-    new_copies: set[str] = set()
+    # key → DAG of this parse, for the build cache. Copies never go into it: making one again
+    # from its shape's DAG costs less than unpickling it (benchmarks/dag_parse.py), and the
+    # file stays one DAG per shape
+    fresh: dict[str, Any] = {}
     errors: dict[str, str] = {}
     templates = _Templates()
     built = copied = 0
@@ -93,16 +95,17 @@ def build_dags(
         for entry in catalog.entries:
             key = build_cache.entry_key(entry.digest, options_key)
             dag = cached.get(key)
+            is_copy = False
             if dag is None:
                 dag = templates.copy(entry, opts)
-                if dag is not None:
-                    copied += 1
-                    new_copies.add(key)
-                else:
+                is_copy = dag is not None
+                if dag is None:
                     dag = _build(entry, opts, errors)
                 built += 1
+                copied += is_copy
             if entry.dag_id not in errors:
-                fresh[key] = dag
+                if not is_copy:
+                    fresh[key] = dag
                 templates.offer(entry, dag)
             namespace[entry.dag_id] = dag
             if is_monitored(entry) and entry.dag_id not in errors:
@@ -116,9 +119,6 @@ def build_dags(
     finally:
         if gc_was_enabled:
             gc.enable()
-    # copies never go into the cache: making one again from its shape's DAG costs less than
-    # unpickling it (benchmarks/dag_parse.py), and the file stays one DAG per shape
-    fresh = {key: dag for key, dag in fresh.items() if key not in new_copies}
     if only is None and catalog.source == "database" and fresh.keys() != cached.keys():
         build_cache.save(cache_dir, fresh)
     return FactoryResult(
