@@ -57,11 +57,17 @@ class E2EDeployment:
 
 
 def register_cohort_model(
-    deployment: E2EDeployment, *, dataset: str, salt: str, model: str, approvers: list[str]
+    deployment: E2EDeployment,
+    *,
+    dataset: str,
+    salt: str,
+    model: str,
+    approvers: list[str],
+    training: dict[str, Any] | None = None,
 ) -> str:
     """A synthetic cohort of 60 patients as NDJSON (`tests/curation/cohort.py`), its dataset and
-    a classifier model of it (reference trainer under its ECR-style name) with these approvers;
-    the model's id."""
+    a classifier model of it (reference trainer under its ECR-style name) with these approvers
+    (and `training` over its trainingApproach); the model's id."""
     from patient_ml.services.datasets import create_dataset
     from tests.curation.cohort import Cohort, dataset_config
 
@@ -73,19 +79,30 @@ def register_cohort_model(
         ds["source"] = {"type": "ndjson", "uri": str(source)}
         dataset_id = create_dataset(session, ds, actor="e2e").id
         return create_classifier_model(
-            session, model=model, dataset_id=dataset_id, approval_policy={"approvers": approvers}
+            session,
+            model=model,
+            dataset_id=dataset_id,
+            approval_policy={"approvers": approvers},
+            training=training,
         )
 
 
 def create_classifier_model(
-    session: Session, *, model: str, dataset_id: str, approval_policy: dict[str, Any]
+    session: Session,
+    *,
+    model: str,
+    dataset_id: str,
+    approval_policy: dict[str, Any],
+    training: dict[str, Any] | None = None,
 ) -> str:
     """A classifier model of the dataset, trained and served by the reference trainer under its
-    ECR-style name, with this approval policy; the model's id."""
+    ECR-style name, with this approval policy (and `training` over its trainingApproach); the
+    model's id."""
     from patient_ml.services.models import create_model
     from tests.operators.lifecycle import model_config
 
     config = model_config(model, dataset_id, approvalPolicy=approval_policy)
+    config["trainingApproach"].update(training or {})
     config["trainingApproach"]["trainingImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
     config["deployApproach"]["inferenceImage"] = f"{ECR_IMG_CLF_REPOSITORY}:e2e"
     return str(create_model(session, config, actor="e2e").id)

@@ -391,7 +391,8 @@ def evaluate_model(
     in the same session; see `operating_point`), the champion's is the one stored with its run.
     With `failure_cases` > 0 (imgClf, the challenger): that many most confident errors per true
     label, with saliency maps, computed while it is served (`failure_cases`; pictures stored
-    under run `run_id`); their time is not part of the result's `seconds`.
+    under run `run_id`); their time is not part of the result's `seconds`. The server is
+    labelled with `run_id` (the evaluating run), so the run's end stops it if this task dies.
     Progress goes to `progress` (recorded for the run's logs) or only to the task log."""
     say = progress or ProgressLog(log)
     what = f"The {who.role} (run {who.run_id})"
@@ -403,7 +404,12 @@ def evaluate_model(
         raise EvaluationError(exc.message, fix=exc.fix) from None
     started = time.monotonic()
     try:
-        handle = server.start(name=name, image=who.image, model_dir=model_dir)
+        handle = server.start(
+            name=name,
+            image=who.image,
+            model_dir=model_dir,
+            labels={"run": run_id} if run_id else None,
+        )
     except PatientMLError as exc:
         raise EvaluationError(f"{what} cannot be served: {exc.message}", fix=exc.fix) from None
     try:
@@ -604,6 +610,7 @@ def evaluate_contenders(
             workdir,
             name=f"pml-eval-{run_id[:8]}-champion",
             progress=progress,
+            run_id=run_id,
         )
     report = build_report(
         run_id, test, scored, challenger, champion, progress=progress, subgroups=subgroups

@@ -416,7 +416,12 @@ def build_dag(entry: ModelEntry, options: FactoryOptions) -> DAG:
         deploy = DeployModelOperator(
             task_id="deploy", run_id=RUN_ID, outlets=[variant.champion], **serving
         )
-        record = RecordRunOperator(task_id="record", **common)
+        record = RecordRunOperator(
+            task_id="record",
+            backend=options.backend,
+            docker_conn_id=options.docker_conn_id,
+            **common,
+        )
         curate >> tune >> evaluate >> await_approval >> deploy >> record
     try:
         dag.validate()  # what Airflow checks when it bags the DAG (e.g. the cron expression)

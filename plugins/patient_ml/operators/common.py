@@ -5,7 +5,7 @@ methods so DAG files parse fast."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -193,8 +193,15 @@ class TrackedServer:
         self.limits = inner.limits
         self.started: dict[str, ServerHandle] = {}
 
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        handle = self.inner.start(name=name, image=image, model_dir=model_dir)
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle:
+        handle = self.inner.start(name=name, image=image, model_dir=model_dir, labels=labels)
         self.started[handle.handle] = handle
         return handle
 

@@ -26,14 +26,31 @@ class RecordRunOperator(PatientMLBaseOperator):
     or timed-out run (deploy skipped) is recorded as it is and the DAG run succeeds. The run's
     summary (status, approval, deploy, champion) goes to the log and to XCom.
 
-    Parameters: those of `PatientMLBaseOperator` (the artifact store holds the model card).
+    No worker of the run is left when it runs, so nothing of the run stays running: trials still
+    `running` are failed (`reconcile_trials`), and trainer jobs and evaluation servers labelled
+    with the run that a dead task left behind are stopped and removed (`Backend.remove_leftovers`
+    on the run's backend).
+
+    :param backend: the backend the run's trials and evaluation ran on (as the tune task's).
+    :param docker_conn_id: the Docker connection, for the Docker backend.
+    Other parameters: those of `PatientMLBaseOperator` (the artifact store holds the model
+    card).
     """
 
     template_fields: Sequence[str] = ()
     ui_color = "#eeeeee"
 
-    def __init__(self, *, trigger_rule: str = "all_done", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        trigger_rule: str = "all_done",
+        backend: str = "auto",
+        docker_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(trigger_rule=trigger_rule, **kwargs)
+        self.backend = backend
+        self.docker_conn_id = docker_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from patient_ml.db.engine import session_scope
@@ -51,6 +68,7 @@ class RecordRunOperator(PatientMLBaseOperator):
             run_id = found.id if found is not None else None
         if run_id is not None:  # no worker is left: no trial of the run stays `running`
             reconcile_trials(engine, run_id)
+            self._remove_leftovers(run_id)
         with session_scope(engine) as session:
             run = find_run_for_dag_run(session, self.dag_id, dag_run.run_id)
             if run is None:
@@ -89,6 +107,30 @@ class RecordRunOperator(PatientMLBaseOperator):
                 + (f": {summary['error']}" if summary["error"] else "")
             )
         return summary
+
+    def _remove_leftovers(self, run_id: str) -> None:
+        """Trainer jobs and evaluation servers of the run that a dead task left running, and
+        the tune scratch folders it left here (its own cleanup never ran); a failure to look is
+        logged, the record goes on."""
+        from patient_ml.operators.tune import make_backend, remove_scratch_folders
+
+        if remove_scratch_folders(run_id):
+            self.log.info("removed the tune scratch folders of run %s left on this machine", run_id)
+        try:
+            backend = make_backend(
+                self.backend, docker_conn_id=self.docker_conn_id, aws_conn_id=self.aws_conn_id
+            )
+            removed = backend.remove_leftovers({"run": run_id})
+        except Exception as exc:
+            self.log.warning("could not look for leftover jobs of run %s: %s", run_id, exc)
+            return
+        if removed:
+            self.log.warning(
+                "stopped and removed %d trainer job(s) or model server(s) of run %s that a dead "
+                "task left running",
+                removed,
+                run_id,
+            )
 
     def _failed_tasks(self, context: Context) -> list[str]:
         ti, dag_run = context["ti"], context["dag_run"]

@@ -3,7 +3,6 @@ FinishTuningOperator records the best trial's model on the run."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -19,6 +18,9 @@ if TYPE_CHECKING:
 
     from patient_ml.services.tuning import TuningWorker
     from patient_ml.training.backends.base import Backend
+
+
+SCRATCH_PREFIX = "pml-tune-"
 
 
 def make_backend(
@@ -41,6 +43,25 @@ def make_backend(
     from patient_ml.training.backends.local import LocalBackend
 
     return LocalBackend()
+
+
+def scratch_folder(run_id: str, worker: int | str, *, fresh: bool = False) -> Path:
+    """The tune worker's scratch folder on this machine (the snapshot laid out, the trials'
+    folders), named by run and worker so that what a dead attempt left (its cleanup never ran)
+    is found: a retry clears it (`fresh`), and the run's last task removes those of the run."""
+    path = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{run_id}-w{worker}"
+    if fresh:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(mode=0o700, parents=True)
+    return path
+
+
+def remove_scratch_folders(run_id: str) -> int:
+    """Remove every tune worker's scratch folder of the run on this machine; how many."""
+    found = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{run_id}-w*"))
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)
 
 
 class TuneWorkerOperator(ContainerOperator):
@@ -80,7 +101,7 @@ class TuneWorkerOperator(ContainerOperator):
         from patient_ml.services.tuning import TuningWorker
         from patient_ml.training.tuning import Limits
 
-        workdir = Path(tempfile.mkdtemp(prefix=f"tune-{os.getpid()}-"))
+        workdir = scratch_folder(self.run_id, self.worker_index, fresh=True)
         max_trials = int(self.max_trials) if self.max_trials not in (None, "", "None") else None
         try:
             self._worker = TuningWorker(

@@ -6,6 +6,7 @@ SageMaker servers (`patient_ml.serving.servers`, `patient_ml.serving.sagemaker`)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +35,14 @@ class ModelServing(Protocol):
     kind: str
     limits: ServeLimits
 
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle: ...
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle: ...
 
     def stop(self, handle: str) -> None: ...
 
@@ -50,8 +58,18 @@ class ModelServer(ABC):
         self.limits = limits or ServeLimits()
 
     @abstractmethod
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
-        """Start `serve` for the model in `model_dir`; returns once /ping answers."""
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle:
+        """Start `serve` for the model in `model_dir`; returns once /ping answers. `labels`
+        mark what started it (e.g. `{"run": id}` for an evaluation) so that the run's end finds
+        it when its task died (containers: `patient-ml.<key>` labels; processes: environment).
+        """
 
     @abstractmethod
     def stop(self, handle: str) -> None:

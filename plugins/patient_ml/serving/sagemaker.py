@@ -19,6 +19,7 @@ import contextlib
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,14 @@ class SageMakerServer(ModelServer):
 
         return client(service, self.settings.aws_conn_id)
 
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle:
         from patient_ml.training.backends.sagemaker import _aws_error
         from patient_ml.training.tuning import pack_model
 

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from patient_ml.serving.base import ModelServer, ServeLimits, ServerHandle
 from patient_ml.serving.client import wait_healthy
 from patient_ml.serving.errors import ServingError
 from patient_ml.settings import setting
+from patient_ml.training.backends.labelled import label_environment
 from patient_ml.training.backends.local import LocalBackend, process_environment
 
 if TYPE_CHECKING:
@@ -63,13 +65,20 @@ class LocalServer(ModelServer):
         super().__init__(limits)
         self.backend = LocalBackend(trainer_dirs)
 
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle:
         cmd = self.backend.command(image, "serve")
         port = free_port()
         env = process_environment(
             max(1, int(self.limits.cpus)),
             {"SM_MODEL_DIR": str(model_dir), "SM_SERVE_PORT": str(port),
-             "SM_SERVE_HOST": "127.0.0.1"},
+             "SM_SERVE_HOST": "127.0.0.1", **label_environment(labels or {})},
         )  # fmt: skip
         log_path = Path(model_dir).parent / f"{name}.serve.log"
         with open(log_path, "ab") as log:
@@ -166,7 +175,14 @@ class DockerServer(ModelServer):
                 )
         return self.network
 
-    def start(self, *, name: str, image: str, model_dir: Path) -> ServerHandle:
+    def start(
+        self,
+        *,
+        name: str,
+        image: str,
+        model_dir: Path,
+        labels: Mapping[str, str] | None = None,
+    ) -> ServerHandle:
         from patient_ml.training.backends.docker import container_name  # lazy, as above
 
         self.backend.ensure_image(image)
@@ -192,7 +208,10 @@ class DockerServer(ModelServer):
             read_only=True,
             tmpfs={"/tmp": "rw,size=256m"},
             user=f"{os.getuid()}:{os.getgid()}",
-            labels={"patient-ml.serve": name},
+            labels={
+                "patient-ml.serve": name,
+                **{f"patient-ml.{key}": value for key, value in (labels or {}).items()},
+            },
         )
         try:
             container.reload()

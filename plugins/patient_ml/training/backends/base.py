@@ -81,8 +81,8 @@ class Backend(ABC):
     def remove_leftovers(self, labels: Mapping[str, str]) -> int:
         """Stop and remove the jobs with all of `labels` (`TrainingJob.labels`) that an earlier
         attempt left running when its worker died; returns how many. A new attempt calls it
-        before its first trial. The local backend's trials are child processes of the task and
-        end with it, so by default there is nothing to find."""
+        before its first trial, and the run's last task with the run's label alone. By default
+        (a backend whose jobs cannot outlive the task) there is nothing to find."""
         return 0
 
 

@@ -2,8 +2,9 @@
 
 The embedded default when no container engine is present. A training image name maps to a
 local trainer folder holding `train` and `serve` (see `LocalBackend.resolve`); the process gets
-the SM_* variables, its own process group (so a stop reaches every child), and a CPU-thread
-limit; the layout's input folders are made read-only for the run.
+the SM_* variables, its own process group (so a stop reaches every child), its job's labels in
+its environment (so a retry or the run's end finds it when its task died: `labelled`), and a
+CPU-thread limit; the layout's input folders are made read-only for the run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from patient_ml.training.backends.base import (
     outcome,
     pump_lines,
 )
+from patient_ml.training.backends.labelled import label_environment, labelled_groups, stop_groups
 from patient_ml.training.contract import sm_environment
 from patient_ml.training.provenance import ImageRecord, folder_digest, host_environment
 
@@ -111,6 +114,7 @@ class LocalBackend(Backend):
         cmd = self.command(job.image)
         cpus = max(1, int(job.cpus))
         env = process_environment(cpus, sm_environment(job.layout, num_cpus=cpus))
+        env.update(label_environment(job.labels))
         started = time.monotonic()
         proc = subprocess.Popen(
             cmd,
@@ -163,6 +167,11 @@ class LocalBackend(Backend):
         folder = self.resolve(image, command).parent
         common = folder.parent / "common"
         return folder_digest(folder, *([common] if common.is_dir() else []))
+
+    def remove_leftovers(self, labels: Mapping[str, str]) -> int:
+        """Stop the trainer (and model server) process groups labelled with all of `labels`
+        that a dead task left running (their own sessions outlive it); how many."""
+        return stop_groups(labelled_groups(labels), STOP_GRACE_SECONDS)
 
     def kill(self, job_name: str) -> None:
         with self._lock:
