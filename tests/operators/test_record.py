@@ -92,3 +92,52 @@ def test_without_task_states_the_product_run_still_decides(engine, model_id) -> 
         record_task().execute(context("manual__4", RuntimeError("old API server")))
     with session_scope(engine) as s:
         assert runs.get_run(s, run_id).status == "failed"
+
+
+def test_the_run_end_stops_what_a_dead_task_of_the_run_left(
+    engine, model_id, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local evaluation server labelled with the run (its evaluate task died, so its own stop
+    never ran) and a tune scratch folder of the run are gone after `record`; another run's server
+    and a deployed endpoint (no run label) stay."""
+    import tempfile
+
+    from patient_ml.operators.tune import scratch_folder
+    from patient_ml.serving.servers import LocalServer
+    from patient_ml.training.backends.labelled import labelled_groups
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run_id = start(engine, model_id, "manual__leftovers")
+    scratch = scratch_folder(run_id, 0, fresh=True)
+    trainer = tmp_path / "pinger"  # a `serve` that answers /ping, as the contract asks
+    trainer.mkdir()
+    (trainer / "serve").write_text(_PINGER)
+    image, model_dir = "test/pinger:1", tmp_path / "model"
+    model_dir.mkdir()
+    server = LocalServer(trainer_dirs={"test/pinger": trainer})
+    ours = server.start(name="eval", image=image, model_dir=model_dir, labels={"run": run_id})
+    other = server.start(name="other", image=image, model_dir=model_dir, labels={"run": "x" * 32})
+    deployed = server.start(name="endpoint", image=image, model_dir=model_dir)
+    try:
+        task = record_task()
+        task.backend = "local"
+        with pytest.raises(AirflowFailException):  # the run never ended: recorded failed
+            task.execute(context("manual__leftovers", {"curate": "success", "tune": "failed"}))
+        assert labelled_groups({"run": run_id}) == [] and not server.is_running(ours.handle)
+        assert not scratch.exists()
+        assert server.is_running(other.handle) and server.is_running(deployed.handle)
+    finally:
+        for handle in (ours, other, deployed):
+            server.stop(handle.handle)
+
+
+_PINGER = """#!/usr/bin/env python3
+import http.server, os
+
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["SM_SERVE_PORT"])), Ping).serve_forever()
+"""
