@@ -28,6 +28,9 @@ COVERED_ELSEWHERE = {
     # the benchmark prints what tests/compose/test_compose_stack.py measures: both call
     # include.compose_stack.run_compose_demo (the image build, the stack, the demo, `down`)
     "compose_stack.py": "tests/compose/test_compose_stack.py",
+    # the benchmark repeats the fault suite's scenario and times it: both call
+    # include.faults.survive_faults (a real Airflow, a run through its faults, the records)
+    "faults.py": "tests/e2e/test_faults.py",
 }
 # script -> why it has no smoke run yet (each needs a small-data mode of its own)
 NOT_YET: dict[str, str] = {}

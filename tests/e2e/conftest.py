@@ -169,14 +169,15 @@ def airflow_deployment(
 @contextlib.contextmanager
 def start_deployment(
     root: Path,
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest | None,
     *,
     auth_manager: str = "simple",
     mirrors: bool = True,
 ) -> Iterator[E2EDeployment]:
     """One Airflow in `root` with the product (see the module docstring); `auth_manager`:
     AirflowStack's ("fab": tests/e2e/test_fab_roles.py); `mirrors`: OpenLineage and MLflow
-    (when installed), which a test of roles does without."""
+    (when installed; needs pytest's `request`), which a test of roles and benchmarks/faults.py
+    do without."""
     sources = root / "sources"
     sources.mkdir()
     databases = _databases()
@@ -195,7 +196,7 @@ def start_deployment(
     lineage_events = (
         openlineage_file_transport(root, product_env, "patient-ml-e2e") if mirrors else None
     )
-    mlflow_url = _mlflow_mirror(request, product_env) if mirrors else None
+    mlflow_url = _mlflow_mirror(request, product_env) if mirrors and request else None
     stack = AirflowStack(
         root / "airflow", metadata_db=metadata_db, env=product_env, auth_manager=auth_manager
     )
