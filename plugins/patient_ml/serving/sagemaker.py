@@ -92,6 +92,8 @@ class SageMakerServer(ModelServer):
         model_dir: Path,
         labels: Mapping[str, str] | None = None,
     ) -> ServerHandle:
+        """`labels` are not used here: an evaluation endpoint left by a dead task is found by
+        its name (the retry deletes it first); the run's end does not look for it."""
         from patient_ml.training.backends.sagemaker import _aws_error
         from patient_ml.training.tuning import pack_model
 
