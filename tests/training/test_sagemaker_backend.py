@@ -189,8 +189,8 @@ def test_settings_name_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_job_names_are_fresh_and_valid() -> None:
-    names = {sagemaker_job_name("pml-0123abcd-t7") for _ in range(20)}
-    assert len(names) == 20
+    names = {sagemaker_job_name("pml-0123abcd-t7") for _ in range(200)}
+    assert len(names) == 200  # mostly in one second: the random part keeps them apart
     long = sagemaker_job_name("run_" + "x" * 200)
     assert len(long) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", long)
 
