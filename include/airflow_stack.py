@@ -234,6 +234,15 @@ class AirflowStack:
                 )
             time.sleep(1.0)
 
+    def wait_dag_run(self, api: ApiClient, dag_id: str, dag_run: str, timeout: float = 300) -> str:
+        """Until the DAG run ends; its state (success or failed)."""
+
+        def ended() -> str | None:
+            state = str(api.dag_run(dag_id, dag_run)["state"])
+            return state if state in ("success", "failed") else None
+
+        return str(self.wait_for(ended, timeout, f"DAG run {dag_run} of {dag_id} to end"))
+
     def stop_component(self, name: str) -> None:
         """Stop one component (e.g. the triggerer, for a fault test); `start((name,))` starts
         it again."""

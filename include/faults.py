@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +98,7 @@ class RunRecords:
         import optuna
 
         from patient_ml.db.engine import session_scope
-        from patient_ml.operators.tune import SCRATCH_PREFIX
+        from patient_ml.operators.tune import scratch_folders
         from patient_ml.services.training import list_trials
         from patient_ml.training import sweep
         from patient_ml.training.backends.labelled import labelled_groups
@@ -113,9 +112,7 @@ class RunRecords:
         names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
         in_study = {t.number: names.get(t.state.name, t.state.name) for t in study.trials}
         storage.engine.dispose()
-        folders = sorted(
-            str(p) for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{run_id}-w*")
-        )
+        folders = [str(path) for path in scratch_folders(run_id)]
         return cls(product, in_study, stale, labelled_groups({"run": run_id}), folders)
 
     @property
@@ -220,12 +217,8 @@ def survive_faults(
         stack.start(("scheduler",))
     scheduler_down = time.monotonic() - down
 
-    def ended() -> str | None:
-        state = str(api.dag_run(dag_id, dag_run)["state"])
-        return state if state in ("success", "failed") else None
-
     try:
-        state = str(stack.wait_for(ended, 300, f"DAG run {dag_run} to end"))
+        state = stack.wait_dag_run(api, dag_id, dag_run)
     finally:
         stack.start(("triggerer",))
     return FaultRun(

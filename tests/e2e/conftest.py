@@ -124,12 +124,7 @@ def wait_task(
 
 def wait_dag_run(stack: AirflowStack, api: ApiClient, dag_id: str, dag_run: str) -> str:
     """Until the DAG run ends; its state (success or failed)."""
-
-    def ended() -> str | None:
-        state = api.dag_run(dag_id, dag_run)["state"]
-        return state if state in ("success", "failed") else None
-
-    return stack.wait_for(ended, 300, f"DAG run {dag_run} of {dag_id} to end")
+    return stack.wait_dag_run(api, dag_id, dag_run)
 
 
 def _databases() -> Iterator[tuple[str | None, str | None]]:

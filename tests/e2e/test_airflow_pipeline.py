@@ -97,11 +97,7 @@ def _wait_for_task(
 
 
 def _wait_for_dag_run(stack: AirflowStack, api: ApiClient, dag_run_id: str) -> str:
-    def ended() -> str | None:
-        state = api.dag_run(DAG_ID, dag_run_id)["state"]
-        return state if state in ("success", "failed") else None
-
-    return stack.wait_for(ended, 300, f"DAG run {dag_run_id} to end")
+    return stack.wait_dag_run(api, DAG_ID, dag_run_id)
 
 
 def _run_of(engine: Any, dag_run_id: str) -> dict[str, Any]:

@@ -102,13 +102,13 @@ def test_the_run_end_stops_what_a_dead_task_of_the_run_left(
     and a deployed endpoint (no run label) stay."""
     import tempfile
 
-    from patient_ml.operators.tune import scratch_folder
+    from patient_ml.operators.tune import fresh_scratch_folder
     from patient_ml.serving.servers import LocalServer
     from patient_ml.training.backends.labelled import labelled_groups
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     run_id = start(engine, model_id, "manual__leftovers")
-    scratch = scratch_folder(run_id, 0, fresh=True)
+    scratch = fresh_scratch_folder(run_id, 0)
     trainer = tmp_path / "pinger"  # a `serve` that answers /ping, as the contract asks
     trainer.mkdir()
     (trainer / "serve").write_text(_PINGER)

@@ -45,20 +45,24 @@ def make_backend(
     return LocalBackend()
 
 
-def scratch_folder(run_id: str, worker: int | str, *, fresh: bool = False) -> Path:
+def fresh_scratch_folder(run_id: str, worker: int | str) -> Path:
     """The tune worker's scratch folder on this machine (the snapshot laid out, the trials'
-    folders), named by run and worker so that what a dead attempt left (its cleanup never ran)
-    is found: a retry clears it (`fresh`), and the run's last task removes those of the run."""
+    folders), empty: named by run and worker so that what a dead attempt left (its cleanup
+    never ran) is found, here by its retry and by the run's last task (`scratch_folders`)."""
     path = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{run_id}-w{worker}"
-    if fresh:
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(mode=0o700, parents=True)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
     return path
+
+
+def scratch_folders(run_id: str) -> list[Path]:
+    """Every tune worker's scratch folder of the run on this machine."""
+    return sorted(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{run_id}-w*"))
 
 
 def remove_scratch_folders(run_id: str) -> int:
     """Remove every tune worker's scratch folder of the run on this machine; how many."""
-    found = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{run_id}-w*"))
+    found = scratch_folders(run_id)
     for path in found:
         shutil.rmtree(path, ignore_errors=True)
     return len(found)
@@ -101,7 +105,7 @@ class TuneWorkerOperator(ContainerOperator):
         from patient_ml.services.tuning import TuningWorker
         from patient_ml.training.tuning import Limits
 
-        workdir = scratch_folder(self.run_id, self.worker_index, fresh=True)
+        workdir = fresh_scratch_folder(self.run_id, self.worker_index)
         max_trials = int(self.max_trials) if self.max_trials not in (None, "", "None") else None
         try:
             self._worker = TuningWorker(

@@ -183,7 +183,10 @@ class DockerServer(ModelServer):
         model_dir: Path,
         labels: Mapping[str, str] | None = None,
     ) -> ServerHandle:
-        from patient_ml.training.backends.docker import container_name  # lazy, as above
+        from patient_ml.training.backends.docker import (  # lazy, as above
+            container_labels,
+            container_name,
+        )
 
         self.backend.ensure_image(image)
         cname = container_name(name)
@@ -208,10 +211,7 @@ class DockerServer(ModelServer):
             read_only=True,
             tmpfs={"/tmp": "rw,size=256m"},
             user=f"{os.getuid()}:{os.getgid()}",
-            labels={
-                "patient-ml.serve": name,
-                **{f"patient-ml.{key}": value for key, value in (labels or {}).items()},
-            },
+            labels=container_labels(name, labels or {}, kind="serve"),
         )
         try:
             container.reload()

@@ -45,9 +45,11 @@ STOP_GRACE_SECONDS = 10
 LABEL_PREFIX = "patient-ml."
 
 
-def container_labels(job_name: str, labels: Mapping[str, str]) -> dict[str, str]:
-    """The container's labels: the job's name and who started it (`TrainingJob.labels`)."""
-    return {f"{LABEL_PREFIX}job": job_name, **{LABEL_PREFIX + k: v for k, v in labels.items()}}
+def container_labels(name: str, labels: Mapping[str, str], kind: str = "job") -> dict[str, str]:
+    """A container's labels: its name under `kind` (a training `job`, a model server `serve`)
+    and who started it (`TrainingJob.labels`, an evaluation server's run), all under
+    `patient-ml.`, as `remove_leftovers` filters them."""
+    return {f"{LABEL_PREFIX}{kind}": name, **{LABEL_PREFIX + k: v for k, v in labels.items()}}
 
 
 def container_name(job_name: str) -> str:
